@@ -1,0 +1,282 @@
+// Package config builds a go-redis client from the environment: REDIS_URL, or
+// the variables the original system used (REDIS_HOST, REDIS_PORT,
+// REDIS_PASSWORD, REDIS_DB, REDIS_MAX_CONNECTIONS, REDIS_SOCKET_TIMEOUT).
+//
+// Timeouts, pool size and retries are always set explicitly, never left to
+// go-redis defaults (which changed in 9.22). Errors name the variable that is
+// wrong and never echo a password.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrInvalid is wrapped by every configuration error.
+var ErrInvalid = errors.New("config: invalid Redis configuration")
+
+// Defaults applied when a variable is unset.
+const (
+	DefaultHost          = "localhost"
+	DefaultPort          = 6379
+	DefaultSocketTimeout = time.Second
+	DefaultDialTimeout   = 2 * time.Second
+	DefaultMaxRetries    = 2
+)
+
+// DefaultPoolSize is the pool size when REDIS_MAX_CONNECTIONS is unset: 10 per CPU.
+func DefaultPoolSize() int { return 10 * runtime.GOMAXPROCS(0) }
+
+// Config is a parsed Redis configuration.
+type Config struct {
+	// Addrs are host:port pairs, or one socket path for unix://. More than one
+	// address, or Cluster, makes a cluster client.
+	Addrs []string
+	// Network is "tcp" or "unix".
+	Network  string
+	Username string
+	Password string
+	DB       int
+	// TLS is set by a rediss:// URL.
+	TLS bool
+	// Cluster forces a cluster client even for one seed address (REDIS_CLUSTER=1).
+	Cluster bool
+	// PoolSize from REDIS_MAX_CONNECTIONS; default DefaultPoolSize().
+	PoolSize int
+	// SocketTimeout bounds each read and write (REDIS_SOCKET_TIMEOUT, seconds); default 1 s.
+	SocketTimeout time.Duration
+	// DialTimeout bounds each connection attempt; default 2 s.
+	DialTimeout time.Duration
+	// MaxRetries is go-redis's per-command retry count; default 2. -1 disables retries.
+	MaxRetries int
+}
+
+// String describes the configuration with the password redacted.
+func (c Config) String() string {
+	pw := ""
+	if c.Password != "" {
+		pw = " password=<redacted>"
+	}
+	return fmt.Sprintf("addrs=%v network=%s db=%d tls=%t cluster=%t pool=%d timeout=%s%s",
+		c.Addrs, c.Network, c.DB, c.TLS, c.Cluster, c.PoolSize, c.SocketTimeout, pw)
+}
+
+// FromEnv reads the configuration from the process environment.
+func FromEnv() (Config, error) { return Parse(os.LookupEnv) }
+
+// NewClientFromEnv is FromEnv followed by NewClient.
+func NewClientFromEnv() (redis.UniversalClient, Config, error) {
+	c, err := FromEnv()
+	if err != nil {
+		return nil, c, err
+	}
+	return c.NewClient(), c, nil
+}
+
+func bad(variable, why string) error {
+	return fmt.Errorf("%w: %s %s", ErrInvalid, variable, why)
+}
+
+// Parse reads the configuration through lookup (os.LookupEnv in production, a
+// map in tests). REDIS_URL, when set, wins over REDIS_HOST, REDIS_PORT,
+// REDIS_PASSWORD and REDIS_DB; REDIS_MAX_CONNECTIONS, REDIS_SOCKET_TIMEOUT and
+// REDIS_CLUSTER apply to both.
+func Parse(lookup func(string) (string, bool)) (Config, error) {
+	c := Config{
+		Network:       "tcp",
+		PoolSize:      DefaultPoolSize(),
+		SocketTimeout: DefaultSocketTimeout,
+		DialTimeout:   DefaultDialTimeout,
+		MaxRetries:    DefaultMaxRetries,
+	}
+	get := func(k string) string {
+		v, _ := lookup(k)
+		return strings.TrimSpace(v)
+	}
+	if u := get("REDIS_URL"); u != "" {
+		if err := c.parseURLs(u); err != nil {
+			return Config{}, err
+		}
+	} else {
+		host := get("REDIS_HOST")
+		if host == "" {
+			host = DefaultHost
+		}
+		if strings.ContainsAny(host, " /@") {
+			return Config{}, bad("REDIS_HOST", "is not a host name")
+		}
+		port := DefaultPort
+		if p := get("REDIS_PORT"); p != "" {
+			n, err := strconv.Atoi(p)
+			if err != nil || n < 1 || n > 65535 {
+				return Config{}, bad("REDIS_PORT", "must be a number from 1 to 65535")
+			}
+			port = n
+		}
+		c.Addrs = []string{host + ":" + strconv.Itoa(port)}
+		c.Password, _ = lookup("REDIS_PASSWORD")
+		if d := get("REDIS_DB"); d != "" {
+			n, err := strconv.Atoi(d)
+			if err != nil || n < 0 {
+				return Config{}, bad("REDIS_DB", "must be a number ≥ 0")
+			}
+			c.DB = n
+		}
+	}
+	if v := get("REDIS_MAX_CONNECTIONS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100000 {
+			return Config{}, bad("REDIS_MAX_CONNECTIONS", "must be a number from 1 to 100000")
+		}
+		c.PoolSize = n
+	}
+	if v := get("REDIS_SOCKET_TIMEOUT"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 || f > 3600 {
+			return Config{}, bad("REDIS_SOCKET_TIMEOUT", "must be seconds, > 0 and ≤ 3600 (e.g. 0.5)")
+		}
+		c.SocketTimeout = time.Duration(f * float64(time.Second))
+	}
+	if v := get("REDIS_CLUSTER"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return Config{}, bad("REDIS_CLUSTER", "must be true or false")
+		}
+		c.Cluster = c.Cluster || b
+	}
+	if c.Cluster && c.DB != 0 {
+		return Config{}, bad("REDIS_DB", "must be 0 on a cluster")
+	}
+	return c, nil
+}
+
+// parseURLs accepts one URL or several separated by commas (a cluster's seeds).
+func (c *Config) parseURLs(s string) error {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil {
+			// url.Parse's error quotes the whole input, password included: do not wrap it.
+			return bad("REDIS_URL", "is not a valid URL")
+		}
+		switch u.Scheme {
+		case "redis", "rediss":
+			if u.Host == "" {
+				return bad("REDIS_URL", "has no host")
+			}
+			if u.Port() == "" {
+				u.Host += ":" + strconv.Itoa(DefaultPort)
+			} else if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
+				return bad("REDIS_URL", "has a bad port")
+			}
+			c.Addrs = append(c.Addrs, u.Host)
+			if i == 0 {
+				c.TLS = u.Scheme == "rediss"
+			} else if c.TLS != (u.Scheme == "rediss") {
+				return bad("REDIS_URL", "mixes redis:// and rediss://")
+			}
+			if db := strings.Trim(u.Path, "/"); db != "" {
+				n, err := strconv.Atoi(db)
+				if err != nil || n < 0 {
+					return bad("REDIS_URL", "has a bad database number in its path")
+				}
+				c.DB = n
+			}
+		case "unix":
+			if len(parts) > 1 {
+				return bad("REDIS_URL", "cannot list a unix socket among cluster seeds")
+			}
+			if u.Path == "" {
+				return bad("REDIS_URL", "has no socket path")
+			}
+			c.Network = "unix"
+			c.Addrs = []string{u.Path}
+			if db := u.Query().Get("db"); db != "" {
+				n, err := strconv.Atoi(db)
+				if err != nil || n < 0 {
+					return bad("REDIS_URL", "has a bad db parameter")
+				}
+				c.DB = n
+			}
+		default:
+			return bad("REDIS_URL", "must start with redis://, rediss:// or unix://")
+		}
+		if u.User != nil {
+			c.Username = u.User.Username()
+			if pw, ok := u.User.Password(); ok {
+				c.Password = pw
+			} else if c.Username != "" {
+				// redis://:password@ and redis://password@ are both common; treat a lone user as the password.
+				c.Password, c.Username = c.Username, ""
+			}
+		}
+	}
+	if len(parts) > 1 {
+		c.Cluster = true
+	}
+	return nil
+}
+
+// NewClient returns a *redis.Client, or a *redis.ClusterClient when the
+// configuration names several addresses or Cluster is set.
+func (c Config) NewClient() redis.UniversalClient {
+	if c.Cluster {
+		return redis.NewClusterClient(c.ClusterOptions())
+	}
+	return redis.NewClient(c.Options())
+}
+
+// Options returns the single-node client options, every timeout and retry set explicitly.
+func (c Config) Options() *redis.Options {
+	o := &redis.Options{
+		Network:         c.Network,
+		Username:        c.Username,
+		Password:        c.Password,
+		DB:              c.DB,
+		DialTimeout:     c.DialTimeout,
+		ReadTimeout:     c.SocketTimeout,
+		WriteTimeout:    c.SocketTimeout,
+		PoolSize:        c.PoolSize,
+		PoolTimeout:     c.SocketTimeout + time.Second,
+		MaxRetries:      c.MaxRetries,
+		MinRetryBackoff: 8 * time.Millisecond,
+		MaxRetryBackoff: 128 * time.Millisecond,
+		DialerRetries:   1,
+	}
+	if len(c.Addrs) > 0 {
+		o.Addr = c.Addrs[0]
+	}
+	if c.TLS {
+		o.TLSConfig = tlsConfig(o.Addr)
+	}
+	return o
+}
+
+// ClusterOptions returns the cluster client options, every timeout and retry set explicitly.
+func (c Config) ClusterOptions() *redis.ClusterOptions {
+	o := c.Options()
+	return &redis.ClusterOptions{
+		Addrs:           c.Addrs,
+		Username:        o.Username,
+		Password:        o.Password,
+		DialTimeout:     o.DialTimeout,
+		ReadTimeout:     o.ReadTimeout,
+		WriteTimeout:    o.WriteTimeout,
+		PoolSize:        o.PoolSize,
+		PoolTimeout:     o.PoolTimeout,
+		MaxRetries:      o.MaxRetries,
+		MinRetryBackoff: o.MinRetryBackoff,
+		MaxRetryBackoff: o.MaxRetryBackoff,
+		DialerRetries:   o.DialerRetries,
+		MaxRedirects:    3,
+		TLSConfig:       o.TLSConfig,
+	}
+}

@@ -1,0 +1,175 @@
+-- quota.lua: check and charge every limit of a quota, all or nothing, in one call.
+--
+-- KEYS[1]    hold key: string, µs time before which nothing is granted (429/418 holds)
+-- KEYS[2]    token key: remembers this call's reply so a retried call is not charged twice
+-- KEYS[2+i]  state key of limit i
+-- ARGV[1]    max wait µs: 0 grants only now (Allow); > 0 reserves up to that far ahead
+-- ARGV[2]    token; "" turns retry dedupe off
+-- ARGV[3]    token TTL ms
+-- ARGV[4+5(i-1) ..] for limit i: algorithm (1 GCRA, 2 sliding log, 3 sliding counter,
+--            4 fixed window), period µs, max units, GCRA emission interval µs, cost
+--
+-- Every limit's grants are first come first served, so the earliest time a limit
+-- can take its cost is monotone: once feasible, feasible at every later time. The
+-- grant time is therefore the latest of each limit's earliest time.
+--
+-- Reply: {granted, wait µs, denied by, grant time µs, then per limit: remaining,
+-- reset µs, mark}. wait is the delay until the grant (granted) or the retry-after
+-- (denied); denied by is 0, -1 for a hold, or the index of the limit that waits
+-- longest; mark identifies this charge so Cancel can tell whether it is still the last.
+
+if ARGV[2] ~= '' then
+  local prev = redis.call('GET', KEYS[2])
+  if prev then
+    local out = {}
+    for v in string.gmatch(prev, '%-?%d+') do out[#out + 1] = tonumber(v) end
+    return out
+  end
+end
+
+-- Lua 5.1 turns numbers into strings with %.14g: a µs time would lose digits.
+local function d(x) return string.format('%d', x) end
+
+local tm = redis.call('TIME')
+local now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
+local maxwait = tonumber(ARGV[1])
+local n = #KEYS - 2
+
+local t0 = now
+local hold = tonumber(redis.call('GET', KEYS[1]) or '0')
+if hold > t0 then t0 = hold end
+
+local algo, period, max, iv, cost, st = {}, {}, {}, {}, {}, {}
+local t, by = t0, (hold > now) and -1 or 0
+
+for i = 1, n do
+  local a = 4 + 5 * (i - 1)
+  local al, p, m, e, c = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  algo[i], period[i], max[i], iv[i], cost[i] = al, p, m, e, c
+  local k = KEYS[2 + i]
+  local s, ei
+  if al == 1 then
+    -- GCRA: state is the theoretical arrival time.
+    s = tonumber(redis.call('GET', k) or '0')
+    ei = s + c * e - m * e
+  elseif al == 2 then
+    -- Sliding log: members "C:w", C the running total of weight, scores unique µs times.
+    redis.call('ZREMRANGEBYSCORE', k, 0, d(now - p))
+    local f = redis.call('ZRANGE', k, 0, 0)
+    s = {sum = 0, last = 0, c = 0}
+    if f[1] then
+      local l = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')
+      local cf, wf = string.match(f[1], '(%d+):(%d+)')
+      local cl = tonumber(string.match(l[1], '(%d+):'))
+      s.base = tonumber(cf) - tonumber(wf)
+      s.sum, s.last, s.c = cl - s.base, tonumber(l[2]), cl
+    end
+    ei = s.last
+    local need = s.sum + c - m
+    if need > 0 then
+      local es = redis.call('ZRANGE', k, 0, d(need - 1), 'WITHSCORES')
+      for j = 1, #es, 2 do
+        if tonumber(string.match(es[j], '(%d+):')) - s.base >= need then
+          ei = tonumber(es[j + 1]) + p
+          break
+        end
+      end
+    end
+  else
+    -- Sliding counter (3) and fixed window (4): hash of window index w, previous and current counts.
+    local h = redis.call('HMGET', k, 'w', 'p', 'c')
+    s = {w = tonumber(h[1] or '-1'), p = tonumber(h[2] or '0'), c = tonumber(h[3] or '0')}
+    local x = t0
+    if x < s.w * p then x = s.w * p end
+    while true do
+      local w = math.floor(x / p)
+      local pp, cc = 0, 0
+      if w == s.w then pp, cc = s.p, s.c elseif w == s.w + 1 then pp = s.c end
+      if al == 4 then pp = 0 end
+      if cc + c <= m then
+        if pp > 0 then
+          local need = w * p + math.ceil(p * (pp - (m - cc - c)) / pp)
+          if need > x then x = need end
+        end
+        if x < (w + 1) * p then break end
+      end
+      x = (w + 1) * p
+    end
+    ei = x
+  end
+  st[i] = s
+  if ei > t then t, by = ei, i end
+end
+
+local wait = t - now
+if wait > maxwait then
+  local out = {0, wait, by, t}
+  for i = 1, n do
+    local s, p, m, e, rem, reset = st[i], period[i], max[i], iv[i], 0, 0
+    if algo[i] == 1 then
+      rem = math.floor((m * e - math.max(s - now, 0)) / e)
+      reset = math.max(s - now, 0)
+    elseif algo[i] == 2 then
+      rem = m - s.sum
+      if s.sum > 0 then reset = s.last + p - now end
+    else
+      local w = math.floor(now / p)
+      if s.w == w then rem = m - s.c elseif s.w < w then rem = m end
+      if algo[i] == 3 and s.w >= w - 1 then
+        local pp, cc = s.p, s.c
+        if s.w == w - 1 then pp, cc = s.c, 0 end
+        rem = math.floor(m - pp * (1 - (now - w * p) / p) - cc)
+      end
+      if s.w >= w - 1 then reset = (s.w + 1 + (algo[i] == 3 and 1 or 0)) * p - now end
+      if reset < 0 then reset = 0 end
+    end
+    if rem < 0 then rem = 0 end
+    out[#out + 1], out[#out + 2], out[#out + 3] = rem, reset, 0
+  end
+  return out
+end
+
+local out = {1, wait, 0, t}
+for i = 1, n do
+  local k, s, p, m, e, c = KEYS[2 + i], st[i], period[i], max[i], iv[i], cost[i]
+  local rem, reset, mark
+  if algo[i] == 1 then
+    local tat = math.max(s, t) + c * e
+    redis.call('SET', k, d(tat), 'PX', d(math.ceil((tat - now) / 1000)))
+    rem = math.floor((m * e - (tat - now)) / e)
+    reset, mark = tat - now, tat
+  elseif algo[i] == 2 then
+    local sc = t
+    if sc <= s.last then sc = s.last + 1 end
+    local cl = s.c + c
+    redis.call('ZADD', k, d(sc), d(cl) .. ':' .. d(c))
+    redis.call('PEXPIRE', k, d(math.ceil((sc + p - now) / 1000)))
+    rem = m - (s.sum + c)
+    reset, mark = sc + p - now, cl
+  else
+    local w = math.floor(t / p)
+    local pp, cc = 0, 0
+    if w == s.w then pp, cc = s.p, s.c elseif w == s.w + 1 then pp = s.c end
+    cc = cc + c
+    local ends = (w + 1) * p
+    if algo[i] == 3 then ends = ends + p end
+    redis.call('HSET', k, 'w', d(w), 'p', d(pp), 'c', d(cc))
+    redis.call('PEXPIRE', k, d(math.ceil((ends - now) / 1000)))
+    if w == math.floor(now / p) then
+      rem = m - cc
+      if algo[i] == 3 then rem = math.floor(m - pp * (1 - (now - w * p) / p) - cc) end
+    else
+      rem = 0
+    end
+    reset, mark = ends - now, cc
+  end
+  if rem < 0 then rem = 0 end
+  out[#out + 1], out[#out + 2], out[#out + 3] = rem, reset, mark
+end
+
+if ARGV[2] ~= '' then
+  local enc = {}
+  for i = 1, #out do enc[i] = d(out[i]) end
+  redis.call('SET', KEYS[2], table.concat(enc, ' '), 'PX', ARGV[3])
+end
+return out

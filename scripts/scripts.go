@@ -1,0 +1,83 @@
+// Package scripts holds every Lua script redquota runs, embedded from the *.lua
+// files beside this one: the single source of truth. Each script has one
+// exported handle; call it with Run (EVALSHA, falling back to EVAL on NOSCRIPT,
+// so a SCRIPT FLUSH or a restarted Redis is transparent). Inside a pipeline
+// that fallback does not happen: call Load first, and handle NOSCRIPT.
+//
+// Every script follows one contract: the clock is Redis TIME read inside the
+// script, integers cross the boundary in µs or ms, every key written gets a TTL,
+// and all keys of one call share a hash tag, so one slot.
+package scripts
+
+import (
+	"context"
+	"embed"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+//go:embed *.lua
+var files embed.FS
+
+// registry holds every script by file name; mustScript fills it at init.
+var registry = map[string]*redis.Script{}
+
+// mustScript returns the handle of an embedded script and registers it for
+// All and Load. Each package file declares the handles of its own scripts.
+func mustScript(name string) *redis.Script {
+	src, err := files.ReadFile(name)
+	if err != nil {
+		panic("scripts: missing embedded " + name) // a build defect, not user input
+	}
+	s := redis.NewScript(string(src))
+	registry[name] = s
+	return s
+}
+
+// Limiter scripts.
+var (
+	// Quota checks and charges every limit of a quota, all or nothing. See quota.lua.
+	Quota = mustScript("quota.lua")
+	// Cancel gives back the units of a reservation that has not come due. See cancel.lua.
+	Cancel = mustScript("cancel.lua")
+	// Hold stops every grant of a quota until now + a duration. See hold.lua.
+	Hold = mustScript("hold.lua")
+	// Sync raises a limit's count to the count a server reports. See sync.lua.
+	Sync = mustScript("sync.lua")
+)
+
+// All returns every script, by file name.
+func All() map[string]*redis.Script {
+	out := make(map[string]*redis.Script, len(registry))
+	for k, v := range registry {
+		out[k] = v
+	}
+	return out
+}
+
+// masterIterator is implemented by *redis.ClusterClient.
+type masterIterator interface {
+	ForEachMaster(ctx context.Context, fn func(ctx context.Context, client *redis.Client) error) error
+}
+
+// Load preloads every script, on every master when client is a cluster client,
+// so that the first EVALSHA of each finds it. It is optional for Run, which
+// falls back to EVAL, and needed before scripts are sent in a pipeline.
+func Load(ctx context.Context, client redis.Scripter) error {
+	if mi, ok := client.(masterIterator); ok {
+		return mi.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return load(ctx, c)
+		})
+	}
+	return load(ctx, client)
+}
+
+func load(ctx context.Context, c redis.Scripter) error {
+	for name, s := range All() {
+		if err := s.Load(ctx, c).Err(); err != nil {
+			return fmt.Errorf("scripts: load %s: %w", name, err)
+		}
+	}
+	return nil
+}

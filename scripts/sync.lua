@@ -1,0 +1,56 @@
+-- sync.lua: raise a limit's count to what the server says it has counted
+-- (usage headers such as X-MBX-USED-WEIGHT-1m). Never lowers it.
+--
+-- KEYS[1]  state key of the limit (as in quota.lua)
+-- ARGV[1..5] algorithm (1 GCRA, 2 sliding log, 3 sliding counter, 4 fixed window),
+--          period µs, max units, GCRA emission interval µs, units the server has counted
+--
+-- Reply: 1 if our count was raised, 0 if it already covered the server's.
+
+local function d(x) return string.format('%d', x) end
+local tm = redis.call('TIME')
+local now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
+local al, p, m, e, used = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if used > m then used = m end
+local k = KEYS[1]
+
+if al == 1 then
+  local tat = tonumber(redis.call('GET', k) or '0')
+  local want = now + used * e
+  if want <= tat then return 0 end
+  redis.call('SET', k, d(want), 'PX', d(math.ceil((want - now) / 1000)))
+  return 1
+elseif al == 2 then
+  redis.call('ZREMRANGEBYSCORE', k, 0, d(now - p))
+  local sum, last, cl = 0, 0, 0
+  local f = redis.call('ZRANGE', k, 0, 0)
+  if f[1] then
+    local l = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')
+    local cf, wf = string.match(f[1], '(%d+):(%d+)')
+    cl = tonumber(string.match(l[1], '(%d+):'))
+    sum, last = cl - (tonumber(cf) - tonumber(wf)), tonumber(l[2])
+  end
+  if used <= sum then return 0 end
+  local w = used - sum
+  local sc = now
+  if sc <= last then sc = last + 1 end
+  redis.call('ZADD', k, d(sc), d(cl + w) .. ':' .. d(w))
+  redis.call('PEXPIRE', k, d(math.ceil((sc + p - now) / 1000)))
+  return 1
+end
+
+local h = redis.call('HMGET', k, 'w', 'p', 'c')
+local sw, sp, sc = tonumber(h[1] or '-1'), tonumber(h[2] or '0'), tonumber(h[3] or '0')
+local w = math.floor(now / p)
+if sw > w then return 0 end
+local pp, cc = 0, 0
+if sw == w then pp, cc = sp, sc elseif sw == w - 1 then pp = sc end
+local est = cc
+if al == 3 then est = pp * (1 - (now - w * p) / p) + cc end
+if used <= est then return 0 end
+cc = cc + math.ceil(used - est)
+local ends = (w + 1) * p
+if al == 3 then ends = ends + p end
+redis.call('HSET', k, 'w', d(w), 'p', d(pp), 'c', d(cc))
+redis.call('PEXPIRE', k, d(math.ceil((ends - now) / 1000)))
+return 1
