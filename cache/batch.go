@@ -1,0 +1,163 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// SetMany stores every value of items under its key, all with ttl, in one round
+// trip: one pipeline of SET … PX, which a cluster client splits into one
+// pipeline per master, sent concurrently. Every value is encoded and checked
+// before anything is written. The writes are not atomic: after an error some
+// may have been applied.
+func (c *Cache) SetMany(ctx context.Context, items map[string]any, ttl time.Duration) error {
+	if len(items) == 0 {
+		return c.err
+	}
+	exp, _, err := ttlArg(ttl)
+	if err != nil {
+		return err
+	}
+	ks := make([]string, 0, len(items))
+	vals := make([][]byte, 0, len(items))
+	for key, v := range items {
+		k, err := c.valueKey(key)
+		if err != nil {
+			return err
+		}
+		data, err := c.core.encode(key, v)
+		if err != nil {
+			return err
+		}
+		ks, vals = append(ks, k), append(vals, data)
+	}
+	if len(ks) == 1 {
+		return c.core.set(ctx, ks[0], vals[0], exp)
+	}
+	err = c.core.do(func() error {
+		p := c.core.client.Pipeline()
+		for i, k := range ks {
+			p.Set(ctx, k, vals[i], exp)
+		}
+		_, err := p.Exec(ctx)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("cache: set many: %w", err)
+	}
+	return nil
+}
+
+// GetMany decodes the values of keys into dst, a non-nil map[string]T or a
+// pointer to one (a nil map there is made), and returns how many were found.
+// Keys without a value are left out of dst. It costs one MGET per hash slot (one
+// in all on a single node or for a group view), sent in one pipeline. A Redis
+// error counts every key as a miss and is returned with 0; a value that cannot
+// be decoded is left out and its error returned after the others are decoded.
+func (c *Cache) GetMany(ctx context.Context, keys []string, dst any) (int, error) {
+	m := reflect.ValueOf(dst)
+	if m.Kind() == reflect.Pointer && !m.IsNil() && m.Elem().Kind() == reflect.Map {
+		if m.Elem().IsNil() {
+			m.Elem().Set(reflect.MakeMap(m.Elem().Type()))
+		}
+		m = m.Elem()
+	}
+	if m.Kind() != reflect.Map || m.IsNil() || m.Type().Key().Kind() != reflect.String {
+		return 0, fmt.Errorf("cache: GetMany into %T: %w", dst, ErrInvalidDst)
+	}
+	et, kt := m.Type().Elem(), m.Type().Key()
+	return c.getMany(ctx, keys, func(i int, data []byte) error {
+		v := reflect.New(et)
+		if err := c.core.decode(keys[i], data, v.Interface()); err != nil {
+			return err
+		}
+		m.SetMapIndex(reflect.ValueOf(keys[i]).Convert(kt), v.Elem())
+		return nil
+	})
+}
+
+// GetManyOf returns the values of keys that c holds, decoded as T, keyed by key:
+// GetMany without reflection. Errors are as for GetMany; the map holds what was
+// decoded.
+func GetManyOf[T any](ctx context.Context, c *Cache, keys []string) (map[string]T, error) {
+	out := make(map[string]T, len(keys))
+	_, err := c.getMany(ctx, keys, func(i int, data []byte) error {
+		var v T
+		if err := c.core.decode(keys[i], data, &v); err != nil {
+			return err
+		}
+		out[keys[i]] = v
+		return nil
+	})
+	return out, err
+}
+
+// getMany reads keys and calls found with the index and bytes of each value found.
+func (c *Cache) getMany(ctx context.Context, keys []string, found func(i int, data []byte) error) (int, error) {
+	if len(keys) == 0 {
+		return 0, c.err
+	}
+	ks, err := c.valueKeys(keys)
+	if err != nil {
+		return 0, err
+	}
+	groups := c.core.bySlot(ks)
+	results := make([][]any, len(groups))
+	err = c.core.do(func() error {
+		if len(groups) == 1 {
+			v, err := c.core.client.MGet(ctx, ks...).Result()
+			results[0] = v
+			return err
+		}
+		p := c.core.client.Pipeline()
+		for _, g := range groups {
+			p.MGet(ctx, pick(ks, g)...)
+		}
+		cmds, err := p.Exec(ctx)
+		if err != nil {
+			return err
+		}
+		for i, cmd := range cmds {
+			sc, ok := cmd.(*redis.SliceCmd)
+			if !ok {
+				return fmt.Errorf("unexpected reply %T to MGET", cmd)
+			}
+			results[i] = sc.Val()
+		}
+		return nil
+	})
+	if err != nil {
+		c.core.misses.Add(int64(len(keys)))
+		return 0, fmt.Errorf("cache: get many: %w", err)
+	}
+	n, hits := 0, int64(0)
+	var first error
+	for gi, g := range groups {
+		vals := results[gi]
+		if len(vals) != len(g) {
+			c.core.misses.Add(int64(len(keys)))
+			return 0, fmt.Errorf("cache: get many: MGET replied %d values for %d keys", len(vals), len(g))
+		}
+		for j, v := range vals {
+			s, ok := v.(string)
+			if !ok {
+				continue
+			}
+			if err := found(g[j], []byte(s)); err != nil {
+				if first == nil {
+					first = err
+				}
+				continue
+			}
+			n++
+			hits++
+		}
+	}
+	c.core.hits.Add(hits)
+	c.core.misses.Add(int64(len(keys)) - hits)
+	return n, first
+}

@@ -1,0 +1,124 @@
+package cache_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redquota/redquota/cache"
+	"github.com/redquota/redquota/internal/redistest"
+)
+
+// SetMany is one pipeline (one round trip per node); GetMany is one MGET per
+// slot in one pipeline, and a single MGET for a group view, even on a cluster.
+func TestBatchRoundTrips(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		e := newEnv(t, b, cache.Options{})
+		ctx := context.Background()
+		_, cluster := b.Client.(*redis.ClusterClient)
+		const n = 50
+		items := map[string]any{}
+		var keys []string
+		slots := map[int]bool{}
+		for i := 0; i < n; i++ {
+			k := fmt.Sprintf("sym%d", i)
+			items[k] = ticker{Symbol: k, Price: float64(i) + 0.25}
+			keys = append(keys, k)
+			slots[redistest.Slot(e.key(e.c, k))] = true
+		}
+		for _, c := range []*cache.Cache{e.c, e.c.Group("binance")} {
+			grouped := c.GroupName() != ""
+			sets, mgets := int64(0), int64(0)
+			if b.Mini == nil {
+				sets, mgets = commandCalls(t, b, "set"), commandCalls(t, b, "mget")
+			}
+			cmds, pipes := e.hk.cmds.Load(), e.hk.pipes.Load()
+			if err := c.SetMany(ctx, items, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			if d := e.hk.pipes.Load() - pipes; d != 1 || e.hk.cmds.Load() != cmds {
+				t.Fatalf("SetMany: %d pipelines, %d commands; want 1 pipeline", d, e.hk.cmds.Load()-cmds)
+			}
+			if b.Mini == nil {
+				if d := commandCalls(t, b, "set") - sets; d != n {
+					t.Fatalf("SetMany ran %d SETs on the server, want %d", d, n)
+				}
+			}
+			got := map[string]ticker{}
+			if b.Mini == nil {
+				mgets = commandCalls(t, b, "mget")
+			}
+			cmds, pipes = e.hk.cmds.Load(), e.hk.pipes.Load()
+			found, err := c.GetMany(ctx, append(keys, "missing"), got)
+			if err != nil || found != n || len(got) != n {
+				t.Fatalf("GetMany: %d found, %d in map, %v", found, len(got), err)
+			}
+			for k, v := range items {
+				if got[k] != v {
+					t.Fatalf("%s: got %+v, want %+v", k, got[k], v)
+				}
+			}
+			if _, ok := got["missing"]; ok {
+				t.Fatal("missing key in map")
+			}
+			wantMGets := int64(1)
+			if cluster && !grouped {
+				wantMGets = int64(len(slots) + 1) // "missing" adds a slot
+				if slots[redistest.Slot(e.key(e.c, "missing"))] {
+					wantMGets--
+				}
+				if d := e.hk.pipes.Load() - pipes; d != 1 {
+					t.Fatalf("cluster GetMany: %d pipelines, want 1", d)
+				}
+			} else if d := e.hk.cmds.Load() - cmds; d != 1 || e.hk.pipes.Load() != pipes {
+				t.Fatalf("GetMany: %d commands, %d pipelines; want 1 MGET", d, e.hk.pipes.Load()-pipes)
+			}
+			if b.Mini == nil {
+				if d := commandCalls(t, b, "mget") - mgets; d != wantMGets {
+					t.Fatalf("GetMany ran %d MGETs on the server, want %d", d, wantMGets)
+				}
+			}
+			// GetManyOf gives the same without reflection; a pointer to a nil map works too.
+			typed, err := cache.GetManyOf[ticker](ctx, c, keys[:3])
+			if err != nil || len(typed) != 3 || typed["sym2"] != items["sym2"] {
+				t.Fatalf("GetManyOf: %v, %v", typed, err)
+			}
+			var pm map[string]ticker
+			if found, err := c.GetMany(ctx, keys[:2], &pm); err != nil || found != 2 || pm["sym1"] != items["sym1"] {
+				t.Fatalf("GetMany into *map: %v %v %v", found, err, pm)
+			}
+			if err := c.Delete(ctx, keys...); err != nil {
+				t.Fatal(err)
+			}
+			if found, err := c.GetMany(ctx, keys, map[string]ticker{}); err != nil || found != 0 {
+				t.Fatalf("after Delete: %d found, %v", found, err)
+			}
+		}
+	})
+}
+
+// SetMany applies one TTL to every value.
+func TestSetManyTTL(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		e := newEnv(t, b, cache.Options{})
+		ctx := context.Background()
+		if err := e.c.SetMany(ctx, map[string]any{"a": 1, "b": 2}, 500*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"a", "b"} {
+			pttl, err := b.Client.PTTL(ctx, e.key(e.c, k)).Result()
+			if err != nil || pttl <= 400*time.Millisecond || pttl > 500*time.Millisecond {
+				t.Fatalf("%s PTTL %v %v", k, pttl, err)
+			}
+		}
+		if b.Mini != nil {
+			e.advance(500 * time.Millisecond)
+			if n, _ := e.c.GetMany(ctx, []string{"a", "b"}, map[string]int{}); n != 0 {
+				t.Fatalf("%d values outlived their 500 ms", n)
+			}
+		}
+	})
+}

@@ -1,0 +1,321 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/redquota/redquota/internal/keys"
+)
+
+// Client is the part of a go-redis client the cache uses. *redis.Client,
+// *redis.ClusterClient and *redis.Ring satisfy it. On a cluster (a client with
+// ForEachMaster) batches are split by slot and DeletePattern, Stats and
+// HealthCheck visit every master.
+type Client interface {
+	redis.Scripter
+	Get(ctx context.Context, key string) *redis.StringCmd
+	MGet(ctx context.Context, keys ...string) *redis.SliceCmd
+	Set(ctx context.Context, key string, value any, expiration time.Duration) *redis.StatusCmd
+	Exists(ctx context.Context, keys ...string) *redis.IntCmd
+	Unlink(ctx context.Context, keys ...string) *redis.IntCmd
+	Scan(ctx context.Context, cursor uint64, match string, count int64) *redis.ScanCmd
+	Info(ctx context.Context, section ...string) *redis.StringCmd
+	DBSize(ctx context.Context) *redis.IntCmd
+	Ping(ctx context.Context) *redis.StatusCmd
+	Pipeline() redis.Pipeliner
+}
+
+// masterIterator is implemented by *redis.ClusterClient.
+type masterIterator interface {
+	ForEachMaster(ctx context.Context, fn func(ctx context.Context, client *redis.Client) error) error
+}
+
+// shardIterator is implemented by *redis.Ring (and *redis.ClusterClient).
+type shardIterator interface {
+	ForEachShard(ctx context.Context, fn func(ctx context.Context, client *redis.Client) error) error
+}
+
+// NoExpiry, passed as a TTL, stores a value without expiry. Any other TTL below
+// one millisecond is ErrBadTTL.
+const NoExpiry time.Duration = -1
+
+// Defaults of Options.
+const (
+	// DefaultPrefix is the key prefix when Options.Prefix is empty.
+	DefaultPrefix = "rq"
+	// DefaultMaxValueSize is the largest encoded value when Options.MaxValueSize is 0: 1 MiB.
+	DefaultMaxValueSize = 1 << 20
+	// DefaultBatch is the number of keys one script call writes (SetManyTagged)
+	// or deletes (InvalidateTags) when Options.Batch is 0.
+	DefaultBatch = 1000
+	// DefaultBreakerFailures is the number of consecutive Redis failures that
+	// opens the circuit breaker when BreakerOptions.Failures is 0.
+	DefaultBreakerFailures = 5
+	// DefaultBreakerCoolDown is how long the breaker stays open when
+	// BreakerOptions.CoolDown is 0.
+	DefaultBreakerCoolDown = time.Second
+)
+
+// Options configure a Cache. The zero value works; each field documents its default.
+type Options struct {
+	// Prefix starts every key. Default DefaultPrefix ("rq").
+	Prefix string
+	// Codec encodes values. Default JSON{}.
+	Codec Codec
+	// MaxValueSize is the largest encoded value, in bytes; a larger one is
+	// ErrValueTooLarge and is not written. Default DefaultMaxValueSize (1 MiB);
+	// negative means no limit.
+	MaxValueSize int
+	// Group, when set, makes New return a group view (see Group). Default: none,
+	// each key in its own slot.
+	Group string
+	// Batch is the number of keys one script call writes in SetManyTagged or
+	// deletes in InvalidateTags, so a large tag never blocks Redis for long.
+	// Default DefaultBatch (1000).
+	Batch int
+	// Breaker configures the circuit breaker.
+	Breaker BreakerOptions
+}
+
+// BreakerOptions configure the circuit breaker in front of Redis.
+type BreakerOptions struct {
+	// Failures is the number of consecutive failed Redis calls that opens the
+	// breaker. Default DefaultBreakerFailures (5); negative disables the breaker.
+	Failures int
+	// CoolDown is how long the breaker stays open, failing calls at once, before
+	// it lets one probe call through; the probe's success closes it. Default
+	// DefaultBreakerCoolDown (1 s).
+	CoolDown time.Duration
+}
+
+// Cache is a Redis cache. Make one with New; Group returns views of it that
+// share its client, codec, statistics, breaker and get-or-load state. A Cache is
+// safe for concurrent use.
+type Cache struct {
+	core  *core
+	group string
+	head  string // "<prefix>:{<group>}" for a group view
+	err   error  // a bad group name, returned by every call
+}
+
+// core is what a Cache and its group views share.
+type core struct {
+	client   Client
+	masters  masterIterator // nil unless a cluster
+	shards   shardIterator  // set for a Ring (and a cluster)
+	codec    Codec
+	prefix   string
+	maxValue int
+	batch    int
+	breaker  *gobreaker.CircuitBreaker[struct{}]
+	flight   singleflight.Group
+
+	hits, misses, errs, rejected, loads atomic.Int64
+}
+
+// New returns a Cache on client, with the options o.
+func New(client Client, o Options) *Cache {
+	c := &core{client: client, codec: o.Codec, prefix: o.Prefix, maxValue: o.MaxValueSize, batch: o.Batch}
+	if c.codec == nil {
+		c.codec = JSON{}
+	}
+	if c.prefix == "" {
+		c.prefix = DefaultPrefix
+	}
+	if c.maxValue == 0 {
+		c.maxValue = DefaultMaxValueSize
+	}
+	if c.batch <= 0 {
+		c.batch = DefaultBatch
+	}
+	if mi, ok := client.(masterIterator); ok {
+		c.masters = mi
+	}
+	if si, ok := client.(shardIterator); ok {
+		c.shards = si
+	}
+	if o.Breaker.Failures >= 0 {
+		failures := o.Breaker.Failures
+		if failures == 0 {
+			failures = DefaultBreakerFailures
+		}
+		cool := o.Breaker.CoolDown
+		if cool <= 0 {
+			cool = DefaultBreakerCoolDown
+		}
+		c.breaker = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+			Name:         "redquota-cache",
+			MaxRequests:  1,
+			Timeout:      cool,
+			ReadyToTrip:  func(n gobreaker.Counts) bool { return n.ConsecutiveFailures >= uint32(failures) },
+			IsSuccessful: func(err error) bool { return !isFailure(err) },
+			IsExcluded:   func(err error) bool { return errors.Is(err, context.Canceled) },
+		})
+	}
+	root := &Cache{core: c}
+	if o.Group != "" {
+		return root.Group(o.Group)
+	}
+	return root
+}
+
+// Group returns a view of c whose keys all sit in one hash slot, the group's: a
+// value there can carry tags (SetTagged) and be invalidated with them. The view
+// shares c's client, options, statistics and breaker. An invalid name (empty or
+// over MaxKeyLen bytes) gives a view whose every call returns the error.
+func (c *Cache) Group(name string) *Cache {
+	g := &Cache{core: c.core, group: name}
+	if err := keys.Check(name); err != nil {
+		g.err = fmt.Errorf("cache: group %q: %w", name, err)
+		return g
+	}
+	g.head = keys.Tag(c.core.prefix, name)
+	return g
+}
+
+// GroupName returns the view's group, "" for a Cache without one.
+func (c *Cache) GroupName() string { return c.group }
+
+// Key returns the Redis key that holds key's value, for inspection with other
+// tools.
+func (c *Cache) Key(key string) (string, error) { return c.valueKey(key) }
+
+// valueKey validates key and returns its Redis key.
+func (c *Cache) valueKey(key string) (string, error) {
+	if c.err != nil {
+		return "", c.err
+	}
+	if err := keys.Check(key); err != nil {
+		return "", fmt.Errorf("cache: key %q: %w", trunc(key), err)
+	}
+	if c.head != "" {
+		return c.head + ":v:" + keys.Escape(key), nil
+	}
+	return c.core.prefix + ":{" + keys.Escape(key) + "}:v", nil
+}
+
+// tagKey validates tag and returns the key of its tag set.
+func (c *Cache) tagKey(tag string) (string, error) {
+	if c.err != nil {
+		return "", c.err
+	}
+	if c.head == "" {
+		return "", fmt.Errorf("cache: tag %q: %w", trunc(tag), ErrNoGroup)
+	}
+	switch err := keys.Check(tag); {
+	case errors.Is(err, keys.ErrEmpty):
+		return "", fmt.Errorf("cache: %w", ErrEmptyTag)
+	case err != nil:
+		return "", fmt.Errorf("cache: tag %q: %w", trunc(tag), err)
+	}
+	return c.head + ":t:" + keys.Escape(tag), nil
+}
+
+// indexKey validates name and returns the key of the index.
+func (c *Cache) indexKey(name string) (string, error) {
+	if c.err != nil {
+		return "", c.err
+	}
+	if err := keys.Check(name); err != nil {
+		return "", fmt.Errorf("cache: index %q: %w", trunc(name), err)
+	}
+	if c.head != "" {
+		return c.head + ":i:" + keys.Escape(name), nil
+	}
+	return c.core.prefix + ":{" + keys.Escape(name) + "}:i", nil
+}
+
+// trunc shortens a bad key for an error message.
+func trunc(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// ttlArg validates ttl and returns it for go-redis (0: no expiry) and in ms for
+// a script (-1: no expiry).
+func ttlArg(ttl time.Duration) (time.Duration, int64, error) {
+	if ttl == NoExpiry {
+		return 0, -1, nil
+	}
+	if ttl < time.Millisecond {
+		return 0, 0, fmt.Errorf("cache: TTL %v: %w", ttl, ErrBadTTL)
+	}
+	return ttl, ttl.Milliseconds(), nil
+}
+
+// isFailure reports whether err means Redis could not be reached or did not
+// answer, as opposed to a reply Redis sent.
+func isFailure(err error) bool {
+	if err == nil || err == redis.Nil {
+		return false
+	}
+	var re redis.Error
+	if errors.As(err, &re) {
+		return strings.HasPrefix(err.Error(), "LOADING") || strings.HasPrefix(err.Error(), "CLUSTERDOWN")
+	}
+	return true
+}
+
+// do runs one Redis call through the breaker and counts its failure.
+func (c *core) do(fn func() error) error {
+	var err error
+	if c.breaker == nil {
+		err = fn()
+	} else {
+		_, err = c.breaker.Execute(func() (struct{}, error) { return struct{}{}, fn() })
+		if err == gobreaker.ErrOpenState || err == gobreaker.ErrTooManyRequests {
+			c.rejected.Add(1)
+			return ErrCircuitOpen
+		}
+	}
+	if isFailure(err) && !errors.Is(err, context.Canceled) {
+		c.errs.Add(1)
+	}
+	return err
+}
+
+// encode validates and encodes a value.
+func (c *core) encode(key string, v any) ([]byte, error) {
+	var data []byte
+	switch x := v.(type) {
+	case []byte:
+		data = x
+	case string:
+		data = []byte(x)
+	default:
+		var err error
+		if data, err = c.codec.Marshal(v); err != nil {
+			return nil, fmt.Errorf("cache: key %q: %w: %w", trunc(key), ErrEncode, err)
+		}
+	}
+	if c.maxValue > 0 && len(data) > c.maxValue {
+		return nil, fmt.Errorf("cache: key %q: %d bytes: %w (%d)", trunc(key), len(data), ErrValueTooLarge, c.maxValue)
+	}
+	return data, nil
+}
+
+// decode decodes data into dst, checked by checkDst.
+func (c *core) decode(key string, data []byte, dst any) error {
+	switch d := dst.(type) {
+	case *[]byte:
+		*d = data
+		return nil
+	case *string:
+		*d = string(data)
+		return nil
+	}
+	if err := c.codec.Unmarshal(data, dst); err != nil {
+		return fmt.Errorf("cache: key %q: %w: %w", trunc(key), ErrDecode, err)
+	}
+	return nil
+}

@@ -1,0 +1,58 @@
+package cache
+
+import (
+	"bytes"
+	"encoding/json"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// A Codec turns values into bytes and back. Implementations must be safe for
+// concurrent use.
+//
+// Whatever the codec, []byte and string values bypass it: Set stores their bytes
+// as they are, and Get into a *[]byte or *string returns the stored bytes as they
+// are. Read such values back into a *[]byte or *string.
+type Codec interface {
+	// Marshal encodes v.
+	Marshal(v any) ([]byte, error)
+	// Unmarshal decodes data into v, a non-nil pointer.
+	Unmarshal(data []byte, v any) error
+}
+
+// JSON is the default Codec, encoding/json. Numbers round-trip exactly: into a
+// typed destination (float64, int64, a struct field) as that type, and into an
+// *any, *map[string]any or *[]any as json.Number, so 9223372036854775807 does not
+// become a float. An any nested inside a struct field gets encoding/json's
+// float64; give such fields a type, or json.Number.
+type JSON struct{}
+
+// Marshal implements Codec.
+func (JSON) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// Unmarshal implements Codec.
+func (JSON) Unmarshal(data []byte, v any) error {
+	switch v.(type) {
+	case *any, *map[string]any, *[]any:
+		d := json.NewDecoder(bytes.NewReader(data))
+		d.UseNumber()
+		return d.Decode(v)
+	}
+	return json.Unmarshal(data, v)
+}
+
+// Msgpack is a compact binary Codec, github.com/vmihailenco/msgpack/v5. Integers
+// keep their width (int64 max round-trips into an any) and floats are stored as
+// IEEE 754, so they round-trip exactly too.
+type Msgpack struct{}
+
+// Marshal implements Codec.
+func (Msgpack) Marshal(v any) ([]byte, error) { return msgpack.Marshal(v) }
+
+// Unmarshal implements Codec.
+func (Msgpack) Unmarshal(data []byte, v any) error { return msgpack.Unmarshal(data, v) }
+
+var (
+	_ Codec = JSON{}
+	_ Codec = Msgpack{}
+)

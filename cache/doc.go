@@ -1,0 +1,38 @@
+// Package cache is a Redis cache for values that live milliseconds to days:
+// typed values through a Codec, millisecond TTLs, batch reads and writes in one
+// round trip, TTL-tagged sets invalidated by one script per slot, get-or-load with
+// concurrent loads collapsed into one, and degradation that never makes a dead
+// Redis the caller's problem.
+//
+// # Keys and groups
+//
+// A Cache made by New keeps each key in its own hash slot:
+//
+//	<prefix>:{<key>}:v
+//
+// which spreads keys over a cluster's masters. A group view, made by Group or by
+// Options.Group, puts every key of the group in the group's slot:
+//
+//	<prefix>:{<group>}:v:<key>      a value
+//	<prefix>:{<group>}:t:<tag>      a tag set (SetTagged, InvalidateTags)
+//	<prefix>:{<group>}:i:<index>    an index of names (Remember, Recall)
+//
+// Tags are scoped to a group: a value and the tag sets that list it must sit in
+// one slot for one script to write them all, so SetTagged and InvalidateTags need
+// a group and return ErrNoGroup without one. Choose the group as the unit you
+// invalidate together and that is small enough for one Redis node: the market
+// package uses the exchange. User-supplied parts are escaped, so '{', '}', ':' or
+// '%' in a key can neither move it to another slot nor collide with another key.
+//
+// # Degradation
+//
+// Every Redis call runs through a circuit breaker. A read that fails is a miss
+// plus an error count (Get also returns the error; GetOrLoad goes on to load).
+// After Options.Breaker.Failures consecutive failures the breaker opens and calls
+// fail at once with ErrCircuitOpen, without touching the network, for
+// Options.Breaker.CoolDown; then one probe call goes through and, if it succeeds,
+// the breaker closes. Replies that Redis itself sends (a missing key, WRONGTYPE,
+// NOSCRIPT) prove Redis is up and never count against it.
+//
+// A Cache is safe for concurrent use.
+package cache

@@ -1,0 +1,167 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// checkDst returns ErrInvalidDst unless dst is a non-nil pointer.
+func checkDst(dst any) error {
+	switch d := dst.(type) {
+	case nil:
+		return fmt.Errorf("cache: %w", ErrInvalidDst)
+	case *[]byte:
+		if d != nil {
+			return nil
+		}
+	case *string:
+		if d != nil {
+			return nil
+		}
+	}
+	if rv := reflect.ValueOf(dst); rv.Kind() != reflect.Pointer || rv.IsNil() {
+		return fmt.Errorf("cache: %T: %w", dst, ErrInvalidDst)
+	}
+	return nil
+}
+
+// Set stores value under key for ttl (at least 1 ms, or NoExpiry), replacing any
+// value and TTL the key had. It does not change the tags the key was set with;
+// see SetTagged.
+func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duration) error {
+	k, err := c.valueKey(key)
+	if err != nil {
+		return err
+	}
+	exp, _, err := ttlArg(ttl)
+	if err != nil {
+		return err
+	}
+	data, err := c.core.encode(key, value)
+	if err != nil {
+		return err
+	}
+	return c.core.set(ctx, k, data, exp)
+}
+
+func (c *core) set(ctx context.Context, k string, data []byte, exp time.Duration) error {
+	err := c.do(func() error { return c.client.Set(ctx, k, data, exp).Err() })
+	if err != nil {
+		return fmt.Errorf("cache: set: %w", err)
+	}
+	return nil
+}
+
+// Get decodes the value of key into dst, a non-nil pointer, and reports whether
+// it was found. A miss is (false, nil). A Redis error is counted as a miss and an
+// error and returned as (false, err); callers that degrade treat it as a miss.
+func (c *Cache) Get(ctx context.Context, key string, dst any) (bool, error) {
+	if err := checkDst(dst); err != nil {
+		return false, err
+	}
+	k, err := c.valueKey(key)
+	if err != nil {
+		return false, err
+	}
+	return c.core.get(ctx, key, k, dst, true)
+}
+
+// get reads the Redis key k into dst, counting a hit or a miss when count is set.
+func (c *core) get(ctx context.Context, key, k string, dst any, count bool) (bool, error) {
+	var data []byte
+	err := c.do(func() error {
+		var err error
+		data, err = c.client.Get(ctx, k).Bytes()
+		return err
+	})
+	if err != nil {
+		if count {
+			c.misses.Add(1)
+		}
+		if err == redis.Nil {
+			return false, nil
+		}
+		return false, fmt.Errorf("cache: get: %w", err)
+	}
+	if err := c.decode(key, data, dst); err != nil {
+		if count {
+			c.misses.Add(1)
+		}
+		return false, err
+	}
+	if count {
+		c.hits.Add(1)
+	}
+	return true, nil
+}
+
+// Exists reports whether key holds a value.
+func (c *Cache) Exists(ctx context.Context, key string) (bool, error) {
+	k, err := c.valueKey(key)
+	if err != nil {
+		return false, err
+	}
+	var n int64
+	err = c.core.do(func() error {
+		var err error
+		n, err = c.core.client.Exists(ctx, k).Result()
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("cache: exists: %w", err)
+	}
+	return n > 0, nil
+}
+
+// Delete removes the values of keys (UNLINK: memory is freed off the main
+// thread). Keys that hold nothing are ignored. On a cluster it sends one UNLINK
+// per slot, in one pipeline. A deleted key stays listed in its tag sets until
+// they are pruned or invalidated, which is harmless.
+func (c *Cache) Delete(ctx context.Context, keys ...string) error {
+	ks, err := c.valueKeys(keys)
+	if err != nil || len(ks) == 0 {
+		return err
+	}
+	groups := c.core.bySlot(ks)
+	err = c.core.do(func() error {
+		if len(groups) == 1 {
+			return c.core.client.Unlink(ctx, ks...).Err()
+		}
+		p := c.core.client.Pipeline()
+		for _, g := range groups {
+			p.Unlink(ctx, pick(ks, g)...)
+		}
+		_, err := p.Exec(ctx)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("cache: delete: %w", err)
+	}
+	return nil
+}
+
+// valueKeys validates keys and returns their Redis keys.
+func (c *Cache) valueKeys(keys []string) ([]string, error) {
+	out := make([]string, len(keys))
+	for i, key := range keys {
+		k, err := c.valueKey(key)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = k
+	}
+	return out, nil
+}
+
+// pick returns ks[i] for each i in idx.
+func pick(ks []string, idx []int) []string {
+	out := make([]string, len(idx))
+	for j, i := range idx {
+		out[j] = ks[i]
+	}
+	return out
+}
