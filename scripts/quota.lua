@@ -45,6 +45,9 @@ local t, by = t0, (hold > now) and -1 or 0
 for i = 1, n do
   local a = 4 + 5 * (i - 1)
   local al, p, m, e, c = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  if not (c and m and p and e) or c < 1 or c > m or p < 1 or e < 1 then
+    return redis.error_reply('ERR quota.lua: limit ' .. i .. ': cost, max, period or interval out of range')
+  end
   algo[i], period[i], max[i], iv[i], cost[i] = al, p, m, e, c
   local k = KEYS[2 + i]
   local s, ei
@@ -70,7 +73,7 @@ for i = 1, n do
       local es = redis.call('ZRANGE', k, 0, d(need - 1), 'WITHSCORES')
       for j = 1, #es, 2 do
         if tonumber(string.match(es[j], '(%d+):')) - s.base >= need then
-          ei = tonumber(es[j + 1]) + p
+          ei = math.max(s.last, tonumber(es[j + 1]) + p)
           break
         end
       end
@@ -81,7 +84,8 @@ for i = 1, n do
     s = {w = tonumber(h[1] or '-1'), p = tonumber(h[2] or '0'), c = tonumber(h[3] or '0')}
     local x = t0
     if x < s.w * p then x = s.w * p end
-    while true do
+    -- At most three windows: from the state's window w, window w + 2 is empty.
+    for _ = 1, 3 do
       local w = math.floor(x / p)
       local pp, cc = 0, 0
       if w == s.w then pp, cc = s.p, s.c elseif w == s.w + 1 then pp = s.c end
@@ -115,7 +119,7 @@ if wait > maxwait then
     else
       local w = math.floor(now / p)
       if s.w == w then rem = m - s.c elseif s.w < w then rem = m end
-      if algo[i] == 3 and s.w >= w - 1 then
+      if algo[i] == 3 and (s.w == w or s.w == w - 1) then
         local pp, cc = s.p, s.c
         if s.w == w - 1 then pp, cc = s.c, 0 end
         rem = math.floor(m - pp * (1 - (now - w * p) / p) - cc)

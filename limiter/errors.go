@@ -1,0 +1,40 @@
+package limiter
+
+import (
+	"errors"
+
+	"github.com/redquota/redquota/internal/keys"
+)
+
+// Errors callers can branch on with errors.Is. Errors for bad input are
+// returned before anything is sent to Redis.
+var (
+	// ErrInvalidLimit: a Limit with rate ≤ 0, period ≤ 0 or out of range, burst < 0, or an unknown algorithm.
+	ErrInvalidLimit = errors.New("limiter: invalid limit")
+	// ErrInvalidCost: n ≤ 0, a negative cost, or a quota cost that charges nothing.
+	ErrInvalidCost = errors.New("limiter: invalid cost")
+	// ErrExceedsLimit: n is more than the limit can ever allow at once (Limit.Max).
+	ErrExceedsLimit = errors.New("limiter: cost exceeds what the limit can ever allow")
+	// ErrEmptyKey: an empty key or quota name.
+	ErrEmptyKey = keys.ErrEmpty
+	// ErrKeyTooLong: a key or limit name longer than MaxKeyLen bytes.
+	ErrKeyTooLong = keys.ErrTooLong
+	// ErrEmptyQuota: a quota with no limits.
+	ErrEmptyQuota = errors.New("limiter: quota has no limits")
+	// ErrUnknownLimit: a quota cost names a limit the quota does not have, or Sync names one.
+	ErrUnknownLimit = errors.New("limiter: unknown limit in quota")
+	// ErrDuplicateLimit: two limits of a quota share a name.
+	ErrDuplicateLimit = errors.New("limiter: duplicate limit name in quota")
+	// ErrWouldExceedDeadline: Wait or Reserve would have to wait past the context's deadline.
+	// Nothing was charged.
+	ErrWouldExceedDeadline = errors.New("limiter: wait would pass the context deadline")
+	// ErrUnavailable: Redis could not be reached and the failure policy is FailClosed.
+	ErrUnavailable = errors.New("limiter: redis unavailable")
+	// ErrBadReply: a script answered with a reply of the wrong shape.
+	ErrBadReply = errors.New("limiter: malformed script reply")
+	// ErrInvalidDuration: a negative or zero duration where a positive one is needed (Hold).
+	ErrInvalidDuration = errors.New("limiter: invalid duration")
+)
+
+// MaxKeyLen is the longest key, quota name or limit name, in bytes.
+const MaxKeyLen = keys.MaxPartLen

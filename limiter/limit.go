@@ -1,0 +1,156 @@
+package limiter
+
+import (
+	"fmt"
+	"time"
+)
+
+// Algorithm is how a Limit counts. The zero value is GCRA.
+type Algorithm uint8
+
+const (
+	// GCRA is the generic cell rate algorithm: a smooth token bucket that
+	// refills one unit every Period/Rate and holds at most Burst units. O(1)
+	// memory (one integer). The default.
+	GCRA Algorithm = iota
+	// SlidingWindow is the exact weighted sliding log: a call of cost 5 counts
+	// 5 in every window of length Period that contains it, and no such window
+	// ever holds more than Rate. Memory grows with the calls inside one window;
+	// each call costs O(log n) amortised.
+	SlidingWindow
+	// SlidingWindowCounter approximates a sliding window from the counts of the
+	// current and previous fixed windows, weighting the previous one by how much
+	// of it the sliding window still covers. O(1) memory.
+	SlidingWindowCounter
+	// FixedWindow counts in windows aligned to the Unix clock in UTC (the
+	// current second, minute, hour or day for those periods), as Binance counts
+	// its request weight. Up to Rate per window, so up to 2×Rate can pass
+	// around a window boundary.
+	FixedWindow
+)
+
+// String returns the algorithm's short name, also used in keys and telemetry.
+func (a Algorithm) String() string {
+	switch a {
+	case GCRA:
+		return "gcra"
+	case SlidingWindow:
+		return "sliding"
+	case SlidingWindowCounter:
+		return "counter"
+	case FixedWindow:
+		return "fixed"
+	}
+	return fmt.Sprintf("algorithm(%d)", uint8(a))
+}
+
+// script returns the algorithm's code in the Lua scripts.
+func (a Algorithm) script() int { return int(a) + 1 }
+
+// Bounds on a Limit, so that every time and count fits the scripts' arithmetic
+// (Lua numbers are doubles: integers are exact below 2^53).
+const (
+	// MaxPeriod is the longest Period: 366 days.
+	MaxPeriod = 366 * 24 * time.Hour
+	// MaxRate is the largest Rate and Burst.
+	MaxRate = 1_000_000_000
+)
+
+// Limit is a rate: Rate events per Period, counted by Algorithm.
+//
+// For GCRA, Burst is the most units that can be taken at once (0 means Rate);
+// the bucket refills one unit every Period/Rate, rounded up to a microsecond so
+// that rounding never lets more through. For the window algorithms Burst is
+// ignored: at most Rate units fit in a window.
+type Limit struct {
+	Rate      int
+	Period    time.Duration
+	Burst     int
+	Algorithm Algorithm
+}
+
+// PerSecond is n events per second with a burst of n (GCRA).
+func PerSecond(n int) Limit { return Limit{Rate: n, Period: time.Second, Burst: n} }
+
+// PerMinute is n events per minute with a burst of n (GCRA).
+func PerMinute(n int) Limit { return Limit{Rate: n, Period: time.Minute, Burst: n} }
+
+// PerHour is n events per hour with a burst of n (GCRA).
+func PerHour(n int) Limit { return Limit{Rate: n, Period: time.Hour, Burst: n} }
+
+// PerDay is n events per day with a burst of n (GCRA).
+func PerDay(n int) Limit { return Limit{Rate: n, Period: 24 * time.Hour, Burst: n} }
+
+// Every is n events per period with a burst of n (GCRA).
+func Every(n int, period time.Duration) Limit { return Limit{Rate: n, Period: period, Burst: n} }
+
+// WithAlgorithm returns l counted by a.
+func (l Limit) WithAlgorithm(a Algorithm) Limit { l.Algorithm = a; return l }
+
+// WithBurst returns l with burst b (GCRA only).
+func (l Limit) WithBurst(b int) Limit { l.Burst = b; return l }
+
+// Max is the most units one call can ever take: Burst (or Rate when Burst is 0) for
+// GCRA, Rate for the window algorithms.
+func (l Limit) Max() int {
+	if l.Algorithm == GCRA && l.Burst > 0 {
+		return l.Burst
+	}
+	return l.Rate
+}
+
+// String describes the limit, e.g. "10 req/s (burst 10, gcra)".
+func (l Limit) String() string {
+	var per string
+	switch l.Period {
+	case time.Second:
+		per = "s"
+	case time.Minute:
+		per = "m"
+	case time.Hour:
+		per = "h"
+	case 24 * time.Hour:
+		per = "day"
+	default:
+		per = l.Period.String()
+	}
+	if l.Algorithm == GCRA {
+		return fmt.Sprintf("%d req/%s (burst %d, gcra)", l.Rate, per, l.Max())
+	}
+	return fmt.Sprintf("%d req/%s (%s)", l.Rate, per, l.Algorithm)
+}
+
+// Validate reports why l is unusable, as an error wrapping ErrInvalidLimit.
+func (l Limit) Validate() error {
+	switch {
+	case l.Rate <= 0:
+		return fmt.Errorf("%w: rate %d must be > 0", ErrInvalidLimit, l.Rate)
+	case l.Rate > MaxRate:
+		return fmt.Errorf("%w: rate %d above %d", ErrInvalidLimit, l.Rate, MaxRate)
+	case l.Period <= 0:
+		return fmt.Errorf("%w: period %s must be > 0", ErrInvalidLimit, l.Period)
+	case l.Period > MaxPeriod:
+		return fmt.Errorf("%w: period %s above %s", ErrInvalidLimit, l.Period, MaxPeriod)
+	case l.Period < time.Millisecond:
+		return fmt.Errorf("%w: period %s below 1ms", ErrInvalidLimit, l.Period)
+	case l.Burst < 0:
+		return fmt.Errorf("%w: burst %d must be ≥ 0", ErrInvalidLimit, l.Burst)
+	case l.Burst > MaxRate:
+		return fmt.Errorf("%w: burst %d above %d", ErrInvalidLimit, l.Burst, MaxRate)
+	case l.Algorithm > FixedWindow:
+		return fmt.Errorf("%w: unknown algorithm %d", ErrInvalidLimit, l.Algorithm)
+	case l.Algorithm == GCRA && l.Period.Microseconds() < int64(l.Rate):
+		return fmt.Errorf("%w: gcra resolution is 1µs: at most one event per µs, got %d per %s", ErrInvalidLimit, l.Rate, l.Period)
+	}
+	return nil
+}
+
+// periodUS is the period in µs.
+func (l Limit) periodUS() int64 { return l.Period.Microseconds() }
+
+// intervalUS is GCRA's emission interval in µs, rounded up so rounding never
+// lets more through than Rate per Period.
+func (l Limit) intervalUS() int64 {
+	p := l.periodUS()
+	return (p + int64(l.Rate) - 1) / int64(l.Rate)
+}

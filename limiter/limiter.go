@@ -1,0 +1,235 @@
+// Package limiter is a distributed rate limiter whose every decision is one Lua
+// script call in Redis, in the idiom of golang.org/x/time/rate.
+//
+// A Limiter holds no counts of its own: every process that shares the Redis
+// shares the limits. Allow takes units now or refuses; Reserve books the
+// earliest time the units fit and says how long to wait; Wait books and then
+// sleeps exactly until its turn. Waiters are served first come first served
+// across processes, with no polling. A Quota checks and charges several limits
+// together, all or nothing, in the same single call.
+//
+// The clock is Redis TIME, read inside the script, so client clock skew cannot
+// let a limit overshoot. Every key has a TTL: an idle limiter leaves nothing.
+package limiter
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
+)
+
+// Client is the part of a go-redis client the limiter uses. *redis.Client,
+// *redis.ClusterClient and *redis.Ring satisfy it.
+type Client interface {
+	redis.Scripter
+	Del(ctx context.Context, keys ...string) *redis.IntCmd
+}
+
+// FailurePolicy is what a decision answers when Redis cannot be reached.
+type FailurePolicy uint8
+
+const (
+	// FailClosed returns an error wrapping ErrUnavailable. The default.
+	FailClosed FailurePolicy = iota
+	// FailOpen allows every call, marked Degraded and counted.
+	FailOpen
+	// FailLocal decides with an in-process golang.org/x/time/rate limiter per
+	// limit, holding Options.LocalShare of the limit, marked Degraded.
+	FailLocal
+)
+
+// String names the policy.
+func (p FailurePolicy) String() string {
+	switch p {
+	case FailClosed:
+		return "fail_closed"
+	case FailOpen:
+		return "fail_open"
+	case FailLocal:
+		return "local"
+	}
+	return "policy(" + strconv.Itoa(int(p)) + ")"
+}
+
+// Options configure a Limiter. The zero value works; each field documents its default.
+type Options struct {
+	// Prefix starts every key. Default "rq".
+	Prefix string
+	// Failure is the policy when Redis cannot be reached. Default FailClosed.
+	Failure FailurePolicy
+	// LocalShare is the share of each limit the FailLocal fallback allows in this
+	// process, e.g. 1/number of processes. Default 0.1.
+	LocalShare float64
+	// Timeout bounds each decision's call to Redis, so that a dead or stuck
+	// Redis is detected within it rather than after go-redis's retries. The
+	// caller's context deadline applies too. Default 250ms; negative disables it.
+	Timeout time.Duration
+	// CoolDown is how long, after Redis was found unreachable, decisions go
+	// straight to the failure policy without calling Redis; then one call probes
+	// it. Default 1s.
+	CoolDown time.Duration
+	// DedupeWindow is how long a charged decision's reply is remembered in Redis
+	// under a per-call token, so that a call go-redis retries after a read
+	// timeout or a lost connection (Redis may already have run it) is answered
+	// from memory instead of charged twice. Default 10s. It is off, saving a key
+	// write per decision, when the client cannot retry (*redis.Client or
+	// *redis.ClusterClient built with MaxRetries: -1), or when negative.
+	DedupeWindow time.Duration
+}
+
+// Limiter makes decisions against limits kept in Redis. It is safe for
+// concurrent use; create one per client and share it.
+type Limiter struct {
+	client   Client
+	opts     Options
+	dedupe   bool
+	tokenPfx string
+	tokenSeq atomic.Uint64
+	dedupeMS string
+	breaker  *gobreaker.TwoStepCircuitBreaker[struct{}]
+	local    sync.Map // state key → *localLimiter
+	stats    counters
+}
+
+// New returns a Limiter using client.
+func New(client Client, opts Options) *Limiter {
+	if opts.Prefix == "" {
+		opts.Prefix = "rq"
+	}
+	if opts.LocalShare <= 0 || opts.LocalShare > 1 {
+		opts.LocalShare = 0.1
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 250 * time.Millisecond
+	}
+	if opts.CoolDown <= 0 {
+		opts.CoolDown = time.Second
+	}
+	if opts.DedupeWindow == 0 {
+		opts.DedupeWindow = 10 * time.Second
+	}
+	l := &Limiter{client: client, opts: opts}
+	l.dedupe = opts.DedupeWindow > 0 && mayRetry(client)
+	l.dedupeMS = strconv.FormatInt(max(opts.DedupeWindow.Milliseconds(), 1), 10)
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	l.tokenPfx = hex.EncodeToString(b[:])
+	l.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        "redquota-limiter",
+		MaxRequests: 1,
+		Timeout:     opts.CoolDown,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 1 },
+	})
+	return l
+}
+
+// mayRetry reports whether client may resend a command Redis already ran.
+func mayRetry(c Client) bool {
+	switch c := c.(type) {
+	case *redis.Client:
+		return c.Options().MaxRetries > 0
+	case *redis.ClusterClient:
+		return c.Options().MaxRetries > 0
+	}
+	return true
+}
+
+// Stats are counts of the decisions this Limiter made.
+type Stats struct {
+	Allowed, Denied int64
+	// FailOpen counts calls allowed because Redis was unreachable (FailOpen).
+	FailOpen int64
+	// Local counts calls decided by the local fallback (FailLocal).
+	Local int64
+	// Unavailable counts decisions for which Redis could not be reached.
+	Unavailable int64
+}
+
+type counters struct {
+	allowed, denied, failOpen, local, unavailable atomic.Int64
+}
+
+// Stats returns the counts of decisions made so far.
+func (l *Limiter) Stats() Stats {
+	return Stats{
+		Allowed:     l.stats.allowed.Load(),
+		Denied:      l.stats.denied.Load(),
+		FailOpen:    l.stats.failOpen.Load(),
+		Local:       l.stats.local.Load(),
+		Unavailable: l.stats.unavailable.Load(),
+	}
+}
+
+// Allow is shorthand for AllowN(ctx, key, limit, 1).
+func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (Result, error) {
+	return l.AllowN(ctx, key, limit, 1)
+}
+
+// AllowN takes n units of limit under key now, or takes nothing and reports
+// how long until they would fit. Waiters that reserved earlier are served
+// first: AllowN does not jump the queue.
+func (l *Limiter) AllowN(ctx context.Context, key string, limit Limit, n int) (Result, error) {
+	p, err := l.single(key, limit, n)
+	if err != nil {
+		return Result{Limit: limit}, err
+	}
+	r, err := l.decide(ctx, p, 0)
+	if err != nil {
+		return Result{Limit: limit}, err
+	}
+	return r.single(limit), nil
+}
+
+// AllowQuota takes cost from every limit of q now, all or nothing.
+func (l *Limiter) AllowQuota(ctx context.Context, q Quota, cost Cost) (QuotaResult, error) {
+	p, err := l.quota(q, cost)
+	if err != nil {
+		return QuotaResult{}, err
+	}
+	r, err := l.decide(ctx, p, 0)
+	if err != nil {
+		return QuotaResult{}, err
+	}
+	return r.quota(p), nil
+}
+
+// Reset deletes the state of every algorithm's limit under key, and its hold.
+func (l *Limiter) Reset(ctx context.Context, key string) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	head := l.head(key)
+	ks := []string{head + ":hold"}
+	for a := GCRA; a <= FixedWindow; a++ {
+		ks = append(ks, stateKey(head, "", a))
+	}
+	return l.wrap(l.client.Del(ctx, ks...).Err())
+}
+
+// ResetQuota deletes the state of every limit of q, and its hold.
+func (l *Limiter) ResetQuota(ctx context.Context, q Quota) error {
+	if err := q.Validate(); err != nil {
+		return err
+	}
+	head := l.head(q.Name)
+	ks := []string{head + ":hold"}
+	for _, nl := range q.Limits {
+		ks = append(ks, stateKey(head, nl.Name, nl.Limit.Algorithm))
+	}
+	return l.wrap(l.client.Del(ctx, ks...).Err())
+}
+
+func (l *Limiter) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("limiter: %w", err)
+}

@@ -1,0 +1,205 @@
+package limiter
+
+// A pure-Go reference model of each algorithm, written from the definitions in
+// limit.go, not from the Lua: the model tests feed the same random sequences of
+// (time advance, cost, max wait) to the model and to the script, with Redis's
+// clock set by miniredis, and require the same decisions.
+
+import (
+	"math"
+	"sort"
+)
+
+type modelLimit interface {
+	earliest(now, t0, cost int64) int64 // earliest µs ≥ t0 at which cost fits
+	charge(now, t, cost int64)          // take cost at t
+	remaining(now int64) int64
+}
+
+func newModel(l Limit) modelLimit {
+	p, m := l.periodUS(), int64(l.Max())
+	switch l.Algorithm {
+	case GCRA:
+		return &gcraModel{e: l.intervalUS(), m: m}
+	case SlidingWindow:
+		return &logModel{p: p, m: m}
+	case SlidingWindowCounter:
+		return &winModel{p: p, m: m, counter: true, w: -1}
+	default:
+		return &winModel{p: p, m: m, w: -1}
+	}
+}
+
+// GCRA: a bucket of m units draining one unit per e µs, tracked as the
+// theoretical arrival time tat.
+type gcraModel struct{ tat, e, m int64 }
+
+func (g *gcraModel) earliest(now, t0, c int64) int64 { return max(t0, g.tat+c*g.e-g.m*g.e) }
+func (g *gcraModel) charge(now, t, c int64)          { g.tat = max(g.tat, t) + c*g.e }
+func (g *gcraModel) remaining(now int64) int64 {
+	return max(0, (g.m*g.e-max(g.tat-now, 0))/g.e)
+}
+
+// Sliding log: every charge is an entry (time, weight); a window (t-p, t]
+// may hold at most m. Charges are first come first served, so an entry's time
+// is never before the last one's, and ties move one µs later.
+type logModel struct {
+	p, m    int64
+	entries [][2]int64 // time, weight
+}
+
+func (s *logModel) prune(now int64) {
+	i := sort.Search(len(s.entries), func(i int) bool { return s.entries[i][0] > now-s.p })
+	s.entries = s.entries[i:]
+}
+
+func (s *logModel) sum() (sum int64) {
+	for _, e := range s.entries {
+		sum += e[1]
+	}
+	return sum
+}
+
+func (s *logModel) last() int64 {
+	if len(s.entries) == 0 {
+		return 0
+	}
+	return s.entries[len(s.entries)-1][0]
+}
+
+func (s *logModel) earliest(now, t0, c int64) int64 {
+	s.prune(now)
+	t := max(t0, s.last())
+	// The earliest t whose window (t-p, t] leaves room: drop the oldest entries
+	// until what remains plus c fits; t is then just past the last dropped one.
+	sum := s.sum()
+	for _, e := range s.entries {
+		if sum+c <= s.m {
+			break
+		}
+		sum -= e[1]
+		t = max(t, e[0]+s.p)
+	}
+	return t
+}
+
+func (s *logModel) charge(now, t, c int64) {
+	s.prune(now)
+	if l := s.last(); len(s.entries) > 0 && t <= l {
+		t = l + 1
+	}
+	s.entries = append(s.entries, [2]int64{t, c})
+}
+
+func (s *logModel) remaining(now int64) int64 {
+	s.prune(now)
+	return max(0, s.m-s.sum())
+}
+
+// Fixed window and sliding-window counter: counts per window index w = t / p.
+// The counter estimates a sliding window as prev × (share of the previous
+// window still covered) + cur.
+type winModel struct {
+	p, m    int64
+	counter bool
+	w       int64 // window holding the latest charge
+	prev    int64 // count of window w-1
+	cur     int64 // count of window w
+}
+
+func (f *winModel) counts(w int64) (prev, cur int64) {
+	switch {
+	case w == f.w:
+		prev, cur = f.prev, f.cur
+	case w == f.w+1:
+		prev = f.cur
+	}
+	if !f.counter {
+		prev = 0
+	}
+	return prev, cur
+}
+
+func (f *winModel) earliest(now, t0, c int64) int64 {
+	x := max(t0, f.w*f.p)
+	for {
+		w := x / f.p
+		prev, cur := f.counts(w)
+		if cur+c <= f.m {
+			if prev > 0 {
+				// prev*(1 - (t-w*p)/p) + cur + c <= m, solved for t.
+				need := w*f.p + int64(math.Ceil(float64(f.p)*float64(prev-(f.m-cur-c))/float64(prev)))
+				x = max(x, need)
+			}
+			if x < (w+1)*f.p {
+				return x
+			}
+		}
+		x = (w + 1) * f.p
+	}
+}
+
+func (f *winModel) charge(now, t, c int64) {
+	w := t / f.p
+	prev, cur := f.counts(w)
+	if w == f.w+1 {
+		prev = f.cur // the stored previous count, kept for the counter
+	}
+	f.w, f.prev, f.cur = w, prev, cur+c
+}
+
+func (f *winModel) remaining(now int64) int64 {
+	w := now / f.p
+	switch {
+	case f.w > w:
+		return 0
+	case f.w < w-1 || (!f.counter && f.w < w):
+		return f.m
+	}
+	prev, cur := f.prev, f.cur
+	if f.w == w-1 {
+		prev, cur = f.cur, 0
+	}
+	if !f.counter {
+		return max(0, f.m-cur)
+	}
+	return max(0, int64(math.Floor(float64(f.m)-float64(prev)*(1-float64(now-w*f.p)/float64(f.p))-float64(cur))))
+}
+
+// quotaModel decides a quota: the grant time is the latest of each limit's
+// earliest time; all limits are charged at it, or none.
+type quotaModel struct {
+	hold   int64
+	limits []modelLimit
+}
+
+type modelDecision struct {
+	granted bool
+	wait    int64
+	by      int64
+	rem     []int64
+}
+
+func (q *quotaModel) decide(now, maxWait int64, costs []int64) modelDecision {
+	t0 := max(now, q.hold)
+	t, by := t0, int64(0)
+	if q.hold > now {
+		by = -1
+	}
+	for i, l := range q.limits {
+		if e := l.earliest(now, t0, costs[i]); e > t {
+			t, by = e, int64(i+1)
+		}
+	}
+	d := modelDecision{wait: t - now, by: by, rem: make([]int64, len(q.limits))}
+	if t-now <= maxWait {
+		d.granted, d.by = true, 0
+		for i, l := range q.limits {
+			l.charge(now, t, costs[i])
+		}
+	}
+	for i, l := range q.limits {
+		d.rem[i] = l.remaining(now)
+	}
+	return d
+}

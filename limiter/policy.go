@@ -1,0 +1,108 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
+)
+
+// isNetworkError reports errors that mean Redis is unreachable, down, or not
+// serving: connection errors, timeouts (including the limiter's own Timeout),
+// a closed client or pool, and the replies of a node that cannot serve.
+func isNetworkError(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return true
+	}
+	var re redis.Error
+	if errors.As(err, &re) {
+		msg := re.Error()
+		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY"} {
+			if strings.HasPrefix(msg, p) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// fallback answers a decision under the failure policy; cause is why Redis was not asked.
+func (l *Limiter) fallback(p *plan, maxWaitUS int64, cause error) (*reply, error) {
+	l.stats.unavailable.Add(1)
+	switch l.opts.Failure {
+	case FailOpen:
+		l.stats.failOpen.Add(1)
+		r := &reply{granted: true, degraded: true, per: make([]perLimit, len(p.limits))}
+		return r, nil
+	case FailLocal:
+		l.stats.local.Add(1)
+		return l.localDecide(p, maxWaitUS), nil
+	}
+	return nil, fmt.Errorf("%w (fail closed): %w", ErrUnavailable, cause)
+}
+
+// localDecide takes the plan's costs from in-process limiters holding
+// LocalShare of each limit, all or nothing.
+func (l *Limiter) localDecide(p *plan, maxWaitUS int64) *reply {
+	now := time.Now()
+	rs := make([]*rate.Reservation, len(p.limits))
+	r := &reply{granted: true, degraded: true, per: make([]perLimit, len(p.limits))}
+	var wait time.Duration
+	for i, lim := range p.limits {
+		ll := l.localFor(p.keys[2+i], lim)
+		rs[i] = ll.ReserveN(now, p.costs[i])
+		if !rs[i].OK() {
+			r.granted = false
+			r.by = int64(i + 1)
+			wait = max(wait, lim.Period)
+			continue
+		}
+		if d := rs[i].DelayFrom(now); d > wait {
+			wait, r.by = d, int64(i+1)
+		}
+		r.per[i].rem = int64(ll.TokensAt(now))
+	}
+	if !r.granted || wait > us(maxWaitUS) {
+		for _, rv := range rs {
+			if rv != nil {
+				rv.CancelAt(now)
+			}
+		}
+		r.granted = false
+		r.waitUS = wait.Microseconds()
+		return r
+	}
+	r.by = 0
+	r.waitUS = wait.Microseconds()
+	return r
+}
+
+// localFor returns the in-process limiter standing in for the limit at key.
+func (l *Limiter) localFor(key string, lim Limit) *rate.Limiter {
+	if v, ok := l.local.Load(key); ok {
+		return v.(*rate.Limiter)
+	}
+	share := l.opts.LocalShare
+	every := rate.Limit(float64(lim.Rate) * share / lim.Period.Seconds())
+	burst := max(int(float64(lim.Max())*share), 1)
+	v, _ := l.local.LoadOrStore(key, rate.NewLimiter(every, burst))
+	return v.(*rate.Limiter)
+}

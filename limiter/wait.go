@@ -1,0 +1,70 @@
+package limiter
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// cancelTimeout bounds the call that gives a reservation back after the
+// caller's context was cancelled (that context can no longer carry it).
+const cancelTimeout = time.Second
+
+// Wait is shorthand for WaitN(ctx, key, limit, 1).
+func (l *Limiter) Wait(ctx context.Context, key string, limit Limit) error {
+	return l.WaitN(ctx, key, limit, 1)
+}
+
+// WaitN blocks until n units of limit under key are taken. It books its turn
+// in Redis in the same call that checks, then sleeps exactly until it: no
+// polling, and waiters across processes are served first come first served.
+//
+// It returns at once, charging nothing, when n exceeds what the limit can
+// ever allow (ErrExceedsLimit) or when its turn would come after ctx's
+// deadline (ErrWouldExceedDeadline). If ctx is cancelled while it sleeps, the
+// booking is given back and ctx's error returned.
+func (l *Limiter) WaitN(ctx context.Context, key string, limit Limit, n int) error {
+	p, err := l.single(key, limit, n)
+	if err != nil {
+		return err
+	}
+	return l.wait(ctx, p)
+}
+
+// WaitQuota blocks until cost is taken from every limit of q, all or nothing,
+// with WaitN's semantics.
+func (l *Limiter) WaitQuota(ctx context.Context, q Quota, cost Cost) error {
+	p, err := l.quota(q, cost)
+	if err != nil {
+		return err
+	}
+	return l.wait(ctx, p)
+}
+
+func (l *Limiter) wait(ctx context.Context, p *plan) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r, err := l.reserve(ctx, p)
+	if err != nil {
+		return err
+	}
+	if !r.OK() {
+		return fmt.Errorf("%w: would wait %s", ErrWouldExceedDeadline, us(r.rep.waitUS))
+	}
+	d := r.Delay()
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
+		defer cancel()
+		_ = r.Cancel(cctx)
+		return ctx.Err()
+	}
+}
