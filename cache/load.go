@@ -28,6 +28,16 @@ var ErrNilLoad = errors.New("cache: nil load function")
 // timeout. Callers that share a load share its value: do not mutate a T that
 // holds references (maps, slices, pointers).
 func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, load func(context.Context) (T, error)) (T, error) {
+	return getOrLoad(ctx, c, key, ttl, nil, load)
+}
+
+// GetOrLoadTagged is GetOrLoad storing a loaded value with SetTagged, so that
+// InvalidateTags reaches it. It needs a group view when tags are given.
+func GetOrLoadTagged[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, load func(context.Context) (T, error), tags ...string) (T, error) {
+	return getOrLoad(ctx, c, key, ttl, tags, load)
+}
+
+func getOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, tags []string, load func(context.Context) (T, error)) (T, error) {
 	var zero T
 	if load == nil {
 		return zero, ErrNilLoad
@@ -35,6 +45,11 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 	k, err := c.valueKey(key)
 	if err != nil {
 		return zero, err
+	}
+	for _, tag := range tags {
+		if _, err := c.tagKey(tag); err != nil {
+			return zero, err
+		}
 	}
 	exp, _, err := ttlArg(ttl)
 	if err != nil {
@@ -59,7 +74,12 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 		if err != nil {
 			return v, err
 		}
-		_ = c.core.set(lctx, k, data, exp) // counted by do; the loaded value stands
+		// A write error is counted by do; the loaded value stands.
+		if len(tags) > 0 {
+			_ = c.setTagged(lctx, []string{k}, []any{data}, ttl, tags)
+		} else {
+			_ = c.core.set(lctx, k, data, exp)
+		}
 		return v, nil
 	})
 	select {

@@ -26,19 +26,7 @@ func (c *Cache) SetTagged(ctx context.Context, key string, value any, ttl time.D
 // Options.Batch values (1000 by default) is one atomic script call, so up to a
 // batch is one round trip.
 func (c *Cache) SetManyTagged(ctx context.Context, items map[string]any, ttl time.Duration, tags ...string) error {
-	tks := make([]string, len(tags))
-	for i, t := range tags {
-		k, err := c.tagKey(t)
-		if err != nil {
-			return err
-		}
-		tks[i] = k
-	}
-	if c.head == "" && c.err == nil {
-		return fmt.Errorf("cache: %w", ErrNoGroup)
-	}
-	_, ms, err := ttlArg(ttl)
-	if err != nil {
+	if _, _, err := ttlArg(ttl); err != nil {
 		return err
 	}
 	ks := make([]string, 0, len(items))
@@ -53,6 +41,29 @@ func (c *Cache) SetManyTagged(ctx context.Context, items map[string]any, ttl tim
 			return err
 		}
 		ks, vals = append(ks, k), append(vals, data)
+	}
+	return c.setTagged(ctx, ks, vals, ttl, tags)
+}
+
+// setTagged writes encoded values under the Redis keys ks with their tags.
+func (c *Cache) setTagged(ctx context.Context, ks []string, vals []any, ttl time.Duration, tags []string) error {
+	tks := make([]string, len(tags))
+	for i, t := range tags {
+		k, err := c.tagKey(t)
+		if err != nil {
+			return err
+		}
+		tks[i] = k
+	}
+	if c.err != nil {
+		return c.err
+	}
+	if c.head == "" {
+		return fmt.Errorf("cache: %w", ErrNoGroup)
+	}
+	_, ms, err := ttlArg(ttl)
+	if err != nil {
+		return err
 	}
 	for lo := 0; lo < len(ks); lo += c.core.batch {
 		hi := min(lo+c.core.batch, len(ks))

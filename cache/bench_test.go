@@ -1,0 +1,206 @@
+package cache_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redquota/redquota/cache"
+	"github.com/redquota/redquota/internal/redistest"
+)
+
+// quote is a ~200-byte JSON value, the size of a ticker.
+type quote struct {
+	Symbol    string  `json:"symbol"`
+	Price     float64 `json:"price"`
+	Volume    float64 `json:"volume"`
+	High      float64 `json:"high"`
+	Low       float64 `json:"low"`
+	Bid       float64 `json:"bid"`
+	Ask       float64 `json:"ask"`
+	Exchange  string  `json:"exchange"`
+	Timestamp string  `json:"timestamp"`
+	Sequence  int64   `json:"sequence"`
+}
+
+var benchQuote = quote{"BTC-USDT", 45000.50, 1500.25, 45500, 44500, 45000.25, 45000.75,
+	"binance", "2025-01-15T12:00:00.000Z", 9876543210}
+
+// benchClient is a plain client of the shared real redis-server: no test hooks,
+// so the raw go-redis baseline and the cache pay exactly the same client costs.
+func benchClient(b *testing.B) *redis.Client {
+	b.Helper()
+	srv := redistest.Shared(b)
+	c := redis.NewClient(redistest.ClientOptions(srv.Addr()))
+	b.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func BenchmarkGet(b *testing.B) {
+	rdb := benchClient(b)
+	ctx := context.Background()
+	c := cache.New(rdb, cache.Options{Prefix: redistest.NewPrefix(b)})
+	if err := c.Set(ctx, "btc", benchQuote, time.Hour); err != nil {
+		b.Fatal(err)
+	}
+	raw, _ := json.Marshal(benchQuote)
+	rawKey := redistest.NewPrefix(b) + ":raw"
+	rdb.Set(ctx, rawKey, raw, time.Hour)
+	b.Logf("value is %d bytes", len(raw))
+	b.Run("raw-GET+Unmarshal", func(b *testing.B) {
+		b.ReportAllocs()
+		var q quote
+		for b.Loop() {
+			data, err := rdb.Get(ctx, rawKey).Bytes()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := json.Unmarshal(data, &q); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("cache.Get", func(b *testing.B) {
+		b.ReportAllocs()
+		var q quote
+		for b.Loop() {
+			if found, err := c.Get(ctx, "btc", &q); !found || err != nil {
+				b.Fatal(found, err)
+			}
+		}
+	})
+}
+
+func BenchmarkGetMany(b *testing.B) {
+	rdb := benchClient(b)
+	ctx := context.Background()
+	c := cache.New(rdb, cache.Options{Prefix: redistest.NewPrefix(b)})
+	items := map[string]any{}
+	var keys []string
+	for i := 0; i < 100; i++ {
+		k := fmt.Sprint("sym", i)
+		items[k], keys = benchQuote, append(keys, k)
+	}
+	if err := c.SetMany(ctx, items, time.Hour); err != nil {
+		b.Fatal(err)
+	}
+	rawKey, _ := c.Key("sym0")
+	b.Run("raw-one-GET+Unmarshal", func(b *testing.B) {
+		b.ReportAllocs()
+		var q quote
+		for b.Loop() {
+			data, err := rdb.Get(ctx, rawKey).Bytes()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := json.Unmarshal(data, &q); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, n := range []int{10, 100} {
+		raws := make([]string, n)
+		for i := range raws {
+			raws[i], _ = c.Key(keys[i])
+		}
+		b.Run(fmt.Sprintf("raw-MGET-%d+Unmarshal", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				vals, err := rdb.MGet(ctx, raws...).Result()
+				if err != nil {
+					b.Fatal(err)
+				}
+				m := make(map[string]quote, n)
+				for i, v := range vals {
+					var q quote
+					if err := json.Unmarshal([]byte(v.(string)), &q); err != nil {
+						b.Fatal(err)
+					}
+					m[keys[i]] = q
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("cache.GetManyOf-%d-bytes", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				m, err := cache.GetManyOf[[]byte](ctx, c, keys[:n])
+				if err != nil || len(m) != n {
+					b.Fatal(len(m), err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("cache.GetManyOf-%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				m, err := cache.GetManyOf[quote](ctx, c, keys[:n])
+				if err != nil || len(m) != n {
+					b.Fatal(len(m), err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("cache.GetMany-%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				m := make(map[string]quote, n)
+				if found, err := c.GetMany(ctx, keys[:n], m); err != nil || found != n {
+					b.Fatal(found, err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkSet(b *testing.B) {
+	rdb := benchClient(b)
+	ctx := context.Background()
+	c := cache.New(rdb, cache.Options{Prefix: redistest.NewPrefix(b)})
+	g := c.Group("binance")
+	raw, _ := json.Marshal(benchQuote)
+	rawKey := redistest.NewPrefix(b) + ":raw"
+	b.Run("raw-SET", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := rdb.Set(ctx, rawKey, raw, time.Minute).Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("cache.Set", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := c.Set(ctx, "btc", benchQuote, time.Minute); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("cache.SetTagged-2tags", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := g.SetTagged(ctx, "ticker:BTC", benchQuote, time.Minute, "all", "sym:BTC"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkGetOrLoad(b *testing.B) {
+	rdb := benchClient(b)
+	ctx := context.Background()
+	c := cache.New(rdb, cache.Options{Prefix: redistest.NewPrefix(b)})
+	load := func(context.Context) (quote, error) { return benchQuote, nil }
+	if _, err := cache.GetOrLoad(ctx, c, "btc", time.Hour, load); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("hit", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := cache.GetOrLoad(ctx, c, "btc", time.Hour, load); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -1,0 +1,493 @@
+// Package market is a typed market-data cache on package cache: tickers, order
+// books, trades, candles and strategy signals, each kind with its own TTL, and
+// invalidation by exchange, symbol or strategy; plus per-endpoint API-call
+// counters.
+//
+// # Keys
+//
+// An exchange's data lives in the cache group of the exchange, so in one hash
+// slot, and is listed in the exchange's tag set:
+//
+//	<prefix>:{<exchange>}:v:ticker:<symbol>
+//	<prefix>:{<exchange>}:v:book:<symbol>
+//	<prefix>:{<exchange>}:v:trades:<symbol>
+//	<prefix>:{<exchange>}:v:candles:<symbol>:<interval>
+//	<prefix>:{<exchange>}:v:calls:<endpoint>:<window ms>
+//	<prefix>:{<exchange>}:t:exchange                 tag set of the exchange's data
+//
+// Signals live in the group of their strategy, tagged "strategy":
+//
+//	<prefix>:{<strategy>}:v:signal:<symbol>
+//
+// So InvalidateExchange and InvalidateSignals are each one script call per 1000
+// values on one slot, SetTickers is one script call, and GetTickers one MGET.
+// The exchanges and strategies written to are remembered in two indexes
+// (<prefix>:{market}:i:exchanges, …:strategies) for InvalidateSymbol and
+// InvalidateAllSignals, which fan out from Go over them.
+//
+// A Market is safe for concurrent use.
+package market
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redquota/redquota/cache"
+)
+
+// Default TTLs, the seed's: how long each kind stays fresh.
+const (
+	// DefaultTickerTTL: prices change rapidly.
+	DefaultTickerTTL = 2 * time.Second
+	// DefaultOrderBookTTL: a book must be very fresh.
+	DefaultOrderBookTTL = 500 * time.Millisecond
+	// DefaultTradesTTL: recent trades are history, less critical.
+	DefaultTradesTTL = 10 * time.Second
+	// DefaultSignalTTL: signals are recomputed frequently.
+	DefaultSignalTTL = 30 * time.Second
+	// DefaultAPICallsWindow: API quotas are tracked per minute.
+	DefaultAPICallsWindow = 60 * time.Second
+	// DefaultRegistryTTL is how long an exchange or strategy written to stays
+	// known to InvalidateSymbol and InvalidateAllSignals, at least.
+	DefaultRegistryTTL = 24 * time.Hour
+)
+
+// TTLs are the lifetimes of each kind. A zero field takes its default.
+type TTLs struct {
+	// Ticker defaults to DefaultTickerTTL (2 s).
+	Ticker time.Duration
+	// OrderBook defaults to DefaultOrderBookTTL (500 ms).
+	OrderBook time.Duration
+	// Trades defaults to DefaultTradesTTL (10 s).
+	Trades time.Duration
+	// Candles, when set, is the TTL of candles of every interval. By default a
+	// candle series lives as long as its interval: 1m candles 60 s, 5m candles 5 min.
+	Candles time.Duration
+	// Signal is the TTL of SetSignal called with ttl 0. Default DefaultSignalTTL (30 s).
+	Signal time.Duration
+	// APICalls is the window of the API-call counters called with window 0.
+	// Default DefaultAPICallsWindow (60 s).
+	APICalls time.Duration
+}
+
+// Options configure a Market. The zero value works.
+type Options struct {
+	// TTLs per kind; see TTLs for the defaults.
+	TTLs TTLs
+	// RegistryTTL is how long an exchange or strategy stays known after its
+	// last write (at least as long as the write's TTL). Default DefaultRegistryTTL (24 h).
+	RegistryTTL time.Duration
+}
+
+// Tags the market data is listed under, in each exchange's or strategy's group.
+const (
+	exchangeTag = "exchange"
+	strategyTag = "strategy"
+)
+
+// registryGroup is the cache group of the exchange and strategy indexes.
+const registryGroup = "market"
+
+// refreshEvery bounds how long a process trusts its memory that a name is in
+// the registry before it writes it again (a Redis restart loses the registry).
+const refreshEvery = time.Minute
+
+// Market is a typed market-data cache.
+type Market struct {
+	c    *cache.Cache
+	reg  *cache.Cache
+	ttl  TTLs
+	regT time.Duration
+
+	mu   sync.Mutex
+	seen map[string]time.Time // "e:<exchange>" / "s:<strategy>" → last registration
+}
+
+// New returns a Market storing into c (its prefix, codec and breaker apply; its
+// group, if it has one, is not used: each exchange and strategy is a group).
+func New(c *cache.Cache, o Options) *Market {
+	t := o.TTLs
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&t.Ticker, DefaultTickerTTL)
+	def(&t.OrderBook, DefaultOrderBookTTL)
+	def(&t.Trades, DefaultTradesTTL)
+	def(&t.Signal, DefaultSignalTTL)
+	def(&t.APICalls, DefaultAPICallsWindow)
+	reg := o.RegistryTTL
+	def(&reg, DefaultRegistryTTL)
+	return &Market{c: c, reg: c.Group(registryGroup), ttl: t, regT: reg, seen: map[string]time.Time{}}
+}
+
+// TTLs returns the TTLs in effect, defaults filled in.
+func (m *Market) TTLs() TTLs { return m.ttl }
+
+// Cache returns the cache the market stores into.
+func (m *Market) Cache() *cache.Cache { return m.c }
+
+// group returns the cache group of an exchange or strategy.
+func (m *Market) group(name, what string) (*cache.Cache, error) {
+	if name == "" {
+		return nil, fmt.Errorf("market: %s: %w", what, ErrEmptyName)
+	}
+	return m.c.Group(name), nil
+}
+
+func checkSymbol(symbol string) error {
+	if symbol == "" {
+		return fmt.Errorf("market: symbol: %w", ErrEmptyName)
+	}
+	return nil
+}
+
+// register remembers an exchange ("exchanges") or strategy ("strategies") for
+// at least ttl, at most once a minute per process and name.
+func (m *Market) register(ctx context.Context, index, name string, ttl time.Duration) error {
+	memo := index + "\x00" + name
+	now := time.Now()
+	m.mu.Lock()
+	last, ok := m.seen[memo]
+	m.mu.Unlock()
+	if ok && now.Sub(last) < refreshEvery && ttl <= m.regT {
+		return nil
+	}
+	if err := m.reg.Remember(ctx, index, max(ttl, m.regT), name); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.seen[memo] = now
+	m.mu.Unlock()
+	return nil
+}
+
+// Exchanges returns the exchanges the market has written to within RegistryTTL.
+func (m *Market) Exchanges(ctx context.Context) ([]string, error) {
+	return m.reg.Recall(ctx, "exchanges")
+}
+
+// Strategies returns the strategies the market has written signals of within RegistryTTL.
+func (m *Market) Strategies(ctx context.Context) ([]string, error) {
+	return m.reg.Recall(ctx, "strategies")
+}
+
+// setData writes exchange data with the exchange tag and registers the exchange.
+func (m *Market) setData(ctx context.Context, exchange string, items map[string]any, ttl time.Duration) error {
+	g, err := m.group(exchange, "exchange")
+	if err != nil {
+		return err
+	}
+	if err := g.SetManyTagged(ctx, items, ttl, exchangeTag); err != nil {
+		return err
+	}
+	return m.register(ctx, "exchanges", exchange, ttl)
+}
+
+// getData reads one value of an exchange.
+func (m *Market) getData(ctx context.Context, exchange, key string, dst any) (bool, error) {
+	g, err := m.group(exchange, "exchange")
+	if err != nil {
+		return false, err
+	}
+	return g.Get(ctx, key, dst)
+}
+
+// SetTicker caches the ticker of symbol on exchange for TTLs.Ticker.
+func (m *Market) SetTicker(ctx context.Context, exchange, symbol string, t Ticker) error {
+	if err := checkSymbol(symbol); err != nil {
+		return err
+	}
+	if err := t.validate(); err != nil {
+		return err
+	}
+	return m.setData(ctx, exchange, map[string]any{"ticker:" + symbol: t}, m.ttl.Ticker)
+}
+
+// GetTicker returns the cached ticker of symbol on exchange and whether there
+// was one. A Redis error is returned with found false (see cache.Cache.Get).
+func (m *Market) GetTicker(ctx context.Context, exchange, symbol string) (Ticker, bool, error) {
+	var t Ticker
+	if err := checkSymbol(symbol); err != nil {
+		return t, false, err
+	}
+	found, err := m.getData(ctx, exchange, "ticker:"+symbol, &t)
+	return t, found, err
+}
+
+// SetTickers caches the tickers of many symbols of one exchange, keyed by
+// symbol, in one script call (one round trip, atomic) for up to 1000 symbols.
+func (m *Market) SetTickers(ctx context.Context, exchange string, tickers map[string]Ticker) error {
+	items := make(map[string]any, len(tickers))
+	for sym, t := range tickers {
+		if err := checkSymbol(sym); err != nil {
+			return err
+		}
+		if err := t.validate(); err != nil {
+			return err
+		}
+		items["ticker:"+sym] = t
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	return m.setData(ctx, exchange, items, m.ttl.Ticker)
+}
+
+// GetTickers returns the cached tickers of symbols on exchange, keyed by
+// symbol; symbols without one are absent. One MGET.
+func (m *Market) GetTickers(ctx context.Context, exchange string, symbols []string) (map[string]Ticker, error) {
+	g, err := m.group(exchange, "exchange")
+	if err != nil {
+		return nil, err
+	}
+	ks := make([]string, len(symbols))
+	for i, s := range symbols {
+		if err := checkSymbol(s); err != nil {
+			return nil, err
+		}
+		ks[i] = "ticker:" + s
+	}
+	got, err := cache.GetManyOf[Ticker](ctx, g, ks)
+	out := make(map[string]Ticker, len(got))
+	for k, t := range got {
+		out[k[len("ticker:"):]] = t
+	}
+	return out, err
+}
+
+// SetOrderBook caches the order book of symbol on exchange for TTLs.OrderBook.
+func (m *Market) SetOrderBook(ctx context.Context, exchange, symbol string, b OrderBook) error {
+	if err := checkSymbol(symbol); err != nil {
+		return err
+	}
+	if err := b.validate(); err != nil {
+		return err
+	}
+	return m.setData(ctx, exchange, map[string]any{"book:" + symbol: b}, m.ttl.OrderBook)
+}
+
+// GetOrderBook returns the cached order book of symbol on exchange.
+func (m *Market) GetOrderBook(ctx context.Context, exchange, symbol string) (OrderBook, bool, error) {
+	var b OrderBook
+	if err := checkSymbol(symbol); err != nil {
+		return b, false, err
+	}
+	found, err := m.getData(ctx, exchange, "book:"+symbol, &b)
+	return b, found, err
+}
+
+// SetTrades caches the recent trades of symbol on exchange for TTLs.Trades.
+func (m *Market) SetTrades(ctx context.Context, exchange, symbol string, trades []Trade) error {
+	if err := checkSymbol(symbol); err != nil {
+		return err
+	}
+	for i := range trades {
+		if err := trades[i].validate(); err != nil {
+			return err
+		}
+	}
+	return m.setData(ctx, exchange, map[string]any{"trades:" + symbol: trades}, m.ttl.Trades)
+}
+
+// GetTrades returns the cached recent trades of symbol on exchange.
+func (m *Market) GetTrades(ctx context.Context, exchange, symbol string) ([]Trade, bool, error) {
+	var t []Trade
+	if err := checkSymbol(symbol); err != nil {
+		return nil, false, err
+	}
+	found, err := m.getData(ctx, exchange, "trades:"+symbol, &t)
+	return t, found, err
+}
+
+// candleTTL returns the TTL of candles of interval.
+func (m *Market) candleTTL(interval Interval) (time.Duration, error) {
+	d, err := interval.Duration()
+	if err != nil {
+		return 0, err
+	}
+	if m.ttl.Candles > 0 {
+		return m.ttl.Candles, nil
+	}
+	return d, nil
+}
+
+// SetCandles caches the candles of symbol on exchange at interval, for the
+// interval's length (or TTLs.Candles).
+func (m *Market) SetCandles(ctx context.Context, exchange, symbol string, interval Interval, candles []Candle) error {
+	if err := checkSymbol(symbol); err != nil {
+		return err
+	}
+	ttl, err := m.candleTTL(interval)
+	if err != nil {
+		return err
+	}
+	for i := range candles {
+		if err := candles[i].validate(); err != nil {
+			return err
+		}
+	}
+	return m.setData(ctx, exchange, map[string]any{candleKey(symbol, interval): candles}, ttl)
+}
+
+// GetCandles returns the cached candles of symbol on exchange at interval.
+func (m *Market) GetCandles(ctx context.Context, exchange, symbol string, interval Interval) ([]Candle, bool, error) {
+	if err := checkSymbol(symbol); err != nil {
+		return nil, false, err
+	}
+	if _, err := interval.Duration(); err != nil {
+		return nil, false, err
+	}
+	var c []Candle
+	found, err := m.getData(ctx, exchange, candleKey(symbol, interval), &c)
+	return c, found, err
+}
+
+func candleKey(symbol string, interval Interval) string {
+	return "candles:" + symbol + ":" + string(interval)
+}
+
+// SetSignal caches a strategy's signal for symbol for ttl, or TTLs.Signal
+// when ttl is 0.
+func (m *Market) SetSignal(ctx context.Context, strategy, symbol string, s Signal, ttl time.Duration) error {
+	g, err := m.group(strategy, "strategy")
+	if err != nil {
+		return err
+	}
+	if err := checkSymbol(symbol); err != nil {
+		return err
+	}
+	if err := s.validate(); err != nil {
+		return err
+	}
+	if ttl == 0 {
+		ttl = m.ttl.Signal
+	}
+	if err := g.SetTagged(ctx, "signal:"+symbol, s, ttl, strategyTag); err != nil {
+		return err
+	}
+	return m.register(ctx, "strategies", strategy, ttl)
+}
+
+// GetSignal returns a strategy's cached signal for symbol.
+func (m *Market) GetSignal(ctx context.Context, strategy, symbol string) (Signal, bool, error) {
+	var s Signal
+	g, err := m.group(strategy, "strategy")
+	if err != nil {
+		return s, false, err
+	}
+	if err := checkSymbol(symbol); err != nil {
+		return s, false, err
+	}
+	found, err := g.Get(ctx, "signal:"+symbol, &s)
+	return s, found, err
+}
+
+// InvalidateSignals deletes every cached signal of strategy and returns how
+// many it deleted.
+func (m *Market) InvalidateSignals(ctx context.Context, strategy string) (int, error) {
+	g, err := m.group(strategy, "strategy")
+	if err != nil {
+		return 0, err
+	}
+	return g.InvalidateTags(ctx, strategyTag)
+}
+
+// InvalidateAllSignals deletes the cached signals of every strategy the market
+// knows (see Strategies) and returns how many it deleted.
+func (m *Market) InvalidateAllSignals(ctx context.Context) (int, error) {
+	names, err := m.Strategies(ctx)
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for _, s := range names {
+		n, err := m.InvalidateSignals(ctx, s)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// InvalidateExchange deletes every cached ticker, order book, trade list and
+// candle series of exchange, and returns how many values it deleted. API-call
+// counters are kept: they track quota, not market data.
+func (m *Market) InvalidateExchange(ctx context.Context, exchange string) (int, error) {
+	g, err := m.group(exchange, "exchange")
+	if err != nil {
+		return 0, err
+	}
+	return g.InvalidateTags(ctx, exchangeTag)
+}
+
+// InvalidateSymbol deletes the cached ticker, order book, trades and candles
+// (of every interval) of symbol on every exchange the market knows (see
+// Exchanges), one UNLINK per exchange, and returns how many exchanges it
+// visited.
+func (m *Market) InvalidateSymbol(ctx context.Context, symbol string) (int, error) {
+	if err := checkSymbol(symbol); err != nil {
+		return 0, err
+	}
+	exchanges, err := m.Exchanges(ctx)
+	if err != nil {
+		return 0, err
+	}
+	ks := []string{"ticker:" + symbol, "book:" + symbol, "trades:" + symbol}
+	for _, iv := range Intervals() {
+		ks = append(ks, candleKey(symbol, iv))
+	}
+	for i, ex := range exchanges {
+		if err := m.c.Group(ex).Delete(ctx, ks...); err != nil {
+			return i, err
+		}
+	}
+	return len(exchanges), nil
+}
+
+// callsKey is the counter key of an endpoint and window.
+func (m *Market) callsKey(exchange, endpoint string, window time.Duration) (*cache.Cache, string, time.Duration, error) {
+	g, err := m.group(exchange, "exchange")
+	if err != nil {
+		return nil, "", 0, err
+	}
+	if endpoint == "" {
+		return nil, "", 0, fmt.Errorf("market: endpoint: %w", ErrEmptyName)
+	}
+	if window == 0 {
+		window = m.ttl.APICalls
+	}
+	if window < time.Millisecond {
+		return nil, "", 0, fmt.Errorf("market: window %v: %w", window, cache.ErrBadTTL)
+	}
+	return g, "calls:" + endpoint + ":" + strconv.FormatInt(window.Milliseconds(), 10), window, nil
+}
+
+// IncrementAPICalls counts one call of endpoint on exchange and returns the
+// count in the current window (window 0 means TTLs.APICalls). The first call
+// starts a window; the counter expires when it ends and counting starts again.
+// One script call.
+func (m *Market) IncrementAPICalls(ctx context.Context, exchange, endpoint string, window time.Duration) (int, error) {
+	g, k, w, err := m.callsKey(exchange, endpoint, window)
+	if err != nil {
+		return 0, err
+	}
+	n, _, err := g.Incr(ctx, k, 1, w)
+	return int(n), err
+}
+
+// APICalls returns the count of endpoint on exchange in the current window
+// (window 0 means TTLs.APICalls), 0 when no window is running.
+func (m *Market) APICalls(ctx context.Context, exchange, endpoint string, window time.Duration) (int, error) {
+	g, k, _, err := m.callsKey(exchange, endpoint, window)
+	if err != nil {
+		return 0, err
+	}
+	n, err := g.Count(ctx, k)
+	return int(n), err
+}

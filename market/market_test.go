@@ -1,0 +1,494 @@
+package market_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redquota/redquota/cache"
+	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/market"
+	"github.com/redquota/redquota/scripts"
+)
+
+func TestMain(m *testing.M) { redistest.Main(m) }
+
+var epoch = time.Date(2025, 1, 15, 12, 0, 0, 0, time.UTC)
+
+type env struct {
+	t   *testing.T
+	b   redistest.Backend
+	c   *cache.Cache
+	m   *market.Market
+	now time.Time
+	hk  *hook
+}
+
+func newEnv(t *testing.T, b redistest.Backend, o market.Options) *env {
+	t.Helper()
+	ctx := context.Background()
+	if b.Mini != nil {
+		b.Mini.SetTime(epoch)
+	}
+	if err := scripts.Load(ctx, b.Client); err != nil { // so each script call is one EVALSHA
+		t.Fatal(err)
+	}
+	e := &env{t: t, b: b, now: epoch, hk: &hook{}}
+	b.Client.AddHook(e.hk)
+	e.c = cache.New(b.Client, cache.Options{Prefix: b.Prefix})
+	e.m = market.New(e.c, o)
+	return e
+}
+
+func (e *env) advance(d time.Duration) {
+	e.now = e.now.Add(d)
+	e.b.Mini.SetTime(e.now)
+	e.b.Mini.FastForward(d)
+}
+
+// pttl returns the TTL of a raw key.
+func (e *env) pttl(k string) time.Duration {
+	e.t.Helper()
+	d, err := e.b.Client.PTTL(context.Background(), k).Result()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return d
+}
+
+type hook struct{ calls atomic.Int64 }
+
+func (h *hook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if n := cmd.Name(); n != "hello" && n != "client" {
+			h.calls.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && cmds[0].Name() != "hello" && cmds[0].Name() != "client" {
+			h.calls.Add(1)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+var (
+	btc  = market.Ticker{Symbol: "BTC-USDT", Price: 45000.50, Volume: 1500.25, High: 45500, Low: 44500, Bid: 45000.25, Ask: 45000.75, Time: epoch}
+	book = market.OrderBook{Symbol: "BTC-USDT",
+		Bids: []market.Level{{45000, 1.5}, {44999.5, 2}},
+		Asks: []market.Level{{45001, 1.2}, {45002, 3.5}}, Time: epoch}
+	trades  = []market.Trade{{ID: "1", Symbol: "BTC-USDT", Price: 45000.5, Size: 0.1, Side: "buy", Time: epoch}}
+	candles = []market.Candle{{Start: epoch, Open: 45000, High: 45100, Low: 44900, Close: 45050, Volume: 12.5}}
+	signal  = market.Signal{Action: "BUY", Price: 45000, Confidence: 0.85, Strategy: "momentum", Symbol: "BTC", Time: epoch}
+)
+
+// Every kind round-trips and lives exactly its TTL: the seed's defaults, and
+// per-instance overrides.
+func TestKindsAndTTLs(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		for _, o := range []market.Options{{}, {TTLs: market.TTLs{Ticker: time.Second, OrderBook: 200 * time.Millisecond, Candles: 90 * time.Second, Signal: time.Minute}}} {
+			e := newEnv(t, b, o)
+			m := e.m
+			ttl := m.TTLs()
+			type kind struct {
+				name string
+				key  string // raw key
+				ttl  time.Duration
+				get  func() bool
+			}
+			must(t, m.SetTicker(ctx, "binance", "BTC-USDT", btc))
+			must(t, m.SetOrderBook(ctx, "binance", "BTC-USDT", book))
+			must(t, m.SetTrades(ctx, "binance", "BTC-USDT", trades))
+			must(t, m.SetCandles(ctx, "binance", "BTC-USDT", "1m", candles))
+			must(t, m.SetCandles(ctx, "binance", "BTC-USDT", "5m", candles))
+			must(t, m.SetSignal(ctx, "momentum", "BTC", signal, 0))
+			ck := func(i market.Interval) time.Duration {
+				if o.TTLs.Candles > 0 {
+					return o.TTLs.Candles
+				}
+				d, _ := i.Duration()
+				return d
+			}
+			h := b.Prefix + ":{binance}:v:"
+			kinds := []kind{
+				{"ticker", h + "ticker%3ABTC-USDT", ttl.Ticker, func() bool {
+					v, ok, err := m.GetTicker(ctx, "binance", "BTC-USDT")
+					must(t, err)
+					if ok && v != btc {
+						t.Fatalf("ticker %+v", v)
+					}
+					return ok
+				}},
+				{"book", h + "book%3ABTC-USDT", ttl.OrderBook, func() bool {
+					v, ok, err := m.GetOrderBook(ctx, "binance", "BTC-USDT")
+					must(t, err)
+					if ok && (fmt.Sprint(v) != fmt.Sprint(book) || !v.Time.Equal(epoch)) {
+						t.Fatalf("book %+v", v)
+					}
+					return ok
+				}},
+				{"trades", h + "trades%3ABTC-USDT", ttl.Trades, func() bool {
+					v, ok, err := m.GetTrades(ctx, "binance", "BTC-USDT")
+					must(t, err)
+					if ok && (len(v) != 1 || v[0].Price != 45000.5 || v[0].Side != "buy") {
+						t.Fatalf("trades %+v", v)
+					}
+					return ok
+				}},
+				{"candles 1m", h + "candles%3ABTC-USDT%3A1m", ck("1m"), func() bool {
+					v, ok, err := m.GetCandles(ctx, "binance", "BTC-USDT", "1m")
+					must(t, err)
+					if ok && (len(v) != 1 || v[0].Close != 45050) {
+						t.Fatalf("candles %+v", v)
+					}
+					return ok
+				}},
+				{"candles 5m", h + "candles%3ABTC-USDT%3A5m", ck("5m"), func() bool {
+					_, ok, err := m.GetCandles(ctx, "binance", "BTC-USDT", "5m")
+					must(t, err)
+					return ok
+				}},
+				{"signal", b.Prefix + ":{momentum}:v:signal%3ABTC", ttl.Signal, func() bool {
+					v, ok, err := m.GetSignal(ctx, "momentum", "BTC")
+					must(t, err)
+					if ok && v.Confidence != 0.85 {
+						t.Fatalf("signal %+v", v)
+					}
+					return ok
+				}},
+			}
+			if o.TTLs.Ticker == 0 && (ttl.Ticker != 2*time.Second || ttl.OrderBook != 500*time.Millisecond ||
+				ttl.Trades != 10*time.Second || ttl.Signal != 30*time.Second || ck("1m") != time.Minute || ck("5m") != 5*time.Minute) {
+				t.Fatalf("defaults %+v", ttl)
+			}
+			for _, k := range kinds {
+				if !k.get() {
+					t.Fatalf("%s missing right after Set", k.name)
+				}
+				if d := e.pttl(k.key); d > k.ttl || d < k.ttl-100*time.Millisecond {
+					t.Fatalf("%s PTTL %v, want %v", k.name, d, k.ttl)
+				}
+			}
+			if b.Mini == nil {
+				continue // real Redis expiry: see TestOrderBookExpiresOnRealRedis
+			}
+			// Expiry, kind by kind, in order of TTL.
+			start := e.now
+			sort.Slice(kinds, func(i, j int) bool { return kinds[i].ttl < kinds[j].ttl })
+			for _, k := range kinds {
+				if d := start.Add(k.ttl - time.Millisecond).Sub(e.now); d >= 0 {
+					e.advance(d)
+					if !k.get() {
+						t.Fatalf("%s gone 1 ms before its TTL %v", k.name, k.ttl)
+					}
+					e.advance(time.Millisecond)
+				} // else a kind of the same TTL was just checked: now is its TTL
+				if k.get() {
+					t.Fatalf("%s still there at its TTL %v", k.name, k.ttl)
+				}
+			}
+		}
+	})
+}
+
+// The 500 ms order book expires on real Redis too. Real Redis keeps its own
+// clock, so the test polls: every 20 ms, for at most 3 s (six times the TTL, so
+// only a book that never expires fails). It asserts no timing, only presence
+// right after the write and absence within the bound.
+func TestOrderBookExpiresOnRealRedis(t *testing.T) {
+	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
+		e := newEnv(t, b, market.Options{})
+		ctx := context.Background()
+		must(t, e.m.SetOrderBook(ctx, "binance", "BTC-USDT", book))
+		if _, ok, err := e.m.GetOrderBook(ctx, "binance", "BTC-USDT"); !ok || err != nil {
+			t.Fatalf("book missing after Set: %v", err)
+		}
+		start := time.Now()
+		for {
+			_, ok, err := e.m.GetOrderBook(ctx, "binance", "BTC-USDT")
+			must(t, err)
+			if !ok {
+				break
+			}
+			if time.Since(start) > 3*time.Second {
+				t.Fatal("500 ms order book still cached after 3 s")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("order book gone %v after the write was confirmed", time.Since(start).Round(time.Millisecond))
+	})
+}
+
+// SetTickers is one script call and GetTickers one MGET, whatever the count.
+func TestTickerBatches(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		e := newEnv(t, b, market.Options{})
+		ctx := context.Background()
+		in := map[string]market.Ticker{}
+		var syms []string
+		for i := 0; i < 20; i++ {
+			s := fmt.Sprintf("SYM%d-USDT", i)
+			tk := btc
+			tk.Symbol, tk.Price = s, float64(i)+0.5
+			in[s], syms = tk, append(syms, s)
+		}
+		must(t, e.m.SetTickers(ctx, "binance", map[string]market.Ticker{"WARM": btc})) // registers binance
+		before := e.hk.calls.Load()
+		must(t, e.m.SetTickers(ctx, "binance", in))
+		if d := e.hk.calls.Load() - before; d != 1 {
+			t.Fatalf("SetTickers made %d calls, want 1", d)
+		}
+		before = e.hk.calls.Load()
+		got, err := e.m.GetTickers(ctx, "binance", append(syms, "NOPE"))
+		if d := e.hk.calls.Load() - before; d != 1 {
+			t.Fatalf("GetTickers made %d calls, want 1", d)
+		}
+		if err != nil || len(got) != len(in) {
+			t.Fatalf("GetTickers: %d, %v", len(got), err)
+		}
+		for s, tk := range in {
+			if got[s] != tk {
+				t.Fatalf("%s: %+v", s, got[s])
+			}
+		}
+	})
+}
+
+func TestInvalidation(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		e := newEnv(t, b, market.Options{})
+		ctx := context.Background()
+		m := e.m
+		for _, ex := range []string{"binance", "kraken"} {
+			for _, sym := range []string{"BTC-USDT", "ETH-USDT"} {
+				must(t, m.SetTicker(ctx, ex, sym, btc))
+				must(t, m.SetOrderBook(ctx, ex, sym, book))
+				must(t, m.SetTrades(ctx, ex, sym, trades))
+				must(t, m.SetCandles(ctx, ex, sym, "1h", candles))
+			}
+			_, err := m.IncrementAPICalls(ctx, ex, "/api/v3/ticker", 0)
+			must(t, err)
+		}
+		for _, st := range []string{"momentum", "meanrev"} {
+			must(t, m.SetSignal(ctx, st, "BTC", signal, 0))
+			must(t, m.SetSignal(ctx, st, "ETH", signal, 0))
+		}
+		has := func(ex, sym string) (n int) {
+			if _, ok, _ := m.GetTicker(ctx, ex, sym); ok {
+				n++
+			}
+			if _, ok, _ := m.GetOrderBook(ctx, ex, sym); ok {
+				n++
+			}
+			if _, ok, _ := m.GetTrades(ctx, ex, sym); ok {
+				n++
+			}
+			if _, ok, _ := m.GetCandles(ctx, ex, sym, "1h"); ok {
+				n++
+			}
+			return n
+		}
+		if ex, _ := m.Exchanges(ctx); fmt.Sprint(ex) != "[binance kraken]" && fmt.Sprint(ex) != "[kraken binance]" {
+			t.Fatalf("Exchanges = %v", ex)
+		}
+		// A symbol, across every exchange.
+		n, err := m.InvalidateSymbol(ctx, "BTC-USDT")
+		if err != nil || n != 2 {
+			t.Fatalf("InvalidateSymbol = %d, %v", n, err)
+		}
+		if has("binance", "BTC-USDT")+has("kraken", "BTC-USDT") != 0 || has("binance", "ETH-USDT") != 4 || has("kraken", "ETH-USDT") != 4 {
+			t.Fatal("InvalidateSymbol deleted the wrong data")
+		}
+		// One exchange.
+		n, err = m.InvalidateExchange(ctx, "binance")
+		if err != nil || n != 4 {
+			t.Fatalf("InvalidateExchange = %d, %v; want the 4 ETH values left", n, err)
+		}
+		if has("binance", "ETH-USDT") != 0 || has("kraken", "ETH-USDT") != 4 {
+			t.Fatal("InvalidateExchange deleted the wrong data")
+		}
+		if c, _ := m.APICalls(ctx, "binance", "/api/v3/ticker", 0); c != 1 {
+			t.Fatalf("API counter lost to InvalidateExchange: %d", c)
+		}
+		if _, ok, _ := m.GetSignal(ctx, "momentum", "BTC"); !ok {
+			t.Fatal("signals deleted by exchange invalidation")
+		}
+		// One strategy, then all.
+		if n, err := m.InvalidateSignals(ctx, "momentum"); err != nil || n != 2 {
+			t.Fatalf("InvalidateSignals = %d, %v", n, err)
+		}
+		if _, ok, _ := m.GetSignal(ctx, "meanrev", "BTC"); !ok {
+			t.Fatal("other strategy's signal deleted")
+		}
+		if n, err := m.InvalidateAllSignals(ctx); err != nil || n != 2 {
+			t.Fatalf("InvalidateAllSignals = %d, %v", n, err)
+		}
+		if _, ok, _ := m.GetSignal(ctx, "meanrev", "ETH"); ok {
+			t.Fatal("signal survived InvalidateAllSignals")
+		}
+	})
+}
+
+func TestAPICalls(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		e := newEnv(t, b, market.Options{})
+		ctx := context.Background()
+		for i := 1; i <= 3; i++ {
+			n, err := e.m.IncrementAPICalls(ctx, "binance", "/api/v3/ticker", 0)
+			if err != nil || n != i {
+				t.Fatalf("call %d: %d %v", i, n, err)
+			}
+		}
+		if n, _ := e.m.IncrementAPICalls(ctx, "binance", "/api/v3/depth", 0); n != 1 {
+			t.Fatalf("other endpoint shares the count: %d", n)
+		}
+		if n, _ := e.m.IncrementAPICalls(ctx, "binance", "/api/v3/ticker", 10*time.Second); n != 1 {
+			t.Fatalf("other window shares the count: %d", n)
+		}
+		if n, err := e.m.APICalls(ctx, "binance", "/api/v3/ticker", 0); err != nil || n != 3 {
+			t.Fatalf("APICalls = %d, %v", n, err)
+		}
+		if n, _ := e.m.APICalls(ctx, "kraken", "/api/v3/ticker", 0); n != 0 {
+			t.Fatalf("kraken: %d", n)
+		}
+		k := b.Prefix + ":{binance}:v:calls%3A/api/v3/ticker%3A60000"
+		if d := e.pttl(k); d <= 59*time.Second || d > time.Minute {
+			t.Fatalf("counter PTTL %v, want the 60 s window", d)
+		}
+		if b.Mini != nil {
+			e.advance(time.Minute)
+			if n, _ := e.m.APICalls(ctx, "binance", "/api/v3/ticker", 0); n != 0 {
+				t.Fatalf("count after the window: %d", n)
+			}
+		}
+	})
+}
+
+// A miss fetches once for 100 concurrent callers; a hit does not fetch; a fetch
+// error is returned and not cached; fetched data is tagged with its exchange.
+func TestFetchThrough(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		e := newEnv(t, b, market.Options{})
+		ctx := context.Background()
+		var fetches atomic.Int64
+		release := make(chan struct{})
+		fetch := func(context.Context) (market.Ticker, error) {
+			fetches.Add(1)
+			<-release
+			return btc, nil
+		}
+		var wg sync.WaitGroup
+		var bad atomic.Int64
+		for i := 0; i < 100; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				v, err := e.m.TickerOrFetch(ctx, "binance", "BTC-USDT", fetch)
+				if err != nil || v != btc {
+					bad.Add(1)
+				}
+			}()
+		}
+		for fetches.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		close(release)
+		wg.Wait()
+		if fetches.Load() != 1 || bad.Load() != 0 {
+			t.Fatalf("%d fetches (want 1), %d bad results", fetches.Load(), bad.Load())
+		}
+		if _, err := e.m.TickerOrFetch(ctx, "binance", "BTC-USDT", func(context.Context) (market.Ticker, error) {
+			t.Fatal("fetch on a hit")
+			return market.Ticker{}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		boom := errors.New("429")
+		calls := 0
+		failing := func(context.Context) (market.OrderBook, error) { calls++; return market.OrderBook{}, boom }
+		for i := 0; i < 2; i++ {
+			if _, err := e.m.OrderBookOrFetch(ctx, "binance", "BTC-USDT", failing); !errors.Is(err, boom) {
+				t.Fatalf("fetch error: %v", err)
+			}
+		}
+		if calls != 2 {
+			t.Fatalf("failed fetch was cached: %d calls", calls)
+		}
+		if n, err := e.m.InvalidateExchange(ctx, "binance"); err != nil || n != 1 {
+			t.Fatalf("fetched ticker not reached by InvalidateExchange: %d %v", n, err)
+		}
+	})
+}
+
+func TestBadInput(t *testing.T) {
+	_, client := redistest.NewMini(t)
+	m := market.New(cache.New(client, cache.Options{}), market.Options{})
+	ctx := context.Background()
+	nan := btc
+	nan.Price = math.NaN()
+	inf := btc
+	inf.Ask = math.Inf(1)
+	neg := btc
+	neg.Volume = -1
+	unsorted := book
+	unsorted.Bids = []market.Level{{44999, 1}, {45000, 1}}
+	negLevel := book
+	negLevel.Asks = []market.Level{{45001, -1}}
+	crossed := book
+	crossed.Bids = []market.Level{{45005, 1}}
+	badSig := signal
+	badSig.Confidence = 1.5
+	cases := []struct {
+		name string
+		err  error
+		call func() error
+	}{
+		{"empty exchange", market.ErrEmptyName, func() error { return m.SetTicker(ctx, "", "BTC", btc) }},
+		{"empty symbol", market.ErrEmptyName, func() error { return m.SetTicker(ctx, "binance", "", btc) }},
+		{"empty symbol get", market.ErrEmptyName, func() error { _, _, err := m.GetTicker(ctx, "binance", ""); return err }},
+		{"empty strategy", market.ErrEmptyName, func() error { return m.SetSignal(ctx, "", "BTC", signal, 0) }},
+		{"empty endpoint", market.ErrEmptyName, func() error { _, err := m.IncrementAPICalls(ctx, "binance", "", 0); return err }},
+		{"NaN price", market.ErrBadPrice, func() error { return m.SetTicker(ctx, "binance", "BTC", nan) }},
+		{"Inf ask", market.ErrBadPrice, func() error { return m.SetTickers(ctx, "binance", map[string]market.Ticker{"BTC": inf}) }},
+		{"negative volume", market.ErrBadSize, func() error { return m.SetTicker(ctx, "binance", "BTC", neg) }},
+		{"unsorted bids", market.ErrUnsortedBook, func() error { return m.SetOrderBook(ctx, "binance", "BTC", unsorted) }},
+		{"negative level", market.ErrBadSize, func() error { return m.SetOrderBook(ctx, "binance", "BTC", negLevel) }},
+		{"unknown interval", market.ErrUnknownInterval, func() error { return m.SetCandles(ctx, "binance", "BTC", "7m", candles) }},
+		{"unknown interval get", market.ErrUnknownInterval, func() error { _, _, err := m.GetCandles(ctx, "binance", "BTC", "2m"); return err }},
+		{"bad confidence", market.ErrBadConfidence, func() error { return m.SetSignal(ctx, "momentum", "BTC", badSig, 0) }},
+		{"long symbol", cache.ErrKeyTooLong, func() error { return m.SetTicker(ctx, "binance", strings.Repeat("X", 600), btc) }},
+	}
+	for _, tc := range cases {
+		if err := tc.call(); !errors.Is(err, tc.err) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.err)
+		}
+	}
+	if n, _ := client.DBSize(ctx).Result(); n != 0 {
+		t.Fatalf("bad input wrote %d keys", n)
+	}
+	// A crossed book is accepted, as documented.
+	if err := m.SetOrderBook(ctx, "binance", "BTC", crossed); err != nil {
+		t.Fatalf("crossed book refused: %v", err)
+	}
+}
