@@ -1,0 +1,59 @@
+package limiter_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redquota/redquota/limiter"
+)
+
+func Example() {
+	mr := miniredis.NewMiniRedis()
+	_ = mr.Start()
+	defer mr.Close()
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer client.Close()
+	ctx := context.Background()
+
+	lim := limiter.New(client, limiter.Options{})
+	limit := limiter.PerSecond(3)
+	for i := 0; i < 4; i++ {
+		r, err := lim.Allow(ctx, "user:42", limit)
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println(r.Allowed, r.Remaining)
+	}
+	// Output:
+	// true 2
+	// true 1
+	// true 0
+	// false 0
+}
+
+// A quota charges several limits together, all or nothing, in one round trip.
+func ExampleLimiter_AllowQuota() {
+	mr := miniredis.NewMiniRedis()
+	_ = mr.Start()
+	defer mr.Close()
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer client.Close()
+	ctx := context.Background()
+
+	lim := limiter.New(client, limiter.Options{})
+	binance := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{
+		{Name: "weight", Limit: limiter.PerMinute(1200).WithAlgorithm(limiter.FixedWindow)},
+		{Name: "orders", Limit: limiter.Every(10, 10*time.Second).WithAlgorithm(limiter.SlidingWindow)},
+	}}
+	r, _ := lim.AllowQuota(ctx, binance, limiter.Cost{"weight": 1, "orders": 1}) // place an order
+	fmt.Println(r.Allowed, r.Limits[0].Remaining, r.Limits[1].Remaining)
+	r, _ = lim.AllowQuota(ctx, binance, limiter.Cost{"weight": 1200}) // more than is left this minute
+	fmt.Println(r.Allowed, r.DeniedBy)
+	// Output:
+	// true 1199 9
+	// false weight
+}

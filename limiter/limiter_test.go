@@ -1,0 +1,354 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redquota/redquota/internal/redistest"
+)
+
+func newLim(b redistest.Backend, o Options) *Limiter {
+	o.Prefix = b.Prefix
+	return New(b.Client, o)
+}
+
+func TestAllowEveryAlgorithm(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		lim := newLim(b, Options{})
+		for _, a := range modelAlgorithms {
+			limit := PerMinute(5).WithAlgorithm(a)
+			key := "user:{42}:" + a.String() // braces and colons must stay inside the tag
+			for i := 0; i < 5; i++ {
+				r, err := lim.Allow(ctx, key, limit)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !r.Allowed || r.Remaining != 4-i {
+					t.Fatalf("%s call %d: %+v", a, i, r)
+				}
+			}
+			// The counter may ask for more than a period: the previous window's
+			// count weighs on the estimate until enough of it has slid out.
+			maxRetry := time.Minute
+			if a == SlidingWindowCounter {
+				maxRetry = 2 * time.Minute
+			}
+			r, err := lim.Allow(ctx, key, limit)
+			if err != nil || r.Allowed || r.RetryAfter <= 0 || r.RetryAfter > maxRetry {
+				t.Fatalf("%s 6th call: %+v %v", a, r, err)
+			}
+			if err := lim.Reset(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+			if r, _ := lim.Allow(ctx, key, limit); !r.Allowed {
+				t.Fatalf("%s after Reset: %+v", a, r)
+			}
+		}
+	})
+}
+
+// Bad input is a typed error and never reaches Redis.
+func TestBadInputTypedErrorsNoWrite(t *testing.T) {
+	m, c := redistest.NewMini(t)
+	ctx := context.Background()
+	lim := New(c, Options{Prefix: "bad"})
+	good := PerSecond(10)
+	q := Quota{Name: "q", Limits: []NamedLimit{{"a", good}, {"b", PerMinute(3)}}}
+	cases := []struct {
+		name string
+		call func() error
+		want error
+	}{
+		{"rate 0", func() error { _, e := lim.Allow(ctx, "k", Limit{Period: time.Second}); return e }, ErrInvalidLimit},
+		{"rate <0", func() error { _, e := lim.Allow(ctx, "k", Limit{Rate: -1, Period: time.Second}); return e }, ErrInvalidLimit},
+		{"period 0", func() error { _, e := lim.Allow(ctx, "k", Limit{Rate: 1}); return e }, ErrInvalidLimit},
+		{"period <0", func() error { _, e := lim.Allow(ctx, "k", Limit{Rate: 1, Period: -time.Second}); return e }, ErrInvalidLimit},
+		{"period 100y", func() error { _, e := lim.Allow(ctx, "k", Every(1, 100*365*24*time.Hour)); return e }, ErrInvalidLimit},
+		{"burst <0", func() error { _, e := lim.Allow(ctx, "k", good.WithBurst(-1)); return e }, ErrInvalidLimit},
+		{"algorithm", func() error { _, e := lim.Allow(ctx, "k", good.WithAlgorithm(9)); return e }, ErrInvalidLimit},
+		{"n 0", func() error { _, e := lim.AllowN(ctx, "k", good, 0); return e }, ErrInvalidCost},
+		{"n <0", func() error { _, e := lim.AllowN(ctx, "k", good, -3); return e }, ErrInvalidCost},
+		{"n > burst", func() error { _, e := lim.AllowN(ctx, "k", good, 11); return e }, ErrExceedsLimit},
+		{"n 2^62", func() error { _, e := lim.AllowN(ctx, "k", good, 1<<62); return e }, ErrExceedsLimit},
+		{"wait n > burst", func() error { return lim.WaitN(ctx, "k", good, 11) }, ErrExceedsLimit},
+		{"reserve n > burst", func() error { _, e := lim.Reserve(ctx, "k", good, 11); return e }, ErrExceedsLimit},
+		{"empty key", func() error { _, e := lim.Allow(ctx, "", good); return e }, ErrEmptyKey},
+		{"long key", func() error { _, e := lim.Allow(ctx, strings.Repeat("k", MaxKeyLen+1), good); return e }, ErrKeyTooLong},
+		{"empty quota", func() error { _, e := lim.AllowQuota(ctx, Quota{Name: "e"}, Cost{"a": 1}); return e }, ErrEmptyQuota},
+		{"unknown limit", func() error { _, e := lim.AllowQuota(ctx, q, Cost{"zzz": 1}); return e }, ErrUnknownLimit},
+		{"negative cost", func() error { _, e := lim.AllowQuota(ctx, q, Cost{"a": -1}); return e }, ErrInvalidCost},
+		{"cost charges nothing", func() error { _, e := lim.AllowQuota(ctx, q, Cost{"a": 0}); return e }, ErrInvalidCost},
+		{"cost over limit", func() error { _, e := lim.AllowQuota(ctx, q, Cost{"a": 1, "b": 4}); return e }, ErrExceedsLimit},
+		{"duplicate limit", func() error {
+			_, e := lim.AllowQuota(ctx, Quota{Name: "d", Limits: []NamedLimit{{"a", good}, {"a", good}}}, Cost{"a": 1})
+			return e
+		}, ErrDuplicateLimit},
+		{"hold 0", func() error { _, e := lim.Hold(ctx, "q", 0); return e }, ErrInvalidDuration},
+		{"hold <0", func() error { _, e := lim.Hold(ctx, "q", -time.Second); return e }, ErrInvalidDuration},
+		{"sync unknown", func() error { _, e := lim.Sync(ctx, q, "zzz", 3); return e }, ErrUnknownLimit},
+		{"sync negative", func() error { _, e := lim.Sync(ctx, q, "a", -3); return e }, ErrInvalidCost},
+	}
+	for _, tc := range cases {
+		err := tc.call()
+		if !errors.Is(err, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if keys := m.Keys(); len(keys) != 0 {
+		t.Fatalf("bad input wrote to Redis: %v", keys)
+	}
+}
+
+// When one limit of a quota denies, no other limit was charged.
+func TestQuotaAllOrNothing(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		lim := newLim(b, Options{})
+		q := Quota{Name: "binance", Limits: []NamedLimit{
+			{"weight", PerMinute(1200).WithAlgorithm(FixedWindow)},
+			{"orders", Every(10, 10*time.Second).WithAlgorithm(SlidingWindow)},
+			{"daily", PerDay(200_000).WithAlgorithm(SlidingWindowCounter)},
+		}}
+		for i := 0; i < 10; i++ {
+			r, err := lim.AllowQuota(ctx, q, Cost{"weight": 1, "orders": 1, "daily": 1})
+			if err != nil || !r.Allowed {
+				t.Fatalf("order %d: %+v %v", i, r, err)
+			}
+		}
+		r, err := lim.AllowQuota(ctx, q, Cost{"weight": 7, "orders": 1, "daily": 1})
+		if err != nil || r.Allowed || r.DeniedBy != "orders" || r.RetryAfter <= 0 {
+			t.Fatalf("11th order: %+v %v", r, err)
+		}
+		// Weight and daily were not charged by the denied call: weight shows
+		// 1200-10 left, not 1200-17; daily 200000-10.
+		r, err = lim.AllowQuota(ctx, q, Cost{"weight": 1})
+		if err != nil || !r.Allowed || r.Limits[0].Remaining != 1200-11 {
+			t.Fatalf("weight after denial: %+v %v", r, err)
+		}
+		r, err = lim.AllowQuota(ctx, q, Cost{"daily": 1})
+		if err != nil || !r.Allowed || r.Limits[0].Remaining != 200_000-11 {
+			t.Fatalf("daily after denial: %+v %v", r, err)
+		}
+		if r.Remaining() != 200_000-11 {
+			t.Fatalf("QuotaResult.Remaining = %d", r.Remaining())
+		}
+	})
+}
+
+// A hold (what a 429 triggers) stops every grant until it passes, for every
+// limiter instance sharing the Redis.
+func TestHoldStopsEveryInstance(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		a, c := newLim(b, Options{}), newLim(b, Options{})
+		q := Quota{Name: "ex", Limits: []NamedLimit{{"w", PerSecond(100)}}}
+		if r, _ := a.AllowQuota(ctx, q, Cost{"w": 1}); !r.Allowed {
+			t.Fatal("first call denied")
+		}
+		got, err := a.Hold(ctx, "ex", 2*time.Second)
+		if err != nil || got != 2*time.Second {
+			t.Fatalf("Hold: %v %v", got, err)
+		}
+		// A shorter hold does not shorten it.
+		if got, _ := c.Hold(ctx, "ex", time.Second); got <= time.Second {
+			t.Fatalf("shorter hold replaced the longer one: %v", got)
+		}
+		r, err := c.AllowQuota(ctx, q, Cost{"w": 1})
+		if err != nil || r.Allowed || r.DeniedBy != HoldName || r.RetryAfter <= time.Second || r.RetryAfter > 2*time.Second {
+			t.Fatalf("during hold: %+v %v", r, err)
+		}
+		// Reserve books its turn after the hold.
+		rv, err := c.ReserveQuota(ctx, q, Cost{"w": 1})
+		if err != nil || !rv.OK() || rv.Delay() <= time.Second {
+			t.Fatalf("reserve during hold: ok=%v delay=%v err=%v", rv != nil && rv.OK(), rv.Delay(), err)
+		}
+	})
+}
+
+// Sync raises our count to the server's and never lowers it.
+func TestSyncRaisesNeverLowers(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		lim := newLim(b, Options{})
+		for _, a := range modelAlgorithms {
+			q := Quota{Name: "sync-" + a.String(), Limits: []NamedLimit{{"w", PerMinute(100).WithAlgorithm(a)}}}
+			r, _ := lim.AllowQuota(ctx, q, Cost{"w": 10})
+			if !r.Allowed || r.Limits[0].Remaining != 90 {
+				t.Fatalf("%s: %+v", a, r)
+			}
+			raised, err := lim.Sync(ctx, q, "w", 60)
+			if err != nil || !raised {
+				t.Fatalf("%s: sync 60: %v %v", a, raised, err)
+			}
+			r, _ = lim.AllowQuota(ctx, q, Cost{"w": 1})
+			if !r.Allowed || r.Limits[0].Remaining < 38 || r.Limits[0].Remaining > 39 {
+				t.Fatalf("%s: after sync to 60, remaining %d, want 39 (38 if the GCRA refilled nothing)", a, r.Limits[0].Remaining)
+			}
+			raised, err = lim.Sync(ctx, q, "w", 5)
+			if err != nil || raised {
+				t.Fatalf("%s: sync 5 lowered the count: %v %v", a, raised, err)
+			}
+			// Absurd usage is taken as the limit: nothing left.
+			if _, err := lim.Sync(ctx, q, "w", 1<<60); err != nil {
+				t.Fatal(err)
+			}
+			if r, _ := lim.AllowQuota(ctx, q, Cost{"w": 1}); r.Allowed {
+				t.Fatalf("%s: allowed after server reported the limit used up", a)
+			}
+		}
+	})
+}
+
+// Cancel gives units back while the reservation is the last booking.
+func TestReserveCancel(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		lim := newLim(b, Options{})
+		for _, a := range modelAlgorithms {
+			limit := PerMinute(2).WithAlgorithm(a)
+			key := "rc-" + a.String()
+			for i := 0; i < 2; i++ {
+				if r, _ := lim.Allow(ctx, key, limit); !r.Allowed {
+					t.Fatalf("%s: warm-up denied", a)
+				}
+			}
+			rv, err := lim.Reserve(ctx, key, limit, 1)
+			if err != nil || !rv.OK() || rv.Delay() <= 0 {
+				t.Fatalf("%s: reserve: %v", a, err)
+			}
+			first := rv.Delay()
+			if err := rv.Cancel(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// The same turn is free again: a new reservation gets (about) the same delay, not a later one.
+			rv2, err := lim.Reserve(ctx, key, limit, 1)
+			if err != nil || !rv2.OK() {
+				t.Fatalf("%s: second reserve: %v", a, err)
+			}
+			if rv2.Delay() > first+50*time.Millisecond { // 50 ms: two round trips of slack on a busy machine
+				t.Fatalf("%s: cancelled turn not given back: first %v, then %v", a, first, rv2.Delay())
+			}
+			// A cancel behind a later booking gives nothing back (never an overshoot).
+			rv3, _ := lim.Reserve(ctx, key, limit, 1)
+			_ = rv2.Cancel(ctx)
+			rv4, _ := lim.Reserve(ctx, key, limit, 1)
+			if rv4.Delay() < rv3.Delay() {
+				t.Fatalf("%s: cancel behind a later booking let a newcomer jump ahead: %v < %v", a, rv4.Delay(), rv3.Delay())
+			}
+		}
+	})
+}
+
+// Reserve and Wait charge nothing when the turn would come after the deadline.
+func TestWaitDeadline(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		lim := newLim(b, Options{})
+		limit := PerMinute(1)
+		if err := lim.Wait(context.Background(), "dl", limit); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		err := lim.Wait(ctx, "dl", limit)
+		if !errors.Is(err, ErrWouldExceedDeadline) {
+			t.Fatalf("got %v", err)
+		}
+		if time.Since(start) > 150*time.Millisecond { // returns at once, not at the deadline
+			t.Fatalf("Wait slept %v before failing", time.Since(start))
+		}
+		// Nothing was charged: the next turn is still one minute after the first, not two.
+		rv, err := lim.Reserve(context.Background(), "dl", limit, 1)
+		if err != nil || rv.Delay() > time.Minute {
+			t.Fatalf("deadline failure charged: delay %v %v", rv.Delay(), err)
+		}
+	})
+}
+
+// A context cancelled while Wait sleeps gives the booking back.
+func TestWaitCancelGivesBack(t *testing.T) {
+	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
+		lim := newLim(b, Options{})
+		limit := Every(1, 2*time.Second)
+		if err := lim.Wait(context.Background(), "wc", limit); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() { errc <- lim.Wait(ctx, "wc", limit) }()
+		time.Sleep(50 * time.Millisecond)
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v", err)
+		}
+		rv, err := lim.Reserve(context.Background(), "wc", limit, 1)
+		if err != nil || rv.Delay() > 2*time.Second {
+			t.Fatalf("cancelled wait kept its turn: next delay %v (%v)", rv.Delay(), err)
+		}
+	})
+}
+
+// A call that go-redis retries after Redis already ran it is not charged twice:
+// the token makes the second run answer from the first's reply.
+func TestRetriedCallChargedOnce(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		lim := newLim(b, Options{})
+		if !lim.dedupe {
+			t.Fatal("test client retries, so dedupe must be on")
+		}
+		p, err := lim.single("retry", PerMinute(10), 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, err := lim.run(ctx, p, 0)
+		if err != nil || !first.granted {
+			t.Fatal(err)
+		}
+		// Resend the very same command, as go-redis's retry would.
+		seq := lim.tokenSeq.Load()
+		lim.tokenSeq.Store(seq - 1)
+		again, err := lim.run(ctx, p, 0)
+		if err != nil || !again.granted || again.per[0].rem != first.per[0].rem {
+			t.Fatalf("retry answered %+v, first %+v (%v)", again, first, err)
+		}
+		r, _ := lim.AllowN(ctx, "retry", PerMinute(10), 1)
+		if r.Remaining != 6 {
+			t.Fatalf("remaining %d after 3+1 units, want 6: retried call was charged twice", r.Remaining)
+		}
+	})
+}
+
+// A client that never retries needs no dedupe key.
+func TestDedupeOffWithoutRetries(t *testing.T) {
+	_, c := redistest.NewMini(t)
+	nc := redis.NewClient(&redis.Options{Addr: c.Options().Addr, MaxRetries: -1})
+	defer nc.Close()
+	if New(nc, Options{}).dedupe {
+		t.Fatal("dedupe on for a client with MaxRetries -1")
+	}
+	if !New(c, Options{}).dedupe {
+		t.Fatal("dedupe off for a retrying client")
+	}
+	if New(c, Options{DedupeWindow: -1}).dedupe {
+		t.Fatal("dedupe on although disabled")
+	}
+}
+
+func TestLimitString(t *testing.T) {
+	for l, want := range map[Limit]string{
+		PerSecond(10): "10 req/s (burst 10, gcra)",
+		PerMinute(1200).WithAlgorithm(FixedWindow):             "1200 req/m (fixed)",
+		Every(10, 10*time.Second).WithAlgorithm(SlidingWindow): "10 req/10s (sliding)",
+	} {
+		if l.String() != want {
+			t.Errorf("%#v: %q, want %q", l, l.String(), want)
+		}
+	}
+}

@@ -1,0 +1,399 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redquota/redquota/internal/redistest"
+)
+
+// commandCalls returns INFO commandstats calls per command.
+func commandCalls(t *testing.T, c *redis.Client) map[string]int {
+	t.Helper()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, line := range strings.Split(info, "\n") {
+		// cmdstat_evalsha:calls=3,usec=...
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		calls, _, _ := strings.Cut(strings.TrimPrefix(rest, "calls="), ",")
+		n, _ := strconv.Atoi(calls)
+		out[strings.TrimPrefix(name, "cmdstat_")] = n
+	}
+	return out
+}
+
+// roundTrips is a go-redis hook counting the client's round trips.
+type roundTrips struct{ n atomic.Int64 }
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
+}
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
+}
+
+func withHook(addr string, h redis.Hook) *redis.Client {
+	c := redis.NewClient(redistest.ClientOptions(addr))
+	c.AddHook(h)
+	return c
+}
+
+// Each decision is one script call: the server counts exactly one EVALSHA (and
+// no other command) per Allow, AllowQuota, Reserve, and Wait that does not cancel.
+func TestOneRoundTripPerDecision(t *testing.T) {
+	srv, err := redistest.StartServer()
+	if err != nil {
+		if !redistest.Available() && !redistest.Required() {
+			t.Skip("redis-server not installed (Debian package redis-server)")
+		}
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c := srv.Client()
+	defer c.Close()
+	ctx := context.Background()
+	rt := &roundTrips{}
+	lim := New(withHook(srv.Addr(), rt), Options{Prefix: "rt"})
+	q := Quota{Name: "q", Limits: []NamedLimit{
+		{"w", PerMinute(1000).WithAlgorithm(FixedWindow)},
+		{"o", PerMinute(1000).WithAlgorithm(SlidingWindow)},
+		{"d", PerDay(1000).WithAlgorithm(SlidingWindowCounter)},
+	}}
+	// Warm up: the first call of each script may EVAL after a NOSCRIPT.
+	_, _ = lim.Allow(ctx, "k", PerMinute(1000))
+	calls := []struct {
+		name string
+		fn   func() error
+	}{
+		{"Allow", func() error { _, e := lim.Allow(ctx, "k", PerMinute(1000)); return e }},
+		{"AllowN sliding", func() error { _, e := lim.AllowN(ctx, "s", PerMinute(1000).WithAlgorithm(SlidingWindow), 5); return e }},
+		{"AllowQuota", func() error { _, e := lim.AllowQuota(ctx, q, Cost{"w": 5, "o": 1, "d": 1}); return e }},
+		{"Reserve", func() error { _, e := lim.Reserve(ctx, "k", PerMinute(1000), 1); return e }},
+		{"Wait", func() error { return lim.Wait(ctx, "k", PerMinute(1000)) }},
+		{"WaitQuota", func() error { return lim.WaitQuota(ctx, q, Cost{"w": 1}) }},
+	}
+	for _, call := range calls {
+		if err := c.ConfigResetStat(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		rt.n.Store(0)
+		const n = 20
+		for i := 0; i < n; i++ {
+			if err := call.fn(); err != nil {
+				t.Fatalf("%s: %v", call.name, err)
+			}
+		}
+		got := commandCalls(t, c)
+		// Redis 7 also counts the commands a script runs (get, set, time…);
+		// what the client sent is the evalsha, and nothing else: the hook
+		// counts the client's round trips.
+		if got["evalsha"] != n || got["eval"] != 0 || rt.n.Load() != n {
+			t.Fatalf("%s ×%d: server saw %v, client made %d round trips; want exactly %d evalsha", call.name, n, got, rt.n.Load(), n)
+		}
+	}
+}
+
+// Two limiter instances with separate clients, 64 goroutines each, on a
+// 100-per-second limit for 3 s: no window ever holds more than the limit,
+// checked from the Redis grant times the script returns.
+func TestConcurrentInstancesNeverOvershoot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("3 s concurrency test")
+	}
+	srv := redistest.Shared(t)
+	prefix := redistest.NewPrefix(t)
+	const rate, goroutines = 100, 64
+	run := time.Second
+	if !testing.Short() {
+		run = 3 * time.Second
+	}
+	for _, a := range modelAlgorithms {
+		t.Run(a.String(), func(t *testing.T) {
+			limit := PerSecond(rate).WithAlgorithm(a)
+			var mu sync.Mutex
+			var grants []int64
+			var wg sync.WaitGroup
+			deadline := time.Now().Add(run)
+			for inst := 0; inst < 2; inst++ {
+				c := redis.NewClient(redistest.ClientOptions(srv.Addr()))
+				defer c.Close()
+				lim := New(c, Options{Prefix: prefix})
+				for g := 0; g < goroutines; g++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						p, _ := lim.single("hot-"+a.String(), limit, 1)
+						for time.Now().Before(deadline) {
+							r, err := lim.decide(context.Background(), p, 0)
+							if err != nil {
+								t.Error(err)
+								return
+							}
+							if r.granted {
+								mu.Lock()
+								grants = append(grants, r.grantUS)
+								mu.Unlock()
+							} else {
+								time.Sleep(time.Millisecond)
+							}
+						}
+					}()
+				}
+			}
+			wg.Wait()
+			sort.Slice(grants, func(i, j int) bool { return grants[i] < grants[j] })
+			if len(grants) < rate*int(run/time.Second)/2 {
+				t.Fatalf("only %d grants in %v", len(grants), run)
+			}
+			checkGrants(t, a, grants, limit)
+		})
+	}
+}
+
+// checkGrants verifies grant times against the algorithm's bound.
+func checkGrants(t *testing.T, a Algorithm, g []int64, limit Limit) {
+	t.Helper()
+	p := limit.periodUS()
+	switch a {
+	case SlidingWindow:
+		// Every window (t-p, t] holds at most Rate: check the windows ending at each grant.
+		j := 0
+		for i := range g {
+			for g[j] <= g[i]-p {
+				j++
+			}
+			if i-j+1 > limit.Rate {
+				t.Fatalf("window ending at %d holds %d > %d", g[i], i-j+1, limit.Rate)
+			}
+		}
+	case FixedWindow:
+		per := map[int64]int{}
+		for _, x := range g {
+			per[x/p]++
+			if per[x/p] > limit.Rate {
+				t.Fatalf("fixed window %d holds %d > %d", x/p, per[x/p], limit.Rate)
+			}
+		}
+	case GCRA:
+		// In any span of length L at most Burst + L/interval grants.
+		iv := limit.intervalUS()
+		for i := range g {
+			for j := i; j < len(g); j++ {
+				if int64(j-i+1) > int64(limit.Max())+(g[j]-g[i])/iv {
+					t.Fatalf("%d grants in %dµs exceed burst %d + rate", j-i+1, g[j]-g[i], limit.Max())
+				}
+			}
+		}
+	case SlidingWindowCounter:
+		// Approximate by design: its bound is the fixed-window one doubled at
+		// worst; it must never let more than 2×Rate through in any window of p.
+		j := 0
+		for i := range g {
+			for g[j] <= g[i]-p {
+				j++
+			}
+			if i-j+1 > 2*limit.Rate {
+				t.Fatalf("window ending at %d holds %d > 2×%d", g[i], i-j+1, limit.Rate)
+			}
+		}
+	}
+}
+
+// With WaitN every caller gets through, in arrival order (within a tolerance),
+// at the limit's rate (within 2%), across two instances.
+func TestWaitFairAndAtRate(t *testing.T) {
+	srv := redistest.Shared(t)
+	prefix := redistest.NewPrefix(t)
+	const rate = 100
+	limit := Limit{Rate: rate, Period: time.Second, Burst: 1}
+	const callers = 2 * 64
+	type rec struct{ arrive, done time.Time }
+	recs := make([]rec, 0, 3*callers)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for inst := 0; inst < 2; inst++ {
+		c := redis.NewClient(redistest.ClientOptions(srv.Addr()))
+		defer c.Close()
+		warmPool(t, c, callers/2)
+		lim := New(c, Options{Prefix: prefix})
+		for g := 0; g < callers/2; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for k := 0; k < 3; k++ {
+					arrive := time.Now()
+					if err := lim.Wait(context.Background(), "fair", limit); err != nil {
+						t.Error(err)
+						return
+					}
+					done := time.Now()
+					mu.Lock()
+					recs = append(recs, rec{arrive, done})
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if len(recs) != 3*callers {
+		t.Fatalf("%d of %d waits got through", len(recs), 3*callers)
+	}
+	sort.Slice(recs, func(i, j int) bool { return recs[i].done.Before(recs[j].done) })
+	// The achieved rate is the slope of a least-squares fit of grant index
+	// against completion time: unlike (n-1)/span it is not thrown off by one
+	// late wake-up at either end on a loaded machine.
+	var sx, sy, sxx, sxy float64
+	for i, r := range recs {
+		x, y := r.done.Sub(recs[0].done).Seconds(), float64(i)
+		sx, sy, sxx, sxy = sx+x, sy+y, sxx+x*x, sxy+x*y
+	}
+	n := float64(len(recs))
+	got := (n*sxy - sx*sy) / (n*sxx - sx*sx)
+	if got < rate*0.98 || got > rate*1.02 {
+		t.Fatalf("achieved %.1f/s, want %d ±2%%", got, rate)
+	}
+	t.Logf("achieved %.2f/s for a limit of %d/s", got, rate)
+	// Arrival order: a caller that arrived more than tol before another is not
+	// served more than tol after it. tol covers the time between taking the
+	// arrival timestamp and the script running, on a loaded 2-core machine
+	// with the race detector.
+	const tol = 40 * time.Millisecond
+	inversions := 0
+	for i := range recs {
+		for j := range recs {
+			if recs[i].arrive.Add(tol).Before(recs[j].arrive) && recs[i].done.After(recs[j].done.Add(tol)) {
+				inversions++
+			}
+		}
+	}
+	if inversions > 0 {
+		t.Fatalf("%d pairs served out of arrival order beyond %v", inversions, tol)
+	}
+}
+
+// Each failure policy answers within a stated bound once the server is
+// stopped mid-test, then recovers without recreating the client.
+func TestFailurePolicies(t *testing.T) {
+	srv, err := redistest.StartServer()
+	if err != nil {
+		if !redistest.Available() && !redistest.Required() {
+			t.Skip("redis-server not installed (Debian package redis-server)")
+		}
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx := context.Background()
+	for _, pol := range []FailurePolicy{FailClosed, FailOpen, FailLocal} {
+		t.Run(pol.String(), func(t *testing.T) {
+			if err := srv.Start(); err != nil {
+				t.Fatal(err)
+			}
+			// A client as production would configure it: go-redis retries on.
+			c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: 3, DialTimeout: time.Second})
+			defer c.Close()
+			lim := New(c, Options{Prefix: "fp", Failure: pol, Timeout: 100 * time.Millisecond, CoolDown: 300 * time.Millisecond, LocalShare: 0.5})
+			limit := PerSecond(10)
+			if r, err := lim.Allow(ctx, "k", limit); err != nil || !r.Allowed || r.Degraded {
+				t.Fatalf("before stop: %+v %v", r, err)
+			}
+			srv.Stop()
+
+			check := func(r Result, err error) {
+				t.Helper()
+				switch pol {
+				case FailClosed:
+					if !errors.Is(err, ErrUnavailable) {
+						t.Fatalf("fail closed answered %+v %v", r, err)
+					}
+				case FailOpen:
+					if err != nil || !r.Allowed || !r.Degraded {
+						t.Fatalf("fail open answered %+v %v", r, err)
+					}
+				case FailLocal:
+					if err != nil || !r.Degraded {
+						t.Fatalf("local answered %+v %v", r, err)
+					}
+				}
+			}
+			// First call after the stop: bounded by Options.Timeout (100 ms)
+			// plus scheduling slack; go-redis's own retries would take far longer.
+			start := time.Now()
+			r, err := lim.Allow(ctx, "k", limit)
+			first := time.Since(start)
+			check(r, err)
+			if first > 600*time.Millisecond {
+				t.Fatalf("first answer after stop took %v", first)
+			}
+			// Then the breaker is open: answers come without touching the network.
+			start = time.Now()
+			for i := 0; i < 20; i++ {
+				r, err = lim.Allow(ctx, "k", limit)
+				check(r, err)
+			}
+			if per := time.Since(start) / 20; per > 5*time.Millisecond {
+				t.Fatalf("answers with Redis down took %v each", per)
+			}
+			if pol == FailLocal {
+				// The local limiter holds half of 10/s with burst 5: not everything passes.
+				allowed := 0
+				for i := 0; i < 20; i++ {
+					if r, _ := lim.Allow(ctx, "k2", limit); r.Allowed {
+						allowed++
+					}
+				}
+				if allowed < 1 || allowed > 6 {
+					t.Fatalf("local fallback allowed %d of 20 at once, want ≤ 5 (+1 refill)", allowed)
+				}
+			}
+			if err := srv.Start(); err != nil {
+				t.Fatal(err)
+			}
+			// After the cool-down, the next call probes Redis and decisions are real again.
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				r, err := lim.Allow(ctx, "k3", limit)
+				if err == nil && !r.Degraded {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("never recovered: %+v %v", r, err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if s := lim.Stats(); s.Unavailable == 0 {
+				t.Fatalf("stats did not count unavailability: %+v", s)
+			}
+		})
+	}
+}
+
+// warmPool opens n connections, so that dialing does not delay the first
+// calls of a timing test (arrival order is about Redis, not about dialing).
+func warmPool(t *testing.T, c *redis.Client, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.Do(context.Background(), "DEBUG", "SLEEP", "0.002").Err() // holds a connection while others dial
+		}()
+	}
+	wg.Wait()
+}
