@@ -83,6 +83,14 @@ func StopAll() {
 	shared, cluster = nil, nil
 }
 
+// Register arranges for stop to run when StopAll runs (at the end of Main),
+// for servers a test or benchmark starts on its own.
+func Register(stop func()) {
+	mu.Lock()
+	defer mu.Unlock()
+	stopAll = append(stopAll, stop)
+}
+
 // Available reports whether redis-server is on the PATH.
 func Available() bool {
 	_, err := exec.LookPath("redis-server")

@@ -1,0 +1,171 @@
+package limiter
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redquota/redquota/internal/redistest"
+)
+
+// Benchmarks run on a private redis-server the benchmark starts, beside a
+// go-redis PING in the same run: compare each ns/op with BenchmarkPing's.
+// server-µs/op is the server's own time per script call (INFO commandstats
+// usec ÷ calls of evalsha, after CONFIG RESETSTAT): what caps how many
+// decisions per second one Redis shard can serve a whole fleet.
+
+var benchSrv *redistest.Server
+
+func benchClient(b *testing.B, retries int) *redis.Client {
+	b.Helper()
+	if benchSrv == nil {
+		s, err := redistest.StartServer()
+		if err != nil {
+			b.Skipf("redis-server: %v", err)
+		}
+		benchSrv = s
+		redistest.Register(s.Close)
+	}
+	o := redistest.ClientOptions(benchSrv.Addr())
+	o.MaxRetries = retries
+	c := redis.NewClient(o)
+	b.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// serverTime reports the server's µs per evalsha since the last reset.
+func serverTime(b *testing.B, c *redis.Client, cmd string) {
+	b.Helper()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if !strings.HasPrefix(line, "cmdstat_"+cmd+":") {
+			continue
+		}
+		var calls, usec float64
+		for _, f := range strings.Split(strings.TrimSpace(strings.TrimPrefix(line, "cmdstat_"+cmd+":")), ",") {
+			k, v, _ := strings.Cut(f, "=")
+			x, _ := strconv.ParseFloat(v, 64)
+			switch k {
+			case "calls":
+				calls = x
+			case "usec":
+				usec = x
+			}
+		}
+		if calls > 0 {
+			b.ReportMetric(usec/calls, "server-µs/op")
+		}
+	}
+}
+
+func resetStats(b *testing.B, c *redis.Client) {
+	b.Helper()
+	if err := c.ConfigResetStat(context.Background()).Err(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func BenchmarkPing(b *testing.B) {
+	c := benchClient(b, -1)
+	ctx := context.Background()
+	resetStats(b, c)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.Ping(ctx).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	serverTime(b, c, "ping")
+}
+
+func benchDecision(b *testing.B, retries int, fn func(ctx context.Context, lim *Limiter) error) {
+	c := benchClient(b, retries)
+	ctx := context.Background()
+	lim := New(c, Options{Prefix: "bench" + strconv.Itoa(int(time.Now().UnixNano()%1e6))})
+	if err := fn(ctx, lim); err != nil { // warm up: loads the script
+		b.Fatal(err)
+	}
+	resetStats(b, c)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := fn(ctx, lim); err != nil {
+			b.Fatal(err)
+		}
+	}
+	serverTime(b, c, "evalsha")
+}
+
+var benchLimit = PerSecond(1_000_000)
+
+// BenchmarkAllow: GCRA on one hot key, with a client that never retries (no dedupe key).
+func BenchmarkAllow(b *testing.B) {
+	benchDecision(b, -1, func(ctx context.Context, lim *Limiter) error {
+		_, err := lim.Allow(ctx, "hot", benchLimit)
+		return err
+	})
+}
+
+// BenchmarkAllowDedupe: Allow with a client that retries, so each charged
+// decision also writes its dedupe token.
+func BenchmarkAllowDedupe(b *testing.B) {
+	benchDecision(b, 2, func(ctx context.Context, lim *Limiter) error {
+		_, err := lim.Allow(ctx, "hot", benchLimit)
+		return err
+	})
+}
+
+// BenchmarkAllowNSliding: AllowN(5) on the exact weighted sliding window.
+func BenchmarkAllowNSliding(b *testing.B) {
+	l := Limit{Rate: 1_000_000_000, Period: time.Second, Algorithm: SlidingWindow}
+	benchDecision(b, -1, func(ctx context.Context, lim *Limiter) error {
+		_, err := lim.AllowN(ctx, "sliding", l, 5)
+		return err
+	})
+}
+
+var benchQuota = Quota{Name: "binance", Limits: []NamedLimit{
+	{"weight", Limit{Rate: 1_000_000_000, Period: time.Minute, Algorithm: FixedWindow}},
+	{"orders", Limit{Rate: 1_000_000_000, Period: 10 * time.Second, Algorithm: SlidingWindowCounter}},
+	{"daily", Limit{Rate: 1_000_000_000, Period: 24 * time.Hour, Burst: 1_000_000_000}},
+}}
+
+var benchCost = Cost{"weight": 5, "orders": 1, "daily": 1}
+
+// BenchmarkAllowQuota3: one quota of three limits (fixed window, counter, GCRA).
+func BenchmarkAllowQuota3(b *testing.B) {
+	benchDecision(b, -1, func(ctx context.Context, lim *Limiter) error {
+		_, err := lim.AllowQuota(ctx, benchQuota, benchCost)
+		return err
+	})
+}
+
+// BenchmarkWaitUncontended: Wait that never has to sleep.
+func BenchmarkWaitUncontended(b *testing.B) {
+	benchDecision(b, -1, func(ctx context.Context, lim *Limiter) error {
+		return lim.Wait(ctx, "wait", benchLimit)
+	})
+}
+
+// BenchmarkAllowParallel: Allow from many goroutines on one hot key.
+func BenchmarkAllowParallel(b *testing.B) {
+	c := benchClient(b, -1)
+	lim := New(c, Options{Prefix: "benchp"})
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetParallelism(32) // 32 × GOMAXPROCS goroutines
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := lim.Allow(ctx, "hot", benchLimit); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
