@@ -7,17 +7,27 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sony/gobreaker/v2"
+
 	"github.com/redquota/redquota/internal/keys"
 	"github.com/redquota/redquota/scripts"
 )
 
 // plan is one decision ready to send: its keys and the limits it charges.
+// Fixed-size arrays rather than slices keep a plan on the caller's stack:
+// Allow allocates no plan.
 type plan struct {
-	head   string
-	names  []string // limit names ("" for a single-key limit)
-	limits []Limit
-	costs  []int
-	keys   []string // hold, token, then one state key per limit
+	n      int
+	names  [MaxQuotaLimits]string // limit names ("" for a single-key limit)
+	limits [MaxQuotaLimits]Limit
+	costs  [MaxQuotaLimits]int
+	keys   [MaxQuotaLimits]*keyEntry // one per limit
+	hold   *keyEntry                 // the tag's hold key (and its static token key)
+}
+
+// name is the name of limit i ("" for a single-key limit).
+func (p *plan) name(i int) string {
+	return p.names[i]
 }
 
 func checkKey(key string) error {
@@ -48,59 +58,52 @@ func checkCost(limit Limit, n int) error {
 	return nil
 }
 
-// single plans n units of limit under key.
-func (l *Limiter) single(key string, limit Limit, n int) (*plan, error) {
+// single plans n units of limit under key into p.
+func (l *Limiter) single(p *plan, key string, limit Limit, n int) error {
 	if err := checkKey(key); err != nil {
-		return nil, err
+		return err
 	}
 	if err := limit.Validate(); err != nil {
-		return nil, err
+		return err
 	}
 	if err := checkCost(limit, n); err != nil {
-		return nil, err
+		return err
 	}
-	head := l.head(key)
-	return &plan{
-		head:   head,
-		names:  []string{""},
-		limits: []Limit{limit},
-		costs:  []int{n},
-		keys:   []string{head + ":hold", head + ":tok", stateKey(head, "", limit.Algorithm)},
-	}, nil
+	p.hold = l.keyFor(key, "", holdAlgorithm)
+	p.n, p.limits[0], p.costs[0], p.keys[0] = 1, limit, n, l.keyFor(key, "", limit.Algorithm)
+	return nil
 }
 
 // quota plans cost against q. Limits the cost does not name are left out.
-func (l *Limiter) quota(q Quota, cost Cost) (*plan, error) {
+func (l *Limiter) quota(p *plan, q Quota, cost Cost) error {
 	if err := q.Validate(); err != nil {
-		return nil, err
+		return err
 	}
 	for name, c := range cost {
 		if _, ok := q.Find(name); !ok {
-			return nil, fmt.Errorf("%w: %q is not a limit of quota %q", ErrUnknownLimit, name, q.Name)
+			return fmt.Errorf("%w: %q is not a limit of quota %q", ErrUnknownLimit, name, q.Name)
 		}
 		if c < 0 {
-			return nil, fmt.Errorf("%w: %q costs %d", ErrInvalidCost, name, c)
+			return fmt.Errorf("%w: %q costs %d", ErrInvalidCost, name, c)
 		}
 	}
-	head := l.head(q.Name)
-	p := &plan{head: head, keys: []string{head + ":hold", head + ":tok"}}
+	p.hold = l.keyFor(q.Name, "", holdAlgorithm)
 	for _, nl := range q.Limits {
 		c := cost[nl.Name]
 		if c == 0 {
 			continue
 		}
 		if err := checkCost(nl.Limit, c); err != nil {
-			return nil, fmt.Errorf("quota %q limit %q: %w", q.Name, nl.Name, err)
+			return fmt.Errorf("quota %q limit %q: %w", q.Name, nl.Name, err)
 		}
-		p.names = append(p.names, nl.Name)
-		p.limits = append(p.limits, nl.Limit)
-		p.costs = append(p.costs, c)
-		p.keys = append(p.keys, stateKey(head, nl.Name, nl.Limit.Algorithm))
+		p.names[p.n], p.limits[p.n], p.costs[p.n] = nl.Name, nl.Limit, c
+		p.keys[p.n] = l.keyFor(q.Name, nl.Name, nl.Limit.Algorithm)
+		p.n++
 	}
-	if len(p.limits) == 0 {
-		return nil, fmt.Errorf("%w: cost charges no limit of quota %q", ErrInvalidCost, q.Name)
+	if p.n == 0 {
+		return fmt.Errorf("%w: cost charges no limit of quota %q", ErrInvalidCost, q.Name)
 	}
-	return p, nil
+	return nil
 }
 
 // reply is quota.lua's answer.
@@ -109,11 +112,14 @@ type reply struct {
 	waitUS   int64 // delay until the grant, or retry-after when denied
 	by       int64 // 0 none, -1 hold, i = limit i (1-based)
 	grantUS  int64 // Redis time of the grant, µs
-	per      []perLimit
+	per      [MaxQuotaLimits]perLimit
 	degraded bool
 }
 
 type perLimit struct{ rem, resetUS, mark int64 }
+
+// quotaSHA is quota.lua's SHA1, boxed once.
+var quotaSHA any = scripts.Quota.Hash()
 
 // noDeadline is the max wait sent when a context has no deadline: far enough
 // to mean "any time", small enough for exact Lua arithmetic.
@@ -121,84 +127,105 @@ const noDeadline = int64(1) << 50
 
 // decide runs quota.lua for p, reserving up to maxWaitUS ahead (0 = now only).
 // When Redis cannot be reached it answers under the failure policy.
-func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64) (*reply, error) {
-	done, berr := l.breaker.Allow()
-	if berr != nil {
-		// Open breaker: Redis was just found unreachable; do not wait on it again.
-		return l.fallback(p, maxWaitUS, berr)
+func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply) error {
+	var err error
+	if l.breaker.State() == gobreaker.StateClosed {
+		// Fast path: no breaker bookkeeping (it allocates) unless the call
+		// fails; one failure is all it takes to trip it.
+		err = l.run(ctx, p, maxWaitUS, r)
+		if err != nil && unreachable(ctx, err) {
+			if done, berr := l.breaker.Allow(); berr == nil {
+				done(err)
+			}
+			return l.fallback(p, maxWaitUS, err, r)
+		}
+	} else {
+		done, berr := l.breaker.Allow()
+		if berr != nil {
+			// Open: Redis was just found unreachable; do not wait on it again.
+			return l.fallback(p, maxWaitUS, berr, r)
+		}
+		err = l.run(ctx, p, maxWaitUS, r)
+		if err != nil && unreachable(ctx, err) {
+			done(err)
+			return l.fallback(p, maxWaitUS, err, r)
+		}
+		done(nil)
 	}
-	r, err := l.run(ctx, p, maxWaitUS)
-	if err != nil && unreachable(ctx, err) {
-		done(err)
-		return l.fallback(p, maxWaitUS, err)
-	}
-	done(nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if r.granted {
 		l.stats.allowed.Add(1)
 	} else {
 		l.stats.denied.Add(1)
 	}
-	return r, nil
+	return nil
 }
 
-func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64) (*reply, error) {
-	n := len(p.limits)
-	args := make([]any, 0, 3+5*n)
-	token := ""
+func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) error {
+	n := p.n
+	cmd := make([]any, 0, 5+n+2+5*n)
+	cmd = append(cmd, "evalsha", quotaSHA, 2+n, p.hold.boxed)
 	if l.dedupe {
-		token = l.tokenPfx + strconv.FormatUint(l.tokenSeq.Add(1), 36)
-		p.keys[1] = p.head + ":tok:" + token
+		cmd = append(cmd, p.hold.head+":tok:"+l.tokenPfx+strconv.FormatUint(l.tokenSeq.Add(1), 36))
+	} else {
+		cmd = append(cmd, p.hold.tok)
 	}
-	args = append(args, maxWaitUS, token, l.dedupeMS)
-	for i, lim := range p.limits {
-		args = append(args, lim.Algorithm.script(), lim.periodUS(), lim.Max(), lim.intervalUS(), p.costs[i])
+	for _, k := range p.keys[:n] {
+		cmd = append(cmd, k.boxed)
 	}
-	if l.opts.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, l.opts.Timeout)
-		defer cancel()
+	cmd = append(cmd, maxWaitUS, l.dedupeMS)
+	for i, lim := range p.limits[:n] {
+		a := argsFor(lim)
+		cmd = append(cmd, a[0], a[1], a[2], a[3], p.costs[i])
 	}
-	v, err := scripts.Quota.Run(ctx, l.client, p.keys, args...).Slice()
+	if l.timeout > 0 {
+		if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > l.timeout {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, l.timeout)
+			defer cancel()
+		}
+	}
+	v, err := evalCached(ctx, l.client, scripts.Quota, cmd)
 	if err != nil {
-		return nil, fmt.Errorf("limiter: quota.lua: %w", err)
+		return fmt.Errorf("limiter: quota.lua: %w", err)
 	}
-	return parseReply(v, n)
+	return parseReply(v, n, r)
 }
 
-func parseReply(v []any, n int) (*reply, error) {
+func parseReply(v []any, n int, r *reply) error {
 	if len(v) != 4+3*n {
-		return nil, fmt.Errorf("%w: quota.lua returned %d values for %d limits", ErrBadReply, len(v), n)
+		return fmt.Errorf("%w: quota.lua returned %d values for %d limits", ErrBadReply, len(v), n)
 	}
-	ints := make([]int64, len(v))
+	var ints [4 + 3*maxReplyLimits]int64
+	if n > maxReplyLimits {
+		return fmt.Errorf("%w: %d limits, at most %d", ErrBadReply, n, maxReplyLimits)
+	}
 	for i, x := range v {
 		k, ok := x.(int64)
 		if !ok {
-			return nil, fmt.Errorf("%w: quota.lua value %d is %T, not an integer", ErrBadReply, i, x)
+			return fmt.Errorf("%w: quota.lua value %d is %T, not an integer", ErrBadReply, i, x)
 		}
 		ints[i] = k
 	}
 	if ints[0] != 0 && ints[0] != 1 || ints[1] < 0 || ints[2] < -1 || ints[2] > int64(n) {
-		return nil, fmt.Errorf("%w: quota.lua header %v", ErrBadReply, ints[:4])
+		return fmt.Errorf("%w: quota.lua header %d %d %d", ErrBadReply, ints[0], ints[1], ints[2])
 	}
-	r := &reply{granted: ints[0] == 1, waitUS: ints[1], by: ints[2], grantUS: ints[3], per: make([]perLimit, n)}
+	*r = reply{granted: ints[0] == 1, waitUS: ints[1], by: ints[2], grantUS: ints[3]}
 	for i := range n {
 		b := 4 + 3*i
 		r.per[i] = perLimit{rem: ints[b], resetUS: ints[b+1], mark: ints[b+2]}
 	}
-	return r, nil
+	return nil
 }
 
 func us(v int64) time.Duration { return time.Duration(v) * time.Microsecond }
 
 func (r *reply) single(limit Limit) Result {
 	res := Result{Limit: limit, Allowed: r.granted, Degraded: r.degraded}
-	if len(r.per) > 0 {
-		res.Remaining = int(r.per[0].rem)
-		res.ResetAfter = us(r.per[0].resetUS)
-	}
+	res.Remaining = int(r.per[0].rem)
+	res.ResetAfter = us(r.per[0].resetUS)
 	if !r.granted {
 		res.RetryAfter = us(r.waitUS)
 	}
@@ -206,23 +233,21 @@ func (r *reply) single(limit Limit) Result {
 }
 
 func (r *reply) quota(p *plan) QuotaResult {
-	q := QuotaResult{Allowed: r.granted, Degraded: r.degraded, Limits: make([]LimitResult, len(p.limits))}
-	for i, lim := range p.limits {
+	q := QuotaResult{Allowed: r.granted, Degraded: r.degraded, Limits: make([]LimitResult, p.n)}
+	for i, lim := range p.limits[:p.n] {
 		res := Result{Limit: lim, Allowed: r.granted, Degraded: r.degraded}
-		if i < len(r.per) {
-			res.Remaining = int(r.per[i].rem)
-			res.ResetAfter = us(r.per[i].resetUS)
-			q.ResetAfter = max(q.ResetAfter, res.ResetAfter)
-		}
-		q.Limits[i] = LimitResult{Name: p.names[i], Result: res}
+		res.Remaining = int(r.per[i].rem)
+		res.ResetAfter = us(r.per[i].resetUS)
+		q.ResetAfter = max(q.ResetAfter, res.ResetAfter)
+		q.Limits[i] = LimitResult{Name: p.name(i), Result: res}
 	}
 	if !r.granted {
 		q.RetryAfter = us(r.waitUS)
 		switch {
 		case r.by == -1:
 			q.DeniedBy = HoldName
-		case r.by >= 1 && int(r.by) <= len(p.names):
-			q.DeniedBy = p.names[r.by-1]
+		case r.by >= 1 && int(r.by) <= p.n:
+			q.DeniedBy = p.name(int(r.by - 1))
 			q.Limits[r.by-1].RetryAfter = q.RetryAfter
 		}
 	}

@@ -69,8 +69,12 @@ type Options struct {
 	// process, e.g. 1/number of processes. Default 0.1.
 	LocalShare float64
 	// Timeout bounds each decision's call to Redis, so that a dead or stuck
-	// Redis is detected within it rather than after go-redis's retries. The
-	// caller's context deadline applies too. Default 250ms; negative disables it.
+	// Redis is detected within it rather than after go-redis's retries (about
+	// 1.7 s with go-redis's default options). The caller's context deadline
+	// applies too. Default: 250ms when the client may retry; none when it
+	// cannot (MaxRetries: -1), since its DialTimeout and ReadTimeout then bound
+	// the one attempt, and a context per call would cost allocations on the hot
+	// path. Negative disables it.
 	Timeout time.Duration
 	// CoolDown is how long, after Redis was found unreachable, decisions go
 	// straight to the failure policy without calling Redis; then one call probes
@@ -91,11 +95,13 @@ type Limiter struct {
 	client   Client
 	opts     Options
 	dedupe   bool
+	timeout  time.Duration
 	tokenPfx string
 	tokenSeq atomic.Uint64
-	dedupeMS string
+	dedupeMS any // token TTL in ms as a string ("0": dedupe off), boxed once
 	breaker  *gobreaker.TwoStepCircuitBreaker[struct{}]
-	local    sync.Map // state key → *localLimiter
+	local    sync.Map // state key → *rate.Limiter
+	keys     keyCache
 	stats    counters
 }
 
@@ -107,9 +113,6 @@ func New(client Client, opts Options) *Limiter {
 	if opts.LocalShare <= 0 || opts.LocalShare > 1 {
 		opts.LocalShare = 0.1
 	}
-	if opts.Timeout == 0 {
-		opts.Timeout = 250 * time.Millisecond
-	}
 	if opts.CoolDown <= 0 {
 		opts.CoolDown = time.Second
 	}
@@ -117,8 +120,18 @@ func New(client Client, opts Options) *Limiter {
 		opts.DedupeWindow = 10 * time.Second
 	}
 	l := &Limiter{client: client, opts: opts}
-	l.dedupe = opts.DedupeWindow > 0 && mayRetry(client)
-	l.dedupeMS = strconv.FormatInt(max(opts.DedupeWindow.Milliseconds(), 1), 10)
+	retries := mayRetry(client)
+	l.dedupe = opts.DedupeWindow > 0 && retries
+	switch {
+	case opts.Timeout > 0:
+		l.timeout = opts.Timeout
+	case opts.Timeout == 0 && retries:
+		l.timeout = 250 * time.Millisecond
+	}
+	l.dedupeMS = "0"
+	if l.dedupe {
+		l.dedupeMS = strconv.FormatInt(max(opts.DedupeWindow.Milliseconds(), 1), 10)
+	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	l.tokenPfx = hex.EncodeToString(b[:])
@@ -177,12 +190,12 @@ func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (Result, e
 // how long until they would fit. Waiters that reserved earlier are served
 // first: AllowN does not jump the queue.
 func (l *Limiter) AllowN(ctx context.Context, key string, limit Limit, n int) (Result, error) {
-	p, err := l.single(key, limit, n)
-	if err != nil {
+	var p plan
+	if err := l.single(&p, key, limit, n); err != nil {
 		return Result{Limit: limit}, err
 	}
-	r, err := l.decide(ctx, p, 0)
-	if err != nil {
+	var r reply
+	if err := l.decide(ctx, &p, 0, &r); err != nil {
 		return Result{Limit: limit}, err
 	}
 	return r.single(limit), nil
@@ -190,15 +203,15 @@ func (l *Limiter) AllowN(ctx context.Context, key string, limit Limit, n int) (R
 
 // AllowQuota takes cost from every limit of q now, all or nothing.
 func (l *Limiter) AllowQuota(ctx context.Context, q Quota, cost Cost) (QuotaResult, error) {
-	p, err := l.quota(q, cost)
-	if err != nil {
+	var p plan
+	if err := l.quota(&p, q, cost); err != nil {
 		return QuotaResult{}, err
 	}
-	r, err := l.decide(ctx, p, 0)
-	if err != nil {
+	var r reply
+	if err := l.decide(ctx, &p, 0, &r); err != nil {
 		return QuotaResult{}, err
 	}
-	return r.quota(p), nil
+	return r.quota(&p), nil
 }
 
 // Reset deletes the state of every algorithm's limit under key, and its hold.

@@ -303,18 +303,17 @@ func TestRetriedCallChargedOnce(t *testing.T) {
 		if !lim.dedupe {
 			t.Fatal("test client retries, so dedupe must be on")
 		}
-		p, err := lim.single("retry", PerMinute(10), 3)
-		if err != nil {
+		p, first, again := new(plan), new(reply), new(reply)
+		if err := lim.single(p, "retry", PerMinute(10), 3); err != nil {
 			t.Fatal(err)
 		}
-		first, err := lim.run(ctx, p, 0)
-		if err != nil || !first.granted {
+		if err := lim.run(ctx, p, 0, first); err != nil || !first.granted {
 			t.Fatal(err)
 		}
 		// Resend the very same command, as go-redis's retry would.
 		seq := lim.tokenSeq.Load()
 		lim.tokenSeq.Store(seq - 1)
-		again, err := lim.run(ctx, p, 0)
+		err := lim.run(ctx, p, 0, again)
 		if err != nil || !again.granted || again.per[0].rem != first.per[0].rem {
 			t.Fatalf("retry answered %+v, first %+v (%v)", again, first, err)
 		}

@@ -78,12 +78,11 @@ func runModel(t *testing.T, seed uint64, limits []Limit, steps int) {
 		if rng.IntN(3) == 0 {
 			maxWait = rng.Int64N(3 * maxP)
 		}
-		p, err := lim.quota(q, cost)
-		if err != nil {
+		p, got := new(plan), new(reply)
+		if err := lim.quota(p, q, cost); err != nil {
 			t.Fatal(err)
 		}
-		got, err := lim.decide(ctx, p, maxWait)
-		if err != nil {
+		if err := lim.decide(ctx, p, maxWait, got); err != nil {
 			t.Fatalf("step %d: %v", step, err)
 		}
 		want := model.decide(now, maxWait, costs)

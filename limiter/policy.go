@@ -45,29 +45,30 @@ func isNetworkError(err error) bool {
 }
 
 // fallback answers a decision under the failure policy; cause is why Redis was not asked.
-func (l *Limiter) fallback(p *plan, maxWaitUS int64, cause error) (*reply, error) {
+func (l *Limiter) fallback(p *plan, maxWaitUS int64, cause error, r *reply) error {
 	l.stats.unavailable.Add(1)
 	switch l.opts.Failure {
 	case FailOpen:
 		l.stats.failOpen.Add(1)
-		r := &reply{granted: true, degraded: true, per: make([]perLimit, len(p.limits))}
-		return r, nil
+		*r = reply{granted: true, degraded: true}
+		return nil
 	case FailLocal:
 		l.stats.local.Add(1)
-		return l.localDecide(p, maxWaitUS), nil
+		l.localDecide(p, maxWaitUS, r)
+		return nil
 	}
-	return nil, fmt.Errorf("%w (fail closed): %w", ErrUnavailable, cause)
+	return fmt.Errorf("%w (fail closed): %w", ErrUnavailable, cause)
 }
 
 // localDecide takes the plan's costs from in-process limiters holding
 // LocalShare of each limit, all or nothing.
-func (l *Limiter) localDecide(p *plan, maxWaitUS int64) *reply {
+func (l *Limiter) localDecide(p *plan, maxWaitUS int64, r *reply) {
 	now := time.Now()
-	rs := make([]*rate.Reservation, len(p.limits))
-	r := &reply{granted: true, degraded: true, per: make([]perLimit, len(p.limits))}
+	rs := make([]*rate.Reservation, p.n)
+	*r = reply{granted: true, degraded: true}
 	var wait time.Duration
-	for i, lim := range p.limits {
-		ll := l.localFor(p.keys[2+i], lim)
+	for i, lim := range p.limits[:p.n] {
+		ll := l.localFor(p.keys[i].key, lim)
 		rs[i] = ll.ReserveN(now, p.costs[i])
 		if !rs[i].OK() {
 			r.granted = false
@@ -88,11 +89,10 @@ func (l *Limiter) localDecide(p *plan, maxWaitUS int64) *reply {
 		}
 		r.granted = false
 		r.waitUS = wait.Microseconds()
-		return r
+		return
 	}
 	r.by = 0
 	r.waitUS = wait.Microseconds()
-	return r
 }
 
 // localFor returns the in-process limiter standing in for the limit at key.

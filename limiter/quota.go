@@ -44,6 +44,9 @@ func (q Quota) Validate() error {
 	if len(q.Limits) == 0 {
 		return fmt.Errorf("%w: %q", ErrEmptyQuota, q.Name)
 	}
+	if len(q.Limits) > MaxQuotaLimits {
+		return fmt.Errorf("%w: quota %q has %d limits, at most %d", ErrInvalidLimit, q.Name, len(q.Limits), MaxQuotaLimits)
+	}
 	for i, nl := range q.Limits {
 		if err := keys.Check(nl.Name); err != nil {
 			return fmt.Errorf("limiter: quota %q limit %d name: %w", q.Name, i, err)

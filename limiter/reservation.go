@@ -59,12 +59,16 @@ func (r *Reservation) Cancel(ctx context.Context) error {
 	}
 	r.cancelled = true
 	p := r.plan
-	args := make([]any, 0, 1+5*len(p.limits))
+	args := make([]any, 0, 1+5*p.n)
 	args = append(args, r.rep.grantUS)
-	for i, lim := range p.limits {
+	for i, lim := range p.limits[:p.n] {
 		args = append(args, lim.Algorithm.script(), lim.periodUS(), lim.intervalUS(), p.costs[i], r.rep.per[i].mark)
 	}
-	if err := scripts.Cancel.Run(ctx, r.lim.client, p.keys[2:], args...).Err(); err != nil {
+	ks := make([]string, p.n)
+	for i, k := range p.keys[:p.n] {
+		ks[i] = k.key
+	}
+	if err := scripts.Cancel.Run(ctx, r.lim.client, ks, args...).Err(); err != nil {
 		return fmt.Errorf("limiter: cancel.lua: %w", err)
 	}
 	return nil
@@ -74,8 +78,8 @@ func (r *Reservation) Cancel(ctx context.Context) error {
 // long as that time is before ctx's deadline (any time when ctx has none). The
 // reservation's Delay says how long to wait before acting.
 func (l *Limiter) Reserve(ctx context.Context, key string, limit Limit, n int) (*Reservation, error) {
-	p, err := l.single(key, limit, n)
-	if err != nil {
+	p := new(plan)
+	if err := l.single(p, key, limit, n); err != nil {
 		return nil, err
 	}
 	return l.reserve(ctx, p)
@@ -84,8 +88,8 @@ func (l *Limiter) Reserve(ctx context.Context, key string, limit Limit, n int) (
 // ReserveQuota books cost from every limit of q, all or nothing, at the
 // earliest time all of it fits, as long as that time is before ctx's deadline.
 func (l *Limiter) ReserveQuota(ctx context.Context, q Quota, cost Cost) (*Reservation, error) {
-	p, err := l.quota(q, cost)
-	if err != nil {
+	p := new(plan)
+	if err := l.quota(p, q, cost); err != nil {
 		return nil, err
 	}
 	return l.reserve(ctx, p)
@@ -100,8 +104,8 @@ func (l *Limiter) reserve(ctx context.Context, p *plan) (*Reservation, error) {
 		}
 	}
 	start := time.Now()
-	rep, err := l.decide(ctx, p, maxWait)
-	if err != nil {
+	rep := new(reply)
+	if err := l.decide(ctx, p, maxWait, rep); err != nil {
 		return nil, err
 	}
 	// The delay counts from Redis's clock at the decision; measuring it from the

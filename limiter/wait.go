@@ -24,8 +24,8 @@ func (l *Limiter) Wait(ctx context.Context, key string, limit Limit) error {
 // deadline (ErrWouldExceedDeadline). If ctx is cancelled while it sleeps, the
 // booking is given back and ctx's error returned.
 func (l *Limiter) WaitN(ctx context.Context, key string, limit Limit, n int) error {
-	p, err := l.single(key, limit, n)
-	if err != nil {
+	p := new(plan)
+	if err := l.single(p, key, limit, n); err != nil {
 		return err
 	}
 	return l.wait(ctx, p)
@@ -34,8 +34,8 @@ func (l *Limiter) WaitN(ctx context.Context, key string, limit Limit, n int) err
 // WaitQuota blocks until cost is taken from every limit of q, all or nothing,
 // with WaitN's semantics.
 func (l *Limiter) WaitQuota(ctx context.Context, q Quota, cost Cost) error {
-	p, err := l.quota(q, cost)
-	if err != nil {
+	p := new(plan)
+	if err := l.quota(p, q, cost); err != nil {
 		return err
 	}
 	return l.wait(ctx, p)

@@ -40,9 +40,12 @@ for i = 1, #KEYS do
       given = given + 1
     end
   else
-    local h = redis.call('HMGET', k, 'w', 'c')
-    if tonumber(h[1]) == math.floor(t / p) and tonumber(h[2]) == mark then
-      redis.call('HSET', k, 'c', d(mark - c))
+    -- "w p c": keep the key's TTL, change the count of window w.
+    local v = redis.call('GET', k)
+    local w, pp, cc
+    if v then w, pp, cc = string.match(v, '^(%-?%d+) (%d+) (%d+)$') end
+    if w and tonumber(w) == math.floor(t / p) and tonumber(cc) == mark then
+      redis.call('SET', k, w .. ' ' .. pp .. ' ' .. d(mark - c), 'KEEPTTL')
       given = given + 1
     end
   end

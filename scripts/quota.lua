@@ -4,10 +4,14 @@
 -- KEYS[2]    token key: remembers this call's reply so a retried call is not charged twice
 -- KEYS[2+i]  state key of limit i
 -- ARGV[1]    max wait µs: 0 grants only now (Allow); > 0 reserves up to that far ahead
--- ARGV[2]    token; "" turns retry dedupe off
--- ARGV[3]    token TTL ms
--- ARGV[4+5(i-1) ..] for limit i: algorithm (1 GCRA, 2 sliding log, 3 sliding counter,
+-- ARGV[2]    token TTL ms; "0" turns retry dedupe off
+-- ARGV[3+5(i-1) ..] for limit i: algorithm (1 GCRA, 2 sliding log, 3 sliding counter,
 --            4 fixed window), period µs, max units, GCRA emission interval µs, cost
+--
+-- States: GCRA "tat"; fixed window "w c" and counter "w p c" (window index w =
+-- floor(t / period), counts of windows w-1 and w); sliding log a sorted set of
+-- members "C:w" scored by unique µs times, C the running total of weight.
+-- Token, hold and every string state are read with one MGET.
 --
 -- Every limit's grants are first come first served, so the earliest time a limit
 -- can take its cost is monotone: once feasible, feasible at every later time. The
@@ -17,46 +21,54 @@
 -- reset µs, mark}. wait is the delay until the grant (granted) or the retry-after
 -- (denied); denied by is 0, -1 for a hold, or the index of the limit that waits
 -- longest; mark identifies this charge so Cancel can tell whether it is still the last.
-
-if ARGV[2] ~= '' then
-  local prev = redis.call('GET', KEYS[2])
-  if prev then
-    local out = {}
-    for v in string.gmatch(prev, '%-?%d+') do out[#out + 1] = tonumber(v) end
-    return out
-  end
-end
+-- With max wait 0 (Allow) nothing can be cancelled: grant time and marks are 0,
+-- small integers the client decodes without allocating.
 
 -- Lua 5.1 turns numbers into strings with %.14g: a µs time would lose digits.
 local function d(x) return string.format('%d', x) end
 
+local n = #KEYS - 2
+local dedupe = ARGV[2] ~= '0'
+local mk, at = {KEYS[1]}, {}
+if dedupe then mk[2] = KEYS[2] end
+for i = 1, n do
+  if ARGV[3 + 5 * (i - 1)] ~= '2' then
+    mk[#mk + 1] = KEYS[2 + i]
+    at[i] = #mk
+  end
+end
+local mv = redis.call('MGET', unpack(mk))
+if dedupe and mv[2] then
+  local out = {}
+  for v in string.gmatch(mv[2], '%-?%d+') do out[#out + 1] = tonumber(v) end
+  return out
+end
+
 local tm = redis.call('TIME')
 local now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
 local maxwait = tonumber(ARGV[1])
-local n = #KEYS - 2
 
 local t0 = now
-local hold = tonumber(redis.call('GET', KEYS[1]) or '0')
+local hold = tonumber(mv[1] or '0')
 if hold > t0 then t0 = hold end
 
 local algo, period, max, iv, cost, st = {}, {}, {}, {}, {}, {}
 local t, by = t0, (hold > now) and -1 or 0
 
 for i = 1, n do
-  local a = 4 + 5 * (i - 1)
+  local a = 3 + 5 * (i - 1)
   local al, p, m, e, c = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   if not (c and m and p and e) or c < 1 or c > m or p < 1 or e < 1 then
     return redis.error_reply('ERR quota.lua: limit ' .. i .. ': cost, max, period or interval out of range')
   end
   algo[i], period[i], max[i], iv[i], cost[i] = al, p, m, e, c
-  local k = KEYS[2 + i]
   local s, ei
   if al == 1 then
     -- GCRA: state is the theoretical arrival time.
-    s = tonumber(redis.call('GET', k) or '0')
+    s = tonumber(mv[at[i]] or '0')
     ei = s + c * e - m * e
   elseif al == 2 then
-    -- Sliding log: members "C:w", C the running total of weight, scores unique µs times.
+    local k = KEYS[2 + i]
     redis.call('ZREMRANGEBYSCORE', k, 0, d(now - p))
     local f = redis.call('ZRANGE', k, 0, 0)
     s = {sum = 0, last = 0, c = 0}
@@ -70,6 +82,7 @@ for i = 1, n do
     ei = s.last
     local need = s.sum + c - m
     if need > 0 then
+      -- The oldest entries whose expiry frees enough: at most need of them (weights ≥ 1).
       local es = redis.call('ZRANGE', k, 0, d(need - 1), 'WITHSCORES')
       for j = 1, #es, 2 do
         if tonumber(string.match(es[j], '(%d+):')) - s.base >= need then
@@ -79,9 +92,13 @@ for i = 1, n do
       end
     end
   else
-    -- Sliding counter (3) and fixed window (4): hash of window index w, previous and current counts.
-    local h = redis.call('HMGET', k, 'w', 'p', 'c')
-    s = {w = tonumber(h[1] or '-1'), p = tonumber(h[2] or '0'), c = tonumber(h[3] or '0')}
+    -- Sliding counter (3) and fixed window (4).
+    local v = mv[at[i]]
+    s = {w = -1, p = 0, c = 0}
+    if v then
+      local w, pp, cc = string.match(v, '^(%-?%d+) (%d+) (%d+)$')
+      s.w, s.p, s.c = tonumber(w), tonumber(pp), tonumber(cc)
+    end
     local x = t0
     if x < s.w * p then x = s.w * p end
     -- At most three windows: from the state's window w, window w + 2 is empty.
@@ -157,8 +174,7 @@ for i = 1, n do
     cc = cc + c
     local ends = (w + 1) * p
     if algo[i] == 3 then ends = ends + p end
-    redis.call('HSET', k, 'w', d(w), 'p', d(pp), 'c', d(cc))
-    redis.call('PEXPIRE', k, d(math.ceil((ends - now) / 1000)))
+    redis.call('SET', k, d(w) .. ' ' .. d(pp) .. ' ' .. d(cc), 'PX', d(math.ceil((ends - now) / 1000)))
     if w == math.floor(now / p) then
       rem = m - cc
       if algo[i] == 3 then rem = math.floor(m - pp * (1 - (now - w * p) / p) - cc) end
@@ -171,9 +187,14 @@ for i = 1, n do
   out[#out + 1], out[#out + 2], out[#out + 3] = rem, reset, mark
 end
 
-if ARGV[2] ~= '' then
+if maxwait == 0 then
+  out[4] = 0
+  for i = 1, n do out[4 + 3 * i] = 0 end
+end
+
+if dedupe then
   local enc = {}
   for i = 1, #out do enc[i] = d(out[i]) end
-  redis.call('SET', KEYS[2], table.concat(enc, ' '), 'PX', ARGV[3])
+  redis.call('SET', KEYS[2], table.concat(enc, ' '), 'PX', ARGV[2])
 end
 return out

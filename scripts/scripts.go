@@ -20,8 +20,16 @@ import (
 //go:embed *.lua
 var files embed.FS
 
-// registry holds every script by file name; mustScript fills it at init.
-var registry = map[string]*redis.Script{}
+// registry holds every script by file name, and sources each script's Lua;
+// mustScript fills both at init.
+var (
+	registry = map[string]*redis.Script{}
+	sources  = map[*redis.Script]string{}
+)
+
+// Source returns the Lua source of a script of this package, for callers that
+// send EVAL themselves after a NOSCRIPT.
+func Source(s *redis.Script) string { return sources[s] }
 
 // mustScript returns the handle of an embedded script and registers it for
 // All and Load. Each package file declares the handles of its own scripts.
@@ -32,6 +40,7 @@ func mustScript(name string) *redis.Script {
 	}
 	s := redis.NewScript(string(src))
 	registry[name] = s
+	sources[s] = string(src)
 	return s
 }
 

@@ -39,8 +39,12 @@ elseif al == 2 then
   return 1
 end
 
-local h = redis.call('HMGET', k, 'w', 'p', 'c')
-local sw, sp, sc = tonumber(h[1] or '-1'), tonumber(h[2] or '0'), tonumber(h[3] or '0')
+local v = redis.call('GET', k)
+local sw, sp, sc = -1, 0, 0
+if v then
+  local a, b, c = string.match(v, '^(%-?%d+) (%d+) (%d+)$')
+  sw, sp, sc = tonumber(a), tonumber(b), tonumber(c)
+end
 local w = math.floor(now / p)
 if sw > w then return 0 end
 local pp, cc = 0, 0
@@ -51,6 +55,5 @@ if used <= est then return 0 end
 cc = cc + math.ceil(used - est)
 local ends = (w + 1) * p
 if al == 3 then ends = ends + p end
-redis.call('HSET', k, 'w', d(w), 'p', d(pp), 'c', d(cc))
-redis.call('PEXPIRE', k, d(math.ceil((ends - now) / 1000)))
+redis.call('SET', k, d(w) .. ' ' .. d(pp) .. ' ' .. d(cc), 'PX', d(math.ceil((ends - now) / 1000)))
 return 1

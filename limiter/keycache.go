@@ -1,0 +1,106 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redquota/redquota/scripts"
+)
+
+// maxReplyLimits is the most limits one quota may have (MaxQuotaLimits).
+const maxReplyLimits = MaxQuotaLimits
+
+// MaxQuotaLimits is the most limits a Quota may have.
+const MaxQuotaLimits = 16
+
+// holdAlgorithm marks the cache entry of a tag's hold key.
+const holdAlgorithm Algorithm = 255
+
+// keyEntry is a Redis key built once and kept boxed, so a decision on a hot
+// key builds no strings and boxes nothing.
+type keyEntry struct {
+	head  string // <prefix>:{tag}
+	key   string
+	boxed any // key as an interface value, ready for the command
+	tok   any // for hold entries: the static token key sent when dedupe is off
+}
+
+type keyID struct {
+	tag, name string
+	algo      Algorithm
+}
+
+// keyCacheMax bounds the key cache; past it the cache starts over (a
+// process limiting millions of distinct keys pays string building again,
+// never unbounded memory).
+const keyCacheMax = 1 << 14
+
+type keyCache struct {
+	m sync.Map // keyID → *keyEntry
+	n atomic.Int64
+}
+
+func (l *Limiter) keyFor(tag, name string, a Algorithm) *keyEntry {
+	id := keyID{tag, name, a}
+	if v, ok := l.keys.m.Load(id); ok {
+		return v.(*keyEntry)
+	}
+	head := l.head(tag)
+	e := &keyEntry{head: head}
+	if a == holdAlgorithm {
+		e.key = head + ":hold"
+		e.tok = head + ":tok"
+	} else {
+		e.key = stateKey(head, name, a)
+	}
+	e.boxed = e.key
+	if l.keys.n.Add(1) > keyCacheMax {
+		l.keys.m.Clear()
+		l.keys.n.Store(1)
+	}
+	l.keys.m.Store(id, e)
+	return e
+}
+
+// argCache holds each Limit's script arguments, boxed once.
+var argCache sync.Map // Limit → *[4]any
+
+func argsFor(l Limit) *[4]any {
+	if v, ok := argCache.Load(l); ok {
+		return v.(*[4]any)
+	}
+	a := &[4]any{l.Algorithm.script(), l.periodUS(), l.Max(), l.intervalUS()}
+	v, _ := argCache.LoadOrStore(l, a)
+	return v.(*[4]any)
+}
+
+// doer is the Do method of a go-redis client.
+type doer interface {
+	Do(ctx context.Context, args ...any) *redis.Cmd
+}
+
+// evalCached runs cmd ("evalsha", sha, numkeys, keys…, args…) and, when Redis
+// answers NOSCRIPT (after SCRIPT FLUSH or a restart), sends it again as EVAL
+// with the script's source. Going through Do lets the keys and arguments be
+// boxed once and reused.
+func evalCached(ctx context.Context, c Client, s *redis.Script, cmd []any) ([]any, error) {
+	d, ok := c.(doer)
+	if !ok {
+		keys := make([]string, cmd[2].(int))
+		for i := range keys {
+			keys[i] = cmd[3+i].(string)
+		}
+		return s.Run(ctx, c, keys, cmd[3+len(keys):]...).Slice()
+	}
+	v, err := d.Do(ctx, cmd...).Slice()
+	if err != nil && (errors.Is(err, redis.ErrNoScript) || strings.HasPrefix(err.Error(), "NOSCRIPT")) {
+		cmd[0], cmd[1] = "eval", scripts.Source(s)
+		v, err = d.Do(ctx, cmd...).Slice()
+	}
+	return v, err
+}
