@@ -29,6 +29,41 @@ local function d(x) return string.format('%d', x) end
 
 local n = #KEYS - 2
 local dedupe = ARGV[2] ~= '0'
+-- Fast path: one GCRA limit (the commonest call) without the general
+-- machinery's tables. Same arithmetic as below.
+if n == 1 and ARGV[3] == '1' then
+  local mv = redis.call('MGET', KEYS[1], KEYS[3], dedupe and KEYS[2] or KEYS[1])
+  if dedupe and mv[3] then
+    local out = {}
+    for v in string.gmatch(mv[3], '%-?%d+') do out[#out + 1] = tonumber(v) end
+    return out
+  end
+  local tm = redis.call('TIME')
+  local now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
+  local maxwait, m, e, c = tonumber(ARGV[1]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+  local hold, tat = tonumber(mv[1] or '0'), tonumber(mv[2] or '0')
+  local t, by = now, 0
+  if hold > t then t, by = hold, -1 end
+  local ei = tat + c * e - m * e
+  if ei > t then t, by = ei, 1 end
+  if t - now > maxwait then
+    local rem = math.floor((m * e - math.max(tat - now, 0)) / e)
+    if rem < 0 then rem = 0 end
+    return {0, t - now, by, t, rem, math.max(tat - now, 0), 0}
+  end
+  if tat < t then tat = t end
+  tat = tat + c * e
+  redis.call('SET', KEYS[3], d(tat), 'PX', d(math.ceil((tat - now) / 1000)))
+  local rem = math.floor((m * e - (tat - now)) / e)
+  if rem < 0 then rem = 0 end
+  local out = {1, t - now, 0, t, rem, tat - now, tat}
+  if maxwait == 0 then out[4], out[7] = 0, 0 end
+  if dedupe then
+    redis.call('SET', KEYS[2], d(out[1]) .. ' ' .. d(out[2]) .. ' 0 ' .. d(out[4]) .. ' ' .. d(rem) .. ' ' .. d(out[6]) .. ' ' .. d(out[7]), 'PX', ARGV[2])
+  end
+  return out
+end
+
 local mk, at = {KEYS[1]}, {}
 if dedupe then mk[2] = KEYS[2] end
 for i = 1, n do
