@@ -1,0 +1,122 @@
+package middleware
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redquota/redquota/limiter"
+)
+
+// KeyFunc names the client a request is counted against (an API key, an
+// account, an IP address). An error answers 500 and the request is not served.
+type KeyFunc func(*http.Request) (string, error)
+
+// Handler limits the requests next serves: each takes one unit of every limit
+// of quota, counted separately per key. Every answer carries the IETF
+// RateLimit-Policy and RateLimit fields (draft-ietf-httpapi-ratelimit-headers),
+// one member per limit, named by the limit:
+//
+//	RateLimit-Policy: "weight";q=1200;w=60
+//	RateLimit: "weight";r=1187;t=42
+//
+// q and w are the limit's Rate and Period (in whole seconds, rounded up); r is
+// the units left (at most q) and t the seconds until the limit is back to
+// full, rounded up. A request that does not fit is answered 429 with
+// Retry-After, in whole seconds rounded up, at least 1.
+//
+// Each key's state lives under the quota name quota.Name+":"+key; a key that
+// would make that name longer than limiter.MaxKeyLen is replaced by its
+// SHA-256. When Redis cannot be reached and the limiter fails closed, the
+// answer is 503 with Retry-After: 1. An invalid quota answers every request 500.
+func Handler(next http.Handler, lim *limiter.Limiter, keyFunc KeyFunc, quota limiter.Quota) http.Handler {
+	h := &handler{next: next, lim: lim, key: keyFunc, quota: quota, cost: limiter.Cost{}}
+	h.err = quota.Validate()
+	var pol []string
+	for _, nl := range quota.Limits {
+		h.cost[nl.Name] = 1
+		pol = append(pol, sfString(nl.Name)+";q="+sfInt(int64(nl.Limit.Rate))+";w="+sfInt(ceilSeconds(nl.Limit.Period)))
+	}
+	h.policy = strings.Join(pol, ", ")
+	return h
+}
+
+type handler struct {
+	next   http.Handler
+	lim    *limiter.Limiter
+	key    KeyFunc
+	quota  limiter.Quota
+	cost   limiter.Cost
+	policy string
+	err    error
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.err != nil {
+		http.Error(w, "rate limiter misconfigured", http.StatusInternalServerError)
+		return
+	}
+	key, err := h.key(r)
+	if err != nil {
+		http.Error(w, "rate limit key: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	q := h.quota
+	q.Name = keyedName(h.quota.Name, key)
+	res, err := h.lim.AllowQuota(r.Context(), q, h.cost)
+	if err != nil {
+		if errors.Is(err, limiter.ErrUnavailable) {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "rate limiter unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		http.Error(w, "rate limiter error", http.StatusInternalServerError)
+		return
+	}
+	hd := w.Header()
+	hd.Set("RateLimit-Policy", h.policy)
+	if !res.Degraded {
+		hd.Set("RateLimit", h.current(res))
+	}
+	if !res.Allowed {
+		hd.Set("Retry-After", strconv.FormatInt(max(ceilSeconds(res.RetryAfter), 1), 10))
+		http.Error(w, "rate limit exceeded", http.StatusTooManyRequests)
+		return
+	}
+	h.next.ServeHTTP(w, r)
+}
+
+// current serializes the RateLimit field of res.
+func (h *handler) current(res limiter.QuotaResult) string {
+	var b strings.Builder
+	for i, l := range res.Limits {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		r := min(int64(l.Remaining), int64(l.Limit.Rate))
+		fmt.Fprintf(&b, "%s;r=%s;t=%s", sfString(l.Name), sfInt(max(r, 0)), sfInt(ceilSeconds(l.ResetAfter)))
+	}
+	return b.String()
+}
+
+// keyedName is the quota name of key's state.
+func keyedName(name, key string) string {
+	n := name + ":" + key
+	if len(n) <= limiter.MaxKeyLen {
+		return n
+	}
+	sum := sha256.Sum256([]byte(key))
+	return name + ":sha256:" + hex.EncodeToString(sum[:])
+}
+
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}

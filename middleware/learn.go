@@ -1,0 +1,125 @@
+package middleware
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/redquota/redquota/limiter"
+)
+
+// learn updates the limiter from resp, the answer to req sent at sent: usage
+// headers raise our counts to the server's, and a 429, 418 or 503 with
+// Retry-After (or a usage header saying nothing is left) holds the quota in
+// every process.
+func (t *Transport) learn(req *http.Request, r *rule, resp *http.Response, sent time.Time) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), bookkeepingTimeout)
+	defer cancel()
+	var hold time.Duration
+	for _, p := range r.Usage {
+		us, err := p.ParseUsage(resp.Header, r.Quota)
+		if err != nil {
+			t.report(req, err)
+		}
+		for _, u := range us {
+			if u.Used > 0 && !t.current(r.Quota, u.Limit, sent, time.Now(), resp.Header.Get("Date")) {
+				t.stats.syncsSkipped.Add(1)
+			} else if u.Used > 0 {
+				raised, err := t.lim.Sync(ctx, r.Quota, u.Limit, u.Used)
+				switch {
+				case err != nil:
+					t.report(req, fmt.Errorf("middleware: sync limit %q of quota %q: %w", u.Limit, r.Quota.Name, err))
+				case raised:
+					t.stats.syncs.Add(1)
+				}
+			}
+			hold = max(hold, u.Hold)
+		}
+	}
+	switch resp.StatusCode {
+	case http.StatusTooManyRequests:
+		t.stats.tooMany.Add(1)
+	case http.StatusTeapot:
+		t.stats.banned.Add(1)
+	case http.StatusServiceUnavailable:
+		t.stats.unavailable.Add(1)
+	}
+	hold = max(hold, t.statusHold(req, resp))
+	if hold <= 0 {
+		return
+	}
+	hold = min(hold, t.opts.MaxHold)
+	if _, err := t.lim.Hold(ctx, r.Quota.Name, hold); err != nil {
+		t.report(req, fmt.Errorf("middleware: hold quota %q for %s: %w", r.Quota.Name, hold, err))
+		return
+	}
+	t.stats.holds.Add(1)
+}
+
+// current reports whether a usage count of limit, read from an answer to a
+// request sent at sent and received now, may be applied to limit's current
+// window. Only fixed windows are in question. The server counted the request in
+// the window it arrived in, between sent and now: when that is one window,
+// yes. Across a boundary the count may be the previous window's, and raising
+// the new window's count to it wastes up to a whole window (a minute, on
+// Binance); or the request landed late and the count is the new window's,
+// which we must learn. The answer's Date (whole seconds) tells which, for
+// windows of whole seconds: apply the count only if it says the request
+// arrived in the current window. Without a usable Date, apply it: a wasted
+// window costs less than a ban.
+func (t *Transport) current(q limiter.Quota, limit string, sent, now time.Time, date string) bool {
+	l, ok := q.Find(limit)
+	if !ok || l.Algorithm != limiter.FixedWindow {
+		return true
+	}
+	p := l.Period.Microseconds()
+	margin := min(syncMargin, l.Period/10) // the Sync runs in Redis a moment after now
+	cur := now.Add(margin).UnixMicro() / p
+	if sent.UnixMicro()/p == cur {
+		return true
+	}
+	d, err := http.ParseTime(date)
+	if err != nil || l.Period%time.Second != 0 {
+		return true
+	}
+	return d.UnixMicro()/p == cur
+}
+
+// syncMargin is how close to its window's end a fixed-window count is no
+// longer synced, since the Sync call reaches Redis a little later.
+const syncMargin = 10 * time.Millisecond
+
+// statusHold is how long resp's status and Retry-After say to hold:
+//
+//	429: Retry-After, or FallbackHold when it is missing or malformed
+//	418: Retry-After, or BanHold when it is missing or malformed
+//	503: Retry-After, FallbackHold when malformed, nothing when missing
+//
+// Retry-After: 0 (or a date already past) holds nothing.
+func (t *Transport) statusHold(req *http.Request, resp *http.Response) time.Duration {
+	var fallback time.Duration
+	switch resp.StatusCode {
+	case http.StatusTooManyRequests:
+		fallback = t.opts.FallbackHold
+	case http.StatusTeapot:
+		fallback = t.opts.BanHold
+	case http.StatusServiceUnavailable:
+	default:
+		return 0
+	}
+	v := resp.Header.Get("Retry-After")
+	if strings.TrimSpace(v) == "" {
+		return fallback
+	}
+	d, err := ParseRetryAfter(v, resp.Header.Get("Date"), time.Now())
+	if err != nil {
+		t.report(req, fmt.Errorf("middleware: %d answer: %w", resp.StatusCode, err))
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			return t.opts.FallbackHold
+		}
+		return fallback
+	}
+	return d
+}

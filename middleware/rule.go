@@ -1,0 +1,173 @@
+package middleware
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"strings"
+
+	"github.com/redquota/redquota/limiter"
+)
+
+// Rule says which requests are charged to which quota, at what cost, and which
+// usage headers of their responses to learn from.
+//
+// A rule matches a request when every condition it sets holds: Host, Method,
+// PathPrefix and Match. A rule that sets none matches every request. The
+// Transport uses the first rule that matches, in order.
+type Rule struct {
+	// Host matches the request URL's host, case-insensitively: with its port
+	// when Host has one ("api.binance.com:443"), without otherwise. Empty
+	// matches any host.
+	Host string
+	// Method matches the request method exactly ("GET"); a request with an
+	// empty method is a GET. Empty matches any method.
+	Method string
+	// PathPrefix matches request URL paths that start with it. Empty matches any path.
+	PathPrefix string
+	// Match, when set, must also report true for the request. It must not
+	// modify the request.
+	Match func(*http.Request) bool
+
+	// Quota is charged for every request the rule matches.
+	Quota limiter.Quota
+	// Cost is what one request takes from each limit of Quota; limits it does
+	// not name (or names with 0) are neither checked nor charged. Used when
+	// CostFunc is nil.
+	Cost limiter.Cost
+	// CostFunc computes a request's cost, for endpoints whose cost depends on
+	// the request (Binance's order book weight depends on its limit parameter).
+	// An error it returns fails the request, unsent, wrapped. It must not modify
+	// the request.
+	CostFunc func(*http.Request) (limiter.Cost, error)
+
+	// Usage read what the server reports it has counted, from each response
+	// to a request the rule matched: BinanceUsage, IETFUsage, XRateLimit, or
+	// your own. Nil reads nothing.
+	Usage []UsageParser
+}
+
+// rule is a Rule ready to use: copied, normalised, and validated.
+type rule struct {
+	Rule
+	desc string
+	err  error // non-nil: every request the rule matches fails with it
+}
+
+func compile(r Rule, desc string) *rule {
+	c := &rule{Rule: r, desc: desc}
+	c.Cost = maps.Clone(r.Cost)
+	c.Usage = append([]UsageParser(nil), r.Usage...)
+	c.Host = strings.ToLower(r.Host)
+	if err := c.validate(); err != nil {
+		c.err = fmt.Errorf("%w: %s: %w", ErrInvalidRule, desc, err)
+	}
+	return c
+}
+
+func (r *Rule) describe() string {
+	var parts []string
+	if r.Method != "" {
+		parts = append(parts, r.Method)
+	}
+	if r.Host != "" || r.PathPrefix != "" {
+		parts = append(parts, r.Host+r.PathPrefix+"*")
+	}
+	if r.Match != nil {
+		parts = append(parts, "func")
+	}
+	if len(parts) == 0 {
+		parts = append(parts, "any")
+	}
+	return strings.Join(parts, " ") + " → quota " + fmt.Sprintf("%q", r.Quota.Name)
+}
+
+// validate reports why r cannot be used.
+func (r *rule) validate() error {
+	if err := r.Quota.Validate(); err != nil {
+		return err
+	}
+	switch {
+	case r.CostFunc == nil && r.Cost == nil:
+		return errors.New("no Cost and no CostFunc")
+	case r.CostFunc == nil:
+		if err := checkCost(r.Quota, r.Cost); err != nil {
+			return err
+		}
+	}
+	for i, p := range r.Usage {
+		if p == nil {
+			return fmt.Errorf("usage parser %d is nil", i)
+		}
+		if v, ok := p.(interface{ validate(limiter.Quota) error }); ok {
+			if err := v.validate(r.Quota); err != nil {
+				return fmt.Errorf("usage parser %d: %w", i, err)
+			}
+		}
+	}
+	return nil
+}
+
+// checkCost reports why cost cannot be charged to q, with the limiter's errors:
+// limiter.ErrUnknownLimit, limiter.ErrInvalidCost, limiter.ErrExceedsLimit.
+func checkCost(q limiter.Quota, cost limiter.Cost) error {
+	charged := false
+	for name, c := range cost {
+		lim, ok := q.Find(name)
+		switch {
+		case !ok:
+			return fmt.Errorf("%w: %q is not a limit of quota %q", limiter.ErrUnknownLimit, name, q.Name)
+		case c < 0:
+			return fmt.Errorf("%w: %q costs %d", limiter.ErrInvalidCost, name, c)
+		case c > lim.Max():
+			return fmt.Errorf("%w: %q costs %d, %s allows at most %d", limiter.ErrExceedsLimit, name, c, lim, lim.Max())
+		}
+		charged = charged || c > 0
+	}
+	if !charged {
+		return fmt.Errorf("%w: cost charges no limit of quota %q", limiter.ErrInvalidCost, q.Name)
+	}
+	return nil
+}
+
+// matches reports whether the rule applies to req.
+func (r *rule) matches(req *http.Request) bool {
+	if r.Method != "" {
+		m := req.Method
+		if m == "" {
+			m = http.MethodGet
+		}
+		if m != r.Method {
+			return false
+		}
+	}
+	if r.Host != "" {
+		h := req.URL.Host
+		if !strings.Contains(r.Host, ":") {
+			h = req.URL.Hostname()
+		}
+		if strings.ToLower(h) != r.Host {
+			return false
+		}
+	}
+	if r.PathPrefix != "" && !strings.HasPrefix(req.URL.Path, r.PathPrefix) {
+		return false
+	}
+	return r.Match == nil || r.Match(req)
+}
+
+// cost is what req takes from the rule's quota.
+func (r *rule) cost(req *http.Request) (limiter.Cost, error) {
+	if r.CostFunc == nil {
+		return r.Cost, nil
+	}
+	c, err := r.CostFunc(req)
+	if err != nil {
+		return nil, fmt.Errorf("middleware: cost of %s %s: %w", req.Method, req.URL.Redacted(), err)
+	}
+	if err := checkCost(r.Quota, c); err != nil {
+		return nil, fmt.Errorf("middleware: cost of %s %s (%s): %w", req.Method, req.URL.Redacted(), r.desc, err)
+	}
+	return c, nil
+}

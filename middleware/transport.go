@@ -1,0 +1,347 @@
+package middleware
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/redquota/redquota/limiter"
+)
+
+// Defaults of Options.
+const (
+	// DefaultFallbackHold is how long a 429 without a usable Retry-After (or a
+	// 503 with a malformed one) holds its quota.
+	DefaultFallbackHold = time.Second
+	// DefaultBanHold is how long a 418 without a usable Retry-After holds its
+	// quota: Binance's shortest IP ban.
+	DefaultBanHold = 2 * time.Minute
+	// DefaultRetryBackoff is the first retry's backoff; it doubles with each retry.
+	DefaultRetryBackoff = 100 * time.Millisecond
+	// DefaultMaxRetryBackoff bounds the backoff between retries.
+	DefaultMaxRetryBackoff = 5 * time.Second
+)
+
+// bookkeepingTimeout bounds the Redis calls made after a response (Sync,
+// Hold): they must happen even when the request's context has just ended.
+const bookkeepingTimeout = time.Second
+
+// maxDrain is the most of a discarded response body read to free its connection.
+const maxDrain = 64 << 10
+
+// maxRebook bounds how often one request is charged again (after a hold
+// placed while it waited, or at a fixed window's edge) before it is sent anyway.
+const maxRebook = 4
+
+// Options configure a Transport. The zero value works; each field documents
+// its default.
+type Options struct {
+	// Default, when set, applies to requests no rule matches (its match
+	// conditions are ignored). Default nil: such requests pass straight through.
+	Default *Rule
+	// FailFast makes a request that cannot be charged at once fail with a
+	// *LimitedError instead of waiting for its turn. Default false: wait, up to
+	// the request context's deadline (http.Client.Timeout sets one).
+	FailFast bool
+	// MaxRetries is how many times an idempotent request answered 429, 418 or
+	// 503 is sent again, each time after the hold that answer caused and a
+	// backoff with jitter, and charged again. A request is retried only when its
+	// body can be rewound (no body, or GetBody set). Default 0: never; the
+	// answer is returned to the caller.
+	MaxRetries int
+	// RetryBackoff is the backoff before the first retry, doubling after each
+	// and drawn uniformly from its upper half (jitter). Default DefaultRetryBackoff.
+	RetryBackoff time.Duration
+	// MaxRetryBackoff caps the backoff. Default DefaultMaxRetryBackoff.
+	MaxRetryBackoff time.Duration
+	// Idempotent reports whether a request may be sent again. Default: GET,
+	// HEAD, OPTIONS and TRACE, and requests with an Idempotency-Key or
+	// X-Idempotency-Key header, as net/http decides. Order placement (POST) is
+	// therefore never resent unless it carries an idempotency key.
+	Idempotent func(*http.Request) bool
+	// MaxHold caps any hold the Transport places (from Retry-After or a usage
+	// header), so that an absurd value cannot stop the fleet for long. Default
+	// and upper bound limiter.MaxHold.
+	MaxHold time.Duration
+	// FallbackHold is the hold after a 429 without a usable Retry-After
+	// (missing, malformed or negative), or a 503 with a malformed one.
+	// Default DefaultFallbackHold. A 503 without Retry-After holds nothing.
+	FallbackHold time.Duration
+	// BanHold is the hold after a 418 without a usable Retry-After. Default
+	// DefaultBanHold.
+	BanHold time.Duration
+	// WindowGuard protects fixed-window limits (limiter.FixedWindow) against a
+	// request charged in one window reaching the server in the next: a request
+	// whose turn comes within WindowGuard of the end of its window (or that is
+	// sent after its window ended, e.g. after a retry backoff) is charged again,
+	// in the window it will land in, before it is sent. Set it to the one-way
+	// latency to the server plus the clock difference between Redis and the
+	// server. The guard is checked before the request is handed to next: a
+	// request that must first open a connection (TCP, TLS) takes longer to
+	// land, so warm the client or size the guard for it. Default 0: only
+	// requests sent after their window ended are charged again.
+	WindowGuard time.Duration
+	// OnError, when set, receives the problems that do not fail a request: a
+	// malformed header (ErrBadHeader), a Sync or Hold that Redis refused. It may
+	// be called concurrently.
+	OnError func(req *http.Request, err error)
+}
+
+// Stats are counts of what a Transport did.
+type Stats struct {
+	// Sent counts requests (and retries) sent under a rule.
+	Sent int64
+	// TooManyRequests, Banned and Unavailable count 429, 418 and 503 answers.
+	TooManyRequests, Banned, Unavailable int64
+	// Holds counts holds placed in Redis.
+	Holds int64
+	// Syncs counts usage headers that raised our count to the server's.
+	Syncs int64
+	// SyncsSkipped counts fixed-window usage counts not synced because the
+	// server counted them in a window already past (see UsageParser).
+	SyncsSkipped int64
+	// Retries counts requests sent again after a 429, 418 or 503.
+	Retries int64
+	// Rebooked counts requests charged again before being sent: after a hold
+	// placed while they waited, or at the edge of a fixed window.
+	Rebooked int64
+	// Errors counts the problems passed to Options.OnError.
+	Errors int64
+}
+
+type counters struct {
+	sent, tooMany, banned, unavailable, holds, syncs, syncsSkipped, retries, rebooked, errors atomic.Int64
+}
+
+// Transport is an http.RoundTripper that charges each request a Rule matches to
+// the rule's quota before sending it, and learns from the answer. It is safe
+// for concurrent use; it never modifies the caller's request.
+type Transport struct {
+	next  http.RoundTripper
+	lim   *limiter.Limiter
+	rules []*rule
+	def   *rule
+	opts  Options
+	stats counters
+}
+
+var _ http.RoundTripper = (*Transport)(nil)
+
+// NewTransport is NewTransportWithOptions with zero Options.
+func NewTransport(next http.RoundTripper, lim *limiter.Limiter, rules ...Rule) *Transport {
+	return NewTransportWithOptions(next, lim, Options{}, rules...)
+}
+
+// NewTransportWithOptions returns a Transport that sends through next
+// (http.DefaultTransport when nil) and charges requests to lim by rules, the
+// first match winning. Invalid rules do not stop it: Err reports them, and
+// the requests they match fail with ErrInvalidRule without being sent.
+func NewTransportWithOptions(next http.RoundTripper, lim *limiter.Limiter, opts Options, rules ...Rule) *Transport {
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	if opts.MaxHold <= 0 || opts.MaxHold > limiter.MaxHold {
+		opts.MaxHold = limiter.MaxHold
+	}
+	if opts.FallbackHold <= 0 {
+		opts.FallbackHold = DefaultFallbackHold
+	}
+	if opts.BanHold <= 0 {
+		opts.BanHold = DefaultBanHold
+	}
+	if opts.RetryBackoff <= 0 {
+		opts.RetryBackoff = DefaultRetryBackoff
+	}
+	if opts.MaxRetryBackoff <= 0 {
+		opts.MaxRetryBackoff = DefaultMaxRetryBackoff
+	}
+	if opts.Idempotent == nil {
+		opts.Idempotent = replayable
+	}
+	t := &Transport{next: next, lim: lim, opts: opts}
+	for i, r := range rules {
+		t.rules = append(t.rules, compile(r, fmt.Sprintf("rule %d (%s)", i, r.describe())))
+	}
+	if opts.Default != nil {
+		t.def = compile(*opts.Default, fmt.Sprintf("default rule (%s)", opts.Default.describe()))
+		t.opts.Default = nil
+	}
+	return t
+}
+
+// Err reports every invalid rule, joined; nil when all are valid.
+func (t *Transport) Err() error {
+	var errs []error
+	for _, r := range t.rules {
+		errs = append(errs, r.err)
+	}
+	if t.def != nil {
+		errs = append(errs, t.def.err)
+	}
+	return errors.Join(errs...)
+}
+
+// Stats returns the counts so far.
+func (t *Transport) Stats() Stats {
+	return Stats{
+		Sent:            t.stats.sent.Load(),
+		TooManyRequests: t.stats.tooMany.Load(),
+		Banned:          t.stats.banned.Load(),
+		Unavailable:     t.stats.unavailable.Load(),
+		Holds:           t.stats.holds.Load(),
+		Syncs:           t.stats.syncs.Load(),
+		SyncsSkipped:    t.stats.syncsSkipped.Load(),
+		Retries:         t.stats.retries.Load(),
+		Rebooked:        t.stats.rebooked.Load(),
+		Errors:          t.stats.errors.Load(),
+	}
+}
+
+func (t *Transport) match(req *http.Request) *rule {
+	for _, r := range t.rules {
+		if r.matches(req) {
+			return r
+		}
+	}
+	return t.def
+}
+
+// RoundTrip charges req to the quota of the first rule that matches it, waits
+// for its turn, sends it, and learns from the answer.
+//
+// It returns without sending, closing req's body, when the rule is invalid
+// (ErrInvalidRule), the cost cannot be computed or charged (the limiter's
+// ErrInvalidCost, ErrUnknownLimit, ErrExceedsLimit), the quota has no room in
+// time (*LimitedError, ErrRateLimited), req's context ends while it waits
+// (the context's error), or Redis cannot be reached under a fail-closed
+// policy (limiter.ErrUnavailable).
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	r := t.match(req)
+	if r == nil {
+		return t.next.RoundTrip(req)
+	}
+	fail := func(err error) (*http.Response, error) {
+		if req.Body != nil {
+			_ = req.Body.Close()
+		}
+		return nil, err
+	}
+	if r.err != nil {
+		return fail(r.err)
+	}
+	cost, err := r.cost(req)
+	if err != nil {
+		return fail(err)
+	}
+	ctx := req.Context()
+	if err := t.acquire(ctx, r, cost, 0); err != nil {
+		return fail(err)
+	}
+	retry := t.opts.MaxRetries > 0 && t.opts.Idempotent(req) && rewindable(req)
+	out := req
+	for attempt := 0; ; attempt++ {
+		t.stats.sent.Add(1)
+		sent := time.Now()
+		resp, err := t.next.RoundTrip(out)
+		if err != nil {
+			return nil, err
+		}
+		t.learn(out, r, resp, sent)
+		if !retry || attempt >= t.opts.MaxRetries || !retryStatus(resp.StatusCode) {
+			return resp, nil
+		}
+		if !buffer(resp) {
+			return resp, nil // too large a body to drain: hand it over
+		}
+		next, err := rewind(req)
+		if err != nil {
+			return resp, nil
+		}
+		if err := t.acquire(ctx, r, cost, t.backoff(attempt)); err != nil {
+			if next.Body != nil {
+				_ = next.Body.Close()
+			}
+			return resp, nil // no room before the deadline: the caller gets the answer
+		}
+		t.stats.retries.Add(1)
+		out = next
+	}
+}
+
+func retryStatus(code int) bool {
+	return code == http.StatusTooManyRequests || code == http.StatusTeapot || code == http.StatusServiceUnavailable
+}
+
+// replayable is net/http's rule for requests it may send again.
+func replayable(req *http.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return len(req.Header["Idempotency-Key"]) > 0 || len(req.Header["X-Idempotency-Key"]) > 0
+}
+
+func rewindable(req *http.Request) bool {
+	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+}
+
+// rewind returns a copy of req with a fresh body: the caller's req is never touched.
+func rewind(req *http.Request) (*http.Request, error) {
+	out := req.Clone(req.Context())
+	if req.Body == nil || req.Body == http.NoBody {
+		return out, nil
+	}
+	b, err := req.GetBody()
+	if err != nil {
+		return nil, err
+	}
+	out.Body = b
+	return out, nil
+}
+
+// buffer drains and closes resp's body into memory, so the connection is
+// freed while we wait to retry and the caller can still read the answer if
+// we do not. It reports false, leaving the body as it was, for a body larger
+// than maxDrain.
+func buffer(resp *http.Response) bool {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxDrain+1))
+	if len(b) > maxDrain {
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(b), resp.Body), resp.Body}
+		return false
+	}
+	_ = resp.Body.Close()
+	if err != nil {
+		resp.Body = io.NopCloser(io.MultiReader(bytes.NewReader(b), errReader{err}))
+		return true
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	return true
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// backoff is the jittered delay before retry attempt+1.
+func (t *Transport) backoff(attempt int) time.Duration {
+	d := t.opts.RetryBackoff << min(attempt, 30)
+	if d <= 0 || d > t.opts.MaxRetryBackoff {
+		d = t.opts.MaxRetryBackoff
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func (t *Transport) report(req *http.Request, err error) {
+	t.stats.errors.Add(1)
+	if t.opts.OnError != nil {
+		t.opts.OnError(req, err)
+	}
+}
