@@ -169,3 +169,36 @@ func BenchmarkAllowParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkAllowTelemetry: Allow with the global no-op providers (none set),
+// with SDK providers but no recording parent span (metrics only), and with a
+// recording parent span (a limiter span per decision, plus metrics).
+func BenchmarkAllowTelemetry(b *testing.B) {
+	h := newOtel()
+	cases := []struct {
+		name string
+		opts Options
+		ctx  func() context.Context
+	}{
+		{"none", Options{}, context.Background},
+		{"metrics", Options{Telemetry: h.prov}, context.Background},
+		{"traced", Options{Telemetry: h.prov}, func() context.Context {
+			ctx, _ := h.tp.Tracer("bench").Start(context.Background(), "parent")
+			return ctx
+		}},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			c := benchClient(b, -1)
+			tc.opts.Prefix = "benchtel"
+			lim := New(c, tc.opts)
+			ctx := tc.ctx()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := lim.Allow(ctx, "hot", benchLimit); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -18,6 +18,7 @@ import (
 // Allow allocates no plan.
 type plan struct {
 	n      int
+	quota  string // the quota's name; "" for a single key (keys are not recorded)
 	names  [MaxQuotaLimits]string // limit names ("" for a single-key limit)
 	limits [MaxQuotaLimits]Limit
 	costs  [MaxQuotaLimits]int
@@ -88,6 +89,7 @@ func (l *Limiter) quota(p *plan, q Quota, cost Cost) error {
 		}
 	}
 	p.hold = l.keyFor(q.Name, "", holdAlgorithm)
+	p.quota = q.Name
 	for _, nl := range q.Limits {
 		c := cost[nl.Name]
 		if c == 0 {

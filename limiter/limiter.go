@@ -24,6 +24,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/redquota/redquota/telemetry"
 )
 
 // Client is the part of a go-redis client the limiter uses. *redis.Client,
@@ -80,6 +82,9 @@ type Options struct {
 	// straight to the failure policy without calling Redis; then one call probes
 	// it. Default 1s.
 	CoolDown time.Duration
+	// Telemetry are the OpenTelemetry providers for the limiter's spans and
+	// metrics. Default: the global providers (a no-op unless set).
+	Telemetry telemetry.Providers
 	// DedupeWindow is how long a charged decision's reply is remembered in Redis
 	// under a per-call token, so that a call go-redis retries after a read
 	// timeout or a lost connection (Redis may already have run it) is answered
@@ -102,6 +107,7 @@ type Limiter struct {
 	breaker  *gobreaker.TwoStepCircuitBreaker[struct{}]
 	local    sync.Map // state key → *rate.Limiter
 	keys     keyCache
+	tel      instruments
 	stats    counters
 }
 
@@ -135,6 +141,7 @@ func New(client Client, opts Options) *Limiter {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	l.tokenPfx = hex.EncodeToString(b[:])
+	defer l.initTelemetry(opts.Telemetry)
 	l.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        "redquota-limiter",
 		MaxRequests: 1,
@@ -194,8 +201,12 @@ func (l *Limiter) AllowN(ctx context.Context, key string, limit Limit, n int) (R
 	if err := l.single(&p, key, limit, n); err != nil {
 		return Result{Limit: limit}, err
 	}
+	ctx, span := l.start(ctx, spanAllow, kindSingle, &p)
 	var r reply
-	if err := l.decide(ctx, &p, 0, &r); err != nil {
+	err := l.decide(ctx, &p, 0, &r)
+	l.count(ctx, kindSingle, &r, err)
+	end(span, &p, &r, err)
+	if err != nil {
 		return Result{Limit: limit}, err
 	}
 	return r.single(limit), nil
@@ -207,8 +218,12 @@ func (l *Limiter) AllowQuota(ctx context.Context, q Quota, cost Cost) (QuotaResu
 	if err := l.quota(&p, q, cost); err != nil {
 		return QuotaResult{}, err
 	}
+	ctx, span := l.start(ctx, spanAllowQuota, kindQuota, &p)
 	var r reply
-	if err := l.decide(ctx, &p, 0, &r); err != nil {
+	err := l.decide(ctx, &p, 0, &r)
+	l.count(ctx, kindQuota, &r, err)
+	end(span, &p, &r, err)
+	if err != nil {
 		return QuotaResult{}, err
 	}
 	return r.quota(&p), nil

@@ -82,7 +82,7 @@ func (l *Limiter) Reserve(ctx context.Context, key string, limit Limit, n int) (
 	if err := l.single(p, key, limit, n); err != nil {
 		return nil, err
 	}
-	return l.reserve(ctx, p)
+	return l.reserveSpan(ctx, p)
 }
 
 // ReserveQuota books cost from every limit of q, all or nothing, at the
@@ -92,7 +92,27 @@ func (l *Limiter) ReserveQuota(ctx context.Context, q Quota, cost Cost) (*Reserv
 	if err := l.quota(p, q, cost); err != nil {
 		return nil, err
 	}
-	return l.reserve(ctx, p)
+	return l.reserveSpan(ctx, p)
+}
+
+func kindOf(p *plan) int {
+	if p.quota != "" {
+		return kindQuota
+	}
+	return kindSingle
+}
+
+func (l *Limiter) reserveSpan(ctx context.Context, p *plan) (*Reservation, error) {
+	ctx, span := l.start(ctx, spanReserve, kindOf(p), p)
+	r, err := l.reserve(ctx, p)
+	var rep *reply
+	if r != nil {
+		rep = r.rep
+	} else {
+		rep = new(reply)
+	}
+	end(span, p, rep, err)
+	return r, err
 }
 
 func (l *Limiter) reserve(ctx context.Context, p *plan) (*Reservation, error) {
@@ -105,7 +125,9 @@ func (l *Limiter) reserve(ctx context.Context, p *plan) (*Reservation, error) {
 	}
 	start := time.Now()
 	rep := new(reply)
-	if err := l.decide(ctx, p, maxWait, rep); err != nil {
+	err := l.decide(ctx, p, maxWait, rep)
+	l.count(ctx, kindOf(p), rep, err)
+	if err != nil {
 		return nil, err
 	}
 	// The delay counts from Redis's clock at the decision; measuring it from the

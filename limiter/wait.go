@@ -41,11 +41,21 @@ func (l *Limiter) WaitQuota(ctx context.Context, q Quota, cost Cost) error {
 	return l.wait(ctx, p)
 }
 
-func (l *Limiter) wait(ctx context.Context, p *plan) error {
+func (l *Limiter) wait(ctx context.Context, p *plan) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r, err := l.reserve(ctx, p)
+	kind := kindOf(p)
+	ctx, span := l.start(ctx, spanWait, kind, p)
+	var r *Reservation
+	defer func() {
+		rep := new(reply)
+		if r != nil {
+			rep = r.rep
+		}
+		end(span, p, rep, err)
+	}()
+	r, err = l.reserve(ctx, p)
 	if err != nil {
 		return err
 	}
@@ -54,12 +64,15 @@ func (l *Limiter) wait(ctx context.Context, p *plan) error {
 	}
 	d := r.Delay()
 	if d <= 0 {
+		l.recordWait(ctx, kind, 0, span)
 		return nil
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
+	start := time.Now()
 	select {
 	case <-t.C:
+		l.recordWait(ctx, kind, time.Since(start), span)
 		return nil
 	case <-ctx.Done():
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)

@@ -1,0 +1,221 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/telemetry"
+)
+
+type otelHarness struct {
+	rec    *tracetest.SpanRecorder
+	reader *sdkmetric.ManualReader
+	prov   telemetry.Providers
+	tp     *sdktrace.TracerProvider
+}
+
+func newOtel() *otelHarness {
+	h := &otelHarness{rec: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
+	h.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.rec))
+	h.prov = telemetry.Providers{TracerProvider: h.tp, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(h.reader))}
+	return h
+}
+
+func (h *otelHarness) decisions(t *testing.T) map[string]int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := h.reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != metricDecisions {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+				k, _ := dp.Attributes.Value(attrKind)
+				r, _ := dp.Attributes.Value(attrResult)
+				out[k.AsString()+"/"+r.AsString()] += dp.Value
+			}
+		}
+	}
+	return out
+}
+
+func attrsOf(kv []attribute.KeyValue) map[attribute.Key]attribute.Value {
+	m := map[attribute.Key]attribute.Value{}
+	for _, a := range kv {
+		m[a.Key] = a.Value
+	}
+	return m
+}
+
+// Spans are children of the caller's span, with the redis command span
+// (redisotel) nested under the limiter's; metrics count each decision.
+func TestTelemetrySpansAndMetrics(t *testing.T) {
+	h := newOtel()
+	srv := redistest.Shared(t)
+	c := redis.NewClient(redistest.ClientOptions(srv.Addr()))
+	defer c.Close()
+	// Preload, so no decision needs a NOSCRIPT round trip (that would be a second command span).
+	if err := scripts.Load(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	if err := telemetry.InstrumentClient(c, h.prov); err != nil {
+		t.Fatal(err)
+	}
+	lim := New(c, Options{Prefix: redistest.NewPrefix(t), Telemetry: h.prov})
+	ctx, parent := h.tp.Tracer("test").Start(context.Background(), "caller")
+	q := Quota{Name: "binance", Limits: []NamedLimit{{"weight", PerMinute(10).WithAlgorithm(FixedWindow)}, {"orders", PerMinute(2)}}}
+	for i := 0; i < 3; i++ {
+		if _, err := lim.AllowQuota(ctx, q, Cost{"weight": 2, "orders": 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := lim.Allow(ctx, "secret-user-key", PerSecond(5)); err != nil {
+		t.Fatal(err)
+	}
+	if err := lim.Wait(ctx, "w", PerSecond(5)); err != nil {
+		t.Fatal(err)
+	}
+	parent.End()
+
+	spans := h.rec.Ended()
+	byID := map[string]sdktrace.ReadOnlySpan{}
+	for _, s := range spans {
+		byID[s.SpanContext().SpanID().String()] = s
+	}
+	var quotaSpans, evalUnderLimiter int
+	for _, s := range spans {
+		switch s.Name() {
+		case spanAllowQuota:
+			quotaSpans++
+			if s.Parent().SpanID() != parent.SpanContext().SpanID() {
+				t.Fatalf("%s is not a child of the caller's span", s.Name())
+			}
+			a := attrsOf(s.Attributes())
+			if a[attrQuota].AsString() != "binance" || a[attrCost].AsInt64() != 3 || a[attrKind].AsString() != "quota" {
+				t.Fatalf("quota span attributes: %v", s.Attributes())
+			}
+			if quotaSpans == 3 {
+				if a[attrAllowed].AsBool() || a[attrDeniedBy].AsString() != "orders" || a[attrRetryAfter].AsInt64() <= 0 {
+					t.Fatalf("third quota call should be denied by orders: %v", s.Attributes())
+				}
+			} else if !a[attrAllowed].AsBool() {
+				t.Fatalf("quota call %d denied: %v", quotaSpans, s.Attributes())
+			}
+		case spanAllow:
+			a := attrsOf(s.Attributes())
+			if a[attrAlgorithm].AsString() != "gcra" || !a[attrAllowed].AsBool() || a[attrRemaining].AsInt64() != 4 {
+				t.Fatalf("allow span attributes: %v", s.Attributes())
+			}
+		case spanWait:
+			if _, ok := attrsOf(s.Attributes())[attrWaited]; !ok {
+				t.Fatalf("wait span without %s: %v", attrWaited, s.Attributes())
+			}
+		default:
+			// A redisotel command span: its parent must be one of ours.
+			if p, ok := byID[s.Parent().SpanID().String()]; ok && strings.HasPrefix(p.Name(), "redquota.limiter.") {
+				evalUnderLimiter++
+			}
+		}
+	}
+	if quotaSpans != 3 {
+		t.Fatalf("%d AllowQuota spans, want 3", quotaSpans)
+	}
+	if evalUnderLimiter != 5 {
+		t.Fatalf("%d redis command spans nested under limiter spans, want 5 (one per decision)", evalUnderLimiter)
+	}
+	// No attribute of any span carries a key, a cached value or a password.
+	for _, s := range spans {
+		for _, a := range s.Attributes() {
+			if v := a.Value.Emit(); strings.Contains(v, "secret-user-key") || strings.Contains(v, "evalsha") && strings.Contains(v, ":{") {
+				t.Fatalf("span %s attribute %s carries a key: %q", s.Name(), a.Key, v)
+			}
+		}
+	}
+	got := h.decisions(t)
+	want := map[string]int64{"quota/allowed": 2, "quota/denied": 1, "single/allowed": 2}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("decisions %v, want %v", got, want)
+		}
+	}
+}
+
+// A decision that fails marks its span with an error status; fail-open
+// answers are counted as such.
+func TestTelemetryErrorsAndFailOpen(t *testing.T) {
+	h := newOtel()
+	srv, err := redistest.StartServer()
+	if err != nil {
+		if !redistest.Available() && !redistest.Required() {
+			t.Skip("redis-server not installed (Debian package redis-server)")
+		}
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c := srv.Client()
+	defer c.Close()
+	closed := New(c, Options{Prefix: "e", Telemetry: h.prov, CoolDown: time.Minute})
+	open := New(c, Options{Prefix: "e", Telemetry: h.prov, Failure: FailOpen, CoolDown: time.Minute})
+	srv.Stop()
+	ctx, parent := h.tp.Tracer("test").Start(context.Background(), "caller")
+	if _, err := closed.Allow(ctx, "k", PerSecond(1)); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("fail closed: %v", err)
+	}
+	if r, err := open.Allow(ctx, "k", PerSecond(1)); err != nil || !r.Degraded {
+		t.Fatalf("fail open: %+v %v", r, err)
+	}
+	parent.End()
+	var errored, degraded bool
+	for _, s := range h.rec.Ended() {
+		if s.Name() != spanAllow {
+			continue
+		}
+		if s.Status().Code == codes.Error {
+			errored = true
+		}
+		if attrsOf(s.Attributes())[attrDegraded].AsBool() {
+			degraded = true
+		}
+	}
+	if !errored || !degraded {
+		t.Fatalf("error status %v, degraded attribute %v", errored, degraded)
+	}
+	got := h.decisions(t)
+	if got["single/error"] != 1 || got["single/fail_open"] != 1 {
+		t.Fatalf("decisions %v", got)
+	}
+}
+
+// Without a recording parent span no limiter span is started (and nothing is
+// allocated for tracing).
+func TestTelemetryNoParentNoSpan(t *testing.T) {
+	h := newOtel()
+	_, c := redistest.NewMini(t)
+	lim := New(c, Options{Telemetry: h.prov})
+	if _, err := lim.Allow(context.Background(), "k", PerSecond(1)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(h.rec.Ended()); n != 0 {
+		t.Fatalf("%d spans without a parent", n)
+	}
+	if h.decisions(t)["single/allowed"] != 1 {
+		t.Fatal("decision not counted")
+	}
+}
