@@ -18,7 +18,7 @@ import (
 // Allow allocates no plan.
 type plan struct {
 	n      int
-	quota  string // the quota's name; "" for a single key (keys are not recorded)
+	quota  string                 // the quota's name; "" for a single key (keys are not recorded)
 	names  [MaxQuotaLimits]string // limit names ("" for a single-key limit)
 	limits [MaxQuotaLimits]Limit
 	costs  [MaxQuotaLimits]int
