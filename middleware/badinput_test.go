@@ -1,0 +1,294 @@
+package middleware_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redquota/redquota/limiter"
+	"github.com/redquota/redquota/middleware"
+)
+
+var errEOF = io.EOF
+
+// errorLog collects what a Transport passes to Options.OnError.
+type errorLog struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (l *errorLog) add(_ *http.Request, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.errs = append(l.errs, err)
+}
+
+func (l *errorLog) bad() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, e := range l.errs {
+		if errors.Is(e, middleware.ErrBadHeader) {
+			n++
+		}
+	}
+	return n
+}
+
+// What each answer's status and Retry-After hold the quota for, including
+// malformed, negative and absurd values. miniredis's clock is frozen, so the
+// hold the next decision meets is exactly the hold placed.
+func TestStatusHolds(t *testing.T) {
+	date := t0.Format(http.TimeFormat)
+	for _, tc := range []struct {
+		name        string
+		status      int
+		retryAfter  string
+		date        string
+		opts        middleware.Options
+		hold        time.Duration // 0: none
+		badReported bool
+	}{
+		{name: "429 seconds", status: 429, retryAfter: "2", hold: 2 * time.Second},
+		{name: "429 zero", status: 429, retryAfter: "0"},
+		{name: "429 missing", status: 429, hold: middleware.DefaultFallbackHold},
+		{name: "429 missing, fallback option", status: 429, opts: middleware.Options{FallbackHold: 5 * time.Second}, hold: 5 * time.Second},
+		{name: "429 negative", status: 429, retryAfter: "-5", hold: middleware.DefaultFallbackHold, badReported: true},
+		{name: "429 fraction", status: 429, retryAfter: "1.5", hold: middleware.DefaultFallbackHold, badReported: true},
+		{name: "429 garbage", status: 429, retryAfter: "soon", hold: middleware.DefaultFallbackHold, badReported: true},
+		{name: "429 huge, capped at limiter.MaxHold", status: 429, retryAfter: "99999999999999999999999", hold: limiter.MaxHold},
+		{name: "429 huge, capped by option", status: 429, retryAfter: "99999", opts: middleware.Options{MaxHold: 10 * time.Minute}, hold: 10 * time.Minute},
+		{name: "429 date from Date", status: 429, retryAfter: t0.Add(90 * time.Second).Format(http.TimeFormat), date: date, hold: 90 * time.Second},
+		{name: "429 date past", status: 429, retryAfter: t0.Add(-time.Minute).Format(http.TimeFormat), date: date},
+		{name: "418 missing", status: 418, hold: middleware.DefaultBanHold},
+		{name: "418 garbage", status: 418, retryAfter: "a while", hold: middleware.DefaultBanHold, badReported: true},
+		{name: "418 seconds", status: 418, retryAfter: "600", hold: 10 * time.Minute},
+		{name: "503 missing", status: 503},
+		{name: "503 seconds", status: 503, retryAfter: "3", hold: 3 * time.Second},
+		{name: "503 garbage", status: 503, retryAfter: "x", hold: middleware.DefaultFallbackHold, badReported: true},
+		{name: "200 ignores Retry-After", status: 200, retryAfter: "5"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, lim := miniLimiter(t)
+			srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+				if tc.retryAfter != "" {
+					w.Header().Set("Retry-After", tc.retryAfter)
+				}
+				if tc.date != "" {
+					w.Header()["Date"] = []string{tc.date}
+				}
+				w.WriteHeader(tc.status)
+			})
+			var log errorLog
+			tc.opts.OnError = log.add
+			c := &http.Client{Transport: middleware.NewTransportWithOptions(nil, lim, tc.opts,
+				middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1}})}
+			resp, err := c.Get(srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			res := weightLeft(t, lim)
+			switch {
+			case tc.hold == 0 && !res.Allowed:
+				t.Fatalf("held: %+v", res)
+			case tc.hold > 0 && (res.Allowed || res.DeniedBy != limiter.HoldName || res.RetryAfter != tc.hold):
+				t.Fatalf("want a hold of %s, got allowed=%v by %q retry after %s", tc.hold, res.Allowed, res.DeniedBy, res.RetryAfter)
+			}
+			if got := log.bad() > 0; got != tc.badReported {
+				t.Fatalf("ErrBadHeader reported: %v, want %v (%v)", got, tc.badReported, log.errs)
+			}
+		})
+	}
+}
+
+// Absurd and malformed usage values: garbage is ignored and reported; a valid
+// number beyond the limit fills the limit; a count below ours changes nothing.
+func TestUsageValues(t *testing.T) {
+	binance := middleware.BinanceUsage{Weight: map[string]string{"1m": "weight"}}
+	ietf := middleware.IETFUsage{Policies: map[string]string{"w": "weight"}}
+	xrl := middleware.XRateLimit{Limit: "weight"}
+	for _, tc := range []struct {
+		name   string
+		parser middleware.UsageParser
+		header map[string]string
+		left   int // weight left after the request (1) and weightLeft's probe (1); -1: none, and held
+		bad    bool
+	}{
+		{"binance raises", binance, map[string]string{"X-MBX-USED-WEIGHT-1M": "50"}, 49, false},
+		{"binance lower than ours", binance, map[string]string{"X-MBX-USED-WEIGHT-1M": "0"}, 98, false},
+		{"binance lower-case unit and padding", binance, map[string]string{"x-mbx-used-weight-01m": " 40 "}, 59, false},
+		{"binance other interval ignored", binance, map[string]string{"X-MBX-USED-WEIGHT-1H": "90"}, 98, false},
+		{"binance huge fills", binance, map[string]string{"X-MBX-USED-WEIGHT-1M": "999999999999999999999999999"}, 0, false},
+		{"binance negative", binance, map[string]string{"X-MBX-USED-WEIGHT-1M": "-3"}, 98, true},
+		{"binance garbage", binance, map[string]string{"X-MBX-USED-WEIGHT-1M": "12abc"}, 98, true},
+		{"binance exponent", binance, map[string]string{"X-MBX-USED-WEIGHT-1M": "1e3"}, 98, true},
+		{"ietf with policy", ietf, map[string]string{"RateLimit": `"w";r=30;t=20`, "RateLimit-Policy": `"w";q=100;w=60`}, 29, false},
+		{"ietf token name, no policy", ietf, map[string]string{"RateLimit": `w;r=70`}, 69, false},
+		{"ietf exhausted holds", ietf, map[string]string{"RateLimit": `"w";r=0;t=7`}, -1, false},
+		{"ietf 16 digits: field ignored", ietf, map[string]string{"RateLimit": `"w";r=1000000000000000`}, 98, true},
+		{"ietf negative r", ietf, map[string]string{"RateLimit": `"w";r=-1`}, 98, true},
+		{"ietf not a list", ietf, map[string]string{"RateLimit": `limit=100, remaining=5,`}, 98, true},
+		{"ietf other policy ignored", ietf, map[string]string{"RateLimit": `"other";r=0;t=9`}, 98, false},
+		{"x-ratelimit", xrl, map[string]string{"X-RateLimit-Remaining": "25", "X-RateLimit-Limit": "100"}, 24, false},
+		{"x-ratelimit exhausted holds", xrl, map[string]string{"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "12"}, -1, false},
+		{"x-ratelimit huge remaining", xrl, map[string]string{"X-RateLimit-Remaining": "99999999999999999999999"}, 98, false},
+		{"x-ratelimit garbage", xrl, map[string]string{"X-RateLimit-Remaining": "lots"}, 98, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, lim := miniLimiter(t)
+			srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+				for k, v := range tc.header {
+					w.Header()[k] = []string{v} // as sent, not canonicalised
+				}
+			})
+			var log errorLog
+			tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{OnError: log.add},
+				middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1}, Usage: []middleware.UsageParser{tc.parser}})
+			resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			res := weightLeft(t, lim)
+			if tc.left < 0 {
+				// Nothing left: the count is full and the quota held (the
+				// full window, 30 s to go, outlasts the hold and denies first).
+				if res.Allowed || tr.Stats().Holds != 1 {
+					t.Fatalf("want denied and held, got %+v, %+v", res, tr.Stats())
+				}
+			} else if !res.Allowed && tc.left > 0 || res.Allowed && res.Remaining() != tc.left {
+				t.Fatalf("allowed %v, %d left, want %d", res.Allowed, res.Remaining(), tc.left)
+			}
+			if got := log.bad() > 0; got != tc.bad {
+				t.Fatalf("ErrBadHeader reported: %v, want %v (%v)", got, tc.bad, log.errs)
+			}
+		})
+	}
+}
+
+// Rules naming a limit their quota lacks, or otherwise unusable, are reported
+// by Err and fail the requests they match, unsent; valid rules of the same
+// Transport keep working.
+func TestInvalidRules(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		rule middleware.Rule
+		is   error
+	}{
+		{"cost names unknown limit", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"wieght": 1}}, limiter.ErrUnknownLimit},
+		{"usage names unknown limit", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1},
+			Usage: []middleware.UsageParser{middleware.BinanceUsage{Weight: map[string]string{"1m": "nope"}}}}, limiter.ErrUnknownLimit},
+		{"ietf names unknown limit", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1},
+			Usage: []middleware.UsageParser{middleware.IETFUsage{Policies: map[string]string{"p": "nope"}}}}, limiter.ErrUnknownLimit},
+		{"negative cost", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": -1}}, limiter.ErrInvalidCost},
+		{"cost beyond the limit", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 101}}, limiter.ErrExceedsLimit},
+		{"no cost", middleware.Rule{Quota: exQuota}, middleware.ErrInvalidRule},
+		{"empty quota", middleware.Rule{Quota: limiter.Quota{Name: "q"}, Cost: limiter.Cost{"weight": 1}}, limiter.ErrEmptyQuota},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, lim := miniLimiter(t)
+			srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
+			bad := tc.rule
+			bad.PathPrefix = "/bad"
+			tr := middleware.NewTransport(nil, lim, bad, middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1}})
+			if err := tr.Err(); !errors.Is(err, middleware.ErrInvalidRule) || !errors.Is(err, tc.is) {
+				t.Fatalf("Err() = %v, want ErrInvalidRule and %v", err, tc.is)
+			}
+			body := &closeTracker{}
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/bad", body)
+			_, err := (&http.Client{Transport: tr}).Do(req)
+			if !errors.Is(err, middleware.ErrInvalidRule) || !errors.Is(err, tc.is) {
+				t.Fatalf("request error %v", err)
+			}
+			if srv.hits.Load() != 0 || !body.closed.Load() {
+				t.Fatalf("sent %d, body closed %v", srv.hits.Load(), body.closed.Load())
+			}
+			resp, err := (&http.Client{Transport: tr}).Get(srv.URL + "/good")
+			if err != nil {
+				t.Fatalf("valid rule: %v", err)
+			}
+			resp.Body.Close()
+		})
+	}
+}
+
+// A cost function's bad answers fail the request, unsent, with errors the
+// caller can branch on.
+func TestCostFuncErrors(t *testing.T) {
+	errMine := errors.New("no weight for this endpoint")
+	for _, tc := range []struct {
+		name string
+		cost limiter.Cost
+		err  error
+		is   error
+	}{
+		{"negative", limiter.Cost{"weight": -5}, nil, limiter.ErrInvalidCost},
+		{"nothing charged", limiter.Cost{}, nil, limiter.ErrInvalidCost},
+		{"unknown limit", limiter.Cost{"credits": 1}, nil, limiter.ErrUnknownLimit},
+		{"beyond the limit", limiter.Cost{"weight": 500}, nil, limiter.ErrExceedsLimit},
+		{"own error", nil, errMine, errMine},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, lim := miniLimiter(t)
+			srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
+			tr := middleware.NewTransport(nil, lim, middleware.Rule{Quota: exQuota,
+				CostFunc: func(*http.Request) (limiter.Cost, error) { return tc.cost, tc.err }})
+			body := &closeTracker{}
+			req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, srv.URL, body)
+			_, err := (&http.Client{Transport: tr}).Do(req)
+			if !errors.Is(err, tc.is) {
+				t.Fatalf("error %v, want %v", err, tc.is)
+			}
+			if srv.hits.Load() != 0 || !body.closed.Load() {
+				t.Fatalf("sent %d, body closed %v", srv.hits.Load(), body.closed.Load())
+			}
+			if lim.Stats().Allowed != 0 {
+				t.Fatal("something was charged")
+			}
+		})
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	date := t0.Format(http.TimeFormat)
+	for _, tc := range []struct {
+		v, date string
+		want    time.Duration
+		bad     bool
+	}{
+		{v: "120", want: 2 * time.Minute},
+		{v: " 7 ", want: 7 * time.Second},
+		{v: "0", want: 0},
+		{v: "99999999999999999999", want: time.Duration(1<<63 - 1)},
+		{v: t0.Add(time.Hour).Format(http.TimeFormat), date: date, want: time.Hour},
+		{v: t0.Add(time.Hour).Format(time.RFC850), date: date, want: time.Hour},
+		{v: t0.Add(-time.Hour).Format(http.TimeFormat), date: date, want: 0},
+		{v: t0.Add(30 * time.Second).Format(http.TimeFormat), date: "garbage", want: 30 * time.Second}, // a bad Date: measured from now
+		{v: "-1", bad: true},
+		{v: "+5", bad: true},
+		{v: "1.5", bad: true},
+		{v: "", bad: true},
+		{v: "Tomorrow", bad: true},
+		{v: strings.Repeat("9", 10) + "x", bad: true},
+	} {
+		got, err := middleware.ParseRetryAfter(tc.v, tc.date, t0)
+		if tc.bad {
+			if !errors.Is(err, middleware.ErrBadHeader) {
+				t.Errorf("%q: %v, %v; want ErrBadHeader", tc.v, got, err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%q (Date %q) = %v, %v; want %v", tc.v, tc.date, got, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,89 @@
+package middleware
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/redquota/redquota/limiter"
+)
+
+func TestRuleMatches(t *testing.T) {
+	q := limiter.Quota{Name: "q", Limits: []limiter.NamedLimit{{Name: "w", Limit: limiter.PerSecond(10)}}}
+	c := limiter.Cost{"w": 1}
+	for _, tc := range []struct {
+		rule   Rule
+		method string
+		url    string
+		want   bool
+	}{
+		{Rule{}, "GET", "https://a.com/x", true},
+		{Rule{Host: "API.binance.com"}, "GET", "https://api.binance.com/api/v3/ping", true},
+		{Rule{Host: "api.binance.com"}, "GET", "https://api.binance.com:8443/x", true},
+		{Rule{Host: "api.binance.com:443"}, "GET", "https://api.binance.com/x", false},
+		{Rule{Host: "api.binance.com:443"}, "GET", "https://api.binance.com:443/x", true},
+		{Rule{Host: "api.binance.com"}, "GET", "https://fapi.binance.com/x", false},
+		{Rule{Method: "GET"}, "", "https://a.com/x", true},
+		{Rule{Method: "POST"}, "GET", "https://a.com/x", false},
+		{Rule{PathPrefix: "/api/v3/order"}, "POST", "https://a.com/api/v3/order/test", true},
+		{Rule{PathPrefix: "/api/v3/order"}, "POST", "https://a.com/api/v3/depth", false},
+		{Rule{Match: func(r *http.Request) bool { return r.URL.Query().Has("symbol") }}, "GET", "https://a.com/x?symbol=BTC", true},
+		{Rule{Method: "GET", Match: func(r *http.Request) bool { return false }}, "GET", "https://a.com/x", false},
+	} {
+		tc.rule.Quota, tc.rule.Cost = q, c
+		req, _ := http.NewRequest(tc.method, tc.url, nil)
+		req.Method = tc.method
+		if got := compile(tc.rule, "r").matches(req); got != tc.want {
+			t.Errorf("%+v on %s %s: %v", tc.rule, tc.method, tc.url, got)
+		}
+	}
+}
+
+func TestSFList(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		ok   bool
+		n    int
+		name string
+	}{
+		{`"default";r=50;t=30`, true, 1, "default"},
+		{`burst;q=100;w=60,"daily";q=1000;w=86400`, true, 2, "burst"},
+		{`a;x=?1;y=1.5;z=:aGk=:;k="s\"q", (1 2);p`, true, 2, "a"},
+		{`"a";r=1;r=2`, true, 1, "a"},
+		{``, true, 0, ""},
+		{`"a";r=1,`, false, 0, ""},
+		{`"a";R=1`, false, 0, ""},
+		{`"unterminated`, false, 0, ""},
+		{`"a";r=1234567890123456`, false, 0, ""},
+		{`"a";r=1.2345`, false, 0, ""},
+		{`"a" "b"`, false, 0, ""},
+		{"\"a\u00e9\"", false, 0, ""},
+	} {
+		items, err := parseSFList([]string{tc.in})
+		if (err == nil) != tc.ok || len(items) != tc.n {
+			t.Errorf("%q: %d items, %v", tc.in, len(items), err)
+			continue
+		}
+		if tc.n > 0 {
+			if name, _ := items[0].name(); name != tc.name {
+				t.Errorf("%q: name %q", tc.in, name)
+			}
+		}
+	}
+	items, _ := parseSFList([]string{`"a";r=1;r=2`})
+	if v, _ := items[0].param("r"); v != int64(2) {
+		t.Errorf("duplicate parameter: %v, want the last", v)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	tr := NewTransportWithOptions(nil, nil, Options{RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: time.Second})
+	for attempt, hi := range []time.Duration{100, 200, 400, 800, 1000, 1000} {
+		hi *= time.Millisecond
+		for range 50 {
+			if d := tr.backoff(attempt); d < hi/2 || d > hi {
+				t.Fatalf("attempt %d: %v outside [%v, %v]", attempt, d, hi/2, hi)
+			}
+		}
+	}
+}

@@ -1,0 +1,282 @@
+package middleware_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/limiter"
+	"github.com/redquota/redquota/middleware"
+)
+
+var weight1 = limiter.Cost{"weight": 1}
+
+func TestUnmatchedPassesThrough(t *testing.T) {
+	_, lim := miniLimiter(t)
+	srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
+	c := &http.Client{Transport: middleware.NewTransport(nil, lim, middleware.Rule{Host: "api.binance.com", Quota: exQuota, Cost: weight1})}
+	resp, err := c.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if s := lim.Stats(); s.Allowed+s.Denied != 0 || srv.hits.Load() != 1 {
+		t.Fatalf("limiter asked %+v, server hits %d", s, srv.hits.Load())
+	}
+	// With a default rule, the same request is charged.
+	c.Transport = middleware.NewTransportWithOptions(nil, lim, middleware.Options{Default: &middleware.Rule{Quota: exQuota, Cost: weight1}},
+		middleware.Rule{Host: "api.binance.com", Quota: exQuota, Cost: weight1})
+	resp, err = c.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if lim.Stats().Allowed != 1 {
+		t.Fatalf("default rule did not charge: %+v", lim.Stats())
+	}
+}
+
+func TestFailFast(t *testing.T) {
+	_, lim := miniLimiter(t)
+	srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
+	c := &http.Client{Transport: middleware.NewTransportWithOptions(nil, lim, middleware.Options{FailFast: true},
+		middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 100}})}
+	resp, err := c.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	_, err = c.Get(srv.URL)
+	var le *middleware.LimitedError
+	if !errors.Is(err, middleware.ErrRateLimited) || !errors.As(err, &le) {
+		t.Fatalf("second request: %v", err)
+	}
+	// The frozen clock is 30 s into the minute: the window ends in 30 s.
+	if le.RetryAfter != 30*time.Second || le.DeniedBy != "weight" || le.Quota != "ex" {
+		t.Fatalf("%+v", le)
+	}
+	if srv.hits.Load() != 1 {
+		t.Fatalf("%d requests reached the server", srv.hits.Load())
+	}
+}
+
+// http.Client.Timeout puts a deadline on the request's context: a turn that
+// would come after it fails at once, typed, and nothing is sent. (Had it
+// waited for the timeout instead, the error would be the client's timeout,
+// not ErrWouldExceedDeadline.)
+func TestClientTimeout(t *testing.T) {
+	_, lim := miniLimiter(t)
+	srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
+	c := &http.Client{Timeout: 5 * time.Second, Transport: middleware.NewTransport(nil, lim, middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 60}})}
+	resp, err := c.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	_, err = c.Get(srv.URL) // the next 60 fit in 30 s, after the 5 s timeout
+	var le *middleware.LimitedError
+	if !errors.Is(err, limiter.ErrWouldExceedDeadline) || !errors.As(err, &le) || le.RetryAfter != 30*time.Second {
+		t.Fatalf("%v", err)
+	}
+	if srv.hits.Load() != 1 {
+		t.Fatalf("%d requests reached the server", srv.hits.Load())
+	}
+}
+
+func TestCancelledAndRedisDown(t *testing.T) {
+	m, lim := miniLimiter(t)
+	srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
+	c := &http.Client{Transport: middleware.NewTransport(nil, lim, middleware.Rule{Quota: exQuota, Cost: weight1})}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+	if _, err := c.Do(req); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v", err)
+	}
+	m.Close()
+	if _, err := c.Get(srv.URL); !errors.Is(err, limiter.ErrUnavailable) {
+		t.Fatalf("redis down, fail closed: %v", err)
+	}
+	if srv.hits.Load() != 0 {
+		t.Fatalf("%d requests reached the server", srv.hits.Load())
+	}
+}
+
+// A POST (an order) answered 429 is never sent again on its own, whatever
+// MaxRetries says; the caller gets the 429 with its body.
+func TestNoResendOfNonIdempotent(t *testing.T) {
+	_, lim := miniLimiter(t)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "0")
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = io.WriteString(w, "slow down")
+	})
+	c := &http.Client{Transport: middleware.NewTransportWithOptions(nil, lim, middleware.Options{MaxRetries: 3},
+		middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"orders": 1}})}
+	resp, err := c.Post(srv.URL+"/api/v3/order", "text/plain", strings.NewReader("buy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 429 || string(b) != "slow down" || srv.hits.Load() != 1 {
+		t.Fatalf("status %d body %q hits %d", resp.StatusCode, b, srv.hits.Load())
+	}
+}
+
+// An idempotent request answered 429 with Retry-After: 1 is sent again after
+// the hold (on real Redis, whose clock runs), and the caller gets the answer
+// to the retry.
+func TestRetryAfterHold(t *testing.T) {
+	lim := limiter.New(redistest.NewReal(t), limiter.Options{Prefix: redistest.NewPrefix(t)})
+	var mu sync.Mutex
+	var at []time.Time
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		at = append(at, time.Now())
+		if len(at) == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			_, _ = io.WriteString(w, "slow down")
+		}
+	})
+	tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{MaxRetries: 2, RetryBackoff: time.Millisecond},
+		middleware.Rule{Quota: exQuota, Cost: weight1})
+	resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || len(at) != 2 || tr.Stats().Retries != 1 {
+		t.Fatalf("status %d after %d requests, %+v", resp.StatusCode, len(at), tr.Stats())
+	}
+	// The hold was written after the 429 left the server, on this machine's
+	// clock, so the retry cannot arrive less than 1 s after the first.
+	if d := at[1].Sub(at[0]); d < time.Second {
+		t.Fatalf("retried %v after the 429, inside its 1 s hold", d)
+	}
+}
+
+// recorder is a fake next RoundTripper: it answers from a script, records the
+// bodies it was sent, and tracks the bodies of its answers.
+type recorder struct {
+	mu       sync.Mutex
+	statuses []int
+	sent     []string
+	answers  []*trackedBody
+}
+
+type trackedBody struct {
+	r      io.Reader
+	read   atomic.Bool // read to EOF
+	closed atomic.Bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.read.Store(true)
+	}
+	return n, err
+}
+func (b *trackedBody) Close() error { b.closed.Store(true); return nil }
+
+func (rc *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	var sent []byte
+	if req.Body != nil {
+		sent, _ = io.ReadAll(req.Body)
+		req.Body.Close()
+	}
+	rc.sent = append(rc.sent, string(sent))
+	st := rc.statuses[min(len(rc.sent)-1, len(rc.statuses)-1)]
+	body := &trackedBody{r: strings.NewReader(strings.Repeat("x", 1000))}
+	rc.answers = append(rc.answers, body)
+	return &http.Response{StatusCode: st, Header: http.Header{}, Body: body, Request: req}, nil
+}
+
+// A retried request carries its body again (GetBody), the caller's request is
+// left as it was, and the answer thrown away is read out and closed.
+func TestRetryRewindsAndDiscards(t *testing.T) {
+	_, lim := miniLimiter(t)
+	rc := &recorder{statuses: []int{http.StatusServiceUnavailable, http.StatusOK}}
+	tr := middleware.NewTransportWithOptions(rc, lim, middleware.Options{MaxRetries: 1, RetryBackoff: time.Millisecond},
+		middleware.Rule{Quota: exQuota, Cost: weight1})
+	req, _ := http.NewRequest(http.MethodPost, "http://ex.test/api/v3/order", bytes.NewReader([]byte("order-1")))
+	req.Header.Set("Idempotency-Key", "k1")
+	body, hdr, url := req.Body, req.Header.Clone(), req.URL.String()
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || len(rc.sent) != 2 || rc.sent[0] != "order-1" || rc.sent[1] != "order-1" {
+		t.Fatalf("status %d, bodies sent %q", resp.StatusCode, rc.sent)
+	}
+	if a := rc.answers[0]; !a.read.Load() || !a.closed.Load() {
+		t.Fatalf("discarded answer: read %v closed %v", a.read.Load(), a.closed.Load())
+	}
+	if rc.answers[1].closed.Load() {
+		t.Fatal("the answer handed to the caller was closed")
+	}
+	if req.Body != body || req.URL.String() != url || len(req.Header) != len(hdr) || req.Header.Get("Idempotency-Key") != "k1" {
+		t.Fatal("the caller's request was modified")
+	}
+	if left := weightLeft(t, lim).Remaining(); left != 100-2-1 {
+		t.Fatalf("%d weight left: each send is charged", left)
+	}
+}
+
+// Each hop of a redirect is a request to the server, and is charged.
+func TestRedirectChargesEachHop(t *testing.T) {
+	_, lim := miniLimiter(t)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/old" {
+			http.Redirect(w, r, "/new", http.StatusFound)
+		}
+	})
+	c := &http.Client{Transport: middleware.NewTransport(nil, lim, middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 3}})}
+	resp, err := c.Get(srv.URL + "/old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if left := weightLeft(t, lim).Remaining(); resp.Request.URL.Path != "/new" || left != 100-6-1 {
+		t.Fatalf("ended at %s with %d weight left", resp.Request.URL.Path, left)
+	}
+}
+
+// Over HTTP/2 (TLS): requests are charged and usage headers (lower-case on
+// the wire) are learnt.
+func TestHTTP2(t *testing.T) {
+	_, lim := miniLimiter(t)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-MBX-USED-WEIGHT-1M", "50")
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	c := &http.Client{Transport: middleware.NewTransport(srv.Client().Transport, lim, middleware.Rule{Quota: exQuota, Cost: weight1,
+		Usage: []middleware.UsageParser{middleware.BinanceUsage{Weight: map[string]string{"1M": "weight"}}}})}
+	resp, err := c.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("protocol %s", resp.Proto)
+	}
+	if left := weightLeft(t, lim).Remaining(); left != 100-50-1 {
+		t.Fatalf("%d weight left, want 49", left)
+	}
+}
