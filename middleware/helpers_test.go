@@ -66,4 +66,4 @@ type closeTracker struct {
 }
 
 func (c *closeTracker) Read([]byte) (int, error) { return 0, errEOF }
-func (c *closeTracker) Close() error              { c.closed.Store(true); return nil }
+func (c *closeTracker) Close() error             { c.closed.Store(true); return nil }
