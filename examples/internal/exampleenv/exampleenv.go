@@ -1,0 +1,121 @@
+// Package exampleenv gives redquota's examples their Redis: an embedded
+// miniredis started in the example's own process, unless REDIS_URL is set, in
+// which case every client is built by package config from REDIS_URL and the
+// other REDIS_* variables (a cluster when REDIS_URL lists several URLs).
+//
+// The examples never start or look for a redis-server: with REDIS_URL unset
+// they need nothing but Go.
+package exampleenv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redquota/redquota/config"
+)
+
+// URLEnv is the variable that, when set and not empty, points the examples at
+// a real Redis or cluster instead of the embedded miniredis.
+const URLEnv = "REDIS_URL"
+
+// Env is where an example's Redis lives. Its clients are independent, each with
+// its own connection pool, as separate processes would have.
+type Env struct {
+	cfg  config.Config
+	mini *miniredis.Miniredis
+}
+
+// Start returns the example's Redis. With REDIS_URL unset or empty it starts an
+// embedded miniredis on a free loopback port, whose key TTLs follow the wall
+// clock (miniredis only expires keys on FastForward otherwise, and a cache
+// whose values never expire would fetch nothing). With REDIS_URL set it reads
+// the configuration with config.FromEnv and checks that Redis answers a PING
+// within ctx's deadline, or 3 s.
+func Start(ctx context.Context) (*Env, error) {
+	if os.Getenv(URLEnv) == "" {
+		m := miniredis.NewMiniRedis()
+		if err := m.Start(); err != nil {
+			return nil, fmt.Errorf("exampleenv: start embedded miniredis: %w", err)
+		}
+		m.ClockTTL(true)
+		url := "redis://" + m.Addr()
+		cfg, err := config.Parse(func(k string) (string, bool) {
+			if k == URLEnv {
+				return url, true
+			}
+			return "", false
+		})
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("exampleenv: %w", err)
+		}
+		return &Env{cfg: cfg, mini: m}, nil
+	}
+	cfg, err := config.FromEnv()
+	if err != nil {
+		return nil, fmt.Errorf("exampleenv: %w", err)
+	}
+	e := &Env{cfg: cfg}
+	rdb := e.NewClient()
+	defer rdb.Close()
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		return nil, fmt.Errorf("exampleenv: %s is set but Redis (%s) does not answer: %w", URLEnv, e, err)
+	}
+	return e, nil
+}
+
+// Embedded reports whether the Redis is the embedded miniredis.
+func (e *Env) Embedded() bool { return e.mini != nil }
+
+// String describes the Redis in use, with any password redacted.
+func (e *Env) String() string {
+	if e.mini != nil {
+		return "embedded miniredis at " + e.mini.Addr() + " (set " + URLEnv + " to use a real Redis or cluster)"
+	}
+	kind := "Redis"
+	if e.cfg.Cluster {
+		kind = "Redis Cluster"
+	}
+	scheme := "redis://"
+	if e.cfg.TLS {
+		scheme = "rediss://"
+	}
+	return fmt.Sprintf("%s at %s%s (from %s)", kind, scheme, strings.Join(e.cfg.Addrs, ","), URLEnv)
+}
+
+// NewClient returns a new client with go-redis retries on (config's default
+// MaxRetries), for caches: a read retried after a timeout is harmless.
+func (e *Env) NewClient() redis.UniversalClient { return e.cfg.NewClient() }
+
+// NewLimiterClient returns a new client with go-redis retries off
+// (MaxRetries -1), the client the limiter's documentation recommends: a
+// decision is never sent twice, so the limiter needs no per-call dedupe key
+// (limiter.Options.DedupeWindow) and its failure policy sees a dead Redis
+// within one socket timeout.
+func (e *Env) NewLimiterClient() redis.UniversalClient {
+	c := e.cfg
+	c.MaxRetries = -1
+	return c.NewClient()
+}
+
+// Close stops the embedded miniredis, if any. Close the clients first.
+func (e *Env) Close() {
+	if e.mini != nil {
+		e.mini.Close()
+	}
+}
+
+// Prefix returns a key prefix for one run of an example, unique to it, so that
+// a run on a shared Redis never reads what an earlier run left (every key
+// redquota writes has a TTL, so nothing stays behind for long).
+func Prefix(example string) string {
+	return fmt.Sprintf("rqex:%s:%x", example, time.Now().UnixNano())
+}
