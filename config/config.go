@@ -250,6 +250,9 @@ func (c Config) Options() *redis.Options {
 		MinRetryBackoff: 8 * time.Millisecond,
 		MaxRetryBackoff: 128 * time.Millisecond,
 		DialerRetries:   1,
+		// Context deadlines bound reads and writes: without this go-redis
+		// ignores them, and a limiter's Wait or Timeout could not cut a slow call short.
+		ContextTimeoutEnabled: true,
 	}
 	if len(c.Addrs) > 0 {
 		o.Addr = c.Addrs[0]
@@ -264,19 +267,20 @@ func (c Config) Options() *redis.Options {
 func (c Config) ClusterOptions() *redis.ClusterOptions {
 	o := c.Options()
 	return &redis.ClusterOptions{
-		Addrs:           c.Addrs,
-		Username:        o.Username,
-		Password:        o.Password,
-		DialTimeout:     o.DialTimeout,
-		ReadTimeout:     o.ReadTimeout,
-		WriteTimeout:    o.WriteTimeout,
-		PoolSize:        o.PoolSize,
-		PoolTimeout:     o.PoolTimeout,
-		MaxRetries:      o.MaxRetries,
-		MinRetryBackoff: o.MinRetryBackoff,
-		MaxRetryBackoff: o.MaxRetryBackoff,
-		DialerRetries:   o.DialerRetries,
-		MaxRedirects:    3,
-		TLSConfig:       o.TLSConfig,
+		Addrs:                 c.Addrs,
+		Username:              o.Username,
+		Password:              o.Password,
+		DialTimeout:           o.DialTimeout,
+		ReadTimeout:           o.ReadTimeout,
+		WriteTimeout:          o.WriteTimeout,
+		PoolSize:              o.PoolSize,
+		PoolTimeout:           o.PoolTimeout,
+		MaxRetries:            o.MaxRetries,
+		MinRetryBackoff:       o.MinRetryBackoff,
+		MaxRetryBackoff:       o.MaxRetryBackoff,
+		DialerRetries:         o.DialerRetries,
+		MaxRedirects:          3,
+		TLSConfig:             o.TLSConfig,
+		ContextTimeoutEnabled: true,
 	}
 }

@@ -31,6 +31,22 @@ func (l *Limiter) Hold(ctx context.Context, name string, d time.Duration) (time.
 	return us(v), nil
 }
 
+// Held reports how long the hold on name (a quota's name or a single key)
+// still lasts; 0 when there is none. It reads and writes nothing else.
+func (l *Limiter) Held(ctx context.Context, name string) (time.Duration, error) {
+	if err := checkKey(name); err != nil {
+		return 0, err
+	}
+	d, err := l.client.PTTL(ctx, l.head(name)+":hold").Result()
+	if err != nil {
+		return 0, fmt.Errorf("limiter: hold ttl: %w", err)
+	}
+	if d < 0 { // -2: no hold; -1 cannot happen (holds always have a TTL)
+		return 0, nil
+	}
+	return d, nil
+}
+
 // Sync raises the count of limit limitName of q to used, what the server
 // reports it has counted (a usage header such as X-MBX-USED-WEIGHT-1m). It
 // never lowers our count, so it can only slow us down. It reports whether the

@@ -33,6 +33,7 @@ import (
 type Client interface {
 	redis.Scripter
 	Del(ctx context.Context, keys ...string) *redis.IntCmd
+	PTTL(ctx context.Context, key string) *redis.DurationCmd
 }
 
 // FailurePolicy is what a decision answers when Redis cannot be reached.
@@ -96,6 +97,12 @@ type Options struct {
 
 // Limiter makes decisions against limits kept in Redis. It is safe for
 // concurrent use; create one per client and share it.
+//
+// Build its client with ContextTimeoutEnabled: true (config.FromEnv does):
+// without it go-redis ignores context deadlines while it reads a reply, so a
+// slow Redis would hold a call past its deadline and past Options.Timeout.
+// MaxRetries: -1 is recommended too: nothing is then retried, so no dedupe
+// key is written, and a dead Redis is found at the first failed attempt.
 type Limiter struct {
 	client   Client
 	opts     Options

@@ -163,10 +163,22 @@ func TestHoldStopsEveryInstance(t *testing.T) {
 		if err != nil || r.Allowed || r.DeniedBy != HoldName || r.RetryAfter <= time.Second || r.RetryAfter > 2*time.Second {
 			t.Fatalf("during hold: %+v %v", r, err)
 		}
+		if h, err := c.Held(ctx, "ex"); err != nil || h <= time.Second || h > 2*time.Second {
+			t.Fatalf("Held: %v %v", h, err)
+		}
+		if h, err := c.Held(ctx, "no-hold-here"); err != nil || h != 0 {
+			t.Fatalf("Held without a hold: %v %v", h, err)
+		}
 		// Reserve books its turn after the hold.
 		rv, err := c.ReserveQuota(ctx, q, Cost{"w": 1})
 		if err != nil || !rv.OK() || rv.Delay() <= time.Second {
 			t.Fatalf("reserve during hold: ok=%v delay=%v err=%v", rv != nil && rv.OK(), rv.Delay(), err)
+		}
+		// Its time on Redis's clock is at or after the hold's end.
+		if b.Kind != redistest.Mini {
+			if d := time.Until(rv.At()); d < time.Second || d > 2200*time.Millisecond {
+				t.Fatalf("reservation At is %v from now, want the hold's end (~2s)", d)
+			}
 		}
 	})
 }

@@ -39,6 +39,16 @@ func (r *Reservation) DelayFrom(t time.Time) time.Duration {
 	return d
 }
 
+// At is the time of the booking on Redis's clock (the clock every process
+// shares): when the units are taken. For a fixed window it tells which window
+// they count in. Zero when the reservation is not OK or was decided without Redis.
+func (r *Reservation) At() time.Time {
+	if !r.rep.granted || r.rep.degraded || r.rep.grantUS == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(r.rep.grantUS)
+}
+
 // Result is the decision on a single-key reservation.
 func (r *Reservation) Result() Result { return r.rep.single(r.plan.limits[0]) }
 
@@ -120,7 +130,8 @@ func (l *Limiter) reserve(ctx context.Context, p *plan) (*Reservation, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		maxWait = time.Until(dl).Microseconds()
 		if maxWait <= 0 {
-			return nil, ctx.Err()
+			// The deadline has passed even if ctx has not noticed yet.
+			return nil, context.DeadlineExceeded
 		}
 	}
 	start := time.Now()

@@ -145,6 +145,8 @@ func ClientOptions(addr string) *redis.Options {
 		MinRetryBackoff: time.Millisecond,
 		MaxRetryBackoff: 10 * time.Millisecond,
 		DialerRetries:   1,
+		// Without it go-redis ignores context deadlines on reads and writes.
+		ContextTimeoutEnabled: true,
 	}
 }
 
@@ -222,16 +224,17 @@ func ClusterOptions(nodes []*Server) *redis.ClusterOptions {
 	}
 	o := ClientOptions("")
 	return &redis.ClusterOptions{
-		Addrs:           addrs,
-		DialTimeout:     o.DialTimeout,
-		ReadTimeout:     o.ReadTimeout,
-		WriteTimeout:    o.WriteTimeout,
-		PoolSize:        o.PoolSize,
-		MaxRetries:      o.MaxRetries,
-		MinRetryBackoff: o.MinRetryBackoff,
-		MaxRetryBackoff: o.MaxRetryBackoff,
-		DialerRetries:   o.DialerRetries,
-		MaxRedirects:    3,
+		Addrs:                 addrs,
+		DialTimeout:           o.DialTimeout,
+		ReadTimeout:           o.ReadTimeout,
+		WriteTimeout:          o.WriteTimeout,
+		PoolSize:              o.PoolSize,
+		MaxRetries:            o.MaxRetries,
+		MinRetryBackoff:       o.MinRetryBackoff,
+		MaxRetryBackoff:       o.MaxRetryBackoff,
+		DialerRetries:         o.DialerRetries,
+		MaxRedirects:          3,
+		ContextTimeoutEnabled: true,
 	}
 }
 

@@ -1,0 +1,323 @@
+package limiter
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/scripts"
+)
+
+// privateServer starts a redis-server of the test's own (faults must not
+// disturb the package's shared server).
+func privateServer(t *testing.T, args ...string) *redistest.Server {
+	t.Helper()
+	srv, err := redistest.StartServer(args...)
+	if err != nil {
+		if !redistest.Available() && !redistest.Required() {
+			t.Skip("redis-server not installed (Debian package redis-server)")
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// CheckServer warns when eviction can remove limiter keys, and the warning is
+// warranted: under allkeys-lru a full Redis evicts a limiter key, which then
+// forgets its grants and allows again.
+func TestEvictionWarningAndEffect(t *testing.T) {
+	srv := privateServer(t, "--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru")
+	c := srv.Client()
+	defer c.Close()
+	ctx := context.Background()
+	warnings, err := CheckServer(ctx, c)
+	if err != nil || len(warnings) != 1 || !strings.Contains(warnings[0], "allkeys-lru") {
+		t.Fatalf("CheckServer: %v %v", warnings, err)
+	}
+	lim := New(c, Options{Prefix: "ev"})
+	limit := PerHour(3)
+	for i := 0; i < 3; i++ {
+		_, _ = lim.Allow(ctx, "k", limit)
+	}
+	if r, _ := lim.Allow(ctx, "k", limit); r.Allowed {
+		t.Fatal("limit not reached before eviction")
+	}
+	// Fill memory with other keys until the limiter key is evicted.
+	junk := strings.Repeat("x", 64<<10)
+	for i := 0; i < 400; i++ {
+		_ = c.Set(ctx, "junk"+string(rune('a'+i%26))+strings.Repeat("!", i/26), junk, 0).Err()
+	}
+	if n, _ := c.Exists(ctx, "ev:{k}:gcra").Result(); n != 0 {
+		t.Skip("the limiter key survived eviction this time; the warning stands regardless")
+	}
+	if r, _ := lim.Allow(ctx, "k", limit); !r.Allowed {
+		t.Fatal("expected the evicted limit to allow again (the overshoot CheckServer warns about)")
+	}
+
+	// noeviction: no warning; when memory is full writes fail with OOM and the
+	// failure policy answers (here fail open, marked Degraded).
+	if err := c.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := CheckServer(ctx, c); len(w) != 0 {
+		t.Fatalf("noeviction warned: %v", w)
+	}
+	// maxmemory of 1 byte: memory is over the limit, so every write is refused with OOM.
+	if err := c.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	defer c.ConfigSet(ctx, "maxmemory", "0")
+	open := New(c, Options{Prefix: "ev", Failure: FailOpen})
+	r, err := open.Allow(ctx, "k2", limit)
+	if err != nil || !r.Degraded {
+		t.Fatalf("fail open under OOM: %+v %v", r, err)
+	}
+	closed := New(c, Options{Prefix: "ev"})
+	if _, err := closed.Allow(ctx, "k3", limit); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "OOM") {
+		t.Fatalf("fail closed under OOM: %v", err)
+	}
+}
+
+// SCRIPT FLUSH while decisions run is invisible to callers: NOSCRIPT falls back to EVAL.
+func TestScriptFlushMidRun(t *testing.T) {
+	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
+		lim := newLim(b, Options{})
+		ctx := context.Background()
+		stop := make(chan struct{})
+		var flushes atomic.Int64
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if cc, ok := b.Client.(*redis.ClusterClient); ok {
+					_ = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return c.ScriptFlush(ctx).Err() })
+				} else {
+					_ = b.Client.ScriptFlush(ctx).Err()
+				}
+				flushes.Add(1)
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
+		var wg sync.WaitGroup
+		var errs atomic.Int64
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 100; i++ {
+					if _, err := lim.AllowQuota(ctx, Quota{Name: "flush", Limits: []NamedLimit{{"a", PerSecond(1_000_000)}}}, Cost{"a": 1}); err != nil {
+						errs.Add(1)
+						t.Log(err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(stop)
+		if errs.Load() != 0 || flushes.Load() < 2 {
+			t.Fatalf("%d errors across %d flushes", errs.Load(), flushes.Load())
+		}
+	})
+}
+
+// A slow server: a call returns at its context's deadline. And when go-redis
+// resends a call whose connection was lost after Redis ran it (it retries on
+// io.EOF; go-redis 9.23 does not resend after a read timeout), the limit is
+// charged once with dedupe on — and three times with it off, which shows
+// what the token prevents.
+func TestSlowServerDeadlineAndRetries(t *testing.T) {
+	srv := privateServer(t)
+	ctx := context.Background()
+	sleeper := srv.Client()
+	defer sleeper.Close()
+	sleep := func(d string) <-chan struct{} {
+		done := make(chan struct{})
+		go func() { _ = sleeper.Do(ctx, "DEBUG", "SLEEP", d).Err(); close(done) }()
+		time.Sleep(20 * time.Millisecond) // let DEBUG SLEEP reach the server first
+		return done
+	}
+
+	c := srv.Client()
+	defer c.Close()
+	lim := New(c, Options{Prefix: "slow"})
+	done := sleep("0.5")
+	dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	start := time.Now()
+	_, err := lim.Allow(dctx, "k", PerSecond(10))
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want the deadline", err)
+	}
+	// 100 ms deadline; 250 ms of slack for a loaded machine, still well short of the 500 ms sleep.
+	if el := time.Since(start); el > 350*time.Millisecond {
+		t.Fatalf("returned after %v, past the deadline", el)
+	}
+	<-done
+
+	// A proxy that drops each reply and cuts the connection: Redis has run
+	// the attempt, the client sees io.EOF, and go-redis sends it again.
+	proxy := redistest.NewFaultProxy(t, srv.Addr())
+	for _, dedupe := range []bool{true, false} {
+		o := redistest.ClientOptions(proxy.Addr())
+		o.MaxRetries, o.MinRetryBackoff, o.MaxRetryBackoff = 2, time.Millisecond, time.Millisecond
+		rc := redis.NewClient(o)
+		opts := Options{Prefix: "retry", Timeout: -1}
+		if !dedupe {
+			opts.DedupeWindow = -1
+		}
+		lim := New(rc, opts)
+		key := "dedupe-" + map[bool]string{true: "on", false: "off"}[dedupe]
+		if err := scripts.Load(ctx, c); err != nil { // no NOSCRIPT round trip through the proxy
+			t.Fatal(err)
+		}
+		if err := rc.Ping(ctx).Err(); err != nil { // a pooled connection, dialled before the fault
+			t.Fatal(err)
+		}
+		// quota.lua's reply for one limit is an array of 7 integers.
+		proxy.SetDropReplies(func(b []byte) bool { return bytes.HasPrefix(b, []byte("*7\r\n")) })
+		// Three attempts (1 + 2 retries), each run by Redis, each losing its reply.
+		_, err := lim.AllowN(ctx, key, PerMinute(30), 3)
+		proxy.SetDropReplies(nil)
+		if err == nil {
+			t.Fatalf("dedupe %v: expected the call to fail", dedupe)
+		}
+		time.Sleep(20 * time.Millisecond) // the last attempt has run before its reply was dropped
+		r, err := New(c, Options{Prefix: "retry"}).AllowN(ctx, key, PerMinute(30), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		charged := 30 - 1 - r.Remaining
+		want := 3
+		if !dedupe {
+			want = 9
+		}
+		if charged != want {
+			t.Fatalf("dedupe %v: %d units charged by one AllowN(3) that go-redis sent 3 times, want %d", dedupe, charged, want)
+		}
+		rc.Close()
+	}
+}
+
+// A server killed mid-run and restarted: the policy answers from the first
+// failed call, nothing leaks, and the same clients recover.
+func TestServerKilledNoLeaks(t *testing.T) {
+	// The redis-server processes of the test harness (and their exec.Cmd
+	// goroutines) are not the limiter's.
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
+		goleak.IgnoreAnyFunction("github.com/redquota/redquota/internal/redistest.(*Server).Start.func1"),
+		goleak.IgnoreAnyFunction("os/exec.(*Cmd).Start.func2"))
+	srv := privateServer(t)
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	lim := New(c, Options{Prefix: "kill", Failure: FailOpen, CoolDown: 100 * time.Millisecond})
+	var degraded, real atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r, err := lim.Allow(ctx, "k", PerSecond(1_000_000))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if r.Degraded {
+					degraded.Add(1)
+				} else {
+					real.Add(1)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	srv.Stop()
+	time.Sleep(300 * time.Millisecond)
+	before := real.Load()
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for real.Load() == before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if degraded.Load() == 0 || real.Load() == before {
+		t.Fatalf("degraded %d, real answers after restart %d", degraded.Load(), real.Load()-before)
+	}
+	_ = c.Close()
+}
+
+// A cluster master restarted: calls on its slots fail per policy, then recover.
+func TestClusterMasterRestart(t *testing.T) {
+	if !redistest.Available() && !redistest.Required() {
+		t.Skip("redis-server not installed (Debian package redis-server)")
+	}
+	nodes, err := redistest.StartCluster(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, n := range nodes {
+			n.Close()
+		}
+	}()
+	o := redistest.ClusterOptions(nodes)
+	o.MaxRetries = -1
+	c := redis.NewClusterClient(o)
+	defer c.Close()
+	ctx := context.Background()
+	lim := New(c, Options{Prefix: "cr", Failure: FailOpen, CoolDown: 100 * time.Millisecond})
+	// Find the node serving the key's slot.
+	key := "cr:{k}:gcra"
+	slot := redistest.Slot(key)
+	victim := nodes[slot*3/16384]
+	if r, err := lim.Allow(ctx, "k", PerSecond(100)); err != nil || r.Degraded {
+		t.Fatalf("before: %+v %v", r, err)
+	}
+	victim.Stop()
+	start := time.Now()
+	r, err := lim.Allow(ctx, "k", PerSecond(100))
+	if err != nil || !r.Degraded {
+		t.Fatalf("with its master down: %+v %v", r, err)
+	}
+	// Bounded by the dial timeout (1 s in the test options) plus slack.
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("policy answer took %v", el)
+	}
+	if err := victim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := lim.Allow(ctx, "k", PerSecond(100))
+		if err == nil && !r.Degraded {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never recovered: %+v %v", r, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
