@@ -15,7 +15,7 @@ demo:
 
 ## bench: benchmarks against a redis-server they start themselves, written to BENCHMARKS.md
 bench:
-	./scripts/../.ci/bench $(BENCH_COUNT)
+	./.ci/bench $(BENCH_COUNT)
 
 ## lint: formatting and vet
 lint:
