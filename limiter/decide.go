@@ -132,14 +132,20 @@ const noDeadline = int64(1) << 50
 func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply) error {
 	var err error
 	if l.breaker.State() == gobreaker.StateClosed {
-		// Fast path: no breaker bookkeeping (it allocates) unless the call
-		// fails; one failure is all it takes to trip it.
+		// Fast path: no breaker bookkeeping (it allocates) while calls
+		// succeed; a failure is recorded, and a success after failures resets
+		// the count of failures in a row.
 		err = l.run(ctx, p, maxWaitUS, r)
 		if err != nil && unreachable(ctx, err) {
 			if done, berr := l.breaker.Allow(); berr == nil {
 				done(err)
 			}
 			return l.fallback(p, maxWaitUS, err, r)
+		}
+		if l.breaker.Counts().ConsecutiveFailures > 0 {
+			if done, berr := l.breaker.Allow(); berr == nil {
+				done(nil)
+			}
 		}
 	} else {
 		done, berr := l.breaker.Allow()

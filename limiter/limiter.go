@@ -79,9 +79,9 @@ type Options struct {
 	// the one attempt, and a context per call would cost allocations on the hot
 	// path. Negative disables it.
 	Timeout time.Duration
-	// CoolDown is how long, after Redis was found unreachable, decisions go
-	// straight to the failure policy without calling Redis; then one call probes
-	// it. Default 1s.
+	// CoolDown is how long, after three decisions in a row found Redis
+	// unreachable, decisions go straight to the failure policy without calling
+	// Redis; then one call probes it. Default 1s.
 	CoolDown time.Duration
 	// Telemetry are the OpenTelemetry providers for the limiter's spans and
 	// metrics. Default: the global providers (a no-op unless set).
@@ -153,10 +153,17 @@ func New(client Client, opts Options) *Limiter {
 		Name:        "redquota-limiter",
 		MaxRequests: 1,
 		Timeout:     opts.CoolDown,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 1 },
+		// Three failures in a row: a dead Redis fails every call at once, while
+		// one slow call on a loaded machine must not send every caller to the
+		// failure policy for a whole cool-down.
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= breakerTrip },
 	})
 	return l
 }
+
+// breakerTrip is how many decisions in a row must find Redis unreachable
+// before the breaker opens.
+const breakerTrip = 3
 
 // mayRetry reports whether client may resend a command Redis already ran.
 func mayRetry(c Client) bool {

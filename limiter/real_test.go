@@ -131,7 +131,12 @@ func TestConcurrentInstancesNeverOvershoot(t *testing.T) {
 			var wg sync.WaitGroup
 			deadline := time.Now().Add(run)
 			for inst := 0; inst < 2; inst++ {
-				c := redis.NewClient(redistest.ClientOptions(srv.Addr()))
+				// No retries, so no per-call timeout: this test is about the limit,
+				// and a loaded machine (race detector, parallel packages) can
+				// stretch a call past the 250 ms default.
+				o := redistest.ClientOptions(srv.Addr())
+				o.MaxRetries = -1
+				c := redis.NewClient(o)
 				defer c.Close()
 				lim := New(c, Options{Prefix: prefix})
 				for g := 0; g < goroutines; g++ {
@@ -233,7 +238,9 @@ func TestWaitFairAndAtRate(t *testing.T) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for inst := 0; inst < 2; inst++ {
-		c := redis.NewClient(redistest.ClientOptions(srv.Addr()))
+		o := redistest.ClientOptions(srv.Addr())
+		o.MaxRetries = -1 // as above: no per-call timeout under load
+		c := redis.NewClient(o)
 		defer c.Close()
 		warmPool(t, c, callers/2)
 		lim := New(c, Options{Prefix: prefix})
@@ -345,7 +352,16 @@ func TestFailurePolicies(t *testing.T) {
 			if first > 600*time.Millisecond {
 				t.Fatalf("first answer after stop took %v", first)
 			}
-			// Then the breaker is open: answers come without touching the network.
+			// Two more failures in a row (each bounded by Timeout) open the
+			// breaker; then answers come without touching the network.
+			for i := 0; i < breakerTrip-1; i++ {
+				start = time.Now()
+				r, err = lim.Allow(ctx, "k", limit)
+				check(r, err)
+				if el := time.Since(start); el > 600*time.Millisecond {
+					t.Fatalf("answer %d after stop took %v", i+2, el)
+				}
+			}
 			start = time.Now()
 			for i := 0; i < 20; i++ {
 				r, err = lim.Allow(ctx, "k", limit)
