@@ -1,0 +1,78 @@
+package main
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/redquota/redquota/examples/internal/exampletest"
+	"github.com/redquota/redquota/internal/redistest"
+)
+
+func TestMain(m *testing.M) { redistest.Main(m) }
+
+// The demo's promise: a fleet sharing one limit through Redis never draws a
+// 429 or 418 from the exchange, with or without the cache, and the cache
+// answers most requests.
+func TestDemo(t *testing.T) {
+	backends := []exampletest.Backend{exampletest.Mini, exampletest.Cluster}
+	args := []string{"-duration", "2s", "-workers", "4"}
+	exampletest.Each(t, backends, run, args, func(t *testing.T, out string) {
+		for _, want := range []string{"no cache", "market cache", "done"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("no progress line with %q", want)
+			}
+		}
+		for _, row := range []string{"429s", "418s", "errors"} {
+			if cells := cells(t, out, row); len(cells) == 2 && (cells[0] != "0" || cells[1] != "0") {
+				t.Errorf("%s: %v, want 0 in both phases", row, cells)
+			}
+		}
+		req := cells(t, out, "requests")
+		calls := cells(t, out, "exchange calls")
+		if len(req) == 2 && len(calls) == 2 {
+			if atoi(t, req[0]) == 0 || atoi(t, req[1]) == 0 {
+				t.Errorf("requests %v: a phase answered none", req)
+			}
+			if atoi(t, calls[1]) >= atoi(t, req[1]) {
+				t.Errorf("with the cache, %s exchange calls for %s requests: the cache saved nothing", calls[1], req[1])
+			}
+		}
+		if hit := cells(t, out, "cache hit rate"); len(hit) == 2 && (hit[0] != "-" || !strings.HasSuffix(hit[1], "%")) {
+			t.Errorf("cache hit rate %v, want - and a percentage", hit)
+		}
+	})
+}
+
+func TestDemoBadFlags(t *testing.T) {
+	for _, args := range [][]string{{"-duration", "1s"}, {"-workers", "0"}, {"-limit", "1"}, {"-nope"}} {
+		if err := run(t.Context(), args, &strings.Builder{}); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+}
+
+// cells returns the cells of the table row labelled label: one per phase.
+func cells(t *testing.T, out, label string) []string {
+	t.Helper()
+	line, ok := exampletest.Line(out, label+"  ")
+	if !ok {
+		t.Errorf("no %q row in the closing table", label)
+		return nil
+	}
+	c := strings.Fields(strings.TrimSpace(strings.TrimPrefix(line, label)))
+	if len(c) != 2 {
+		t.Errorf("row %q has cells %q, want 2", label, c)
+		return nil
+	}
+	return c
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Errorf("%q: %v", s, err)
+	}
+	return n
+}
