@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/sony/gobreaker/v2"
-
 	"github.com/redquota/redquota/internal/keys"
 	"github.com/redquota/redquota/scripts"
 )
@@ -131,18 +129,19 @@ const noDeadline = int64(1) << 50
 // When Redis cannot be reached it answers under the failure policy.
 func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply) error {
 	var err error
-	if l.breaker.State() == gobreaker.StateClosed {
-		// Fast path: no breaker bookkeeping (it allocates) while calls
-		// succeed; a failure is recorded, and a success after failures resets
-		// the count of failures in a row.
+	if l.closed.Load() {
+		// Fast path: the breaker (its mutex, its allocation) is touched only
+		// when a call fails, or succeeds after failures; a hot key's callers
+		// contend on nothing but the connection pool.
 		err = l.run(ctx, p, maxWaitUS, r)
 		if err != nil && unreachable(ctx, err) {
+			l.failing.Store(true)
 			if done, berr := l.breaker.Allow(); berr == nil {
 				done(err)
 			}
 			return l.fallback(p, maxWaitUS, err, r)
 		}
-		if l.breaker.Counts().ConsecutiveFailures > 0 {
+		if l.failing.Load() && l.failing.CompareAndSwap(true, false) {
 			if done, berr := l.breaker.Allow(); berr == nil {
 				done(nil)
 			}

@@ -35,10 +35,11 @@ type keyID struct {
 	algo      Algorithm
 }
 
-// keyCacheMax bounds the key cache; past it the cache starts over (a
+// keyCacheMax bounds the key cache (two entries per single key: its state
+// and its hold; about 10 MB when full); past it the cache starts over (a
 // process limiting millions of distinct keys pays string building again,
 // never unbounded memory).
-const keyCacheMax = 1 << 14
+const keyCacheMax = 1 << 16
 
 type keyCache struct {
 	m sync.Map // keyID → *keyEntry

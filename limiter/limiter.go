@@ -112,6 +112,8 @@ type Limiter struct {
 	tokenSeq atomic.Uint64
 	dedupeMS any // token TTL in ms as a string ("0": dedupe off), boxed once
 	breaker  *gobreaker.TwoStepCircuitBreaker[struct{}]
+	closed   atomic.Bool // mirrors breaker state == closed, read without its mutex
+	failing  atomic.Bool // the last call in the closed state failed
 	local    sync.Map // state key → *rate.Limiter
 	keys     keyCache
 	tel      instruments
@@ -133,6 +135,7 @@ func New(client Client, opts Options) *Limiter {
 		opts.DedupeWindow = 10 * time.Second
 	}
 	l := &Limiter{client: client, opts: opts}
+	l.closed.Store(true)
 	retries := mayRetry(client)
 	l.dedupe = opts.DedupeWindow > 0 && retries
 	switch {
@@ -157,6 +160,9 @@ func New(client Client, opts Options) *Limiter {
 		// one slow call on a loaded machine must not send every caller to the
 		// failure policy for a whole cool-down.
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= breakerTrip },
+		OnStateChange: func(_ string, _, to gobreaker.State) {
+			l.closed.Store(to == gobreaker.StateClosed)
+		},
 	})
 	return l
 }
