@@ -15,6 +15,16 @@ import (
 // before anything is written. The writes are not atomic: after an error some
 // may have been applied.
 func (c *Cache) SetMany(ctx context.Context, items map[string]any, ttl time.Duration) error {
+	ctx, span := c.core.start(ctx, opSetMany)
+	if span.IsRecording() {
+		span.SetAttributes(attrKeys.Int(len(items)))
+	}
+	err := c.setMany(ctx, items, ttl)
+	c.core.finish(ctx, span, opSetMany, resultOf(err), err)
+	return err
+}
+
+func (c *Cache) setMany(ctx context.Context, items map[string]any, ttl time.Duration) error {
 	if len(items) == 0 {
 		return c.err
 	}
@@ -97,13 +107,42 @@ func GetManyOf[T any](ctx context.Context, c *Cache, keys []string) (map[string]
 }
 
 // getMany reads keys and calls found with the index and bytes of each value found.
+// It counts each key as a hit, a miss or an error (a Redis error, or a value
+// found that could not be decoded).
 func (c *Cache) getMany(ctx context.Context, keys []string, found func(i int, data []byte) error) (int, error) {
+	ctx, span := c.core.start(ctx, opGetMany)
+	n, bad, err := c.readMany(ctx, keys, found)
+	if err != nil && n == 0 && bad == 0 {
+		bad = len(keys) // a Redis error or bad input: every key failed
+	}
+	c.core.count(ctx, opGetMany, resultHit, int64(n))
+	c.core.count(ctx, opGetMany, resultMiss, int64(len(keys)-n-bad))
+	c.core.count(ctx, opGetMany, resultError, int64(bad))
+	if span.IsRecording() {
+		span.SetAttributes(attrKeys.Int(len(keys)), attrFound.Int(n))
+	}
+	r := resultOK
+	switch {
+	case err != nil:
+		r = resultError
+	case n > 0:
+		r = resultHit
+	case len(keys) > 0:
+		r = resultMiss
+	}
+	end(span, r, err, "")
+	return n, err
+}
+
+// readMany is getMany without telemetry; it also returns how many values
+// found could not be decoded.
+func (c *Cache) readMany(ctx context.Context, keys []string, found func(i int, data []byte) error) (n, bad int, err error) {
 	if len(keys) == 0 {
-		return 0, c.err
+		return 0, 0, c.err
 	}
 	ks, err := c.valueKeys(keys)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	groups := c.core.bySlot(ks)
 	results := make([][]any, len(groups))
@@ -132,15 +171,15 @@ func (c *Cache) getMany(ctx context.Context, keys []string, found func(i int, da
 	})
 	if err != nil {
 		c.core.misses.Add(int64(len(keys)))
-		return 0, fmt.Errorf("cache: get many: %w", err)
+		return 0, 0, fmt.Errorf("cache: get many: %w", err)
 	}
-	n, hits := 0, int64(0)
+	hits := int64(0)
 	var first error
 	for gi, g := range groups {
 		vals := results[gi]
 		if len(vals) != len(g) {
 			c.core.misses.Add(int64(len(keys)))
-			return 0, fmt.Errorf("cache: get many: MGET replied %d values for %d keys", len(vals), len(g))
+			return 0, 0, fmt.Errorf("cache: get many: MGET replied %d values for %d keys", len(vals), len(g))
 		}
 		for j, v := range vals {
 			s, ok := v.(string)
@@ -151,6 +190,7 @@ func (c *Cache) getMany(ctx context.Context, keys []string, found func(i int, da
 				if first == nil {
 					first = err
 				}
+				bad++
 				continue
 			}
 			n++
@@ -159,5 +199,5 @@ func (c *Cache) getMany(ctx context.Context, keys []string, found func(i int, da
 	}
 	c.core.hits.Add(hits)
 	c.core.misses.Add(int64(len(keys)) - hits)
-	return n, first
+	return n, bad, first
 }

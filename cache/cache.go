@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/redquota/redquota/internal/keys"
+	"github.com/redquota/redquota/telemetry"
 )
 
 // Client is the part of a go-redis client the cache uses. *redis.Client,
@@ -83,6 +84,9 @@ type Options struct {
 	Batch int
 	// Breaker configures the circuit breaker.
 	Breaker BreakerOptions
+	// Telemetry are the OpenTelemetry providers of the cache's spans and
+	// metrics (see TELEMETRY_NAMES.md). Default: the global providers.
+	Telemetry telemetry.Providers
 }
 
 // BreakerOptions configure the circuit breaker in front of Redis.
@@ -117,6 +121,7 @@ type core struct {
 	batch    int
 	breaker  *gobreaker.CircuitBreaker[struct{}]
 	flight   singleflight.Group
+	tel      instruments
 
 	hits, misses, errs, rejected, loads atomic.Int64
 }
@@ -160,6 +165,7 @@ func New(client Client, o Options) *Cache {
 			IsExcluded:   func(err error) bool { return errors.Is(err, context.Canceled) },
 		})
 	}
+	c.initTelemetry(o.Telemetry)
 	root := &Cache{core: c}
 	if o.Group != "" {
 		return root.Group(o.Group)

@@ -18,6 +18,13 @@ import (
 // The counter is an ordinary value: Count reads it, Delete and DeletePattern
 // remove it.
 func (c *Cache) Incr(ctx context.Context, key string, n int64, window time.Duration) (int64, time.Duration, error) {
+	ctx, span := c.core.start(ctx, opIncr)
+	count, left, err := c.incr(ctx, key, n, window)
+	c.core.finish(ctx, span, opIncr, resultOf(err), err)
+	return count, left, err
+}
+
+func (c *Cache) incr(ctx context.Context, key string, n int64, window time.Duration) (int64, time.Duration, error) {
 	k, err := c.valueKey(key)
 	if err != nil {
 		return 0, 0, err
@@ -43,6 +50,13 @@ func (c *Cache) Incr(ctx context.Context, key string, n int64, window time.Durat
 // Count returns the count of the counter key, 0 when its window has ended or
 // it never counted.
 func (c *Cache) Count(ctx context.Context, key string) (int64, error) {
+	ctx, span := c.core.start(ctx, opCount)
+	n, err := c.countOf(ctx, key)
+	c.core.finish(ctx, span, opCount, resultOf(err), err)
+	return n, err
+}
+
+func (c *Cache) countOf(ctx context.Context, key string) (int64, error) {
 	k, err := c.valueKey(key)
 	if err != nil {
 		return 0, err

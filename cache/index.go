@@ -14,6 +14,16 @@ import (
 // names past their time are pruned, and the index expires with its last name.
 // ttl must be at least 1 ms.
 func (c *Cache) Remember(ctx context.Context, index string, ttl time.Duration, names ...string) error {
+	ctx, span := c.core.start(ctx, opRemember)
+	if span.IsRecording() {
+		span.SetAttributes(attrNames.Int(len(names)))
+	}
+	err := c.remember(ctx, index, ttl, names)
+	c.core.finish(ctx, span, opRemember, resultOf(err), err)
+	return err
+}
+
+func (c *Cache) remember(ctx context.Context, index string, ttl time.Duration, names []string) error {
 	k, err := c.indexKey(index)
 	if err != nil {
 		return err
@@ -43,6 +53,16 @@ func (c *Cache) Remember(ctx context.Context, index string, ttl time.Duration, n
 
 // Recall returns the names the index name still remembers, oldest time first.
 func (c *Cache) Recall(ctx context.Context, index string) ([]string, error) {
+	ctx, span := c.core.start(ctx, opRecall)
+	names, err := c.recall(ctx, index)
+	if span.IsRecording() {
+		span.SetAttributes(attrNames.Int(len(names)))
+	}
+	c.core.finish(ctx, span, opRecall, resultOf(err), err)
+	return names, err
+}
+
+func (c *Cache) recall(ctx context.Context, index string) ([]string, error) {
 	k, err := c.indexKey(index)
 	if err != nil {
 		return nil, err

@@ -38,6 +38,37 @@ func GetOrLoadTagged[T any](ctx context.Context, c *Cache, key string, ttl time.
 }
 
 func getOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, tags []string, load func(context.Context) (T, error)) (T, error) {
+	ctx, span := c.core.start(ctx, opGetOrLoad)
+	var st loadState
+	v, err := loadValue(ctx, c, key, ttl, tags, load, &st)
+	r := resultMiss
+	switch {
+	case err != nil:
+		r = resultError
+	case st.hit:
+		r = resultHit
+	}
+	if span.IsRecording() {
+		span.SetAttributes(attrHit.Bool(st.hit), attrLoaded.Bool(st.loaded), attrShared.Bool(st.shared), attrTags.Int(len(tags)))
+	}
+	c.core.count(ctx, opGetOrLoad, r, 1)
+	class := ""
+	if st.loadErr {
+		class = "load" // the load function's own error: its text is the caller's
+	}
+	end(span, r, err, class)
+	return v, err
+}
+
+// loadState is what one GetOrLoad call did, for its span.
+type loadState struct {
+	hit     bool // the first lookup found the value
+	loaded  bool // this call's load function ran
+	shared  bool // the result of a load was shared with other callers
+	loadErr bool // the error returned is the load function's
+}
+
+func loadValue[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, tags []string, load func(context.Context) (T, error), st *loadState) (T, error) {
 	var zero T
 	if load == nil {
 		return zero, ErrNilLoad
@@ -57,8 +88,10 @@ func getOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 	}
 	var v T
 	if found, _ := c.core.get(ctx, key, k, &v, true); found {
+		st.hit = true
 		return v, nil
 	}
+	var loaded bool // written by this caller's flight, if it runs; read after its result
 	ch := c.core.flight.DoChan(k, func() (any, error) {
 		lctx := context.WithoutCancel(ctx)
 		var v T
@@ -66,7 +99,10 @@ func getOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 			return v, nil
 		}
 		c.core.loads.Add(1)
+		loaded = true
+		began := time.Now()
 		v, err := load(lctx)
+		c.core.recordLoad(lctx, time.Since(began), err)
 		if err != nil {
 			return nil, err
 		}
@@ -84,8 +120,11 @@ func getOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 	})
 	select {
 	case r := <-ch:
+		st.loaded, st.shared = loaded, r.Shared
 		v, ok := r.Val.(T)
 		if r.Err != nil {
+			// The flight fails with the load function's error or an encoding one.
+			st.loadErr = !errors.Is(r.Err, ErrEncode) && !errors.Is(r.Err, ErrValueTooLarge)
 			return v, r.Err
 		}
 		if !ok {

@@ -33,6 +33,13 @@ func checkDst(dst any) error {
 // value and TTL the key had. It does not change the tags the key was set with;
 // see SetTagged.
 func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duration) error {
+	ctx, span := c.core.start(ctx, opSet)
+	err := c.setOne(ctx, key, value, ttl)
+	c.core.finish(ctx, span, opSet, resultOf(err), err)
+	return err
+}
+
+func (c *Cache) setOne(ctx context.Context, key string, value any, ttl time.Duration) error {
 	k, err := c.valueKey(key)
 	if err != nil {
 		return err
@@ -60,6 +67,23 @@ func (c *core) set(ctx context.Context, k string, data []byte, exp time.Duration
 // it was found. A miss is (false, nil). A Redis error is counted as a miss and an
 // error and returned as (false, err); callers that degrade treat it as a miss.
 func (c *Cache) Get(ctx context.Context, key string, dst any) (bool, error) {
+	ctx, span := c.core.start(ctx, opGet)
+	found, err := c.getOne(ctx, key, dst)
+	r := resultMiss
+	switch {
+	case err != nil:
+		r = resultError
+	case found:
+		r = resultHit
+	}
+	if span.IsRecording() {
+		span.SetAttributes(attrHit.Bool(found))
+	}
+	c.core.finish(ctx, span, opGet, r, err)
+	return found, err
+}
+
+func (c *Cache) getOne(ctx context.Context, key string, dst any) (bool, error) {
 	if err := checkDst(dst); err != nil {
 		return false, err
 	}
@@ -101,6 +125,16 @@ func (c *core) get(ctx context.Context, key, k string, dst any, count bool) (boo
 
 // Exists reports whether key holds a value.
 func (c *Cache) Exists(ctx context.Context, key string) (bool, error) {
+	ctx, span := c.core.start(ctx, opExists)
+	found, err := c.exists(ctx, key)
+	if span.IsRecording() {
+		span.SetAttributes(attrExists.Bool(found))
+	}
+	c.core.finish(ctx, span, opExists, resultOf(err), err)
+	return found, err
+}
+
+func (c *Cache) exists(ctx context.Context, key string) (bool, error) {
 	k, err := c.valueKey(key)
 	if err != nil {
 		return false, err
@@ -122,6 +156,16 @@ func (c *Cache) Exists(ctx context.Context, key string) (bool, error) {
 // per slot, in one pipeline. A deleted key stays listed in its tag sets until
 // they are pruned or invalidated, which is harmless.
 func (c *Cache) Delete(ctx context.Context, keys ...string) error {
+	ctx, span := c.core.start(ctx, opDelete)
+	if span.IsRecording() {
+		span.SetAttributes(attrKeys.Int(len(keys)))
+	}
+	err := c.delete(ctx, keys)
+	c.core.finish(ctx, span, opDelete, resultOf(err), err)
+	return err
+}
+
+func (c *Cache) delete(ctx context.Context, keys []string) error {
 	ks, err := c.valueKeys(keys)
 	if err != nil || len(ks) == 0 {
 		return err

@@ -21,6 +21,16 @@ const scanCount = 1000
 // time in proportion to the whole keyspace but never blocks Redis for long. Keys
 // written while it runs may or may not be deleted. Tag sets are left to expire.
 func (c *Cache) DeletePattern(ctx context.Context, pattern string) (int, error) {
+	ctx, span := c.core.start(ctx, opDeletePattern)
+	n, err := c.deletePattern(ctx, pattern)
+	if span.IsRecording() {
+		span.SetAttributes(attrDeleted.Int(n))
+	}
+	c.core.finish(ctx, span, opDeletePattern, resultOf(err), err)
+	return n, err
+}
+
+func (c *Cache) deletePattern(ctx context.Context, pattern string) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}

@@ -26,6 +26,16 @@ func (c *Cache) SetTagged(ctx context.Context, key string, value any, ttl time.D
 // Options.Batch values (1000 by default) is one atomic script call, so up to a
 // batch is one round trip.
 func (c *Cache) SetManyTagged(ctx context.Context, items map[string]any, ttl time.Duration, tags ...string) error {
+	ctx, span := c.core.start(ctx, opSetTagged)
+	if span.IsRecording() {
+		span.SetAttributes(attrKeys.Int(len(items)), attrTags.Int(len(tags)))
+	}
+	err := c.setManyTagged(ctx, items, ttl, tags)
+	c.core.finish(ctx, span, opSetTagged, resultOf(err), err)
+	return err
+}
+
+func (c *Cache) setManyTagged(ctx context.Context, items map[string]any, ttl time.Duration, tags []string) error {
 	if _, _, err := ttlArg(ttl); err != nil {
 		return err
 	}
@@ -88,6 +98,16 @@ func (c *Cache) setTagged(ctx context.Context, ks []string, vals []any, ttl time
 // blocks Redis for long. Values tagged while it runs may or may not be deleted.
 // It needs a group view.
 func (c *Cache) InvalidateTags(ctx context.Context, tags ...string) (int, error) {
+	ctx, span := c.core.start(ctx, opInvalidate)
+	n, err := c.invalidateTags(ctx, tags)
+	if span.IsRecording() {
+		span.SetAttributes(attrTags.Int(len(tags)), attrDeleted.Int(n))
+	}
+	c.core.finish(ctx, span, opInvalidate, resultOf(err), err)
+	return n, err
+}
+
+func (c *Cache) invalidateTags(ctx context.Context, tags []string) (int, error) {
 	tks := make([]string, len(tags))
 	for i, t := range tags {
 		k, err := c.tagKey(t)

@@ -1,0 +1,238 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/redquota/redquota/telemetry"
+)
+
+// Telemetry names, listed with their attributes in TELEMETRY_NAMES.md.
+//
+// No span or metric attribute carries a key, a group, a tag's name, a value or
+// an error's text: keys and groups may be user ids, and an error's text may
+// quote a key or, for a load function, a URL with its query. Errors are
+// described by a class (errorClass) instead.
+const (
+	metricRequests = "redquota.cache.requests"
+	metricBreaker  = "redquota.cache.breaker.state"
+	metricLoad     = "redquota.cache.load.duration"
+
+	attrOp        = attribute.Key("redquota.op")
+	attrResult    = attribute.Key("redquota.result")
+	attrHit       = attribute.Key("redquota.hit")
+	attrExists    = attribute.Key("redquota.exists")
+	attrKeys      = attribute.Key("redquota.keys")
+	attrFound     = attribute.Key("redquota.found")
+	attrTags      = attribute.Key("redquota.tags")
+	attrNames     = attribute.Key("redquota.names")
+	attrDeleted   = attribute.Key("redquota.deleted")
+	attrLoaded    = attribute.Key("redquota.loaded")
+	attrShared    = attribute.Key("redquota.shared")
+	attrErrorType = attribute.Key("error.type")
+)
+
+// op is a cache operation: a span name and the value of redquota.op.
+type op uint8
+
+const (
+	opGet op = iota
+	opGetMany
+	opGetOrLoad
+	opExists
+	opCount
+	opRecall
+	opSet
+	opSetMany
+	opSetTagged
+	opInvalidate
+	opDelete
+	opDeletePattern
+	opIncr
+	opRemember
+	numOps
+)
+
+var ops = [numOps]struct{ span, name string }{
+	opGet:           {"redquota.cache.Get", "get"},
+	opGetMany:       {"redquota.cache.GetMany", "get_many"},
+	opGetOrLoad:     {"redquota.cache.GetOrLoad", "get_or_load"},
+	opExists:        {"redquota.cache.Exists", "exists"},
+	opCount:         {"redquota.cache.Count", "count"},
+	opRecall:        {"redquota.cache.Recall", "recall"},
+	opSet:           {"redquota.cache.Set", "set"},
+	opSetMany:       {"redquota.cache.SetMany", "set_many"},
+	opSetTagged:     {"redquota.cache.SetTagged", "set_tagged"},
+	opInvalidate:    {"redquota.cache.InvalidateTags", "invalidate"},
+	opDelete:        {"redquota.cache.Delete", "delete"},
+	opDeletePattern: {"redquota.cache.DeletePattern", "delete_pattern"},
+	opIncr:          {"redquota.cache.Incr", "incr"},
+	opRemember:      {"redquota.cache.Remember", "remember"},
+}
+
+// result is the value of redquota.result: hit or miss for the reads of values
+// (get, get_many, get_or_load), ok for every other call that succeeded, error
+// for a call that returned an error.
+type result uint8
+
+const (
+	resultHit result = iota
+	resultMiss
+	resultOK
+	resultError
+	numResults
+)
+
+var resultNames = [numResults]string{"hit", "miss", "ok", "error"}
+
+// instruments are a core's tracer and metric instruments, with the attribute
+// options of every (op, result) built once: recording allocates nothing.
+type instruments struct {
+	tracer   trace.Tracer
+	requests metric.Int64Counter
+	load     metric.Float64Histogram
+	addOpts  [numOps][numResults][]metric.AddOption
+	loadOpts [2][]metric.RecordOption // ok, error
+}
+
+// noSpan is the non-recording span of a call without a recording parent.
+var noSpan = trace.SpanFromContext(context.Background())
+
+func (c *core) initTelemetry(p telemetry.Providers) {
+	in := &c.tel
+	in.tracer = p.Tracer()
+	m := p.Meter()
+	// Instrument constructors fail only on invalid names; ours are constant.
+	// A nil instrument (a failing provider) is skipped when recording.
+	in.requests, _ = m.Int64Counter(metricRequests,
+		metric.WithDescription("Cache calls by operation and result (hit, miss, ok, error); reads of many keys count each key."),
+		metric.WithUnit("{request}"))
+	in.load, _ = m.Float64Histogram(metricLoad,
+		metric.WithDescription("Time GetOrLoad's load function took, by result (ok, error)."),
+		metric.WithUnit("s"))
+	if c.breaker != nil {
+		br := c.breaker
+		_, _ = m.Int64ObservableGauge(metricBreaker,
+			metric.WithDescription("The cache's Redis circuit breaker: 0 closed, 1 half-open, 2 open (calls fail at once with ErrCircuitOpen)."),
+			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+				o.Observe(breakerValue(br.State()))
+				return nil
+			}))
+	}
+	for o := range ops {
+		op := attrOp.String(ops[o].name)
+		for r := range resultNames {
+			set := attribute.NewSet(op, attrResult.String(resultNames[r]))
+			in.addOpts[o][r] = []metric.AddOption{metric.WithAttributeSet(set)}
+		}
+	}
+	in.loadOpts[0] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrResult.String("ok")))}
+	in.loadOpts[1] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrResult.String("error")))}
+}
+
+func breakerValue(s gobreaker.State) int64 {
+	switch s {
+	case gobreaker.StateHalfOpen:
+		return 1
+	case gobreaker.StateOpen:
+		return 2
+	}
+	return 0
+}
+
+// start begins the span of an operation, as a child of the caller's span.
+// Without a recording span in ctx it starts none: a cache call is a step of
+// the caller's work, not a trace of its own, and an untraced caller pays no
+// tracing allocations.
+func (c *core) start(ctx context.Context, o op) (context.Context, trace.Span) {
+	if !trace.SpanFromContext(ctx).IsRecording() {
+		return ctx, noSpan
+	}
+	ctx, span := c.tel.tracer.Start(ctx, ops[o].span, trace.WithSpanKind(trace.SpanKindInternal))
+	if span.IsRecording() {
+		span.SetAttributes(attrOp.String(ops[o].name))
+	}
+	return ctx, span
+}
+
+// count adds n to the requests of (o, r).
+func (c *core) count(ctx context.Context, o op, r result, n int64) {
+	if c.tel.requests != nil && n > 0 {
+		c.tel.requests.Add(ctx, n, c.tel.addOpts[o][r]...)
+	}
+}
+
+// finish counts one call of o and ends its span, with its result and, on an
+// error, an error status described by the error's class.
+func (c *core) finish(ctx context.Context, span trace.Span, o op, r result, err error) {
+	c.count(ctx, o, r, 1)
+	end(span, r, err, "")
+}
+
+// end ends span with result r, and err described by class (errorClass(err)
+// when empty).
+func end(span trace.Span, r result, err error, class string) {
+	if !span.IsRecording() {
+		return
+	}
+	span.SetAttributes(attrResult.String(resultNames[r]))
+	if err != nil {
+		if class == "" {
+			class = errorClass(err)
+		}
+		span.SetAttributes(attrErrorType.String(class))
+		span.SetStatus(codes.Error, class)
+	}
+	span.End()
+}
+
+// resultOf is resultError for an error, resultOK otherwise.
+func resultOf(err error) result {
+	if err != nil {
+		return resultError
+	}
+	return resultOK
+}
+
+// recordLoad records the time a load function took.
+func (c *core) recordLoad(ctx context.Context, d time.Duration, err error) {
+	if c.tel.load == nil {
+		return
+	}
+	i := 0
+	if err != nil {
+		i = 1
+	}
+	c.tel.load.Record(ctx, d.Seconds(), c.tel.loadOpts[i]...)
+}
+
+// errorClass describes err for a span without its text, which can quote a key.
+// The redis command span (redisotel) beneath carries a Redis error's detail.
+func errorClass(err error) string {
+	switch {
+	case errors.Is(err, ErrCircuitOpen):
+		return "circuit_open"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "deadline_exceeded"
+	case errors.Is(err, ErrDecode):
+		return "decode"
+	case errors.Is(err, ErrEncode):
+		return "encode"
+	case errors.Is(err, ErrValueTooLarge):
+		return "value_too_large"
+	case errors.Is(err, ErrEmptyKey), errors.Is(err, ErrKeyTooLong), errors.Is(err, ErrEmptyTag),
+		errors.Is(err, ErrInvalidDst), errors.Is(err, ErrBadTTL), errors.Is(err, ErrNoGroup),
+		errors.Is(err, ErrNilLoad):
+		return "invalid_argument"
+	}
+	return "redis"
+}
