@@ -114,7 +114,7 @@ type Limiter struct {
 	breaker  *gobreaker.TwoStepCircuitBreaker[struct{}]
 	closed   atomic.Bool // mirrors breaker state == closed, read without its mutex
 	failing  atomic.Bool // the last call in the closed state failed
-	local    sync.Map // state key → *rate.Limiter
+	local    sync.Map    // state key → *rate.Limiter
 	keys     keyCache
 	tel      instruments
 	stats    counters
