@@ -1,0 +1,251 @@
+package exchanges
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redquota/redquota/limiter"
+)
+
+// Errors of Binance rate limits, from exchangeInfo or from code. Every one is
+// returned inside a *RateLimitError, and errors.Is(err, ErrInvalidRateLimits)
+// holds for all of them.
+var (
+	// ErrInvalidRateLimits: the rate limits cannot be used (any of the below).
+	ErrInvalidRateLimits = errors.New("exchanges: invalid rate limits")
+	// ErrMissingField: a rate limit (or the document's rateLimits) lacks a field.
+	ErrMissingField = errors.New("missing field")
+	// ErrUnknownInterval: an interval other than SECOND, MINUTE, HOUR or DAY.
+	ErrUnknownInterval = errors.New("unknown interval")
+	// ErrInvalidValue: a limit or intervalNum that is not a positive integer, or
+	// a field of the wrong JSON type.
+	ErrInvalidValue = errors.New("invalid value")
+	// ErrOutOfRange: a limit above limiter.MaxRate, or a period longer than
+	// limiter.MaxPeriod (intervalNum × interval).
+	ErrOutOfRange = errors.New("value out of range")
+	// ErrDuplicateRateLimit: two rate limits of the same type and interval.
+	ErrDuplicateRateLimit = errors.New("duplicate rate limit")
+)
+
+// RateLimitError says which rate limit is unusable and why.
+type RateLimitError struct {
+	// Index is the rate limit's position in rateLimits (or RateLimits); -1 for
+	// the document as a whole.
+	Index int
+	// Field is the offending field, e.g. "interval"; empty for the whole entry.
+	Field string
+	// Err is ErrMissingField, ErrUnknownInterval, ErrInvalidValue,
+	// ErrOutOfRange or ErrDuplicateRateLimit, possibly wrapped with detail.
+	Err error
+}
+
+// Error describes the problem.
+func (e *RateLimitError) Error() string {
+	var where string
+	switch {
+	case e.Index < 0:
+		where = "exchangeInfo"
+	case e.Field == "":
+		where = fmt.Sprintf("rateLimits[%d]", e.Index)
+	default:
+		where = fmt.Sprintf("rateLimits[%d].%s", e.Index, e.Field)
+	}
+	return fmt.Sprintf("exchanges: invalid rate limits: %s: %v", where, e.Err)
+}
+
+// Unwrap returns ErrInvalidRateLimits and the specific error.
+func (e *RateLimitError) Unwrap() []error { return []error{ErrInvalidRateLimits, e.Err} }
+
+// BinanceRateLimit is one entry of the rateLimits of Binance's GET
+// /api/v3/exchangeInfo, e.g.
+//
+//	{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}
+//
+// Field meanings: https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits
+// ("General Info on Limits") and .../enums ("Rate limiters", "Rate limit intervals").
+type BinanceRateLimit struct {
+	// RateLimitType is BinanceRequestWeight, BinanceRawRequests or BinanceOrders.
+	RateLimitType string `json:"rateLimitType"`
+	// Interval is SECOND, MINUTE, HOUR or DAY.
+	Interval string `json:"interval"`
+	// IntervalNum is how many Intervals a window lasts: 5 MINUTE is 5 minutes.
+	IntervalNum int `json:"intervalNum"`
+	// Limit is how many units fit in one window.
+	Limit int `json:"limit"`
+}
+
+var binanceIntervals = map[string]struct {
+	d      time.Duration
+	letter string
+}{
+	"SECOND": {time.Second, "s"},
+	"MINUTE": {time.Minute, "m"},
+	"HOUR":   {time.Hour, "h"},
+	"DAY":    {24 * time.Hour, "d"},
+}
+
+// period is the window's length; 0 for an unknown interval.
+func (r BinanceRateLimit) period() time.Duration {
+	return binanceIntervals[r.Interval].d * time.Duration(r.IntervalNum)
+}
+
+// Header is the interval as Binance's usage headers spell it (lower-cased):
+// "1m" for X-MBX-USED-WEIGHT-1M, "10s" for X-MBX-ORDER-COUNT-10S.
+func (r BinanceRateLimit) Header() string {
+	return strconv.Itoa(r.IntervalNum) + binanceIntervals[r.Interval].letter
+}
+
+// Name is the name of the rate limit's limit in the preset's quota: "weight",
+// "raw" or "orders" and the interval, e.g. "weight-1m", "orders-10s".
+func (r BinanceRateLimit) Name() string {
+	kind := strings.ToLower(r.RateLimitType)
+	switch r.RateLimitType {
+	case BinanceRequestWeight:
+		kind = "weight"
+	case BinanceRawRequests:
+		kind = "raw"
+	case BinanceOrders:
+		kind = "orders"
+	}
+	return kind + "-" + r.Header()
+}
+
+// validate reports why r cannot be used, as the error of its index i.
+func (r BinanceRateLimit) validate(i int) error {
+	bad := func(field string, err error) error { return &RateLimitError{Index: i, Field: field, Err: err} }
+	switch r.RateLimitType {
+	case BinanceRequestWeight, BinanceRawRequests, BinanceOrders:
+	case "":
+		return bad("rateLimitType", ErrMissingField)
+	default:
+		return bad("rateLimitType", fmt.Errorf("%w: %q", ErrInvalidValue, r.RateLimitType))
+	}
+	iv, ok := binanceIntervals[r.Interval]
+	switch {
+	case r.Interval == "":
+		return bad("interval", ErrMissingField)
+	case !ok:
+		return bad("interval", fmt.Errorf("%w: %q", ErrUnknownInterval, r.Interval))
+	case r.IntervalNum <= 0:
+		return bad("intervalNum", fmt.Errorf("%w: %d must be > 0", ErrInvalidValue, r.IntervalNum))
+	case int64(r.IntervalNum) > int64(limiter.MaxPeriod/iv.d):
+		return bad("intervalNum", fmt.Errorf("%w: %d %s is longer than %s", ErrOutOfRange, r.IntervalNum, r.Interval, limiter.MaxPeriod))
+	case r.Limit <= 0:
+		return bad("limit", fmt.Errorf("%w: %d must be > 0", ErrInvalidValue, r.Limit))
+	case r.Limit > limiter.MaxRate:
+		return bad("limit", fmt.Errorf("%w: %d above %d", ErrOutOfRange, r.Limit, limiter.MaxRate))
+	}
+	return nil
+}
+
+// ValidateBinanceRateLimits reports why rls cannot be used, as a
+// *RateLimitError: an empty list, a missing or unknown field, a limit or
+// interval out of range, or two limits of one type and interval.
+func ValidateBinanceRateLimits(rls []BinanceRateLimit) error {
+	if len(rls) == 0 {
+		return &RateLimitError{Index: -1, Field: "rateLimits", Err: fmt.Errorf("%w: no rate limits", ErrMissingField)}
+	}
+	seen := map[string]int{}
+	for i, r := range rls {
+		if err := r.validate(i); err != nil {
+			return err
+		}
+		if j, dup := seen[r.Name()]; dup {
+			return &RateLimitError{Index: i, Err: fmt.Errorf("%w: same type and interval as rateLimits[%d]", ErrDuplicateRateLimit, j)}
+		}
+		seen[r.Name()] = i
+	}
+	return nil
+}
+
+// rawRateLimit is an entry as found, so that missing fields and wrong types
+// can be told apart from zeros.
+type rawRateLimit struct {
+	RateLimitType *string          `json:"rateLimitType"`
+	Interval      *string          `json:"interval"`
+	IntervalNum   *json.RawMessage `json:"intervalNum"`
+	Limit         *json.RawMessage `json:"limit"`
+}
+
+// ParseBinanceExchangeInfo reads the rateLimits of a GET /api/v3/exchangeInfo
+// document (other fields are ignored) into rate limits for
+// BinanceOptions.RateLimits. Entries of a rateLimitType the preset does not
+// model are skipped (Binance may add types); every other problem is an error
+// wrapping ErrInvalidRateLimits, a *RateLimitError naming the entry and field:
+// malformed JSON, no rateLimits, a missing field, an unknown interval, a limit
+// or intervalNum that is not a positive integer, absurd values (beyond
+// limiter.MaxRate or limiter.MaxPeriod), or duplicates.
+func ParseBinanceExchangeInfo(doc []byte) ([]BinanceRateLimit, error) {
+	var info struct {
+		RateLimits *[]json.RawMessage `json:"rateLimits"`
+	}
+	if err := json.Unmarshal(doc, &info); err != nil {
+		return nil, &RateLimitError{Index: -1, Err: fmt.Errorf("%w: %w", ErrInvalidValue, err)}
+	}
+	if info.RateLimits == nil {
+		return nil, &RateLimitError{Index: -1, Field: "rateLimits", Err: ErrMissingField}
+	}
+	var out []BinanceRateLimit
+	for i, msg := range *info.RateLimits {
+		var raw rawRateLimit
+		if err := json.Unmarshal(msg, &raw); err != nil {
+			return nil, &RateLimitError{Index: i, Err: fmt.Errorf("%w: %w", ErrInvalidValue, err)}
+		}
+		bad := func(field string, err error) error { return &RateLimitError{Index: i, Field: field, Err: err} }
+		switch {
+		case raw.RateLimitType == nil:
+			return nil, bad("rateLimitType", ErrMissingField)
+		case raw.Interval == nil:
+			return nil, bad("interval", ErrMissingField)
+		case raw.IntervalNum == nil:
+			return nil, bad("intervalNum", ErrMissingField)
+		case raw.Limit == nil:
+			return nil, bad("limit", ErrMissingField)
+		}
+		switch *raw.RateLimitType {
+		case BinanceRequestWeight, BinanceRawRequests, BinanceOrders:
+		default:
+			continue // a type we do not model
+		}
+		num, err := count(*raw.IntervalNum)
+		if err != nil {
+			return nil, bad("intervalNum", err)
+		}
+		lim, err := count(*raw.Limit)
+		if err != nil {
+			return nil, bad("limit", err)
+		}
+		r := BinanceRateLimit{RateLimitType: *raw.RateLimitType, Interval: *raw.Interval, IntervalNum: num, Limit: lim}
+		if err := r.validate(i); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	if err := ValidateBinanceRateLimits(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// count reads a JSON number that must be a positive integer no larger than
+// limiter.MaxRate (anything larger is out of range for every field). A number
+// in a string ("6000") is not a number.
+func count(n json.RawMessage) (int, error) {
+	s := strings.TrimSpace(string(n))
+	v, err := strconv.ParseInt(s, 10, 64)
+	switch {
+	case err != nil && len(s) > 0 && (s[0] == '-' || s[0] >= '0' && s[0] <= '9') && errors.Is(err, strconv.ErrRange):
+		return 0, fmt.Errorf("%w: %s", ErrOutOfRange, s)
+	case err != nil:
+		return 0, fmt.Errorf("%w: %.32s is not an integer", ErrInvalidValue, s)
+	case v <= 0:
+		return 0, fmt.Errorf("%w: %d must be > 0", ErrInvalidValue, v)
+	case v > limiter.MaxRate:
+		return 0, fmt.Errorf("%w: %d above %d", ErrOutOfRange, v, limiter.MaxRate)
+	}
+	return int(v), nil
+}

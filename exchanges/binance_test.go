@@ -1,0 +1,448 @@
+package exchanges_test
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/limiter"
+)
+
+// binanceSim simulates Binance spot's REST limits as documented
+// (https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits),
+// on the periods of a preset's quota (scaled down in the tests):
+//
+//   - each limit counts in fixed windows aligned to the Unix clock;
+//   - REQUEST_WEIGHT and RAW_REQUESTS are per IP (every process here); a
+//     request that does not fit is answered 429 with Retry-After (whole seconds
+//     to the window's end), and a request before that has passed is a
+//     violation: banAfter violations earn a 418 with the ban's Retry-After;
+//   - ORDERS are per account; an order that does not fit is answered 429
+//     without Retry-After;
+//   - every answer carries X-MBX-USED-WEIGHT-<interval>, every accepted order
+//     X-MBX-ORDER-COUNT-<interval>.
+type binanceSim struct {
+	limits   []simWindow
+	banAfter int
+
+	mu         sync.Mutex
+	backoff    time.Time
+	violations int
+	banUntil   time.Time
+	hits       []simHit
+	srv        *httptest.Server
+}
+
+// simWindow is one fixed-window limit of the simulator and its current window.
+type simWindow struct {
+	exchanges.BinanceRateLimit
+	name   string
+	period int64 // µs
+	win    int64
+	used   int
+}
+
+// simHit is one request as a simulator saw it: when, its status and cost.
+type simHit struct {
+	at     time.Time
+	status int
+	cost   map[string]int
+}
+
+func newBinanceSim(t *testing.T, q limiter.Quota, rls []exchanges.BinanceRateLimit) *binanceSim {
+	s := &binanceSim{banAfter: 3}
+	for _, rl := range rls {
+		l, ok := q.Find(rl.Name())
+		if !ok {
+			t.Fatalf("quota has no limit %q", rl.Name())
+		}
+		s.limits = append(s.limits, simWindow{BinanceRateLimit: rl, name: rl.Name(), period: l.Period.Microseconds()})
+	}
+	s.srv = httptest.NewServer(s)
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+func (s *binanceSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	weight, ok := exchanges.BinanceWeight(r.Method, r.URL.Path, r.URL.Query())
+	if !ok {
+		weight = 1
+	}
+	orders := 0
+	if r.Method == http.MethodPost && r.URL.Path == "/api/v3/order" {
+		orders = 1
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cost := map[string]int{}
+	for i := range s.limits {
+		l := &s.limits[i]
+		if win := now.UnixMicro() / l.period; win != l.win {
+			l.win, l.used = win, 0
+		}
+		switch l.RateLimitType {
+		case exchanges.BinanceRequestWeight:
+			cost[l.name] = weight
+		case exchanges.BinanceRawRequests:
+			cost[l.name] = 1
+		case exchanges.BinanceOrders:
+			cost[l.name] = orders
+		}
+	}
+	h := w.Header()
+	status := http.StatusOK
+	retryAt := func(t time.Time) {
+		h.Set("Retry-After", strconv.FormatInt(int64((t.Sub(now)+time.Second-1)/time.Second), 10))
+	}
+	switch {
+	case now.Before(s.banUntil):
+		status = http.StatusTeapot
+		retryAt(s.banUntil)
+	case now.Before(s.backoff):
+		s.violations++
+		status = http.StatusTooManyRequests
+		if s.violations >= s.banAfter {
+			status, s.banUntil = http.StatusTeapot, now.Add(2*time.Minute)
+		}
+		retryAt(s.backoff)
+	default:
+		for i := range s.limits {
+			l := &s.limits[i]
+			if l.used+cost[l.name] <= l.Limit {
+				continue
+			}
+			status = http.StatusTooManyRequests
+			if l.RateLimitType != exchanges.BinanceOrders {
+				s.backoff = time.UnixMicro((l.win + 1) * l.period)
+				retryAt(s.backoff)
+			}
+			break
+		}
+		if status == http.StatusOK {
+			for i := range s.limits {
+				s.limits[i].used += cost[s.limits[i].name]
+			}
+		}
+	}
+	for _, l := range s.limits {
+		switch {
+		case l.RateLimitType == exchanges.BinanceRequestWeight:
+			h.Set("X-MBX-USED-WEIGHT-"+strings.ToUpper(l.Header()), strconv.Itoa(l.used))
+		case l.RateLimitType == exchanges.BinanceOrders && orders > 0 && status == http.StatusOK:
+			h.Set("X-MBX-ORDER-COUNT-"+strings.ToUpper(l.Header()), strconv.Itoa(l.used))
+		}
+	}
+	s.hits = append(s.hits, simHit{at: now, status: status, cost: cost})
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(`{}`))
+}
+
+func (s *binanceSim) log() []simHit {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]simHit(nil), s.hits...)
+}
+
+func countStatus(hits []simHit, status int) int {
+	n := 0
+	for _, h := range hits {
+		if h.status == status {
+			n++
+		}
+	}
+	return n
+}
+
+// Eight processes (each its own go-redis client, Limiter and client from the
+// Binance preset) on one real Redis drive a mixed workload (market data, the
+// account, orders placed and cancelled) at the simulator, whose limits are
+// Binance's shape with time scaled by 1/60: a minute lasts a second.
+//
+// The weight is the limit the workload asks more of than allowed: 48 senders
+// without pause. The exchange must never answer 429 or 418, and the fleet must
+// use at least 95% of the weight of every window wholly inside the run.
+//
+// Why the limiter's windows and the simulator's agree: both are fixed windows
+// of the same length aligned to the Unix epoch, counted on the same clock
+// (Redis runs on this machine). A request is sent after its grant, so it
+// reaches the simulator in the window it was granted in or a later one. A
+// later one is not harmless: granted at the end of window N and landing in
+// N+1, it adds to N+1, which the limiter lets others fill completely. The
+// Transport's WindowGuard prevents it: a request whose turn comes within the
+// guard of its window's end is charged again in the window it will land in,
+// before it is sent (middleware.Options.WindowGuard, as middleware's fleet
+// test). In a saturated fleet the guard costs nothing: each window fills in its
+// first moments (the waiters queued into it go at its start), and newcomers are
+// booked into the next window, so grants do not fall near a window's end. The
+// 100 ms guard is far above loopback latency, even under -race. The ORDERS 10 s
+// limit becomes 167 ms windows: orders granted in their last 100 ms are
+// charged twice, which wastes order budget but is safe; orders are not the
+// limit the workload saturates.
+//
+// The weight left unused in a window is what the limiter cannot fit: it
+// serves requests first come first served, so when the next request is
+// heavier than what is left of the window it goes in the next window, and so
+// does everyone after it. The workload's heaviest request weighs 25 of 1200,
+// so that waste is under 2%.
+func TestBinanceFleet(t *testing.T) {
+	rls := []exchanges.BinanceRateLimit{
+		{RateLimitType: exchanges.BinanceRequestWeight, Interval: "MINUTE", IntervalNum: 1, Limit: 1200},
+		{RateLimitType: exchanges.BinanceRawRequests, Interval: "MINUTE", IntervalNum: 5, Limit: 61000},
+		{RateLimitType: exchanges.BinanceOrders, Interval: "SECOND", IntervalNum: 10, Limit: 20},
+		{RateLimitType: exchanges.BinanceOrders, Interval: "DAY", IntervalNum: 1, Limit: 200000},
+	}
+	var p exchanges.Preset
+	var err error
+	p, err = exchanges.Binance(exchanges.BinanceOptions{
+		Hosts:      []string{"127.0.0.1"},
+		RateLimits: rls,
+		TimeScale:  1.0 / 60,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Options.WindowGuard = 100 * time.Millisecond
+	sim := newBinanceSim(t, p.Quotas[0], rls)
+	fleet := newFleet(t, p)
+	paths := []struct{ method, path string }{
+		{"GET", "/api/v3/ping"},
+		{"GET", "/api/v3/ticker/price?symbol=BTCUSDT"},
+		{"GET", "/api/v3/klines?symbol=BTCUSDT&interval=1m"},
+		{"GET", "/api/v3/depth?symbol=BTCUSDT&limit=100"},
+		{"GET", "/api/v3/depth?symbol=BTCUSDT&limit=500"},
+		{"GET", "/api/v3/account"},
+		{"POST", "/api/v3/order?symbol=BTCUSDT&side=BUY&type=LIMIT"},
+		{"DELETE", "/api/v3/order?symbol=BTCUSDT&orderId=1"},
+	}
+	start := startAfterBoundary(time.Second)
+	stop := start.Add(4200 * time.Millisecond)
+	drive(t, fleet, 6, stop, func(ctx context.Context, pr *proc, g int) error {
+		rng := rand.New(rand.NewPCG(uint64(pr.id), uint64(g)))
+		pe := paths[rng.IntN(len(paths))]
+		req, err := http.NewRequestWithContext(ctx, pe.method, sim.srv.URL+pe.path, nil)
+		if err != nil {
+			return err
+		}
+		_, _, err = pr.do(req)
+		return err
+	})
+
+	hits := sim.log()
+	if n, m := countStatus(hits, http.StatusTooManyRequests), countStatus(hits, http.StatusTeapot); n+m > 0 {
+		t.Fatalf("simulator answered %d 429s and %d 418s", n, m)
+	}
+	// Whole windows inside the run; the first and last are partial.
+	first, last := start.Unix()+1, stop.Unix()-1
+	weight := map[int64]int{}
+	orders := 0
+	for _, h := range hits {
+		if w := h.at.Unix(); h.status == http.StatusOK && w >= first && w <= last {
+			weight[w] += h.cost["weight-1m"]
+			orders += h.cost["orders-10s"]
+		}
+	}
+	total := 0
+	for w := first; w <= last; w++ {
+		t.Logf("window %d: weight %d of 1200", w, weight[w])
+		total += weight[w]
+	}
+	share := float64(total) / float64(int(last-first+1)*1200)
+	t.Logf("Binance: %d requests, 0 429s, weight used %.1f%% over %d windows, %d orders", len(hits), 100*share, last-first+1, orders)
+	if share < 0.95 {
+		t.Errorf("used %.1f%% of the allowed weight, want ≥ 95%%", 100*share)
+	}
+	if orders == 0 {
+		t.Error("no order was placed: the workload did not exercise the ORDERS limits")
+	}
+}
+
+// The preset's costs: weight by endpoint and parameters (the order book's by
+// its limit), one raw request each, and orders only for order placement.
+func TestBinanceCosts(t *testing.T) {
+	p, err := exchanges.Binance(exchanges.BinanceOptions{Weights: map[string]int{"GET /api/v3/klines": 7}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rule := p.Rules[0]
+	for _, tc := range []struct {
+		method, url string
+		weight      int
+		orders      int
+	}{
+		// Order book weight by limit (market-data-endpoints, "Order book").
+		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT", 5, 0},
+		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1", 5, 0},
+		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=100", 5, 0},
+		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=101", 25, 0},
+		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=500", 25, 0},
+		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=501", 50, 0},
+		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000", 50, 0},
+		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1001", 250, 0},
+		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=5000", 250, 0},
+		{"GET", "https://api.binance.com/api/v3/ticker/price?symbol=BTCUSDT", 2, 0},
+		{"GET", "https://api.binance.com/api/v3/ticker/price", 4, 0},
+		{"GET", "https://api.binance.com/api/v3/ticker/24hr", 80, 0},
+		{"GET", `https://api.binance.com/api/v3/ticker/24hr?symbols=["A","B"]`, 2, 0},
+		{"GET", "https://api.binance.com/api/v3/openOrders?symbol=BTCUSDT", 6, 0},
+		{"GET", "https://api.binance.com/api/v3/openOrders", 80, 0},
+		{"GET", "https://api.binance.com/api/v3/klines?symbol=BTCUSDT", 7, 0}, // overridden
+		{"GET", "https://api.binance.com/api/v3/somethingNew", 1, 0},          // UnknownWeight
+		{"POST", "https://api.binance.com/api/v3/order", 1, 1},
+		{"POST", "https://api.binance.com/api/v3/order/test", 1, 0},
+		{"POST", "https://api.binance.com/api/v3/orderList/oco", 1, 2},
+		{"DELETE", "https://api.binance.com/api/v3/order", 1, 0},
+	} {
+		req, _ := http.NewRequest(tc.method, tc.url, nil)
+		if !rule.Match(req) {
+			t.Errorf("%s %s: rule does not match", tc.method, tc.url)
+			continue
+		}
+		c, err := rule.CostFunc(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c["weight-1m"] != tc.weight || c["raw-5m"] != 1 || c["orders-10s"] != tc.orders || c["orders-1d"] != tc.orders {
+			t.Errorf("%s %s: cost %v, want weight %d, raw 1, orders %d", tc.method, tc.url, c, tc.weight, tc.orders)
+		}
+	}
+	other, _ := http.NewRequest("GET", "https://api.kraken.com/api/v3/ping", nil)
+	if rule.Match(other) {
+		t.Error("the Binance rule matches another host")
+	}
+}
+
+// The default quota holds Binance's documented figures, each a fixed window of
+// its interval; a time scale shortens every window.
+func TestBinanceDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		scale float64
+		unit  time.Duration
+	}{{0, time.Minute}, {1.0 / 60, time.Second}} {
+		p, err := exchanges.Binance(exchanges.BinanceOptions{TimeScale: tc.scale})
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := p.Quotas[0]
+		want := map[string]limiter.Limit{
+			"weight-1m":  {Rate: 6000, Period: tc.unit, Algorithm: limiter.FixedWindow},
+			"raw-5m":     {Rate: 61000, Period: 5 * tc.unit, Algorithm: limiter.FixedWindow},
+			"orders-10s": {Rate: 100, Period: tc.unit / 6, Algorithm: limiter.FixedWindow},
+			"orders-1d":  {Rate: 200000, Period: 1440 * tc.unit, Algorithm: limiter.FixedWindow},
+		}
+		if q.Name != "binance" || len(q.Limits) != len(want) {
+			t.Fatalf("quota %+v", q)
+		}
+		for name, w := range want {
+			got, ok := q.Find(name)
+			if !ok || got != w && !(tc.scale != 0 && got.Rate == w.Rate && (got.Period-w.Period).Abs() <= time.Microsecond) {
+				t.Errorf("scale %v: %s = %+v, want %+v", tc.scale, name, got, w)
+			}
+		}
+		if p.Options.BanHold != time.Duration(float64(2*time.Minute)*max(tc.scale, 0)) && !(tc.scale == 0 && p.Options.BanHold == 2*time.Minute) {
+			t.Errorf("ban hold %s", p.Options.BanHold)
+		}
+	}
+	if _, err := exchanges.Binance(exchanges.BinanceOptions{TimeScale: -1}); !errors.Is(err, exchanges.ErrInvalidOption) {
+		t.Errorf("negative time scale: %v", err)
+	}
+}
+
+// exchangeInfo as api.binance.com serves it (abridged: symbols cut to one).
+const exchangeInfo = `{
+  "timezone": "UTC",
+  "serverTime": 1735689600000,
+  "rateLimits": [
+    {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
+    {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+    {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
+    {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000}
+  ],
+  "exchangeFilters": [],
+  "symbols": [{"symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDT",
+    "filters": [{"filterType": "PRICE_FILTER", "minPrice": "0.01000000", "maxPrice": "1000000.00000000", "tickSize": "0.01000000"}],
+    "permissions": [], "permissionSets": [["SPOT"]]}]
+}`
+
+func TestParseBinanceExchangeInfo(t *testing.T) {
+	rls, err := exchanges.ParseBinanceExchangeInfo([]byte(exchangeInfo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rls) != 4 || rls[0].Name() != "weight-1m" || rls[1].Name() != "orders-10s" || rls[2].Name() != "orders-1d" || rls[3].Name() != "raw-5m" {
+		t.Fatalf("parsed %+v", rls)
+	}
+	p, err := exchanges.Binance(exchanges.BinanceOptions{RateLimits: rls})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := p.Quotas[0].Find("orders-10s"); l.Rate != 100 || l.Period != 10*time.Second {
+		t.Errorf("orders-10s = %+v", l)
+	}
+	// A type the preset does not model is skipped, not an error.
+	extra := strings.Replace(exchangeInfo, `"rateLimits": [`,
+		`"rateLimits": [{"rateLimitType": "CONNECTIONS", "interval": "MINUTE", "intervalNum": 5, "limit": 300},`, 1)
+	if rls, err := exchanges.ParseBinanceExchangeInfo([]byte(extra)); err != nil || len(rls) != 4 {
+		t.Errorf("unknown type: %d limits, %v", len(rls), err)
+	}
+}
+
+func TestParseBinanceExchangeInfoMalformed(t *testing.T) {
+	one := func(entry string) string { return `{"rateLimits": [` + entry + `]}` }
+	for _, tc := range []struct {
+		name, doc string
+		want      error
+		field     string
+	}{
+		{"not JSON", `{"rateLimits": [`, exchanges.ErrInvalidValue, ""},
+		{"no rateLimits", `{"timezone": "UTC"}`, exchanges.ErrMissingField, "rateLimits"},
+		{"empty rateLimits", `{"rateLimits": []}`, exchanges.ErrMissingField, "rateLimits"},
+		{"rateLimits not a list", `{"rateLimits": {}}`, exchanges.ErrInvalidValue, ""},
+		{"missing type", one(`{"interval": "MINUTE", "intervalNum": 1, "limit": 6000}`), exchanges.ErrMissingField, "rateLimitType"},
+		{"missing interval", one(`{"rateLimitType": "REQUEST_WEIGHT", "intervalNum": 1, "limit": 6000}`), exchanges.ErrMissingField, "interval"},
+		{"missing intervalNum", one(`{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "limit": 6000}`), exchanges.ErrMissingField, "intervalNum"},
+		{"missing limit", one(`{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1}`), exchanges.ErrMissingField, "limit"},
+		{"unknown interval", one(`{"rateLimitType": "REQUEST_WEIGHT", "interval": "WEEK", "intervalNum": 1, "limit": 6000}`), exchanges.ErrUnknownInterval, "interval"},
+		{"lower-case interval", one(`{"rateLimitType": "REQUEST_WEIGHT", "interval": "minute", "intervalNum": 1, "limit": 6000}`), exchanges.ErrUnknownInterval, "interval"},
+		{"zero limit", one(`{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 0}`), exchanges.ErrInvalidValue, "limit"},
+		{"negative limit", one(`{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": -5}`), exchanges.ErrInvalidValue, "limit"},
+		{"fractional limit", one(`{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 60.5}`), exchanges.ErrInvalidValue, "limit"},
+		{"limit as string", one(`{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": "6000"}`), exchanges.ErrInvalidValue, "limit"},
+		{"absurd limit", one(`{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 1e30}`), exchanges.ErrInvalidValue, "limit"},
+		{"huge limit", one(`{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 99999999999999999999}`), exchanges.ErrOutOfRange, "limit"},
+		{"limit above MaxRate", one(`{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 1000000001}`), exchanges.ErrOutOfRange, "limit"},
+		{"zero intervalNum", one(`{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 0, "limit": 6000}`), exchanges.ErrInvalidValue, "intervalNum"},
+		{"absurd period", one(`{"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 400, "limit": 6000}`), exchanges.ErrOutOfRange, "intervalNum"},
+		{"duplicate", one(`{"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 6000}, {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 7000}`), exchanges.ErrDuplicateRateLimit, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rls, err := exchanges.ParseBinanceExchangeInfo([]byte(tc.doc))
+			if err == nil {
+				t.Fatalf("accepted: %+v", rls)
+			}
+			if !errors.Is(err, exchanges.ErrInvalidRateLimits) || !errors.Is(err, tc.want) {
+				t.Fatalf("error %v, want %v", err, tc.want)
+			}
+			var rle *exchanges.RateLimitError
+			if !errors.As(err, &rle) || rle.Field != tc.field {
+				t.Fatalf("error %#v, want field %q", err, tc.field)
+			}
+			t.Log(err)
+		})
+	}
+	// The same checks apply to limits given in code.
+	_, err := exchanges.Binance(exchanges.BinanceOptions{RateLimits: []exchanges.BinanceRateLimit{
+		{RateLimitType: exchanges.BinanceRequestWeight, Interval: "FORTNIGHT", IntervalNum: 1, Limit: 10},
+	}})
+	if !errors.Is(err, exchanges.ErrUnknownInterval) {
+		t.Errorf("code limits: %v", err)
+	}
+}

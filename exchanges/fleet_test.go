@@ -1,0 +1,110 @@
+package exchanges_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/limiter"
+	"github.com/redquota/redquota/middleware"
+)
+
+// fleetSize is how many independent processes each fleet test runs.
+const fleetSize = 8
+
+// proc is one simulated process: its own go-redis client, Limiter and client.
+type proc struct {
+	id     int
+	lim    *limiter.Limiter
+	client *http.Client
+}
+
+// newFleet makes fleetSize processes on the package's shared real Redis, each
+// with its own go-redis client, Limiter and http.Client from preset, sharing
+// one key prefix (the fleet's state).
+func newFleet(t *testing.T, p exchanges.Preset) []*proc {
+	t.Helper()
+	addr := redistest.Shared(t).Addr()
+	prefix := redistest.NewPrefix(t)
+	var fleet []*proc
+	for i := range fleetSize {
+		rdb := redis.NewClient(redistest.ClientOptions(addr))
+		t.Cleanup(func() { _ = rdb.Close() })
+		lim := limiter.New(rdb, limiter.Options{Prefix: prefix, Timeout: 2 * time.Second})
+		base := &http.Transport{MaxIdleConnsPerHost: 64}
+		t.Cleanup(base.CloseIdleConnections)
+		c, err := p.Client(lim, &http.Client{Transport: base})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fleet = append(fleet, &proc{id: i, lim: lim, client: c})
+	}
+	return fleet
+}
+
+// do sends req as p and returns the status and body.
+func (p *proc) do(req *http.Request) (int, []byte, error) {
+	req.Header.Set("X-Proc", fmt.Sprint(p.id))
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// drive runs senders goroutines per process until stop, each calling send
+// with its process, its index and the run's context, and fails the test on
+// any error other than the run's end.
+func drive(t *testing.T, fleet []*proc, senders int, stop time.Time, send func(ctx context.Context, p *proc, g int) error) {
+	t.Helper()
+	ctx, cancel := context.WithDeadline(context.Background(), stop)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(fleet)*senders)
+	for _, p := range fleet {
+		for g := range senders {
+			wg.Go(func() {
+				for ctx.Err() == nil {
+					if err := send(ctx, p, g); err != nil {
+						if !expectedStop(err) {
+							errs <- err
+						}
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("unexpected error: %v", err)
+	}
+}
+
+// expectedStop reports the errors a sender may meet as the run ends: its turn
+// would come after the deadline, or the context ended while it waited or was
+// being answered.
+func expectedStop(err error) bool {
+	return errors.Is(err, middleware.ErrRateLimited) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, context.Canceled)
+}
+
+// startAfterBoundary sleeps until just after the next multiple of period on
+// this machine's clock (which is Redis's too: the server runs here).
+func startAfterBoundary(period time.Duration) time.Time {
+	now := time.Now()
+	time.Sleep(now.Truncate(period).Add(period + 5*time.Millisecond).Sub(now))
+	return time.Now()
+}

@@ -1,0 +1,134 @@
+// Package exchanges ships the rate limits of Binance, Coinbase and Kraken as
+// presets for package middleware: the quotas each exchange counts, what each
+// endpoint costs, and how to learn from the exchange's answers (usage headers,
+// 429 and 418 with Retry-After, error bodies).
+//
+// A preset is built once, from options whose zero value gives the exchange's
+// documented figures; every figure cites its source in a comment and can be
+// overridden. Preset.Client then wraps an *http.Client in one call:
+//
+//	p, _ := exchanges.Binance(exchanges.BinanceOptions{})
+//	client, _ := p.Client(lim, nil)
+//	resp, err := client.Get("https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=500")
+//
+// Every process that shares the limiter's Redis then shares the exchange's
+// limits: the fleet, not the process, stays inside them.
+//
+// Exchanges change their limits; the figures here are the documented ones at
+// the time of writing. Binance states its own in GET /api/v3/exchangeInfo:
+// ParseBinanceExchangeInfo reads them into BinanceOptions.RateLimits.
+package exchanges
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/redquota/redquota/limiter"
+	"github.com/redquota/redquota/middleware"
+)
+
+// Preset is an exchange's rate limits ready for package middleware: the quotas
+// its requests are charged to, the rules that say what each request costs,
+// and the Transport options that suit the exchange. Build one with Binance,
+// Coinbase or Kraken; it is a value and safe to share.
+type Preset struct {
+	// Exchange names the exchange: "binance", "coinbase" or "kraken".
+	Exchange string
+	// Quotas are the quotas the rules charge, for inspection (Limiter.AllowQuota,
+	// ResetQuota). Kraken's per-pair order quotas are made per pair as requests
+	// come and are not listed; see KrakenOptions.
+	Quotas []limiter.Quota
+	// Rules charge each request to a quota, first match wins. Requests no rule
+	// matches (other hosts, endpoints the exchange does not limit) pass through.
+	Rules []middleware.Rule
+	// Options are the middleware Transport's options the preset chose (window
+	// guard, ban hold…), with the caller's own options from the preset's options
+	// struct as the base.
+	Options middleware.Options
+
+	// build, when set, builds the RoundTripper instead of a plain
+	// middleware.Transport of Rules and Options (Kraken's per-pair quotas).
+	build func(lim *limiter.Limiter, next http.RoundTripper) (http.RoundTripper, error)
+}
+
+// Transport returns an http.RoundTripper that charges every request the
+// preset's rules match to lim before sending it through next
+// (http.DefaultTransport when nil), and learns from the answers. It fails with
+// an error wrapping middleware.ErrInvalidRule when an overridden figure makes
+// a rule unusable.
+func (p Preset) Transport(lim *limiter.Limiter, next http.RoundTripper) (http.RoundTripper, error) {
+	if lim == nil {
+		return nil, errors.New("exchanges: nil limiter")
+	}
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	if p.build != nil {
+		return p.build(lim, next)
+	}
+	t := middleware.NewTransportWithOptions(next, lim, p.Options, p.Rules...)
+	if err := t.Err(); err != nil {
+		return nil, fmt.Errorf("exchanges: %s: %w", p.Exchange, err)
+	}
+	return t, nil
+}
+
+// Client returns a copy of base (a zero http.Client when nil) whose transport
+// is p.Transport(lim, base.Transport). base itself is not modified.
+func (p Preset) Client(lim *limiter.Limiter, base *http.Client) (*http.Client, error) {
+	var c http.Client
+	if base != nil {
+		c = *base
+	}
+	t, err := p.Transport(lim, c.Transport)
+	if err != nil {
+		return nil, err
+	}
+	c.Transport = t
+	return &c, nil
+}
+
+// hostMatcher reports whether a request's host (without port, case-insensitive)
+// is one of hosts.
+func hostMatcher(hosts []string) func(*http.Request) bool {
+	set := make(map[string]bool, len(hosts))
+	for _, h := range hosts {
+		set[strings.ToLower(h)] = true
+	}
+	return func(r *http.Request) bool { return set[strings.ToLower(r.URL.Hostname())] }
+}
+
+// scale multiplies d by s (1 when s is 0), to the microsecond.
+func scale(d time.Duration, s float64) time.Duration {
+	if s == 0 || s == 1 {
+		return d
+	}
+	return time.Duration(math.Round(float64(d)*s/float64(time.Microsecond))) * time.Microsecond
+}
+
+// checkScale reports an unusable time scale.
+func checkScale(s float64) error {
+	if s < 0 || math.IsNaN(s) || math.IsInf(s, 0) {
+		return fmt.Errorf("%w: time scale %v must be ≥ 0", ErrInvalidOption, s)
+	}
+	return nil
+}
+
+// reserve returns l with its burst lowered by n units (never below 1): units
+// held back so that requests delayed on their way cannot reach a server bucket
+// that has refilled to full all at once. See CoinbaseOptions.BurstReserve.
+func reserve(l limiter.Limit, n int) limiter.Limit {
+	if n <= 0 {
+		return l
+	}
+	l.Burst = max(l.Max()-n, 1)
+	return l
+}
+
+// ErrInvalidOption: an option out of range (a negative time scale, an invalid
+// overriding limit, a tier the preset does not know).
+var ErrInvalidOption = errors.New("exchanges: invalid option")
