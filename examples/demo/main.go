@@ -45,6 +45,7 @@ var symbols = []string{"BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "A
 // phaseResult is what one phase measured.
 type phaseResult struct {
 	name     string
+	start    time.Time
 	elapsed  time.Duration
 	requests int64
 	errs     int64
@@ -207,7 +208,7 @@ loop:
 	}
 	show(true)
 
-	r := phaseResult{name: name, elapsed: time.Since(start)}
+	r := phaseResult{name: name, start: start, elapsed: time.Since(start)}
 	for _, w := range fleet {
 		r.requests += w.requests.Load()
 		r.errs += w.errs.Load()
@@ -261,7 +262,7 @@ func printTable(w io.Writer, ex *fakeexchange.Exchange, rs []phaseResult) {
 	row("429s", func(r phaseResult) string { return fmt.Sprint(r.exchange.TooManyRequests) })
 	row("418s", func(r phaseResult) string { return fmt.Sprint(r.exchange.Banned) })
 	row("exchange limit used", func(r phaseResult) string {
-		return fmt.Sprintf("%.0f%%", 100*float64(r.exchange.Weight)/float64(ex.Limit()*windows(r, ex)))
+		return fmt.Sprintf("%.0f%%", 100*float64(used(r, ex))/float64(ex.Limit()*windows(r, ex)))
 	})
 	row("busiest window (weight)", func(r phaseResult) string { return fmt.Sprintf("%d/%d", r.exchange.Peak(), ex.Limit()) })
 	row("latency p50", func(r phaseResult) string { return fmtLatency(percentile(r.lat, 50)) })
@@ -279,6 +280,17 @@ func printTable(w io.Writer, ex *fakeexchange.Exchange, rs []phaseResult) {
 	fmt.Fprintf(w, "Without the cache, the %d requests of the %q phase would have cost %d weight,\n", last.requests, last.name, last.weight)
 	fmt.Fprintf(w, "%.1f times the %d the exchange allows in %d windows: the limiter would have made them wait.\n",
 		float64(last.weight)/float64(allowed), allowed, windows(last, ex))
+}
+
+// used is the weight the exchange counted in the phase's own windows: not the
+// calls granted before the phase ended that landed in the next one.
+func used(r phaseResult, ex *fakeexchange.Exchange) int {
+	first := r.start.Truncate(ex.Window())
+	sum := 0
+	for i := range windows(r, ex) {
+		sum += r.exchange.Windows[first.Add(time.Duration(i)*ex.Window())]
+	}
+	return sum
 }
 
 // windows is the number of exchange windows a phase ran for.
