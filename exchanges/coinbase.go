@@ -1,0 +1,165 @@
+package exchanges
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/redquota/redquota/limiter"
+	"github.com/redquota/redquota/middleware"
+)
+
+// CoinbaseAPI selects which Coinbase REST API a preset limits.
+type CoinbaseAPI uint8
+
+const (
+	// CoinbaseExchange is the Coinbase Exchange REST API
+	// (api.exchange.coinbase.com). The default.
+	CoinbaseExchange CoinbaseAPI = iota
+	// CoinbaseAdvancedTrade is the Advanced Trade REST API
+	// (api.coinbase.com/api/v3/brokerage/).
+	CoinbaseAdvancedTrade
+)
+
+// Coinbase's documented limits. Coinbase counts with a token bucket (a burst
+// and a refill rate), which is limiter.GCRA: Rate per Period, Burst at once.
+var (
+	// CoinbaseExchangePublic: "Requests per second per IP: 10", "in bursts: Up
+	// to 15" (https://docs.cdp.coinbase.com/exchange/rest-api/rate-limits,
+	// "Public Endpoints").
+	CoinbaseExchangePublic = limiter.Limit{Rate: 10, Period: time.Second, Burst: 15}
+	// CoinbaseExchangePrivate: "Requests per second per profile: 15", "in
+	// bursts: Up to 30" (same page, "Private Endpoints").
+	CoinbaseExchangePrivate = limiter.Limit{Rate: 15, Period: time.Second, Burst: 30}
+	// CoinbaseExchangeFills: /fills, "Requests per second per profile: 10", "in
+	// bursts: Up to 20" (same page, "Private /fills Endpoint").
+	CoinbaseExchangeFills = limiter.Limit{Rate: 10, Period: time.Second, Burst: 20}
+	// CoinbaseAdvancedTradePublic: public endpoints, 10 requests per second per
+	// IP (https://docs.cloud.coinbase.com/advanced-trade/docs/rest-api-rate-limits).
+	// No burst is documented: one second's worth.
+	CoinbaseAdvancedTradePublic = limiter.Limit{Rate: 10, Period: time.Second, Burst: 10}
+	// CoinbaseAdvancedTradePrivate: private endpoints, 30 requests per second
+	// per user (same page). No burst is documented: one second's worth.
+	CoinbaseAdvancedTradePrivate = limiter.Limit{Rate: 30, Period: time.Second, Burst: 30}
+)
+
+// DefaultBurstReserve is the default BurstReserve of the token-bucket presets
+// (Coinbase, Kraken).
+const DefaultBurstReserve = 1
+
+// CoinbaseOptions configure a Coinbase preset. The zero value gives the
+// Exchange API's documented limits; each field documents its default.
+type CoinbaseOptions struct {
+	// API is the API limited. Default CoinbaseExchange.
+	API CoinbaseAPI
+	// Quota prefixes the quotas' names: <Quota>-public (per IP),
+	// <Quota>-private (per profile or user) and, for the Exchange API,
+	// <Quota>-fills. Use one per IP and profile. Default "coinbase".
+	Quota string
+	// Hosts are the hosts whose requests are charged. Default
+	// api.exchange.coinbase.com (Exchange) or api.coinbase.com (Advanced Trade).
+	Hosts []string
+	// Public, Private and Fills override the limits; zero values keep the
+	// documented ones (CoinbaseExchangePublic…). Fills applies to the Exchange
+	// API's /fills only.
+	Public, Private, Fills limiter.Limit
+	// BurstReserve is how many units of each burst the limiter keeps back. A
+	// fleet that drains a full bucket at once sends a burst whose requests
+	// travel at different speeds; when the server's bucket was full, the time
+	// the slower ones spend on the way refills nothing (a full bucket cannot
+	// grow), so a request granted just after the burst can reach the server
+	// before a token is back. Holding back n units absorbs n emission
+	// intervals of such jitter (100 ms each at 10 per second). Default
+	// DefaultBurstReserve; negative for none.
+	BurstReserve int
+	// IsPrivate, when set, tells private (authenticated) requests from public
+	// ones. Default: a request carrying CB-ACCESS-KEY (Exchange) or
+	// Authorization (Advanced Trade's JWT) is private.
+	IsPrivate func(*http.Request) bool
+	// Middleware is the Transport's options, used as they are.
+	Middleware middleware.Options
+}
+
+// Coinbase returns the preset for Coinbase's REST API: a per-IP quota for
+// public endpoints and a per-profile (Exchange) or per-user (Advanced Trade)
+// quota for private ones, each one token bucket, every request costing one.
+// Coinbase answers 429 when a limit is exceeded, without a documented
+// Retry-After: the Transport then holds the quota for its FallbackHold.
+func Coinbase(opts CoinbaseOptions) (Preset, error) {
+	name := opts.Quota
+	if name == "" {
+		name = "coinbase"
+	}
+	pub, priv, fills := CoinbaseExchangePublic, CoinbaseExchangePrivate, CoinbaseExchangeFills
+	hosts := []string{"api.exchange.coinbase.com"}
+	switch opts.API {
+	case CoinbaseExchange:
+	case CoinbaseAdvancedTrade:
+		pub, priv = CoinbaseAdvancedTradePublic, CoinbaseAdvancedTradePrivate
+		hosts = []string{"api.coinbase.com"}
+	default:
+		return Preset{}, fmt.Errorf("%w: Coinbase API %d", ErrInvalidOption, opts.API)
+	}
+	if opts.Public != (limiter.Limit{}) {
+		pub = opts.Public
+	}
+	if opts.Private != (limiter.Limit{}) {
+		priv = opts.Private
+	}
+	if opts.Fills != (limiter.Limit{}) {
+		fills = opts.Fills
+	}
+	if len(opts.Hosts) > 0 {
+		hosts = opts.Hosts
+	}
+	n := opts.BurstReserve
+	if n == 0 {
+		n = DefaultBurstReserve
+	}
+	isPrivate := opts.IsPrivate
+	if isPrivate == nil {
+		isPrivate = func(r *http.Request) bool {
+			return r.Header.Get("CB-ACCESS-KEY") != "" || r.Header.Get("Authorization") != ""
+		}
+	}
+	host := hostMatcher(hosts)
+	quota := func(suffix string, l limiter.Limit) (limiter.Quota, error) {
+		q := limiter.Quota{Name: name + "-" + suffix, Limits: []limiter.NamedLimit{{Name: "requests", Limit: reserve(l, n)}}}
+		if err := q.Validate(); err != nil {
+			return q, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		}
+		return q, nil
+	}
+	one := limiter.Cost{"requests": 1}
+	var p Preset
+	p.Exchange, p.Options = "coinbase", opts.Middleware
+	if opts.API == CoinbaseExchange {
+		q, err := quota("fills", fills)
+		if err != nil {
+			return Preset{}, err
+		}
+		p.Quotas = append(p.Quotas, q)
+		p.Rules = append(p.Rules, middleware.Rule{
+			PathPrefix: "/fills",
+			Match: func(r *http.Request) bool {
+				return host(r) && isPrivate(r) && (r.URL.Path == "/fills" || strings.HasPrefix(r.URL.Path, "/fills/"))
+			},
+			Quota: q, Cost: one,
+		})
+	}
+	qp, err := quota("private", priv)
+	if err != nil {
+		return Preset{}, err
+	}
+	qu, err := quota("public", pub)
+	if err != nil {
+		return Preset{}, err
+	}
+	p.Quotas = append(p.Quotas, qp, qu)
+	p.Rules = append(p.Rules,
+		middleware.Rule{Match: func(r *http.Request) bool { return host(r) && isPrivate(r) }, Quota: qp, Cost: one},
+		middleware.Rule{Match: host, Quota: qu, Cost: one},
+	)
+	return p, nil
+}
