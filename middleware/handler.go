@@ -34,8 +34,17 @@ type KeyFunc func(*http.Request) (string, error)
 // would make that name longer than limiter.MaxKeyLen is replaced by its
 // SHA-256. When Redis cannot be reached and the limiter fails closed, the
 // answer is 503 with Retry-After: 1. An invalid quota answers every request 500.
+//
+// Handler is HandlerWithOptions with zero Options.
 func Handler(next http.Handler, lim *limiter.Limiter, keyFunc KeyFunc, quota limiter.Quota) http.Handler {
-	h := &handler{next: next, lim: lim, key: keyFunc, quota: quota, cost: limiter.Cost{}}
+	return HandlerWithOptions(next, lim, keyFunc, quota, Options{})
+}
+
+// HandlerWithOptions is Handler reporting its spans and metrics to
+// opts.Telemetry; the other fields of Options concern a Transport and are
+// ignored.
+func HandlerWithOptions(next http.Handler, lim *limiter.Limiter, keyFunc KeyFunc, quota limiter.Quota, opts Options) http.Handler {
+	h := &handler{next: next, lim: lim, key: keyFunc, quota: quota, cost: limiter.Cost{}, tel: newHandlerTel(opts.Telemetry, quota.Name)}
 	h.err = quota.Validate()
 	var pol []string
 	for _, nl := range quota.Limits {
@@ -54,27 +63,33 @@ type handler struct {
 	cost   limiter.Cost
 	policy string
 	err    error
+	tel    handlerTel
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx, span := h.start(r.Context())
 	if h.err != nil {
+		h.decide(ctx, span, decError, http.StatusInternalServerError, nil, "misconfigured")
 		http.Error(w, "rate limiter misconfigured", http.StatusInternalServerError)
 		return
 	}
 	key, err := h.key(r)
 	if err != nil {
+		h.decide(ctx, span, decError, http.StatusInternalServerError, nil, "key")
 		http.Error(w, "rate limit key: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
 	q := h.quota
 	q.Name = keyedName(h.quota.Name, key)
-	res, err := h.lim.AllowQuota(r.Context(), q, h.cost)
+	res, err := h.lim.AllowQuota(limiterContext(ctx, span), q, h.cost)
 	if err != nil {
 		if errors.Is(err, limiter.ErrUnavailable) {
+			h.decide(ctx, span, decUnavailable, http.StatusServiceUnavailable, nil, "limiter_unavailable")
 			w.Header().Set("Retry-After", "1")
 			http.Error(w, "rate limiter unavailable", http.StatusServiceUnavailable)
 			return
 		}
+		h.decide(ctx, span, decError, http.StatusInternalServerError, nil, "limiter")
 		http.Error(w, "rate limiter error", http.StatusInternalServerError)
 		return
 	}
@@ -84,10 +99,17 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hd.Set("RateLimit", h.current(res))
 	}
 	if !res.Allowed {
+		h.decide(ctx, span, decDenied, http.StatusTooManyRequests, &res, "")
 		hd.Set("Retry-After", strconv.FormatInt(max(ceilSeconds(res.RetryAfter), 1), 10))
 		http.Error(w, "rate limit exceeded", http.StatusTooManyRequests)
 		return
 	}
+	d := decAllowed
+	if res.Degraded {
+		d = decDegraded
+	}
+	// The decision span ends here: next's work is not the limiter's.
+	h.decide(ctx, span, d, 0, &res, "")
 	h.next.ServeHTTP(w, r)
 }
 

@@ -13,9 +13,10 @@ import (
 // learn updates the limiter from resp, the answer to req sent at sent: usage
 // headers raise our counts to the server's, and a 429, 418 or 503 with
 // Retry-After (or a usage header saying nothing is left) holds the quota in
-// every process.
-func (t *Transport) learn(req *http.Request, r *rule, resp *http.Response, sent time.Time) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), bookkeepingTimeout)
+// every process. ctx is req's context (with the RoundTrip span, if any); tr
+// collects what was learnt, for the span.
+func (t *Transport) learn(ctx context.Context, req *http.Request, r *rule, resp *http.Response, sent time.Time, tr *trip) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
 	defer cancel()
 	var hold time.Duration
 	for _, p := range r.Usage {
@@ -26,13 +27,19 @@ func (t *Transport) learn(req *http.Request, r *rule, resp *http.Response, sent 
 		for _, u := range us {
 			if u.Used > 0 && !t.current(r.Quota, u.Limit, sent, time.Now(), resp.Header.Get("Date")) {
 				t.stats.syncsSkipped.Add(1)
+				t.countSync(ctx, r, syncSkipped)
 			} else if u.Used > 0 {
 				raised, err := t.lim.Sync(ctx, r.Quota, u.Limit, u.Used)
 				switch {
 				case err != nil:
+					t.countSync(ctx, r, syncError)
 					t.report(req, fmt.Errorf("middleware: sync limit %q of quota %q: %w", u.Limit, r.Quota.Name, err))
 				case raised:
 					t.stats.syncs.Add(1)
+					t.countSync(ctx, r, syncRaised)
+					tr.synced = true
+				default:
+					t.countSync(ctx, r, syncUnchanged)
 				}
 			}
 			hold = max(hold, u.Hold)
@@ -46,6 +53,11 @@ func (t *Transport) learn(req *http.Request, r *rule, resp *http.Response, sent 
 	case http.StatusServiceUnavailable:
 		t.stats.unavailable.Add(1)
 	}
+	if limitedIndex(resp.StatusCode) >= 0 {
+		t.countLimited(ctx, r, resp.StatusCode)
+		tr.limited++
+		tr.limitedStatus = resp.StatusCode
+	}
 	hold = max(hold, t.statusHold(req, resp))
 	if hold <= 0 {
 		return
@@ -56,6 +68,7 @@ func (t *Transport) learn(req *http.Request, r *rule, resp *http.Response, sent 
 		return
 	}
 	t.stats.holds.Add(1)
+	tr.hold = max(tr.hold, hold)
 }
 
 // current reports whether a usage count of limit, read from an answer to a

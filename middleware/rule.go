@@ -52,7 +52,8 @@ type Rule struct {
 type rule struct {
 	Rule
 	desc string
-	err  error // non-nil: every request the rule matches fails with it
+	err  error   // non-nil: every request the rule matches fails with it
+	tel  ruleTel // metric options, set by the Transport
 }
 
 func compile(r Rule, desc string) *rule {

@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/limiter"
+	"github.com/redquota/redquota/telemetry"
 )
 
 // Defaults of Options.
@@ -86,6 +88,10 @@ type Options struct {
 	// land, so warm the client or size the guard for it. Default 0: only
 	// requests sent after their window ended are charged again.
 	WindowGuard time.Duration
+	// Telemetry are the OpenTelemetry providers of the Transport's (and a
+	// Handler's) spans and metrics (see TELEMETRY_NAMES.md). Default: the
+	// global providers.
+	Telemetry telemetry.Providers
 	// OnError, when set, receives the problems that do not fail a request: a
 	// malformed header (ErrBadHeader), a Sync or Hold that Redis refused. It may
 	// be called concurrently.
@@ -128,6 +134,7 @@ type Transport struct {
 	def   *rule
 	opts  Options
 	stats counters
+	tel   transportTel
 }
 
 var _ http.RoundTripper = (*Transport)(nil)
@@ -163,13 +170,19 @@ func NewTransportWithOptions(next http.RoundTripper, lim *limiter.Limiter, opts 
 	if opts.Idempotent == nil {
 		opts.Idempotent = replayable
 	}
-	t := &Transport{next: next, lim: lim, opts: opts}
+	t := &Transport{next: next, lim: lim, opts: opts, tel: newTransportTel(opts.Telemetry)}
 	for i, r := range rules {
 		t.rules = append(t.rules, compile(r, fmt.Sprintf("rule %d (%s)", i, r.describe())))
 	}
 	if opts.Default != nil {
 		t.def = compile(*opts.Default, fmt.Sprintf("default rule (%s)", opts.Default.describe()))
 		t.opts.Default = nil
+	}
+	for _, r := range t.rules {
+		r.tel = newRuleTel(r.Quota.Name)
+	}
+	if t.def != nil {
+		t.def.tel = newRuleTel(t.def.Quota.Name)
 	}
 	return t
 }
@@ -225,33 +238,59 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if r == nil {
 		return t.next.RoundTrip(req)
 	}
-	fail := func(err error) (*http.Response, error) {
+	ctx, span := t.startRoundTrip(req.Context(), r, req)
+	var tr trip
+	resp, err := t.roundTrip(ctx, span.IsRecording(), req, r, &tr)
+	endRoundTrip(span, &tr, err)
+	return resp, err
+}
+
+// roundTrip is RoundTrip for a request r matches. ctx is req's context with
+// the RoundTrip span, if one is recording (traced); then the request is sent
+// with it, so that the spans of next nest under the RoundTrip span. tr
+// collects what it did, for the span.
+func (t *Transport) roundTrip(ctx context.Context, traced bool, req *http.Request, r *rule, tr *trip) (*http.Response, error) {
+	fail := func(err error, class string) (*http.Response, error) {
 		if req.Body != nil {
 			_ = req.Body.Close()
 		}
+		t.countRequest(ctx, r, classNotSent)
+		tr.errClass = class
 		return nil, err
 	}
 	if r.err != nil {
-		return fail(r.err)
+		return fail(r.err, "invalid_rule")
 	}
 	cost, err := r.cost(req)
 	if err != nil {
-		return fail(err)
+		return fail(err, "invalid_cost")
 	}
-	ctx := req.Context()
-	if err := t.acquire(ctx, r, cost, 0); err != nil {
-		return fail(err)
+	tr.cost = cost
+	began := time.Now()
+	err = t.acquire(ctx, r, cost, 0)
+	tr.waited = time.Since(began)
+	t.recordWait(ctx, r, tr.waited)
+	if err != nil {
+		return fail(err, refusalClass(err))
 	}
 	retry := t.opts.MaxRetries > 0 && t.opts.Idempotent(req) && rewindable(req)
 	out := req
 	for attempt := 0; ; attempt++ {
 		t.stats.sent.Add(1)
+		send := out
+		if traced {
+			send = out.WithContext(ctx)
+		}
 		sent := time.Now()
-		resp, err := t.next.RoundTrip(out)
+		resp, err := t.next.RoundTrip(send)
 		if err != nil {
+			t.countRequest(ctx, r, classError)
+			tr.errClass = "transport" // the error's text quotes the URL, query and all
 			return nil, err
 		}
-		t.learn(out, r, resp, sent)
+		t.countRequest(ctx, r, statusClass(resp.StatusCode))
+		tr.status = resp.StatusCode
+		t.learn(ctx, out, r, resp, sent, tr)
 		if !retry || attempt >= t.opts.MaxRetries || !retryStatus(resp.StatusCode) {
 			return resp, nil
 		}
@@ -262,13 +301,19 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return resp, nil
 		}
-		if err := t.acquire(ctx, r, cost, t.backoff(attempt)); err != nil {
+		began := time.Now()
+		err = t.acquire(ctx, r, cost, t.backoff(attempt))
+		waited := time.Since(began)
+		tr.waited += waited
+		t.recordWait(ctx, r, waited)
+		if err != nil {
 			if next.Body != nil {
 				_ = next.Body.Close()
 			}
 			return resp, nil // no room before the deadline: the caller gets the answer
 		}
 		t.stats.retries.Add(1)
+		tr.retries++
 		out = next
 	}
 }
