@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/exchanges"
@@ -107,4 +108,10 @@ func startAfterBoundary(period time.Duration) time.Time {
 	now := time.Now()
 	time.Sleep(now.Truncate(period).Add(period + 5*time.Millisecond).Sub(now))
 	return time.Now()
+}
+
+// newMiniLimiterClient is an embedded miniredis and a client of it.
+func newMiniLimiterClient(t *testing.T) (*miniredis.Miniredis, *redis.Client) {
+	t.Helper()
+	return redistest.NewMini(t)
 }

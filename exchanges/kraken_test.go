@@ -1,0 +1,356 @@
+package exchanges_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/limiter"
+)
+
+// counter is a counter that decays continuously at decay per second and
+// refuses an increment that would take it above max, as Kraken documents its
+// call counter and trading counter.
+type counter struct {
+	max, decay float64
+	value      float64
+	last       time.Time
+}
+
+func (c *counter) add(now time.Time, n float64) bool {
+	if !c.last.IsZero() {
+		c.value = math.Max(0, c.value-now.Sub(c.last).Seconds()*c.decay)
+	}
+	c.last = now
+	if c.value+n > c.max {
+		return false
+	}
+	c.value += n
+	return true
+}
+
+// krakenSim enforces Kraken spot's documented REST limits for the Pro tier,
+// with time scaled by scale:
+//
+//   - a call counter per API key, max 20, decaying 1/s: +2 for ledger and
+//     trade history, +1 for other private calls, nothing for trading calls
+//     (https://docs.kraken.com/exchange/guides/rest/ratelimits);
+//   - a trading counter per pair, max 180, decaying 3.75/s: +1 per AddOrder,
+//     and per CancelOrder a penalty by the order's age: +8 under 5 s, +6 under
+//     10 s, +5 under 15 s, +4 under 45 s, +2 under 90 s, +1 under 300 s
+//     (https://support.kraken.com/hc/en-us/articles/360045239571-Trading-rate-limits).
+//
+// A call over a limit is answered as Kraken does, HTTP 200 with
+// {"error":["EAPI:Rate limit exceeded"]} (or EOrder: for trading); the log
+// records it with status 429 so the test can count them.
+type krakenSim struct {
+	scale float64
+
+	mu      sync.Mutex
+	calls   map[string]*counter
+	trading map[string]*counter
+	orders  map[string]order
+	seq     int
+	hits    []simHit
+	srv     *httptest.Server
+}
+
+type order struct {
+	pair   string
+	placed time.Time
+}
+
+func newKrakenSim(t *testing.T, scale float64) *krakenSim {
+	s := &krakenSim{scale: scale, calls: map[string]*counter{}, trading: map[string]*counter{}, orders: map[string]order{}}
+	s.srv = httptest.NewServer(s)
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+func (s *krakenSim) cancelPenalty(age time.Duration) float64 {
+	a := time.Duration(float64(age) / s.scale)
+	for _, p := range []struct {
+		under time.Duration
+		cost  float64
+	}{{5 * time.Second, 8}, {10 * time.Second, 6}, {15 * time.Second, 5}, {45 * time.Second, 4}, {90 * time.Second, 2}, {300 * time.Second, 1}} {
+		if a < p.under {
+			return p.cost
+		}
+	}
+	return 0
+}
+
+func (s *krakenSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	body, _ := io.ReadAll(r.Body)
+	form, _ := url.ParseQuery(string(body))
+	ep, private := strings.CutPrefix(r.URL.Path, "/0/private/")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	reply := map[string]any{"error": []string{}, "result": map[string]any{}}
+	hit := simHit{at: now, status: http.StatusOK, cost: map[string]int{}}
+	switch {
+	case !private:
+	case ep == "AddOrder" || ep == "CancelOrder":
+		pair, cost := form.Get("pair"), 1.0
+		if ep == "CancelOrder" {
+			o, ok := s.orders[form.Get("txid")]
+			if !ok {
+				reply["error"] = []string{"EOrder:Unknown order"}
+				break
+			}
+			pair, cost = o.pair, s.cancelPenalty(now.Sub(o.placed))
+		}
+		c := s.trading[pair]
+		if c == nil {
+			c = &counter{max: 180, decay: 3.75 / s.scale}
+			s.trading[pair] = c
+		}
+		if !c.add(now, cost) {
+			reply["error"], hit.status = []string{"EOrder:Rate limit exceeded"}, http.StatusTooManyRequests
+			break
+		}
+		hit.cost["trade-"+pair] = int(cost)
+		if ep == "AddOrder" {
+			s.seq++
+			txid := fmt.Sprintf("O%d", s.seq)
+			s.orders[txid] = order{pair: pair, placed: now}
+			reply["result"] = map[string]any{"txid": []string{txid}}
+		} else {
+			delete(s.orders, form.Get("txid"))
+		}
+	default:
+		key, cost := r.Header.Get("API-Key"), 1.0
+		if ep == "Ledgers" || ep == "QueryLedgers" || ep == "TradesHistory" || ep == "QueryTrades" {
+			cost = 2
+		}
+		c := s.calls[key]
+		if c == nil {
+			c = &counter{max: 20, decay: 1 / s.scale}
+			s.calls[key] = c
+		}
+		if !c.add(now, cost) {
+			reply["error"], hit.status = []string{"EAPI:Rate limit exceeded"}, http.StatusTooManyRequests
+			break
+		}
+		hit.cost["calls"] = int(cost)
+	}
+	s.hits = append(s.hits, hit)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(reply)
+}
+
+func (s *krakenSim) log() []simHit {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]simHit(nil), s.hits...)
+}
+
+// krakenPost sends a private call as p with a form body.
+func krakenPost(ctx context.Context, p *proc, base, endpoint string, form url.Values, pair string) (map[string]any, error) {
+	form.Set("nonce", fmt.Sprint(time.Now().UnixNano()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/0/private/"+endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("API-Key", "key-1")
+	if pair != "" {
+		req.Header.Set(exchanges.KrakenPairHeader, pair)
+	}
+	_, b, err := p.do(req)
+	if err != nil {
+		return nil, err
+	}
+	var v map[string]any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("%s: %w: %s", endpoint, err, b)
+	}
+	if e, _ := v["error"].([]any); len(e) > 0 {
+		return v, fmt.Errorf("%s: %v", endpoint, e)
+	}
+	return v, nil
+}
+
+// Eight processes share one Kraken Pro API key, time scaled by 1/10 (the call
+// counter decays 10 per second, the trading counters 37.5): 24 senders make
+// private calls (balance, open orders, ledgers and trade history at +2) and 8
+// traders place and at once cancel orders on two pairs. Both counters are
+// asked for more than they allow. No call may be refused, and each counter
+// must serve at least 95% of what it can allow over the run: its maximum plus
+// its decay over the time from the first to the last call it counted.
+//
+// Connections are opened before the run: the preset keeps one unit of each
+// counter back (BurstReserve), which absorbs 100 ms of difference between how
+// fast the first burst's calls reach the simulator (27 ms for a trading
+// counter at 37.5 per second), and a cold connection under -race can take
+// longer. A cancel is charged the worst case, 8 (its order's age is not
+// known); the simulator charges it 8 too, as these orders live under 0.5 s
+// (5 s unscaled). What a trading counter leaves unused is structural, about
+// 10 of 290 units: the unit held back, and the up to 8 units of room too small
+// for the cancel that comes next (first come first served: nothing smaller
+// can jump ahead of it).
+func TestKrakenFleet(t *testing.T) {
+	const scale = 1.0 / 10
+	p, err := exchanges.Kraken(exchanges.KrakenOptions{Tier: exchanges.KrakenPro, Hosts: []string{"127.0.0.1"}, TimeScale: scale})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := newKrakenSim(t, scale)
+	fleet := newFleet(t, p)
+	for _, pr := range fleet { // warm the connections: public calls are not charged
+		for range 4 {
+			req, _ := http.NewRequest(http.MethodGet, sim.srv.URL+"/0/public/Time", nil)
+			if _, _, err := pr.do(req); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	stop := time.Now().Add(3 * time.Second)
+	calls := []string{"Balance", "OpenOrders", "Ledgers", "TradesHistory"}
+	drive(t, fleet, 4, stop, func(ctx context.Context, pr *proc, g int) error {
+		if g < 3 {
+			_, err := krakenPost(ctx, pr, sim.srv.URL, calls[(pr.id+g)%len(calls)], url.Values{}, "")
+			return err
+		}
+		pair := []string{"XBTUSD", "ETHUSD"}[pr.id%2]
+		v, err := krakenPost(ctx, pr, sim.srv.URL, "AddOrder", url.Values{"pair": {pair}, "type": {"buy"}, "ordertype": {"limit"}}, "")
+		if err != nil {
+			return err
+		}
+		txid := v["result"].(map[string]any)["txid"].([]any)[0].(string)
+		// The cancel names no pair: the header tells the preset which counter.
+		_, err = krakenPost(context.WithoutCancel(ctx), pr, sim.srv.URL, "CancelOrder", url.Values{"txid": {txid}}, pair)
+		return err
+	})
+
+	hits := sim.log()
+	if n := countStatus(hits, http.StatusTooManyRequests); n > 0 {
+		t.Fatalf("simulator refused %d calls for rate limits", n)
+	}
+	for _, c := range []struct {
+		name       string
+		max, decay float64
+	}{{"calls", 20, 1 / scale}, {"trade-XBTUSD", 180, 3.75 / scale}, {"trade-ETHUSD", 180, 3.75 / scale}} {
+		var first, last time.Time
+		used := 0
+		for _, h := range hits {
+			// Up to the end of the run only: cancels queued by then still go
+			// out after it, but no new orders, so the counter is no longer
+			// asked for more than it allows.
+			if h.cost[c.name] == 0 || h.at.After(stop) {
+				continue
+			}
+			if first.IsZero() {
+				first = h.at
+			}
+			last, used = h.at, used+h.cost[c.name]
+		}
+		allowed := c.max + math.Floor(last.Sub(first).Seconds()*c.decay)
+		share := float64(used) / allowed
+		t.Logf("Kraken %s: %d units counted of %.0f allowed over %s (%.1f%%), 0 refused", c.name, used, allowed, last.Sub(first).Round(time.Millisecond), 100*share)
+		if share < 0.95 {
+			t.Errorf("%s: used %.1f%% of the allowed units, want ≥ 95%%", c.name, 100*share)
+		}
+	}
+}
+
+// A rate-limit error in the body (Kraken answers them with HTTP 200) holds the
+// quota in Redis for LimitedHold, in every process; EService:Throttled holds
+// until the time it gives.
+func TestKrakenErrorBodyHolds(t *testing.T) {
+	_, rdb := newMiniLimiterClient(t)
+	lim := limiter.New(rdb, limiter.Options{})
+	answer := `{"error":["EAPI:Rate limit exceeded"]}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, answer) }))
+	defer srv.Close()
+	p, err := exchanges.Kraken(exchanges.KrakenOptions{Hosts: []string{"127.0.0.1"}, LimitedHold: 7 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := p.Client(lim, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Post(srv.URL+"/0/private/Balance", "application/x-www-form-urlencoded", strings.NewReader("nonce=1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != answer {
+		t.Errorf("body %q: the caller must still read the answer", b)
+	}
+	if d, err := lim.Held(context.Background(), "kraken"); err != nil || d < 6*time.Second || d > 7*time.Second {
+		t.Errorf("held %s, %v; want 7s", d, err)
+	}
+	// An order refused for the pair's counter holds that pair's quota only.
+	answer = `{"error":["EOrder:Rate limit exceeded"]}`
+	resp, err = c.Post(srv.URL+"/0/private/AddOrder", "application/x-www-form-urlencoded", strings.NewReader("nonce=2&pair=XBTUSD"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if d, _ := lim.Held(context.Background(), "kraken-trade-XBTUSD"); d < 6*time.Second {
+		t.Errorf("pair hold %s, want 7s", d)
+	}
+	if d, _ := lim.Held(context.Background(), "kraken-trade-ETHUSD"); d != 0 {
+		t.Errorf("another pair held %s", d)
+	}
+}
+
+// The tier's figures, as GCRA: the counter's maximum is the burst (less the
+// reserve), its decay the rate.
+func TestKrakenTiers(t *testing.T) {
+	for _, tc := range []struct {
+		tier       exchanges.KrakenTier
+		max        int
+		decay      float64
+		tradeMax   int
+		tradeDecay float64
+	}{
+		{exchanges.KrakenStarter, 15, 0.33, 60, 1},
+		{exchanges.KrakenIntermediate, 20, 0.5, 125, 2.34},
+		{exchanges.KrakenPro, 20, 1, 180, 3.75},
+	} {
+		c, _ := exchanges.KrakenCallCounter(tc.tier)
+		tr, _ := exchanges.KrakenTradingCounter(tc.tier)
+		rate := func(l limiter.Limit) float64 { return float64(l.Rate) / l.Period.Seconds() }
+		if c.Burst != tc.max || math.Abs(rate(c)-tc.decay) > 1e-9 || tr.Burst != tc.tradeMax || math.Abs(rate(tr)-tc.tradeDecay) > 1e-9 {
+			t.Errorf("%s: calls %+v, trading %+v", tc.tier, c, tr)
+		}
+		p, err := exchanges.Kraken(exchanges.KrakenOptions{Tier: tc.tier})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l, _ := p.Quotas[0].Find("calls"); l.Burst != tc.max-1 || l.Rate != c.Rate {
+			t.Errorf("%s: quota limit %+v", tc.tier, l)
+		}
+	}
+	if _, err := exchanges.Kraken(exchanges.KrakenOptions{Tier: 9}); !errors.Is(err, exchanges.ErrInvalidOption) {
+		t.Errorf("unknown tier: %v", err)
+	}
+	p, _ := exchanges.Kraken(exchanges.KrakenOptions{})
+	rule := p.Rules[0]
+	for path, want := range map[string]int{"/0/private/Balance": 1, "/0/private/Ledgers": 2, "/0/private/TradesHistory": 2} {
+		req, _ := http.NewRequest("POST", "https://api.kraken.com"+path, nil)
+		if c, _ := rule.CostFunc(req); !rule.Match(req) || c["calls"] != want {
+			t.Errorf("%s: cost %v, want %d", path, c, want)
+		}
+	}
+	req, _ := http.NewRequest("POST", "https://api.kraken.com/0/private/AddOrder", nil)
+	if rule.Match(req) {
+		t.Error("AddOrder is charged to the call counter")
+	}
+}
