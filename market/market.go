@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/cache"
+	"github.com/redquota/redquota/telemetry"
 )
 
 // Default TTLs, the seed's: how long each kind stays fresh.
@@ -80,6 +81,10 @@ type Options struct {
 	// RegistryTTL is how long an exchange or strategy stays known after its
 	// last write (at least as long as the write's TTL). Default DefaultRegistryTTL (24 h).
 	RegistryTTL time.Duration
+	// Telemetry are the OpenTelemetry providers of the market's spans and
+	// metrics (see TELEMETRY_NAMES.md). Default: the global providers. The
+	// cache's own spans and metrics go to the providers of its Options.
+	Telemetry telemetry.Providers
 }
 
 // Tags the market data is listed under, in each exchange's or strategy's group.
@@ -104,6 +109,8 @@ type Market struct {
 
 	mu   sync.Mutex
 	seen map[string]time.Time // "e:<exchange>" / "s:<strategy>" → last registration
+
+	tel instruments
 }
 
 // New returns a Market storing into c (its prefix, codec and breaker apply; its
@@ -122,7 +129,9 @@ func New(c *cache.Cache, o Options) *Market {
 	def(&t.APICalls, DefaultAPICallsWindow)
 	reg := o.RegistryTTL
 	def(&reg, DefaultRegistryTTL)
-	return &Market{c: c, reg: c.Group(registryGroup), ttl: t, regT: reg, seen: map[string]time.Time{}}
+	m := &Market{c: c, reg: c.Group(registryGroup), ttl: t, regT: reg, seen: map[string]time.Time{}}
+	m.initTelemetry(o.Telemetry)
+	return m
 }
 
 // TTLs returns the TTLs in effect, defaults filled in.
@@ -199,6 +208,13 @@ func (m *Market) getData(ctx context.Context, exchange, key string, dst any) (bo
 
 // SetTicker caches the ticker of symbol on exchange for TTLs.Ticker.
 func (m *Market) SetTicker(ctx context.Context, exchange, symbol string, t Ticker) error {
+	ctx, span := m.start(ctx, mopSet, kindTicker, attrExchange, exchange)
+	err := m.setTicker(ctx, exchange, symbol, t)
+	m.finish(ctx, span, mopSet, kindTicker, resultOf(err), err)
+	return err
+}
+
+func (m *Market) setTicker(ctx context.Context, exchange, symbol string, t Ticker) error {
 	if err := checkSymbol(symbol); err != nil {
 		return err
 	}
@@ -211,6 +227,14 @@ func (m *Market) SetTicker(ctx context.Context, exchange, symbol string, t Ticke
 // GetTicker returns the cached ticker of symbol on exchange and whether there
 // was one. A Redis error is returned with found false (see cache.Cache.Get).
 func (m *Market) GetTicker(ctx context.Context, exchange, symbol string) (Ticker, bool, error) {
+	ctx, span := m.start(ctx, mopGet, kindTicker, attrExchange, exchange)
+	t, found, err := m.getTicker(ctx, exchange, symbol)
+	spanHit(span, found)
+	m.finish(ctx, span, mopGet, kindTicker, read(found, err), err)
+	return t, found, err
+}
+
+func (m *Market) getTicker(ctx context.Context, exchange, symbol string) (Ticker, bool, error) {
 	var t Ticker
 	if err := checkSymbol(symbol); err != nil {
 		return t, false, err
@@ -222,6 +246,16 @@ func (m *Market) GetTicker(ctx context.Context, exchange, symbol string) (Ticker
 // SetTickers caches the tickers of many symbols of one exchange, keyed by
 // symbol, in one script call (one round trip, atomic) for up to 1000 symbols.
 func (m *Market) SetTickers(ctx context.Context, exchange string, tickers map[string]Ticker) error {
+	ctx, span := m.start(ctx, mopSetMany, kindTicker, attrExchange, exchange)
+	if span.IsRecording() {
+		span.SetAttributes(attrSymbols.Int(len(tickers)))
+	}
+	err := m.setTickers(ctx, exchange, tickers)
+	m.finish(ctx, span, mopSetMany, kindTicker, resultOf(err), err)
+	return err
+}
+
+func (m *Market) setTickers(ctx context.Context, exchange string, tickers map[string]Ticker) error {
 	items := make(map[string]any, len(tickers))
 	for sym, t := range tickers {
 		if err := checkSymbol(sym); err != nil {
@@ -241,6 +275,16 @@ func (m *Market) SetTickers(ctx context.Context, exchange string, tickers map[st
 // GetTickers returns the cached tickers of symbols on exchange, keyed by
 // symbol; symbols without one are absent. One MGET.
 func (m *Market) GetTickers(ctx context.Context, exchange string, symbols []string) (map[string]Ticker, error) {
+	ctx, span := m.start(ctx, mopGetMany, kindTicker, attrExchange, exchange)
+	out, err := m.getTickers(ctx, exchange, symbols)
+	if span.IsRecording() {
+		span.SetAttributes(attrSymbols.Int(len(symbols)), attrFound.Int(len(out)))
+	}
+	m.finish(ctx, span, mopGetMany, kindTicker, read(len(out) > 0, err), err)
+	return out, err
+}
+
+func (m *Market) getTickers(ctx context.Context, exchange string, symbols []string) (map[string]Ticker, error) {
 	g, err := m.group(exchange, "exchange")
 	if err != nil {
 		return nil, err
@@ -262,6 +306,13 @@ func (m *Market) GetTickers(ctx context.Context, exchange string, symbols []stri
 
 // SetOrderBook caches the order book of symbol on exchange for TTLs.OrderBook.
 func (m *Market) SetOrderBook(ctx context.Context, exchange, symbol string, b OrderBook) error {
+	ctx, span := m.start(ctx, mopSet, kindOrderBook, attrExchange, exchange)
+	err := m.setOrderBook(ctx, exchange, symbol, b)
+	m.finish(ctx, span, mopSet, kindOrderBook, resultOf(err), err)
+	return err
+}
+
+func (m *Market) setOrderBook(ctx context.Context, exchange, symbol string, b OrderBook) error {
 	if err := checkSymbol(symbol); err != nil {
 		return err
 	}
@@ -273,6 +324,14 @@ func (m *Market) SetOrderBook(ctx context.Context, exchange, symbol string, b Or
 
 // GetOrderBook returns the cached order book of symbol on exchange.
 func (m *Market) GetOrderBook(ctx context.Context, exchange, symbol string) (OrderBook, bool, error) {
+	ctx, span := m.start(ctx, mopGet, kindOrderBook, attrExchange, exchange)
+	b, found, err := m.getOrderBook(ctx, exchange, symbol)
+	spanHit(span, found)
+	m.finish(ctx, span, mopGet, kindOrderBook, read(found, err), err)
+	return b, found, err
+}
+
+func (m *Market) getOrderBook(ctx context.Context, exchange, symbol string) (OrderBook, bool, error) {
 	var b OrderBook
 	if err := checkSymbol(symbol); err != nil {
 		return b, false, err
@@ -283,6 +342,13 @@ func (m *Market) GetOrderBook(ctx context.Context, exchange, symbol string) (Ord
 
 // SetTrades caches the recent trades of symbol on exchange for TTLs.Trades.
 func (m *Market) SetTrades(ctx context.Context, exchange, symbol string, trades []Trade) error {
+	ctx, span := m.start(ctx, mopSet, kindTrades, attrExchange, exchange)
+	err := m.setTrades(ctx, exchange, symbol, trades)
+	m.finish(ctx, span, mopSet, kindTrades, resultOf(err), err)
+	return err
+}
+
+func (m *Market) setTrades(ctx context.Context, exchange, symbol string, trades []Trade) error {
 	if err := checkSymbol(symbol); err != nil {
 		return err
 	}
@@ -296,6 +362,14 @@ func (m *Market) SetTrades(ctx context.Context, exchange, symbol string, trades 
 
 // GetTrades returns the cached recent trades of symbol on exchange.
 func (m *Market) GetTrades(ctx context.Context, exchange, symbol string) ([]Trade, bool, error) {
+	ctx, span := m.start(ctx, mopGet, kindTrades, attrExchange, exchange)
+	t, found, err := m.getTrades(ctx, exchange, symbol)
+	spanHit(span, found)
+	m.finish(ctx, span, mopGet, kindTrades, read(found, err), err)
+	return t, found, err
+}
+
+func (m *Market) getTrades(ctx context.Context, exchange, symbol string) ([]Trade, bool, error) {
 	var t []Trade
 	if err := checkSymbol(symbol); err != nil {
 		return nil, false, err
@@ -319,6 +393,14 @@ func (m *Market) candleTTL(interval Interval) (time.Duration, error) {
 // SetCandles caches the candles of symbol on exchange at interval, for the
 // interval's length (or TTLs.Candles).
 func (m *Market) SetCandles(ctx context.Context, exchange, symbol string, interval Interval, candles []Candle) error {
+	ctx, span := m.start(ctx, mopSet, kindCandles, attrExchange, exchange)
+	spanInterval(span, interval)
+	err := m.setCandles(ctx, exchange, symbol, interval, candles)
+	m.finish(ctx, span, mopSet, kindCandles, resultOf(err), err)
+	return err
+}
+
+func (m *Market) setCandles(ctx context.Context, exchange, symbol string, interval Interval, candles []Candle) error {
 	if err := checkSymbol(symbol); err != nil {
 		return err
 	}
@@ -336,6 +418,15 @@ func (m *Market) SetCandles(ctx context.Context, exchange, symbol string, interv
 
 // GetCandles returns the cached candles of symbol on exchange at interval.
 func (m *Market) GetCandles(ctx context.Context, exchange, symbol string, interval Interval) ([]Candle, bool, error) {
+	ctx, span := m.start(ctx, mopGet, kindCandles, attrExchange, exchange)
+	spanInterval(span, interval)
+	c, found, err := m.getCandles(ctx, exchange, symbol, interval)
+	spanHit(span, found)
+	m.finish(ctx, span, mopGet, kindCandles, read(found, err), err)
+	return c, found, err
+}
+
+func (m *Market) getCandles(ctx context.Context, exchange, symbol string, interval Interval) ([]Candle, bool, error) {
 	if err := checkSymbol(symbol); err != nil {
 		return nil, false, err
 	}
@@ -354,6 +445,13 @@ func candleKey(symbol string, interval Interval) string {
 // SetSignal caches a strategy's signal for symbol for ttl, or TTLs.Signal
 // when ttl is 0.
 func (m *Market) SetSignal(ctx context.Context, strategy, symbol string, s Signal, ttl time.Duration) error {
+	ctx, span := m.start(ctx, mopSet, kindSignal, attrStrategy, strategy)
+	err := m.setSignal(ctx, strategy, symbol, s, ttl)
+	m.finish(ctx, span, mopSet, kindSignal, resultOf(err), err)
+	return err
+}
+
+func (m *Market) setSignal(ctx context.Context, strategy, symbol string, s Signal, ttl time.Duration) error {
 	g, err := m.group(strategy, "strategy")
 	if err != nil {
 		return err
@@ -375,6 +473,14 @@ func (m *Market) SetSignal(ctx context.Context, strategy, symbol string, s Signa
 
 // GetSignal returns a strategy's cached signal for symbol.
 func (m *Market) GetSignal(ctx context.Context, strategy, symbol string) (Signal, bool, error) {
+	ctx, span := m.start(ctx, mopGet, kindSignal, attrStrategy, strategy)
+	s, found, err := m.getSignal(ctx, strategy, symbol)
+	spanHit(span, found)
+	m.finish(ctx, span, mopGet, kindSignal, read(found, err), err)
+	return s, found, err
+}
+
+func (m *Market) getSignal(ctx context.Context, strategy, symbol string) (Signal, bool, error) {
 	var s Signal
 	g, err := m.group(strategy, "strategy")
 	if err != nil {
@@ -390,6 +496,14 @@ func (m *Market) GetSignal(ctx context.Context, strategy, symbol string) (Signal
 // InvalidateSignals deletes every cached signal of strategy and returns how
 // many it deleted.
 func (m *Market) InvalidateSignals(ctx context.Context, strategy string) (int, error) {
+	ctx, span := m.start(ctx, mopInvalidate, kindSignal, attrStrategy, strategy)
+	n, err := m.invalidateSignals(ctx, strategy)
+	spanCount(span, attrDeleted, n)
+	m.finish(ctx, span, mopInvalidate, kindSignal, resultOf(err), err)
+	return n, err
+}
+
+func (m *Market) invalidateSignals(ctx context.Context, strategy string) (int, error) {
 	g, err := m.group(strategy, "strategy")
 	if err != nil {
 		return 0, err
@@ -400,6 +514,14 @@ func (m *Market) InvalidateSignals(ctx context.Context, strategy string) (int, e
 // InvalidateAllSignals deletes the cached signals of every strategy the market
 // knows (see Strategies) and returns how many it deleted.
 func (m *Market) InvalidateAllSignals(ctx context.Context) (int, error) {
+	ctx, span := m.start(ctx, mopInvalidate, kindSignal, "", "")
+	n, err := m.invalidateAllSignals(ctx)
+	spanCount(span, attrDeleted, n)
+	m.finish(ctx, span, mopInvalidate, kindSignal, resultOf(err), err)
+	return n, err
+}
+
+func (m *Market) invalidateAllSignals(ctx context.Context) (int, error) {
 	names, err := m.Strategies(ctx)
 	if err != nil {
 		return 0, err
@@ -419,6 +541,14 @@ func (m *Market) InvalidateAllSignals(ctx context.Context) (int, error) {
 // candle series of exchange, and returns how many values it deleted. API-call
 // counters are kept: they track quota, not market data.
 func (m *Market) InvalidateExchange(ctx context.Context, exchange string) (int, error) {
+	ctx, span := m.start(ctx, mopInvalidate, kindExchange, attrExchange, exchange)
+	n, err := m.invalidateExchange(ctx, exchange)
+	spanCount(span, attrDeleted, n)
+	m.finish(ctx, span, mopInvalidate, kindExchange, resultOf(err), err)
+	return n, err
+}
+
+func (m *Market) invalidateExchange(ctx context.Context, exchange string) (int, error) {
 	g, err := m.group(exchange, "exchange")
 	if err != nil {
 		return 0, err
@@ -431,6 +561,14 @@ func (m *Market) InvalidateExchange(ctx context.Context, exchange string) (int, 
 // Exchanges), one UNLINK per exchange, and returns how many exchanges it
 // visited.
 func (m *Market) InvalidateSymbol(ctx context.Context, symbol string) (int, error) {
+	ctx, span := m.start(ctx, mopInvalidate, kindSymbol, "", "")
+	n, err := m.invalidateSymbol(ctx, symbol)
+	spanCount(span, attrVisited, n)
+	m.finish(ctx, span, mopInvalidate, kindSymbol, resultOf(err), err)
+	return n, err
+}
+
+func (m *Market) invalidateSymbol(ctx context.Context, symbol string) (int, error) {
 	if err := checkSymbol(symbol); err != nil {
 		return 0, err
 	}
@@ -473,6 +611,16 @@ func (m *Market) callsKey(exchange, endpoint string, window time.Duration) (*cac
 // starts a window; the counter expires when it ends and counting starts again.
 // One script call.
 func (m *Market) IncrementAPICalls(ctx context.Context, exchange, endpoint string, window time.Duration) (int, error) {
+	ctx, span := m.start(ctx, mopIncr, kindAPICalls, attrExchange, exchange)
+	n, err := m.incrementAPICalls(ctx, exchange, endpoint, window)
+	if err == nil {
+		m.countCall(ctx, exchange)
+	}
+	m.finish(ctx, span, mopIncr, kindAPICalls, resultOf(err), err)
+	return n, err
+}
+
+func (m *Market) incrementAPICalls(ctx context.Context, exchange, endpoint string, window time.Duration) (int, error) {
 	g, k, w, err := m.callsKey(exchange, endpoint, window)
 	if err != nil {
 		return 0, err
@@ -484,6 +632,13 @@ func (m *Market) IncrementAPICalls(ctx context.Context, exchange, endpoint strin
 // APICalls returns the count of endpoint on exchange in the current window
 // (window 0 means TTLs.APICalls), 0 when no window is running.
 func (m *Market) APICalls(ctx context.Context, exchange, endpoint string, window time.Duration) (int, error) {
+	ctx, span := m.start(ctx, mopCount, kindAPICalls, attrExchange, exchange)
+	n, err := m.apiCalls(ctx, exchange, endpoint, window)
+	m.finish(ctx, span, mopCount, kindAPICalls, resultOf(err), err)
+	return n, err
+}
+
+func (m *Market) apiCalls(ctx context.Context, exchange, endpoint string, window time.Duration) (int, error) {
 	g, k, _, err := m.callsKey(exchange, endpoint, window)
 	if err != nil {
 		return 0, err

@@ -1,0 +1,249 @@
+package market
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/redquota/redquota/cache"
+	"github.com/redquota/redquota/telemetry"
+)
+
+// Telemetry names, listed with their attributes in TELEMETRY_NAMES.md.
+//
+// Market spans are the parents of the cache spans (and those of the redis
+// commands) a call makes. They name the kind of data and the exchange or
+// strategy (configuration), never a symbol, an endpoint, a value or an
+// error's text (a validation error quotes a price; a fetch error may quote a
+// URL with its query): errors are described by a class.
+const (
+	metricRequests = "redquota.market.requests"
+	metricAPICalls = "redquota.market.api_calls"
+
+	attrKind      = attribute.Key("redquota.market.kind")
+	attrExchange  = attribute.Key("redquota.market.exchange")
+	attrStrategy  = attribute.Key("redquota.market.strategy")
+	attrInterval  = attribute.Key("redquota.market.interval")
+	attrOp        = attribute.Key("redquota.op")
+	attrResult    = attribute.Key("redquota.result")
+	attrHit       = attribute.Key("redquota.hit")
+	attrSymbols   = attribute.Key("redquota.symbols")
+	attrFound     = attribute.Key("redquota.found")
+	attrDeleted   = attribute.Key("redquota.deleted")
+	attrVisited   = attribute.Key("redquota.exchanges")
+	attrErrorType = attribute.Key("error.type")
+)
+
+// kind is the data a call touches: the value of redquota.market.kind.
+type kind uint8
+
+const (
+	kindTicker kind = iota
+	kindOrderBook
+	kindTrades
+	kindCandles
+	kindSignal
+	kindAPICalls
+	kindExchange // InvalidateExchange: all of an exchange's market data
+	kindSymbol   // InvalidateSymbol: a symbol's data on every exchange
+	numKinds
+)
+
+var kindNames = [numKinds]string{"ticker", "orderbook", "trades", "candles", "signal", "api_calls", "exchange", "symbol"}
+
+// mop is a market operation: a span name and the value of redquota.op.
+type mop uint8
+
+const (
+	mopGet mop = iota
+	mopSet
+	mopGetMany
+	mopSetMany
+	mopFetch
+	mopInvalidate
+	mopIncr
+	mopCount
+	numMops
+)
+
+var mops = [numMops]struct{ span, name string }{
+	mopGet:        {"redquota.market.Get", "get"},
+	mopSet:        {"redquota.market.Set", "set"},
+	mopGetMany:    {"redquota.market.GetMany", "get_many"},
+	mopSetMany:    {"redquota.market.SetMany", "set_many"},
+	mopFetch:      {"redquota.market.GetOrFetch", "get_or_fetch"},
+	mopInvalidate: {"redquota.market.Invalidate", "invalidate"},
+	mopIncr:       {"redquota.market.IncrementAPICalls", "incr"},
+	mopCount:      {"redquota.market.APICalls", "count"},
+}
+
+// result is the value of redquota.result: hit or miss for reads, fetched for
+// a GetOrFetch that called its fetch function, ok for other calls that
+// succeeded, error for a call that returned an error.
+type result uint8
+
+const (
+	resultHit result = iota
+	resultMiss
+	resultFetched
+	resultOK
+	resultError
+	numResults
+)
+
+var resultNames = [numResults]string{"hit", "miss", "fetched", "ok", "error"}
+
+// instruments are a Market's tracer and instruments, with the attribute
+// options of every (kind, op, result) built once: recording allocates nothing.
+type instruments struct {
+	tracer   trace.Tracer
+	requests metric.Int64Counter
+	apiCalls metric.Int64Counter
+	addOpts  [numKinds][numMops][numResults][]metric.AddOption
+	// exchange → the options of redquota.market.api_calls, built on first use.
+	callOpts sync.Map
+}
+
+// noSpan is the non-recording span of a call without a recording parent.
+var noSpan = trace.SpanFromContext(context.Background())
+
+func (m *Market) initTelemetry(p telemetry.Providers) {
+	in := &m.tel
+	in.tracer = p.Tracer()
+	mt := p.Meter()
+	// Instrument constructors fail only on invalid names; ours are constant.
+	// A nil instrument (a failing provider) is skipped when recording.
+	in.requests, _ = mt.Int64Counter(metricRequests,
+		metric.WithDescription("Market calls by kind of data, operation and result (hit, miss, fetched, ok, error)."),
+		metric.WithUnit("{request}"))
+	in.apiCalls, _ = mt.Int64Counter(metricAPICalls,
+		metric.WithDescription("API calls counted with IncrementAPICalls, by exchange."),
+		metric.WithUnit("{call}"))
+	for k := range kindNames {
+		for o := range mops {
+			for r := range resultNames {
+				set := attribute.NewSet(attrKind.String(kindNames[k]), attrOp.String(mops[o].name), attrResult.String(resultNames[r]))
+				in.addOpts[k][o][r] = []metric.AddOption{metric.WithAttributeSet(set)}
+			}
+		}
+	}
+}
+
+// start begins the span of an operation on data of kind k, as a child of the
+// caller's span; owner is the exchange or strategy attribute, when there is
+// one. Without a recording span in ctx it starts none.
+func (m *Market) start(ctx context.Context, o mop, k kind, owner attribute.Key, name string) (context.Context, trace.Span) {
+	if !trace.SpanFromContext(ctx).IsRecording() {
+		return ctx, noSpan
+	}
+	ctx, span := m.tel.tracer.Start(ctx, mops[o].span, trace.WithSpanKind(trace.SpanKindInternal))
+	if span.IsRecording() {
+		span.SetAttributes(attrKind.String(kindNames[k]), attrOp.String(mops[o].name))
+		if owner != "" {
+			span.SetAttributes(owner.String(name))
+		}
+	}
+	return ctx, span
+}
+
+// finish counts a call and ends its span with its result and, on an error,
+// an error status described by the error's class.
+func (m *Market) finish(ctx context.Context, span trace.Span, o mop, k kind, r result, err error) {
+	if m.tel.requests != nil {
+		m.tel.requests.Add(ctx, 1, m.tel.addOpts[k][o][r]...)
+	}
+	if !span.IsRecording() {
+		return
+	}
+	span.SetAttributes(attrResult.String(resultNames[r]))
+	if err != nil {
+		class := errorClass(err)
+		if o == mopFetch && class == "redis" {
+			class = "fetch" // GetOrFetch fails only with bad input or the fetch function's error
+		}
+		span.SetAttributes(attrErrorType.String(class))
+		span.SetStatus(codes.Error, class)
+	}
+	span.End()
+}
+
+// read is the result of a read: error, hit or miss.
+func read(found bool, err error) result {
+	switch {
+	case err != nil:
+		return resultError
+	case found:
+		return resultHit
+	}
+	return resultMiss
+}
+
+// resultOf is resultError for an error, resultOK otherwise.
+func resultOf(err error) result {
+	if err != nil {
+		return resultError
+	}
+	return resultOK
+}
+
+// countCall counts an API call of exchange.
+func (m *Market) countCall(ctx context.Context, exchange string) {
+	if m.tel.apiCalls == nil {
+		return
+	}
+	opts, ok := m.tel.callOpts.Load(exchange)
+	if !ok {
+		opts, _ = m.tel.callOpts.LoadOrStore(exchange,
+			[]metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attrExchange.String(exchange)))})
+	}
+	m.tel.apiCalls.Add(ctx, 1, opts.([]metric.AddOption)...)
+}
+
+// errorClass describes err for a span without its text.
+func errorClass(err error) string {
+	switch {
+	case errors.Is(err, cache.ErrCircuitOpen):
+		return "circuit_open"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "deadline_exceeded"
+	case errors.Is(err, cache.ErrDecode):
+		return "decode"
+	case errors.Is(err, cache.ErrEncode):
+		return "encode"
+	case errors.Is(err, cache.ErrValueTooLarge):
+		return "value_too_large"
+	case errors.Is(err, ErrEmptyName), errors.Is(err, cache.ErrKeyTooLong), errors.Is(err, cache.ErrBadTTL),
+		errors.Is(err, ErrUnknownInterval), errors.Is(err, ErrBadPrice), errors.Is(err, ErrBadSize),
+		errors.Is(err, ErrUnsortedBook), errors.Is(err, ErrBadConfidence):
+		return "invalid_argument"
+	}
+	return "redis"
+}
+
+// spanHit sets redquota.hit on a read's span.
+func spanHit(span trace.Span, found bool) {
+	if span.IsRecording() {
+		span.SetAttributes(attrHit.Bool(found))
+	}
+}
+
+// spanInterval sets redquota.market.interval on a candles span.
+func spanInterval(span trace.Span, iv Interval) {
+	if span.IsRecording() {
+		span.SetAttributes(attrInterval.String(string(iv)))
+	}
+}
+
+// spanCount sets a count (values deleted, exchanges visited) on an invalidation's span.
+func spanCount(span trace.Span, k attribute.Key, n int) {
+	if span.IsRecording() {
+		span.SetAttributes(k.Int(n))
+	}
+}
