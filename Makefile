@@ -26,3 +26,17 @@ lint:
 cover:
 	$(GO) test -count=1 -coverprofile=cover.out $(PKGS)
 	$(GO) tool cover -func=cover.out | tail -1
+
+## soak: 60 s, 8 OS processes × 64 goroutines, 20 quotas; checks every limit from the grant logs (not part of test)
+soak:
+	REDQUOTA_SOAK=1 $(GO) test -run '^TestSoak$$' -count=1 -timeout 10m -v ./limiter/
+
+## fuzz: each fuzz target for FUZZTIME (default 10s); their seed corpora also run in make test
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzEscape$$' -fuzztime $(FUZZTIME) ./internal/keys/
+	$(GO) test -run '^$$' -fuzz '^FuzzLimitValidate$$' -fuzztime $(FUZZTIME) ./limiter/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseReply$$' -fuzztime $(FUZZTIME) ./limiter/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime $(FUZZTIME) ./middleware/
+	$(GO) test -run '^$$' -fuzz '^FuzzUsageHeaders$$' -fuzztime $(FUZZTIME) ./middleware/
+	$(GO) test -run '^$$' -fuzz '^FuzzCodecDecode$$' -fuzztime $(FUZZTIME) ./cache/

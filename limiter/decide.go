@@ -87,7 +87,7 @@ func (l *Limiter) quota(p *plan, q Quota, cost Cost) error {
 		}
 	}
 	p.hold = l.keyFor(q.Name, "", holdAlgorithm)
-	p.quota = q.Name
+	p.quota, p.n = q.Name, 0
 	for _, nl := range q.Limits {
 		c := cost[nl.Name]
 		if c == 0 {
@@ -267,6 +267,12 @@ func (r *reply) quota(p *plan) QuotaResult {
 func unreachable(ctx context.Context, err error) bool {
 	if ctx.Err() != nil {
 		return false // the caller gave up; not Redis's fault
+	}
+	// With ContextTimeoutEnabled go-redis sets socket deadlines from the
+	// context, so a caller's deadline can surface as an i/o timeout a moment
+	// before ctx.Err() reports it: still the caller's deadline, not a dead Redis.
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return false
 	}
 	if errors.Is(err, ErrBadReply) {
 		return false

@@ -141,6 +141,9 @@ func (l Limit) Validate() error {
 		return fmt.Errorf("%w: unknown algorithm %d", ErrInvalidLimit, l.Algorithm)
 	case l.Algorithm == GCRA && l.Period.Microseconds() < int64(l.Rate):
 		return fmt.Errorf("%w: gcra resolution is 1µs: at most one event per µs, got %d per %s", ErrInvalidLimit, l.Rate, l.Period)
+	case l.Algorithm == GCRA && int64(l.Max())*l.intervalUS() > MaxPeriod.Microseconds():
+		// A full bucket must drain within MaxPeriod, so that times stay exact in Lua.
+		return fmt.Errorf("%w: burst %d takes longer than %s to refill at %d per %s", ErrInvalidLimit, l.Max(), MaxPeriod, l.Rate, l.Period)
 	}
 	return nil
 }

@@ -321,3 +321,51 @@ func TestClusterMasterRestart(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A caller's deadline passing during a call is the caller's, not a dead
+// Redis: it must not count towards opening the breaker, even when go-redis
+// reports it as an i/o timeout before ctx.Err() is set.
+func TestCallerDeadlineIsNotUnavailability(t *testing.T) {
+	past, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Millisecond))
+	defer cancel()
+	ioTimeout := &timeoutErr{}
+	// ctx.Err() may lag; the deadline itself has passed.
+	if unreachable(deadlineOnly{past}, ioTimeout) {
+		t.Fatal("an i/o timeout after the caller's deadline counted as Redis unreachable")
+	}
+	if !unreachable(context.Background(), ioTimeout) {
+		t.Fatal("an i/o timeout without a deadline must count as unreachable")
+	}
+
+	// End to end: deadlines passing mid-call never open the breaker.
+	srv := privateServer(t)
+	c := srv.Client()
+	defer c.Close()
+	lim := New(c, Options{Prefix: "dl", CoolDown: time.Minute})
+	sleeper := srv.Client()
+	defer sleeper.Close()
+	for i := 0; i < 2*breakerTrip; i++ {
+		done := make(chan struct{})
+		go func() { _ = sleeper.Do(context.Background(), "DEBUG", "SLEEP", "0.1").Err(); close(done) }()
+		time.Sleep(10 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		_, _ = lim.Allow(ctx, "k", PerSecond(100))
+		cancel()
+		<-done
+	}
+	if _, err := lim.Allow(context.Background(), "k", PerSecond(100)); err != nil {
+		t.Fatalf("after callers' deadlines passed mid-call: %v (the breaker opened)", err)
+	}
+}
+
+// deadlineOnly is a context whose deadline has passed but whose Err is still
+// nil: the moment between the socket deadline and the context's own timer.
+type deadlineOnly struct{ context.Context }
+
+func (deadlineOnly) Err() error { return nil }
+
+type timeoutErr struct{}
+
+func (*timeoutErr) Error() string   { return "i/o timeout" }
+func (*timeoutErr) Timeout() bool   { return true }
+func (*timeoutErr) Temporary() bool { return true }

@@ -1,0 +1,84 @@
+package limiter
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// Limit validation never panics, and a limit it accepts stays inside the
+// scripts' exact-integer arithmetic (doubles: exact below 2^53).
+func FuzzLimitValidate(f *testing.F) {
+	f.Add(10, int64(time.Second), 10, uint8(0))
+	f.Add(0, int64(0), 0, uint8(9))
+	f.Add(-1, int64(-time.Hour), -5, uint8(3))
+	f.Add(1_000_000_000, int64(MaxPeriod), 1_000_000_000, uint8(1))
+	f.Add(1<<62, int64(100*365*24*time.Hour), 1<<62, uint8(2))
+	f.Add(3, int64(time.Millisecond), 0, uint8(3))
+	f.Fuzz(func(t *testing.T, rate int, period int64, burst int, algo uint8) {
+		l := Limit{Rate: rate, Period: time.Duration(period), Burst: burst, Algorithm: Algorithm(algo)}
+		err := l.Validate()
+		if err != nil {
+			if !errors.Is(err, ErrInvalidLimit) {
+				t.Fatalf("%#v: %v is not ErrInvalidLimit", l, err)
+			}
+			return
+		}
+		const exact = int64(1) << 53
+		p, iv, m := l.periodUS(), l.intervalUS(), int64(l.Max())
+		if p < 1000 || iv < 1 || m < 1 || m > MaxRate {
+			t.Fatalf("%#v accepted with period %dµs interval %dµs max %d", l, p, iv, m)
+		}
+		// The largest integer the scripts form: a Unix µs time (through
+		// 2100) plus a full bucket of intervals (GCRA) plus a period. (The
+		// counter's period × count is a float computation, the same in Go's
+		// model, and exactness is not needed there.)
+		const year2100 = int64(4_102_444_800_000_000)
+		if l.Algorithm == GCRA && (m > MaxRate || m*iv > int64(MaxPeriod/time.Microsecond)) || year2100+m*iv+p >= exact {
+			t.Fatalf("%#v accepted but leaves exact doubles: m*iv=%d", l, m*iv)
+		}
+		if !(int64(l.Rate)*iv >= p) {
+			t.Fatalf("%#v: rounding lets more than Rate per Period through", l)
+		}
+	})
+}
+
+// A script reply of the wrong shape is an ErrBadReply, never a panic or a
+// decision.
+func FuzzParseReply(f *testing.F) {
+	f.Add(7, int64(1), int64(0), int64(0), int64(5), int64(9), int64(0), uint8(0))
+	f.Add(4, int64(2), int64(-3), int64(99), int64(-1), int64(0), int64(0), uint8(1))
+	f.Add(0, int64(0), int64(0), int64(0), int64(0), int64(0), int64(0), uint8(2))
+	f.Add(10, int64(1), int64(1), int64(1), int64(1), int64(1), int64(1), uint8(3))
+	f.Fuzz(func(t *testing.T, n int, a, b, c, d, e, g int64, kind uint8) {
+		if n < 0 || n > 64 {
+			return
+		}
+		vals := []int64{a, b, c, d, e, g}
+		v := make([]any, n)
+		for i := range v {
+			x := vals[i%len(vals)]
+			switch (int(kind) + i) % 5 {
+			case 0, 1, 2:
+				v[i] = x
+			case 3:
+				v[i] = "not a number"
+			case 4:
+				v[i] = nil
+			}
+		}
+		for limits := 0; limits <= 3; limits++ {
+			var r reply
+			err := parseReply(v, limits, &r)
+			if err != nil {
+				if !errors.Is(err, ErrBadReply) {
+					t.Fatalf("%v: %v is not ErrBadReply", v, err)
+				}
+				continue
+			}
+			if len(v) != 4+3*limits || (r.by < -1 || r.by > int64(limits)) || r.waitUS < 0 {
+				t.Fatalf("accepted %v for %d limits as %+v", v, limits, r)
+			}
+		}
+	})
+}

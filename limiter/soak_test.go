@@ -1,0 +1,238 @@
+package limiter
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redquota/redquota/internal/redistest"
+)
+
+// The soak test (make soak; not part of make test): several OS processes,
+// each with its own client and limiter, hammer 20 quotas of mixed algorithms
+// on one real redis-server. Every grant is logged with its Redis time; the
+// parent then checks each limit's bound from the merged logs alone, and that
+// once every window has passed Redis holds no key at all (every key has a TTL).
+//
+//	REDQUOTA_SOAK=1 go test -run TestSoak -timeout 10m ./limiter/
+//	REDQUOTA_SOAK_DURATION=60s REDQUOTA_SOAK_PROCS=8 (defaults)
+
+const soakQuotas = 20
+
+// soakQuota returns quota i: two limits of different algorithms with short
+// periods, so that windows turn over many times in a soak.
+func soakQuota(i int) Quota {
+	algs := []Algorithm{GCRA, SlidingWindow, SlidingWindowCounter, FixedWindow}
+	a, b := algs[i%4], algs[(i/4+1+i)%4]
+	return Quota{Name: fmt.Sprintf("soak%d", i), Limits: []NamedLimit{
+		{"a", Limit{Rate: 50 + 10*i, Period: time.Second, Burst: 20 + i, Algorithm: a}},
+		{"b", Limit{Rate: 200 + 25*i, Period: 3 * time.Second, Burst: 40, Algorithm: b}},
+	}}
+}
+
+func TestSoak(t *testing.T) {
+	if os.Getenv("REDQUOTA_SOAK") != "1" {
+		t.Skip("soak test: set REDQUOTA_SOAK=1 (make soak)")
+	}
+	dur := 60 * time.Second
+	if v := os.Getenv("REDQUOTA_SOAK_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dur = d
+	}
+	procs := 8
+	if v := os.Getenv("REDQUOTA_SOAK_PROCS"); v != "" {
+		procs, _ = strconv.Atoi(v)
+	}
+	srv := privateServer(t)
+	dir := t.TempDir()
+	var cmds []*exec.Cmd
+	for p := 0; p < procs; p++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestSoakWorker$", "-test.v")
+		cmd.Env = append(os.Environ(), "REDQUOTA_SOAK_WORKER=1", "REDQUOTA_SOAK_ADDR="+srv.Addr(),
+			"REDQUOTA_SOAK_LOG="+filepath.Join(dir, fmt.Sprintf("grants%d.log", p)),
+			"REDQUOTA_SOAK_DURATION="+dur.String(), fmt.Sprintf("REDQUOTA_SOAK_SEED=%d", p))
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, cmd)
+	}
+	for _, c := range cmds {
+		if err := c.Wait(); err != nil {
+			t.Fatalf("worker: %v", err)
+		}
+	}
+	// Merge the logs: quota, limit index, grant µs, cost.
+	type grant struct{ t, cost int64 }
+	logs := map[[2]int][]grant{}
+	total := 0
+	for p := 0; p < procs; p++ {
+		f, err := os.Open(filepath.Join(dir, fmt.Sprintf("grants%d.log", p)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			var q, l int
+			var g grant
+			if _, err := fmt.Sscan(sc.Text(), &q, &l, &g.t, &g.cost); err != nil {
+				t.Fatalf("log line %q: %v", sc.Text(), err)
+			}
+			logs[[2]int{q, l}] = append(logs[[2]int{q, l}], g)
+			total++
+		}
+		f.Close()
+	}
+	t.Logf("%d grants logged by %d processes in %v", total, procs, dur)
+	for id, gs := range logs {
+		sort.Slice(gs, func(i, j int) bool { return gs[i].t < gs[j].t })
+		lim := soakQuota(id[0]).Limits[id[1]].Limit
+		p := lim.periodUS()
+		switch lim.Algorithm {
+		case SlidingWindow, SlidingWindowCounter:
+			bound := int64(lim.Rate)
+			if lim.Algorithm == SlidingWindowCounter {
+				bound *= 2 // approximate by design; never more than two windows' worth
+			}
+			var sum int64
+			j := 0
+			for i := range gs {
+				sum += gs[i].cost
+				for gs[j].t <= gs[i].t-p {
+					sum -= gs[j].cost
+					j++
+				}
+				if sum > bound {
+					t.Fatalf("quota %d limit %s: window ending %d holds %d > %d", id[0], lim, gs[i].t, sum, bound)
+				}
+			}
+		case FixedWindow:
+			per := map[int64]int64{}
+			for _, g := range gs {
+				per[g.t/p] += g.cost
+				if per[g.t/p] > int64(lim.Rate) {
+					t.Fatalf("quota %d limit %s: window %d holds %d", id[0], lim, g.t/p, per[g.t/p])
+				}
+			}
+		case GCRA:
+			// Units in [t_i, t_j] ≤ burst + (t_j - t_i)/interval, for every pair:
+			// checked in O(n) as a running maximum of (units so far - t/interval).
+			iv := lim.intervalUS()
+			var units int64
+			best := int64(-1 << 62)
+			for _, g := range gs {
+				// units before this grant, minus its time in intervals
+				best = max(best, -(units - g.t/iv))
+				units += g.cost
+				if units-g.t/iv+best > int64(lim.Max())+1 {
+					t.Fatalf("quota %d limit %s: %d units exceed the burst bound", id[0], lim, units-g.t/iv+best)
+				}
+			}
+		}
+	}
+	// Every key has a TTL: after the longest period (3 s) and the dedupe
+	// window (10 s), nothing is left.
+	c := srv.Client()
+	defer c.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n, err := c.DBSize(context.Background()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			keys, _ := c.Keys(context.Background(), "*").Result()
+			t.Fatalf("%d keys still in Redis 20 s after the soak: %v", n, keys[:min(10, len(keys))])
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// TestSoakWorker is one soak process; it runs only when TestSoak starts it.
+func TestSoakWorker(t *testing.T) {
+	if os.Getenv("REDQUOTA_SOAK_WORKER") != "1" {
+		t.Skip("started by TestSoak only")
+	}
+	dur, _ := time.ParseDuration(os.Getenv("REDQUOTA_SOAK_DURATION"))
+	seed, _ := strconv.Atoi(os.Getenv("REDQUOTA_SOAK_SEED"))
+	o := redistest.ClientOptions(os.Getenv("REDQUOTA_SOAK_ADDR"))
+	o.PoolSize = 64
+	c := redis.NewClient(o) // retries on: dedupe on, as in a default deployment
+	defer c.Close()
+	lim := New(c, Options{Prefix: "soak"})
+	f, err := os.Create(os.Getenv("REDQUOTA_SOAK_LOG"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w := bufio.NewWriter(f)
+	defer w.Flush()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	end := time.Now().Add(dur)
+	errs := 0
+	for g := 0; g < 64; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(seed), uint64(g)))
+			p, r := new(plan), new(reply)
+			for time.Now().Before(end) {
+				qi := rng.IntN(soakQuotas)
+				q := soakQuota(qi)
+				cost := Cost{"a": 1 + rng.IntN(3)}
+				if rng.IntN(2) == 0 {
+					cost["b"] = 1 + rng.IntN(5)
+				}
+				if err := lim.quota(p, q, cost); err != nil {
+					t.Error(err)
+					return
+				}
+				// Max wait 1 µs: an Allow that also returns the grant time.
+				if err := lim.decide(context.Background(), p, 1, r); err != nil {
+					mu.Lock()
+					errs++
+					mu.Unlock()
+					continue
+				}
+				if !r.granted {
+					time.Sleep(time.Duration(rng.IntN(3)) * time.Millisecond)
+					continue
+				}
+				var b strings.Builder
+				for i := 0; i < p.n; i++ {
+					li := 0
+					if p.names[i] == "b" {
+						li = 1
+					}
+					fmt.Fprintf(&b, "%d %d %d %d\n", qi, li, r.grantUS, p.costs[i])
+				}
+				mu.Lock()
+				_, _ = w.WriteString(b.String())
+				mu.Unlock()
+			}
+		}(g)
+	}
+	wg.Wait()
+	if errs > 0 {
+		t.Fatalf("%d decisions failed", errs)
+	}
+}

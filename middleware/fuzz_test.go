@@ -1,0 +1,58 @@
+package middleware
+
+import (
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/redquota/redquota/limiter"
+)
+
+// Retry-After parsing never panics and never yields a negative wait.
+func FuzzParseRetryAfter(f *testing.F) {
+	for _, s := range []string{"2", "-1", "0", "1.5", "99999999999999999999", "Wed, 21 Oct 2015 07:28:00 GMT", "", " 7 ", "NaN", "1e9"} {
+		f.Add(s, "Wed, 21 Oct 2015 07:27:00 GMT")
+	}
+	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, value, date string) {
+		d, err := ParseRetryAfter(value, date, now)
+		if err == nil && d < 0 {
+			t.Fatalf("ParseRetryAfter(%q, %q) = %v", value, date, d)
+		}
+	})
+}
+
+// Usage headers: garbage is reported as ErrBadHeader, never a panic, and no
+// parsed count is negative or names a limit the quota does not have.
+func FuzzUsageHeaders(f *testing.F) {
+	f.Add("X-Mbx-Used-Weight-1m", "1200", "RateLimit", `"default";r=50;t=30`, "X-RateLimit-Remaining", "7")
+	f.Add("X-Mbx-Order-Count-10s", "-3", "RateLimit-Policy", `"default";q=100;w=60`, "X-RateLimit-Reset", "abc")
+	f.Add("X-Mbx-Used-Weight-1M", "999999999999999999999999", "RateLimit", `;;;"`, "X-RateLimit-Limit", "0")
+	q := limiter.Quota{Name: "ex", Limits: []limiter.NamedLimit{
+		{Name: "weight", Limit: limiter.PerMinute(1200).WithAlgorithm(limiter.FixedWindow)},
+		{Name: "orders", Limit: limiter.Every(10, 10*time.Second)},
+	}}
+	parsers := []UsageParser{
+		BinanceUsage{Weight: map[string]string{"1m": "weight"}, Orders: map[string]string{"10s": "orders"}},
+		IETFUsage{Policies: map[string]string{"default": "weight"}},
+		XRateLimit{Limit: "weight"},
+	}
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2, k3, v3 string) {
+		h := http.Header{}
+		h.Add(k1, v1)
+		h.Add(k2, v2)
+		h.Add(k3, v3)
+		for _, p := range parsers {
+			us, err := p.ParseUsage(h, q)
+			if err != nil && !errors.Is(err, ErrBadHeader) {
+				t.Fatalf("%T: %v is not ErrBadHeader", p, err)
+			}
+			for _, u := range us {
+				if _, ok := q.Find(u.Limit); !ok || u.Used < 0 {
+					t.Fatalf("%T parsed %+v from %v", p, u, h)
+				}
+			}
+		}
+	})
+}
