@@ -16,7 +16,7 @@ import (
 // Allow allocates no plan.
 type plan struct {
 	n      int
-	quota  string                 // the quota's name; "" for a single key (keys are not recorded)
+	quota  string                 // the quota's label (telemetry); "" for a single key (keys are not recorded)
 	names  [MaxQuotaLimits]string // limit names ("" for a single-key limit)
 	limits [MaxQuotaLimits]Limit
 	costs  [MaxQuotaLimits]int
@@ -88,6 +88,9 @@ func (l *Limiter) quota(p *plan, q Quota, cost Cost) error {
 	}
 	p.hold = l.keyFor(q.Name, "", holdAlgorithm)
 	p.quota, p.n = q.Name, 0
+	if q.Label != "" {
+		p.quota = q.Label
+	}
 	for _, nl := range q.Limits {
 		c := cost[nl.Name]
 		if c == 0 {

@@ -16,6 +16,10 @@ type Quota struct {
 	Name string
 	// Limits are the quota's limits; their names must be distinct.
 	Limits []NamedLimit
+	// Label is the quota's name in telemetry (the redquota.quota attribute).
+	// Default Name. Set it when Name carries a per-user part (an API key, an
+	// account, an address) that must not reach traces: "api" for "api:<key>".
+	Label string
 }
 
 // NamedLimit is one limit of a quota.

@@ -209,8 +209,12 @@ func TestSoakWorker(t *testing.T) {
 				// Max wait 1 µs: an Allow that also returns the grant time.
 				if err := lim.decide(context.Background(), p, 1, r); err != nil {
 					mu.Lock()
+					if errs < 3 {
+						t.Log(err)
+					}
 					errs++
 					mu.Unlock()
+					time.Sleep(10 * time.Millisecond)
 					continue
 				}
 				if !r.granted {

@@ -219,3 +219,30 @@ func TestTelemetryNoParentNoSpan(t *testing.T) {
 		t.Fatal("decision not counted")
 	}
 }
+
+// A quota's Label, not its Name, reaches telemetry: per-user names stay out of traces.
+func TestTelemetryQuotaLabel(t *testing.T) {
+	h := newOtel()
+	_, c := redistest.NewMini(t)
+	lim := New(c, Options{Telemetry: h.prov})
+	ctx, parent := h.tp.Tracer("test").Start(context.Background(), "caller")
+	q := Quota{Name: "api:secret-api-key-123", Label: "api", Limits: []NamedLimit{{"r", PerSecond(5)}}}
+	if _, err := lim.AllowQuota(ctx, q, Cost{"r": 1}); err != nil {
+		t.Fatal(err)
+	}
+	parent.End()
+	found := false
+	for _, s := range h.rec.Ended() {
+		for _, a := range s.Attributes() {
+			if strings.Contains(a.Value.Emit(), "secret-api-key") {
+				t.Fatalf("span %s carries the quota's name: %v", s.Name(), a)
+			}
+			if a.Key == attrQuota && a.Value.AsString() == "api" {
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no span recorded the label")
+	}
+}

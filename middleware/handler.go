@@ -81,6 +81,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	q := h.quota
 	q.Name = keyedName(h.quota.Name, key)
+	if q.Label == "" {
+		q.Label = h.quota.Name // the key stays out of the limiter's telemetry
+	}
 	res, err := h.lim.AllowQuota(limiterContext(ctx, span), q, h.cost)
 	if err != nil {
 		if errors.Is(err, limiter.ErrUnavailable) {
