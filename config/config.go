@@ -8,6 +8,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
@@ -57,6 +58,10 @@ type Config struct {
 	DialTimeout time.Duration
 	// MaxRetries is go-redis's per-command retry count; default 2. -1 disables retries.
 	MaxRetries int
+	// TLSCAFile is a PEM file of CA certificates to trust for rediss://
+	// (REDIS_TLS_CA_FILE), for servers with a private CA; default: the system roots.
+	TLSCAFile string
+	rootCAs   *x509.CertPool
 }
 
 // String describes the configuration with the password redacted.
@@ -151,6 +156,17 @@ func Parse(lookup func(string) (string, bool)) (Config, error) {
 			return Config{}, bad("REDIS_CLUSTER", "must be true or false")
 		}
 		c.Cluster = c.Cluster || b
+	}
+	if v := get("REDIS_TLS_CA_FILE"); v != "" {
+		pem, err := os.ReadFile(v)
+		if err != nil {
+			return Config{}, bad("REDIS_TLS_CA_FILE", "cannot be read")
+		}
+		c.rootCAs = x509.NewCertPool()
+		if !c.rootCAs.AppendCertsFromPEM(pem) {
+			return Config{}, bad("REDIS_TLS_CA_FILE", "holds no PEM certificate")
+		}
+		c.TLSCAFile = v
 	}
 	if c.Cluster && c.DB != 0 {
 		return Config{}, bad("REDIS_DB", "must be 0 on a cluster")
@@ -258,7 +274,7 @@ func (c Config) Options() *redis.Options {
 		o.Addr = c.Addrs[0]
 	}
 	if c.TLS {
-		o.TLSConfig = tlsConfig(o.Addr)
+		o.TLSConfig = tlsConfig(o.Addr, c.rootCAs)
 	}
 	return o
 }

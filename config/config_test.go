@@ -96,6 +96,8 @@ func TestParseErrorsNeverEchoPassword(t *testing.T) {
 		{"REDIS_SOCKET_TIMEOUT": "-3"},
 		{"REDIS_CLUSTER": "maybe"},
 		{"REDIS_CLUSTER": "1", "REDIS_DB": "1"},
+		{"REDIS_TLS_CA_FILE": "/nonexistent/ca.pem", "REDIS_PASSWORD": pw},
+		{"REDIS_TLS_CA_FILE": "/etc/hostname"}, // not PEM
 	}
 	for _, m := range bads {
 		_, err := Parse(env(m))
