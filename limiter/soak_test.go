@@ -177,7 +177,11 @@ func TestSoakWorker(t *testing.T) {
 	o.PoolSize = 64
 	c := redis.NewClient(o) // retries on: dedupe on, as in a default deployment
 	defer c.Close()
-	lim := New(c, Options{Prefix: "soak"})
+	// 512 goroutines in 8 processes saturate a 2-core machine: a call can
+	// wait longer than the default 250 ms Timeout (meant to detect a dead
+	// Redis), and three such calls in a row open the breaker. The soak tests
+	// the limits, so it gives calls 2 s.
+	lim := New(c, Options{Prefix: "soak", Timeout: 2 * time.Second})
 	f, err := os.Create(os.Getenv("REDQUOTA_SOAK_LOG"))
 	if err != nil {
 		t.Fatal(err)
