@@ -23,7 +23,11 @@ type Server struct {
 }
 
 // StartServer starts redis-server (from PATH) and waits until it answers PING.
-func StartServer() (*Server, error) {
+func StartServer() (*Server, error) { return StartServerUnder() }
+
+// StartServerUnder starts redis-server as the last argument of wrapper (for
+// example valgrind --tool=callgrind …) and waits until it answers PING.
+func StartServerUnder(wrapper ...string) (*Server, error) {
 	dir, err := os.MkdirTemp("", "redquota-bench-")
 	if err != nil {
 		return nil, err
@@ -36,7 +40,7 @@ func StartServer() (*Server, error) {
 			continue
 		}
 		s := &Server{dir: dir, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
-		if lastErr = s.start(port); lastErr == nil {
+		if lastErr = s.start(port, wrapper); lastErr == nil {
 			return s, nil
 		}
 	}
@@ -44,8 +48,8 @@ func StartServer() (*Server, error) {
 	return nil, lastErr
 }
 
-func (s *Server) start(port int) error {
-	s.cmd = exec.Command("redis-server",
+func (s *Server) start(port int, wrapper []string) error {
+	argv := append(append([]string{}, wrapper...), "redis-server",
 		"--port", strconv.Itoa(port),
 		"--bind", "127.0.0.1",
 		"--dir", s.dir,
@@ -55,6 +59,7 @@ func (s *Server) start(port int) error {
 		"--protected-mode", "no",
 		"--loglevel", "warning",
 	)
+	s.cmd = exec.Command(argv[0], argv[1:]...)
 	if err := s.cmd.Start(); err != nil {
 		return err
 	}
@@ -62,7 +67,7 @@ func (s *Server) start(port int) error {
 	go func() { _ = s.cmd.Wait(); close(s.done) }()
 	c := redis.NewClient(&redis.Options{Addr: s.addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second) // valgrind starts slowly
 	for time.Now().Before(deadline) {
 		select {
 		case <-s.done:
@@ -76,7 +81,7 @@ func (s *Server) start(port int) error {
 	}
 	_ = s.cmd.Process.Kill()
 	<-s.done
-	return fmt.Errorf("redis-server on %s did not answer PING within 10s", s.addr)
+	return fmt.Errorf("redis-server on %s did not answer PING within 60s", s.addr)
 }
 
 // Addr is the server's host:port.

@@ -122,6 +122,7 @@ func write(w *bytes.Buffer, c config, cmp *results, inpkg map[string]*results) {
 
 	writeTail(w, c)
 	writeServerProf(w, c)
+	writeCallgrind(w, c)
 	writeProfiles(w, c)
 
 	p("## In-package benchmarks of the main module\n\n")
