@@ -132,13 +132,16 @@ func sequential(b *testing.B, c Contender, keys []string) {
 	reportServer(b, c, n)
 }
 
-func parallel(b *testing.B, c Contender, keys []string) {
+func parallel(b *testing.B, c Contender, keys []string) { parallelN(b, c, keys, Goroutines) }
+
+// parallelN runs the contender from about goroutines goroutines.
+func parallelN(b *testing.B, c Contender, keys []string, goroutines int) {
 	prepare(b, c, keys)
 	ctx := context.Background()
 	var errs, start atomic.Int64
 	var first atomic.Value
 	b.ReportAllocs()
-	b.SetParallelism((Goroutines + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+	b.SetParallelism((goroutines + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		i := int(start.Add(7919)) // each goroutine starts elsewhere in the key ring
@@ -176,6 +179,12 @@ func BenchmarkSequential(b *testing.B) { each(b, single, sequential, keySets) }
 func BenchmarkParallel(b *testing.B) { each(b, single, parallel, keySets) }
 
 func BenchmarkQuota3(b *testing.B) { each(b, quota, sequential, keySets[:1]) }
+
+// BenchmarkParallel256 is BenchmarkParallel's hot key from 256 goroutines:
+// where automatic pipelining (redquota-autopipeline) should pay most.
+func BenchmarkParallel256(b *testing.B) {
+	each(b, single, func(b *testing.B, c Contender, keys []string) { parallelN(b, c, keys, 256) }, keySets[:1])
+}
 
 // TestContenders checks, quickly, that every contender decides without error
 // on the shared server, and how many commands each sends per decision.

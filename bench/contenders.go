@@ -106,6 +106,7 @@ func Floors(e Env) []Contender {
 func Single(e Env) ([]Contender, error) {
 	rq := limiter.New(e.Client, limiter.Options{Prefix: prefix("rq")})
 	rqd := limiter.New(e.Retrying, limiter.Options{Prefix: prefix("rqd")})
+	rqa := limiter.New(e.Client, limiter.Options{Prefix: prefix("rqa"), AutoPipeline: true})
 	rqLimit := limiter.PerSecond(Rate)
 
 	rr := redis_rate.NewLimiter(e.Client)
@@ -132,6 +133,10 @@ func Single(e Env) ([]Contender, error) {
 	return []Contender{
 		{Name: "redquota", Commands: scripted, Decide: func(ctx context.Context, key string) error {
 			r, err := rq.Allow(ctx, key, rqLimit)
+			return verdict(r.Allowed, err)
+		}},
+		{Name: "redquota-autopipeline", Commands: scripted, Decide: func(ctx context.Context, key string) error {
+			r, err := rqa.Allow(ctx, key, rqLimit)
 			return verdict(r.Allowed, err)
 		}},
 		{Name: "redquota-dedupe", Commands: scripted, Decide: func(ctx context.Context, key string) error {

@@ -197,7 +197,7 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 			defer cancel()
 		}
 	}
-	v, err := evalCached(ctx, l.client, scripts.Quota, cmd)
+	v, err := evalCached(ctx, l.decider, scripts.Quota, cmd)
 	if err != nil {
 		return fmt.Errorf("limiter: quota.lua: %w", err)
 	}

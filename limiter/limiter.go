@@ -83,6 +83,17 @@ type Options struct {
 	// unreachable, decisions go straight to the failure policy without calling
 	// Redis; then one call probes it. Default 1s.
 	CoolDown time.Duration
+	// AutoPipeline sends decisions through go-redis's automatic pipelining
+	// (client.AutoPipeline(), experimental in go-redis 9.22+): the scripts of
+	// many goroutines go out in one write and come back in one read, each
+	// still one atomic decision. It raises throughput under concurrency; a
+	// lone caller gains nothing. It applies to a *redis.Client or
+	// *redis.ClusterClient (for other clients it is ignored:
+	// Limiter.AutoPipelined reports whether it is on). A NOSCRIPT inside a
+	// batch (after SCRIPT FLUSH or a failover) resends only the affected
+	// calls, as EVAL. The pipeliner is the client's shared one: closing the
+	// client stops it. Default false.
+	AutoPipeline bool
 	// Telemetry are the OpenTelemetry providers for the limiter's spans and
 	// metrics. Default: the global providers (a no-op unless set).
 	Telemetry telemetry.Providers
@@ -105,6 +116,7 @@ type Options struct {
 // key is written, and a dead Redis is found at the first failed attempt.
 type Limiter struct {
 	client   Client
+	decider  Client // where decisions go: client, or its auto-pipeliner
 	opts     Options
 	dedupe   bool
 	timeout  time.Duration
@@ -134,7 +146,20 @@ func New(client Client, opts Options) *Limiter {
 	if opts.DedupeWindow == 0 {
 		opts.DedupeWindow = 10 * time.Second
 	}
-	l := &Limiter{client: client, opts: opts}
+	l := &Limiter{client: client, decider: client, opts: opts}
+	if opts.AutoPipeline {
+		var ap *redis.AutoPipeliner
+		var err error
+		switch c := client.(type) {
+		case *redis.Client:
+			ap, err = c.AutoPipeline()
+		case *redis.ClusterClient:
+			ap, err = c.AutoPipeline()
+		}
+		if ap != nil && err == nil {
+			l.decider = ap
+		}
+	}
 	l.closed.Store(true)
 	retries := mayRetry(client)
 	l.dedupe = opts.DedupeWindow > 0 && retries
@@ -166,6 +191,10 @@ func New(client Client, opts Options) *Limiter {
 	})
 	return l
 }
+
+// AutoPipelined reports whether decisions go through go-redis's automatic
+// pipelining (Options.AutoPipeline on a client that supports it).
+func (l *Limiter) AutoPipelined() bool { return l.decider != l.client }
 
 // breakerTrip is how many decisions in a row must find Redis unreachable
 // before the breaker opens.
