@@ -38,9 +38,15 @@ func newFleet(t *testing.T, p exchanges.Preset) []*proc {
 	prefix := redistest.NewPrefix(t)
 	var fleet []*proc
 	for i := range fleetSize {
-		rdb := redis.NewClient(redistest.ClientOptions(addr))
+		// Longer socket timeouts than the harness's 2 s: eight clients and
+		// dozens of senders under -race on a loaded two-core machine were seen
+		// to stall a write past 2 s. A stall delays turns; it cannot let a
+		// limit overshoot.
+		o := redistest.ClientOptions(addr)
+		o.ReadTimeout, o.WriteTimeout = 5*time.Second, 5*time.Second
+		rdb := redis.NewClient(o)
 		t.Cleanup(func() { _ = rdb.Close() })
-		lim := limiter.New(rdb, limiter.Options{Prefix: prefix, Timeout: 2 * time.Second})
+		lim := limiter.New(rdb, limiter.Options{Prefix: prefix, Timeout: 5 * time.Second})
 		base := &http.Transport{MaxIdleConnsPerHost: 64}
 		t.Cleanup(base.CloseIdleConnections)
 		c, err := p.Client(lim, &http.Client{Transport: base})
@@ -100,6 +106,32 @@ func drive(t *testing.T, fleet []*proc, senders int, stop time.Time, send func(c
 func expectedStop(err error) bool {
 	return errors.Is(err, middleware.ErrRateLimited) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, context.Canceled)
+}
+
+// warm opens n connections per process to url at once, then resets the
+// preset's quotas, so that the run starts with warm connections and full
+// budgets. A cold connection under -race can take over 100 ms to carry its
+// first request, more than a token bucket's reserve absorbs (see
+// CoinbaseOptions.BurstReserve). The simulator must not count url.
+func warm(t *testing.T, fleet []*proc, p exchanges.Preset, url string, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, pr := range fleet {
+		for range n {
+			wg.Go(func() {
+				req, _ := http.NewRequest(http.MethodGet, url, nil)
+				if _, _, err := pr.do(req); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	for _, q := range p.Quotas {
+		if err := fleet[0].lim.ResetQuota(context.Background(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // startAfterBoundary sleeps until just after the next multiple of period on
