@@ -1,6 +1,6 @@
 package cache
 
-import "strings"
+import "github.com/redquota/redquota/internal/keys"
 
 // bySlot groups the indexes of Redis keys ks so that each group can be one
 // multi-key command: by hash slot on a cluster, by hash tag on a Ring (which
@@ -22,9 +22,9 @@ func (c *core) bySlot(ks []string) [][]int {
 	var out [][]int
 	seen := map[any]int{}
 	for i, k := range ks {
-		var id any = hashTag(k)
+		var id any = keys.HashTag(k)
 		if c.masters != nil {
-			id = slot(k)
+			id = keys.Slot(k)
 		}
 		j, ok := seen[id]
 		if !ok {
@@ -35,32 +35,4 @@ func (c *core) bySlot(ks []string) [][]int {
 		out[j] = append(out[j], i)
 	}
 	return out
-}
-
-// hashTag returns the part of key Redis Cluster hashes: the first non-empty
-// {…}, or the whole key.
-func hashTag(key string) string {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			return key[i+1 : i+1+j]
-		}
-	}
-	return key
-}
-
-// slot returns the Redis Cluster hash slot of key.
-func slot(key string) int {
-	s := hashTag(key)
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for b := 0; b < 8; b++ {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return int(crc % 16384)
 }

@@ -74,3 +74,15 @@ func FuzzEscape(f *testing.F) {
 		}
 	})
 }
+
+func TestSlot(t *testing.T) {
+	// Values from Redis's CLUSTER KEYSLOT.
+	for key, want := range map[string]int{"foo": 12182, "{user1000}.following": 3443, "{user1000}.followers": 3443, "foo{}{bar}": 8363, "123456789": 12739} {
+		if got := Slot(key); got != want {
+			t.Errorf("Slot(%q) = %d, want %d", key, got, want)
+		}
+	}
+	if HashTag("a{}b{c}") != "a{}b{c}" || HashTag("x{tag}y") != "tag" {
+		t.Fatal("HashTag")
+	}
+}
