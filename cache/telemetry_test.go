@@ -10,52 +10,22 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/redquota/redquota/cache"
+	"github.com/redquota/redquota/internal/oteltest"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/scripts"
 	"github.com/redquota/redquota/telemetry"
 )
 
-// otelHarness holds SDK providers that record into memory.
-type otelHarness struct {
-	rec    *tracetest.SpanRecorder
-	reader *sdkmetric.ManualReader
-	tp     *sdktrace.TracerProvider
-	prov   telemetry.Providers
-}
-
-func newOtel() *otelHarness {
-	h := &otelHarness{rec: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
-	h.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.rec))
-	h.prov = telemetry.Providers{TracerProvider: h.tp, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(h.reader))}
-	return h
-}
-
-// parent starts the caller's span.
-func (h *otelHarness) parent() (context.Context, trace.Span) {
-	return h.tp.Tracer("test").Start(context.Background(), "caller")
-}
-
-func (h *otelHarness) collect(t *testing.T) metricdata.ResourceMetrics {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := h.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	return rm
-}
-
 // requests returns redquota.cache.requests as "op/result" → count.
-func (h *otelHarness) requests(t *testing.T) map[string]int64 {
+func requests(h *oteltest.Harness, t *testing.T) map[string]int64 {
 	t.Helper()
 	out := map[string]int64{}
-	for _, sm := range h.collect(t).ScopeMetrics {
+	for _, sm := range h.Collect(t).ScopeMetrics {
 		for _, m := range sm.Metrics {
 			if m.Name != "redquota.cache.requests" {
 				continue
@@ -71,9 +41,9 @@ func (h *otelHarness) requests(t *testing.T) map[string]int64 {
 }
 
 // metric returns the named metric's data.
-func (h *otelHarness) metric(t *testing.T, name string) metricdata.Aggregation {
+func metric(h *oteltest.Harness, t *testing.T, name string) metricdata.Aggregation {
 	t.Helper()
-	for _, sm := range h.collect(t).ScopeMetrics {
+	for _, sm := range h.Collect(t).ScopeMetrics {
 		for _, m := range sm.Metrics {
 			if m.Name == name {
 				return m.Data
@@ -106,7 +76,7 @@ func ours(spans []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
 // instrumented returns a client of the shared real redis-server, its scripts
 // loaded (so no call takes a NOSCRIPT round trip, which would be a second
 // command span) and instrumented with redisotel on h's providers.
-func instrumented(t *testing.T, h *otelHarness, opts *redis.Options) *redis.Client {
+func instrumented(t *testing.T, h *oteltest.Harness, opts *redis.Options) *redis.Client {
 	t.Helper()
 	srv := redistest.Shared(t)
 	if opts == nil {
@@ -117,7 +87,7 @@ func instrumented(t *testing.T, h *otelHarness, opts *redis.Options) *redis.Clie
 	if err := scripts.Load(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
-	if err := telemetry.InstrumentClient(c, h.prov); err != nil {
+	if err := telemetry.InstrumentClient(c, h.Providers); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -126,9 +96,9 @@ func instrumented(t *testing.T, h *otelHarness, opts *redis.Options) *redis.Clie
 // Cache spans are children of the caller's span, with the redis command spans
 // (redisotel) nested under them; metrics count each call by op and result.
 func TestTelemetrySpansAndMetrics(t *testing.T) {
-	h := newOtel()
-	c := cache.New(instrumented(t, h, nil), cache.Options{Prefix: redistest.NewPrefix(t), Telemetry: h.prov})
-	ctx, parent := h.parent()
+	h := oteltest.New()
+	c := cache.New(instrumented(t, h, nil), cache.Options{Prefix: redistest.NewPrefix(t), Telemetry: h.Providers})
+	ctx, parent := h.Parent()
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -161,7 +131,7 @@ func TestTelemetrySpansAndMetrics(t *testing.T) {
 	}
 	parent.End()
 
-	all := h.rec.Ended()
+	all := h.Rec.Ended()
 	spans := ours(all)
 	type want struct {
 		name  string
@@ -212,7 +182,7 @@ func TestTelemetrySpansAndMetrics(t *testing.T) {
 		t.Fatalf("%d loads", loads)
 	}
 
-	got := h.requests(t)
+	got := requests(h, t)
 	wantReq := map[string]int64{
 		"set/ok": 1, "get/hit": 1, "get/miss": 1, "set_many/ok": 1,
 		"get_many/hit": 2, "get_many/miss": 1, "set_tagged/ok": 1,
@@ -226,7 +196,7 @@ func TestTelemetrySpansAndMetrics(t *testing.T) {
 			t.Fatalf("requests %v, want %v", got, wantReq)
 		}
 	}
-	hist := h.metric(t, "redquota.cache.load.duration").(metricdata.Histogram[float64])
+	hist := metric(h, t, "redquota.cache.load.duration").(metricdata.Histogram[float64])
 	if len(hist.DataPoints) != 1 || hist.DataPoints[0].Count != 1 {
 		t.Fatalf("load durations %+v", hist.DataPoints)
 	}
@@ -239,12 +209,12 @@ func TestTelemetrySpansAndMetrics(t *testing.T) {
 // open the breaker (reported by its gauge); a load function's error is
 // classed as such.
 func TestTelemetryErrors(t *testing.T) {
-	h := newOtel()
+	h := oteltest.New()
 	m, client := redistest.NewMini(t)
-	c := cache.New(client, cache.Options{Telemetry: h.prov, Breaker: cache.BreakerOptions{Failures: 2, CoolDown: time.Hour}})
+	c := cache.New(client, cache.Options{Telemetry: h.Providers, Breaker: cache.BreakerOptions{Failures: 2, CoolDown: time.Hour}})
 	breaker := func() int64 {
 		t.Helper()
-		g := h.metric(t, "redquota.cache.breaker.state").(metricdata.Gauge[int64])
+		g := metric(h, t, "redquota.cache.breaker.state").(metricdata.Gauge[int64])
 		if len(g.DataPoints) != 1 {
 			t.Fatalf("breaker gauge %+v", g.DataPoints)
 		}
@@ -254,7 +224,7 @@ func TestTelemetryErrors(t *testing.T) {
 		t.Fatalf("breaker %d before any error", b)
 	}
 	m.Close()
-	ctx, parent := h.parent()
+	ctx, parent := h.Parent()
 	var s string
 	for range 3 { // two Redis errors open the breaker; the third call is rejected
 		if _, err := c.Get(ctx, "k", &s); err == nil {
@@ -271,7 +241,7 @@ func TestTelemetryErrors(t *testing.T) {
 	}
 	parent.End()
 	var classes []string
-	for _, sp := range ours(h.rec.Ended()) {
+	for _, sp := range ours(h.Rec.Ended()) {
 		a := attrsOf(sp.Attributes())
 		class := a["error.type"].AsString()
 		classes = append(classes, class)
@@ -285,11 +255,11 @@ func TestTelemetryErrors(t *testing.T) {
 	if b := breaker(); b != 2 {
 		t.Fatalf("breaker %d, want 2 (open)", b)
 	}
-	got := h.requests(t)
+	got := requests(h, t)
 	if got["get/error"] != 3 || got["get_or_load/error"] != 1 || got["get_or_load/miss"] != 1 {
 		t.Fatalf("requests %v", got)
 	}
-	hist := h.metric(t, "redquota.cache.load.duration").(metricdata.Histogram[float64])
+	hist := metric(h, t, "redquota.cache.load.duration").(metricdata.Histogram[float64])
 	byResult := map[string]uint64{}
 	for _, dp := range hist.DataPoints {
 		r, _ := dp.Attributes.Value("redquota.result")
@@ -302,9 +272,9 @@ func TestTelemetryErrors(t *testing.T) {
 
 // Without a recording parent span no cache span is started; metrics still count.
 func TestTelemetryNoParentNoSpan(t *testing.T) {
-	h := newOtel()
+	h := oteltest.New()
 	_, client := redistest.NewMini(t)
-	c := cache.New(client, cache.Options{Telemetry: h.prov})
+	c := cache.New(client, cache.Options{Telemetry: h.Providers})
 	if err := c.Set(context.Background(), "k", "v", time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -312,10 +282,10 @@ func TestTelemetryNoParentNoSpan(t *testing.T) {
 	if found, err := c.Get(context.Background(), "k", &s); !found || err != nil {
 		t.Fatal(found, err)
 	}
-	if n := len(h.rec.Ended()); n != 0 {
+	if n := len(h.Rec.Ended()); n != 0 {
 		t.Fatalf("%d spans without a parent", n)
 	}
-	if got := h.requests(t); got["set/ok"] != 1 || got["get/hit"] != 1 {
+	if got := requests(h, t); got["set/ok"] != 1 || got["get/hit"] != 1 {
 		t.Fatalf("requests %v", got)
 	}
 }
@@ -332,7 +302,7 @@ func TestTelemetryNoSecrets(t *testing.T) {
 		value    = "VALUE-42.5-CACHED"
 		query    = "signature=abcdef0123&apiKey=KEY-SECRET"
 	)
-	h := newOtel()
+	h := oteltest.New()
 	srv := redistest.Shared(t)
 	admin := redis.NewClient(redistest.ClientOptions(srv.Addr()))
 	defer admin.Close()
@@ -343,10 +313,10 @@ func TestTelemetryNoSecrets(t *testing.T) {
 	defer admin.Do(context.Background(), "ACL", "DELUSER", user)
 	opts := redistest.ClientOptions(srv.Addr())
 	opts.Username, opts.Password = user, password
-	c := cache.New(instrumented(t, h, opts), cache.Options{Prefix: redistest.NewPrefix(t), Telemetry: h.prov})
+	c := cache.New(instrumented(t, h, opts), cache.Options{Prefix: redistest.NewPrefix(t), Telemetry: h.Providers})
 	g := c.Group(group)
 
-	ctx, parent := h.parent()
+	ctx, parent := h.Parent()
 	if err := g.SetTagged(ctx, key, value, time.Minute, tag); err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +352,7 @@ func TestTelemetryNoSecrets(t *testing.T) {
 			}
 		}
 	}
-	spans := h.rec.Ended()
+	spans := h.Rec.Ended()
 	if n := len(ours(spans)); n != 7 || len(spans)-n < 7 {
 		t.Fatalf("%d cache spans (want 7) and %d others (want the command spans too)", n, len(spans)-n)
 	}
@@ -399,7 +369,7 @@ func TestTelemetryNoSecrets(t *testing.T) {
 			}
 		}
 	}
-	for _, sm := range h.collect(t).ScopeMetrics {
+	for _, sm := range h.Collect(t).ScopeMetrics {
 		for _, m := range sm.Metrics {
 			for _, set := range metricAttrSets(m.Data) {
 				for _, a := range set.ToSlice() {
@@ -447,16 +417,16 @@ func metricAttrSets(d metricdata.Aggregation) []attribute.Set {
 // recording parent span (a cache span per call, plus metrics). The client is
 // not instrumented: this measures the cache's own telemetry.
 func BenchmarkGetTelemetry(b *testing.B) {
-	h := newOtel()
+	h := oteltest.New()
 	cases := []struct {
 		name string
 		opts cache.Options
 		ctx  func() context.Context
 	}{
 		{"none", cache.Options{}, context.Background},
-		{"metrics", cache.Options{Telemetry: h.prov}, context.Background},
-		{"traced", cache.Options{Telemetry: h.prov}, func() context.Context {
-			ctx, _ := h.tp.Tracer("bench").Start(context.Background(), "parent")
+		{"metrics", cache.Options{Telemetry: h.Providers}, context.Background},
+		{"traced", cache.Options{Telemetry: h.Providers}, func() context.Context {
+			ctx, _ := h.TP.Tracer("bench").Start(context.Background(), "parent")
 			return ctx
 		}},
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/redquota/redquota/internal/oteltest"
 	"github.com/redquota/redquota/internal/redistest"
 )
 
@@ -174,16 +175,16 @@ func BenchmarkAllowParallel(b *testing.B) {
 // with SDK providers but no recording parent span (metrics only), and with a
 // recording parent span (a limiter span per decision, plus metrics).
 func BenchmarkAllowTelemetry(b *testing.B) {
-	h := newOtel()
+	h := oteltest.New()
 	cases := []struct {
 		name string
 		opts Options
 		ctx  func() context.Context
 	}{
 		{"none", Options{}, context.Background},
-		{"metrics", Options{Telemetry: h.prov}, context.Background},
-		{"traced", Options{Telemetry: h.prov}, func() context.Context {
-			ctx, _ := h.tp.Tracer("bench").Start(context.Background(), "parent")
+		{"metrics", Options{Telemetry: h.Providers}, context.Background},
+		{"traced", Options{Telemetry: h.Providers}, func() context.Context {
+			ctx, _ := h.TP.Tracer("bench").Start(context.Background(), "parent")
 			return ctx
 		}},
 	}

@@ -86,8 +86,10 @@ type Options struct {
 	// AutoPipeline sends decisions through go-redis's automatic pipelining
 	// (client.AutoPipeline(), experimental in go-redis 9.22+): the scripts of
 	// many goroutines go out in one write and come back in one read, each
-	// still one atomic decision. It raises throughput under concurrency; a
-	// lone caller gains nothing. It applies to a *redis.Client or
+	// still one atomic decision. It saves client and network work, not Redis
+	// work: when the Redis thread is the bottleneck (scripts cost it ~80 000
+	// instructions a decision) it gains nothing, and on the 2-core machine of
+	// BENCHMARKS.md it lowered throughput. Measure before turning it on. It applies to a *redis.Client or
 	// *redis.ClusterClient (for other clients it is ignored:
 	// Limiter.AutoPipelined reports whether it is on). A NOSCRIPT inside a
 	// batch (after SCRIPT FLUSH or a failover) resends only the affected

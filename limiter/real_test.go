@@ -57,14 +57,7 @@ func withHook(addr string, h redis.Hook) *redis.Client {
 // Each decision is one script call: the server counts exactly one EVALSHA (and
 // no other command) per Allow, AllowQuota, Reserve, and Wait that does not cancel.
 func TestOneRoundTripPerDecision(t *testing.T) {
-	srv, err := redistest.StartServer()
-	if err != nil {
-		if !redistest.Available() && !redistest.Required() {
-			t.Skip("redis-server not installed (Debian package redis-server)")
-		}
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := redistest.Private(t)
 	c := srv.Client()
 	defer c.Close()
 	ctx := context.Background()
@@ -302,14 +295,7 @@ func TestWaitFairAndAtRate(t *testing.T) {
 // Each failure policy answers within a stated bound once the server is
 // stopped mid-test, then recovers without recreating the client.
 func TestFailurePolicies(t *testing.T) {
-	srv, err := redistest.StartServer()
-	if err != nil {
-		if !redistest.Available() && !redistest.Required() {
-			t.Skip("redis-server not installed (Debian package redis-server)")
-		}
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := redistest.Private(t)
 	ctx := context.Background()
 	for _, pol := range []FailurePolicy{FailClosed, FailOpen, FailLocal} {
 		t.Run(pol.String(), func(t *testing.T) {

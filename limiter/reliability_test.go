@@ -17,26 +17,11 @@ import (
 	"github.com/redquota/redquota/scripts"
 )
 
-// privateServer starts a redis-server of the test's own (faults must not
-// disturb the package's shared server).
-func privateServer(t *testing.T, args ...string) *redistest.Server {
-	t.Helper()
-	srv, err := redistest.StartServer(args...)
-	if err != nil {
-		if !redistest.Available() && !redistest.Required() {
-			t.Skip("redis-server not installed (Debian package redis-server)")
-		}
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	return srv
-}
-
 // CheckServer warns when eviction can remove limiter keys, and the warning is
 // warranted: under allkeys-lru a full Redis evicts a limiter key, which then
 // forgets its grants and allows again.
 func TestEvictionWarningAndEffect(t *testing.T) {
-	srv := privateServer(t, "--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru")
+	srv := redistest.Private(t, "--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru")
 	c := srv.Client()
 	defer c.Close()
 	ctx := context.Background()
@@ -139,7 +124,7 @@ func TestScriptFlushMidRun(t *testing.T) {
 // charged once with dedupe on — and three times with it off, which shows
 // what the token prevents.
 func TestSlowServerDeadlineAndRetries(t *testing.T) {
-	srv := privateServer(t)
+	srv := redistest.Private(t)
 	ctx := context.Background()
 	sleeper := srv.Client()
 	defer sleeper.Close()
@@ -219,7 +204,7 @@ func TestServerKilledNoLeaks(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
 		goleak.IgnoreAnyFunction("github.com/redquota/redquota/internal/redistest.(*Server).Start.func1"),
 		goleak.IgnoreAnyFunction("os/exec.(*Cmd).Start.func2"))
-	srv := privateServer(t)
+	srv := redistest.Private(t)
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	lim := New(c, Options{Prefix: "kill", Failure: FailOpen, CoolDown: 100 * time.Millisecond})
@@ -338,7 +323,7 @@ func TestCallerDeadlineIsNotUnavailability(t *testing.T) {
 	}
 
 	// End to end: deadlines passing mid-call never open the breaker.
-	srv := privateServer(t)
+	srv := redistest.Private(t)
 	c := srv.Client()
 	defer c.Close()
 	lim := New(c, Options{Prefix: "dl", CoolDown: time.Minute})

@@ -58,7 +58,7 @@ func TestSoak(t *testing.T) {
 	if v := os.Getenv("REDQUOTA_SOAK_PROCS"); v != "" {
 		procs, _ = strconv.Atoi(v)
 	}
-	srv := privateServer(t)
+	srv := redistest.Private(t)
 	dir := t.TempDir()
 	var cmds []*exec.Cmd
 	for p := 0; p < procs; p++ {

@@ -10,50 +10,17 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/redquota/redquota/internal/oteltest"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/scripts"
 	"github.com/redquota/redquota/telemetry"
 )
 
-type otelHarness struct {
-	rec    *tracetest.SpanRecorder
-	reader *sdkmetric.ManualReader
-	prov   telemetry.Providers
-	tp     *sdktrace.TracerProvider
-}
-
-func newOtel() *otelHarness {
-	h := &otelHarness{rec: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
-	h.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.rec))
-	h.prov = telemetry.Providers{TracerProvider: h.tp, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(h.reader))}
-	return h
-}
-
-func (h *otelHarness) decisions(t *testing.T) map[string]int64 {
+func decisions(h *oteltest.Harness, t *testing.T) map[string]int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := h.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != metricDecisions {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				k, _ := dp.Attributes.Value(attrKind)
-				r, _ := dp.Attributes.Value(attrResult)
-				out[k.AsString()+"/"+r.AsString()] += dp.Value
-			}
-		}
-	}
-	return out
+	return h.Sums(t, metricDecisions, attrKind, attrResult)
 }
 
 func attrsOf(kv []attribute.KeyValue) map[attribute.Key]attribute.Value {
@@ -67,7 +34,7 @@ func attrsOf(kv []attribute.KeyValue) map[attribute.Key]attribute.Value {
 // Spans are children of the caller's span, with the redis command span
 // (redisotel) nested under the limiter's; metrics count each decision.
 func TestTelemetrySpansAndMetrics(t *testing.T) {
-	h := newOtel()
+	h := oteltest.New()
 	srv := redistest.Shared(t)
 	c := redis.NewClient(redistest.ClientOptions(srv.Addr()))
 	defer c.Close()
@@ -75,11 +42,11 @@ func TestTelemetrySpansAndMetrics(t *testing.T) {
 	if err := scripts.Load(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
-	if err := telemetry.InstrumentClient(c, h.prov); err != nil {
+	if err := telemetry.InstrumentClient(c, h.Providers); err != nil {
 		t.Fatal(err)
 	}
-	lim := New(c, Options{Prefix: redistest.NewPrefix(t), Telemetry: h.prov})
-	ctx, parent := h.tp.Tracer("test").Start(context.Background(), "caller")
+	lim := New(c, Options{Prefix: redistest.NewPrefix(t), Telemetry: h.Providers})
+	ctx, parent := h.TP.Tracer("test").Start(context.Background(), "caller")
 	q := Quota{Name: "binance", Limits: []NamedLimit{{"weight", PerMinute(10).WithAlgorithm(FixedWindow)}, {"orders", PerMinute(2)}}}
 	for i := 0; i < 3; i++ {
 		if _, err := lim.AllowQuota(ctx, q, Cost{"weight": 2, "orders": 1}); err != nil {
@@ -94,7 +61,7 @@ func TestTelemetrySpansAndMetrics(t *testing.T) {
 	}
 	parent.End()
 
-	spans := h.rec.Ended()
+	spans := h.Rec.Ended()
 	byID := map[string]sdktrace.ReadOnlySpan{}
 	for _, s := range spans {
 		byID[s.SpanContext().SpanID().String()] = s
@@ -148,7 +115,7 @@ func TestTelemetrySpansAndMetrics(t *testing.T) {
 			}
 		}
 	}
-	got := h.decisions(t)
+	got := decisions(h, t)
 	want := map[string]int64{"quota/allowed": 2, "quota/denied": 1, "single/allowed": 2}
 	for k, v := range want {
 		if got[k] != v {
@@ -160,21 +127,14 @@ func TestTelemetrySpansAndMetrics(t *testing.T) {
 // A decision that fails marks its span with an error status; fail-open
 // answers are counted as such.
 func TestTelemetryErrorsAndFailOpen(t *testing.T) {
-	h := newOtel()
-	srv, err := redistest.StartServer()
-	if err != nil {
-		if !redistest.Available() && !redistest.Required() {
-			t.Skip("redis-server not installed (Debian package redis-server)")
-		}
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	h := oteltest.New()
+	srv := redistest.Private(t)
 	c := srv.Client()
 	defer c.Close()
-	closed := New(c, Options{Prefix: "e", Telemetry: h.prov, CoolDown: time.Minute})
-	open := New(c, Options{Prefix: "e", Telemetry: h.prov, Failure: FailOpen, CoolDown: time.Minute})
+	closed := New(c, Options{Prefix: "e", Telemetry: h.Providers, CoolDown: time.Minute})
+	open := New(c, Options{Prefix: "e", Telemetry: h.Providers, Failure: FailOpen, CoolDown: time.Minute})
 	srv.Stop()
-	ctx, parent := h.tp.Tracer("test").Start(context.Background(), "caller")
+	ctx, parent := h.TP.Tracer("test").Start(context.Background(), "caller")
 	if _, err := closed.Allow(ctx, "k", PerSecond(1)); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("fail closed: %v", err)
 	}
@@ -183,7 +143,7 @@ func TestTelemetryErrorsAndFailOpen(t *testing.T) {
 	}
 	parent.End()
 	var errored, degraded bool
-	for _, s := range h.rec.Ended() {
+	for _, s := range h.Rec.Ended() {
 		if s.Name() != spanAllow {
 			continue
 		}
@@ -197,7 +157,7 @@ func TestTelemetryErrorsAndFailOpen(t *testing.T) {
 	if !errored || !degraded {
 		t.Fatalf("error status %v, degraded attribute %v", errored, degraded)
 	}
-	got := h.decisions(t)
+	got := decisions(h, t)
 	if got["single/error"] != 1 || got["single/fail_open"] != 1 {
 		t.Fatalf("decisions %v", got)
 	}
@@ -206,33 +166,33 @@ func TestTelemetryErrorsAndFailOpen(t *testing.T) {
 // Without a recording parent span no limiter span is started (and nothing is
 // allocated for tracing).
 func TestTelemetryNoParentNoSpan(t *testing.T) {
-	h := newOtel()
+	h := oteltest.New()
 	_, c := redistest.NewMini(t)
-	lim := New(c, Options{Telemetry: h.prov})
+	lim := New(c, Options{Telemetry: h.Providers})
 	if _, err := lim.Allow(context.Background(), "k", PerSecond(1)); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(h.rec.Ended()); n != 0 {
+	if n := len(h.Rec.Ended()); n != 0 {
 		t.Fatalf("%d spans without a parent", n)
 	}
-	if h.decisions(t)["single/allowed"] != 1 {
+	if decisions(h, t)["single/allowed"] != 1 {
 		t.Fatal("decision not counted")
 	}
 }
 
 // A quota's Label, not its Name, reaches telemetry: per-user names stay out of traces.
 func TestTelemetryQuotaLabel(t *testing.T) {
-	h := newOtel()
+	h := oteltest.New()
 	_, c := redistest.NewMini(t)
-	lim := New(c, Options{Telemetry: h.prov})
-	ctx, parent := h.tp.Tracer("test").Start(context.Background(), "caller")
+	lim := New(c, Options{Telemetry: h.Providers})
+	ctx, parent := h.TP.Tracer("test").Start(context.Background(), "caller")
 	q := Quota{Name: "api:secret-api-key-123", Label: "api", Limits: []NamedLimit{{"r", PerSecond(5)}}}
 	if _, err := lim.AllowQuota(ctx, q, Cost{"r": 1}); err != nil {
 		t.Fatal(err)
 	}
 	parent.End()
 	found := false
-	for _, s := range h.rec.Ended() {
+	for _, s := range h.Rec.Ended() {
 		for _, a := range s.Attributes() {
 			if strings.Contains(a.Value.Emit(), "secret-api-key") {
 				t.Fatalf("span %s carries the quota's name: %v", s.Name(), a)

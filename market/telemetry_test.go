@@ -10,59 +10,17 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/redquota/redquota/cache"
+	"github.com/redquota/redquota/internal/oteltest"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/market"
 	"github.com/redquota/redquota/scripts"
 	"github.com/redquota/redquota/telemetry"
 )
-
-type otelHarness struct {
-	rec    *tracetest.SpanRecorder
-	reader *sdkmetric.ManualReader
-	tp     *sdktrace.TracerProvider
-	prov   telemetry.Providers
-}
-
-func newOtel() *otelHarness {
-	h := &otelHarness{rec: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
-	h.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.rec))
-	h.prov = telemetry.Providers{TracerProvider: h.tp, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(h.reader))}
-	return h
-}
-
-// sums returns the named counter's data points, keyed by the values of attrs
-// joined with "/".
-func (h *otelHarness) sums(t *testing.T, name string, attrs ...attribute.Key) map[string]int64 {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := h.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				var parts []string
-				for _, a := range attrs {
-					v, _ := dp.Attributes.Value(a)
-					parts = append(parts, v.Emit())
-				}
-				out[strings.Join(parts, "/")] += dp.Value
-			}
-		}
-	}
-	return out
-}
 
 func attrsOf(kv []attribute.KeyValue) map[attribute.Key]attribute.Value {
 	m := map[attribute.Key]attribute.Value{}
@@ -79,7 +37,7 @@ const secretPassword = "pw-33b1-SECRET"
 // count calls by kind, op and result, and API calls by exchange. No symbol,
 // endpoint, value, fetch error text or Redis password appears anywhere.
 func TestTelemetry(t *testing.T) {
-	h := newOtel()
+	h := oteltest.New()
 	srv := redistest.Shared(t)
 	ctx := context.Background()
 	admin := redis.NewClient(redistest.ClientOptions(srv.Addr()))
@@ -96,12 +54,12 @@ func TestTelemetry(t *testing.T) {
 	if err := scripts.Load(ctx, client); err != nil {
 		t.Fatal(err)
 	}
-	if err := telemetry.InstrumentClient(client, h.prov); err != nil {
+	if err := telemetry.InstrumentClient(client, h.Providers); err != nil {
 		t.Fatal(err)
 	}
-	m := market.New(cache.New(client, cache.Options{Prefix: redistest.NewPrefix(t), Telemetry: h.prov}), market.Options{Telemetry: h.prov})
+	m := market.New(cache.New(client, cache.Options{Prefix: redistest.NewPrefix(t), Telemetry: h.Providers}), market.Options{Telemetry: h.Providers})
 
-	ctx, parent := h.tp.Tracer("test").Start(ctx, "caller")
+	ctx, parent := h.TP.Tracer("test").Start(ctx, "caller")
 	btc := market.Ticker{Symbol: "BTCUSDT", Price: 45123.25, Time: epoch}
 	if err := m.SetTicker(ctx, "binance", "BTCUSDT", btc); err != nil {
 		t.Fatal(err)
@@ -137,7 +95,7 @@ func TestTelemetry(t *testing.T) {
 	}
 	parent.End()
 
-	spans := h.rec.Ended()
+	spans := h.Rec.Ended()
 	children := map[trace.SpanID][]sdktrace.ReadOnlySpan{}
 	for _, s := range spans {
 		children[s.Parent().SpanID()] = append(children[s.Parent().SpanID()], s)
@@ -196,7 +154,7 @@ func TestTelemetry(t *testing.T) {
 		t.Fatalf("invalidate: %v", ours[9].Attributes())
 	}
 
-	got := h.sums(t, "redquota.market.requests", "redquota.market.kind", "redquota.op", "redquota.result")
+	got := h.Sums(t, "redquota.market.requests", "redquota.market.kind", "redquota.op", "redquota.result")
 	wantReq := map[string]int64{
 		"ticker/set/ok": 1, "ticker/get/hit": 1, "orderbook/get/miss": 1,
 		"ticker/get_or_fetch/fetched": 1, "ticker/get_or_fetch/hit": 1, "api_calls/incr/ok": 2,
@@ -210,7 +168,7 @@ func TestTelemetry(t *testing.T) {
 			t.Fatalf("requests %v, want %v", got, wantReq)
 		}
 	}
-	if calls := h.sums(t, "redquota.market.api_calls", "redquota.market.exchange"); calls["binance"] != 2 || len(calls) != 1 {
+	if calls := h.Sums(t, "redquota.market.api_calls", "redquota.market.exchange"); calls["binance"] != 2 || len(calls) != 1 {
 		t.Fatalf("api calls %v", calls)
 	}
 
@@ -237,7 +195,7 @@ func TestTelemetry(t *testing.T) {
 		}
 	}
 	var rm metricdata.ResourceMetrics
-	if err := h.reader.Collect(context.Background(), &rm); err != nil {
+	if err := h.Reader.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)
 	}
 	for _, sm := range rm.ScopeMetrics {
@@ -255,16 +213,16 @@ func TestTelemetry(t *testing.T) {
 
 // Without a recording parent span no market span is started; metrics still count.
 func TestTelemetryNoParentNoSpan(t *testing.T) {
-	h := newOtel()
+	h := oteltest.New()
 	_, client := redistest.NewMini(t)
-	m := market.New(cache.New(client, cache.Options{Telemetry: h.prov}), market.Options{Telemetry: h.prov})
+	m := market.New(cache.New(client, cache.Options{Telemetry: h.Providers}), market.Options{Telemetry: h.Providers})
 	if _, _, err := m.GetTicker(context.Background(), "binance", "BTCUSDT"); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(h.rec.Ended()); n != 0 {
+	if n := len(h.Rec.Ended()); n != 0 {
 		t.Fatalf("%d spans without a parent", n)
 	}
-	if got := h.sums(t, "redquota.market.requests", "redquota.market.kind", "redquota.result"); got["ticker/miss"] != 1 {
+	if got := h.Sums(t, "redquota.market.requests", "redquota.market.kind", "redquota.result"); got["ticker/miss"] != 1 {
 		t.Fatalf("requests %v", got)
 	}
 }

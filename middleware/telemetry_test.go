@@ -13,12 +13,11 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/redquota/redquota/internal/oteltest"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
@@ -33,47 +32,6 @@ const (
 	secretQuery    = "signature=0a1b2c3d4e&apiKey=KEY-7f-SECRET"
 	secretPath     = "/api/v3/account-PATH-SECRET"
 )
-
-type otelHarness struct {
-	rec    *tracetest.SpanRecorder
-	reader *sdkmetric.ManualReader
-	tp     *sdktrace.TracerProvider
-	prov   telemetry.Providers
-}
-
-func newOtel() *otelHarness {
-	h := &otelHarness{rec: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
-	h.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.rec))
-	h.prov = telemetry.Providers{TracerProvider: h.tp, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(h.reader))}
-	return h
-}
-
-func (h *otelHarness) collect(t *testing.T) metricdata.ResourceMetrics {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := h.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	return rm
-}
-
-// sums returns the named counter as "<value of attr>" → sum.
-func (h *otelHarness) sums(t *testing.T, name string, attr attribute.Key) map[string]int64 {
-	t.Helper()
-	out := map[string]int64{}
-	for _, sm := range h.collect(t).ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				v, _ := dp.Attributes.Value(attr)
-				out[v.Emit()] += dp.Value
-			}
-		}
-	}
-	return out
-}
 
 func attrsOf(kv []attribute.KeyValue) map[attribute.Key]attribute.Value {
 	m := map[attribute.Key]attribute.Value{}
@@ -109,7 +67,7 @@ func childrenOf(spans []sdktrace.ReadOnlySpan, id trace.SpanID) []string {
 // client that logs in with a password (an ACL user of its own), has the
 // scripts loaded (no NOSCRIPT round trip, so one command span per decision)
 // and is instrumented with redisotel on h's providers.
-func instrumentedLimiter(t *testing.T, h *otelHarness) *limiter.Limiter {
+func instrumentedLimiter(t *testing.T, h *oteltest.Harness) *limiter.Limiter {
 	t.Helper()
 	srv := redistest.Shared(t)
 	ctx := context.Background()
@@ -131,15 +89,15 @@ func instrumentedLimiter(t *testing.T, h *otelHarness) *limiter.Limiter {
 	if err := scripts.Load(ctx, c); err != nil {
 		t.Fatal(err)
 	}
-	if err := telemetry.InstrumentClient(c, h.prov); err != nil {
+	if err := telemetry.InstrumentClient(c, h.Providers); err != nil {
 		t.Fatal(err)
 	}
-	return limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t), Telemetry: h.prov})
+	return limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t), Telemetry: h.Providers})
 }
 
 // noSecrets fails if any span (name, attributes, status, events) or metric
 // attribute carries one of the test's secrets.
-func noSecrets(t *testing.T, h *otelHarness, extra ...string) {
+func noSecrets(t *testing.T, h *oteltest.Harness, extra ...string) {
 	t.Helper()
 	secrets := append([]string{secretPassword, "tok-91a3", "signature", "apiKey", "PATH-SECRET"}, extra...)
 	check := func(where, text string) {
@@ -150,7 +108,7 @@ func noSecrets(t *testing.T, h *otelHarness, extra ...string) {
 			}
 		}
 	}
-	for _, sp := range h.rec.Ended() {
+	for _, sp := range h.Rec.Ended() {
 		check("span name", sp.Name())
 		check(sp.Name()+" status", sp.Status().Description)
 		for _, a := range sp.Attributes() {
@@ -162,7 +120,7 @@ func noSecrets(t *testing.T, h *otelHarness, extra ...string) {
 			}
 		}
 	}
-	for _, sm := range h.collect(t).ScopeMetrics {
+	for _, sm := range h.Collect(t).ScopeMetrics {
 		for _, m := range sm.Metrics {
 			var sets []attribute.Set
 			switch d := m.Data.(type) {
@@ -207,7 +165,7 @@ func (s *spy) RoundTrip(req *http.Request) (*http.Response, error) {
 // Neither the URL's path and query, nor the Authorization header, nor the
 // Redis password appear anywhere.
 func TestTelemetryTransport(t *testing.T) {
-	h := newOtel()
+	h := oteltest.New()
 	lim := instrumentedLimiter(t, h)
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/limited") {
@@ -218,12 +176,12 @@ func TestTelemetryTransport(t *testing.T) {
 	})
 	quota := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{{Name: "weight", Limit: limiter.PerMinute(1000).WithAlgorithm(limiter.FixedWindow)}}}
 	next := &spy{}
-	tr := middleware.NewTransportWithOptions(next, lim, middleware.Options{Telemetry: h.prov, FallbackHold: 50 * time.Millisecond},
+	tr := middleware.NewTransportWithOptions(next, lim, middleware.Options{Telemetry: h.Providers, FallbackHold: 50 * time.Millisecond},
 		middleware.Rule{Quota: quota, Cost: limiter.Cost{"weight": 2}, Usage: []middleware.UsageParser{middleware.BinanceUsage{Weight: map[string]string{"1m": "weight"}}}})
 	dead := httptest.NewServer(http.NotFoundHandler())
 	dead.Close()
 
-	ctx, parent := h.tp.Tracer("test").Start(context.Background(), "caller")
+	ctx, parent := h.TP.Tracer("test").Start(context.Background(), "caller")
 	send := func(base, path string) (int, error) {
 		t.Helper()
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path+"?"+secretQuery, nil)
@@ -254,7 +212,7 @@ func TestTelemetryTransport(t *testing.T) {
 	}
 	parent.End()
 
-	spans := h.rec.Ended()
+	spans := h.Rec.Ended()
 	rts := named(spans, "redquota.middleware.RoundTrip")
 	if len(rts) != 4 {
 		t.Fatalf("%d RoundTrip spans, want 4", len(rts))
@@ -314,18 +272,18 @@ func TestTelemetryTransport(t *testing.T) {
 		}
 	}
 
-	classes := h.sums(t, "redquota.middleware.requests", "redquota.status_class")
+	classes := h.Sums(t, "redquota.middleware.requests", "redquota.status_class")
 	if classes["2xx"] != 2 || classes["4xx"] != 1 || classes["error"] != 1 || len(classes) != 3 {
 		t.Fatalf("requests by class %v", classes)
 	}
-	if l := h.sums(t, "redquota.middleware.limited", "http.response.status_code"); l["429"] != 1 || len(l) != 1 {
+	if l := h.Sums(t, "redquota.middleware.limited", "http.response.status_code"); l["429"] != 1 || len(l) != 1 {
 		t.Fatalf("limited %v", l)
 	}
-	syncs := h.sums(t, "redquota.middleware.header_syncs", "redquota.result")
+	syncs := h.Sums(t, "redquota.middleware.header_syncs", "redquota.result")
 	if !skipped && (syncs["raised"] != 1 || syncs["unchanged"] != 1) {
 		t.Fatalf("header syncs %v", syncs)
 	}
-	for _, sm := range h.collect(t).ScopeMetrics {
+	for _, sm := range h.Collect(t).ScopeMetrics {
 		for _, m := range sm.Metrics {
 			if m.Name == "redquota.middleware.wait" {
 				hist := m.Data.(metricdata.Histogram[float64])
@@ -341,12 +299,12 @@ func TestTelemetryTransport(t *testing.T) {
 // A request refused before it is sent is counted as not_sent, and its span has
 // the refusal's class as its error status.
 func TestTelemetryTransportRefused(t *testing.T) {
-	h := newOtel()
+	h := oteltest.New()
 	_, lim := miniLimiter(t)
 	srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
-	tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{Telemetry: h.prov, FailFast: true},
+	tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{Telemetry: h.Providers, FailFast: true},
 		middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 100}})
-	ctx, parent := h.tp.Tracer("test").Start(context.Background(), "caller")
+	ctx, parent := h.TP.Tracer("test").Start(context.Background(), "caller")
 	for i := range 2 {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"?"+secretQuery, nil)
 		resp, err := tr.RoundTrip(req)
@@ -357,11 +315,11 @@ func TestTelemetryTransportRefused(t *testing.T) {
 		}
 	}
 	parent.End()
-	rts := named(h.rec.Ended(), "redquota.middleware.RoundTrip")
+	rts := named(h.Rec.Ended(), "redquota.middleware.RoundTrip")
 	if len(rts) != 2 || rts[1].Status().Code != codes.Error || rts[1].Status().Description != "rate_limited" {
 		t.Fatalf("spans %v", rts)
 	}
-	if c := h.sums(t, "redquota.middleware.requests", "redquota.status_class"); c["2xx"] != 1 || c["not_sent"] != 1 {
+	if c := h.Sums(t, "redquota.middleware.requests", "redquota.status_class"); c["2xx"] != 1 || c["not_sent"] != 1 {
 		t.Fatalf("requests by class %v", c)
 	}
 	noSecrets(t, h)
@@ -372,14 +330,14 @@ func TestTelemetryTransportRefused(t *testing.T) {
 // the keyed quota and so the client's key, is not started. Decisions are
 // counted by result; the key (here the Authorization header) appears nowhere.
 func TestTelemetryHandler(t *testing.T) {
-	h := newOtel()
+	h := oteltest.New()
 	lim := instrumentedLimiter(t, h)
 	quota := limiter.Quota{Name: "api", Limits: []limiter.NamedLimit{{Name: "calls", Limit: limiter.PerMinute(2)}}}
 	served := 0
 	handler := middleware.HandlerWithOptions(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { served++ }), lim,
-		func(r *http.Request) (string, error) { return r.Header.Get("Authorization"), nil }, quota, middleware.Options{Telemetry: h.prov})
+		func(r *http.Request) (string, error) { return r.Header.Get("Authorization"), nil }, quota, middleware.Options{Telemetry: h.Providers})
 
-	ctx, parent := h.tp.Tracer("test").Start(context.Background(), "server")
+	ctx, parent := h.TP.Tracer("test").Start(context.Background(), "server")
 	codesSeen := []int{}
 	for range 3 {
 		req := httptest.NewRequestWithContext(ctx, http.MethodGet, secretPath+"?"+secretQuery, nil)
@@ -392,7 +350,7 @@ func TestTelemetryHandler(t *testing.T) {
 	if served != 2 || codesSeen[2] != http.StatusTooManyRequests {
 		t.Fatalf("served %d, codes %v", served, codesSeen)
 	}
-	spans := h.rec.Ended()
+	spans := h.Rec.Ended()
 	if n := len(named(spans, "redquota.limiter.AllowQuota")); n != 0 {
 		t.Fatalf("%d limiter spans: they would carry the key", n)
 	}
@@ -419,7 +377,7 @@ func TestTelemetryHandler(t *testing.T) {
 			t.Fatalf("Handler span 2: %v", s.Attributes())
 		}
 	}
-	if d := h.sums(t, "redquota.middleware.server.decisions", "redquota.result"); d["allowed"] != 2 || d["denied"] != 1 || len(d) != 2 {
+	if d := h.Sums(t, "redquota.middleware.server.decisions", "redquota.result"); d["allowed"] != 2 || d["denied"] != 1 || len(d) != 2 {
 		t.Fatalf("decisions %v", d)
 	}
 	noSecrets(t, h, "tok-91a3")
@@ -428,24 +386,24 @@ func TestTelemetryHandler(t *testing.T) {
 // When Redis cannot be reached and the limiter fails closed, the Handler's
 // span has an error status and the decision counts as unavailable.
 func TestTelemetryHandlerUnavailable(t *testing.T) {
-	h := newOtel()
+	h := oteltest.New()
 	m, c := redistest.NewMini(t)
 	lim := limiter.New(c, limiter.Options{CoolDown: time.Minute})
 	m.Close()
 	handler := middleware.HandlerWithOptions(http.NotFoundHandler(), lim,
-		func(*http.Request) (string, error) { return "k", nil }, exQuota, middleware.Options{Telemetry: h.prov})
-	ctx, parent := h.tp.Tracer("test").Start(context.Background(), "server")
+		func(*http.Request) (string, error) { return "k", nil }, exQuota, middleware.Options{Telemetry: h.Providers})
+	ctx, parent := h.TP.Tracer("test").Start(context.Background(), "server")
 	w := httptest.NewRecorder()
 	handler.ServeHTTP(w, httptest.NewRequestWithContext(ctx, http.MethodGet, "/", nil))
 	parent.End()
 	if w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("status %d", w.Code)
 	}
-	hs := named(h.rec.Ended(), "redquota.middleware.Handler")
+	hs := named(h.Rec.Ended(), "redquota.middleware.Handler")
 	if len(hs) != 1 || hs[0].Status().Code != codes.Error || hs[0].Status().Description != "limiter_unavailable" {
 		t.Fatalf("spans %v", hs)
 	}
-	if d := h.sums(t, "redquota.middleware.server.decisions", "redquota.result"); d["unavailable"] != 1 {
+	if d := h.Sums(t, "redquota.middleware.server.decisions", "redquota.result"); d["unavailable"] != 1 {
 		t.Fatalf("decisions %v", d)
 	}
 }

@@ -169,6 +169,21 @@ func Shared(tb testing.TB) *Server {
 	return shared
 }
 
+// Private starts a redis-server of the test's own, stopped when the test ends:
+// for faults (stops, restarts, memory limits) that must not disturb the
+// package's shared server. It skips or fails like Shared when redis-server is
+// missing.
+func Private(tb testing.TB, args ...string) *Server {
+	tb.Helper()
+	need(tb)
+	s, err := StartServer(args...)
+	if err != nil {
+		tb.Fatalf("redistest: start redis-server: %v", err)
+	}
+	tb.Cleanup(s.Close)
+	return s
+}
+
 // NewReal returns a client of the shared real redis-server.
 func NewReal(tb testing.TB) *redis.Client {
 	tb.Helper()
