@@ -163,6 +163,11 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 		done(nil)
 	}
 	if err != nil {
+		if cerr := callerDone(ctx); cerr != nil {
+			// The caller's context ended: say so in a way errors.Is sees, even
+			// when go-redis reported it as an i/o timeout on the socket.
+			return fmt.Errorf("%w: %w", cerr, err)
+		}
 		return err
 	}
 	if r.granted {
@@ -264,17 +269,26 @@ func (r *reply) quota(p *plan) QuotaResult {
 	return q
 }
 
+// callerDone returns ctx's error, or context.DeadlineExceeded once its
+// deadline has passed even if ctx has not noticed yet; nil while it runs.
+func callerDone(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
 // unreachable reports whether err means Redis could not be reached or answer
 // (so the failure policy applies) rather than a caller's cancellation or a
 // script error.
 func unreachable(ctx context.Context, err error) bool {
-	if ctx.Err() != nil {
-		return false // the caller gave up; not Redis's fault
-	}
 	// With ContextTimeoutEnabled go-redis sets socket deadlines from the
 	// context, so a caller's deadline can surface as an i/o timeout a moment
 	// before ctx.Err() reports it: still the caller's deadline, not a dead Redis.
-	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+	if callerDone(ctx) != nil {
 		return false
 	}
 	if errors.Is(err, ErrBadReply) {

@@ -321,6 +321,10 @@ func TestCallerDeadlineIsNotUnavailability(t *testing.T) {
 	if !unreachable(context.Background(), ioTimeout) {
 		t.Fatal("an i/o timeout without a deadline must count as unreachable")
 	}
+	// And the caller learns it was its deadline, through errors.Is.
+	if callerDone(deadlineOnly{past}) != context.DeadlineExceeded {
+		t.Fatal("a passed deadline not reported as context.DeadlineExceeded")
+	}
 
 	// End to end: deadlines passing mid-call never open the breaker.
 	srv := redistest.Private(t)
@@ -334,9 +338,12 @@ func TestCallerDeadlineIsNotUnavailability(t *testing.T) {
 		go func() { _ = sleeper.Do(context.Background(), "DEBUG", "SLEEP", "0.1").Err(); close(done) }()
 		time.Sleep(10 * time.Millisecond)
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-		_, _ = lim.Allow(ctx, "k", PerSecond(100))
+		_, err := lim.Allow(ctx, "k", PerSecond(100))
 		cancel()
 		<-done
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("call past its deadline returned %v, want an error wrapping context.DeadlineExceeded", err)
+		}
 	}
 	if _, err := lim.Allow(context.Background(), "k", PerSecond(100)); err != nil {
 		t.Fatalf("after callers' deadlines passed mid-call: %v (the breaker opened)", err)
