@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/sony/gobreaker/v2"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
@@ -122,7 +121,7 @@ func (c *core) initTelemetry(p telemetry.Providers) {
 		_, _ = m.Int64ObservableGauge(metricBreaker,
 			metric.WithDescription("The cache's Redis circuit breaker: 0 closed, 1 half-open, 2 open (calls fail at once with ErrCircuitOpen)."),
 			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-				o.Observe(breakerValue(br.State()))
+				o.Observe(telemetry.BreakerState(br.State()))
 				return nil
 			}))
 	}
@@ -135,16 +134,6 @@ func (c *core) initTelemetry(p telemetry.Providers) {
 	}
 	in.loadOpts[0] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrResult.String("ok")))}
 	in.loadOpts[1] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrResult.String("error")))}
-}
-
-func breakerValue(s gobreaker.State) int64 {
-	switch s {
-	case gobreaker.StateHalfOpen:
-		return 1
-	case gobreaker.StateOpen:
-		return 2
-	}
-	return 0
 }
 
 // start begins the span of an operation, as a child of the caller's span.

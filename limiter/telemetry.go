@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/sony/gobreaker/v2"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
@@ -84,7 +83,7 @@ func (l *Limiter) initTelemetry(p telemetry.Providers) {
 	_, _ = m.Int64ObservableGauge(metricBreaker,
 		metric.WithDescription("The Redis circuit breaker: 0 closed, 1 half-open, 2 open (decisions go to the failure policy)."),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-			o.Observe(breakerValue(l.breaker.State()))
+			o.Observe(telemetry.BreakerState(l.breaker.State()))
 			return nil
 		}))
 	for k := range kindNames {
@@ -94,16 +93,6 @@ func (l *Limiter) initTelemetry(p telemetry.Providers) {
 		}
 		in.recOpts[k] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrKind.String(kindNames[k])))}
 	}
-}
-
-func breakerValue(s gobreaker.State) int64 {
-	switch s {
-	case gobreaker.StateHalfOpen:
-		return 1
-	case gobreaker.StateOpen:
-		return 2
-	}
-	return 0
 }
 
 // count records one decision.
