@@ -62,11 +62,6 @@ func (t *Transport) book(ctx context.Context, q limiter.Quota, cost limiter.Cost
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("middleware: quota %q: %w", q.Name, err)
 	}
-	if res == nil {
-		// The limiter answers (nil, ctx.Err()) once the deadline has passed,
-		// and ctx.Err() can still be nil for a moment after it.
-		return time.Time{}, false, fmt.Errorf("middleware: quota %q: %w", q.Name, context.DeadlineExceeded)
-	}
 	if !res.OK() {
 		qr := res.QuotaResult()
 		return time.Time{}, false, &LimitedError{Quota: q.Name, DeniedBy: qr.DeniedBy, RetryAfter: qr.RetryAfter, Err: limiter.ErrWouldExceedDeadline}
@@ -81,9 +76,9 @@ func (t *Transport) book(ctx context.Context, q limiter.Quota, cost limiter.Cost
 		return time.Time{}, false, err
 	}
 	if d > 0 {
-		// Our turn was booked ahead; a hold may have been placed since. A hold of
-		// 1µs changes nothing (holds only grow) and returns the hold in place.
-		h, err := t.lim.Hold(ctx, q.Name, time.Microsecond)
+		// Our turn was booked ahead; a hold may have been placed since. Held
+		// reads it (one PTTL) without writing.
+		h, err := t.lim.Held(ctx, q.Name)
 		if err == nil && h > time.Millisecond {
 			return grant, true, nil
 		}
