@@ -35,7 +35,7 @@ var (
 func TestMain(m *testing.M) {
 	srv, srvErr = StartServer()
 	if srvErr == nil {
-		env = Env{Client: NewClient(srv.Addr(), -1), Retrying: NewClient(srv.Addr(), 2)}
+		env = NewEnv(srv.Addr())
 	}
 	code := m.Run()
 	if srvErr == nil {

@@ -53,6 +53,17 @@ type Env struct {
 	Retrying *redis.Client
 }
 
+// NewEnv returns the two clients of addr every contender shares.
+func NewEnv(addr string) Env {
+	return Env{Client: NewClient(addr, -1), Retrying: NewClient(addr, 2)}
+}
+
+// Close closes both clients.
+func (e Env) Close() {
+	_ = e.Client.Close()
+	_ = e.Retrying.Close()
+}
+
 var runSeq atomic.Int64
 
 // prefix is a fresh key prefix, so no run inherits another's state.

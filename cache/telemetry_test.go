@@ -371,45 +371,13 @@ func TestTelemetryNoSecrets(t *testing.T) {
 	}
 	for _, sm := range h.Collect(t).ScopeMetrics {
 		for _, m := range sm.Metrics {
-			for _, set := range metricAttrSets(m.Data) {
+			for _, set := range oteltest.AttrSets(m.Data) {
 				for _, a := range set.ToSlice() {
 					check(m.Name+" attribute "+string(a.Key), a.Value.Emit())
 				}
 			}
 		}
 	}
-}
-
-// metricAttrSets returns the attribute sets of a metric's data points.
-func metricAttrSets(d metricdata.Aggregation) []attribute.Set {
-	var out []attribute.Set
-	switch d := d.(type) {
-	case metricdata.Sum[int64]:
-		for _, dp := range d.DataPoints {
-			out = append(out, dp.Attributes)
-		}
-	case metricdata.Sum[float64]:
-		for _, dp := range d.DataPoints {
-			out = append(out, dp.Attributes)
-		}
-	case metricdata.Gauge[int64]:
-		for _, dp := range d.DataPoints {
-			out = append(out, dp.Attributes)
-		}
-	case metricdata.Gauge[float64]:
-		for _, dp := range d.DataPoints {
-			out = append(out, dp.Attributes)
-		}
-	case metricdata.Histogram[int64]:
-		for _, dp := range d.DataPoints {
-			out = append(out, dp.Attributes)
-		}
-	case metricdata.Histogram[float64]:
-		for _, dp := range d.DataPoints {
-			out = append(out, dp.Attributes)
-		}
-	}
-	return out
 }
 
 // BenchmarkGetTelemetry: a Get hit with the global no-op providers (none set),

@@ -122,22 +122,7 @@ func noSecrets(t *testing.T, h *oteltest.Harness, extra ...string) {
 	}
 	for _, sm := range h.Collect(t).ScopeMetrics {
 		for _, m := range sm.Metrics {
-			var sets []attribute.Set
-			switch d := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				for _, dp := range d.DataPoints {
-					sets = append(sets, dp.Attributes)
-				}
-			case metricdata.Histogram[float64]:
-				for _, dp := range d.DataPoints {
-					sets = append(sets, dp.Attributes)
-				}
-			case metricdata.Gauge[int64]:
-				for _, dp := range d.DataPoints {
-					sets = append(sets, dp.Attributes)
-				}
-			}
-			for _, set := range sets {
+			for _, set := range oteltest.AttrSets(m.Data) {
 				for _, a := range set.ToSlice() {
 					check(m.Name+" attribute "+string(a.Key), a.Value.Emit())
 				}

@@ -74,3 +74,36 @@ func (h *Harness) Sums(t testing.TB, name string, attrs ...attribute.Key) map[st
 	}
 	return out
 }
+
+// AttrSets returns the attribute sets of every data point of a metric, for
+// any aggregation the SDK produces.
+func AttrSets(d metricdata.Aggregation) []attribute.Set {
+	var out []attribute.Set
+	switch d := d.(type) {
+	case metricdata.Sum[int64]:
+		for _, dp := range d.DataPoints {
+			out = append(out, dp.Attributes)
+		}
+	case metricdata.Sum[float64]:
+		for _, dp := range d.DataPoints {
+			out = append(out, dp.Attributes)
+		}
+	case metricdata.Gauge[int64]:
+		for _, dp := range d.DataPoints {
+			out = append(out, dp.Attributes)
+		}
+	case metricdata.Gauge[float64]:
+		for _, dp := range d.DataPoints {
+			out = append(out, dp.Attributes)
+		}
+	case metricdata.Histogram[int64]:
+		for _, dp := range d.DataPoints {
+			out = append(out, dp.Attributes)
+		}
+	case metricdata.Histogram[float64]:
+		for _, dp := range d.DataPoints {
+			out = append(out, dp.Attributes)
+		}
+	}
+	return out
+}

@@ -65,9 +65,8 @@ func main() {
 		log.Fatalf("redis-server under callgrind: %v", err)
 	}
 	defer srv.Close()
-	env := bench.Env{Client: bench.NewClient(srv.Addr(), -1), Retrying: bench.NewClient(srv.Addr(), 2)}
-	defer env.Client.Close()
-	defer env.Retrying.Close()
+	env := bench.NewEnv(srv.Addr())
+	defer env.Close()
 	pid, err := env.Client.Do(context.Background(), "INFO", "server").Text()
 	if err != nil {
 		log.Fatal(err)

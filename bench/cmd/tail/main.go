@@ -32,9 +32,8 @@ func main() {
 		log.Fatalf("redis-server: %v", err)
 	}
 	defer srv.Close()
-	env := bench.Env{Client: bench.NewClient(srv.Addr(), -1), Retrying: bench.NewClient(srv.Addr(), 2)}
-	defer env.Client.Close()
-	defer env.Retrying.Close()
+	env := bench.NewEnv(srv.Addr())
+	defer env.Close()
 
 	single, err := bench.Single(env)
 	if err != nil {
