@@ -22,6 +22,8 @@ type plan struct {
 	costs  [MaxQuotaLimits]int
 	keys   [MaxQuotaLimits]*keyEntry // one per limit
 	hold   *keyEntry                 // the tag's hold key (and its static token key)
+	// leaseUS > 0 asks for a lease of that length (Leaser) instead of a decision.
+	leaseUS int64
 }
 
 // name is the name of limit i ("" for a single-key limit).
@@ -180,7 +182,7 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 
 func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) error {
 	n := p.n
-	cmd := make([]any, 0, 5+n+2+5*n)
+	cmd := make([]any, 0, 5+n+3+5*n)
 	cmd = append(cmd, "evalsha", quotaSHA, 2+n, p.hold.boxed)
 	if l.dedupe {
 		cmd = append(cmd, p.hold.head+":tok:"+l.tokenPfx+strconv.FormatUint(l.tokenSeq.Add(1), 36))
@@ -190,7 +192,7 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	for _, k := range p.keys[:n] {
 		cmd = append(cmd, k.boxed)
 	}
-	cmd = append(cmd, maxWaitUS, l.dedupeMS)
+	cmd = append(cmd, maxWaitUS, l.dedupeMS, p.leaseUS)
 	for i, lim := range p.limits[:n] {
 		a := argsFor(lim)
 		cmd = append(cmd, a[0], a[1], a[2], a[3], p.costs[i])

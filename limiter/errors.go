@@ -34,6 +34,12 @@ var (
 	ErrBadReply = errors.New("limiter: malformed script reply")
 	// ErrInvalidDuration: a negative or zero duration where a positive one is needed (Hold).
 	ErrInvalidDuration = errors.New("limiter: invalid duration")
+	// ErrLeaseAlgorithm: a Leaser over a SlidingWindow limit. The exact sliding log
+	// cannot count units spent after they were charged without overshooting; lease
+	// GCRA, SlidingWindowCounter or FixedWindow limits instead.
+	ErrLeaseAlgorithm = errors.New("limiter: sliding window limits cannot be leased")
+	// ErrLeaserClosed: a decision asked of a Leaser after Close.
+	ErrLeaserClosed = errors.New("limiter: leaser closed")
 )
 
 // MaxKeyLen is the longest key, quota name or limit name, in bytes.

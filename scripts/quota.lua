@@ -5,7 +5,8 @@
 -- KEYS[2+i]  state key of limit i
 -- ARGV[1]    max wait µs: 0 grants only now (Allow); > 0 reserves up to that far ahead
 -- ARGV[2]    token TTL ms; "0" turns retry dedupe off
--- ARGV[3+5(i-1) ..] for limit i: algorithm (1 GCRA, 2 sliding log, 3 sliding counter,
+-- ARGV[3]    lease µs: 0 for a decision; > 0 takes a lease (see below)
+-- ARGV[4+5(i-1) ..] for limit i: algorithm (1 GCRA, 2 sliding log, 3 sliding counter,
 --            4 fixed window), period µs, max units, GCRA emission interval µs, cost
 --
 -- States: GCRA "tat"; fixed window "w c" and counter "w p c" (window index w =
@@ -23,6 +24,16 @@
 -- longest; mark identifies this charge so Cancel can tell whether it is still the last.
 -- With max wait 0 (Allow) nothing can be cancelled: grant time and marks are 0,
 -- small integers the client decodes without allocating.
+--
+-- A lease is a grant whose units the client spends later, at any time before the
+-- lease ends at E = t + lease. The charge must cover every spending time in
+-- [t, E], so it is placed where it stays counted longest: fixed and counter
+-- windows end the lease at the window's end (units spent in the window they were
+-- charged to); GCRA counts it from E (tat = max(tat, E) + cost); a sliding log
+-- cannot hold a charge in the future without breaking first come first served,
+-- so with one in the quota the lease ends at once (E = t). The feasibility check
+-- is the usual one at t, the earliest spending time. A granted lease replies
+-- E - t (µs) in place of the grant time.
 
 -- Lua 5.1 turns numbers into strings with %.14g: a µs time would lose digits.
 local function d(x) return string.format('%d', x) end
@@ -31,7 +42,7 @@ local n = #KEYS - 2
 local dedupe = ARGV[2] ~= '0'
 -- Fast path: one GCRA limit (the commonest call) without the general
 -- machinery's tables. Same arithmetic as below.
-if n == 1 and ARGV[3] == '1' then
+if n == 1 and ARGV[4] == '1' then
   local mv = redis.call('MGET', KEYS[1], KEYS[3], dedupe and KEYS[2] or KEYS[1])
   if dedupe and mv[3] then
     local out = {}
@@ -40,7 +51,7 @@ if n == 1 and ARGV[3] == '1' then
   end
   local tm = redis.call('TIME')
   local now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
-  local maxwait, m, e, c = tonumber(ARGV[1]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+  local maxwait, lease, m, e, c = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
   local hold, tat = tonumber(mv[1] or '0'), tonumber(mv[2] or '0')
   local t, by = now, 0
   if hold > t then t, by = hold, -1 end
@@ -51,13 +62,14 @@ if n == 1 and ARGV[3] == '1' then
     if rem < 0 then rem = 0 end
     return {0, t - now, by, t, rem, math.max(tat - now, 0), 0}
   end
-  if tat < t then tat = t end
+  if tat < t + lease then tat = t + lease end
   tat = tat + c * e
   redis.call('SET', KEYS[3], d(tat), 'PX', d(math.ceil((tat - now) / 1000)))
   local rem = math.floor((m * e - (tat - now)) / e)
   if rem < 0 then rem = 0 end
   local out = {1, t - now, 0, t, rem, tat - now, tat}
   if maxwait == 0 then out[4], out[7] = 0, 0 end
+  if lease > 0 then out[4] = lease end
   if dedupe then
     redis.call('SET', KEYS[2], d(out[1]) .. ' ' .. d(out[2]) .. ' 0 ' .. d(out[4]) .. ' ' .. d(rem) .. ' ' .. d(out[6]) .. ' ' .. d(out[7]), 'PX', ARGV[2])
   end
@@ -67,7 +79,7 @@ end
 local mk, at = {KEYS[1]}, {}
 if dedupe then mk[2] = KEYS[2] end
 for i = 1, n do
-  if ARGV[3 + 5 * (i - 1)] ~= '2' then
+  if ARGV[4 + 5 * (i - 1)] ~= '2' then
     mk[#mk + 1] = KEYS[2 + i]
     at[i] = #mk
   end
@@ -81,7 +93,7 @@ end
 
 local tm = redis.call('TIME')
 local now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
-local maxwait = tonumber(ARGV[1])
+local maxwait, lease = tonumber(ARGV[1]), tonumber(ARGV[3])
 
 local t0 = now
 local hold = tonumber(mv[1] or '0')
@@ -91,7 +103,7 @@ local algo, period, max, iv, cost, st = {}, {}, {}, {}, {}, {}
 local t, by = t0, (hold > now) and -1 or 0
 
 for i = 1, n do
-  local a = 3 + 5 * (i - 1)
+  local a = 4 + 5 * (i - 1)
   local al, p, m, e, c = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   if not (c and m and p and e) or c < 1 or c > m or p < 1 or e < 1 then
     return redis.error_reply('ERR quota.lua: limit ' .. i .. ': cost, max, period or interval out of range')
@@ -185,12 +197,23 @@ if wait > maxwait then
   return out
 end
 
+-- The lease's end: clipped to the end of every fixed or counter window, and to
+-- t by a sliding log (see the header).
+local leaseEnd = t + lease
+for i = 1, n do
+  if algo[i] == 2 then
+    leaseEnd = t
+  elseif algo[i] ~= 1 then
+    leaseEnd = math.min(leaseEnd, (math.floor(t / period[i]) + 1) * period[i])
+  end
+end
+
 local out = {1, wait, 0, t}
 for i = 1, n do
   local k, s, p, m, e, c = KEYS[2 + i], st[i], period[i], max[i], iv[i], cost[i]
   local rem, reset, mark
   if algo[i] == 1 then
-    local tat = math.max(s, t) + c * e
+    local tat = math.max(s, leaseEnd) + c * e
     redis.call('SET', k, d(tat), 'PX', d(math.ceil((tat - now) / 1000)))
     rem = math.floor((m * e - (tat - now)) / e)
     reset, mark = tat - now, tat
@@ -226,6 +249,7 @@ if maxwait == 0 then
   out[4] = 0
   for i = 1, n do out[4 + 3 * i] = 0 end
 end
+if lease > 0 then out[4] = leaseEnd - t end
 
 if dedupe then
   local enc = {}

@@ -1,0 +1,440 @@
+package limiter
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// LeaseOptions configure a Leaser. The zero value works.
+type LeaseOptions struct {
+	// TTL is how long after Redis grants a lease its units may be spent; units
+	// left at its end are dropped (they were charged, so they are never spent
+	// late). It also bounds how long a Hold set by another process takes to stop
+	// this one. Default 100ms, and never more than a tenth of the shortest of the
+	// limits' periods (for GCRA, the time an empty bucket takes to refill).
+	// Fixed and counter windows also end every lease at their window's end.
+	TTL time.Duration
+	// MaxShare is the largest lease as a fraction of each limit's Max. A Leaser
+	// holds at most two leases, so one process never sits on more than
+	// 2×MaxShare of a limit unspent; the rest stays first come first served
+	// for every other process. Default 0.1, at most 1.
+	MaxShare float64
+}
+
+// LeaseStats are counts of a Leaser's work so far.
+type LeaseStats struct {
+	// Decisions counts AllowN calls answered (granted or denied, not errors).
+	Decisions int64
+	// Local counts decisions answered from a lease, without Redis.
+	Local int64
+	// Calls counts script calls: leases taken or refused, and direct decisions.
+	Calls int64
+	// Leased counts units taken in leases.
+	Leased int64
+	// Expired counts leased units dropped unspent (lease end, Drop or Close).
+	Expired int64
+}
+
+// Leaser answers decisions for one key or quota from leases: units taken from
+// Redis several at a time, in one script call, and spent in this process
+// without a round trip. It takes the next lease in the background before the
+// current one runs out.
+//
+// The global limit still holds at every instant: a lease is charged in Redis
+// like any other grant, where it stays counted for as long as any of its units
+// may still be spent (see LeaseOptions.TTL), so units spent here plus units
+// granted anywhere else never exceed a limit in any of its windows.
+//
+// A lease's size follows the local rate (about TTL's worth of it), between 1
+// unit and MaxShare of the tightest limit. When Redis refuses a lease (the
+// limit is nearly used up, or held), the Leaser decides each call directly in
+// Redis, one round trip each, until a reply shows room for leases again: near
+// the limit no process sits on units the others could use.
+//
+// Sliding log limits cannot be leased (ErrLeaseAlgorithm). A Leaser is safe for
+// concurrent use; Close it to stop its background refill.
+type Leaser struct {
+	lim   *Limiter
+	unit  plan  // one unit's costs
+	kind  int   // telemetry kind of unit
+	most  int   // the most units one decision may take (every cost ≤ Max)
+	cap   int   // the largest lease
+	ttl   time.Duration
+	win   []int64 // periods µs of fixed and counter limits (leases end at their windows' ends)
+	stats leaseCounters
+	wg    sync.WaitGroup
+
+	// Test hooks: the clock, a record of every unit spent (under mu) and the
+	// max wait of direct decisions (1µs makes Redis reply the grant time).
+	clock     func() time.Time
+	onSpend   func(t time.Time, n int, redisUS int64)
+	directMax int64
+
+	mu      sync.Mutex
+	leases  [2]lease      // spent in order: [0] ends first
+	refill  chan struct{} // non-nil while a lease call is in flight; closed when it lands
+	scarce  bool          // the last lease was refused: decide directly
+	closed  bool
+	rate    float64   // recent units per second
+	spent   int       // units spent since mark
+	mark    time.Time // when the last lease was asked for
+	lastLen int       // size of the last lease asked for
+	// A direct decision of deniedN units was refused until deniedUntil (this
+	// clock; Redis's is no earlier): until then a call of at least as many units
+	// is refused here, since a limit's earliest feasible time only moves later.
+	deniedUntil time.Time
+	deniedN     int
+}
+
+type lease struct {
+	units    int
+	deadline time.Time // local monotonic time before which the units may be spent
+}
+
+type leaseCounters struct {
+	decisions, local, calls, leased, expired atomic.Int64
+}
+
+// NewLeaser returns a Leaser of limit at key: each unit it grants is one unit
+// of limit, as with AllowN.
+func (l *Limiter) NewLeaser(key string, limit Limit, opts LeaseOptions) (*Leaser, error) {
+	ls := &Leaser{lim: l, kind: kindSingle, clock: time.Now}
+	if err := l.single(&ls.unit, key, limit, 1); err != nil {
+		return nil, err
+	}
+	return ls, ls.init(opts)
+}
+
+// NewQuotaLeaser returns a Leaser of q: each unit it grants charges unit (for
+// example Cost{"weight": 1, "raw": 1}) to q, all or nothing, as AllowQuota does.
+func (l *Limiter) NewQuotaLeaser(q Quota, unit Cost, opts LeaseOptions) (*Leaser, error) {
+	ls := &Leaser{lim: l, kind: kindQuota, clock: time.Now}
+	if err := l.quota(&ls.unit, q, unit); err != nil {
+		return nil, err
+	}
+	return ls, ls.init(opts)
+}
+
+func (ls *Leaser) init(opts LeaseOptions) error {
+	if opts.MaxShare < 0 || opts.MaxShare > 1 || math.IsNaN(opts.MaxShare) {
+		return fmt.Errorf("%w: lease MaxShare %v outside (0, 1]", ErrInvalidLimit, opts.MaxShare)
+	}
+	if opts.TTL < 0 {
+		return fmt.Errorf("%w: lease TTL %s", ErrInvalidDuration, opts.TTL)
+	}
+	if opts.MaxShare == 0 {
+		opts.MaxShare = 0.1
+	}
+	if opts.TTL == 0 {
+		opts.TTL = 100 * time.Millisecond
+	}
+	p := &ls.unit
+	ls.most, ls.cap, ls.ttl = math.MaxInt, math.MaxInt, opts.TTL
+	for i, lim := range p.limits[:p.n] {
+		horizon := lim.Period
+		switch lim.Algorithm {
+		case SlidingWindow:
+			return fmt.Errorf("%w: %s", ErrLeaseAlgorithm, lim)
+		case GCRA:
+			horizon = us(int64(lim.Max()) * lim.intervalUS())
+		default:
+			ls.win = append(ls.win, lim.periodUS())
+		}
+		ls.ttl = min(ls.ttl, horizon/10)
+		most := lim.Max() / p.costs[i]
+		ls.most = min(ls.most, most)
+		ls.cap = min(ls.cap, int(opts.MaxShare*float64(most)))
+	}
+	ls.ttl = max(ls.ttl, time.Microsecond)
+	ls.cap = max(ls.cap, 1)
+	return nil
+}
+
+// Allow is shorthand for AllowN(ctx, 1).
+func (ls *Leaser) Allow(ctx context.Context) (bool, error) { return ls.AllowN(ctx, 1) }
+
+// AllowN reports whether n units may be spent now, and spends them if so. It
+// answers from a lease when it can (no round trip); otherwise it waits for the
+// lease call in flight, takes a lease itself, or decides in Redis directly.
+func (ls *Leaser) AllowN(ctx context.Context, n int) (bool, error) {
+	if n <= 0 {
+		return false, fmt.Errorf("%w: n = %d must be > 0", ErrInvalidCost, n)
+	}
+	if n > ls.most {
+		return false, fmt.Errorf("%w: n = %d, at most %d units at once", ErrExceedsLimit, n, ls.most)
+	}
+	if n > ls.cap {
+		return ls.direct(ctx, n)
+	}
+	for waited := false; ; {
+		ls.mu.Lock()
+		if ls.closed {
+			ls.mu.Unlock()
+			return false, ErrLeaserClosed
+		}
+		now := ls.clock()
+		ls.expire(now)
+		if ls.take(n) {
+			ls.spent += n
+			if ls.onSpend != nil {
+				ls.onSpend(now, n, 0)
+			}
+			if ls.refill == nil && !ls.scarce && ls.leases[0].units+ls.leases[1].units < (ls.lastLen+1)/2 {
+				// Running low: fetch the next lease while this one is spent.
+				k := ls.target(now, 0)
+				ch := make(chan struct{})
+				ls.refill = ch
+				ls.wg.Add(1)
+				go func() {
+					defer ls.wg.Done()
+					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					defer cancel()
+					_, _ = ls.fetch(ctx, k, ch)
+				}()
+			}
+			ls.mu.Unlock()
+			ls.stats.decisions.Add(1)
+			ls.stats.local.Add(1)
+			return true, nil
+		}
+		if n >= ls.deniedN && now.Before(ls.deniedUntil) {
+			ls.mu.Unlock()
+			ls.stats.decisions.Add(1)
+			ls.stats.local.Add(1)
+			return false, nil
+		}
+		if ls.scarce || waited {
+			ls.mu.Unlock()
+			return ls.direct(ctx, n)
+		}
+		if ch := ls.refill; ch != nil {
+			ls.mu.Unlock()
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return false, ctx.Err()
+			}
+			waited = true
+			continue
+		}
+		k := ls.target(now, n)
+		ch := make(chan struct{})
+		ls.refill = ch
+		ls.mu.Unlock()
+		ok, err := ls.fetch(ctx, k, ch)
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			// Refused: this call may still fit on its own.
+			return ls.direct(ctx, n)
+		}
+		waited = true
+	}
+}
+
+// expire drops leases past their end. Callers hold mu.
+func (ls *Leaser) expire(now time.Time) {
+	for i := range ls.leases {
+		if ls.leases[i].units > 0 && !now.Before(ls.leases[i].deadline) {
+			ls.stats.expired.Add(int64(ls.leases[i].units))
+			ls.leases[i].units = 0
+		}
+	}
+	if ls.leases[0].units == 0 {
+		ls.leases[0], ls.leases[1] = ls.leases[1], lease{}
+	}
+}
+
+// take spends n units from the leases, the earlier-ending first, if they hold
+// that many. Callers hold mu.
+func (ls *Leaser) take(n int) bool {
+	a, b := &ls.leases[0], &ls.leases[1]
+	if a.units+b.units < n {
+		return false
+	}
+	from := min(a.units, n)
+	a.units -= from
+	b.units -= n - from
+	if a.units == 0 {
+		*a, *b = *b, lease{}
+	}
+	return true
+}
+
+// target sizes the next lease: the local rate over the lease's span, at
+// least need, at most cap. Callers hold mu.
+func (ls *Leaser) target(now time.Time, need int) int {
+	if !ls.mark.IsZero() {
+		if el := now.Sub(ls.mark).Seconds(); el > 0 {
+			inst := float64(ls.spent) / el
+			if ls.rate == 0 {
+				ls.rate = inst
+			} else {
+				ls.rate = (ls.rate + inst) / 2
+			}
+		}
+	}
+	ls.mark, ls.spent = now, 0
+	span := ls.ttl
+	for _, p := range ls.win {
+		// Leases end at the window's end: size for what is left of it (Redis
+		// clips the lease there whatever this clock says).
+		span = min(span, us(p-now.UnixMicro()%p))
+	}
+	k := int(math.Ceil(ls.rate * span.Seconds()))
+	k = min(max(k, need, 1), ls.cap)
+	ls.lastLen = k
+	return k
+}
+
+// fetch asks Redis for a lease of k units, installs it if granted, and closes
+// ch (the in-flight marker). It reports whether the lease was granted.
+func (ls *Leaser) fetch(ctx context.Context, k int, ch chan struct{}) (bool, error) {
+	p := ls.unit
+	for i := range p.costs[:p.n] {
+		p.costs[i] *= k
+	}
+	p.leaseUS = ls.ttl.Microseconds()
+	sent := ls.clock()
+	var rep reply
+	err := ls.lim.decide(ctx, &p, 0, &rep)
+	ls.lim.count(ctx, ls.kind, &rep, err)
+	ls.stats.calls.Add(1)
+
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	defer close(ch)
+	ls.refill = nil
+	switch {
+	case err != nil:
+		return false, err
+	case !rep.granted:
+		ls.scarce = true
+		return false, nil
+	}
+	length := us(rep.grantUS)
+	if rep.degraded {
+		length = ls.ttl // granted by the failure policy, not Redis
+	}
+	// The lease ends no later than length after it was sent: Redis granted it
+	// after that moment, so this clock's deadline comes first.
+	l := lease{units: k, deadline: sent.Add(length)}
+	ls.stats.leased.Add(int64(k))
+	if ls.closed {
+		ls.stats.expired.Add(int64(k))
+		return true, nil
+	}
+	a, b := &ls.leases[0], &ls.leases[1]
+	switch {
+	case a.units == 0:
+		*a = l
+	case b.units == 0:
+		*b = l
+	default:
+		// Two leases already: merge them under the earlier end (their units
+		// may be spent only while both are valid), keeping at most two.
+		a.units += b.units
+		*b = l
+	}
+	return true, nil
+}
+
+// direct decides n units in Redis, one round trip, without a lease. A grant
+// that leaves room for a whole lease ends scarce mode.
+func (ls *Leaser) direct(ctx context.Context, n int) (bool, error) {
+	p := ls.unit
+	for i := range p.costs[:p.n] {
+		p.costs[i] *= n
+	}
+	var rep reply
+	sent := ls.clock()
+	err := ls.lim.decide(ctx, &p, ls.directMax, &rep)
+	ls.lim.count(ctx, ls.kind, &rep, err)
+	ls.stats.calls.Add(1)
+	if err != nil {
+		return false, err
+	}
+	ls.stats.decisions.Add(1)
+	if rep.degraded {
+		return rep.granted, nil
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if !rep.granted {
+		if until := sent.Add(us(rep.waitUS)); n <= ls.deniedN || until.After(ls.deniedUntil) {
+			ls.deniedUntil, ls.deniedN = until, n
+		}
+		return false, nil
+	}
+	if ls.onSpend != nil {
+		ls.onSpend(sent, n, rep.grantUS)
+	}
+	room := true
+	for i := range p.n {
+		if rep.per[i].rem < int64(ls.cap)*int64(ls.unit.costs[i]) {
+			room = false
+		}
+	}
+	if room {
+		ls.scarce = false
+	}
+	return true, nil
+}
+
+// Drop discards the units this process holds, for example after the exchange
+// answered 429: nothing more is spent from them. They stay charged in Redis.
+func (ls *Leaser) Drop() {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.dropLocked()
+}
+
+func (ls *Leaser) dropLocked() {
+	for i := range ls.leases {
+		ls.stats.expired.Add(int64(ls.leases[i].units))
+		ls.leases[i] = lease{}
+	}
+}
+
+// Held returns the units this process holds unspent and unexpired.
+func (ls *Leaser) Held() int {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.expire(ls.clock())
+	return ls.leases[0].units + ls.leases[1].units
+}
+
+// Close drops the units held, waits for a lease call in flight and refuses
+// later decisions (ErrLeaserClosed). Units held at Close stay charged in Redis
+// until they age out as any grant does; nothing needs cleaning up if the
+// process dies instead.
+func (ls *Leaser) Close() error {
+	ls.mu.Lock()
+	ls.closed = true
+	ls.dropLocked()
+	ls.mu.Unlock()
+	ls.wg.Wait()
+	return nil
+}
+
+// Stats returns the counts of the Leaser's work so far.
+func (ls *Leaser) Stats() LeaseStats {
+	return LeaseStats{
+		Decisions: ls.stats.decisions.Load(),
+		Local:     ls.stats.local.Load(),
+		Calls:     ls.stats.calls.Load(),
+		Leased:    ls.stats.leased.Load(),
+		Expired:   ls.stats.expired.Load(),
+	}
+}
+
+// Cap returns the largest lease this Leaser takes, in units.
+func (ls *Leaser) Cap() int { return ls.cap }
+
+// TTL returns how long after its grant a lease's units may be spent.
+func (ls *Leaser) TTL() time.Duration { return ls.ttl }

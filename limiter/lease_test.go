@@ -1,0 +1,402 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redquota/redquota/internal/redistest"
+)
+
+// spend is one grant as the exchange would see it: units spent at µs time at.
+type spend struct {
+	at int64
+	n  int
+}
+
+// spendLog records a Leaser's spends through its test hook. Local spends are
+// recorded at the Leaser's clock reading under its lock; direct decisions at
+// the grant time Redis replied (directMax = 1µs makes it reply one).
+type spendLog struct {
+	mu sync.Mutex
+	s  []spend
+}
+
+func (l *spendLog) hook(t time.Time, n int, redisUS int64) {
+	at := t.UnixMicro()
+	if redisUS != 0 {
+		at = redisUS
+	}
+	l.mu.Lock()
+	l.s = append(l.s, spend{at, n})
+	l.mu.Unlock()
+}
+
+func (l *spendLog) units() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, s := range l.s {
+		n += s.n
+	}
+	return n
+}
+
+// checkExchange replays every spend, in time order, against an independent
+// model of each limit as the exchange counts it, and reports the first spend
+// the exchange would refuse: the global bound, checked from outside the script.
+func checkExchange(spends []spend, limits []NamedLimit) error {
+	s := slices.Clone(spends)
+	slices.SortStableFunc(s, func(a, b spend) int { return int(a.at - b.at) })
+	for _, nl := range limits {
+		lim := nl.Limit
+		p, m := lim.periodUS(), int64(lim.Max())
+		switch lim.Algorithm {
+		case GCRA:
+			e, tat := lim.intervalUS(), int64(0)
+			for i, x := range s {
+				tat = max(tat, x.at) + int64(x.n)*e
+				if tat-x.at > m*e {
+					return fmt.Errorf("%s: spend %d (%d units at %d) over the bucket by %d µs", nl.Name, i, x.n, x.at, tat-x.at-m*e)
+				}
+			}
+		case FixedWindow:
+			count := map[int64]int64{}
+			for i, x := range s {
+				w := x.at / p
+				count[w] += int64(x.n)
+				if count[w] > m {
+					return fmt.Errorf("%s: spend %d puts window %d at %d > %d", nl.Name, i, w, count[w], m)
+				}
+			}
+		case SlidingWindowCounter:
+			count := map[int64]int64{}
+			for i, x := range s {
+				w := x.at / p
+				count[w] += int64(x.n)
+				weighted := float64(count[w-1])*(1-float64(x.at-w*p)/float64(p)) + float64(count[w])
+				if weighted > float64(m)+1e-6 {
+					return fmt.Errorf("%s: spend %d puts the weighted count at %.3f > %d", nl.Name, i, weighted, m)
+				}
+			}
+		default:
+			return fmt.Errorf("%s: no exchange model for %s", nl.Name, lim.Algorithm)
+		}
+	}
+	return nil
+}
+
+// TestLeaseGlobalBoundModel runs four leasers (four processes: each its own
+// Limiter) and direct decisions from a fifth against one quota of every
+// leasable algorithm, on miniredis with a controlled clock, at random demand
+// from idle to far above the limit. Every spend is then replayed against an
+// independent model of each limit: none may be refused. Mutating the lease
+// arithmetic in quota.lua (charging GCRA from t rather than the lease's end, or
+// not clipping the lease at a window's end) makes this test fail.
+func TestLeaseGlobalBoundModel(t *testing.T) {
+	for seed := uint64(1); seed <= 3; seed++ {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			m, c := redistest.NewMini(t)
+			ctx := context.Background()
+			rng := rand.New(rand.NewPCG(seed, 99))
+			now := int64(1_700_000_000_000_000) + rng.Int64N(1_000_000_000)
+			var clockMu sync.Mutex
+			clock := func() time.Time {
+				clockMu.Lock()
+				defer clockMu.Unlock()
+				return time.UnixMicro(now)
+			}
+			// Small limits, so that leases are large against them and direct
+			// bursts can take a whole window or bucket right after a lease.
+			q := Quota{Name: "lease", Limits: []NamedLimit{
+				{"gcra", Limit{Rate: 200, Period: time.Second, Burst: 20}},
+				{"fixed", Limit{Rate: 30, Period: 50 * time.Millisecond, Algorithm: FixedWindow}},
+				{"counter", Limit{Rate: 50, Period: 100 * time.Millisecond, Algorithm: SlidingWindowCounter}},
+			}}
+			unit := Cost{"gcra": 1, "fixed": 1, "counter": 1}
+			var log spendLog
+			var leasers []*Leaser
+			for range 4 {
+				ls, err := New(c, Options{Prefix: "m", Timeout: 10 * time.Second}).NewQuotaLeaser(q, unit, LeaseOptions{MaxShare: 0.5})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ls.clock, ls.onSpend, ls.directMax = clock, log.hook, 1
+				leasers = append(leasers, ls)
+			}
+			direct := New(c, Options{Prefix: "m", Timeout: 10 * time.Second})
+			var directLog []spend
+			for step := 0; step < 3000; step++ {
+				// Mostly busy, sometimes a lease's length (units spent late
+				// in their lease), sometimes idle (buckets and windows refill).
+				var dt int64
+				switch r := rng.IntN(10); {
+				case r < 6:
+					dt = rng.Int64N(500)
+				case r < 9:
+					dt = rng.Int64N(12_000)
+				default:
+					dt = 20_000 + rng.Int64N(200_000)
+				}
+				// Redis's clock first: this clock never runs ahead of it.
+				m.SetTime(time.UnixMicro(now + dt))
+				clockMu.Lock()
+				now += dt
+				clockMu.Unlock()
+				if rng.IntN(6) == 0 {
+					// Another process's burst, up to half of every limit.
+					n := 1 + rng.IntN(10)
+					r, err := direct.reserveQuotaAt(ctx, q, Cost{"gcra": n, "fixed": n, "counter": n})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if r.granted {
+						directLog = append(directLog, spend{r.grantUS, n})
+					}
+					continue
+				}
+				ls := leasers[rng.IntN(len(leasers))]
+				if _, err := ls.AllowN(ctx, 1+rng.IntN(3)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var st LeaseStats
+			for _, ls := range leasers {
+				if err := ls.Close(); err != nil {
+					t.Fatal(err)
+				}
+				s := ls.Stats()
+				st.Local += s.Local
+				st.Calls += s.Calls
+				st.Leased += s.Leased
+				st.Decisions += s.Decisions
+				st.Expired += s.Expired
+			}
+			all := append(slices.Clone(log.s), directLog...)
+			if err := checkExchange(all, q.Limits); err != nil {
+				t.Fatalf("global bound broken: %v (stats %+v)", err, st)
+			}
+			// The test means something only if all three paths ran.
+			if st.Local == 0 || st.Leased == 0 || st.Calls == 0 || len(directLog) == 0 || st.Decisions == st.Local {
+				t.Fatalf("a path never ran: stats %+v, %d direct grants", st, len(directLog))
+			}
+			t.Logf("stats %+v; %d units spent, %d direct grants", st, log.units(), len(directLog))
+		})
+	}
+}
+
+// reserveQuotaAt decides one unit of q now with a 1µs max wait, so that Redis
+// replies the grant time: the spend time of a direct grant.
+func (l *Limiter) reserveQuotaAt(ctx context.Context, q Quota, cost Cost) (reply, error) {
+	var p plan
+	var r reply
+	if err := l.quota(&p, q, cost); err != nil {
+		return r, err
+	}
+	err := l.decide(ctx, &p, 1, &r)
+	return r, err
+}
+
+// TestLeaseSteadyState: a process spending 5000 units/s from a 10000/s limit,
+// on a controlled clock, answers nearly every decision locally: at least 50×
+// fewer script calls than decisions, and nothing refused.
+func TestLeaseSteadyState(t *testing.T) {
+	m, c := redistest.NewMini(t)
+	ctx := context.Background()
+	now := int64(1_700_000_000_000_000)
+	var clockMu sync.Mutex
+	clock := func() time.Time {
+		clockMu.Lock()
+		defer clockMu.Unlock()
+		return time.UnixMicro(now)
+	}
+	ls, err := New(c, Options{Prefix: "s", Timeout: 10 * time.Second}).NewLeaser("steady", PerSecond(10000), LeaseOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	ls.clock = clock
+	for ms := 0; ms < 5000; ms++ {
+		m.SetTime(time.UnixMicro(now + 1000))
+		clockMu.Lock()
+		now += 1000
+		clockMu.Unlock()
+		for range 5 {
+			ok, err := ls.Allow(ctx)
+			if err != nil || !ok {
+				t.Fatalf("ms %d: Allow = %v, %v (stats %+v)", ms, ok, err, ls.Stats())
+			}
+		}
+	}
+	st := ls.Stats()
+	t.Logf("stats %+v: %.0f decisions per script call", st, float64(st.Decisions)/float64(st.Calls))
+	if st.Decisions != 25000 || st.Calls*50 > st.Decisions {
+		t.Fatalf("stats %+v: want 25000 decisions and ≥ 50× fewer calls", st)
+	}
+}
+
+func TestLeaserBadInput(t *testing.T) {
+	m, c := redistest.NewMini(t)
+	lim := New(c, Options{Prefix: "b"})
+	ctx := context.Background()
+	if _, err := lim.NewLeaser("k", PerSecond(10).WithAlgorithm(SlidingWindow), LeaseOptions{}); !errors.Is(err, ErrLeaseAlgorithm) {
+		t.Errorf("sliding log: %v, want ErrLeaseAlgorithm", err)
+	}
+	if _, err := lim.NewLeaser("k", PerSecond(10), LeaseOptions{MaxShare: 1.5}); !errors.Is(err, ErrInvalidLimit) {
+		t.Errorf("MaxShare 1.5: %v, want ErrInvalidLimit", err)
+	}
+	if _, err := lim.NewLeaser("k", PerSecond(10), LeaseOptions{TTL: -time.Second}); !errors.Is(err, ErrInvalidDuration) {
+		t.Errorf("negative TTL: %v, want ErrInvalidDuration", err)
+	}
+	if _, err := lim.NewLeaser("", PerSecond(10), LeaseOptions{}); !errors.Is(err, ErrEmptyKey) {
+		t.Errorf("empty key: %v, want ErrEmptyKey", err)
+	}
+	if _, err := lim.NewLeaser("k", Limit{}, LeaseOptions{}); !errors.Is(err, ErrInvalidLimit) {
+		t.Errorf("zero limit: %v, want ErrInvalidLimit", err)
+	}
+	if _, err := lim.NewQuotaLeaser(Quota{Name: "q", Limits: []NamedLimit{{"a", PerSecond(5)}}}, Cost{"b": 1}, LeaseOptions{}); !errors.Is(err, ErrUnknownLimit) {
+		t.Errorf("unknown limit: %v, want ErrUnknownLimit", err)
+	}
+	ls, err := lim.NewLeaser("k", PerSecond(10), LeaseOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ls.AllowN(ctx, 0); !errors.Is(err, ErrInvalidCost) {
+		t.Errorf("n = 0: %v, want ErrInvalidCost", err)
+	}
+	if _, err := ls.AllowN(ctx, 11); !errors.Is(err, ErrExceedsLimit) {
+		t.Errorf("n = 11 of 10: %v, want ErrExceedsLimit", err)
+	}
+	if keys := m.Keys(); len(keys) != 0 {
+		t.Errorf("bad input wrote %v", keys)
+	}
+	if err := ls.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ls.Allow(ctx); !errors.Is(err, ErrLeaserClosed) {
+		t.Errorf("after Close: %v, want ErrLeaserClosed", err)
+	}
+}
+
+// TestLeaserDefaults: the documented defaults, and the TTL clipped to a tenth
+// of the shortest period.
+func TestLeaserDefaults(t *testing.T) {
+	_, c := redistest.NewMini(t)
+	lim := New(c, Options{})
+	ls, err := lim.NewLeaser("k", PerSecond(1000), LeaseOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	if ls.TTL() != 100*time.Millisecond || ls.Cap() != 100 {
+		t.Errorf("defaults: TTL %s cap %d, want 100ms and 100", ls.TTL(), ls.Cap())
+	}
+	q := Quota{Name: "q", Limits: []NamedLimit{
+		{"w", Limit{Rate: 50, Period: 200 * time.Millisecond, Algorithm: FixedWindow}},
+		{"g", PerMinute(6000)},
+	}}
+	qs, err := lim.NewQuotaLeaser(q, Cost{"w": 2, "g": 1}, LeaseOptions{MaxShare: 0.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qs.Close()
+	// 200ms window: TTL 20ms; w allows 25 units of cost 2, half of that is 12.
+	if qs.TTL() != 20*time.Millisecond || qs.Cap() != 12 {
+		t.Errorf("quota: TTL %s cap %d, want 20ms and 12", qs.TTL(), qs.Cap())
+	}
+}
+
+// TestLeaseSpentLate is the pattern the lease arithmetic exists for, once per
+// algorithm: a lease taken while its limit has room, its units spent as late as
+// the lease allows, then another process taking everything Redis will grant.
+// The exchange must accept all of it. Charging GCRA from the grant time, or
+// letting a window's lease run past the window's end, fails here.
+func TestLeaseSpentLate(t *testing.T) {
+	cases := []struct {
+		name  string
+		limit Limit
+		// offset of the lease from the start of a period, and how long after
+		// the lease its units are spent
+		at, late time.Duration
+	}{
+		{"gcra", Limit{Rate: 10, Period: time.Second, Burst: 10}, 0, 99 * time.Millisecond},
+		// The same GCRA limit beside a window that never binds: quota.lua's general path.
+		{"gcra+window", Limit{Rate: 10, Period: time.Second, Burst: 10}, 0, 99 * time.Millisecond},
+		{"fixed", Limit{Rate: 10, Period: time.Second, Algorithm: FixedWindow}, 990 * time.Millisecond, 60 * time.Millisecond},
+		{"counter", Limit{Rate: 10, Period: time.Second, Algorithm: SlidingWindowCounter}, 990 * time.Millisecond, 60 * time.Millisecond},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m, c := redistest.NewMini(t)
+			ctx := context.Background()
+			now := int64(1_700_000_000_000_000) + tc.at.Microseconds()
+			var clockMu sync.Mutex
+			clock := func() time.Time {
+				clockMu.Lock()
+				defer clockMu.Unlock()
+				return time.UnixMicro(now)
+			}
+			advance := func(d time.Duration) {
+				m.SetTime(time.UnixMicro(now + d.Microseconds()))
+				clockMu.Lock()
+				now += d.Microseconds()
+				clockMu.Unlock()
+			}
+			advance(0)
+			q := Quota{Name: "late", Limits: []NamedLimit{{"l", tc.limit}}}
+			unit := Cost{"l": 1}
+			if tc.name == "gcra+window" {
+				q.Limits = append(q.Limits, NamedLimit{"w", Limit{Rate: 1000, Period: time.Hour, Algorithm: FixedWindow}})
+				unit["w"] = 1
+			}
+			// A generous Timeout: a loaded CI machine must not turn a slow
+			// miniredis call into a failure.
+			opts := Options{Prefix: "p", Timeout: 10 * time.Second}
+			ls, err := New(c, opts).NewQuotaLeaser(q, unit, LeaseOptions{MaxShare: 0.5})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ls.Close()
+			var log spendLog
+			ls.clock, ls.onSpend, ls.directMax = clock, log.hook, 1
+			// A lease of 5, taken directly so that no refill follows it.
+			if ok, err := ls.fetch(ctx, 5, make(chan struct{})); !ok || err != nil {
+				t.Fatalf("lease: %v %v", ok, err)
+			}
+			advance(tc.late)
+			if ok, err := ls.AllowN(ctx, 5); !ok || err != nil {
+				t.Fatalf("spending the lease: %v %v (stats %+v)", ok, err, ls.Stats())
+			}
+			other := New(c, opts)
+			var spends []spend
+			for range 3000 {
+				for {
+					r, err := other.reserveQuotaAt(ctx, q, unit)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !r.granted {
+						break
+					}
+					spends = append(spends, spend{r.grantUS, 1})
+				}
+				advance(time.Millisecond)
+			}
+			others := len(spends)
+			spends = append(spends, log.s...)
+			if err := checkExchange(spends, q.Limits); err != nil {
+				t.Fatalf("exchange refuses: %v", err)
+			}
+			// Three periods hold about 30 units and the leaser took 10 of them;
+			// window edges and rounding lose a few, starvation would lose most.
+			if others < 15 {
+				t.Fatalf("the other process got only %d units: starved", others)
+			}
+		})
+	}
+}
