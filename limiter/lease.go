@@ -59,10 +59,10 @@ type LeaseStats struct {
 // concurrent use; Close it to stop its background refill.
 type Leaser struct {
 	lim   *Limiter
-	unit  plan  // one unit's costs
-	kind  int   // telemetry kind of unit
-	most  int   // the most units one decision may take (every cost ≤ Max)
-	cap   int   // the largest lease
+	unit  plan // one unit's costs
+	kind  int  // telemetry kind of unit
+	most  int  // the most units one decision may take (every cost ≤ Max)
+	cap   int  // the largest lease
 	ttl   time.Duration
 	win   []int64 // periods µs of fixed and counter limits (leases end at their windows' ends)
 	stats leaseCounters
