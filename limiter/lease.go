@@ -74,15 +74,15 @@ type Leaser struct {
 	onSpend   func(t time.Time, n int, redisUS int64)
 	directMax int64
 
-	mu      sync.Mutex
-	leases  [2]lease      // spent in order: [0] ends first
-	refill  chan struct{} // non-nil while a lease call is in flight; closed when it lands
-	scarce  bool          // the last lease was refused: decide directly
-	closed  bool
-	rate    float64   // recent units per second
-	spent   int       // units spent since mark
-	mark    time.Time // when the last lease was asked for
-	lastLen int       // size of the last lease asked for
+	mu     sync.Mutex
+	leases [2]lease      // spent in order: [0] ends first
+	refill chan struct{} // non-nil while a lease call is in flight; closed when it lands
+	scarce bool          // the last lease was refused: decide directly
+	closed bool
+	// Demand: units spent in TTL-long buckets, the current one from ws.
+	ws        time.Time
+	prev, cur int
+	lastLen   int // size of the last lease asked for
 	// A direct decision of deniedN units was refused until deniedUntil (this
 	// clock; Redis's is no earlier): until then a call of at least as many units
 	// is refused here, since a limit's earliest feasible time only moves later.
@@ -170,7 +170,7 @@ func (ls *Leaser) AllowN(ctx context.Context, n int) (bool, error) {
 	if n > ls.cap {
 		return ls.direct(ctx, n)
 	}
-	for waited := false; ; {
+	for attempt := 0; ; attempt++ {
 		ls.mu.Lock()
 		if ls.closed {
 			ls.mu.Unlock()
@@ -179,11 +179,12 @@ func (ls *Leaser) AllowN(ctx context.Context, n int) (bool, error) {
 		now := ls.clock()
 		ls.expire(now)
 		if ls.take(n) {
-			ls.spent += n
+			ls.roll(now)
+			ls.cur += n
 			if ls.onSpend != nil {
 				ls.onSpend(now, n, 0)
 			}
-			if ls.refill == nil && !ls.scarce && ls.leases[0].units+ls.leases[1].units < (ls.lastLen+1)/2 {
+			if ls.refill == nil && !ls.scarce && ls.lastLen >= 2 && ls.leases[0].units+ls.leases[1].units < ls.lastLen/2 {
 				// Running low: fetch the next lease while this one is spent.
 				k := ls.target(now, 0)
 				ch := make(chan struct{})
@@ -207,7 +208,8 @@ func (ls *Leaser) AllowN(ctx context.Context, n int) (bool, error) {
 			ls.stats.local.Add(1)
 			return false, nil
 		}
-		if ls.scarce || waited {
+		if ls.scarce || attempt >= 3 {
+			// Leases are refused, or keep going to other callers: decide here.
 			ls.mu.Unlock()
 			return ls.direct(ctx, n)
 		}
@@ -218,7 +220,6 @@ func (ls *Leaser) AllowN(ctx context.Context, n int) (bool, error) {
 			case <-ctx.Done():
 				return false, ctx.Err()
 			}
-			waited = true
 			continue
 		}
 		k := ls.target(now, n)
@@ -233,7 +234,6 @@ func (ls *Leaser) AllowN(ctx context.Context, n int) (bool, error) {
 			// Refused: this call may still fit on its own.
 			return ls.direct(ctx, n)
 		}
-		waited = true
 	}
 }
 
@@ -266,27 +266,33 @@ func (ls *Leaser) take(n int) bool {
 	return true
 }
 
-// target sizes the next lease: the local rate over the lease's span, at
-// least need, at most cap. Callers hold mu.
-func (ls *Leaser) target(now time.Time, need int) int {
-	if !ls.mark.IsZero() {
-		if el := now.Sub(ls.mark).Seconds(); el > 0 {
-			inst := float64(ls.spent) / el
-			if ls.rate == 0 {
-				ls.rate = inst
-			} else {
-				ls.rate = (ls.rate + inst) / 2
-			}
-		}
+// roll moves the demand buckets to now. Callers hold mu.
+func (ls *Leaser) roll(now time.Time) {
+	switch el := now.Sub(ls.ws); {
+	case el >= 2*ls.ttl || el < 0:
+		ls.ws, ls.prev, ls.cur = now, 0, 0
+	case el >= ls.ttl:
+		ls.ws, ls.prev, ls.cur = ls.ws.Add(ls.ttl), ls.cur, 0
 	}
-	ls.mark, ls.spent = now, 0
+}
+
+// target sizes the next lease: the units spent over the last TTL (estimated
+// from two buckets, as a sliding window counter does), scaled to the lease's
+// span, at least need and at most cap. A lease that runs out early is followed
+// by one twice its size (everything spent since is in the estimate), so a busy
+// Leaser reaches cap in a few calls; a sparse one takes leases of what it needs.
+// Callers hold mu.
+func (ls *Leaser) target(now time.Time, need int) int {
+	ls.roll(now)
+	frac := float64(now.Sub(ls.ws)) / float64(ls.ttl)
+	demand := float64(ls.prev)*(1-frac) + float64(ls.cur)
 	span := ls.ttl
 	for _, p := range ls.win {
 		// Leases end at the window's end: size for what is left of it (Redis
 		// clips the lease there whatever this clock says).
 		span = min(span, us(p-now.UnixMicro()%p))
 	}
-	k := int(math.Ceil(ls.rate * span.Seconds()))
+	k := int(math.Ceil(demand * float64(span) / float64(ls.ttl)))
 	k = min(max(k, need, 1), ls.cap)
 	ls.lastLen = k
 	return k
