@@ -119,6 +119,7 @@ func Single(e Env) ([]Contender, error) {
 	rqd := limiter.New(e.Retrying, limiter.Options{Prefix: prefix("rqd")})
 	rqa := limiter.New(e.Client, limiter.Options{Prefix: prefix("rqa"), AutoPipeline: true})
 	rqLimit := limiter.PerSecond(Rate)
+	rqc := limiter.New(e.Client, limiter.Options{Prefix: prefix("rqc"), Coalesce: true})
 	leased := &leaserSet{lim: limiter.New(e.Client, limiter.Options{Prefix: prefix("rql")})}
 
 	rr := redis_rate.NewLimiter(e.Client)
@@ -149,6 +150,10 @@ func Single(e Env) ([]Contender, error) {
 		}},
 		{Name: "redquota-autopipeline", Commands: scripted, Decide: func(ctx context.Context, key string) error {
 			r, err := rqa.Allow(ctx, key, rqLimit)
+			return verdict(r.Allowed, err)
+		}},
+		{Name: "redquota-coalesce", Commands: scripted, Decide: func(ctx context.Context, key string) error {
+			r, err := rqc.Allow(ctx, key, rqLimit)
 			return verdict(r.Allowed, err)
 		}},
 		{Name: "redquota-leased", Commands: scripted, Prepare: leased.prepare, Decide: func(ctx context.Context, key string) error {

@@ -24,6 +24,10 @@ type plan struct {
 	hold   *keyEntry                 // the tag's hold key (and its static token key)
 	// leaseUS > 0 asks for a lease of that length (Leaser) instead of a decision.
 	leaseUS int64
+	// reps > 1 sends reps identical decisions in one call (Options.Coalesce),
+	// answered into out.
+	reps int
+	out  []reply
 }
 
 // name is the name of limit i ("" for a single-key limit).
@@ -172,7 +176,15 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 		}
 		return err
 	}
-	if r.granted {
+	if p.reps > 1 {
+		for i := range p.out {
+			if p.out[i].granted {
+				l.stats.allowed.Add(1)
+			} else {
+				l.stats.denied.Add(1)
+			}
+		}
+	} else if r.granted {
 		l.stats.allowed.Add(1)
 	} else {
 		l.stats.denied.Add(1)
@@ -197,6 +209,9 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 		a := argsFor(lim)
 		cmd = append(cmd, a[0], a[1], a[2], a[3], p.costs[i])
 	}
+	if p.reps > 1 {
+		cmd = append(cmd, p.reps)
+	}
 	if l.timeout > 0 {
 		if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > l.timeout {
 			var cancel context.CancelFunc
@@ -207,6 +222,13 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	v, err := evalCached(ctx, l.decider, scripts.Quota, cmd)
 	if err != nil {
 		return fmt.Errorf("limiter: quota.lua: %w", err)
+	}
+	if p.reps > 1 {
+		if err := parseBatch(v, p, p.out); err != nil {
+			return err
+		}
+		*r = p.out[0]
+		return nil
 	}
 	return parseReply(v, n, r)
 }

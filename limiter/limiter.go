@@ -96,6 +96,16 @@ type Options struct {
 	// calls, as EVAL. The pipeliner is the client's shared one: closing the
 	// client stops it. Default false.
 	AutoPipeline bool
+	// Coalesce merges concurrent Allow and AllowN calls that are the same
+	// decision (same key, same GCRA limit, same n) into one script call: while
+	// one is in flight, later callers queue, and the queue goes out as the next
+	// call (up to 256 decisions), decided in arrival order inside the script.
+	// Each caller still gets its own decision, made atomically in Redis at
+	// Redis's time; Redis runs one script for many of them, which is what
+	// lifts a hot key's throughput when the Redis thread is the bottleneck. A
+	// lone caller goes out at once: nothing waits on a timer. Other decisions
+	// (other algorithms, quotas, Reserve, Wait) are not coalesced. Default false.
+	Coalesce bool
 	// Telemetry are the OpenTelemetry providers for the limiter's spans and
 	// metrics. Default: the global providers (a no-op unless set).
 	Telemetry telemetry.Providers
@@ -130,6 +140,7 @@ type Limiter struct {
 	failing  atomic.Bool // the last call in the closed state failed
 	local    sync.Map    // state key → *rate.Limiter
 	keys     keyCache
+	coalesce *coalescer // nil unless Options.Coalesce
 	tel      instruments
 	stats    counters
 }
@@ -149,6 +160,9 @@ func New(client Client, opts Options) *Limiter {
 		opts.DedupeWindow = 10 * time.Second
 	}
 	l := &Limiter{client: client, decider: client, opts: opts}
+	if opts.Coalesce {
+		l.coalesce = &coalescer{groups: map[coalesceKey]*coalesceGroup{}}
+	}
 	if opts.AutoPipeline {
 		var ap *redis.AutoPipeliner
 		var err error
@@ -254,7 +268,12 @@ func (l *Limiter) AllowN(ctx context.Context, key string, limit Limit, n int) (R
 	}
 	ctx, span := l.start(ctx, spanAllow, kindSingle, &p)
 	var r reply
-	err := l.decide(ctx, &p, 0, &r)
+	var err error
+	if l.coalesce != nil && limit.Algorithm == GCRA {
+		err = l.coalesced(ctx, &p, &r)
+	} else {
+		err = l.decide(ctx, &p, 0, &r)
+	}
 	l.count(ctx, kindSingle, &r, err)
 	end(span, &p, &r, err)
 	if err != nil {

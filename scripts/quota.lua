@@ -8,6 +8,8 @@
 -- ARGV[3]    lease µs: 0 for a decision; > 0 takes a lease (see below)
 -- ARGV[4+5(i-1) ..] for limit i: algorithm (1 GCRA, 2 sliding log, 3 sliding counter,
 --            4 fixed window), period µs, max units, GCRA emission interval µs, cost
+-- ARGV[9]    one GCRA limit only, optional: R > 1 identical Allow decisions (max
+--            wait 0, no lease) coalesced into this call, decided in order (see below)
 --
 -- States: GCRA "tat"; fixed window "w c" and counter "w p c" (window index w =
 -- floor(t / period), counts of windows w-1 and w); sliding log a sorted set of
@@ -35,6 +37,12 @@
 -- is the usual one at t, the earliest spending time. A granted lease replies
 -- E - t (µs) in place of the grant time.
 
+-- Coalesced reply: {granted count g, then for the decisions after the g-th: wait,
+-- denied by; 0; remaining and reset of the first granted decision (decision i
+-- has c·(i-1) fewer remaining and c·e·(i-1) µs more reset); 0; remaining and
+-- reset after the g grants}. The first g of the R decisions are granted: they
+-- are identical, so once one does not fit, none after it does.
+
 -- Lua 5.1 turns numbers into strings with %.14g: a µs time would lose digits.
 local function d(x) return string.format('%d', x) end
 
@@ -53,6 +61,30 @@ if n == 1 and ARGV[4] == '1' then
   local now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
   local maxwait, lease, m, e, c = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
   local hold, tat = tonumber(mv[1] or '0'), tonumber(mv[2] or '0')
+  local reps = tonumber(ARGV[9] or '1')
+  if reps > 1 then
+    -- Decision i fits while base + i·c·e - m·e <= now.
+    local base, g = math.max(tat, now), 0
+    if hold <= now then g = math.max(0, math.min(reps, math.floor((now - base + m * e) / (c * e)))) end
+    local last = tat
+    if g > 0 then
+      last = base + g * c * e
+      redis.call('SET', KEYS[3], d(last), 'PX', d(math.ceil((last - now) / 1000)))
+    end
+    local t, by = now, 0
+    if hold > t then t, by = hold, -1 end
+    local ei = last + c * e - m * e
+    if ei > t then t, by = ei, 1 end
+    local after = math.max(last - now, 0)
+    local out = {g, t - now, by, 0, math.floor((m * e - (base + c * e - now)) / e), base + c * e - now, 0,
+      math.max(math.floor((m * e - after) / e), 0), after}
+    if dedupe then
+      local enc = {}
+      for i = 1, #out do enc[i] = d(out[i]) end
+      redis.call('SET', KEYS[2], table.concat(enc, ' '), 'PX', ARGV[2])
+    end
+    return out
+  end
   local t, by = now, 0
   if hold > t then t, by = hold, -1 end
   local ei = tat + c * e - m * e
