@@ -57,3 +57,33 @@ func ExampleLimiter_AllowQuota() {
 	// true 1199 9
 	// false weight
 }
+
+// A Leaser answers most decisions in-process from units leased from Redis
+// several at a time; every unit is still counted against the global limit.
+func ExampleLimiter_NewLeaser() {
+	mr := miniredis.NewMiniRedis()
+	_ = mr.Start()
+	defer mr.Close()
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer client.Close()
+	ctx := context.Background()
+
+	lim := limiter.New(client, limiter.Options{})
+	ls, err := lim.NewLeaser("exchange", limiter.PerSecond(1000), limiter.LeaseOptions{})
+	if err != nil {
+		panic(err)
+	}
+	defer ls.Close()
+	allowed := 0
+	for range 500 {
+		if ok, err := ls.Allow(ctx); err == nil && ok {
+			allowed++
+		}
+	}
+	st := ls.Stats()
+	fmt.Println(allowed, "allowed;", "most answered locally:", st.Local > st.Calls)
+	fmt.Println("largest lease:", ls.Cap(), "units, spent within", ls.TTL())
+	// Output:
+	// 500 allowed; most answered locally: true
+	// largest lease: 100 units, spent within 100ms
+}

@@ -10,6 +10,11 @@
 //
 // The clock is Redis TIME, read inside the script, so client clock skew cannot
 // let a limit overshoot. Every key has a TTL: an idle limiter leaves nothing.
+//
+// Two modes go beyond one round trip per decision for busy processes: a
+// Leaser spends units leased from Redis several at a time without a round
+// trip, charged so that the global limit still holds; Options.Coalesce merges
+// concurrent identical decisions into one script call.
 package limiter
 
 import (
