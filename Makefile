@@ -37,6 +37,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzEscape$$' -fuzztime $(FUZZTIME) ./internal/keys/
 	$(GO) test -run '^$$' -fuzz '^FuzzLimitValidate$$' -fuzztime $(FUZZTIME) ./limiter/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseReply$$' -fuzztime $(FUZZTIME) ./limiter/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseBatch$$' -fuzztime $(FUZZTIME) ./limiter/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime $(FUZZTIME) ./middleware/
 	$(GO) test -run '^$$' -fuzz '^FuzzUsageHeaders$$' -fuzztime $(FUZZTIME) ./middleware/
 	$(GO) test -run '^$$' -fuzz '^FuzzCodecDecode$$' -fuzztime $(FUZZTIME) ./cache/

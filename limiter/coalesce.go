@@ -124,7 +124,7 @@ func parseBatch(v []any, p *plan, out []reply) error {
 		x[i] = k
 	}
 	g := int(x[0])
-	if g < 0 || g > len(out) || x[1] < 0 || x[2] < -1 || x[2] > 1 {
+	if g < 0 || g > len(out) || x[1] < 0 || x[2] < -1 || x[2] > 1 || x[5] < 0 || x[7] < 0 || x[8] < 0 {
 		return fmt.Errorf("%w: quota.lua coalesced header %d %d %d", ErrBadReply, x[0], x[1], x[2])
 	}
 	c, e := int64(p.costs[0]), p.limits[0].intervalUS()

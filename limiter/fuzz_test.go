@@ -82,3 +82,54 @@ func FuzzParseReply(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseBatch: any reply to a coalesced call is either read into one reply
+// per decision, with no more granted than asked and no negative count or
+// wait, or refused as ErrBadReply; never a panic.
+func FuzzParseBatch(f *testing.F) {
+	f.Add(9, 3, int64(2), int64(0), int64(0), int64(7), int64(100), int64(0), uint8(0))
+	f.Add(9, 2, int64(5), int64(-1), int64(1), int64(-4), int64(0), int64(9), uint8(1))
+	f.Add(7, 4, int64(1), int64(1), int64(1), int64(1), int64(1), int64(1), uint8(3))
+	f.Fuzz(func(t *testing.T, n, reps int, a, b, c, d, e, g int64, kind uint8) {
+		if n < 0 || n > 64 || reps < 2 || reps > maxCoalesce {
+			return
+		}
+		vals := []int64{a, b, c, d, e, g}
+		v := make([]any, n)
+		for i := range v {
+			x := vals[i%len(vals)]
+			switch (int(kind) + i) % 5 {
+			case 0, 1, 2:
+				v[i] = x
+			case 3:
+				v[i] = "not a number"
+			case 4:
+				v[i] = nil
+			}
+		}
+		var p plan
+		p.n, p.limits[0], p.costs[0] = 1, PerSecond(10), 1
+		out := make([]reply, reps)
+		if err := parseBatch(v, &p, out); err != nil {
+			if !errors.Is(err, ErrBadReply) {
+				t.Fatalf("%v: %v is not ErrBadReply", v, err)
+			}
+			return
+		}
+		granted := 0
+		for i, r := range out {
+			if r.granted {
+				granted++
+				if i > 0 && !out[i-1].granted {
+					t.Fatalf("%v: decision %d granted after a denial", v, i)
+				}
+			}
+			if r.waitUS < 0 || r.per[0].rem < 0 {
+				t.Fatalf("%v: negative wait or remaining in %+v", v, r)
+			}
+		}
+		if granted != int(v[0].(int64)) {
+			t.Fatalf("%v: %d granted, reply said %v", v, granted, v[0])
+		}
+	})
+}
