@@ -55,8 +55,12 @@ type LeaseStats struct {
 // Redis, one round trip each, until a reply shows room for leases again: near
 // the limit no process sits on units the others could use.
 //
-// Sliding log limits cannot be leased (ErrLeaseAlgorithm). A Leaser is safe for
-// concurrent use; Close it to stop its background refill.
+// Units already leased are out of Redis's reach: a Hold set by any process
+// (a 429) stops this one only when its current leases end, at most TTL later
+// (call Drop when this process sees the 429 itself), and Reset does not take
+// them back. Sliding log limits cannot be leased (ErrLeaseAlgorithm). Local
+// decisions record no telemetry (script calls do); Stats counts them. A
+// Leaser is safe for concurrent use; Close it to stop its background refill.
 type Leaser struct {
 	lim   *Limiter
 	unit  plan // one unit's costs
