@@ -54,19 +54,7 @@ func FuzzParseReply(f *testing.F) {
 		if n < 0 || n > 64 {
 			return
 		}
-		vals := []int64{a, b, c, d, e, g}
-		v := make([]any, n)
-		for i := range v {
-			x := vals[i%len(vals)]
-			switch (int(kind) + i) % 5 {
-			case 0, 1, 2:
-				v[i] = x
-			case 3:
-				v[i] = "not a number"
-			case 4:
-				v[i] = nil
-			}
-		}
+		v := fuzzReply(n, kind, a, b, c, d, e, g)
 		for limits := 0; limits <= 3; limits++ {
 			var r reply
 			err := parseReply(v, limits, &r)
@@ -94,19 +82,7 @@ func FuzzParseBatch(f *testing.F) {
 		if n < 0 || n > 64 || reps < 2 || reps > maxCoalesce {
 			return
 		}
-		vals := []int64{a, b, c, d, e, g}
-		v := make([]any, n)
-		for i := range v {
-			x := vals[i%len(vals)]
-			switch (int(kind) + i) % 5 {
-			case 0, 1, 2:
-				v[i] = x
-			case 3:
-				v[i] = "not a number"
-			case 4:
-				v[i] = nil
-			}
-		}
+		v := fuzzReply(n, kind, a, b, c, d, e, g)
 		var p plan
 		p.n, p.limits[0], p.costs[0] = 1, PerSecond(10), 1
 		out := make([]reply, reps)
@@ -132,4 +108,21 @@ func FuzzParseBatch(f *testing.F) {
 			t.Fatalf("%v: %d granted, reply said %v", v, granted, v[0])
 		}
 	})
+}
+
+// fuzzReply is a script reply of n values cycling through vals, with kind
+// deciding which of them are integers, strings or nils.
+func fuzzReply(n int, kind uint8, vals ...int64) []any {
+	v := make([]any, n)
+	for i := range v {
+		switch (int(kind) + i) % 5 {
+		case 0, 1, 2:
+			v[i] = vals[i%len(vals)]
+		case 3:
+			v[i] = "not a number"
+		case 4:
+			v[i] = nil
+		}
+	}
+	return v
 }

@@ -48,6 +48,12 @@ local function d(x) return string.format('%d', x) end
 
 local n = #KEYS - 2
 local dedupe = ARGV[2] ~= '0'
+-- remember stores a reply under the call's token (dedupe on).
+local function remember(out)
+  local enc = {}
+  for i = 1, #out do enc[i] = d(out[i]) end
+  redis.call('SET', KEYS[2], table.concat(enc, ' '), 'PX', ARGV[2])
+end
 -- Fast path: one GCRA limit (the commonest call) without the general
 -- machinery's tables. Same arithmetic as below.
 if n == 1 and ARGV[4] == '1' then
@@ -78,11 +84,7 @@ if n == 1 and ARGV[4] == '1' then
     local after = math.max(last - now, 0)
     local out = {g, t - now, by, 0, math.floor((m * e - (base + c * e - now)) / e), base + c * e - now, 0,
       math.max(math.floor((m * e - after) / e), 0), after}
-    if dedupe then
-      local enc = {}
-      for i = 1, #out do enc[i] = d(out[i]) end
-      redis.call('SET', KEYS[2], table.concat(enc, ' '), 'PX', ARGV[2])
-    end
+    if dedupe then remember(out) end
     return out
   end
   local t, by = now, 0
@@ -283,9 +285,5 @@ if maxwait == 0 then
 end
 if lease > 0 then out[4] = leaseEnd - t end
 
-if dedupe then
-  local enc = {}
-  for i = 1, #out do enc[i] = d(out[i]) end
-  redis.call('SET', KEYS[2], table.concat(enc, ' '), 'PX', ARGV[2])
-end
+if dedupe then remember(out) end
 return out
