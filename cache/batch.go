@@ -79,13 +79,17 @@ func (c *Cache) GetMany(ctx context.Context, keys []string, dst any) (int, error
 	if m.Kind() != reflect.Map || m.IsNil() || m.Type().Key().Kind() != reflect.String {
 		return 0, fmt.Errorf("cache: GetMany into %T: %w", dst, ErrInvalidDst)
 	}
-	et, kt := m.Type().Elem(), m.Type().Key()
+	// Every value is decoded into v, zeroed first, and copied into the map with
+	// the key set in k: no allocation per value but the decoder's own.
+	v, k := reflect.New(m.Type().Elem()), reflect.New(m.Type().Key()).Elem()
+	into := v.Interface()
 	return c.getMany(ctx, keys, func(i int, data []byte) error {
-		v := reflect.New(et)
-		if err := c.core.decode(keys[i], data, v.Interface()); err != nil {
+		v.Elem().SetZero()
+		if err := c.core.decode(keys[i], data, into); err != nil {
 			return err
 		}
-		m.SetMapIndex(reflect.ValueOf(keys[i]).Convert(kt), v.Elem())
+		k.SetString(keys[i])
+		m.SetMapIndex(k, v.Elem())
 		return nil
 	})
 }
@@ -95,12 +99,14 @@ func (c *Cache) GetMany(ctx context.Context, keys []string, dst any) (int, error
 // decoded.
 func GetManyOf[T any](ctx context.Context, c *Cache, keys []string) (map[string]T, error) {
 	out := make(map[string]T, len(keys))
+	var zero T
+	v := new(T) // every value is decoded here, zeroed first, and copied into out
 	_, err := c.getMany(ctx, keys, func(i int, data []byte) error {
-		var v T
-		if err := c.core.decode(keys[i], data, &v); err != nil {
+		*v = zero
+		if err := c.core.decode(keys[i], data, v); err != nil {
 			return err
 		}
-		out[keys[i]] = v
+		out[keys[i]] = *v
 		return nil
 	})
 	return out, err

@@ -2,7 +2,9 @@ package cache_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -120,5 +122,67 @@ func TestSetManyTTL(t *testing.T) {
 				t.Fatalf("%d values outlived their 500 ms", n)
 			}
 		}
+	})
+}
+
+// GetMany and GetManyOf decode every value afresh: nothing of one value (a field
+// the next one lacks, a slice, a map, a pointer, a value that failed half-way)
+// shows in another. A map with a named string key type works too.
+func TestGetManyValuesApart(t *testing.T) {
+	type book struct {
+		Name string         `json:"name,omitempty"`
+		Bids []float64      `json:"bids,omitempty"`
+		Meta map[string]int `json:"meta,omitempty"`
+		Next *book          `json:"next,omitempty"`
+	}
+	type sym string
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		e := newEnv(t, b, cache.Options{})
+		ctx := context.Background()
+		// Strings are stored as they are: these are the JSON values.
+		err := e.c.SetMany(ctx, map[string]any{
+			"a":   `{"name":"a","bids":[1,2],"meta":{"x":1},"next":{"name":"n"}}`,
+			"b":   `{"bids":[3]}`,
+			"bad": `{"name":"bad","bids":[4],"meta":"not a map"}`,
+			"c":   `{}`,
+		}, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys := []string{"a", "b", "bad", "c"}
+		want := map[string]book{
+			"a": {Name: "a", Bids: []float64{1, 2}, Meta: map[string]int{"x": 1}, Next: &book{Name: "n"}},
+			"b": {Bids: []float64{3}},
+			"c": {},
+		}
+		check := func(name string, got map[string]book, found int, err error) {
+			t.Helper()
+			if !errors.Is(err, cache.ErrDecode) || found != 3 || !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s: %d found, %v\ngot  %+v\nwant %+v", name, found, err, got, want)
+			}
+			got["a"].Bids[0] = 99 // shares no memory with another value
+			if got["b"].Bids[0] != 3 {
+				t.Fatalf("%s: values share a slice", name)
+			}
+		}
+
+		m := map[sym]book{}
+		found, err := e.c.GetMany(ctx, keys, m)
+		got := map[string]book{}
+		for k, v := range m {
+			got[string(k)] = v
+		}
+		check("GetMany", got, found, err)
+
+		got, err = cache.GetManyOf[book](ctx, e.c, keys)
+		check("GetManyOf", got, len(got), err)
+
+		pm := map[string]*book{}
+		found, err = e.c.GetMany(ctx, keys, pm)
+		got = map[string]book{}
+		for k, v := range pm {
+			got[k] = *v
+		}
+		check("GetMany of pointers", got, found, err)
 	})
 }

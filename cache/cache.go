@@ -108,6 +108,10 @@ type Cache struct {
 	group string
 	head  string // "<prefix>:{<group>}" for a group view
 	err   error  // a bad group name, returned by every call
+
+	// valPre and valSuf come before and after an escaped key in the Redis key
+	// of its value: "<prefix>:{" and "}:v", or "<head>:v:" and "" in a group.
+	valPre, valSuf string
 }
 
 // core is what a Cache and its group views share.
@@ -166,7 +170,7 @@ func New(client Client, o Options) *Cache {
 		})
 	}
 	c.initTelemetry(o.Telemetry)
-	root := &Cache{core: c}
+	root := &Cache{core: c, valPre: c.prefix + ":{", valSuf: "}:v"}
 	if o.Group != "" {
 		return root.Group(o.Group)
 	}
@@ -184,6 +188,7 @@ func (c *Cache) Group(name string) *Cache {
 		return g
 	}
 	g.head = keys.Tag(c.core.prefix, name)
+	g.valPre = g.head + ":v:"
 	return g
 }
 
@@ -196,16 +201,22 @@ func (c *Cache) Key(key string) (string, error) { return c.valueKey(key) }
 
 // valueKey validates key and returns its Redis key.
 func (c *Cache) valueKey(key string) (string, error) {
+	esc, err := c.escapeKey(key)
+	if err != nil {
+		return "", err
+	}
+	return c.valPre + esc + c.valSuf, nil
+}
+
+// escapeKey validates key and returns it escaped, the middle of its Redis key.
+func (c *Cache) escapeKey(key string) (string, error) {
 	if c.err != nil {
 		return "", c.err
 	}
 	if err := keys.Check(key); err != nil {
 		return "", fmt.Errorf("cache: key %q: %w", trunc(key), err)
 	}
-	if c.head != "" {
-		return c.head + ":v:" + keys.Escape(key), nil
-	}
-	return c.core.prefix + ":{" + keys.Escape(key) + "}:v", nil
+	return keys.Escape(key), nil
 }
 
 // tagKey validates tag and returns the key of its tag set.

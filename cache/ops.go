@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -188,15 +189,31 @@ func (c *Cache) delete(ctx context.Context, keys []string) error {
 	return nil
 }
 
-// valueKeys validates keys and returns their Redis keys.
+// valueKeys validates keys and returns their Redis keys, as valueKey does. The
+// keys are cut from one string, so a batch costs two allocations, not one per
+// key.
 func (c *Cache) valueKeys(keys []string) ([]string, error) {
 	out := make([]string, len(keys))
+	size := 0
 	for i, key := range keys {
-		k, err := c.valueKey(key)
+		esc, err := c.escapeKey(key)
 		if err != nil {
 			return nil, err
 		}
-		out[i] = k
+		out[i] = esc
+		size += len(c.valPre) + len(esc) + len(c.valSuf)
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for _, esc := range out {
+		b.WriteString(c.valPre)
+		b.WriteString(esc)
+		b.WriteString(c.valSuf)
+	}
+	all := b.String()
+	for i, esc := range out {
+		n := len(c.valPre) + len(esc) + len(c.valSuf)
+		out[i], all = all[:n], all[n:]
 	}
 	return out, nil
 }
