@@ -14,15 +14,26 @@ import (
 
 // With auto-pipelining, decisions from many goroutines share round trips and
 // stay exact; a SCRIPT FLUSH in the middle (NOSCRIPT inside a batch) costs
-// callers nothing: only the affected calls are resent, as EVAL.
+// callers nothing: only the affected calls are resent, as EVAL. The same holds
+// for coalesced decisions (one script call for many).
 func TestAutoPipelineExactAndSurvivesFlush(t *testing.T) {
+	t.Run("autopipeline", func(t *testing.T) {
+		exactUnderFlush(t, Options{AutoPipeline: true}, Limit{Rate: 1000, Period: time.Hour, Algorithm: FixedWindow})
+	})
+	t.Run("coalesce", func(t *testing.T) {
+		// GCRA (what coalescing applies to), refilling one unit per 86 s.
+		exactUnderFlush(t, Options{Coalesce: true}, Every(1000, 24*time.Hour))
+	})
+}
+
+func exactUnderFlush(t *testing.T, opts Options, limit Limit) {
 	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		lim := New(b.Client, Options{Prefix: b.Prefix, AutoPipeline: true})
-		if !lim.AutoPipelined() {
+		opts.Prefix = b.Prefix
+		lim := New(b.Client, opts)
+		if opts.AutoPipeline && !lim.AutoPipelined() {
 			t.Fatal("auto-pipelining not on")
 		}
-		limit := Limit{Rate: 1000, Period: time.Hour, Algorithm: FixedWindow}
 		if b.Kind == redistest.Real {
 			if err := b.Client.ConfigResetStat(ctx).Err(); err != nil {
 				t.Fatal(err)
