@@ -60,8 +60,17 @@ type Msgpack struct{}
 // Marshal implements Codec.
 func (Msgpack) Marshal(v any) ([]byte, error) { return msgpack.Marshal(v) }
 
-// Unmarshal implements Codec.
-func (Msgpack) Unmarshal(data []byte, v any) error { return msgpack.Unmarshal(data, v) }
+// Unmarshal implements Codec. The value is walked once before it is decoded:
+// a corrupt length prefix (an array "of 1.7 billion" elements in 7 bytes)
+// would make the decoder allocate for the declared length before finding the
+// data missing, and take the process down; the walk allocates nothing per
+// declared element and fails at the end of the data instead.
+func (Msgpack) Unmarshal(data []byte, v any) error {
+	if err := msgpack.NewDecoder(bytes.NewReader(data)).Skip(); err != nil {
+		return err
+	}
+	return msgpack.Unmarshal(data, v)
+}
 
 var (
 	_ Codec = JSON{}

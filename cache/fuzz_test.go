@@ -16,7 +16,9 @@ func FuzzCodecDecode(f *testing.F) {
 	for _, s := range []string{`{"price":45000.50}`, `9223372036854775807`, `[1,2,3]`, `"x"`, "\x81\xa1a\x01", "\xc1", "", "{", "null",
 		`{"volume":21000000000000000000}`, `{"volume":1.5}`, `{"price":1e400}`, `{"PRICE":-0,"price":2}`, `{"price":1} x`,
 		"{\"symbol\":\"a\xffb\\u00e9\\ud83d\\ude00\\ud800\"}", `{"in":{"tags":["a"],"m":{"k":1},"n":1.50,"raw":{"x":[1]},"p":{"tags":null},"q":"7"}}`,
-		`[{"k":18446744073709551616}, -1.5e-7, true, null, "s"]`, `{"T":"2025-01-15T12:00:00.5+01:00","U":256}`} {
+		`[{"k":18446744073709551616}, -1.5e-7, true, null, "s"]`, `{"T":"2025-01-15T12:00:00.5+01:00","U":256}`,
+		"\xddhYl\x1f\xae\xa8",                                // msgpack array32 declaring 1.7e9 elements: ran the decoder out of memory
+		"\xdf\xff\xff\xff\xff\x01", "\xc6\xff\xff\xff\xff"} { // map32 and bin32 declaring 4e9
 		f.Add([]byte(s))
 	}
 	type ticker struct {
