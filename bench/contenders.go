@@ -201,6 +201,9 @@ type leaserSet struct {
 var leasedLimit = limiter.Limit{Rate: 1_000_000_000, Period: time.Second, Algorithm: limiter.FixedWindow}
 
 func (s *leaserSet) prepare(_ context.Context, keys []string) error {
+	for _, ls := range s.m { // a contender prepared again: its earlier leasers go
+		_ = ls.Close()
+	}
 	s.m = make(map[string]*limiter.Leaser, len(keys))
 	for _, k := range keys {
 		ls, err := s.lim.NewLeaser(k, leasedLimit, limiter.LeaseOptions{})

@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/scripts"
 )
 
 // TestCoalescedMatchesSequential: R identical decisions sent as one coalesced
@@ -169,4 +171,97 @@ func (h countEval) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 func (h countEval) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
+}
+
+// TestCoalesceKeepsDeadlines: behind a slow Redis (300 ms a reply), a lone
+// caller and callers queued behind it all return at their own 50 ms deadline
+// with context.DeadlineExceeded; the queued ones, never sent, are not charged.
+func TestCoalesceKeepsDeadlines(t *testing.T) {
+	srv := redistest.Shared(t)
+	ctx := context.Background()
+	if err := scripts.Load(ctx, redistest.NewReal(t)); err != nil { // no NOSCRIPT round trip through the proxy
+		t.Fatal(err)
+	}
+	proxy := redistest.NewFaultProxy(t, srv.Addr())
+	o := redistest.ClientOptions(proxy.Addr())
+	o.MaxRetries = -1
+	c := redis.NewClient(o)
+	defer c.Close()
+	prefix := redistest.NewPrefix(t)
+	lim := New(c, Options{Prefix: prefix, Coalesce: true})
+	limit := Every(10, time.Hour)
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	proxy.SetDelay(300 * time.Millisecond)
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i) * 10 * time.Millisecond) // the first leads, two queue
+			cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			_, err := lim.Allow(cctx, "slow", limit)
+			// Bound: the 50 ms deadline plus scheduling slack on a loaded
+			// machine, well under the 300 ms the reply takes.
+			if el := time.Since(start); el > 200*time.Millisecond {
+				t.Errorf("caller %d returned after %v", i, el)
+			}
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("caller %d: %v, want context.DeadlineExceeded", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	proxy.SetDelay(0)
+	time.Sleep(400 * time.Millisecond) // the leader's call lands in Redis
+	r, err := New(redistest.NewReal(t), Options{Prefix: prefix}).Allow(ctx, "slow", limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The leader's call ran (1 unit), the abandoned ones never went out; this
+	// Allow is the second unit.
+	if !r.Allowed || r.Remaining != 8 {
+		t.Fatalf("after: %+v, want allowed with 8 remaining (only the sent call charged)", r)
+	}
+}
+
+// panicOnce panics in the first script call it sees.
+type panicOnce struct{ done atomic.Bool }
+
+func (*panicOnce) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *panicOnce) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "evalsha" && h.done.CompareAndSwap(false, true) {
+			panic("hook panic")
+		}
+		return next(ctx, cmd)
+	}
+}
+func (*panicOnce) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestCoalescePanicReleasesKey: a panic under a coalesced call reaches its
+// caller as without coalescing, and the key is not left jammed.
+func TestCoalescePanicReleasesKey(t *testing.T) {
+	_, c := redistest.NewMini(t)
+	c.AddHook(&panicOnce{})
+	lim := New(c, Options{Prefix: "p", Coalesce: true, Timeout: 10 * time.Second})
+	ctx := context.Background()
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("the hook's panic did not reach the caller")
+			}
+		}()
+		_, _ = lim.Allow(ctx, "k", PerSecond(10))
+	}()
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if r, err := lim.Allow(cctx, "k", PerSecond(10)); err != nil || !r.Allowed {
+		t.Fatalf("after the panic: %+v %v, want allowed", r, err)
+	}
 }

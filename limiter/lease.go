@@ -29,7 +29,8 @@ type LeaseOptions struct {
 type LeaseStats struct {
 	// Decisions counts AllowN calls answered (granted or denied, not errors).
 	Decisions int64
-	// Local counts decisions answered from a lease, without Redis.
+	// Local counts decisions answered without Redis: from a lease, or refused
+	// because Redis said moments ago that so many units would not fit yet.
 	Local int64
 	// Calls counts script calls: leases taken or refused, and direct decisions.
 	Calls int64
@@ -54,6 +55,11 @@ type LeaseStats struct {
 // limit is nearly used up, or held), the Leaser decides each call directly in
 // Redis, one round trip each, until a reply shows room for leases again: near
 // the limit no process sits on units the others could use.
+//
+// The bound needs this process's clock and Redis's to advance at the same
+// rate over a lease (not to agree on the time): a lease's deadline here is
+// measured from before its call was sent. A clock step on the Redis host
+// breaks it, as it breaks any limiter on Redis's clock.
 //
 // Units already leased are out of Redis's reach: a Hold set by any process
 // (a 429) stops this one only when its current leases end, at most TTL later
@@ -82,14 +88,17 @@ type Leaser struct {
 	leases [2]lease      // spent in order: [0] ends first
 	refill chan struct{} // non-nil while a lease call is in flight; closed when it lands
 	scarce bool          // the last lease was refused: decide directly
-	closed bool
+	closed atomic.Bool   // written under mu
+	gen    uint64        // bumped by Drop: a lease asked for before it is dropped on landing
 	// Demand: units spent in TTL-long buckets, the current one from ws.
 	ws        time.Time
 	prev, cur int
 	lastLen   int // size of the last lease asked for
 	// A direct decision of deniedN units was refused until deniedUntil (this
-	// clock; Redis's is no earlier): until then a call of at least as many units
-	// is refused here, since a limit's earliest feasible time only moves later.
+	// clock; Redis's is no earlier), capped at TTL ahead: until then a call of
+	// at least as many units is refused here. Other callers' grants only move
+	// that time later; Reset, Cancel or a shortened hold could move it earlier,
+	// which this misses for at most TTL.
 	deniedUntil time.Time
 	deniedN     int
 }
@@ -110,7 +119,10 @@ func (l *Limiter) NewLeaser(key string, limit Limit, opts LeaseOptions) (*Leaser
 	if err := l.single(&ls.unit, key, limit, 1); err != nil {
 		return nil, err
 	}
-	return ls, ls.init(opts)
+	if err := ls.init(opts); err != nil {
+		return nil, err
+	}
+	return ls, nil
 }
 
 // NewQuotaLeaser returns a Leaser of q: each unit it grants charges unit (for
@@ -120,7 +132,10 @@ func (l *Limiter) NewQuotaLeaser(q Quota, unit Cost, opts LeaseOptions) (*Leaser
 	if err := l.quota(&ls.unit, q, unit); err != nil {
 		return nil, err
 	}
-	return ls, ls.init(opts)
+	if err := ls.init(opts); err != nil {
+		return nil, err
+	}
+	return ls, nil
 }
 
 func (ls *Leaser) init(opts LeaseOptions) error {
@@ -171,12 +186,15 @@ func (ls *Leaser) AllowN(ctx context.Context, n int) (bool, error) {
 	if n > ls.most {
 		return false, fmt.Errorf("%w: n = %d, at most %d units at once", ErrExceedsLimit, n, ls.most)
 	}
+	if ls.closed.Load() {
+		return false, ErrLeaserClosed
+	}
 	if n > ls.cap {
 		return ls.direct(ctx, n)
 	}
 	for attempt := 0; ; attempt++ {
 		ls.mu.Lock()
-		if ls.closed {
+		if ls.closed.Load() {
 			ls.mu.Unlock()
 			return false, ErrLeaserClosed
 		}
@@ -190,7 +208,7 @@ func (ls *Leaser) AllowN(ctx context.Context, n int) (bool, error) {
 			}
 			if ls.refill == nil && !ls.scarce && ls.lastLen >= 2 && ls.leases[0].units+ls.leases[1].units < ls.lastLen/2 {
 				// Running low: fetch the next lease while this one is spent.
-				k := ls.target(now, 0)
+				k, gen := ls.target(now, 0), ls.gen
 				ch := make(chan struct{})
 				ls.refill = ch
 				ls.wg.Add(1)
@@ -198,7 +216,7 @@ func (ls *Leaser) AllowN(ctx context.Context, n int) (bool, error) {
 					defer ls.wg.Done()
 					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 					defer cancel()
-					_, _ = ls.fetch(ctx, k, ch)
+					_, _ = ls.fetch(ctx, k, ch, gen)
 				}()
 			}
 			ls.mu.Unlock()
@@ -226,11 +244,11 @@ func (ls *Leaser) AllowN(ctx context.Context, n int) (bool, error) {
 			}
 			continue
 		}
-		k := ls.target(now, n)
+		k, gen := ls.target(now, n), ls.gen
 		ch := make(chan struct{})
 		ls.refill = ch
 		ls.mu.Unlock()
-		ok, err := ls.fetch(ctx, k, ch)
+		ok, err := ls.fetch(ctx, k, ch, gen)
 		if err != nil {
 			return false, err
 		}
@@ -302,9 +320,10 @@ func (ls *Leaser) target(now time.Time, need int) int {
 	return k
 }
 
-// fetch asks Redis for a lease of k units, installs it if granted, and closes
-// ch (the in-flight marker). It reports whether the lease was granted.
-func (ls *Leaser) fetch(ctx context.Context, k int, ch chan struct{}) (bool, error) {
+// fetch asks Redis for a lease of k units, installs it if granted (unless
+// Drop or Close came after gen), and closes ch (the in-flight marker). It
+// reports whether the lease was granted.
+func (ls *Leaser) fetch(ctx context.Context, k int, ch chan struct{}, gen uint64) (bool, error) {
 	p := ls.unit
 	for i := range p.costs[:p.n] {
 		p.costs[i] *= k
@@ -327,17 +346,32 @@ func (ls *Leaser) fetch(ctx context.Context, k int, ch chan struct{}) (bool, err
 		ls.scarce = true
 		return false, nil
 	}
-	length := us(rep.grantUS)
-	if rep.degraded {
-		length = ls.ttl // granted by the failure policy, not Redis
-	}
-	// The lease ends no later than length after it was sent: Redis granted it
-	// after that moment, so this clock's deadline comes first.
-	l := lease{units: k, deadline: sent.Add(length)}
 	ls.stats.leased.Add(int64(k))
-	if ls.closed {
+	if ls.closed.Load() || ls.gen != gen {
 		ls.stats.expired.Add(int64(k))
 		return true, nil
+	}
+	// The lease ends no later than its length after it was sent: Redis
+	// granted it after that moment, so this clock's deadline comes first.
+	length := min(us(rep.grantUS), ls.ttl)
+	if rep.degraded {
+		// Granted by the failure policy, not Redis: end it where Redis would.
+		length = ls.ttl
+		for _, p := range ls.win {
+			length = min(length, us(p-sent.UnixMicro()%p))
+		}
+	}
+	ls.install(lease{units: k, deadline: sent.Add(length)}, ls.clock())
+	return true, nil
+}
+
+// install adds l to the leases held, keeping at most two, the one that ends
+// first in [0]. Callers hold mu.
+func (ls *Leaser) install(l lease, now time.Time) {
+	ls.expire(now)
+	if !now.Before(l.deadline) {
+		ls.stats.expired.Add(int64(l.units))
+		return
 	}
 	a, b := &ls.leases[0], &ls.leases[1]
 	switch {
@@ -346,12 +380,25 @@ func (ls *Leaser) fetch(ctx context.Context, k int, ch chan struct{}) (bool, err
 	case b.units == 0:
 		*b = l
 	default:
-		// Two leases already: merge them under the earlier end (their units
-		// may be spent only while both are valid), keeping at most two.
+		// Three leases: merge the two that end first under the earlier end
+		// (their units may be spent only while both are valid).
+		if l.deadline.Before(b.deadline) {
+			*b, l = l, *b
+		}
 		a.units += b.units
+		a.deadline = minTime(a.deadline, b.deadline)
 		*b = l
 	}
-	return true, nil
+	if b.units > 0 && b.deadline.Before(a.deadline) {
+		*a, *b = *b, *a
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // direct decides n units in Redis, one round trip, without a lease. A grant
@@ -376,7 +423,7 @@ func (ls *Leaser) direct(ctx context.Context, n int) (bool, error) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if !rep.granted {
-		if until := sent.Add(us(rep.waitUS)); n <= ls.deniedN || until.After(ls.deniedUntil) {
+		if until := sent.Add(min(us(rep.waitUS), ls.ttl)); n <= ls.deniedN || until.After(ls.deniedUntil) {
 			ls.deniedUntil, ls.deniedN = until, n
 		}
 		return false, nil
@@ -396,8 +443,9 @@ func (ls *Leaser) direct(ctx context.Context, n int) (bool, error) {
 	return true, nil
 }
 
-// Drop discards the units this process holds, for example after the exchange
-// answered 429: nothing more is spent from them. They stay charged in Redis.
+// Drop discards the units this process holds, and any lease already asked
+// for, for example after the exchange answered 429: nothing more is spent from
+// them (they stay charged in Redis). It also forgets denials cached from Redis.
 func (ls *Leaser) Drop() {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
@@ -409,6 +457,8 @@ func (ls *Leaser) dropLocked() {
 		ls.stats.expired.Add(int64(ls.leases[i].units))
 		ls.leases[i] = lease{}
 	}
+	ls.gen++
+	ls.deniedUntil, ls.deniedN = time.Time{}, 0
 }
 
 // Held returns the units this process holds unspent and unexpired.
@@ -419,13 +469,14 @@ func (ls *Leaser) Held() int {
 	return ls.leases[0].units + ls.leases[1].units
 }
 
-// Close drops the units held, waits for a lease call in flight and refuses
-// later decisions (ErrLeaserClosed). Units held at Close stay charged in Redis
+// Close drops the units held, waits for a background lease call in flight
+// and refuses later decisions (ErrLeaserClosed); a lease landing after Close
+// is dropped. Units held at Close stay charged in Redis
 // until they age out as any grant does; nothing needs cleaning up if the
 // process dies instead.
 func (ls *Leaser) Close() error {
 	ls.mu.Lock()
-	ls.closed = true
+	ls.closed.Store(true)
 	ls.dropLocked()
 	ls.mu.Unlock()
 	ls.wg.Wait()

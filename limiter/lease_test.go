@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/scripts"
 )
 
 // spend is one grant as the exchange would see it: units spent at µs time at.
@@ -119,6 +123,17 @@ func TestLeaseGlobalBoundModel(t *testing.T) {
 				{"counter", Limit{Rate: 50, Period: 100 * time.Millisecond, Algorithm: SlidingWindowCounter}},
 			}}
 			unit := Cost{"gcra": 1, "fixed": 1, "counter": 1}
+			// Both clocks move together; Redis's first, so this one never
+			// runs ahead of it.
+			advance := func(dt int64) {
+				clockMu.Lock()
+				defer clockMu.Unlock()
+				m.SetTime(time.UnixMicro(now + dt))
+				now += dt
+			}
+			// Every reply takes 700µs to come back: a deadline measured from
+			// the reply rather than from the send would outlive its lease.
+			c.AddHook(afterScript(func() { advance(700) }))
 			var log spendLog
 			var leasers []*Leaser
 			for range 4 {
@@ -144,10 +159,7 @@ func TestLeaseGlobalBoundModel(t *testing.T) {
 					dt = 20_000 + rng.Int64N(200_000)
 				}
 				// Redis's clock first: this clock never runs ahead of it.
-				m.SetTime(time.UnixMicro(now + dt))
-				clockMu.Lock()
-				now += dt
-				clockMu.Unlock()
+				advance(dt)
 				if rng.IntN(6) == 0 {
 					// Another process's burst, up to half of every limit.
 					n := 1 + rng.IntN(10)
@@ -323,12 +335,18 @@ func TestLeaseSpentLate(t *testing.T) {
 		// offset of the lease from the start of a period, and how long after
 		// the lease its units are spent
 		at, late time.Duration
+		// how long the lease's reply takes to come back
+		lag time.Duration
 	}{
-		{"gcra", Limit{Rate: 10, Period: time.Second, Burst: 10}, 0, 99 * time.Millisecond},
+		{"gcra", Limit{Rate: 10, Period: time.Second, Burst: 10}, 0, 99 * time.Millisecond, 0},
 		// The same GCRA limit beside a window that never binds: quota.lua's general path.
-		{"gcra+window", Limit{Rate: 10, Period: time.Second, Burst: 10}, 0, 99 * time.Millisecond},
-		{"fixed", Limit{Rate: 10, Period: time.Second, Algorithm: FixedWindow}, 990 * time.Millisecond, 60 * time.Millisecond},
-		{"counter", Limit{Rate: 10, Period: time.Second, Algorithm: SlidingWindowCounter}, 990 * time.Millisecond, 60 * time.Millisecond},
+		{"gcra+window", Limit{Rate: 10, Period: time.Second, Burst: 10}, 0, 99 * time.Millisecond, 0},
+		{"fixed", Limit{Rate: 10, Period: time.Second, Algorithm: FixedWindow}, 990 * time.Millisecond, 60 * time.Millisecond, 0},
+		{"counter", Limit{Rate: 10, Period: time.Second, Algorithm: SlidingWindowCounter}, 990 * time.Millisecond, 60 * time.Millisecond, 0},
+		// The lease's reply arrives 5ms after Redis granted it, 5ms before the
+		// window ends; its units must not be spent in the next window (a
+		// deadline counted from the reply would allow that until 1005ms).
+		{"fixed, slow reply", Limit{Rate: 10, Period: time.Second, Algorithm: FixedWindow}, 990 * time.Millisecond, 12 * time.Millisecond, 5 * time.Millisecond},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -364,11 +382,21 @@ func TestLeaseSpentLate(t *testing.T) {
 			defer ls.Close()
 			var log spendLog
 			ls.clock, ls.onSpend, ls.directMax = clock, log.hook, 1
-			// A lease of 5, taken directly so that no refill follows it.
-			if ok, err := ls.fetch(ctx, 5, make(chan struct{})); !ok || err != nil {
+			// A lease of 5, taken directly so that no refill follows it; its
+			// reply comes back tc.lag later (scripts loaded first: no NOSCRIPT
+			// round trip).
+			if err := scripts.Load(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+			c.AddHook(afterScript(func() {
+				if tc.lag > 0 && ls.Stats().Calls == 0 {
+					advance(tc.lag)
+				}
+			}))
+			if ok, err := ls.fetch(ctx, 5, make(chan struct{}), 0); !ok || err != nil {
 				t.Fatalf("lease: %v %v", ok, err)
 			}
-			advance(tc.late)
+			advance(tc.late - tc.lag)
 			if ok, err := ls.AllowN(ctx, 5); !ok || err != nil {
 				t.Fatalf("spending the lease: %v %v (stats %+v)", ok, err, ls.Stats())
 			}
@@ -399,4 +427,121 @@ func TestLeaseSpentLate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLeaseInstall: with three leases held, no unit outlives the lease it
+// came from. A lease granted by the failure policy may end after a later one
+// Redis clipped to its window's end, so leases do not arrive in end order.
+func TestLeaseInstall(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	cases := []struct {
+		name string
+		in   []lease
+		// at each probe time, the most units that may still be held
+		probes map[int]int
+	}{
+		{"in order", []lease{{5, ms(50)}, {5, ms(80)}, {5, ms(100)}}, map[int]int{49: 15, 50: 5, 79: 5, 80: 5, 99: 5, 100: 0}},
+		{"degraded first, ends last", []lease{{5, ms(100)}, {5, ms(50)}, {5, ms(80)}}, map[int]int{49: 15, 50: 5, 79: 5, 100: 0}},
+		{"newest ends first", []lease{{5, ms(100)}, {5, ms(80)}, {5, ms(50)}}, map[int]int{49: 15, 50: 5, 99: 5, 100: 0}},
+		{"one already over", []lease{{5, ms(10)}, {5, ms(80)}, {5, ms(100)}}, map[int]int{20: 10, 80: 5, 100: 0}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var ls Leaser
+			for _, l := range tc.in {
+				ls.install(l, ms(20))
+			}
+			for _, at := range slices.Sorted(maps.Keys(tc.probes)) {
+				ls.expire(ms(at))
+				if held := ls.leases[0].units + ls.leases[1].units; held > tc.probes[at] {
+					t.Errorf("at %d ms %d units held, at most %d may be (leases %+v)", at, held, tc.probes[at], ls.leases)
+				}
+			}
+		})
+	}
+}
+
+// TestLeaseDropAndDenials: Drop discards a lease asked for before it, and
+// forgets a denial cached from Redis; a cached denial never lasts past TTL
+// even when Redis said far longer (a Reset would be missed that long).
+func TestLeaseDropAndDenials(t *testing.T) {
+	m, c := redistest.NewMini(t)
+	ctx := context.Background()
+	now := int64(1_700_000_000_000_000)
+	clock := func() time.Time { return time.UnixMicro(now) }
+	advance := func(d time.Duration) { now += d.Microseconds(); m.SetTime(time.UnixMicro(now)) }
+	advance(0)
+	lim := New(c, Options{Prefix: "d", Timeout: 10 * time.Second})
+	ls, err := lim.NewLeaser("k", PerSecond(100), LeaseOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	ls.clock = clock
+
+	// A lease asked for before Drop lands after it: dropped.
+	gen := ls.gen
+	ls.Drop()
+	if ok, err := ls.fetch(ctx, 5, make(chan struct{}), gen); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if h := ls.Held(); h != 0 {
+		t.Fatalf("a lease asked for before Drop is held: %d units", h)
+	}
+
+	// A hold of a week: leases refused, the direct decision refused, and the
+	// denial cached, but only for TTL.
+	if _, err := lim.Hold(ctx, "k", 7*24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	ls.Drop()
+	if ok, err := ls.Allow(ctx); ok || err != nil {
+		t.Fatalf("held: %v %v", ok, err)
+	}
+	calls := ls.Stats().Calls
+	if ok, _ := ls.Allow(ctx); ok || ls.Stats().Calls != calls {
+		t.Fatalf("the denial was not answered locally (calls %d → %d)", calls, ls.Stats().Calls)
+	}
+	if err := lim.Reset(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	advance(ls.TTL())
+	if ok, err := ls.Allow(ctx); !ok || err != nil {
+		t.Fatalf("TTL after a Reset: %v %v, want allowed", ok, err)
+	}
+
+	// Drop forgets a cached denial at once.
+	if _, err := lim.Hold(ctx, "k", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	ls.Drop()
+	if ok, _ := ls.Allow(ctx); ok {
+		t.Fatal("allowed under a hold")
+	}
+	if err := lim.Reset(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	ls.Drop()
+	if ok, err := ls.Allow(ctx); !ok || err != nil {
+		t.Fatalf("after Reset and Drop: %v %v, want allowed", ok, err)
+	}
+}
+
+// afterScript runs f after each script call returns, as if its reply took
+// that long to arrive.
+type afterScript func()
+
+func (afterScript) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (f afterScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if name := cmd.Name(); name == "evalsha" || name == "eval" {
+			f()
+		}
+		return err
+	}
+}
+func (afterScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }

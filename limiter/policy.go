@@ -46,6 +46,10 @@ func isNetworkError(err error) bool {
 
 // fallback answers a decision under the failure policy; cause is why Redis was not asked.
 func (l *Limiter) fallback(p *plan, maxWaitUS int64, cause error, r *reply) error {
+	if p.reps > 1 {
+		// A coalesced call: each caller in it gets the policy's answer of its own.
+		return &batchUnreachable{cause}
+	}
 	l.stats.unavailable.Add(1)
 	switch l.opts.Failure {
 	case FailOpen:
