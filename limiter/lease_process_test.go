@@ -175,7 +175,7 @@ func TestLeaseChild(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok, err := ls.fetch(ctx, ls.Cap(), make(chan struct{})); !ok || err != nil {
+		if ok, err := ls.fetch(ctx, ls.Cap(), make(chan struct{}), 0); !ok || err != nil {
 			t.Fatal(ok, err)
 		}
 		fmt.Printf("leased %d\n", ls.Held())

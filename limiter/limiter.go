@@ -106,9 +106,12 @@ type Options struct {
 	// one is in flight, later callers queue, and the queue goes out as the next
 	// call (up to 256 decisions), decided in arrival order inside the script.
 	// Each caller still gets its own decision, made atomically in Redis at
-	// Redis's time; Redis runs one script for many of them, which is what
-	// lifts a hot key's throughput when the Redis thread is the bottleneck. A
-	// lone caller goes out at once: nothing waits on a timer. Other decisions
+	// Redis's time, and keeps its own deadline: a queued caller that gives up
+	// before its call goes out is dropped from it, uncharged. Redis runs one
+	// script for many decisions, which is what lifts a hot key's throughput
+	// when the Redis thread is the bottleneck. A lone caller goes out at once,
+	// as without coalescing: nothing waits on a timer. If Redis cannot be
+	// reached, each caller gets the failure policy's answer. Other decisions
 	// (other algorithms, quotas, Reserve, Wait) are not coalesced. Default false.
 	Coalesce bool
 	// Telemetry are the OpenTelemetry providers for the limiter's spans and
