@@ -24,6 +24,26 @@ func (c *Cache) SetMany(ctx context.Context, items map[string]any, ttl time.Dura
 	return err
 }
 
+// encodeItems checks every key and encodes every value of items, before
+// anything is written: their Redis keys, and the encoded values ([]byte) in
+// the same order.
+func (c *Cache) encodeItems(items map[string]any) ([]string, []any, error) {
+	ks := make([]string, 0, len(items))
+	vals := make([]any, 0, len(items))
+	for key, v := range items {
+		k, err := c.valueKey(key)
+		if err != nil {
+			return nil, nil, err
+		}
+		data, err := c.core.encode(key, v)
+		if err != nil {
+			return nil, nil, err
+		}
+		ks, vals = append(ks, k), append(vals, data)
+	}
+	return ks, vals, nil
+}
+
 func (c *Cache) setMany(ctx context.Context, items map[string]any, ttl time.Duration) error {
 	if len(items) == 0 {
 		return c.err
@@ -32,21 +52,12 @@ func (c *Cache) setMany(ctx context.Context, items map[string]any, ttl time.Dura
 	if err != nil {
 		return err
 	}
-	ks := make([]string, 0, len(items))
-	vals := make([][]byte, 0, len(items))
-	for key, v := range items {
-		k, err := c.valueKey(key)
-		if err != nil {
-			return err
-		}
-		data, err := c.core.encode(key, v)
-		if err != nil {
-			return err
-		}
-		ks, vals = append(ks, k), append(vals, data)
+	ks, vals, err := c.encodeItems(items)
+	if err != nil {
+		return err
 	}
 	if len(ks) == 1 {
-		return c.core.set(ctx, ks[0], vals[0], exp)
+		return c.core.set(ctx, ks[0], vals[0].([]byte), exp)
 	}
 	err = c.core.do(func() error {
 		p := c.core.client.Pipeline()

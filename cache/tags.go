@@ -39,18 +39,9 @@ func (c *Cache) setManyTagged(ctx context.Context, items map[string]any, ttl tim
 	if _, _, err := ttlArg(ttl); err != nil {
 		return err
 	}
-	ks := make([]string, 0, len(items))
-	vals := make([]any, 0, len(items))
-	for key, v := range items {
-		k, err := c.valueKey(key)
-		if err != nil {
-			return err
-		}
-		data, err := c.core.encode(key, v)
-		if err != nil {
-			return err
-		}
-		ks, vals = append(ks, k), append(vals, data)
+	ks, vals, err := c.encodeItems(items)
+	if err != nil {
+		return err
 	}
 	return c.setTagged(ctx, ks, vals, ttl, tags)
 }
