@@ -94,7 +94,7 @@ func (c *Cache) GetMany(ctx context.Context, keys []string, dst any) (int, error
 	// the key set in k: no allocation per value but the decoder's own.
 	v, k := reflect.New(m.Type().Elem()), reflect.New(m.Type().Key()).Elem()
 	into := v.Interface()
-	return c.getMany(ctx, keys, func(i int, data []byte) error {
+	return c.getMany(ctx, keys, func(i int, data string) error {
 		v.Elem().SetZero()
 		if err := c.core.decode(keys[i], data, into); err != nil {
 			return err
@@ -112,7 +112,7 @@ func GetManyOf[T any](ctx context.Context, c *Cache, keys []string) (map[string]
 	out := make(map[string]T, len(keys))
 	var zero T
 	v := new(T) // every value is decoded here, zeroed first, and copied into out
-	_, err := c.getMany(ctx, keys, func(i int, data []byte) error {
+	_, err := c.getMany(ctx, keys, func(i int, data string) error {
 		*v = zero
 		if err := c.core.decode(keys[i], data, v); err != nil {
 			return err
@@ -126,7 +126,7 @@ func GetManyOf[T any](ctx context.Context, c *Cache, keys []string) (map[string]
 // getMany reads keys and calls found with the index and bytes of each value found.
 // It counts each key as a hit, a miss or an error (a Redis error, or a value
 // found that could not be decoded).
-func (c *Cache) getMany(ctx context.Context, keys []string, found func(i int, data []byte) error) (int, error) {
+func (c *Cache) getMany(ctx context.Context, keys []string, found func(i int, data string) error) (int, error) {
 	ctx, span := c.core.start(ctx, opGetMany)
 	n, bad, err := c.readMany(ctx, keys, found)
 	if err != nil && n == 0 && bad == 0 {
@@ -153,7 +153,7 @@ func (c *Cache) getMany(ctx context.Context, keys []string, found func(i int, da
 
 // readMany is getMany without telemetry; it also returns how many values
 // found could not be decoded.
-func (c *Cache) readMany(ctx context.Context, keys []string, found func(i int, data []byte) error) (n, bad int, err error) {
+func (c *Cache) readMany(ctx context.Context, keys []string, found func(i int, data string) error) (n, bad int, err error) {
 	if len(keys) == 0 {
 		return 0, 0, c.err
 	}
@@ -161,12 +161,18 @@ func (c *Cache) readMany(ctx context.Context, keys []string, found func(i int, d
 	if err != nil {
 		return 0, 0, err
 	}
-	groups := c.core.bySlot(ks)
-	results := make([][]any, len(groups))
+	var groups [][]int // nil: one MGET of every key, in order
+	if c.core.masters != nil || c.core.shards != nil {
+		if groups = c.core.bySlot(ks); len(groups) == 1 {
+			groups = nil // one slot: the group is every key, in order
+		}
+	}
+	var one []any       // the reply of the single MGET
+	var results [][]any // or of each group's
 	err = c.core.do(func() error {
-		if len(groups) == 1 {
-			v, err := c.core.client.MGet(ctx, ks...).Result()
-			results[0] = v
+		if groups == nil {
+			var err error
+			one, err = c.core.client.MGet(ctx, ks...).Result()
 			return err
 		}
 		p := c.core.client.Pipeline()
@@ -177,6 +183,7 @@ func (c *Cache) readMany(ctx context.Context, keys []string, found func(i int, d
 		if err != nil {
 			return err
 		}
+		results = make([][]any, len(cmds))
 		for i, cmd := range cmds {
 			sc, ok := cmd.(*redis.SliceCmd)
 			if !ok {
@@ -186,24 +193,36 @@ func (c *Cache) readMany(ctx context.Context, keys []string, found func(i int, d
 		}
 		return nil
 	})
+	if err == nil && groups != nil && len(results) != len(groups) {
+		err = fmt.Errorf("%d replies to %d MGETs", len(results), len(groups))
+	}
 	if err != nil {
 		c.core.misses.Add(int64(len(keys)))
 		return 0, 0, fmt.Errorf("cache: get many: %w", err)
 	}
-	hits := int64(0)
+	if groups == nil {
+		results = [][]any{one}
+	}
 	var first error
-	for gi, g := range groups {
-		vals := results[gi]
-		if len(vals) != len(g) {
+	for gi, vals := range results {
+		want := len(ks)
+		if groups != nil {
+			want = len(groups[gi])
+		}
+		if len(vals) != want {
 			c.core.misses.Add(int64(len(keys)))
-			return 0, 0, fmt.Errorf("cache: get many: MGET replied %d values for %d keys", len(vals), len(g))
+			return 0, 0, fmt.Errorf("cache: get many: MGET replied %d values for %d keys", len(vals), want)
 		}
 		for j, v := range vals {
 			s, ok := v.(string)
 			if !ok {
 				continue
 			}
-			if err := found(g[j], []byte(s)); err != nil {
+			i := j
+			if groups != nil {
+				i = groups[gi][j]
+			}
+			if err := found(i, s); err != nil {
 				if first == nil {
 					first = err
 				}
@@ -211,10 +230,9 @@ func (c *Cache) readMany(ctx context.Context, keys []string, found func(i int, d
 				continue
 			}
 			n++
-			hits++
 		}
 	}
-	c.core.hits.Add(hits)
-	c.core.misses.Add(int64(len(keys)) - hits)
+	c.core.hits.Add(int64(n))
+	c.core.misses.Add(int64(len(keys) - n))
 	return n, bad, first
 }

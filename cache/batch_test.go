@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -184,5 +185,86 @@ func TestGetManyValuesApart(t *testing.T) {
 			got[k] = *v
 		}
 		check("GetMany of pointers", got, found, err)
+	})
+}
+
+// Values are decoded from the bytes Redis replied, without a copy first:
+// decoded strings refer to the reply (unless JSON.CopyStrings), a *[]byte gets
+// a copy of its own, and nothing decoded changes when later reads reuse the
+// client's buffers.
+func TestDecodeFromReply(t *testing.T) {
+	type tick struct {
+		Symbol string `json:"symbol"`
+		Note   string `json:"note"`
+		Price  float64
+	}
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		for _, codec := range []cache.Codec{cache.JSON{}, cache.JSON{CopyStrings: true}, cache.Msgpack{}} {
+			e := newEnv(t, b, cache.Options{Codec: codec})
+			want := map[string]tick{}
+			items := map[string]any{}
+			var keys []string
+			for i := range 20 {
+				k := fmt.Sprint("s", i)
+				want[k] = tick{Symbol: strings.Repeat(k, 10), Note: "caf\u00e9 \"" + k + "\"", Price: float64(i) + .5}
+				items[k], keys = want[k], append(keys, k)
+			}
+			if err := e.c.SetMany(ctx, items, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			var one tick
+			if found, err := e.c.Get(ctx, "s0", &one); !found || err != nil {
+				t.Fatal(found, err)
+			}
+			many, err := cache.GetManyOf[tick](ctx, e.c, keys[:10])
+			if err != nil {
+				t.Fatal(err)
+			}
+			viaMap := map[string]tick{}
+			if _, err := e.c.GetMany(ctx, keys[10:], viaMap); err != nil {
+				t.Fatal(err)
+			}
+			// Read everything again, many times, through the same connections.
+			for range 20 {
+				if _, err := cache.GetManyOf[tick](ctx, e.c, keys); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if one != want["s0"] {
+				t.Fatalf("%T: Get gave %+v, want %+v", codec, one, want["s0"])
+			}
+			for k, v := range many {
+				if v != want[k] {
+					t.Fatalf("%T: GetManyOf[%s] = %+v, want %+v", codec, k, v, want[k])
+				}
+			}
+			for k, v := range viaMap {
+				if v != want[k] {
+					t.Fatalf("%T: GetMany[%s] = %+v, want %+v", codec, k, v, want[k])
+				}
+			}
+			if len(many)+len(viaMap) != 20 {
+				t.Fatalf("%T: %d + %d values", codec, len(many), len(viaMap))
+			}
+		}
+
+		// A *[]byte is the caller's to change: the next read is unchanged.
+		e := newEnv(t, b, cache.Options{})
+		if err := e.c.Set(ctx, "raw", []byte("abc"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		for round := range 2 {
+			var raw []byte
+			if _, err := e.c.Get(ctx, "raw", &raw); err != nil || string(raw) != "abc" {
+				t.Fatalf("round %d: Get raw %q %v", round, raw, err)
+			}
+			raw[0] = 'X'
+			m, err := cache.GetManyOf[[]byte](ctx, e.c, []string{"raw", "raw"})
+			if err != nil || string(m["raw"]) != "abc" {
+				t.Fatalf("round %d: GetManyOf raw %q %v", round, m["raw"], err)
+			}
+			m["raw"][0] = 'Y'
+		}
 	})
 }

@@ -120,6 +120,7 @@ type core struct {
 	masters  masterIterator // nil unless a cluster
 	shards   shardIterator  // set for a Ring (and a cluster)
 	codec    Codec
+	strDec   stringDecoder // codec, when it decodes strings without a copy
 	prefix   string
 	maxValue int
 	batch    int
@@ -136,6 +137,7 @@ func New(client Client, o Options) *Cache {
 	if c.codec == nil {
 		c.codec = JSON{}
 	}
+	c.strDec, _ = c.codec.(stringDecoder)
 	if c.prefix == "" {
 		c.prefix = DefaultPrefix
 	}
@@ -321,17 +323,24 @@ func (c *core) encode(key string, v any) ([]byte, error) {
 	return data, nil
 }
 
-// decode decodes data into dst, checked by checkDst.
-func (c *core) decode(key string, data []byte, dst any) error {
+// decode decodes s, a value read from Redis, into dst, checked by checkDst.
+// A *string gets s itself, a *[]byte a copy the caller owns.
+func (c *core) decode(key, s string, dst any) error {
 	switch d := dst.(type) {
 	case *[]byte:
-		*d = data
+		*d = []byte(s)
 		return nil
 	case *string:
-		*d = string(data)
+		*d = s
 		return nil
 	}
-	if err := c.codec.Unmarshal(data, dst); err != nil {
+	var err error
+	if c.strDec != nil {
+		err = c.strDec.unmarshalString(s, dst)
+	} else {
+		err = c.codec.Unmarshal([]byte(s), dst)
+	}
+	if err != nil {
 		return fmt.Errorf("cache: key %q: %w: %w", trunc(key), ErrDecode, err)
 	}
 	return nil

@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"encoding/json"
+	"unsafe"
 
 	gojson "github.com/goccy/go-json"
 	"github.com/vmihailenco/msgpack/v5"
@@ -36,7 +37,20 @@ type Codec interface {
 // inside a struct field gets float64, as with encoding/json; give such fields a
 // type, or json.Number. A decoding error is go-json's, not encoding/json's
 // type: branch on ErrDecode, which wraps it.
-type JSON struct{}
+//
+// A value the cache reads from Redis is decoded without copying its strings: a
+// string field without escapes refers to the bytes read, which nothing ever
+// writes, so decoding a ticker or an order book of string prices allocates
+// for none of them. A decoded string then keeps alive the whole value it came
+// from (for a 200-byte ticker, 200 bytes), as with sonic. Set CopyStrings to
+// copy each string instead. JSON.Unmarshal, called directly, always copies:
+// its caller may reuse data.
+type JSON struct {
+	// CopyStrings makes the cache copy every string it decodes, as
+	// encoding/json does, so that a decoded string keeps alive no memory but
+	// its own. The default (false) lets strings refer to the value read.
+	CopyStrings bool
+}
 
 // Marshal implements Codec.
 func (JSON) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
@@ -50,6 +64,32 @@ func (JSON) Unmarshal(data []byte, v any) error {
 		return d.Decode(v)
 	}
 	return gojson.Unmarshal(data, v)
+}
+
+// noCopy is the option list of unmarshalString, made once: a slice built
+// for each call would be an allocation.
+var noCopy = []gojson.DecodeOptionFunc{gojson.DecodeNoCopyString()}
+
+// unmarshalString implements stringDecoder: s is a reply from Redis, immutable,
+// and go-json never writes its input (it scans a copy in a pooled buffer), so
+// s's bytes are decoded where they are.
+func (j JSON) unmarshalString(s string, v any) error {
+	data := unsafe.Slice(unsafe.StringData(s), len(s))
+	switch v.(type) {
+	case *any, *map[string]any, *[]any:
+		return j.Unmarshal(data, v)
+	}
+	if j.CopyStrings {
+		return gojson.Unmarshal(data, v)
+	}
+	return gojson.UnmarshalWithOption(data, v, noCopy...)
+}
+
+// A stringDecoder decodes a value read from Redis, an immutable string,
+// without the copy into a []byte that Codec.Unmarshal needs. Decoded strings
+// may refer to s.
+type stringDecoder interface {
+	unmarshalString(s string, v any) error
 }
 
 // Msgpack is a compact binary Codec, github.com/vmihailenco/msgpack/v5. Integers
@@ -73,6 +113,7 @@ func (Msgpack) Unmarshal(data []byte, v any) error {
 }
 
 var (
-	_ Codec = JSON{}
-	_ Codec = Msgpack{}
+	_ Codec         = JSON{}
+	_ Codec         = Msgpack{}
+	_ stringDecoder = JSON{}
 )

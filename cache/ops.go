@@ -97,10 +97,10 @@ func (c *Cache) getOne(ctx context.Context, key string, dst any) (bool, error) {
 
 // get reads the Redis key k into dst, counting a hit or a miss when count is set.
 func (c *core) get(ctx context.Context, key, k string, dst any, count bool) (bool, error) {
-	var data []byte
+	var data string
 	err := c.do(func() error {
 		var err error
-		data, err = c.client.Get(ctx, k).Bytes()
+		data, err = c.client.Get(ctx, k).Result()
 		return err
 	})
 	if err != nil {

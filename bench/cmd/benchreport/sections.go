@@ -103,10 +103,13 @@ var targets = []target{
 		num: ref{"limiter", "Leaser/leased/goroutines=1", "calls/op"}, bound: 0.02},
 	{issue: "12", text: "… and from 64 goroutines",
 		num: ref{"limiter", "Leaser/leased/goroutines=64", "calls/op"}, bound: 0.02},
+	// Issue 5's ratios come from BenchmarkPaired, which times both sides in
+	// one loop: separate rows, seconds apart, gave GetMany(10) 0.99×–1.58×
+	// across three runs of the same code on this shared machine.
 	{issue: "5", text: "cache.Get hit ≤ 1.05× GET + json.Unmarshal",
-		num: ref{"cache", "Get/cache.Get", "ns/op"}, den: ref{"cache", "Get/raw-GET+Unmarshal", "ns/op"}, bound: 1.05},
+		num: ref{"cache", "Paired/Get", "y/x"}, bound: 1.05},
 	{issue: "5", text: "cache.GetMany(10) ≤ 1.3× one GET + json.Unmarshal",
-		num: ref{"cache", "GetMany/cache.GetMany-10", "ns/op"}, den: ref{"cache", "GetMany/raw-one-GET+Unmarshal", "ns/op"}, bound: 1.3},
+		num: ref{"cache", "Paired/GetMany-10", "y/x"}, bound: 1.3},
 }
 
 func whyThroughput(group string) func(*results) string {
@@ -162,6 +165,12 @@ func writeTargets(w *bytes.Buffer, cmp *results, inpkg map[string]*results) {
 		} else {
 			lo, hi = minMax(a)
 			measured = fmtNum(v)
+			if t.num.unit == "y/x" { // a paired ratio: show both sides
+				side := func(unit string) string {
+					return fmtDur(median(ref{t.num.pkg, t.num.name, unit}.samples(cmp, inpkg)))
+				}
+				measured = fmt.Sprintf("%s× (%s / %s, paired)", fmtNum(v), side("cache-ns/op"), side("get-ns/op"))
+			}
 		}
 		ok := v <= t.bound
 		if t.atLeast {
@@ -181,7 +190,8 @@ func writeTargets(w *bytes.Buffer, cmp *results, inpkg map[string]*results) {
 		}
 		p("| %s | %s | %s | %s–%s | %s |\n", t.issue, t.text, measured, fmtNum(lo), fmtNum(hi), verdict)
 	}
-	p("\nUnits: ns/op, decisions/s, server-µs/op or allocs/op as the target states; full tables below.\n\n")
+	p("\nUnits: ns/op, decisions/s, server-µs/op or allocs/op as the target states; full tables below. " +
+		"A paired ratio is BenchmarkPaired's y/x: both sides timed in turn in one loop, so both share every moment of the machine's load.\n\n")
 	if len(missed) > 0 {
 		p("### Missed, and why\n\n")
 		for _, t := range missed {
