@@ -24,6 +24,14 @@
 // package uses the exchange. User-supplied parts are escaped, so '{', '}', ':' or
 // '%' in a key can neither move it to another slot nor collide with another key.
 //
+// # Decoding
+//
+// Get, GetMany and GetOrLoad decode the bytes Redis replied where they are,
+// without a copy first. With the default JSON codec a decoded string refers to
+// the reply (see JSON.CopyStrings), so a ticker or an order book of string
+// prices costs no allocation per string; a *[]byte destination always gets a
+// copy of its own.
+//
 // # Degradation
 //
 // Every Redis call runs through a circuit breaker. A read that fails is a miss
