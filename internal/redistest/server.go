@@ -130,8 +130,17 @@ func waitReady(addr string, exited <-chan struct{}, limit time.Duration) error {
 			return fmt.Errorf("redistest: redis-server exited at start")
 		default:
 		}
+		// Dial first: go-redis logs every failed dial to stderr, which is
+		// the benchmark output that benchstat reads, and a log line between
+		// two samples splits them.
+		conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		_ = conn.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		err := c.Ping(ctx).Err()
+		err = c.Ping(ctx).Err()
 		cancel()
 		if err == nil {
 			return nil
