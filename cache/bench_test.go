@@ -75,9 +75,11 @@ func BenchmarkGet(b *testing.B) {
 	})
 }
 
-func BenchmarkGetMany(b *testing.B) {
+// benchQuotes returns a cache on a plain client of the shared real server,
+// holding benchQuote under 100 keys, and those keys.
+func benchQuotes(b *testing.B) (*redis.Client, *cache.Cache, []string) {
+	b.Helper()
 	rdb := benchClient(b)
-	ctx := context.Background()
 	c := cache.New(rdb, cache.Options{Prefix: redistest.NewPrefix(b)})
 	items := map[string]any{}
 	var keys []string
@@ -85,10 +87,16 @@ func BenchmarkGetMany(b *testing.B) {
 		k := fmt.Sprint("sym", i)
 		items[k], keys = benchQuote, append(keys, k)
 	}
-	if err := c.SetMany(ctx, items, time.Hour); err != nil {
+	if err := c.SetMany(context.Background(), items, time.Hour); err != nil {
 		b.Fatal(err)
 	}
-	rawKey, _ := c.Key("sym0")
+	return rdb, c, keys
+}
+
+func BenchmarkGetMany(b *testing.B) {
+	rdb, c, keys := benchQuotes(b)
+	ctx := context.Background()
+	rawKey, _ := c.Key(keys[0])
 	b.Run("raw-one-GET+Unmarshal", func(b *testing.B) {
 		b.ReportAllocs()
 		var q quote
@@ -252,19 +260,9 @@ func paired(b *testing.B, xName string, x func(), yName string, y func()) {
 // against GET + json.Unmarshal of the same 200-byte value, and GetMany of 10
 // and 100 keys against one GET + json.Unmarshal. ns/op is the pair's.
 func BenchmarkPaired(b *testing.B) {
-	rdb := benchClient(b)
+	rdb, c, keys := benchQuotes(b)
 	ctx := context.Background()
-	c := cache.New(rdb, cache.Options{Prefix: redistest.NewPrefix(b)})
-	items := map[string]any{}
-	var keys []string
-	for i := 0; i < 100; i++ {
-		k := fmt.Sprint("sym", i)
-		items[k], keys = benchQuote, append(keys, k)
-	}
-	if err := c.SetMany(ctx, items, time.Hour); err != nil {
-		b.Fatal(err)
-	}
-	rawKey, _ := c.Key("sym0")
+	rawKey, _ := c.Key(keys[0])
 	var q quote
 	get := func() {
 		data, err := rdb.Get(ctx, rawKey).Bytes()
@@ -278,7 +276,7 @@ func BenchmarkPaired(b *testing.B) {
 	b.Run("Get", func(b *testing.B) {
 		var cq quote
 		paired(b, "get", get, "cache", func() {
-			if found, err := c.Get(ctx, "sym0", &cq); !found || err != nil {
+			if found, err := c.Get(ctx, keys[0], &cq); !found || err != nil {
 				b.Fatal(found, err)
 			}
 		})
