@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
@@ -120,7 +121,7 @@ type core struct {
 	masters  masterIterator // nil unless a cluster
 	shards   shardIterator  // set for a Ring (and a cluster)
 	codec    Codec
-	strDec   stringDecoder // codec, when it decodes strings without a copy
+	json     *JSON // codec, when it is exactly JSON: replies are decoded in place
 	prefix   string
 	maxValue int
 	batch    int
@@ -137,7 +138,14 @@ func New(client Client, o Options) *Cache {
 	if c.codec == nil {
 		c.codec = JSON{}
 	}
-	c.strDec, _ = c.codec.(stringDecoder)
+	// Only JSON itself: a codec that embeds JSON to override Unmarshal must
+	// have its Unmarshal called.
+	switch j := c.codec.(type) {
+	case JSON:
+		c.json = &j
+	case *JSON:
+		c.json = j
+	}
 	if c.prefix == "" {
 		c.prefix = DefaultPrefix
 	}
@@ -303,6 +311,15 @@ func (c *core) do(fn func() error) error {
 	return err
 }
 
+// replyBytes returns the bytes of s, a reply string nothing else refers to,
+// without a copy.
+func replyBytes(s string) []byte {
+	if s == "" {
+		return []byte{} // an empty value is found: not nil
+	}
+	return unsafe.Slice(unsafe.StringData(s), len(s))
+}
+
 // encode validates and encodes a value.
 func (c *core) encode(key string, v any) ([]byte, error) {
 	var data []byte
@@ -324,21 +341,23 @@ func (c *core) encode(key string, v any) ([]byte, error) {
 }
 
 // decode decodes s, a value read from Redis, into dst, checked by checkDst.
-// A *string gets s itself, a *[]byte a copy the caller owns.
+// s was allocated for this reply alone and nothing else refers to it, so its
+// bytes are handed on without a copy, as go-redis's StringCmd.Bytes does: a
+// *[]byte gets them, and so does the codec.
 func (c *core) decode(key, s string, dst any) error {
 	switch d := dst.(type) {
 	case *[]byte:
-		*d = []byte(s)
+		*d = replyBytes(s)
 		return nil
 	case *string:
 		*d = s
 		return nil
 	}
 	var err error
-	if c.strDec != nil {
-		err = c.strDec.unmarshalString(s, dst)
+	if c.json != nil {
+		err = c.json.unmarshalString(s, dst)
 	} else {
-		err = c.codec.Unmarshal([]byte(s), dst)
+		err = c.codec.Unmarshal(replyBytes(s), dst)
 	}
 	if err != nil {
 		return fmt.Errorf("cache: key %q: %w: %w", trunc(key), ErrDecode, err)

@@ -1,9 +1,11 @@
 package cache_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -229,5 +231,75 @@ func TestNoExpiry(t *testing.T) {
 			t.Fatalf("PTTL = %v, %v; want -1 (no expiry)", ttl, err)
 		}
 		_ = e.c.Delete(ctx, "forever")
+	})
+}
+
+// strictJSON embeds JSON to override Unmarshal: the cache must call it, not
+// JSON's in-place decoding.
+type strictJSON struct{ cache.JSON }
+
+var errStrict = errors.New("strict codec")
+
+func (strictJSON) Unmarshal(data []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return fmt.Errorf("%w: %w", errStrict, err)
+	}
+	return nil
+}
+
+func TestCodecEmbeddingJSON(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		for _, codec := range []cache.Codec{strictJSON{}, &strictJSON{}} {
+			e := newEnv(t, b, cache.Options{Codec: codec})
+			if err := e.c.Set(ctx, "k", map[string]any{"price": 1, "unknown": 2}, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			var v struct{ Price float64 }
+			if found, err := e.c.Get(ctx, "k", &v); found || !errors.Is(err, errStrict) || !errors.Is(err, cache.ErrDecode) {
+				t.Fatalf("%T: Get: %v %v, want the codec's own error", codec, found, err)
+			}
+			m, err := cache.GetManyOf[struct{ Price float64 }](ctx, e.c, []string{"k"})
+			if len(m) != 0 || !errors.Is(err, errStrict) {
+				t.Fatalf("%T: GetManyOf: %v %v, want the codec's own error", codec, m, err)
+			}
+		}
+	})
+}
+
+// The default JSON codec decodes a reply in place: its strings cost no
+// allocation, where JSON{CopyStrings: true} makes one per string.
+func TestDecodeInPlaceAllocs(t *testing.T) {
+	type names struct{ A, B, C string }
+	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		allocs := map[bool]float64{}
+		for _, copyStrings := range []bool{false, true} {
+			for _, codec := range []cache.Codec{cache.JSON{CopyStrings: copyStrings}, &cache.JSON{CopyStrings: copyStrings}} {
+				e := newEnv(t, b, cache.Options{Codec: codec})
+				if err := e.c.Set(ctx, "k", names{"alpha", "beta", "gamma"}, time.Minute); err != nil {
+					t.Fatal(err)
+				}
+				var v names
+				n := testing.AllocsPerRun(200, func() {
+					if found, err := e.c.Get(ctx, "k", &v); !found || err != nil {
+						t.Fatal(found, err)
+					}
+				})
+				if v != (names{"alpha", "beta", "gamma"}) {
+					t.Fatalf("decoded %+v", v)
+				}
+				if old, ok := allocs[copyStrings]; ok && old != n {
+					t.Fatalf("CopyStrings=%v: %T makes %v allocations, the other form %v", copyStrings, codec, n, old)
+				}
+				allocs[copyStrings] = n
+			}
+		}
+		if d := allocs[true] - allocs[false]; d != 3 {
+			t.Fatalf("copying 3 strings costs %v more allocations than decoding in place (%v against %v), want 3",
+				d, allocs[true], allocs[false])
+		}
 	})
 }

@@ -3,7 +3,6 @@ package cache
 import (
 	"bytes"
 	"encoding/json"
-	"unsafe"
 
 	gojson "github.com/goccy/go-json"
 	"github.com/vmihailenco/msgpack/v5"
@@ -11,6 +10,10 @@ import (
 
 // A Codec turns values into bytes and back. Implementations must be safe for
 // concurrent use.
+//
+// The cache gives Unmarshal the bytes of a reply read for that call alone,
+// which nothing else refers to afterwards: a decoded value may keep
+// references into data.
 //
 // Whatever the codec, []byte and string values bypass it: Set stores their bytes
 // as they are, and Get into a *[]byte or *string returns the stored bytes as they
@@ -70,11 +73,11 @@ func (JSON) Unmarshal(data []byte, v any) error {
 // for each call would be an allocation.
 var noCopy = []gojson.DecodeOptionFunc{gojson.DecodeNoCopyString()}
 
-// unmarshalString implements stringDecoder: s is a reply from Redis, immutable,
-// and go-json never writes its input (it scans a copy in a pooled buffer), so
-// s's bytes are decoded where they are.
+// unmarshalString decodes s, a reply from Redis, where it is: s is
+// immutable, and go-json never writes its input (it scans a copy in a pooled
+// buffer). Decoded strings refer to s unless j.CopyStrings.
 func (j JSON) unmarshalString(s string, v any) error {
-	data := unsafe.Slice(unsafe.StringData(s), len(s))
+	data := replyBytes(s)
 	switch v.(type) {
 	case *any, *map[string]any, *[]any:
 		return j.Unmarshal(data, v)
@@ -83,13 +86,6 @@ func (j JSON) unmarshalString(s string, v any) error {
 		return gojson.Unmarshal(data, v)
 	}
 	return gojson.UnmarshalWithOption(data, v, noCopy...)
-}
-
-// A stringDecoder decodes a value read from Redis, an immutable string,
-// without the copy into a []byte that Codec.Unmarshal needs. Decoded strings
-// may refer to s.
-type stringDecoder interface {
-	unmarshalString(s string, v any) error
 }
 
 // Msgpack is a compact binary Codec, github.com/vmihailenco/msgpack/v5. Integers
@@ -113,7 +109,6 @@ func (Msgpack) Unmarshal(data []byte, v any) error {
 }
 
 var (
-	_ Codec         = JSON{}
-	_ Codec         = Msgpack{}
-	_ stringDecoder = JSON{}
+	_ Codec = JSON{}
+	_ Codec = Msgpack{}
 )

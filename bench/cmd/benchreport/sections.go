@@ -166,8 +166,12 @@ func writeTargets(w *bytes.Buffer, cmp *results, inpkg map[string]*results) {
 			lo, hi = minMax(a)
 			measured = fmtNum(v)
 			if t.num.unit == "y/x" { // a paired ratio: show both sides
-				side := func(unit string) string {
-					return fmtDur(median(ref{t.num.pkg, t.num.name, unit}.samples(cmp, inpkg)))
+				side := func(unit string) string { // the units BenchmarkPaired's paired() reports
+					x := ref{t.num.pkg, t.num.name, unit}.samples(cmp, inpkg)
+					if len(x) == 0 {
+						return "–"
+					}
+					return fmtDur(median(x))
 				}
 				measured = fmt.Sprintf("%s× (%s / %s, paired)", fmtNum(v), side("cache-ns/op"), side("get-ns/op"))
 			}
