@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -127,6 +128,8 @@ type core struct {
 	batch    int
 	breaker  *gobreaker.CircuitBreaker[struct{}]
 	flight   singleflight.Group
+	flightMu sync.Mutex
+	flights  map[string]*loadFlight // by Redis key, while callers wait on a load
 	tel      instruments
 
 	hits, misses, errs, rejected, loads atomic.Int64
@@ -293,8 +296,14 @@ func isFailure(err error) bool {
 	return true
 }
 
-// do runs one Redis call through the breaker and counts its failure.
-func (c *core) do(fn func() error) error {
+// do runs one Redis call through the breaker and counts its failure. A
+// caller whose ctx has already ended gets ctx's error without a call: its
+// deadline says nothing about Redis, and five such callers would otherwise
+// open the breaker for everyone.
+func (c *core) do(ctx context.Context, fn func() error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	var err error
 	if c.breaker == nil {
 		err = fn()

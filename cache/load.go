@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 )
 
@@ -22,11 +23,15 @@ var ErrNilLoad = errors.New("cache: nil load function")
 // the codec cannot encode, or larger than MaxValueSize, is returned together
 // with the error.
 //
-// load runs with a context that carries ctx's values but not its cancellation,
-// so one caller giving up does not fail the others that wait on the same load;
-// a caller whose ctx ends stops waiting and gets ctx's error. Give load its own
-// timeout. Callers that share a load share its value: do not mutate a T that
-// holds references (maps, slices, pointers).
+// load runs with a context that carries the first caller's values but not its
+// cancellation, so one caller giving up does not fail the others that wait on
+// the same load; a caller whose ctx ends stops waiting and gets ctx's error.
+// When the last waiting caller has left, load's context is cancelled, so a
+// load nobody waits for (a hung exchange call) stops, and the next caller
+// starts a new one. A caller whose ctx has already ended starts nothing. A
+// panic in load is raised again in each waiting caller's goroutine, where it
+// can be recovered. Callers that share a load share its value: do not mutate a
+// T that holds references (maps, slices, pointers).
 func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, load func(context.Context) (T, error)) (T, error) {
 	return getOrLoad(ctx, c, key, ttl, nil, load)
 }
@@ -86,14 +91,24 @@ func loadValue[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 	if err != nil {
 		return zero, err
 	}
+	if err := ctx.Err(); err != nil {
+		return zero, err // a caller that has given up starts no load
+	}
 	var v T
 	if found, _ := c.core.get(ctx, key, k, &v, true); found {
 		st.hit = true
 		return v, nil
 	}
+	f := c.core.join(k, ctx)
+	defer c.core.leave(k, f)
 	var loaded bool // written by this caller's flight, if it runs; read after its result
-	ch := c.core.flight.DoChan(k, func() (any, error) {
-		lctx := context.WithoutCancel(ctx)
+	ch := c.core.flight.DoChan(k, func() (val any, err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				val, err = nil, &loadPanic{value: p, stack: debug.Stack()}
+			}
+		}()
+		lctx := f.ctx
 		var v T
 		if found, _ := c.core.get(lctx, key, k, &v, false); found {
 			return v, nil
@@ -101,7 +116,7 @@ func loadValue[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 		c.core.loads.Add(1)
 		loaded = true
 		began := time.Now()
-		v, err := load(lctx)
+		v, err = load(lctx)
 		c.core.recordLoad(lctx, time.Since(began), err)
 		if err != nil {
 			return nil, err
@@ -121,17 +136,81 @@ func loadValue[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 	select {
 	case r := <-ch:
 		st.loaded, st.shared = loaded, r.Shared
+		var lp *loadPanic
+		if errors.As(r.Err, &lp) {
+			panic(lp) // in every caller's goroutine, where it can be recovered
+		}
 		v, ok := r.Val.(T)
 		if r.Err != nil {
 			// The flight fails with the load function's error or an encoding one.
 			st.loadErr = !errors.Is(r.Err, ErrEncode) && !errors.Is(r.Err, ErrValueTooLarge)
 			return v, r.Err
 		}
-		if !ok {
+		if !ok && r.Val != nil { // nil: a nil interface value, which is a T
 			return zero, fmt.Errorf("cache: key %q: loaded as %T by another caller, wanted %T", trunc(key), r.Val, zero)
 		}
 		return v, nil
 	case <-ctx.Done():
 		return zero, ctx.Err()
 	}
+}
+
+// A loadFlight is the context of the loads of one key while callers wait on
+// them: it carries the first caller's values, and is cancelled when the last
+// waiting caller leaves, so that a load nobody waits for (a hung exchange call)
+// stops, and the next caller starts a load of its own.
+type loadFlight struct {
+	ctx     context.Context
+	cancel  context.CancelFunc
+	waiters int
+}
+
+// join counts a caller in to the flight of Redis key k, making it if needed.
+func (c *core) join(k string, ctx context.Context) *loadFlight {
+	c.flightMu.Lock()
+	defer c.flightMu.Unlock()
+	f := c.flights[k]
+	if f == nil {
+		f = &loadFlight{}
+		f.ctx, f.cancel = context.WithCancel(context.WithoutCancel(ctx))
+		if c.flights == nil {
+			c.flights = map[string]*loadFlight{}
+		}
+		c.flights[k] = f
+	}
+	f.waiters++
+	return f
+}
+
+// leave counts a caller out; the last one out cancels the flight's context
+// and makes singleflight forget its call, so a caller after it starts anew.
+func (c *core) leave(k string, f *loadFlight) {
+	c.flightMu.Lock()
+	defer c.flightMu.Unlock()
+	if f.waiters--; f.waiters > 0 {
+		return
+	}
+	f.cancel()
+	if c.flights[k] == f {
+		delete(c.flights, k)
+		c.flight.Forget(k)
+	}
+}
+
+// loadPanic is a panic of a load function, recovered in the flight and
+// panicked again in each waiting caller's goroutine: singleflight.DoChan
+// would re-panic it in a goroutine of its own, which no caller can recover.
+type loadPanic struct {
+	value any
+	stack []byte
+}
+
+func (p *loadPanic) Error() string {
+	return fmt.Sprintf("cache: load panicked: %v\n\n%s", p.value, p.stack)
+}
+
+// Unwrap returns the panic's value when it is an error.
+func (p *loadPanic) Unwrap() error {
+	err, _ := p.value.(error)
+	return err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -291,6 +292,108 @@ func TestIndex(t *testing.T) {
 		}
 		if e.exists(b.Prefix + ":{market}:i:exchanges") {
 			t.Fatal("index outlived its names")
+		}
+	})
+}
+
+// A caller whose deadline has passed starts no load and makes no Redis call,
+// so such callers neither spend an exchange call nor open the breaker for the
+// healthy callers after them.
+func TestGetOrLoadExpiredCallers(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		e := newEnv(t, b, cache.Options{})
+		ctx := context.Background()
+		if err := e.c.Set(ctx, "btc", ticker{Symbol: "BTC"}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		expired, cancel := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+		defer cancel()
+		var loads atomic.Int64
+		load := func(context.Context) (ticker, error) { loads.Add(1); return ticker{Symbol: "loaded"}, nil }
+		calls := e.hk.calls()
+		for i := 0; i < 2*cache.DefaultBreakerFailures; i++ {
+			if _, err := cache.GetOrLoad(expired, e.c, "eth", time.Minute, load); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("expired caller: %v", err)
+			}
+			var v ticker
+			if _, err := e.c.Get(expired, "btc", &v); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("expired Get: %v", err)
+			}
+		}
+		if n := loads.Load(); n != 0 {
+			t.Fatalf("expired callers ran load %d times", n)
+		}
+		if n := e.hk.calls() - calls; n != 0 {
+			t.Fatalf("expired callers made %d Redis calls", n)
+		}
+		v, err := cache.GetOrLoad(ctx, e.c, "btc", time.Minute, load)
+		if err != nil || v.Symbol != "BTC" || loads.Load() != 0 {
+			t.Fatalf("healthy caller after them: %+v %v, %d loads (breaker opened?)", v, err, loads.Load())
+		}
+	})
+}
+
+// A load nobody waits for any more is cancelled: a hung exchange call does not
+// hold the key's flight, and the next caller's load runs.
+func TestGetOrLoadHungLoad(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		e := newEnv(t, b, cache.Options{})
+		ctx := context.Background()
+		stopped := make(chan error, 1)
+		hung := func(ctx context.Context) (ticker, error) {
+			<-ctx.Done() // an exchange call that never answers
+			stopped <- ctx.Err()
+			return ticker{}, ctx.Err()
+		}
+		short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		defer cancel()
+		if _, err := cache.GetOrLoad(short, e.c, "btc", time.Minute, hung); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("caller of the hung load: %v", err)
+		}
+		select {
+		case err := <-stopped:
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("hung load ended with %v, want its context cancelled", err)
+			}
+		case <-time.After(5 * time.Second): // far past the 20 ms the caller waited: generous for a loaded machine
+			t.Fatal("the hung load was not cancelled after its only caller left")
+		}
+		v, err := cache.GetOrLoad(ctx, e.c, "btc", time.Minute, func(context.Context) (ticker, error) {
+			return ticker{Symbol: "BTC"}, nil
+		})
+		if err != nil || v.Symbol != "BTC" {
+			t.Fatalf("next caller: %+v %v", v, err)
+		}
+	})
+}
+
+// A panic in load reaches the caller's own goroutine, where it can be
+// recovered; the key is not left jammed.
+func TestGetOrLoadPanic(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		e := newEnv(t, b, cache.Options{})
+		ctx := context.Background()
+		boom := errors.New("boom")
+		recovered := func() (p any) {
+			defer func() { p = recover() }()
+			_, _ = cache.GetOrLoad(ctx, e.c, "btc", time.Minute, func(context.Context) (ticker, error) { panic(boom) })
+			return nil
+		}()
+		err, ok := recovered.(error)
+		if !ok || !errors.Is(err, boom) || !strings.Contains(err.Error(), "panicked") {
+			t.Fatalf("recovered %v, want an error wrapping the load's panic", recovered)
+		}
+		v, err := cache.GetOrLoad(ctx, e.c, "btc", time.Minute, func(context.Context) (ticker, error) {
+			return ticker{Symbol: "BTC"}, nil
+		})
+		if err != nil || v.Symbol != "BTC" {
+			t.Fatalf("after the panic: %+v %v", v, err)
+		}
+		// A nil interface value is a value like any other.
+		var none any
+		got, err := cache.GetOrLoad(ctx, e.c, "none", time.Minute, func(context.Context) (any, error) { return none, nil })
+		if err != nil || got != nil {
+			t.Fatalf("nil interface value: %v %v", got, err)
 		}
 	})
 }

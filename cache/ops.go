@@ -57,7 +57,7 @@ func (c *Cache) setOne(ctx context.Context, key string, value any, ttl time.Dura
 }
 
 func (c *core) set(ctx context.Context, k string, data []byte, exp time.Duration) error {
-	err := c.do(func() error { return c.client.Set(ctx, k, data, exp).Err() })
+	err := c.do(ctx, func() error { return c.client.Set(ctx, k, data, exp).Err() })
 	if err != nil {
 		return fmt.Errorf("cache: set: %w", err)
 	}
@@ -98,7 +98,7 @@ func (c *Cache) getOne(ctx context.Context, key string, dst any) (bool, error) {
 // get reads the Redis key k into dst, counting a hit or a miss when count is set.
 func (c *core) get(ctx context.Context, key, k string, dst any, count bool) (bool, error) {
 	var data string
-	err := c.do(func() error {
+	err := c.do(ctx, func() error {
 		var err error
 		data, err = c.client.Get(ctx, k).Result()
 		return err
@@ -141,7 +141,7 @@ func (c *Cache) exists(ctx context.Context, key string) (bool, error) {
 		return false, err
 	}
 	var n int64
-	err = c.core.do(func() error {
+	err = c.core.do(ctx, func() error {
 		var err error
 		n, err = c.core.client.Exists(ctx, k).Result()
 		return err
@@ -172,7 +172,7 @@ func (c *Cache) delete(ctx context.Context, keys []string) error {
 		return err
 	}
 	groups := c.core.bySlot(ks)
-	err = c.core.do(func() error {
+	err = c.core.do(ctx, func() error {
 		if len(groups) == 1 {
 			return c.core.client.Unlink(ctx, ks...).Err()
 		}

@@ -54,7 +54,7 @@ func (c *Cache) deletePattern(ctx context.Context, pattern string) (int, error) 
 		mu.Unlock()
 		return err
 	}
-	err := c.core.do(func() error {
+	err := c.core.do(ctx, func() error {
 		switch {
 		case c.core.masters != nil:
 			return c.core.masters.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error { return visit(ctx, node) })

@@ -72,7 +72,7 @@ func (c *Cache) setTagged(ctx context.Context, ks []string, vals []any, ttl time
 		keys = append(append(keys, ks[lo:hi]...), tks...)
 		args := make([]any, 0, 2+hi-lo)
 		args = append(append(args, hi-lo, ms), vals[lo:hi]...)
-		err := c.core.do(func() error {
+		err := c.core.do(ctx, func() error {
 			return scripts.SetTagged.Run(ctx, c.core.client, keys, args...).Err()
 		})
 		if err != nil {
@@ -111,7 +111,7 @@ func (c *Cache) invalidateTags(ctx context.Context, tags []string) (int, error) 
 	for i, tk := range tks {
 		for {
 			var reply []int64
-			err := c.core.do(func() error {
+			err := c.core.do(ctx, func() error {
 				var err error
 				reply, err = scripts.InvalidateTag.Run(ctx, c.core.client, []string{tk}, c.core.batch).Int64Slice()
 				return err
