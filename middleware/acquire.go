@@ -12,17 +12,19 @@ import (
 // be sent: at its turn and no earlier than minDelay from now.
 //
 // Two cases charge it again before it is sent. A hold placed (by any process)
-// while it waited for a turn booked ahead: its booking predates the hold and
-// would let it out during it. And a fixed-window limit whose window the request
-// may not land in (see Options.WindowGuard): it is charged again in the window
-// it will land in.
+// while it waited for its turn or for minDelay: its booking predates the hold
+// and would let it out during it. And a fixed-window limit whose window the
+// request may not land in (see Options.WindowGuard): it is charged again in the
+// window it will land in. A request still in either case after maxRebook
+// charges is never sent: acquire returns a *LimitedError (DeniedBy
+// limiter.HoldName for a hold, the fixed-window limit's name otherwise).
 func (t *Transport) acquire(ctx context.Context, r *rule, cost limiter.Cost, minDelay time.Duration) error {
 	grant, held, err := t.book(ctx, r.Quota, cost, minDelay)
 	for i := 0; err == nil; i++ {
-		if i == maxRebook {
-			return nil
-		}
-		if held {
+		if held > 0 {
+			if i == maxRebook {
+				return &LimitedError{Quota: r.Quota.Name, DeniedBy: limiter.HoldName, RetryAfter: held}
+			}
 			t.stats.rebooked.Add(1)
 			grant, held, err = t.book(ctx, r.Quota, cost, 0)
 			continue
@@ -30,6 +32,9 @@ func (t *Transport) acquire(ctx context.Context, r *rule, cost limiter.Cost, min
 		fixed, at := t.late(r.Quota, cost, grant, time.Now())
 		if fixed == nil {
 			return nil
+		}
+		if i == maxRebook {
+			return &LimitedError{Quota: r.Quota.Name, DeniedBy: firstLimit(r.Quota, fixed), RetryAfter: time.Until(at)}
 		}
 		if err := sleep(ctx, time.Until(at)); err != nil {
 			return err
@@ -40,31 +45,41 @@ func (t *Transport) acquire(ctx context.Context, r *rule, cost limiter.Cost, min
 	return err
 }
 
+// firstLimit names the first limit of q that cost charges.
+func firstLimit(q limiter.Quota, cost limiter.Cost) string {
+	for _, nl := range q.Limits {
+		if cost[nl.Name] > 0 {
+			return nl.Name
+		}
+	}
+	return ""
+}
+
 // book takes cost from q, at once (FailFast) or at the earliest turn before
 // ctx's deadline, and returns after that turn and minDelay. grant is the local
-// time of the turn. held reports a hold found in place after a turn booked
-// ahead: the request must not go out now.
-func (t *Transport) book(ctx context.Context, q limiter.Quota, cost limiter.Cost, minDelay time.Duration) (grant time.Time, held bool, err error) {
+// time of the turn. held, when > 0, is how long a hold found in place after
+// that wait still lasts: the request must not go out now.
+func (t *Transport) book(ctx context.Context, q limiter.Quota, cost limiter.Cost, minDelay time.Duration) (grant time.Time, held time.Duration, err error) {
 	if t.opts.FailFast {
 		if err := sleep(ctx, minDelay); err != nil {
-			return time.Time{}, false, err
+			return time.Time{}, 0, err
 		}
 		res, err := t.lim.AllowQuota(ctx, q, cost)
 		if err != nil {
-			return time.Time{}, false, fmt.Errorf("middleware: quota %q: %w", q.Name, err)
+			return time.Time{}, 0, fmt.Errorf("middleware: quota %q: %w", q.Name, err)
 		}
 		if !res.Allowed {
-			return time.Time{}, false, &LimitedError{Quota: q.Name, DeniedBy: res.DeniedBy, RetryAfter: res.RetryAfter}
+			return time.Time{}, 0, &LimitedError{Quota: q.Name, DeniedBy: res.DeniedBy, RetryAfter: res.RetryAfter}
 		}
-		return time.Now(), false, nil
+		return time.Now(), 0, nil
 	}
 	res, err := t.lim.ReserveQuota(ctx, q, cost)
 	if err != nil {
-		return time.Time{}, false, fmt.Errorf("middleware: quota %q: %w", q.Name, err)
+		return time.Time{}, 0, fmt.Errorf("middleware: quota %q: %w", q.Name, err)
 	}
 	if !res.OK() {
 		qr := res.QuotaResult()
-		return time.Time{}, false, &LimitedError{Quota: q.Name, DeniedBy: qr.DeniedBy, RetryAfter: qr.RetryAfter, Err: limiter.ErrWouldExceedDeadline}
+		return time.Time{}, 0, &LimitedError{Quota: q.Name, DeniedBy: qr.DeniedBy, RetryAfter: qr.RetryAfter, Err: limiter.ErrWouldExceedDeadline}
 	}
 	now := time.Now()
 	d := res.DelayFrom(now)
@@ -73,17 +88,17 @@ func (t *Transport) book(ctx context.Context, q limiter.Quota, cost limiter.Cost
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
 		defer cancel()
 		_ = res.Cancel(cctx) // gives the turn back if it has not come
-		return time.Time{}, false, err
+		return time.Time{}, 0, err
 	}
-	if d > 0 {
-		// Our turn was booked ahead; a hold may have been placed since. Held
-		// reads it (one PTTL) without writing.
+	if max(d, minDelay) > 0 {
+		// We waited after booking (for our turn, or a retry's backoff); a hold
+		// may have been placed since. Held reads it (one PTTL) without writing.
 		h, err := t.lim.Held(ctx, q.Name)
 		if err == nil && h > time.Millisecond {
-			return grant, true, nil
+			return grant, h, nil
 		}
 	}
-	return grant, false, nil
+	return grant, 0, nil
 }
 
 // late returns the part of cost charged to fixed-window limits whose window at

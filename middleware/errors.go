@@ -34,7 +34,8 @@ type LimitedError struct {
 	RetryAfter time.Duration
 	// Err is the limiter's reason when there is one: limiter.ErrWouldExceedDeadline
 	// when the turn would come after the request context's deadline; nil for a
-	// FailFast denial.
+	// FailFast denial, and for a request that found a new hold (or a fixed
+	// window's end) at each of its turns and was charged again too often.
 	Err error
 }
 

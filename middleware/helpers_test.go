@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
@@ -67,3 +68,39 @@ type closeTracker struct {
 
 func (c *closeTracker) Read([]byte) (int, error) { return 0, errEOF }
 func (c *closeTracker) Close() error             { c.closed.Store(true); return nil }
+
+// cmdHook is a go-redis hook that calls before and after (when set) around
+// each command the client sends, pipelined or not, with the command's name: a
+// test uses it to act at an exact point of a request's bookkeeping instead of
+// at a guessed time.
+type cmdHook struct{ before, after func(name string) }
+
+func (h cmdHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h cmdHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.call(h.before, cmd)
+		err := next(ctx, cmd)
+		h.call(h.after, cmd)
+		return err
+	}
+}
+
+func (h cmdHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			h.call(h.before, cmd)
+		}
+		err := next(ctx, cmds)
+		for _, cmd := range cmds {
+			h.call(h.after, cmd)
+		}
+		return err
+	}
+}
+
+func (cmdHook) call(f func(string), cmd redis.Cmder) {
+	if f != nil {
+		f(cmd.Name())
+	}
+}

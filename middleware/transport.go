@@ -37,7 +37,9 @@ const bookkeepingTimeout = time.Second
 const maxDrain = 64 << 10
 
 // maxRebook bounds how often one request is charged again (after a hold
-// placed while it waited, or at a fixed window's edge) before it is sent anyway.
+// placed while it waited, or at a fixed window's edge). A request that would
+// need one more fails with a *LimitedError instead: it is never sent during a
+// hold or in a window it was not charged in.
 const maxRebook = 4
 
 // Options configure a Transport. The zero value works; each field documents
@@ -230,7 +232,8 @@ func (t *Transport) match(req *http.Request) *rule {
 // It returns without sending, closing req's body, when the rule is invalid
 // (ErrInvalidRule), the cost cannot be computed or charged (the limiter's
 // ErrInvalidCost, ErrUnknownLimit, ErrExceedsLimit), the quota has no room in
-// time (*LimitedError, ErrRateLimited), req's context ends while it waits
+// time or was found held at each of its turns (*LimitedError,
+// ErrRateLimited), req's context ends while it waits
 // (the context's error), or Redis cannot be reached under a fail-closed
 // policy (limiter.ErrUnavailable).
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {

@@ -280,3 +280,70 @@ func TestHTTP2(t *testing.T) {
 		t.Fatalf("%d weight left, want 49", left)
 	}
 }
+
+// A request that finds a new hold at every turn it booked is never sent during
+// it: after maxRebook charges it fails, typed, naming the hold. Each time the
+// request checks the hold (PTTL), another process has just placed a fresh
+// one: exact, with no timing to race.
+func TestNeverSentDuringHold(t *testing.T) {
+	c := redistest.NewReal(t)
+	prefix := redistest.NewPrefix(t)
+	other := limiter.New(redistest.NewReal(t), limiter.Options{Prefix: prefix})
+	ctx := context.Background()
+	c.AddHook(cmdHook{before: func(name string) {
+		if name == "pttl" {
+			if _, err := other.Hold(ctx, "ex", 50*time.Millisecond); err != nil {
+				t.Error(err)
+			}
+		}
+	}})
+	lim := limiter.New(c, limiter.Options{Prefix: prefix})
+	srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
+	if _, err := other.Hold(ctx, "ex", 50*time.Millisecond); err != nil { // the first turn is booked ahead
+		t.Fatal(err)
+	}
+	tr := middleware.NewTransport(nil, lim, middleware.Rule{Quota: exQuota, Cost: weight1})
+	_, err := (&http.Client{Transport: tr}).Get(srv.URL)
+	var le *middleware.LimitedError
+	if !errors.As(err, &le) || !errors.Is(err, middleware.ErrRateLimited) || le.DeniedBy != limiter.HoldName || le.RetryAfter <= 0 {
+		t.Fatalf("err %v", err)
+	}
+	if srv.hits.Load() != 0 || tr.Stats().Rebooked != 4 {
+		t.Fatalf("%d requests reached the server; %+v", srv.hits.Load(), tr.Stats())
+	}
+}
+
+// A retry booked at once and then sleeping its backoff checks for a hold
+// placed during the backoff (here: by another process right after the retry
+// was booked) and does not go out during it. The hold outlasts the request's
+// deadline, so the caller gets the first answer.
+func TestRetryBackoffHonoursHold(t *testing.T) {
+	c := redistest.NewReal(t)
+	prefix := redistest.NewPrefix(t)
+	other := limiter.New(redistest.NewReal(t), limiter.Options{Prefix: prefix})
+	var evals atomic.Int64
+	c.AddHook(cmdHook{after: func(name string) {
+		if (name == "evalsha" || name == "eval") && evals.Add(1) == 2 { // the retry's booking
+			if _, err := other.Hold(context.Background(), "ex", 30*time.Second); err != nil {
+				t.Error(err)
+			}
+		}
+	}})
+	lim := limiter.New(c, limiter.Options{Prefix: prefix})
+	srv := newServer(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable) // no Retry-After: no hold of its own
+	})
+	tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{MaxRetries: 1, RetryBackoff: 20 * time.Millisecond},
+		middleware.Rule{Quota: exQuota, Cost: weight1})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || srv.hits.Load() != 1 {
+		t.Fatalf("status %d, %d requests reached the server; %+v", resp.StatusCode, srv.hits.Load(), tr.Stats())
+	}
+}
