@@ -6,18 +6,20 @@
 // # Keys
 //
 // An exchange's data lives in the cache group of the exchange, so in one hash
-// slot, and is listed in the exchange's tag set:
+// slot, and is listed in the exchange's tag set. Within a key, the cache
+// escapes ':' as %3A (and '{', '}', '%' likewise), so that no name can collide
+// with another key: a SCAN pattern must use the escaped form.
 //
-//	<prefix>:{<exchange>}:v:ticker:<symbol>
-//	<prefix>:{<exchange>}:v:book:<symbol>
-//	<prefix>:{<exchange>}:v:trades:<symbol>
-//	<prefix>:{<exchange>}:v:candles:<symbol>:<interval>
-//	<prefix>:{<exchange>}:v:calls:<endpoint>:<window ms>
+//	<prefix>:{<exchange>}:v:ticker%3A<symbol>
+//	<prefix>:{<exchange>}:v:book%3A<symbol>
+//	<prefix>:{<exchange>}:v:trades%3A<symbol>
+//	<prefix>:{<exchange>}:v:candles%3A<symbol>%3A<interval>
+//	<prefix>:{<exchange>}:v:calls%3A<endpoint>%3A<window ms>
 //	<prefix>:{<exchange>}:t:exchange                 tag set of the exchange's data
 //
 // Signals live in the group of their strategy, tagged "strategy":
 //
-//	<prefix>:{<strategy>}:v:signal:<symbol>
+//	<prefix>:{<strategy>}:v:signal%3A<symbol>
 //
 // So InvalidateExchange and InvalidateSignals are each one script call per 1000
 // values on one slot, SetTickers is one script call, and GetTickers one MGET.
@@ -65,7 +67,10 @@ type TTLs struct {
 	// Trades defaults to DefaultTradesTTL (10 s).
 	Trades time.Duration
 	// Candles, when set, is the TTL of candles of every interval. By default a
-	// candle series lives as long as its interval: 1m candles 60 s, 5m candles 5 min.
+	// candle series lives until its interval's next boundary (Interval.Next),
+	// so at most as long as its interval, the seed's TTL (1m candles 60 s, 5m
+	// candles 5 min), and never past the close of the candle that was open
+	// when it was fetched.
 	Candles time.Duration
 	// Signal is the TTL of SetSignal called with ttl 0. Default DefaultSignalTTL (30 s).
 	Signal time.Duration
@@ -109,6 +114,7 @@ type Market struct {
 
 	mu   sync.Mutex
 	seen map[string]time.Time // "e:<exchange>" / "s:<strategy>" → last registration
+	now  func() time.Time     // time.Now but in tests: candle boundaries, registrations
 
 	tel instruments
 }
@@ -129,7 +135,7 @@ func New(c *cache.Cache, o Options) *Market {
 	def(&t.APICalls, DefaultAPICallsWindow)
 	reg := o.RegistryTTL
 	def(&reg, DefaultRegistryTTL)
-	m := &Market{c: c, reg: c.Group(registryGroup), ttl: t, regT: reg, seen: map[string]time.Time{}}
+	m := &Market{c: c, reg: c.Group(registryGroup), ttl: t, regT: reg, seen: map[string]time.Time{}, now: time.Now}
 	m.initTelemetry(o.Telemetry)
 	return m
 }
@@ -159,11 +165,13 @@ func checkSymbol(symbol string) error {
 // at least ttl, at most once a minute per process and name.
 func (m *Market) register(ctx context.Context, index, name string, ttl time.Duration) error {
 	memo := index + "\x00" + name
-	now := time.Now()
+	now := m.now()
 	m.mu.Lock()
 	last, ok := m.seen[memo]
 	m.mu.Unlock()
-	if ok && now.Sub(last) < refreshEvery && ttl <= m.regT {
+	// The registration at last lasts until last + regT at least: skip only
+	// while that covers this write's lifetime too.
+	if ok && now.Sub(last) < refreshEvery && now.Sub(last)+ttl <= m.regT {
 		return nil
 	}
 	if err := m.reg.Remember(ctx, index, max(ttl, m.regT), name); err != nil {
@@ -256,6 +264,9 @@ func (m *Market) SetTickers(ctx context.Context, exchange string, tickers map[st
 }
 
 func (m *Market) setTickers(ctx context.Context, exchange string, tickers map[string]Ticker) error {
+	if _, err := m.group(exchange, "exchange"); err != nil {
+		return err // also with no tickers: bad input is an error whatever else is given
+	}
 	items := make(map[string]any, len(tickers))
 	for sym, t := range tickers {
 		if err := checkSymbol(sym); err != nil {
@@ -378,20 +389,23 @@ func (m *Market) getTrades(ctx context.Context, exchange, symbol string) ([]Trad
 	return t, found, err
 }
 
-// candleTTL returns the TTL of candles of interval.
+// candleTTL returns the TTL of candles of interval: TTLs.Candles when set,
+// else until the interval's next boundary, so that a series never outlives
+// the candle that was open when it was fetched.
 func (m *Market) candleTTL(interval Interval) (time.Duration, error) {
-	d, err := interval.Duration()
+	now := m.now()
+	next, err := interval.Next(now)
 	if err != nil {
 		return 0, err
 	}
 	if m.ttl.Candles > 0 {
 		return m.ttl.Candles, nil
 	}
-	return d, nil
+	return max(next.Sub(now), time.Millisecond), nil
 }
 
-// SetCandles caches the candles of symbol on exchange at interval, for the
-// interval's length (or TTLs.Candles).
+// SetCandles caches the candles of symbol on exchange at interval until the
+// interval's next boundary (or for TTLs.Candles).
 func (m *Market) SetCandles(ctx context.Context, exchange, symbol string, interval Interval, candles []Candle) error {
 	ctx, span := m.start(ctx, mopSet, kindCandles, attrExchange, exchange)
 	spanInterval(span, interval)
@@ -443,7 +457,7 @@ func candleKey(symbol string, interval Interval) string {
 }
 
 // SetSignal caches a strategy's signal for symbol for ttl, or TTLs.Signal
-// when ttl is 0.
+// when ttl is 0. A negative ttl (cache.NoExpiry too) is cache.ErrBadTTL.
 func (m *Market) SetSignal(ctx context.Context, strategy, symbol string, s Signal, ttl time.Duration) error {
 	ctx, span := m.start(ctx, mopSet, kindSignal, attrStrategy, strategy)
 	err := m.setSignal(ctx, strategy, symbol, s, ttl)
@@ -464,6 +478,11 @@ func (m *Market) setSignal(ctx context.Context, strategy, symbol string, s Signa
 	}
 	if ttl == 0 {
 		ttl = m.ttl.Signal
+	}
+	if ttl < 0 {
+		// cache.NoExpiry too: a signal that never expires would outlive the
+		// strategies index, and InvalidateAllSignals would no longer find it.
+		return fmt.Errorf("market: signal TTL %v: %w", ttl, cache.ErrBadTTL)
 	}
 	if err := g.SetTagged(ctx, "signal:"+symbol, s, ttl, strategyTag); err != nil {
 		return err

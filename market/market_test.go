@@ -46,6 +46,7 @@ func newEnv(t *testing.T, b redistest.Backend, o market.Options) *env {
 	b.Client.AddHook(e.hk)
 	e.c = cache.New(b.Client, cache.Options{Prefix: b.Prefix})
 	e.m = market.New(e.c, o)
+	market.SetClock(e.m, func() time.Time { return e.now })
 	return e
 }
 
@@ -490,5 +491,87 @@ func TestBadInput(t *testing.T) {
 	// A crossed book is accepted, as documented.
 	if err := m.SetOrderBook(ctx, "binance", "BTC", crossed); err != nil {
 		t.Fatalf("crossed book refused: %v", err)
+	}
+}
+
+// Candles live until their interval's next boundary, on UTC boundaries as
+// exchanges draw them, so a series never outlives the candle open when it
+// was fetched; known intervals include 1s and the calendar month.
+func TestCandleBoundaries(t *testing.T) {
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, c := range []struct {
+		iv        market.Interval
+		now, want string
+	}{
+		{"1s", "2025-01-15T12:00:00.25Z", "2025-01-15T12:00:01Z"},
+		{"1m", "2025-01-15T11:59:59.5Z", "2025-01-15T12:00:00Z"},
+		{"1m", "2025-01-15T12:00:00Z", "2025-01-15T12:01:00Z"},
+		{"4h", "2025-01-15T13:00:00Z", "2025-01-15T16:00:00Z"},
+		{"1d", "2025-01-15T23:00:00+02:00", "2025-01-16T00:00:00Z"}, // 21:00 UTC
+		{"3d", "2025-01-15T12:00:00Z", "2025-01-18T00:00:00Z"},      // day 20103 since the epoch = 3·6701: a 3d candle opened at 00:00
+		{"1w", "2025-01-15T12:00:00Z", "2025-01-20T00:00:00Z"},      // a Wednesday: next Monday
+		{"1w", "2025-01-20T00:00:00Z", "2025-01-27T00:00:00Z"},
+		{"1M", "2024-12-31T23:59:59Z", "2025-01-01T00:00:00Z"},
+		{"1M", "2025-02-01T00:00:00Z", "2025-03-01T00:00:00Z"},
+	} {
+		got, err := c.iv.Next(at(c.now))
+		if err != nil || !got.Equal(at(c.want)) {
+			t.Errorf("%s.Next(%s) = %v %v, want %s", c.iv, c.now, got, err, c.want)
+		}
+	}
+	if _, err := market.Interval("2M").Next(epoch); !errors.Is(err, market.ErrUnknownInterval) {
+		t.Fatalf("unknown interval: %v", err)
+	}
+
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		e := newEnv(t, b, market.Options{})
+		e.now = at("2025-01-15T12:59:59.5Z") // half a second before the 1h candle closes
+		must(t, e.m.SetCandles(ctx, "binance", "BTC-USDT", "1h", candles))
+		must(t, e.m.SetCandles(ctx, "binance", "BTC-USDT", "1M", candles))
+		h := b.Prefix + ":{binance}:v:"
+		if d := e.pttl(h + "candles%3ABTC-USDT%3A1h"); d > 500*time.Millisecond || d < 400*time.Millisecond {
+			t.Fatalf("1h candles PTTL %v half a second before the hour, want 500ms", d)
+		}
+		month := at("2025-02-01T00:00:00Z").Sub(e.now)
+		if d := e.pttl(h + "candles%3ABTC-USDT%3A1M"); d > month || d < month-100*time.Millisecond {
+			t.Fatalf("1M candles PTTL %v, want %v", d, month)
+		}
+	})
+}
+
+// An exchange written to stays known for InvalidateSymbol as long as its data
+// lives, even when RegistryTTL is shorter than the once-a-minute refresh; a
+// signal that would never expire is refused.
+func TestRegistryCoversData(t *testing.T) {
+	// miniredis only: the test moves Redis's clock by half a minute.
+	mr, client := redistest.NewMini(t)
+	b := redistest.Backend{Kind: redistest.Mini, Client: client, Mini: mr, Prefix: redistest.NewPrefix(t)}
+	ctx := context.Background()
+	e := newEnv(t, b, market.Options{RegistryTTL: 30 * time.Second})
+	must(t, e.m.SetTicker(ctx, "binance", "BTC-USDT", btc))
+	e.advance(29 * time.Second)
+	must(t, e.m.SetTicker(ctx, "binance", "BTC-USDT", btc)) // lives until 31 s: past the first registration
+	e.advance(1500 * time.Millisecond)
+	ex, err := e.m.Exchanges(ctx)
+	if err != nil || len(ex) != 1 || ex[0] != "binance" {
+		t.Fatalf("exchanges while a ticker lives: %v %v", ex, err)
+	}
+	if n, err := e.m.InvalidateSymbol(ctx, "BTC-USDT"); err != nil || n != 1 {
+		t.Fatalf("InvalidateSymbol: %d %v, want the live ticker deleted", n, err)
+	}
+
+	err = e.m.SetSignal(ctx, "momentum", "BTC", signal, cache.NoExpiry)
+	if !errors.Is(err, cache.ErrBadTTL) {
+		t.Fatalf("signal without expiry: %v", err)
+	}
+	if ok, _ := e.c.Group("momentum").Exists(ctx, "signal:BTC"); ok {
+		t.Fatal("refused signal was written")
 	}
 }

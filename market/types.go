@@ -93,27 +93,54 @@ type Signal struct {
 // Interval is a candle interval, as exchanges name it: "1m", "5m", "1h", "1d"…
 type Interval string
 
-// intervals are the known candle intervals and their lengths.
+// intervals are the known candle intervals and their lengths; "1M", a calendar
+// month, has none.
 var intervals = map[Interval]time.Duration{
+	"1s": time.Second,
 	"1m": time.Minute, "3m": 3 * time.Minute, "5m": 5 * time.Minute, "15m": 15 * time.Minute,
 	"30m": 30 * time.Minute, "1h": time.Hour, "2h": 2 * time.Hour, "4h": 4 * time.Hour,
 	"6h": 6 * time.Hour, "8h": 8 * time.Hour, "12h": 12 * time.Hour, "1d": 24 * time.Hour,
-	"3d": 72 * time.Hour, "1w": 7 * 24 * time.Hour,
+	"3d": 72 * time.Hour, "1w": 7 * 24 * time.Hour, "1M": 0,
 }
 
-// Intervals returns the known candle intervals: 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h
-// 12h 1d 3d 1w.
+// Intervals returns the known candle intervals: 1s 1m 3m 5m 15m 30m 1h 2h 4h
+// 6h 8h 12h 1d 3d 1w 1M (Binance's set; "1M" is a calendar month).
 func Intervals() []Interval {
-	return []Interval{"1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w"}
+	return []Interval{"1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"}
 }
 
-// Duration returns the interval's length, or ErrUnknownInterval.
+// Duration returns the interval's length, or ErrUnknownInterval. A calendar
+// month ("1M") has no fixed length: it returns 31 days, the longest.
 func (i Interval) Duration() (time.Duration, error) {
 	d, ok := intervals[i]
 	if !ok {
 		return 0, fmt.Errorf("market: interval %q: %w", string(i), ErrUnknownInterval)
 	}
+	if i == "1M" {
+		return 31 * 24 * time.Hour, nil
+	}
 	return d, nil
+}
+
+// monday is a Monday 00:00 UTC: weeks start there, as on exchanges.
+var monday = time.Date(1970, 1, 5, 0, 0, 0, 0, time.UTC)
+
+// Next returns the start of the candle after the one open at t, on UTC
+// boundaries as exchanges draw them: multiples of the interval since the Unix
+// epoch, weeks from Monday 00:00, months from the 1st.
+func (i Interval) Next(t time.Time) (time.Time, error) {
+	d, err := i.Duration()
+	if err != nil {
+		return time.Time{}, err
+	}
+	t = t.UTC()
+	switch i {
+	case "1M":
+		return time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, time.UTC), nil
+	case "1w":
+		return t.Add(d - t.Sub(monday)%d), nil
+	}
+	return t.Add(d - t.Sub(time.Unix(0, 0))%d), nil
 }
 
 // finite reports an error for a NaN or infinite price.
