@@ -2,8 +2,11 @@ package exchanges
 
 import (
 	"fmt"
+	"io"
 	"maps"
+	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -109,8 +112,9 @@ type BinanceOptions struct {
 // binanceWeights is Binance spot's weight per endpoint. Sources:
 // https://developers.binance.com/docs/binance-spot-api-docs/rest-api/general-endpoints,
 // .../rest-api/market-data-endpoints, .../rest-api/trading-endpoints and
-// .../rest-api/account-endpoints ("Weight:" of each endpoint). q is the
-// request's query.
+// .../rest-api/account-endpoints ("Weight:" of each endpoint). q holds the
+// request's parameters: its query string and, for other methods than GET, a
+// form body.
 var binanceWeights = map[string]func(q queryer) int{
 	"GET /api/v3/ping":         fixed(1),
 	"GET /api/v3/time":         fixed(1),
@@ -139,9 +143,17 @@ var binanceWeights = map[string]func(q queryer) int{
 	// Price and book tickers: one symbol 2; several or all 4.
 	"GET /api/v3/ticker/price":      func(q queryer) int { return symbolsWeight(q, 2, func(int) int { return 4 }, 4) },
 	"GET /api/v3/ticker/bookTicker": func(q queryer) int { return symbolsWeight(q, 2, func(int) int { return 4 }, 4) },
+	// Rolling window and trading day tickers: 4 per symbol, capped at 200 (more
+	// than 50 symbols). One of symbol and symbols is mandatory: a request with
+	// neither is charged the cap.
+	"GET /api/v3/ticker":            perSymbolWeight,
+	"GET /api/v3/ticker/tradingDay": perSymbolWeight,
 	"POST /api/v3/order":            fixed(1),
-	// Test order: 1, or 20 with computeCommissionRates=true.
-	"POST /api/v3/order/test":          func(q queryer) int { return pick(q.Get("computeCommissionRates") == "true", 20, 1) },
+	// Test orders (plain and SOR): 1, or 20 with computeCommissionRates=true.
+	"POST /api/v3/order/test":          commissionWeight,
+	"POST /api/v3/sor/order":           fixed(1),
+	"POST /api/v3/sor/order/test":      commissionWeight,
+	"POST /api/v3/order/oco":           fixed(1), // deprecated for orderList/oco
 	"GET /api/v3/order":                fixed(4),
 	"DELETE /api/v3/order":             fixed(1),
 	"POST /api/v3/order/cancelReplace": fixed(1),
@@ -157,19 +169,31 @@ var binanceWeights = map[string]func(q queryer) int{
 	"GET /api/v3/rateLimit/order":  fixed(40),
 }
 
-// binanceOrders is how many orders an endpoint places (the ORDERS limits):
-// an order list places each of its orders
-// (https://developers.binance.com/docs/binance-spot-api-docs/rest-api/trading-endpoints).
-// A cancel-replace places one. Test orders place none.
+// binanceOrders is how many orders an endpoint places (the ORDERS limits),
+// its "Unfilled Order Count" in
+// https://developers.binance.com/docs/binance-spot-api-docs/rest-api/trading-endpoints:
+// an order list places each of its orders (the deprecated POST
+// /api/v3/order/oco, like orderList/oco, two); a cancel-replace and an SOR
+// order place one. Test orders place none.
 var binanceOrders = map[string]int{
 	"POST /api/v3/order":               1,
 	"POST /api/v3/order/cancelReplace": 1,
+	"POST /api/v3/sor/order":           1,
+	"POST /api/v3/order/oco":           2,
 	"POST /api/v3/orderList/oco":       2,
 	"POST /api/v3/orderList/oto":       2,
 	"POST /api/v3/orderList/otoco":     3,
 }
 
-type queryer interface{ Get(string) string }
+// queryer gives a weight function the request's parameters.
+type queryer interface {
+	// Get returns the first value of parameter k, "" when absent.
+	Get(k string) string
+	// Unknown reports that some parameters could not be read (a form body that
+	// cannot be read again): a weight that depends on an absent one must
+	// assume the dearest value.
+	Unknown() bool
+}
 
 func pick(c bool, a, b int) int {
 	if c {
@@ -179,6 +203,17 @@ func pick(c bool, a, b int) int {
 }
 
 func fixed(w int) func(queryer) int { return func(queryer) int { return w } }
+
+// commissionWeight is a test order's weight: 20 with computeCommissionRates=true, else 1.
+func commissionWeight(q queryer) int {
+	v := q.Get("computeCommissionRates")
+	return pick(v == "true" || v == "" && q.Unknown(), 20, 1)
+}
+
+// perSymbolWeight is 4 per symbol, at most 200.
+func perSymbolWeight(q queryer) int {
+	return symbolsWeight(q, 4, func(n int) int { return min(4*n, 200) }, 200)
+}
 
 func depthWeight(q queryer) int {
 	n := 100
@@ -230,9 +265,83 @@ func (v values) Get(k string) string {
 	return ""
 }
 
+func (values) Unknown() bool { return false }
+
+// maxFormBody is the largest form body a Binance cost reads: an order's
+// parameters take a few hundred bytes.
+const maxFormBody = 64 << 10
+
+// binanceParams are a request's parameters as Binance reads them: the query
+// string, then (for any method but GET) a form body
+// (application/x-www-form-urlencoded); a parameter in both is taken from the
+// query string (rest-api/general-api-information, "General information on
+// endpoints"). The body is read only when a weight asks for a parameter the
+// query lacks, from a copy (Request.GetBody), so the body sent is untouched.
+type binanceParams struct {
+	r       *http.Request
+	query   url.Values
+	body    url.Values
+	loaded  bool
+	unknown bool
+}
+
+func (p *binanceParams) Get(k string) string {
+	if vs := p.query[k]; len(vs) > 0 {
+		return vs[0]
+	}
+	p.load()
+	return p.body.Get(k)
+}
+
+func (p *binanceParams) Unknown() bool {
+	p.load()
+	return p.unknown
+}
+
+// load reads the form body once. A body it cannot read without consuming
+// it (no GetBody), larger than maxFormBody, or malformed makes the
+// parameters unknown.
+func (p *binanceParams) load() {
+	if p.loaded {
+		return
+	}
+	p.loaded = true
+	r := p.r
+	if r.Method == http.MethodGet || r.Method == "" || r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/x-www-form-urlencoded" {
+			return // Binance reads parameters from form bodies only
+		}
+	}
+	if r.GetBody == nil {
+		p.unknown = true
+		return
+	}
+	rc, err := r.GetBody()
+	if err != nil {
+		p.unknown = true
+		return
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxFormBody+1))
+	if err != nil || len(b) > maxFormBody {
+		p.unknown = true
+		return
+	}
+	p.body, err = url.ParseQuery(string(b))
+	if err != nil {
+		p.unknown = true
+	}
+}
+
 // Binance returns the preset for Binance spot's REST API (/api/ on
 // opts.Hosts): one quota of every rate limit, fixed windows aligned to the
-// clock, a cost per request in each (weight, one raw request, orders placed),
+// clock, a cost per request in each (weight, one raw request, orders placed;
+// parameters are read from the query string and a form body, see
+// binanceParams),
 // the X-MBX-USED-WEIGHT-* and X-MBX-ORDER-COUNT-* headers synced into the
 // quota, and 429/418 with Retry-After holding it (the middleware's handling).
 //
@@ -291,7 +400,7 @@ func Binance(opts BinanceOptions) (Preset, error) {
 		w, ok := overrides[key]
 		if !ok {
 			if f, found := binanceWeights[key]; found {
-				w = f(r.URL.Query())
+				w = f(&binanceParams{r: r, query: r.URL.Query()})
 			} else {
 				w = unknown
 			}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -280,8 +282,18 @@ func TestBinanceFleet(t *testing.T) {
 }
 
 // The preset's costs: weight by endpoint and parameters (the order book's by
-// its limit), one raw request each, and orders only for order placement.
+// its limit, a ticker's by its symbols, a test order's by
+// computeCommissionRates, in the query or a form body), one raw request each,
+// and orders only for order placement.
 func TestBinanceCosts(t *testing.T) {
+	symbols := func(n int) string {
+		s := make([]string, n)
+		for i := range s {
+			s[i] = fmt.Sprintf(`"S%d"`, i)
+		}
+		return url.QueryEscape("[" + strings.Join(s, ",") + "]")
+	}
+	const form = "application/x-www-form-urlencoded"
 	p, err := exchanges.Binance(exchanges.BinanceOptions{Weights: map[string]int{"GET /api/v3/klines": 7}})
 	if err != nil {
 		t.Fatal(err)
@@ -291,31 +303,55 @@ func TestBinanceCosts(t *testing.T) {
 		method, url string
 		weight      int
 		orders      int
+		ctype, body string
 	}{
 		// Order book weight by limit (market-data-endpoints, "Order book").
-		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT", 5, 0},
-		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1", 5, 0},
-		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=100", 5, 0},
-		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=101", 25, 0},
-		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=500", 25, 0},
-		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=501", 50, 0},
-		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000", 50, 0},
-		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1001", 250, 0},
-		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=5000", 250, 0},
-		{"GET", "https://api.binance.com/api/v3/ticker/price?symbol=BTCUSDT", 2, 0},
-		{"GET", "https://api.binance.com/api/v3/ticker/price", 4, 0},
-		{"GET", "https://api.binance.com/api/v3/ticker/24hr", 80, 0},
-		{"GET", `https://api.binance.com/api/v3/ticker/24hr?symbols=["A","B"]`, 2, 0},
-		{"GET", "https://api.binance.com/api/v3/openOrders?symbol=BTCUSDT", 6, 0},
-		{"GET", "https://api.binance.com/api/v3/openOrders", 80, 0},
-		{"GET", "https://api.binance.com/api/v3/klines?symbol=BTCUSDT", 7, 0}, // overridden
-		{"GET", "https://api.binance.com/api/v3/somethingNew", 1, 0},          // UnknownWeight
-		{"POST", "https://api.binance.com/api/v3/order", 1, 1},
-		{"POST", "https://api.binance.com/api/v3/order/test", 1, 0},
-		{"POST", "https://api.binance.com/api/v3/orderList/oco", 1, 2},
-		{"DELETE", "https://api.binance.com/api/v3/order", 1, 0},
+		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT", 5, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1", 5, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=100", 5, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=101", 25, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=500", 25, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=501", 50, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000", 50, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1001", 250, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=5000", 250, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/ticker/price?symbol=BTCUSDT", 2, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/ticker/price", 4, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/ticker/24hr", 80, 0, "", ""},
+		{"GET", `https://api.binance.com/api/v3/ticker/24hr?symbols=["A","B"]`, 2, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/openOrders?symbol=BTCUSDT", 6, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/openOrders", 80, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/klines?symbol=BTCUSDT", 7, 0, "", ""}, // overridden
+		{"GET", "https://api.binance.com/api/v3/somethingNew", 1, 0, "", ""},          // UnknownWeight
+		// Rolling window and trading day tickers: 4 a symbol, capped at 200.
+		{"GET", "https://api.binance.com/api/v3/ticker?symbol=BTCUSDT", 4, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/ticker?symbols=" + symbols(3), 12, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/ticker?symbols=" + symbols(50), 200, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/ticker?symbols=" + symbols(100), 200, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/ticker", 200, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/ticker/tradingDay?symbol=BTCUSDT", 4, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/ticker/tradingDay?symbols=" + symbols(20), 80, 0, "", ""},
+		{"GET", "https://api.binance.com/api/v3/ticker/tradingDay?symbols=" + symbols(51), 200, 0, "", ""},
+		{"POST", "https://api.binance.com/api/v3/order", 1, 1, form, "symbol=BTCUSDT"},
+		{"POST", "https://api.binance.com/api/v3/order/test", 1, 0, form, "symbol=BTCUSDT"},
+		{"POST", "https://api.binance.com/api/v3/order/test?computeCommissionRates=true", 20, 0, "", ""},
+		{"POST", "https://api.binance.com/api/v3/order/test", 20, 0, form, "symbol=BTCUSDT&computeCommissionRates=true"},
+		{"POST", "https://api.binance.com/api/v3/order/test", 20, 0, "", "symbol=BTCUSDT&computeCommissionRates=true"},
+		{"POST", "https://api.binance.com/api/v3/order/test", 20, 0, form + "; charset=utf-8", "computeCommissionRates=true"},
+		// The query string wins over the body, as on Binance.
+		{"POST", "https://api.binance.com/api/v3/order/test?computeCommissionRates=false", 1, 0, form, "computeCommissionRates=true"},
+		// Binance reads form bodies only.
+		{"POST", "https://api.binance.com/api/v3/order/test", 1, 0, "application/json", `{"computeCommissionRates":true}`},
+		{"POST", "https://api.binance.com/api/v3/sor/order", 1, 1, form, "symbol=BTCUSDT"},
+		{"POST", "https://api.binance.com/api/v3/sor/order/test", 20, 0, form, "computeCommissionRates=true"},
+		{"POST", "https://api.binance.com/api/v3/order/oco", 1, 2, form, "symbol=BTCUSDT"},
+		{"POST", "https://api.binance.com/api/v3/orderList/oco", 1, 2, "", ""},
+		{"DELETE", "https://api.binance.com/api/v3/order", 1, 0, "", ""},
 	} {
-		req, _ := http.NewRequest(tc.method, tc.url, nil)
+		req, _ := http.NewRequest(tc.method, tc.url, strings.NewReader(tc.body))
+		if tc.ctype != "" {
+			req.Header.Set("Content-Type", tc.ctype)
+		}
 		if !rule.Match(req) {
 			t.Errorf("%s %s: rule does not match", tc.method, tc.url)
 			continue
@@ -325,12 +361,49 @@ func TestBinanceCosts(t *testing.T) {
 			t.Fatal(err)
 		}
 		if c["weight-1m"] != tc.weight || c["raw-5m"] != 1 || c["orders-10s"] != tc.orders || c["orders-1d"] != tc.orders {
-			t.Errorf("%s %s: cost %v, want weight %d, raw 1, orders %d", tc.method, tc.url, c, tc.weight, tc.orders)
+			t.Errorf("%s %.80s %q: cost %v, want weight %d, raw 1, orders %d", tc.method, tc.url, tc.body, c, tc.weight, tc.orders)
+		}
+		if b, _ := io.ReadAll(req.Body); string(b) != tc.body {
+			t.Errorf("%s %s: the body left to send is %q, want %q", tc.method, tc.url, b, tc.body)
 		}
 	}
 	other, _ := http.NewRequest("GET", "https://api.kraken.com/api/v3/ping", nil)
 	if rule.Match(other) {
 		t.Error("the Binance rule matches another host")
+	}
+}
+
+// A form body the cost cannot read without consuming it (no GetBody) or too
+// large to read is not read: a weight that depends on it is the dearest, and
+// the body is sent whole.
+func TestBinanceCostUnreadableBody(t *testing.T) {
+	p, err := exchanges.Binance(exchanges.BinanceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rule := p.Rules[0]
+	for _, tc := range []struct {
+		name, body string
+		getBody    bool
+	}{
+		{"no GetBody", "symbol=BTCUSDT", false},
+		{"too large", "symbol=BTCUSDT&pad=" + strings.Repeat("x", 64<<10), true},
+	} {
+		req, _ := http.NewRequest("POST", "https://api.binance.com/api/v3/order/test", strings.NewReader(tc.body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if !tc.getBody {
+			req.GetBody = nil
+		}
+		c, err := rule.CostFunc(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c["weight-1m"] != 20 {
+			t.Errorf("%s: weight %d, want 20", tc.name, c["weight-1m"])
+		}
+		if b, _ := io.ReadAll(req.Body); string(b) != tc.body {
+			t.Errorf("%s: %d bytes left to send, want %d", tc.name, len(b), len(tc.body))
+		}
 	}
 }
 
