@@ -355,8 +355,13 @@ func rewind(req *http.Request) (*http.Request, error) {
 // buffer drains and closes resp's body into memory, so the connection is
 // freed while we wait to retry and the caller can still read the answer if
 // we do not. It reports false, leaving the body as it was, for a body larger
-// than maxDrain.
+// than maxDrain. A nil body (which http.Client tolerates from a RoundTripper)
+// is an empty one.
 func buffer(resp *http.Response) bool {
+	if resp.Body == nil || resp.Body == http.NoBody {
+		resp.Body = http.NoBody
+		return true
+	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxDrain+1))
 	if len(b) > maxDrain {
 		resp.Body = struct {

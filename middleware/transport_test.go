@@ -347,3 +347,32 @@ func TestRetryBackoffHonoursHold(t *testing.T) {
 		t.Fatalf("status %d, %d requests reached the server; %+v", resp.StatusCode, srv.hits.Load(), tr.Stats())
 	}
 }
+
+// A next RoundTripper may answer with a nil Body (http.Client tolerates it): a
+// retry after such an answer does not panic, and the caller gets the last answer.
+func TestRetryNilBody(t *testing.T) {
+	_, lim := miniLimiter(t)
+	var sent atomic.Int64
+	next := rtFunc(func(*http.Request) (*http.Response, error) {
+		sent.Add(1)
+		return &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{"Retry-After": {"0"}}}, nil
+	})
+	tr := middleware.NewTransportWithOptions(next, lim, middleware.Options{MaxRetries: 1, RetryBackoff: time.Millisecond},
+		middleware.Rule{Quota: exQuota, Cost: weight1})
+	req, _ := http.NewRequest(http.MethodGet, "http://example.invalid/", nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusTooManyRequests || sent.Load() != 2 {
+		t.Fatalf("status %d after %d requests", resp.StatusCode, sent.Load())
+	}
+	if resp.Body != nil {
+		resp.Body.Close()
+	}
+}
+
+// rtFunc is a RoundTripper made of a function.
+type rtFunc func(*http.Request) (*http.Response, error)
+
+func (f rtFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
