@@ -14,6 +14,11 @@ import (
 // result with its kind's TTL and returns it. A fetch error is returned and
 // nothing is cached. A Redis error never fails them: fetch is called instead.
 // The fetched value is not validated; it is what the exchange returned.
+//
+// fetch runs with a context that carries the first caller's values and is
+// cancelled once no caller waits for it any more, so pass it on to the
+// exchange call: a hung call then ends with its callers. A panic in fetch is
+// raised again in each waiting caller (see cache.GetOrLoad).
 
 // TickerOrFetch returns the ticker of symbol on exchange, fetched on a miss.
 func (m *Market) TickerOrFetch(ctx context.Context, exchange, symbol string, fetch func(context.Context) (Ticker, error)) (Ticker, error) {
