@@ -134,6 +134,9 @@ func TestUsageValues(t *testing.T) {
 		{"ietf with policy", ietf, map[string]string{"RateLimit": `"w";r=30;t=20`, "RateLimit-Policy": `"w";q=100;w=60`}, 29, false},
 		{"ietf token name, no policy", ietf, map[string]string{"RateLimit": `w;r=70`}, 69, false},
 		{"ietf exhausted holds", ietf, map[string]string{"RateLimit": `"w";r=0;t=7`}, -1, false},
+		// t seconds beyond a Duration saturate (the hold is then MaxHold), not wrap.
+		{"ietf t just past a Duration holds", ietf, map[string]string{"RateLimit": `"w";r=0;t=9223372037`}, -1, false},
+		{"ietf t of 15 digits holds", ietf, map[string]string{"RateLimit": `"w";r=0;t=999999999999999`}, -1, false},
 		{"ietf 16 digits: field ignored", ietf, map[string]string{"RateLimit": `"w";r=1000000000000000`}, 98, true},
 		{"ietf negative r", ietf, map[string]string{"RateLimit": `"w";r=-1`}, 98, true},
 		{"ietf not a list", ietf, map[string]string{"RateLimit": `limit=100, remaining=5,`}, 98, true},

@@ -50,7 +50,15 @@ func allDigits(s string) bool {
 // secondsDuration turns a string of digits into seconds, saturating.
 func secondsDuration(s string) time.Duration {
 	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil || n > uint64(math.MaxInt64/int64(time.Second)) {
+	if err != nil || n > math.MaxInt64 {
+		return time.Duration(math.MaxInt64)
+	}
+	return seconds(int64(n))
+}
+
+// seconds is n (≥ 0) seconds, saturating at the longest Duration.
+func seconds(n int64) time.Duration {
+	if n > math.MaxInt64/int64(time.Second) {
 		return time.Duration(math.MaxInt64)
 	}
 	return time.Duration(n) * time.Second

@@ -231,7 +231,7 @@ func (u IETFUsage) ParseUsage(h http.Header, q limiter.Quota) ([]Usage, error) {
 		}
 		us := Usage{Limit: limit, Used: int(max(size-r, 0))}
 		if t, ok := nonNegInt(it, "t"); ok && r == 0 && t > 0 {
-			us.Hold = time.Duration(t) * time.Second
+			us.Hold = seconds(t)
 		}
 		out = append(out, us)
 	}
