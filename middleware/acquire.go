@@ -8,6 +8,24 @@ import (
 	"github.com/redquota/redquota/limiter"
 )
 
+// charge is what acquire learnt of a request's charge: for each fixed-window
+// limit charged, when the window the charge counts in ends.
+type charge struct {
+	ends map[string]windowEnd
+}
+
+// windowEnd is the end of the fixed window a charge counts in. Redis decides
+// the window on its own clock and replies how long it has to run
+// (ResetAfter); first and last are that end on the local clock, taking the
+// decision as made when the call was sent (the earliest it can end) or when
+// its reply came (the latest). No local clock reading decides a window. next
+// is the end as a time on Redis's clock: the start of the window after.
+type windowEnd struct {
+	first, last time.Time
+	next        time.Time
+	period      time.Duration
+}
+
 // acquire charges cost to the rule's quota and returns when the request may
 // be sent: at its turn and no earlier than minDelay from now.
 //
@@ -18,31 +36,36 @@ import (
 // window it will land in. A request still in either case after maxRebook
 // charges is never sent: acquire returns a *LimitedError (DeniedBy
 // limiter.HoldName for a hold, the fixed-window limit's name otherwise).
-func (t *Transport) acquire(ctx context.Context, r *rule, cost limiter.Cost, minDelay time.Duration) error {
-	grant, held, err := t.book(ctx, r.Quota, cost, minDelay)
+func (t *Transport) acquire(ctx context.Context, r *rule, cost limiter.Cost, minDelay time.Duration) (charge, error) {
+	c := charge{ends: map[string]windowEnd{}}
+	b, err := t.book(ctx, r.Quota, cost, minDelay)
 	for i := 0; err == nil; i++ {
-		if held > 0 {
+		if b.held > 0 {
 			if i == maxRebook {
-				return &LimitedError{Quota: r.Quota.Name, DeniedBy: limiter.HoldName, RetryAfter: held}
+				return c, &LimitedError{Quota: r.Quota.Name, DeniedBy: limiter.HoldName, RetryAfter: b.held}
 			}
 			t.stats.rebooked.Add(1)
-			grant, held, err = t.book(ctx, r.Quota, cost, 0)
+			clear(c.ends)
+			b, err = t.book(ctx, r.Quota, cost, 0)
 			continue
 		}
-		fixed, at := t.late(r.Quota, cost, grant, time.Now())
+		for name, e := range b.ends {
+			c.ends[name] = e
+		}
+		fixed, at := t.late(r.Quota, cost, c, time.Now())
 		if fixed == nil {
-			return nil
+			return c, nil
 		}
 		if i == maxRebook {
-			return &LimitedError{Quota: r.Quota.Name, DeniedBy: firstLimit(r.Quota, fixed), RetryAfter: time.Until(at)}
+			return c, &LimitedError{Quota: r.Quota.Name, DeniedBy: firstLimit(r.Quota, fixed), RetryAfter: time.Until(at)}
 		}
 		if err := sleep(ctx, time.Until(at)); err != nil {
-			return err
+			return c, err
 		}
 		t.stats.rebooked.Add(1)
-		grant, held, err = t.book(ctx, r.Quota, fixed, 0)
+		b, err = t.book(ctx, r.Quota, fixed, 0)
 	}
-	return err
+	return c, err
 }
 
 // firstLimit names the first limit of q that cost charges.
@@ -55,73 +78,110 @@ func firstLimit(q limiter.Quota, cost limiter.Cost) string {
 	return ""
 }
 
+// booking is one charge book made.
+type booking struct {
+	// held, when > 0, is how long a hold found in place after the wait still
+	// lasts: the request must not go out now.
+	held time.Duration
+	// ends are the window ends of the fixed-window limits charged.
+	ends map[string]windowEnd
+}
+
 // book takes cost from q, at once (FailFast) or at the earliest turn before
-// ctx's deadline, and returns after that turn and minDelay. grant is the local
-// time of the turn. held, when > 0, is how long a hold found in place after
-// that wait still lasts: the request must not go out now.
-func (t *Transport) book(ctx context.Context, q limiter.Quota, cost limiter.Cost, minDelay time.Duration) (grant time.Time, held time.Duration, err error) {
+// ctx's deadline, and returns after that turn and minDelay.
+func (t *Transport) book(ctx context.Context, q limiter.Quota, cost limiter.Cost, minDelay time.Duration) (booking, error) {
 	if t.opts.FailFast {
 		if err := sleep(ctx, minDelay); err != nil {
-			return time.Time{}, 0, err
+			return booking{}, err
 		}
+		sent := time.Now()
 		res, err := t.lim.AllowQuota(ctx, q, cost)
 		if err != nil {
-			return time.Time{}, 0, fmt.Errorf("middleware: quota %q: %w", q.Name, err)
+			return booking{}, fmt.Errorf("middleware: quota %q: %w", q.Name, err)
 		}
 		if !res.Allowed {
-			return time.Time{}, 0, &LimitedError{Quota: q.Name, DeniedBy: res.DeniedBy, RetryAfter: res.RetryAfter}
+			return booking{}, &LimitedError{Quota: q.Name, DeniedBy: res.DeniedBy, RetryAfter: res.RetryAfter}
 		}
-		return time.Now(), 0, nil
+		return booking{ends: windowEnds(q, res, sent, time.Now(), time.Time{})}, nil
 	}
+	sent := time.Now()
 	res, err := t.lim.ReserveQuota(ctx, q, cost)
 	if err != nil {
-		return time.Time{}, 0, fmt.Errorf("middleware: quota %q: %w", q.Name, err)
+		return booking{}, fmt.Errorf("middleware: quota %q: %w", q.Name, err)
 	}
 	if !res.OK() {
 		qr := res.QuotaResult()
-		return time.Time{}, 0, &LimitedError{Quota: q.Name, DeniedBy: qr.DeniedBy, RetryAfter: qr.RetryAfter, Err: limiter.ErrWouldExceedDeadline}
+		return booking{}, &LimitedError{Quota: q.Name, DeniedBy: qr.DeniedBy, RetryAfter: qr.RetryAfter, Err: limiter.ErrWouldExceedDeadline}
 	}
 	now := time.Now()
+	b := booking{ends: windowEnds(q, res.QuotaResult(), sent, now, res.At())}
 	d := res.DelayFrom(now)
-	grant = now.Add(d)
 	if err := sleep(ctx, max(d, minDelay)); err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
 		defer cancel()
 		_ = res.Cancel(cctx) // gives the turn back if it has not come
-		return time.Time{}, 0, err
+		return booking{}, err
 	}
 	if max(d, minDelay) > 0 {
 		// We waited after booking (for our turn, or a retry's backoff); a hold
 		// may have been placed since. Held reads it (one PTTL) without writing.
 		h, err := t.lim.Held(ctx, q.Name)
 		if err == nil && h > time.Millisecond {
-			return grant, h, nil
+			b.held = h
 		}
 	}
-	return grant, 0, nil
+	return b, nil
 }
 
-// late returns the part of cost charged to fixed-window limits whose window at
-// grant is not the window a request sent now may land in (now + WindowGuard),
-// and when that window starts.
-func (t *Transport) late(q limiter.Quota, cost limiter.Cost, grant, now time.Time) (limiter.Cost, time.Time) {
-	var fixed limiter.Cost
-	at := now
-	for _, nl := range q.Limits {
-		if nl.Limit.Algorithm != limiter.FixedWindow || cost[nl.Name] <= 0 {
+// windowEnds reads from res, a decision sent at sent and answered at
+// replied, when the window of each fixed-window limit it charged ends. at is
+// the grant's time on Redis's clock (Reservation.At), zero when unknown: then
+// Redis's window end is taken as the multiple of the period nearest its local
+// estimate (exact while the clocks differ by less than half a period). A
+// decision made without Redis (res.Degraded) has only the local clock.
+func windowEnds(q limiter.Quota, res limiter.QuotaResult, sent, replied, at time.Time) map[string]windowEnd {
+	var ends map[string]windowEnd
+	for _, lr := range res.Limits {
+		if lr.Limit.Algorithm != limiter.FixedWindow {
 			continue
 		}
-		p := nl.Limit.Period.Microseconds()
-		land := now.Add(t.opts.WindowGuard).UnixMicro() / p
-		if land == grant.UnixMicro()/p {
+		p := lr.Limit.Period
+		e := windowEnd{first: sent.Add(lr.ResetAfter), last: replied.Add(lr.ResetAfter), period: p}
+		switch {
+		case res.Degraded:
+			e.next = time.UnixMicro((sent.UnixMicro()/p.Microseconds() + 1) * p.Microseconds())
+			e.first, e.last = e.next, e.next
+		case !at.IsZero():
+			e.next = time.UnixMicro((at.UnixMicro()/p.Microseconds() + 1) * p.Microseconds())
+		default:
+			e.next = time.UnixMicro(e.first.Add(p/2).UnixMicro() / p.Microseconds() * p.Microseconds())
+		}
+		if ends == nil {
+			ends = map[string]windowEnd{}
+		}
+		ends[lr.Name] = e
+	}
+	return ends
+}
+
+// late returns the part of cost charged to fixed-window limits whose window
+// may end before a request sent now lands (now + WindowGuard), and when every
+// such window has surely ended: then a new charge counts in a later window.
+func (t *Transport) late(q limiter.Quota, cost limiter.Cost, c charge, now time.Time) (limiter.Cost, time.Time) {
+	var fixed limiter.Cost
+	at := now
+	land := now.Add(t.opts.WindowGuard)
+	for _, nl := range q.Limits {
+		e, ok := c.ends[nl.Name]
+		if !ok || cost[nl.Name] <= 0 || land.Before(e.first) {
 			continue
 		}
 		if fixed == nil {
 			fixed = limiter.Cost{}
 		}
 		fixed[nl.Name] = cost[nl.Name]
-		if start := time.UnixMicro(land * p); start.After(at) {
-			at = start
+		if e.last.After(at) {
+			at = e.last
 		}
 	}
 	return fixed, at

@@ -104,3 +104,23 @@ func (cmdHook) call(f func(string), cmd redis.Cmder) {
 		f(cmd.Name())
 	}
 }
+
+// runningMini is a Limiter on miniredis whose clock runs from start, as a real
+// Redis's does, but from a chosen instant: before each command it is set to
+// start plus the time elapsed since the call. freeze stops it at an instant.
+func runningMini(t *testing.T, start time.Time) (lim *limiter.Limiter, freeze func(time.Time)) {
+	t.Helper()
+	m, c := redistest.NewMini(t)
+	began := time.Now()
+	var frozen atomic.Bool
+	m.SetTime(start)
+	c.AddHook(cmdHook{before: func(string) {
+		if !frozen.Load() {
+			m.SetTime(start.Add(time.Since(began)))
+		}
+	}})
+	return limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t)}), func(at time.Time) {
+		frozen.Store(true)
+		m.SetTime(at)
+	}
+}

@@ -10,12 +10,13 @@ import (
 	"github.com/redquota/redquota/limiter"
 )
 
-// learn updates the limiter from resp, the answer to req sent at sent: usage
+// learn updates the limiter from resp, the answer to req charged c and sent
+// at sent: usage
 // headers raise our counts to the server's, and a 429, 418 or 503 with
 // Retry-After (or a usage header saying nothing is left) holds the quota in
 // every process. ctx is req's context (with the RoundTrip span, if any); tr
 // collects what was learnt, for the span.
-func (t *Transport) learn(ctx context.Context, req *http.Request, r *rule, resp *http.Response, sent time.Time, tr *trip) {
+func (t *Transport) learn(ctx context.Context, req *http.Request, r *rule, resp *http.Response, c charge, sent time.Time, tr *trip) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
 	defer cancel()
 	var hold time.Duration
@@ -25,7 +26,7 @@ func (t *Transport) learn(ctx context.Context, req *http.Request, r *rule, resp 
 			t.report(req, err)
 		}
 		for _, u := range us {
-			if u.Used > 0 && !t.current(r.Quota, u.Limit, sent, time.Now(), resp.Header.Get("Date")) {
+			if u.Used > 0 && !current(r.Quota, u.Limit, c, sent, time.Now(), resp.Header.Get("Date")) {
 				t.stats.syncsSkipped.Add(1)
 				t.countSync(ctx, r, syncSkipped)
 			} else if u.Used > 0 {
@@ -72,26 +73,39 @@ func (t *Transport) learn(ctx context.Context, req *http.Request, r *rule, resp 
 }
 
 // current reports whether a usage count of limit, read from an answer to a
-// request sent at sent and received now, may be applied to limit's current
-// window. Only fixed windows are in question. The server counted the request in
-// the window it arrived in, between sent and now: when that is one window,
-// yes. Across a boundary the count may be the previous window's, and raising
-// the new window's count to it wastes up to a whole window (a minute, on
-// Binance); or the request landed late and the count is the new window's,
-// which we must learn. The answer's Date (whole seconds) tells which, for
-// windows of whole seconds: apply the count only if it says the request
-// arrived in the current window. Without a usable Date, apply it: a wasted
-// window costs less than a ban.
-func (t *Transport) current(q limiter.Quota, limit string, sent, now time.Time, date string) bool {
+// request charged c, sent at sent and received now, may be applied to limit's
+// current window. Only fixed windows are in question. The server counted the
+// request in the window it arrived in, which the window guard made the window
+// it was charged in: when the Sync reaches Redis still in that window, yes.
+// Past its end, the count may be the charged window's, and raising the new
+// window's count to it wastes up to a whole window (a minute, on Binance); or
+// the request landed late and the count is the new window's, which we must
+// learn. The answer's Date (whole seconds) tells which, for windows of whole
+// seconds: apply the count only if it says the request arrived in the window
+// the Sync lands in. Without a usable Date, apply it: a wasted window costs
+// less than a ban.
+//
+// The windows are Redis's (see windowEnd); for a fixed-window limit the
+// request did not charge, only the local clock is at hand.
+func current(q limiter.Quota, limit string, c charge, sent, now time.Time, date string) bool {
 	l, ok := q.Find(limit)
 	if !ok || l.Algorithm != limiter.FixedWindow {
 		return true
 	}
-	p := l.Period.Microseconds()
 	margin := min(syncMargin, l.Period/10) // the Sync runs in Redis a moment after now
-	cur := now.Add(margin).UnixMicro() / p
-	if sent.UnixMicro()/p == cur {
-		return true
+	p := l.Period.Microseconds()
+	var cur int64 // the window the Sync lands in
+	if e, ok := c.ends[limit]; ok {
+		over := now.Add(margin).Sub(e.first)
+		if over < 0 {
+			return true
+		}
+		cur = e.next.UnixMicro()/p + int64(over/l.Period)
+	} else {
+		cur = now.Add(margin).UnixMicro() / p
+		if sent.UnixMicro()/p == cur {
+			return true
+		}
 	}
 	d, err := http.ParseTime(date)
 	if err != nil || l.Period%time.Second != 0 {

@@ -83,7 +83,9 @@ type Options struct {
 	// request charged in one window reaching the server in the next: a request
 	// whose turn comes within WindowGuard of the end of its window (or that is
 	// sent after its window ended, e.g. after a retry backoff) is charged again,
-	// in the window it will land in, before it is sent. Set it to the one-way
+	// in the window it will land in, before it is sent. Windows are Redis's:
+	// how long a charge's window has to run comes from Redis's reply, not the
+	// local clock, which may differ from Redis's. Set it to the one-way
 	// latency to the server plus the clock difference between Redis and the
 	// server. The guard is checked before the request is handed to next: a
 	// request that must first open a connection (TCP, TLS) takes longer to
@@ -270,7 +272,7 @@ func (t *Transport) roundTrip(ctx context.Context, traced bool, req *http.Reques
 	}
 	tr.cost = cost
 	began := time.Now()
-	err = t.acquire(ctx, r, cost, 0)
+	c, err := t.acquire(ctx, r, cost, 0)
 	tr.waited = time.Since(began)
 	t.recordWait(ctx, r, tr.waited)
 	if err != nil {
@@ -293,7 +295,7 @@ func (t *Transport) roundTrip(ctx context.Context, traced bool, req *http.Reques
 		}
 		t.countRequest(ctx, r, statusClass(resp.StatusCode))
 		tr.status = resp.StatusCode
-		t.learn(ctx, out, r, resp, sent, tr)
+		t.learn(ctx, out, r, resp, c, sent, tr)
 		if !retry || attempt >= t.opts.MaxRetries || !retryStatus(resp.StatusCode) {
 			return resp, nil
 		}
@@ -305,7 +307,7 @@ func (t *Transport) roundTrip(ctx context.Context, traced bool, req *http.Reques
 			return resp, nil
 		}
 		began := time.Now()
-		err = t.acquire(ctx, r, cost, t.backoff(attempt))
+		c, err = t.acquire(ctx, r, cost, t.backoff(attempt))
 		waited := time.Since(began)
 		tr.waited += waited
 		t.recordWait(ctx, r, waited)

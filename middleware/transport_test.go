@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -376,3 +377,65 @@ func TestRetryNilBody(t *testing.T) {
 type rtFunc func(*http.Request) (*http.Response, error)
 
 func (f rtFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// The window guard reads Redis's clock, whatever the local one says: Redis is
+// 100 ms before a minute's end, so a request under a 250 ms guard may land in
+// the next minute and is charged there before it is sent. (The local clock,
+// unrelated to Redis's here, would have decided at random.)
+func TestWindowGuardRedisClock(t *testing.T) {
+	for _, failFast := range []bool{false, true} {
+		t.Run(fmt.Sprintf("FailFast=%v", failFast), func(t *testing.T) {
+			minute := time.Date(2025, 1, 15, 12, 1, 0, 0, time.UTC)
+			lim, freeze := runningMini(t, minute.Add(-100*time.Millisecond))
+			srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
+			tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{WindowGuard: 250 * time.Millisecond, FailFast: failFast},
+				middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 10}})
+			resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			freeze(minute.Add(time.Second))
+			if res := weightLeft(t, lim); !res.Allowed || res.Remaining() != 89 || tr.Stats().Rebooked != 1 {
+				t.Fatalf("next minute: allowed %v, %d left, want 89 (10 charged); %+v", res.Allowed, res.Remaining(), tr.Stats())
+			}
+		})
+	}
+}
+
+// A usage count read after Redis's window has ended is applied only when the
+// answer's Date says the server counted the request in the window the Sync
+// lands in. Redis's clock runs from 100 ms before a minute's end; the answer
+// comes 200 ms later, in Redis's next minute, whatever the local clock says.
+func TestSyncRedisWindow(t *testing.T) {
+	minute := time.Date(2025, 1, 15, 12, 1, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name    string
+		date    time.Time
+		left    int // weight left in the next minute after weightLeft's probe
+		skipped int64
+	}{
+		{"counted in the minute past", minute.Add(-time.Second), 99, 1},
+		{"counted in the new minute", minute, 49, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lim, freeze := runningMini(t, minute.Add(-100*time.Millisecond))
+			srv := newServer(t, func(w http.ResponseWriter, _ *http.Request) {
+				time.Sleep(200 * time.Millisecond) // a lower bound is all the test needs
+				w.Header().Set("Date", tc.date.Format(http.TimeFormat))
+				w.Header().Set("X-MBX-USED-WEIGHT-1M", "50")
+			})
+			tr := middleware.NewTransport(nil, lim, middleware.Rule{Quota: exQuota, Cost: weight1,
+				Usage: []middleware.UsageParser{middleware.BinanceUsage{Weight: map[string]string{"1m": "weight"}}}})
+			resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			freeze(minute.Add(time.Second))
+			if res := weightLeft(t, lim); res.Remaining() != tc.left || tr.Stats().SyncsSkipped != tc.skipped {
+				t.Fatalf("%d left, want %d; %+v", res.Remaining(), tc.left, tr.Stats())
+			}
+		})
+	}
+}
