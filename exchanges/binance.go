@@ -1,12 +1,16 @@
 package exchanges
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
 	"mime"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -346,8 +350,13 @@ func (p *binanceParams) load() {
 // quota, and 429/418 with Retry-After holding it (the middleware's handling).
 //
 // An order rejected for the ORDERS limit is answered 429 without Retry-After
-// (rest-api/limits, "Unfilled Order Count"): it holds the quota for the
-// Transport's FallbackHold, IP weight included, since the two share the quota.
+// and error code -1015, "Too many new orders; current limit is 100 orders per
+// 10 SECOND." (rest-api/limits, "Unfilled Order Count"; errors, "-1015
+// TOO_MANY_ORDERS"). The preset then fills the limit the message names (the
+// shortest ORDERS limit when it names none it knows) in every process, until
+// its window ends: a hold of FallbackHold alone would let orders out again
+// after a second. The Transport's FallbackHold applies as to any 429, IP
+// weight included, since the two share the quota.
 func Binance(opts BinanceOptions) (Preset, error) {
 	if err := checkScale(opts.TimeScale); err != nil {
 		return Preset{}, err
@@ -438,5 +447,78 @@ func Binance(opts BinanceOptions) (Preset, error) {
 		CostFunc:   cost,
 		Usage:      []middleware.UsageParser{usage},
 	}
-	return Preset{Exchange: "binance", Quotas: []limiter.Quota{q}, Rules: []middleware.Rule{rule}, Options: mo}, nil
+	var orderLimits []BinanceRateLimit
+	for _, rl := range opts.RateLimits {
+		if rl.RateLimitType == BinanceOrders {
+			orderLimits = append(orderLimits, rl)
+		}
+	}
+	p := Preset{Exchange: "binance", Quotas: []limiter.Quota{q}, Rules: []middleware.Rule{rule}, Options: mo}
+	p.build = func(lim *limiter.Limiter, next http.RoundTripper) (http.RoundTripper, error) {
+		if len(orderLimits) > 0 {
+			next = &binanceOrderWatch{next: next, lim: lim, q: q, orders: orderLimits, hosts: rule.Match, onError: mo.OnError}
+		}
+		t := middleware.NewTransportWithOptions(next, lim, mo, rule)
+		if err := t.Err(); err != nil {
+			return nil, fmt.Errorf("exchanges: binance: %w", err)
+		}
+		return t, nil
+	}
+	return p, nil
+}
+
+// binanceOrderWatch reads Binance's answers to the requests the preset
+// charges, below the middleware Transport: a 429 with error code -1015 (an
+// ORDERS limit reached) fills that limit in Redis with Limiter.Sync.
+type binanceOrderWatch struct {
+	next    http.RoundTripper
+	lim     *limiter.Limiter
+	q       limiter.Quota
+	orders  []BinanceRateLimit // the quota's ORDERS limits
+	hosts   func(*http.Request) bool
+	onError func(*http.Request, error)
+}
+
+// maxErrorBody is the most of a 429's body read for its error code.
+const maxErrorBody = 4 << 10
+
+// binanceTooManyOrders matches -1015's message: "... current limit is 100 orders per 10 SECOND."
+var binanceTooManyOrders = regexp.MustCompile(`per (\d+) (SECOND|MINUTE|HOUR|DAY)`)
+
+func (w *binanceOrderWatch) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := w.next.RoundTrip(req)
+	if err != nil || resp.StatusCode != http.StatusTooManyRequests || resp.Body == nil || !w.hosts(req) {
+		return resp, err
+	}
+	b, rerr := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(b), errOr(rerr, resp.Body)), resp.Body}
+	var e struct {
+		Code int    `json:"code"`
+		Msg  string `json:"msg"`
+	}
+	if json.Unmarshal(b, &e) != nil || e.Code != -1015 {
+		return resp, nil
+	}
+	rl := w.orders[0]
+	for _, o := range w.orders[1:] {
+		if o.period() < rl.period() {
+			rl = o
+		}
+	}
+	if m := binanceTooManyOrders.FindStringSubmatch(e.Msg); m != nil {
+		for _, o := range w.orders {
+			if strconv.Itoa(o.IntervalNum) == m[1] && o.Interval == m[2] {
+				rl = o
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), time.Second)
+	defer cancel()
+	if _, err := w.lim.Sync(ctx, w.q, rl.Name(), rl.Limit); err != nil && w.onError != nil {
+		w.onError(req, fmt.Errorf("exchanges: binance: fill %s after -1015: %w", rl.Name(), err))
+	}
+	return resp, nil
 }

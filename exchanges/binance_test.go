@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
 )
 
@@ -406,6 +407,67 @@ func TestBinanceCostUnreadableBody(t *testing.T) {
 		}
 	}
 }
+
+// An order refused for an ORDERS limit (429, code -1015, no Retry-After)
+// fills the limit its message names until that window ends, in every process;
+// the request weight is only held for the fallback hold, as after any 429. The
+// answer's body reaches the caller whole.
+func TestBinanceOrderLimit429(t *testing.T) {
+	const body = `{"code":-1015,"msg":"Too many new orders; current limit is 100 orders per 10 SECOND."}`
+	for _, tc := range []struct {
+		name, body, full string // full: the ORDERS limit filled, "" for none
+	}{
+		{"-1015 naming 10 s", body, "orders-10s"},
+		{"-1015 naming the day", `{"code":-1015,"msg":"Too many new orders; current limit is 200000 orders per 1 DAY."}`, "orders-1d"},
+		{"-1015 naming nothing known", `{"code":-1015,"msg":"Too many new orders."}`, "orders-10s"},
+		{"another 429", `{"code":-1003,"msg":"Too many requests."}`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, c := redistest.NewMini(t)
+			start := time.Date(2025, 1, 15, 12, 0, 30, 0, time.UTC) // 10 s window [30 s, 40 s)
+			m.SetTime(start)
+			lim := limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t)})
+			p, err := exchanges.Binance(exchanges.BinanceOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			next := rtFunc(func(*http.Request) (*http.Response, error) {
+				return &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{},
+					Body: io.NopCloser(strings.NewReader(tc.body))}, nil
+			})
+			tr, err := p.Transport(lim, next)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, _ := http.NewRequest("POST", "https://api.binance.com/api/v3/order?symbol=BTCUSDT", nil)
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := io.ReadAll(resp.Body); string(b) != tc.body {
+				t.Fatalf("body %q", b)
+			}
+			resp.Body.Close()
+			// Past the fallback hold, still in the 10 s window and the day.
+			m.SetTime(start.Add(3 * time.Second))
+			m.FastForward(3 * time.Second)
+			for _, l := range []string{"weight-1m", "orders-10s", "orders-1d"} {
+				res, err := lim.AllowQuota(context.Background(), p.Quotas[0], limiter.Cost{l: 1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := l != tc.full; res.Allowed != want {
+					t.Errorf("%s: allowed %v, want %v (%+v)", l, res.Allowed, want, res)
+				}
+			}
+		})
+	}
+}
+
+// rtFunc is a RoundTripper made of a function.
+type rtFunc func(*http.Request) (*http.Response, error)
+
+func (f rtFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // The default quota holds Binance's documented figures, each a fixed window of
 // its interval; a time scale shortens every window.
