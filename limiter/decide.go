@@ -123,6 +123,10 @@ type reply struct {
 	grantUS  int64 // Redis time of the grant, µs
 	per      [MaxQuotaLimits]perLimit
 	degraded bool
+	// prior holds, for a granted reservation, each limit's four prior-state
+	// values (int64s, checked): what Cancel restores. Kept as the reply's own
+	// slice, so a decision allocates nothing for it.
+	prior []any
 }
 
 type perLimit struct{ rem, resetUS, mark int64 }
@@ -233,15 +237,30 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	return parseReply(v, n, r)
 }
 
+// priorLen is how many values a granted reservation's reply carries per limit
+// after the 3 of every reply: the limit's state before the booking.
+const priorLen = 4
+
 func parseReply(v []any, n int, r *reply) error {
-	if len(v) != 4+3*n {
+	withPrior := len(v) == 4+(3+priorLen)*n
+	if len(v) != 4+3*n && !withPrior {
 		return fmt.Errorf("%w: quota.lua returned %d values for %d limits", ErrBadReply, len(v), n)
 	}
 	var ints [4 + 3*maxReplyLimits]int64
 	if n > maxReplyLimits {
 		return fmt.Errorf("%w: %d limits, at most %d", ErrBadReply, n, maxReplyLimits)
 	}
-	for i, x := range v {
+	if withPrior {
+		for i, x := range v[4+3*n:] {
+			if _, ok := x.(int64); !ok {
+				return fmt.Errorf("%w: quota.lua value %d is %T, not an integer", ErrBadReply, 4+3*n+i, x)
+			}
+		}
+		if v[0] != int64(1) {
+			return fmt.Errorf("%w: quota.lua sent prior states with a denial", ErrBadReply)
+		}
+	}
+	for i, x := range v[:4+3*n] {
 		k, ok := x.(int64)
 		if !ok {
 			return fmt.Errorf("%w: quota.lua value %d is %T, not an integer", ErrBadReply, i, x)
@@ -255,6 +274,9 @@ func parseReply(v []any, n int, r *reply) error {
 	for i := range n {
 		b := 4 + 3*i
 		r.per[i] = perLimit{rem: ints[b], resetUS: ints[b+1], mark: ints[b+2]}
+	}
+	if withPrior {
+		r.prior = v[4+3*n:]
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ type modelLimit interface {
 	earliest(now, t0, cost int64) int64 // earliest µs ≥ t0 at which cost fits
 	charge(now, t, cost int64)          // take cost at t
 	remaining(now int64) int64
+	clone() modelLimit // a copy: what Cancel of the next charge restores
 }
 
 func newModel(l Limit) modelLimit {
@@ -39,6 +40,8 @@ func (g *gcraModel) charge(now, t, c int64)          { g.tat = max(g.tat, t) + c
 func (g *gcraModel) remaining(now int64) int64 {
 	return max(0, (g.m*g.e-max(g.tat-now, 0))/g.e)
 }
+
+func (g *gcraModel) clone() modelLimit { c := *g; return &c }
 
 // Sliding log: every charge is an entry (time, weight); a window (t-p, t]
 // may hold at most m. Charges are first come first served, so an entry's time
@@ -96,6 +99,12 @@ func (s *logModel) remaining(now int64) int64 {
 	return max(0, s.m-s.sum())
 }
 
+func (s *logModel) clone() modelLimit {
+	c := *s
+	c.entries = append([][2]int64(nil), s.entries...)
+	return &c
+}
+
 // Fixed window and sliding-window counter: counts per window index w = t / p.
 // The counter estimates a sliding window as prev × (share of the previous
 // window still covered) + cur.
@@ -148,6 +157,8 @@ func (f *winModel) charge(now, t, c int64) {
 	f.w, f.prev, f.cur = w, prev, cur+c
 }
 
+func (f *winModel) clone() modelLimit { c := *f; return &c }
+
 func (f *winModel) remaining(now int64) int64 {
 	w := now / f.p
 	switch {
@@ -166,8 +177,20 @@ func (f *winModel) remaining(now int64) int64 {
 	return max(0, int64(math.Floor(float64(f.m)-float64(prev)*(1-float64(now-w*f.p)/float64(f.p))-float64(cur))))
 }
 
+// snapshot copies every limit's state, for cancel.
+func (q *quotaModel) snapshot() []modelLimit {
+	out := make([]modelLimit, len(q.limits))
+	for i, l := range q.limits {
+		out[i] = l.clone()
+	}
+	return out
+}
+
 // quotaModel decides a quota: the grant time is the latest of each limit's
 // earliest time; all limits are charged at it, or none.
+//
+// Cancel of a booking that has not come due and is still the last charge of
+// every limit restores each limit's state from before the booking.
 type quotaModel struct {
 	hold   int64
 	limits []modelLimit

@@ -69,10 +69,15 @@ func (r *Reservation) Cancel(ctx context.Context) error {
 	}
 	r.cancelled = true
 	p := r.plan
-	args := make([]any, 0, 1+5*p.n)
+	if len(r.rep.prior) != priorLen*p.n {
+		// Every granted reservation's reply carries them (parseReply checked).
+		return fmt.Errorf("%w: reservation has no prior states to restore", ErrBadReply)
+	}
+	args := make([]any, 0, 1+(4+priorLen)*p.n)
 	args = append(args, r.rep.grantUS)
 	for i, lim := range p.limits[:p.n] {
-		args = append(args, lim.Algorithm.script(), lim.periodUS(), lim.intervalUS(), p.costs[i], r.rep.per[i].mark)
+		args = append(args, lim.Algorithm.script(), lim.periodUS(), p.costs[i], r.rep.per[i].mark)
+		args = append(args, r.rep.prior[priorLen*i:priorLen*(i+1)]...)
 	}
 	ks := make([]string, p.n)
 	for i, k := range p.keys[:p.n] {

@@ -11,10 +11,12 @@
 -- ARGV[9]    one GCRA limit only, optional: R > 1 identical Allow decisions (max
 --            wait 0, no lease) coalesced into this call, decided in order (see below)
 --
--- States: GCRA "tat"; fixed window "w c" and counter "w p c" (window index w =
--- floor(t / period), counts of windows w-1 and w); sliding log a sorted set of
--- members "C:w" scored by unique µs times, C the running total of weight.
--- Token, hold and every string state are read with one MGET.
+-- States: GCRA "tat"; fixed window and counter "L P p c": L the µs time of the
+-- latest unit charged (or the latest time a leased unit may be spent), P the
+-- period µs it was written under, p and c the counts of windows w-1 and w, where
+-- w = floor(L / P); sliding log a sorted set of members "C:w" scored by unique
+-- µs times, C the running total of weight. Token, hold and every string state
+-- are read with one MGET.
 --
 -- Every limit's grants are first come first served, so the earliest time a limit
 -- can take its cost is monotone: once feasible, feasible at every later time. The
@@ -25,7 +27,10 @@
 -- (denied); denied by is 0, -1 for a hold, or the index of the limit that waits
 -- longest; mark identifies this charge so Cancel can tell whether it is still the last.
 -- With max wait 0 (Allow) nothing can be cancelled: grant time and marks are 0,
--- small integers the client decodes without allocating.
+-- small integers the client decodes without allocating. A granted reservation
+-- (max wait > 0, no lease) adds, per limit, four values: the limit's state before
+-- the booking (GCRA: tat, 0, 0, 0; window: L, P, p, c, or -1, 0, 0, 0 when
+-- there was none; sliding log: 0, 0, 0, 0), which cancel.lua restores.
 --
 -- A lease is a grant whose units the client spends later, at any time before the
 -- lease ends at E = t + lease. The charge must cover every spending time in
@@ -45,6 +50,21 @@
 
 -- Lua 5.1 turns numbers into strings with %.14g: a µs time would lose digits.
 local function d(x) return string.format('%d', x) end
+
+-- win reads a fixed or counter state v under period p as {w, p, c, l, raw}
+-- (raw: the stored fields, for Cancel); nil if v is unreadable. A legacy
+-- "w p c" is taken as written under p.
+local function win(v, p)
+  if not v then return {w = -1, p = 0, c = 0, l = -1, raw = {-1, 0, 0, 0}} end
+  local L, P, pp, cc = string.match(v, '^(%d+) (%d+) (%d+) (%d+)$')
+  if not L then
+    L, pp, cc = string.match(v, '^(%d+) (%d+) (%d+)$')
+    if not L then return nil end
+    L, P = (tonumber(L) + 1) * p - 1, p
+  end
+  L, P, pp, cc = tonumber(L), tonumber(P), tonumber(pp), tonumber(cc)
+  return {w = math.floor(L / p), p = pp, c = cc, l = L, raw = {L, P, pp, cc}}
+end
 
 local n = #KEYS - 2
 local dedupe = ARGV[2] ~= '0'
@@ -96,6 +116,7 @@ if n == 1 and ARGV[4] == '1' then
     if rem < 0 then rem = 0 end
     return {0, t - now, by, t, rem, math.max(tat - now, 0), 0}
   end
+  local old = tat
   if tat < t + lease then tat = t + lease end
   tat = tat + c * e
   redis.call('SET', KEYS[3], d(tat), 'PX', d(math.ceil((tat - now) / 1000)))
@@ -104,6 +125,11 @@ if n == 1 and ARGV[4] == '1' then
   local out = {1, t - now, 0, t, rem, tat - now, tat}
   if maxwait == 0 then out[4], out[7] = 0, 0 end
   if lease > 0 then out[4] = lease end
+  if maxwait > 0 and lease == 0 then
+    out[8], out[9], out[10], out[11] = old, 0, 0, 0
+    if dedupe then remember(out) end
+    return out
+  end
   if dedupe then
     redis.call('SET', KEYS[2], d(out[1]) .. ' ' .. d(out[2]) .. ' 0 ' .. d(out[4]) .. ' ' .. d(rem) .. ' ' .. d(out[6]) .. ' ' .. d(out[7]), 'PX', ARGV[2])
   end
@@ -174,12 +200,8 @@ for i = 1, n do
     end
   else
     -- Sliding counter (3) and fixed window (4).
-    local v = mv[at[i]]
-    s = {w = -1, p = 0, c = 0}
-    if v then
-      local w, pp, cc = string.match(v, '^(%-?%d+) (%d+) (%d+)$')
-      s.w, s.p, s.c = tonumber(w), tonumber(pp), tonumber(cc)
-    end
+    s = win(mv[at[i]], p)
+    if not s then return redis.error_reply('ERR quota.lua: limit ' .. i .. ': unreadable state') end
     local x = t0
     if x < s.w * p then x = s.w * p end
     -- At most three windows: from the state's window w, window w + 2 is empty.
@@ -264,9 +286,11 @@ for i = 1, n do
     local pp, cc = 0, 0
     if w == s.w then pp, cc = s.p, s.c elseif w == s.w + 1 then pp = s.c end
     cc = cc + c
+    local L = math.max(t, leaseEnd - 1)
+    if w == s.w and s.l > L then L = s.l end
     local ends = (w + 1) * p
     if algo[i] == 3 then ends = ends + p end
-    redis.call('SET', k, d(w) .. ' ' .. d(pp) .. ' ' .. d(cc), 'PX', d(math.ceil((ends - now) / 1000)))
+    redis.call('SET', k, d(L) .. ' ' .. d(p) .. ' ' .. d(pp) .. ' ' .. d(cc), 'PX', d(math.ceil((ends - now) / 1000)))
     if w == math.floor(now / p) then
       rem = m - cc
       if algo[i] == 3 then rem = math.floor(m - pp * (1 - (now - w * p) / p) - cc) end
@@ -284,6 +308,14 @@ if maxwait == 0 then
   for i = 1, n do out[4 + 3 * i] = 0 end
 end
 if lease > 0 then out[4] = leaseEnd - t end
+if maxwait > 0 and lease == 0 then
+  -- The states before the booking, for cancel.lua (see Reply above).
+  for i = 1, n do
+    local pr = {0, 0, 0, 0}
+    if algo[i] == 1 then pr[1] = st[i] elseif algo[i] ~= 2 then pr = st[i].raw end
+    for j = 1, 4 do out[#out + 1] = pr[j] end
+  end
+end
 
 if dedupe then remember(out) end
 return out

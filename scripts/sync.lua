@@ -39,21 +39,29 @@ elseif al == 2 then
   return 1
 end
 
+-- Fixed window and counter: state "L P p c" as in quota.lua (a legacy "w p c"
+-- is taken as written under p).
 local v = redis.call('GET', k)
-local sw, sp, sc = -1, 0, 0
+local sw, sp, sc, sl = -1, 0, 0, -1
 if v then
-  local a, b, c = string.match(v, '^(%-?%d+) (%d+) (%d+)$')
-  sw, sp, sc = tonumber(a), tonumber(b), tonumber(c)
+  local L, P, pp, cc = string.match(v, '^(%d+) (%d+) (%d+) (%d+)$')
+  if not L then
+    L, pp, cc = string.match(v, '^(%d+) (%d+) (%d+)$')
+    if not L then return redis.error_reply('ERR sync.lua: unreadable state') end
+    L, P = (tonumber(L) + 1) * p - 1, p
+  end
+  L, P, pp, cc = tonumber(L), tonumber(P), tonumber(pp), tonumber(cc)
+  sl, sw, sp, sc = L, math.floor(L / p), pp, cc
 end
 local w = math.floor(now / p)
 if sw > w then return 0 end
-local pp, cc = 0, 0
-if sw == w then pp, cc = sp, sc elseif sw == w - 1 then pp = sc end
+local pp, cc, L = 0, 0, now
+if sw == w then pp, cc, L = sp, sc, math.max(sl, now) elseif sw == w - 1 then pp = sc end
 local est = cc
 if al == 3 then est = pp * (1 - (now - w * p) / p) + cc end
 if used <= est then return 0 end
 cc = cc + math.ceil(used - est)
 local ends = (w + 1) * p
 if al == 3 then ends = ends + p end
-redis.call('SET', k, d(w) .. ' ' .. d(pp) .. ' ' .. d(cc), 'PX', d(math.ceil((ends - now) / 1000)))
+redis.call('SET', k, d(L) .. ' ' .. d(p) .. ' ' .. d(pp) .. ' ' .. d(cc), 'PX', d(math.ceil((ends - now) / 1000)))
 return 1

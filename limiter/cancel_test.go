@@ -1,0 +1,76 @@
+package limiter
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/redquota/redquota/internal/redistest"
+)
+
+// tenPast is 10:10 UTC: ten minutes into an hour, so a booking that does not
+// fit in the current hour's window goes to the next one, 50 minutes ahead.
+var tenPast = time.Date(2024, 3, 1, 10, 10, 0, 0, time.UTC)
+
+// Cancelling a booking placed in a later window gives the current window
+// back: the state returns to the window it was in, not just a lower count in
+// the booking's window (which kept every later check out of the current one).
+func TestCancelRestoresCurrentWindow(t *testing.T) {
+	for _, a := range []Algorithm{FixedWindow, SlidingWindowCounter} {
+		t.Run(a.String(), func(t *testing.T) {
+			m, c := redistest.NewMini(t)
+			m.SetTime(tenPast)
+			lim := New(c, Options{Prefix: "cw"})
+			ctx := context.Background()
+			limit := Every(10, time.Hour).WithAlgorithm(a)
+			if r, err := lim.AllowN(ctx, "k", limit, 8); err != nil || !r.Allowed {
+				t.Fatalf("AllowN(8): %+v %v", r, err)
+			}
+			rv, err := lim.Reserve(ctx, "k", limit, 5)
+			if err != nil || !rv.OK() || !rv.At().After(tenPast.Add(49*time.Minute)) {
+				t.Fatalf("Reserve(5) should book the next hour: %v at %v", err, rv.At())
+			}
+			if err := rv.Cancel(ctx); err != nil {
+				t.Fatal(err)
+			}
+			r, err := lim.AllowN(ctx, "k", limit, 2)
+			if err != nil || !r.Allowed || r.Remaining != 0 {
+				t.Fatalf("after Cancel, AllowN(2) with 8 of 10 used: %+v %v", r, err)
+			}
+			// Given back exactly: the window is now full, nothing more fits.
+			if r, _ := lim.AllowN(ctx, "k", limit, 1); r.Allowed {
+				t.Fatalf("Cancel gave back more than it took: %+v", r)
+			}
+		})
+	}
+}
+
+// In a quota, cancelling a booking whose time another limit set gives a GCRA
+// limit back its earlier state, not the booking's time.
+func TestCancelRestoresGCRAInQuota(t *testing.T) {
+	m, c := redistest.NewMini(t)
+	m.SetTime(tenPast)
+	lim := New(c, Options{Prefix: "cg"})
+	ctx := context.Background()
+	q := Quota{Name: "q", Limits: []NamedLimit{
+		{"a", PerSecond(10)},
+		{"b", Every(5, time.Hour).WithAlgorithm(FixedWindow)},
+	}}
+	if r, err := lim.AllowQuota(ctx, q, Cost{"b": 5}); err != nil || !r.Allowed {
+		t.Fatalf("filling b: %+v %v", r, err)
+	}
+	rv, err := lim.ReserveQuota(ctx, q, Cost{"a": 1, "b": 1})
+	if err != nil || !rv.OK() || rv.Delay() < 49*time.Minute {
+		t.Fatalf("ReserveQuota should wait for b's next hour: %v, delay %v", err, rv.Delay())
+	}
+	if err := rv.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := lim.AllowQuota(ctx, q, Cost{"a": 1})
+	if err != nil || !r.Allowed || r.Limits[0].Remaining != 9 {
+		t.Fatalf("after Cancel, a should be full again: %+v %v", r, err)
+	}
+	if r, _ := lim.AllowQuota(ctx, q, Cost{"b": 1}); r.Allowed {
+		t.Fatalf("Cancel gave b back more than it took: %+v", r)
+	}
+}

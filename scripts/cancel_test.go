@@ -1,0 +1,67 @@
+package scripts_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/scripts"
+)
+
+// cancel.lua restores each limit's state from before the booking, from the
+// prior states quota.lua replied: a window state goes back to its own window
+// (not a lower count in the booking's window), and a GCRA limit whose grant
+// time another limit set goes back to having no state (not to that time).
+func TestCancelRestoresPriorState(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		head := b.Prefix + ":{c}"
+		hold, tok, gk, fk := head+":hold", head+":tok", head+":gcra:a", head+":fixed:b"
+		tm, err := b.Client.Time(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// b is full in a window two hours ahead of Redis's clock (as a chain of
+		// bookings leaves it), so the booking below falls in the window after
+		// that one whatever the time of day.
+		const period, maxB = int64(time.Hour / time.Microsecond), 5
+		w := tm.UnixMicro()/period + 2
+		prior := fmt.Sprintf("%d %d 0 %d", w*period+7, period, maxB)
+		if err := b.Client.Set(ctx, fk, prior, 3*time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		keys := []string{hold, tok, gk, fk}
+		v, err := scripts.Quota.Run(ctx, b.Client, keys, int64(1)<<50, "0", 0,
+			1, 1_000_000, 10, 100_000, 1, // a: GCRA 10/s
+			4, period, maxB, period/maxB, 1).Int64Slice() // b: fixed window 5/h
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []int64{w*period + 7, period, 0, maxB}
+		if len(v) != 4+7*2 || v[0] != 1 || v[3] != (w+1)*period || fmt.Sprint(v[14:18]) != fmt.Sprint(want) || v[10] != 0 {
+			t.Fatalf("quota.lua reply %v: want a grant at %d with prior states [0 0 0 0] and %v", v, (w+1)*period, want)
+		}
+		args := []any{v[3]}
+		args = append(args, 1, 1_000_000, 1, v[6], v[10], v[11], v[12], v[13])
+		args = append(args, 4, period, 1, v[9], v[14], v[15], v[16], v[17])
+		given, err := scripts.Cancel.Run(ctx, b.Client, []string{gk, fk}, args...).Int64()
+		if err != nil || given != 2 {
+			t.Fatalf("cancel.lua gave back %d limits (%v), want 2", given, err)
+		}
+		if got, _ := b.Client.Get(ctx, fk).Result(); got != prior {
+			t.Fatalf("window state %q after cancel, want %q", got, prior)
+		}
+		if ttl, _ := b.Client.PTTL(ctx, fk).Result(); ttl <= 2*time.Hour || ttl > 3*time.Hour+time.Second {
+			t.Fatalf("window state TTL %v, want the end of its window (2 to 3 h)", ttl)
+		}
+		if n, _ := b.Client.Exists(ctx, gk).Result(); n != 0 {
+			t.Fatal("GCRA state left after cancel: it had none before the booking")
+		}
+		// A second cancel finds its booking no longer the last: nothing more.
+		if given, err := scripts.Cancel.Run(ctx, b.Client, []string{gk, fk}, args...).Int64(); err != nil || given != 0 {
+			t.Fatalf("second cancel gave back %d (%v)", given, err)
+		}
+	})
+}
