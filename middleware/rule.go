@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/redquota/redquota/limiter"
@@ -18,8 +21,11 @@ import (
 // Transport uses the first rule that matches, in order.
 type Rule struct {
 	// Host matches the request URL's host, case-insensitively: with its port
-	// when Host has one ("api.binance.com:443"), without otherwise. Empty
-	// matches any host.
+	// when Host has one ("api.binance.com:443", which https://api.binance.com/…
+	// matches too: a URL without a port has its scheme's, 80 for http and 443
+	// for https), on any port otherwise. An IPv6 literal may be bracketed or
+	// not ("::1", "[::1]", "[::1]:8080"). Empty matches any host. A Host that
+	// is neither a host nor host:port makes the rule invalid.
 	Host string
 	// Method matches the request method exactly ("GET"); a request with an
 	// empty method is a GET. Empty matches any method.
@@ -51,9 +57,10 @@ type Rule struct {
 // rule is a Rule ready to use: copied, normalised, and validated.
 type rule struct {
 	Rule
-	desc string
-	err  error   // non-nil: every request the rule matches fails with it
-	tel  ruleTel // metric options, set by the Transport
+	hostName, hostPort string // Host split and normalised (lower case, no brackets)
+	desc               string
+	err                error   // non-nil: every request the rule matches fails with it
+	tel                ruleTel // metric options, set by the Transport
 }
 
 func compile(r Rule, desc string) *rule {
@@ -61,7 +68,11 @@ func compile(r Rule, desc string) *rule {
 	c.Cost = maps.Clone(r.Cost)
 	c.Usage = append([]UsageParser(nil), r.Usage...)
 	c.Host = strings.ToLower(r.Host)
-	if err := c.validate(); err != nil {
+	err := c.validate()
+	if err == nil && c.Host != "" {
+		c.hostName, c.hostPort, err = splitHost(c.Host)
+	}
+	if err != nil {
 		c.err = fmt.Errorf("%w: %s: %w", ErrInvalidRule, desc, err)
 	}
 	return c
@@ -144,11 +155,10 @@ func (r *rule) matches(req *http.Request) bool {
 		}
 	}
 	if r.Host != "" {
-		h := req.URL.Host
-		if !strings.Contains(r.Host, ":") {
-			h = req.URL.Hostname()
+		if !strings.EqualFold(req.URL.Hostname(), r.hostName) {
+			return false
 		}
-		if strings.ToLower(h) != r.Host {
+		if r.hostPort != "" && urlPort(req.URL) != r.hostPort {
 			return false
 		}
 	}
@@ -156,6 +166,60 @@ func (r *rule) matches(req *http.Request) bool {
 		return false
 	}
 	return r.Match == nil || r.Match(req)
+}
+
+// splitHost splits a Rule.Host into its host name (an IPv6 literal without
+// brackets) and port, "" when it has none.
+func splitHost(h string) (name, port string, err error) {
+	bad := func(why string) (string, string, error) {
+		return "", "", fmt.Errorf("host %q: %s", h, why)
+	}
+	switch {
+	case strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]"):
+		name = h[1 : len(h)-1]
+	case strings.HasPrefix(h, "["):
+		if name, port, err = net.SplitHostPort(h); err != nil {
+			return bad("not a host or host:port")
+		}
+	case strings.Count(h, ":") > 1:
+		name = h // an IPv6 literal without brackets
+	case strings.Contains(h, ":"):
+		if name, port, err = net.SplitHostPort(h); err != nil {
+			return bad("not a host or host:port")
+		}
+	default:
+		name = h
+	}
+	if (strings.HasPrefix(h, "[") || strings.Contains(name, ":")) && (net.ParseIP(name) == nil || !strings.Contains(name, ":")) {
+		return bad("not an IPv6 address")
+	}
+	if strings.HasSuffix(h, ":") {
+		return bad("empty port")
+	}
+	if name == "" || strings.ContainsAny(name, "/?#@[] ") {
+		return bad("not a host name")
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || port[0] == '0' {
+			return bad("port is not 1-65535")
+		}
+	}
+	return name, port, nil
+}
+
+// urlPort is u's port, or its scheme's default (80 for http and ws, 443 for
+// https and wss) when it has none.
+func urlPort(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "http", "ws":
+		return "80"
+	case "https", "wss":
+		return "443"
+	}
+	return ""
 }
 
 // cost is what req takes from the rule's quota.
