@@ -306,6 +306,41 @@ func TestWaitCancelGivesBack(t *testing.T) {
 	})
 }
 
+// A turn Redis booked before the deadline, whose reply came back so late that
+// it now lies past the deadline, is given back at once with
+// ErrWouldExceedDeadline: Wait neither sleeps until the deadline nor keeps
+// the charge.
+func TestWaitLateReplyPastDeadline(t *testing.T) {
+	srv := redistest.Shared(t)
+	px := redistest.NewFaultProxy(t, srv.Addr())
+	c := redis.NewClient(redistest.ClientOptions(px.Addr()))
+	defer c.Close()
+	lim := New(c, Options{Prefix: redistest.NewPrefix(t), Timeout: 5 * time.Second})
+	limit := Every(1, time.Second)
+	first := time.Now()
+	if err := lim.Wait(context.Background(), "late", limit); err != nil {
+		t.Fatal(err)
+	}
+	// The next turn is 1 s after the first grant, which came at or after
+	// first. With the deadline 50 ms after first + 1 s, Redis either refuses
+	// (the first grant came more than 50 ms late) or books the turn, whose
+	// reply, held back 200 ms, then puts it at least 150 ms past the deadline.
+	px.SetDelay(200 * time.Millisecond)
+	ctx, cancel := context.WithDeadline(context.Background(), first.Add(time.Second+50*time.Millisecond))
+	defer cancel()
+	err := lim.Wait(ctx, "late", limit)
+	if !errors.Is(err, ErrWouldExceedDeadline) {
+		t.Fatalf("got %v, want ErrWouldExceedDeadline", err)
+	}
+	px.SetDelay(0)
+	// Not charged: the next turn is still the one 1 s after the first grant,
+	// less than 1 s from now (a charged turn would put it 2 s after it).
+	rv, err := lim.Reserve(context.Background(), "late", limit, 1)
+	if err != nil || !rv.OK() || rv.Delay() >= time.Second {
+		t.Fatalf("late turn kept: next delay %v (%v)", rv.Delay(), err)
+	}
+}
+
 // A call that go-redis retries after Redis already ran it is not charged twice:
 // the token makes the second run answer from the first's reply.
 func TestRetriedCallChargedOnce(t *testing.T) {

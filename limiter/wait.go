@@ -63,6 +63,16 @@ func (l *Limiter) wait(ctx context.Context, p *plan) (err error) {
 		return fmt.Errorf("%w: would wait %s", ErrWouldExceedDeadline, us(r.rep.waitUS))
 	}
 	d := r.Delay()
+	if dl, ok := ctx.Deadline(); ok && r.act.After(dl) {
+		// Redis booked a turn before the deadline on its clock, but the reply
+		// came back late enough that, counted from now, the turn lies past it.
+		// The booking is still in the future, so Cancel gives it back; fail now
+		// rather than sleep until the deadline and be charged for nothing.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
+		defer cancel()
+		_ = r.Cancel(cctx)
+		return fmt.Errorf("%w: would wait %s", ErrWouldExceedDeadline, d)
+	}
 	if d <= 0 {
 		l.recordWait(ctx, kind, 0, span)
 		return nil
