@@ -8,8 +8,8 @@ import (
 )
 
 // Quota is a named set of limits checked and charged together, all or nothing,
-// in one script call: for example Binance's 1200 weight per minute AND 10
-// orders per 10 s AND 200 000 orders per day. All of a quota's keys share one
+// in one script call: for example Binance spot's 6000 weight per minute AND
+// 100 orders per 10 s AND 200 000 orders per day. All of a quota's keys share one
 // hash tag (its name), so one quota lives in one Redis Cluster slot.
 type Quota struct {
 	// Name identifies the quota in Redis and in telemetry.

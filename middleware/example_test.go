@@ -35,7 +35,7 @@ func Example() {
 	defer exchange.Close()
 
 	binance := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{
-		{Name: "weight", Limit: limiter.PerMinute(1200).WithAlgorithm(limiter.FixedWindow)},
+		{Name: "weight", Limit: limiter.PerMinute(6000).WithAlgorithm(limiter.FixedWindow)},
 	}}
 	client := &http.Client{Transport: middleware.NewTransport(nil, lim, middleware.Rule{
 		PathPrefix: "/api/",
@@ -54,6 +54,6 @@ func Example() {
 	res, _ = lim.AllowQuota(context.Background(), binance, limiter.Cost{"weight": 1})
 	fmt.Println(resp.StatusCode, "allowed:", res.Allowed, "denied by", res.DeniedBy, "for", res.RetryAfter)
 	// Output:
-	// 200 weight left: 1159
+	// 200 weight left: 5959
 	// 429 allowed: false denied by (hold) for 30s
 }
