@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redquota/redquota/limiter"
@@ -166,13 +169,19 @@ type krakenConfig struct {
 //     and trade history, none for trading calls;
 //   - the trading counter, per pair: +1 for AddOrder, and CancelCost or
 //     EditCost for CancelOrder and EditOrder. The pair comes from the
-//     request's form or JSON body ("pair") or KrakenPairHeader. A request
-//     whose pair is unknown is charged to the pair "unknown".
+//     request's form or JSON body ("pair") or KrakenPairHeader (which is
+//     never sent to Kraken). A request whose pair is unknown is charged to
+//     the pair "unknown"; one whose pair is not a plausible name, or a new
+//     pair past MaxKrakenPairs, fails with ErrInvalidPair, unsent. Trading
+//     calls that cost nothing (AddOrderBatch, CancelAll…) are not charged.
 //
 // Kraken reports a limit reached in the answer's body, with HTTP 200
 // (EAPI:Rate limit exceeded, EOrder:Rate limit exceeded, EService:Throttled:
-// <unix time>); the preset's Transport reads it and holds the quota, in
-// every process, for LimitedHold (or until the time given).
+// <unix time>, also spelt "EService: Throttled"); the preset's Transport reads
+// it from every private call's answer and holds the quota (the pair's
+// counter for a trading call), in every process, for LimitedHold (or until
+// the time given), at most Middleware.MaxHold. These holds are not counted in
+// the Transport's Stats; a hold Redis refuses goes to Middleware.OnError.
 func Kraken(opts KrakenOptions) (Preset, error) {
 	if err := checkScale(opts.TimeScale); err != nil {
 		return Preset{}, err
@@ -258,23 +267,25 @@ func (c *krakenConfig) tradeCost(endpoint string) int {
 }
 
 func (c *krakenConfig) transport(lim *limiter.Limiter, next http.RoundTripper) (http.RoundTripper, error) {
-	calls := middleware.NewTransportWithOptions(&krakenWatch{next: next, lim: lim, quota: c.counter.Name, hold: c.LimitedHold},
-		lim, c.Middleware, c.rule)
+	k := &krakenTransport{cfg: c, lim: lim, next: next}
+	calls := middleware.NewTransportWithOptions(k.watch(c.counter.Name), lim, c.Middleware, c.rule)
 	if err := calls.Err(); err != nil {
 		return nil, fmt.Errorf("exchanges: kraken: %w", err)
 	}
-	return &krakenTransport{cfg: c, lim: lim, next: next, calls: calls}, nil
+	k.calls = calls
+	return k, nil
 }
 
 // krakenTransport sends trading calls through one middleware Transport per
 // pair (its own quota: the trading counter is per pair) and every other
 // private call through the call counter's Transport.
 type krakenTransport struct {
-	cfg   *krakenConfig
-	lim   *limiter.Limiter
-	next  http.RoundTripper
-	calls http.RoundTripper
-	pairs sync.Map // pair → http.RoundTripper
+	cfg    *krakenConfig
+	lim    *limiter.Limiter
+	next   http.RoundTripper
+	calls  http.RoundTripper
+	pairs  sync.Map // pair → http.RoundTripper
+	npairs atomic.Int64
 }
 
 // maxKrakenBody is the most of a trading request's body read to find its pair.
@@ -286,12 +297,9 @@ func (k *krakenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return k.next.RoundTrip(req)
 	}
 	if !krakenTrade[ep] {
-		return k.calls.RoundTrip(req)
+		return k.calls.RoundTrip(stripPair(req))
 	}
 	cost := k.cfg.tradeCost(ep)
-	if cost == 0 {
-		return k.next.RoundTrip(req)
-	}
 	out := req.Clone(req.Context())
 	pair := req.Header.Get(KrakenPairHeader)
 	out.Header.Del(KrakenPairHeader)
@@ -313,6 +321,14 @@ func (k *krakenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if pair == "" {
 		pair = "unknown"
+	}
+	if !krakenPairName.MatchString(pair) {
+		return nil, fmt.Errorf("%w: %q", ErrInvalidPair, truncate(pair, 40))
+	}
+	if cost == 0 {
+		// Not charged (AddOrderBatch, CancelAll…), but a rate-limit error in
+		// its answer still holds the pair's counter.
+		return k.watch(k.cfg.trading.Name + "-" + pair).RoundTrip(out)
 	}
 	t, err := k.pair(pair)
 	if err != nil {
@@ -336,10 +352,53 @@ func bodyPair(contentType string, b []byte) string {
 	return f.Get("pair")
 }
 
+// stripPair returns req, or a copy without KrakenPairHeader when it has one:
+// the header is for the preset, never for Kraken.
+func stripPair(req *http.Request) *http.Request {
+	if _, ok := req.Header[KrakenPairHeader]; !ok {
+		return req
+	}
+	out := req.Clone(req.Context())
+	out.Header.Del(KrakenPairHeader)
+	return out
+}
+
+// krakenPairName is what a pair name may be: Kraken's are letters and digits,
+// some with a slash ("XBT/USD") or a dot ("ETH2.S").
+var krakenPairName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9./_-]{0,31}$`)
+
+// MaxKrakenPairs bounds how many pairs' trading counters one Transport keeps
+// (one middleware Transport each, never evicted): Kraken lists about a
+// thousand pairs. A request for a pair past the bound fails with
+// ErrInvalidPair, unsent.
+const MaxKrakenPairs = 4096
+
+// ErrInvalidPair: a Kraken trading request whose pair (from its body or
+// KrakenPairHeader) is not a plausible pair name, or a new pair past
+// MaxKrakenPairs. The request is not sent.
+var ErrInvalidPair = errors.New("exchanges: kraken: invalid pair")
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// watch returns a watcher of Kraken's answers holding quota.
+func (k *krakenTransport) watch(quota string) *krakenWatch {
+	return &krakenWatch{next: k.next, lim: k.lim, quota: quota, hold: k.cfg.LimitedHold,
+		maxHold: k.cfg.Middleware.MaxHold, onError: k.cfg.Middleware.OnError}
+}
+
 // pair returns the Transport of pair's trading counter, made on first use.
 func (k *krakenTransport) pair(pair string) (http.RoundTripper, error) {
 	if t, ok := k.pairs.Load(pair); ok {
 		return t.(http.RoundTripper), nil
+	}
+	if k.npairs.Add(1) > MaxKrakenPairs {
+		k.npairs.Add(-1)
+		return nil, fmt.Errorf("%w: more than %d pairs", ErrInvalidPair, MaxKrakenPairs)
 	}
 	q := k.cfg.trading
 	q.Name += "-" + pair
@@ -350,22 +409,27 @@ func (k *krakenTransport) pair(pair string) (http.RoundTripper, error) {
 			return limiter.Cost{"orders": max(c, 1)}, nil
 		},
 	}
-	t := middleware.NewTransportWithOptions(&krakenWatch{next: k.next, lim: k.lim, quota: q.Name, hold: k.cfg.LimitedHold},
-		k.lim, k.cfg.Middleware, rule)
+	t := middleware.NewTransportWithOptions(k.watch(q.Name), k.lim, k.cfg.Middleware, rule)
 	if err := t.Err(); err != nil {
+		k.npairs.Add(-1)
 		return nil, fmt.Errorf("exchanges: kraken pair %q: %w", pair, err)
 	}
-	got, _ := k.pairs.LoadOrStore(pair, t)
+	got, loaded := k.pairs.LoadOrStore(pair, t)
+	if loaded {
+		k.npairs.Add(-1) // another request made it first
+	}
 	return got.(http.RoundTripper), nil
 }
 
 // krakenWatch reads Kraken's answers for the errors that say a limit was
 // reached (Kraken answers them with HTTP 200) and holds quota in Redis.
 type krakenWatch struct {
-	next  http.RoundTripper
-	lim   *limiter.Limiter
-	quota string
-	hold  time.Duration
+	next    http.RoundTripper
+	lim     *limiter.Limiter
+	quota   string
+	hold    time.Duration
+	maxHold time.Duration              // Options.MaxHold; ≤ 0: limiter.MaxHold
+	onError func(*http.Request, error) // Options.OnError, or nil
 }
 
 func (w *krakenWatch) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -380,9 +444,15 @@ func (w *krakenWatch) RoundTrip(req *http.Request) (*http.Response, error) {
 	}{io.MultiReader(bytes.NewReader(b), errOr(rerr, resp.Body)), resp.Body}
 	d := krakenHold(b, w.hold, time.Now())
 	if d > 0 {
+		maxHold := limiter.MaxHold
+		if w.maxHold > 0 {
+			maxHold = min(w.maxHold, maxHold)
+		}
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), time.Second)
 		defer cancel()
-		_, _ = w.lim.Hold(ctx, w.quota, min(d, limiter.MaxHold))
+		if _, err := w.lim.Hold(ctx, w.quota, min(d, maxHold)); err != nil && w.onError != nil {
+			w.onError(req, fmt.Errorf("exchanges: kraken: hold quota %q for %s: %w", w.quota, min(d, maxHold), err))
+		}
 	}
 	return resp, nil
 }
@@ -413,7 +483,7 @@ func krakenHold(body []byte, hold time.Duration, now time.Time) time.Duration {
 		switch {
 		case strings.HasSuffix(e, ":Rate limit exceeded"):
 			d = max(d, hold)
-		case strings.HasPrefix(e, "EService:Throttled"):
+		case strings.HasPrefix(e, "EService:Throttled"), strings.HasPrefix(e, "EService: Throttled"):
 			s := strings.TrimSpace(e[strings.LastIndex(e, ":")+1:])
 			if ts, err := strconv.ParseInt(s, 10, 64); err == nil {
 				d = max(d, time.Unix(ts, 0).Sub(now))

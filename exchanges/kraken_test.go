@@ -17,6 +17,7 @@ import (
 
 	"github.com/redquota/redquota/exchanges"
 	"github.com/redquota/redquota/limiter"
+	"github.com/redquota/redquota/middleware"
 )
 
 // counter is a counter that decays continuously at decay per second and
@@ -344,6 +345,84 @@ func TestKrakenErrorBodyHolds(t *testing.T) {
 	}
 	if d, _ := lim.Held(context.Background(), "kraken-trade-ETHUSD"); d != 0 {
 		t.Errorf("another pair held %s", d)
+	}
+}
+
+// Trading calls that cost nothing are still watched for rate-limit errors;
+// KrakenPairHeader never reaches Kraken; "EService: Throttled" (with a space)
+// holds like "EService:Throttled"; every hold is capped by MaxHold; and a
+// pair that is not a pair name fails, unsent.
+func TestKrakenWatchEdges(t *testing.T) {
+	m, rdb := newMiniLimiterClient(t)
+	now := time.Date(2025, 1, 15, 12, 0, 30, 0, time.UTC)
+	m.SetTime(now)
+	lim := limiter.New(rdb, limiter.Options{})
+	var mu sync.Mutex
+	var answer string
+	var leaked []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if v := r.Header.Get(exchanges.KrakenPairHeader); v != "" {
+			leaked = append(leaked, r.URL.Path)
+		}
+		_, _ = io.WriteString(w, answer)
+	}))
+	defer srv.Close()
+	p, err := exchanges.Kraken(exchanges.KrakenOptions{Hosts: []string{"127.0.0.1"}, LimitedHold: 7 * time.Second,
+		Middleware: middleware.Options{MaxHold: 20 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := p.Client(lim, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(endpoint, body, pair, ans string) error {
+		mu.Lock()
+		answer = ans
+		mu.Unlock()
+		req, _ := http.NewRequest("POST", srv.URL+"/0/private/"+endpoint, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if pair != "" {
+			req.Header.Set(exchanges.KrakenPairHeader, pair)
+		}
+		resp, err := c.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	held := func(q string) time.Duration {
+		d, err := lim.Held(context.Background(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if err := post("AddOrderBatch", "nonce=1", "XBTUSD", `{"error":["EOrder:Rate limit exceeded"]}`); err != nil {
+		t.Fatal(err)
+	}
+	if d := held("kraken-trade-XBTUSD"); d < 6*time.Second {
+		t.Errorf("AddOrderBatch's error held the pair %s, want 7s", d)
+	}
+	until := time.Now().Add(time.Hour).Unix() // beyond MaxHold (Kraken's time is the local clock's)
+	if err := post("Balance", "nonce=2", "XBTUSD", fmt.Sprintf(`{"error":["EService: Throttled: %d"]}`, until)); err != nil {
+		t.Fatal(err)
+	}
+	if d := held("kraken"); d < 19*time.Second || d > 20*time.Second {
+		t.Errorf("EService: Throttled held %s, want MaxHold's 20s", d)
+	}
+	if err := post("AddOrder", "nonce=3", "ETHUSD", `{"error":[]}`); err != nil {
+		t.Fatal(err)
+	}
+	if len(leaked) > 0 {
+		t.Errorf("%s sent to Kraken on %v", exchanges.KrakenPairHeader, leaked)
+	}
+	for _, pair := range []string{"XBT USD", strings.Repeat("X", 64), "a{b}"} {
+		if err := post("AddOrder", "nonce=4", pair, `{"error":[]}`); !errors.Is(err, exchanges.ErrInvalidPair) {
+			t.Errorf("pair %q: %v", pair, err)
+		}
 	}
 }
 
