@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -281,7 +282,18 @@ func parseReply(v []any, n int, r *reply) error {
 	return nil
 }
 
-func us(v int64) time.Duration { return time.Duration(v) * time.Microsecond }
+// us converts µs to a Duration, saturating rather than wrapping: a value
+// beyond ±292 years (no real wait, but a corrupt or foreign state could make
+// one) must not come back as a negative or short wait.
+func us(v int64) time.Duration {
+	switch {
+	case v > math.MaxInt64/int64(time.Microsecond):
+		return math.MaxInt64
+	case v < math.MinInt64/int64(time.Microsecond):
+		return math.MinInt64
+	}
+	return time.Duration(v) * time.Microsecond
+}
 
 func (r *reply) single(limit Limit) Result {
 	res := Result{Limit: limit, Allowed: r.granted, Degraded: r.degraded}

@@ -62,6 +62,12 @@ const (
 // the bucket refills one unit every Period/Rate, rounded up to a microsecond so
 // that rounding never lets more through. For the window algorithms Burst is
 // ignored: at most Rate units fit in a window.
+//
+// A window limit's Period may change under the same key: the state records
+// the period it was written under and the time of its latest charge, and is
+// read on the new period's grid, counting each unit it still holds in every
+// new window the unit may lie in (so the new limit is not overshot by units
+// the old state remembers).
 type Limit struct {
 	Rate      int
 	Period    time.Duration

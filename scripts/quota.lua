@@ -53,7 +53,12 @@ local function d(x) return string.format('%d', x) end
 
 -- win reads a fixed or counter state v under period p as {w, p, c, l, raw}
 -- (raw: the stored fields, for Cancel); nil if v is unreadable. A legacy
--- "w p c" is taken as written under p.
+-- "w p c" is taken as written under p. A state written under another period
+-- P (the limit's Period changed) is moved onto p's grid at L: all its units
+-- lie in [start of L's P-window - P, L], so p's windows w-1 and w (w holding
+-- L) each count every unit of the P-windows they overlap, and later windows
+-- none. It never undercounts a window a grant can still fall in (of what the
+-- state still holds: it expires with the old period's windows).
 local function win(v, p)
   if not v then return {w = -1, p = 0, c = 0, l = -1, raw = {-1, 0, 0, 0}} end
   local L, P, pp, cc = string.match(v, '^(%d+) (%d+) (%d+) (%d+)$')
@@ -63,7 +68,18 @@ local function win(v, p)
     L, P = (tonumber(L) + 1) * p - 1, p
   end
   L, P, pp, cc = tonumber(L), tonumber(P), tonumber(pp), tonumber(cc)
-  return {w = math.floor(L / p), p = pp, c = cc, l = L, raw = {L, P, pp, cc}}
+  local s = {w = math.floor(L / p), p = pp, c = cc, l = L, raw = {L, P, pp, cc}}
+  if P ~= p then
+    local S = math.floor(L / P) * P
+    local function units(j)
+      local u = 0
+      if j * p < S and (j + 1) * p > S - P then u = u + pp end
+      if j * p <= L and (j + 1) * p > S then u = u + cc end
+      return u
+    end
+    s.p, s.c = units(s.w - 1), units(s.w)
+  end
+  return s
 end
 
 local n = #KEYS - 2
