@@ -68,15 +68,30 @@ func (l *Limiter) keyFor(tag, name string, a Algorithm) *keyEntry {
 	return e
 }
 
+// argCacheMax bounds argCache (about 200 bytes an entry). Limits built on the
+// fly (a rate per user or per plan) would otherwise grow it for as long as the
+// process lives; past it the cache starts over, as the key cache does.
+const argCacheMax = 1 << 12
+
 // argCache holds each Limit's script arguments, boxed once.
-var argCache sync.Map // Limit → *[4]any
+var (
+	argCache sync.Map // Limit → *[4]any
+	argCount atomic.Int64
+)
 
 func argsFor(l Limit) *[4]any {
 	if v, ok := argCache.Load(l); ok {
 		return v.(*[4]any)
 	}
 	a := &[4]any{l.Algorithm.script(), l.periodUS(), l.Max(), l.intervalUS()}
-	v, _ := argCache.LoadOrStore(l, a)
+	if argCount.Add(1) > argCacheMax {
+		argCache.Clear()
+		argCount.Store(1)
+	}
+	v, loaded := argCache.LoadOrStore(l, a)
+	if loaded {
+		argCount.Add(-1)
+	}
 	return v.(*[4]any)
 }
 

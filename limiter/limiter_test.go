@@ -398,3 +398,21 @@ func TestLimitString(t *testing.T) {
 		}
 	}
 }
+
+// Limits built on the fly do not grow the argument cache without bound.
+func TestArgCacheBounded(t *testing.T) {
+	for i := range 3 * argCacheMax {
+		l := Every(1+i, time.Hour)
+		if a := argsFor(l); a[2] != 1+i {
+			t.Fatalf("args of %s: %v", l, *a)
+		}
+	}
+	n := 0
+	argCache.Range(func(_, _ any) bool { n++; return true })
+	if n > argCacheMax {
+		t.Fatalf("argument cache holds %d limits, bound %d", n, argCacheMax)
+	}
+	if a := argsFor(benchLimit); a[2] != benchLimit.Max() {
+		t.Fatalf("args after the cache started over: %v", *a)
+	}
+}
