@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/redquota/redquota/internal/keys"
 	"github.com/redquota/redquota/scripts"
 )
@@ -128,6 +130,9 @@ type reply struct {
 	// values (int64s, checked): what Cancel restores. Kept as the reply's own
 	// slice, so a decision allocates nothing for it.
 	prior []any
+	// local holds a degraded grant's reservations in the local limiters
+	// (FailLocal), which Cancel gives back.
+	local []*rate.Reservation
 }
 
 type perLimit struct{ rem, resetUS, mark int64 }

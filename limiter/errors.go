@@ -30,6 +30,11 @@ var (
 	ErrWouldExceedDeadline = errors.New("limiter: wait would pass the context deadline")
 	// ErrUnavailable: Redis could not be reached and the failure policy is FailClosed.
 	ErrUnavailable = errors.New("limiter: redis unavailable")
+	// ErrExceedsLocalShare: Redis could not be reached, the failure policy is
+	// FailLocal, and the cost is more than this process's share of the limit
+	// (Options.LocalShare) can ever allow at once. The error also wraps
+	// ErrUnavailable. Nothing was charged.
+	ErrExceedsLocalShare = errors.New("limiter: cost exceeds the local share of the limit")
 	// ErrBadReply: a script answered with a reply of the wrong shape.
 	ErrBadReply = errors.New("limiter: malformed script reply")
 	// ErrInvalidDuration: a negative or zero duration where a positive one is needed (Hold).

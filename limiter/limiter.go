@@ -50,7 +50,9 @@ const (
 	// FailOpen allows every call, marked Degraded and counted.
 	FailOpen
 	// FailLocal decides with an in-process golang.org/x/time/rate limiter per
-	// limit, holding Options.LocalShare of the limit, marked Degraded.
+	// limit, holding Options.LocalShare of the limit, marked Degraded. A cost
+	// above what that share can hold at once is an error wrapping
+	// ErrExceedsLocalShare; Cancel gives a reservation's local units back.
 	FailLocal
 )
 

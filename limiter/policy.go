@@ -58,45 +58,47 @@ func (l *Limiter) fallback(p *plan, maxWaitUS int64, cause error, r *reply) erro
 		return nil
 	case FailLocal:
 		l.stats.local.Add(1)
-		l.localDecide(p, maxWaitUS, r)
-		return nil
+		return l.localDecide(p, maxWaitUS, cause, r)
 	}
 	return fmt.Errorf("%w (fail closed): %w", ErrUnavailable, cause)
 }
 
 // localDecide takes the plan's costs from in-process limiters holding
-// LocalShare of each limit, all or nothing.
-func (l *Limiter) localDecide(p *plan, maxWaitUS int64, r *reply) {
+// LocalShare of each limit, all or nothing. A cost above a local limiter's
+// burst can never fit in it: that is an error wrapping ErrExceedsLocalShare
+// (and ErrUnavailable), not a denial with a wait that would never end.
+// A granted decision keeps its local reservations, for Reservation.Cancel.
+func (l *Limiter) localDecide(p *plan, maxWaitUS int64, cause error, r *reply) error {
+	var lls [MaxQuotaLimits]*rate.Limiter
+	for i, lim := range p.limits[:p.n] {
+		lls[i] = l.localFor(p.keys[i].key, lim)
+		if b := lls[i].Burst(); p.costs[i] > b {
+			return fmt.Errorf("%w: %d units of %s, the local share %g holds %d (%w: %w)",
+				ErrExceedsLocalShare, p.costs[i], lim, l.opts.LocalShare, b, ErrUnavailable, cause)
+		}
+	}
 	now := time.Now()
 	rs := make([]*rate.Reservation, p.n)
 	*r = reply{granted: true, degraded: true}
 	var wait time.Duration
-	for i, lim := range p.limits[:p.n] {
-		ll := l.localFor(p.keys[i].key, lim)
-		rs[i] = ll.ReserveN(now, p.costs[i])
-		if !rs[i].OK() {
-			r.granted = false
-			r.by = int64(i + 1)
-			wait = max(wait, lim.Period)
-			continue
-		}
+	for i := range p.limits[:p.n] {
+		rs[i] = lls[i].ReserveN(now, p.costs[i])
 		if d := rs[i].DelayFrom(now); d > wait {
 			wait, r.by = d, int64(i+1)
 		}
-		r.per[i].rem = int64(ll.TokensAt(now))
+		r.per[i].rem = int64(lls[i].TokensAt(now))
 	}
-	if !r.granted || wait > us(maxWaitUS) {
+	r.waitUS = wait.Microseconds()
+	if wait > us(maxWaitUS) {
 		for _, rv := range rs {
-			if rv != nil {
-				rv.CancelAt(now)
-			}
+			rv.CancelAt(now)
 		}
 		r.granted = false
-		r.waitUS = wait.Microseconds()
-		return
+		return nil
 	}
 	r.by = 0
-	r.waitUS = wait.Microseconds()
+	r.local = rs
+	return nil
 }
 
 // localFor returns the in-process limiter standing in for the limit at key.

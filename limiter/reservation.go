@@ -63,11 +63,19 @@ func (r *Reservation) QuotaResult() QuotaResult { return r.rep.quota(r.plan) }
 func (r *Reservation) Cancel(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.cancelled || !r.rep.granted || r.rep.degraded || !time.Now().Before(r.act) {
+	if r.cancelled || !r.rep.granted || !time.Now().Before(r.act) {
 		r.cancelled = true
 		return nil
 	}
 	r.cancelled = true
+	if r.rep.degraded {
+		// Decided without Redis: give back what the local limiters booked
+		// (FailLocal; nothing under FailOpen).
+		for _, rv := range r.rep.local {
+			rv.Cancel()
+		}
+		return nil
+	}
 	p := r.plan
 	if len(r.rep.prior) != priorLen*p.n {
 		// Every granted reservation's reply carries them (parseReply checked).
