@@ -51,35 +51,14 @@
 -- Lua 5.1 turns numbers into strings with %.14g: a µs time would lose digits.
 local function d(x) return string.format('%d', x) end
 
--- win reads a fixed or counter state v under period p as {w, p, c, l, raw}
--- (raw: the stored fields, for Cancel); nil if v is unreadable. A legacy
--- "w p c" is taken as written under p. A state written under another period
--- P (the limit's Period changed) is moved onto p's grid at L: all its units
--- lie in [start of L's P-window - P, L], so p's windows w-1 and w (w holding
--- L) each count every unit of the P-windows they overlap, and later windows
--- none. It never undercounts a window a grant can still fall in (of what the
--- state still holds: it expires with the old period's windows).
+-- win reads a fixed or counter state v under period p as {w, p, c, l, P, sp,
+-- sc} (l, P, sp, sc: the stored fields, for Cancel); nil if v is unreadable.
+-- See window_state (window_state.lua, prepended to this script).
 local function win(v, p)
-  if not v then return {w = -1, p = 0, c = 0, l = -1, raw = {-1, 0, 0, 0}} end
-  local L, P, pp, cc = string.match(v, '^(%d+) (%d+) (%d+) (%d+)$')
-  if not L then
-    L, pp, cc = string.match(v, '^(%d+) (%d+) (%d+)$')
-    if not L then return nil end
-    L, P = (tonumber(L) + 1) * p - 1, p
-  end
-  L, P, pp, cc = tonumber(L), tonumber(P), tonumber(pp), tonumber(cc)
-  local s = {w = math.floor(L / p), p = pp, c = cc, l = L, raw = {L, P, pp, cc}}
-  if P ~= p then
-    local S = math.floor(L / P) * P
-    local function units(j)
-      local u = 0
-      if j * p < S and (j + 1) * p > S - P then u = u + pp end
-      if j * p <= L and (j + 1) * p > S then u = u + cc end
-      return u
-    end
-    s.p, s.c = units(s.w - 1), units(s.w)
-  end
-  return s
+  if not v then return {w = -1, p = 0, c = 0, l = -1, P = 0, sp = 0, sc = 0} end
+  local L, P, pp, cc, w, prev, cur = window_state(v, p)
+  if not L then return nil end
+  return {w = w, p = prev, c = cur, l = L, P = P, sp = pp, sc = cc}
 end
 
 local n = #KEYS - 2
@@ -327,9 +306,14 @@ if lease > 0 then out[4] = leaseEnd - t end
 if maxwait > 0 and lease == 0 then
   -- The states before the booking, for cancel.lua (see Reply above).
   for i = 1, n do
-    local pr = {0, 0, 0, 0}
-    if algo[i] == 1 then pr[1] = st[i] elseif algo[i] ~= 2 then pr = st[i].raw end
-    for j = 1, 4 do out[#out + 1] = pr[j] end
+    local p1, p2, p3, p4 = 0, 0, 0, 0
+    if algo[i] == 1 then
+      p1 = st[i]
+    elseif algo[i] ~= 2 then
+      local s = st[i]
+      p1, p2, p3, p4 = s.l, s.P, s.sp, s.sc
+    end
+    out[#out + 1], out[#out + 2], out[#out + 3], out[#out + 4] = p1, p2, p3, p4
   end
 end
 

@@ -31,12 +31,18 @@ var (
 // send EVAL themselves after a NOSCRIPT.
 func Source(s *redis.Script) string { return sources[s] }
 
-// mustScript returns the handle of an embedded script and registers it for
-// All and Load. Each package file declares the handles of its own scripts.
-func mustScript(name string) *redis.Script {
-	src, err := files.ReadFile(name)
-	if err != nil {
-		panic("scripts: missing embedded " + name) // a build defect, not user input
+// mustScript returns the handle of an embedded script, its source the
+// preludes (Lua functions two scripts share, which Redis cannot import) and
+// then the script, and registers it for All and Load. Each package file
+// declares the handles of its own scripts.
+func mustScript(name string, preludes ...string) *redis.Script {
+	var src []byte
+	for _, f := range append(preludes, name) {
+		b, err := files.ReadFile(f)
+		if err != nil {
+			panic("scripts: missing embedded " + f) // a build defect, not user input
+		}
+		src = append(src, b...)
 	}
 	s := redis.NewScript(string(src))
 	registry[name] = s
@@ -47,13 +53,13 @@ func mustScript(name string) *redis.Script {
 // Limiter scripts.
 var (
 	// Quota checks and charges every limit of a quota, all or nothing. See quota.lua.
-	Quota = mustScript("quota.lua")
+	Quota = mustScript("quota.lua", "window_state.lua")
 	// Cancel gives back the units of a reservation that has not come due. See cancel.lua.
 	Cancel = mustScript("cancel.lua")
 	// Hold stops every grant of a quota until now + a duration. See hold.lua.
 	Hold = mustScript("hold.lua")
 	// Sync raises a limit's count to the count a server reports. See sync.lua.
-	Sync = mustScript("sync.lua")
+	Sync = mustScript("sync.lua", "window_state.lua")
 )
 
 // All returns every script, by file name.

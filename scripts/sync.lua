@@ -40,30 +40,14 @@ elseif al == 2 then
 end
 
 -- Fixed window and counter: state "L P p c" as in quota.lua, read by the same
--- rules (a legacy "w p c" under p; a state of another period moved onto p's
--- grid at L, counting in each of p's windows w-1 and w every unit of the
--- P-windows it overlaps).
+-- rules (window_state, window_state.lua, prepended to this script).
 local v = redis.call('GET', k)
 local sw, sp, sc, sl = -1, 0, 0, -1
 if v then
-  local L, P, pp, cc = string.match(v, '^(%d+) (%d+) (%d+) (%d+)$')
-  if not L then
-    L, pp, cc = string.match(v, '^(%d+) (%d+) (%d+)$')
-    if not L then return redis.error_reply('ERR sync.lua: unreadable state') end
-    L, P = (tonumber(L) + 1) * p - 1, p
-  end
-  L, P, pp, cc = tonumber(L), tonumber(P), tonumber(pp), tonumber(cc)
-  sl, sw, sp, sc = L, math.floor(L / p), pp, cc
-  if P ~= p then
-    local S = math.floor(L / P) * P
-    local function units(j)
-      local u = 0
-      if j * p < S and (j + 1) * p > S - P then u = u + pp end
-      if j * p <= L and (j + 1) * p > S then u = u + cc end
-      return u
-    end
-    sp, sc = units(sw - 1), units(sw)
-  end
+  local L, P, pp, cc
+  L, P, pp, cc, sw, sp, sc = window_state(v, p)
+  if not L then return redis.error_reply('ERR sync.lua: unreadable state') end
+  sl = L
 end
 local w = math.floor(now / p)
 if sw > w then return 0 end
