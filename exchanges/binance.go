@@ -1,7 +1,6 @@
 package exchanges
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -490,11 +489,7 @@ func (w *binanceOrderWatch) RoundTrip(req *http.Request) (*http.Response, error)
 	if err != nil || resp.StatusCode != http.StatusTooManyRequests || resp.Body == nil || !w.hosts(req) {
 		return resp, err
 	}
-	b, rerr := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	resp.Body = struct {
-		io.Reader
-		io.Closer
-	}{io.MultiReader(bytes.NewReader(b), errOr(rerr, resp.Body)), resp.Body}
+	b := peekBody(resp, maxErrorBody)
 	var e struct {
 		Code int    `json:"code"`
 		Msg  string `json:"msg"`

@@ -437,11 +437,7 @@ func (w *krakenWatch) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil || resp.Body == nil {
 		return resp, err
 	}
-	b, rerr := io.ReadAll(io.LimitReader(resp.Body, maxKrakenBody))
-	resp.Body = struct {
-		io.Reader
-		io.Closer
-	}{io.MultiReader(bytes.NewReader(b), errOr(rerr, resp.Body)), resp.Body}
+	b := peekBody(resp, maxKrakenBody)
 	d := krakenHold(b, w.hold, time.Now())
 	if d > 0 {
 		maxHold := limiter.MaxHold
@@ -456,18 +452,6 @@ func (w *krakenWatch) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	return resp, nil
 }
-
-// errOr returns a reader that fails with err, or r when err is nil.
-func errOr(err error, r io.Reader) io.Reader {
-	if err != nil {
-		return errReader{err}
-	}
-	return r
-}
-
-type errReader struct{ err error }
-
-func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // krakenHold is how long body's errors say to hold: hold for a rate limit
 // exceeded, until the time given for EService:Throttled.
