@@ -31,19 +31,20 @@ type windowEnd struct {
 //
 // Two cases charge it again before it is sent. A hold placed (by any process)
 // while it waited for its turn or for minDelay: its booking predates the hold
-// and would let it out during it. And a fixed-window limit whose window the
-// request may not land in (see Options.WindowGuard): it is charged again in the
-// window it will land in. A request still in either case after maxRebook
-// charges is never sent: acquire returns a *LimitedError (DeniedBy
-// limiter.HoldName for a hold, the fixed-window limit's name otherwise).
+// and would let it out during it, so it books again, past the hold, for as
+// long as holds keep coming and ctx allows (a booking past ctx's deadline
+// fails with a *LimitedError naming the hold). And a fixed-window limit whose
+// window the request may not land in (see Options.WindowGuard): it is charged
+// again in the window it will land in, at most maxRebook times, then it fails
+// with a *LimitedError naming that limit. Either way it is never sent during a
+// hold or in a window it was not charged in.
 func (t *Transport) acquire(ctx context.Context, r *rule, cost limiter.Cost, minDelay time.Duration) (charge, error) {
 	c := charge{ends: map[string]windowEnd{}}
 	b, err := t.book(ctx, r.Quota, cost, minDelay)
-	for i := 0; err == nil; i++ {
+	for edges := 0; err == nil; {
 		if b.held > 0 {
-			if i == maxRebook {
-				return c, &LimitedError{Quota: r.Quota.Name, DeniedBy: limiter.HoldName, RetryAfter: b.held}
-			}
+			// Each booking waits out the hold it finds (Redis books past it),
+			// so this loop sleeps, never spins; ctx ends it.
 			t.stats.rebooked.Add(1)
 			clear(c.ends)
 			b, err = t.book(ctx, r.Quota, cost, 0)
@@ -56,9 +57,10 @@ func (t *Transport) acquire(ctx context.Context, r *rule, cost limiter.Cost, min
 		if fixed == nil {
 			return c, nil
 		}
-		if i == maxRebook {
+		if edges == maxRebook {
 			return c, &LimitedError{Quota: r.Quota.Name, DeniedBy: firstLimit(r.Quota, fixed), RetryAfter: time.Until(at)}
 		}
+		edges++
 		if err := sleep(ctx, time.Until(at)); err != nil {
 			return c, err
 		}

@@ -36,10 +36,11 @@ const bookkeepingTimeout = time.Second
 // maxDrain is the most of a discarded response body read to free its connection.
 const maxDrain = 64 << 10
 
-// maxRebook bounds how often one request is charged again (after a hold
-// placed while it waited, or at a fixed window's edge). A request that would
-// need one more fails with a *LimitedError instead: it is never sent during a
-// hold or in a window it was not charged in.
+// maxRebook bounds how often one request is charged again at a fixed
+// window's edge. A request that would need one more fails with a
+// *LimitedError instead: it is never sent in a window it was not charged in.
+// (After a hold placed while it waited, it books again for as long as its
+// context allows: each such booking waits out the hold.)
 const maxRebook = 4
 
 // Options configure a Transport. The zero value works; each field documents
