@@ -294,7 +294,7 @@ const maxKrakenBody = 64 << 10
 func (k *krakenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ep, private := strings.CutPrefix(req.URL.Path, "/0/private/")
 	if !private || !k.cfg.host(req) {
-		return k.next.RoundTrip(req)
+		return k.next.RoundTrip(stripPair(req))
 	}
 	if !krakenTrade[ep] {
 		return k.calls.RoundTrip(stripPair(req))
@@ -326,9 +326,23 @@ func (k *krakenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("%w: %q", ErrInvalidPair, truncate(pair, 40))
 	}
 	if cost == 0 {
-		// Not charged (AddOrderBatch, CancelAll…), but a rate-limit error in
-		// its answer still holds the pair's counter.
-		return k.watch(k.cfg.trading.Name + "-" + pair).RoundTrip(out)
+		// Not charged (AddOrderBatch, CancelAll…), but never sent during the
+		// pair's hold, and a rate-limit error in its answer still holds the
+		// pair's counter.
+		quota := k.cfg.trading.Name + "-" + pair
+		if err := k.waitHold(out.Context(), quota); err != nil {
+			var le *middleware.LimitedError
+			if !errors.As(err, &le) && out.Context().Err() == nil {
+				// Redis unreachable: the call is free, so it goes out as it
+				// did before holds were checked; the error is reported.
+				if f := k.cfg.Middleware.OnError; f != nil {
+					f(req, err)
+				}
+			} else {
+				return nil, err
+			}
+		}
+		return k.watch(quota).RoundTrip(out)
 	}
 	t, err := k.pair(pair)
 	if err != nil {
@@ -389,6 +403,31 @@ func truncate(s string, n int) string {
 func (k *krakenTransport) watch(quota string) *krakenWatch {
 	return &krakenWatch{next: k.next, lim: k.lim, quota: quota, hold: k.cfg.LimitedHold,
 		maxHold: k.cfg.Middleware.MaxHold, onError: k.cfg.Middleware.OnError}
+}
+
+// waitHold returns once quota has no hold, waiting one out; a hold that
+// outlasts ctx's deadline is a *middleware.LimitedError at once, and a Redis
+// error is returned as it is.
+func (k *krakenTransport) waitHold(ctx context.Context, quota string) error {
+	for {
+		h, err := k.lim.Held(ctx, quota)
+		if err != nil {
+			return fmt.Errorf("exchanges: kraken: quota %q: %w", quota, err)
+		}
+		if h <= 0 {
+			return nil
+		}
+		if d, ok := ctx.Deadline(); ok && time.Until(d) < h {
+			return &middleware.LimitedError{Quota: quota, DeniedBy: limiter.HoldName, RetryAfter: h, Err: limiter.ErrWouldExceedDeadline}
+		}
+		t := time.NewTimer(h)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 // pair returns the Transport of pair's trading counter, made on first use.

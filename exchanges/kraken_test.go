@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -468,5 +469,60 @@ func TestKrakenTiers(t *testing.T) {
 	req, _ := http.NewRequest("POST", "https://api.kraken.com/0/private/AddOrder", nil)
 	if rule.Match(req) {
 		t.Error("AddOrder is charged to the call counter")
+	}
+}
+
+// Trading calls Kraken does not charge (AddOrderBatch) are not sent during the
+// pair's hold either: with a deadline the hold outlasts, they fail, typed, as
+// AddOrder does. And the pair header never reaches Kraken, public calls
+// included.
+func TestKrakenFreeCallsHonourHold(t *testing.T) {
+	_, rdb := newMiniLimiterClient(t)
+	lim := limiter.New(rdb, limiter.Options{})
+	var hits atomic.Int64
+	var hdr atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		hdr.Store(r.Header.Get(exchanges.KrakenPairHeader))
+		_, _ = io.WriteString(w, `{"error":[]}`)
+	}))
+	defer srv.Close()
+	p, err := exchanges.Kraken(exchanges.KrakenOptions{Hosts: []string{"127.0.0.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := p.Client(lim, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lim.Hold(context.Background(), "kraken-trade-XBTUSD", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, ep := range []string{"AddOrder", "AddOrderBatch"} {
+		req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/0/private/"+ep, strings.NewReader("nonce=1&pair=XBTUSD"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := c.Do(req)
+		if resp != nil {
+			resp.Body.Close()
+		}
+		var le *middleware.LimitedError
+		if !errors.As(err, &le) || le.DeniedBy != limiter.HoldName {
+			t.Fatalf("%s during a 30 s pair hold: %v", ep, err)
+		}
+	}
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("%d calls reached Kraken during the hold", n)
+	}
+	req, _ := http.NewRequest("GET", srv.URL+"/0/public/Ticker?pair=XBTUSD", nil)
+	req.Header.Set(exchanges.KrakenPairHeader, "XBTUSD")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if h, _ := hdr.Load().(string); h != "" {
+		t.Fatalf("public call: %s header reached Kraken: %q", exchanges.KrakenPairHeader, h)
 	}
 }
