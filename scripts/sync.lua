@@ -17,7 +17,13 @@ local k = KEYS[1]
 if al == 1 then
   local tat = tonumber(redis.call('GET', k) or '0')
   local want = now + used * e
-  if want <= tat then return 0 end
+  if want <= tat then
+    -- Covered, maybe by a booking not yet due: move tat 1 µs so that the
+    -- booking's Cancel (which restores only the state it wrote) cannot undo
+    -- what the server just reported.
+    if tat > now then redis.call('SET', k, d(tat + 1), 'KEEPTTL') end
+    return 0
+  end
   redis.call('SET', k, d(want), 'PX', d(math.ceil((want - now) / 1000)))
   return 1
 elseif al == 2 then
@@ -49,13 +55,20 @@ if v then
   if not L then return redis.error_reply('ERR sync.lua: unreadable state') end
   sl = L
 end
+-- A state holding a charge still to come (a booking, a lease) that already
+-- covers the server's count is marked: Cancel restores only an unmarked state
+-- it wrote, so it cannot undo what the server just reported.
+local function covered()
+  if sl > now and not string.find(v, ' s$') then redis.call('SET', k, v .. ' s', 'KEEPTTL') end
+  return 0
+end
 local w = math.floor(now / p)
-if sw > w then return 0 end
+if sw > w then return covered() end
 local pp, cc, L = 0, 0, now
 if sw == w then pp, cc, L = sp, sc, math.max(sl, now) elseif sw == w - 1 then pp = sc end
 local est = cc
 if al == 3 then est = pp * (1 - (now - w * p) / p) + cc end
-if used <= est then return 0 end
+if used <= est then return covered() end
 cc = cc + math.ceil(used - est)
 local ends = (w + 1) * p
 if al == 3 then ends = ends + p end

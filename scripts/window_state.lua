@@ -13,7 +13,7 @@
 -- still fall in (of what the state still holds: it expires with the old
 -- period's windows).
 local function window_state(v, p)
-  local L, P, pp, cc = string.match(v, '^(%d+) (%d+) (%d+) (%d+)$')
+  local L, P, pp, cc = string.match(v, '^(%d+) (%d+) (%d+) (%d+)') -- then " s" if sync.lua marked it
   if not L then
     L, pp, cc = string.match(v, '^(%d+) (%d+) (%d+)$')
     if not L then return nil end
