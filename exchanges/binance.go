@@ -481,10 +481,15 @@ type binanceOrderWatch struct {
 // maxErrorBody is the most of a 429's body read for its error code.
 const maxErrorBody = 4 << 10
 
+// clock is time.Now but in tests: the times a -1015 answer's window is
+// judged on.
+var clock = time.Now
+
 // binanceTooManyOrders matches -1015's message: "... current limit is 100 orders per 10 SECOND."
 var binanceTooManyOrders = regexp.MustCompile(`per (\d+) (SECOND|MINUTE|HOUR|DAY)`)
 
 func (w *binanceOrderWatch) RoundTrip(req *http.Request) (*http.Response, error) {
+	sent := clock()
 	resp, err := w.next.RoundTrip(req)
 	if err != nil || resp.StatusCode != http.StatusTooManyRequests || resp.Body == nil || !w.hosts(req) {
 		return resp, err
@@ -509,6 +514,14 @@ func (w *binanceOrderWatch) RoundTrip(req *http.Request) (*http.Response, error)
 				rl = o
 			}
 		}
+	}
+	// Sync fills the window Redis is in when it runs: only while that is
+	// still the window the order was refused in. An answer that crosses a
+	// boundary would otherwise fill the next window (for the daily limit, a
+	// whole new day). The window is judged on this host's clock, the one the
+	// request's times are known on; the 1 s fallback hold still applies.
+	if p := rl.period().Microseconds(); p <= 0 || sent.UnixMicro()/p != clock().UnixMicro()/p {
+		return resp, nil
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), time.Second)
 	defer cancel()

@@ -414,17 +414,30 @@ func TestBinanceCostUnreadableBody(t *testing.T) {
 // answer's body reaches the caller whole.
 func TestBinanceOrderLimit429(t *testing.T) {
 	const body = `{"code":-1015,"msg":"Too many new orders; current limit is 100 orders per 10 SECOND."}`
+	const day = `{"code":-1015,"msg":"Too many new orders; current limit is 200000 orders per 1 DAY."}`
+	start := time.Date(2025, 1, 15, 12, 0, 30, 0, time.UTC) // 10 s window [30 s, 40 s)
 	for _, tc := range []struct {
-		name, body, full string // full: the ORDERS limit filled, "" for none
+		name, body, full string        // full: the ORDERS limit filled, "" for none
+		answered         time.Duration // after start, on the host's clock
 	}{
-		{"-1015 naming 10 s", body, "orders-10s"},
-		{"-1015 naming the day", `{"code":-1015,"msg":"Too many new orders; current limit is 200000 orders per 1 DAY."}`, "orders-1d"},
-		{"-1015 naming nothing known", `{"code":-1015,"msg":"Too many new orders."}`, "orders-10s"},
-		{"another 429", `{"code":-1003,"msg":"Too many requests."}`, ""},
+		{"-1015 naming 10 s", body, "orders-10s", 50 * time.Millisecond},
+		{"-1015 naming the day", day, "orders-1d", 50 * time.Millisecond},
+		{"-1015 naming nothing known", `{"code":-1015,"msg":"Too many new orders."}`, "orders-10s", 50 * time.Millisecond},
+		{"another 429", `{"code":-1003,"msg":"Too many requests."}`, "", 50 * time.Millisecond},
+		// Answered after its window ended: the next window is not filled.
+		{"-1015 answered in the next 10 s window", body, "", 10 * time.Second},
+		{"-1015 answered on the next day", day, "", 12 * time.Hour},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			times := []time.Time{start, start.Add(tc.answered)} // sent, answered
+			defer exchanges.SetClock(func() time.Time {
+				now := times[0]
+				if len(times) > 1 {
+					times = times[1:]
+				}
+				return now
+			})()
 			m, c := redistest.NewMini(t)
-			start := time.Date(2025, 1, 15, 12, 0, 30, 0, time.UTC) // 10 s window [30 s, 40 s)
 			m.SetTime(start)
 			lim := limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t)})
 			p, err := exchanges.Binance(exchanges.BinanceOptions{})
