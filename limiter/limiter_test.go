@@ -341,6 +341,34 @@ func TestWaitLateReplyPastDeadline(t *testing.T) {
 	}
 }
 
+// A turn granted at once whose reply comes back after the deadline is taken,
+// as x/time/rate's WaitN takes a zero delay: its turn has come, Cancel could not
+// give it back, and failing would waste it.
+func TestWaitImmediateGrantLateReply(t *testing.T) {
+	srv := redistest.Shared(t)
+	px := redistest.NewFaultProxy(t, srv.Addr())
+	o := redistest.ClientOptions(px.Addr())
+	o.ContextTimeoutEnabled = false // the late reply must arrive, not be cut off at the deadline
+	o.ReadTimeout = 5 * time.Second
+	c := redis.NewClient(o)
+	defer c.Close()
+	lim := New(c, Options{Prefix: redistest.NewPrefix(t), Timeout: 5 * time.Second})
+	limit := Every(10, time.Hour)
+	if err := lim.Wait(context.Background(), "warm", limit); err != nil { // connection and script in place
+		t.Fatal(err)
+	}
+	px.SetDelay(200 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := lim.Wait(ctx, "now", limit); err != nil {
+		t.Fatalf("immediate grant, late reply: %v", err)
+	}
+	px.SetDelay(0)
+	if r, err := lim.Allow(context.Background(), "now", limit); err != nil || r.Remaining != 8 {
+		t.Fatalf("remaining %d (%v), want 8: the waited unit and this one", r.Remaining, err)
+	}
+}
+
 // A call that go-redis retries after Redis already ran it is not charged twice:
 // the token makes the second run answer from the first's reply.
 func TestRetriedCallChargedOnce(t *testing.T) {

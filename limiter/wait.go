@@ -63,6 +63,13 @@ func (l *Limiter) wait(ctx context.Context, p *plan) (err error) {
 		return fmt.Errorf("%w: would wait %s", ErrWouldExceedDeadline, us(r.rep.waitUS))
 	}
 	d := r.Delay()
+	if d <= 0 {
+		// The turn has come (even if a late reply brought it back after the
+		// deadline): take it, as x/time/rate's WaitN takes a zero delay. It
+		// cannot be given back any more, so failing would waste it.
+		l.recordWait(ctx, kind, 0, span)
+		return nil
+	}
 	if dl, ok := ctx.Deadline(); ok && r.act.After(dl) {
 		// Redis booked a turn before the deadline on its clock, but the reply
 		// came back late enough that, counted from now, the turn lies past it.
@@ -72,10 +79,6 @@ func (l *Limiter) wait(ctx context.Context, p *plan) (err error) {
 		defer cancel()
 		_ = r.Cancel(cctx)
 		return fmt.Errorf("%w: would wait %s", ErrWouldExceedDeadline, d)
-	}
-	if d <= 0 {
-		l.recordWait(ctx, kind, 0, span)
-		return nil
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
