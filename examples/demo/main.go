@@ -2,7 +2,11 @@
 // Redis, first calling the exchange for every request, then through the market
 // cache.
 //
-//	go run ./examples/demo [-duration 10s] [-workers 8] [-limit 240]
+//	go run ./examples/demo [-duration 10s] [-workers 8] [-limit 240] [-metrics :9464]
+//
+// With -metrics, the fleet's limiters, Transports, caches and Redis clients
+// report to one Prometheus endpoint at that address's /metrics while it runs
+// (make monitoring-demo scrapes it with a real Prometheus).
 //
 // The exchange is simulated on a local port: Binance's request weights,
 // 30–80 ms per call, weight counted in clock-aligned 1 s windows (Binance's
@@ -64,6 +68,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	duration := fs.Duration("duration", 10*time.Second, "how long to run, both phases together (a third without the cache, the rest with it)")
 	workers := fs.Int("workers", 8, "trading processes to simulate, each with its own Redis clients, limiter and cache")
 	limit := fs.Int("limit", 240, "request weight the simulated exchange allows per 1 s window")
+	metrics := fs.String("metrics", "", exampleenv.MetricsFlag)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -78,11 +83,18 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	defer env.Close()
 	ex := fakeexchange.New(fakeexchange.Options{Limit: *limit, Window: time.Second})
 	defer ex.Close()
+	providers, stopMetrics, err := exampleenv.ServeMetrics(*metrics)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 
 	prefix := exampleenv.Prefix("demo")
 	fleet := make([]*worker, *workers)
 	for i := range fleet {
-		fleet[i] = newWorker(i, env, prefix, ex, symbols)
+		if fleet[i], err = newWorker(i, env, prefix, ex, symbols, providers); err != nil {
+			return err
+		}
 		defer fleet[i].close()
 	}
 	warm, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -97,6 +109,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	ttls := fleet[0].market.TTLs()
 	fmt.Fprintf(stdout, "redquota demo: %d workers, each with its own go-redis clients, limiter, RoundTripper and market cache\n", *workers)
 	fmt.Fprintf(stdout, "redis:    %s\n", env)
+	if *metrics != "" {
+		fmt.Fprintf(stdout, "metrics:  Prometheus text format on http://%s/metrics\n", *metrics)
+	}
 	fmt.Fprintf(stdout, "exchange: simulated Binance on %s: %d weight per clock-aligned %s window, 30-80 ms per call,\n", ex.URL(), ex.Limit(), ex.Window())
 	fmt.Fprintf(stdout, "          429 + Retry-After over the limit, 418 after %d requests during a Retry-After\n", 3)
 	fmt.Fprintf(stdout, "requests: %d symbols; %d0%% tickers (weight %d, cached %v), %d0%% order books (weight %d, cached %v)\n\n",

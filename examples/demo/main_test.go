@@ -1,9 +1,14 @@
 package main
 
 import (
+	"io"
+	"net"
+	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redquota/redquota/examples/internal/exampletest"
 	"github.com/redquota/redquota/internal/redistest"
@@ -75,4 +80,46 @@ func atoi(t *testing.T, s string) int {
 		t.Errorf("%q: %v", s, err)
 	}
 	return n
+}
+
+// With -metrics, the fleet's metrics are served while the demo runs: a scrape
+// during the run finds the Transports' requests and the cache's hits.
+func TestDemoMetrics(t *testing.T) {
+	t.Setenv("REDIS_URL", "") // the embedded miniredis
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+
+	done := make(chan error, 1)
+	go func() {
+		done <- run(t.Context(), []string{"-duration", "3s", "-workers", "2", "-metrics", addr}, io.Discard)
+	}()
+	want := []string{"redquota_middleware_requests_total{", "redquota_cache_requests_total{", "redquota_limiter_decisions_total{"}
+	var last string
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("demo: %v", err)
+			}
+			t.Fatalf("the demo ended and no scrape while it ran had %q; last scrape:\n%s", want, last)
+		case <-time.After(200 * time.Millisecond):
+		}
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			continue // not listening yet
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		last = string(b)
+		if !slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(last, w) }) {
+			break
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("demo: %v", err)
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/market"
 	"github.com/redquota/redquota/middleware"
+	"github.com/redquota/redquota/telemetry"
 )
 
 const (
@@ -59,10 +60,16 @@ func binanceQuota(ex *fakeexchange.Exchange) limiter.Quota {
 }
 
 // newWorker builds a worker's clients. Two go-redis clients, as the limiter
-// recommends: the limiter's without retries, the cache's with them.
-func newWorker(id int, env *exampleenv.Env, prefix string, ex *fakeexchange.Exchange, symbols []string) *worker {
+// recommends: the limiter's without retries, the cache's with them. Each
+// reports its metrics to p.
+func newWorker(id int, env *exampleenv.Env, prefix string, ex *fakeexchange.Exchange, symbols []string, p telemetry.Providers) (*worker, error) {
 	w := &worker{id: id, base: ex.URL(), symbols: symbols, limRDB: env.NewLimiterClient(), cacheRDB: env.NewClient()}
-	lim := limiter.New(w.limRDB, limiter.Options{Prefix: prefix})
+	if err := exampleenv.Instrument(p, w.limRDB, w.cacheRDB); err != nil {
+		_ = w.limRDB.Close()
+		_ = w.cacheRDB.Close()
+		return nil, err
+	}
+	lim := limiter.New(w.limRDB, limiter.Options{Prefix: prefix, Telemetry: p})
 	q := binanceQuota(ex)
 	usage := []middleware.UsageParser{middleware.BinanceUsage{Weight: map[string]string{ex.Interval(): "weight"}}}
 	w.tr = middleware.NewTransportWithOptions(&http.Transport{MaxIdleConnsPerHost: 16}, lim,
@@ -70,6 +77,7 @@ func newWorker(id int, env *exampleenv.Env, prefix string, ex *fakeexchange.Exch
 			// A request granted in a window's last 100 ms may reach the exchange in
 			// the next window: charge it there instead.
 			WindowGuard: 100 * time.Millisecond,
+			Telemetry:   p,
 		},
 		middleware.Rule{Method: http.MethodGet, PathPrefix: "/api/v3/depth", Quota: q, Usage: usage,
 			CostFunc: func(r *http.Request) (limiter.Cost, error) {
@@ -87,8 +95,8 @@ func newWorker(id int, env *exampleenv.Env, prefix string, ex *fakeexchange.Exch
 		middleware.Rule{PathPrefix: "/api/", Quota: q, Usage: usage, Cost: limiter.Cost{"weight": 1}},
 	)
 	w.http = &http.Client{Transport: w.tr}
-	w.market = market.New(cache.New(w.cacheRDB, cache.Options{Prefix: prefix}), market.Options{})
-	return w
+	w.market = market.New(cache.New(w.cacheRDB, cache.Options{Prefix: prefix, Telemetry: p}), market.Options{Telemetry: p})
+	return w, nil
 }
 
 // warm opens the worker's Redis and HTTP connections, so that its first

@@ -1,7 +1,10 @@
 // Exchange client: an http.Client whose Transport keeps every process of a
 // fleet inside an exchange's request-weight limit, shared through Redis.
 //
-//	go run ./examples/exchangeclient [-duration 3s] [-processes 2]
+//	go run ./examples/exchangeclient [-duration 3s] [-processes 2] [-metrics :9464]
+//
+// With -metrics, the processes' limiters, Transports and Redis clients report
+// to a Prometheus endpoint at that address's /metrics while it runs.
 //
 // It talks to a simulated Binance-like exchange on a local port (weight
 // counted in clock-aligned 1 s windows, 429 with Retry-After over the limit)
@@ -31,6 +34,7 @@ import (
 	"github.com/redquota/redquota/examples/internal/fakeexchange"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
+	"github.com/redquota/redquota/telemetry"
 )
 
 func main() {
@@ -53,9 +57,13 @@ type client struct {
 
 // newClient is what each process does at start-up: its own go-redis client
 // and limiter, and an http.Client wrapped by the Transport.
-func newClient(env *exampleenv.Env, prefix string, ex *fakeexchange.Exchange) *client {
+func newClient(env *exampleenv.Env, prefix string, ex *fakeexchange.Exchange, p telemetry.Providers) (*client, error) {
 	rdb := env.NewLimiterClient()
-	lim := limiter.New(rdb, limiter.Options{Prefix: prefix})
+	if err := exampleenv.Instrument(p, rdb); err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	lim := limiter.New(rdb, limiter.Options{Prefix: prefix, Telemetry: p})
 
 	// Every limit the exchange counts for our IP in one quota: a 429 then holds
 	// all of it. Binance counts request weight per minute; this exchange per second.
@@ -64,7 +72,7 @@ func newClient(env *exampleenv.Env, prefix string, ex *fakeexchange.Exchange) *c
 	}}
 	// Learn the exchange's own count from X-MBX-USED-WEIGHT-1S.
 	usage := []middleware.UsageParser{middleware.BinanceUsage{Weight: map[string]string{ex.Interval(): "weight"}}}
-	tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{WindowGuard: 100 * time.Millisecond},
+	tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{WindowGuard: 100 * time.Millisecond, Telemetry: p},
 		middleware.Rule{Method: http.MethodGet, PathPrefix: "/api/v3/ticker/24hr", Quota: weight, Usage: usage,
 			Cost: limiter.Cost{"weight": fakeexchange.TickerWeight}},
 		middleware.Rule{Method: http.MethodGet, PathPrefix: "/api/v3/depth", Quota: weight, Usage: usage,
@@ -77,7 +85,7 @@ func newClient(env *exampleenv.Env, prefix string, ex *fakeexchange.Exchange) *c
 			}},
 		middleware.Rule{PathPrefix: "/api/", Quota: weight, Usage: usage, Cost: limiter.Cost{"weight": 1}},
 	)
-	return &client{base: ex.URL(), http: &http.Client{Transport: tr, Timeout: 10 * time.Second}, tr: tr, rdb: rdb}
+	return &client{base: ex.URL(), http: &http.Client{Transport: tr, Timeout: 10 * time.Second}, tr: tr, rdb: rdb}, nil
 }
 
 func (c *client) close() {
@@ -120,6 +128,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.SetOutput(stdout)
 	duration := fs.Duration("duration", 3*time.Second, "how long the processes call the exchange flat out")
 	procs := fs.Int("processes", 2, "processes sharing the limit, each with its own Redis client and limiter")
+	metrics := fs.String("metrics", "", exampleenv.MetricsFlag)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -133,10 +142,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	defer env.Close()
 	ex := fakeexchange.New(fakeexchange.Options{Limit: 60, Window: time.Second})
 	defer ex.Close()
+	providers, stopMetrics, err := exampleenv.ServeMetrics(*metrics)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	prefix := exampleenv.Prefix("exchangeclient")
 	clients := make([]*client, *procs)
 	for i := range clients {
-		clients[i] = newClient(env, prefix, ex)
+		if clients[i], err = newClient(env, prefix, ex, providers); err != nil {
+			return err
+		}
 		defer clients[i].close()
 	}
 	fmt.Fprintln(stdout, "redis:   ", env)

@@ -1,7 +1,10 @@
 // Market cache: typed market data in Redis with a TTL per kind, fetched
 // through on a miss, invalidated by symbol, exchange or strategy.
 //
-//	go run ./examples/marketcache [-duration 3s] [-readers 4]
+//	go run ./examples/marketcache [-duration 3s] [-readers 4] [-metrics :9464]
+//
+// With -metrics, the market, its cache and its Redis client report to a
+// Prometheus endpoint at that address's /metrics while it runs.
 //
 // The "exchange" here is a function that takes 50 ms and counts its calls.
 // It runs on an embedded miniredis unless REDIS_URL is set.
@@ -69,6 +72,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.SetOutput(stdout)
 	duration := fs.Duration("duration", 3*time.Second, "how long the readers read")
 	readers := fs.Int("readers", 4, "goroutines reading tickers and order books")
+	metrics := fs.String("metrics", "", exampleenv.MetricsFlag)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -82,11 +86,20 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	defer env.Close()
 	rdb := env.NewClient()
 	defer rdb.Close()
+	providers, stopMetrics, err := exampleenv.ServeMetrics(*metrics)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	if err := exampleenv.Instrument(providers, rdb); err != nil {
+		return err
+	}
 	fmt.Fprintln(stdout, "redis:", env)
 
 	// The seed's TTLs are the defaults: tickers 2 s, order books 500 ms,
 	// trades 10 s, candles their interval, signals 30 s.
-	m := market.New(cache.New(rdb, cache.Options{Prefix: exampleenv.Prefix("marketcache")}), market.Options{})
+	m := market.New(cache.New(rdb, cache.Options{Prefix: exampleenv.Prefix("marketcache"), Telemetry: providers}),
+		market.Options{Telemetry: providers})
 	api := &slowAPI{}
 	symbols := []string{"BTCUSDT", "ETHUSDT", "SOLUSDT"}
 

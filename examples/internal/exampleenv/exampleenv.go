@@ -10,6 +10,8 @@ package exampleenv
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -18,6 +20,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/config"
+	"github.com/redquota/redquota/telemetry"
+	"github.com/redquota/redquota/telemetry/prom"
 )
 
 // URLEnv is the variable that, when set and not empty, points the examples at
@@ -118,4 +122,45 @@ func (e *Env) Close() {
 // redquota writes has a TTL, so nothing stays behind for long).
 func Prefix(example string) string {
 	return fmt.Sprintf("rqex:%s:%x", example, time.Now().UnixNano())
+}
+
+// MetricsFlag is the usage text of the examples' -metrics flag.
+const MetricsFlag = "serve Prometheus metrics on this address (e.g. :9464, path /metrics); empty: off"
+
+// ServeMetrics serves the library's metrics for Prometheus on addr at /metrics,
+// with telemetry/prom, and returns the Providers to give every limiter, cache,
+// market and Transport (and InstrumentClient) so that they report there, and a
+// function that stops serving. With addr empty it serves nothing and returns
+// zero Providers (the global ones, no-ops unless the program sets them).
+func ServeMetrics(addr string) (telemetry.Providers, func(), error) {
+	if addr == "" {
+		return telemetry.Providers{}, func() {}, nil
+	}
+	h, providers, err := prom.New()
+	if err != nil {
+		return telemetry.Providers{}, nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return telemetry.Providers{}, nil, fmt.Errorf("exampleenv: metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return providers, func() { _ = srv.Close() }, nil
+}
+
+// Instrument adds redisotel's metrics and spans to each client, reporting to
+// p; with p zero (no -metrics) it does nothing.
+func Instrument(p telemetry.Providers, clients ...redis.UniversalClient) error {
+	if p == (telemetry.Providers{}) {
+		return nil
+	}
+	for _, c := range clients {
+		if err := telemetry.InstrumentClient(c, p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
