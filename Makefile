@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    ?= ./...
 BENCH_COUNT ?= 6
 
-.PHONY: test demo bench lint cover fuzz soak
+.PHONY: test demo bench lint cover fuzz soak monitoring-check monitoring-demo
 
 ## test: every test, race detector on, shuffled, on miniredis, a real redis-server and a 3-node cluster
 test:
@@ -41,3 +41,15 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime $(FUZZTIME) ./middleware/
 	$(GO) test -run '^$$' -fuzz '^FuzzUsageHeaders$$' -fuzztime $(FUZZTIME) ./middleware/
 	$(GO) test -run '^$$' -fuzz '^FuzzCodecDecode$$' -fuzztime $(FUZZTIME) ./cache/
+
+## monitoring-check: promtool (Debian's prometheus package) checks the rules and their tests, and lints a live scrape
+monitoring-check:
+	promtool check rules monitoring/prometheus/rules.yml
+	cd monitoring/prometheus && promtool test rules rules_test.yml
+	promtool check config monitoring/prometheus/prometheus.yml
+	python3 -m json.tool monitoring/grafana/dashboards/redquota.json >/dev/null
+	REDQUOTA_REQUIRE_PROMTOOL=1 $(GO) test -count=1 -run '^TestScrape$$' ./telemetry/prom/
+
+## monitoring-demo: the demo with -metrics, a real Prometheus scraping it every 2 s, and every dashboard query asked of it (DURATION=40s)
+monitoring-demo:
+	./monitoring/demo.sh
