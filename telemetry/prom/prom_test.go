@@ -3,6 +3,7 @@ package prom_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -344,4 +345,75 @@ func promtoolCheck(t *testing.T, body string) {
 	cmd.Stdin = strings.NewReader(body)
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "promtool check metrics:\n%s", out)
+}
+
+// The dashboard's and the rules' queries use only series and labels
+// TELEMETRY_NAMES.md documents (a histogram's _sum and _count beside its
+// documented _bucket), so that a renamed metric cannot leave a panel or an
+// alert silently empty.
+func TestMonitoringUsesDocumentedNames(t *testing.T) {
+	documented := documentedNames(t)
+	labels := documentedLabels(t)
+	known := func(name string) bool {
+		for _, suffix := range []string{"_sum", "_count"} {
+			if base, ok := strings.CutSuffix(name, suffix); ok && slices.Contains(documented, base+"_bucket") {
+				return true
+			}
+		}
+		return slices.Contains(documented, name) || slices.Contains(labels, name)
+	}
+
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	src, err := os.ReadFile("../../monitoring/grafana/dashboards/redquota.json")
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(src, &dash))
+	var exprs []string
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			exprs = append(exprs, tg.Expr)
+		}
+	}
+	rules, err := os.ReadFile("../../monitoring/prometheus/rules.yml")
+	require.NoError(t, err)
+	for line := range strings.SplitSeq(string(rules), "\n") {
+		if l := strings.TrimSpace(line); !strings.HasPrefix(l, "#") && !strings.HasPrefix(l, "summary:") && !strings.HasPrefix(l, "description:") {
+			exprs = append(exprs, l)
+		}
+	}
+	name := regexp.MustCompile(`\b(?:redquota|db_client|http)_[a-z0-9_]+\b`)
+	seen := 0
+	for _, e := range exprs {
+		for _, n := range name.FindAllString(e, -1) {
+			seen++
+			if !known(n) {
+				t.Errorf("%q: %s is neither a series nor a label TELEMETRY_NAMES.md documents", e, n)
+			}
+		}
+	}
+	require.Greater(t, seen, 20)
+}
+
+// documentedLabels reads the labels column of TELEMETRY_NAMES.md's
+// Prometheus names table.
+func documentedLabels(t *testing.T) []string {
+	t.Helper()
+	doc, err := os.ReadFile(filepath.Join("..", "..", "TELEMETRY_NAMES.md"))
+	require.NoError(t, err)
+	_, table, _ := strings.Cut(string(doc), "\n| OpenTelemetry | Prometheus | labels |\n|---|---|---|\n")
+	table, _, _ = strings.Cut(table, "\n\n")
+	code := regexp.MustCompile("`([a-z][a-z0-9_]*)`")
+	var out []string
+	for line := range strings.SplitSeq(table, "\n") {
+		if cols := strings.Split(line, "|"); len(cols) == 5 {
+			for _, m := range code.FindAllStringSubmatch(cols[3], -1) {
+				out = append(out, m[1])
+			}
+		}
+	}
+	return out
 }
