@@ -12,10 +12,11 @@
 //	lim := limiter.New(rdb, limiter.Options{Telemetry: providers})
 //
 // Names follow the exporter's translation of the OpenTelemetry ones: dots become
-// underscores, a unit becomes a suffix (s → _seconds, ms → _milliseconds),
-// counters end in _total, and curly-brace units ({request}) are dropped; so
-// redquota.cache.requests is redquota_cache_requests_total and
-// redquota.limiter.wait is redquota_limiter_wait_seconds. TELEMETRY_NAMES.md
+// underscores, a unit becomes a suffix (s → _seconds), counters end in _total,
+// and curly-brace units ({request}) are dropped; so redquota.cache.requests is
+// redquota_cache_requests_total and redquota.limiter.wait is
+// redquota_limiter_wait_seconds. redisotel's millisecond histograms are
+// recorded in seconds, as Prometheus's conventions want. TELEMETRY_NAMES.md
 // lists each metric's two names side by side. Each series carries the
 // otel_scope_name label (github.com/redquota/redquota for redquota's own).
 //
