@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/redquota/redquota/cache"
 	"github.com/redquota/redquota/internal/redistest"
@@ -155,9 +156,6 @@ func TestScrape(t *testing.T) {
 		}
 
 		body, samples := scrape(t, srv.URL)
-		if os.Getenv("DUMP") != "" {
-			_ = os.WriteFile(os.Getenv("DUMP"), []byte(body), 0o644)
-		}
 		// The Transport's and the Handler's decisions are quota decisions too
 		// (spot: 2 allowed, 1 denied by the 429's hold; ban: 1 allowed; api: 1
 		// allowed, 1 denied), and the market runs on
@@ -416,4 +414,38 @@ func documentedLabels(t *testing.T) []string {
 		}
 	}
 	return out
+}
+
+// A histogram declared in milliseconds (as redisotel's are) is served in
+// seconds, on the seconds buckets; one in seconds keeps its values.
+func TestMillisecondsServedAsSeconds(t *testing.T) {
+	h, providers, err := prom.New()
+	require.NoError(t, err)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	m := providers.MeterProvider.Meter("test")
+	ms, err := m.Float64Histogram("test.ms", metric.WithUnit("ms"))
+	require.NoError(t, err)
+	ms.Record(t.Context(), 250)
+	s, err := m.Float64Histogram("test.s", metric.WithUnit("s"))
+	require.NoError(t, err)
+	s.Record(t.Context(), 0.003)
+
+	_, samples := scrape(t, srv.URL)
+	for _, c := range []series{
+		{"test_ms_seconds_sum", nil, 0.25},
+		{"test_ms_seconds_count", nil, 1},
+		{"test_ms_seconds_bucket", map[string]string{"le": "0.1"}, 0},
+		{"test_ms_seconds_bucket", map[string]string{"le": "0.25"}, 1},
+		{"test_s_seconds_sum", nil, 0.003},
+		{"test_s_seconds_bucket", map[string]string{"le": "0.0025"}, 0},
+		{"test_s_seconds_bucket", map[string]string{"le": "0.005"}, 1},
+	} {
+		got, ok := find(t, samples, c)
+		require.True(t, ok, "%v not in the scrape", c)
+		require.Equal(t, c.value, got, "%v", c)
+	}
+	for _, smp := range samples {
+		require.NotContains(t, string(smp.Metric[model.MetricNameLabel]), "milliseconds")
+	}
 }
