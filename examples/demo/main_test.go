@@ -1,14 +1,9 @@
 package main
 
 import (
-	"io"
-	"net"
-	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/redquota/redquota/examples/internal/exampletest"
 	"github.com/redquota/redquota/internal/redistest"
@@ -83,43 +78,9 @@ func atoi(t *testing.T, s string) int {
 }
 
 // With -metrics, the fleet's metrics are served while the demo runs: a scrape
-// during the run finds the Transports' requests and the cache's hits.
+// during the run finds the Transports', the cache's and the limiters' series.
 func TestDemoMetrics(t *testing.T) {
-	t.Setenv("REDIS_URL", "") // the embedded miniredis
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-
-	done := make(chan error, 1)
-	go func() {
-		done <- run(t.Context(), []string{"-duration", "3s", "-workers", "2", "-metrics", addr}, io.Discard)
-	}()
-	want := []string{"redquota_middleware_requests_total{", "redquota_cache_requests_total{", "redquota_limiter_decisions_total{"}
-	var last string
-	for {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("demo: %v", err)
-			}
-			t.Fatalf("the demo ended and no scrape while it ran had %q; last scrape:\n%s", want, last)
-		case <-time.After(200 * time.Millisecond):
-		}
-		resp, err := http.Get("http://" + addr + "/metrics")
-		if err != nil {
-			continue // not listening yet
-		}
-		b, _ := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
-		last = string(b)
-		if !slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(last, w) }) {
-			break
-		}
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("demo: %v", err)
-	}
+	exampletest.Scrape(t, run, []string{"-duration", "3s", "-workers", "2"},
+		"redquota_middleware_requests_total{", "redquota_cache_requests_total{", "redquota_limiter_decisions_total{",
+		"db_client_connections_use_time_seconds_bucket{")
 }

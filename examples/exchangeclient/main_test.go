@@ -59,3 +59,9 @@ func TestExchangeClient(t *testing.T) {
 		}
 	})
 }
+
+// With -metrics, the processes' Transports and limiters are served while they run.
+func TestExchangeClientMetrics(t *testing.T) {
+	exampletest.Scrape(t, run, []string{"-duration", "2s"},
+		"redquota_middleware_requests_total{", "redquota_limiter_decisions_total{")
+}

@@ -41,3 +41,9 @@ func TestMarketCache(t *testing.T) {
 		}
 	})
 }
+
+// With -metrics, the market's and its cache's metrics are served while it runs.
+func TestMarketCacheMetrics(t *testing.T) {
+	exampletest.Scrape(t, run, []string{"-duration", "2s"},
+		"redquota_market_requests_total{", "redquota_cache_requests_total{")
+}

@@ -8,6 +8,9 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
+	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -77,4 +80,47 @@ func Line(out, prefix string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// Scrape runs run on the embedded miniredis with args and -metrics on a free
+// loopback port, and scrapes that port every 200 ms while it runs until one
+// scrape holds every string of want; it fails the test when run ends first,
+// or fails.
+func Scrape(t *testing.T, run RunFunc, args []string, want ...string) {
+	t.Helper()
+	t.Setenv(exampleenv.URLEnv, "")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, append(args, "-metrics", addr), io.Discard) }()
+	var last string
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			t.Fatalf("the example ended and no scrape while it ran had all of %q; last scrape:\n%s", want, last)
+		case <-time.After(200 * time.Millisecond):
+		}
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			continue // not listening yet
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		last = string(b)
+		if !slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(last, w) }) {
+			break
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
 }
