@@ -410,7 +410,7 @@ func (k *krakenTransport) watch(quota string) *krakenWatch {
 // error is returned as it is.
 func (k *krakenTransport) waitHold(ctx context.Context, quota string) error {
 	for {
-		h, err := k.lim.Held(ctx, quota)
+		h, err := k.lim.Held(ctx, limiter.Quota{Name: quota})
 		if err != nil {
 			return fmt.Errorf("exchanges: kraken: quota %q: %w", quota, err)
 		}
@@ -485,7 +485,7 @@ func (w *krakenWatch) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), time.Second)
 		defer cancel()
-		if _, err := w.lim.Hold(ctx, w.quota, min(d, maxHold)); err != nil && w.onError != nil {
+		if _, err := w.lim.Hold(ctx, limiter.Quota{Name: w.quota}, min(d, maxHold)); err != nil && w.onError != nil {
 			w.onError(req, fmt.Errorf("exchanges: kraken: hold quota %q for %s: %w", w.quota, min(d, maxHold), err))
 		}
 	}

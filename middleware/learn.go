@@ -64,7 +64,7 @@ func (t *Transport) learn(ctx context.Context, req *http.Request, r *rule, resp 
 		return
 	}
 	hold = min(hold, t.opts.MaxHold)
-	if _, err := t.lim.Hold(ctx, r.Quota.Name, hold); err != nil {
+	if _, err := t.lim.Hold(ctx, limiter.Quota{Name: r.Quota.Name}, hold); err != nil {
 		t.report(req, fmt.Errorf("middleware: hold quota %q for %s: %w", r.Quota.Name, hold, err))
 		return
 	}
