@@ -21,7 +21,9 @@
 --                coalesced into this call, decided in order (see below);
 --              wake-up of a booking made by this script: its grant time t, then
 --                per limit its mark and four prior-state values (5n values).
---                If no hold ends after t, nor is t before not-before, the booking stands: the reply is
+--                If no hold ends after both t and now (a hold over by now is over,
+--                whether or not its key has expired), nor is t before not-before,
+--                the booking stands: the reply is
 --                {2, max(t - now, 0), 0, t, then 0, 0, 0 per limit} and nothing is
 --                written. Otherwise the booking is given back (giveback.lua) and
 --                the call decides anew, after the hold: the usual reply.
@@ -176,11 +178,12 @@ local now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
 
 if wake then
   -- Wake-up of a booking at bt: it stands unless a hold placed since ends after
-  -- it, or it must move to not-before (another group's booking).
+  -- it and is not over yet, or it must move to not-before (another group's booking).
   local bt = tonumber(ARGV[tail])
   local late = notBefore > bt
   for j = 1, h do
-    if tonumber(redis.call('GET', holdKey(j)) or '0') > bt then late = true end
+    local v = tonumber(redis.call('GET', holdKey(j)) or '0')
+    if v > bt and v > now then late = true end
   end
   if not late then
     local out = {2, math.max(bt - now, 0), 0, bt}
