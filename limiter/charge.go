@@ -121,7 +121,7 @@ func (l *Limiter) plans(p *plan, charges []Charge) ([]*plan, error) {
 	}
 	for _, q := range append([]*plan{p}, ps...) {
 		if q.n == 0 {
-			return nil, fmt.Errorf("%w: a charge takes nothing from quota %q", ErrInvalidCost, q.qnames[0])
+			return nil, fmt.Errorf("%w: a charge takes nothing from quota %q", ErrInvalidCost, q.qname(0))
 		}
 	}
 	sort.SliceStable(ps, func(i, j int) bool { return ps[i].head() < ps[j].head() })
@@ -141,7 +141,7 @@ func (l *Limiter) reserveGroups(ctx context.Context, ps []*plan, maxWaitUS int64
 			b, err := l.book(ctx, p, maxWaitUS)
 			p.notBefore = 0
 			if err == nil && !b.rep.granted {
-				err = fmt.Errorf("%w: quota %q would wait %s", ErrWouldExceedDeadline, p.qnames[0], us(b.rep.waitUS))
+				err = fmt.Errorf("%w: quota %q would wait %s", ErrWouldExceedDeadline, p.qname(0), us(b.rep.waitUS))
 			}
 			if err != nil {
 				undo(ctx, parts[:i])

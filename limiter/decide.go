@@ -25,12 +25,11 @@ type plan struct {
 	costs  [MaxQuotaLimits]int
 	keys   [MaxQuotaLimits]*keyEntry // one per limit
 	guards [MaxQuotaLimits]int64     // each limit's quota's Guard, µs
-	of     [MaxQuotaLimits]uint8     // each limit's quota: an index into holds and qnames
-	// holds are the hold keys of the plan's quotas ([0] also carries the
-	// slot's static token key), qnames their names; nq of them.
-	holds  [MaxQuotaLimits]*keyEntry
-	qnames [MaxQuotaLimits]string
-	nq     int
+	of     [MaxQuotaLimits]uint8     // each limit's quota: an index into holds
+	// holds are the hold keys of the plan's quotas, nq of them ([0] also
+	// carries the slot's static token key; each its quota's name).
+	holds [MaxQuotaLimits]*keyEntry
+	nq    int
 	// notBefore is a µs time (Redis's clock) before which nothing is granted.
 	notBefore int64
 	// leaseUS > 0 asks for a lease of that length (Leaser) instead of a decision.
@@ -48,6 +47,9 @@ type plan struct {
 func (p *plan) name(i int) string {
 	return p.names[i]
 }
+
+// qname is the name of quota j of the plan.
+func (p *plan) qname(j int) string { return p.holds[j].quota }
 
 // head is the plan's slot head.
 func (p *plan) head() string { return p.holds[0].head }
@@ -130,7 +132,7 @@ func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
 		}
 	}
 	if p.nq > 0 && p.holds[0].head != hold.head {
-		return fmt.Errorf("limiter: quota %q is not in the slot of %q", q.Name, p.qnames[0])
+		return fmt.Errorf("limiter: quota %q is not in the slot of %q", q.Name, p.qname(0))
 	}
 	if p.nq == 0 {
 		p.quota = q.Name
@@ -139,7 +141,7 @@ func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
 		}
 	}
 	qi := p.nq
-	p.holds[qi], p.qnames[qi] = hold, q.Name
+	p.holds[qi] = hold
 	p.nq++
 	guard := q.Guard.Microseconds()
 	for _, nl := range q.Limits {
@@ -256,7 +258,10 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	if p.wake != nil {
 		size += 1 + 5*n
 	}
-	cmd := make([]any, 0, size+1)
+	if p.reps > 1 {
+		size++
+	}
+	cmd := make([]any, 0, size)
 	cmd = append(cmd, "evalsha", quotaSHA, 1+nq+n, p.holds[0].boxed)
 	if l.dedupe {
 		cmd = append(cmd, p.holds[0].head+":tok:"+l.tokenPfx+strconv.FormatUint(l.tokenSeq.Add(1), 36))
@@ -304,6 +309,9 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	}
 	if err := parseReply(v, n, nq, r); err != nil {
 		return err
+	}
+	if r.granted && !r.standing && p.leaseUS == 0 {
+		r.windowResets(p)
 	}
 	if r.standing && p.wake == nil {
 		return fmt.Errorf("%w: quota.lua answered a wake-up to a decision", ErrBadReply)
@@ -356,6 +364,24 @@ func parseReply(v []any, n, nq int, r *reply) error {
 	return nil
 }
 
+// windowResets fills in the reset of each fixed and counter limit of a
+// grant, which quota.lua leaves out (0) since the grant time t and wait give
+// it: the end of t's window (one period later for the counter) less Redis's
+// time of the decision, t - wait.
+func (r *reply) windowResets(p *plan) {
+	for i, lim := range p.limits[:p.n] {
+		if lim.Algorithm != FixedWindow && lim.Algorithm != SlidingWindowCounter {
+			continue
+		}
+		per := lim.periodUS()
+		ends := (r.grantUS/per + 1) * per
+		if lim.Algorithm == SlidingWindowCounter {
+			ends += per
+		}
+		r.per[i].resetUS = ends - (r.grantUS - r.waitUS)
+	}
+}
+
 // us converts µs to a Duration, saturating rather than wrapping: a value
 // beyond ±292 years (no real wait, but a corrupt or foreign state could make
 // one) must not come back as a negative or short wait.
@@ -404,7 +430,7 @@ func (r *reply) addTo(q *QuotaResult, p *plan) {
 		res.Remaining = int(r.per[i].rem)
 		res.ResetAfter = us(r.per[i].resetUS)
 		q.ResetAfter = max(q.ResetAfter, res.ResetAfter)
-		lr := LimitResult{Name: p.name(i), Quota: p.qnames[p.of[i]], Result: res}
+		lr := LimitResult{Name: p.name(i), Quota: p.qname(int(p.of[i])), Result: res}
 		if at > 0 && !r.degraded && p.leaseUS == 0 && (lim.Algorithm == FixedWindow || lim.Algorithm == SlidingWindowCounter) {
 			per := lim.periodUS()
 			lr.WindowEnd = time.UnixMicro((at/per + 1) * per)
@@ -418,9 +444,9 @@ func (r *reply) addTo(q *QuotaResult, p *plan) {
 		q.RetryAfter = us(r.waitUS)
 		switch {
 		case r.by < 0 && int(-r.by) <= p.nq:
-			q.DeniedBy, q.DeniedQuota = HoldName, p.qnames[-r.by-1]
+			q.DeniedBy, q.DeniedQuota = HoldName, p.qname(int(-r.by - 1))
 		case r.by >= 1 && int(r.by) <= p.n:
-			q.DeniedBy, q.DeniedQuota = p.name(int(r.by-1)), p.qnames[p.of[r.by-1]]
+			q.DeniedBy, q.DeniedQuota = p.name(int(r.by-1)), p.qname(int(p.of[r.by-1]))
 		}
 	}
 }

@@ -47,6 +47,9 @@
 -- With max wait 0 (Allow) nothing can be cancelled: marks are 0 and so is the
 -- grant time unless a fixed or counter limit is charged (whose window end the
 -- caller reads from it), small integers the client decodes without allocating.
+-- A grant (no lease) replies reset 0 for fixed and counter limits: it is the
+-- end of t's window (a period later for the counter) less now = t - wait, which
+-- the client computes.
 -- A granted reservation (max wait > 0, no lease) adds, per limit, four values:
 -- the limit's state before the booking (GCRA: tat, 0, 0, 0; window: L, P, p, c,
 -- or -1, 0, 0, 0 when there was none; sliding log: 0, 0, 0, 0), which
@@ -373,7 +376,14 @@ if maxwait == 0 then
   if not windowed then out[4] = 0 end
   for i = 1, n do out[4 + 3 * i] = 0 end
 end
-if lease > 0 then out[4] = leaseEnd - t end
+if lease > 0 then
+  out[4] = leaseEnd - t
+else
+  -- A window limit's reset follows from t and wait: left to the client.
+  for i = 1, n do
+    if algo[i] == 3 or algo[i] == 4 then out[3 + 3 * i] = 0 end
+  end
+end
 if maxwait > 0 and lease == 0 then
   -- The states before the booking, for giveback.lua (see Reply above).
   for i = 1, n do
