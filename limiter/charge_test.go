@@ -31,6 +31,15 @@ func TestQuotaFor(t *testing.T) {
 		if r, _ := lim.AllowQuota(ctx, other.For("b"), Cost{"req": 1}); !r.Allowed {
 			t.Fatal(`("api:a", "b") met ("api", "a:b")'s state`)
 		}
+		// In a Group, instances stay apart too, and apart from a quota named
+		// like the group.
+		g := Quota{Name: "api", Group: "api", Limits: tpl.Limits}
+		ga := Quota{Name: "api:a", Group: "api", Limits: tpl.Limits}
+		for _, inst := range []Quota{g, g.For("a:b"), g.For("a"), ga, ga.For("b"), g.For("@b")} {
+			if r, err := lim.AllowQuota(ctx, inst, Cost{"req": 1}); err != nil || !r.Allowed {
+				t.Fatalf("%+v met another instance's state (%v)", inst, err)
+			}
+		}
 		// The template itself is an instance of its own.
 		if r, _ := lim.AllowQuota(ctx, tpl, Cost{"req": 1}); !r.Allowed {
 			t.Fatal("the unkeyed template met a keyed instance's state")

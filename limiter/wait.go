@@ -154,8 +154,13 @@ func (r *Reservation) cancelDetached(ctx context.Context) {
 func (r *Reservation) wake(ctx context.Context) (bool, error) {
 	mw, err := maxWait(ctx)
 	if err != nil {
-		r.cancelDetached(ctx)
-		return false, err
+		// The deadline came as the turn did: check the holds all the same, on
+		// a context of its own, booking again only for at once (1 µs: a
+		// booking, with what Cancel needs, rather than an Allow).
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
+		defer cancel()
+		mw = 1
 	}
 	parts := r.each()
 	var nb int64
