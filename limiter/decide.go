@@ -444,7 +444,7 @@ func (r *reply) addTo(q *QuotaResult, p *plan) {
 		q.RetryAfter = us(r.waitUS)
 		switch {
 		case r.by < 0 && int(-r.by) <= p.nq:
-			q.DeniedBy, q.DeniedQuota = HoldName, p.qname(int(-r.by - 1))
+			q.DeniedBy, q.DeniedQuota = HoldName, p.qname(int(-r.by-1))
 		case r.by >= 1 && int(r.by) <= p.n:
 			q.DeniedBy, q.DeniedQuota = p.name(int(r.by-1)), p.qname(int(p.of[r.by-1]))
 		}

@@ -27,8 +27,8 @@ const holdAlgorithm Algorithm = 255
 type keyEntry struct {
 	head  string // <prefix>:{tag}
 	key   string
-	boxed any // key as an interface value, ready for the command
-	tok   any // for hold entries: the static token key sent when dedupe is off
+	boxed any    // key as an interface value, ready for the command
+	tok   any    // for hold entries: the static token key sent when dedupe is off
 	quota string // for hold entries: the quota's name (results name it)
 }
 
