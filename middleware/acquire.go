@@ -108,7 +108,7 @@ func (t *Transport) book(ctx context.Context, q limiter.Quota, cost limiter.Cost
 	}
 	sent := time.Now()
 	res, err := t.lim.ReserveQuota(ctx, q, cost)
-	if err != nil {
+	if err != nil && (res == nil || res.OK()) {
 		return booking{}, fmt.Errorf("middleware: quota %q: %w", q.Name, err)
 	}
 	if !res.OK() {
