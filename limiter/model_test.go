@@ -322,10 +322,17 @@ func (q *quotaModel) cancel(now int64, bs []*modelBooking, force bool) int64 {
 }
 
 // wake is a Wait's wake-up of booking bs: it stands (standing true) unless a
-// hold ends after its time and is not over yet; then it is given back and
-// decided anew, after the hold.
+// hold ends after its time and is not over yet, or now is within the guard of
+// (or past) the end of its fixed window; then it is given back and decided
+// anew.
 func (q *quotaModel) wake(now, maxWait int64, costs []int64, bs []*modelBooking) (d modelDecision, standing bool) {
-	if q.hold <= max(bs[0].t, now) {
+	late := q.hold > max(bs[0].t, now)
+	for _, l := range q.limits {
+		if f, ok := l.(*winModel); ok && !f.counter && now+f.guard >= (bs[0].t/f.p+1)*f.p {
+			late = true // woken too late for its fixed window
+		}
+	}
+	if !late {
 		return modelDecision{granted: true, wait: max(bs[0].t-now, 0)}, true
 	}
 	q.cancel(now, bs, true)
