@@ -8,6 +8,11 @@ import (
 
 // Several quotas per call.
 //
+// A charge on a quota without limits, with an empty cost, charges nothing:
+// the call only waits for the quota's hold (a call the server does not count
+// but that must not go out while the quota is held). Its hold is that of
+// every quota of the same Name, Group and For key.
+//
 // Charges whose quotas share a Group (or are one quota instance) live in one
 // Redis Cluster slot and are decided in one script call: all or nothing,
 // atomically. Charges across groups cannot be: each group is booked in turn,
@@ -117,11 +122,6 @@ func (l *Limiter) plans(p *plan, charges []Charge) ([]*plan, error) {
 		}
 		if err := l.addQuota(into, c.Quota, c.Cost); err != nil {
 			return nil, err
-		}
-	}
-	for _, q := range append([]*plan{p}, ps...) {
-		if q.n == 0 {
-			return nil, fmt.Errorf("%w: a charge takes nothing from quota %q", ErrInvalidCost, q.qname(0))
 		}
 	}
 	sort.SliceStable(ps, func(i, j int) bool { return ps[i].head() < ps[j].head() })

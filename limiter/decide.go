@@ -101,19 +101,20 @@ func (l *Limiter) single(p *plan, key string, limit Limit, n int) error {
 // quota plans cost against q alone into p.
 func (l *Limiter) quota(p *plan, q Quota, cost Cost) error {
 	p.n, p.nq = 0, 0
-	if err := l.addQuota(p, q, cost); err != nil {
-		return err
-	}
-	if p.n == 0 {
-		return fmt.Errorf("%w: cost charges no limit of quota %q", ErrInvalidCost, q.Name)
-	}
-	return nil
+	return l.addQuota(p, q, cost)
 }
 
 // addQuota adds cost against q to p, whose quotas must share q's slot.
-// Limits the cost does not name are left out.
+// Limits the cost does not name are left out; a cost must charge at least
+// one limit of a quota that has limits. A quota without limits (with an
+// empty cost) adds only its hold: the call waits for it, charging nothing.
 func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
-	if err := q.Validate(); err != nil {
+	holdOnly := len(q.Limits) == 0
+	if holdOnly {
+		if err := q.validateID(); err != nil {
+			return err
+		}
+	} else if err := q.Validate(); err != nil {
 		return err
 	}
 	for name, c := range cost {
@@ -143,7 +144,7 @@ func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
 	qi := p.nq
 	p.holds[qi] = hold
 	p.nq++
-	guard := q.Guard.Microseconds()
+	guard, first := q.Guard.Microseconds(), p.n
 	for _, nl := range q.Limits {
 		c := cost[nl.Name]
 		if c == 0 {
@@ -159,6 +160,9 @@ func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
 		p.names[p.n], p.limits[p.n], p.costs[p.n] = nl.Name, nl.Limit, c
 		p.keys[p.n], p.guards[p.n], p.of[p.n] = l.keyFor(id), guard, uint8(qi)
 		p.n++
+	}
+	if p.n == first && !holdOnly {
+		return fmt.Errorf("%w: cost charges no limit of quota %q", ErrInvalidCost, q.Name)
 	}
 	return nil
 }
@@ -325,7 +329,7 @@ const priorLen = 4
 
 // parseReply reads quota.lua's reply for n limits of nq quotas into r.
 func parseReply(v []any, n, nq int, r *reply) error {
-	withPrior := len(v) == 4+(3+priorLen)*n
+	withPrior := n > 0 && len(v) == 4+(3+priorLen)*n
 	if len(v) != 4+3*n && !withPrior {
 		return fmt.Errorf("%w: quota.lua returned %d values for %d limits", ErrBadReply, len(v), n)
 	}

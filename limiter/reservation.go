@@ -148,6 +148,9 @@ func (r *Reservation) cancelOne(ctx context.Context, force bool) (int, error) {
 		return 0, nil
 	}
 	p := r.plan
+	if p.n == 0 {
+		return 0, nil // only waited for a hold: nothing was charged
+	}
 	if len(r.rep.prior) != priorLen*p.n {
 		// Every granted reservation's reply carries them (parseReply checked).
 		return 0, fmt.Errorf("%w: reservation has no prior states to restore", ErrBadReply)

@@ -94,7 +94,7 @@ if not h or h < 1 or n < 0 or #ARGV < 5 + 6 * n then
 end
 local tail = 6 + 6 * n
 local wake = #ARGV == tail + 5 * n
-local dedupe = ARGV[2] ~= '0'
+local dedupe = ARGV[2] ~= '0' and n > 0 -- a call that charges nothing needs no dedupe
 local notBefore = tonumber(ARGV[4]) or 0
 -- remember stores a reply under the call's token (dedupe on).
 local function remember(out)
