@@ -41,6 +41,9 @@ type plan struct {
 	// wake, when set, is a granted booking's reply: the call is its wake-up
 	// (see quota.lua).
 	wake *reply
+	// regs are the registry entries of the plan's quotas (registry.go), one
+	// per hold.
+	regs [MaxQuotaLimits]*regEntry
 }
 
 // name is the name of limit i ("" for a single-key limit).
@@ -95,6 +98,7 @@ func (l *Limiter) single(p *plan, key string, limit Limit, n int) error {
 	}
 	p.holds[0], p.nq = l.keyFor(keyID{quota: key, algo: holdAlgorithm}), 1
 	p.n, p.limits[0], p.costs[0], p.keys[0] = 1, limit, n, l.keyFor(keyID{quota: key, algo: limit.Algorithm})
+	p.regs[0] = l.regFor(p.holds[0], Quota{Name: key}, limit)
 	return nil
 }
 
@@ -143,6 +147,7 @@ func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
 	}
 	qi := p.nq
 	p.holds[qi] = hold
+	p.regs[qi] = l.regFor(hold, q, Limit{})
 	p.nq++
 	guard, first := q.Guard.Microseconds(), p.n
 	for _, nl := range q.Limits {
@@ -197,6 +202,7 @@ const noDeadline = int64(1) << 50
 // decide runs quota.lua for p, reserving up to maxWaitUS ahead (0 = now only).
 // When Redis cannot be reached it answers under the failure policy.
 func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply) error {
+	l.register(p)
 	var err error
 	if l.closed.Load() {
 		// Fast path: the breaker (its mutex, its allocation) is touched only

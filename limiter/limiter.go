@@ -164,6 +164,7 @@ type Limiter struct {
 	coalesce *coalescer // nil unless Options.Coalesce
 	tel      instruments
 	stats    counters
+	reg      registry // quota definitions written for operators (registry.go)
 }
 
 // New returns a Limiter using client.

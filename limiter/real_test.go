@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strconv"
 	"strings"
@@ -38,11 +39,21 @@ func commandCalls(t *testing.T, c *redis.Client) map[string]int {
 }
 
 // roundTrips is a go-redis hook counting the client's round trips.
-type roundTrips struct{ n atomic.Int64 }
+// roundTrips counts a client's round trips; the registry's definition writes
+// (registry.go: once a minute per quota, from their own goroutine, never in a
+// decision's path) are counted apart, in defs.
+type roundTrips struct{ n, defs atomic.Int64 }
 
 func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if a := cmd.Args(); cmd.Name() == "set" && len(a) > 1 && strings.HasSuffix(fmt.Sprint(a[1]), ":def") {
+			h.defs.Add(1)
+		} else {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
 }
 func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
@@ -99,6 +110,10 @@ func TestOneRoundTripPerDecision(t *testing.T) {
 		if got["evalsha"] != n || got["eval"] != 0 || rt.n.Load() != n {
 			t.Fatalf("%s ×%d: server saw %v, client made %d round trips; want exactly %d evalsha", call.name, n, got, rt.n.Load(), n)
 		}
+	}
+	// 121 decisions on three quotas (k, s, q): at most one definition write each.
+	if d := rt.defs.Load(); d > 3 {
+		t.Fatalf("%d registry writes for 3 quotas within a minute", d)
 	}
 }
 

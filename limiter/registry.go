@@ -1,0 +1,186 @@
+package limiter
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The registry: what a quota is (its limits' rates, periods and algorithms)
+// is known only to the processes that use it, yet an operator reading Redis
+// needs it to show "used 900 of 1200". So each Limiter writes the definition
+// of every quota instance (or single key) it decides on beside the
+// instance's hold key (<...>:hold → <...>:def), in its slot:
+//
+//   - at most once per quota instance per process per registryEvery, never
+//     per decision: a decision only reads an atomic due time;
+//   - off the decision path: the write is sent from its own goroutine, so a
+//     decision still makes exactly one round trip;
+//   - with a TTL that outlives every state key of the quota (twice its longest
+//     period, plus registryEvery), so an idle quota is still described while
+//     its state can exist, and nothing stays once it cannot.
+//
+// Two processes with different definitions under one name overwrite each
+// other; the latest write within an interval wins.
+
+// registryEvery is how often a process rewrites a quota's definition.
+const registryEvery = time.Minute
+
+// registryTimeout bounds one definition write.
+const registryTimeout = 2 * time.Second
+
+// registryMax bounds the quota instances a process remembers, as the key
+// cache is bounded; past it the memory starts over (and writes again).
+const registryMax = keyCacheMax
+
+// registryNow is the registry's clock (tests move it).
+var registryNow = time.Now
+
+type registry struct {
+	m sync.Map // *keyEntry (the instance's hold key) → *regEntry
+	n atomic.Int64
+}
+
+// regEntry is one quota instance's definition, ready to write.
+type regEntry struct {
+	key   string // <hold key without ":hold">:def
+	val   []byte
+	ttlMS string
+	due   atomic.Int64 // unix ns of the next write
+}
+
+// defKey is the definition key of the quota instance whose hold key is hold.
+func defKey(hold string) string { return strings.TrimSuffix(hold, ":hold") + ":def" }
+
+// definition is a quota instance's registry record, as JSON.
+type definition struct {
+	Name   string     `json:"name"`
+	Label  string     `json:"label,omitempty"`
+	Group  string     `json:"group,omitempty"`
+	Key    *string    `json:"key,omitempty"` // For's key; absent when not keyed
+	Limits []defLimit `json:"limits"`
+}
+
+type defLimit struct {
+	Name      string `json:"name,omitempty"`
+	Algorithm string `json:"algorithm"`
+	Rate      int    `json:"rate"`
+	PeriodUS  int64  `json:"period_us"`
+	Burst     int    `json:"burst,omitempty"`
+}
+
+// regFor returns the registry entry of the quota instance q (or of the
+// single key q.Name limited by single, when q has no limits), whose hold key
+// is hold, building it on first use; nil for a quota with no limits.
+func (l *Limiter) regFor(hold *keyEntry, q Quota, single Limit) *regEntry {
+	if len(q.Limits) == 0 && single == (Limit{}) {
+		return nil // a charge that only waits for a hold: nothing to describe
+	}
+	if v, ok := l.reg.m.Load(hold); ok {
+		return v.(*regEntry)
+	}
+	def := definition{Name: q.Name, Label: q.Label, Group: q.Group}
+	if q.keyed {
+		k := q.key
+		def.Key = &k
+	}
+	if len(q.Limits) == 0 {
+		def.Limits = []defLimit{limitDef("", single)}
+	}
+	for _, nl := range q.Limits {
+		def.Limits = append(def.Limits, limitDef(nl.Name, nl.Limit))
+	}
+	var longest int64
+	for _, dl := range def.Limits {
+		longest = max(longest, dl.PeriodUS)
+	}
+	val, _ := json.Marshal(def) // strings and integers: cannot fail
+	e := &regEntry{key: defKey(hold.key), val: val,
+		ttlMS: strconv.FormatInt((2*longest)/1000+registryEvery.Milliseconds(), 10)}
+	if v, loaded := l.reg.m.LoadOrStore(hold, e); loaded {
+		return v.(*regEntry)
+	}
+	if l.reg.n.Add(1) > registryMax {
+		l.reg.m.Clear()
+		l.reg.n.Store(1)
+		l.reg.m.Store(hold, e)
+	}
+	return e
+}
+
+// register writes the definitions of p's quotas that this process has not
+// written within registryEvery, each from its own goroutine: the decision
+// itself is not delayed and makes no other round trip.
+func (l *Limiter) register(p *plan) {
+	var now int64
+	for _, e := range p.regs[:p.nq] {
+		if e == nil {
+			continue
+		}
+		if now == 0 {
+			now = registryNow().UnixNano()
+		}
+		d := e.due.Load()
+		if now < d || !e.due.CompareAndSwap(d, now+int64(registryEvery)) {
+			continue
+		}
+		dc, ok := l.client.(doer)
+		if !ok {
+			return // a client without Do (not a go-redis client): no registry
+		}
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
+			defer cancel()
+			// Best effort: a lost write only delays what status shows until
+			// the next interval.
+			_ = dc.Do(ctx, "set", e.key, e.val, "px", e.ttlMS).Err()
+		}()
+	}
+}
+
+func limitDef(name string, l Limit) defLimit {
+	return defLimit{Name: name, Algorithm: l.Algorithm.String(), Rate: l.Rate, PeriodUS: l.periodUS(), Burst: l.Burst}
+}
+
+// parseDefinition reads a registry record back into the quota instance it
+// describes (q.For(key) when keyed). A single key's record is a quota with
+// one limit named "".
+func parseDefinition(b []byte) (Quota, error) {
+	var def definition
+	if err := json.Unmarshal(b, &def); err != nil {
+		return Quota{}, fmt.Errorf("%w: quota definition: %w", ErrBadReply, err)
+	}
+	q := Quota{Name: def.Name, Label: def.Label, Group: def.Group}
+	if def.Key != nil {
+		q = q.For(*def.Key)
+	}
+	for _, dl := range def.Limits {
+		a, ok := algorithmNamed(dl.Algorithm)
+		if !ok {
+			return Quota{}, fmt.Errorf("%w: quota %q limit %q: unknown algorithm %q", ErrBadReply, def.Name, dl.Name, dl.Algorithm)
+		}
+		lim := Limit{Rate: dl.Rate, Period: time.Duration(dl.PeriodUS) * time.Microsecond, Burst: dl.Burst, Algorithm: a}
+		if err := lim.Validate(); err != nil {
+			return Quota{}, fmt.Errorf("%w: quota %q limit %q: %w", ErrBadReply, def.Name, dl.Name, err)
+		}
+		q.Limits = append(q.Limits, NamedLimit{Name: dl.Name, Limit: lim})
+	}
+	if len(q.Limits) == 0 || q.validateID() != nil {
+		return Quota{}, fmt.Errorf("%w: quota definition without a valid name or limits", ErrBadReply)
+	}
+	return q, nil
+}
+
+func algorithmNamed(s string) (Algorithm, bool) {
+	for a := GCRA; a <= FixedWindow; a++ {
+		if a.String() == s {
+			return a, true
+		}
+	}
+	return 0, false
+}

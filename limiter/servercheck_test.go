@@ -1,0 +1,66 @@
+package limiter
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/redquota/redquota/internal/redistest"
+)
+
+func levels(cs []ServerCheck) map[string]string {
+	m := map[string]string{}
+	for _, c := range cs {
+		m[c.Name] = c.Level
+	}
+	return m
+}
+
+// Every check passes or warns as the server's settings call for, and a user
+// without rights on the prefix fails the ACL check with the grant to make.
+func TestCheckServerAll(t *testing.T) {
+	ctx := context.Background()
+	t.Run("defaults of the test server", func(t *testing.T) {
+		c := redistest.NewReal(t)
+		cs, err := CheckServerAll(ctx, c, "")
+		require.NoError(t, err)
+		require.Equal(t, map[string]string{"version": "pass", "eviction": "pass", "persistence": "warn", "cluster": "pass", "acl": "pass"}, levels(cs))
+	})
+	t.Run("aof, lru, restricted user", func(t *testing.T) {
+		srv := redistest.Private(t, "--appendonly", "yes", "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
+		admin := srv.Client()
+		defer admin.Close()
+		require.NoError(t, admin.Do(ctx, "acl", "setuser", "app", "on", ">pw", "~other:*", "+@all").Err())
+		o := redistest.ClientOptions(srv.Addr())
+		o.Username, o.Password = "app", "pw"
+		c := redis.NewClient(o)
+		defer c.Close()
+		cs, err := CheckServerAll(ctx, c, "rq")
+		require.NoError(t, err)
+		require.Equal(t, map[string]string{"version": "pass", "eviction": "warn", "persistence": "pass", "cluster": "pass", "acl": "fail"}, levels(cs))
+		acl := cs[len(cs)-1]
+		require.Contains(t, acl.Detail, "user app cannot write (SET) on rq:*")
+		require.Equal(t, "ACL SETUSER app ~rq:* +@read +@write +@scripting +scan +info +time", acl.Advice)
+	})
+	t.Run("cluster", func(t *testing.T) {
+		c := redistest.NewClusterClient(t)
+		cs, err := CheckServerAll(ctx, c, "rq")
+		require.NoError(t, err)
+		require.Equal(t, "pass", levels(cs)["cluster"])
+		require.Equal(t, "pass", levels(cs)["acl"])
+		for _, c := range cs {
+			if c.Level == "pass" && c.Name != "acl" {
+				require.True(t, strings.HasSuffix(c.Detail, "(all 3 masters)"), c.Detail)
+			}
+		}
+		// A plain client on one cluster node is told to be a cluster client.
+		one := redis.NewClient(redistest.ClientOptions(redistest.SharedCluster(t)[0].Addr()))
+		defer one.Close()
+		cs, err = CheckServerAll(ctx, one, "rq")
+		require.NoError(t, err)
+		require.Equal(t, "fail", levels(cs)["cluster"])
+	})
+}

@@ -1,0 +1,5 @@
+package scripts
+
+// Inspect reads, writing nothing, the state of a quota's limits and its hold,
+// for operators. See inspect.lua.
+var Inspect = mustScript("inspect.lua", "window_state.lua")
