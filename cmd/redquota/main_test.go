@@ -1,0 +1,432 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/limiter"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files from this run's output")
+
+// binary is the redquota command built once for the end-to-end tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "redquota-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	binary = filepath.Join(dir, "redquota")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.Exit(2)
+	}
+	code := m.Run()
+	redistest.StopAll()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// fleet puts quotas in the states an operator meets, through the library's
+// own calls, and waits for the registry to describe them:
+//
+//	kraken    held 30 min with a reason, a quarter used
+//	coinbase  exhausted (sliding window 30/30)
+//	binance   mid-window: 40 % of its fixed-window weight, 25 % of its daily orders
+//	pair[XBT/USD]  an instance of a template (Quota.For), 60 % used
+//	user:42   a single key (sliding-window counter), 10 % used
+//	okx       idle: decided on, then reset
+//
+// Every limit is long (an hour or more, and a GCRA unit takes three minutes or
+// more to refill) so that nothing refills while the commands run; durations
+// are shown rounded up to the minute at that size.
+func fleet(t *testing.T, c redis.UniversalClient, prefix string) {
+	t.Helper()
+	ctx := context.Background()
+	// The fixed window (an hour) and the counter (a day) must not roll over
+	// while a test reads them: start at least 30 s before the next hour
+	// (Redis runs on this machine's clock). Waits at most 30 s.
+	if left := time.Until(time.Now().Truncate(time.Hour).Add(time.Hour)); left < 30*time.Second {
+		time.Sleep(left + time.Second)
+	}
+	lim := limiter.New(c, limiter.Options{Prefix: prefix})
+	must := func(r limiter.QuotaResult, err error) {
+		t.Helper()
+		require.NoError(t, err)
+		require.True(t, r.Allowed, "%+v", r)
+	}
+	binance := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{
+		{Name: "weight", Limit: limiter.Every(6000, time.Hour).WithAlgorithm(limiter.FixedWindow)},
+		{Name: "orders", Limit: limiter.PerDay(500)},
+	}}
+	must(lim.AllowQuota(ctx, binance, limiter.Cost{"weight": 2400, "orders": 125}))
+	coinbase := limiter.Quota{Name: "coinbase", Limits: []limiter.NamedLimit{
+		{Name: "private", Limit: limiter.Every(30, time.Hour).WithAlgorithm(limiter.SlidingWindow)},
+	}}
+	must(lim.AllowQuota(ctx, coinbase, limiter.Cost{"private": 30}))
+	kraken := limiter.Quota{Name: "kraken", Limits: []limiter.NamedLimit{
+		{Name: "calls", Limit: limiter.PerHour(20)},
+	}}
+	must(lim.AllowQuota(ctx, kraken, limiter.Cost{"calls": 5}))
+	_, err := lim.HoldBecause(ctx, kraken, 30*time.Minute, "exchange maintenance (alice@desk)")
+	pair := limiter.Quota{Name: "pair", Limits: []limiter.NamedLimit{{Name: "calls", Limit: limiter.PerHour(15)}}}
+	must(lim.AllowQuota(ctx, pair.For("XBT/USD"), limiter.Cost{"calls": 9}))
+	require.NoError(t, err)
+	r, err := lim.AllowN(ctx, "user:42", limiter.PerDay(100).WithAlgorithm(limiter.SlidingWindowCounter), 10)
+	require.NoError(t, err)
+	require.True(t, r.Allowed)
+	okx := limiter.Quota{Name: "okx", Limits: []limiter.NamedLimit{{Name: "public", Limit: limiter.PerHour(600)}}}
+	must(lim.AllowQuota(ctx, okx, limiter.Cost{"public": 1}))
+	require.NoError(t, lim.ResetQuota(ctx, okx))
+	// The registry writes from its own goroutine: wait until all six are
+	// described (bounded: 5 s).
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		st, err := lim.Inspect(ctx)
+		require.NoError(t, err)
+		n := 0
+		for _, s := range st {
+			if len(s.Quota.Limits) > 0 {
+				n++
+			}
+		}
+		if n == 6 {
+			return
+		}
+		require.False(t, time.Now().After(deadline), "registry wrote %d of 6 definitions", n)
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// cmd runs the built binary with env (added to a clean environment) and
+// returns its stdout, stderr and exit code.
+func cmd(t *testing.T, env []string, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := exec.CommandContext(ctx, binary, args...)
+	c.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
+	c.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	err := c.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(t, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// windowReset matches the time left on a fixed-window or sliding-counter row:
+// those windows are aligned to the clock, so it depends on when the test runs.
+var windowReset = regexp.MustCompile(`(?m)^(\S+ +\S+ +(?:fixed|counter) .*%  +)(\S+)$`)
+
+// golden compares got with testdata/name, after replacing the clock-aligned
+// window resets with "<window>" (each checked to parse as a time left first).
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	got = windowReset.ReplaceAllStringFunc(got, func(line string) string {
+		m := windowReset.FindStringSubmatch(line)
+		require.Regexp(t, `^(\d+\.\ds|\d+s|\d+m\d\ds|\d+m|\d+h\d\dm|\d+d\d\dh)$`, m[2], "window reset in %q", line)
+		return m[1] + "<window>"
+	})
+	path := filepath.Join("testdata", name)
+	if *update {
+		require.NoError(t, os.MkdirAll("testdata", 0o755))
+		require.NoError(t, os.WriteFile(path, []byte(got), 0o644))
+	}
+	want, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, string(want), got)
+}
+
+// normalJSON checks each reset of status --json against its limit and
+// rounds what depends on the clock: window resets become -1, other times
+// are rounded up to the minute (every limit of the fleet is an hour or more).
+func normalJSON(t *testing.T, out string) string {
+	t.Helper()
+	var v struct {
+		Prefix string `json:"prefix"`
+		Quotas []struct {
+			Name       string           `json:"name"`
+			HoldMS     int64            `json:"hold_ms"`
+			HoldReason string           `json:"hold_reason"`
+			Limits     []map[string]any `json:"limits"`
+		} `json:"quotas"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &v))
+	minute := func(ms float64) int64 { return int64(math.Ceil(ms/60000)) * 60000 }
+	v.Prefix = "PREFIX"
+	for i := range v.Quotas {
+		q := &v.Quotas[i]
+		q.HoldMS = minute(float64(q.HoldMS))
+		for _, l := range q.Limits {
+			reset, period := l["reset_ms"].(float64), l["period_ms"].(float64)
+			require.GreaterOrEqual(t, reset, 0.0)
+			require.LessOrEqual(t, reset, 2*period)
+			if a := l["algorithm"]; a == "fixed" || a == "counter" {
+				l["reset_ms"] = -1
+			} else {
+				l["reset_ms"] = minute(reset)
+			}
+		}
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	require.NoError(t, err)
+	return string(b) + "\n"
+}
+
+// The built binary against a real redis-server: status, status --json,
+// status of named quotas, and check, compared with golden files.
+func TestStatusAndCheckRedis(t *testing.T) {
+	srv := redistest.Private(t)
+	c := srv.Client()
+	defer c.Close()
+	fleet(t, c, "rq")
+	env := []string{"REDIS_URL=redis://" + srv.Addr()}
+
+	out, errOut, code := cmd(t, env, "", "status")
+	require.Equal(t, 0, code, errOut)
+	golden(t, "status.txt", out)
+
+	out, errOut, code = cmd(t, env, "", "status", "--json")
+	require.Equal(t, 0, code, errOut)
+	golden(t, "status.json", normalJSON(t, out))
+
+	out, errOut, code = cmd(t, env, "", "status", "okx", "kraken", "nowhere")
+	require.Equal(t, 0, code, errOut)
+	golden(t, "status-named.txt", out)
+
+	// The seed's variables instead of REDIS_URL.
+	out, errOut, code = cmd(t, []string{"REDIS_HOST=127.0.0.1", fmt.Sprintf("REDIS_PORT=%d", srv.Port())}, "", "check")
+	require.Equal(t, 0, code, errOut)
+	golden(t, "check.txt", regexp.MustCompile(`Redis \d+\.\d+\.\d+`).ReplaceAllString(out, "Redis X.Y.Z"))
+}
+
+// The same fleet on the three-master cluster: every master is scanned, and
+// the table is the single server's, line for line.
+func TestStatusAndCheckCluster(t *testing.T) {
+	c := redistest.NewClusterClient(t)
+	prefix := redistest.NewPrefix(t)
+	fleet(t, c, prefix)
+	var urls []string
+	for _, n := range redistest.SharedCluster(t) {
+		urls = append(urls, "redis://"+n.Addr())
+	}
+	env := []string{"REDIS_URL=" + strings.Join(urls, ","), "REDQUOTA_PREFIX=" + prefix}
+
+	out, errOut, code := cmd(t, env, "", "status")
+	require.Equal(t, 0, code, errOut)
+	golden(t, "status.txt", out)
+	out, errOut, code = cmd(t, env, "", "status", "--json")
+	require.Equal(t, 0, code, errOut)
+	golden(t, "status.json", normalJSON(t, out))
+
+	out, errOut, code = cmd(t, env, "", "check")
+	require.Equal(t, 0, code, errOut)
+	out = strings.ReplaceAll(out, prefix, "PREFIX")
+	golden(t, "check-cluster.txt", regexp.MustCompile(`Redis \d+\.\d+\.\d+`).ReplaceAllString(out, "Redis X.Y.Z"))
+}
+
+// A user without rights on the prefix fails the check: exit 1, with the
+// grant to make.
+func TestCheckFailsForRestrictedUser(t *testing.T) {
+	srv := redistest.Private(t)
+	admin := srv.Client()
+	defer admin.Close()
+	require.NoError(t, admin.Do(context.Background(), "acl", "setuser", "app", "on", ">pw", "~other:*", "+@all").Err())
+	out, errOut, code := cmd(t, []string{"REDIS_URL=redis://app:pw@" + srv.Addr()}, "", "check", "--json")
+	require.Equal(t, 1, code, errOut)
+	golden(t, "check-acl.json", regexp.MustCompile(`Redis \d+\.\d+\.\d+`).ReplaceAllString(out, "Redis X.Y.Z"))
+}
+
+// watch for two refreshes: two frames, each with every quota, a bar per
+// limit and the hold marked; then it exits 0 by itself (--count).
+func TestWatchTwoRefreshes(t *testing.T) {
+	srv := redistest.Private(t)
+	c := srv.Client()
+	defer c.Close()
+	fleet(t, c, "rq")
+	env := []string{"REDIS_URL=redis://" + srv.Addr()}
+	out, errOut, code := cmd(t, env, "", "watch", "--count", "2", "--interval", "100ms")
+	require.Equal(t, 0, code, errOut)
+	frames := strings.Split(strings.TrimSuffix(out, "\n"), "\n\nredquota watch")
+	require.Len(t, frames, 2, out)
+	for _, f := range frames {
+		require.Contains(t, f, "prefix rq")
+		require.Regexp(t, `kraken +HOLD +!! held for (30|29)m !! +reason: exchange maintenance \(alice@desk\)`, f)
+		require.Regexp(t, `coinbase +private +\[#{30}\] +30/30 100%`, f)
+		require.Regexp(t, `binance +weight +\[#{12}\.{18}\] +2400/6000 40%`, f)
+		require.Regexp(t, `okx +public +\[\.{30}\] +0/600 0%`, f)
+		require.NotContains(t, f, "\x1b[", "escape sequences on a non-terminal")
+	}
+}
+
+// Ctrl-C (SIGINT) ends watch at once, exit 0.
+func TestWatchInterrupt(t *testing.T) {
+	srv := redistest.Private(t)
+	c := exec.Command(binary, "watch")
+	c.Env = []string{"REDIS_URL=redis://" + srv.Addr()}
+	out := &lockedBuffer{}
+	c.Stdout = out
+	require.NoError(t, c.Start())
+	// Bounded: the first frame within 10 s.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "no quotas yet"); {
+		require.False(t, time.Now().After(deadline), "no first frame: %q", out.String())
+		time.Sleep(10 * time.Millisecond)
+	}
+	require.NoError(t, c.Process.Signal(syscall.SIGINT))
+	require.NoError(t, c.Wait())
+}
+
+// lockedBuffer is a bytes.Buffer safe to read while a process writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// hold, release and reset are the library's operations: every process sees
+// them; each asks for confirmation unless --yes, and a "no" changes nothing.
+func TestHoldReleaseReset(t *testing.T) {
+	srv := redistest.Private(t)
+	c := srv.Client()
+	defer c.Close()
+	ctx := context.Background()
+	fleet(t, c, "rq")
+	lim := limiter.New(c, limiter.Options{})
+	binance := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{
+		{Name: "weight", Limit: limiter.Every(6000, time.Hour).WithAlgorithm(limiter.FixedWindow)},
+		{Name: "orders", Limit: limiter.PerDay(500)},
+	}}
+	env := []string{"REDIS_URL=redis://" + srv.Addr(), "REDQUOTA_OPERATOR=bob", "REDQUOTA_HOST=ops1"}
+
+	// Declined: nothing held, exit 1.
+	out, _, code := cmd(t, env, "n\n", "hold", "binance", "10m")
+	require.Equal(t, 1, code)
+	require.Contains(t, out, "Hold binance for 10m0s?")
+	r, err := lim.AllowQuota(ctx, binance, limiter.Cost{"weight": 1})
+	require.NoError(t, err)
+	require.True(t, r.Allowed)
+
+	out, errOut, code := cmd(t, env, "y\n", "hold", "binance", "10m", "--reason", "deploy")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "binance held for 10m: deploy (bob@ops1)")
+	r, err = lim.AllowQuota(ctx, binance, limiter.Cost{"weight": 1})
+	require.NoError(t, err)
+	require.Equal(t, limiter.HoldName, r.DeniedBy, "a process sees the hold")
+
+	out, errOut, code = cmd(t, env, "", "release", "binance", "--yes")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, "binance released\n", out)
+	r, err = lim.AllowQuota(ctx, binance, limiter.Cost{"weight": 1})
+	require.NoError(t, err)
+	require.True(t, r.Allowed, "a process sees the release")
+
+	// An instance of a template: --key.
+	out, errOut, code = cmd(t, env, "", "hold", "pair", "5m", "--key", "XBT/USD", "--yes")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "pair[XBT/USD] held for 5m00s: set with redquota by bob@ops1")
+	held, err := lim.Held(ctx, limiter.Quota{Name: "pair"}.For("XBT/USD"))
+	require.NoError(t, err)
+	require.Positive(t, held)
+	out, errOut, code = cmd(t, env, "", "reset", "pair", "--key", "XBT/USD", "--yes")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, "pair[XBT/USD] reset\n", out)
+	st, err := lim.Inspect(ctx, "pair")
+	require.NoError(t, err)
+	require.Zero(t, st[0].Hold)
+	require.Equal(t, 15, st[0].Limits[0].Remaining)
+
+	// reset: coinbase was exhausted; after it, full again.
+	out, errOut, code = cmd(t, env, "", "reset", "--yes", "coinbase")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, "coinbase reset\n", out)
+	st, err = lim.Inspect(ctx, "coinbase")
+	require.NoError(t, err)
+	require.Equal(t, 30, st[0].Limits[0].Remaining)
+	// A single key resets too; an unknown name is refused.
+	_, errOut, code = cmd(t, env, "", "reset", "--yes", "user:42")
+	require.Equal(t, 0, code, errOut)
+	_, errOut, code = cmd(t, env, "", "reset", "--yes", "nowhere")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, `no definition of "nowhere"`)
+}
+
+// Usage and connection errors exit 2 and say what is wrong.
+func TestUsageAndConnectionErrors(t *testing.T) {
+	for _, tc := range []struct {
+		env  []string
+		args []string
+		want string
+	}{
+		{nil, nil, "usage: redquota"},
+		{nil, []string{"frob"}, `unknown command "frob"`},
+		{nil, []string{"hold", "x"}, "wrong number of arguments"},
+		{nil, []string{"hold", "x", "soon"}, `duration "soon"`},
+		{nil, []string{"status", "--nope"}, "flag provided but not defined"},
+		{[]string{"REDIS_URL=http://x"}, []string{"status"}, "REDIS_URL must start with"},
+		{[]string{"REDIS_URL=redis://127.0.0.1:1"}, []string{"status"}, "cannot reach Redis"},
+	} {
+		_, errOut, code := cmd(t, tc.env, "", tc.args...)
+		require.Equal(t, 2, code, "%v %v", tc.env, tc.args)
+		require.Contains(t, errOut, tc.want)
+	}
+}
+
+// Over TLS (rediss://, a private CA) as an ACL user limited to the prefix:
+// status reads the fleet and check passes, as the library is configured.
+func TestTLSAndACLUser(t *testing.T) {
+	redistest.Shared(t) // skips, or fails under REDQUOTA_REQUIRE_REDIS, without redis-server
+	srv, files, tlsPort, err := redistest.StartTLSServer(t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(srv.Close)
+	admin := srv.Client()
+	defer admin.Close()
+	require.NoError(t, admin.Do(context.Background(), "acl", "setuser", "ops", "on", ">s3cret", "~rq:*", "+@all", "-@dangerous").Err())
+	fleet(t, admin, "rq")
+	env := []string{fmt.Sprintf("REDIS_URL=rediss://ops:s3cret@127.0.0.1:%d", tlsPort), "REDIS_TLS_CA_FILE=" + files.CA}
+	out, errOut, code := cmd(t, env, "", "status")
+	require.Equal(t, 0, code, errOut)
+	golden(t, "status.txt", out)
+	out, errOut, code = cmd(t, env, "", "check")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "PASS  acl          may read, write, script and SCAN rq:*")
+	// Without the CA the certificate is refused: a connection error, exit 2.
+	_, errOut, code = cmd(t, env[:1], "", "status")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "certificate")
+}
