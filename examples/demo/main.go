@@ -114,8 +114,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "exchange: simulated Binance on %s: %d weight per clock-aligned %s window, 30-80 ms per call,\n", ex.URL(), ex.Limit(), ex.Window())
 	fmt.Fprintf(stdout, "          429 + Retry-After over the limit, 418 after %d requests during a Retry-After\n", 3)
-	fmt.Fprintf(stdout, "requests: %d symbols; %d0%% tickers (weight %d, cached %v), %d0%% order books (weight %d, cached %v)\n\n",
+	fmt.Fprintf(stdout, "requests: %d symbols; %d0%% tickers (weight %d, cached %v), %d0%% order books (weight %d, cached %v)\n",
 		len(symbols), 10-bookShare, fakeexchange.TickerWeight, ttls.Ticker, bookShare, fakeexchange.DepthWeight(depthLimit), ttls.OrderBook)
+	fmt.Fprintf(stdout, "watch:    in another terminal, from the repository's root (-duration 60s gives you time):\n          %s\n\n", env.WatchCommand(prefix))
 
 	tty := isTerminal(stdout)
 	// Phases are whole windows, starting at a window's start, so that the share

@@ -18,7 +18,7 @@ func TestDemo(t *testing.T) {
 	backends := []exampletest.Backend{exampletest.Mini, exampletest.Cluster}
 	args := []string{"-duration", "2s", "-workers", "4"}
 	exampletest.Each(t, backends, run, args, func(t *testing.T, out string) {
-		for _, want := range []string{"no cache", "market cache", "done"} {
+		for _, want := range []string{"no cache", "market cache", "done", "go run ./cmd/redquota watch --prefix rqex:demo:"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("no progress line with %q", want)
 			}

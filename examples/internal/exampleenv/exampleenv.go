@@ -95,6 +95,18 @@ func (e *Env) String() string {
 	return fmt.Sprintf("%s at %s%s (from %s)", kind, scheme, strings.Join(e.cfg.Addrs, ","), URLEnv)
 }
 
+// WatchCommand is the command that shows, live, the quotas an example keeps
+// under prefix: redquota watch, pointed at this Redis. For the embedded
+// miniredis it names its address; for REDIS_URL it relies on the variable
+// already set (never echoing a password).
+func (e *Env) WatchCommand(prefix string) string {
+	cmd := "go run ./cmd/redquota watch --prefix " + prefix
+	if e.mini != nil {
+		return URLEnv + "=redis://" + e.mini.Addr() + " " + cmd
+	}
+	return cmd + "   (with the same " + URLEnv + ")"
+}
+
 // NewClient returns a new client with go-redis retries on (config's default
 // MaxRetries), for caches: a read retried after a timeout is harmless.
 func (e *Env) NewClient() redis.UniversalClient { return e.cfg.NewClient() }
