@@ -205,7 +205,9 @@ const noDeadline = int64(1) << 50
 // decide runs quota.lua for p, reserving up to maxWaitUS ahead (0 = now only).
 // When Redis cannot be reached it answers under the failure policy.
 func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply) error {
-	l.register(p)
+	// After the call: the definition's write must not take the pool's warm
+	// connection from the decision (registry.go).
+	defer l.register(p)
 	var err error
 	if l.closed.Load() {
 		// Fast path: the breaker (its mutex, its allocation) is touched only

@@ -19,8 +19,10 @@ import (
 //
 //   - at most once per quota instance per process per registryEvery, never
 //     per decision: a decision only reads an atomic due time;
-//   - off the decision path: the write is sent from its own goroutine, so a
-//     decision still makes exactly one round trip;
+//   - off the decision path: the write is sent from its own goroutine once
+//     the decision's call is done (so it never takes the pool's warm
+//     connection from the decision), and a decision still makes exactly one
+//     round trip;
 //   - with a TTL that outlives every state key of the quota (twice its longest
 //     period, plus registryEvery), so an idle quota is still described while
 //     its state can exist, and nothing stays once it cannot.
