@@ -40,23 +40,43 @@ func commandCalls(t *testing.T, c *redis.Client) map[string]int {
 
 // roundTrips is a go-redis hook counting the client's round trips.
 // roundTrips counts a client's round trips; the registry's definition writes
-// (registry.go: once a minute per quota, from their own goroutine, never in a
-// decision's path) are counted apart, in defs.
+// (registry.go: once a minute per quota, from their own goroutine after a
+// decision's call) are counted apart, in defs. A new connection's handshake
+// (the registry's write may need a second connection) is no decision's round
+// trip and is not counted.
 type roundTrips struct{ n, defs atomic.Int64 }
+
+// handshake reports whether cmd is sent by go-redis when it opens a connection.
+func handshake(cmd redis.Cmder) bool {
+	switch cmd.Name() {
+	case "hello", "auth", "select", "client", "readonly":
+		return true
+	}
+	return false
+}
 
 func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if a := cmd.Args(); cmd.Name() == "set" && len(a) > 1 && strings.HasSuffix(fmt.Sprint(a[1]), ":def") {
+		switch a := cmd.Args(); {
+		case cmd.Name() == "set" && len(a) > 1 && strings.HasSuffix(fmt.Sprint(a[1]), ":def"):
 			h.defs.Add(1)
-		} else {
+		case !handshake(cmd):
 			h.n.Add(1)
 		}
 		return next(ctx, cmd)
 	}
 }
 func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if !handshake(c) {
+				h.n.Add(1)
+				break
+			}
+		}
+		return next(ctx, cmds)
+	}
 }
 
 func withHook(addr string, h redis.Hook) *redis.Client {
