@@ -459,16 +459,17 @@ func TestKrakenTiers(t *testing.T) {
 		t.Errorf("unknown tier: %v", err)
 	}
 	p, _ := exchanges.Kraken(exchanges.KrakenOptions{})
-	rule := p.Rules[0]
+	trade, calls := p.Rules[0], p.Rules[1]
 	for path, want := range map[string]int{"/0/private/Balance": 1, "/0/private/Ledgers": 2, "/0/private/TradesHistory": 2} {
 		req, _ := http.NewRequest("POST", "https://api.kraken.com"+path, nil)
-		if c, _ := rule.CostFunc(req); !rule.Match(req) || c["calls"] != want {
-			t.Errorf("%s: cost %v, want %d", path, c, want)
+		cs, err := calls.Charges(req, nil)
+		if err != nil || trade.Match(req) || len(cs) != 1 || cs[0].Quota.Name != "kraken" || cs[0].Cost["calls"] != want {
+			t.Errorf("%s: charges %+v, %v; want %d calls", path, cs, err, want)
 		}
 	}
 	req, _ := http.NewRequest("POST", "https://api.kraken.com/0/private/AddOrder", nil)
-	if rule.Match(req) {
-		t.Error("AddOrder is charged to the call counter")
+	if !trade.Match(req) {
+		t.Error("AddOrder is not a trading call")
 	}
 }
 

@@ -38,34 +38,45 @@ type windowEnd struct {
 // again in the window it will land in, at most maxRebook times, then it fails
 // with a *LimitedError naming that limit. Either way it is never sent during a
 // hold or in a window it was not charged in.
-func (t *Transport) acquire(ctx context.Context, r *rule, cost limiter.Cost, minDelay time.Duration) (charge, error) {
+func (t *Transport) acquireAll(ctx context.Context, cs []Charge, minDelay time.Duration) ([]charge, error) {
+	out := make([]charge, len(cs))
+	for i, c := range cs {
+		var err error
+		if out[i], err = t.acquire(ctx, c.Quota, c.Cost, minDelay); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+func (t *Transport) acquire(ctx context.Context, q limiter.Quota, cost limiter.Cost, minDelay time.Duration) (charge, error) {
 	c := charge{ends: map[string]windowEnd{}}
-	b, err := t.book(ctx, r.Quota, cost, minDelay)
+	b, err := t.book(ctx, q, cost, minDelay)
 	for edges := 0; err == nil; {
 		if b.held > 0 {
 			// Each booking waits out the hold it finds (Redis books past it),
 			// so this loop sleeps, never spins; ctx ends it.
 			t.stats.rebooked.Add(1)
 			clear(c.ends)
-			b, err = t.book(ctx, r.Quota, cost, 0)
+			b, err = t.book(ctx, q, cost, 0)
 			continue
 		}
 		for name, e := range b.ends {
 			c.ends[name] = e
 		}
-		fixed, at := t.late(r.Quota, cost, c, time.Now())
+		fixed, at := t.late(q, cost, c, time.Now())
 		if fixed == nil {
 			return c, nil
 		}
 		if edges == maxRebook {
-			return c, &LimitedError{Quota: r.Quota.Name, DeniedBy: firstLimit(r.Quota, fixed), RetryAfter: time.Until(at)}
+			return c, &LimitedError{Quota: q.Name, DeniedBy: firstLimit(q, fixed), RetryAfter: time.Until(at)}
 		}
 		edges++
 		if err := sleep(ctx, time.Until(at)); err != nil {
 			return c, err
 		}
 		t.stats.rebooked.Add(1)
-		b, err = t.book(ctx, r.Quota, fixed, 0)
+		b, err = t.book(ctx, q, fixed, 0)
 	}
 	return c, err
 }

@@ -20,6 +20,9 @@ var (
 	// usage header) was malformed and was ignored or replaced by a fallback.
 	// It never fails a request; it is passed to Options.OnError.
 	ErrBadHeader = errors.New("middleware: malformed rate-limit header")
+	// ErrUnmatched: a Strict Transport refused, unsent, a request that no rule
+	// matched.
+	ErrUnmatched = errors.New("middleware: request matches no rule")
 )
 
 // LimitedError is the error of a request that was not sent for lack of room in

@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/redquota/redquota/exchanges"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
@@ -186,9 +187,9 @@ func newProc(t *testing.T, name, prefix string, ex *exchange, q limiter.Quota, o
 	rdb := redis.NewClient(redistest.ClientOptions(redistest.Shared(t).Addr()))
 	t.Cleanup(func() { _ = rdb.Close() })
 	lim := limiter.New(rdb, limiter.Options{Prefix: prefix, Timeout: 2 * time.Second})
-	rule := middleware.Rule{Host: "127.0.0.1", PathPrefix: "/api/", Quota: q, CostFunc: weightCost}
+	rule := middleware.Rule{Hosts: []string{"127.0.0.1"}, PathPrefix: "/api/", Quota: q, Charges: charges(q, weightCost)}
 	if usage {
-		rule.Usage = []middleware.UsageParser{middleware.BinanceUsage{Weight: map[string]string{"1s": "weight"}}}
+		rule.Usage = []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{"1s": "weight"}}}
 	}
 	base := &http.Transport{MaxIdleConnsPerHost: 64}
 	t.Cleanup(base.CloseIdleConnections)

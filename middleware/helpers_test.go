@@ -13,6 +13,7 @@ import (
 
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
+	"github.com/redquota/redquota/middleware"
 )
 
 // t0 is miniredis's frozen clock: the middle of a minute, so that a fixed
@@ -122,5 +123,13 @@ func runningMini(t *testing.T, start time.Time) (lim *limiter.Limiter, freeze fu
 	return limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t)}), func(at time.Time) {
 		frozen.Store(true)
 		m.SetTime(at)
+	}
+}
+
+// charges is a Rule.Charges charging q what cost says.
+func charges(q limiter.Quota, cost func(*http.Request) (limiter.Cost, error)) func(*http.Request, []byte) ([]middleware.Charge, error) {
+	return func(r *http.Request, _ []byte) ([]middleware.Charge, error) {
+		c, err := cost(r)
+		return []middleware.Charge{{Quota: q, Cost: c}}, err
 	}
 }

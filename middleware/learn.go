@@ -10,43 +10,60 @@ import (
 	"github.com/redquota/redquota/limiter"
 )
 
-// learn updates the limiter from resp, the answer to req charged c and sent
-// at sent: usage
-// headers raise our counts to the server's, and a 429, 418 or 503 with
-// Retry-After (or a usage header saying nothing is left) holds the quota in
-// every process. ctx is req's context (with the RoundTrip span, if any); tr
-// collects what was learnt, for the span.
-func (t *Transport) learn(ctx context.Context, req *http.Request, r *rule, resp *http.Response, c charge, sent time.Time, tr *trip) {
+// learn updates the limiter from a, the answer to a request charged cs
+// (booked as c) and sent at sent: the rule's usage parsers' counts raise
+// ours to the server's, and a 429, 418 or 503 with Retry-After (or a usage
+// saying nothing is left) holds quotas in every process. ctx is the request's
+// context (with the RoundTrip span, if any); tr collects what was learnt, for
+// the span.
+func (t *Transport) learn(ctx context.Context, r *rule, a *Answer, c []charge, sent time.Time, tr *trip) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
 	defer cancel()
-	var hold time.Duration
+	req := a.Request
+	holds := make([]time.Duration, len(a.Charges))
+	var refused []int
 	for _, p := range r.Usage {
-		us, err := p.ParseUsage(resp.Header, r.Quota)
+		us, err := p.ParseUsage(a)
 		if err != nil {
 			t.report(req, err)
 		}
 		for _, u := range us {
-			if u.Used > 0 && !current(r.Quota, u.Limit, c, sent, time.Now(), resp.Header.Get("Date")) {
+			targets := chargesOf(a.Charges, u)
+			if len(targets) == 0 {
+				t.report(req, fmt.Errorf("middleware: usage of quota %q limit %q: %w: not charged", u.Quota, u.Limit, limiter.ErrUnknownLimit))
+				continue
+			}
+			if u.Refused {
+				refused = append(refused, targets...)
+			}
+			for _, i := range targets {
+				holds[i] = max(holds[i], u.Hold)
+			}
+			if u.Used <= 0 || u.Limit == "" {
+				continue
+			}
+			i := targets[0]
+			q := a.Charges[i].Quota
+			if !current(q, u.Limit, c[i], sent, time.Now(), a.Header.Get("Date")) {
 				t.stats.syncsSkipped.Add(1)
 				t.countSync(ctx, r, syncSkipped)
-			} else if u.Used > 0 {
-				raised, err := t.lim.Sync(ctx, r.Quota, u.Limit, u.Used)
-				switch {
-				case err != nil:
-					t.countSync(ctx, r, syncError)
-					t.report(req, fmt.Errorf("middleware: sync limit %q of quota %q: %w", u.Limit, r.Quota.Name, err))
-				case raised:
-					t.stats.syncs.Add(1)
-					t.countSync(ctx, r, syncRaised)
-					tr.synced = true
-				default:
-					t.countSync(ctx, r, syncUnchanged)
-				}
+				continue
 			}
-			hold = max(hold, u.Hold)
+			raised, err := t.lim.Sync(ctx, q, u.Limit, u.Used)
+			switch {
+			case err != nil:
+				t.countSync(ctx, r, syncError)
+				t.report(req, fmt.Errorf("middleware: sync limit %q of quota %q: %w", u.Limit, q.Name, err))
+			case raised:
+				t.stats.syncs.Add(1)
+				t.countSync(ctx, r, syncRaised)
+				tr.synced = true
+			default:
+				t.countSync(ctx, r, syncUnchanged)
+			}
 		}
 	}
-	switch resp.StatusCode {
+	switch a.StatusCode {
 	case http.StatusTooManyRequests:
 		t.stats.tooMany.Add(1)
 	case http.StatusTeapot:
@@ -54,22 +71,54 @@ func (t *Transport) learn(ctx context.Context, req *http.Request, r *rule, resp 
 	case http.StatusServiceUnavailable:
 		t.stats.unavailable.Add(1)
 	}
-	if limitedIndex(resp.StatusCode) >= 0 {
-		t.countLimited(ctx, r, resp.StatusCode)
+	if limitedIndex(a.StatusCode) >= 0 {
+		t.countLimited(ctx, r, a.StatusCode)
 		tr.limited++
-		tr.limitedStatus = resp.StatusCode
+		tr.limitedStatus = a.StatusCode
 	}
-	hold = max(hold, t.statusHold(req, resp))
-	if hold <= 0 {
-		return
+	if h := t.statusHold(req, a); h > 0 {
+		if refused == nil {
+			for i := range holds {
+				holds[i] = max(holds[i], h)
+			}
+		}
+		for _, i := range refused {
+			holds[i] = max(holds[i], h)
+		}
 	}
-	hold = min(hold, t.opts.MaxHold)
-	if _, err := t.lim.Hold(ctx, r.Quota.Name, hold); err != nil {
-		t.report(req, fmt.Errorf("middleware: hold quota %q for %s: %w", r.Quota.Name, hold, err))
-		return
+	for i, hold := range holds {
+		if hold <= 0 {
+			continue
+		}
+		hold = min(hold, t.opts.MaxHold)
+		q := a.Charges[i].Quota
+		if _, err := t.lim.Hold(ctx, q.Name, hold); err != nil {
+			t.report(req, fmt.Errorf("middleware: hold quota %q for %s: %w", q.Name, hold, err))
+			continue
+		}
+		t.stats.holds.Add(1)
+		tr.hold = max(tr.hold, hold)
 	}
-	t.stats.holds.Add(1)
-	tr.hold = max(tr.hold, hold)
+}
+
+// chargesOf returns the indexes of the charges u is about: those of the
+// quota it names (all of them when it names none), and of those the first
+// that has its limit, when it names one.
+func chargesOf(cs []Charge, u Usage) []int {
+	var out []int
+	for i, c := range cs {
+		if u.Quota != "" && c.Quota.Name != u.Quota {
+			continue
+		}
+		if u.Limit != "" {
+			if _, ok := c.Quota.Find(u.Limit); !ok {
+				continue
+			}
+			return []int{i}
+		}
+		out = append(out, i)
+	}
+	return out
 }
 
 // current reports whether a usage count of limit, read from an answer to a
@@ -125,7 +174,7 @@ const syncMargin = 10 * time.Millisecond
 //	503: Retry-After, FallbackHold when malformed, nothing when missing
 //
 // Retry-After: 0 (or a date already past) holds nothing.
-func (t *Transport) statusHold(req *http.Request, resp *http.Response) time.Duration {
+func (t *Transport) statusHold(req *http.Request, resp *Answer) time.Duration {
 	var fallback time.Duration
 	switch resp.StatusCode {
 	case http.StatusTooManyRequests:

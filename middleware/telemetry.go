@@ -65,10 +65,11 @@ const (
 	class5xx
 	classError
 	classNotSent
+	classUnmatched
 	numClasses
 )
 
-var classNames = [numClasses]string{"1xx", "2xx", "3xx", "4xx", "5xx", "error", "not_sent"}
+var classNames = [numClasses]string{"1xx", "2xx", "3xx", "4xx", "5xx", "error", "not_sent", "unmatched"}
 
 // statusClass is the class of an HTTP status code.
 func statusClass(code int) int {
@@ -109,6 +110,8 @@ type transportTel struct {
 	limited  metric.Int64Counter
 	syncs    metric.Int64Counter
 	wait     metric.Float64Histogram
+	// unmatched are the options of a request no rule matched.
+	unmatched []metric.AddOption
 }
 
 // ruleTel are a rule's metric options, built once: recording allocates nothing.
@@ -144,6 +147,10 @@ func newRuleTel(quota string) ruleTel {
 	var rt ruleTel
 	q := attrQuota.String(quota)
 	for c, name := range classNames {
+		if quota == "" {
+			rt.requests[c] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attrStatusClass.String(name)))}
+			continue
+		}
 		rt.requests[c] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(q, attrStatusClass.String(name)))}
 	}
 	for i, code := range limitedStatuses {
@@ -158,7 +165,7 @@ func newRuleTel(quota string) ruleTel {
 
 // trip is what one RoundTrip did, for its span.
 type trip struct {
-	cost          limiter.Cost
+	charges       []Charge
 	errClass      string // the class of the error returned
 	waited        time.Duration
 	status        int // the last answer's status
@@ -199,8 +206,10 @@ func endRoundTrip(span trace.Span, tr *trip, err error) {
 		return
 	}
 	total := 0
-	for _, c := range tr.cost {
-		total += c
+	for _, ch := range tr.charges {
+		for _, c := range ch.Cost {
+			total += c
+		}
 	}
 	span.SetAttributes(attrCost.Int(total), attrWaited.Int64(tr.waited.Milliseconds()),
 		attrLimitedAnswers.Int(tr.limited), attrHeaderSync.Bool(tr.synced),

@@ -17,6 +17,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/redquota/redquota/exchanges"
 	"github.com/redquota/redquota/internal/oteltest"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
@@ -162,7 +163,7 @@ func TestTelemetryTransport(t *testing.T) {
 	quota := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{{Name: "weight", Limit: limiter.PerMinute(1000).WithAlgorithm(limiter.FixedWindow)}}}
 	next := &spy{}
 	tr := middleware.NewTransportWithOptions(next, lim, middleware.Options{Telemetry: h.Providers, FallbackHold: 50 * time.Millisecond},
-		middleware.Rule{Quota: quota, Cost: limiter.Cost{"weight": 2}, Usage: []middleware.UsageParser{middleware.BinanceUsage{Weight: map[string]string{"1m": "weight"}}}})
+		middleware.Rule{Quota: quota, Cost: limiter.Cost{"weight": 2}, Usage: []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{"1m": "weight"}}}})
 	dead := httptest.NewServer(http.NotFoundHandler())
 	dead.Close()
 

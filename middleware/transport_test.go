@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redquota/redquota/exchanges"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
@@ -24,7 +25,7 @@ var weight1 = limiter.Cost{"weight": 1}
 func TestUnmatchedPassesThrough(t *testing.T) {
 	_, lim := miniLimiter(t)
 	srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
-	c := &http.Client{Transport: middleware.NewTransport(nil, lim, middleware.Rule{Host: "api.binance.com", Quota: exQuota, Cost: weight1})}
+	c := &http.Client{Transport: middleware.NewTransport(nil, lim, middleware.Rule{Hosts: []string{"api.binance.com"}, Quota: exQuota, Cost: weight1})}
 	resp, err := c.Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +36,7 @@ func TestUnmatchedPassesThrough(t *testing.T) {
 	}
 	// With a default rule, the same request is charged.
 	c.Transport = middleware.NewTransportWithOptions(nil, lim, middleware.Options{Default: &middleware.Rule{Quota: exQuota, Cost: weight1}},
-		middleware.Rule{Host: "api.binance.com", Quota: exQuota, Cost: weight1})
+		middleware.Rule{Hosts: []string{"api.binance.com"}, Quota: exQuota, Cost: weight1})
 	resp, err = c.Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -268,7 +269,7 @@ func TestHTTP2(t *testing.T) {
 	srv.StartTLS()
 	defer srv.Close()
 	c := &http.Client{Transport: middleware.NewTransport(srv.Client().Transport, lim, middleware.Rule{Quota: exQuota, Cost: weight1,
-		Usage: []middleware.UsageParser{middleware.BinanceUsage{Weight: map[string]string{"1M": "weight"}}}})}
+		Usage: []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{"1M": "weight"}}}})}
 	resp, err := c.Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -452,7 +453,7 @@ func TestSyncRedisWindow(t *testing.T) {
 				w.Header().Set("X-MBX-USED-WEIGHT-1M", "50")
 			})
 			tr := middleware.NewTransport(nil, lim, middleware.Rule{Quota: exQuota, Cost: weight1,
-				Usage: []middleware.UsageParser{middleware.BinanceUsage{Weight: map[string]string{"1m": "weight"}}}})
+				Usage: []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{"1m": "weight"}}}})
 			resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
 			if err != nil {
 				t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/redquota/redquota/cache"
 	"github.com/redquota/redquota/examples/internal/exampleenv"
 	"github.com/redquota/redquota/examples/internal/fakeexchange"
+	"github.com/redquota/redquota/exchanges"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/market"
 	"github.com/redquota/redquota/middleware"
@@ -71,7 +72,7 @@ func newWorker(id int, env *exampleenv.Env, prefix string, ex *fakeexchange.Exch
 	}
 	lim := limiter.New(w.limRDB, limiter.Options{Prefix: prefix, Telemetry: p})
 	q := binanceQuota(ex)
-	usage := []middleware.UsageParser{middleware.BinanceUsage{Weight: map[string]string{ex.Interval(): "weight"}}}
+	usage := []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{ex.Interval(): "weight"}}}
 	w.tr = middleware.NewTransportWithOptions(&http.Transport{MaxIdleConnsPerHost: 16}, lim,
 		middleware.Options{
 			// A request granted in a window's last 100 ms may reach the exchange in
@@ -80,7 +81,7 @@ func newWorker(id int, env *exampleenv.Env, prefix string, ex *fakeexchange.Exch
 			Telemetry:   p,
 		},
 		middleware.Rule{Method: http.MethodGet, PathPrefix: "/api/v3/depth", Quota: q, Usage: usage,
-			CostFunc: func(r *http.Request) (limiter.Cost, error) {
+			Charges: func(r *http.Request, _ []byte) ([]middleware.Charge, error) {
 				n := 100
 				if v := r.URL.Query().Get("limit"); v != "" {
 					var err error
@@ -88,7 +89,7 @@ func newWorker(id int, env *exampleenv.Env, prefix string, ex *fakeexchange.Exch
 						return nil, fmt.Errorf("depth limit %q: %w", v, err)
 					}
 				}
-				return limiter.Cost{"weight": fakeexchange.DepthWeight(n)}, nil
+				return []middleware.Charge{{Quota: q, Cost: limiter.Cost{"weight": fakeexchange.DepthWeight(n)}}}, nil
 			}},
 		middleware.Rule{Method: http.MethodGet, PathPrefix: "/api/v3/ticker/24hr", Quota: q, Usage: usage,
 			Cost: limiter.Cost{"weight": fakeexchange.TickerWeight}},
