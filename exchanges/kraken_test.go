@@ -331,7 +331,7 @@ func TestKrakenErrorBodyHolds(t *testing.T) {
 	if string(b) != answer {
 		t.Errorf("body %q: the caller must still read the answer", b)
 	}
-	if d, err := lim.Held(context.Background(), "kraken"); err != nil || d < 6*time.Second || d > 7*time.Second {
+	if d, err := lim.Held(context.Background(), limiter.Quota{Name: "kraken"}); err != nil || d < 6*time.Second || d > 7*time.Second {
 		t.Errorf("held %s, %v; want 7s", d, err)
 	}
 	// An order refused for the pair's counter holds that pair's quota only.
@@ -341,10 +341,10 @@ func TestKrakenErrorBodyHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if d, _ := lim.Held(context.Background(), "kraken-trade-XBTUSD"); d < 6*time.Second {
+	if d, _ := lim.Held(context.Background(), limiter.Quota{Name: "kraken-trade-XBTUSD"}); d < 6*time.Second {
 		t.Errorf("pair hold %s, want 7s", d)
 	}
-	if d, _ := lim.Held(context.Background(), "kraken-trade-ETHUSD"); d != 0 {
+	if d, _ := lim.Held(context.Background(), limiter.Quota{Name: "kraken-trade-ETHUSD"}); d != 0 {
 		t.Errorf("another pair held %s", d)
 	}
 }
@@ -395,7 +395,7 @@ func TestKrakenWatchEdges(t *testing.T) {
 		return err
 	}
 	held := func(q string) time.Duration {
-		d, err := lim.Held(context.Background(), q)
+		d, err := lim.Held(context.Background(), limiter.Quota{Name: q})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -496,7 +496,7 @@ func TestKrakenFreeCallsHonourHold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lim.Hold(context.Background(), "kraken-trade-XBTUSD", 30*time.Second); err != nil {
+	if _, err := lim.Hold(context.Background(), limiter.Quota{Name: "kraken-trade-XBTUSD"}, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)

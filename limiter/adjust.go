@@ -11,33 +11,39 @@ import (
 // MaxHold is the longest hold Hold accepts: a week, longer than any exchange ban.
 const MaxHold = 7 * 24 * time.Hour
 
-// Hold stops every grant under name — a quota's name, or a single limit's
-// key — until d from now, in every process: what a 429 or 418 with
-// Retry-After calls for. Waiters already booked keep their turns; new ones
-// book after the hold. A hold only ever grows: a shorter one than the hold in
-// place changes nothing. It returns how long the hold now lasts.
-func (l *Limiter) Hold(ctx context.Context, name string, d time.Duration) (time.Duration, error) {
-	if err := checkKey(name); err != nil {
+// Hold stops every grant of quota instance q (q.For(key) holds that key's
+// instance alone) until d from now on Redis's clock, in every process: what a
+// 429 or 418 with Retry-After calls for. The hold's end is kept to the
+// microsecond. Bookings made before it are checked again when their Wait
+// wakes, and booked again after the hold. A hold only ever grows: a shorter
+// one than the hold in place changes nothing. It returns how long the hold
+// now lasts.
+//
+// q needs no limits: Quota{Name: key} holds a single key's limits (Allow,
+// Reserve and Wait under key).
+func (l *Limiter) Hold(ctx context.Context, q Quota, d time.Duration) (time.Duration, error) {
+	if err := q.validateID(); err != nil {
 		return 0, err
 	}
 	if d <= 0 || d > MaxHold {
 		return 0, fmt.Errorf("%w: hold of %s must be > 0 and ≤ %s", ErrInvalidDuration, d, MaxHold)
 	}
 	dus := max(d.Microseconds(), 1)
-	v, err := scripts.Hold.Run(ctx, l.client, []string{l.head(name) + ":hold"}, dus).Int64()
+	v, err := scripts.Hold.Run(ctx, l.client, []string{l.holdKey(q)}, dus).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("limiter: hold.lua: %w", err)
 	}
 	return us(v), nil
 }
 
-// Held reports how long the hold on name (a quota's name or a single key)
-// still lasts; 0 when there is none. It reads and writes nothing else.
-func (l *Limiter) Held(ctx context.Context, name string) (time.Duration, error) {
-	if err := checkKey(name); err != nil {
+// Held reports how long the hold on quota instance q still lasts, to the
+// millisecond (for operators: Wait and the decisions read holds themselves);
+// 0 when there is none. It reads and writes nothing else.
+func (l *Limiter) Held(ctx context.Context, q Quota) (time.Duration, error) {
+	if err := q.validateID(); err != nil {
 		return 0, err
 	}
-	d, err := l.client.PTTL(ctx, l.head(name)+":hold").Result()
+	d, err := l.client.PTTL(ctx, l.holdKey(q)).Result()
 	if err != nil {
 		return 0, fmt.Errorf("limiter: hold ttl: %w", err)
 	}
@@ -47,10 +53,23 @@ func (l *Limiter) Held(ctx context.Context, name string) (time.Duration, error) 
 	return d, nil
 }
 
-// Sync raises the count of limit limitName of q to used, what the server
-// reports it has counted (a usage header such as X-MBX-USED-WEIGHT-1m). It
-// never lowers our count, so it can only slow us down. It reports whether the
-// count was raised. used above the limit is taken as the limit.
+// holdKey is the hold key of quota instance q.
+func (l *Limiter) holdKey(q Quota) string {
+	return l.keyFor(keyID{group: q.Group, quota: q.Name, key: q.key, keyed: q.keyed, algo: holdAlgorithm}).key
+}
+
+// stateKeyOf is the state key of limit name (of algorithm a) of quota instance q.
+func (l *Limiter) stateKeyOf(q Quota, name string, a Algorithm) string {
+	return l.keyFor(keyID{group: q.Group, quota: q.Name, key: q.key, keyed: q.keyed, name: name, algo: a}).key
+}
+
+// Sync raises the count of limit limitName of quota instance q to used, what
+// the server reports it has counted (a usage header such as
+// X-MBX-USED-WEIGHT-1m), now. It never lowers our count, so it can only slow
+// us down. It reports whether the count was raised. used above the limit is
+// taken as the limit. To sync the count a response reports for the request a
+// reservation charged, only while that charge's window lasts, use
+// Reservation.Sync.
 func (l *Limiter) Sync(ctx context.Context, q Quota, limitName string, used int) (bool, error) {
 	if err := q.Validate(); err != nil {
 		return false, err
@@ -65,12 +84,23 @@ func (l *Limiter) Sync(ctx context.Context, q Quota, limitName string, used int)
 	if used == 0 {
 		return false, nil
 	}
+	return l.sync(ctx, l.stateKeyOf(q, limitName, lim.Algorithm), lim, used, 0)
+}
+
+// sync runs sync.lua on key; atUS > 0 applies it only while the charge made
+// at atUS still counts.
+func (l *Limiter) sync(ctx context.Context, key string, lim Limit, used int, atUS int64) (bool, error) {
 	used = min(used, lim.Max())
-	key := stateKey(l.head(q.Name), limitName, lim.Algorithm)
-	v, err := scripts.Sync.Run(ctx, l.client, []string{key},
-		lim.Algorithm.script(), lim.periodUS(), lim.Max(), lim.intervalUS(), used).Int64()
+	args := []any{lim.Algorithm.script(), lim.periodUS(), lim.Max(), lim.intervalUS(), used}
+	if atUS > 0 {
+		args = append(args, atUS)
+	}
+	v, err := scripts.Sync.Run(ctx, l.client, []string{key}, args...).Int64()
 	if err != nil {
 		return false, fmt.Errorf("limiter: sync.lua: %w", err)
+	}
+	if v != 0 && v != 1 {
+		return false, fmt.Errorf("%w: sync.lua replied %d", ErrBadReply, v)
 	}
 	return v == 1, nil
 }

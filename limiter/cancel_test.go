@@ -30,7 +30,7 @@ func TestCancelRestoresCurrentWindow(t *testing.T) {
 			if err != nil || !rv.OK() || !rv.At().After(tenPast.Add(49*time.Minute)) {
 				t.Fatalf("Reserve(5) should book the next hour: %v at %v", err, rv.At())
 			}
-			if err := rv.Cancel(ctx); err != nil {
+			if _, err := rv.Cancel(ctx); err != nil {
 				t.Fatal(err)
 			}
 			r, err := lim.AllowN(ctx, "k", limit, 2)
@@ -63,7 +63,7 @@ func TestCancelRestoresGCRAInQuota(t *testing.T) {
 	if err != nil || !rv.OK() || rv.Delay() < 49*time.Minute {
 		t.Fatalf("ReserveQuota should wait for b's next hour: %v, delay %v", err, rv.Delay())
 	}
-	if err := rv.Cancel(ctx); err != nil {
+	if _, err := rv.Cancel(ctx); err != nil {
 		t.Fatal(err)
 	}
 	r, err := lim.AllowQuota(ctx, q, Cost{"a": 1})

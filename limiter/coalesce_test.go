@@ -43,7 +43,7 @@ func TestCoalescedMatchesSequential(t *testing.T) {
 				}
 			}
 			if hold {
-				if _, err := lim.Hold(ctx, k, time.Millisecond); err != nil {
+				if _, err := lim.Hold(ctx, Quota{Name: k}, time.Millisecond); err != nil {
 					t.Fatal(err)
 				}
 			}

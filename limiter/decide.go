@@ -14,29 +14,43 @@ import (
 	"github.com/redquota/redquota/scripts"
 )
 
-// plan is one decision ready to send: its keys and the limits it charges.
-// Fixed-size arrays rather than slices keep a plan on the caller's stack:
-// Allow allocates no plan.
+// plan is one decision ready to send: its keys and the limits it charges, of
+// one or more quotas of one hash slot. Fixed-size arrays rather than slices
+// keep a plan on the caller's stack: Allow allocates no plan.
 type plan struct {
 	n      int
-	quota  string                 // the quota's label (telemetry); "" for a single key (keys are not recorded)
+	quota  string                 // the first quota's label (telemetry); "" for a single key (keys are not recorded)
 	names  [MaxQuotaLimits]string // limit names ("" for a single-key limit)
 	limits [MaxQuotaLimits]Limit
 	costs  [MaxQuotaLimits]int
 	keys   [MaxQuotaLimits]*keyEntry // one per limit
-	hold   *keyEntry                 // the tag's hold key (and its static token key)
+	guards [MaxQuotaLimits]int64     // each limit's quota's Guard, µs
+	of     [MaxQuotaLimits]uint8     // each limit's quota: an index into holds and qnames
+	// holds are the hold keys of the plan's quotas ([0] also carries the
+	// slot's static token key), qnames their names; nq of them.
+	holds  [MaxQuotaLimits]*keyEntry
+	qnames [MaxQuotaLimits]string
+	nq     int
+	// notBefore is a µs time (Redis's clock) before which nothing is granted.
+	notBefore int64
 	// leaseUS > 0 asks for a lease of that length (Leaser) instead of a decision.
 	leaseUS int64
 	// reps > 1 sends reps identical decisions in one call (Options.Coalesce),
 	// answered into out.
 	reps int
 	out  []reply
+	// wake, when set, is a granted booking's reply: the call is its wake-up
+	// (see quota.lua).
+	wake *reply
 }
 
 // name is the name of limit i ("" for a single-key limit).
 func (p *plan) name(i int) string {
 	return p.names[i]
 }
+
+// head is the plan's slot head.
+func (p *plan) head() string { return p.holds[0].head }
 
 func checkKey(key string) error {
 	if err := keys.Check(key); err != nil {
@@ -77,13 +91,26 @@ func (l *Limiter) single(p *plan, key string, limit Limit, n int) error {
 	if err := checkCost(limit, n); err != nil {
 		return err
 	}
-	p.hold = l.keyFor(key, "", holdAlgorithm)
-	p.n, p.limits[0], p.costs[0], p.keys[0] = 1, limit, n, l.keyFor(key, "", limit.Algorithm)
+	p.holds[0], p.nq = l.keyFor(keyID{quota: key, algo: holdAlgorithm}), 1
+	p.n, p.limits[0], p.costs[0], p.keys[0] = 1, limit, n, l.keyFor(keyID{quota: key, algo: limit.Algorithm})
 	return nil
 }
 
-// quota plans cost against q. Limits the cost does not name are left out.
+// quota plans cost against q alone into p.
 func (l *Limiter) quota(p *plan, q Quota, cost Cost) error {
+	p.n, p.nq = 0, 0
+	if err := l.addQuota(p, q, cost); err != nil {
+		return err
+	}
+	if p.n == 0 {
+		return fmt.Errorf("%w: cost charges no limit of quota %q", ErrInvalidCost, q.Name)
+	}
+	return nil
+}
+
+// addQuota adds cost against q to p, whose quotas must share q's slot.
+// Limits the cost does not name are left out.
+func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
 	if err := q.Validate(); err != nil {
 		return err
 	}
@@ -95,11 +122,26 @@ func (l *Limiter) quota(p *plan, q Quota, cost Cost) error {
 			return fmt.Errorf("%w: %q costs %d", ErrInvalidCost, name, c)
 		}
 	}
-	p.hold = l.keyFor(q.Name, "", holdAlgorithm)
-	p.quota, p.n = q.Name, 0
-	if q.Label != "" {
-		p.quota = q.Label
+	id := keyID{group: q.Group, quota: q.Name, key: q.key, keyed: q.keyed, algo: holdAlgorithm}
+	hold := l.keyFor(id)
+	for _, h := range p.holds[:p.nq] {
+		if h == hold || h.key == hold.key {
+			return fmt.Errorf("%w: quota %q charged twice in one call", ErrDuplicateLimit, q.Name)
+		}
 	}
+	if p.nq > 0 && p.holds[0].head != hold.head {
+		return fmt.Errorf("limiter: quota %q is not in the slot of %q", q.Name, p.qnames[0])
+	}
+	if p.nq == 0 {
+		p.quota = q.Name
+		if q.Label != "" {
+			p.quota = q.Label
+		}
+	}
+	qi := p.nq
+	p.holds[qi], p.qnames[qi] = hold, q.Name
+	p.nq++
+	guard := q.Guard.Microseconds()
 	for _, nl := range q.Limits {
 		c := cost[nl.Name]
 		if c == 0 {
@@ -108,12 +150,13 @@ func (l *Limiter) quota(p *plan, q Quota, cost Cost) error {
 		if err := checkCost(nl.Limit, c); err != nil {
 			return fmt.Errorf("quota %q limit %q: %w", q.Name, nl.Name, err)
 		}
+		if p.n == MaxQuotaLimits {
+			return fmt.Errorf("%w: more than %d limits charged in one call", ErrInvalidLimit, MaxQuotaLimits)
+		}
+		id.name, id.algo = nl.Name, nl.Limit.Algorithm
 		p.names[p.n], p.limits[p.n], p.costs[p.n] = nl.Name, nl.Limit, c
-		p.keys[p.n] = l.keyFor(q.Name, nl.Name, nl.Limit.Algorithm)
+		p.keys[p.n], p.guards[p.n], p.of[p.n] = l.keyFor(id), guard, uint8(qi)
 		p.n++
-	}
-	if p.n == 0 {
-		return fmt.Errorf("%w: cost charges no limit of quota %q", ErrInvalidCost, q.Name)
 	}
 	return nil
 }
@@ -121,6 +164,7 @@ func (l *Limiter) quota(p *plan, q Quota, cost Cost) error {
 // reply is quota.lua's answer.
 type reply struct {
 	granted  bool
+	standing bool // a wake-up found the booking standing (no hold after it)
 	waitUS   int64 // delay until the grant, or retry-after when denied
 	by       int64 // 0 none, -1 hold, i = limit i (1-based)
 	grantUS  int64 // Redis time of the grant, µs
@@ -186,6 +230,10 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 		}
 		return err
 	}
+	if p.wake != nil {
+		// A wake-up: its booking was counted when it was made.
+		return nil
+	}
 	if p.reps > 1 {
 		for i := range p.out {
 			if p.out[i].granted {
@@ -203,24 +251,38 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 }
 
 func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) error {
-	n := p.n
-	cmd := make([]any, 0, 5+n+3+5*n)
-	cmd = append(cmd, "evalsha", quotaSHA, 2+n, p.hold.boxed)
+	n, nq := p.n, p.nq
+	size := 4 + nq + n + 5 + 6*n
+	if p.wake != nil {
+		size += 1 + 5*n
+	}
+	cmd := make([]any, 0, size+1)
+	cmd = append(cmd, "evalsha", quotaSHA, 1+nq+n, p.holds[0].boxed)
 	if l.dedupe {
-		cmd = append(cmd, p.hold.head+":tok:"+l.tokenPfx+strconv.FormatUint(l.tokenSeq.Add(1), 36))
+		cmd = append(cmd, p.holds[0].head+":tok:"+l.tokenPfx+strconv.FormatUint(l.tokenSeq.Add(1), 36))
 	} else {
-		cmd = append(cmd, p.hold.tok)
+		cmd = append(cmd, p.holds[0].tok)
+	}
+	for _, h := range p.holds[1:nq] {
+		cmd = append(cmd, h.boxed)
 	}
 	for _, k := range p.keys[:n] {
 		cmd = append(cmd, k.boxed)
 	}
-	cmd = append(cmd, maxWaitUS, l.dedupeMS, p.leaseUS)
+	cmd = append(cmd, maxWaitUS, l.dedupeMS, p.leaseUS, p.notBefore, nq)
 	for i, lim := range p.limits[:n] {
-		a := argsFor(lim)
-		cmd = append(cmd, a[0], a[1], a[2], a[3], p.costs[i])
+		a := argsFor(lim, p.guards[i])
+		cmd = append(cmd, a[0], a[1], a[2], a[3], p.costs[i], a[4])
 	}
 	if p.reps > 1 {
 		cmd = append(cmd, p.reps)
+	}
+	if w := p.wake; w != nil {
+		cmd = append(cmd, w.grantUS)
+		for i := range n {
+			cmd = append(cmd, w.per[i].mark)
+			cmd = append(cmd, w.prior[priorLen*i:priorLen*(i+1)]...)
+		}
 	}
 	if l.timeout > 0 {
 		if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > l.timeout {
@@ -240,14 +302,21 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 		*r = p.out[0]
 		return nil
 	}
-	return parseReply(v, n, r)
+	if err := parseReply(v, n, nq, r); err != nil {
+		return err
+	}
+	if r.standing && p.wake == nil {
+		return fmt.Errorf("%w: quota.lua answered a wake-up to a decision", ErrBadReply)
+	}
+	return nil
 }
 
 // priorLen is how many values a granted reservation's reply carries per limit
 // after the 3 of every reply: the limit's state before the booking.
 const priorLen = 4
 
-func parseReply(v []any, n int, r *reply) error {
+// parseReply reads quota.lua's reply for n limits of nq quotas into r.
+func parseReply(v []any, n, nq int, r *reply) error {
 	withPrior := len(v) == 4+(3+priorLen)*n
 	if len(v) != 4+3*n && !withPrior {
 		return fmt.Errorf("%w: quota.lua returned %d values for %d limits", ErrBadReply, len(v), n)
@@ -273,10 +342,10 @@ func parseReply(v []any, n int, r *reply) error {
 		}
 		ints[i] = k
 	}
-	if ints[0] != 0 && ints[0] != 1 || ints[1] < 0 || ints[2] < -1 || ints[2] > int64(n) {
+	if ints[0] < 0 || ints[0] > 2 || ints[1] < 0 || ints[2] < -int64(nq) || ints[2] > int64(n) {
 		return fmt.Errorf("%w: quota.lua header %d %d %d", ErrBadReply, ints[0], ints[1], ints[2])
 	}
-	*r = reply{granted: ints[0] == 1, waitUS: ints[1], by: ints[2], grantUS: ints[3]}
+	*r = reply{granted: ints[0] >= 1, standing: ints[0] == 2, waitUS: ints[1], by: ints[2], grantUS: ints[3]}
 	for i := range n {
 		b := 4 + 3*i
 		r.per[i] = perLimit{rem: ints[b], resetUS: ints[b+1], mark: ints[b+2]}
@@ -311,25 +380,49 @@ func (r *reply) single(limit Limit) Result {
 }
 
 func (r *reply) quota(p *plan) QuotaResult {
-	q := QuotaResult{Allowed: r.granted, Degraded: r.degraded, Limits: make([]LimitResult, p.n)}
+	q := QuotaResult{Limits: make([]LimitResult, 0, p.n)}
+	r.addTo(&q, p)
+	return q
+}
+
+// addTo adds the decision r on p to q: one group's part of a decision on
+// several quotas (q starts allowed when it has no limits yet).
+func (r *reply) addTo(q *QuotaResult, p *plan) {
+	if len(q.Limits) == 0 {
+		q.Allowed = true
+	}
+	q.Allowed = q.Allowed && r.granted
+	q.Degraded = q.Degraded || r.degraded
+	// Redis's time of the decision (now) or of the booking (a granted
+	// reservation); 0 when unknown.
+	at := r.grantUS
+	if !r.granted && at != 0 {
+		at -= r.waitUS
+	}
 	for i, lim := range p.limits[:p.n] {
 		res := Result{Limit: lim, Allowed: r.granted, Degraded: r.degraded}
 		res.Remaining = int(r.per[i].rem)
 		res.ResetAfter = us(r.per[i].resetUS)
 		q.ResetAfter = max(q.ResetAfter, res.ResetAfter)
-		q.Limits[i] = LimitResult{Name: p.name(i), Result: res}
+		lr := LimitResult{Name: p.name(i), Quota: p.qnames[p.of[i]], Result: res}
+		if at > 0 && !r.degraded && p.leaseUS == 0 && (lim.Algorithm == FixedWindow || lim.Algorithm == SlidingWindowCounter) {
+			per := lim.periodUS()
+			lr.WindowEnd = time.UnixMicro((at/per + 1) * per)
+		}
+		if !r.granted && r.by >= 1 && int(r.by) == i+1 {
+			lr.RetryAfter = us(r.waitUS)
+		}
+		q.Limits = append(q.Limits, lr)
 	}
-	if !r.granted {
+	if !r.granted && us(r.waitUS) >= q.RetryAfter {
 		q.RetryAfter = us(r.waitUS)
 		switch {
-		case r.by == -1:
-			q.DeniedBy = HoldName
+		case r.by < 0 && int(-r.by) <= p.nq:
+			q.DeniedBy, q.DeniedQuota = HoldName, p.qnames[-r.by-1]
 		case r.by >= 1 && int(r.by) <= p.n:
-			q.DeniedBy = p.name(int(r.by - 1))
-			q.Limits[r.by-1].RetryAfter = q.RetryAfter
+			q.DeniedBy, q.DeniedQuota = p.name(int(r.by-1)), p.qnames[p.of[r.by-1]]
 		}
 	}
-	return q
 }
 
 // callerDone returns ctx's error, or context.DeadlineExceeded once its

@@ -57,7 +57,7 @@ func FuzzParseReply(f *testing.F) {
 		v := fuzzReply(n, kind, a, b, c, d, e, g)
 		for limits := 0; limits <= 3; limits++ {
 			var r reply
-			err := parseReply(v, limits, &r)
+			err := parseReply(v, limits, 1, &r)
 			if err != nil {
 				if !errors.Is(err, ErrBadReply) {
 					t.Fatalf("%v: %v is not ErrBadReply", v, err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/redquota/redquota/internal/keys"
 	"github.com/redquota/redquota/scripts"
 )
 
@@ -30,9 +31,14 @@ type keyEntry struct {
 	tok   any // for hold entries: the static token key sent when dedupe is off
 }
 
+// keyID names one key: a quota instance's (group, quota name, For's key)
+// state of limit name under algo, or its hold (holdAlgorithm). A single key's
+// limit is the quota instance {quota: key}.
 type keyID struct {
-	tag, name string
-	algo      Algorithm
+	group, quota, key string
+	keyed             bool
+	name              string
+	algo              Algorithm
 }
 
 // keyCacheMax bounds the key cache (two entries per single key: its state
@@ -46,18 +52,38 @@ type keyCache struct {
 	n atomic.Int64
 }
 
-func (l *Limiter) keyFor(tag, name string, a Algorithm) *keyEntry {
-	id := keyID{tag, name, a}
+// instance returns a quota instance's slot head, <prefix>:{<tag>}, and its id
+// inside that slot. Without a group the tag is the escaped name, then ":" and
+// the escaped key for an instance of For, and the id is empty (the keys of an
+// unkeyed quota are as they always were). With a group the tag is the escaped
+// group and the id ":@<name>[:@<key>]". Escaping leaves no ':' in a part, so
+// no two instances share a head and an id.
+func (l *Limiter) instance(id keyID) (head, inst string) {
+	if id.group == "" {
+		tag := keys.Escape(id.quota)
+		if id.keyed {
+			tag += ":" + keys.Escape(id.key)
+		}
+		return l.opts.Prefix + ":{" + tag + "}", ""
+	}
+	inst = ":@" + keys.Escape(id.quota)
+	if id.keyed {
+		inst += ":@" + keys.Escape(id.key)
+	}
+	return keys.Tag(l.opts.Prefix, id.group), inst
+}
+
+func (l *Limiter) keyFor(id keyID) *keyEntry {
 	if v, ok := l.keys.m.Load(id); ok {
 		return v.(*keyEntry)
 	}
-	head := l.head(tag)
+	head, inst := l.instance(id)
 	e := &keyEntry{head: head}
-	if a == holdAlgorithm {
-		e.key = head + ":hold"
+	if id.algo == holdAlgorithm {
+		e.key = head + inst + ":hold"
 		e.tok = head + ":tok"
 	} else {
-		e.key = stateKey(head, name, a)
+		e.key = stateKey(head+inst, id.name, id.algo)
 	}
 	e.boxed = e.key
 	if l.keys.n.Add(1) > keyCacheMax {
@@ -73,26 +99,37 @@ func (l *Limiter) keyFor(tag, name string, a Algorithm) *keyEntry {
 // process lives; past it the cache starts over, as the key cache does.
 const argCacheMax = 1 << 12
 
-// argCache holds each Limit's script arguments, boxed once.
+// argCache holds each Limit's script arguments (with a guard), boxed once.
 var (
-	argCache sync.Map // Limit → *[4]any
+	argCache sync.Map // argID → *[5]any
 	argCount atomic.Int64
 )
 
-func argsFor(l Limit) *[4]any {
-	if v, ok := argCache.Load(l); ok {
-		return v.(*[4]any)
+type argID struct {
+	l       Limit
+	guardUS int64
+}
+
+// argsFor returns l's algorithm, period, max units, interval and guard (µs, 0
+// unless l is a FixedWindow limit), as quota.lua takes them.
+func argsFor(l Limit, guardUS int64) *[5]any {
+	if l.Algorithm != FixedWindow {
+		guardUS = 0
 	}
-	a := &[4]any{l.Algorithm.script(), l.periodUS(), l.Max(), l.intervalUS()}
+	id := argID{l, guardUS}
+	if v, ok := argCache.Load(id); ok {
+		return v.(*[5]any)
+	}
+	a := &[5]any{l.Algorithm.script(), l.periodUS(), l.Max(), l.intervalUS(), guardUS}
 	if argCount.Add(1) > argCacheMax {
 		argCache.Clear()
 		argCount.Store(1)
 	}
-	v, loaded := argCache.LoadOrStore(l, a)
+	v, loaded := argCache.LoadOrStore(id, a)
 	if loaded {
 		argCount.Add(-1)
 	}
-	return v.(*[4]any)
+	return v.(*[5]any)
 }
 
 // doer is the Do method of a go-redis client.

@@ -492,7 +492,7 @@ func TestLeaseDropAndDenials(t *testing.T) {
 
 	// A hold of a week: leases refused, the direct decision refused, and the
 	// denial cached, but only for TTL.
-	if _, err := lim.Hold(ctx, "k", 7*24*time.Hour); err != nil {
+	if _, err := lim.Hold(ctx, Quota{Name: "k"}, 7*24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	ls.Drop()
@@ -512,7 +512,7 @@ func TestLeaseDropAndDenials(t *testing.T) {
 	}
 
 	// Drop forgets a cached denial at once.
-	if _, err := lim.Hold(ctx, "k", time.Hour); err != nil {
+	if _, err := lim.Hold(ctx, Quota{Name: "k"}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	ls.Drop()

@@ -292,21 +292,25 @@ func (l *Limiter) AllowN(ctx context.Context, key string, limit Limit, n int) (R
 	return r.single(limit), nil
 }
 
-// AllowQuota takes cost from every limit of q now, all or nothing.
+// AllowQuota is shorthand for AllowAll with one charge.
 func (l *Limiter) AllowQuota(ctx context.Context, q Quota, cost Cost) (QuotaResult, error) {
 	var p plan
 	if err := l.quota(&p, q, cost); err != nil {
 		return QuotaResult{}, err
 	}
-	ctx, span := l.start(ctx, spanAllowQuota, kindQuota, &p)
+	return l.allowPlan(ctx, &p)
+}
+
+func (l *Limiter) allowPlan(ctx context.Context, p *plan) (QuotaResult, error) {
+	ctx, span := l.start(ctx, spanAllowQuota, kindQuota, p)
 	var r reply
-	err := l.decide(ctx, &p, 0, &r)
+	err := l.decide(ctx, p, 0, &r)
 	l.count(ctx, kindQuota, &r, err)
-	end(span, &p, &r, err)
+	end(span, p, &r, err)
 	if err != nil {
 		return QuotaResult{}, err
 	}
-	return r.quota(&p), nil
+	return r.quota(p), nil
 }
 
 // Reset deletes the state of every algorithm's limit under key, and its hold.
@@ -314,23 +318,22 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 	if err := checkKey(key); err != nil {
 		return err
 	}
-	head := l.head(key)
-	ks := []string{head + ":hold"}
+	q := Quota{Name: key}
+	ks := []string{l.holdKey(q)}
 	for a := GCRA; a <= FixedWindow; a++ {
-		ks = append(ks, stateKey(head, "", a))
+		ks = append(ks, l.stateKeyOf(q, "", a))
 	}
 	return l.wrap(l.client.Del(ctx, ks...).Err())
 }
 
-// ResetQuota deletes the state of every limit of q, and its hold.
+// ResetQuota deletes the state of every limit of quota instance q, and its hold.
 func (l *Limiter) ResetQuota(ctx context.Context, q Quota) error {
 	if err := q.Validate(); err != nil {
 		return err
 	}
-	head := l.head(q.Name)
-	ks := []string{head + ":hold"}
+	ks := []string{l.holdKey(q)}
 	for _, nl := range q.Limits {
-		ks = append(ks, stateKey(head, nl.Name, nl.Limit.Algorithm))
+		ks = append(ks, l.stateKeyOf(q, nl.Name, nl.Limit.Algorithm))
 	}
 	return l.wrap(l.client.Del(ctx, ks...).Err())
 }

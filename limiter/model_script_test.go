@@ -61,7 +61,7 @@ func runModel(t *testing.T, seed uint64, limits []Limit, steps int) {
 
 		if rng.IntN(25) == 0 {
 			d := time.Duration(1+rng.Int64N(maxP)) * time.Microsecond
-			if _, err := lim.Hold(ctx, q.Name, d); err != nil {
+			if _, err := lim.Hold(ctx, Quota{Name: q.Name}, d); err != nil {
 				t.Fatal(err)
 			}
 			model.hold = max(model.hold, now+d.Microseconds())
@@ -106,8 +106,8 @@ func runModel(t *testing.T, seed uint64, limits []Limit, steps int) {
 		// Its local action time is set far ahead: Redis's clock is the test's
 		// (miniredis), and a wait of a few µs must not lapse on the local one.
 		if got.granted && got.waitUS > 0 && rng.IntN(3) == 0 {
-			rv := &Reservation{lim: lim, plan: p, rep: got, act: time.Now().Add(time.Hour)}
-			if err := rv.Cancel(ctx); err != nil {
+			rv := newReservation(lim, p, got, time.Now().Add(time.Hour))
+			if _, err := rv.Cancel(ctx); err != nil {
 				t.Fatalf("step %d: cancel: %v", step, err)
 			}
 			model.limits = before

@@ -33,7 +33,7 @@ func TestFailLocalCancelGivesBack(t *testing.T) {
 	if err != nil || !first.OK() || first.Delay() <= 0 {
 		t.Fatalf("local reservation: %v", err)
 	}
-	if err := first.Cancel(ctx); err != nil {
+	if _, err := first.Cancel(ctx); err != nil {
 		t.Fatal(err)
 	}
 	// The same turn again: about the same delay (a reservation's delay counts

@@ -10,21 +10,43 @@ import (
 )
 
 // Reservation is a booking of units at a time that may lie in the future, made
-// in Redis by Reserve or ReserveQuota. Until that time comes, Cancel gives the
-// units back.
+// in Redis by Reserve, ReserveQuota or ReserveAll. Wait sleeps until that time
+// and takes the units; Cancel gives them back.
+//
+// A reservation across several groups (ReserveAll with quotas of different
+// Groups) is one booking per group, all at one time.
 type Reservation struct {
 	lim  *Limiter
 	plan *plan
 	rep  *reply
 	act  time.Time // local time at which the reservation may act
+	// parts are the bookings of a reservation across groups, in booking order
+	// (this one's plan and rep are parts[0]'s); nil for one group.
+	parts []*Reservation
+	one   [1]*Reservation // this reservation, for each
 
 	mu        sync.Mutex
 	cancelled bool
 }
 
+// each returns the reservation's bookings.
+func (r *Reservation) each() []*Reservation {
+	if r.parts != nil {
+		return r.parts
+	}
+	return r.one[:]
+}
+
 // OK reports whether the units were booked. A reservation that is not OK
 // would have had to wait past the context's deadline; nothing was charged.
-func (r *Reservation) OK() bool { return r.rep.granted }
+func (r *Reservation) OK() bool {
+	for _, b := range r.each() {
+		if !b.rep.granted {
+			return false
+		}
+	}
+	return true
+}
 
 // Delay is how long to wait, from now, before acting on the reservation. When
 // OK is false it is how long until the units would have fitted.
@@ -43,10 +65,16 @@ func (r *Reservation) DelayFrom(t time.Time) time.Duration {
 // shares): when the units are taken. For a fixed window it tells which window
 // they count in. Zero when the reservation is not OK or was decided without Redis.
 func (r *Reservation) At() time.Time {
-	if !r.rep.granted || r.rep.degraded || r.rep.grantUS == 0 {
-		return time.Time{}
+	var at time.Time
+	for _, b := range r.each() {
+		if !b.rep.granted || b.rep.degraded || b.rep.grantUS == 0 {
+			return time.Time{}
+		}
+		if t := time.UnixMicro(b.rep.grantUS); t.After(at) {
+			at = t
+		}
 	}
-	return time.UnixMicro(r.rep.grantUS)
+	return at
 }
 
 // Result is the decision on a single-key reservation.
@@ -54,52 +82,136 @@ func (r *Reservation) Result() Result { return r.rep.single(r.plan.limits[0]) }
 
 // QuotaResult is the decision on a quota reservation; RetryAfter of a
 // granted reservation is 0 — use Delay for the wait.
-func (r *Reservation) QuotaResult() QuotaResult { return r.rep.quota(r.plan) }
+func (r *Reservation) QuotaResult() QuotaResult {
+	q := QuotaResult{}
+	for _, b := range r.each() {
+		b.rep.addTo(&q, b.plan)
+	}
+	return q
+}
 
-// Cancel gives the reserved units back if the reservation has not come due
-// and is still the last booking of each limit (giving back past a later
-// booking could let a newcomer share its slot). It is safe to call more than
-// once; only the first call acts.
-func (r *Reservation) Cancel(ctx context.Context) error {
+// Cancel gives back what it can of a reservation that has not come due, and
+// reports how many units it gave back, summed over the charged limits (0 when
+// nothing came back). What comes back follows x/time/rate's CancelAt: what
+// bookings made after this one have not already claimed, per algorithm:
+//   - every algorithm: all of it while this booking is still each limit's
+//     last charge;
+//   - GCRA: its cost less the units booked after it;
+//   - SlidingWindow: all of it (its entry leaves the log);
+//   - FixedWindow: all of it while its window is the latest one booked, none
+//     once a later booking went to a later window (no grant can land in an
+//     earlier window any more);
+//   - SlidingWindowCounter: as FixedWindow, and also while its window is the
+//     one before the latest (its units weigh on that one).
+//
+// A limit whose count Sync raised while the booking was pending gives
+// nothing back (the server's count may rest on it). A reservation decided
+// without Redis gives its local units back and reports 0. Cancel is safe to
+// call more than once; only the first call acts.
+func (r *Reservation) Cancel(ctx context.Context) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.cancelled || !r.rep.granted || !time.Now().Before(r.act) {
+	if r.cancelled || !r.OK() || !time.Now().Before(r.act) {
 		r.cancelled = true
-		return nil
+		return 0, nil
 	}
 	r.cancelled = true
+	return r.giveBack(ctx, false)
+}
+
+// giveBack cancels every booking of r; force gives back even bookings that
+// have come due (their units were not used).
+func (r *Reservation) giveBack(ctx context.Context, force bool) (int, error) {
+	total := 0
+	var first error
+	for _, b := range r.each() {
+		n, err := b.cancelOne(ctx, force)
+		total += n
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	return total, first
+}
+
+// cancelOne gives back one group's booking.
+func (r *Reservation) cancelOne(ctx context.Context, force bool) (int, error) {
+	if !r.rep.granted {
+		return 0, nil
+	}
 	if r.rep.degraded {
 		// Decided without Redis: give back what the local limiters booked
 		// (FailLocal; nothing under FailOpen).
 		for _, rv := range r.rep.local {
 			rv.Cancel()
 		}
-		return nil
+		return 0, nil
 	}
 	p := r.plan
 	if len(r.rep.prior) != priorLen*p.n {
 		// Every granted reservation's reply carries them (parseReply checked).
-		return fmt.Errorf("%w: reservation has no prior states to restore", ErrBadReply)
+		return 0, fmt.Errorf("%w: reservation has no prior states to restore", ErrBadReply)
 	}
-	args := make([]any, 0, 1+(4+priorLen)*p.n)
-	args = append(args, r.rep.grantUS)
+	forced := "0"
+	if force {
+		forced = "1"
+	}
+	args := make([]any, 0, 2+(5+priorLen)*p.n)
+	args = append(args, r.rep.grantUS, forced)
 	for i, lim := range p.limits[:p.n] {
-		args = append(args, lim.Algorithm.script(), lim.periodUS(), p.costs[i], r.rep.per[i].mark)
+		args = append(args, lim.Algorithm.script(), lim.periodUS(), lim.intervalUS(), p.costs[i], r.rep.per[i].mark)
 		args = append(args, r.rep.prior[priorLen*i:priorLen*(i+1)]...)
 	}
 	ks := make([]string, p.n)
 	for i, k := range p.keys[:p.n] {
 		ks[i] = k.key
 	}
-	if err := scripts.Cancel.Run(ctx, r.lim.client, ks, args...).Err(); err != nil {
-		return fmt.Errorf("limiter: cancel.lua: %w", err)
+	v, err := scripts.Cancel.Run(ctx, r.lim.client, ks, args...).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("limiter: cancel.lua: %w", err)
 	}
-	return nil
+	if v < 0 {
+		return 0, fmt.Errorf("%w: cancel.lua gave back %d units", ErrBadReply, v)
+	}
+	return int(v), nil
+}
+
+// Sync raises the count of the charged limit named limit to used, what the
+// server reports it has counted in its answer to the request this
+// reservation charged (a usage header such as X-MBX-USED-WEIGHT-1m), only
+// while that charge still counts on Redis's clock: for FixedWindow and
+// SlidingWindowCounter limits while Redis's current window is the one the
+// reservation was charged in, for GCRA and SlidingWindow within Period of the
+// charge. It never lowers the count, and reports whether it raised it. With
+// several quotas charging limits of one name, it is the first charge's.
+// used above the limit is taken as the limit. A reservation decided without
+// Redis syncs nothing.
+func (r *Reservation) Sync(ctx context.Context, limit string, used int) (bool, error) {
+	if used < 0 {
+		return false, fmt.Errorf("%w: used %d must be ≥ 0", ErrInvalidCost, used)
+	}
+	for _, b := range r.each() {
+		p := b.plan
+		for i := range p.n {
+			if p.names[i] != limit {
+				continue
+			}
+			if used == 0 || !b.rep.granted || b.rep.degraded || b.rep.grantUS == 0 {
+				return false, nil
+			}
+			return r.lim.sync(ctx, p.keys[i].key, p.limits[i], used, b.rep.grantUS)
+		}
+	}
+	return false, fmt.Errorf("%w: %q is not a limit this reservation charged", ErrUnknownLimit, limit)
 }
 
 // Reserve books n units of limit under key at the earliest time they fit, as
 // long as that time is before ctx's deadline (any time when ctx has none). The
-// reservation's Delay says how long to wait before acting.
+// reservation's Delay says how long to wait before acting, and its Wait waits.
+//
+// When the units would fit only after ctx's deadline, nothing is charged and
+// the error wraps ErrWouldExceedDeadline; the reservation returned with it is
+// not OK and tells, through Delay and Result, when they would have fitted.
 func (l *Limiter) Reserve(ctx context.Context, key string, limit Limit, n int) (*Reservation, error) {
 	p := new(plan)
 	if err := l.single(p, key, limit, n); err != nil {
@@ -108,8 +220,7 @@ func (l *Limiter) Reserve(ctx context.Context, key string, limit Limit, n int) (
 	return l.reserveSpan(ctx, p)
 }
 
-// ReserveQuota books cost from every limit of q, all or nothing, at the
-// earliest time all of it fits, as long as that time is before ctx's deadline.
+// ReserveQuota is shorthand for ReserveAll with one charge.
 func (l *Limiter) ReserveQuota(ctx context.Context, q Quota, cost Cost) (*Reservation, error) {
 	p := new(plan)
 	if err := l.quota(p, q, cost); err != nil {
@@ -138,27 +249,57 @@ func (l *Limiter) reserveSpan(ctx context.Context, p *plan) (*Reservation, error
 	return r, err
 }
 
-func (l *Limiter) reserve(ctx context.Context, p *plan) (*Reservation, error) {
-	maxWait := noDeadline
+// maxWait is how far ahead, in µs, ctx lets a booking lie.
+func maxWait(ctx context.Context) (int64, error) {
 	if dl, ok := ctx.Deadline(); ok {
-		maxWait = time.Until(dl).Microseconds()
-		if maxWait <= 0 {
+		w := time.Until(dl).Microseconds()
+		if w <= 0 {
 			// The deadline has passed even if ctx has not noticed yet.
-			return nil, context.DeadlineExceeded
+			return 0, context.DeadlineExceeded
 		}
+		return w, nil
 	}
+	return noDeadline, nil
+}
+
+func (l *Limiter) reserve(ctx context.Context, p *plan) (*Reservation, error) {
+	mw, err := maxWait(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r, err := l.book(ctx, p, mw)
+	if err != nil {
+		return nil, err
+	}
+	if !r.rep.granted {
+		return r, fmt.Errorf("%w: would wait %s", ErrWouldExceedDeadline, us(r.rep.waitUS))
+	}
+	return r, nil
+}
+
+// book runs one group's decision with maxWaitUS and returns it as a reservation.
+func (l *Limiter) book(ctx context.Context, p *plan, maxWaitUS int64) (*Reservation, error) {
 	start := time.Now()
 	rep := new(reply)
-	err := l.decide(ctx, p, maxWait, rep)
-	l.count(ctx, kindOf(p), rep, err)
+	err := l.decide(ctx, p, maxWaitUS, rep)
+	if p.wake == nil {
+		l.count(ctx, kindOf(p), rep, err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	// The delay counts from Redis's clock at the decision; measuring it from the
-	// moment the call was sent can only make us act later, never early.
+	// moment the reply came can only make us act later, never early.
 	act := start.Add(us(rep.waitUS))
 	if rep.granted {
 		act = time.Now().Add(us(rep.waitUS))
 	}
-	return &Reservation{lim: l, plan: p, rep: rep, act: act}, nil
+	return newReservation(l, p, rep, act), nil
+}
+
+// newReservation returns the reservation of one group's booking.
+func newReservation(l *Limiter, p *plan, rep *reply, act time.Time) *Reservation {
+	r := &Reservation{lim: l, plan: p, rep: rep, act: act}
+	r.one[0] = r
+	return r
 }

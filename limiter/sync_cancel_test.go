@@ -56,7 +56,7 @@ func TestSyncThenCancel(t *testing.T) {
 			if _, err := lim.Sync(ctx, q, tc.sync, tc.used); err != nil {
 				t.Fatal(err)
 			}
-			if err := rv.Cancel(ctx); err != nil {
+			if _, err := rv.Cancel(ctx); err != nil {
 				t.Fatal(err)
 			}
 			r, err := lim.AllowQuota(ctx, q, tc.probe)

@@ -155,7 +155,7 @@ func end(span trace.Span, p *plan, r *reply, err error) {
 			if !r.granted {
 				attrs = append(attrs, attrRetryAfter.Int64(r.waitUS/1000))
 				switch {
-				case r.by == -1:
+				case r.by < 0:
 					attrs = append(attrs, attrDeniedBy.String(HoldName))
 				case r.by >= 1 && int(r.by) <= p.n && p.names[r.by-1] != "":
 					attrs = append(attrs, attrDeniedBy.String(p.names[r.by-1]))

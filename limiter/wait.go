@@ -10,14 +10,20 @@ import (
 // caller's context was cancelled (that context can no longer carry it).
 const cancelTimeout = time.Second
 
+// maxWakes bounds the wake-ups of one Wait: each one after the first found a
+// hold placed while it slept (or a later group's booking) and booked again
+// after it; a hold only grows, so this is never reached in practice.
+const maxWakes = 64
+
 // Wait is shorthand for WaitN(ctx, key, limit, 1).
 func (l *Limiter) Wait(ctx context.Context, key string, limit Limit) error {
 	return l.WaitN(ctx, key, limit, 1)
 }
 
-// WaitN blocks until n units of limit under key are taken. It books its turn
-// in Redis in the same call that checks, then sleeps exactly until it: no
-// polling, and waiters across processes are served first come first served.
+// WaitN blocks until n units of limit under key are taken: Reserve, then the
+// reservation's Wait. It books its turn in Redis in the same call that
+// checks, then sleeps exactly until it: no polling, and waiters across
+// processes are served first come first served.
 //
 // It returns at once, charging nothing, when n exceeds what the limit can
 // ever allow (ErrExceedsLimit) or when its turn would come after ctx's
@@ -31,8 +37,7 @@ func (l *Limiter) WaitN(ctx context.Context, key string, limit Limit, n int) err
 	return l.wait(ctx, p)
 }
 
-// WaitQuota blocks until cost is taken from every limit of q, all or nothing,
-// with WaitN's semantics.
+// WaitQuota is shorthand for WaitAll with one charge.
 func (l *Limiter) WaitQuota(ctx context.Context, q Quota, cost Cost) error {
 	p := new(plan)
 	if err := l.quota(p, q, cost); err != nil {
@@ -59,38 +64,164 @@ func (l *Limiter) wait(ctx context.Context, p *plan) (err error) {
 	if err != nil {
 		return err
 	}
+	start := time.Now()
+	err = r.Wait(ctx)
+	if err == nil {
+		l.recordWait(ctx, kind, time.Since(start), span)
+	}
+	return err
+}
+
+// Wait sleeps until the reservation's time and takes its units. If, while
+// it slept, a hold was placed on any of its quotas (Limiter.Hold: a 429 or
+// 418 seen by any process), it books again after the hold in one script call
+// that reads the hold's end to the microsecond on Redis's clock, gives the
+// old booking back (as Cancel would) and charges once, then sleeps again. It
+// returns only once Redis's clock has reached the booking and no hold on its
+// quotas ends after it: a request sent after Wait returns is never sent
+// inside a hold. A booking that was due at once (Delay 0 when it was made)
+// costs no second call.
+//
+// If booking again would pass ctx's deadline, the booking is given back and
+// the error wraps ErrWouldExceedDeadline; if ctx is cancelled while it
+// sleeps, the booking is given back and ctx's error returned. Wait on a
+// reservation that is not OK returns an error wrapping ErrWouldExceedDeadline.
+func (r *Reservation) Wait(ctx context.Context) error {
 	if !r.OK() {
 		return fmt.Errorf("%w: would wait %s", ErrWouldExceedDeadline, us(r.rep.waitUS))
 	}
-	d := r.Delay()
-	if d <= 0 {
-		// The turn has come (even if a late reply brought it back after the
-		// deadline): take it, as x/time/rate's WaitN takes a zero delay. It
-		// cannot be given back any more, so failing would waste it.
-		l.recordWait(ctx, kind, 0, span)
-		return nil
+	for range maxWakes {
+		d := r.Delay()
+		if d > 0 {
+			if dl, ok := ctx.Deadline(); ok && r.act.After(dl) {
+				// Redis booked a turn before the deadline on its clock, but the
+				// reply came back late enough that, counted from now, the turn
+				// lies past it. The booking is still in the future, so Cancel
+				// gives it back; fail now rather than sleep until the deadline
+				// and be charged for nothing.
+				r.cancelDetached(ctx)
+				return fmt.Errorf("%w: would wait %s", ErrWouldExceedDeadline, d)
+			}
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				r.cancelDetached(ctx)
+				return ctx.Err()
+			}
+		}
+		if !r.pending() {
+			// Due when it was made (even if a late reply brought it back
+			// after the deadline): take it, as x/time/rate's WaitN takes a
+			// zero delay.
+			return nil
+		}
+		done, err := r.wake(ctx)
+		if err != nil || done {
+			return err
+		}
 	}
-	if dl, ok := ctx.Deadline(); ok && r.act.After(dl) {
-		// Redis booked a turn before the deadline on its clock, but the reply
-		// came back late enough that, counted from now, the turn lies past it.
-		// The booking is still in the future, so Cancel gives it back; fail now
-		// rather than sleep until the deadline and be charged for nothing.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
-		defer cancel()
-		_ = r.Cancel(cctx)
-		return fmt.Errorf("%w: would wait %s", ErrWouldExceedDeadline, d)
+	r.cancelDetached(ctx)
+	return fmt.Errorf("%w: booked again %d times", ErrWouldExceedDeadline, maxWakes)
+}
+
+// pending reports whether a booking of r lies in the future on Redis's clock
+// and has not been confirmed by a wake-up.
+func (r *Reservation) pending() bool {
+	for _, b := range r.each() {
+		if b.rep.granted && !b.rep.degraded && b.rep.waitUS > 0 {
+			return true
+		}
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	start := time.Now()
-	select {
-	case <-t.C:
-		l.recordWait(ctx, kind, time.Since(start), span)
-		return nil
-	case <-ctx.Done():
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
-		defer cancel()
-		_ = r.Cancel(cctx)
-		return ctx.Err()
+	return false
+}
+
+// cancelDetached gives r back with a context of its own (ctx may be done).
+func (r *Reservation) cancelDetached(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
+	defer cancel()
+	_, _ = r.Cancel(cctx)
+}
+
+// wake sends each pending booking's wake-up (quota.lua), not before the
+// latest booking time. It reports done when every booking stands and has
+// come on Redis's clock. A booking moved (after a hold, or to the time of a
+// later group's booking) is replaced by its new one, and the caller sleeps
+// again. A booking that would now pass ctx's deadline was given back by its
+// wake-up; the others are given back too, and the error wraps
+// ErrWouldExceedDeadline.
+func (r *Reservation) wake(ctx context.Context) (bool, error) {
+	mw, err := maxWait(ctx)
+	if err != nil {
+		r.cancelDetached(ctx)
+		return false, err
+	}
+	parts := r.each()
+	var nb int64
+	for _, b := range parts {
+		nb = max(nb, b.rep.grantUS)
+	}
+	done := true
+	for round := 0; round <= len(parts); round++ {
+		moved := false
+		for _, b := range parts {
+			if b.rep.degraded || b.rep.waitUS == 0 && b.rep.grantUS >= nb {
+				continue
+			}
+			b.plan.wake, b.plan.notBefore = b.rep, nb
+			nb2, err := r.lim.book(ctx, b.plan, mw)
+			b.plan.wake, b.plan.notBefore = nil, 0
+			if err != nil {
+				return false, err
+			}
+			rep := nb2.rep
+			switch {
+			case rep.standing:
+				if rep.waitUS > 0 {
+					// Woken early on Redis's clock: sleep the rest, then check again.
+					b.act, done = nb2.act, false
+				} else {
+					b.rep.waitUS = 0
+				}
+			case !rep.granted:
+				// The wake-up gave the booking back; give back the others.
+				b.rep = rep
+				for _, o := range parts {
+					if o != b {
+						cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
+						_, _ = o.cancelOne(cctx, true)
+						cancel()
+					}
+				}
+				if r.parts != nil {
+					r.rep = r.parts[0].rep
+				}
+				return false, fmt.Errorf("%w: booked again after a hold, would wait %s", ErrWouldExceedDeadline, us(rep.waitUS))
+			default:
+				b.rep, b.act, done = rep, nb2.act, false
+				if rep.grantUS > nb {
+					nb, moved = rep.grantUS, true
+				}
+			}
+		}
+		if !moved {
+			break
+		}
+	}
+	r.sync()
+	return done, nil
+}
+
+// sync brings a reservation across groups up to date with its parts.
+func (r *Reservation) sync() {
+	if r.parts == nil {
+		return
+	}
+	r.plan, r.rep, r.act = r.parts[0].plan, r.parts[0].rep, r.parts[0].act
+	for _, b := range r.parts[1:] {
+		if b.act.After(r.act) {
+			r.act = b.act
+		}
 	}
 }

@@ -132,13 +132,13 @@ func (t *Transport) book(ctx context.Context, q limiter.Quota, cost limiter.Cost
 	if err := sleep(ctx, max(d, minDelay)); err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
 		defer cancel()
-		_ = res.Cancel(cctx) // gives the turn back if it has not come
+		_, _ = res.Cancel(cctx) // gives the turn back if it has not come
 		return booking{}, err
 	}
 	if max(d, minDelay) > 0 {
 		// We waited after booking (for our turn, or a retry's backoff); a hold
 		// may have been placed since. Held reads it (one PTTL) without writing.
-		h, err := t.lim.Held(ctx, q.Name)
+		h, err := t.lim.Held(ctx, limiter.Quota{Name: q.Name})
 		if err == nil && h > time.Millisecond {
 			b.held = h
 		}

@@ -297,7 +297,7 @@ func TestNeverSentDuringHold(t *testing.T) {
 	var holds atomic.Int64 // holds still to place, one at each PTTL
 	c.AddHook(cmdHook{before: func(name string) {
 		if name == "pttl" && holds.Add(-1) >= 0 {
-			if _, err := other.Hold(ctx, "ex", 50*time.Millisecond); err != nil {
+			if _, err := other.Hold(ctx, limiter.Quota{Name: "ex"}, 50*time.Millisecond); err != nil {
 				t.Error(err)
 			}
 		}
@@ -305,14 +305,14 @@ func TestNeverSentDuringHold(t *testing.T) {
 	lim := limiter.New(c, limiter.Options{Prefix: prefix})
 	var heldAtServer atomic.Int64
 	srv := newServer(t, func(http.ResponseWriter, *http.Request) {
-		if h, err := other.Held(ctx, "ex"); err != nil || h > 0 {
+		if h, err := other.Held(ctx, limiter.Quota{Name: "ex"}); err != nil || h > 0 {
 			heldAtServer.Add(1)
 		}
 	})
 	tr := middleware.NewTransport(nil, lim, middleware.Rule{Quota: exQuota, Cost: weight1})
 
 	holds.Store(6)
-	if _, err := other.Hold(ctx, "ex", 50*time.Millisecond); err != nil { // the first turn is booked ahead
+	if _, err := other.Hold(ctx, limiter.Quota{Name: "ex"}, 50*time.Millisecond); err != nil { // the first turn is booked ahead
 		t.Fatal(err)
 	}
 	resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
@@ -325,7 +325,7 @@ func TestNeverSentDuringHold(t *testing.T) {
 	}
 
 	// A hold that outlasts the deadline: the booking past it fails at once.
-	if _, err := other.Hold(ctx, "ex", 2*time.Second); err != nil {
+	if _, err := other.Hold(ctx, limiter.Quota{Name: "ex"}, 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	dctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
@@ -352,7 +352,7 @@ func TestRetryBackoffHonoursHold(t *testing.T) {
 	var evals atomic.Int64
 	c.AddHook(cmdHook{after: func(name string) {
 		if (name == "evalsha" || name == "eval") && evals.Add(1) == 2 { // the retry's booking
-			if _, err := other.Hold(context.Background(), "ex", 30*time.Second); err != nil {
+			if _, err := other.Hold(context.Background(), limiter.Quota{Name: "ex"}, 30*time.Second); err != nil {
 				t.Error(err)
 			}
 		}

@@ -33,9 +33,9 @@ func TestCancelRestoresPriorState(t *testing.T) {
 			t.Fatal(err)
 		}
 		keys := []string{hold, tok, gk, fk}
-		v, err := scripts.Quota.Run(ctx, b.Client, keys, int64(1)<<50, "0", 0,
-			1, 1_000_000, 10, 100_000, 1, // a: GCRA 10/s
-			4, period, maxB, period/maxB, 1).Int64Slice() // b: fixed window 5/h
+		v, err := scripts.Quota.Run(ctx, b.Client, keys, int64(1)<<50, "0", 0, 0, 1,
+			1, 1_000_000, 10, 100_000, 1, 0, // a: GCRA 10/s
+			4, period, maxB, period/maxB, 1, 0).Int64Slice() // b: fixed window 5/h
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -43,12 +43,12 @@ func TestCancelRestoresPriorState(t *testing.T) {
 		if len(v) != 4+7*2 || v[0] != 1 || v[3] != (w+1)*period || fmt.Sprint(v[14:18]) != fmt.Sprint(want) || v[10] != 0 {
 			t.Fatalf("quota.lua reply %v: want a grant at %d with prior states [0 0 0 0] and %v", v, (w+1)*period, want)
 		}
-		args := []any{v[3]}
-		args = append(args, 1, 1_000_000, 1, v[6], v[10], v[11], v[12], v[13])
-		args = append(args, 4, period, 1, v[9], v[14], v[15], v[16], v[17])
+		args := []any{v[3], "0"}
+		args = append(args, 1, 1_000_000, 100_000, 1, v[6], v[10], v[11], v[12], v[13])
+		args = append(args, 4, period, period/maxB, 1, v[9], v[14], v[15], v[16], v[17])
 		given, err := scripts.Cancel.Run(ctx, b.Client, []string{gk, fk}, args...).Int64()
 		if err != nil || given != 2 {
-			t.Fatalf("cancel.lua gave back %d limits (%v), want 2", given, err)
+			t.Fatalf("cancel.lua gave back %d units (%v), want 2: one per limit", given, err)
 		}
 		if got, _ := b.Client.Get(ctx, fk).Result(); got != prior {
 			t.Fatalf("window state %q after cancel, want %q", got, prior)

@@ -1,21 +1,36 @@
--- quota.lua: check and charge every limit of a quota, all or nothing, in one call.
+-- quota.lua: check and charge the limits of one or more quotas of one hash
+-- slot (one Group), all or nothing, in one call.
 --
--- KEYS[1]    hold key: string, µs time before which nothing is granted (429/418 holds)
--- KEYS[2]    token key: remembers this call's reply so a retried call is not charged twice
--- KEYS[2+i]  state key of limit i
--- ARGV[1]    max wait µs: 0 grants only now (Allow); > 0 reserves up to that far ahead
--- ARGV[2]    token TTL ms; "0" turns retry dedupe off
--- ARGV[3]    lease µs: 0 for a decision; > 0 takes a lease (see below)
--- ARGV[4+5(i-1) ..] for limit i: algorithm (1 GCRA, 2 sliding log, 3 sliding counter,
---            4 fixed window), period µs, max units, GCRA emission interval µs, cost
--- ARGV[9]    one GCRA limit only, optional: R > 1 identical Allow decisions (max
---            wait 0, no lease) coalesced into this call, decided in order (see below)
+-- KEYS[1]      hold key of quota 1: string, µs time (Redis's clock) before which
+--              nothing is granted (429/418 holds, hold.lua)
+-- KEYS[2]      token key: remembers this call's reply so a retried call is not charged twice
+-- KEYS[1+j]    hold key of quota j, j = 2..h
+-- KEYS[1+h+i]  state key of limit i, i = 1..n
+-- ARGV[1]      max wait µs: 0 grants only now (Allow); > 0 reserves up to that far ahead
+-- ARGV[2]      token TTL ms; "0" turns retry dedupe off
+-- ARGV[3]      lease µs: 0 for a decision; > 0 takes a lease (see below)
+-- ARGV[4]      not before: µs time before which nothing is granted, 0 for none
+--              (a charge across groups books each group at one time)
+-- ARGV[5]      h, the number of hold keys (≥ 1)
+-- ARGV[6+6(i-1) ..] for limit i: algorithm (1 GCRA, 2 sliding log, 3 sliding counter,
+--              4 fixed window), period µs, max units, GCRA emission interval µs, cost,
+--              guard µs (fixed window: no grant within guard of its window's end;
+--              it goes to the next window's start)
+-- ARGV[6+6n ..] optional, one of:
+--              R > 1 (one GCRA limit, one hold): identical Allow decisions
+--                coalesced into this call, decided in order (see below);
+--              wake-up of a booking made by this script: its grant time t, then
+--                per limit its mark and four prior-state values (5n values).
+--                If no hold ends after t, nor is t before not-before, the booking stands: the reply is
+--                {2, max(t - now, 0), 0, t, then 0, 0, 0 per limit} and nothing is
+--                written. Otherwise the booking is given back (giveback.lua) and
+--                the call decides anew, after the hold: the usual reply.
 --
 -- States: GCRA "tat"; fixed window and counter "L P p c": L the µs time of the
 -- latest unit charged (or the latest time a leased unit may be spent), P the
 -- period µs it was written under, p and c the counts of windows w-1 and w, where
 -- w = floor(L / P); sliding log a sorted set of members "C:w" scored by unique
--- µs times, C the running total of weight. Token, hold and every string state
+-- µs times, C the running total of weight. Token, holds and every string state
 -- are read with one MGET.
 --
 -- Every limit's grants are first come first served, so the earliest time a limit
@@ -24,13 +39,16 @@
 --
 -- Reply: {granted, wait µs, denied by, grant time µs, then per limit: remaining,
 -- reset µs, mark}. wait is the delay until the grant (granted) or the retry-after
--- (denied); denied by is 0, -1 for a hold, or the index of the limit that waits
--- longest; mark identifies this charge so Cancel can tell whether it is still the last.
--- With max wait 0 (Allow) nothing can be cancelled: grant time and marks are 0,
--- small integers the client decodes without allocating. A granted reservation
--- (max wait > 0, no lease) adds, per limit, four values: the limit's state before
--- the booking (GCRA: tat, 0, 0, 0; window: L, P, p, c, or -1, 0, 0, 0 when
--- there was none; sliding log: 0, 0, 0, 0), which cancel.lua restores.
+-- (denied); denied by is 0, -j for quota j's hold, or the index of the limit that
+-- waits longest; mark identifies this charge for Cancel (GCRA: the tat written;
+-- sliding log: the entry's score; windows: the window's count after it).
+-- With max wait 0 (Allow) nothing can be cancelled: marks are 0 and so is the
+-- grant time unless a fixed or counter limit is charged (whose window end the
+-- caller reads from it), small integers the client decodes without allocating.
+-- A granted reservation (max wait > 0, no lease) adds, per limit, four values:
+-- the limit's state before the booking (GCRA: tat, 0, 0, 0; window: L, P, p, c,
+-- or -1, 0, 0, 0 when there was none; sliding log: 0, 0, 0, 0), which
+-- giveback.lua restores.
 --
 -- A lease is a grant whose units the client spends later, at any time before the
 -- lease ends at E = t + lease. The charge must cover every spending time in
@@ -61,28 +79,35 @@ local function win(v, p)
   return {w = w, p = prev, c = cur, l = L, P = P, sp = pp, sc = cc}
 end
 
-local n = #KEYS - 2
+local h = tonumber(ARGV[5])
+local n = #KEYS - 1 - (h or 0)
+if not h or h < 1 or n < 1 or #ARGV < 5 + 6 * n then
+  return redis.error_reply('ERR quota.lua: ' .. #KEYS .. ' keys and ' .. #ARGV .. ' arguments do not match')
+end
+local tail = 6 + 6 * n
+local wake = #ARGV == tail + 5 * n
 local dedupe = ARGV[2] ~= '0'
+local notBefore = tonumber(ARGV[4]) or 0
 -- remember stores a reply under the call's token (dedupe on).
 local function remember(out)
   local enc = {}
   for i = 1, #out do enc[i] = d(out[i]) end
   redis.call('SET', KEYS[2], table.concat(enc, ' '), 'PX', ARGV[2])
 end
--- Fast path: one GCRA limit (the commonest call) without the general
--- machinery's tables. Same arithmetic as below.
-if n == 1 and ARGV[4] == '1' then
+-- Fast path: one GCRA limit under one hold (the commonest call) without the
+-- general machinery's tables. Same arithmetic as below.
+if n == 1 and h == 1 and not wake and ARGV[6] == '1' then
   local mv = redis.call('MGET', KEYS[1], KEYS[3], dedupe and KEYS[2] or KEYS[1])
   if dedupe and mv[3] then
     local out = {}
-    for v in string.gmatch(mv[3], '%-?%d+') do out[#out + 1] = tonumber(v) end
+    for x in string.gmatch(mv[3], '%-?%d+') do out[#out + 1] = tonumber(x) end
     return out
   end
   local tm = redis.call('TIME')
   local now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
-  local maxwait, lease, m, e, c = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+  local maxwait, lease, m, e, c = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
   local hold, tat = tonumber(mv[1] or '0'), tonumber(mv[2] or '0')
-  local reps = tonumber(ARGV[9] or '1')
+  local reps = tonumber(ARGV[tail] or '1')
   if reps > 1 then
     -- Decision i fits while base + i·c·e - m·e <= now.
     local base, g = math.max(tat, now), 0
@@ -103,6 +128,7 @@ if n == 1 and ARGV[4] == '1' then
     return out
   end
   local t, by = now, 0
+  if notBefore > t then t = notBefore end
   if hold > t then t, by = hold, -1 end
   local ei = tat + c * e - m * e
   if ei > t then t, by = ei, 1 end
@@ -131,46 +157,86 @@ if n == 1 and ARGV[4] == '1' then
   return out
 end
 
-local mk, at = {KEYS[1]}, {}
-if dedupe then mk[2] = KEYS[2] end
-for i = 1, n do
-  if ARGV[4 + 5 * (i - 1)] ~= '2' then
-    mk[#mk + 1] = KEYS[2 + i]
-    at[i] = #mk
-  end
-end
-local mv = redis.call('MGET', unpack(mk))
-if dedupe and mv[2] then
+local function skey(i) return KEYS[1 + h + i] end
+local function holdKey(j) if j == 1 then return KEYS[1] end return KEYS[1 + j] end
+
+-- replay decodes a reply remembered under the call's token.
+local function replay(v)
   local out = {}
-  for v in string.gmatch(mv[2], '%-?%d+') do out[#out + 1] = tonumber(v) end
+  for x in string.gmatch(v, '%-?%d+') do out[#out + 1] = tonumber(x) end
   return out
+end
+if wake and dedupe then
+  local prev = redis.call('GET', KEYS[2])
+  if prev then return replay(prev) end
 end
 
 local tm = redis.call('TIME')
 local now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
+
+if wake then
+  -- Wake-up of a booking at bt: it stands unless a hold placed since ends after
+  -- it, or it must move to not-before (another group's booking).
+  local bt = tonumber(ARGV[tail])
+  local late = notBefore > bt
+  for j = 1, h do
+    if tonumber(redis.call('GET', holdKey(j)) or '0') > bt then late = true end
+  end
+  if not late then
+    local out = {2, math.max(bt - now, 0), 0, bt}
+    for _ = 1, n do out[#out + 1], out[#out + 2], out[#out + 3] = 0, 0, 0 end
+    return out
+  end
+  for i = 1, n do
+    local a, b = 6 + 6 * (i - 1), tail + 1 + 5 * (i - 1)
+    local g = {}
+    for j = 0, 4 do g[j + 1] = tonumber(ARGV[b + j]) end
+    giveback(skey(i), tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), bt,
+      g[1], g[2], g[3], g[4], g[5], now)
+  end
+end
+
+local mk, at = {}, {}
+for j = 1, h do mk[j] = holdKey(j) end
+if dedupe then mk[h + 1] = KEYS[2] end
+for i = 1, n do
+  if ARGV[6 + 6 * (i - 1)] ~= '2' then
+    mk[#mk + 1] = skey(i)
+    at[i] = #mk
+  end
+end
+local mv = redis.call('MGET', unpack(mk))
+if dedupe and mv[h + 1] then return replay(mv[h + 1]) end
+
 local maxwait, lease = tonumber(ARGV[1]), tonumber(ARGV[3])
 
-local t0 = now
-local hold = tonumber(mv[1] or '0')
-if hold > t0 then t0 = hold end
+local t0, hold, hj = math.max(now, notBefore), 0, 0
+for j = 1, h do
+  local v = tonumber(mv[j] or '0')
+  if v > hold then hold, hj = v, j end
+end
+local t, by = t0, 0
+if hold > t0 then t, by = hold, -hj end
+t0 = t
 
-local algo, period, max, iv, cost, st = {}, {}, {}, {}, {}, {}
-local t, by = t0, (hold > now) and -1 or 0
+local algo, period, max, iv, cost, guard, st = {}, {}, {}, {}, {}, {}, {}
+local windowed = false
 
 for i = 1, n do
-  local a = 4 + 5 * (i - 1)
-  local al, p, m, e, c = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-  if not (c and m and p and e) or c < 1 or c > m or p < 1 or e < 1 then
-    return redis.error_reply('ERR quota.lua: limit ' .. i .. ': cost, max, period or interval out of range')
+  local a = 6 + 6 * (i - 1)
+  local al, p, m, e, c, gd = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  if not (c and m and p and e and gd) or c < 1 or c > m or p < 1 or e < 1 or gd < 0 or gd >= p then
+    return redis.error_reply('ERR quota.lua: limit ' .. i .. ': cost, max, period, interval or guard out of range')
   end
-  algo[i], period[i], max[i], iv[i], cost[i] = al, p, m, e, c
+  if al ~= 4 then gd = 0 end
+  algo[i], period[i], max[i], iv[i], cost[i], guard[i] = al, p, m, e, c, gd
   local s, ei
   if al == 1 then
     -- GCRA: state is the theoretical arrival time.
     s = tonumber(mv[at[i]] or '0')
     ei = s + c * e - m * e
   elseif al == 2 then
-    local k = KEYS[2 + i]
+    local k = skey(i)
     redis.call('ZREMRANGEBYSCORE', k, 0, d(now - p))
     local f = redis.call('ZRANGE', k, 0, 0)
     s = {sum = 0, last = 0, c = 0}
@@ -195,11 +261,13 @@ for i = 1, n do
     end
   else
     -- Sliding counter (3) and fixed window (4).
+    windowed = true
     s = win(mv[at[i]], p)
     if not s then return redis.error_reply('ERR quota.lua: limit ' .. i .. ': unreadable state') end
     local x = t0
     if x < s.w * p then x = s.w * p end
-    -- At most three windows: from the state's window w, window w + 2 is empty.
+    -- At most three windows: from the state's window w, window w + 2 is empty
+    -- (and a guard is shorter than a window).
     for _ = 1, 3 do
       local w = math.floor(x / p)
       local pp, cc = 0, 0
@@ -210,7 +278,7 @@ for i = 1, n do
           local need = w * p + math.ceil(p * (pp - (m - cc - c)) / pp)
           if need > x then x = need end
         end
-        if x < (w + 1) * p then break end
+        if x < (w + 1) * p - gd then break end
       end
       x = (w + 1) * p
     end
@@ -261,7 +329,7 @@ end
 
 local out = {1, wait, 0, t}
 for i = 1, n do
-  local k, s, p, m, e, c = KEYS[2 + i], st[i], period[i], max[i], iv[i], cost[i]
+  local k, s, p, m, e, c = skey(i), st[i], period[i], max[i], iv[i], cost[i]
   local rem, reset, mark
   if algo[i] == 1 then
     local tat = math.max(s, leaseEnd) + c * e
@@ -275,7 +343,7 @@ for i = 1, n do
     redis.call('ZADD', k, d(sc), d(cl) .. ':' .. d(c))
     redis.call('PEXPIRE', k, d(math.ceil((sc + p - now) / 1000)))
     rem = m - (s.sum + c)
-    reset, mark = sc + p - now, cl
+    reset, mark = sc + p - now, sc
   else
     local w = math.floor(t / p)
     local pp, cc = 0, 0
@@ -299,12 +367,12 @@ for i = 1, n do
 end
 
 if maxwait == 0 then
-  out[4] = 0
+  if not windowed then out[4] = 0 end
   for i = 1, n do out[4 + 3 * i] = 0 end
 end
 if lease > 0 then out[4] = leaseEnd - t end
 if maxwait > 0 and lease == 0 then
-  -- The states before the booking, for cancel.lua (see Reply above).
+  -- The states before the booking, for giveback.lua (see Reply above).
   for i = 1, n do
     local p1, p2, p3, p4 = 0, 0, 0, 0
     if algo[i] == 1 then

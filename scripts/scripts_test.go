@@ -91,7 +91,7 @@ func TestCrossSlotRefused(t *testing.T) {
 		if redistest.Slot(keys[0]) == redistest.Slot(keys[2]) {
 			t.Fatal("test keys share a slot")
 		}
-		err := scripts.Quota.Run(ctx, b.Client, keys, 0, "0", 0, 1, 1_000_000, 10, 100_000, 1).Err()
+		err := scripts.Quota.Run(ctx, b.Client, keys, 0, "0", 0, 0, 1, 1, 1_000_000, 10, 100_000, 1, 0).Err()
 		if err == nil {
 			t.Fatal("cross-slot script call succeeded")
 		}

@@ -4,8 +4,13 @@
 -- KEYS[1]  state key of the limit (as in quota.lua)
 -- ARGV[1..5] algorithm (1 GCRA, 2 sliding log, 3 sliding counter, 4 fixed window),
 --          period µs, max units, GCRA emission interval µs, units the server has counted
+-- ARGV[6]  optional: the µs time t of the charge the server's count answers
+--          (Reservation.Sync). The count applies only while that charge still
+--          counts, on Redis's clock: fixed and counter windows while now is in
+--          t's window, GCRA and sliding log while now < t + period.
 --
--- Reply: 1 if our count was raised, 0 if it already covered the server's.
+-- Reply: 1 if our count was raised, 0 if it already covered the server's, or
+-- the charge's window has passed.
 
 local function d(x) return string.format('%d', x) end
 local tm = redis.call('TIME')
@@ -13,6 +18,14 @@ local now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
 local al, p, m, e, used = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 if used > m then used = m end
 local k = KEYS[1]
+local t = tonumber(ARGV[6] or '0')
+if t > 0 then
+  if al == 1 or al == 2 then
+    if now >= t + p then return 0 end
+  elseif math.floor(now / p) ~= math.floor(t / p) then
+    return 0
+  end
+end
 
 if al == 1 then
   local tat = tonumber(redis.call('GET', k) or '0')

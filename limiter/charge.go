@@ -1,0 +1,187 @@
+package limiter
+
+import (
+	"context"
+	"fmt"
+	"sort"
+)
+
+// Several quotas per call.
+//
+// Charges whose quotas share a Group (or are one quota instance) live in one
+// Redis Cluster slot and are decided in one script call: all or nothing,
+// atomically. Charges across groups cannot be: each group is booked in turn,
+// in a stable order (by the groups' keys), every group at one time, and when
+// a later group is refused (or fails) the groups already booked are given
+// back (Cancel, even though their time may have come: their units were not
+// used). Between the booking of one group and the giving back, another
+// caller may find the first group's units taken: compensation can refuse a
+// call that an atomic charge would have let through, never the reverse.
+
+// AllowAll takes every charge now, all or nothing (see the compensation
+// above for charges across groups). Limits of the result come charge by
+// charge; across groups, those of the groups after a refused one are missing.
+func (l *Limiter) AllowAll(ctx context.Context, charges ...Charge) (QuotaResult, error) {
+	var p plan
+	ps, err := l.plans(&p, charges)
+	if err != nil {
+		return QuotaResult{}, err
+	}
+	if ps == nil {
+		return l.allowPlan(ctx, &p)
+	}
+	// Across groups: each group's charge is a booking of at most 1µs ahead,
+	// which can be given back if a later group refuses.
+	r, err := l.reserveGroups(ctx, ps, 1)
+	if r == nil {
+		return QuotaResult{}, err
+	}
+	// A refusal: r holds every group's decision up to the refused one.
+	return r.QuotaResult(), nil
+}
+
+// ReserveAll books every charge at the earliest time all of it fits, all or
+// nothing, as long as that time is before ctx's deadline, with Reserve's
+// semantics (an error wrapping ErrWouldExceedDeadline, and a reservation that
+// is not OK, when it would not).
+func (l *Limiter) ReserveAll(ctx context.Context, charges ...Charge) (*Reservation, error) {
+	p := new(plan)
+	ps, err := l.plans(p, charges)
+	if err != nil {
+		return nil, err
+	}
+	if ps == nil {
+		return l.reserveSpan(ctx, p)
+	}
+	mw, err := maxWait(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return l.reserveGroups(ctx, ps, mw)
+}
+
+// WaitAll blocks until every charge is taken, all or nothing: ReserveAll,
+// then the reservation's Wait.
+func (l *Limiter) WaitAll(ctx context.Context, charges ...Charge) error {
+	p := new(plan)
+	ps, err := l.plans(p, charges)
+	if err != nil {
+		return err
+	}
+	if ps == nil {
+		return l.wait(ctx, p)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	mw, err := maxWait(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := l.reserveGroups(ctx, ps, mw)
+	if err != nil {
+		return err
+	}
+	return r.Wait(ctx)
+}
+
+// plans plans charges into p when they all share one slot, and returns nil;
+// otherwise it returns one plan per slot, ordered by slot head.
+func (l *Limiter) plans(p *plan, charges []Charge) ([]*plan, error) {
+	if len(charges) == 0 {
+		return nil, fmt.Errorf("%w: no charge", ErrInvalidCost)
+	}
+	var ps []*plan
+	for _, c := range charges {
+		if err := c.Quota.validateID(); err != nil {
+			return nil, err
+		}
+		head := l.keyFor(keyID{group: c.Quota.Group, quota: c.Quota.Name, key: c.Quota.key, keyed: c.Quota.keyed, algo: holdAlgorithm}).head
+		var into *plan
+		switch {
+		case ps == nil && (p.nq == 0 || p.head() == head):
+			into = p
+		default:
+			if ps == nil {
+				ps = []*plan{p}
+			}
+			for _, q := range ps {
+				if q.head() == head {
+					into = q
+				}
+			}
+			if into == nil {
+				into = new(plan)
+				ps = append(ps, into)
+			}
+		}
+		if err := l.addQuota(into, c.Quota, c.Cost); err != nil {
+			return nil, err
+		}
+	}
+	for _, q := range append([]*plan{p}, ps...) {
+		if q.n == 0 {
+			return nil, fmt.Errorf("%w: a charge takes nothing from quota %q", ErrInvalidCost, q.qnames[0])
+		}
+	}
+	sort.SliceStable(ps, func(i, j int) bool { return ps[i].head() < ps[j].head() })
+	return ps, nil
+}
+
+// reserveGroups books each plan (one per slot) in turn, all at one time: a
+// group booked for a later time than those before it makes them book again
+// not before it. On a refusal or an error it gives back what it booked.
+func (l *Limiter) reserveGroups(ctx context.Context, ps []*plan, maxWaitUS int64) (*Reservation, error) {
+	parts := make([]*Reservation, len(ps))
+	var nb int64
+	for range len(ps) + 1 {
+		moved := false
+		for i, p := range ps {
+			p.notBefore = nb
+			b, err := l.book(ctx, p, maxWaitUS)
+			p.notBefore = 0
+			if err == nil && !b.rep.granted {
+				err = fmt.Errorf("%w: quota %q would wait %s", ErrWouldExceedDeadline, p.qnames[0], us(b.rep.waitUS))
+			}
+			if err != nil {
+				undo(ctx, parts[:i])
+				if b == nil {
+					return nil, err
+				}
+				parts[i] = b
+				r := &Reservation{lim: l, parts: parts[:i+1]}
+				r.sync()
+				return r, err
+			}
+			parts[i] = b
+			if t := b.rep.grantUS; t > nb && !b.rep.degraded {
+				// A later time than the groups before it: they must move to it
+				// (a group due at once is not moved: its time is only how late
+				// its call ran, as for any grant).
+				// AllowAll's bookings (maxWaitUS 1) are all due at once.
+				moved = moved || i > 0 && b.rep.waitUS > 0 && maxWaitUS > 1
+				nb = t
+			}
+		}
+		if !moved {
+			r := &Reservation{lim: l, parts: parts}
+			r.sync()
+			return r, nil
+		}
+		undo(ctx, parts)
+	}
+	return nil, fmt.Errorf("%w: the groups found no common time", ErrWouldExceedDeadline)
+}
+
+// undo gives back bookings made for a charge across groups that did not go
+// through, even if their time has come (their units were not used).
+func undo(ctx context.Context, parts []*Reservation) {
+	for _, b := range parts {
+		if b == nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
+		_, _ = b.cancelOne(cctx, true)
+		cancel()
+	}
+}
