@@ -164,7 +164,7 @@ func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
 // reply is quota.lua's answer.
 type reply struct {
 	granted  bool
-	standing bool // a wake-up found the booking standing (no hold after it)
+	standing bool  // a wake-up found the booking standing (no hold after it)
 	waitUS   int64 // delay until the grant, or retry-after when denied
 	by       int64 // 0 none, -1 hold, i = limit i (1-based)
 	grantUS  int64 // Redis time of the grant, µs

@@ -1,0 +1,180 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redquota/redquota/internal/redistest"
+)
+
+// For makes instances of one template: each key counts alone, and no key can
+// reach another quota's or another key's state, however names and keys are
+// cut. A bad key is a typed error and writes nothing.
+func TestQuotaFor(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		lim := newLim(b, Options{})
+		tpl := Quota{Name: "api", Limits: []NamedLimit{{"req", PerMinute(1)}}}
+		for _, key := range []string{"alice", "bob", "a:b", "{x}"} {
+			if r, err := lim.AllowQuota(ctx, tpl.For(key), Cost{"req": 1}); err != nil || !r.Allowed {
+				t.Fatalf("first call for %q: %+v %v", key, r, err)
+			}
+		}
+		if r, _ := lim.AllowQuota(ctx, tpl.For("alice"), Cost{"req": 1}); r.Allowed {
+			t.Fatal("alice's second call allowed: keys share nothing with each other, but a key counts")
+		}
+		// Name "api:a" with key "b" and name "api" with key "a:b" are different instances.
+		other := Quota{Name: "api:a", Limits: tpl.Limits}
+		if r, _ := lim.AllowQuota(ctx, other.For("b"), Cost{"req": 1}); !r.Allowed {
+			t.Fatal(`("api:a", "b") met ("api", "a:b")'s state`)
+		}
+		// The template itself is an instance of its own.
+		if r, _ := lim.AllowQuota(ctx, tpl, Cost{"req": 1}); !r.Allowed {
+			t.Fatal("the unkeyed template met a keyed instance's state")
+		}
+		if r, _ := lim.AllowQuota(ctx, tpl.For("alice"), Cost{"req": 1}); r.Limits[0].Quota != "api" {
+			t.Fatalf("LimitResult.Quota %q, want the quota's name, not its key", r.Limits[0].Quota)
+		}
+		for _, tc := range []struct {
+			key  string
+			want error
+		}{{"", ErrEmptyKey}, {strings.Repeat("k", MaxKeyLen+1), ErrKeyTooLong}} {
+			if _, err := lim.AllowQuota(ctx, tpl.For(tc.key), Cost{"req": 1}); !errors.Is(err, tc.want) {
+				t.Fatalf("key of %d bytes: %v, want %v", len(tc.key), err, tc.want)
+			}
+			if _, err := lim.Hold(ctx, tpl.For(tc.key), time.Second); !errors.Is(err, tc.want) {
+				t.Fatalf("hold, key of %d bytes: %v, want %v", len(tc.key), err, tc.want)
+			}
+		}
+	})
+}
+
+// Quotas of one Group are charged all or nothing in one call; quotas of
+// different groups are charged with compensation: a refused group gives back
+// the groups charged before it.
+func TestAllowAll(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		lim := newLim(b, Options{})
+		for _, groups := range [][2]string{{"ip1", "ip1"}, {"ip1", "ip2"}} {
+			ip := Quota{Name: "ip-" + groups[1], Group: groups[0], Limits: []NamedLimit{{"weight", PerMinute(10)}}}
+			acct := Quota{Name: "orders", Group: groups[1], Limits: []NamedLimit{{"orders", PerMinute(1)}}}
+			charge := func(acctKey string) (QuotaResult, error) {
+				return lim.AllowAll(ctx, Charge{ip, Cost{"weight": 2}}, Charge{acct.For(acctKey), Cost{"orders": 1}})
+			}
+			if r, err := charge("A"); err != nil || !r.Allowed || len(r.Limits) != 2 {
+				t.Fatalf("%v: first: %+v %v", groups, r, err)
+			}
+			r, err := charge("A")
+			if err != nil || r.Allowed || r.DeniedBy != "orders" || r.DeniedQuota != "orders" {
+				t.Fatalf("%v: A's second order: %+v %v", groups, r, err)
+			}
+			// Account B shares the IP's weight: 2 (A) + 2 (B) of 10, the refused
+			// call took nothing: 6 left after B.
+			r, err = charge("B")
+			if err != nil || !r.Allowed {
+				t.Fatalf("%v: B: %+v %v", groups, r, err)
+			}
+			for _, lr := range r.Limits {
+				if lr.Name == "weight" && lr.Remaining != 6 {
+					t.Fatalf("%v: B: weight left %d, want 6 (the refused call must have given its 2 back)", groups, lr.Remaining)
+				}
+			}
+		}
+	})
+}
+
+// Reserve past the deadline says so in its error, charges nothing, and the
+// reservation tells when the units would have fitted.
+func TestReservePastDeadline(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		lim := newLim(b, Options{})
+		limit := PerMinute(1)
+		if r, err := lim.Allow(context.Background(), "k", limit); err != nil || !r.Allowed {
+			t.Fatal(r, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		rv, err := lim.Reserve(ctx, "k", limit, 1)
+		if !errors.Is(err, ErrWouldExceedDeadline) || rv == nil || rv.OK() || rv.Delay() < 50*time.Second {
+			t.Fatalf("Reserve past the deadline: %v, %+v", err, rv)
+		}
+		q := Quota{Name: "q", Limits: []NamedLimit{{"l", limit}}}
+		if _, err := lim.AllowQuota(context.Background(), q, Cost{"l": 1}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := lim.ReserveAll(ctx, Charge{q, Cost{"l": 1}}); !errors.Is(err, ErrWouldExceedDeadline) {
+			t.Fatalf("ReserveAll past the deadline: %v", err)
+		}
+		if err := rv.Wait(ctx); !errors.Is(err, ErrWouldExceedDeadline) {
+			t.Fatalf("Wait on a reservation that is not OK: %v", err)
+		}
+	})
+}
+
+// A guard books a grant that would fall within it of its fixed window's end
+// at the next window's start; WindowEnd names the window charged.
+func TestGuard(t *testing.T) {
+	m, c := redistest.NewMini(t)
+	lim := New(c, Options{Prefix: "g"})
+	ctx := context.Background()
+	minute := time.Date(2024, 3, 1, 10, 10, 0, 0, time.UTC)
+	q := Quota{Name: "w", Guard: 300 * time.Millisecond, Limits: []NamedLimit{{"weight", Every(100, time.Minute).WithAlgorithm(FixedWindow)}}}
+	m.SetTime(minute.Add(time.Minute - 400*time.Millisecond)) // 400 ms before the end: outside the guard
+	r, err := lim.AllowQuota(ctx, q, Cost{"weight": 1})
+	if err != nil || !r.Allowed || !r.Limits[0].WindowEnd.Equal(minute.Add(time.Minute)) {
+		t.Fatalf("outside the guard: %+v %v", r, err)
+	}
+	m.SetTime(minute.Add(time.Minute - 200*time.Millisecond)) // inside the guard
+	if r, err := lim.AllowQuota(ctx, q, Cost{"weight": 1}); err != nil || r.Allowed || r.RetryAfter != 200*time.Millisecond {
+		t.Fatalf("inside the guard, Allow: %+v %v", r, err)
+	}
+	rv, err := lim.ReserveQuota(ctx, q, Cost{"weight": 1})
+	if err != nil || !rv.At().Equal(minute.Add(time.Minute)) {
+		t.Fatalf("inside the guard, Reserve: %v at %v, want the next window's start", err, rv.At())
+	}
+	if end := rv.QuotaResult().Limits[0].WindowEnd; !end.Equal(minute.Add(2 * time.Minute)) {
+		t.Fatalf("WindowEnd %v, want the next window's end", end)
+	}
+	if _, err := lim.AllowQuota(ctx, Quota{Name: "bad", Guard: time.Minute, Limits: q.Limits}, Cost{"weight": 1}); !errors.Is(err, ErrInvalidDuration) {
+		t.Fatalf("a guard as long as the window: %v", err)
+	}
+}
+
+// Reservation.Sync applies a server's count only while Redis's clock is in
+// the window the reservation was charged in.
+func TestReservationSync(t *testing.T) {
+	m, c := redistest.NewMini(t)
+	lim := New(c, Options{Prefix: "s"})
+	ctx := context.Background()
+	minute := time.Date(2024, 3, 1, 10, 10, 0, 0, time.UTC)
+	q := Quota{Name: "w", Limits: []NamedLimit{{"weight", Every(10, time.Minute).WithAlgorithm(FixedWindow)}}}
+	m.SetTime(minute.Add(59 * time.Second))
+	rv, err := lim.ReserveQuota(ctx, q, Cost{"weight": 1})
+	if err != nil || rv.Delay() != 0 {
+		t.Fatal(err, rv.Delay())
+	}
+	m.SetTime(minute.Add(61 * time.Second)) // the answer came after the window ended
+	if raised, err := lim.AllowQuota(ctx, q, Cost{"weight": 1}); err != nil || !raised.Allowed {
+		t.Fatal(raised, err)
+	}
+	if raised, err := rv.Sync(ctx, "weight", 10); err != nil || raised {
+		t.Fatalf("Sync after the charged window: raised %v (%v); the count belongs to the old window", raised, err)
+	}
+	rv2, err := lim.ReserveQuota(ctx, q, Cost{"weight": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raised, err := rv2.Sync(ctx, "weight", 10); err != nil || !raised {
+		t.Fatalf("Sync in the charged window: raised %v (%v)", raised, err)
+	}
+	if r, _ := lim.AllowQuota(ctx, q, Cost{"weight": 1}); r.Allowed {
+		t.Fatal("allowed after the server reported the window full")
+	}
+	if _, err := rv2.Sync(ctx, "nope", 1); !errors.Is(err, ErrUnknownLimit) {
+		t.Fatalf("Sync of a limit not charged: %v", err)
+	}
+}

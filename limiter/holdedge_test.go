@@ -1,0 +1,93 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redquota/redquota/internal/redistest"
+)
+
+// The hold-edge scenario of issue 17: a request queued for the next fixed
+// window's start T while another process holds the quota until T + 1.2 to
+// 1.8 ms must not reach the server before the hold ends. The server here is
+// Redis itself: the TIME of the first command sent after Wait returns is when
+// a request sent then arrives, on the clock the hold was set on. Before
+// holds were checked at wake-up, every try sent at T, inside the hold.
+func TestWaitHoldEdge(t *testing.T) {
+	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		a := newLim(b, Options{})
+		other := newLim(b, Options{}) // the process that saw the 429
+		const tries = 200
+		early, moved := 0, 0
+		for try := 0; try < tries; {
+			q := Quota{Name: "edge", Limits: []NamedLimit{{"w", Every(1, 20*time.Millisecond).WithAlgorithm(FixedWindow)}}}.For(strconv.Itoa(try))
+			if _, err := a.AllowQuota(ctx, q, Cost{"w": 1}); err != nil { // fill the current window
+				t.Fatal(err)
+			}
+			r, err := a.ReserveQuota(ctx, q, Cost{"w": 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			booked := r.At()
+			now, err := b.Client.Time(ctx).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if booked.Sub(now) < 5*time.Millisecond {
+				// Too close to the window's start to place the hold before it on
+				// a busy machine: not this scenario; try again.
+				if _, err := r.Cancel(ctx); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			over := 1200*time.Microsecond + time.Duration(try%7)*100*time.Microsecond // 1.2 to 1.8 ms past T
+			if _, err := other.Hold(ctx, q, booked.Add(over).Sub(now)); err != nil {
+				t.Fatal(err)
+			}
+			v, err := b.Client.Get(ctx, a.holdKey(q)).Int64()
+			if errors.Is(err, redis.Nil) {
+				// The hold is over already (a busy machine took its few ms
+				// between Hold and this read): not this scenario; try again.
+				if _, err := r.Cancel(ctx); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			holdEnd := time.UnixMicro(v)
+			if !holdEnd.After(booked) {
+				t.Fatalf("try %d: hold ends %v, not after the booking %v", try, holdEnd, booked)
+			}
+			if err := r.Wait(ctx); err != nil {
+				t.Fatalf("try %d: %v", try, err)
+			}
+			sent, err := b.Client.Time(ctx).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sent.Before(holdEnd) {
+				early++
+				t.Errorf("try %d: sent %v before the hold's end", try, holdEnd.Sub(sent))
+			}
+			if !r.At().Before(holdEnd) {
+				moved++
+			}
+			try++
+		}
+		// A Wait that wakes after the hold has ended (a busy machine) finds it
+		// over and keeps its booking; most must have found it in place.
+		if early != 0 || moved < tries/2 {
+			t.Fatalf("%d of %d sent inside the hold; %d booked again after it (want most)", early, tries, moved)
+		}
+		t.Logf("%d tries: 0 sent inside the hold, %d booked again after it", tries, moved)
+	})
+}
