@@ -389,8 +389,10 @@ func Binance(opts BinanceOptions) (Preset, error) {
 	if err := ValidateBinanceRateLimits(opts.RateLimits); err != nil {
 		return Preset{}, err
 	}
-	ip := limiter.Quota{Name: opts.Quota}
-	acct := limiter.Quota{Name: opts.OrderQuota}
+	// One Group: the IP's quota and every account's behind it sit in one
+	// Redis Cluster slot, so a request's two charges are one atomic decision.
+	ip := limiter.Quota{Name: opts.Quota, Group: opts.Quota}
+	acct := limiter.Quota{Name: opts.OrderQuota, Group: opts.Quota}
 	usage := BinanceUsage{Weight: map[string]string{}, Orders: map[string]string{}}
 	var weight, raw, orders []string
 	var orderLimits []BinanceRateLimit
@@ -427,7 +429,7 @@ func Binance(opts BinanceOptions) (Preset, error) {
 	overrides := maps.Clone(opts.Weights)
 	unknown := opts.UnknownWeight
 	account := opts.Account
-	charges := func(r *http.Request, body []byte) ([]middleware.Charge, error) {
+	charges := func(r *http.Request, body []byte) ([]limiter.Charge, error) {
 		method := r.Method
 		if method == "" {
 			method = http.MethodGet
@@ -448,7 +450,7 @@ func Binance(opts BinanceOptions) (Preset, error) {
 		for _, n := range raw {
 			c[n] = 1
 		}
-		cs := []middleware.Charge{{Quota: ip, Cost: c}}
+		cs := []limiter.Charge{{Quota: ip, Cost: c}}
 		k := binanceOrders[key]
 		if k == 0 || len(orders) == 0 {
 			return cs, nil
@@ -462,7 +464,7 @@ func Binance(opts BinanceOptions) (Preset, error) {
 		for _, n := range orders {
 			oc[n] = k
 		}
-		return append(cs, middleware.Charge{Quota: acct, Cost: oc}), nil
+		return append(cs, limiter.Charge{Quota: acct.For(id), Cost: oc}), nil
 	}
 	mo := opts.Middleware
 	if mo.WindowGuard == 0 {

@@ -515,7 +515,7 @@ func TestBinanceOrderLimit429(t *testing.T) {
 
 // accountQuota is the order quota of p (a Binance preset) for account.
 func accountQuota(p exchanges.Preset, account string) limiter.Quota {
-	return p.Quotas[1] // TEMPORARY: .For(account) once limiter.Quota.For lands
+	return p.Quotas[1].For(account)
 }
 
 // rtFunc is a RoundTripper made of a function.
@@ -651,5 +651,90 @@ func TestParseBinanceExchangeInfoMalformed(t *testing.T) {
 	}})
 	if !errors.Is(err, exchanges.ErrUnknownInterval) {
 		t.Errorf("code limits: %v", err)
+	}
+}
+
+// Two accounts behind one IP: eight processes, four trading for account A
+// and four for B (X-MBX-APIKEY), all sharing the IP, drive orders and market
+// data at the simulator without pause. Binance counts weight per IP and
+// orders per account, and so does the preset: each request is charged its
+// weight to the IP's quota and its orders to its account's, in one decision.
+// The simulator must answer no 429 or 418 (the IP's weight is shared by both
+// accounts: were it counted per account, the two would spend twice the IP's
+// weight), and in every whole window the two accounts together must place
+// more orders than one account's ORDERS limit (were orders counted per IP,
+// they would place one account's limit between them; the simulator refuses
+// an account's order past its own limit). The preset's hosts are given with
+// the simulator's port.
+func TestBinanceTwoAccountsOneIP(t *testing.T) {
+	const orderLimit = 20
+	rls := []exchanges.BinanceRateLimit{
+		{RateLimitType: exchanges.BinanceRequestWeight, Interval: "MINUTE", IntervalNum: 1, Limit: 1200},
+		{RateLimitType: exchanges.BinanceRawRequests, Interval: "MINUTE", IntervalNum: 5, Limit: 61000},
+		{RateLimitType: exchanges.BinanceOrders, Interval: "MINUTE", IntervalNum: 1, Limit: orderLimit},
+		{RateLimitType: exchanges.BinanceOrders, Interval: "DAY", IntervalNum: 1, Limit: 200000},
+	}
+	probe, _ := exchanges.Binance(exchanges.BinanceOptions{RateLimits: rls, TimeScale: 1.0 / 60})
+	sim := newBinanceSim(t, probe, rls)
+	u, _ := url.Parse(sim.srv.URL)
+	p, err := exchanges.Binance(exchanges.BinanceOptions{Hosts: []string{u.Host}, RateLimits: rls, TimeScale: 1.0 / 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleet := newFleet(t, p)
+	paths := []struct{ method, path string }{
+		{"POST", "/api/v3/order?symbol=BTCUSDT&side=BUY&type=LIMIT"},
+		{"POST", "/api/v3/order?symbol=ETHUSDT&side=SELL&type=LIMIT"},
+		{"GET", "/api/v3/depth?symbol=BTCUSDT&limit=100"},
+		{"GET", "/api/v3/depth?symbol=BTCUSDT&limit=500"},
+		{"GET", "/api/v3/klines?symbol=BTCUSDT&interval=1m"},
+	}
+	start := startAfterBoundary(time.Second)
+	stop := start.Add(3200 * time.Millisecond)
+	drive(t, fleet, 4, stop, func(ctx context.Context, pr *proc, g int) error {
+		rng := rand.New(rand.NewPCG(uint64(pr.id), uint64(g)))
+		pe := paths[rng.IntN(len(paths))]
+		req, err := http.NewRequestWithContext(ctx, pe.method, sim.srv.URL+pe.path, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("X-MBX-APIKEY", map[bool]string{true: "acct-a", false: "acct-b"}[pr.id < fleetSize/2])
+		_, _, err = pr.do(req)
+		return err
+	})
+
+	hits := sim.log()
+	if n, m := countStatus(hits, http.StatusTooManyRequests), countStatus(hits, http.StatusTeapot); n+m > 0 {
+		sim.mu.Lock()
+		t.Logf("denied: %v", sim.denied)
+		sim.mu.Unlock()
+		t.Fatalf("simulator answered %d 429s and %d 418s", n, m)
+	}
+	first, last := start.Unix()+1, stop.Unix()-1
+	weight := map[int64]int{}
+	orders := map[int64]map[string]int{}
+	for _, h := range hits {
+		w := h.at.Unix()
+		if h.status != http.StatusOK || w < first || w > last {
+			continue
+		}
+		weight[w] += h.cost["weight-1m"]
+		if orders[w] == nil {
+			orders[w] = map[string]int{}
+		}
+		orders[w][h.account] += h.cost["orders-1m"]
+	}
+	for w := first; w <= last; w++ {
+		a, b := orders[w]["acct-a"], orders[w]["acct-b"]
+		t.Logf("window %d: weight %d of 1200 (both accounts), orders A %d and B %d of %d each", w, weight[w], a, b, orderLimit)
+		if a == 0 || b == 0 || a+b <= orderLimit {
+			t.Errorf("window %d: orders A %d, B %d; want both, together more than one account's limit %d", w, a, b, orderLimit)
+		}
+		if weight[w] < 1000 {
+			t.Errorf("window %d: weight %d: the workload did not press on the IP's weight", w, weight[w])
+		}
+	}
+	if s := fleet[0].client.Transport.(*middleware.Transport).Stats(); s.Unmatched != 0 || s.Sent == 0 {
+		t.Errorf("process 0: %+v: its requests must all be charged", s)
 	}
 }

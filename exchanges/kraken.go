@@ -241,7 +241,7 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 		PathPrefix: "/0/private/",
 		Match:      func(r *http.Request) bool { return krakenTrade[strings.TrimPrefix(r.URL.Path, "/0/private/")] },
 		Quota:      trade,
-		Charges: func(r *http.Request, body []byte) ([]middleware.Charge, error) {
+		Charges: func(r *http.Request, body []byte) ([]limiter.Charge, error) {
 			pair := r.Header.Get(KrakenPairHeader)
 			if pair == "" && body != nil {
 				if len(body) > middleware.MaxBody {
@@ -256,9 +256,9 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 				return nil, fmt.Errorf("%w: %q", ErrInvalidPair, truncate(pair, 40))
 			}
 			if c := tradeCost(strings.TrimPrefix(r.URL.Path, "/0/private/")); c > 0 {
-				return []middleware.Charge{{Quota: pairQuota(trade, pair), Cost: limiter.Cost{"orders": c}}}, nil
+				return []limiter.Charge{{Quota: trade.For(pair), Cost: limiter.Cost{"orders": c}}}, nil
 			}
-			return []middleware.Charge{{Quota: pairQuota(holdOnly, pair)}}, nil
+			return []limiter.Charge{{Quota: holdOnly.For(pair)}}, nil
 		},
 		Usage:    []middleware.UsageParser{watch},
 		PeekBody: maxKrakenPeek,
@@ -266,22 +266,16 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 		Hosts:      opts.Hosts,
 		PathPrefix: "/0/private/",
 		Quota:      calls,
-		Charges: func(r *http.Request, _ []byte) ([]middleware.Charge, error) {
+		Charges: func(r *http.Request, _ []byte) ([]limiter.Charge, error) {
 			if krakenTwo[strings.TrimPrefix(r.URL.Path, "/0/private/")] {
-				return []middleware.Charge{{Quota: calls, Cost: limiter.Cost{"calls": 2}}}, nil
+				return []limiter.Charge{{Quota: calls, Cost: limiter.Cost{"calls": 2}}}, nil
 			}
-			return []middleware.Charge{{Quota: calls, Cost: limiter.Cost{"calls": 1}}}, nil
+			return []limiter.Charge{{Quota: calls, Cost: limiter.Cost{"calls": 1}}}, nil
 		},
 		Usage:    []middleware.UsageParser{watch},
 		PeekBody: maxKrakenPeek,
 	}}
 	return Preset{Exchange: "kraken", Quotas: []limiter.Quota{calls, trade}, Rules: rules, Options: mo}, nil
-}
-
-// pairQuota is q applied to pair.
-func pairQuota(q limiter.Quota, pair string) limiter.Quota {
-	q.Name += "-" + pair // TEMPORARY until limiter.Quota.For lands
-	return q
 }
 
 // maxKrakenPeek is how much of an answer's body the preset reads for its

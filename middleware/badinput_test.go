@@ -246,11 +246,11 @@ func TestChargesErrors(t *testing.T) {
 			_, lim := miniLimiter(t)
 			srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
 			tr := middleware.NewTransport(nil, lim, middleware.Rule{
-				Charges: func(*http.Request, []byte) ([]middleware.Charge, error) {
+				Charges: func(*http.Request, []byte) ([]limiter.Charge, error) {
 					if tc.cost == nil {
 						return nil, tc.err
 					}
-					return []middleware.Charge{{Quota: exQuota, Cost: tc.cost}}, tc.err
+					return []limiter.Charge{{Quota: exQuota, Cost: tc.cost}}, tc.err
 				}})
 			body := &closeTracker{}
 			req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, srv.URL, body)

@@ -43,7 +43,7 @@ func FuzzUsageHeaders(f *testing.F) {
 		h.Add(k2, v2)
 		h.Add(k3, v3)
 		for _, p := range parsers {
-			us, err := p.ParseUsage(&Answer{Header: h, Charges: []Charge{{Quota: q}}})
+			us, err := p.ParseUsage(&Answer{Header: h, Charges: []limiter.Charge{{Quota: q}}})
 			if err != nil && !errors.Is(err, ErrBadHeader) {
 				t.Fatalf("%T: %v is not ErrBadHeader", p, err)
 			}

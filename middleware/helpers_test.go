@@ -13,7 +13,6 @@ import (
 
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
-	"github.com/redquota/redquota/middleware"
 )
 
 // t0 is miniredis's frozen clock: the middle of a minute, so that a fixed
@@ -74,12 +73,18 @@ func (c *closeTracker) Close() error             { c.closed.Store(true); return 
 // each command the client sends, pipelined or not, with the command's name: a
 // test uses it to act at an exact point of a request's bookkeeping instead of
 // at a guessed time.
-type cmdHook struct{ before, after func(name string) }
+type cmdHook struct {
+	before, after func(name string)
+	cmd           func(redis.Cmder) // before each command, when set
+}
 
 func (h cmdHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h cmdHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.cmd != nil {
+			h.cmd(cmd)
+		}
 		h.call(h.before, cmd)
 		err := next(ctx, cmd)
 		h.call(h.after, cmd)
@@ -100,7 +105,7 @@ func (h cmdHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 	}
 }
 
-func (cmdHook) call(f func(string), cmd redis.Cmder) {
+func (h cmdHook) call(f func(string), cmd redis.Cmder) {
 	if f != nil {
 		f(cmd.Name())
 	}
@@ -127,9 +132,9 @@ func runningMini(t *testing.T, start time.Time) (lim *limiter.Limiter, freeze fu
 }
 
 // charges is a Rule.Charges charging q what cost says.
-func charges(q limiter.Quota, cost func(*http.Request) (limiter.Cost, error)) func(*http.Request, []byte) ([]middleware.Charge, error) {
-	return func(r *http.Request, _ []byte) ([]middleware.Charge, error) {
+func charges(q limiter.Quota, cost func(*http.Request) (limiter.Cost, error)) func(*http.Request, []byte) ([]limiter.Charge, error) {
+	return func(r *http.Request, _ []byte) ([]limiter.Charge, error) {
 		c, err := cost(r)
-		return []middleware.Charge{{Quota: q, Cost: c}}, err
+		return []limiter.Charge{{Quota: q, Cost: c}}, err
 	}
 }

@@ -102,9 +102,9 @@ func TestChargesAndAnswerHooks(t *testing.T) {
 	var peeked []byte
 	var caller bool // set when the caller has read the answer
 	tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{StripHeaders: []string{"x-hint"}}, middleware.Rule{
-		Charges: func(r *http.Request, body []byte) ([]middleware.Charge, error) {
+		Charges: func(r *http.Request, body []byte) ([]limiter.Charge, error) {
 			seenBody, seenHint = string(body), r.Header.Get("X-Hint")
-			return []middleware.Charge{{Quota: exQuota, Cost: limiter.Cost{"weight": len(body)}}}, nil
+			return []limiter.Charge{{Quota: exQuota, Cost: limiter.Cost{"weight": len(body)}}}, nil
 		},
 		PeekBody: 10,
 		Usage: []middleware.UsageParser{parserFunc(func(a *middleware.Answer) ([]middleware.Usage, error) {
@@ -140,9 +140,9 @@ func TestChargesAndAnswerHooks(t *testing.T) {
 	// A body longer than MaxBody is cut for Charges and sent whole.
 	long := bytes.Repeat([]byte("x"), middleware.MaxBody+100)
 	var cut int
-	tr = middleware.NewTransport(nil, lim, middleware.Rule{Charges: func(_ *http.Request, body []byte) ([]middleware.Charge, error) {
+	tr = middleware.NewTransport(nil, lim, middleware.Rule{Charges: func(_ *http.Request, body []byte) ([]limiter.Charge, error) {
 		cut = len(body)
-		return []middleware.Charge{{Quota: exQuota, Cost: weight1}}, nil
+		return []limiter.Charge{{Quota: exQuota, Cost: weight1}}, nil
 	}})
 	req, _ = http.NewRequest(http.MethodPost, srv.URL, io.NopCloser(bytes.NewReader(long)))
 	resp, err = (&http.Client{Transport: tr}).Do(req)

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redquota/redquota/limiter"
 )
@@ -51,7 +52,7 @@ type Rule struct {
 	// len(body) > MaxBody says it was cut). The charges are taken together,
 	// all or nothing (see limiter.Limiter.ReserveAll). An error it returns
 	// fails the request, unsent, wrapped. It must not modify the request.
-	Charges func(req *http.Request, body []byte) ([]Charge, error)
+	Charges func(req *http.Request, body []byte) ([]limiter.Charge, error)
 
 	// Usage learn from each answer to a request the rule matched, before the
 	// caller reads it: what the server reports it has counted, and holds it
@@ -76,8 +77,9 @@ type rule struct {
 	tel   ruleTel // metric options, set by the Transport
 }
 
-func compile(r Rule, desc string) *rule {
+func compile(r Rule, desc string, guard time.Duration) *rule {
 	c := &rule{Rule: r, desc: desc}
+	c.Quota = guarded(r.Quota, guard)
 	c.Cost = maps.Clone(r.Cost)
 	c.Usage = append([]UsageParser(nil), r.Usage...)
 	c.Hosts = append([]string(nil), r.Hosts...)
@@ -258,11 +260,26 @@ func urlPort(u *url.URL) string {
 	return ""
 }
 
+// guarded is q with guard as its Guard when it has a fixed-window limit and
+// no Guard of its own (see Options.WindowGuard).
+func guarded(q limiter.Quota, guard time.Duration) limiter.Quota {
+	if q.Guard != 0 || guard <= 0 {
+		return q
+	}
+	for _, nl := range q.Limits {
+		if nl.Limit.Algorithm == limiter.FixedWindow {
+			q.Guard = guard
+			return q
+		}
+	}
+	return q
+}
+
 // charges are what req takes: the rule's Quota and Cost, or what Charges
-// computes from req and body, checked.
-func (r *rule) charges(req *http.Request, body []byte) ([]Charge, error) {
+// computes from req and body, checked, each quota guarded by guard.
+func (r *rule) charges(req *http.Request, body []byte, guard time.Duration) ([]limiter.Charge, error) {
 	if r.Charges == nil {
-		return []Charge{{Quota: r.Quota, Cost: r.Cost}}, nil
+		return []limiter.Charge{{Quota: r.Quota, Cost: r.Cost}}, nil
 	}
 	cs, err := r.Charges(req, body)
 	if err != nil {
@@ -271,7 +288,12 @@ func (r *rule) charges(req *http.Request, body []byte) ([]Charge, error) {
 	if len(cs) == 0 {
 		return nil, fmt.Errorf("middleware: charges of %s %s (%s): %w: none", req.Method, req.URL.Redacted(), r.desc, limiter.ErrInvalidCost)
 	}
-	for _, c := range cs {
+	for i := range cs {
+		cs[i].Quota = guarded(cs[i].Quota, guard)
+		c := cs[i]
+		if len(c.Quota.Limits) == 0 && len(c.Cost) == 0 {
+			continue // a hold-only charge: the quota's hold is waited out, nothing is charged
+		}
 		if err := c.Quota.Validate(); err != nil {
 			return nil, fmt.Errorf("middleware: charges of %s %s (%s): %w", req.Method, req.URL.Redacted(), r.desc, err)
 		}

@@ -45,7 +45,7 @@ func TestRuleMatches(t *testing.T) {
 		tc.rule.Quota, tc.rule.Cost = q, c
 		req, _ := http.NewRequest(tc.method, tc.url, nil)
 		req.Method = tc.method
-		if got := compile(tc.rule, "r").matches(req); got != tc.want {
+		if got := compile(tc.rule, "r", 0).matches(req); got != tc.want {
 			t.Errorf("%+v on %s %s: %v", tc.rule, tc.method, tc.url, got)
 		}
 	}
@@ -56,7 +56,7 @@ func TestRuleMatches(t *testing.T) {
 func TestRuleInvalidHost(t *testing.T) {
 	q := limiter.Quota{Name: "q", Limits: []limiter.NamedLimit{{Name: "w", Limit: limiter.PerSecond(10)}}}
 	for _, h := range []string{"[::1", "::1]", "[::1]:", "[::1]:http", "a.com:", ":443", "a.com:0", "a.com:65536", "a.com:443:1", "g::1", "a.com/x", "[a.com]"} {
-		if r := compile(Rule{Hosts: []string{h}, Quota: q, Cost: limiter.Cost{"w": 1}}, "r"); !errors.Is(r.err, ErrInvalidRule) {
+		if r := compile(Rule{Hosts: []string{h}, Quota: q, Cost: limiter.Cost{"w": 1}}, "r", 0); !errors.Is(r.err, ErrInvalidRule) {
 			t.Errorf("Host %q: err %v", h, r.err)
 		}
 	}

@@ -95,13 +95,12 @@ func limitedIndex(code int) int {
 // redquota.middleware.header_syncs.
 const (
 	syncRaised    = iota // our count was raised to the server's
-	syncUnchanged        // ours was already as high
-	syncSkipped          // a fixed-window count from a window already past
+	syncUnchanged        // ours was already as high, or the charge's window has passed
 	syncError            // the Sync failed
 	numSyncs
 )
 
-var syncNames = [numSyncs]string{"raised", "unchanged", "skipped", "error"}
+var syncNames = [numSyncs]string{"raised", "unchanged", "error"}
 
 // transportTel are a Transport's tracer and instruments.
 type transportTel struct {
@@ -135,7 +134,7 @@ func newTransportTel(p telemetry.Providers) transportTel {
 		metric.WithDescription("429, 418 and 503 answers seen by a Transport, by status."),
 		metric.WithUnit("{response}"))
 	tt.syncs, _ = m.Int64Counter(metricHeaderSyncs,
-		metric.WithDescription("Usage-header counts read by a Transport, by result: raised (our count raised to the server's), unchanged, skipped (a past fixed window), error."),
+		metric.WithDescription("Usage-header counts read by a Transport, by result: raised (our count raised to the server's), unchanged (already as high, or counted in a window already past), error."),
 		metric.WithUnit("{header}"))
 	tt.wait, _ = m.Float64Histogram(metricWait,
 		metric.WithDescription("Time a Transport held a request before sending it: its wait for a turn in the quota."),
@@ -165,7 +164,7 @@ func newRuleTel(quota string) ruleTel {
 
 // trip is what one RoundTrip did, for its span.
 type trip struct {
-	charges       []Charge
+	charges       []limiter.Charge
 	errClass      string // the class of the error returned
 	waited        time.Duration
 	status        int // the last answer's status
@@ -316,10 +315,8 @@ func (h *handler) start(ctx context.Context) (context.Context, trace.Span) {
 }
 
 // limiterContext is the context of the limiter call of a decision whose span
-// is recording: the limiter's own span would name the keyed quota
-// (quota.Name+":"+key), and a key is an API key, an account or an address. The
-// decision span carries the limiter's answer instead, and Redis command spans
-// nest directly under it.
+// is recording: the decision span carries the limiter's answer, and Redis
+// command spans nest directly under it.
 func limiterContext(ctx context.Context, span trace.Span) context.Context {
 	if !span.IsRecording() {
 		return ctx

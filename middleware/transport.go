@@ -36,13 +36,6 @@ const bookkeepingTimeout = time.Second
 // maxDrain is the most of a discarded response body read to free its connection.
 const maxDrain = 64 << 10
 
-// maxRebook bounds how often one request is charged again at a fixed
-// window's edge. A request that would need one more fails with a
-// *LimitedError instead: it is never sent in a window it was not charged in.
-// (After a hold placed while it waited, it books again for as long as its
-// context allows: each such booking waits out the hold.)
-const maxRebook = 4
-
 // Options configure a Transport. The zero value works; each field documents
 // its default.
 type Options struct {
@@ -87,17 +80,16 @@ type Options struct {
 	// DefaultBanHold.
 	BanHold time.Duration
 	// WindowGuard protects fixed-window limits (limiter.FixedWindow) against a
-	// request charged in one window reaching the server in the next: a request
-	// whose turn comes within WindowGuard of the end of its window (or that is
-	// sent after its window ended, e.g. after a retry backoff) is charged again,
-	// in the window it will land in, before it is sent. Windows are Redis's:
-	// how long a charge's window has to run comes from Redis's reply, not the
-	// local clock, which may differ from Redis's. Set it to the one-way
-	// latency to the server plus the clock difference between Redis and the
-	// server. The guard is checked before the request is handed to next: a
-	// request that must first open a connection (TCP, TLS) takes longer to
-	// land, so warm the client or size the guard for it. Default 0: only
-	// requests sent after their window ended are charged again.
+	// request charged in one window reaching the server in the next: it is
+	// the limiter.Quota.Guard of every quota the Transport charges that has a
+	// fixed-window limit and no Guard of its own, so the limiter never grants
+	// a request within WindowGuard of its window's end (it books it at the
+	// next window's start instead), deciding on Redis's clock. Set it to the
+	// one-way latency to the server plus the clock difference between Redis
+	// and the server; it must be shorter than every such limit's Period (a
+	// rule whose quota it is not is invalid). A request that must first open
+	// a connection (TCP, TLS) takes longer to land, so warm the client or size
+	// the guard for it. Default 0: no guard.
 	WindowGuard time.Duration
 	// StripHeaders are headers removed from every request before it is sent,
 	// whether a rule matched it or not: hints for a rule's Charges that the
@@ -123,14 +115,8 @@ type Stats struct {
 	Holds int64
 	// Syncs counts usage headers that raised our count to the server's.
 	Syncs int64
-	// SyncsSkipped counts fixed-window usage counts not synced because the
-	// server counted them in a window already past (see UsageParser).
-	SyncsSkipped int64
 	// Retries counts requests sent again after a 429, 418 or 503.
 	Retries int64
-	// Rebooked counts requests charged again before being sent: after a hold
-	// placed while they waited, or at the edge of a fixed window.
-	Rebooked int64
 	// Errors counts the problems passed to Options.OnError.
 	Errors int64
 	// Unmatched counts requests no rule matched: sent unlimited, or refused
@@ -139,7 +125,7 @@ type Stats struct {
 }
 
 type counters struct {
-	sent, tooMany, banned, unavailable, holds, syncs, syncsSkipped, retries, rebooked, errors, unmatched atomic.Int64
+	sent, tooMany, banned, unavailable, holds, syncs, retries, errors, unmatched atomic.Int64
 }
 
 // Transport is an http.RoundTripper that charges each request a Rule matches to
@@ -190,10 +176,10 @@ func NewTransportWithOptions(next http.RoundTripper, lim *limiter.Limiter, opts 
 	}
 	t := &Transport{next: next, lim: lim, opts: opts, tel: newTransportTel(opts.Telemetry)}
 	for i, r := range rules {
-		t.rules = append(t.rules, compile(r, fmt.Sprintf("rule %d (%s)", i, r.describe())))
+		t.rules = append(t.rules, compile(r, fmt.Sprintf("rule %d (%s)", i, r.describe()), opts.WindowGuard))
 	}
 	if opts.Default != nil {
-		t.def = compile(*opts.Default, fmt.Sprintf("default rule (%s)", opts.Default.describe()))
+		t.def = compile(*opts.Default, fmt.Sprintf("default rule (%s)", opts.Default.describe()), opts.WindowGuard)
 		t.opts.Default = nil
 	}
 	for _, r := range t.rules {
@@ -227,9 +213,7 @@ func (t *Transport) Stats() Stats {
 		Unavailable:     t.stats.unavailable.Load(),
 		Holds:           t.stats.holds.Load(),
 		Syncs:           t.stats.syncs.Load(),
-		SyncsSkipped:    t.stats.syncsSkipped.Load(),
 		Retries:         t.stats.retries.Load(),
-		Rebooked:        t.stats.rebooked.Load(),
 		Errors:          t.stats.errors.Load(),
 		Unmatched:       t.stats.unmatched.Load(),
 	}
@@ -300,14 +284,14 @@ func (t *Transport) roundTrip(ctx context.Context, traced bool, req *http.Reques
 			return fail(fmt.Errorf("middleware: read request body: %w", err), "body")
 		}
 	}
-	charges, err := r.charges(req, body)
+	charges, err := r.charges(req, body, t.opts.WindowGuard)
 	if err != nil {
 		return fail(err, "invalid_cost")
 	}
 	tr.charges = charges
 	req = t.strip(req)
 	began := time.Now()
-	c, err := t.acquireAll(ctx, charges, 0)
+	res, err := t.acquire(ctx, charges, 0)
 	tr.waited = time.Since(began)
 	t.recordWait(ctx, r, tr.waited)
 	if err != nil {
@@ -321,7 +305,6 @@ func (t *Transport) roundTrip(ctx context.Context, traced bool, req *http.Reques
 		if traced {
 			send = out.WithContext(ctx)
 		}
-		sent := time.Now()
 		resp, err := t.next.RoundTrip(send)
 		if err != nil {
 			t.countRequest(ctx, r, classError)
@@ -334,7 +317,7 @@ func (t *Transport) roundTrip(ctx context.Context, traced bool, req *http.Reques
 		if r.PeekBody > 0 {
 			a.Body, _ = peek(resp, r.PeekBody)
 		}
-		t.learn(ctx, r, a, c, sent, tr)
+		t.learn(ctx, r, a, res, tr)
 		if !retry || attempt >= t.opts.MaxRetries || !retryStatus(resp.StatusCode) {
 			return resp, nil
 		}
@@ -346,7 +329,7 @@ func (t *Transport) roundTrip(ctx context.Context, traced bool, req *http.Reques
 			return resp, nil
 		}
 		began := time.Now()
-		c, err = t.acquireAll(ctx, charges, t.backoff(attempt))
+		res, err = t.acquire(ctx, charges, t.backoff(attempt))
 		waited := time.Since(began)
 		tr.waited += waited
 		t.recordWait(ctx, r, waited)

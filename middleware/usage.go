@@ -48,7 +48,7 @@ type Answer struct {
 	// caller still reads all of it.
 	Body []byte
 	// Charges are the quotas and costs the request was charged.
-	Charges []Charge
+	Charges []limiter.Charge
 }
 
 // limit finds the limit called name among the charged quotas.

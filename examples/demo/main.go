@@ -235,7 +235,6 @@ loop:
 		s := w.tr.Stats()
 		r.mw.Holds += s.Holds
 		r.mw.Syncs += s.Syncs
-		r.mw.Rebooked += s.Rebooked
 	}
 	r.exchange = ex.TakeStats()
 	if cached {

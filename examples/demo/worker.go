@@ -81,7 +81,7 @@ func newWorker(id int, env *exampleenv.Env, prefix string, ex *fakeexchange.Exch
 			Telemetry:   p,
 		},
 		middleware.Rule{Method: http.MethodGet, PathPrefix: "/api/v3/depth", Quota: q, Usage: usage,
-			Charges: func(r *http.Request, _ []byte) ([]middleware.Charge, error) {
+			Charges: func(r *http.Request, _ []byte) ([]limiter.Charge, error) {
 				n := 100
 				if v := r.URL.Query().Get("limit"); v != "" {
 					var err error
@@ -89,7 +89,7 @@ func newWorker(id int, env *exampleenv.Env, prefix string, ex *fakeexchange.Exch
 						return nil, fmt.Errorf("depth limit %q: %w", v, err)
 					}
 				}
-				return []middleware.Charge{{Quota: q, Cost: limiter.Cost{"weight": fakeexchange.DepthWeight(n)}}}, nil
+				return []limiter.Charge{{Quota: q, Cost: limiter.Cost{"weight": fakeexchange.DepthWeight(n)}}}, nil
 			}},
 		middleware.Rule{Method: http.MethodGet, PathPrefix: "/api/v3/ticker/24hr", Quota: q, Usage: usage,
 			Cost: limiter.Cost{"weight": fakeexchange.TickerWeight}},
