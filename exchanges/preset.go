@@ -3,6 +3,13 @@
 // endpoint costs, and how to learn from the exchange's answers (usage headers,
 // 429 and 418 with Retry-After, error bodies).
 //
+// A preset is no more than middleware Rules and Options: each rule's Charges
+// says what a request costs in which quotas (a quota template applied to a
+// key with limiter.Quota.For: Binance's accounts, Kraken's pairs), and its
+// usage parsers read the exchange's answers (headers, and error bodies
+// through Rule.PeekBody) into holds and counts. One middleware.Transport
+// serves a whole preset; windows, guards and holds are the limiter's.
+//
 // A preset is built once, from options whose zero value gives the exchange's
 // documented figures; every figure cites its source in a comment and can be
 // overridden. Preset.Client then wraps an *http.Client in one call:
