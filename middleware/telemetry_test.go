@@ -311,6 +311,36 @@ func TestTelemetryTransportRefused(t *testing.T) {
 	noSecrets(t, h)
 }
 
+// A request no rule matches is counted as unmatched, without a quota, sent
+// or (Strict) refused; its URL stays out of telemetry.
+func TestTelemetryUnmatched(t *testing.T) {
+	h := oteltest.New()
+	_, lim := miniLimiter(t)
+	srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
+	rule := middleware.Rule{Hosts: []string{"api.binance.com"}, Quota: exQuota, Cost: weight1}
+	for _, strict := range []bool{false, true} {
+		tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{Telemetry: h.Providers, Strict: strict}, rule)
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"?"+secretQuery, nil)
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		if strict != errors.Is(err, middleware.ErrUnmatched) {
+			t.Fatalf("strict %v: %v", strict, err)
+		}
+	}
+	if c := h.Sums(t, "redquota.middleware.requests", "redquota.status_class"); c["unmatched"] != 2 || len(c) != 1 {
+		t.Fatalf("requests by class %v", c)
+	}
+	if c := h.Sums(t, "redquota.middleware.requests", "redquota.quota"); len(c) != 1 || c[""] != 2 {
+		t.Fatalf("requests by quota %v: an unmatched request has no quota", c)
+	}
+	if srv.hits.Load() != 1 {
+		t.Fatalf("%d requests sent, want 1 (the strict one is refused)", srv.hits.Load())
+	}
+	noSecrets(t, h)
+}
+
 // A Handler span per decision, child of the server's span, with the Redis
 // command span directly under it: the limiter's own span, which would name
 // the keyed quota and so the client's key, is not started. Decisions are
