@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -736,5 +737,45 @@ func TestBinanceTwoAccountsOneIP(t *testing.T) {
 	}
 	if s := fleet[0].client.Transport.(*middleware.Transport).Stats(); s.Unmatched != 0 || s.Sent == 0 {
 		t.Errorf("process 0: %+v: its requests must all be charged", s)
+	}
+}
+
+// The silent pass-through, closed: a Binance preset whose Hosts name
+// the server with its port charges its requests (it used to match nothing);
+// the spot test network's REST hosts are known; a host entry that is not a
+// host fails the Transport instead of being ignored.
+func TestBinanceHosts(t *testing.T) {
+	_, rdb := newMiniLimiterClient(t)
+	lim := limiter.New(rdb, limiter.Options{})
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	p, err := exchanges.Binance(exchanges.BinanceOptions{Hosts: []string{u.Host}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := p.Transport(lim, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Transport: tr}).Get(srv.URL + "/api/v3/ping")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if s := tr.Stats(); s.Sent != 1 || s.Unmatched != 0 {
+		t.Fatalf("host with port: %+v", s)
+	}
+	testnet, _ := exchanges.Binance(exchanges.BinanceOptions{Hosts: exchanges.BinanceTestnetHosts})
+	for _, h := range []string{"testnet.binance.vision", "api1.testnet.binance.vision"} {
+		req, _ := http.NewRequest("GET", "https://"+h+"/api/v3/ping", nil)
+		cs, err := testnet.Rules[0].Charges(req, nil)
+		if err != nil || len(cs) != 1 || !slices.Contains(testnet.Rules[0].Hosts, h) {
+			t.Errorf("%s: charges %v, %v", h, cs, err)
+		}
+	}
+	bad, _ := exchanges.Binance(exchanges.BinanceOptions{Hosts: []string{"https://api.binance.com"}})
+	if _, err := bad.Transport(lim, nil); !errors.Is(err, middleware.ErrInvalidRule) {
+		t.Errorf("a URL as a host: %v", err)
 	}
 }
