@@ -40,8 +40,8 @@ func (t *Transport) learn(ctx context.Context, rl *rule, a *Answer, r *limiter.R
 			for _, i := range targets {
 				holds[i] = max(holds[i], u.Hold)
 			}
-			if u.Used > 0 && u.Limit != "" && r != nil {
-				t.sync(ctx, rl, req, r, u, tr)
+			if u.Used > 0 && u.Limit != "" {
+				t.sync(ctx, rl, req, r, a.Charges[targets[0]].Quota, u, tr)
 			}
 		}
 	}
@@ -83,11 +83,18 @@ func (t *Transport) learn(ctx context.Context, rl *rule, a *Answer, r *limiter.R
 	}
 }
 
-// sync raises u's limit to u.Used through r, the reservation that charged
-// the request: the limiter applies it only while the charge's window is
-// current on Redis's clock.
-func (t *Transport) sync(ctx context.Context, rl *rule, req *http.Request, r *limiter.Reservation, u Usage, tr *trip) {
-	raised, err := r.Sync(ctx, u.Limit, u.Used)
+// sync raises u's limit (of quota q) to u.Used through r, the reservation
+// that charged the request: the limiter applies it only while the charge's
+// window is current on Redis's clock. Without a reservation (FailFast) it
+// applies it to q's current window.
+func (t *Transport) sync(ctx context.Context, rl *rule, req *http.Request, r *limiter.Reservation, q limiter.Quota, u Usage, tr *trip) {
+	var raised bool
+	var err error
+	if r != nil {
+		raised, err = r.Sync(ctx, u.Limit, u.Used)
+	} else {
+		raised, err = t.lim.Sync(ctx, q, u.Limit, u.Used)
+	}
 	switch {
 	case err != nil:
 		t.countSync(ctx, rl, syncError)

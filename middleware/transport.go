@@ -50,9 +50,11 @@ type Options struct {
 	Strict bool
 	// FailFast makes a request that cannot be charged at once fail with a
 	// *LimitedError instead of waiting for its turn (limiter.Limiter.AllowAll).
-	// Such a charge leaves no reservation to tie a usage count to, so usage
-	// counts are not synced (holds still are placed). Default false: wait, up
-	// to the request context's deadline (http.Client.Timeout sets one).
+	// Such a charge leaves no reservation to tie a usage count to: a count is
+	// synced into the window current when it arrives (limiter.Limiter.Sync),
+	// which for an answer that crosses a fixed window's end may be the next
+	// one (it can only slow us down). Default false: wait, up to the request
+	// context's deadline (http.Client.Timeout sets one).
 	FailFast bool
 	// MaxRetries is how many times an idempotent request answered 429, 418 or
 	// 503 is sent again, each time after the hold that answer caused and a
