@@ -64,6 +64,7 @@ func serverTime(b *testing.B, c *redis.Client, cmd string) {
 		}
 		if calls > 0 {
 			b.ReportMetric(usec/calls, "server-µs/op")
+			b.ReportMetric(calls/float64(b.N), "calls/op")
 		}
 	}
 }

@@ -8,6 +8,11 @@ import (
 
 // Several quotas per call.
 //
+// A charge on a quota without limits, with an empty cost, charges nothing:
+// the call only waits for the quota's hold (a call the server does not count
+// but that must not go out while the quota is held). Its hold is that of
+// every quota of the same Name, Group and For key.
+//
 // Charges whose quotas share a Group (or are one quota instance) live in one
 // Redis Cluster slot and are decided in one script call: all or nothing,
 // atomically. Charges across groups cannot be: each group is booked in turn,
@@ -119,11 +124,6 @@ func (l *Limiter) plans(p *plan, charges []Charge) ([]*plan, error) {
 			return nil, err
 		}
 	}
-	for _, q := range append([]*plan{p}, ps...) {
-		if q.n == 0 {
-			return nil, fmt.Errorf("%w: a charge takes nothing from quota %q", ErrInvalidCost, q.qnames[0])
-		}
-	}
 	sort.SliceStable(ps, func(i, j int) bool { return ps[i].head() < ps[j].head() })
 	return ps, nil
 }
@@ -141,7 +141,7 @@ func (l *Limiter) reserveGroups(ctx context.Context, ps []*plan, maxWaitUS int64
 			b, err := l.book(ctx, p, maxWaitUS)
 			p.notBefore = 0
 			if err == nil && !b.rep.granted {
-				err = fmt.Errorf("%w: quota %q would wait %s", ErrWouldExceedDeadline, p.qnames[0], us(b.rep.waitUS))
+				err = fmt.Errorf("%w: quota %q would wait %s", ErrWouldExceedDeadline, p.qname(0), us(b.rep.waitUS))
 			}
 			if err != nil {
 				undo(ctx, parts[:i])

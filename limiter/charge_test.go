@@ -31,6 +31,15 @@ func TestQuotaFor(t *testing.T) {
 		if r, _ := lim.AllowQuota(ctx, other.For("b"), Cost{"req": 1}); !r.Allowed {
 			t.Fatal(`("api:a", "b") met ("api", "a:b")'s state`)
 		}
+		// In a Group, instances stay apart too, and apart from a quota named
+		// like the group.
+		g := Quota{Name: "api", Group: "api", Limits: tpl.Limits}
+		ga := Quota{Name: "api:a", Group: "api", Limits: tpl.Limits}
+		for _, inst := range []Quota{g, g.For("a:b"), g.For("a"), ga, ga.For("b"), g.For("@b")} {
+			if r, err := lim.AllowQuota(ctx, inst, Cost{"req": 1}); err != nil || !r.Allowed {
+				t.Fatalf("%+v met another instance's state (%v)", inst, err)
+			}
+		}
 		// The template itself is an instance of its own.
 		if r, _ := lim.AllowQuota(ctx, tpl, Cost{"req": 1}); !r.Allowed {
 			t.Fatal("the unkeyed template met a keyed instance's state")
@@ -176,5 +185,48 @@ func TestReservationSync(t *testing.T) {
 	}
 	if _, err := rv2.Sync(ctx, "nope", 1); !errors.Is(err, ErrUnknownLimit) {
 		t.Fatalf("Sync of a limit not charged: %v", err)
+	}
+}
+
+// A charge on a quota without limits and an empty cost only waits for the
+// quota instance's hold, the hold of every quota of that name and key, and
+// charges nothing (Kraken's trading calls it does not count).
+func TestHoldOnlyCharge(t *testing.T) {
+	m, c := redistest.NewMini(t)
+	lim := New(c, Options{Prefix: "h"})
+	ctx := context.Background()
+	at := time.Date(2024, 3, 1, 10, 10, 0, 0, time.UTC)
+	m.SetTime(at)
+	trade := Quota{Name: "kraken-trade", Limits: []NamedLimit{{"counter", Every(15, 45*time.Second)}}}
+	free := Quota{Name: "kraken-trade"}
+	if _, err := lim.Hold(ctx, trade.For("XBTUSD"), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	r, err := lim.AllowAll(ctx, Charge{Quota: free.For("XBTUSD")})
+	if err != nil || r.Allowed || r.DeniedBy != HoldName || r.DeniedQuota != "kraken-trade" || r.RetryAfter != 2*time.Second || len(r.Limits) != 0 {
+		t.Fatalf("free call on a held pair: %+v %v", r, err)
+	}
+	if r, err := lim.AllowAll(ctx, Charge{Quota: free.For("ETHUSD")}); err != nil || !r.Allowed {
+		t.Fatalf("free call on another pair: %+v %v", r, err)
+	}
+	rv, err := lim.ReserveAll(ctx, Charge{Quota: free.For("XBTUSD")})
+	if err != nil || !rv.At().Equal(at.Add(2*time.Second)) {
+		t.Fatalf("ReserveAll of a free call: %v, at %v, want the hold's end", err, rv.At())
+	}
+	if n, err := rv.Cancel(ctx); err != nil || n != 0 {
+		t.Fatalf("Cancel of a free call gave back %d (%v)", n, err)
+	}
+	if keys := m.Keys(); len(keys) != 1 {
+		t.Fatalf("keys %v: a free call must write nothing (only the hold)", keys)
+	}
+	if _, err := lim.AllowAll(ctx, Charge{Quota: free, Cost: Cost{"counter": 1}}); !errors.Is(err, ErrUnknownLimit) {
+		t.Fatalf("a cost on a quota without limits: %v", err)
+	}
+	if _, err := lim.AllowAll(ctx, Charge{Quota: trade}); !errors.Is(err, ErrInvalidCost) {
+		t.Fatalf("a charge that takes nothing from a quota with limits: %v", err)
+	}
+	// Together with a charged quota of another pair, in one call.
+	if r, err := lim.AllowAll(ctx, Charge{Quota: free.For("XBTUSD")}, Charge{Quota: trade.For("ETHUSD"), Cost: Cost{"counter": 1}}); err != nil || r.Allowed || r.DeniedBy != HoldName {
+		t.Fatalf("free call on a held pair with a charge on another: %+v %v", r, err)
 	}
 }

@@ -25,12 +25,11 @@ type plan struct {
 	costs  [MaxQuotaLimits]int
 	keys   [MaxQuotaLimits]*keyEntry // one per limit
 	guards [MaxQuotaLimits]int64     // each limit's quota's Guard, µs
-	of     [MaxQuotaLimits]uint8     // each limit's quota: an index into holds and qnames
-	// holds are the hold keys of the plan's quotas ([0] also carries the
-	// slot's static token key), qnames their names; nq of them.
-	holds  [MaxQuotaLimits]*keyEntry
-	qnames [MaxQuotaLimits]string
-	nq     int
+	of     [MaxQuotaLimits]uint8     // each limit's quota: an index into holds
+	// holds are the hold keys of the plan's quotas, nq of them ([0] also
+	// carries the slot's static token key; each its quota's name).
+	holds [MaxQuotaLimits]*keyEntry
+	nq    int
 	// notBefore is a µs time (Redis's clock) before which nothing is granted.
 	notBefore int64
 	// leaseUS > 0 asks for a lease of that length (Leaser) instead of a decision.
@@ -48,6 +47,9 @@ type plan struct {
 func (p *plan) name(i int) string {
 	return p.names[i]
 }
+
+// qname is the name of quota j of the plan.
+func (p *plan) qname(j int) string { return p.holds[j].quota }
 
 // head is the plan's slot head.
 func (p *plan) head() string { return p.holds[0].head }
@@ -99,19 +101,20 @@ func (l *Limiter) single(p *plan, key string, limit Limit, n int) error {
 // quota plans cost against q alone into p.
 func (l *Limiter) quota(p *plan, q Quota, cost Cost) error {
 	p.n, p.nq = 0, 0
-	if err := l.addQuota(p, q, cost); err != nil {
-		return err
-	}
-	if p.n == 0 {
-		return fmt.Errorf("%w: cost charges no limit of quota %q", ErrInvalidCost, q.Name)
-	}
-	return nil
+	return l.addQuota(p, q, cost)
 }
 
 // addQuota adds cost against q to p, whose quotas must share q's slot.
-// Limits the cost does not name are left out.
+// Limits the cost does not name are left out; a cost must charge at least
+// one limit of a quota that has limits. A quota without limits (with an
+// empty cost) adds only its hold: the call waits for it, charging nothing.
 func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
-	if err := q.Validate(); err != nil {
+	holdOnly := len(q.Limits) == 0
+	if holdOnly {
+		if err := q.validateID(); err != nil {
+			return err
+		}
+	} else if err := q.Validate(); err != nil {
 		return err
 	}
 	for name, c := range cost {
@@ -130,7 +133,7 @@ func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
 		}
 	}
 	if p.nq > 0 && p.holds[0].head != hold.head {
-		return fmt.Errorf("limiter: quota %q is not in the slot of %q", q.Name, p.qnames[0])
+		return fmt.Errorf("limiter: quota %q is not in the slot of %q", q.Name, p.qname(0))
 	}
 	if p.nq == 0 {
 		p.quota = q.Name
@@ -139,9 +142,9 @@ func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
 		}
 	}
 	qi := p.nq
-	p.holds[qi], p.qnames[qi] = hold, q.Name
+	p.holds[qi] = hold
 	p.nq++
-	guard := q.Guard.Microseconds()
+	guard, first := q.Guard.Microseconds(), p.n
 	for _, nl := range q.Limits {
 		c := cost[nl.Name]
 		if c == 0 {
@@ -157,6 +160,9 @@ func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
 		p.names[p.n], p.limits[p.n], p.costs[p.n] = nl.Name, nl.Limit, c
 		p.keys[p.n], p.guards[p.n], p.of[p.n] = l.keyFor(id), guard, uint8(qi)
 		p.n++
+	}
+	if p.n == first && !holdOnly {
+		return fmt.Errorf("%w: cost charges no limit of quota %q", ErrInvalidCost, q.Name)
 	}
 	return nil
 }
@@ -256,7 +262,10 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	if p.wake != nil {
 		size += 1 + 5*n
 	}
-	cmd := make([]any, 0, size+1)
+	if p.reps > 1 {
+		size++
+	}
+	cmd := make([]any, 0, size)
 	cmd = append(cmd, "evalsha", quotaSHA, 1+nq+n, p.holds[0].boxed)
 	if l.dedupe {
 		cmd = append(cmd, p.holds[0].head+":tok:"+l.tokenPfx+strconv.FormatUint(l.tokenSeq.Add(1), 36))
@@ -305,6 +314,9 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	if err := parseReply(v, n, nq, r); err != nil {
 		return err
 	}
+	if r.granted && !r.standing && p.leaseUS == 0 {
+		r.windowResets(p)
+	}
 	if r.standing && p.wake == nil {
 		return fmt.Errorf("%w: quota.lua answered a wake-up to a decision", ErrBadReply)
 	}
@@ -317,7 +329,7 @@ const priorLen = 4
 
 // parseReply reads quota.lua's reply for n limits of nq quotas into r.
 func parseReply(v []any, n, nq int, r *reply) error {
-	withPrior := len(v) == 4+(3+priorLen)*n
+	withPrior := n > 0 && len(v) == 4+(3+priorLen)*n
 	if len(v) != 4+3*n && !withPrior {
 		return fmt.Errorf("%w: quota.lua returned %d values for %d limits", ErrBadReply, len(v), n)
 	}
@@ -354,6 +366,24 @@ func parseReply(v []any, n, nq int, r *reply) error {
 		r.prior = v[4+3*n:]
 	}
 	return nil
+}
+
+// windowResets fills in the reset of each fixed and counter limit of a
+// grant, which quota.lua leaves out (0) since the grant time t and wait give
+// it: the end of t's window (one period later for the counter) less Redis's
+// time of the decision, t - wait.
+func (r *reply) windowResets(p *plan) {
+	for i, lim := range p.limits[:p.n] {
+		if lim.Algorithm != FixedWindow && lim.Algorithm != SlidingWindowCounter {
+			continue
+		}
+		per := lim.periodUS()
+		ends := (r.grantUS/per + 1) * per
+		if lim.Algorithm == SlidingWindowCounter {
+			ends += per
+		}
+		r.per[i].resetUS = ends - (r.grantUS - r.waitUS)
+	}
 }
 
 // us converts µs to a Duration, saturating rather than wrapping: a value
@@ -404,7 +434,7 @@ func (r *reply) addTo(q *QuotaResult, p *plan) {
 		res.Remaining = int(r.per[i].rem)
 		res.ResetAfter = us(r.per[i].resetUS)
 		q.ResetAfter = max(q.ResetAfter, res.ResetAfter)
-		lr := LimitResult{Name: p.name(i), Quota: p.qnames[p.of[i]], Result: res}
+		lr := LimitResult{Name: p.name(i), Quota: p.qname(int(p.of[i])), Result: res}
 		if at > 0 && !r.degraded && p.leaseUS == 0 && (lim.Algorithm == FixedWindow || lim.Algorithm == SlidingWindowCounter) {
 			per := lim.periodUS()
 			lr.WindowEnd = time.UnixMicro((at/per + 1) * per)
@@ -418,9 +448,9 @@ func (r *reply) addTo(q *QuotaResult, p *plan) {
 		q.RetryAfter = us(r.waitUS)
 		switch {
 		case r.by < 0 && int(-r.by) <= p.nq:
-			q.DeniedBy, q.DeniedQuota = HoldName, p.qnames[-r.by-1]
+			q.DeniedBy, q.DeniedQuota = HoldName, p.qname(int(-r.by-1))
 		case r.by >= 1 && int(r.by) <= p.n:
-			q.DeniedBy, q.DeniedQuota = p.name(int(r.by-1)), p.qnames[p.of[r.by-1]]
+			q.DeniedBy, q.DeniedQuota = p.name(int(r.by-1)), p.qname(int(p.of[r.by-1]))
 		}
 	}
 }

@@ -87,3 +87,43 @@ func ExampleLimiter_NewLeaser() {
 	// 500 allowed; most answered locally: true
 	// largest lease: 100 units, spent within 100ms
 }
+
+// A quota is a template: For gives each key (an account, an API key) its own
+// instance. Quotas sharing a Group sit in one Redis Cluster slot, so one
+// request charges them together, all or nothing, in one round trip: here
+// Binance's weight per IP, shared by every account behind it, and orders per
+// account.
+func ExampleLimiter_AllowAll() {
+	mr := miniredis.NewMiniRedis()
+	_ = mr.Start()
+	defer mr.Close()
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer client.Close()
+	ctx := context.Background()
+
+	lim := limiter.New(client, limiter.Options{})
+	ip := limiter.Quota{Name: "binance-ip", Group: "binance-ip1", Limits: []limiter.NamedLimit{
+		{Name: "weight", Limit: limiter.PerMinute(6000).WithAlgorithm(limiter.FixedWindow)},
+	}}
+	orders := limiter.Quota{Name: "binance-orders", Group: "binance-ip1", Limits: []limiter.NamedLimit{
+		{Name: "orders", Limit: limiter.Every(1, 10*time.Second).WithAlgorithm(limiter.FixedWindow)},
+	}}
+	order := func(account string) limiter.QuotaResult {
+		r, err := lim.AllowAll(ctx,
+			limiter.Charge{Quota: ip, Cost: limiter.Cost{"weight": 1}},
+			limiter.Charge{Quota: orders.For(account), Cost: limiter.Cost{"orders": 1}})
+		if err != nil {
+			panic(err)
+		}
+		return r
+	}
+	fmt.Println(order("alice").Allowed)
+	r := order("alice") // alice's second order in 10 s: refused, and no weight taken
+	fmt.Println(r.Allowed, r.DeniedQuota, r.DeniedBy)
+	r = order("bob") // bob has his own orders, and shares the IP's weight
+	fmt.Println(r.Allowed, r.Limits[0].Quota, r.Limits[0].Remaining)
+	// Output:
+	// true
+	// false binance-orders orders
+	// true binance-ip 5998
+}

@@ -91,3 +91,46 @@ func TestWaitHoldEdge(t *testing.T) {
 		t.Logf("%d tries: 0 sent inside the hold, %d booked again after it", tries, moved)
 	})
 }
+
+// A fixed-window booking whose Wait wakes within its quota's Guard of the end
+// of its window (a late timer, a descheduled process) is booked again in the
+// next window, by the script on Redis's clock: sent then, it would be counted
+// in the next window on top of that window's full share. Both a booking for
+// a later time and one due at once are covered.
+func TestWaitWakesIntoGuard(t *testing.T) {
+	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		lim := newLim(b, Options{})
+		const period, guard = 400 * time.Millisecond, 100 * time.Millisecond
+		for _, dueAtOnce := range []bool{false, true} {
+			q := Quota{Name: "guard", Guard: guard, Limits: []NamedLimit{{"w", Every(2, period).WithAlgorithm(FixedWindow)}}}.For(strconv.FormatBool(dueAtOnce))
+			if !dueAtOnce {
+				if _, err := lim.AllowQuota(ctx, q, Cost{"w": 2}); err != nil { // fill the current window
+					t.Fatal(err)
+				}
+			}
+			r, err := lim.ReserveQuota(ctx, q, Cost{"w": 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			booked := r.At()
+			end := booked.Truncate(period).Add(period)
+			if end.Sub(booked) <= guard {
+				t.Fatalf("booked %v, within the guard of its window's end %v", booked, end)
+			}
+			// Wake within the guard: sleep (local clock) until Redis's clock is
+			// 50 ms past the guard's start.
+			now, err := b.Client.Time(ctx).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(end.Add(-guard / 2).Sub(now))
+			if err := r.Wait(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := r.At(); got.Before(end) {
+				t.Fatalf("due at once %v: woken in the guard of %v, still booked at %v", dueAtOnce, end, got)
+			}
+		}
+	})
+}

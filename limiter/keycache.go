@@ -27,8 +27,9 @@ const holdAlgorithm Algorithm = 255
 type keyEntry struct {
 	head  string // <prefix>:{tag}
 	key   string
-	boxed any // key as an interface value, ready for the command
-	tok   any // for hold entries: the static token key sent when dedupe is off
+	boxed any    // key as an interface value, ready for the command
+	tok   any    // for hold entries: the static token key sent when dedupe is off
+	quota string // for hold entries: the quota's name (results name it)
 }
 
 // keyID names one key: a quota instance's (group, quota name, For's key)
@@ -82,6 +83,7 @@ func (l *Limiter) keyFor(id keyID) *keyEntry {
 	if id.algo == holdAlgorithm {
 		e.key = head + inst + ":hold"
 		e.tok = head + ":tok"
+		e.quota = id.quota
 	} else {
 		e.key = stateKey(head+inst, id.name, id.algo)
 	}

@@ -8,6 +8,17 @@
 // across processes, with no polling. A Quota checks and charges several limits
 // together, all or nothing, in the same single call.
 //
+// A Quota is a template: q.For(key) is its instance for one user, account or
+// trading pair. AllowAll, ReserveAll and WaitAll charge several quotas per
+// call: atomically when they share a Group (one Redis Cluster slot), with
+// documented compensation when they do not. The limiter owns every window and
+// hold: a Quota's Guard keeps fixed-window grants away from their window's
+// end, results carry each window's end on Redis's clock, and a Wait that
+// wakes into a hold (Limiter.Hold: a 429 or 418 seen by any process) books
+// again after it, checked to the microsecond, before it returns. Cancel
+// reports what it gave back; Reservation.Sync applies a server's usage count
+// only while the charge's window lasts.
+//
 // The clock is Redis TIME, read inside the script, so client clock skew cannot
 // let a limit overshoot. Every key has a TTL: an idle limiter leaves nothing.
 //

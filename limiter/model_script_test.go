@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -24,8 +25,15 @@ func randomLimit(rng *rand.Rand, a Algorithm) Limit {
 }
 
 // runModel drives the script (through Limiter.decide) and the reference model
-// with the same steps and fails at the first differing decision.
-func runModel(t *testing.T, seed uint64, limits []Limit, steps int) {
+// with the same steps and fails at the first differing decision. Besides
+// decisions and holds, steps cancel a booking still outstanding, anywhere in
+// the queue (comparing the units given back), and wake one up as Wait does
+// (comparing whether it stands, or its new booking after a hold). With
+// guarded, the quota has a random Guard shorter than its fixed windows.
+//
+// With queueing, time moves slowly, every decision may book up to 3 periods
+// ahead and cancels are frequent: long queues, cancelled in the middle.
+func runModel(t *testing.T, seed uint64, limits []Limit, steps int, guarded, queueing bool) (cov modelCoverage) {
 	t.Helper()
 	m, c := redistest.NewMini(t)
 	// Timeout: a busy machine must not turn a slow miniredis call into a failure
@@ -38,18 +46,32 @@ func runModel(t *testing.T, seed uint64, limits []Limit, steps int) {
 	m.SetTime(time.UnixMicro(now))
 	q := Quota{Name: fmt.Sprintf("q%d", seed)}
 	model := &quotaModel{}
-	maxP := int64(0)
+	maxP, minFixed := int64(0), int64(math.MaxInt64)
+	for _, l := range limits {
+		maxP = max(maxP, l.periodUS())
+		if l.Algorithm == FixedWindow {
+			minFixed = min(minFixed, l.periodUS())
+		}
+	}
+	if guarded && minFixed < math.MaxInt64 {
+		q.Guard = time.Duration(rng.Int64N(minFixed)) * time.Microsecond
+	}
 	for i, l := range limits {
 		q.Limits = append(q.Limits, NamedLimit{Name: fmt.Sprintf("l%d", i), Limit: l})
-		model.limits = append(model.limits, newModel(l))
-		maxP = max(maxP, l.periodUS())
+		model.limits = append(model.limits, newGuardedModel(l, q.Guard.Microseconds()))
 	}
+	type outstanding struct {
+		rv    *Reservation
+		bs    []*modelBooking
+		costs []int64
+	}
+	var queue []outstanding
 	for step := 0; step < steps; step++ {
 		// Advance the clock: often not at all or by a few µs (same-instant
 		// calls), sometimes past whole windows.
 		var dt int64
 		switch r := rng.IntN(10); {
-		case r < 3:
+		case r < 3, queueing && r < 9:
 		case r < 6:
 			dt = rng.Int64N(1000)
 		default:
@@ -61,10 +83,59 @@ func runModel(t *testing.T, seed uint64, limits []Limit, steps int) {
 
 		if rng.IntN(25) == 0 {
 			d := time.Duration(1+rng.Int64N(maxP)) * time.Microsecond
-			if _, err := lim.Hold(ctx, Quota{Name: q.Name}, d); err != nil {
+			if _, err := lim.Hold(ctx, q, d); err != nil {
 				t.Fatal(err)
 			}
 			model.hold = max(model.hold, now+d.Microseconds())
+			continue
+		}
+		if len(queue) > 0 && (rng.IntN(6) == 0 || queueing && rng.IntN(3) == 0) {
+			// Cancel an outstanding booking, wherever it is in the queue.
+			i := rng.IntN(len(queue))
+			o := queue[i]
+			queue = append(queue[:i:i], queue[i+1:]...)
+			got, err := o.rv.Cancel(ctx)
+			if err != nil {
+				t.Fatalf("step %d: cancel: %v", step, err)
+			}
+			if want := model.cancel(now, o.bs, false); int64(got) != want {
+				t.Fatalf("seed %d step %d (now %d, limits %v, guard %v): cancel of a booking at %d (cost %v) gave back %d, model %d",
+					seed, step, now, limits, q.Guard, o.bs[0].t, o.costs, got, want)
+			}
+			continue
+		}
+		if len(queue) > 0 && rng.IntN(6) == 0 {
+			// Wake an outstanding booking up, as Wait does.
+			i := rng.IntN(len(queue))
+			o := queue[i]
+			var maxWait int64 = noDeadline
+			if rng.IntN(2) == 0 {
+				maxWait = rng.Int64N(3 * maxP)
+			}
+			p := o.rv.plan
+			p.wake = o.rv.rep
+			got := new(reply)
+			err := lim.decide(ctx, p, maxWait, got)
+			p.wake = nil
+			if err != nil {
+				t.Fatalf("step %d: wake: %v", step, err)
+			}
+			want, standing := model.wake(now, maxWait, o.costs, o.bs)
+			if got.standing != standing || got.granted != want.granted || got.waitUS != want.wait || !standing && got.by != want.by {
+				t.Fatalf("seed %d step %d (now %d, limits %v, hold %d): wake of a booking at %d:\n script: standing=%v granted=%v wait=%d by=%d\n model:  standing=%v granted=%v wait=%d by=%d",
+					seed, step, now, limits, model.hold, o.bs[0].t, got.standing, got.granted, got.waitUS, got.by, standing, want.granted, want.wait, want.by)
+			}
+			if !standing {
+				cov.rebooked++
+			}
+			switch {
+			case standing:
+			case got.granted && got.waitUS > 0:
+				o.rv.rep, o.bs = got, want.booked
+				queue[i] = o
+			default:
+				queue = append(queue[:i:i], queue[i+1:]...)
+			}
 			continue
 		}
 		cost := Cost{}
@@ -77,7 +148,7 @@ func runModel(t *testing.T, seed uint64, limits []Limit, steps int) {
 			cost[q.Limits[i].Name], costs[i] = n, int64(n)
 		}
 		var maxWait int64
-		if rng.IntN(3) == 0 {
+		if queueing || rng.IntN(3) == 0 {
 			maxWait = rng.Int64N(3 * maxP)
 		}
 		p, got := new(plan), new(reply)
@@ -87,7 +158,6 @@ func runModel(t *testing.T, seed uint64, limits []Limit, steps int) {
 		if err := lim.decide(ctx, p, maxWait, got); err != nil {
 			t.Fatalf("step %d: %v", step, err)
 		}
-		before := model.snapshot()
 		want := model.decide(now, maxWait, costs)
 		ok := got.granted == want.granted && got.waitUS == want.wait && got.by == want.by
 		for i := range want.rem {
@@ -98,32 +168,58 @@ func runModel(t *testing.T, seed uint64, limits []Limit, steps int) {
 			for i, pl := range got.per {
 				gr[i] = pl.rem
 			}
-			t.Fatalf("seed %d step %d (now %d, costs %v, maxWait %d, limits %v):\n script: granted=%v wait=%d by=%d rem=%v\n model:  granted=%v wait=%d by=%d rem=%v",
-				seed, step, now, costs, maxWait, limits, got.granted, got.waitUS, got.by, gr, want.granted, want.wait, want.by, want.rem)
+			t.Fatalf("seed %d step %d (now %d, costs %v, maxWait %d, limits %v, guard %v):\n script: granted=%v wait=%d by=%d rem=%v\n model:  granted=%v wait=%d by=%d rem=%v",
+				seed, step, now, costs, maxWait, limits, q.Guard, got.granted, got.waitUS, got.by, gr, want.granted, want.wait, want.by, want.rem)
 		}
-		// Sometimes cancel a booking that has not come due, at once (so it is
-		// still the last charge): every limit is back to its state before it.
-		// Its local action time is set far ahead: Redis's clock is the test's
-		// (miniredis), and a wait of a few µs must not lapse on the local one.
-		if got.granted && got.waitUS > 0 && rng.IntN(3) == 0 {
+		// A booking still to come joins the queue. Its local action time is
+		// set far ahead: Redis's clock is the test's (miniredis), and a wait of
+		// a few µs must not lapse on the local one.
+		if got.granted && got.waitUS > 0 {
 			rv := newReservation(lim, p, got, time.Now().Add(time.Hour))
-			if _, err := rv.Cancel(ctx); err != nil {
-				t.Fatalf("step %d: cancel: %v", step, err)
-			}
-			model.limits = before
+			queue = append(queue, outstanding{rv, want.booked, costs})
 		}
 	}
+	cov.midBacks = model.midBacks
+	for _, l := range model.limits {
+		if w, ok := l.(*winModel); ok {
+			cov.guarded += w.guarded
+		}
+	}
+	return cov
+}
+
+// modelCoverage counts what a model run exercised, so that the model tests
+// fail if their random steps stop reaching a case.
+type modelCoverage struct {
+	midBacks int // bookings that gave units back from the middle of a queue
+	rebooked int // wake-ups that booked again after a hold
+	guarded  int // grants a guard moved to the next window
+}
+
+func (c *modelCoverage) add(o modelCoverage) {
+	c.midBacks += o.midBacks
+	c.rebooked += o.rebooked
+	c.guarded += o.guarded
 }
 
 // Each algorithm's script decides exactly as its reference model over random
-// sequences of time advances, costs and waits.
+// sequences of time advances, costs, waits, holds, guards (fixed windows),
+// cancels anywhere in the queue and wake-ups after holds.
 func TestScriptMatchesModel(t *testing.T) {
 	for _, a := range modelAlgorithms {
 		t.Run(a.String(), func(t *testing.T) {
 			t.Parallel()
+			var cov modelCoverage
 			for seed := uint64(1); seed <= 25; seed++ {
 				rng := rand.New(rand.NewPCG(seed, uint64(a)))
-				runModel(t, seed*10+uint64(a), []Limit{randomLimit(rng, a)}, 120)
+				cov.add(runModel(t, seed*10+uint64(a), []Limit{randomLimit(rng, a)}, 120, seed%2 == 0, seed%3 == 0))
+			}
+			t.Logf("%s: %d units given back from the middle of a queue, %d wake-ups booked again after a hold, %d grants moved by a guard",
+				a, cov.midBacks, cov.rebooked, cov.guarded)
+			// Every algorithm gives back from the middle of a queue (GCRA:
+			// what bookings after it, smaller than its cost, left).
+			if cov.midBacks == 0 || cov.rebooked == 0 || a == FixedWindow && cov.guarded == 0 {
+				t.Fatalf("%s: the random steps missed a case: %+v", a, cov)
 			}
 		})
 	}
@@ -133,12 +229,17 @@ func TestScriptMatchesModel(t *testing.T) {
 // of each limit's earliest time, and all limits are charged or none.
 func TestQuotaScriptMatchesModel(t *testing.T) {
 	t.Parallel()
+	var cov modelCoverage
 	for seed := uint64(1); seed <= 40; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 99))
 		var ls []Limit
 		for range 1 + rng.IntN(3) {
 			ls = append(ls, randomLimit(rng, modelAlgorithms[rng.IntN(len(modelAlgorithms))]))
 		}
-		runModel(t, 1000+seed, ls, 150)
+		cov.add(runModel(t, 1000+seed, ls, 150, seed%2 == 0, seed%3 == 0))
+	}
+	t.Logf("%+v", cov)
+	if cov.midBacks == 0 || cov.rebooked == 0 {
+		t.Fatalf("the random steps missed a case: %+v", cov)
 	}
 }

@@ -148,6 +148,9 @@ func (r *Reservation) cancelOne(ctx context.Context, force bool) (int, error) {
 		return 0, nil
 	}
 	p := r.plan
+	if p.n == 0 {
+		return 0, nil // only waited for a hold: nothing was charged
+	}
 	if len(r.rep.prior) != priorLen*p.n {
 		// Every granted reservation's reply carries them (parseReply checked).
 		return 0, fmt.Errorf("%w: reservation has no prior states to restore", ErrBadReply)
@@ -183,7 +186,8 @@ func (r *Reservation) cancelOne(ctx context.Context, force bool) (int, error) {
 // SlidingWindowCounter limits while Redis's current window is the one the
 // reservation was charged in, for GCRA and SlidingWindow within Period of the
 // charge. It never lowers the count, and reports whether it raised it. With
-// several quotas charging limits of one name, it is the first charge's.
+// several quotas charging limits of one name, it is the first one's, in
+// charge order within a Group (and, across groups, groups by key order).
 // used above the limit is taken as the limit. A reservation decided without
 // Redis syncs nothing.
 func (r *Reservation) Sync(ctx context.Context, limit string, used int) (bool, error) {

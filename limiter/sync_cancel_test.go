@@ -35,6 +35,11 @@ func TestSyncThenCancel(t *testing.T) {
 		{"GCRA pushed by another limit", time.Date(2024, 3, 1, 10, 10, 0, 0, time.UTC),
 			[]NamedLimit{{"a", PerSecond(10)}, {"b", fixed(5, time.Hour)}},
 			Cost{"b": 5}, Cost{"a": 1, "b": 1}, "a", 10, Cost{"a": 5}},
+		// The server counts more than we do, booking included: Sync raises the
+		// count; the booking's give-back must not take it below the server's.
+		{"raised, same window", time.Date(2024, 3, 1, 10, 10, 0, 0, time.UTC),
+			[]NamedLimit{{"orders", Every(1, 20*time.Second)}, {"weight", fixed(10, time.Minute)}},
+			Cost{"orders": 1, "weight": 2}, Cost{"orders": 1, "weight": 5}, "weight", 9, Cost{"weight": 2}},
 		// The booking is later in the current window and covers the server's count.
 		{"same window", time.Date(2024, 3, 1, 10, 10, 0, 0, time.UTC),
 			[]NamedLimit{{"orders", Every(1, 20*time.Second)}, {"weight", fixed(10, time.Minute)}},
@@ -56,8 +61,16 @@ func TestSyncThenCancel(t *testing.T) {
 			if _, err := lim.Sync(ctx, q, tc.sync, tc.used); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := rv.Cancel(ctx); err != nil {
-				t.Fatal(err)
+			// The synced limit gives nothing back (the server's count rests on
+			// the booking's units); the others give their units back.
+			want := 0
+			for name, c := range tc.book {
+				if name != tc.sync {
+					want += c
+				}
+			}
+			if n, err := rv.Cancel(ctx); err != nil || n != want {
+				t.Fatalf("Cancel gave back %d (%v), want %d", n, err, want)
 			}
 			r, err := lim.AllowQuota(ctx, q, tc.probe)
 			if err != nil || r.Allowed {

@@ -147,9 +147,12 @@ func end(span trace.Span, p *plan, r *reply, err error) {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, err.Error())
 		} else {
-			rem := r.per[0].rem
-			for _, x := range r.per[1:p.n] {
-				rem = min(rem, x.rem)
+			var rem int64
+			if p.n > 0 {
+				rem = r.per[0].rem
+				for _, x := range r.per[1:p.n] {
+					rem = min(rem, x.rem)
+				}
 			}
 			attrs := []attribute.KeyValue{attrAllowed.Bool(r.granted), attrRemaining.Int64(rem), attrDegraded.Bool(r.degraded)}
 			if !r.granted {

@@ -79,8 +79,11 @@ func (l *Limiter) wait(ctx context.Context, p *plan) (err error) {
 // old booking back (as Cancel would) and charges once, then sleeps again. It
 // returns only once Redis's clock has reached the booking and no hold on its
 // quotas ends after it: a request sent after Wait returns is never sent
-// inside a hold. A booking that was due at once (Delay 0 when it was made)
-// costs no second call.
+// inside a hold. The same call books again a FixedWindow booking woken
+// within its quota's Guard of its window's end, or past it (a late timer, a
+// descheduled process), outside the guard. A booking that was due at once
+// (Delay 0 when it was made) costs no second call, unless the local clock
+// says it may have drifted into its guard since.
 //
 // If booking again would pass ctx's deadline, the booking is given back and
 // the error wraps ErrWouldExceedDeadline; if ctx is cancelled while it
@@ -111,7 +114,7 @@ func (r *Reservation) Wait(ctx context.Context) error {
 				return ctx.Err()
 			}
 		}
-		if !r.pending() {
+		if !r.pending() && !r.tooLate(time.Now()) {
 			// Due when it was made (even if a late reply brought it back
 			// after the deadline): take it, as x/time/rate's WaitN takes a
 			// zero delay.
@@ -137,6 +140,32 @@ func (r *Reservation) pending() bool {
 	return false
 }
 
+// tooLate reports whether a booking of r due when it was made may by now
+// fall within its quota's Guard of (or past) the end of its fixed window,
+// had this process been descheduled since the reply: Redis's clock is
+// estimated as the grant time plus the local time since the reply (short by
+// half a round trip, which is what the guard covers). Then Wait asks the
+// script, which decides on Redis's clock.
+func (r *Reservation) tooLate(now time.Time) bool {
+	for _, b := range r.each() {
+		if !b.rep.granted || b.rep.degraded || b.rep.grantUS == 0 {
+			continue
+		}
+		est := b.rep.grantUS + now.Sub(b.act).Microseconds()
+		p := b.plan
+		for i, lim := range p.limits[:p.n] {
+			if lim.Algorithm != FixedWindow {
+				continue
+			}
+			per := lim.periodUS()
+			if est+p.guards[i] >= (b.rep.grantUS/per+1)*per {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // cancelDetached gives r back with a context of its own (ctx may be done).
 func (r *Reservation) cancelDetached(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
@@ -154,8 +183,13 @@ func (r *Reservation) cancelDetached(ctx context.Context) {
 func (r *Reservation) wake(ctx context.Context) (bool, error) {
 	mw, err := maxWait(ctx)
 	if err != nil {
-		r.cancelDetached(ctx)
-		return false, err
+		// The deadline came as the turn did: check the holds all the same, on
+		// a context of its own, booking again only for at once (1 µs: a
+		// booking, with what Cancel needs, rather than an Allow).
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
+		defer cancel()
+		mw = 1
 	}
 	parts := r.each()
 	var nb int64
@@ -166,7 +200,7 @@ func (r *Reservation) wake(ctx context.Context) (bool, error) {
 	for round := 0; round <= len(parts); round++ {
 		moved := false
 		for _, b := range parts {
-			if b.rep.degraded || b.rep.waitUS == 0 && b.rep.grantUS >= nb {
+			if b.rep.degraded {
 				continue
 			}
 			b.plan.wake, b.plan.notBefore = b.rep, nb

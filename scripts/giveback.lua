@@ -7,8 +7,9 @@
 -- mark and the four prior-state values p1..p4. It returns the units given
 -- back. The anchor is x/time/rate's CancelAt: give back what later bookings
 -- have not already claimed, and never what could let a limit overshoot.
---   Every algorithm: while the state is still the one the booking wrote (it is
---     the last charge), the state before it is restored exactly: c units.
+--   GCRA and windows: while the state is still the one the booking wrote (it
+--     is the last charge, and nothing was given back since), the state before
+--     it is restored exactly: c units.
 --   GCRA (mark: the tat the booking wrote): bookings after it claimed
 --     (tat - mark) / e units of c; the rest is given back by moving tat down.
 --     Nothing when tat - mark is not a whole number of intervals (a later
@@ -62,11 +63,19 @@ local function giveback(k, al, p, e, c, t, mark, p1, p2, p3, p4, now)
   if not L then return 0 end -- marked by sync.lua, or unreadable
   L, P, pp, cc = tonumber(L), tonumber(P), tonumber(pp), tonumber(cc)
   if P ~= p then return 0 end
-  -- The booking wrote "L p pp mark" with L = t, or the earlier L when that was
-  -- later in the same window (see quota.lua): then restore the prior state.
-  local want = t
-  if p1 > t and math.floor(p1 / p) == math.floor(t / p) then want = p1 end
-  if L == want and cc == mark then
+  -- The booking wrote "L p pp mark": L = t, or the prior L when that was later
+  -- in the same window; pp the prior's count of the window before t's (see
+  -- quota.lua). While the state is still that, restore the prior state.
+  local sw, bw = math.floor(L / p), math.floor(t / p)
+  local want, wpp = t, nil
+  if p1 > t and math.floor(p1 / p) == bw then want = p1 end
+  if p2 == p then
+    local pw = math.floor(p1 / p)
+    if bw == pw then wpp = p3 elseif bw == pw + 1 then wpp = p4 else wpp = 0 end
+  elseif p2 == 0 then
+    wpp = 0 -- no prior state
+  end
+  if L == want and cc == mark and pp == wpp then
     local ends = 0
     if p2 > 0 then
       ends = (math.floor(p1 / p2) + 1) * p2
@@ -79,7 +88,6 @@ local function giveback(k, al, p, e, c, t, mark, p1, p2, p3, p4, now)
     end
     return c
   end
-  local sw, bw = math.floor(L / p), math.floor(t / p)
   if bw == sw and cc >= mark and cc >= c then
     cc = cc - c
   elseif al == 3 and bw == sw - 1 and pp >= mark and pp >= c then

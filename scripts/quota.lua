@@ -5,7 +5,8 @@
 --              nothing is granted (429/418 holds, hold.lua)
 -- KEYS[2]      token key: remembers this call's reply so a retried call is not charged twice
 -- KEYS[1+j]    hold key of quota j, j = 2..h
--- KEYS[1+h+i]  state key of limit i, i = 1..n
+-- KEYS[1+h+i]  state key of limit i, i = 1..n (n = 0: only holds are checked, nothing
+--              is charged: a call that must not go out during a hold, and costs nothing)
 -- ARGV[1]      max wait µs: 0 grants only now (Allow); > 0 reserves up to that far ahead
 -- ARGV[2]      token TTL ms; "0" turns retry dedupe off
 -- ARGV[3]      lease µs: 0 for a decision; > 0 takes a lease (see below)
@@ -21,10 +22,14 @@
 --                coalesced into this call, decided in order (see below);
 --              wake-up of a booking made by this script: its grant time t, then
 --                per limit its mark and four prior-state values (5n values).
---                If no hold ends after t, nor is t before not-before, the booking stands: the reply is
+--                If no hold ends after both t and now (a hold over by now is over,
+--                whether or not its key has expired), nor is t before not-before,
+--                nor is now within the guard of (or past) the end of t's window
+--                for a fixed window limit, the booking stands: the reply is
 --                {2, max(t - now, 0), 0, t, then 0, 0, 0 per limit} and nothing is
 --                written. Otherwise the booking is given back (giveback.lua) and
---                the call decides anew, after the hold: the usual reply.
+--                the call decides anew (after the hold, outside the guard): the
+--                usual reply.
 --
 -- States: GCRA "tat"; fixed window and counter "L P p c": L the µs time of the
 -- latest unit charged (or the latest time a leased unit may be spent), P the
@@ -45,6 +50,9 @@
 -- With max wait 0 (Allow) nothing can be cancelled: marks are 0 and so is the
 -- grant time unless a fixed or counter limit is charged (whose window end the
 -- caller reads from it), small integers the client decodes without allocating.
+-- A grant (no lease) replies reset 0 for fixed and counter limits: it is the
+-- end of t's window (a period later for the counter) less now = t - wait, which
+-- the client computes.
 -- A granted reservation (max wait > 0, no lease) adds, per limit, four values:
 -- the limit's state before the booking (GCRA: tat, 0, 0, 0; window: L, P, p, c,
 -- or -1, 0, 0, 0 when there was none; sliding log: 0, 0, 0, 0), which
@@ -81,12 +89,12 @@ end
 
 local h = tonumber(ARGV[5])
 local n = #KEYS - 1 - (h or 0)
-if not h or h < 1 or n < 1 or #ARGV < 5 + 6 * n then
+if not h or h < 1 or n < 0 or #ARGV < 5 + 6 * n then
   return redis.error_reply('ERR quota.lua: ' .. #KEYS .. ' keys and ' .. #ARGV .. ' arguments do not match')
 end
 local tail = 6 + 6 * n
 local wake = #ARGV == tail + 5 * n
-local dedupe = ARGV[2] ~= '0'
+local dedupe = ARGV[2] ~= '0' and n > 0 -- a call that charges nothing needs no dedupe
 local notBefore = tonumber(ARGV[4]) or 0
 -- remember stores a reply under the call's token (dedupe on).
 local function remember(out)
@@ -176,11 +184,20 @@ local now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
 
 if wake then
   -- Wake-up of a booking at bt: it stands unless a hold placed since ends after
-  -- it, or it must move to not-before (another group's booking).
+  -- it and is not over yet, it must move to not-before (another group's
+  -- booking), or it woke too late for its fixed window.
   local bt = tonumber(ARGV[tail])
   local late = notBefore > bt
   for j = 1, h do
-    if tonumber(redis.call('GET', holdKey(j)) or '0') > bt then late = true end
+    local v = tonumber(redis.call('GET', holdKey(j)) or '0')
+    if v > bt and v > now then late = true end
+  end
+  for i = 1, n do
+    -- A fixed window's booking woken within its guard of (or past) its
+    -- window's end would be counted in the next window: book again.
+    local a = 6 + 6 * (i - 1)
+    local p = tonumber(ARGV[a + 1])
+    if ARGV[a] == '4' and now + tonumber(ARGV[a + 5]) >= (math.floor(bt / p) + 1) * p then late = true end
   end
   if not late then
     local out = {2, math.max(bt - now, 0), 0, bt}
@@ -370,7 +387,14 @@ if maxwait == 0 then
   if not windowed then out[4] = 0 end
   for i = 1, n do out[4 + 3 * i] = 0 end
 end
-if lease > 0 then out[4] = leaseEnd - t end
+if lease > 0 then
+  out[4] = leaseEnd - t
+else
+  -- A window limit's reset follows from t and wait: left to the client.
+  for i = 1, n do
+    if algo[i] == 3 or algo[i] == 4 then out[3 + 3 * i] = 0 end
+  end
+end
 if maxwait > 0 and lease == 0 then
   -- The states before the booking, for giveback.lua (see Reply above).
   for i = 1, n do

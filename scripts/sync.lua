@@ -32,11 +32,16 @@ if al == 1 then
   local want = now + used * e
   if want <= tat then
     -- Covered, maybe by a booking not yet due: move tat 1 µs so that the
-    -- booking's Cancel (which restores only the state it wrote) cannot undo
-    -- what the server just reported.
+    -- booking's Cancel (giveback.lua: all of it only from the tat it wrote,
+    -- part of it only whole intervals past it) cannot undo what the server
+    -- just reported.
     if tat > now then redis.call('SET', k, d(tat + 1), 'KEEPTTL') end
     return 0
   end
+  -- Bookings still to come queue on tat in whole intervals; a give-back of
+  -- one of them (giveback.lua) takes back only what is whole intervals past
+  -- its mark, so keep want off that grid: it cannot lower the server's count.
+  if tat > now and (want - tat) % e == 0 and e > 1 then want = want + 1 end
   redis.call('SET', k, d(want), 'PX', d(math.ceil((want - now) / 1000)))
   return 1
 elseif al == 2 then
@@ -85,5 +90,9 @@ if used <= est then return covered() end
 cc = cc + math.ceil(used - est)
 local ends = (w + 1) * p
 if al == 3 then ends = ends + p end
-redis.call('SET', k, d(L) .. ' ' .. d(p) .. ' ' .. d(pp) .. ' ' .. d(cc), 'PX', d(math.ceil((ends - now) / 1000)))
+-- Charges still to come in this window: mark the state (as covered() does),
+-- so that their give-back cannot take the server's count below what it said.
+local mark = ''
+if L > now then mark = ' s' end
+redis.call('SET', k, d(L) .. ' ' .. d(p) .. ' ' .. d(pp) .. ' ' .. d(cc) .. mark, 'PX', d(math.ceil((ends - now) / 1000)))
 return 1
