@@ -25,7 +25,9 @@ func miniLimiter(t *testing.T) (*miniredis.Miniredis, *limiter.Limiter) {
 	t.Helper()
 	m, c := redistest.NewMini(t)
 	m.SetTime(t0)
-	return m, limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t)})
+	// No per-call timeout: under -race on a loaded machine a script call was
+	// seen to take over the default 250 ms; nothing here tests timeouts.
+	return m, limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t), Timeout: -1})
 }
 
 // exQuota: 100 weight a minute in clock-aligned windows, 10 orders a minute (GCRA).
