@@ -282,25 +282,27 @@ func TestNearOtherWriterInvalidates(t *testing.T) {
 				oc = o.Group(c.GroupName())
 			}
 			k := e.key(c, "k")
-			require.NoError(t, oc.Set(ctx, "k", "v1", time.Minute))
-			n := seen.count(k)
-			getString(t, c, "k")
-			got, _ := getString(t, c, "k")
-			require.Equal(t, "v1", got)
+			settle(t, e, seen, c, "k", func() { require.NoError(t, oc.Set(ctx, "k", "v1", time.Minute)) })
+			warmNear(t, e.c, c, "k", "v1")
 			hits := nearStats(t, e.c).NearHits
 
-			require.NoError(t, oc.Set(ctx, "k", "v2", time.Minute))
-			seen.wait(t, k, n)
-			got, _ = getString(t, c, "k")
+			settle(t, e, seen, c, "k", func() { require.NoError(t, oc.Set(ctx, "k", "v2", time.Minute)) })
+			got, _ := getString(t, c, "k")
 			require.Equal(t, "v2", got)
 			require.Equal(t, hits, nearStats(t, e.c).NearHits, "the read after the invalidation went to Redis")
 
-			// A delete and an expiry in Redis are changes too.
-			n = seen.count(k)
-			getString(t, c, "k")
-			require.NoError(t, oc.Delete(ctx, "k"))
-			seen.wait(t, k, n)
+			// A delete in Redis is a change too.
+			warmNear(t, e.c, c, "k", "v2")
+			settle(t, e, seen, c, "k", func() { require.NoError(t, oc.Delete(ctx, "k")) })
 			_, found := getString(t, c, "k")
+			require.False(t, found)
+
+			// So is an expiry: Redis reports the key when it expires it.
+			settle(t, e, seen, c, "k", func() { require.NoError(t, oc.Set(ctx, "k", "v3", 50*time.Millisecond)) })
+			n := seen.count(k)
+			getString(t, c, "k")
+			seen.wait(t, k, n)
+			_, found = getString(t, c, "k")
 			require.False(t, found)
 		}
 		require.Positive(t, nearStats(t, e.c).NearInvalidations)
