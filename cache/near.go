@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/maypok86/otter/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/redquota/redquota/internal/keys"
 )
 
 // DefaultNearMaxTTL is the longest a value is kept near when NearOptions.MaxTTL is 0.
@@ -52,14 +56,24 @@ const (
 )
 
 // nearKey names a value near: its view's start of Redis key (valPre) and its
-// escaped key, so that Get builds it without allocating a Redis key.
-type nearKey struct{ pre, esc string }
+// key as the caller gave it, so that Get builds it without allocating.
+type nearKey struct{ pre, key string }
 
 // nearEntry is a value held near.
 type nearEntry struct {
 	val      string
 	deadline int64  // near.now() past which the value is not served
 	epoch    uint64 // near.epoch when the read that brought it began
+	// dec is val decoded into the zero value of a type that holds no
+	// references (see shareable), kept after a hit decoded it: a later hit
+	// into a zero value of that type is a copy, not a decode.
+	dec atomic.Pointer[decoded]
+}
+
+// decoded is a nearEntry's value decoded as typ.
+type decoded struct {
+	typ reflect.Type
+	val reflect.Value
 }
 
 // near is a core's near cache.
@@ -97,7 +111,7 @@ func newNear(c *core, o NearOptions) *near {
 	n.store = otter.Must(&otter.Options[nearKey, *nearEntry]{
 		MaximumWeight: uint64(o.MaxBytes),
 		Weigher: func(k nearKey, e *nearEntry) uint32 {
-			return uint32(min(len(k.pre)+len(k.esc)+len(e.val)+nearEntryOverhead, 1<<31))
+			return uint32(min(len(k.pre)+len(k.key)+len(e.val)+nearEntryOverhead, 1<<31))
 		},
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[nearKey, *nearEntry]) time.Duration {
 			return time.Duration(e.Value.deadline - n.now())
@@ -125,13 +139,72 @@ func (n *near) stripe(k nearKey) *atomic.Uint64 {
 }
 
 // lookup returns the value held near for k, if it may be served.
-func (n *near) lookup(k nearKey) (string, bool) {
+func (n *near) lookup(k nearKey) (*nearEntry, bool) {
 	e, ok := n.store.GetIfPresent(k)
 	if !ok || e.epoch != n.epoch.Load() || n.now() >= e.deadline {
-		return "", false
+		return nil, false
 	}
 	n.hits.Add(1)
-	return e.val, true
+	return e, true
+}
+
+// decodeHit decodes e, a value held near, into dst (checked by checkDst).
+// Into the zero value of a shareable type it decodes once per entry and
+// copies afterwards: the result is the same, since decoding into a zero
+// value depends on nothing but the bytes.
+func (n *near) decodeHit(key string, e *nearEntry, dst any) error {
+	switch dst.(type) {
+	case *string, *[]byte:
+		return n.c.decode(key, e.val, dst)
+	}
+	rv := reflect.ValueOf(dst).Elem()
+	zero := rv.IsZero()
+	if d := e.dec.Load(); d != nil && zero && d.typ == rv.Type() {
+		rv.Set(d.val)
+		return nil
+	}
+	if err := n.c.decode(key, e.val, dst); err != nil {
+		return err
+	}
+	if zero && shareable(rv.Type()) {
+		v := reflect.New(rv.Type()).Elem()
+		v.Set(rv)
+		e.dec.Store(&decoded{typ: rv.Type(), val: v})
+	}
+	return nil
+}
+
+var (
+	shareableTypes sync.Map // reflect.Type → bool
+	timeType       = reflect.TypeFor[time.Time]()
+)
+
+// shareable reports whether a value of t can be copied to many callers
+// without sharing anything one of them could change: no pointers, slices,
+// maps, interfaces, channels or funcs, but for time.Time's *Location, which
+// is never changed.
+func shareable(t reflect.Type) bool {
+	if v, ok := shareableTypes.Load(t); ok {
+		return v.(bool)
+	}
+	ok := true
+	switch t.Kind() {
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128, reflect.String:
+	case reflect.Array:
+		ok = shareable(t.Elem())
+	case reflect.Struct:
+		if t != timeType {
+			for i := range t.NumField() {
+				ok = ok && shareable(t.Field(i).Type)
+			}
+		}
+	default:
+		ok = false
+	}
+	shareableTypes.Store(t, ok)
+	return ok
 }
 
 // parse returns the nearKey of a Redis value key k ("<prefix>:{<esc>}:v" or
@@ -145,13 +218,18 @@ func (n *near) parse(k string) (nearKey, bool) {
 		return nearKey{}, false
 	}
 	j += len(n.root)
+	var nk nearKey
 	switch rest := k[j+1:]; {
 	case rest == ":v":
-		return nearKey{pre: n.root, esc: k[len(n.root):j]}, true
+		nk = nearKey{pre: n.root, key: k[len(n.root):j]}
 	case strings.HasPrefix(rest, ":v:"):
-		return nearKey{pre: k[:j+4], esc: k[j+4:]}, true
+		nk = nearKey{pre: k[:j+4], key: k[j+4:]}
+	default:
+		return nearKey{}, false
 	}
-	return nearKey{}, false
+	key, err := keys.Unescape(nk.key)
+	nk.key = key
+	return nk, err == nil
 }
 
 // invalidate drops the Redis key k: Redis reported it changed, or this
@@ -277,11 +355,12 @@ func (n *near) install(ctx context.Context, nk nearKey, k, val string, start int
 // Redis that installs what it read.
 func (n *near) get(ctx context.Context, key, k string, dst any, count bool) (bool, error) {
 	nk, _ := n.parse(k)
-	data, ok := n.lookup(nk)
-	if !ok {
-		var err error
-		data, err = n.read(ctx, k)
-		if err != nil {
+	var err error
+	if e, ok := n.lookup(nk); ok {
+		err = n.decodeHit(key, e, dst)
+	} else {
+		var data string
+		if data, err = n.read(ctx, k); err != nil {
 			if count {
 				n.c.misses.Add(1)
 			}
@@ -290,8 +369,9 @@ func (n *near) get(ctx context.Context, key, k string, dst any, count bool) (boo
 			}
 			return false, fmt.Errorf("cache: get: %w", err)
 		}
+		err = n.c.decode(key, data, dst)
 	}
-	if err := n.c.decode(key, data, dst); err != nil {
+	if err != nil {
 		if count {
 			n.c.misses.Add(1)
 		}
@@ -306,15 +386,15 @@ func (n *near) get(ctx context.Context, key, k string, dst any, count bool) (boo
 // getFast answers Get from the near cache without building the Redis key: no
 // allocation for a *string or with a codec that allocates none.
 func (c *Cache) getFast(key string, dst any) (found bool, err error, done bool) {
-	esc, err := c.escapeKey(key)
-	if err != nil {
+	if c.err != nil || keys.Check(key) != nil {
+		_, err := c.escapeKey(key) // the error, as the other paths return it
 		return false, err, true
 	}
-	data, ok := c.core.near.lookup(nearKey{pre: c.valPre, esc: esc})
+	e, ok := c.core.near.lookup(nearKey{pre: c.valPre, key: key})
 	if !ok {
 		return false, nil, false
 	}
-	if err := c.core.decode(key, data, dst); err != nil {
+	if err := c.core.near.decodeHit(key, e, dst); err != nil {
 		c.core.misses.Add(1)
 		return false, err, true
 	}
@@ -353,8 +433,8 @@ func (n *near) readMany(ctx context.Context, c *Cache, keys []string, found func
 	var misses []miss
 	for i, k := range ks {
 		nk, _ := n.parse(k)
-		if data, ok := n.lookup(nk); ok {
-			take(i, data)
+		if e, ok := n.lookup(nk); ok {
+			take(i, e.val)
 			continue
 		}
 		st := n.stripe(nk)

@@ -550,3 +550,50 @@ func TestNearModel(t *testing.T) {
 		require.Positive(t, nearStats(t, e.c).NearHits)
 	})
 }
+
+// A struct read near is decoded once and copied afterwards, which gives what
+// a decode gives: into a zero value the same struct, into a value that holds
+// fields already the decode's merge; a type holding references is decoded
+// each time, so callers never share it.
+func TestNearDecodedValues(t *testing.T) {
+	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
+		e := newNearEnv(t, b, cache.Options{})
+		ctx := context.Background()
+		type flat struct {
+			A string
+			B float64
+			T time.Time
+		}
+		type refs struct{ L []int }
+		want := flat{"x", 1.5, time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
+		require.NoError(t, e.c.Set(ctx, "flat", want, time.Minute))
+		require.NoError(t, e.c.Set(ctx, "refs", refs{[]int{1, 2}}, time.Minute))
+		require.NoError(t, e.c.Set(ctx, "partial", map[string]any{"A": "y"}, time.Minute))
+		warmNear(t, e.c, e.c, "partial", `{"A":"y"}`)
+		warmNear(t, e.c, e.c, "flat", `{"A":"x","B":1.5,"T":"2025-01-02T03:04:05Z"}`)
+		warmNear(t, e.c, e.c, "refs", `{"L":[1,2]}`)
+		for range 3 {
+			var f flat
+			found, err := e.c.Get(ctx, "flat", &f)
+			require.NoError(t, err)
+			require.True(t, found)
+			require.Equal(t, want, f)
+			f.A = "changed"
+
+			var r refs
+			_, err = e.c.Get(ctx, "refs", &r)
+			require.NoError(t, err)
+			require.Equal(t, []int{1, 2}, r.L)
+			r.L[0] = 99
+
+			p := flat{B: 7}
+			_, err = e.c.Get(ctx, "partial", &p)
+			require.NoError(t, err)
+			require.Equal(t, flat{A: "y", B: 7}, p, "a decode into a value that holds fields merges")
+			p = flat{}
+			_, err = e.c.Get(ctx, "partial", &p)
+			require.NoError(t, err)
+			require.Equal(t, flat{A: "y"}, p)
+		}
+	})
+}
