@@ -13,6 +13,8 @@ import (
 
 	"github.com/maypok86/otter/v2"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/redquota/redquota/internal/keys"
 )
@@ -500,4 +502,44 @@ func (n *near) stats(s *Stats) {
 	n.store.CleanUp() // apply pending writes and evictions to the size
 	s.NearBytes = int64(n.store.WeightedSize())
 	s.NearLive = n.epoch.Load()&1 == 1
+}
+
+// Near cache metrics, listed in TELEMETRY_NAMES.md.
+const (
+	metricNearEvents = "redquota.cache.near.events"
+	metricNearBytes  = "redquota.cache.near.bytes"
+	metricNearLive   = "redquota.cache.near.live"
+	attrEvent        = attribute.Key("redquota.event")
+)
+
+// initTelemetry registers the near cache's observable metrics on m.
+func (n *near) initTelemetry(m metric.Meter) {
+	events := [3]metric.ObserveOption{
+		metric.WithAttributeSet(attribute.NewSet(attrEvent.String("hit"))),
+		metric.WithAttributeSet(attribute.NewSet(attrEvent.String("invalidation"))),
+		metric.WithAttributeSet(attribute.NewSet(attrEvent.String("eviction"))),
+	}
+	// Constructors fail only on invalid names; ours are constant.
+	_, _ = m.Int64ObservableCounter(metricNearEvents,
+		metric.WithDescription("Near cache events: hits (reads answered without Redis), invalidations (values dropped because Redis reported a change or this process wrote), evictions (values dropped for the memory bound)."),
+		metric.WithUnit("{event}"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(n.hits.Load(), events[0])
+			o.Observe(n.invalidations.Load(), events[1])
+			o.Observe(n.evictions.Load(), events[2])
+			return nil
+		}))
+	_, _ = m.Int64ObservableGauge(metricNearBytes,
+		metric.WithDescription("Near cache size, as NearOptions.MaxBytes counts it."),
+		metric.WithUnit("By"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(int64(n.store.WeightedSize()))
+			return nil
+		}))
+	_, _ = m.Int64ObservableGauge(metricNearLive,
+		metric.WithDescription("1 while every Redis node has a live tracking connection and the near cache serves reads, else 0."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(int64(n.epoch.Load() & 1))
+			return nil
+		}))
 }

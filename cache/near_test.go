@@ -13,8 +13,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/redquota/redquota/cache"
+	"github.com/redquota/redquota/internal/oteltest"
 	"github.com/redquota/redquota/internal/redistest"
 )
 
@@ -596,4 +598,25 @@ func TestNearDecodedValues(t *testing.T) {
 			require.Equal(t, flat{A: "y"}, p)
 		}
 	})
+}
+
+func TestNearTelemetry(t *testing.T) {
+	h := oteltest.New()
+	b := redistest.Backend{Kind: redistest.Real, Client: redistest.NewReal(t), Prefix: redistest.NewPrefix(t)}
+	e := newNearEnv(t, b, cache.Options{Telemetry: h.Providers})
+	ctx := context.Background()
+	require.NoError(t, e.c.Set(ctx, "k", "v", time.Minute))
+	warmNear(t, e.c, e.c, "k", "v")
+	require.NoError(t, e.c.Delete(ctx, "k"))
+	s := nearStats(t, e.c)
+	ev := h.Sums(t, "redquota.cache.near.events", "redquota.event")
+	require.Equal(t, s.NearHits, ev["hit"])
+	require.Equal(t, s.NearInvalidations, ev["invalidation"])
+	require.Positive(t, ev["hit"])
+	require.Positive(t, ev["invalidation"])
+	live, ok := metric(h, t, "redquota.cache.near.live").(metricdata.Gauge[int64])
+	require.True(t, ok)
+	require.Equal(t, int64(1), live.DataPoints[0].Value)
+	_, ok = metric(h, t, "redquota.cache.near.bytes").(metricdata.Gauge[int64])
+	require.True(t, ok)
 }
