@@ -33,8 +33,13 @@ const DefaultNearMaxTTL = time.Minute
 // is kept no longer than its Redis TTL (read with PTTL in the same round trip
 // as the value) nor MaxTTL. While a tracking connection is down, and until
 // every node has one again, nothing is served near: every read goes to
-// Redis, and what the near cache held is dropped. Writes through this Cache
-// drop their keys at once.
+// Redis, and what the near cache held is dropped. A connection Redis closes
+// (a restart, a failover, CLIENT KILL) is lost when its read fails; one whose
+// node stops answering without closing it, after 3 s without a reply to the
+// heartbeat PING sent every 500 ms: that is the longest a value changed in
+// Redis can still be served near. Writes through this Cache drop their keys
+// at once. The nodes are listed again every second (on a cluster, with
+// CLUSTER SLOTS), so that a new master is tracked.
 //
 // A node without CLIENT TRACKING (Redis before 6, miniredis) leaves the near
 // cache unused: reads go to Redis. Tracking covers every key under the prefix,

@@ -620,3 +620,31 @@ func TestNearTelemetry(t *testing.T) {
 	_, ok = metric(h, t, "redquota.cache.near.bytes").(metricdata.Gauge[int64])
 	require.True(t, ok)
 }
+
+// A node that stops answering without closing the tracking connection (a
+// network partition) is taken as lost once its heartbeat goes unanswered
+// (3 s), and what the near cache held is not served again.
+func TestNearSilentNode(t *testing.T) {
+	srv := redistest.Shared(t)
+	proxy := redistest.NewFaultProxy(t, srv.Addr())
+	client := redis.NewClient(redistest.ClientOptions(proxy.Addr()))
+	t.Cleanup(func() { _ = client.Close() })
+	b := redistest.Backend{Kind: redistest.Real, Client: client, Server: srv, Prefix: redistest.NewPrefix(t)}
+	e := newNearEnv(t, b, cache.Options{})
+	ctx := context.Background()
+	direct := redis.NewClient(redistest.ClientOptions(srv.Addr()))
+	t.Cleanup(func() { _ = direct.Close() })
+	o := cache.New(direct, cache.Options{Prefix: b.Prefix})
+	require.NoError(t, o.Set(ctx, "k", "v1", time.Minute))
+	warmNear(t, e.c, e.c, "k", "v1")
+
+	// Every reply through the proxy is held back longer than the 3 s a
+	// tracking connection may go without one.
+	proxy.SetDelay(5 * time.Second)
+	waitLive(t, e.c, false)
+	require.NoError(t, o.Set(ctx, "k", "v2", time.Minute))
+	proxy.SetDelay(0)
+	waitLive(t, e.c, true)
+	got, _ := getString(t, e.c, "k")
+	require.Equal(t, "v2", got)
+}

@@ -29,8 +29,8 @@ const (
 	// trackSilence is how long it may go without reading anything before it is
 	// taken as lost. That is the bound on how long a node that stops answering
 	// without closing the connection can leave a changed value served near.
-	trackHeartbeat = 250 * time.Millisecond
-	trackSilence   = time.Second
+	trackHeartbeat = 500 * time.Millisecond
+	trackSilence   = 3 * time.Second
 	// trackDialTimeout bounds dialing and the handshake of a connection.
 	trackDialTimeout = 2 * time.Second
 	// trackRetryMax is the longest wait between attempts to (re)connect.
