@@ -129,8 +129,10 @@ type Market struct {
 // maxViews bounds the group views a Market keeps; past it they are made per call.
 const maxViews = 4096
 
-// New returns a Market storing into c (its prefix, codec and breaker apply; its
-// group, if it has one, is not used: each exchange and strategy is a group).
+// New returns a Market storing into c (its prefix, codec, breaker and near
+// cache apply; its group, if it has one, is not used: each exchange and
+// strategy is a group). With a near cache (cache.Options.Near), reads of
+// market data are answered in process until Redis reports them changed.
 func New(c *cache.Cache, o Options) *Market {
 	t := o.TTLs
 	def := func(d *time.Duration, v time.Duration) {
