@@ -44,7 +44,10 @@ const DefaultNearMaxTTL = time.Minute
 // A node without CLIENT TRACKING (Redis before 6, miniredis) leaves the near
 // cache unused: reads go to Redis. Tracking covers every key under the prefix,
 // a limiter's too when it shares the prefix: give the limiter its own prefix
-// so that its writes do not reach the tracking connections.
+// so that its writes do not reach the tracking connections. The connections
+// authenticate as the client's do (Username, Password, CredentialsProvider)
+// and need HELLO, CLIENT TRACKING and PING. Call Cache.Close when done with a
+// Cache that has a near cache: it stops them.
 type NearOptions struct {
 	// MaxBytes bounds the near cache's memory: keys, values and a fixed
 	// overhead per entry; the least useful entries are evicted past it.
