@@ -2,6 +2,7 @@ package cache_test
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -109,6 +110,53 @@ func TestNearClusterSlotMove(t *testing.T) {
 	settle(t, e, seen, e.c, "mv", func() { require.NoError(t, o.Set(ctx, "mv", "v2", time.Minute)) })
 	got, _ = getString(t, e.c, "mv")
 	require.Equal(t, "v2", got)
+}
+
+// A master joins the cluster and a slot moves to it: it is tracked from the
+// moment it joins, before it holds a slot, so its writes reach the near
+// cache.
+func TestNearClusterNewMaster(t *testing.T) {
+	nodes, client := privateCluster(t)
+	ctx := context.Background()
+	b := redistest.Backend{Kind: redistest.Cluster, Client: client, ClusterNodes: nodes, Prefix: redistest.NewPrefix(t)}
+	e := newNearEnv(t, b, cache.Options{})
+	seen := watchInvalidations(e.c)
+	o := other(t, b)
+	k := e.key(e.c, "nm")
+	slot := redistest.Slot(k)
+	src, srcID := nodeOf(t, nodes, slot)
+	settle(t, e, seen, e.c, "nm", func() { require.NoError(t, o.Set(ctx, "nm", "v1", time.Minute)) })
+	warmNear(t, e.c, e.c, "nm", "v1")
+
+	fresh, err := redistest.StartServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+		"--cluster-node-timeout", "2000")
+	require.NoError(t, err)
+	t.Cleanup(fresh.Close)
+	fc := fresh.Client()
+	defer fc.Close()
+	require.NoError(t, fc.ClusterMeet(ctx, "127.0.0.1", strconv.Itoa(src.Port())).Err())
+	waitFor(t, "the new master to be tracked", func() bool {
+		return slices.Contains(cache.NearTracked(e.c), fresh.Addr()) && cache.NearLive(e.c)
+	})
+	waitFor(t, "the new master to see the cluster", func() bool {
+		info, _ := fc.ClusterInfo(ctx).Result()
+		return strings.Contains(info, "cluster_state:ok")
+	})
+	freshID := myID(t, fresh)
+	sc := src.Client()
+	defer sc.Close()
+	require.NoError(t, fc.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", srcID).Err())
+	require.NoError(t, sc.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", freshID).Err())
+	require.NoError(t, sc.Do(ctx, "MIGRATE", "127.0.0.1", fresh.Port(), "", 0, 5000, "KEYS", k).Err())
+	for _, node := range append(slices.Clone(nodes), fresh) {
+		c := node.Client()
+		require.NoError(t, c.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", freshID).Err())
+		_ = c.Close()
+	}
+	for _, v := range []string{"v2", "v3", "v4"} {
+		settle(t, e, seen, e.c, "nm", func() { require.NoError(t, o.Set(ctx, "nm", v, time.Minute)) })
+		warmNear(t, e.c, e.c, "nm", v) // read from the new master, then held near
+	}
 }
 
 // A master fails and its replica takes over: the lost tracking connection

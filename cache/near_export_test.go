@@ -24,3 +24,18 @@ func NearCleanUp(c *Cache) { c.core.near.store.CleanUp() }
 
 // NearClientName is the CLIENT SETNAME of c's tracking connections.
 func NearClientName(c *Cache) string { return c.core.near.trk.name }
+
+// NearTracked returns the addresses of the nodes c's near cache has a live
+// tracking connection to.
+func NearTracked(c *Cache) []string {
+	t := c.core.near.trk
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	for addr, tc := range t.conns {
+		if tc.live {
+			out = append(out, addr)
+		}
+	}
+	return out
+}

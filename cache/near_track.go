@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -156,7 +157,9 @@ func (t *tracking) refresh() {
 }
 
 // nodes returns the options of every master of a cluster, every shard of a
-// Ring, or of the client, by address.
+// Ring, or of the client, by address. On a cluster it adds the masters that
+// CLUSTER NODES lists without slots yet: a node that joins is tracked before
+// slots can move to it.
 func (t *tracking) nodes(ctx context.Context) (map[string]*redis.Options, error) {
 	out := map[string]*redis.Options{}
 	var mu sync.Mutex
@@ -170,7 +173,9 @@ func (t *tracking) nodes(ctx context.Context) (map[string]*redis.Options, error)
 	var err error
 	switch c := t.n.c; {
 	case c.masters != nil:
-		err = c.masters.ForEachMaster(ctx, add)
+		if err = c.masters.ForEachMaster(ctx, add); err == nil && t.cluster != nil {
+			err = t.joinedMasters(ctx, out)
+		}
 	case c.shards != nil:
 		err = c.shards.ForEachShard(ctx, add)
 	default:
@@ -184,6 +189,44 @@ func (t *tracking) nodes(ctx context.Context) (map[string]*redis.Options, error)
 		err = errNoNodes
 	}
 	return out, err
+}
+
+// joinedMasters adds to out the masters CLUSTER NODES lists that out lacks
+// (those without slots), with the options of one already there.
+func (t *tracking) joinedMasters(ctx context.Context, out map[string]*redis.Options) error {
+	cc, ok := t.cluster.(*redis.ClusterClient)
+	if !ok || len(out) == 0 {
+		return nil
+	}
+	text, err := cc.ClusterNodes(ctx).Result()
+	if err != nil {
+		return err
+	}
+	var like *redis.Options
+	for _, o := range out {
+		like = o
+		break
+	}
+	for _, line := range strings.Split(text, "\n") {
+		// <id> <ip:port@cport[,hostname]> <flags> <master> …
+		f := strings.Fields(line)
+		if len(f) < 3 {
+			continue
+		}
+		flags := "," + f[2] + ","
+		if !strings.Contains(flags, ",master,") || strings.Contains(flags, ",fail,") ||
+			strings.Contains(flags, ",handshake,") || strings.Contains(flags, ",noaddr,") {
+			continue
+		}
+		addr, _, _ := strings.Cut(f[1], "@")
+		if _, ok := out[addr]; ok || strings.HasPrefix(addr, ":") {
+			continue
+		}
+		o := *like
+		o.Addr = addr
+		out[addr] = &o
+	}
+	return nil
 }
 
 // update recomputes readiness and moves the epoch. Called with mu held.
