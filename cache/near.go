@@ -39,7 +39,8 @@ const DefaultNearMaxTTL = time.Minute
 // heartbeat PING sent every 500 ms: that is the longest a value changed in
 // Redis can still be served near. Writes through this Cache drop their keys
 // at once. The nodes are listed again every second (on a cluster, with
-// CLUSTER SLOTS), so that a new master is tracked.
+// CLUSTER SLOTS and CLUSTER NODES), so that a master that joins is tracked
+// before slots move to it, and the new master of a failover soon after.
 //
 // A node without CLIENT TRACKING (Redis before 6, miniredis) leaves the near
 // cache unused: reads go to Redis. Tracking covers every key under the prefix,
