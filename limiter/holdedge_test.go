@@ -84,9 +84,11 @@ func TestWaitHoldEdge(t *testing.T) {
 			try++
 		}
 		// A Wait that wakes after the hold has ended (a busy machine) finds it
-		// over and keeps its booking; most must have found it in place.
-		if early != 0 || moved < tries/2 {
-			t.Fatalf("%d of %d sent inside the hold; %d booked again after it (want most)", early, tries, moved)
+		// over and keeps its booking; at least a tenth (100 to 177 seen on a
+		// loaded 2-core machine under -race) must have found it in place, or
+		// the test did not exercise the scenario.
+		if early != 0 || moved < tries/10 {
+			t.Fatalf("%d of %d sent inside the hold; %d booked again after it (want ≥ %d)", early, tries, moved, tries/10)
 		}
 		t.Logf("%d tries: 0 sent inside the hold, %d booked again after it", tries, moved)
 	})
