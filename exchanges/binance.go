@@ -1,10 +1,8 @@
 package exchanges
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"mime"
 	"net/http"
@@ -56,8 +54,11 @@ func DefaultBinanceRateLimits() []BinanceRateLimit {
 
 // Defaults of BinanceOptions.
 const (
-	// DefaultBinanceQuota names the quota of a Binance preset.
+	// DefaultBinanceQuota names the IP's quota of a Binance preset.
 	DefaultBinanceQuota = "binance"
+	// DefaultBinanceOrderQuota names the accounts' order quota of a Binance
+	// preset.
+	DefaultBinanceOrderQuota = "binance-orders"
 	// DefaultBinanceWindowGuard is the default middleware.Options.WindowGuard of
 	// a Binance preset: the one-way latency to Binance plus the difference
 	// between Redis's clock and Binance's, generously. A request granted this
@@ -80,16 +81,32 @@ var DefaultBinanceHosts = []string{
 	"data-api.binance.vision",
 }
 
+// BinanceTestnetHosts are the spot test network's REST hosts, for
+// BinanceOptions.Hosts (with a Quota of its own: the test network counts
+// apart): https://developers.binance.com/docs/binance-spot-api-docs/testnet/general-info
+// ("REST API": testnet.binance.vision and api1.testnet.binance.vision). Its
+// WebSocket API (ws-api.testnet.binance.vision) and streams
+// (stream.testnet.binance.vision) are not HTTP requests a Transport sees.
+var BinanceTestnetHosts = []string{"testnet.binance.vision", "api1.testnet.binance.vision"}
+
 // BinanceOptions configure a Binance spot preset. The zero value gives
 // Binance's documented limits; each field documents its default.
 type BinanceOptions struct {
-	// Quota names the quota, and so the Redis state every process shares. Use
-	// one name per IP and account: Binance counts weight per IP and orders per
-	// account, and a request costs both, so they are one quota charged all or
-	// nothing. Default DefaultBinanceQuota.
+	// Quota names the IP's quota (REQUEST_WEIGHT and RAW_REQUESTS), and so
+	// the Redis state every process behind that IP shares: use one name per
+	// IP. Default DefaultBinanceQuota.
 	Quota string
-	// Hosts are the hosts whose /api/ requests are charged. Default
-	// DefaultBinanceHosts.
+	// OrderQuota names the accounts' quota (ORDERS), applied to each
+	// account (see Account). Default DefaultBinanceOrderQuota.
+	OrderQuota string
+	// Account names the account a request's orders count against. Default:
+	// its X-MBX-APIKEY header (one account per API key). An order request
+	// without one charges no account (Binance refuses it).
+	Account func(*http.Request) string
+	// Hosts are the hosts whose /api/ requests are charged, each a host or
+	// host:port (see middleware.Rule.Hosts); one that is neither makes
+	// Preset.Transport fail. Default DefaultBinanceHosts; BinanceTestnetHosts
+	// for the test network.
 	Hosts []string
 	// RateLimits are the limits, in exchangeInfo's terms. Default
 	// DefaultBinanceRateLimits(); ParseBinanceExchangeInfo reads the exchange's own.
@@ -270,20 +287,17 @@ func (v values) Get(k string) string {
 
 func (values) Unknown() bool { return false }
 
-// maxFormBody is the largest form body a Binance cost reads: an order's
-// parameters take a few hundred bytes.
-const maxFormBody = 64 << 10
-
 // binanceParams are a request's parameters as Binance reads them: the query
 // string, then (for any method but GET) a form body
 // (application/x-www-form-urlencoded); a parameter in both is taken from the
 // query string (rest-api/general-api-information, "General information on
-// endpoints"). The body is read only when a weight asks for a parameter the
-// query lacks, from a copy (Request.GetBody), so the body sent is untouched.
+// endpoints"). body is the copy of the request's body the middleware gives a
+// rule's Charges.
 type binanceParams struct {
 	r       *http.Request
 	query   url.Values
-	body    url.Values
+	body    []byte
+	form    url.Values
 	loaded  bool
 	unknown bool
 }
@@ -293,7 +307,7 @@ func (p *binanceParams) Get(k string) string {
 		return vs[0]
 	}
 	p.load()
-	return p.body.Get(k)
+	return p.form.Get(k)
 }
 
 func (p *binanceParams) Unknown() bool {
@@ -301,16 +315,15 @@ func (p *binanceParams) Unknown() bool {
 	return p.unknown
 }
 
-// load reads the form body once. A body it cannot read without consuming
-// it (no GetBody), larger than maxFormBody, or malformed makes the
-// parameters unknown.
+// load parses the form body once. A body the middleware cut (longer than
+// middleware.MaxBody) or a malformed one makes the parameters unknown.
 func (p *binanceParams) load() {
 	if p.loaded {
 		return
 	}
 	p.loaded = true
 	r := p.r
-	if r.Method == http.MethodGet || r.Method == "" || r.Body == nil || r.Body == http.NoBody {
+	if r.Method == http.MethodGet || r.Method == "" || p.body == nil {
 		return
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
@@ -319,49 +332,47 @@ func (p *binanceParams) load() {
 			return // Binance reads parameters from form bodies only
 		}
 	}
-	if r.GetBody == nil {
+	if len(p.body) > middleware.MaxBody {
 		p.unknown = true
 		return
 	}
-	rc, err := r.GetBody()
-	if err != nil {
-		p.unknown = true
-		return
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, maxFormBody+1))
-	if err != nil || len(b) > maxFormBody {
-		p.unknown = true
-		return
-	}
-	p.body, err = url.ParseQuery(string(b))
-	if err != nil {
+	var err error
+	if p.form, err = url.ParseQuery(string(p.body)); err != nil {
 		p.unknown = true
 	}
 }
 
 // Binance returns the preset for Binance spot's REST API (/api/ on
-// opts.Hosts): one quota of every rate limit, fixed windows aligned to the
-// clock, a cost per request in each (weight, one raw request, orders placed;
-// parameters are read from the query string and a form body, see
-// binanceParams),
-// the X-MBX-USED-WEIGHT-* and X-MBX-ORDER-COUNT-* headers synced into the
-// quota, and 429/418 with Retry-After holding it (the middleware's handling).
+// opts.Hosts), with Binance's two scopes of limits: REQUEST_WEIGHT and
+// RAW_REQUESTS count per IP (the quota opts.Quota), ORDERS count per account
+// (the quota opts.OrderQuota, applied to each request's API key). Each
+// request is charged, in one decision, its weight and one raw request to the
+// IP's quota and, for an endpoint that places orders, its orders to its
+// account's; several accounts behind one IP therefore share the IP's weight
+// and count their orders apart. Parameters are read from the query string
+// and a form body (see binanceParams). Every window is a fixed window aligned
+// to the clock, guarded by Middleware.WindowGuard. The X-MBX-USED-WEIGHT-*
+// and X-MBX-ORDER-COUNT-* headers are synced into the quota that counts them,
+// and 429/418 with Retry-After hold the IP's quota (the middleware's
+// handling).
 //
-// An order rejected for the ORDERS limit is answered 429 without Retry-After
+// An order rejected for an ORDERS limit is answered 429 without Retry-After
 // and error code -1015, "Too many new orders; current limit is 100 orders per
 // 10 SECOND." (rest-api/limits, "Unfilled Order Count"; errors, "-1015
 // TOO_MANY_ORDERS"). The preset then fills the limit the message names (the
-// shortest ORDERS limit when it names none it knows) in every process, until
-// its window ends: a hold of FallbackHold alone would let orders out again
-// after a second. The Transport's FallbackHold applies as to any 429, IP
-// weight included, since the two share the quota.
+// shortest ORDERS limit when it names none it knows) of that account only, in
+// every process, for the rest of the window the order was charged in (the
+// limiter decides, on Redis's clock), and the 429's FallbackHold holds that
+// account's orders only: the IP's market-data reads go on.
 func Binance(opts BinanceOptions) (Preset, error) {
 	if err := checkScale(opts.TimeScale); err != nil {
 		return Preset{}, err
 	}
 	if opts.Quota == "" {
 		opts.Quota = DefaultBinanceQuota
+	}
+	if opts.OrderQuota == "" {
+		opts.OrderQuota = DefaultBinanceOrderQuota
 	}
 	if len(opts.Hosts) == 0 {
 		opts.Hosts = DefaultBinanceHosts
@@ -372,34 +383,53 @@ func Binance(opts BinanceOptions) (Preset, error) {
 	if opts.UnknownWeight <= 0 {
 		opts.UnknownWeight = 1
 	}
+	if opts.Account == nil {
+		opts.Account = func(r *http.Request) string { return r.Header.Get("X-MBX-APIKEY") }
+	}
 	if err := ValidateBinanceRateLimits(opts.RateLimits); err != nil {
 		return Preset{}, err
 	}
-	q := limiter.Quota{Name: opts.Quota}
-	usage := middleware.BinanceUsage{Weight: map[string]string{}, Orders: map[string]string{}}
+	// One Group: the IP's quota and every account's behind it sit in one
+	// Redis Cluster slot, so a request's two charges are one atomic decision.
+	ip := limiter.Quota{Name: opts.Quota, Group: opts.Quota}
+	acct := limiter.Quota{Name: opts.OrderQuota, Group: opts.Quota}
+	usage := BinanceUsage{Weight: map[string]string{}, Orders: map[string]string{}}
 	var weight, raw, orders []string
+	var orderLimits []BinanceRateLimit
 	for _, rl := range opts.RateLimits {
 		p := scale(rl.period(), opts.TimeScale)
-		lim := limiter.Limit{Rate: rl.Limit, Period: p, Algorithm: limiter.FixedWindow}
-		name := rl.Name()
-		q.Limits = append(q.Limits, limiter.NamedLimit{Name: name, Limit: lim})
+		nl := limiter.NamedLimit{Name: rl.Name(), Limit: limiter.Limit{Rate: rl.Limit, Period: p, Algorithm: limiter.FixedWindow}}
 		switch rl.RateLimitType {
 		case BinanceRequestWeight:
-			weight = append(weight, name)
-			usage.Weight[rl.Header()] = name
+			ip.Limits = append(ip.Limits, nl)
+			weight = append(weight, nl.Name)
+			usage.Weight[rl.Header()] = nl.Name
 		case BinanceRawRequests:
-			raw = append(raw, name)
+			ip.Limits = append(ip.Limits, nl)
+			raw = append(raw, nl.Name)
 		case BinanceOrders:
-			orders = append(orders, name)
-			usage.Orders[rl.Header()] = name
+			acct.Limits = append(acct.Limits, nl)
+			orders = append(orders, nl.Name)
+			orderLimits = append(orderLimits, rl)
+			usage.Orders[rl.Header()] = nl.Name
 		}
 	}
-	if err := q.Validate(); err != nil {
-		return Preset{}, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	quotas := []limiter.Quota{ip}
+	if len(acct.Limits) > 0 {
+		quotas = append(quotas, acct)
+	}
+	for _, q := range quotas {
+		if err := q.Validate(); err != nil {
+			return Preset{}, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		}
+	}
+	if len(ip.Limits) == 0 {
+		return Preset{}, fmt.Errorf("%w: no REQUEST_WEIGHT or RAW_REQUESTS limit", ErrInvalidOption)
 	}
 	overrides := maps.Clone(opts.Weights)
 	unknown := opts.UnknownWeight
-	cost := func(r *http.Request) (limiter.Cost, error) {
+	account := opts.Account
+	charges := func(r *http.Request, body []byte) ([]limiter.Charge, error) {
 		method := r.Method
 		if method == "" {
 			method = http.MethodGet
@@ -408,7 +438,7 @@ func Binance(opts BinanceOptions) (Preset, error) {
 		w, ok := overrides[key]
 		if !ok {
 			if f, found := binanceWeights[key]; found {
-				w = f(&binanceParams{r: r, query: r.URL.Query()})
+				w = f(&binanceParams{r: r, query: r.URL.Query(), body: body})
 			} else {
 				w = unknown
 			}
@@ -420,113 +450,88 @@ func Binance(opts BinanceOptions) (Preset, error) {
 		for _, n := range raw {
 			c[n] = 1
 		}
-		if k := binanceOrders[key]; k > 0 {
-			for _, n := range orders {
-				c[n] = k
-			}
+		cs := []limiter.Charge{{Quota: ip, Cost: c}}
+		k := binanceOrders[key]
+		if k == 0 || len(orders) == 0 {
+			return cs, nil
 		}
-		return c, nil
+		id := account(r)
+		if id == "" {
+			// Binance refuses an order without an API key, and counts none.
+			return cs, nil
+		}
+		oc := limiter.Cost{}
+		for _, n := range orders {
+			oc[n] = k
+		}
+		return append(cs, limiter.Charge{Quota: acct.For(id), Cost: oc}), nil
 	}
 	mo := opts.Middleware
 	if mo.WindowGuard == 0 {
 		// A guard as long as a window would charge every request twice.
-		shortest := q.Limits[0].Limit.Period
-		for _, nl := range q.Limits[1:] {
-			shortest = min(shortest, nl.Limit.Period)
+		shortest := ip.Limits[0].Limit.Period
+		for _, q := range quotas {
+			for _, nl := range q.Limits {
+				shortest = min(shortest, nl.Limit.Period)
+			}
 		}
 		mo.WindowGuard = min(DefaultBinanceWindowGuard, shortest/4)
 	}
 	if mo.BanHold == 0 {
 		mo.BanHold = scale(DefaultBinanceBanHold, opts.TimeScale)
 	}
+	parsers := []middleware.UsageParser{usage}
+	if len(orderLimits) > 0 {
+		parsers = append(parsers, binanceRefusal{quota: acct.Name, orders: orderLimits})
+	}
 	rule := middleware.Rule{
+		Hosts:      opts.Hosts,
 		PathPrefix: "/api/",
-		Match:      hostMatcher(opts.Hosts),
-		Quota:      q,
-		CostFunc:   cost,
-		Usage:      []middleware.UsageParser{usage},
+		Quota:      ip,
+		Charges:    charges,
+		Usage:      parsers,
+		PeekBody:   maxErrorBody,
 	}
-	var orderLimits []BinanceRateLimit
-	for _, rl := range opts.RateLimits {
-		if rl.RateLimitType == BinanceOrders {
-			orderLimits = append(orderLimits, rl)
-		}
-	}
-	p := Preset{Exchange: "binance", Quotas: []limiter.Quota{q}, Rules: []middleware.Rule{rule}, Options: mo}
-	p.build = func(lim *limiter.Limiter, next http.RoundTripper) (http.RoundTripper, error) {
-		if len(orderLimits) > 0 {
-			next = &binanceOrderWatch{next: next, lim: lim, q: q, orders: orderLimits, hosts: rule.Match, onError: mo.OnError}
-		}
-		t := middleware.NewTransportWithOptions(next, lim, mo, rule)
-		if err := t.Err(); err != nil {
-			return nil, fmt.Errorf("exchanges: binance: %w", err)
-		}
-		return t, nil
-	}
-	return p, nil
+	return Preset{Exchange: "binance", Quotas: quotas, Rules: []middleware.Rule{rule}, Options: mo}, nil
 }
 
-// binanceOrderWatch reads Binance's answers to the requests the preset
-// charges, below the middleware Transport: a 429 with error code -1015 (an
-// ORDERS limit reached) fills that limit in Redis with Limiter.Sync.
-type binanceOrderWatch struct {
-	next    http.RoundTripper
-	lim     *limiter.Limiter
-	q       limiter.Quota
-	orders  []BinanceRateLimit // the quota's ORDERS limits
-	hosts   func(*http.Request) bool
-	onError func(*http.Request, error)
-}
-
-// maxErrorBody is the most of a 429's body read for its error code.
+// maxErrorBody is the most of an answer's body read for its error code.
 const maxErrorBody = 4 << 10
-
-// clock is time.Now but in tests: the times a -1015 answer's window is
-// judged on.
-var clock = time.Now
 
 // binanceTooManyOrders matches -1015's message: "... current limit is 100 orders per 10 SECOND."
 var binanceTooManyOrders = regexp.MustCompile(`per (\d+) (SECOND|MINUTE|HOUR|DAY)`)
 
-func (w *binanceOrderWatch) RoundTrip(req *http.Request) (*http.Response, error) {
-	sent := clock()
-	resp, err := w.next.RoundTrip(req)
-	if err != nil || resp.StatusCode != http.StatusTooManyRequests || resp.Body == nil || !w.hosts(req) {
-		return resp, err
+// binanceRefusal reads a 429 with error code -1015 (an ORDERS limit
+// reached): it fills that limit of the account's quota and claims the
+// refusal for that quota (middleware.Usage.Refused).
+type binanceRefusal struct {
+	quota  string             // the account quota's name
+	orders []BinanceRateLimit // its ORDERS limits
+}
+
+func (b binanceRefusal) ParseUsage(a *middleware.Answer) ([]middleware.Usage, error) {
+	if a.StatusCode != http.StatusTooManyRequests {
+		return nil, nil
 	}
-	b := peekBody(resp, maxErrorBody)
 	var e struct {
 		Code int    `json:"code"`
 		Msg  string `json:"msg"`
 	}
-	if json.Unmarshal(b, &e) != nil || e.Code != -1015 {
-		return resp, nil
+	if json.Unmarshal(a.Body, &e) != nil || e.Code != -1015 {
+		return nil, nil
 	}
-	rl := w.orders[0]
-	for _, o := range w.orders[1:] {
+	rl := b.orders[0]
+	for _, o := range b.orders[1:] {
 		if o.period() < rl.period() {
 			rl = o
 		}
 	}
 	if m := binanceTooManyOrders.FindStringSubmatch(e.Msg); m != nil {
-		for _, o := range w.orders {
+		for _, o := range b.orders {
 			if strconv.Itoa(o.IntervalNum) == m[1] && o.Interval == m[2] {
 				rl = o
 			}
 		}
 	}
-	// Sync fills the window Redis is in when it runs: only while that is
-	// still the window the order was refused in. An answer that crosses a
-	// boundary would otherwise fill the next window (for the daily limit, a
-	// whole new day). The window is judged on this host's clock, the one the
-	// request's times are known on; the 1 s fallback hold still applies.
-	if p := rl.period().Microseconds(); p <= 0 || sent.UnixMicro()/p != clock().UnixMicro()/p {
-		return resp, nil
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), time.Second)
-	defer cancel()
-	if _, err := w.lim.Sync(ctx, w.q, rl.Name(), rl.Limit); err != nil && w.onError != nil {
-		w.onError(req, fmt.Errorf("exchanges: binance: fill %s after -1015: %w", rl.Name(), err))
-	}
-	return resp, nil
+	return []middleware.Usage{{Quota: b.quota, Limit: rl.Name(), Used: rl.Limit, Refused: true}}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/redquota/redquota/exchanges"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
+	"github.com/redquota/redquota/middleware"
 )
 
 // binanceSim simulates Binance spot's REST limits as documented
@@ -29,8 +31,8 @@ import (
 //     request that does not fit is answered 429 with Retry-After (whole seconds
 //     to the window's end), and a request before that has passed is a
 //     violation: banAfter violations earn a 418 with the ban's Retry-After;
-//   - ORDERS are per account; an order that does not fit is answered 429
-//     without Retry-After;
+//   - ORDERS are per account (its X-MBX-APIKEY); an order that does not fit
+//     is answered 429 without Retry-After, error code -1015;
 //   - every answer carries X-MBX-USED-WEIGHT-<interval>, every accepted order
 //     X-MBX-ORDER-COUNT-<interval>.
 type binanceSim struct {
@@ -42,7 +44,8 @@ type binanceSim struct {
 	violations int
 	banUntil   time.Time
 	hits       []simHit
-	denied     []string // why each 429 was answered
+	denied     []string               // why each 429 was answered
+	accounts   map[string][]simWindow // each account's ORDERS windows
 	srv        *httptest.Server
 }
 
@@ -59,19 +62,28 @@ type simWindow struct {
 	used   int
 }
 
-// simHit is one request as a simulator saw it: when, its status and cost.
+// simHit is one request as a simulator saw it: when, its status and cost,
+// and the account it placed orders for.
 type simHit struct {
-	at     time.Time
-	status int
-	cost   map[string]int
+	at      time.Time
+	status  int
+	cost    map[string]int
+	account string
 }
 
-func newBinanceSim(t *testing.T, q limiter.Quota, rls []exchanges.BinanceRateLimit) *binanceSim {
-	s := &binanceSim{banAfter: 3}
+// newBinanceSim simulates the limits rls on the periods of p's quotas.
+func newBinanceSim(t *testing.T, p exchanges.Preset, rls []exchanges.BinanceRateLimit) *binanceSim {
+	s := &binanceSim{banAfter: 3, accounts: map[string][]simWindow{}}
 	for _, rl := range rls {
-		l, ok := q.Find(rl.Name())
+		var l limiter.Limit
+		ok := false
+		for _, q := range p.Quotas {
+			if l, ok = q.Find(rl.Name()); ok {
+				break
+			}
+		}
 		if !ok {
-			t.Fatalf("quota has no limit %q", rl.Name())
+			t.Fatalf("no quota has limit %q", rl.Name())
 		}
 		s.limits = append(s.limits, simWindow{BinanceRateLimit: rl, name: rl.Name(), period: l.Period.Microseconds()})
 	}
@@ -86,15 +98,32 @@ func (s *binanceSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		weight = 1
 	}
 	orders := 0
+	account := ""
 	if r.Method == http.MethodPost && r.URL.Path == "/api/v3/order" {
-		orders = 1
+		orders, account = 1, r.Header.Get("X-MBX-APIKEY")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now() // under the lock: windows never go back
 	cost := map[string]int{}
+	// The windows this request counts in: the IP's, and its account's ORDERS.
+	limits := make([]*simWindow, 0, len(s.limits))
+	if _, ok := s.accounts[account]; !ok {
+		for _, l := range s.limits {
+			if l.RateLimitType == exchanges.BinanceOrders {
+				s.accounts[account] = append(s.accounts[account], l)
+			}
+		}
+	}
 	for i := range s.limits {
-		l := &s.limits[i]
+		if s.limits[i].RateLimitType != exchanges.BinanceOrders {
+			limits = append(limits, &s.limits[i])
+		}
+	}
+	for i := range s.accounts[account] {
+		limits = append(limits, &s.accounts[account][i])
+	}
+	for _, l := range limits {
 		if win := now.UnixMicro() / l.period; win != l.win {
 			l.win, l.used = win, 0
 		}
@@ -124,8 +153,7 @@ func (s *binanceSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		retryAt(s.backoff)
 	default:
-		for i := range s.limits {
-			l := &s.limits[i]
+		for _, l := range limits {
 			if l.used+cost[l.name] <= l.Limit {
 				continue
 			}
@@ -138,12 +166,12 @@ func (s *binanceSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		if status == http.StatusOK {
-			for i := range s.limits {
-				s.limits[i].used += cost[s.limits[i].name]
+			for _, l := range limits {
+				l.used += cost[l.name]
 			}
 		}
 	}
-	for _, l := range s.limits {
+	for _, l := range limits {
 		switch {
 		case l.RateLimitType == exchanges.BinanceRequestWeight:
 			h.Set("X-MBX-USED-WEIGHT-"+strings.ToUpper(l.Header()), strconv.Itoa(l.used))
@@ -151,7 +179,7 @@ func (s *binanceSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.Set("X-MBX-ORDER-COUNT-"+strings.ToUpper(l.Header()), strconv.Itoa(l.used))
 		}
 	}
-	s.hits = append(s.hits, simHit{at: now, status: status, cost: cost})
+	s.hits = append(s.hits, simHit{at: now, status: status, cost: cost, account: account})
 	w.WriteHeader(status)
 	_, _ = w.Write([]byte(`{}`))
 }
@@ -225,7 +253,7 @@ func TestBinanceFleet(t *testing.T) {
 	if p.Options.WindowGuard != exchanges.DefaultBinanceWindowGuard {
 		t.Fatalf("window guard %s", p.Options.WindowGuard)
 	}
-	sim := newBinanceSim(t, p.Quotas[0], rls)
+	sim := newBinanceSim(t, p, rls)
 	fleet := newFleet(t, p)
 	paths := []struct{ method, path string }{
 		{"GET", "/api/v3/ping"},
@@ -246,6 +274,7 @@ func TestBinanceFleet(t *testing.T) {
 		if err != nil {
 			return err
 		}
+		req.Header.Set("X-MBX-APIKEY", "acct")
 		_, _, err = pr.do(req)
 		return err
 	})
@@ -350,75 +379,75 @@ func TestBinanceCosts(t *testing.T) {
 		{"DELETE", "https://api.binance.com/api/v3/order", 1, 0, "", ""},
 	} {
 		req, _ := http.NewRequest(tc.method, tc.url, strings.NewReader(tc.body))
+		req.Header.Set("X-MBX-APIKEY", "acct")
 		if tc.ctype != "" {
 			req.Header.Set("Content-Type", tc.ctype)
 		}
-		if !rule.Match(req) {
-			t.Errorf("%s %s: rule does not match", tc.method, tc.url)
-			continue
+		var body []byte
+		if tc.body != "" {
+			body = []byte(tc.body)
 		}
-		c, err := rule.CostFunc(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c["weight-1m"] != tc.weight || c["raw-5m"] != 1 || c["orders-10s"] != tc.orders || c["orders-1d"] != tc.orders {
-			t.Errorf("%s %.80s %q: cost %v, want weight %d, raw 1, orders %d", tc.method, tc.url, tc.body, c, tc.weight, tc.orders)
-		}
-		if b, _ := io.ReadAll(req.Body); string(b) != tc.body {
-			t.Errorf("%s %s: the body left to send is %q, want %q", tc.method, tc.url, b, tc.body)
+		w, raw, o := chargedOf(t, rule, req, body)
+		if w != tc.weight || raw != 1 || o["orders-10s"] != tc.orders || o["orders-1d"] != tc.orders {
+			t.Errorf("%s %.80s %q: weight %d, raw %d, orders %v; want weight %d, raw 1, orders %d", tc.method, tc.url, tc.body, w, raw, o, tc.weight, tc.orders)
 		}
 	}
-	other, _ := http.NewRequest("GET", "https://api.kraken.com/api/v3/ping", nil)
-	if rule.Match(other) {
-		t.Error("the Binance rule matches another host")
+	// Without an API key an order charges no account: Binance refuses it.
+	req, _ := http.NewRequest("POST", "https://api.binance.com/api/v3/order", nil)
+	if _, _, o := chargedOf(t, rule, req, nil); o != nil {
+		t.Errorf("an order without API key charged orders %v", o)
 	}
 }
 
-// A form body the cost cannot read without consuming it (no GetBody) or too
-// large to read is not read: a weight that depends on it is the dearest, and
-// the body is sent whole.
-func TestBinanceCostUnreadableBody(t *testing.T) {
+// chargedOf is what rule charges req with body: the IP's weight and raw
+// requests, and the account's orders (nil when it charges none).
+func chargedOf(t *testing.T, rule middleware.Rule, req *http.Request, body []byte) (weight, raw int, orders limiter.Cost) {
+	t.Helper()
+	cs, err := rule.Charges(req, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) == 0 || cs[0].Quota.Name != exchanges.DefaultBinanceQuota {
+		t.Fatalf("charges %+v: the first is not the IP's", cs)
+	}
+	for _, c := range cs[1:] {
+		if c.Quota.Name != exchanges.DefaultBinanceOrderQuota {
+			t.Fatalf("charges %+v: the second is not the account's", cs)
+		}
+		orders = c.Cost
+	}
+	return cs[0].Cost["weight-1m"], cs[0].Cost["raw-5m"], orders
+}
+
+// A form body the middleware cut (longer than middleware.MaxBody) is not
+// read: a weight that depends on it is the dearest.
+func TestBinanceCostCutBody(t *testing.T) {
 	p, err := exchanges.Binance(exchanges.BinanceOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rule := p.Rules[0]
-	for _, tc := range []struct {
-		name, body string
-		getBody    bool
-	}{
-		{"no GetBody", "symbol=BTCUSDT", false},
-		{"too large", "symbol=BTCUSDT&pad=" + strings.Repeat("x", 64<<10), true},
-	} {
-		req, _ := http.NewRequest("POST", "https://api.binance.com/api/v3/order/test", strings.NewReader(tc.body))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		if !tc.getBody {
-			req.GetBody = nil
-		}
-		c, err := rule.CostFunc(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c["weight-1m"] != 20 {
-			t.Errorf("%s: weight %d, want 20", tc.name, c["weight-1m"])
-		}
-		if b, _ := io.ReadAll(req.Body); string(b) != tc.body {
-			t.Errorf("%s: %d bytes left to send, want %d", tc.name, len(b), len(tc.body))
-		}
+	body := "symbol=BTCUSDT&pad=" + strings.Repeat("x", middleware.MaxBody)
+	req, _ := http.NewRequest("POST", "https://api.binance.com/api/v3/order/test", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if w, _, _ := chargedOf(t, p.Rules[0], req, []byte(body[:middleware.MaxBody+1])); w != 20 {
+		t.Errorf("weight %d, want 20", w)
 	}
 }
 
 // An order refused for an ORDERS limit (429, code -1015, no Retry-After)
-// fills the limit its message names until that window ends, in every process;
-// the request weight is only held for the fallback hold, as after any 429. The
-// answer's body reaches the caller whole.
+// fills the limit its message names, of that account only, until the window
+// the order was charged in ends, in every process; the 429's fallback hold
+// holds that account's orders, never the IP's weight (market-data reads go
+// on). Whether the window is still the one charged is Redis's to say: the
+// exchange answers after Redis's clock moved on by answered. The answer's body
+// reaches the caller whole.
 func TestBinanceOrderLimit429(t *testing.T) {
 	const body = `{"code":-1015,"msg":"Too many new orders; current limit is 100 orders per 10 SECOND."}`
 	const day = `{"code":-1015,"msg":"Too many new orders; current limit is 200000 orders per 1 DAY."}`
 	start := time.Date(2025, 1, 15, 12, 0, 30, 0, time.UTC) // 10 s window [30 s, 40 s)
 	for _, tc := range []struct {
 		name, body, full string        // full: the ORDERS limit filled, "" for none
-		answered         time.Duration // after start, on the host's clock
+		answered         time.Duration // after start, on Redis's clock
 	}{
 		{"-1015 naming 10 s", body, "orders-10s", 50 * time.Millisecond},
 		{"-1015 naming the day", day, "orders-1d", 50 * time.Millisecond},
@@ -429,14 +458,6 @@ func TestBinanceOrderLimit429(t *testing.T) {
 		{"-1015 answered on the next day", day, "", 12 * time.Hour},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			times := []time.Time{start, start.Add(tc.answered)} // sent, answered
-			defer exchanges.SetClock(func() time.Time {
-				now := times[0]
-				if len(times) > 1 {
-					times = times[1:]
-				}
-				return now
-			})()
 			m, c := redistest.NewMini(t)
 			m.SetTime(start)
 			lim := limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t)})
@@ -445,6 +466,7 @@ func TestBinanceOrderLimit429(t *testing.T) {
 				t.Fatal(err)
 			}
 			next := rtFunc(func(*http.Request) (*http.Response, error) {
+				m.SetTime(start.Add(tc.answered))
 				return &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{},
 					Body: io.NopCloser(strings.NewReader(tc.body))}, nil
 			})
@@ -453,6 +475,7 @@ func TestBinanceOrderLimit429(t *testing.T) {
 				t.Fatal(err)
 			}
 			req, _ := http.NewRequest("POST", "https://api.binance.com/api/v3/order?symbol=BTCUSDT", nil)
+			req.Header.Set("X-MBX-APIKEY", "acct-a")
 			resp, err := tr.RoundTrip(req)
 			if err != nil {
 				t.Fatal(err)
@@ -461,20 +484,39 @@ func TestBinanceOrderLimit429(t *testing.T) {
 				t.Fatalf("body %q", b)
 			}
 			resp.Body.Close()
-			// Past the fallback hold, still in the 10 s window and the day.
-			m.SetTime(start.Add(3 * time.Second))
-			m.FastForward(3 * time.Second)
-			for _, l := range []string{"weight-1m", "orders-10s", "orders-1d"} {
-				res, err := lim.AllowQuota(context.Background(), p.Quotas[0], limiter.Cost{l: 1})
+			allowed := func(q limiter.Quota, l string) bool {
+				t.Helper()
+				res, err := lim.AllowQuota(context.Background(), q, limiter.Cost{l: 1})
 				if err != nil {
 					t.Fatal(err)
 				}
-				if want := l != tc.full; res.Allowed != want {
-					t.Errorf("%s: allowed %v, want %v (%+v)", l, res.Allowed, want, res)
+				return res.Allowed
+			}
+			ip, acctA, acctB := p.Quotas[0], accountQuota(p, "acct-a"), accountQuota(p, "acct-b")
+			// A 429 about orders holds the account; any other holds the IP.
+			if ipHeld := !allowed(ip, "weight-1m"); ipHeld != (tc.full == "" && !strings.Contains(tc.body, "-1015")) {
+				t.Errorf("the IP's weight held: %v", ipHeld)
+			}
+			if tc.full != "" && allowed(acctA, "orders-10s") {
+				t.Error("the refused account may place an order at once")
+			}
+			if !allowed(acctB, "orders-10s") {
+				t.Error("another account's orders are held")
+			}
+			// Past the fallback hold, in the same windows as the answer.
+			m.FastForward(3 * time.Second)
+			for _, l := range []string{"orders-10s", "orders-1d"} {
+				if want := l != tc.full; allowed(acctA, l) != want {
+					t.Errorf("%s: allowed %v, want %v", l, !want, want)
 				}
 			}
 		})
 	}
+}
+
+// accountQuota is the order quota of p (a Binance preset) for account.
+func accountQuota(p exchanges.Preset, account string) limiter.Quota {
+	return p.Quotas[1].For(account)
 }
 
 // rtFunc is a RoundTripper made of a function.
@@ -493,17 +535,21 @@ func TestBinanceDefaults(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		q := p.Quotas[0]
+		ip, acct := p.Quotas[0], p.Quotas[1]
 		want := map[string]limiter.Limit{
 			"weight-1m":  {Rate: 6000, Period: tc.unit, Algorithm: limiter.FixedWindow},
 			"raw-5m":     {Rate: 61000, Period: 5 * tc.unit, Algorithm: limiter.FixedWindow},
 			"orders-10s": {Rate: 100, Period: tc.unit / 6, Algorithm: limiter.FixedWindow},
 			"orders-1d":  {Rate: 200000, Period: 1440 * tc.unit, Algorithm: limiter.FixedWindow},
 		}
-		if q.Name != "binance" || len(q.Limits) != len(want) {
-			t.Fatalf("quota %+v", q)
+		if ip.Name != "binance" || len(ip.Limits) != 2 || acct.Name != "binance-orders" || len(acct.Limits) != 2 {
+			t.Fatalf("quotas %+v", p.Quotas)
 		}
 		for name, w := range want {
+			q := ip
+			if strings.HasPrefix(name, "orders") {
+				q = acct
+			}
 			got, ok := q.Find(name)
 			if !ok || got != w && !(tc.scale != 0 && got.Rate == w.Rate && (got.Period-w.Period).Abs() <= time.Microsecond) {
 				t.Errorf("scale %v: %s = %+v, want %+v", tc.scale, name, got, w)
@@ -546,7 +592,7 @@ func TestParseBinanceExchangeInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l, _ := p.Quotas[0].Find("orders-10s"); l.Rate != 100 || l.Period != 10*time.Second {
+	if l, _ := p.Quotas[1].Find("orders-10s"); l.Rate != 100 || l.Period != 10*time.Second {
 		t.Errorf("orders-10s = %+v", l)
 	}
 	// A type the preset does not model is skipped, not an error.
@@ -606,5 +652,130 @@ func TestParseBinanceExchangeInfoMalformed(t *testing.T) {
 	}})
 	if !errors.Is(err, exchanges.ErrUnknownInterval) {
 		t.Errorf("code limits: %v", err)
+	}
+}
+
+// Two accounts behind one IP: eight processes, four trading for account A
+// and four for B (X-MBX-APIKEY), all sharing the IP, drive orders and market
+// data at the simulator without pause. Binance counts weight per IP and
+// orders per account, and so does the preset: each request is charged its
+// weight to the IP's quota and its orders to its account's, in one decision.
+// The simulator must answer no 429 or 418 (the IP's weight is shared by both
+// accounts: were it counted per account, the two would spend twice the IP's
+// weight), and in every whole window the two accounts together must place
+// more orders than one account's ORDERS limit (were orders counted per IP,
+// they would place one account's limit between them; the simulator refuses
+// an account's order past its own limit). The preset's hosts are given with
+// the simulator's port.
+func TestBinanceTwoAccountsOneIP(t *testing.T) {
+	const orderLimit = 20
+	rls := []exchanges.BinanceRateLimit{
+		{RateLimitType: exchanges.BinanceRequestWeight, Interval: "MINUTE", IntervalNum: 1, Limit: 1200},
+		{RateLimitType: exchanges.BinanceRawRequests, Interval: "MINUTE", IntervalNum: 5, Limit: 61000},
+		{RateLimitType: exchanges.BinanceOrders, Interval: "MINUTE", IntervalNum: 1, Limit: orderLimit},
+		{RateLimitType: exchanges.BinanceOrders, Interval: "DAY", IntervalNum: 1, Limit: 200000},
+	}
+	probe, _ := exchanges.Binance(exchanges.BinanceOptions{RateLimits: rls, TimeScale: 1.0 / 60})
+	sim := newBinanceSim(t, probe, rls)
+	u, _ := url.Parse(sim.srv.URL)
+	p, err := exchanges.Binance(exchanges.BinanceOptions{Hosts: []string{u.Host}, RateLimits: rls, TimeScale: 1.0 / 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleet := newFleet(t, p)
+	paths := []struct{ method, path string }{
+		{"POST", "/api/v3/order?symbol=BTCUSDT&side=BUY&type=LIMIT"},
+		{"POST", "/api/v3/order?symbol=ETHUSDT&side=SELL&type=LIMIT"},
+		{"GET", "/api/v3/depth?symbol=BTCUSDT&limit=100"},
+		{"GET", "/api/v3/depth?symbol=BTCUSDT&limit=500"},
+		{"GET", "/api/v3/klines?symbol=BTCUSDT&interval=1m"},
+	}
+	start := startAfterBoundary(time.Second)
+	stop := start.Add(3200 * time.Millisecond)
+	drive(t, fleet, 4, stop, func(ctx context.Context, pr *proc, g int) error {
+		rng := rand.New(rand.NewPCG(uint64(pr.id), uint64(g)))
+		pe := paths[rng.IntN(len(paths))]
+		req, err := http.NewRequestWithContext(ctx, pe.method, sim.srv.URL+pe.path, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("X-MBX-APIKEY", map[bool]string{true: "acct-a", false: "acct-b"}[pr.id < fleetSize/2])
+		_, _, err = pr.do(req)
+		return err
+	})
+
+	hits := sim.log()
+	if n, m := countStatus(hits, http.StatusTooManyRequests), countStatus(hits, http.StatusTeapot); n+m > 0 {
+		sim.mu.Lock()
+		t.Logf("denied: %v", sim.denied)
+		sim.mu.Unlock()
+		t.Fatalf("simulator answered %d 429s and %d 418s", n, m)
+	}
+	first, last := start.Unix()+1, stop.Unix()-1
+	weight := map[int64]int{}
+	orders := map[int64]map[string]int{}
+	for _, h := range hits {
+		w := h.at.Unix()
+		if h.status != http.StatusOK || w < first || w > last {
+			continue
+		}
+		weight[w] += h.cost["weight-1m"]
+		if orders[w] == nil {
+			orders[w] = map[string]int{}
+		}
+		orders[w][h.account] += h.cost["orders-1m"]
+	}
+	for w := first; w <= last; w++ {
+		a, b := orders[w]["acct-a"], orders[w]["acct-b"]
+		t.Logf("window %d: weight %d of 1200 (both accounts), orders A %d and B %d of %d each", w, weight[w], a, b, orderLimit)
+		if a == 0 || b == 0 || a+b <= orderLimit {
+			t.Errorf("window %d: orders A %d, B %d; want both, together more than one account's limit %d", w, a, b, orderLimit)
+		}
+		if weight[w] < 1000 {
+			t.Errorf("window %d: weight %d: the workload did not press on the IP's weight", w, weight[w])
+		}
+	}
+	if s := fleet[0].client.Transport.(*middleware.Transport).Stats(); s.Unmatched != 0 || s.Sent == 0 {
+		t.Errorf("process 0: %+v: its requests must all be charged", s)
+	}
+}
+
+// The issue's silent pass-through, closed: a Binance preset whose Hosts name
+// the server with its port charges its requests (it used to match nothing);
+// the spot test network's REST hosts are known; a host entry that is not a
+// host fails the Transport instead of being ignored.
+func TestBinanceHosts(t *testing.T) {
+	_, rdb := newMiniLimiterClient(t)
+	lim := limiter.New(rdb, limiter.Options{})
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	p, err := exchanges.Binance(exchanges.BinanceOptions{Hosts: []string{u.Host}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := p.Transport(lim, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Transport: tr}).Get(srv.URL + "/api/v3/ping")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if s := tr.Stats(); s.Sent != 1 || s.Unmatched != 0 {
+		t.Fatalf("host with port: %+v", s)
+	}
+	testnet, _ := exchanges.Binance(exchanges.BinanceOptions{Hosts: exchanges.BinanceTestnetHosts})
+	for _, h := range []string{"testnet.binance.vision", "api1.testnet.binance.vision"} {
+		req, _ := http.NewRequest("GET", "https://"+h+"/api/v3/ping", nil)
+		cs, err := testnet.Rules[0].Charges(req, nil)
+		if err != nil || len(cs) != 1 || !slices.Contains(testnet.Rules[0].Hosts, h) {
+			t.Errorf("%s: charges %v, %v", h, cs, err)
+		}
+	}
+	bad, _ := exchanges.Binance(exchanges.BinanceOptions{Hosts: []string{"https://api.binance.com"}})
+	if _, err := bad.Transport(lim, nil); !errors.Is(err, middleware.ErrInvalidRule) {
+		t.Errorf("a URL as a host: %v", err)
 	}
 }

@@ -57,7 +57,8 @@ type CoinbaseOptions struct {
 	// <Quota>-private (per profile or user) and, for the Exchange API,
 	// <Quota>-fills. Use one per IP and profile. Default "coinbase".
 	Quota string
-	// Hosts are the hosts whose requests are charged. Default
+	// Hosts are the hosts whose requests are charged, each a host or
+	// host:port (see middleware.Rule.Hosts). Default
 	// api.exchange.coinbase.com (Exchange) or api.coinbase.com (Advanced Trade).
 	Hosts []string
 	// Public, Private and Fills override the limits; zero values keep the
@@ -123,7 +124,6 @@ func Coinbase(opts CoinbaseOptions) (Preset, error) {
 			return r.Header.Get("CB-ACCESS-KEY") != "" || r.Header.Get("Authorization") != ""
 		}
 	}
-	host := hostMatcher(hosts)
 	quota := func(suffix string, l limiter.Limit) (limiter.Quota, error) {
 		q := limiter.Quota{Name: name + "-" + suffix, Limits: []limiter.NamedLimit{{Name: "requests", Limit: reserve(l, n)}}}
 		if err := q.Validate(); err != nil {
@@ -141,9 +141,10 @@ func Coinbase(opts CoinbaseOptions) (Preset, error) {
 		}
 		p.Quotas = append(p.Quotas, q)
 		p.Rules = append(p.Rules, middleware.Rule{
+			Hosts:      hosts,
 			PathPrefix: "/fills",
 			Match: func(r *http.Request) bool {
-				return host(r) && isPrivate(r) && (r.URL.Path == "/fills" || strings.HasPrefix(r.URL.Path, "/fills/"))
+				return isPrivate(r) && (r.URL.Path == "/fills" || strings.HasPrefix(r.URL.Path, "/fills/"))
 			},
 			Quota: q, Cost: one,
 		})
@@ -158,8 +159,8 @@ func Coinbase(opts CoinbaseOptions) (Preset, error) {
 	}
 	p.Quotas = append(p.Quotas, qp, qu)
 	p.Rules = append(p.Rules,
-		middleware.Rule{Match: func(r *http.Request) bool { return host(r) && isPrivate(r) }, Quota: qp, Cost: one},
-		middleware.Rule{Match: host, Quota: qu, Cost: one},
+		middleware.Rule{Hosts: hosts, Match: isPrivate, Quota: qp, Cost: one},
+		middleware.Rule{Hosts: hosts, Quota: qu, Cost: one},
 	)
 	return p, nil
 }

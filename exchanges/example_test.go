@@ -53,16 +53,18 @@ func ExampleParseBinanceExchangeInfo() {
 		return
 	}
 	p, _ := exchanges.Binance(exchanges.BinanceOptions{RateLimits: rls})
-	for _, l := range p.Quotas[0].Limits {
-		fmt.Println(l.Name, l.Limit)
+	for _, q := range p.Quotas { // the IP's, then the accounts'
+		for _, l := range q.Limits {
+			fmt.Println(q.Name, l.Name, l.Limit)
+		}
 	}
 
 	_, err = exchanges.ParseBinanceExchangeInfo([]byte(`{"rateLimits": [{"rateLimitType": "ORDERS", "interval": "WEEK", "intervalNum": 1, "limit": 5}]}`))
 	fmt.Println(err)
 	// Output:
-	// weight-1m 6000 req/m (fixed)
-	// orders-10s 100 req/10s (fixed)
-	// orders-1d 200000 req/day (fixed)
-	// raw-5m 61000 req/5m0s (fixed)
+	// binance weight-1m 6000 req/m (fixed)
+	// binance raw-5m 61000 req/5m0s (fixed)
+	// binance-orders orders-10s 100 req/10s (fixed)
+	// binance-orders orders-1d 200000 req/day (fixed)
 	// exchanges: invalid rate limits: rateLimits[0].interval: unknown interval: "WEEK"
 }

@@ -2,18 +2,14 @@ package exchanges
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redquota/redquota/limiter"
@@ -123,9 +119,9 @@ const (
 type KrakenOptions struct {
 	// Tier is the account's tier. Default KrakenStarter.
 	Tier KrakenTier
-	// Quota names the call counter's quota (one per API key, as Kraken counts);
-	// a pair's trading counter is the quota <Quota>-trade-<pair> (one per
-	// account and pair). Default "kraken".
+	// Quota names the call counter's quota (one per API key, as Kraken
+	// counts); the trading counter is the quota <Quota>-trade applied to each
+	// pair (one per account and pair). Default "kraken".
 	Quota string
 	// Hosts are the hosts whose /0/private/ requests are charged. Public
 	// endpoints are not charged: Kraken publishes no figure for them. Default
@@ -150,38 +146,32 @@ type KrakenOptions struct {
 	LimitedHold time.Duration
 	// TimeScale multiplies every period and hold, for tests. Default 1.
 	TimeScale float64
-	// Middleware is the Transports' options, used as they are.
+	// Middleware is the Transport's options; the preset adds KrakenPairHeader
+	// to StripHeaders.
 	Middleware middleware.Options
 }
 
-type krakenConfig struct {
-	KrakenOptions
-	counter, trading limiter.Quota
-	rule             middleware.Rule // the call counter's
-	host             func(*http.Request) bool
-}
-
-// Kraken returns the preset for Kraken spot's REST API. Two counters decay
-// at a tier-dependent rate, which GCRA models exactly (the counter's maximum is
-// the burst, its decay the rate):
+// Kraken returns the preset for Kraken spot's REST API: one Transport, two
+// counters that decay at a tier-dependent rate, which GCRA models exactly
+// (the counter's maximum is the burst, its decay the rate):
 //
-//   - the call counter, per API key: +1 for each private call, +2 for ledger
-//     and trade history, none for trading calls;
-//   - the trading counter, per pair: +1 for AddOrder, and CancelCost or
+//   - the call counter, per API key (the quota Quota): +1 for each private
+//     call, +2 for ledger and trade history, none for trading calls;
+//   - the trading counter, per pair (the quota Quota+"-trade" applied to the
+//     pair with limiter.Quota.For): +1 for AddOrder, and CancelCost or
 //     EditCost for CancelOrder and EditOrder. The pair comes from the
 //     request's form or JSON body ("pair") or KrakenPairHeader (which is
 //     never sent to Kraken). A request whose pair is unknown is charged to
-//     the pair "unknown"; one whose pair is not a plausible name, or a new
-//     pair past MaxKrakenPairs, fails with ErrInvalidPair, unsent. Trading
-//     calls that cost nothing (AddOrderBatch, CancelAll…) are not charged.
+//     the pair "unknown"; one whose pair is not a plausible name fails with
+//     ErrInvalidPair, unsent. Trading calls that cost nothing (AddOrderBatch,
+//     CancelAll…) are charged nothing but still wait out their pair's hold.
 //
 // Kraken reports a limit reached in the answer's body, with HTTP 200
 // (EAPI:Rate limit exceeded, EOrder:Rate limit exceeded, EService:Throttled:
-// <unix time>, also spelt "EService: Throttled"); the preset's Transport reads
-// it from every private call's answer and holds the quota (the pair's
-// counter for a trading call), in every process, for LimitedHold (or until
-// the time given), at most Middleware.MaxHold. These holds are not counted in
-// the Transport's Stats; a hold Redis refuses goes to Middleware.OnError.
+// <unix time>, also spelt "EService: Throttled"); the preset reads it from
+// every private call's answer, before the caller does, and holds the quota the
+// call was charged to (the pair's for a trading call), in every process, for
+// LimitedHold (or until the time given), at most Middleware.MaxHold.
 func Kraken(opts KrakenOptions) (Preset, error) {
 	if err := checkScale(opts.TimeScale); err != nil {
 		return Preset{}, err
@@ -217,141 +207,80 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 	}
 	counter.Period = scale(counter.Period, opts.TimeScale)
 	trading.Period = scale(trading.Period, opts.TimeScale)
-	cfg := &krakenConfig{KrakenOptions: opts, host: hostMatcher(opts.Hosts)}
-	cfg.counter = limiter.Quota{Name: opts.Quota, Limits: []limiter.NamedLimit{{Name: "calls", Limit: reserve(counter, opts.BurstReserve)}}}
-	cfg.trading = limiter.Quota{Name: opts.Quota + "-trade", Limits: []limiter.NamedLimit{{Name: "orders", Limit: reserve(trading, opts.BurstReserve)}}}
-	for _, q := range []limiter.Quota{cfg.counter, cfg.trading} {
+	calls := limiter.Quota{Name: opts.Quota, Limits: []limiter.NamedLimit{{Name: "calls", Limit: reserve(counter, opts.BurstReserve)}}}
+	trade := limiter.Quota{Name: opts.Quota + "-trade", Limits: []limiter.NamedLimit{{Name: "orders", Limit: reserve(trading, opts.BurstReserve)}}}
+	for _, q := range []limiter.Quota{calls, trade} {
 		if err := q.Validate(); err != nil {
 			return Preset{}, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 		}
 	}
 	for _, c := range []int{opts.CancelCost, opts.EditCost} {
-		if c > cfg.trading.Limits[0].Limit.Max() {
-			return Preset{}, fmt.Errorf("%w: trading cost %d above the counter's maximum %d", ErrInvalidOption, c, cfg.trading.Limits[0].Limit.Max())
+		if c > trade.Limits[0].Limit.Max() {
+			return Preset{}, fmt.Errorf("%w: trading cost %d above the counter's maximum %d", ErrInvalidOption, c, trade.Limits[0].Limit.Max())
 		}
 	}
-	rule := middleware.Rule{
+	// A trading call free of charge waits out its pair's hold all the same:
+	// it charges the trading template's hold alone.
+	holdOnly := limiter.Quota{Name: trade.Name}
+	tradeCost := func(endpoint string) int {
+		switch endpoint {
+		case "AddOrder":
+			return 1
+		case "CancelOrder":
+			return opts.CancelCost
+		case "EditOrder", "AmendOrder":
+			return opts.EditCost
+		}
+		return 0
+	}
+	watch := krakenUsage{hold: opts.LimitedHold}
+	mo := opts.Middleware
+	mo.StripHeaders = append(append([]string(nil), mo.StripHeaders...), KrakenPairHeader)
+	rules := []middleware.Rule{{
+		Hosts:      opts.Hosts,
 		PathPrefix: "/0/private/",
-		Match: func(r *http.Request) bool {
-			return cfg.host(r) && !krakenTrade[strings.TrimPrefix(r.URL.Path, "/0/private/")]
-		},
-		Quota: cfg.counter,
-		CostFunc: func(r *http.Request) (limiter.Cost, error) {
-			if krakenTwo[strings.TrimPrefix(r.URL.Path, "/0/private/")] {
-				return limiter.Cost{"calls": 2}, nil
-			}
-			return limiter.Cost{"calls": 1}, nil
-		},
-	}
-	cfg.rule = rule
-	return Preset{
-		Exchange: "kraken",
-		Quotas:   []limiter.Quota{cfg.counter},
-		Rules:    []middleware.Rule{rule},
-		Options:  opts.Middleware,
-		build:    cfg.transport,
-	}, nil
-}
-
-// tradeCost is what a trading endpoint adds to its pair's counter (0: none).
-func (c *krakenConfig) tradeCost(endpoint string) int {
-	switch endpoint {
-	case "AddOrder":
-		return 1
-	case "CancelOrder":
-		return c.CancelCost
-	case "EditOrder", "AmendOrder":
-		return c.EditCost
-	}
-	return 0
-}
-
-func (c *krakenConfig) transport(lim *limiter.Limiter, next http.RoundTripper) (http.RoundTripper, error) {
-	k := &krakenTransport{cfg: c, lim: lim, next: next}
-	calls := middleware.NewTransportWithOptions(k.watch(c.counter.Name), lim, c.Middleware, c.rule)
-	if err := calls.Err(); err != nil {
-		return nil, fmt.Errorf("exchanges: kraken: %w", err)
-	}
-	k.calls = calls
-	return k, nil
-}
-
-// krakenTransport sends trading calls through one middleware Transport per
-// pair (its own quota: the trading counter is per pair) and every other
-// private call through the call counter's Transport.
-type krakenTransport struct {
-	cfg    *krakenConfig
-	lim    *limiter.Limiter
-	next   http.RoundTripper
-	calls  http.RoundTripper
-	pairs  sync.Map // pair → http.RoundTripper
-	npairs atomic.Int64
-}
-
-// maxKrakenBody is the most of a trading request's body read to find its pair.
-const maxKrakenBody = 64 << 10
-
-func (k *krakenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	ep, private := strings.CutPrefix(req.URL.Path, "/0/private/")
-	if !private || !k.cfg.host(req) {
-		return k.next.RoundTrip(stripPair(req))
-	}
-	if !krakenTrade[ep] {
-		return k.calls.RoundTrip(stripPair(req))
-	}
-	cost := k.cfg.tradeCost(ep)
-	out := req.Clone(req.Context())
-	pair := req.Header.Get(KrakenPairHeader)
-	out.Header.Del(KrakenPairHeader)
-	if req.Body != nil && req.Body != http.NoBody {
-		b, err := io.ReadAll(io.LimitReader(req.Body, maxKrakenBody+1))
-		_ = req.Body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("exchanges: kraken: read request body: %w", err)
-		}
-		if len(b) > maxKrakenBody {
-			return nil, fmt.Errorf("exchanges: kraken: request body above %d bytes", maxKrakenBody)
-		}
-		out.Body = io.NopCloser(bytes.NewReader(b))
-		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
-		out.ContentLength = int64(len(b))
-		if pair == "" {
-			pair = bodyPair(req.Header.Get("Content-Type"), b)
-		}
-	}
-	if pair == "" {
-		pair = "unknown"
-	}
-	if !krakenPairName.MatchString(pair) {
-		return nil, fmt.Errorf("%w: %q", ErrInvalidPair, truncate(pair, 40))
-	}
-	if cost == 0 {
-		// Not charged (AddOrderBatch, CancelAll…), but never sent during the
-		// pair's hold, and a rate-limit error in its answer still holds the
-		// pair's counter.
-		quota := k.cfg.trading.Name + "-" + pair
-		if err := k.waitHold(out.Context(), quota); err != nil {
-			var le *middleware.LimitedError
-			if !errors.As(err, &le) && out.Context().Err() == nil {
-				// Redis unreachable: the call is free, so it goes out as it
-				// did before holds were checked; the error is reported.
-				if f := k.cfg.Middleware.OnError; f != nil {
-					f(req, err)
+		Match:      func(r *http.Request) bool { return krakenTrade[strings.TrimPrefix(r.URL.Path, "/0/private/")] },
+		Quota:      trade,
+		Charges: func(r *http.Request, body []byte) ([]limiter.Charge, error) {
+			pair := r.Header.Get(KrakenPairHeader)
+			if pair == "" && body != nil {
+				if len(body) > middleware.MaxBody {
+					return nil, fmt.Errorf("%w: request body above %d bytes", ErrInvalidPair, middleware.MaxBody)
 				}
-			} else {
-				return nil, err
+				pair = bodyPair(r.Header.Get("Content-Type"), body)
 			}
-		}
-		return k.watch(quota).RoundTrip(out)
-	}
-	t, err := k.pair(pair)
-	if err != nil {
-		return nil, err
-	}
-	return t.RoundTrip(out.WithContext(context.WithValue(out.Context(), tradeCostKey{}, cost)))
+			if pair == "" {
+				pair = "unknown"
+			}
+			if !krakenPairName.MatchString(pair) {
+				return nil, fmt.Errorf("%w: %q", ErrInvalidPair, truncate(pair, 40))
+			}
+			if c := tradeCost(strings.TrimPrefix(r.URL.Path, "/0/private/")); c > 0 {
+				return []limiter.Charge{{Quota: trade.For(pair), Cost: limiter.Cost{"orders": c}}}, nil
+			}
+			return []limiter.Charge{{Quota: holdOnly.For(pair)}}, nil
+		},
+		Usage:    []middleware.UsageParser{watch},
+		PeekBody: maxKrakenPeek,
+	}, {
+		Hosts:      opts.Hosts,
+		PathPrefix: "/0/private/",
+		Quota:      calls,
+		Charges: func(r *http.Request, _ []byte) ([]limiter.Charge, error) {
+			if krakenTwo[strings.TrimPrefix(r.URL.Path, "/0/private/")] {
+				return []limiter.Charge{{Quota: calls, Cost: limiter.Cost{"calls": 2}}}, nil
+			}
+			return []limiter.Charge{{Quota: calls, Cost: limiter.Cost{"calls": 1}}}, nil
+		},
+		Usage:    []middleware.UsageParser{watch},
+		PeekBody: maxKrakenPeek,
+	}}
+	return Preset{Exchange: "kraken", Quotas: []limiter.Quota{calls, trade}, Rules: rules, Options: mo}, nil
 }
 
-type tradeCostKey struct{}
+// maxKrakenPeek is how much of an answer's body the preset reads for its
+// errors: Kraken puts "error" first, and a rate-limit answer is short.
+const maxKrakenPeek = 4 << 10
 
 // bodyPair reads "pair" from a form or JSON body.
 func bodyPair(contentType string, b []byte) string {
@@ -366,30 +295,12 @@ func bodyPair(contentType string, b []byte) string {
 	return f.Get("pair")
 }
 
-// stripPair returns req, or a copy without KrakenPairHeader when it has one:
-// the header is for the preset, never for Kraken.
-func stripPair(req *http.Request) *http.Request {
-	if _, ok := req.Header[KrakenPairHeader]; !ok {
-		return req
-	}
-	out := req.Clone(req.Context())
-	out.Header.Del(KrakenPairHeader)
-	return out
-}
-
 // krakenPairName is what a pair name may be: Kraken's are letters and digits,
 // some with a slash ("XBT/USD") or a dot ("ETH2.S").
 var krakenPairName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9./_-]{0,31}$`)
 
-// MaxKrakenPairs bounds how many pairs' trading counters one Transport keeps
-// (one middleware Transport each, never evicted): Kraken lists about a
-// thousand pairs. A request for a pair past the bound fails with
-// ErrInvalidPair, unsent.
-const MaxKrakenPairs = 4096
-
 // ErrInvalidPair: a Kraken trading request whose pair (from its body or
-// KrakenPairHeader) is not a plausible pair name, or a new pair past
-// MaxKrakenPairs. The request is not sent.
+// KrakenPairHeader) is not a plausible pair name. The request is not sent.
 var ErrInvalidPair = errors.New("exchanges: kraken: invalid pair")
 
 func truncate(s string, n int) string {
@@ -399,110 +310,25 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// watch returns a watcher of Kraken's answers holding quota.
-func (k *krakenTransport) watch(quota string) *krakenWatch {
-	return &krakenWatch{next: k.next, lim: k.lim, quota: quota, hold: k.cfg.LimitedHold,
-		maxHold: k.cfg.Middleware.MaxHold, onError: k.cfg.Middleware.OnError}
-}
+// krakenUsage reads Kraken's answers for the errors that say a limit was
+// reached (Kraken answers them with HTTP 200): a hold of every quota the call
+// was charged to.
+type krakenUsage struct{ hold time.Duration }
 
-// waitHold returns once quota has no hold, waiting one out; a hold that
-// outlasts ctx's deadline is a *middleware.LimitedError at once, and a Redis
-// error is returned as it is.
-func (k *krakenTransport) waitHold(ctx context.Context, quota string) error {
-	for {
-		h, err := k.lim.Held(ctx, limiter.Quota{Name: quota})
-		if err != nil {
-			return fmt.Errorf("exchanges: kraken: quota %q: %w", quota, err)
-		}
-		if h <= 0 {
-			return nil
-		}
-		if d, ok := ctx.Deadline(); ok && time.Until(d) < h {
-			return &middleware.LimitedError{Quota: quota, DeniedBy: limiter.HoldName, RetryAfter: h, Err: limiter.ErrWouldExceedDeadline}
-		}
-		t := time.NewTimer(h)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
+func (k krakenUsage) ParseUsage(a *middleware.Answer) ([]middleware.Usage, error) {
+	if d := krakenHold(a.Body, k.hold, time.Now()); d > 0 {
+		return []middleware.Usage{{Hold: d}}, nil
 	}
-}
-
-// pair returns the Transport of pair's trading counter, made on first use.
-func (k *krakenTransport) pair(pair string) (http.RoundTripper, error) {
-	if t, ok := k.pairs.Load(pair); ok {
-		return t.(http.RoundTripper), nil
-	}
-	if k.npairs.Add(1) > MaxKrakenPairs {
-		k.npairs.Add(-1)
-		return nil, fmt.Errorf("%w: more than %d pairs", ErrInvalidPair, MaxKrakenPairs)
-	}
-	q := k.cfg.trading
-	q.Name += "-" + pair
-	rule := middleware.Rule{
-		Quota: q,
-		CostFunc: func(r *http.Request) (limiter.Cost, error) {
-			c, _ := r.Context().Value(tradeCostKey{}).(int)
-			return limiter.Cost{"orders": max(c, 1)}, nil
-		},
-	}
-	t := middleware.NewTransportWithOptions(k.watch(q.Name), k.lim, k.cfg.Middleware, rule)
-	if err := t.Err(); err != nil {
-		k.npairs.Add(-1)
-		return nil, fmt.Errorf("exchanges: kraken pair %q: %w", pair, err)
-	}
-	got, loaded := k.pairs.LoadOrStore(pair, t)
-	if loaded {
-		k.npairs.Add(-1) // another request made it first
-	}
-	return got.(http.RoundTripper), nil
-}
-
-// krakenWatch reads Kraken's answers for the errors that say a limit was
-// reached (Kraken answers them with HTTP 200) and holds quota in Redis.
-type krakenWatch struct {
-	next    http.RoundTripper
-	lim     *limiter.Limiter
-	quota   string
-	hold    time.Duration
-	maxHold time.Duration              // Options.MaxHold; ≤ 0: limiter.MaxHold
-	onError func(*http.Request, error) // Options.OnError, or nil
-}
-
-func (w *krakenWatch) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := w.next.RoundTrip(req)
-	if err != nil || resp.Body == nil {
-		return resp, err
-	}
-	b := peekBody(resp, maxKrakenBody)
-	d := krakenHold(b, w.hold, time.Now())
-	if d > 0 {
-		maxHold := limiter.MaxHold
-		if w.maxHold > 0 {
-			maxHold = min(w.maxHold, maxHold)
-		}
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), time.Second)
-		defer cancel()
-		if _, err := w.lim.Hold(ctx, limiter.Quota{Name: w.quota}, min(d, maxHold)); err != nil && w.onError != nil {
-			w.onError(req, fmt.Errorf("exchanges: kraken: hold quota %q for %s: %w", w.quota, min(d, maxHold), err))
-		}
-	}
-	return resp, nil
+	return nil, nil
 }
 
 // krakenHold is how long body's errors say to hold: hold for a rate limit
-// exceeded, until the time given for EService:Throttled.
+// exceeded, until the time given for EService:Throttled. body may be cut
+// short: only its "error" member, which Kraken sends first, is read.
 func krakenHold(body []byte, hold time.Duration, now time.Time) time.Duration {
-	var v struct {
-		Error []string `json:"error"`
-	}
-	if json.Unmarshal(body, &v) != nil {
-		return 0
-	}
+	errs := krakenErrors(body)
 	var d time.Duration
-	for _, e := range v.Error {
+	for _, e := range errs {
 		switch {
 		case strings.HasSuffix(e, ":Rate limit exceeded"):
 			d = max(d, hold)
@@ -516,4 +342,31 @@ func krakenHold(body []byte, hold time.Duration, now time.Time) time.Duration {
 		}
 	}
 	return d
+}
+
+// krakenErrors reads the "error" array of a Kraken answer, reading no
+// further than it, so that an answer cut after it still gives it.
+func krakenErrors(body []byte) []string {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		if k == "error" {
+			var errs []string
+			if dec.Decode(&errs) != nil {
+				return nil
+			}
+			return errs
+		}
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return nil
+		}
+	}
+	return nil
 }

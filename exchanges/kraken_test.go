@@ -58,6 +58,9 @@ func (c *counter) add(now time.Time, n float64) bool {
 // records it with status 429 so the test can count them.
 type krakenSim struct {
 	scale float64
+	// tradeMax and tradeDecay are each pair's trading counter: Pro's by
+	// default (180, 3.75/s, scaled).
+	tradeMax, tradeDecay float64
 
 	mu      sync.Mutex
 	calls   map[string]*counter
@@ -74,7 +77,8 @@ type order struct {
 }
 
 func newKrakenSim(t *testing.T, scale float64) *krakenSim {
-	s := &krakenSim{scale: scale, calls: map[string]*counter{}, trading: map[string]*counter{}, orders: map[string]order{}}
+	s := &krakenSim{scale: scale, tradeMax: 180, tradeDecay: 3.75 / scale,
+		calls: map[string]*counter{}, trading: map[string]*counter{}, orders: map[string]order{}}
 	s.srv = httptest.NewServer(s)
 	t.Cleanup(s.srv.Close)
 	return s
@@ -118,7 +122,7 @@ func (s *krakenSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		c := s.trading[pair]
 		if c == nil {
-			c = &counter{max: 180, decay: 3.75 / s.scale}
+			c = &counter{max: s.tradeMax, decay: s.tradeDecay}
 			s.trading[pair] = c
 		}
 		if !c.add(now, cost) {
@@ -331,7 +335,7 @@ func TestKrakenErrorBodyHolds(t *testing.T) {
 	if string(b) != answer {
 		t.Errorf("body %q: the caller must still read the answer", b)
 	}
-	if d, err := lim.Held(context.Background(), limiter.Quota{Name: "kraken"}); err != nil || d < 6*time.Second || d > 7*time.Second {
+	if d, err := lim.Held(context.Background(), p.Quotas[0]); err != nil || d < 6*time.Second || d > 7*time.Second {
 		t.Errorf("held %s, %v; want 7s", d, err)
 	}
 	// An order refused for the pair's counter holds that pair's quota only.
@@ -341,10 +345,10 @@ func TestKrakenErrorBodyHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if d, _ := lim.Held(context.Background(), limiter.Quota{Name: "kraken-trade-XBTUSD"}); d < 6*time.Second {
+	if d, _ := lim.Held(context.Background(), p.Quotas[1].For("XBTUSD")); d < 6*time.Second {
 		t.Errorf("pair hold %s, want 7s", d)
 	}
-	if d, _ := lim.Held(context.Background(), limiter.Quota{Name: "kraken-trade-ETHUSD"}); d != 0 {
+	if d, _ := lim.Held(context.Background(), p.Quotas[1].For("ETHUSD")); d != 0 {
 		t.Errorf("another pair held %s", d)
 	}
 }
@@ -394,8 +398,8 @@ func TestKrakenWatchEdges(t *testing.T) {
 		}
 		return err
 	}
-	held := func(q string) time.Duration {
-		d, err := lim.Held(context.Background(), limiter.Quota{Name: q})
+	held := func(q limiter.Quota) time.Duration {
+		d, err := lim.Held(context.Background(), q)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -404,14 +408,14 @@ func TestKrakenWatchEdges(t *testing.T) {
 	if err := post("AddOrderBatch", "nonce=1", "XBTUSD", `{"error":["EOrder:Rate limit exceeded"]}`); err != nil {
 		t.Fatal(err)
 	}
-	if d := held("kraken-trade-XBTUSD"); d < 6*time.Second {
+	if d := held(p.Quotas[1].For("XBTUSD")); d < 6*time.Second {
 		t.Errorf("AddOrderBatch's error held the pair %s, want 7s", d)
 	}
 	until := time.Now().Add(time.Hour).Unix() // beyond MaxHold (Kraken's time is the local clock's)
 	if err := post("Balance", "nonce=2", "XBTUSD", fmt.Sprintf(`{"error":["EService: Throttled: %d"]}`, until)); err != nil {
 		t.Fatal(err)
 	}
-	if d := held("kraken"); d < 19*time.Second || d > 20*time.Second {
+	if d := held(p.Quotas[0]); d < 19*time.Second || d > 20*time.Second {
 		t.Errorf("EService: Throttled held %s, want MaxHold's 20s", d)
 	}
 	if err := post("AddOrder", "nonce=3", "ETHUSD", `{"error":[]}`); err != nil {
@@ -459,16 +463,17 @@ func TestKrakenTiers(t *testing.T) {
 		t.Errorf("unknown tier: %v", err)
 	}
 	p, _ := exchanges.Kraken(exchanges.KrakenOptions{})
-	rule := p.Rules[0]
+	trade, calls := p.Rules[0], p.Rules[1]
 	for path, want := range map[string]int{"/0/private/Balance": 1, "/0/private/Ledgers": 2, "/0/private/TradesHistory": 2} {
 		req, _ := http.NewRequest("POST", "https://api.kraken.com"+path, nil)
-		if c, _ := rule.CostFunc(req); !rule.Match(req) || c["calls"] != want {
-			t.Errorf("%s: cost %v, want %d", path, c, want)
+		cs, err := calls.Charges(req, nil)
+		if err != nil || trade.Match(req) || len(cs) != 1 || cs[0].Quota.Name != "kraken" || cs[0].Cost["calls"] != want {
+			t.Errorf("%s: charges %+v, %v; want %d calls", path, cs, err, want)
 		}
 	}
 	req, _ := http.NewRequest("POST", "https://api.kraken.com/0/private/AddOrder", nil)
-	if rule.Match(req) {
-		t.Error("AddOrder is charged to the call counter")
+	if !trade.Match(req) {
+		t.Error("AddOrder is not a trading call")
 	}
 }
 
@@ -495,7 +500,7 @@ func TestKrakenFreeCallsHonourHold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lim.Hold(context.Background(), limiter.Quota{Name: "kraken-trade-XBTUSD"}, 30*time.Second); err != nil {
+	if _, err := lim.Hold(context.Background(), p.Quotas[1].For("XBTUSD"), 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -524,5 +529,59 @@ func TestKrakenFreeCallsHonourHold(t *testing.T) {
 	resp.Body.Close()
 	if h, _ := hdr.Load().(string); h != "" {
 		t.Fatalf("public call: %s header reached Kraken: %q", exchanges.KrakenPairHeader, h)
+	}
+}
+
+// Fifty pairs through one Transport: the preset's Transport is one
+// middleware.Transport whatever the pairs, and each pair's orders are charged
+// to that pair's trading counter (the trading quota applied to the pair).
+// Eight processes place orders on 50 pairs for 1.5 s against a simulator
+// whose per-pair counters are small (at most 6, decaying 5 a second); no
+// order may be refused, every pair must be traded, and together the pairs
+// must place far more than one counter allows over the run: each pair is
+// counted apart.
+func TestKrakenFiftyPairsOneTransport(t *testing.T) {
+	const pairs = 50
+	p, err := exchanges.Kraken(exchanges.KrakenOptions{Hosts: []string{"127.0.0.1"},
+		Trading: limiter.Limit{Rate: 5, Period: time.Second, Burst: 6}, CancelCost: 1, EditCost: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rdb := newMiniLimiterClient(t)
+	tr, err := p.Transport(limiter.New(rdb, limiter.Options{}), nil)
+	if err != nil || tr == nil {
+		t.Fatalf("Transport: %v", err)
+	}
+	sim := newKrakenSim(t, 1)
+	sim.tradeMax, sim.tradeDecay = 6, 5
+	fleet := newFleet(t, p)
+	stop := time.Now().Add(1500 * time.Millisecond)
+	var next atomic.Int64
+	drive(t, fleet, 4, stop, func(ctx context.Context, pr *proc, g int) error {
+		pair := fmt.Sprintf("PAIR%02d", next.Add(1)%pairs)
+		_, err := krakenPost(ctx, pr, sim.srv.URL, "AddOrder", url.Values{"pair": {pair}, "type": {"buy"}, "ordertype": {"limit"}}, "")
+		return err
+	})
+	hits := sim.log()
+	if n := countStatus(hits, http.StatusTooManyRequests); n > 0 {
+		t.Fatalf("simulator refused %d orders for rate limits", n)
+	}
+	per := map[string]int{}
+	total := 0
+	for _, h := range hits {
+		for k, c := range h.cost {
+			if strings.HasPrefix(k, "trade-") {
+				per[k] += c
+				total += c
+			}
+		}
+	}
+	oneCounter := 6 + 5*1.5 // what a single counter allows over the run
+	t.Logf("Kraken: %d orders on %d pairs through one Transport per process, 0 refused; one counter allows %.1f over the run", total, len(per), oneCounter)
+	if len(per) != pairs {
+		t.Errorf("%d pairs traded, want %d", len(per), pairs)
+	}
+	if float64(total) < 10*oneCounter {
+		t.Errorf("%d orders in all: the pairs are not counted apart", total)
 	}
 }

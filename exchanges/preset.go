@@ -3,6 +3,13 @@
 // endpoint costs, and how to learn from the exchange's answers (usage headers,
 // 429 and 418 with Retry-After, error bodies).
 //
+// A preset is no more than middleware Rules and Options: each rule's Charges
+// says what a request costs in which quotas (a quota template applied to a
+// key with limiter.Quota.For: Binance's accounts, Kraken's pairs), and its
+// usage parsers read the exchange's answers (headers, and error bodies
+// through Rule.PeekBody) into holds and counts. One middleware.Transport
+// serves a whole preset; windows, guards and holds are the limiter's.
+//
 // A preset is built once, from options whose zero value gives the exchange's
 // documented figures; every figure cites its source in a comment and can be
 // overridden. Preset.Client then wraps an *http.Client in one call:
@@ -24,7 +31,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/redquota/redquota/limiter"
@@ -39,36 +45,28 @@ type Preset struct {
 	// Exchange names the exchange: "binance", "coinbase" or "kraken".
 	Exchange string
 	// Quotas are the quotas the rules charge, for inspection (Limiter.AllowQuota,
-	// ResetQuota). Kraken's per-pair order quotas are made per pair as requests
-	// come and are not listed; see KrakenOptions.
+	// ResetQuota). Some are templates applied to a key per request (Binance's
+	// accounts, Kraken's pairs: Quota.For(key)).
 	Quotas []limiter.Quota
-	// Rules charge each request to a quota, first match wins. Requests no rule
-	// matches (other hosts, endpoints the exchange does not limit) pass through.
+	// Rules charge each request to its quotas, first match wins. Requests no
+	// rule matches (other hosts, endpoints the exchange does not limit) pass
+	// through, counted in the Transport's Stats.Unmatched, unless
+	// Options.Strict.
 	Rules []middleware.Rule
 	// Options are the middleware Transport's options the preset chose (window
 	// guard, ban hold…), with the caller's own options from the preset's options
 	// struct as the base.
 	Options middleware.Options
-
-	// build, when set, builds the RoundTripper instead of a plain
-	// middleware.Transport of Rules and Options (Kraken's per-pair quotas).
-	build func(lim *limiter.Limiter, next http.RoundTripper) (http.RoundTripper, error)
 }
 
-// Transport returns an http.RoundTripper that charges every request the
-// preset's rules match to lim before sending it through next
-// (http.DefaultTransport when nil), and learns from the answers. It fails with
-// an error wrapping middleware.ErrInvalidRule when an overridden figure makes
-// a rule unusable.
-func (p Preset) Transport(lim *limiter.Limiter, next http.RoundTripper) (http.RoundTripper, error) {
+// Transport returns the middleware Transport of the preset's rules and
+// options: it charges every request the rules match to lim before sending it
+// through next (http.DefaultTransport when nil), and learns from the answers.
+// It fails with an error wrapping middleware.ErrInvalidRule when an overridden
+// figure or host makes a rule unusable.
+func (p Preset) Transport(lim *limiter.Limiter, next http.RoundTripper) (*middleware.Transport, error) {
 	if lim == nil {
 		return nil, errors.New("exchanges: nil limiter")
-	}
-	if next == nil {
-		next = http.DefaultTransport
-	}
-	if p.build != nil {
-		return p.build(lim, next)
 	}
 	t := middleware.NewTransportWithOptions(next, lim, p.Options, p.Rules...)
 	if err := t.Err(); err != nil {
@@ -90,16 +88,6 @@ func (p Preset) Client(lim *limiter.Limiter, base *http.Client) (*http.Client, e
 	}
 	c.Transport = t
 	return &c, nil
-}
-
-// hostMatcher reports whether a request's host (without port, case-insensitive)
-// is one of hosts.
-func hostMatcher(hosts []string) func(*http.Request) bool {
-	set := make(map[string]bool, len(hosts))
-	for _, h := range hosts {
-		set[strings.ToLower(h)] = true
-	}
-	return func(r *http.Request) bool { return set[strings.ToLower(r.URL.Hostname())] }
 }
 
 // scale multiplies d by s (1 when s is 0), to the microsecond.

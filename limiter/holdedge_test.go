@@ -84,9 +84,11 @@ func TestWaitHoldEdge(t *testing.T) {
 			try++
 		}
 		// A Wait that wakes after the hold has ended (a busy machine) finds it
-		// over and keeps its booking; most must have found it in place.
-		if early != 0 || moved < tries/2 {
-			t.Fatalf("%d of %d sent inside the hold; %d booked again after it (want most)", early, tries, moved)
+		// over and keeps its booking; at least a tenth (100 to 177 seen on a
+		// loaded 2-core machine under -race) must have found it in place, or
+		// the test did not exercise the scenario.
+		if early != 0 || moved < tries/10 {
+			t.Fatalf("%d of %d sent inside the hold; %d booked again after it (want ≥ %d)", early, tries, moved, tries/10)
 		}
 		t.Logf("%d tries: 0 sent inside the hold, %d booked again after it", tries, moved)
 	})
@@ -131,6 +133,55 @@ func TestWaitWakesIntoGuard(t *testing.T) {
 			if got := r.At(); got.Before(end) {
 				t.Fatalf("due at once %v: woken in the guard of %v, still booked at %v", dueAtOnce, end, got)
 			}
+		}
+	})
+}
+
+// A reservation across two groups is booked at one time (the later group's),
+// and a hold placed on one group while it waits moves both past the hold,
+// each charged once.
+func TestWaitAcrossGroups(t *testing.T) {
+	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		lim := newLim(b, Options{})
+		const period = 300 * time.Millisecond
+		qa := Quota{Name: "a", Group: "ga", Limits: []NamedLimit{{"l", PerSecond(1000)}}}
+		qb := Quota{Name: "b", Group: "gb", Limits: []NamedLimit{{"w", Every(1, period).WithAlgorithm(FixedWindow)}}}
+		if _, err := lim.AllowQuota(ctx, qb, Cost{"w": 1}); err != nil { // qb's window is full
+			t.Fatal(err)
+		}
+		r, err := lim.ReserveAll(ctx, Charge{qa, Cost{"l": 1}}, Charge{qb, Cost{"w": 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		T := r.At()
+		if T.UnixMicro()%period.Microseconds() != 0 || len(r.parts) != 2 || !r.parts[0].At().Equal(r.parts[1].At()) {
+			t.Fatalf("booked at %v and %v, want both at qb's next window start", r.parts[0].At(), r.parts[1].At())
+		}
+		now, err := b.Client.Time(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := lim.Hold(ctx, qa, T.Add(20*time.Millisecond).Sub(now)); err != nil {
+			t.Fatal(err)
+		}
+		holdEnd, err := b.Client.Get(ctx, lim.holdKey(qa)).Int64()
+		if err != nil {
+			t.Skip("the hold ended before Wait could start (a very busy machine)")
+		}
+		if err := r.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		sent, err := b.Client.Time(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sent.Before(time.UnixMicro(holdEnd)) || r.parts[0].At().Before(time.UnixMicro(holdEnd)) || !r.parts[0].At().Equal(r.parts[1].At()) {
+			t.Fatalf("sent %v, booked %v and %v; the hold ends %v", sent, r.parts[0].At(), r.parts[1].At(), time.UnixMicro(holdEnd))
+		}
+		// qb was charged once in its window: nothing more fits there.
+		if res, err := lim.AllowQuota(ctx, qb, Cost{"w": 1}); err != nil || res.Allowed && res.Limits[0].WindowEnd.Equal(r.QuotaResult().Limits[1].WindowEnd) {
+			t.Fatalf("qb's window took a second unit: %+v %v", res, err)
 		}
 	})
 }

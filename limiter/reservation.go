@@ -19,7 +19,8 @@ type Reservation struct {
 	lim  *Limiter
 	plan *plan
 	rep  *reply
-	act  time.Time // local time at which the reservation may act
+	act  time.Time     // local time at which the reservation may act
+	rtt  time.Duration // the round trip of the call that made the booking
 	// parts are the bookings of a reservation across groups, in booking order
 	// (this one's plan and rep are parts[0]'s); nil for one group.
 	parts []*Reservation
@@ -295,10 +296,13 @@ func (l *Limiter) book(ctx context.Context, p *plan, maxWaitUS int64) (*Reservat
 	// The delay counts from Redis's clock at the decision; measuring it from the
 	// moment the reply came can only make us act later, never early.
 	act := start.Add(us(rep.waitUS))
+	replied := time.Now()
 	if rep.granted {
-		act = time.Now().Add(us(rep.waitUS))
+		act = replied.Add(us(rep.waitUS))
 	}
-	return newReservation(l, p, rep, act), nil
+	r := newReservation(l, p, rep, act)
+	r.rtt = replied.Sub(start)
+	return r, nil
 }
 
 // newReservation returns the reservation of one group's booking.

@@ -94,8 +94,7 @@ func (r *Reservation) Wait(ctx context.Context) error {
 		return fmt.Errorf("%w: would wait %s", ErrWouldExceedDeadline, us(r.rep.waitUS))
 	}
 	for range maxWakes {
-		d := r.Delay()
-		if d > 0 {
+		if d := r.Delay(); d > 0 {
 			if dl, ok := ctx.Deadline(); ok && r.act.After(dl) {
 				// Redis booked a turn before the deadline on its clock, but the
 				// reply came back late enough that, counted from now, the turn
@@ -105,28 +104,60 @@ func (r *Reservation) Wait(ctx context.Context) error {
 				r.cancelDetached(ctx)
 				return fmt.Errorf("%w: would wait %s", ErrWouldExceedDeadline, d)
 			}
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				r.cancelDetached(ctx)
-				return ctx.Err()
-			}
+		}
+		// A pending booking is checked a round trip ahead of its time, so
+		// that the answer comes back about when the turn does.
+		var lead time.Duration
+		if r.pending() {
+			lead = r.lead()
+		}
+		if err := r.sleep(ctx, r.Delay()-lead); err != nil {
+			return err
 		}
 		if !r.pending() && !r.tooLate(time.Now()) {
 			// Due when it was made (even if a late reply brought it back
-			// after the deadline): take it, as x/time/rate's WaitN takes a
-			// zero delay.
-			return nil
+			// after the deadline), or confirmed by a wake-up: take it once
+			// its time has come, as x/time/rate's WaitN takes a zero delay.
+			return r.sleep(ctx, r.Delay())
 		}
-		done, err := r.wake(ctx)
-		if err != nil || done {
+		if _, err := r.wake(ctx); err != nil {
 			return err
 		}
 	}
 	r.cancelDetached(ctx)
 	return fmt.Errorf("%w: booked again %d times", ErrWouldExceedDeadline, maxWakes)
+}
+
+// maxLead bounds how early a wake-up is sent, and so how far ahead of its
+// booking a wake-up may find it standing and let Wait sleep the rest without
+// asking again: no more than a request's own round trip leaves a hold placed
+// meanwhile unseen, as it would a hold placed while the request is in flight.
+const maxLead = 5 * time.Millisecond
+
+// lead is how early r's wake-up is sent: the round trip of its booking,
+// at most maxLead.
+func (r *Reservation) lead() time.Duration {
+	var l time.Duration
+	for _, b := range r.each() {
+		l = max(l, b.rtt)
+	}
+	return min(l, maxLead)
+}
+
+// sleep sleeps d; if ctx ends first it gives r back and returns ctx's error.
+func (r *Reservation) sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		r.cancelDetached(ctx)
+		return ctx.Err()
+	}
 }
 
 // pending reports whether a booking of r lies in the future on Redis's clock
@@ -212,11 +243,14 @@ func (r *Reservation) wake(ctx context.Context) (bool, error) {
 			rep := nb2.rep
 			switch {
 			case rep.standing:
-				if rep.waitUS > 0 {
-					// Woken early on Redis's clock: sleep the rest, then check again.
-					b.act, done = nb2.act, false
-				} else {
+				// Its turn comes in rep.waitUS on Redis's clock. Within the
+				// lead, Wait sleeps the rest; woken earlier than that (a
+				// clock or timer far off), it checks again.
+				b.act = nb2.act
+				if us(rep.waitUS) <= maxLead {
 					b.rep.waitUS = 0
+				} else {
+					done = false
 				}
 			case !rep.granted:
 				// The wake-up gave the booking back; give back the others.
@@ -233,7 +267,7 @@ func (r *Reservation) wake(ctx context.Context) (bool, error) {
 				}
 				return false, fmt.Errorf("%w: booked again after a hold, would wait %s", ErrWouldExceedDeadline, us(rep.waitUS))
 			default:
-				b.rep, b.act, done = rep, nb2.act, false
+				b.rep, b.act, b.rtt, done = rep, nb2.act, nb2.rtt, false
 				if rep.grantUS > nb {
 					nb, moved = rep.grantUS, true
 				}

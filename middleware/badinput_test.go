@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redquota/redquota/exchanges"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
 )
@@ -113,7 +114,7 @@ func TestStatusHolds(t *testing.T) {
 // Absurd and malformed usage values: garbage is ignored and reported; a valid
 // number beyond the limit fills the limit; a count below ours changes nothing.
 func TestUsageValues(t *testing.T) {
-	binance := middleware.BinanceUsage{Weight: map[string]string{"1m": "weight"}}
+	binance := exchanges.BinanceUsage{Weight: map[string]string{"1m": "weight"}}
 	ietf := middleware.IETFUsage{Policies: map[string]string{"w": "weight"}}
 	xrl := middleware.XRateLimit{Limit: "weight"}
 	for _, tc := range []struct {
@@ -188,14 +189,14 @@ func TestInvalidRules(t *testing.T) {
 		is   error
 	}{
 		{"cost names unknown limit", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"wieght": 1}}, limiter.ErrUnknownLimit},
-		{"usage names unknown limit", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1},
-			Usage: []middleware.UsageParser{middleware.BinanceUsage{Weight: map[string]string{"1m": "nope"}}}}, limiter.ErrUnknownLimit},
 		{"ietf names unknown limit", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1},
 			Usage: []middleware.UsageParser{middleware.IETFUsage{Policies: map[string]string{"p": "nope"}}}}, limiter.ErrUnknownLimit},
 		{"negative cost", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": -1}}, limiter.ErrInvalidCost},
 		{"cost beyond the limit", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 101}}, limiter.ErrExceedsLimit},
 		{"no cost", middleware.Rule{Quota: exQuota}, middleware.ErrInvalidRule},
 		{"empty quota", middleware.Rule{Quota: limiter.Quota{Name: "q"}, Cost: limiter.Cost{"weight": 1}}, limiter.ErrEmptyQuota},
+		{"host with a path", middleware.Rule{Hosts: []string{"127.0.0.1", "a.com/x"}, Quota: exQuota, Cost: limiter.Cost{"weight": 1}}, middleware.ErrInvalidRule},
+		{"peek beyond MaxBody", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1}, PeekBody: middleware.MaxBody + 1}, middleware.ErrInvalidRule},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, lim := miniLimiter(t)
@@ -224,9 +225,9 @@ func TestInvalidRules(t *testing.T) {
 	}
 }
 
-// A cost function's bad answers fail the request, unsent, with errors the
+// A Charges function's bad answers fail the request, unsent, with errors the
 // caller can branch on.
-func TestCostFuncErrors(t *testing.T) {
+func TestChargesErrors(t *testing.T) {
 	errMine := errors.New("no weight for this endpoint")
 	for _, tc := range []struct {
 		name string
@@ -239,12 +240,18 @@ func TestCostFuncErrors(t *testing.T) {
 		{"unknown limit", limiter.Cost{"credits": 1}, nil, limiter.ErrUnknownLimit},
 		{"beyond the limit", limiter.Cost{"weight": 500}, nil, limiter.ErrExceedsLimit},
 		{"own error", nil, errMine, errMine},
+		{"no charge", nil, nil, limiter.ErrInvalidCost},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, lim := miniLimiter(t)
 			srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
-			tr := middleware.NewTransport(nil, lim, middleware.Rule{Quota: exQuota,
-				CostFunc: func(*http.Request) (limiter.Cost, error) { return tc.cost, tc.err }})
+			tr := middleware.NewTransport(nil, lim, middleware.Rule{
+				Charges: func(*http.Request, []byte) ([]limiter.Charge, error) {
+					if tc.cost == nil {
+						return nil, tc.err
+					}
+					return []limiter.Charge{{Quota: exQuota, Cost: tc.cost}}, tc.err
+				}})
 			body := &closeTracker{}
 			req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, srv.URL, body)
 			_, err := (&http.Client{Transport: tr}).Do(req)

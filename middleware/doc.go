@@ -1,19 +1,36 @@
 // Package middleware keeps HTTP traffic inside rate limits shared by every
-// process, with the limits kept in Redis by package limiter.
+// process, with the limits kept in Redis by package limiter. It turns
+// requests into charges and answers into holds and usage syncs; it computes
+// no window and no hold of its own: the limiter decides when a request may
+// go, on Redis's clock.
 //
 // On the client side, a Transport wraps an http.RoundTripper. Each outgoing
-// request that a Rule matches is charged to the rule's quota before it is sent:
-// the Transport books the request's turn in Redis and sleeps until it (or, with
-// Options.FailFast, refuses at once with a *LimitedError). It then learns from
-// the answer: a 429, a 418 or a 503 with Retry-After holds the whole quota in
-// Redis, so that every process pauses, not just this one; usage headers (Binance
-// X-MBX-USED-WEIGHT-*, the IETF RateLimit fields, X-RateLimit-*) raise our count
-// to the server's when the server has counted more. Requests no rule matches go
-// straight through.
+// request that a Rule matches is charged before it is sent: to the rule's
+// Quota and Cost, or to the quotas and costs the rule's Charges computes from
+// the request (and a copy of its body) — a quota template applied to a key
+// with limiter.Quota.For (an account, a trading pair), several quotas at
+// once, all or nothing (limiter.Limiter.ReserveAll). The Transport books the
+// request's turn and sleeps until it with limiter.Reservation.Wait, which
+// books again past any hold placed meanwhile, so no request is sent inside a
+// hold; Options.WindowGuard becomes each quota's limiter.Quota.Guard, so no
+// request charged to one fixed window is granted so close to its end that it
+// lands in the next. With Options.FailFast a request that does not fit at
+// once fails with a *LimitedError instead.
 //
-// On the server side, Handler limits incoming requests per key and writes the
-// IETF RateLimit and RateLimit-Policy fields, with Retry-After on a 429.
+// Each answer reaches the rule's usage parsers (Rule.Usage) before the caller:
+// its status, header and, with Rule.PeekBody, the start of its body (Answer).
+// A 429, a 418 or a 503 with Retry-After holds the quotas the request was
+// charged, in every process; a parser may narrow that to the quota that
+// refused (Usage.Refused). Usage counts the server reports (IETFUsage,
+// XRateLimit, exchanges.BinanceUsage…) raise ours to the server's, through
+// the request's reservation, only while its window is current on Redis's
+// clock (limiter.Reservation.Sync). Requests no rule matches go straight
+// through, counted in Stats.Unmatched, or fail with ErrUnmatched when the
+// Transport is Strict.
 //
-// Put every limit an exchange counts for one IP or account into one quota: a
-// hold then covers all of them, and each request states its cost in each.
+// On the server side, Handler limits incoming requests per key (the quota
+// applied to each client's key) and writes the IETF RateLimit and
+// RateLimit-Policy fields, with Retry-After on a 429.
+//
+// Package exchanges builds Rules and Options for Binance, Coinbase and Kraken.
 package middleware

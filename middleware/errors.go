@@ -20,12 +20,16 @@ var (
 	// usage header) was malformed and was ignored or replaced by a fallback.
 	// It never fails a request; it is passed to Options.OnError.
 	ErrBadHeader = errors.New("middleware: malformed rate-limit header")
+	// ErrUnmatched: a Strict Transport refused, unsent, a request that no rule
+	// matched.
+	ErrUnmatched = errors.New("middleware: request matches no rule")
 )
 
 // LimitedError is the error of a request that was not sent for lack of room in
 // its quota. errors.Is(err, ErrRateLimited) holds for it.
 type LimitedError struct {
-	// Quota names the rule's quota.
+	// Quota names the quota that denied (its Name; a quota applied to a key
+	// keeps its template's name).
 	Quota string
 	// DeniedBy names the limit that must wait longest, or limiter.HoldName when
 	// a hold (a 429 or 418 seen by any process) denied the request.
@@ -33,9 +37,8 @@ type LimitedError struct {
 	// RetryAfter is how long until the request's cost would fit.
 	RetryAfter time.Duration
 	// Err is the limiter's reason when there is one: limiter.ErrWouldExceedDeadline
-	// when the turn would come after the request context's deadline; nil for a
-	// FailFast denial, and for a request that found a new hold (or a fixed
-	// window's end) at each of its turns and was charged again too often.
+	// when the turn (or the turn after a hold placed while it waited) would
+	// come after the request context's deadline; nil for a FailFast denial.
 	Err error
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/redquota/redquota/exchanges"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
 )
@@ -41,7 +42,7 @@ func Example() {
 		PathPrefix: "/api/",
 		Quota:      binance,
 		Cost:       limiter.Cost{"weight": 2},
-		Usage:      []middleware.UsageParser{middleware.BinanceUsage{Weight: map[string]string{"1m": "weight"}}},
+		Usage:      []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{"1m": "weight"}}},
 	})}
 
 	resp, _ := client.Get(exchange.URL + "/api/v3/ticker/price")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/redquota/redquota/exchanges"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
@@ -183,12 +184,18 @@ type proc struct {
 
 func newProc(t *testing.T, name, prefix string, ex *exchange, q limiter.Quota, opts middleware.Options, usage bool) *proc {
 	t.Helper()
-	rdb := redis.NewClient(redistest.ClientOptions(redistest.Shared(t).Addr()))
+	// Longer socket timeouts than the harness's: 64 senders under -race on a
+	// loaded two-core machine were seen to stall a read past them, and the
+	// failures open the limiter's breaker. A stall delays turns; it cannot
+	// let a limit overshoot.
+	o := redistest.ClientOptions(redistest.Shared(t).Addr())
+	o.ReadTimeout, o.WriteTimeout = 5*time.Second, 5*time.Second
+	rdb := redis.NewClient(o)
 	t.Cleanup(func() { _ = rdb.Close() })
-	lim := limiter.New(rdb, limiter.Options{Prefix: prefix, Timeout: 2 * time.Second})
-	rule := middleware.Rule{Host: "127.0.0.1", PathPrefix: "/api/", Quota: q, CostFunc: weightCost}
+	lim := limiter.New(rdb, limiter.Options{Prefix: prefix, Timeout: 5 * time.Second})
+	rule := middleware.Rule{Hosts: []string{"127.0.0.1"}, PathPrefix: "/api/", Quota: q, Charges: charges(q, weightCost)}
 	if usage {
-		rule.Usage = []middleware.UsageParser{middleware.BinanceUsage{Weight: map[string]string{"1s": "weight"}}}
+		rule.Usage = []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{"1s": "weight"}}}
 	}
 	base := &http.Transport{MaxIdleConnsPerHost: 64}
 	t.Cleanup(base.CloseIdleConnections)

@@ -34,7 +34,6 @@ func FuzzUsageHeaders(f *testing.F) {
 		{Name: "orders", Limit: limiter.Every(10, 10*time.Second)},
 	}}
 	parsers := []UsageParser{
-		BinanceUsage{Weight: map[string]string{"1m": "weight"}, Orders: map[string]string{"10s": "orders"}},
 		IETFUsage{Policies: map[string]string{"default": "weight"}},
 		XRateLimit{Limit: "weight"},
 	}
@@ -44,7 +43,7 @@ func FuzzUsageHeaders(f *testing.F) {
 		h.Add(k2, v2)
 		h.Add(k3, v3)
 		for _, p := range parsers {
-			us, err := p.ParseUsage(h, q)
+			us, err := p.ParseUsage(&Answer{Header: h, Charges: []limiter.Charge{{Quota: q}}})
 			if err != nil && !errors.Is(err, ErrBadHeader) {
 				t.Fatalf("%T: %v is not ErrBadHeader", p, err)
 			}

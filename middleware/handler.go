@@ -30,10 +30,11 @@ type KeyFunc func(*http.Request) (string, error)
 // full, rounded up. A request that does not fit is answered 429 with
 // Retry-After, in whole seconds rounded up, at least 1.
 //
-// Each key's state lives under the quota name quota.Name+":"+key; a key that
-// would make that name longer than limiter.MaxKeyLen is replaced by its
-// SHA-256. When Redis cannot be reached and the limiter fails closed, the
-// answer is 503 with Retry-After: 1. An invalid quota answers every request 500.
+// Each key's state is quota's for that key (quota.For(key)); a key longer than
+// limiter.MaxKeyLen is replaced by its SHA-256, an empty one answers 500. The
+// key never reaches telemetry. When Redis cannot be reached and the
+// limiter fails closed, the answer is 503 with Retry-After: 1. An invalid
+// quota answers every request 500.
 //
 // Handler is HandlerWithOptions with zero Options.
 func Handler(next http.Handler, lim *limiter.Limiter, keyFunc KeyFunc, quota limiter.Quota) http.Handler {
@@ -79,12 +80,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "rate limit key: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
-	q := h.quota
-	q.Name = keyedName(h.quota.Name, key)
-	if q.Label == "" {
-		q.Label = h.quota.Name // the key stays out of the limiter's telemetry
+	if len(key) > limiter.MaxKeyLen {
+		sum := sha256.Sum256([]byte(key))
+		key = "sha256:" + hex.EncodeToString(sum[:])
 	}
-	res, err := h.lim.AllowQuota(limiterContext(ctx, span), q, h.cost)
+	res, err := h.lim.AllowQuota(limiterContext(ctx, span), h.quota.For(key), h.cost)
 	if err != nil {
 		if errors.Is(err, limiter.ErrUnavailable) {
 			h.decide(ctx, span, decUnavailable, http.StatusServiceUnavailable, nil, "limiter_unavailable")
@@ -127,16 +127,6 @@ func (h *handler) current(res limiter.QuotaResult) string {
 		fmt.Fprintf(&b, "%s;r=%s;t=%s", sfString(l.Name), sfInt(max(r, 0)), sfInt(ceilSeconds(l.ResetAfter)))
 	}
 	return b.String()
-}
-
-// keyedName is the quota name of key's state.
-func keyedName(name, key string) string {
-	n := name + ":" + key
-	if len(n) <= limiter.MaxKeyLen {
-		return n
-	}
-	sum := sha256.Sum256([]byte(key))
-	return name + ":sha256:" + hex.EncodeToString(sum[:])
 }
 
 func ceilSeconds(d time.Duration) int64 {

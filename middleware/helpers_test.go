@@ -25,7 +25,9 @@ func miniLimiter(t *testing.T) (*miniredis.Miniredis, *limiter.Limiter) {
 	t.Helper()
 	m, c := redistest.NewMini(t)
 	m.SetTime(t0)
-	return m, limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t)})
+	// No per-call timeout: under -race on a loaded machine a script call was
+	// seen to take over the default 250 ms; nothing here tests timeouts.
+	return m, limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t), Timeout: -1})
 }
 
 // exQuota: 100 weight a minute in clock-aligned windows, 10 orders a minute (GCRA).
@@ -73,12 +75,18 @@ func (c *closeTracker) Close() error             { c.closed.Store(true); return 
 // each command the client sends, pipelined or not, with the command's name: a
 // test uses it to act at an exact point of a request's bookkeeping instead of
 // at a guessed time.
-type cmdHook struct{ before, after func(name string) }
+type cmdHook struct {
+	before, after func(name string)
+	cmd           func(redis.Cmder) // before each command, when set
+}
 
 func (h cmdHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h cmdHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.cmd != nil {
+			h.cmd(cmd)
+		}
 		h.call(h.before, cmd)
 		err := next(ctx, cmd)
 		h.call(h.after, cmd)
@@ -99,7 +107,7 @@ func (h cmdHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 	}
 }
 
-func (cmdHook) call(f func(string), cmd redis.Cmder) {
+func (h cmdHook) call(f func(string), cmd redis.Cmder) {
 	if f != nil {
 		f(cmd.Name())
 	}
@@ -122,5 +130,13 @@ func runningMini(t *testing.T, start time.Time) (lim *limiter.Limiter, freeze fu
 	return limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t)}), func(at time.Time) {
 		frozen.Store(true)
 		m.SetTime(at)
+	}
+}
+
+// charges is a Rule.Charges charging q what cost says.
+func charges(q limiter.Quota, cost func(*http.Request) (limiter.Cost, error)) func(*http.Request, []byte) ([]limiter.Charge, error) {
+	return func(r *http.Request, _ []byte) ([]limiter.Charge, error) {
+		c, err := cost(r)
+		return []limiter.Charge{{Quota: q, Cost: c}}, err
 	}
 }

@@ -10,43 +10,42 @@ import (
 	"github.com/redquota/redquota/limiter"
 )
 
-// learn updates the limiter from resp, the answer to req charged c and sent
-// at sent: usage
-// headers raise our counts to the server's, and a 429, 418 or 503 with
-// Retry-After (or a usage header saying nothing is left) holds the quota in
-// every process. ctx is req's context (with the RoundTrip span, if any); tr
+// learn updates the limiter from a, the answer to a request charged a.Charges
+// by r (nil when it was taken with FailFast): the rule's usage parsers'
+// counts raise ours to the server's (r.Sync: only while the window the
+// request was charged in is current, on Redis's clock), and a 429, 418 or 503
+// with Retry-After (or a usage saying nothing is left) holds quotas in every
+// process. ctx is the request's context (with the RoundTrip span, if any); tr
 // collects what was learnt, for the span.
-func (t *Transport) learn(ctx context.Context, req *http.Request, r *rule, resp *http.Response, c charge, sent time.Time, tr *trip) {
+func (t *Transport) learn(ctx context.Context, rl *rule, a *Answer, r *limiter.Reservation, tr *trip) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
 	defer cancel()
-	var hold time.Duration
-	for _, p := range r.Usage {
-		us, err := p.ParseUsage(resp.Header, r.Quota)
+	req := a.Request
+	holds := make([]time.Duration, len(a.Charges))
+	var refused []int
+	for _, p := range rl.Usage {
+		us, err := p.ParseUsage(a)
 		if err != nil {
 			t.report(req, err)
 		}
 		for _, u := range us {
-			if u.Used > 0 && !current(r.Quota, u.Limit, c, sent, time.Now(), resp.Header.Get("Date")) {
-				t.stats.syncsSkipped.Add(1)
-				t.countSync(ctx, r, syncSkipped)
-			} else if u.Used > 0 {
-				raised, err := t.lim.Sync(ctx, r.Quota, u.Limit, u.Used)
-				switch {
-				case err != nil:
-					t.countSync(ctx, r, syncError)
-					t.report(req, fmt.Errorf("middleware: sync limit %q of quota %q: %w", u.Limit, r.Quota.Name, err))
-				case raised:
-					t.stats.syncs.Add(1)
-					t.countSync(ctx, r, syncRaised)
-					tr.synced = true
-				default:
-					t.countSync(ctx, r, syncUnchanged)
-				}
+			targets := chargesOf(a.Charges, u)
+			if len(targets) == 0 {
+				t.report(req, fmt.Errorf("middleware: usage of quota %q limit %q: %w: not charged", u.Quota, u.Limit, limiter.ErrUnknownLimit))
+				continue
 			}
-			hold = max(hold, u.Hold)
+			if u.Refused {
+				refused = append(refused, targets...)
+			}
+			for _, i := range targets {
+				holds[i] = max(holds[i], u.Hold)
+			}
+			if u.Used > 0 && u.Limit != "" {
+				t.sync(ctx, rl, req, r, a.Charges[targets[0]].Quota, u, tr)
+			}
 		}
 	}
-	switch resp.StatusCode {
+	switch a.StatusCode {
 	case http.StatusTooManyRequests:
 		t.stats.tooMany.Add(1)
 	case http.StatusTeapot:
@@ -54,69 +53,80 @@ func (t *Transport) learn(ctx context.Context, req *http.Request, r *rule, resp 
 	case http.StatusServiceUnavailable:
 		t.stats.unavailable.Add(1)
 	}
-	if limitedIndex(resp.StatusCode) >= 0 {
-		t.countLimited(ctx, r, resp.StatusCode)
+	if limitedIndex(a.StatusCode) >= 0 {
+		t.countLimited(ctx, rl, a.StatusCode)
 		tr.limited++
-		tr.limitedStatus = resp.StatusCode
+		tr.limitedStatus = a.StatusCode
 	}
-	hold = max(hold, t.statusHold(req, resp))
-	if hold <= 0 {
-		return
+	if h := t.statusHold(req, a); h > 0 {
+		if refused == nil {
+			for i := range holds {
+				holds[i] = max(holds[i], h)
+			}
+		}
+		for _, i := range refused {
+			holds[i] = max(holds[i], h)
+		}
 	}
-	hold = min(hold, t.opts.MaxHold)
-	if _, err := t.lim.Hold(ctx, limiter.Quota{Name: r.Quota.Name}, hold); err != nil {
-		t.report(req, fmt.Errorf("middleware: hold quota %q for %s: %w", r.Quota.Name, hold, err))
-		return
+	for i, hold := range holds {
+		if hold <= 0 {
+			continue
+		}
+		hold = min(hold, t.opts.MaxHold)
+		q := a.Charges[i].Quota
+		if _, err := t.lim.Hold(ctx, q, hold); err != nil {
+			t.report(req, fmt.Errorf("middleware: hold quota %q for %s: %w", q.Name, hold, err))
+			continue
+		}
+		t.stats.holds.Add(1)
+		tr.hold = max(tr.hold, hold)
 	}
-	t.stats.holds.Add(1)
-	tr.hold = max(tr.hold, hold)
 }
 
-// current reports whether a usage count of limit, read from an answer to a
-// request charged c, sent at sent and received now, may be applied to limit's
-// current window. Only fixed windows are in question. The server counted the
-// request in the window it arrived in, which the window guard made the window
-// it was charged in: when the Sync reaches Redis still in that window, yes.
-// Past its end, the count may be the charged window's, and raising the new
-// window's count to it wastes up to a whole window (a minute, on Binance); or
-// the request landed late and the count is the new window's, which we must
-// learn. The answer's Date (whole seconds) tells which, for windows of whole
-// seconds: apply the count only if it says the request arrived in the window
-// the Sync lands in. Without a usable Date, apply it: a wasted window costs
-// less than a ban.
-//
-// The windows are Redis's (see windowEnd); for a fixed-window limit the
-// request did not charge, only the local clock is at hand.
-func current(q limiter.Quota, limit string, c charge, sent, now time.Time, date string) bool {
-	l, ok := q.Find(limit)
-	if !ok || l.Algorithm != limiter.FixedWindow {
-		return true
-	}
-	margin := min(syncMargin, l.Period/10) // the Sync runs in Redis a moment after now
-	p := l.Period.Microseconds()
-	var cur int64 // the window the Sync lands in
-	if e, ok := c.ends[limit]; ok {
-		over := now.Add(margin).Sub(e.first)
-		if over < 0 {
-			return true
-		}
-		cur = e.next.UnixMicro()/p + int64(over/l.Period)
+// sync raises u's limit (of quota q) to u.Used through r, the reservation
+// that charged the request: the limiter applies it only while the charge's
+// window is current on Redis's clock. Without a reservation (FailFast) it
+// applies it to q's current window.
+func (t *Transport) sync(ctx context.Context, rl *rule, req *http.Request, r *limiter.Reservation, q limiter.Quota, u Usage, tr *trip) {
+	var raised bool
+	var err error
+	if r != nil {
+		raised, err = r.Sync(ctx, u.Limit, u.Used)
 	} else {
-		cur = now.Add(margin).UnixMicro() / p
-		if sent.UnixMicro()/p == cur {
-			return true
-		}
+		raised, err = t.lim.Sync(ctx, q, u.Limit, u.Used)
 	}
-	d, err := http.ParseTime(date)
-	if err != nil || l.Period%time.Second != 0 {
-		return true
+	switch {
+	case err != nil:
+		t.countSync(ctx, rl, syncError)
+		t.report(req, fmt.Errorf("middleware: sync limit %q: %w", u.Limit, err))
+	case raised:
+		t.stats.syncs.Add(1)
+		t.countSync(ctx, rl, syncRaised)
+		tr.synced = true
+	default:
+		t.countSync(ctx, rl, syncUnchanged)
 	}
-	return d.UnixMicro()/p == cur
 }
 
-// syncMargin is how close to its window's end a fixed-window count is no
-// longer synced, since the Sync call reaches Redis a little later.
-const syncMargin = 10 * time.Millisecond
+// chargesOf returns the indexes of the charges u is about: those of the
+// quota it names (all of them when it names none), and of those the first
+// that has its limit, when it names one.
+func chargesOf(cs []limiter.Charge, u Usage) []int {
+	var out []int
+	for i, c := range cs {
+		if u.Quota != "" && c.Quota.Name != u.Quota {
+			continue
+		}
+		if u.Limit != "" {
+			if _, ok := c.Quota.Find(u.Limit); !ok {
+				continue
+			}
+			return []int{i}
+		}
+		out = append(out, i)
+	}
+	return out
+}
 
 // statusHold is how long resp's status and Retry-After say to hold:
 //
@@ -125,7 +135,7 @@ const syncMargin = 10 * time.Millisecond
 //	503: Retry-After, FallbackHold when malformed, nothing when missing
 //
 // Retry-After: 0 (or a date already past) holds nothing.
-func (t *Transport) statusHold(req *http.Request, resp *http.Response) time.Duration {
+func (t *Transport) statusHold(req *http.Request, resp *Answer) time.Duration {
 	var fallback time.Duration
 	switch resp.StatusCode {
 	case http.StatusTooManyRequests:

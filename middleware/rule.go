@@ -9,24 +9,26 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redquota/redquota/limiter"
 )
 
-// Rule says which requests are charged to which quota, at what cost, and which
-// usage headers of their responses to learn from.
+// Rule says which requests are charged to which quotas, at what cost, and
+// how to learn from their answers.
 //
-// A rule matches a request when every condition it sets holds: Host, Method,
+// A rule matches a request when every condition it sets holds: Hosts, Method,
 // PathPrefix and Match. A rule that sets none matches every request. The
 // Transport uses the first rule that matches, in order.
 type Rule struct {
-	// Host matches the request URL's host, case-insensitively: with its port
-	// when Host has one ("api.binance.com:443", which https://api.binance.com/…
-	// matches too: a URL without a port has its scheme's, 80 for http and 443
-	// for https), on any port otherwise. An IPv6 literal may be bracketed or
-	// not ("::1", "[::1]", "[::1]:8080"). Empty matches any host. A Host that
-	// is neither a host nor host:port makes the rule invalid.
-	Host string
+	// Hosts match the request URL's host when it is one of them,
+	// case-insensitively: with its port when the entry has one
+	// ("api.binance.com:443", which https://api.binance.com/… matches too: a
+	// URL without a port has its scheme's, 80 for http and 443 for https), on
+	// any port otherwise. An IPv6 literal may be bracketed or not ("::1",
+	// "[::1]", "[::1]:8080"). Empty matches any host. An entry that is neither
+	// a host nor host:port makes the rule invalid: it is never ignored.
+	Hosts []string
 	// Method matches the request method exactly ("GET"); a request with an
 	// empty method is a GET. Empty matches any method.
 	Method string
@@ -36,41 +38,59 @@ type Rule struct {
 	// modify the request.
 	Match func(*http.Request) bool
 
-	// Quota is charged for every request the rule matches.
+	// Quota is charged Cost for every request the rule matches, unless
+	// Charges is set. Its Name labels the rule's telemetry.
 	Quota limiter.Quota
 	// Cost is what one request takes from each limit of Quota; limits it does
-	// not name (or names with 0) are neither checked nor charged. Used when
-	// CostFunc is nil.
+	// not name (or names with 0) are neither checked nor charged.
 	Cost limiter.Cost
-	// CostFunc computes a request's cost, for endpoints whose cost depends on
-	// the request (Binance's order book weight depends on its limit parameter).
-	// An error it returns fails the request, unsent, wrapped. It must not modify
-	// the request.
-	CostFunc func(*http.Request) (limiter.Cost, error)
+	// Charges, when set, says what a request costs instead of Quota and Cost:
+	// one or more quotas (templates applied to a key with Quota.For: an
+	// account, a pair) and each one's cost, computed from the request. body
+	// is a copy of the request's body, read before it is sent: nil when it has
+	// none, at most MaxBody+1 bytes (longer bodies are cut there, so
+	// len(body) > MaxBody says it was cut). The charges are taken together,
+	// all or nothing (see limiter.Limiter.ReserveAll). An error it returns
+	// fails the request, unsent, wrapped. It must not modify the request.
+	Charges func(req *http.Request, body []byte) ([]limiter.Charge, error)
 
-	// Usage read what the server reports it has counted, from each response
-	// to a request the rule matched: BinanceUsage, IETFUsage, XRateLimit, or
-	// your own. Nil reads nothing.
+	// Usage learn from each answer to a request the rule matched, before the
+	// caller reads it: what the server reports it has counted, and holds it
+	// calls for (IETFUsage, XRateLimit, the exchanges' parsers, or your own).
+	// Nil reads nothing beyond the status and Retry-After.
 	Usage []UsageParser
+	// PeekBody is how many bytes of each answer's body the Usage parsers see
+	// (Answer.Body), at most MaxBody. Default 0: none.
+	PeekBody int
 }
+
+// MaxBody bounds the bytes of a body the Transport reads for a rule: of a
+// request's for Rule.Charges, of an answer's for Rule.PeekBody.
+const MaxBody = 64 << 10
 
 // rule is a Rule ready to use: copied, normalised, and validated.
 type rule struct {
 	Rule
-	hostName, hostPort string // Host split and normalised (lower case, no brackets)
-	desc               string
-	err                error   // non-nil: every request the rule matches fails with it
-	tel                ruleTel // metric options, set by the Transport
+	hosts []hostPort // Hosts split and normalised (lower case, no brackets)
+	desc  string
+	err   error   // non-nil: every request the rule matches fails with it
+	tel   ruleTel // metric options, set by the Transport
 }
 
-func compile(r Rule, desc string) *rule {
+func compile(r Rule, desc string, guard time.Duration) *rule {
 	c := &rule{Rule: r, desc: desc}
+	c.Quota = guarded(r.Quota, guard)
 	c.Cost = maps.Clone(r.Cost)
 	c.Usage = append([]UsageParser(nil), r.Usage...)
-	c.Host = strings.ToLower(r.Host)
+	c.Hosts = append([]string(nil), r.Hosts...)
 	err := c.validate()
-	if err == nil && c.Host != "" {
-		c.hostName, c.hostPort, err = splitHost(c.Host)
+	for _, h := range c.Hosts {
+		if err != nil {
+			break
+		}
+		var hp hostPort
+		hp.name, hp.port, err = splitHost(strings.ToLower(h))
+		c.hosts = append(c.hosts, hp)
 	}
 	if err != nil {
 		c.err = fmt.Errorf("%w: %s: %w", ErrInvalidRule, desc, err)
@@ -83,8 +103,8 @@ func (r *Rule) describe() string {
 	if r.Method != "" {
 		parts = append(parts, r.Method)
 	}
-	if r.Host != "" || r.PathPrefix != "" {
-		parts = append(parts, r.Host+r.PathPrefix+"*")
+	if len(r.Hosts) > 0 || r.PathPrefix != "" {
+		parts = append(parts, strings.Join(r.Hosts, "|")+r.PathPrefix+"*")
 	}
 	if r.Match != nil {
 		parts = append(parts, "func")
@@ -92,26 +112,38 @@ func (r *Rule) describe() string {
 	if len(parts) == 0 {
 		parts = append(parts, "any")
 	}
+	if r.Charges != nil {
+		return strings.Join(parts, " ") + " → charges func"
+	}
 	return strings.Join(parts, " ") + " → quota " + fmt.Sprintf("%q", r.Quota.Name)
 }
 
+// hostPort is an entry of Rule.Hosts: a host name and a port, "" for any.
+type hostPort struct{ name, port string }
+
 // validate reports why r cannot be used.
 func (r *rule) validate() error {
-	if err := r.Quota.Validate(); err != nil {
-		return err
-	}
-	switch {
-	case r.CostFunc == nil && r.Cost == nil:
-		return errors.New("no Cost and no CostFunc")
-	case r.CostFunc == nil:
-		if err := checkCost(r.Quota, r.Cost); err != nil {
-			return err
-		}
+	if r.PeekBody < 0 || r.PeekBody > MaxBody {
+		return fmt.Errorf("PeekBody %d is not 0 to MaxBody", r.PeekBody)
 	}
 	for i, p := range r.Usage {
 		if p == nil {
 			return fmt.Errorf("usage parser %d is nil", i)
 		}
+	}
+	if r.Charges != nil {
+		return nil // checked per request
+	}
+	if err := r.Quota.Validate(); err != nil {
+		return err
+	}
+	if r.Cost == nil {
+		return errors.New("no Cost and no Charges")
+	}
+	if err := checkCost(r.Quota, r.Cost); err != nil {
+		return err
+	}
+	for i, p := range r.Usage {
 		if v, ok := p.(interface{ validate(limiter.Quota) error }); ok {
 			if err := v.validate(r.Quota); err != nil {
 				return fmt.Errorf("usage parser %d: %w", i, err)
@@ -154,13 +186,8 @@ func (r *rule) matches(req *http.Request) bool {
 			return false
 		}
 	}
-	if r.Host != "" {
-		if !strings.EqualFold(req.URL.Hostname(), r.hostName) {
-			return false
-		}
-		if r.hostPort != "" && urlPort(req.URL) != r.hostPort {
-			return false
-		}
+	if len(r.hosts) > 0 && !r.matchesHost(req.URL) {
+		return false
 	}
 	if r.PathPrefix != "" && !strings.HasPrefix(req.URL.Path, r.PathPrefix) {
 		return false
@@ -168,7 +195,18 @@ func (r *rule) matches(req *http.Request) bool {
 	return r.Match == nil || r.Match(req)
 }
 
-// splitHost splits a Rule.Host into its host name (an IPv6 literal without
+// matchesHost reports whether u's host is one of the rule's hosts.
+func (r *rule) matchesHost(u *url.URL) bool {
+	name := u.Hostname()
+	for _, h := range r.hosts {
+		if strings.EqualFold(name, h.name) && (h.port == "" || urlPort(u) == h.port) {
+			return true
+		}
+	}
+	return false
+}
+
+// splitHost splits an entry of Rule.Hosts into its host name (an IPv6 literal without
 // brackets) and port, "" when it has none.
 func splitHost(h string) (name, port string, err error) {
 	bad := func(why string) (string, string, error) {
@@ -222,17 +260,46 @@ func urlPort(u *url.URL) string {
 	return ""
 }
 
-// cost is what req takes from the rule's quota.
-func (r *rule) cost(req *http.Request) (limiter.Cost, error) {
-	if r.CostFunc == nil {
-		return r.Cost, nil
+// guarded is q with guard as its Guard when it has a fixed-window limit and
+// no Guard of its own (see Options.WindowGuard).
+func guarded(q limiter.Quota, guard time.Duration) limiter.Quota {
+	if q.Guard != 0 || guard <= 0 {
+		return q
 	}
-	c, err := r.CostFunc(req)
+	for _, nl := range q.Limits {
+		if nl.Limit.Algorithm == limiter.FixedWindow {
+			q.Guard = guard
+			return q
+		}
+	}
+	return q
+}
+
+// charges are what req takes: the rule's Quota and Cost, or what Charges
+// computes from req and body, checked, each quota guarded by guard.
+func (r *rule) charges(req *http.Request, body []byte, guard time.Duration) ([]limiter.Charge, error) {
+	if r.Charges == nil {
+		return []limiter.Charge{{Quota: r.Quota, Cost: r.Cost}}, nil
+	}
+	cs, err := r.Charges(req, body)
 	if err != nil {
-		return nil, fmt.Errorf("middleware: cost of %s %s: %w", req.Method, req.URL.Redacted(), err)
+		return nil, fmt.Errorf("middleware: charges of %s %s: %w", req.Method, req.URL.Redacted(), err)
 	}
-	if err := checkCost(r.Quota, c); err != nil {
-		return nil, fmt.Errorf("middleware: cost of %s %s (%s): %w", req.Method, req.URL.Redacted(), r.desc, err)
+	if len(cs) == 0 {
+		return nil, fmt.Errorf("middleware: charges of %s %s (%s): %w: none", req.Method, req.URL.Redacted(), r.desc, limiter.ErrInvalidCost)
 	}
-	return c, nil
+	for i := range cs {
+		cs[i].Quota = guarded(cs[i].Quota, guard)
+		c := cs[i]
+		if len(c.Quota.Limits) == 0 && len(c.Cost) == 0 {
+			continue // a hold-only charge: the quota's hold is waited out, nothing is charged
+		}
+		if err := c.Quota.Validate(); err != nil {
+			return nil, fmt.Errorf("middleware: charges of %s %s (%s): %w", req.Method, req.URL.Redacted(), r.desc, err)
+		}
+		if err := checkCost(c.Quota, c.Cost); err != nil {
+			return nil, fmt.Errorf("middleware: charges of %s %s (%s): %w", req.Method, req.URL.Redacted(), r.desc, err)
+		}
+	}
+	return cs, nil
 }

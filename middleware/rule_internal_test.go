@@ -19,22 +19,22 @@ func TestRuleMatches(t *testing.T) {
 		want   bool
 	}{
 		{Rule{}, "GET", "https://a.com/x", true},
-		{Rule{Host: "API.binance.com"}, "GET", "https://api.binance.com/api/v3/ping", true},
-		{Rule{Host: "api.binance.com"}, "GET", "https://api.binance.com:8443/x", true},
-		{Rule{Host: "api.binance.com:443"}, "GET", "https://api.binance.com/x", true}, // https's default port
-		{Rule{Host: "api.binance.com:443"}, "GET", "https://api.binance.com:443/x", true},
-		{Rule{Host: "api.binance.com:443"}, "GET", "http://api.binance.com/x", false},
-		{Rule{Host: "api.binance.com:443"}, "GET", "https://api.binance.com:8443/x", false},
-		{Rule{Host: "localhost:80"}, "GET", "http://LOCALHOST/x", true},
+		{Rule{Hosts: []string{"API.binance.com"}}, "GET", "https://api.binance.com/api/v3/ping", true},
+		{Rule{Hosts: []string{"api.binance.com"}}, "GET", "https://api.binance.com:8443/x", true},
+		{Rule{Hosts: []string{"api.binance.com:443"}}, "GET", "https://api.binance.com/x", true}, // https's default port
+		{Rule{Hosts: []string{"api.binance.com:443"}}, "GET", "https://api.binance.com:443/x", true},
+		{Rule{Hosts: []string{"api.binance.com:443"}}, "GET", "http://api.binance.com/x", false},
+		{Rule{Hosts: []string{"api.binance.com:443"}}, "GET", "https://api.binance.com:8443/x", false},
+		{Rule{Hosts: []string{"localhost:80"}}, "GET", "http://LOCALHOST/x", true},
 		// IPv6 literals, bracketed or not, with or without a port.
-		{Rule{Host: "::1"}, "GET", "http://[::1]:8080/x", true},
-		{Rule{Host: "[::1]"}, "GET", "http://[::1]:8080/x", true},
-		{Rule{Host: "[::1]"}, "GET", "http://[::1]/x", true},
-		{Rule{Host: "[::1]:8080"}, "GET", "http://[::1]:8080/x", true},
-		{Rule{Host: "[::1]:8080"}, "GET", "http://[::1]:8081/x", false},
-		{Rule{Host: "[2001:DB8::1]"}, "GET", "http://[2001:db8::1]/x", true},
-		{Rule{Host: "::1"}, "GET", "http://[::2]/x", false},
-		{Rule{Host: "api.binance.com"}, "GET", "https://fapi.binance.com/x", false},
+		{Rule{Hosts: []string{"::1"}}, "GET", "http://[::1]:8080/x", true},
+		{Rule{Hosts: []string{"[::1]"}}, "GET", "http://[::1]:8080/x", true},
+		{Rule{Hosts: []string{"[::1]"}}, "GET", "http://[::1]/x", true},
+		{Rule{Hosts: []string{"[::1]:8080"}}, "GET", "http://[::1]:8080/x", true},
+		{Rule{Hosts: []string{"[::1]:8080"}}, "GET", "http://[::1]:8081/x", false},
+		{Rule{Hosts: []string{"[2001:DB8::1]"}}, "GET", "http://[2001:db8::1]/x", true},
+		{Rule{Hosts: []string{"::1"}}, "GET", "http://[::2]/x", false},
+		{Rule{Hosts: []string{"api.binance.com"}}, "GET", "https://fapi.binance.com/x", false},
 		{Rule{Method: "GET"}, "", "https://a.com/x", true},
 		{Rule{Method: "POST"}, "GET", "https://a.com/x", false},
 		{Rule{PathPrefix: "/api/v3/order"}, "POST", "https://a.com/api/v3/order/test", true},
@@ -45,7 +45,7 @@ func TestRuleMatches(t *testing.T) {
 		tc.rule.Quota, tc.rule.Cost = q, c
 		req, _ := http.NewRequest(tc.method, tc.url, nil)
 		req.Method = tc.method
-		if got := compile(tc.rule, "r").matches(req); got != tc.want {
+		if got := compile(tc.rule, "r", 0).matches(req); got != tc.want {
 			t.Errorf("%+v on %s %s: %v", tc.rule, tc.method, tc.url, got)
 		}
 	}
@@ -56,7 +56,7 @@ func TestRuleMatches(t *testing.T) {
 func TestRuleInvalidHost(t *testing.T) {
 	q := limiter.Quota{Name: "q", Limits: []limiter.NamedLimit{{Name: "w", Limit: limiter.PerSecond(10)}}}
 	for _, h := range []string{"[::1", "::1]", "[::1]:", "[::1]:http", "a.com:", ":443", "a.com:0", "a.com:65536", "a.com:443:1", "g::1", "a.com/x", "[a.com]"} {
-		if r := compile(Rule{Host: h, Quota: q, Cost: limiter.Cost{"w": 1}}, "r"); !errors.Is(r.err, ErrInvalidRule) {
+		if r := compile(Rule{Hosts: []string{h}, Quota: q, Cost: limiter.Cost{"w": 1}}, "r", 0); !errors.Is(r.err, ErrInvalidRule) {
 			t.Errorf("Host %q: err %v", h, r.err)
 		}
 	}

@@ -65,10 +65,11 @@ const (
 	class5xx
 	classError
 	classNotSent
+	classUnmatched
 	numClasses
 )
 
-var classNames = [numClasses]string{"1xx", "2xx", "3xx", "4xx", "5xx", "error", "not_sent"}
+var classNames = [numClasses]string{"1xx", "2xx", "3xx", "4xx", "5xx", "error", "not_sent", "unmatched"}
 
 // statusClass is the class of an HTTP status code.
 func statusClass(code int) int {
@@ -94,13 +95,12 @@ func limitedIndex(code int) int {
 // redquota.middleware.header_syncs.
 const (
 	syncRaised    = iota // our count was raised to the server's
-	syncUnchanged        // ours was already as high
-	syncSkipped          // a fixed-window count from a window already past
+	syncUnchanged        // ours was already as high, or the charge's window has passed
 	syncError            // the Sync failed
 	numSyncs
 )
 
-var syncNames = [numSyncs]string{"raised", "unchanged", "skipped", "error"}
+var syncNames = [numSyncs]string{"raised", "unchanged", "error"}
 
 // transportTel are a Transport's tracer and instruments.
 type transportTel struct {
@@ -109,6 +109,8 @@ type transportTel struct {
 	limited  metric.Int64Counter
 	syncs    metric.Int64Counter
 	wait     metric.Float64Histogram
+	// unmatched are the options of a request no rule matched.
+	unmatched []metric.AddOption
 }
 
 // ruleTel are a rule's metric options, built once: recording allocates nothing.
@@ -132,7 +134,7 @@ func newTransportTel(p telemetry.Providers) transportTel {
 		metric.WithDescription("429, 418 and 503 answers seen by a Transport, by status."),
 		metric.WithUnit("{response}"))
 	tt.syncs, _ = m.Int64Counter(metricHeaderSyncs,
-		metric.WithDescription("Usage-header counts read by a Transport, by result: raised (our count raised to the server's), unchanged, skipped (a past fixed window), error."),
+		metric.WithDescription("Usage-header counts read by a Transport, by result: raised (our count raised to the server's), unchanged (already as high, or counted in a window already past), error."),
 		metric.WithUnit("{header}"))
 	tt.wait, _ = m.Float64Histogram(metricWait,
 		metric.WithDescription("Time a Transport held a request before sending it: its wait for a turn in the quota."),
@@ -144,6 +146,10 @@ func newRuleTel(quota string) ruleTel {
 	var rt ruleTel
 	q := attrQuota.String(quota)
 	for c, name := range classNames {
+		if quota == "" {
+			rt.requests[c] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attrStatusClass.String(name)))}
+			continue
+		}
 		rt.requests[c] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(q, attrStatusClass.String(name)))}
 	}
 	for i, code := range limitedStatuses {
@@ -158,7 +164,7 @@ func newRuleTel(quota string) ruleTel {
 
 // trip is what one RoundTrip did, for its span.
 type trip struct {
-	cost          limiter.Cost
+	charges       []limiter.Charge
 	errClass      string // the class of the error returned
 	waited        time.Duration
 	status        int // the last answer's status
@@ -199,8 +205,10 @@ func endRoundTrip(span trace.Span, tr *trip, err error) {
 		return
 	}
 	total := 0
-	for _, c := range tr.cost {
-		total += c
+	for _, ch := range tr.charges {
+		for _, c := range ch.Cost {
+			total += c
+		}
 	}
 	span.SetAttributes(attrCost.Int(total), attrWaited.Int64(tr.waited.Milliseconds()),
 		attrLimitedAnswers.Int(tr.limited), attrHeaderSync.Bool(tr.synced),
@@ -307,10 +315,8 @@ func (h *handler) start(ctx context.Context) (context.Context, trace.Span) {
 }
 
 // limiterContext is the context of the limiter call of a decision whose span
-// is recording: the limiter's own span would name the keyed quota
-// (quota.Name+":"+key), and a key is an API key, an account or an address. The
-// decision span carries the limiter's answer instead, and Redis command spans
-// nest directly under it.
+// is recording: the decision span carries the limiter's answer, and Redis
+// command spans nest directly under it.
 func limiterContext(ctx context.Context, span trace.Span) context.Context {
 	if !span.IsRecording() {
 		return ctx

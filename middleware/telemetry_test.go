@@ -17,6 +17,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/redquota/redquota/exchanges"
 	"github.com/redquota/redquota/internal/oteltest"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
@@ -162,7 +163,7 @@ func TestTelemetryTransport(t *testing.T) {
 	quota := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{{Name: "weight", Limit: limiter.PerMinute(1000).WithAlgorithm(limiter.FixedWindow)}}}
 	next := &spy{}
 	tr := middleware.NewTransportWithOptions(next, lim, middleware.Options{Telemetry: h.Providers, FallbackHold: 50 * time.Millisecond},
-		middleware.Rule{Quota: quota, Cost: limiter.Cost{"weight": 2}, Usage: []middleware.UsageParser{middleware.BinanceUsage{Weight: map[string]string{"1m": "weight"}}}})
+		middleware.Rule{Quota: quota, Cost: limiter.Cost{"weight": 2}, Usage: []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{"1m": "weight"}}}})
 	dead := httptest.NewServer(http.NotFoundHandler())
 	dead.Close()
 
@@ -306,6 +307,36 @@ func TestTelemetryTransportRefused(t *testing.T) {
 	}
 	if c := h.Sums(t, "redquota.middleware.requests", "redquota.status_class"); c["2xx"] != 1 || c["not_sent"] != 1 {
 		t.Fatalf("requests by class %v", c)
+	}
+	noSecrets(t, h)
+}
+
+// A request no rule matches is counted as unmatched, without a quota, sent
+// or (Strict) refused; its URL stays out of telemetry.
+func TestTelemetryUnmatched(t *testing.T) {
+	h := oteltest.New()
+	_, lim := miniLimiter(t)
+	srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
+	rule := middleware.Rule{Hosts: []string{"api.binance.com"}, Quota: exQuota, Cost: weight1}
+	for _, strict := range []bool{false, true} {
+		tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{Telemetry: h.Providers, Strict: strict}, rule)
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"?"+secretQuery, nil)
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		if strict != errors.Is(err, middleware.ErrUnmatched) {
+			t.Fatalf("strict %v: %v", strict, err)
+		}
+	}
+	if c := h.Sums(t, "redquota.middleware.requests", "redquota.status_class"); c["unmatched"] != 2 || len(c) != 1 {
+		t.Fatalf("requests by class %v", c)
+	}
+	if c := h.Sums(t, "redquota.middleware.requests", "redquota.quota"); len(c) != 1 || c[""] != 2 {
+		t.Fatalf("requests by quota %v: an unmatched request has no quota", c)
+	}
+	if srv.hits.Load() != 1 {
+		t.Fatalf("%d requests sent, want 1 (the strict one is refused)", srv.hits.Load())
 	}
 	noSecrets(t, h)
 }

@@ -36,22 +36,25 @@ const bookkeepingTimeout = time.Second
 // maxDrain is the most of a discarded response body read to free its connection.
 const maxDrain = 64 << 10
 
-// maxRebook bounds how often one request is charged again at a fixed
-// window's edge. A request that would need one more fails with a
-// *LimitedError instead: it is never sent in a window it was not charged in.
-// (After a hold placed while it waited, it books again for as long as its
-// context allows: each such booking waits out the hold.)
-const maxRebook = 4
-
 // Options configure a Transport. The zero value works; each field documents
 // its default.
 type Options struct {
 	// Default, when set, applies to requests no rule matches (its match
-	// conditions are ignored). Default nil: such requests pass straight through.
+	// conditions are ignored). Default nil: such requests pass straight
+	// through, counted in Stats.Unmatched, unless Strict.
 	Default *Rule
+	// Strict refuses a request that no rule matches (and no Default rule
+	// takes), unsent, with an error wrapping ErrUnmatched. Default false: it
+	// passes through unlimited, counted in Stats.Unmatched and in the
+	// redquota.middleware.requests metric as "unmatched".
+	Strict bool
 	// FailFast makes a request that cannot be charged at once fail with a
-	// *LimitedError instead of waiting for its turn. Default false: wait, up to
-	// the request context's deadline (http.Client.Timeout sets one).
+	// *LimitedError instead of waiting for its turn (limiter.Limiter.AllowAll).
+	// Such a charge leaves no reservation to tie a usage count to: a count is
+	// synced into the window current when it arrives (limiter.Limiter.Sync),
+	// which for an answer that crosses a fixed window's end may be the next
+	// one (it can only slow us down). Default false: wait, up to the request
+	// context's deadline (http.Client.Timeout sets one).
 	FailFast bool
 	// MaxRetries is how many times an idempotent request answered 429, 418 or
 	// 503 is sent again, each time after the hold that answer caused and a
@@ -81,18 +84,21 @@ type Options struct {
 	// DefaultBanHold.
 	BanHold time.Duration
 	// WindowGuard protects fixed-window limits (limiter.FixedWindow) against a
-	// request charged in one window reaching the server in the next: a request
-	// whose turn comes within WindowGuard of the end of its window (or that is
-	// sent after its window ended, e.g. after a retry backoff) is charged again,
-	// in the window it will land in, before it is sent. Windows are Redis's:
-	// how long a charge's window has to run comes from Redis's reply, not the
-	// local clock, which may differ from Redis's. Set it to the one-way
-	// latency to the server plus the clock difference between Redis and the
-	// server. The guard is checked before the request is handed to next: a
-	// request that must first open a connection (TCP, TLS) takes longer to
-	// land, so warm the client or size the guard for it. Default 0: only
-	// requests sent after their window ended are charged again.
+	// request charged in one window reaching the server in the next: it is
+	// the limiter.Quota.Guard of every quota the Transport charges that has a
+	// fixed-window limit and no Guard of its own, so the limiter never grants
+	// a request within WindowGuard of its window's end (it books it at the
+	// next window's start instead), deciding on Redis's clock. Set it to the
+	// one-way latency to the server plus the clock difference between Redis
+	// and the server; it must be shorter than every such limit's Period (a
+	// rule whose quota it is not is invalid). A request that must first open
+	// a connection (TCP, TLS) takes longer to land, so warm the client or size
+	// the guard for it. Default 0: no guard.
 	WindowGuard time.Duration
+	// StripHeaders are headers removed from every request before it is sent,
+	// whether a rule matched it or not: hints for a rule's Charges that the
+	// server must not see (exchanges.KrakenPairHeader). Default none.
+	StripHeaders []string
 	// Telemetry are the OpenTelemetry providers of the Transport's (and a
 	// Handler's) spans and metrics (see TELEMETRY_NAMES.md). Default: the
 	// global providers.
@@ -113,20 +119,17 @@ type Stats struct {
 	Holds int64
 	// Syncs counts usage headers that raised our count to the server's.
 	Syncs int64
-	// SyncsSkipped counts fixed-window usage counts not synced because the
-	// server counted them in a window already past (see UsageParser).
-	SyncsSkipped int64
 	// Retries counts requests sent again after a 429, 418 or 503.
 	Retries int64
-	// Rebooked counts requests charged again before being sent: after a hold
-	// placed while they waited, or at the edge of a fixed window.
-	Rebooked int64
 	// Errors counts the problems passed to Options.OnError.
 	Errors int64
+	// Unmatched counts requests no rule matched: sent unlimited, or refused
+	// with ErrUnmatched when the Transport is Strict.
+	Unmatched int64
 }
 
 type counters struct {
-	sent, tooMany, banned, unavailable, holds, syncs, syncsSkipped, retries, rebooked, errors atomic.Int64
+	sent, tooMany, banned, unavailable, holds, syncs, retries, errors, unmatched atomic.Int64
 }
 
 // Transport is an http.RoundTripper that charges each request a Rule matches to
@@ -177,10 +180,10 @@ func NewTransportWithOptions(next http.RoundTripper, lim *limiter.Limiter, opts 
 	}
 	t := &Transport{next: next, lim: lim, opts: opts, tel: newTransportTel(opts.Telemetry)}
 	for i, r := range rules {
-		t.rules = append(t.rules, compile(r, fmt.Sprintf("rule %d (%s)", i, r.describe())))
+		t.rules = append(t.rules, compile(r, fmt.Sprintf("rule %d (%s)", i, r.describe()), opts.WindowGuard))
 	}
 	if opts.Default != nil {
-		t.def = compile(*opts.Default, fmt.Sprintf("default rule (%s)", opts.Default.describe()))
+		t.def = compile(*opts.Default, fmt.Sprintf("default rule (%s)", opts.Default.describe()), opts.WindowGuard)
 		t.opts.Default = nil
 	}
 	for _, r := range t.rules {
@@ -189,6 +192,7 @@ func NewTransportWithOptions(next http.RoundTripper, lim *limiter.Limiter, opts 
 	if t.def != nil {
 		t.def.tel = newRuleTel(t.def.Quota.Name)
 	}
+	t.tel.unmatched = newRuleTel("").requests[classUnmatched]
 	return t
 }
 
@@ -213,10 +217,9 @@ func (t *Transport) Stats() Stats {
 		Unavailable:     t.stats.unavailable.Load(),
 		Holds:           t.stats.holds.Load(),
 		Syncs:           t.stats.syncs.Load(),
-		SyncsSkipped:    t.stats.syncsSkipped.Load(),
 		Retries:         t.stats.retries.Load(),
-		Rebooked:        t.stats.rebooked.Load(),
 		Errors:          t.stats.errors.Load(),
+		Unmatched:       t.stats.unmatched.Load(),
 	}
 }
 
@@ -237,12 +240,23 @@ func (t *Transport) match(req *http.Request) *rule {
 // ErrInvalidCost, ErrUnknownLimit, ErrExceedsLimit), the quota has no room in
 // time or was found held at each of its turns (*LimitedError,
 // ErrRateLimited), req's context ends while it waits
-// (the context's error), or Redis cannot be reached under a fail-closed
-// policy (limiter.ErrUnavailable).
+// (the context's error), Redis cannot be reached under a fail-closed
+// policy (limiter.ErrUnavailable), or, on a Strict Transport, no rule matches
+// it (ErrUnmatched).
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := t.match(req)
 	if r == nil {
-		return t.next.RoundTrip(req)
+		t.stats.unmatched.Add(1)
+		if t.tel.requests != nil {
+			t.tel.requests.Add(req.Context(), 1, t.tel.unmatched...)
+		}
+		if t.opts.Strict {
+			if req.Body != nil {
+				_ = req.Body.Close()
+			}
+			return nil, fmt.Errorf("%w: %s %s%s", ErrUnmatched, method(req), req.URL.Host, req.URL.Path)
+		}
+		return t.next.RoundTrip(t.strip(req))
 	}
 	ctx, span := t.startRoundTrip(req.Context(), r, req)
 	var tr trip
@@ -267,13 +281,21 @@ func (t *Transport) roundTrip(ctx context.Context, traced bool, req *http.Reques
 	if r.err != nil {
 		return fail(r.err, "invalid_rule")
 	}
-	cost, err := r.cost(req)
+	var body []byte
+	if r.Charges != nil {
+		var err error
+		if req, body, err = readBody(req); err != nil {
+			return fail(fmt.Errorf("middleware: read request body: %w", err), "body")
+		}
+	}
+	charges, err := r.charges(req, body, t.opts.WindowGuard)
 	if err != nil {
 		return fail(err, "invalid_cost")
 	}
-	tr.cost = cost
+	tr.charges = charges
+	req = t.strip(req)
 	began := time.Now()
-	c, err := t.acquire(ctx, r, cost, 0)
+	res, err := t.acquire(ctx, charges, 0)
 	tr.waited = time.Since(began)
 	t.recordWait(ctx, r, tr.waited)
 	if err != nil {
@@ -287,7 +309,6 @@ func (t *Transport) roundTrip(ctx context.Context, traced bool, req *http.Reques
 		if traced {
 			send = out.WithContext(ctx)
 		}
-		sent := time.Now()
 		resp, err := t.next.RoundTrip(send)
 		if err != nil {
 			t.countRequest(ctx, r, classError)
@@ -296,11 +317,15 @@ func (t *Transport) roundTrip(ctx context.Context, traced bool, req *http.Reques
 		}
 		t.countRequest(ctx, r, statusClass(resp.StatusCode))
 		tr.status = resp.StatusCode
-		t.learn(ctx, out, r, resp, c, sent, tr)
+		a := &Answer{Request: out, StatusCode: resp.StatusCode, Header: resp.Header, Charges: charges}
+		if r.PeekBody > 0 {
+			a.Body, _ = peek(resp, r.PeekBody)
+		}
+		t.learn(ctx, r, a, res, tr)
 		if !retry || attempt >= t.opts.MaxRetries || !retryStatus(resp.StatusCode) {
 			return resp, nil
 		}
-		if !buffer(resp) {
+		if _, whole := peek(resp, maxDrain); !whole {
 			return resp, nil // too large a body to drain: hand it over
 		}
 		next, err := rewind(req)
@@ -308,7 +333,7 @@ func (t *Transport) roundTrip(ctx context.Context, traced bool, req *http.Reques
 			return resp, nil
 		}
 		began := time.Now()
-		c, err = t.acquire(ctx, r, cost, t.backoff(attempt))
+		res, err = t.acquire(ctx, charges, t.backoff(attempt))
 		waited := time.Since(began)
 		tr.waited += waited
 		t.recordWait(ctx, r, waited)
@@ -355,36 +380,101 @@ func rewind(req *http.Request) (*http.Request, error) {
 	return out, nil
 }
 
-// buffer drains and closes resp's body into memory, so the connection is
-// freed while we wait to retry and the caller can still read the answer if
-// we do not. It reports false, leaving the body as it was, for a body larger
-// than maxDrain. A nil body (which http.Client tolerates from a RoundTripper)
-// is an empty one.
-func buffer(resp *http.Response) bool {
+// strip returns req, or a copy of it without Options.StripHeaders when it has
+// any of them.
+func (t *Transport) strip(req *http.Request) *http.Request {
+	for i, h := range t.opts.StripHeaders {
+		if _, ok := req.Header[http.CanonicalHeaderKey(h)]; !ok {
+			continue
+		}
+		out := req.Clone(req.Context())
+		for _, h := range t.opts.StripHeaders[i:] {
+			out.Header.Del(h)
+		}
+		return out
+	}
+	return req
+}
+
+// method is req's method, GET when empty.
+func method(req *http.Request) string {
+	if req.Method == "" {
+		return http.MethodGet
+	}
+	return req.Method
+}
+
+// readBody returns a copy of req's body, at most MaxBody+1 bytes (nil when
+// it has none), and the request to send: req itself when its body can be
+// read again (GetBody), else a copy of req whose body gives back what was
+// read, then the rest. A body read whole becomes rewindable (GetBody), so
+// that a retry can send it again.
+func readBody(req *http.Request) (*http.Request, []byte, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return req, nil, nil
+	}
+	if req.GetBody != nil {
+		rc, err := req.GetBody()
+		if err != nil {
+			return req, nil, err
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(io.LimitReader(rc, MaxBody+1))
+		return req, b, err
+	}
+	b, err := io.ReadAll(io.LimitReader(req.Body, MaxBody+1))
+	if err != nil {
+		return req, nil, err
+	}
+	out := req.Clone(req.Context())
+	if len(b) > MaxBody {
+		out.Body = readCloser{io.MultiReader(bytes.NewReader(b), req.Body), req.Body}
+		return out, b, nil
+	}
+	_ = req.Body.Close()
+	out.Body = io.NopCloser(bytes.NewReader(b))
+	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	return out, b, nil
+}
+
+// peek reads up to n bytes of resp's body and puts them back: the caller
+// still reads the whole body, and the read error the peek met, if any. whole
+// reports that the body was read to its end (or to an error): then the
+// original body is closed, freeing the connection, and resp.Body is the copy
+// in memory. A nil body (which http.Client tolerates from a RoundTripper) is
+// an empty one.
+func peek(resp *http.Response, n int) (b []byte, whole bool) {
 	if resp.Body == nil || resp.Body == http.NoBody {
 		resp.Body = http.NoBody
-		return true
+		return nil, true
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxDrain+1))
-	if len(b) > maxDrain {
-		resp.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(b), resp.Body), resp.Body}
-		return false
+	b, err := io.ReadAll(io.LimitReader(resp.Body, int64(n)+1))
+	if len(b) > n {
+		resp.Body = readCloser{io.MultiReader(bytes.NewReader(b), resp.Body), resp.Body}
+		return b[:n], false
 	}
 	_ = resp.Body.Close()
+	rest := io.Reader(eof{})
 	if err != nil {
-		resp.Body = io.NopCloser(io.MultiReader(bytes.NewReader(b), errReader{err}))
-		return true
+		rest = errReader{err}
 	}
-	resp.Body = io.NopCloser(bytes.NewReader(b))
-	return true
+	resp.Body = io.NopCloser(io.MultiReader(bytes.NewReader(b), rest))
+	return b, true
+}
+
+// readCloser reads from a Reader and closes a Closer.
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+type eof struct{}
+
+func (eof) Read([]byte) (int, error) { return 0, io.EOF }
 
 // backoff is the jittered delay before retry attempt+1.
 func (t *Transport) backoff(attempt int) time.Duration {

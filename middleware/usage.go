@@ -5,102 +5,68 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redquota/redquota/limiter"
 )
 
-// Usage is what a server reports it has counted of one limit of a rule's quota.
+// Usage is what an answer says of one quota the request was charged: how
+// much of a limit the server has counted, or that it has nothing left for a
+// while.
 type Usage struct {
-	// Limit names the limit of the rule's quota.
+	// Quota names the charged quota this is about (its Name; a quota applied
+	// to a key keeps its template's name). Default "": the charged quota that
+	// has Limit or, for a Hold without Limit, every quota the request charged.
+	Quota string
+	// Limit names the limit of that quota.
 	Limit string
-	// Used is how many units the server has counted in its current window. When
-	// it is more than our count, the Transport raises ours to it with
-	// limiter.Sync (never lowering it); above the limit it is taken as the limit.
+	// Used is how many units the server has counted in its current window.
+	// When it is more than our count, the Transport raises ours to it (never
+	// lowering it; above the limit it is taken as the limit), in the window
+	// the request was charged in only: the limiter decides, on Redis's clock,
+	// and a count arriving after that window ended changes nothing.
 	Used int
-	// Hold, when positive, says the server has no units left for this long: the
-	// Transport holds the quota for it, capped by Options.MaxHold.
+	// Hold, when positive, says the server has no units left for this long:
+	// the Transport holds the quota for it, capped by Options.MaxHold.
 	Hold time.Duration
+	// Refused says this answer is this quota's refusal of the request
+	// (Binance's -1015 for its account's ORDERS limits): the hold a 429 or 418
+	// calls for (Retry-After, FallbackHold, BanHold) then holds this quota
+	// only, not every quota the request charged.
+	Refused bool
 }
 
-// UsageParser reads usage from a response's header. q is the quota of the rule
-// that matched the request. A parser returns what it could read together with
-// an error wrapping ErrBadHeader for what it could not; the Transport uses the
-// former and reports the latter to Options.OnError.
-//
-// For a fixed-window limit (limiter.FixedWindow), when a request went out in
-// one window and its answer came back in the next, the count may be the
-// previous window's: the Transport then syncs it only if the answer's Date
-// header places the request in the current window (or there is no usable
-// Date, or the window is not whole seconds: then it syncs, to be safe).
+// Answer is an answer to a request a rule matched, as the rule's usage
+// parsers see it: before the caller does.
+type Answer struct {
+	// Request is the request sent (its body already consumed).
+	Request *http.Request
+	// StatusCode and Header are the answer's.
+	StatusCode int
+	Header     http.Header
+	// Body is the start of the answer's body, at most Rule.PeekBody bytes; the
+	// caller still reads all of it.
+	Body []byte
+	// Charges are the quotas and costs the request was charged.
+	Charges []limiter.Charge
+}
+
+// limit finds the limit called name among the charged quotas.
+func (a *Answer) limit(name string) (limiter.Limit, bool) {
+	for _, c := range a.Charges {
+		if l, ok := c.Quota.Find(name); ok {
+			return l, true
+		}
+	}
+	return limiter.Limit{}, false
+}
+
+// UsageParser learns from an answer what the server has counted and what it
+// asks us to hold. A parser returns what it could read together with an error
+// wrapping ErrBadHeader for what it could not; the Transport uses the former
+// and reports the latter to Options.OnError.
 type UsageParser interface {
-	ParseUsage(h http.Header, q limiter.Quota) ([]Usage, error)
-}
-
-// BinanceUsage reads Binance's X-MBX-USED-WEIGHT-<interval> and
-// X-MBX-ORDER-COUNT-<interval> headers, where interval is a count and a unit
-// letter: S, M, H or D (second, minute, hour, day), in either case, e.g.
-// X-MBX-USED-WEIGHT-1M. Headers of intervals not mapped are ignored.
-//
-// A value that is not a non-negative decimal integer is ignored and reported;
-// a valid value beyond the limit (even one too large for an int) counts as the
-// limit: the server considers us full.
-type BinanceUsage struct {
-	// Weight maps an interval of X-MBX-USED-WEIGHT-<interval>, e.g. "1m", to
-	// the name of a limit of the rule's quota.
-	Weight map[string]string
-	// Orders maps an interval of X-MBX-ORDER-COUNT-<interval>, e.g. "10s" or
-	// "1d", to the name of a limit of the rule's quota.
-	Orders map[string]string
-}
-
-const (
-	binanceWeight = "x-mbx-used-weight-"
-	binanceOrders = "x-mbx-order-count-"
-)
-
-// normInterval turns "1M", "01m" into "1m"; ok is false for anything else.
-func normInterval(s string) (string, bool) {
-	if len(s) < 2 {
-		return "", false
-	}
-	unit := strings.ToLower(s[len(s)-1:])
-	if !strings.Contains("smhd", unit) || !allDigits(s[:len(s)-1]) {
-		return "", false
-	}
-	n, err := strconv.ParseUint(s[:len(s)-1], 10, 32)
-	if err != nil || n == 0 {
-		return "", false
-	}
-	return strconv.FormatUint(n, 10) + unit, true
-}
-
-func normMap(m map[string]string) (map[string]string, error) {
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		n, ok := normInterval(k)
-		if !ok {
-			return nil, fmt.Errorf("interval %q is not <n><s|m|h|d>", k)
-		}
-		out[n] = v
-	}
-	return out, nil
-}
-
-func (b BinanceUsage) validate(q limiter.Quota) error {
-	for _, m := range []map[string]string{b.Weight, b.Orders} {
-		n, err := normMap(m)
-		if err != nil {
-			return err
-		}
-		if err := knownLimits(q, n); err != nil {
-			return err
-		}
-	}
-	return nil
+	ParseUsage(a *Answer) ([]Usage, error)
 }
 
 func knownLimits(q limiter.Quota, m map[string]string) error {
@@ -110,49 +76,6 @@ func knownLimits(q limiter.Quota, m map[string]string) error {
 		}
 	}
 	return nil
-}
-
-// ParseUsage implements UsageParser.
-func (b BinanceUsage) ParseUsage(h http.Header, q limiter.Quota) ([]Usage, error) {
-	weight, err1 := normMap(b.Weight)
-	orders, err2 := normMap(b.Orders)
-	if err := errors.Join(err1, err2); err != nil {
-		return nil, fmt.Errorf("%w: BinanceUsage: %w", ErrInvalidRule, err)
-	}
-	names := make([]string, 0, len(h))
-	for k := range h {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	var out []Usage
-	var errs []error
-	for _, k := range names {
-		lk := strings.ToLower(k)
-		var m map[string]string
-		switch {
-		case strings.HasPrefix(lk, binanceWeight):
-			m = weight
-		case strings.HasPrefix(lk, binanceOrders):
-			m = orders
-		default:
-			continue
-		}
-		iv, ok := normInterval(lk[len(binanceWeight):]) // both prefixes have the same length
-		if !ok {
-			continue
-		}
-		limit, ok := m[iv]
-		if !ok {
-			continue
-		}
-		n, err := parseCount(k, h.Get(k))
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		out = append(out, Usage{Limit: limit, Used: n})
-	}
-	return out, errors.Join(errs...)
 }
 
 // IETFUsage reads the RateLimit and RateLimit-Policy fields of
@@ -176,7 +99,8 @@ type IETFUsage struct {
 func (u IETFUsage) validate(q limiter.Quota) error { return knownLimits(q, u.Policies) }
 
 // ParseUsage implements UsageParser.
-func (u IETFUsage) ParseUsage(h http.Header, q limiter.Quota) ([]Usage, error) {
+func (u IETFUsage) ParseUsage(a *Answer) ([]Usage, error) {
+	h := a.Header
 	lines := h.Values("RateLimit")
 	if len(lines) == 0 {
 		return nil, nil
@@ -222,9 +146,9 @@ func (u IETFUsage) ParseUsage(h http.Header, q limiter.Quota) ([]Usage, error) {
 		}
 		size, ok := quotas[name]
 		if !ok {
-			l, found := q.Find(limit)
+			l, found := a.limit(limit)
 			if !found {
-				errs = append(errs, fmt.Errorf("%w: %q is not a limit of quota %q", limiter.ErrUnknownLimit, limit, q.Name))
+				errs = append(errs, fmt.Errorf("%w: %q is not a limit of a charged quota", limiter.ErrUnknownLimit, limit))
 				continue
 			}
 			size = int64(l.Max())
@@ -270,7 +194,8 @@ func (x XRateLimit) validate(q limiter.Quota) error {
 const unixThreshold = 1_000_000_000
 
 // ParseUsage implements UsageParser.
-func (x XRateLimit) ParseUsage(h http.Header, q limiter.Quota) ([]Usage, error) {
+func (x XRateLimit) ParseUsage(a *Answer) ([]Usage, error) {
+	h := a.Header
 	rv := h.Get("X-RateLimit-Remaining")
 	if rv == "" {
 		return nil, nil
@@ -285,9 +210,9 @@ func (x XRateLimit) ParseUsage(h http.Header, q limiter.Quota) ([]Usage, error) 
 			return nil, err
 		}
 	} else {
-		l, ok := q.Find(x.Limit)
+		l, ok := a.limit(x.Limit)
 		if !ok {
-			return nil, fmt.Errorf("%w: %q is not a limit of quota %q", limiter.ErrUnknownLimit, x.Limit, q.Name)
+			return nil, fmt.Errorf("%w: %q is not a limit of a charged quota", limiter.ErrUnknownLimit, x.Limit)
 		}
 		size = l.Max()
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/redquota/redquota/cache"
 	"github.com/redquota/redquota/examples/internal/exampleenv"
 	"github.com/redquota/redquota/examples/internal/fakeexchange"
+	"github.com/redquota/redquota/exchanges"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/market"
 	"github.com/redquota/redquota/middleware"
@@ -42,6 +43,7 @@ type worker struct {
 	tr       *middleware.Transport
 	http     *http.Client
 	market   *market.Market
+	near     *market.Market // the same data through a cache with a near cache
 
 	requests atomic.Int64 // answered requests, this phase
 	errs     atomic.Int64 // failed requests, this phase
@@ -71,7 +73,7 @@ func newWorker(id int, env *exampleenv.Env, prefix string, ex *fakeexchange.Exch
 	}
 	lim := limiter.New(w.limRDB, limiter.Options{Prefix: prefix, Telemetry: p})
 	q := binanceQuota(ex)
-	usage := []middleware.UsageParser{middleware.BinanceUsage{Weight: map[string]string{ex.Interval(): "weight"}}}
+	usage := []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{ex.Interval(): "weight"}}}
 	w.tr = middleware.NewTransportWithOptions(&http.Transport{MaxIdleConnsPerHost: 16}, lim,
 		middleware.Options{
 			// A request granted in a window's last 100 ms may reach the exchange in
@@ -80,7 +82,7 @@ func newWorker(id int, env *exampleenv.Env, prefix string, ex *fakeexchange.Exch
 			Telemetry:   p,
 		},
 		middleware.Rule{Method: http.MethodGet, PathPrefix: "/api/v3/depth", Quota: q, Usage: usage,
-			CostFunc: func(r *http.Request) (limiter.Cost, error) {
+			Charges: func(r *http.Request, _ []byte) ([]limiter.Charge, error) {
 				n := 100
 				if v := r.URL.Query().Get("limit"); v != "" {
 					var err error
@@ -88,7 +90,7 @@ func newWorker(id int, env *exampleenv.Env, prefix string, ex *fakeexchange.Exch
 						return nil, fmt.Errorf("depth limit %q: %w", v, err)
 					}
 				}
-				return limiter.Cost{"weight": fakeexchange.DepthWeight(n)}, nil
+				return []limiter.Charge{{Quota: q, Cost: limiter.Cost{"weight": fakeexchange.DepthWeight(n)}}}, nil
 			}},
 		middleware.Rule{Method: http.MethodGet, PathPrefix: "/api/v3/ticker/24hr", Quota: q, Usage: usage,
 			Cost: limiter.Cost{"weight": fakeexchange.TickerWeight}},
@@ -96,6 +98,8 @@ func newWorker(id int, env *exampleenv.Env, prefix string, ex *fakeexchange.Exch
 	)
 	w.http = &http.Client{Transport: w.tr}
 	w.market = market.New(cache.New(w.cacheRDB, cache.Options{Prefix: prefix, Telemetry: p}), market.Options{Telemetry: p})
+	w.near = market.New(cache.New(w.cacheRDB, cache.Options{Prefix: prefix, Telemetry: p,
+		Near: cache.NearOptions{MaxBytes: 16 << 20}}), market.Options{Telemetry: p})
 	return w, nil
 }
 
@@ -112,6 +116,7 @@ func (w *worker) warm(ctx context.Context) error {
 }
 
 func (w *worker) close() {
+	_ = w.near.Cache().Close()
 	w.http.CloseIdleConnections()
 	_ = w.limRDB.Close()
 	_ = w.cacheRDB.Close()
@@ -181,8 +186,10 @@ func (w *worker) fetchBook(phase context.Context, symbol string) func(context.Co
 }
 
 // run makes requests until phase ends: each a ticker or an order book of a
-// random symbol, from the market cache when cached, else from the exchange.
-func (w *worker) run(phase context.Context, cached bool, seed uint64) {
+// random symbol, from m (the market cache, with or without a near cache), or
+// from the exchange when m is nil.
+func (w *worker) run(phase context.Context, m *market.Market, seed uint64) {
+	cached := m != nil
 	w.requests.Store(0)
 	w.errs.Store(0)
 	w.weight.Store(0)
@@ -199,11 +206,11 @@ func (w *worker) run(phase context.Context, cached bool, seed uint64) {
 		weight := fakeexchange.TickerWeight
 		switch {
 		case book && cached:
-			_, err = w.market.OrderBookOrFetch(phase, exchangeName, sym, w.fetchBook(phase, sym))
+			_, err = m.OrderBookOrFetch(phase, exchangeName, sym, w.fetchBook(phase, sym))
 		case book:
 			_, err = w.fetchBook(phase, sym)(phase)
 		case cached:
-			_, err = w.market.TickerOrFetch(phase, exchangeName, sym, w.fetchTicker(phase, sym))
+			_, err = m.TickerOrFetch(phase, exchangeName, sym, w.fetchTicker(phase, sym))
 		default:
 			_, err = w.fetchTicker(phase, sym)(phase)
 		}

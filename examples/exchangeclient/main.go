@@ -32,6 +32,7 @@ import (
 
 	"github.com/redquota/redquota/examples/internal/exampleenv"
 	"github.com/redquota/redquota/examples/internal/fakeexchange"
+	"github.com/redquota/redquota/exchanges"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
 	"github.com/redquota/redquota/telemetry"
@@ -71,17 +72,17 @@ func newClient(env *exampleenv.Env, prefix string, ex *fakeexchange.Exchange, p 
 		{Name: "weight", Limit: limiter.Every(ex.Limit(), ex.Window()).WithAlgorithm(limiter.FixedWindow)},
 	}}
 	// Learn the exchange's own count from X-MBX-USED-WEIGHT-1S.
-	usage := []middleware.UsageParser{middleware.BinanceUsage{Weight: map[string]string{ex.Interval(): "weight"}}}
+	usage := []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{ex.Interval(): "weight"}}}
 	tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{WindowGuard: 100 * time.Millisecond, Telemetry: p},
 		middleware.Rule{Method: http.MethodGet, PathPrefix: "/api/v3/ticker/24hr", Quota: weight, Usage: usage,
 			Cost: limiter.Cost{"weight": fakeexchange.TickerWeight}},
 		middleware.Rule{Method: http.MethodGet, PathPrefix: "/api/v3/depth", Quota: weight, Usage: usage,
-			CostFunc: func(r *http.Request) (limiter.Cost, error) {
+			Charges: func(r *http.Request, _ []byte) ([]limiter.Charge, error) {
 				n, err := strconv.Atoi(r.URL.Query().Get("limit"))
 				if err != nil {
 					return nil, fmt.Errorf("depth limit: %w", err)
 				}
-				return limiter.Cost{"weight": fakeexchange.DepthWeight(n)}, nil
+				return []limiter.Charge{{Quota: weight, Cost: limiter.Cost{"weight": fakeexchange.DepthWeight(n)}}}, nil
 			}},
 		middleware.Rule{PathPrefix: "/api/", Quota: weight, Usage: usage, Cost: limiter.Cost{"weight": 1}},
 	)
@@ -236,9 +237,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		sum.TooManyRequests += s.TooManyRequests
 		sum.Holds += s.Holds
 		sum.Syncs += s.Syncs
-		sum.Rebooked += s.Rebooked
+		sum.Unmatched += s.Unmatched
 	}
-	fmt.Fprintf(stdout, "transport stats, all processes: sent %d, 429s seen %d, holds %d, usage syncs %d, rebooked at a window edge %d\n",
-		sum.Sent, sum.TooManyRequests, sum.Holds, sum.Syncs, sum.Rebooked)
+	fmt.Fprintf(stdout, "transport stats, all processes: sent %d, 429s seen %d, holds %d, usage syncs %d, unmatched (sent unlimited) %d\n",
+		sum.Sent, sum.TooManyRequests, sum.Holds, sum.Syncs, sum.Unmatched)
 	return nil
 }
