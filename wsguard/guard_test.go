@@ -15,7 +15,9 @@ import (
 func newMiniGuard(t *testing.T, opts wsguard.Options) (*wsguard.Guard, *limiter.Limiter) {
 	t.Helper()
 	_, rdb := redistest.NewMini(t)
-	lim := limiter.New(rdb, limiter.Options{})
+	// No per-call timeout: a script call on miniredis under -race on a
+	// loaded machine can take more than the default 250 ms.
+	lim := limiter.New(rdb, limiter.Options{Timeout: -1})
 	g, err := wsguard.New(lim, opts)
 	if err != nil {
 		t.Fatal(err)

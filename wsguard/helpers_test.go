@@ -18,11 +18,18 @@ import (
 func newLimiter(t *testing.T, b redistest.Backend) *limiter.Limiter {
 	t.Helper()
 	var c limiter.Client
+	timeout := 5 * time.Second
 	switch b.Kind {
 	case redistest.Mini:
-		rdb := redis.NewClient(&redis.Options{Addr: b.Mini.Addr()})
+		// No per-call timeout: miniredis runs one script at a time, each
+		// taking tens of milliseconds under -race on a loaded machine, and
+		// 200 callers queue for seconds. A late reply delays a turn; it
+		// cannot let a limit overshoot.
+		o := redistest.ClientOptions(b.Mini.Addr())
+		o.ReadTimeout, o.WriteTimeout = 60*time.Second, 60*time.Second
+		rdb := redis.NewClient(o)
 		t.Cleanup(func() { _ = rdb.Close() })
-		c = rdb
+		c, timeout = rdb, -1
 	case redistest.Real:
 		o := redistest.ClientOptions(b.Server.Addr())
 		o.ReadTimeout, o.WriteTimeout = 5*time.Second, 5*time.Second
@@ -34,7 +41,7 @@ func newLimiter(t *testing.T, b redistest.Backend) *limiter.Limiter {
 		t.Cleanup(func() { _ = rdb.Close() })
 		c = rdb
 	}
-	return limiter.New(c, limiter.Options{Prefix: b.Prefix, Timeout: 5 * time.Second})
+	return limiter.New(c, limiter.Options{Prefix: b.Prefix, Timeout: timeout})
 }
 
 // fakeSocket is an in-memory connection: Read returns what the test pushes,
