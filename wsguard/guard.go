@@ -82,14 +82,18 @@ type Signal struct {
 
 // Refusal is a hold a signal calls for: the exchange has refused, or will
 // refuse, what a quota charges for Hold.
+//
+// The quotas held are chosen among the quota instances of the request ID
+// names (those Options.Charges returned for it: an account's instance, not
+// every account's) and Options.Connect's: with ID and no Quota, every quota
+// the request was charged; with Quota, those of them and of Options.Connect
+// named Quota; with neither, Options.Connect's.
 type Refusal struct {
-	// Quota names the quota to hold (its Name; an instance of a template, an
-	// account's, keeps the template's name). Default "": every quota the
-	// refused request was charged, or, with no request, Options.Connect's.
+	// Quota names the quota to hold (its Name; an instance of a template
+	// keeps the template's name). Default "": see above.
 	Quota string
-	// ID is the id of the request the signal answers (the one Options.Charges
-	// returned), so that the quota instance it charged (the account's) is the
-	// one held. Default "": the connection's quotas (Options.Connect) only.
+	// ID is the id of the request the signal answers, as Options.Charges
+	// returned it. Default "": no request.
 	ID string
 	// Hold is how long to hold. Default Options.FallbackHold.
 	Hold time.Duration
@@ -111,8 +115,8 @@ const (
 	DefaultJitter = time.Second
 	// DefaultFallbackHold is the hold of a Refusal without Hold.
 	DefaultFallbackHold = time.Second
-	// maxPending bounds the requests a connection remembers while their
-	// answers are due.
+	// maxPending bounds the requests a connection remembers for refusals
+	// naming them.
 	maxPending = 4096
 )
 
@@ -209,7 +213,8 @@ type Conn struct {
 	mu      sync.Mutex
 	sock    Socket
 	streams int
-	pending map[string][]limiter.Charge // id → charges of requests awaiting their answer
+	pending map[string][]limiter.Charge // id → charges of the latest requests sent
+	order   []string                    // pending's ids, oldest first
 }
 
 // Dial charges one connection attempt to Options.Connect, waits for its turn
@@ -279,6 +284,7 @@ func (c *Conn) Redial(ctx context.Context) error {
 	old := c.sock
 	c.sock, c.streams = nil, 0
 	clear(c.pending)
+	c.order = nil
 	c.mu.Unlock()
 	if old != nil {
 		_ = old.Close(1000, "redial")
@@ -356,11 +362,7 @@ func (c *Conn) send(ctx context.Context, msg []byte) error {
 	}
 	c.g.tel.waited(ctx, opSend, time.Since(start))
 	if id != "" && len(cs) > 0 {
-		c.mu.Lock()
-		if len(c.pending) < maxPending {
-			c.pending[id] = cs
-		}
-		c.mu.Unlock()
+		c.remember(id, cs)
 	}
 	if err := sock.Write(ctx, msg); err != nil {
 		c.g.tel.count(ctx, opSend, resultError)
@@ -368,6 +370,22 @@ func (c *Conn) send(ctx context.Context, msg []byte) error {
 	}
 	c.g.tel.count(ctx, opSend, resultOK)
 	return nil
+}
+
+// remember keeps the charges of request id for a refusal naming it, for the
+// latest maxPending requests (answers that refuse nothing are not parsed, so
+// the oldest are forgotten instead).
+func (c *Conn) remember(id string, cs []limiter.Charge) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.pending[id]; !ok {
+		c.order = append(c.order, id)
+	}
+	c.pending[id] = cs
+	for len(c.order) > maxPending {
+		delete(c.pending, c.order[0])
+		c.order = c.order[1:]
+	}
 }
 
 // Subscribe sends msg (a subscribe request; nil sends nothing, for streams
