@@ -219,7 +219,7 @@ func TestHoldOnlyCharge(t *testing.T) {
 	if keys := m.Keys(); len(keys) != 1 {
 		t.Fatalf("keys %v: a free call must write nothing (only the hold)", keys)
 	}
-	if _, err := lim.AllowAll(ctx, Charge{Quota: free, Cost: Cost{"counter": 1}}); !errors.Is(err, ErrUnknownLimit) {
+	if _, err := lim.AllowAll(ctx, Charge{Quota: free, Cost: Cost{"counter": 1}}); !errors.Is(err, ErrEmptyQuota) {
 		t.Fatalf("a cost on a quota without limits: %v", err)
 	}
 	if _, err := lim.AllowAll(ctx, Charge{Quota: trade}); !errors.Is(err, ErrInvalidCost) {

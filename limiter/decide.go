@@ -114,6 +114,9 @@ func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
 		if err := q.validateID(); err != nil {
 			return err
 		}
+		if len(cost) > 0 {
+			return fmt.Errorf("%w: %q has no limits to charge a cost to", ErrEmptyQuota, q.Name)
+		}
 	} else if err := q.Validate(); err != nil {
 		return err
 	}

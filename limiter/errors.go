@@ -19,7 +19,9 @@ var (
 	ErrEmptyKey = keys.ErrEmpty
 	// ErrKeyTooLong: a key or limit name longer than MaxKeyLen bytes.
 	ErrKeyTooLong = keys.ErrTooLong
-	// ErrEmptyQuota: a quota with no limits.
+	// ErrEmptyQuota: a quota with no limits, where limits are needed (Validate,
+	// Sync, a charge with a cost). Such a quota can be held, and a charge on
+	// it with an empty cost waits for its hold.
 	ErrEmptyQuota = errors.New("limiter: quota has no limits")
 	// ErrUnknownLimit: a quota cost names a limit the quota does not have, or Sync names one.
 	ErrUnknownLimit = errors.New("limiter: unknown limit in quota")
