@@ -210,3 +210,45 @@ func TestTelemetry(t *testing.T) {
 		t.Fatalf("holds %v, want acct: 1", holds)
 	}
 }
+
+// Redial tries again after a failed dial, each attempt charged to the
+// connection quota (exchanges count attempts, not connections), and starts
+// the new connection with no streams.
+func TestRedialChargesEachAttempt(t *testing.T) {
+	conn := limiter.Quota{Name: "conn", Limits: []limiter.NamedLimit{{Name: "c", Limit: limiter.PerMinute(10)}}}
+	g, lim := newMiniGuard(t, wsguard.Options{
+		Connect:    []limiter.Charge{{Quota: conn, Cost: limiter.Cost{"c": 1}}},
+		Jitter:     time.Millisecond,
+		MaxStreams: 10,
+	})
+	ctx := context.Background()
+	fails := 2
+	dials := 0
+	c, err := g.Dial(ctx, func(context.Context) (wsguard.Socket, error) {
+		dials++
+		if dials > 1 && fails > 0 {
+			fails--
+			return nil, errors.New("connection refused")
+		}
+		return newFakeSocket(), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Subscribe(ctx, nil, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Redial(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if dials != 4 || c.Streams() != 0 {
+		t.Fatalf("%d dials, %d streams; want 4 (one Dial, two failures, one success) and 0", dials, c.Streams())
+	}
+	res, err := lim.AllowQuota(ctx, conn, limiter.Cost{"c": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Remaining() != 10-5 {
+		t.Fatalf("remaining %d after 4 attempts and this call, want 5", res.Remaining())
+	}
+}
