@@ -58,6 +58,7 @@ type exchange struct {
 	banned   int
 	banUntil time.Time
 	open     []*websocket.Conn
+	accepted chan struct{} // one per connection accepted
 	srv      *httptest.Server
 }
 
@@ -81,6 +82,10 @@ func (e *exchange) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.mu.Lock()
 	e.open = append(e.open, c)
 	e.mu.Unlock()
+	select {
+	case e.accepted <- struct{}{}:
+	default:
+	}
 	for { // answer subscriptions until the connection ends
 		if _, _, err := c.Read(r.Context()); err != nil {
 			return
@@ -113,7 +118,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer env.Close()
-	ex := &exchange{attempts: map[int64]int{}}
+	ex := &exchange{attempts: map[int64]int{}, accepted: make(chan struct{}, 2**procs**conns)}
 	ex.srv = httptest.NewServer(ex)
 	defer ex.srv.Close()
 	url := "ws" + strings.TrimPrefix(ex.srv.URL, "http") + "/ws"
@@ -123,7 +128,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	// message limit and a stream cap per connection, and a close 1008 read as
 	// a hold on the connection quota (exchanges.BinanceWebSocket builds these
 	// options with Binance's figures).
-	conn := limiter.Quota{Name: "exchange-connections", Guard: 200 * time.Millisecond, Limits: []limiter.NamedLimit{
+	// Guard: an attempt granted within 400 ms of its window's end is booked
+	// into the next window, so that a slow dial cannot land in the next one.
+	conn := limiter.Quota{Name: "exchange-connections", Guard: 400 * time.Millisecond, Limits: []limiter.NamedLimit{
 		{Name: "attempts", Limit: limiter.Every(connLimit, window).WithAlgorithm(limiter.FixedWindow)},
 	}}
 	opts := wsguard.Options{
@@ -179,6 +186,15 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 	}
 	opened.Wait()
+	// The client's Dial returns before the exchange has registered the
+	// connection: wait for all of them, so that drop closes every one.
+	for range *procs * *conns {
+		select {
+		case <-ex.accepted:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	fmt.Fprintf(stdout, "%d connections open; the exchange drops them all (1008) and bans connecting for %v\n", *procs**conns, ban)
 	ex.drop()
 	close(dropped)
