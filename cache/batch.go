@@ -67,6 +67,7 @@ func (c *Cache) setMany(ctx context.Context, items map[string]any, ttl time.Dura
 		_, err := p.Exec(ctx)
 		return err
 	})
+	c.core.near.wrote(ks...)
 	if err != nil {
 		return fmt.Errorf("cache: set many: %w", err)
 	}
@@ -156,6 +157,9 @@ func (c *Cache) getMany(ctx context.Context, keys []string, found func(i int, da
 func (c *Cache) readMany(ctx context.Context, keys []string, found func(i int, data string) error) (n, bad int, err error) {
 	if len(keys) == 0 {
 		return 0, 0, c.err
+	}
+	if c.core.near != nil {
+		return c.core.near.readMany(ctx, c, keys, found)
 	}
 	ks, err := c.valueKeys(keys)
 	if err != nil {

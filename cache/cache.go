@@ -89,6 +89,8 @@ type Options struct {
 	// Telemetry are the OpenTelemetry providers of the cache's spans and
 	// metrics (see TELEMETRY_NAMES.md). Default: the global providers.
 	Telemetry telemetry.Providers
+	// Near configures the near cache (see NearOptions). Default: none.
+	Near NearOptions
 }
 
 // BreakerOptions configure the circuit breaker in front of Redis.
@@ -131,6 +133,7 @@ type core struct {
 	flightMu sync.Mutex
 	flights  map[string]*loadFlight // by Redis key, while callers wait on a load
 	tel      instruments
+	near     *near // nil without a near cache
 
 	hits, misses, errs, rejected, loads atomic.Int64
 }
@@ -181,6 +184,9 @@ func New(client Client, o Options) *Cache {
 			IsSuccessful: func(err error) bool { return !isFailure(err) },
 			IsExcluded:   func(err error) bool { return errors.Is(err, context.Canceled) },
 		})
+	}
+	if o.Near.MaxBytes > 0 {
+		c.near = newNear(c, o.Near)
 	}
 	c.initTelemetry(o.Telemetry)
 	root := &Cache{core: c, valPre: c.prefix + ":{", valSuf: "}:v"}
@@ -357,15 +363,21 @@ func (c *core) decode(key, s string, dst any) error {
 	switch d := dst.(type) {
 	case *[]byte:
 		*d = replyBytes(s)
+		if c.near != nil {
+			*d = []byte(s) // s is held near too
+		}
 		return nil
 	case *string:
 		*d = s
 		return nil
 	}
 	var err error
-	if c.json != nil {
+	switch {
+	case c.json != nil:
 		err = c.json.unmarshalString(s, dst)
-	} else {
+	case c.near != nil:
+		err = c.codec.Unmarshal([]byte(s), dst) // s is held near too: a copy the codec may keep
+	default:
 		err = c.codec.Unmarshal(replyBytes(s), dst)
 	}
 	if err != nil {

@@ -38,6 +38,7 @@ func (c *Cache) incr(ctx context.Context, key string, n int64, window time.Durat
 		reply, err = scripts.Incr.Run(ctx, c.core.client, []string{k}, n, window.Milliseconds()).Int64Slice()
 		return err
 	})
+	c.core.near.wrote(k)
 	if err != nil {
 		return 0, 0, fmt.Errorf("cache: incr: %w", err)
 	}

@@ -42,5 +42,15 @@
 // the breaker closes. Replies that Redis itself sends (a missing key, WRONGTYPE,
 // NOSCRIPT) prove Redis is up and never count against it.
 //
+// # Near cache
+//
+// With Options.Near.MaxBytes set, a Cache keeps the values it reads in process
+// and answers repeated reads without Redis (Get, GetMany, GetOrLoad; a hit
+// into a *string allocates nothing). Redis tells it when a key changes
+// (CLIENT TRACKING in broadcast mode, one connection per node, every master of
+// a cluster), its own writes drop their keys at once, and a value never
+// outlives its Redis TTL. While any node's tracking connection is down every
+// read goes to Redis; see NearOptions for the bounds, and Close.
+//
 // A Cache is safe for concurrent use.
 package cache

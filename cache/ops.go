@@ -58,6 +58,7 @@ func (c *Cache) setOne(ctx context.Context, key string, value any, ttl time.Dura
 
 func (c *core) set(ctx context.Context, k string, data []byte, exp time.Duration) error {
 	err := c.do(ctx, func() error { return c.client.Set(ctx, k, data, exp).Err() })
+	c.near.wrote(k)
 	if err != nil {
 		return fmt.Errorf("cache: set: %w", err)
 	}
@@ -88,6 +89,11 @@ func (c *Cache) getOne(ctx context.Context, key string, dst any) (bool, error) {
 	if err := checkDst(dst); err != nil {
 		return false, err
 	}
+	if c.core.near != nil {
+		if found, err, done := c.getFast(key, dst); done {
+			return found, err
+		}
+	}
 	k, err := c.valueKey(key)
 	if err != nil {
 		return false, err
@@ -97,6 +103,9 @@ func (c *Cache) getOne(ctx context.Context, key string, dst any) (bool, error) {
 
 // get reads the Redis key k into dst, counting a hit or a miss when count is set.
 func (c *core) get(ctx context.Context, key, k string, dst any, count bool) (bool, error) {
+	if c.near != nil {
+		return c.near.get(ctx, key, k, dst, count)
+	}
 	var data string
 	err := c.do(ctx, func() error {
 		var err error
@@ -183,6 +192,7 @@ func (c *Cache) delete(ctx context.Context, keys []string) error {
 		_, err := p.Exec(ctx)
 		return err
 	})
+	c.core.near.wrote(ks...)
 	if err != nil {
 		return fmt.Errorf("cache: delete: %w", err)
 	}

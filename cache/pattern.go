@@ -23,6 +23,7 @@ const scanCount = 1000
 func (c *Cache) DeletePattern(ctx context.Context, pattern string) (int, error) {
 	ctx, span := c.core.start(ctx, opDeletePattern)
 	n, err := c.deletePattern(ctx, pattern)
+	c.core.near.dropView(c.valPre)
 	if span.IsRecording() {
 		span.SetAttributes(attrDeleted.Int(n))
 	}

@@ -13,8 +13,23 @@ import (
 // Stats are the cache's counters, kept in this process since New (shared by
 // its group views), and figures Redis reports.
 type Stats struct {
-	// Hits counts keys found by Get, GetMany, GetManyOf and GetOrLoad.
+	// Hits counts keys found by Get, GetMany, GetManyOf and GetOrLoad, near
+	// or in Redis.
 	Hits int64
+	// NearHits counts the Hits the near cache answered without Redis; the
+	// others were read from Redis.
+	NearHits int64
+	// NearInvalidations counts values the near cache dropped because Redis
+	// reported their key changed or this process wrote it.
+	NearInvalidations int64
+	// NearEvictions counts values the near cache dropped to stay within
+	// NearOptions.MaxBytes.
+	NearEvictions int64
+	// NearBytes is the near cache's size, as NearOptions.MaxBytes counts it.
+	NearBytes int64
+	// NearLive reports whether every Redis node has a live tracking
+	// connection, so that the near cache serves reads.
+	NearLive bool
 	// Misses counts keys not found, including reads that failed.
 	Misses int64
 	// Errors counts Redis calls that failed (no connection, timeout…).
@@ -57,6 +72,7 @@ func (c *Cache) Stats(ctx context.Context) (Stats, error) {
 		Loads:    c.core.loads.Load(),
 		Breaker:  "disabled",
 	}
+	c.core.near.stats(&s)
 	if n := s.Hits + s.Misses; n > 0 {
 		s.HitRate = float64(s.Hits) / float64(n)
 	}
@@ -89,7 +105,9 @@ func (c *Cache) Stats(ctx context.Context) (Stats, error) {
 	}
 	if err != nil {
 		return Stats{Hits: s.Hits, Misses: s.Misses, Errors: s.Errors, Rejected: s.Rejected,
-			Loads: s.Loads, HitRate: s.HitRate, Breaker: s.Breaker}, fmt.Errorf("cache: stats: %w", err)
+			Loads: s.Loads, HitRate: s.HitRate, Breaker: s.Breaker,
+			NearHits: s.NearHits, NearInvalidations: s.NearInvalidations, NearEvictions: s.NearEvictions,
+			NearBytes: s.NearBytes, NearLive: s.NearLive}, fmt.Errorf("cache: stats: %w", err)
 	}
 	s.Connected = true
 	return s, nil

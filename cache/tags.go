@@ -75,6 +75,7 @@ func (c *Cache) setTagged(ctx context.Context, ks []string, vals []any, ttl time
 		err := c.core.do(ctx, func() error {
 			return scripts.SetTagged.Run(ctx, c.core.client, keys, args...).Err()
 		})
+		c.core.near.wrote(ks[lo:hi]...)
 		if err != nil {
 			return fmt.Errorf("cache: set tagged: %w", err)
 		}
@@ -91,6 +92,7 @@ func (c *Cache) setTagged(ctx context.Context, ks []string, vals []any, ttl time
 func (c *Cache) InvalidateTags(ctx context.Context, tags ...string) (int, error) {
 	ctx, span := c.core.start(ctx, opInvalidate)
 	n, err := c.invalidateTags(ctx, tags)
+	c.core.near.dropView(c.valPre)
 	if span.IsRecording() {
 		span.SetAttributes(attrTags.Int(len(tags)), attrDeleted.Int(n))
 	}

@@ -116,6 +116,9 @@ func (c *core) initTelemetry(p telemetry.Providers) {
 	in.load, _ = m.Float64Histogram(metricLoad,
 		metric.WithDescription("Time GetOrLoad's load function took, by result (ok, error)."),
 		metric.WithUnit("s"))
+	if c.near != nil {
+		c.near.initTelemetry(m)
+	}
 	if c.breaker != nil {
 		br := c.breaker
 		_, _ = m.Int64ObservableGauge(metricBreaker,

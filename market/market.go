@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redquota/redquota/cache"
@@ -116,11 +117,22 @@ type Market struct {
 	seen map[string]time.Time // "e:<exchange>" / "s:<strategy>" → last registration
 	now  func() time.Time     // time.Now but in tests: candle boundaries, registrations
 
+	// views holds the cache group of each exchange and strategy read or
+	// written, up to maxViews of them, so that a read through a near cache
+	// does not allocate one.
+	views  sync.Map // name → *cache.Cache
+	nviews atomic.Int64
+
 	tel instruments
 }
 
-// New returns a Market storing into c (its prefix, codec and breaker apply; its
-// group, if it has one, is not used: each exchange and strategy is a group).
+// maxViews bounds the group views a Market keeps; past it they are made per call.
+const maxViews = 4096
+
+// New returns a Market storing into c (its prefix, codec, breaker and near
+// cache apply; its group, if it has one, is not used: each exchange and
+// strategy is a group). With a near cache (cache.Options.Near), reads of
+// market data are answered in process until Redis reports them changed.
 func New(c *cache.Cache, o Options) *Market {
 	t := o.TTLs
 	def := func(d *time.Duration, v time.Duration) {
@@ -151,7 +163,14 @@ func (m *Market) group(name, what string) (*cache.Cache, error) {
 	if name == "" {
 		return nil, fmt.Errorf("market: %s: %w", what, ErrEmptyName)
 	}
-	return m.c.Group(name), nil
+	if g, ok := m.views.Load(name); ok {
+		return g.(*cache.Cache), nil
+	}
+	g := m.c.Group(name)
+	if m.nviews.Add(1) <= maxViews {
+		m.views.Store(name, g)
+	}
+	return g, nil
 }
 
 func checkSymbol(symbol string) error {

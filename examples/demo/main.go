@@ -1,6 +1,8 @@
 // Demo: a fleet of trading processes sharing one exchange's rate limit through
 // Redis, first calling the exchange for every request, then through the market
-// cache.
+// cache, then through the market cache with a near cache in each process,
+// which answers repeated reads without Redis (on a real Redis: miniredis has
+// no CLIENT TRACKING, so there the near cache stays off).
 //
 //	go run ./examples/demo [-duration 10s] [-workers 8] [-limit 240] [-metrics :9464]
 //
@@ -32,6 +34,7 @@ import (
 
 	"github.com/redquota/redquota/examples/internal/exampleenv"
 	"github.com/redquota/redquota/examples/internal/fakeexchange"
+	"github.com/redquota/redquota/market"
 	"github.com/redquota/redquota/middleware"
 )
 
@@ -57,15 +60,18 @@ type phaseResult struct {
 	weight   int64 // what the answered requests would cost the exchange uncached
 	lat      []time.Duration
 	exchange fakeexchange.Stats
-	hits     int64 // cache hits and misses, cached phase only
+	hits     int64 // cache hits and misses, cached phases only
 	misses   int64
+	near     bool  // the near-cache phase
+	nearHits int64 // hits the near cache answered without Redis
+	nearLive bool  // every worker's near cache was live at the end
 	mw       middleware.Stats
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stdout)
-	duration := fs.Duration("duration", 10*time.Second, "how long to run, both phases together (a third without the cache, the rest with it)")
+	duration := fs.Duration("duration", 10*time.Second, "how long to run, the three phases together (a third each: without the cache, with it, with a near cache too)")
 	workers := fs.Int("workers", 8, "trading processes to simulate, each with its own Redis clients, limiter and cache")
 	limit := fs.Int("limit", 240, "request weight the simulated exchange allows per 1 s window")
 	metrics := fs.String("metrics", "", exampleenv.MetricsFlag)
@@ -122,17 +128,19 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	// of the limit used is exact.
 	whole := duration.Round(ex.Window())
 	first := max(ex.Window(), (whole / 3).Round(ex.Window()))
+	second := max(ex.Window(), ((whole - first) / 2).Round(ex.Window()))
 	phases := []struct {
-		name   string
-		cached bool
-		d      time.Duration
+		name string
+		mode phaseMode
+		d    time.Duration
 	}{
-		{"no cache", false, first},
-		{"market cache", true, max(ex.Window(), whole-first)},
+		{"no cache", uncached, first},
+		{"market cache", cached, second},
+		{"+ near cache", nearCached, max(ex.Window(), whole-first-second)},
 	}
 	var results []phaseResult
 	for i, p := range phases {
-		r, err := runPhase(ctx, stdout, tty, ex, fleet, p.name, p.cached, p.d, uint64(i))
+		r, err := runPhase(ctx, stdout, tty, ex, fleet, p.name, p.mode, p.d, uint64(i))
 		if err != nil {
 			return err
 		}
@@ -153,9 +161,29 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	return ctx.Err()
 }
 
+// phaseMode is where a phase's requests are answered from.
+type phaseMode int
+
+const (
+	uncached   phaseMode = iota // the exchange, every time
+	cached                      // the market cache
+	nearCached                  // the market cache with a near cache
+)
+
+// market returns the worker's market of mode, nil for uncached.
+func (m phaseMode) market(w *worker) *market.Market {
+	switch m {
+	case cached:
+		return w.market
+	case nearCached:
+		return w.near
+	}
+	return nil
+}
+
 // runPhase runs every worker for d and collects what they and the exchange saw.
 func runPhase(ctx context.Context, stdout io.Writer, tty bool, ex *fakeexchange.Exchange, fleet []*worker,
-	name string, cached bool, d time.Duration, seed uint64) (phaseResult, error) {
+	name string, mode phaseMode, d time.Duration, seed uint64) (phaseResult, error) {
 	// Start just after a window starts.
 	now := time.Now()
 	if err := sleep(ctx, now.Truncate(ex.Window()).Add(ex.Window()+5*time.Millisecond).Sub(now)); err != nil {
@@ -169,7 +197,7 @@ func runPhase(ctx context.Context, stdout io.Writer, tty bool, ex *fakeexchange.
 	start := time.Now()
 	var wg sync.WaitGroup
 	for _, w := range fleet {
-		wg.Go(func() { w.run(phase, cached, seed) })
+		wg.Go(func() { w.run(phase, mode.market(w), seed) })
 	}
 
 	every := time.Second
@@ -223,7 +251,7 @@ loop:
 	}
 	show(true)
 
-	r := phaseResult{name: name, start: start, elapsed: time.Since(start)}
+	r := phaseResult{name: name, start: start, elapsed: time.Since(start), near: mode == nearCached, nearLive: true}
 	for _, w := range fleet {
 		r.requests += w.requests.Load()
 		r.errs += w.errs.Load()
@@ -237,11 +265,13 @@ loop:
 		r.mw.Syncs += s.Syncs
 	}
 	r.exchange = ex.TakeStats()
-	if cached {
+	if m := mode.market; mode != uncached {
 		for _, w := range fleet {
-			st, _ := w.market.Cache().Stats(ctx) // the counters are returned even when INFO fails
+			st, _ := m(w).Cache().Stats(ctx) // the counters are returned even when INFO fails
 			r.hits += st.Hits
 			r.misses += st.Misses
+			r.nearHits += st.NearHits
+			r.nearLive = r.nearLive && st.NearLive
 		}
 	}
 	slices.Sort(r.lat)
@@ -273,6 +303,21 @@ func printTable(w io.Writer, ex *fakeexchange.Exchange, rs []phaseResult) {
 		}
 		return fmt.Sprint(max(0, r.requests-r.exchange.Calls))
 	})
+	row("Redis reads", func(r phaseResult) string {
+		if r.hits+r.misses == 0 {
+			return "-"
+		}
+		return fmt.Sprint(r.hits + r.misses - r.nearHits)
+	})
+	row("Redis reads saved (near)", func(r phaseResult) string {
+		switch {
+		case !r.near:
+			return "-"
+		case !r.nearLive:
+			return "off*"
+		}
+		return fmt.Sprintf("%d (%.0f%%)", r.nearHits, 100*float64(r.nearHits)/float64(max(1, r.hits+r.misses)))
+	})
 	row("429s", func(r phaseResult) string { return fmt.Sprint(r.exchange.TooManyRequests) })
 	row("418s", func(r phaseResult) string { return fmt.Sprint(r.exchange.Banned) })
 	row("exchange limit used", func(r phaseResult) string {
@@ -284,6 +329,11 @@ func printTable(w io.Writer, ex *fakeexchange.Exchange, rs []phaseResult) {
 	row("usage-header syncs / holds", func(r phaseResult) string { return fmt.Sprintf("%d / %d", r.mw.Syncs, r.mw.Holds) })
 	row("errors", func(r phaseResult) string { return fmt.Sprint(r.errs) })
 	fmt.Fprintln(w)
+	for _, r := range rs {
+		if r.near && !r.nearLive {
+			fmt.Fprintf(w, "*: the near cache was off (no CLIENT TRACKING on this Redis: miniredis has none); set REDIS_URL to a real Redis 6+ to see it\n")
+		}
+	}
 	for _, r := range rs {
 		if r.firstErr != nil {
 			fmt.Fprintf(w, "%s: first error: %v\n", r.name, r.firstErr)

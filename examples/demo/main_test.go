@@ -12,34 +12,50 @@ import (
 func TestMain(m *testing.M) { redistest.Main(m) }
 
 // The demo's promise: a fleet sharing one limit through Redis never draws a
-// 429 or 418 from the exchange, with or without the cache, and the cache
-// answers most requests.
+// 429 or 418 from the exchange, with or without the cache, the cache answers
+// most requests, and on a real Redis the near cache answers reads without it.
 func TestDemo(t *testing.T) {
 	backends := []exampletest.Backend{exampletest.Mini, exampletest.Cluster}
-	args := []string{"-duration", "2s", "-workers", "4"}
+	args := []string{"-duration", "3s", "-workers", "4"}
 	exampletest.Each(t, backends, run, args, func(t *testing.T, out string) {
-		for _, want := range []string{"no cache", "market cache", "done"} {
+		for _, want := range []string{"no cache", "market cache", "+ near cache", "done"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("no progress line with %q", want)
 			}
 		}
 		for _, row := range []string{"429s", "418s", "errors"} {
-			if cells := cells(t, out, row); len(cells) == 2 && (cells[0] != "0" || cells[1] != "0") {
-				t.Errorf("%s: %v, want 0 in both phases", row, cells)
+			if cells := cells(t, out, row); len(cells) == 3 && (cells[0] != "0" || cells[1] != "0" || cells[2] != "0") {
+				t.Errorf("%s: %v, want 0 in every phase", row, cells)
 			}
 		}
 		req := cells(t, out, "requests")
 		calls := cells(t, out, "exchange calls")
-		if len(req) == 2 && len(calls) == 2 {
-			if atoi(t, req[0]) == 0 || atoi(t, req[1]) == 0 {
+		if len(req) == 3 && len(calls) == 3 {
+			if atoi(t, req[0]) == 0 || atoi(t, req[1]) == 0 || atoi(t, req[2]) == 0 {
 				t.Errorf("requests %v: a phase answered none", req)
 			}
-			if atoi(t, calls[1]) >= atoi(t, req[1]) {
-				t.Errorf("with the cache, %s exchange calls for %s requests: the cache saved nothing", calls[1], req[1])
+			for _, i := range []int{1, 2} {
+				if atoi(t, calls[i]) >= atoi(t, req[i]) {
+					t.Errorf("with the cache, %s exchange calls for %s requests: the cache saved nothing", calls[i], req[i])
+				}
 			}
 		}
-		if hit := cells(t, out, "cache hit rate"); len(hit) == 2 && (hit[0] != "-" || !strings.HasSuffix(hit[1], "%")) {
-			t.Errorf("cache hit rate %v, want - and a percentage", hit)
+		if hit := cells(t, out, "cache hit rate"); len(hit) == 3 && (hit[0] != "-" || !strings.HasSuffix(hit[1], "%") || !strings.HasSuffix(hit[2], "%")) {
+			t.Errorf("cache hit rate %v, want - and two percentages", hit)
+		}
+		// The near cache: off on miniredis (no CLIENT TRACKING), saving Redis
+		// reads on the cluster.
+		line, _ := exampletest.Line(out, "Redis reads saved (near)  ")
+		saved := strings.Fields(strings.TrimPrefix(strings.TrimSpace(line), "Redis reads saved (near)"))
+		switch {
+		case len(saved) < 3 || saved[0] != "-" || saved[1] != "-":
+			t.Errorf("Redis reads saved (near): %q, want -, - and the near phase's", saved)
+		case strings.HasSuffix(t.Name(), string(exampletest.Mini)):
+			if saved[2] != "off*" {
+				t.Errorf("near cache on miniredis: %q, want off*", saved[2])
+			}
+		case saved[2] == "off*" || atoi(t, saved[2]) == 0:
+			t.Errorf("near cache saved %q Redis reads, want some", saved[2])
 		}
 	})
 }
@@ -61,8 +77,8 @@ func cells(t *testing.T, out, label string) []string {
 		return nil
 	}
 	c := strings.Fields(strings.TrimSpace(strings.TrimPrefix(line, label)))
-	if len(c) != 2 {
-		t.Errorf("row %q has cells %q, want 2", label, c)
+	if len(c) != 3 {
+		t.Errorf("row %q has cells %q, want 3", label, c)
 		return nil
 	}
 	return c

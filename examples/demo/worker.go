@@ -43,6 +43,7 @@ type worker struct {
 	tr       *middleware.Transport
 	http     *http.Client
 	market   *market.Market
+	near     *market.Market // the same data through a cache with a near cache
 
 	requests atomic.Int64 // answered requests, this phase
 	errs     atomic.Int64 // failed requests, this phase
@@ -97,6 +98,8 @@ func newWorker(id int, env *exampleenv.Env, prefix string, ex *fakeexchange.Exch
 	)
 	w.http = &http.Client{Transport: w.tr}
 	w.market = market.New(cache.New(w.cacheRDB, cache.Options{Prefix: prefix, Telemetry: p}), market.Options{Telemetry: p})
+	w.near = market.New(cache.New(w.cacheRDB, cache.Options{Prefix: prefix, Telemetry: p,
+		Near: cache.NearOptions{MaxBytes: 16 << 20}}), market.Options{Telemetry: p})
 	return w, nil
 }
 
@@ -113,6 +116,7 @@ func (w *worker) warm(ctx context.Context) error {
 }
 
 func (w *worker) close() {
+	_ = w.near.Cache().Close()
 	w.http.CloseIdleConnections()
 	_ = w.limRDB.Close()
 	_ = w.cacheRDB.Close()
@@ -182,8 +186,10 @@ func (w *worker) fetchBook(phase context.Context, symbol string) func(context.Co
 }
 
 // run makes requests until phase ends: each a ticker or an order book of a
-// random symbol, from the market cache when cached, else from the exchange.
-func (w *worker) run(phase context.Context, cached bool, seed uint64) {
+// random symbol, from m (the market cache, with or without a near cache), or
+// from the exchange when m is nil.
+func (w *worker) run(phase context.Context, m *market.Market, seed uint64) {
+	cached := m != nil
 	w.requests.Store(0)
 	w.errs.Store(0)
 	w.weight.Store(0)
@@ -200,11 +206,11 @@ func (w *worker) run(phase context.Context, cached bool, seed uint64) {
 		weight := fakeexchange.TickerWeight
 		switch {
 		case book && cached:
-			_, err = w.market.OrderBookOrFetch(phase, exchangeName, sym, w.fetchBook(phase, sym))
+			_, err = m.OrderBookOrFetch(phase, exchangeName, sym, w.fetchBook(phase, sym))
 		case book:
 			_, err = w.fetchBook(phase, sym)(phase)
 		case cached:
-			_, err = w.market.TickerOrFetch(phase, exchangeName, sym, w.fetchTicker(phase, sym))
+			_, err = m.TickerOrFetch(phase, exchangeName, sym, w.fetchTicker(phase, sym))
 		default:
 			_, err = w.fetchTicker(phase, sym)(phase)
 		}
