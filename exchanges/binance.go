@@ -28,11 +28,15 @@ const (
 
 // DefaultBinanceRateLimits are Binance spot's limits when nothing overrides them.
 //
-//   - REQUEST_WEIGHT 6000 per minute per IP and RAW_REQUESTS 61000 per 5
-//     minutes per IP: https://developers.binance.com/docs/binance-spot-api-docs/enums
-//     ("Rate limiters (rateLimitType)"), the figures GET /api/v3/exchangeInfo
+//   - REQUEST_WEIGHT 6000 per minute per IP: https://developers.binance.com/docs/binance-spot-api-docs/enums
+//     ("Rate limiters (rateLimitType)"), the figure GET /api/v3/exchangeInfo
 //     serves; https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits
-//     defers to them.
+//     defers to it.
+//   - RAW_REQUESTS 300000 per 5 minutes per IP since 2026-04-02: CHANGELOG.md
+//     of github.com/binance/binance-spot-api-docs, entry of 2026-03-27
+//     ("RAW_REQUESTS rate limit increases to 300,000 per 5 minutes", from
+//     2026-04-02 07:00 UTC; checked 2026-12-06). The enums page still says
+//     61000: exchangeInfo is the source of truth (ParseBinanceExchangeInfo).
 //   - ORDERS 100 per 10 seconds and 200000 per day per account: the figures
 //     api.binance.com/api/v3/exchangeInfo serves to a default account. The
 //     limits page gives no figure (the unfilled order count depends on the
@@ -46,7 +50,7 @@ const (
 func DefaultBinanceRateLimits() []BinanceRateLimit {
 	return []BinanceRateLimit{
 		{RateLimitType: BinanceRequestWeight, Interval: "MINUTE", IntervalNum: 1, Limit: 6000},
-		{RateLimitType: BinanceRawRequests, Interval: "MINUTE", IntervalNum: 5, Limit: 61000},
+		{RateLimitType: BinanceRawRequests, Interval: "MINUTE", IntervalNum: 5, Limit: 300000},
 		{RateLimitType: BinanceOrders, Interval: "SECOND", IntervalNum: 10, Limit: 100},
 		{RateLimitType: BinanceOrders, Interval: "DAY", IntervalNum: 1, Limit: 200000},
 	}
@@ -132,22 +136,47 @@ type BinanceOptions struct {
 // binanceWeights is Binance spot's weight per endpoint. Sources:
 // https://developers.binance.com/docs/binance-spot-api-docs/rest-api/general-endpoints,
 // .../rest-api/market-data-endpoints, .../rest-api/trading-endpoints and
-// .../rest-api/account-endpoints ("Weight:" of each endpoint). q holds the
-// request's parameters: its query string and, for other methods than GET, a
-// form body.
+// .../rest-api/account-endpoints ("Weight:" of each endpoint), the same text as
+// rest-api.md of github.com/binance/binance-spot-api-docs (last changed
+// 2026-06-01; checked 2026-12-06), and that repository's CHANGELOG.md where
+// it says more (dated below). q holds the request's parameters: its query
+// string and, for other methods than GET, a form body.
+//
+// Order placement and cancellation weigh 0 since 2026-04-02 when they
+// succeed (CHANGELOG.md, entry of 2026-03-27: "Request weights for the
+// following endpoints and methods become 0 when the request is successful.
+// Failed requests are still charged the documented weight"; rest-api.md
+// still gives 1). They are charged 0: a failed one (charged 1 by Binance)
+// is corrected after the fact by the X-MBX-USED-WEIGHT headers of its answer.
+// Amending with keepPriority stays 4 unless the amendment makes the order
+// expire (CHANGELOG.md, entry of 2026-04-02), so it is charged 4.
 var binanceWeights = map[string]func(q queryer) int{
 	"GET /api/v3/ping":         fixed(1),
 	"GET /api/v3/time":         fixed(1),
 	"GET /api/v3/exchangeInfo": fixed(20),
+	// Execution rules: 2 a symbol, capped at 40; 40 for symbolStatus or no
+	// filter (CHANGELOG.md, entry of 2026-03-09; rest-api.md "Query Execution
+	// Rules").
+	"GET /api/v3/executionRules": func(q queryer) int {
+		if q.Get("symbolStatus") != "" {
+			return 40
+		}
+		return symbolsWeight(q, 2, func(n int) int { return min(2*n, 40) }, 40)
+	},
+	"GET /api/v3/referencePrice":             fixed(2),
+	"GET /api/v3/referencePrice/calculation": fixed(2),
 	// Order book: 1-100 → 5, 101-500 → 25, 501-1000 → 50, 1001-5000 → 250;
 	// limit defaults to 100 (market-data-endpoints, "Order book").
 	"GET /api/v3/depth":            depthWeight,
 	"GET /api/v3/trades":           fixed(25),
 	"GET /api/v3/historicalTrades": fixed(25),
-	"GET /api/v3/aggTrades":        fixed(4),
-	"GET /api/v3/klines":           fixed(2),
-	"GET /api/v3/uiKlines":         fixed(2),
-	"GET /api/v3/avgPrice":         fixed(2),
+	// Block trades: 25 (CHANGELOG.md, entry of 2026-05-06; rest-api.md
+	// "Historical Block Trades").
+	"GET /api/v3/historicalBlockTrades": fixed(25),
+	"GET /api/v3/aggTrades":             fixed(4),
+	"GET /api/v3/klines":                fixed(2),
+	"GET /api/v3/uiKlines":              fixed(2),
+	"GET /api/v3/avgPrice":              fixed(2),
 	// 24hr ticker: one symbol 2; symbols 1-20 → 2, 21-100 → 40, 101+ or all → 80.
 	"GET /api/v3/ticker/24hr": func(q queryer) int {
 		return symbolsWeight(q, 2, func(n int) int {
@@ -168,33 +197,49 @@ var binanceWeights = map[string]func(q queryer) int{
 	// neither is charged the cap.
 	"GET /api/v3/ticker":            perSymbolWeight,
 	"GET /api/v3/ticker/tradingDay": perSymbolWeight,
-	"POST /api/v3/order":            fixed(1),
+	// Placement and cancellation: 0 when successful (see above).
+	"POST /api/v3/order": fixed(0),
 	// Test orders (plain and SOR): 1, or 20 with computeCommissionRates=true.
-	"POST /api/v3/order/test":          commissionWeight,
-	"POST /api/v3/sor/order":           fixed(1),
-	"POST /api/v3/sor/order/test":      commissionWeight,
-	"POST /api/v3/order/oco":           fixed(1), // deprecated for orderList/oco
-	"GET /api/v3/order":                fixed(4),
-	"DELETE /api/v3/order":             fixed(1),
-	"POST /api/v3/order/cancelReplace": fixed(1),
-	"DELETE /api/v3/openOrders":        fixed(1),
+	"POST /api/v3/order/test":              commissionWeight,
+	"POST /api/v3/sor/order":               fixed(0),
+	"POST /api/v3/sor/order/test":          commissionWeight,
+	"POST /api/v3/order/oco":               fixed(0), // deprecated for orderList/oco
+	"GET /api/v3/order":                    fixed(4),
+	"DELETE /api/v3/order":                 fixed(0),
+	"POST /api/v3/order/cancelReplace":     fixed(0),
+	"PUT /api/v3/order/amend/keepPriority": fixed(4),
+	"DELETE /api/v3/openOrders":            fixed(0),
 	// Open orders: one symbol 6, all 80.
 	"GET /api/v3/openOrders":       func(q queryer) int { return pick(q.Get("symbol") != "", 6, 80) },
 	"GET /api/v3/allOrders":        fixed(20),
-	"POST /api/v3/orderList/oco":   fixed(1),
-	"POST /api/v3/orderList/oto":   fixed(1),
-	"POST /api/v3/orderList/otoco": fixed(1),
+	"POST /api/v3/orderList/oco":   fixed(0),
+	"POST /api/v3/orderList/oto":   fixed(0),
+	"POST /api/v3/orderList/otoco": fixed(0),
+	"POST /api/v3/orderList/opo":   fixed(0),
+	"POST /api/v3/orderList/opoco": fixed(0),
+	"DELETE /api/v3/orderList":     fixed(0),
+	"GET /api/v3/orderList":        fixed(4),
+	"GET /api/v3/allOrderList":     fixed(20),
+	"GET /api/v3/openOrderList":    fixed(6),
 	"GET /api/v3/account":          fixed(20),
-	"GET /api/v3/myTrades":         fixed(20),
-	"GET /api/v3/rateLimit/order":  fixed(40),
+	// Trades: 5 with orderId, else 20 (CHANGELOG.md, entry of 2025-04-07).
+	"GET /api/v3/myTrades":        func(q queryer) int { return pick(q.Get("orderId") != "", 5, 20) },
+	"GET /api/v3/rateLimit/order": fixed(40),
+	// Prevented matches: 2 by preventedMatchId, 20 by orderId.
+	"GET /api/v3/myPreventedMatches": func(q queryer) int { return pick(q.Get("preventedMatchId") != "", 2, 20) },
+	"GET /api/v3/myAllocations":      fixed(20),
+	"GET /api/v3/account/commission": fixed(20),
+	"GET /api/v3/order/amendments":   fixed(4),
+	"GET /api/v3/myFilters":          fixed(40),
 }
 
 // binanceOrders is how many orders an endpoint places (the ORDERS limits),
 // its "Unfilled Order Count" in
-// https://developers.binance.com/docs/binance-spot-api-docs/rest-api/trading-endpoints:
-// an order list places each of its orders (the deprecated POST
-// /api/v3/order/oco, like orderList/oco, two); a cancel-replace and an SOR
-// order place one. Test orders place none.
+// https://developers.binance.com/docs/binance-spot-api-docs/rest-api/trading-endpoints
+// (rest-api.md, checked 2026-12-06): an order list places each of its orders
+// (the deprecated POST /api/v3/order/oco, like orderList/oco, OTO and OPO,
+// two; OTOCO and OPOCO three); a cancel-replace and an SOR order place one.
+// Test orders and keepPriority amendments place none.
 var binanceOrders = map[string]int{
 	"POST /api/v3/order":               1,
 	"POST /api/v3/order/cancelReplace": 1,
@@ -203,6 +248,8 @@ var binanceOrders = map[string]int{
 	"POST /api/v3/orderList/oco":       2,
 	"POST /api/v3/orderList/oto":       2,
 	"POST /api/v3/orderList/otoco":     3,
+	"POST /api/v3/orderList/opo":       2,
+	"POST /api/v3/orderList/opoco":     3,
 }
 
 // queryer gives a weight function the request's parameters.
@@ -356,14 +403,21 @@ func (p *binanceParams) load() {
 // and 429/418 with Retry-After hold the IP's quota (the middleware's
 // handling).
 //
-// An order rejected for an ORDERS limit is answered 429 without Retry-After
-// and error code -1015, "Too many new orders; current limit is 100 orders per
-// 10 SECOND." (rest-api/limits, "Unfilled Order Count"; errors, "-1015
-// TOO_MANY_ORDERS"). The preset then fills the limit the message names (the
-// shortest ORDERS limit when it names none it knows) of that account only, in
-// every process, for the rest of the window the order was charged in (the
-// limiter decides, on Redis's clock), and the 429's FallbackHold holds that
-// account's orders only: the IP's market-data reads go on.
+// An order rejected for an ORDERS limit is answered 429 with error code
+// -1015, "Too many new orders; current limit is 100 orders per 10 SECOND."
+// (errors.md, "-1015 TOO_MANY_ORDERS"), and with Retry-After since 2025-12-17
+// (rest-api.md, "Unfilled Order Count": "If you have exceeded this, you will
+// receive a 429 error with the Retry-After header", changed from "without"
+// in binance-spot-api-docs commit f83a5bf of 2025-12-17; checked 2026-12-06).
+// The preset then fills the limit the message names (the shortest ORDERS
+// limit when it names none it knows) of that account only, in every process,
+// for the rest of the window the order was charged in (the limiter decides,
+// on Redis's clock), and the 429's Retry-After (FallbackHold when it has
+// none) holds that account's orders only: the IP's market-data reads go on.
+//
+// Orders and cancellations weigh 0 when they succeed (see BinanceWeight): a
+// failed one, which Binance charges its documented weight, is counted when
+// the next answer's X-MBX-USED-WEIGHT header is synced.
 func Binance(opts BinanceOptions) (Preset, error) {
 	if err := checkScale(opts.TimeScale); err != nil {
 		return Preset{}, err
@@ -451,6 +505,11 @@ func Binance(opts BinanceOptions) (Preset, error) {
 			c[n] = 1
 		}
 		cs := []limiter.Charge{{Quota: ip, Cost: c}}
+		if w == 0 && len(raw) == 0 {
+			// Nothing of the IP's to charge (an order, without a
+			// RAW_REQUESTS limit): its hold is still waited out.
+			cs[0] = limiter.Charge{Quota: limiter.Quota{Name: ip.Name, Group: ip.Group}}
+		}
 		k := binanceOrders[key]
 		if k == 0 || len(orders) == 0 {
 			return cs, nil

@@ -92,15 +92,94 @@ func newBinanceSim(t *testing.T, p exchanges.Preset, rls []exchanges.BinanceRate
 	return s
 }
 
-func (s *binanceSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	weight, ok := exchanges.BinanceWeight(r.Method, r.URL.Path, r.URL.Query())
-	if !ok {
-		weight = 1
+// simDocumented is the simulator's own table of what Binance charges, written
+// from binance-spot-api-docs (github.com/binance/binance-spot-api-docs at
+// a5e0bc3, checked 2026-12-06), not from the preset's table, for the
+// endpoints whose figures changed since the preset's first table: weight is
+// the request weight of an answered request (failed is the weight of a failed
+// one, when it differs), orders its unfilled order count.
+var simDocumented = map[string]struct {
+	weight func(q url.Values) int
+	failed int
+	orders int
+}{
+	// CHANGELOG.md, 2026-03-27: weight 0 when successful from 2026-04-02,
+	// failed requests charged the documented weight (rest-api.md: 1).
+	// Unfilled order counts: rest-api.md, "Unfilled Order Count:".
+	"POST /api/v3/order":               {weight: simFixed(0), failed: 1, orders: 1},
+	"POST /api/v3/sor/order":           {weight: simFixed(0), failed: 1, orders: 1},
+	"DELETE /api/v3/order":             {weight: simFixed(0), failed: 1},
+	"DELETE /api/v3/openOrders":        {weight: simFixed(0), failed: 1},
+	"POST /api/v3/order/cancelReplace": {weight: simFixed(0), failed: 1, orders: 1},
+	"POST /api/v3/order/oco":           {weight: simFixed(0), failed: 1, orders: 2},
+	"POST /api/v3/orderList/oco":       {weight: simFixed(0), failed: 1, orders: 2},
+	"POST /api/v3/orderList/oto":       {weight: simFixed(0), failed: 1, orders: 2},
+	"POST /api/v3/orderList/otoco":     {weight: simFixed(0), failed: 1, orders: 3},
+	"POST /api/v3/orderList/opo":       {weight: simFixed(0), failed: 1, orders: 2},
+	"POST /api/v3/orderList/opoco":     {weight: simFixed(0), failed: 1, orders: 3},
+	"DELETE /api/v3/orderList":         {weight: simFixed(0), failed: 1},
+	// CHANGELOG.md, 2026-04-02: keepPriority stays at its documented 4
+	// (rest-api.md) unless the amendment expires the order.
+	"PUT /api/v3/order/amend/keepPriority": {weight: simFixed(4), orders: 0},
+	// CHANGELOG.md, 2025-04-07: 5 with orderId, else 20.
+	"GET /api/v3/myTrades": {weight: func(q url.Values) int {
+		if q.Get("orderId") != "" {
+			return 5
+		}
+		return 20
+	}},
+	// rest-api.md, "Weight:" of each.
+	"GET /api/v3/orderList":             {weight: simFixed(4)},
+	"GET /api/v3/allOrderList":          {weight: simFixed(20)},
+	"GET /api/v3/openOrderList":         {weight: simFixed(6)},
+	"GET /api/v3/myAllocations":         {weight: simFixed(20)},
+	"GET /api/v3/account/commission":    {weight: simFixed(20)},
+	"GET /api/v3/myFilters":             {weight: simFixed(40)},
+	"GET /api/v3/order/amendments":      {weight: simFixed(4)},
+	"GET /api/v3/historicalBlockTrades": {weight: simFixed(25)},
+	"GET /api/v3/referencePrice":        {weight: simFixed(2)},
+	"GET /api/v3/myPreventedMatches": {weight: func(q url.Values) int {
+		if q.Get("preventedMatchId") != "" {
+			return 2
+		}
+		return 20
+	}},
+	// symbol 2; symbols 2 each, capped at 40; symbolStatus or none 40.
+	"GET /api/v3/executionRules": {weight: func(q url.Values) int {
+		switch {
+		case q.Get("symbolStatus") != "":
+			return 40
+		case q.Get("symbol") != "":
+			return 2
+		case q.Get("symbols") != "":
+			return min(2*(strings.Count(q.Get("symbols"), ",")+1), 40)
+		}
+		return 40
+	}},
+}
+
+func simFixed(w int) func(url.Values) int { return func(url.Values) int { return w } }
+
+// simCost is what the simulator charges r when answered (weight) and when
+// refused (failed: 0 when it charges nothing more then), and the orders it places: its own table, else the preset's
+// table for endpoints whose figures did not change (1 for unknown ones).
+func simCost(r *http.Request) (weight, failed, orders int) {
+	if d, ok := simDocumented[r.Method+" "+r.URL.Path]; ok {
+		w := d.weight(r.URL.Query())
+		return w, d.failed, d.orders
 	}
-	orders := 0
+	w, ok := exchanges.BinanceWeight(r.Method, r.URL.Path, r.URL.Query())
+	if !ok {
+		w = 1
+	}
+	return w, 0, 0
+}
+
+func (s *binanceSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	weight, failed, orders := simCost(r)
 	account := ""
-	if r.Method == http.MethodPost && r.URL.Path == "/api/v3/order" {
-		orders, account = 1, r.Header.Get("X-MBX-APIKEY")
+	if orders > 0 {
+		account = r.Header.Get("X-MBX-APIKEY")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -168,6 +247,15 @@ func (s *binanceSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if status == http.StatusOK {
 			for _, l := range limits {
 				l.used += cost[l.name]
+			}
+		}
+	}
+	if status != http.StatusOK && failed > 0 {
+		// A refused request is charged its documented weight.
+		for _, l := range limits {
+			if l.RateLimitType == exchanges.BinanceRequestWeight {
+				l.used += failed
+				cost[l.name] = failed
 			}
 		}
 	}
@@ -264,6 +352,16 @@ func TestBinanceFleet(t *testing.T) {
 		{"GET", "/api/v3/account"},
 		{"POST", "/api/v3/order?symbol=BTCUSDT&side=BUY&type=LIMIT"},
 		{"DELETE", "/api/v3/order?symbol=BTCUSDT&orderId=1"},
+		// Figures checked 2026-12-06, charged by the simulator from its own
+		// table (simDocumented).
+		{"GET", "/api/v3/myTrades?symbol=BTCUSDT&orderId=1"},
+		{"GET", "/api/v3/myTrades?symbol=BTCUSDT"},
+		{"GET", "/api/v3/openOrderList"},
+		{"GET", "/api/v3/orderList?orderListId=1"},
+		{"GET", "/api/v3/historicalBlockTrades?symbol=BTCUSDT&fromId=1"},
+		{"GET", "/api/v3/executionRules?symbol=BTCUSDT"},
+		{"PUT", "/api/v3/order/amend/keepPriority?symbol=BTCUSDT&orderId=1"},
+		{"POST", "/api/v3/orderList/opoco?symbol=BTCUSDT"},
 	}
 	start := startAfterBoundary(time.Second)
 	stop := start.Add(4200 * time.Millisecond)
@@ -362,7 +460,7 @@ func TestBinanceCosts(t *testing.T) {
 		{"GET", "https://api.binance.com/api/v3/ticker/tradingDay?symbol=BTCUSDT", 4, 0, "", ""},
 		{"GET", "https://api.binance.com/api/v3/ticker/tradingDay?symbols=" + symbols(20), 80, 0, "", ""},
 		{"GET", "https://api.binance.com/api/v3/ticker/tradingDay?symbols=" + symbols(51), 200, 0, "", ""},
-		{"POST", "https://api.binance.com/api/v3/order", 1, 1, form, "symbol=BTCUSDT"},
+		{"POST", "https://api.binance.com/api/v3/order", 0, 1, form, "symbol=BTCUSDT"},
 		{"POST", "https://api.binance.com/api/v3/order/test", 1, 0, form, "symbol=BTCUSDT"},
 		{"POST", "https://api.binance.com/api/v3/order/test?computeCommissionRates=true", 20, 0, "", ""},
 		{"POST", "https://api.binance.com/api/v3/order/test", 20, 0, form, "symbol=BTCUSDT&computeCommissionRates=true"},
@@ -372,11 +470,11 @@ func TestBinanceCosts(t *testing.T) {
 		{"POST", "https://api.binance.com/api/v3/order/test?computeCommissionRates=false", 1, 0, form, "computeCommissionRates=true"},
 		// Binance reads form bodies only.
 		{"POST", "https://api.binance.com/api/v3/order/test", 1, 0, "application/json", `{"computeCommissionRates":true}`},
-		{"POST", "https://api.binance.com/api/v3/sor/order", 1, 1, form, "symbol=BTCUSDT"},
+		{"POST", "https://api.binance.com/api/v3/sor/order", 0, 1, form, "symbol=BTCUSDT"},
 		{"POST", "https://api.binance.com/api/v3/sor/order/test", 20, 0, form, "computeCommissionRates=true"},
-		{"POST", "https://api.binance.com/api/v3/order/oco", 1, 2, form, "symbol=BTCUSDT"},
-		{"POST", "https://api.binance.com/api/v3/orderList/oco", 1, 2, "", ""},
-		{"DELETE", "https://api.binance.com/api/v3/order", 1, 0, "", ""},
+		{"POST", "https://api.binance.com/api/v3/order/oco", 0, 2, form, "symbol=BTCUSDT"},
+		{"POST", "https://api.binance.com/api/v3/orderList/oco", 0, 2, "", ""},
+		{"DELETE", "https://api.binance.com/api/v3/order", 0, 0, "", ""},
 	} {
 		req, _ := http.NewRequest(tc.method, tc.url, strings.NewReader(tc.body))
 		req.Header.Set("X-MBX-APIKEY", "acct")
@@ -538,7 +636,7 @@ func TestBinanceDefaults(t *testing.T) {
 		ip, acct := p.Quotas[0], p.Quotas[1]
 		want := map[string]limiter.Limit{
 			"weight-1m":  {Rate: 6000, Period: tc.unit, Algorithm: limiter.FixedWindow},
-			"raw-5m":     {Rate: 61000, Period: 5 * tc.unit, Algorithm: limiter.FixedWindow},
+			"raw-5m":     {Rate: 300000, Period: 5 * tc.unit, Algorithm: limiter.FixedWindow},
 			"orders-10s": {Rate: 100, Period: tc.unit / 6, Algorithm: limiter.FixedWindow},
 			"orders-1d":  {Rate: 200000, Period: 1440 * tc.unit, Algorithm: limiter.FixedWindow},
 		}
@@ -777,5 +875,209 @@ func TestBinanceHosts(t *testing.T) {
 	bad, _ := exchanges.Binance(exchanges.BinanceOptions{Hosts: []string{"https://api.binance.com"}})
 	if _, err := bad.Transport(lim, nil); !errors.Is(err, middleware.ErrInvalidRule) {
 		t.Errorf("a URL as a host: %v", err)
+	}
+}
+
+// The preset charges what the simulator's own table of Binance's documented
+// figures (simDocumented, written from binance-spot-api-docs, checked
+// 2026-12-06) charges an answered request: weight and unfilled orders, for
+// every endpoint whose figures changed.
+func TestBinanceDocumentedCosts(t *testing.T) {
+	p, err := exchanges.Binance(exchanges.BinanceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	queries := map[string][]string{
+		"GET /api/v3/myTrades":           {"symbol=BTCUSDT", "symbol=BTCUSDT&orderId=7"},
+		"GET /api/v3/myPreventedMatches": {"symbol=BTCUSDT&orderId=7", "symbol=BTCUSDT&preventedMatchId=3"},
+		"GET /api/v3/executionRules": {"", "symbol=BTCUSDT", "symbolStatus=TRADING",
+			"symbols=" + url.QueryEscape(`["A","B","C"]`), "symbols=" + url.QueryEscape(`["`+strings.Repeat(`A","`, 30)+`B"]`)},
+	}
+	for key := range simDocumented {
+		method, path, _ := strings.Cut(key, " ")
+		qs := queries[key]
+		if qs == nil {
+			qs = []string{"symbol=BTCUSDT"}
+		}
+		for _, q := range qs {
+			req, _ := http.NewRequest(method, "https://api.binance.com"+path+"?"+q, nil)
+			req.Header.Set("X-MBX-APIKEY", "acct")
+			weight, _, orders := simCost(req)
+			w, raw, o := chargedOf(t, p.Rules[0], req, nil)
+			if w != weight || raw != 1 || o["orders-10s"] != orders || o["orders-1d"] != orders {
+				t.Errorf("%s?%.60s: charged weight %d, raw %d, orders %v; Binance charges weight %d, orders %d", key, q, w, raw, o, weight, orders)
+			}
+		}
+	}
+}
+
+// Orders weigh nothing when they succeed (CHANGELOG.md, 2026-03-27, from
+// 2026-04-02): a fleet placing and cancelling orders only is limited by its
+// accounts' ORDERS, not by the IP's weight. The simulator's weight limit
+// (10 a window) is far below its orders limit (100 a window): charging an
+// order 1, as the preset did, would let at most 10 orders a window through.
+// 0 429s, and at least 90% of each whole window's orders used (the rest is
+// the window guard's: the ORDERS window is a second, the guard 250 ms).
+func TestBinanceOrdersWeighNothing(t *testing.T) {
+	rls := []exchanges.BinanceRateLimit{
+		{RateLimitType: exchanges.BinanceRequestWeight, Interval: "MINUTE", IntervalNum: 1, Limit: 10},
+		{RateLimitType: exchanges.BinanceRawRequests, Interval: "MINUTE", IntervalNum: 5, Limit: 300000},
+		{RateLimitType: exchanges.BinanceOrders, Interval: "MINUTE", IntervalNum: 1, Limit: 100},
+	}
+	probe, _ := exchanges.Binance(exchanges.BinanceOptions{RateLimits: rls, TimeScale: 1.0 / 60})
+	sim := newBinanceSim(t, probe, rls)
+	u, _ := url.Parse(sim.srv.URL)
+	p, err := exchanges.Binance(exchanges.BinanceOptions{Hosts: []string{u.Host}, RateLimits: rls, TimeScale: 1.0 / 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleet := newFleet(t, p)
+	paths := []struct{ method, path string }{
+		{"POST", "/api/v3/order?symbol=BTCUSDT&side=BUY&type=LIMIT"},
+		{"POST", "/api/v3/orderList/opo?symbol=BTCUSDT"},
+		{"POST", "/api/v3/orderList/opoco?symbol=BTCUSDT"},
+		{"DELETE", "/api/v3/order?symbol=BTCUSDT&orderId=1"},
+	}
+	start := startAfterBoundary(time.Second)
+	stop := start.Add(3200 * time.Millisecond)
+	drive(t, fleet, 4, stop, func(ctx context.Context, pr *proc, g int) error {
+		rng := rand.New(rand.NewPCG(uint64(pr.id), uint64(g)))
+		pe := paths[rng.IntN(len(paths))]
+		req, err := http.NewRequestWithContext(ctx, pe.method, sim.srv.URL+pe.path, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("X-MBX-APIKEY", "acct")
+		_, _, err = pr.do(req)
+		return err
+	})
+	hits := sim.log()
+	if n, m := countStatus(hits, http.StatusTooManyRequests), countStatus(hits, http.StatusTeapot); n+m > 0 {
+		sim.mu.Lock()
+		t.Logf("denied: %v", sim.denied)
+		sim.mu.Unlock()
+		t.Fatalf("simulator answered %d 429s and %d 418s", n, m)
+	}
+	first, last := start.Unix()+1, stop.Unix()-1
+	orders := map[int64]int{}
+	for _, h := range hits {
+		if w := h.at.Unix(); h.status == http.StatusOK && w >= first && w <= last {
+			orders[w] += h.cost["orders-1m"]
+		}
+	}
+	for w := first; w <= last; w++ {
+		t.Logf("window %d: %d orders of 100", w, orders[w])
+		if orders[w] < 90 {
+			t.Errorf("window %d: %d orders, want ≥ 90 of 100 (weight 10 a window must not limit orders)", w, orders[w])
+		}
+	}
+}
+
+// A -1015 refusal carries Retry-After since 2025-12-17 (rest-api.md,
+// "Unfilled Order Count"): it holds the refused account's orders that long,
+// longer than the fallback hold, and never the IP's weight.
+func TestBinanceOrderLimitRetryAfter(t *testing.T) {
+	m, c := redistest.NewMini(t)
+	start := time.Date(2026, 5, 15, 12, 0, 30, 0, time.UTC)
+	m.SetTime(start)
+	lim := limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t)})
+	p, err := exchanges.Binance(exchanges.BinanceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := rtFunc(func(*http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{"Retry-After": {"20"}},
+			Body: io.NopCloser(strings.NewReader(`{"code":-1015,"msg":"Too many new orders; current limit is 100 orders per 10 SECOND."}`))}, nil
+	})
+	tr, err := p.Transport(lim, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", "https://api.binance.com/api/v3/order?symbol=BTCUSDT", nil)
+	req.Header.Set("X-MBX-APIKEY", "acct-a")
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	allowed := func(q limiter.Quota, l string) bool {
+		t.Helper()
+		res, err := lim.AllowQuota(context.Background(), q, limiter.Cost{l: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Allowed
+	}
+	// 15 s on: past the fallback hold (1 s) and the 10 s window, within Retry-After.
+	m.FastForward(15 * time.Second)
+	if allowed(accountQuota(p, "acct-a"), "orders-1d") {
+		t.Error("the refused account may place an order before its Retry-After")
+	}
+	if !allowed(p.Quotas[0], "weight-1m") || !allowed(accountQuota(p, "acct-b"), "orders-1d") {
+		t.Error("the refusal held the IP or another account")
+	}
+	m.FastForward(6 * time.Second)
+	if !allowed(accountQuota(p, "acct-a"), "orders-1d") {
+		t.Error("the account is still held past its Retry-After")
+	}
+}
+
+// An order's answer carries X-MBX-USED-WEIGHT although the order charged no
+// weight (0 when successful since 2026-04-02): the header is not synced
+// through a charge that has no weight (no error reported), while its
+// X-MBX-ORDER-COUNT header is; the next request that charges weight syncs the
+// IP's count.
+func TestBinanceOrderWeightHeader(t *testing.T) {
+	m, c := redistest.NewMini(t)
+	m.SetTime(time.Date(2026, 5, 15, 12, 0, 5, 0, time.UTC))
+	lim := limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t)})
+	var errs []error
+	p, err := exchanges.Binance(exchanges.BinanceOptions{Middleware: middleware.Options{
+		OnError: func(_ *http.Request, err error) { errs = append(errs, err) }}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := rtFunc(func(*http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: http.StatusOK, Body: io.NopCloser(strings.NewReader(`{}`)),
+			Header: http.Header{"X-Mbx-Used-Weight-1m": {"5990"}, "X-Mbx-Order-Count-10s": {"100"}}}, nil
+	})
+	tr, err := p.Transport(lim, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(method, path string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "https://api.binance.com"+path, nil)
+		req.Header.Set("X-MBX-APIKEY", "acct")
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	allowed := func(q limiter.Quota, cost limiter.Cost) bool {
+		t.Helper()
+		res, err := lim.AllowQuota(context.Background(), q, cost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Allowed
+	}
+	send("POST", "/api/v3/order?symbol=BTCUSDT")
+	if len(errs) > 0 {
+		t.Fatalf("errors reported: %v", errs)
+	}
+	if allowed(accountQuota(p, "acct"), limiter.Cost{"orders-10s": 1}) {
+		t.Error("the order count header was not synced")
+	}
+	if !allowed(p.Quotas[0], limiter.Cost{"weight-1m": 20}) {
+		t.Error("the IP's weight was synced through an order that charged none")
+	}
+	send("GET", "/api/v3/time")
+	if allowed(p.Quotas[0], limiter.Cost{"weight-1m": 20}) {
+		t.Error("a request charging weight did not sync the IP's count")
+	}
+	if len(errs) > 0 {
+		t.Fatalf("errors reported: %v", errs)
 	}
 }

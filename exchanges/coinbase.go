@@ -35,6 +35,12 @@ var (
 	// CoinbaseExchangeFills: /fills, "Requests per second per profile: 10", "in
 	// bursts: Up to 20" (same page, "Private /fills Endpoint").
 	CoinbaseExchangeFills = limiter.Limit{Rate: 10, Period: time.Second, Burst: 20}
+	// coinbaseExchangeLoans: /loans, "Requests per second per profile: 10"
+	// (https://docs.cdp.coinbase.com/exchange/rest-api/rate-limits, "Private
+	// /loans Endpoint", checked 2026-12-06); "Rate limits do not apply to List
+	// loan assets (/loans/assets) which is not private". No burst is
+	// documented: one second's worth.
+	coinbaseExchangeLoans = limiter.Limit{Rate: 10, Period: time.Second, Burst: 10}
 	// CoinbaseAdvancedTradePublic: public endpoints, 10 requests per second per
 	// IP (https://docs.cloud.coinbase.com/advanced-trade/docs/rest-api-rate-limits).
 	// No burst is documented: one second's worth.
@@ -85,6 +91,9 @@ type CoinbaseOptions struct {
 // Coinbase returns the preset for Coinbase's REST API: a per-IP quota for
 // public endpoints and a per-profile (Exchange) or per-user (Advanced Trade)
 // quota for private ones, each one token bucket, every request costing one.
+// The Exchange API's private /fills and /loans (but /loans/assets) have
+// quotas of their own, <Quota>-fills and <Quota>-loans (10 per second, a
+// burst of 10: Coinbase documents no burst for it; not overridable).
 // Coinbase answers 429 when a limit is exceeded, without a documented
 // Retry-After: the Transport then holds the quota for its FallbackHold.
 func Coinbase(opts CoinbaseOptions) (Preset, error) {
@@ -148,6 +157,19 @@ func Coinbase(opts CoinbaseOptions) (Preset, error) {
 			},
 			Quota: q, Cost: one,
 		})
+		ql, err := quota("loans", coinbaseExchangeLoans)
+		if err != nil {
+			return Preset{}, err
+		}
+		p.Quotas = append(p.Quotas, ql)
+		p.Rules = append(p.Rules, middleware.Rule{
+			Hosts:      hosts,
+			PathPrefix: "/loans",
+			Match: func(r *http.Request) bool {
+				return isPrivate(r) && isCoinbaseLoans(r.URL.Path)
+			},
+			Quota: ql, Cost: one,
+		})
 	}
 	qp, err := quota("private", priv)
 	if err != nil {
@@ -163,4 +185,13 @@ func Coinbase(opts CoinbaseOptions) (Preset, error) {
 		middleware.Rule{Hosts: hosts, Quota: qu, Cost: one},
 	)
 	return p, nil
+}
+
+// isCoinbaseLoans reports whether path is one of the Exchange API's private
+// /loans endpoints: /loans and below, but /loans/assets.
+func isCoinbaseLoans(path string) bool {
+	if path == "/loans/assets" || strings.HasPrefix(path, "/loans/assets/") {
+		return false
+	}
+	return path == "/loans" || strings.HasPrefix(path, "/loans/")
 }

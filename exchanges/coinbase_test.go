@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,7 +40,9 @@ func (b *bucket) take(now time.Time) bool {
 // coinbaseSim enforces Coinbase Exchange's documented REST limits
 // (https://docs.cdp.coinbase.com/exchange/rest-api/rate-limits): public
 // endpoints per IP (10/s, bursts of 15), private endpoints per profile (15/s,
-// bursts of 30), /fills per profile (10/s, bursts of 20). Private requests
+// bursts of 30), /fills per profile (10/s, bursts of 20), /loans per profile
+// (10/s; no burst documented, so one second's worth; checked 2026-12-06).
+// Private requests
 // carry CB-ACCESS-KEY. Over a limit it answers 429 with a JSON message and no
 // Retry-After.
 type coinbaseSim struct {
@@ -62,6 +65,9 @@ func (s *coinbaseSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		kind, key, rate, burst = "private", k, 15, 30
 		if r.URL.Path == "/fills" {
 			kind, rate, burst = "fills", 10, 20
+		}
+		if r.URL.Path == "/loans" || strings.HasPrefix(r.URL.Path, "/loans/") && !strings.HasPrefix(r.URL.Path, "/loans/assets") {
+			kind, rate, burst = "loans", 10, 10
 		}
 	}
 	if r.URL.Path == "/warm" { // the test's warm-up, not a Coinbase endpoint
@@ -115,7 +121,7 @@ func TestCoinbaseFleet(t *testing.T) {
 	sim := newCoinbaseSim(t)
 	fleet := newFleet(t, p)
 	warm(t, fleet, p, sim.srv.URL+"/warm", 6)
-	paths := []string{"/products/BTC-USD/book?level=2", "/orders", "/fills", "/accounts"}
+	paths := []string{"/products/BTC-USD/book?level=2", "/orders", "/fills", "/accounts", "/loans"}
 	stop := time.Now().Add(3 * time.Second)
 	drive(t, fleet, 6, stop, func(ctx context.Context, pr *proc, g int) error {
 		path := paths[g%len(paths)]
@@ -132,12 +138,18 @@ func TestCoinbaseFleet(t *testing.T) {
 
 	hits := sim.log()
 	if n := countStatus(hits, http.StatusTooManyRequests); n > 0 {
+		for _, h := range hits {
+			if h.status == http.StatusTooManyRequests {
+				t.Logf("429 at %s: %v", h.at.Format("15:04:05.000"), h.cost)
+			}
+		}
 		t.Fatalf("simulator answered %d 429s", n)
 	}
 	limits := map[string]limiter.Limit{
 		"public":  exchanges.CoinbaseExchangePublic,
 		"private": exchanges.CoinbaseExchangePrivate,
 		"fills":   exchanges.CoinbaseExchangeFills,
+		"loans":   {Rate: 10, Period: time.Second, Burst: 10},
 	}
 	for kind, l := range limits {
 		var first, last time.Time
@@ -170,6 +182,7 @@ func TestCoinbaseDefaults(t *testing.T) {
 	}
 	want := map[string]limiter.Limit{
 		"coinbase-fills":   {Rate: 10, Period: time.Second, Burst: 20},
+		"coinbase-loans":   {Rate: 10, Period: time.Second, Burst: 10},
 		"coinbase-private": {Rate: 15, Period: time.Second, Burst: 30},
 		"coinbase-public":  {Rate: 10, Period: time.Second, Burst: 15},
 	}

@@ -16,7 +16,7 @@ import (
 
 // A Binance client whose every process shares one weight budget in Redis: an
 // order book of 500 levels costs 25 of the minute's 6000 weight, one of the
-// 61000 raw requests of five minutes, and no order.
+// 300000 raw requests of five minutes, and no order.
 func Example() {
 	mr, _ := miniredis.Run()
 	defer mr.Close()
@@ -36,7 +36,7 @@ func Example() {
 	}
 	// Output:
 	// weight-1m left: 5974
-	// raw-5m left: 60998
+	// raw-5m left: 299998
 }
 
 // Binance states its limits in exchangeInfo; a preset can use them instead of

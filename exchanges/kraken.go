@@ -83,14 +83,19 @@ func KrakenTradingCounter(tier KrakenTier) (limiter.Limit, bool) {
 // (https://docs.kraken.com/exchange/guides/rest/ratelimits).
 var krakenTwo = map[string]bool{"Ledgers": true, "QueryLedgers": true, "TradesHistory": true, "QueryTrades": true}
 
-// krakenTrade are the trading endpoints, which do not touch the call counter
-// ("except AddOrder, CancelOrder which operate on a different limiter", same
-// page). Those with a cost here are charged to the pair's trading counter; the
-// batch and cancel-all endpoints pass uncharged (their pairs and counts are not
-// known from the request).
+// krakenTrade are the trading endpoints, charged to the pair's trading
+// counter and not to the call counter. Kraken documents only AddOrder and
+// CancelOrder as outside the call counter ("All other API calls increase this
+// counter by 1 (except AddOrder, CancelOrder which operate on a different
+// limiter)": https://docs.kraken.com/exchange/guides/rest/ratelimits, "REST
+// Specific Limits", checked 2026-12-06), so CancelAll and
+// CancelAllOrdersAfter are not here: they add 1 to the call counter like any
+// other private call. EditOrder, AmendOrder and the batch endpoints stay here
+// (the page names none of them); the batch endpoints pass uncharged, their
+// figures not being known (see KrakenOptions).
 var krakenTrade = map[string]bool{
 	"AddOrder": true, "CancelOrder": true, "EditOrder": true, "AmendOrder": true,
-	"AddOrderBatch": true, "CancelOrderBatch": true, "CancelAll": true, "CancelAllOrdersAfter": true,
+	"AddOrderBatch": true, "CancelOrderBatch": true,
 }
 
 // Defaults of KrakenOptions.
@@ -124,8 +129,10 @@ type KrakenOptions struct {
 	// pair (one per account and pair). Default "kraken".
 	Quota string
 	// Hosts are the hosts whose /0/private/ requests are charged. Public
-	// endpoints are not charged: Kraken publishes no figure for them. Default
-	// api.kraken.com.
+	// endpoints (/0/public/) are charged nothing: Kraken publishes no exact
+	// figure for them ("a frequency of 1 per second (or less) would remain
+	// within the rate limits"); an EGeneral:Too many requests answer holds
+	// them all, in every process, for LimitedHold. Default api.kraken.com.
 	Hosts []string
 	// Counter and Trading override the tier's call counter and per-pair
 	// trading counter (their periods are scaled too); zero values keep the
@@ -140,9 +147,9 @@ type KrakenOptions struct {
 	// AmendOrder) add to the trading counter. Default DefaultKrakenCancelCost
 	// and DefaultKrakenEditCost (the worst case: orders of unknown age).
 	CancelCost, EditCost int
-	// LimitedHold is how long an answer with EAPI:Rate limit exceeded (or
-	// EOrder:Rate limit exceeded) holds its quota. Default
-	// DefaultKrakenLimitedHold, scaled.
+	// LimitedHold is how long an answer with EAPI:Rate limit exceeded,
+	// EOrder:Rate limit exceeded or EGeneral:Too many requests holds its
+	// quota. Default DefaultKrakenLimitedHold, scaled.
 	LimitedHold time.Duration
 	// TimeScale multiplies every period and hold, for tests. Default 1.
 	TimeScale float64
@@ -156,7 +163,8 @@ type KrakenOptions struct {
 // (the counter's maximum is the burst, its decay the rate):
 //
 //   - the call counter, per API key (the quota Quota): +1 for each private
-//     call, +2 for ledger and trade history, none for trading calls;
+//     call (CancelAll and CancelAllOrdersAfter included), +2 for ledger and
+//     trade history, none for trading calls;
 //   - the trading counter, per pair (the quota Quota+"-trade" applied to the
 //     pair with limiter.Quota.For): +1 for AddOrder, and CancelCost or
 //     EditCost for CancelOrder and EditOrder. The pair comes from the
@@ -164,14 +172,23 @@ type KrakenOptions struct {
 //     never sent to Kraken). A request whose pair is unknown is charged to
 //     the pair "unknown"; one whose pair is not a plausible name fails with
 //     ErrInvalidPair, unsent. Trading calls that cost nothing (AddOrderBatch,
-//     CancelAll…) are charged nothing but still wait out their pair's hold.
+//     CancelOrderBatch) are charged nothing but still wait out their pair's hold.
+//
+// Public calls are charged nothing but wait out the hold of the quota
+// Quota+"-public" (one per IP: use one Quota per IP).
 //
 // Kraken reports a limit reached in the answer's body, with HTTP 200
 // (EAPI:Rate limit exceeded, EOrder:Rate limit exceeded, EService:Throttled:
-// <unix time>, also spelt "EService: Throttled"); the preset reads it from
-// every private call's answer, before the caller does, and holds the quota the
-// call was charged to (the pair's for a trading call), in every process, for
-// LimitedHold (or until the time given), at most Middleware.MaxHold.
+// <unix time>, also spelt "EService: Throttled", and for public calls
+// EGeneral:Too many requests, the answer issue 21 reports for public
+// endpoints, "rate limited by IP address and currency pair for calls to
+// Trades and OHLC, and by IP address only for calls to all other public
+// endpoints ... additional calls would be restricted for a few seconds":
+// https://support.kraken.com/articles/206548367-what-are-the-api-rate-limits-,
+// checked 2026-12-06); the preset reads it from every call's answer, before
+// the caller does, and holds the quota the call was charged to (the pair's
+// for a trading call, the public hold for a public call), in every process,
+// for LimitedHold (or until the time given), at most Middleware.MaxHold.
 func Kraken(opts KrakenOptions) (Preset, error) {
 	if err := checkScale(opts.TimeScale); err != nil {
 		return Preset{}, err
@@ -222,6 +239,8 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 	// A trading call free of charge waits out its pair's hold all the same:
 	// it charges the trading template's hold alone.
 	holdOnly := limiter.Quota{Name: trade.Name}
+	// Public calls: no figure to charge, a hold to wait out.
+	public := limiter.Quota{Name: opts.Quota + "-public"}
 	tradeCost := func(endpoint string) int {
 		switch endpoint {
 		case "AddOrder":
@@ -271,6 +290,15 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 				return []limiter.Charge{{Quota: calls, Cost: limiter.Cost{"calls": 2}}}, nil
 			}
 			return []limiter.Charge{{Quota: calls, Cost: limiter.Cost{"calls": 1}}}, nil
+		},
+		Usage:    []middleware.UsageParser{watch},
+		PeekBody: maxKrakenPeek,
+	}, {
+		Hosts:      opts.Hosts,
+		PathPrefix: "/0/public/",
+		Quota:      public,
+		Charges: func(*http.Request, []byte) ([]limiter.Charge, error) {
+			return []limiter.Charge{{Quota: public}}, nil
 		},
 		Usage:    []middleware.UsageParser{watch},
 		PeekBody: maxKrakenPeek,
@@ -330,7 +358,7 @@ func krakenHold(body []byte, hold time.Duration, now time.Time) time.Duration {
 	var d time.Duration
 	for _, e := range errs {
 		switch {
-		case strings.HasSuffix(e, ":Rate limit exceeded"):
+		case strings.HasSuffix(e, ":Rate limit exceeded"), strings.HasPrefix(e, "EGeneral:Too many requests"):
 			d = max(d, hold)
 		case strings.HasPrefix(e, "EService:Throttled"), strings.HasPrefix(e, "EService: Throttled"):
 			s := strings.TrimSpace(e[strings.LastIndex(e, ":")+1:])

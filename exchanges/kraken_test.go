@@ -46,8 +46,11 @@ func (c *counter) add(now time.Time, n float64) bool {
 // with time scaled by scale:
 //
 //   - a call counter per API key, max 20, decaying 1/s: +2 for ledger and
-//     trade history, +1 for other private calls, nothing for trading calls
-//     (https://docs.kraken.com/exchange/guides/rest/ratelimits);
+//     trade history, +1 for other private calls (CancelAll and
+//     CancelAllOrdersAfter included), nothing for AddOrder and CancelOrder
+//     (https://docs.kraken.com/exchange/guides/rest/ratelimits, checked
+//     2026-12-06: "All other API calls increase this counter by 1 (except
+//     AddOrder, CancelOrder ...)");
 //   - a trading counter per pair, max 180, decaying 3.75/s: +1 per AddOrder,
 //     and per CancelOrder a penalty by the order's age: +8 under 5 s, +6 under
 //     10 s, +5 under 15 s, +4 under 45 s, +2 under 90 s, +1 under 300 s
@@ -583,5 +586,100 @@ func TestKrakenFiftyPairsOneTransport(t *testing.T) {
 	}
 	if float64(total) < 10*oneCounter {
 		t.Errorf("%d orders in all: the pairs are not counted apart", total)
+	}
+}
+
+// CancelAll and CancelAllOrdersAfter add 1 to the call counter (Kraken
+// excludes only AddOrder and CancelOrder from it: REST rate limits page,
+// checked 2026-12-06). Eight processes share one Pro key for 2 s, time scaled
+// by 1/10, calling Balance, CancelAll and CancelAllOrdersAfter without pause;
+// the simulator counts the cancel-alls as Kraken documents. Charging them
+// nothing, as the preset did, let the fleet overrun the counter; now no call
+// is refused and the counter is used to at least 90% of what it allows.
+func TestKrakenCancelAllCountsCalls(t *testing.T) {
+	const scale = 1.0 / 10
+	p, err := exchanges.Kraken(exchanges.KrakenOptions{Tier: exchanges.KrakenPro, Hosts: []string{"127.0.0.1"}, TimeScale: scale})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := newKrakenSim(t, scale)
+	fleet := newFleet(t, p)
+	stop := time.Now().Add(2 * time.Second)
+	calls := []string{"Balance", "CancelAll", "CancelAllOrdersAfter"}
+	drive(t, fleet, 3, stop, func(ctx context.Context, pr *proc, g int) error {
+		_, err := krakenPost(ctx, pr, sim.srv.URL, calls[(pr.id+g)%len(calls)], url.Values{"timeout": {"60"}}, "")
+		return err
+	})
+	hits := sim.log()
+	if n := countStatus(hits, http.StatusTooManyRequests); n > 0 {
+		t.Fatalf("simulator refused %d calls for rate limits", n)
+	}
+	var first, last time.Time
+	used := 0
+	for _, h := range hits {
+		if h.cost["calls"] == 0 || h.at.After(stop) {
+			continue
+		}
+		if first.IsZero() {
+			first = h.at
+		}
+		last, used = h.at, used+h.cost["calls"]
+	}
+	allowed := 20 + math.Floor(last.Sub(first).Seconds()/scale)
+	t.Logf("Kraken call counter: %d units of %.0f allowed over %s, 0 refused", used, allowed, last.Sub(first).Round(time.Millisecond))
+	if float64(used) < 0.9*allowed {
+		t.Errorf("used %d of %.0f allowed units, want ≥ 90%%", used, allowed)
+	}
+}
+
+// EGeneral:Too many requests, Kraken's answer to public calls over their
+// limit, holds the public calls (the quota <Quota>-public) in every process
+// for LimitedHold; private calls go on.
+func TestKrakenPublicTooManyRequests(t *testing.T) {
+	_, rdb := newMiniLimiterClient(t)
+	lim := limiter.New(rdb, limiter.Options{})
+	answer := `{"error":["EGeneral:Too many requests"]}`
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		_, _ = io.WriteString(w, answer)
+	}))
+	defer srv.Close()
+	p, err := exchanges.Kraken(exchanges.KrakenOptions{Hosts: []string{"127.0.0.1"}, LimitedHold: 7 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := p.Client(lim, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Get(srv.URL + "/0/public/Trades?pair=XBTUSD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if d, err := lim.Held(context.Background(), limiter.Quota{Name: "kraken-public"}); err != nil || d < 6*time.Second || d > 7*time.Second {
+		t.Errorf("public calls held %s, %v; want 7s", d, err)
+	}
+	// Another process's public call waits the hold out: with a deadline
+	// before its end it fails, typed, unsent.
+	other, err := p.Client(limiter.New(rdb, limiter.Options{}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/0/public/Ticker?pair=XBTUSD", nil)
+	if resp, err := other.Do(req); !errors.Is(err, middleware.ErrRateLimited) {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		t.Fatalf("public call during the hold: %v", err)
+	}
+	if n := hits.Load(); n != 1 {
+		t.Fatalf("%d calls reached Kraken, want 1", n)
+	}
+	if d, _ := lim.Held(context.Background(), p.Quotas[0]); d != 0 {
+		t.Errorf("the call counter is held %s: private calls must go on", d)
 	}
 }

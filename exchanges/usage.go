@@ -17,6 +17,8 @@ import (
 // X-MBX-USED-WEIGHT-1M. Headers of intervals not mapped are ignored. It is a
 // middleware.UsageParser; the Binance preset sets it up for its quotas.
 //
+// A header of a limit the request charged nothing (an order's weight, 0 since
+// 2026-04-02) is ignored: the Transport syncs a count through the charge.
 // A value that is not a non-negative decimal integer is ignored and reported;
 // a valid value beyond the limit (even one too large for an int) counts as the
 // limit: the server considers us full.
@@ -94,7 +96,7 @@ func (b BinanceUsage) ParseUsage(a *middleware.Answer) ([]middleware.Usage, erro
 			continue
 		}
 		limit, ok := m[iv]
-		if !ok {
+		if !ok || !chargedLimit(a, limit) {
 			continue
 		}
 		n, err := parseCount(k, a.Header.Get(k))
@@ -105,6 +107,20 @@ func (b BinanceUsage) ParseUsage(a *middleware.Answer) ([]middleware.Usage, erro
 		out = append(out, middleware.Usage{Limit: limit, Used: n})
 	}
 	return out, errors.Join(errs...)
+}
+
+// chargedLimit reports whether a's request charged limit a positive cost.
+// Without charges (a parser used on its own) every limit counts as charged.
+func chargedLimit(a *middleware.Answer, limit string) bool {
+	if len(a.Charges) == 0 {
+		return true
+	}
+	for _, c := range a.Charges {
+		if c.Cost[limit] > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // parseCount reads a non-negative decimal count, saturating at math.MaxInt;

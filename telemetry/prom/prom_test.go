@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/redquota/redquota/cache"
+	"github.com/redquota/redquota/exchanges"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/market"
@@ -97,7 +98,7 @@ func TestScrape(t *testing.T) {
 			require.NoError(t, err)
 			return q
 		}
-		usage := []middleware.UsageParser{middleware.BinanceUsage{Weight: map[string]string{"1m": "weight"}}}
+		usage := []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{"1m": "weight"}}}
 		tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{FailFast: true, Telemetry: providers},
 			middleware.Rule{PathPrefix: "/spot/", Quota: weight("spot"), Cost: limiter.Cost{"weight": 1}, Usage: usage},
 			middleware.Rule{PathPrefix: "/ban/", Quota: weight("ban"), Cost: limiter.Cost{"weight": 1}},

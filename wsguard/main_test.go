@@ -1,0 +1,9 @@
+package wsguard_test
+
+import (
+	"testing"
+
+	"github.com/redquota/redquota/internal/redistest"
+)
+
+func TestMain(m *testing.M) { redistest.Main(m) }
