@@ -8,10 +8,12 @@ import (
 
 // Several quotas per call.
 //
-// A charge on a quota without limits, with an empty cost, charges nothing:
-// the call only waits for the quota's hold (a call the server does not count
-// but that must not go out while the quota is held). Its hold is that of
-// every quota of the same Name, Group and For key.
+// A charge that takes nothing from its quota (a quota without limits with an
+// empty cost, or a cost of 0 on each of its limits) charges nothing: the call
+// only waits for the quota's hold (a call the server does not count but that
+// must not go out while the quota is held). Its hold is that of every quota
+// of the same Name, Group and For key. A call must charge something unless
+// all its quotas are without limits (ErrInvalidCost).
 //
 // Charges whose quotas share a Group (or are one quota instance) live in one
 // Redis Cluster slot and are decided in one script call: all or nothing,
@@ -123,6 +125,20 @@ func (l *Limiter) plans(p *plan, charges []Charge) ([]*plan, error) {
 		if err := l.addQuota(into, c.Quota, c.Cost); err != nil {
 			return nil, err
 		}
+	}
+	// A call must charge something, unless only quotas without limits are in it.
+	charged, limited := 0, false
+	for _, c := range charges {
+		limited = limited || len(c.Quota.Limits) > 0
+	}
+	charged = p.n
+	for _, q := range ps {
+		if q != p {
+			charged += q.n
+		}
+	}
+	if charged == 0 && limited {
+		return nil, fmt.Errorf("%w: the charges take nothing", ErrInvalidCost)
 	}
 	sort.SliceStable(ps, func(i, j int) bool { return ps[i].head() < ps[j].head() })
 	return ps, nil

@@ -223,7 +223,11 @@ func TestHoldOnlyCharge(t *testing.T) {
 		t.Fatalf("a cost on a quota without limits: %v", err)
 	}
 	if _, err := lim.AllowAll(ctx, Charge{Quota: trade}); !errors.Is(err, ErrInvalidCost) {
-		t.Fatalf("a charge that takes nothing from a quota with limits: %v", err)
+		t.Fatalf("a call that takes nothing from a quota with limits: %v", err)
+	}
+	// A cost of 0 on a quota with limits, beside a charge: its hold only.
+	if r, err := lim.AllowAll(ctx, Charge{Quota: trade.For("XBTUSD"), Cost: Cost{"counter": 0}}, Charge{Quota: trade.For("ETHUSD"), Cost: Cost{"counter": 1}}); err != nil || r.Allowed || r.DeniedBy != HoldName {
+		t.Fatalf("a 0 cost on a held pair with a charge on another: %+v %v", r, err)
 	}
 	// Together with a charged quota of another pair, in one call.
 	if r, err := lim.AllowAll(ctx, Charge{Quota: free.For("XBTUSD")}, Charge{Quota: trade.For("ETHUSD"), Cost: Cost{"counter": 1}}); err != nil || r.Allowed || r.DeniedBy != HoldName {

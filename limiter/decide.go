@@ -105,13 +105,19 @@ func (l *Limiter) single(p *plan, key string, limit Limit, n int) error {
 // quota plans cost against q alone into p.
 func (l *Limiter) quota(p *plan, q Quota, cost Cost) error {
 	p.n, p.nq = 0, 0
-	return l.addQuota(p, q, cost)
+	if err := l.addQuota(p, q, cost); err != nil {
+		return err
+	}
+	if p.n == 0 && len(q.Limits) > 0 {
+		return fmt.Errorf("%w: cost charges no limit of quota %q", ErrInvalidCost, q.Name)
+	}
+	return nil
 }
 
 // addQuota adds cost against q to p, whose quotas must share q's slot.
-// Limits the cost does not name are left out; a cost must charge at least
-// one limit of a quota that has limits. A quota without limits (with an
-// empty cost) adds only its hold: the call waits for it, charging nothing.
+// Limits the cost does not name (or names with 0) are left out; a quota
+// whose cost charges none of its limits, or that has none (with an empty
+// cost), adds only its hold: the call waits for it, charging it nothing.
 func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
 	holdOnly := len(q.Limits) == 0
 	if holdOnly {
@@ -152,7 +158,7 @@ func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
 	p.holds[qi] = hold
 	p.regs[qi] = l.regFor(hold, q, Limit{})
 	p.nq++
-	guard, first := q.Guard.Microseconds(), p.n
+	guard := q.Guard.Microseconds()
 	for _, nl := range q.Limits {
 		c := cost[nl.Name]
 		if c == 0 {
@@ -168,9 +174,6 @@ func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
 		p.names[p.n], p.limits[p.n], p.costs[p.n] = nl.Name, nl.Limit, c
 		p.keys[p.n], p.guards[p.n], p.of[p.n] = l.keyFor(id), guard, uint8(qi)
 		p.n++
-	}
-	if p.n == first && !holdOnly {
-		return fmt.Errorf("%w: cost charges no limit of quota %q", ErrInvalidCost, q.Name)
 	}
 	return nil
 }
