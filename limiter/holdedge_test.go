@@ -21,8 +21,10 @@ import (
 func TestWaitHoldEdge(t *testing.T) {
 	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		a := newLim(b, Options{})
-		other := newLim(b, Options{}) // the process that saw the 429
+		// Timeout: on a loaded machine a call may take longer than the
+		// default 250 ms; this test is about holds, not timeouts.
+		a := newLim(b, Options{Timeout: 10 * time.Second})
+		other := newLim(b, Options{Timeout: 10 * time.Second}) // the process that saw the 429
 		const tries = 200
 		early, moved := 0, 0
 		for try := 0; try < tries; {
@@ -102,7 +104,7 @@ func TestWaitHoldEdge(t *testing.T) {
 func TestWaitWakesIntoGuard(t *testing.T) {
 	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		lim := newLim(b, Options{})
+		lim := newLim(b, Options{Timeout: 10 * time.Second}) // about holds and guards, not timeouts
 		const period, guard = 400 * time.Millisecond, 100 * time.Millisecond
 		for _, dueAtOnce := range []bool{false, true} {
 			q := Quota{Name: "guard", Guard: guard, Limits: []NamedLimit{{"w", Every(2, period).WithAlgorithm(FixedWindow)}}}.For(strconv.FormatBool(dueAtOnce))
@@ -143,7 +145,7 @@ func TestWaitWakesIntoGuard(t *testing.T) {
 func TestWaitAcrossGroups(t *testing.T) {
 	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		lim := newLim(b, Options{})
+		lim := newLim(b, Options{Timeout: 10 * time.Second}) // about holds and guards, not timeouts
 		const period = 300 * time.Millisecond
 		qa := Quota{Name: "a", Group: "ga", Limits: []NamedLimit{{"l", PerSecond(1000)}}}
 		qb := Quota{Name: "b", Group: "gb", Limits: []NamedLimit{{"w", Every(1, period).WithAlgorithm(FixedWindow)}}}
