@@ -35,12 +35,15 @@ func TestBinanceWebSocketOptions(t *testing.T) {
 		weight int
 		orders int
 	}{
-		{`{"id":"a1","method":"order.place","params":{"symbol":"BTCUSDT","apiKey":"k1"}}`, "a1", 1, 1},
-		{`{"id":7,"method":"v3/order.place","params":{"symbol":"BTCUSDT","apiKey":"k1"}}`, "7", 1, 1},
+		// Order placement weighs 0 when it succeeds since 2026-04-02
+		// (binance-spot-api-docs CHANGELOG.md, entry of 2026-03-27), on the
+		// WebSocket API as on REST.
+		{`{"id":"a1","method":"order.place","params":{"symbol":"BTCUSDT","apiKey":"k1"}}`, "a1", 0, 1},
+		{`{"id":7,"method":"v3/order.place","params":{"symbol":"BTCUSDT","apiKey":"k1"}}`, "7", 0, 1},
 		{`{"id":"a2","method":"depth","params":{"symbol":"BTCUSDT","limit":500}}`, "a2", 25, 0},
 		{`{"id":"a3","method":"ticker.price","params":{"symbols":["BTCUSDT","ETHUSDT"]}}`, "a3", 4, 0},
-		{`{"id":"a4","method":"orderList.place.oco","params":{"apiKey":"k2"}}`, "a4", 1, 2},
-		{`{"id":"a5","method":"order.place","params":{}}`, "a5", 1, 0}, // no apiKey: no account
+		{`{"id":"a4","method":"orderList.place.oco","params":{"apiKey":"k2"}}`, "a4", 0, 2},
+		{`{"id":"a5","method":"order.place","params":{}}`, "a5", 0, 0}, // no apiKey: no account
 		{`{"id":"a6","method":"no.such.method"}`, "a6", 1, 0},
 	} {
 		id, cs, err := api.Charges([]byte(c.msg))
