@@ -57,7 +57,7 @@ func (c *Cache) setOne(ctx context.Context, key string, value any, ttl time.Dura
 }
 
 func (c *core) set(ctx context.Context, k string, data []byte, exp time.Duration) error {
-	err := c.do(ctx, func() error { return c.client.Set(ctx, k, data, exp).Err() })
+	err := c.do(ctx, func(ctx context.Context) error { return c.client.Set(ctx, k, data, exp).Err() })
 	c.near.wrote(k)
 	if err != nil {
 		return fmt.Errorf("cache: set: %w", err)
@@ -107,7 +107,7 @@ func (c *core) get(ctx context.Context, key, k string, dst any, count bool) (boo
 		return c.near.get(ctx, key, k, dst, count)
 	}
 	var data string
-	err := c.do(ctx, func() error {
+	err := c.do(ctx, func(ctx context.Context) error {
 		var err error
 		data, err = c.client.Get(ctx, k).Result()
 		return err
@@ -150,7 +150,7 @@ func (c *Cache) exists(ctx context.Context, key string) (bool, error) {
 		return false, err
 	}
 	var n int64
-	err = c.core.do(ctx, func() error {
+	err = c.core.do(ctx, func(ctx context.Context) error {
 		var err error
 		n, err = c.core.client.Exists(ctx, k).Result()
 		return err
@@ -181,7 +181,7 @@ func (c *Cache) delete(ctx context.Context, keys []string) error {
 		return err
 	}
 	groups := c.core.bySlot(ks)
-	err = c.core.do(ctx, func() error {
+	err = c.core.do(ctx, func(ctx context.Context) error {
 		if len(groups) == 1 {
 			return c.core.client.Unlink(ctx, ks...).Err()
 		}

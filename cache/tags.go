@@ -72,7 +72,7 @@ func (c *Cache) setTagged(ctx context.Context, ks []string, vals []any, ttl time
 		keys = append(append(keys, ks[lo:hi]...), tks...)
 		args := make([]any, 0, 2+hi-lo)
 		args = append(append(args, hi-lo, ms), vals[lo:hi]...)
-		err := c.core.do(ctx, func() error {
+		err := c.core.do(ctx, func(ctx context.Context) error {
 			return scripts.SetTagged.Run(ctx, c.core.client, keys, args...).Err()
 		})
 		c.core.near.wrote(ks[lo:hi]...)
@@ -113,7 +113,7 @@ func (c *Cache) invalidateTags(ctx context.Context, tags []string) (int, error) 
 	for i, tk := range tks {
 		for {
 			var reply []int64
-			err := c.core.do(ctx, func() error {
+			err := c.core.do(ctx, func(ctx context.Context) error {
 				var err error
 				reply, err = scripts.InvalidateTag.Run(ctx, c.core.client, []string{tk}, c.core.batch).Int64Slice()
 				return err

@@ -41,6 +41,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/redquota/redquota/internal/reach"
 	"github.com/redquota/redquota/telemetry"
 )
 
@@ -148,27 +149,42 @@ type Options struct {
 // MaxRetries: -1 is recommended too: nothing is then retried, so no dedupe
 // key is written, and a dead Redis is found at the first failed attempt.
 type Limiter struct {
-	client   Client
-	decider  Client // where decisions go: client, or its auto-pipeliner
-	opts     Options
-	dedupe   bool
-	timeout  time.Duration
-	tokenPfx string
-	tokenSeq atomic.Uint64
-	dedupeMS any // token TTL in ms as a string ("0": dedupe off), boxed once
-	breaker  *gobreaker.TwoStepCircuitBreaker[struct{}]
-	closed   atomic.Bool // mirrors breaker state == closed, read without its mutex
-	failing  atomic.Bool // the last call in the closed state failed
-	local    sync.Map    // state key → *rate.Limiter
-	keys     keyCache
-	coalesce *coalescer // nil unless Options.Coalesce
-	tel      instruments
-	stats    counters
-	reg      registry // quota definitions written for operators (registry.go)
+	client    Client
+	decider   Client // where decisions go: client, or its auto-pipeliner
+	opts      Options
+	dedupe    bool
+	timeout   time.Duration
+	tokenPfx  string
+	tokenSeq  atomic.Uint64
+	dedupeMS  any // token TTL in ms as a string ("0": dedupe off), boxed once
+	breaker   *gobreaker.TwoStepCircuitBreaker[struct{}]
+	closed    atomic.Bool // mirrors breaker state == closed, read without its mutex
+	failing   atomic.Bool // the last call in the closed state failed
+	local     sync.Map    // state key → *rate.Limiter
+	keys      keyCache
+	coalesce  *coalescer            // nil unless Options.Coalesce
+	watch     *reach.Watch          // ends calls waiting on a refused dial; nil when none can wait
+	lastCause atomic.Pointer[error] // the last error that found Redis unreachable
+	tel       instruments
+	stats     counters
+	reg       registry // quota definitions written for operators (registry.go)
 }
 
 // New returns a Limiter using client.
+//
+// A nil client (or a nil *redis.Client, ...) gives a Limiter whose every call
+// returns an error wrapping ErrNilClient, whatever the failure policy: a
+// configuration error, reported rather than a panic at the first call.
+//
+// On a *redis.Client, *redis.ClusterClient or *redis.Ring, New installs (once
+// per client) a go-redis dial hook that only observes: when a dial fails,
+// decisions waiting on that client end at once and answer under the failure
+// policy, instead of waiting out go-redis's dial retries (five attempts
+// 100 ms apart by default). The cache shares the same hook.
 func New(client Client, opts Options) *Limiter {
+	if reach.IsNil(client) {
+		client = nilClient{}
+	}
 	if opts.Prefix == "" {
 		opts.Prefix = "rq"
 	}
@@ -199,6 +215,7 @@ func New(client Client, opts Options) *Limiter {
 		}
 	}
 	l.closed.Store(true)
+	l.watch = reach.For(client)
 	retries := mayRetry(client)
 	l.dedupe = opts.DedupeWindow > 0 && retries
 	switch {
