@@ -56,6 +56,10 @@ func (c *Cache) setMany(ctx context.Context, items map[string]any, ttl time.Dura
 	if err != nil {
 		return err
 	}
+	if c.head != "" {
+		// In a group a write drops the values' old tags (see SetTagged).
+		return c.setTagged(ctx, ks, vals, ttl, nil)
+	}
 	if len(ks) == 1 {
 		return c.core.set(ctx, ks[0], vals[0].([]byte), exp)
 	}

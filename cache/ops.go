@@ -31,8 +31,8 @@ func checkDst(dst any) error {
 }
 
 // Set stores value under key for ttl (at least 1 ms, or NoExpiry), replacing any
-// value and TTL the key had. It does not change the tags the key was set with;
-// see SetTagged.
+// value and TTL the key had. In a group the value carries no tags afterwards
+// (see SetTagged).
 func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duration) error {
 	ctx, span := c.core.start(ctx, opSet)
 	err := c.setOne(ctx, key, value, ttl)
@@ -52,6 +52,10 @@ func (c *Cache) setOne(ctx context.Context, key string, value any, ttl time.Dura
 	data, err := c.core.encode(key, value)
 	if err != nil {
 		return err
+	}
+	if c.head != "" {
+		// In a group a write drops the value's old tags (see SetTagged).
+		return c.setTagged(ctx, []string{k}, []any{data}, ttl, nil)
 	}
 	return c.core.set(ctx, k, data, exp)
 }
@@ -163,8 +167,8 @@ func (c *Cache) exists(ctx context.Context, key string) (bool, error) {
 
 // Delete removes the values of keys (UNLINK: memory is freed off the main
 // thread). Keys that hold nothing are ignored. On a cluster it sends one UNLINK
-// per slot, in one pipeline. A deleted key stays listed in its tag sets until
-// they are pruned or invalidated, which is harmless.
+// per slot, in one pipeline. In a group it is one script call per
+// Options.Batch keys that also takes the values out of their tag sets.
 func (c *Cache) Delete(ctx context.Context, keys ...string) error {
 	ctx, span := c.core.start(ctx, opDelete)
 	if span.IsRecording() {
@@ -179,6 +183,9 @@ func (c *Cache) delete(ctx context.Context, keys []string) error {
 	ks, err := c.valueKeys(keys)
 	if err != nil || len(ks) == 0 {
 		return err
+	}
+	if c.head != "" {
+		return c.deleteGrouped(ctx, ks)
 	}
 	groups := c.core.bySlot(ks)
 	err = c.core.do(ctx, func(ctx context.Context) error {
