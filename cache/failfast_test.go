@@ -100,3 +100,24 @@ func TestNewNilClient(t *testing.T) {
 		require.False(t, errors.Is(err, cache.ErrCircuitOpen))
 	}
 }
+
+// A wrong or missing password is an authentication error, named as such.
+func TestAuthErrorsTyped(t *testing.T) {
+	srv := redistest.Private(t)
+	ctx := context.Background()
+	admin := srv.Client()
+	require.NoError(t, admin.ConfigSet(ctx, "requirepass", "right-password").Err())
+	require.NoError(t, admin.Close())
+	for _, password := range []string{"wrong-password", ""} {
+		o := redistest.ClientOptions(srv.Addr())
+		o.Password = password
+		rdb := redis.NewClient(o)
+		c := cache.New(rdb, cache.Options{})
+		_, err := c.Get(ctx, "k", new(int))
+		require.ErrorIs(t, err, cache.ErrAuth)
+		require.ErrorIs(t, c.Group("g").SetTagged(ctx, "k", 1, time.Minute, "a", "b", "c", "d", "e", "f", "g", "h"), cache.ErrAuth)
+		require.NotContains(t, err.Error(), "right-password")
+		t.Logf("%q: %v", password, err)
+		require.NoError(t, rdb.Close())
+	}
+}

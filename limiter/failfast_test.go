@@ -112,3 +112,34 @@ func TestNewNilClient(t *testing.T) {
 		require.False(t, errors.Is(err, ErrUnavailable))
 	}
 }
+
+// A wrong or missing password is an authentication error, named as such,
+// returned whatever the failure policy (a configuration error is not an
+// outage to ride out), and no internal script name reaches the message.
+func TestAuthErrorsTyped(t *testing.T) {
+	srv := redistest.Private(t)
+	ctx := context.Background()
+	admin := srv.Client()
+	require.NoError(t, admin.ConfigSet(ctx, "requirepass", "right-password").Err())
+	require.NoError(t, admin.Close())
+	for name, password := range map[string]string{"wrong": "wrong-password", "missing": ""} {
+		t.Run(name, func(t *testing.T) {
+			o := redistest.ClientOptions(srv.Addr())
+			o.Password = password
+			c := redis.NewClient(o)
+			t.Cleanup(func() { _ = c.Close() })
+			for _, policy := range []FailurePolicy{FailClosed, FailOpen} {
+				lim := New(c, Options{Failure: policy})
+				q := Quota{Name: "q", Limits: []NamedLimit{{"a", PerSecond(10)}, {"b", PerMinute(100)}, {"c", PerHour(1000)}}}
+				_, err := lim.AllowQuota(ctx, q, Cost{"a": 1, "b": 1, "c": 1})
+				require.ErrorIs(t, err, ErrAuth, "%v", policy)
+				require.False(t, errors.Is(err, ErrUnavailable), "%v: not an outage", policy)
+				require.NotContains(t, err.Error(), ".lua")
+				require.NotContains(t, err.Error(), "right-password")
+				t.Logf("%v: %v", policy, err)
+				_, err = lim.Allow(ctx, "k", PerSecond(1))
+				require.ErrorIs(t, err, ErrAuth)
+			}
+		})
+	}
+}

@@ -52,6 +52,9 @@ func Auth(err error) error {
 	msg := re.Error()
 	for _, p := range authPrefixes {
 		if strings.HasPrefix(msg, p) {
+			if strings.HasPrefix(msg, "ERR Protocol error: unauthenticated") || strings.HasPrefix(msg, "NOAUTH") {
+				return fmt.Errorf("%w (no password was sent): %w", ErrAuth, err)
+			}
 			return fmt.Errorf("%w: %w", ErrAuth, err)
 		}
 	}
