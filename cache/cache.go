@@ -364,7 +364,7 @@ func (c *core) do(ctx context.Context, fn func(context.Context) error) error {
 		return err
 	}
 	if reach.Down(err) {
-		c.lastErr.Store(&err)
+		c.keepErr(err)
 		c.errs.Add(1)
 	} else if aerr := reach.Auth(err); aerr != nil {
 		c.errs.Add(1)
@@ -432,3 +432,6 @@ func (c *core) decode(key, s string, dst any) error {
 	}
 	return nil
 }
+
+// keepErr remembers err, a failure to reach Redis, for ErrCircuitOpen's errors.
+func (c *core) keepErr(err error) { c.lastErr.Store(&err) }

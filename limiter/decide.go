@@ -219,7 +219,7 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 		// contend on nothing but the connection pool.
 		err = l.run(ctx, p, maxWaitUS, r)
 		if err != nil && unreachable(ctx, err) {
-			l.lastCause.Store(&err)
+			l.keepCause(err)
 			l.failing.Store(true)
 			if done, berr := l.breaker.Allow(); berr == nil {
 				done(err)
@@ -239,7 +239,7 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 		}
 		err = l.run(ctx, p, maxWaitUS, r)
 		if err != nil && unreachable(ctx, err) {
-			l.lastCause.Store(&err)
+			l.keepCause(err)
 			done(err)
 			return l.fallback(p, maxWaitUS, err, r)
 		}
@@ -252,6 +252,9 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 			return fmt.Errorf("%w: %w", cerr, err)
 		}
 		return err
+	}
+	if l.restart != nil {
+		l.afterDecision(p)
 	}
 	if p.wake != nil {
 		// A wake-up: its booking was counted when it was made.
@@ -312,13 +315,8 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	}
 	var v []any
 	var err error
-	if l.watch != nil || l.timeout > 0 {
-		// v is read only when err is nil: a call Call left behind writes it late.
-		err = l.watch.Call(ctx, l.timeout, func(ctx context.Context) error {
-			var err error
-			v, err = evalCached(ctx, l.decider, scripts.Quota, cmd)
-			return err
-		})
+	if l.timeout > 0 || l.watch.Waits() {
+		v, err = l.bounded(ctx, cmd)
 	} else {
 		v, err = evalCached(ctx, l.decider, scripts.Quota, cmd)
 	}
@@ -486,3 +484,20 @@ func callerDone(ctx context.Context) error { return reach.CallerDone(ctx) }
 func unreachable(ctx context.Context, err error) bool {
 	return !errors.Is(err, ErrBadReply) && reach.Unreachable(ctx, err)
 }
+
+// bounded runs cmd within the limiter's Timeout and its client's dial watch
+// (reach.Watch.Call).
+func (l *Limiter) bounded(ctx context.Context, cmd []any) ([]any, error) {
+	var v []any
+	// v is read only when err is nil: a call Call left behind writes it late.
+	err := l.watch.Call(ctx, l.timeout, func(ctx context.Context) error {
+		var err error
+		v, err = evalCached(ctx, l.decider, scripts.Quota, cmd)
+		return err
+	})
+	return v, err
+}
+
+// keepCause remembers err, which found Redis unreachable, for the open
+// breaker's errors.
+func (l *Limiter) keepCause(err error) { l.lastCause.Store(&err) }

@@ -23,6 +23,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"weak"
@@ -139,9 +140,14 @@ type Watch struct {
 	// (go-redis's ContextTimeoutEnabled is false, its default), so a call
 	// must be left to finish alone for its bound to hold.
 	detach bool
-	mu     sync.Mutex
-	gen    context.Context // ended, with the dial's error as cause, when a dial fails
-	fire   context.CancelCauseFunc
+	// waits: the client may wait on a dial (it retries dials or commands),
+	// so calls are linked to the watch; a client that does neither fails a
+	// refused dial at once on its own.
+	waits bool
+	dials atomic.Uint64 // connections made: a restart or failover always makes new ones
+	mu    sync.Mutex
+	gen   context.Context // ended, with the dial's error as cause, when a dial fails
+	fire  context.CancelCauseFunc
 }
 
 // hooker is a client that takes go-redis hooks.
@@ -164,15 +170,18 @@ func For(client any) *Watch {
 	}
 	switch c := client.(type) {
 	case *redis.Client:
-		return forKey(weak.Make(c), c, !c.Options().ContextTimeoutEnabled, func(w *Watch) { c.AddHook(hook{w}) })
+		o := c.Options()
+		return forKey(weak.Make(c), c, !o.ContextTimeoutEnabled, o.DialerRetries > 1 || o.MaxRetries > 0, func(w *Watch) { c.AddHook(hook{w}) })
 	case *redis.ClusterClient:
 		// Its node clients are made on first use, after this.
-		return forKey(weak.Make(c), c, !c.Options().ContextTimeoutEnabled, func(w *Watch) {
+		o := c.Options()
+		return forKey(weak.Make(c), c, !o.ContextTimeoutEnabled, o.DialerRetries > 1 || o.MaxRetries > 0, func(w *Watch) {
 			c.OnNewNode(func(n *redis.Client) { n.AddHook(hook{w}) })
 		})
 	case *redis.Ring:
 		// Its shards' clients are made with it; later ones on a resharding.
-		return forKey(weak.Make(c), c, !c.Options().ContextTimeoutEnabled, func(w *Watch) {
+		o := c.Options()
+		return forKey(weak.Make(c), c, !o.ContextTimeoutEnabled, o.DialerRetries > 1 || o.MaxRetries > 0, func(w *Watch) {
 			_ = c.ForEachShard(context.Background(), func(_ context.Context, n *redis.Client) error { n.AddHook(hook{w}); return nil })
 			c.OnNewNode(func(n *redis.Client) { n.AddHook(hook{w}) })
 		})
@@ -182,7 +191,7 @@ func For(client any) *Watch {
 
 var installMu sync.Mutex
 
-func forKey[T any](key weak.Pointer[T], client *T, detach bool, install func(*Watch)) *Watch {
+func forKey[T any](key weak.Pointer[T], client *T, detach, waits bool, install func(*Watch)) *Watch {
 	if w, ok := watches.Load(key); ok {
 		return w.(*Watch)
 	}
@@ -191,12 +200,21 @@ func forKey[T any](key weak.Pointer[T], client *T, detach bool, install func(*Wa
 	if w, ok := watches.Load(key); ok {
 		return w.(*Watch)
 	}
-	w := &Watch{detach: detach}
+	w := &Watch{detach: detach, waits: waits}
 	w.gen, w.fire = context.WithCancelCause(context.Background())
 	install(w)
 	watches.Store(key, w)
 	runtime.AddCleanup(client, func(k weak.Pointer[T]) { watches.Delete(k) }, key)
 	return w
+}
+
+// Dials returns how many connections the client has made so far (0 for a
+// nil Watch). Redis restarting, or a failover, always makes the client dial.
+func (w *Watch) Dials() uint64 {
+	if w == nil {
+		return 0
+	}
+	return w.dials.Load()
 }
 
 // failed ends every call in flight with cause and starts a new generation.
@@ -226,63 +244,73 @@ func (w *Watch) current() context.Context {
 // client's ReadTimeout; fn must then write nothing its caller reads after an
 // error. Clients built with ContextTimeoutEnabled run fn inline.
 func (w *Watch) Call(ctx context.Context, timeout time.Duration, fn func(context.Context) error) error {
-	cctx, end := w.start(ctx, timeout)
+	var b bound
+	cctx := b.start(w, ctx, timeout)
 	if w == nil || !w.detach || cctx.Done() == nil {
-		return end(fn(cctx))
+		return b.end(fn(cctx))
 	}
 	done := make(chan error, 1)
 	go func() { done <- fn(cctx) }()
 	select {
 	case err := <-done:
-		return end(err)
+		return b.end(err)
 	case <-cctx.Done():
 		switch context.Cause(cctx).(type) {
 		case *dialError, *timeoutError:
-			return end(cctx.Err())
+			return b.end(cctx.Err())
 		}
 		// The caller's own context ended: go-redis, told to ignore it, still
 		// reads the reply, and a caller that chose that (a Wait whose turn
 		// came) wants it. Wait for it as an inline call would.
-		return end(<-done)
+		return b.end(<-done)
 	}
 }
 
-// start bounds one call made under ctx as Call says. Make the call with the
-// returned context and pass its error through end, which turns the bound's
-// ending into an error Down recognises.
-func (w *Watch) start(ctx context.Context, timeout time.Duration) (context.Context, func(error) error) {
-	var stopWatch func() bool
-	var cancel context.CancelCauseFunc
-	if w != nil && w.gen != nil {
-		ctx, cancel = context.WithCancelCause(ctx)
+// bound is what start set up for one call, undone by end.
+type bound struct {
+	ctx           context.Context
+	cancel        context.CancelCauseFunc
+	stopWatch     func() bool
+	cancelTimeout context.CancelFunc
+}
+
+// start bounds one call made under ctx as Call says and returns the context
+// to make it with.
+func (b *bound) start(w *Watch, ctx context.Context, timeout time.Duration) context.Context {
+	if w != nil && w.waits {
+		ctx, b.cancel = context.WithCancelCause(ctx)
 		gen := w.current()
-		stopWatch = context.AfterFunc(gen, func() { cancel(context.Cause(gen)) })
+		cancel := b.cancel
+		b.stopWatch = context.AfterFunc(gen, func() { cancel(context.Cause(gen)) })
 	}
-	var cancelTimeout context.CancelFunc
 	if timeout > 0 {
 		if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > timeout {
-			ctx, cancelTimeout = context.WithTimeoutCause(ctx, timeout, &timeoutError{timeout})
+			ctx, b.cancelTimeout = context.WithTimeoutCause(ctx, timeout, &timeoutError{timeout})
 		}
 	}
-	inner := ctx
-	return inner, func(err error) error {
-		if err != nil && (Down(err) || errors.Is(err, context.Canceled)) {
-			// go-redis reports the bound's ending as the context's error
-			// (or an i/o timeout): say what ended it.
-			switch cause := context.Cause(inner).(type) {
-			case *dialError, *timeoutError:
-				err = cause
-			}
+	b.ctx = ctx
+	return ctx
+}
+
+// end releases the bound and turns its ending into an error Down
+// recognises: the failed dial, or a timeout naming its length.
+func (b *bound) end(err error) error {
+	if err != nil && (Down(err) || errors.Is(err, context.Canceled)) {
+		// go-redis reports the bound's ending as the context's error (or an
+		// i/o timeout): say what ended it.
+		switch cause := context.Cause(b.ctx).(type) {
+		case *dialError, *timeoutError:
+			err = cause
 		}
-		if cancelTimeout != nil {
-			cancelTimeout()
-		}
-		if stopWatch != nil {
-			stopWatch()
-			cancel(nil)
-		}
-		return err
 	}
+	if b.cancelTimeout != nil {
+		b.cancelTimeout()
+	}
+	if b.stopWatch != nil {
+		b.stopWatch()
+		b.cancel(nil)
+	}
+	return err
 }
 
 // timeoutError is the cause of a call ended by its Start timeout.
@@ -310,6 +338,9 @@ func (h hook) DialHook(next redis.DialHook) redis.DialHook {
 		if err != nil && refused(err) {
 			h.w.failed(err)
 		}
+		if err == nil {
+			h.w.dials.Add(1)
+		}
 		return conn, err
 	}
 }
@@ -336,3 +367,7 @@ func IsNil(client any) bool {
 	}
 	return false
 }
+
+// Waits reports whether calls on the watched client can wait on a dial, and
+// so need Call to bound them even without a timeout.
+func (w *Watch) Waits() bool { return w != nil && (w.waits || w.detach) }
