@@ -60,9 +60,10 @@ const (
 	// or deletes (InvalidateTags) when Options.Batch is 0.
 	DefaultBatch = 1000
 	// DefaultTimeout bounds each Redis call when Options.Timeout is 0: long
-	// enough for a batch of DefaultBatch keys on a loaded Redis, short enough
-	// that a hung Redis costs a load a fraction of a second, not seconds.
-	DefaultTimeout = 500 * time.Millisecond
+	// enough for a script over a batch of keys on a loaded Redis (or on
+	// miniredis under the race detector), short enough that a hung Redis
+	// costs a load about a second, not go-redis's 12 s of read retries.
+	DefaultTimeout = time.Second
 	// DefaultBreakerFailures is the number of consecutive Redis failures that
 	// opens the circuit breaker when BreakerOptions.Failures is 0.
 	DefaultBreakerFailures = 5
@@ -93,7 +94,7 @@ type Options struct {
 	// at most this long, not go-redis's ReadTimeout times its retries. A dial
 	// that fails ends the calls waiting on it at once, whatever Timeout is.
 	// DeletePattern, Stats and HealthCheck are bounded by the caller's context
-	// alone. Default DefaultTimeout (500 ms); negative disables it.
+	// alone. Default DefaultTimeout (1 s); negative disables it.
 	Timeout time.Duration
 	// Breaker configures the circuit breaker.
 	Breaker BreakerOptions

@@ -495,7 +495,10 @@ func (l *Limiter) bounded(ctx context.Context, cmd []any) ([]any, error) {
 		v, err = evalCached(ctx, l.decider, scripts.Quota, cmd)
 		return err
 	})
-	return v, err
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
 }
 
 // keepCause remembers err, which found Redis unreachable, for the open
