@@ -339,20 +339,11 @@ func (c *core) do(ctx context.Context, fn func(context.Context) error) error {
 	if c.nilClient {
 		return ErrNilClient
 	}
-	call := func() error {
-		err := c.watch.Call(ctx, c.timeout, fn)
-		if err != nil && reach.CallerDone(ctx) != nil {
-			// Wrapped so that the breaker excludes it and errors.Is still
-			// finds the caller's context error.
-			return fmt.Errorf("%w: %w", errCallerDone, err)
-		}
-		return err
-	}
 	var err error
 	if c.breaker == nil {
-		err = call()
+		err = c.call(ctx, fn)
 	} else {
-		_, err = c.breaker.Execute(func() (struct{}, error) { return struct{}{}, call() })
+		_, err = c.breaker.Execute(func() (struct{}, error) { return struct{}{}, c.call(ctx, fn) })
 		if err == gobreaker.ErrOpenState || err == gobreaker.ErrTooManyRequests {
 			c.rejected.Add(1)
 			if last := c.lastErr.Load(); last != nil {
@@ -436,3 +427,14 @@ func (c *core) decode(key, s string, dst any) error {
 
 // keepErr remembers err, a failure to reach Redis, for ErrCircuitOpen's errors.
 func (c *core) keepErr(err error) { c.lastErr.Store(&err) }
+
+// call makes one bounded Redis call for do.
+func (c *core) call(ctx context.Context, fn func(context.Context) error) error {
+	err := c.watch.Call(ctx, c.timeout, fn)
+	if err != nil && reach.CallerDone(ctx) != nil {
+		// Wrapped so that the breaker excludes it and errors.Is still finds
+		// the caller's context error.
+		return fmt.Errorf("%w: %w", errCallerDone, err)
+	}
+	return err
+}

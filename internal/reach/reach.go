@@ -255,8 +255,7 @@ func (w *Watch) Call(ctx context.Context, timeout time.Duration, fn func(context
 	case err := <-done:
 		return b.end(err)
 	case <-cctx.Done():
-		switch context.Cause(cctx).(type) {
-		case *dialError, *timeoutError:
+		if _, ok := context.Cause(cctx).(*dialError); ok || b.timedOut() {
 			return b.end(cctx.Err())
 		}
 		// The caller's own context ended: go-redis, told to ignore it, still
@@ -269,6 +268,8 @@ func (w *Watch) Call(ctx context.Context, timeout time.Duration, fn func(context
 // bound is what start set up for one call, undone by end.
 type bound struct {
 	ctx           context.Context
+	timed         context.Context // the context the timeout was added to; nil without one
+	timeout       time.Duration
 	cancel        context.CancelCauseFunc
 	stopWatch     func() bool
 	cancelTimeout context.CancelFunc
@@ -285,7 +286,8 @@ func (b *bound) start(w *Watch, ctx context.Context, timeout time.Duration) cont
 	}
 	if timeout > 0 {
 		if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > timeout {
-			ctx, b.cancelTimeout = context.WithTimeoutCause(ctx, timeout, &timeoutError{timeout})
+			b.timed, b.timeout = ctx, timeout
+			ctx, b.cancelTimeout = context.WithTimeout(ctx, timeout)
 		}
 	}
 	b.ctx = ctx
@@ -298,9 +300,10 @@ func (b *bound) end(err error) error {
 	if err != nil && (Down(err) || errors.Is(err, context.Canceled)) {
 		// go-redis reports the bound's ending as the context's error (or an
 		// i/o timeout): say what ended it.
-		switch cause := context.Cause(b.ctx).(type) {
-		case *dialError, *timeoutError:
-			err = cause
+		if de, ok := context.Cause(b.ctx).(*dialError); ok {
+			err = de
+		} else if b.timedOut() {
+			err = &timeoutError{b.timeout}
 		}
 	}
 	if b.cancelTimeout != nil {
@@ -371,3 +374,9 @@ func IsNil(client any) bool {
 // Waits reports whether calls on the watched client can wait on a dial, and
 // so need Call to bound them even without a timeout.
 func (w *Watch) Waits() bool { return w != nil && (w.waits || w.detach) }
+
+// timedOut reports whether the call's own timeout, not its caller's context
+// or a failed dial, ended it.
+func (b *bound) timedOut() bool {
+	return b.timed != nil && b.ctx.Err() == context.DeadlineExceeded && b.timed.Err() == nil
+}
