@@ -95,7 +95,8 @@ func (c *Cache) setTagged(ctx context.Context, ks []string, vals []any, ttl time
 
 // InvalidateTags deletes every value that carries one of tags (see SetTagged),
 // and the tag sets, and returns how many values it deleted (values that had
-// already expired are not counted). A deleted value also leaves its other tag sets. Each script call (scripts.InvalidateTag) deletes at most
+// already expired are not counted). A deleted value also leaves its other tag
+// sets. Each script call (scripts.InvalidateTag) deletes at most
 // Options.Batch members, so a tag of 10 000 keys is ten short calls and never
 // blocks Redis for long. Values tagged while it runs may or may not be deleted.
 // It needs a group view.
