@@ -323,7 +323,7 @@ func ttlArg(ttl time.Duration) (time.Duration, int64, error) {
 
 // errCallerDone marks a call that failed because its caller's context
 // ended: it says nothing about Redis, so the breaker does not count it.
-var errCallerDone = errors.New("cache: caller's context ended")
+var errCallerDone = errors.New("caller's context ended")
 
 // do runs one Redis call through the breaker and counts its failure. fn makes
 // the call with the context it is given: the caller's, bounded by

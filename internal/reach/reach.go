@@ -145,9 +145,11 @@ type Watch struct {
 	// refused dial at once on its own.
 	waits bool
 	dials atomic.Uint64 // connections made: a restart or failover always makes new ones
-	mu    sync.Mutex
-	gen   context.Context // ended, with the dial's error as cause, when a dial fails
-	fire  context.CancelCauseFunc
+	// gen is the current generation, ended (with the dial's error as cause)
+	// when a dial is refused; mu serialises the swap.
+	gen  atomic.Pointer[context.Context]
+	mu   sync.Mutex
+	fire context.CancelCauseFunc
 }
 
 // hooker is a client that takes go-redis hooks.
@@ -201,7 +203,7 @@ func forKey[T any](key weak.Pointer[T], client *T, detach, waits bool, install f
 		return w.(*Watch)
 	}
 	w := &Watch{detach: detach, waits: waits}
-	w.gen, w.fire = context.WithCancelCause(context.Background())
+	w.newGen()
 	install(w)
 	watches.Store(key, w)
 	runtime.AddCleanup(client, func(k weak.Pointer[T]) { watches.Delete(k) }, key)
@@ -221,16 +223,19 @@ func (w *Watch) Dials() uint64 {
 func (w *Watch) failed(cause error) {
 	w.mu.Lock()
 	fire := w.fire
-	w.gen, w.fire = context.WithCancelCause(context.Background())
+	w.newGen()
 	w.mu.Unlock()
 	fire(&dialError{cause})
 }
 
-func (w *Watch) current() context.Context {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.gen
+// newGen starts a new generation; w.mu is held, or w is not shared yet.
+func (w *Watch) newGen() {
+	gen, fire := context.WithCancelCause(context.Background())
+	w.gen.Store(&gen)
+	w.fire = fire
 }
+
+func (w *Watch) current() context.Context { return *w.gen.Load() }
 
 // Call runs fn, one call to Redis made under ctx, bounded by timeout (when
 // positive and shorter than ctx's own deadline) and, on a watched client, by
