@@ -165,6 +165,7 @@ func (c *Cache) deleteGrouped(ctx context.Context, ks []string) error {
 			}
 			return err
 		})
+		c.core.near.wrote(ks[lo:hi]...)
 		if err != nil {
 			return fmt.Errorf("cache: delete: %w", err)
 		}
