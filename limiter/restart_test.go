@@ -24,7 +24,10 @@ func TestRestartSpent(t *testing.T) {
 				srv := redistest.Private(t)
 				c := srv.Client()
 				t.Cleanup(func() { _ = c.Close() })
-				lim := New(c, Options{RestartSpent: spent})
+				// A long Timeout: this test counts grants, and a loaded machine
+				// (race detector, parallel packages) can stretch a call past
+				// the 250 ms default.
+				lim := New(c, Options{RestartSpent: spent, Timeout: 5 * time.Second})
 				limit := PerMinute(100).WithAlgorithm(a)
 				q := Quota{Name: "q", Limits: []NamedLimit{{"weight", limit}}}
 				for range 100 {
