@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/redquota/redquota/scripts"
 )
 
 // maxRestartLimits bounds how many limits a Limiter remembers for
@@ -88,8 +86,7 @@ func (l *Limiter) checkRestart(ctx context.Context) error {
 		lim := v.(Limit)
 		used := max(int(float64(lim.Max())*g.share+0.5), 1)
 		used = min(used, lim.Max())
-		err := scripts.Sync.Run(ctx, l.client, []string{k.(string)},
-			lim.Algorithm.script(), lim.periodUS(), lim.Max(), lim.intervalUS(), used).Err()
+		_, err := l.sync(ctx, k.(string), lim, used, 0)
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
