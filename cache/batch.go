@@ -56,10 +56,14 @@ func (c *Cache) setMany(ctx context.Context, items map[string]any, ttl time.Dura
 	if err != nil {
 		return err
 	}
+	if c.head != "" {
+		// In a group a write drops the values' old tags (see SetTagged).
+		return c.setTagged(ctx, ks, vals, ttl, nil)
+	}
 	if len(ks) == 1 {
 		return c.core.set(ctx, ks[0], vals[0].([]byte), exp)
 	}
-	err = c.core.do(ctx, func() error {
+	err = c.core.do(ctx, func(ctx context.Context) error {
 		p := c.core.client.Pipeline()
 		for i, k := range ks {
 			p.Set(ctx, k, vals[i], exp)
@@ -173,7 +177,7 @@ func (c *Cache) readMany(ctx context.Context, keys []string, found func(i int, d
 	}
 	var one []any       // the reply of the single MGET
 	var results [][]any // or of each group's
-	err = c.core.do(ctx, func() error {
+	err = c.core.do(ctx, func(ctx context.Context) error {
 		if groups == nil {
 			var err error
 			one, err = c.core.client.MGet(ctx, ks...).Result()

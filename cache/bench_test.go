@@ -193,6 +193,15 @@ func BenchmarkSet(b *testing.B) {
 			}
 		}
 	})
+	// In a group Set is a script call that drops the value's old tags.
+	b.Run("group.Set", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := g.Set(ctx, "btc", benchQuote, time.Minute); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("cache.SetTagged-2tags", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/redquota/redquota/internal/keys"
+	"github.com/redquota/redquota/internal/reach"
 	"github.com/redquota/redquota/telemetry"
 )
 
@@ -59,6 +59,11 @@ const (
 	// DefaultBatch is the number of keys one script call writes (SetManyTagged)
 	// or deletes (InvalidateTags) when Options.Batch is 0.
 	DefaultBatch = 1000
+	// DefaultTimeout bounds each Redis call when Options.Timeout is 0: long
+	// enough for a script over a batch of keys on a loaded Redis (or on
+	// miniredis under the race detector), short enough that a hung Redis
+	// costs a load about a second, not go-redis's 12 s of read retries.
+	DefaultTimeout = time.Second
 	// DefaultBreakerFailures is the number of consecutive Redis failures that
 	// opens the circuit breaker when BreakerOptions.Failures is 0.
 	DefaultBreakerFailures = 5
@@ -84,6 +89,13 @@ type Options struct {
 	// deletes in InvalidateTags, so a large tag never blocks Redis for long.
 	// Default DefaultBatch (1000).
 	Batch int
+	// Timeout bounds each call to Redis (a batch's pipeline is one call), so
+	// that a Redis that accepts connections and never answers costs a caller
+	// at most this long, not go-redis's ReadTimeout times its retries. A dial
+	// that fails ends the calls waiting on it at once, whatever Timeout is.
+	// DeletePattern, Stats and HealthCheck are bounded by the caller's context
+	// alone. Default DefaultTimeout (1 s); negative disables it.
+	Timeout time.Duration
 	// Breaker configures the circuit breaker.
 	Breaker BreakerOptions
 	// Telemetry are the OpenTelemetry providers of the cache's spans and
@@ -120,27 +132,47 @@ type Cache struct {
 
 // core is what a Cache and its group views share.
 type core struct {
-	client   Client
-	masters  masterIterator // nil unless a cluster
-	shards   shardIterator  // set for a Ring (and a cluster)
-	codec    Codec
-	json     *JSON // codec, when it is exactly JSON: replies are decoded in place
-	prefix   string
-	maxValue int
-	batch    int
-	breaker  *gobreaker.CircuitBreaker[struct{}]
-	flight   singleflight.Group
-	flightMu sync.Mutex
-	flights  map[string]*loadFlight // by Redis key, while callers wait on a load
-	tel      instruments
-	near     *near // nil without a near cache
+	client    Client
+	masters   masterIterator // nil unless a cluster
+	shards    shardIterator  // set for a Ring (and a cluster)
+	codec     Codec
+	json      *JSON // codec, when it is exactly JSON: replies are decoded in place
+	prefix    string
+	maxValue  int
+	batch     int
+	breaker   *gobreaker.CircuitBreaker[struct{}]
+	watch     *reach.Watch          // ends calls waiting on a failed dial
+	timeout   time.Duration         // Options.Timeout; 0: none
+	lastErr   atomic.Pointer[error] // the last failure, kept in ErrCircuitOpen's errors
+	nilClient bool                  // New was given a nil client: every call fails with ErrNilClient
+	flight    singleflight.Group
+	flightMu  sync.Mutex
+	flights   map[string]*loadFlight // by Redis key, while callers wait on a load
+	tel       instruments
+	near      *near // nil without a near cache
 
 	hits, misses, errs, rejected, loads atomic.Int64
 }
 
 // New returns a Cache on client, with the options o.
+//
+// A nil client gives a Cache whose every call returns an error wrapping
+// ErrNilClient: a configuration error reported, not a panic at the first call.
+// On a *redis.Client, *redis.ClusterClient or *redis.Ring, New installs (once
+// per client, shared with the limiter) a go-redis dial hook that only
+// observes: when a dial fails, the calls waiting on that client end at once,
+// instead of waiting out go-redis's dial retries (five attempts 100 ms apart
+// by default).
 func New(client Client, o Options) *Cache {
 	c := &core{client: client, codec: o.Codec, prefix: o.Prefix, maxValue: o.MaxValueSize, batch: o.Batch}
+	c.nilClient = reach.IsNil(client)
+	c.watch = reach.For(client)
+	switch {
+	case o.Timeout == 0:
+		c.timeout = DefaultTimeout
+	case o.Timeout > 0:
+		c.timeout = o.Timeout
+	}
 	if c.codec == nil {
 		c.codec = JSON{}
 	}
@@ -181,8 +213,8 @@ func New(client Client, o Options) *Cache {
 			MaxRequests:  1,
 			Timeout:      cool,
 			ReadyToTrip:  func(n gobreaker.Counts) bool { return n.ConsecutiveFailures >= uint32(failures) },
-			IsSuccessful: func(err error) bool { return !isFailure(err) },
-			IsExcluded:   func(err error) bool { return errors.Is(err, context.Canceled) },
+			IsSuccessful: func(err error) bool { return !reach.Down(err) },
+			IsExcluded:   func(err error) bool { return errors.Is(err, errCallerDone) },
 		})
 	}
 	if o.Near.MaxBytes > 0 {
@@ -289,39 +321,46 @@ func ttlArg(ttl time.Duration) (time.Duration, int64, error) {
 	return ttl, ttl.Milliseconds(), nil
 }
 
-// isFailure reports whether err means Redis could not be reached or did not
-// answer, as opposed to a reply Redis sent.
-func isFailure(err error) bool {
-	if err == nil || err == redis.Nil {
-		return false
-	}
-	var re redis.Error
-	if errors.As(err, &re) {
-		return strings.HasPrefix(err.Error(), "LOADING") || strings.HasPrefix(err.Error(), "CLUSTERDOWN")
-	}
-	return true
-}
+// errCallerDone marks a call that failed because its caller's context
+// ended: it says nothing about Redis, so the breaker does not count it.
+var errCallerDone = errors.New("caller's context ended")
 
-// do runs one Redis call through the breaker and counts its failure. A
-// caller whose ctx has already ended gets ctx's error without a call: its
-// deadline says nothing about Redis, and five such callers would otherwise
-// open the breaker for everyone.
-func (c *core) do(ctx context.Context, fn func() error) error {
+// do runs one Redis call through the breaker and counts its failure. fn makes
+// the call with the context it is given: the caller's, bounded by
+// Options.Timeout and ended early by a failed dial. A caller whose ctx has
+// already ended gets ctx's error without a call: its deadline says nothing
+// about Redis, and five such callers would otherwise open the breaker for
+// everyone. Whether a failure counts as Redis being down is reach.Down, the
+// limiter's classification too.
+func (c *core) do(ctx context.Context, fn func(context.Context) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if c.nilClient {
+		return ErrNilClient
+	}
 	var err error
 	if c.breaker == nil {
-		err = fn()
+		err = c.call(ctx, fn)
 	} else {
-		_, err = c.breaker.Execute(func() (struct{}, error) { return struct{}{}, fn() })
+		_, err = c.breaker.Execute(func() (struct{}, error) { return struct{}{}, c.call(ctx, fn) })
 		if err == gobreaker.ErrOpenState || err == gobreaker.ErrTooManyRequests {
 			c.rejected.Add(1)
+			if last := c.lastErr.Load(); last != nil {
+				return fmt.Errorf("%w after: %w", ErrCircuitOpen, *last)
+			}
 			return ErrCircuitOpen
 		}
 	}
-	if isFailure(err) && !errors.Is(err, context.Canceled) {
+	if errors.Is(err, errCallerDone) {
+		return err
+	}
+	if reach.Down(err) {
+		c.keepErr(err)
 		c.errs.Add(1)
+	} else if aerr := reach.Auth(err); aerr != nil {
+		c.errs.Add(1)
+		return aerr
 	}
 	return err
 }
@@ -384,4 +423,18 @@ func (c *core) decode(key, s string, dst any) error {
 		return fmt.Errorf("cache: key %q: %w: %w", trunc(key), ErrDecode, err)
 	}
 	return nil
+}
+
+// keepErr remembers err, a failure to reach Redis, for ErrCircuitOpen's errors.
+func (c *core) keepErr(err error) { c.lastErr.Store(&err) }
+
+// call makes one bounded Redis call for do.
+func (c *core) call(ctx context.Context, fn func(context.Context) error) error {
+	err := c.watch.Call(ctx, c.timeout, fn)
+	if err != nil && reach.CallerDone(ctx) != nil {
+		// Wrapped so that the breaker excludes it and errors.Is still finds
+		// the caller's context error.
+		return fmt.Errorf("%w: %w", errCallerDone, err)
+	}
+	return err
 }

@@ -33,7 +33,7 @@ func (c *Cache) incr(ctx context.Context, key string, n int64, window time.Durat
 		return 0, 0, fmt.Errorf("cache: window %v: %w", window, ErrBadTTL)
 	}
 	var reply []int64
-	err = c.core.do(ctx, func() error {
+	err = c.core.do(ctx, func(ctx context.Context) error {
 		var err error
 		reply, err = scripts.Incr.Run(ctx, c.core.client, []string{k}, n, window.Milliseconds()).Int64Slice()
 		return err
@@ -63,7 +63,7 @@ func (c *Cache) countOf(ctx context.Context, key string) (int64, error) {
 		return 0, err
 	}
 	var s string
-	err = c.core.do(ctx, func() error {
+	err = c.core.do(ctx, func(ctx context.Context) error {
 		var err error
 		s, err = c.core.client.Get(ctx, k).Result()
 		return err

@@ -15,11 +15,15 @@
 //
 //	<prefix>:{<group>}:v:<key>      a value
 //	<prefix>:{<group>}:t:<tag>      a tag set (SetTagged, InvalidateTags)
+//	<prefix>:{<group>}:l:<key>      the tags a tagged value carries, expiring with it
 //	<prefix>:{<group>}:i:<index>    an index of names (Remember, Recall)
 //
 // Tags are scoped to a group: a value and the tag sets that list it must sit in
 // one slot for one script to write them all, so SetTagged and InvalidateTags need
-// a group and return ErrNoGroup without one. Choose the group as the unit you
+// a group and return ErrNoGroup without one. Tags are exact: InvalidateTags
+// deletes only values that carry a tag when it runs, because every write in a
+// group (Set, SetMany, SetTagged, GetOrLoad, Delete) is one script call that
+// also takes the value out of the tag sets of its previous write. Choose the group as the unit you
 // invalidate together and that is small enough for one Redis node: the market
 // package uses the exchange. User-supplied parts are escaped, so '{', '}', ':' or
 // '%' in a key can neither move it to another slot nor collide with another key.

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/redquota/redquota/internal/keys"
+	"github.com/redquota/redquota/internal/reach"
 )
 
 // Errors for bad input. They are returned, wrapped with the key or tag at fault,
@@ -26,12 +27,18 @@ var (
 	ErrEncode = errors.New("cannot encode value")
 	// ErrDecode is returned when a stored value cannot be decoded into the destination.
 	ErrDecode = errors.New("cannot decode value")
+	// ErrNilClient is returned by every call of a Cache New was given a nil client.
+	ErrNilClient = reach.ErrNilClient
+	// ErrAuth is returned, wrapping Redis's reply, when Redis refuses the
+	// client's credentials (WRONGPASS, NOAUTH, a missing password).
+	ErrAuth = reach.ErrAuth
 	// ErrNoGroup is returned by tag operations on a Cache that has no group.
 	ErrNoGroup = errors.New("tags need a group: use Group or Options.Group")
 )
 
 // ErrCircuitOpen is returned, at once and without a Redis call, while the circuit
-// breaker is open after repeated Redis failures.
+// breaker is open after repeated Redis failures. The error also wraps the last
+// of those failures (a refused connection, a timeout...).
 var ErrCircuitOpen = errors.New("cache: circuit breaker open, Redis calls suspended")
 
 // MaxKeyLen is the longest key, group, tag or index name, in bytes.

@@ -42,7 +42,7 @@ func (c *Cache) remember(ctx context.Context, index string, ttl time.Duration, n
 		}
 		args = append(args, n)
 	}
-	err = c.core.do(ctx, func() error {
+	err = c.core.do(ctx, func(ctx context.Context) error {
 		return scripts.IndexAdd.Run(ctx, c.core.client, []string{k}, args...).Err()
 	})
 	if err != nil {
@@ -68,7 +68,7 @@ func (c *Cache) recall(ctx context.Context, index string) ([]string, error) {
 		return nil, err
 	}
 	var names []string
-	err = c.core.do(ctx, func() error {
+	err = c.core.do(ctx, func(ctx context.Context) error {
 		var err error
 		names, err = scripts.IndexList.Run(ctx, c.core.client, []string{k}).StringSlice()
 		return err

@@ -126,7 +126,7 @@ func loadValue[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 			return v, err
 		}
 		// A write error is counted by do; the loaded value stands.
-		if len(tags) > 0 {
+		if len(tags) > 0 || c.head != "" {
 			_ = c.setTagged(lctx, []string{k}, []any{data}, ttl, tags)
 		} else {
 			_ = c.core.set(lctx, k, data, exp)

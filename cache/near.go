@@ -312,7 +312,7 @@ func (n *near) read(ctx context.Context, k string) (string, error) {
 	s0, e0, start := st.Load(), n.epoch.Load(), n.now()
 	var get *redis.StringCmd
 	var pttl *redis.DurationCmd
-	err := n.c.do(ctx, func() error {
+	err := n.c.do(ctx, func(ctx context.Context) error {
 		p := n.c.client.Pipeline()
 		get, pttl = p.Get(ctx, k), p.PTTL(ctx, k)
 		_, err := p.Exec(ctx)
@@ -453,7 +453,7 @@ func (n *near) readMany(ctx context.Context, c *Cache, keys []string, found func
 	}
 	if len(misses) > 0 {
 		e0, start := n.epoch.Load(), n.now()
-		err := n.c.do(ctx, func() error {
+		err := n.c.do(ctx, func(ctx context.Context) error {
 			p := n.c.client.Pipeline()
 			for j := range misses {
 				misses[j].get = p.Get(ctx, ks[misses[j].i])

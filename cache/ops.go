@@ -31,8 +31,8 @@ func checkDst(dst any) error {
 }
 
 // Set stores value under key for ttl (at least 1 ms, or NoExpiry), replacing any
-// value and TTL the key had. It does not change the tags the key was set with;
-// see SetTagged.
+// value and TTL the key had. In a group the value carries no tags afterwards
+// (see SetTagged).
 func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duration) error {
 	ctx, span := c.core.start(ctx, opSet)
 	err := c.setOne(ctx, key, value, ttl)
@@ -53,11 +53,15 @@ func (c *Cache) setOne(ctx context.Context, key string, value any, ttl time.Dura
 	if err != nil {
 		return err
 	}
+	if c.head != "" {
+		// In a group a write drops the value's old tags (see SetTagged).
+		return c.setTagged(ctx, []string{k}, []any{data}, ttl, nil)
+	}
 	return c.core.set(ctx, k, data, exp)
 }
 
 func (c *core) set(ctx context.Context, k string, data []byte, exp time.Duration) error {
-	err := c.do(ctx, func() error { return c.client.Set(ctx, k, data, exp).Err() })
+	err := c.do(ctx, func(ctx context.Context) error { return c.client.Set(ctx, k, data, exp).Err() })
 	c.near.wrote(k)
 	if err != nil {
 		return fmt.Errorf("cache: set: %w", err)
@@ -107,7 +111,7 @@ func (c *core) get(ctx context.Context, key, k string, dst any, count bool) (boo
 		return c.near.get(ctx, key, k, dst, count)
 	}
 	var data string
-	err := c.do(ctx, func() error {
+	err := c.do(ctx, func(ctx context.Context) error {
 		var err error
 		data, err = c.client.Get(ctx, k).Result()
 		return err
@@ -150,7 +154,7 @@ func (c *Cache) exists(ctx context.Context, key string) (bool, error) {
 		return false, err
 	}
 	var n int64
-	err = c.core.do(ctx, func() error {
+	err = c.core.do(ctx, func(ctx context.Context) error {
 		var err error
 		n, err = c.core.client.Exists(ctx, k).Result()
 		return err
@@ -163,8 +167,8 @@ func (c *Cache) exists(ctx context.Context, key string) (bool, error) {
 
 // Delete removes the values of keys (UNLINK: memory is freed off the main
 // thread). Keys that hold nothing are ignored. On a cluster it sends one UNLINK
-// per slot, in one pipeline. A deleted key stays listed in its tag sets until
-// they are pruned or invalidated, which is harmless.
+// per slot, in one pipeline. In a group it is one script call per
+// Options.Batch keys that also takes the values out of their tag sets.
 func (c *Cache) Delete(ctx context.Context, keys ...string) error {
 	ctx, span := c.core.start(ctx, opDelete)
 	if span.IsRecording() {
@@ -180,8 +184,11 @@ func (c *Cache) delete(ctx context.Context, keys []string) error {
 	if err != nil || len(ks) == 0 {
 		return err
 	}
+	if c.head != "" {
+		return c.deleteGrouped(ctx, ks)
+	}
 	groups := c.core.bySlot(ks)
-	err = c.core.do(ctx, func() error {
+	err = c.core.do(ctx, func(ctx context.Context) error {
 		if len(groups) == 1 {
 			return c.core.client.Unlink(ctx, ks...).Err()
 		}

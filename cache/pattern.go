@@ -55,7 +55,9 @@ func (c *Cache) deletePattern(ctx context.Context, pattern string) (int, error) 
 		mu.Unlock()
 		return err
 	}
-	err := c.core.do(ctx, func() error {
+	// A scan of every key takes as long as it takes: it is bounded by the
+	// caller's context, not by Options.Timeout.
+	err := c.core.do(ctx, func(context.Context) error {
 		switch {
 		case c.core.masters != nil:
 			return c.core.masters.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error { return visit(ctx, node) })

@@ -135,6 +135,8 @@ type nodeClient interface {
 // eachNode runs fn on every master of a cluster, every shard of a Ring, or the client.
 func (c *core) eachNode(ctx context.Context, fn func(ctx context.Context, node nodeClient) error) error {
 	switch {
+	case c.nilClient:
+		return ErrNilClient
 	case c.masters != nil:
 		return c.masters.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return fn(ctx, n) })
 	case c.shards != nil:

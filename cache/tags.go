@@ -8,15 +8,21 @@ import (
 	"github.com/redquota/redquota/scripts"
 )
 
-// SetTagged stores value under key for ttl and lists key in the tag set of each
-// tag, in one script call (scripts.SetTagged): the value is written with PX, each
-// tag set is pruned of members that have expired, gets key, and is given a TTL
-// that ends when its last member's does. InvalidateTags later deletes every value
-// a tag lists. It needs a group view (ErrNoGroup otherwise): a value and its tag
-// sets share the group's slot.
+// SetTagged stores value under key for ttl carrying exactly tags, in one
+// script call (scripts.SetTagged): the value leaves the tag sets of its previous
+// write, is written with PX, and joins the tag set of each tag; each tag set is
+// pruned of members that have expired and is given a TTL that ends when its
+// last member's does. InvalidateTags later deletes the values that carry a tag
+// at that moment. It needs a group view (ErrNoGroup otherwise): a value and its
+// tag sets share the group's slot.
 //
-// Tags accumulate: a key set again with other tags stays listed under the old
-// ones until they are pruned, so invalidating an old tag may delete it too.
+// Tags are exact: a value set again (with other tags, or none, by Set),
+// deleted, or expired no longer carries its old tags, and invalidating one of
+// them leaves it alone. In a group every write keeps this up: Set, SetMany and
+// GetOrLoad write through the same script (with no tags) and Delete through
+// scripts.Delete, still one round trip; Get is untouched. Each tagged value has
+// a small tag list key beside it (kind "l"), expiring with it. Writes made
+// around the cache (DeletePattern, Incr, other clients) do not update tags.
 func (c *Cache) SetTagged(ctx context.Context, key string, value any, ttl time.Duration, tags ...string) error {
 	return c.SetManyTagged(ctx, map[string]any{key: value}, ttl, tags...)
 }
@@ -68,11 +74,15 @@ func (c *Cache) setTagged(ctx context.Context, ks []string, vals []any, ttl time
 	}
 	for lo := 0; lo < len(ks); lo += c.core.batch {
 		hi := min(lo+c.core.batch, len(ks))
-		keys := make([]string, 0, hi-lo+len(tks))
-		keys = append(append(keys, ks[lo:hi]...), tks...)
+		keys := make([]string, 0, 2*(hi-lo)+len(tks))
+		keys = append(keys, ks[lo:hi]...)
+		for _, k := range ks[lo:hi] {
+			keys = append(keys, c.listKey(k))
+		}
+		keys = append(keys, tks...)
 		args := make([]any, 0, 2+hi-lo)
 		args = append(append(args, hi-lo, ms), vals[lo:hi]...)
-		err := c.core.do(ctx, func() error {
+		err := c.core.do(ctx, func(ctx context.Context) error {
 			return scripts.SetTagged.Run(ctx, c.core.client, keys, args...).Err()
 		})
 		c.core.near.wrote(ks[lo:hi]...)
@@ -83,9 +93,10 @@ func (c *Cache) setTagged(ctx context.Context, ks []string, vals []any, ttl time
 	return nil
 }
 
-// InvalidateTags deletes every value listed in the tag sets of tags, and the tag
-// sets, and returns how many values it deleted (values that had already expired
-// are not counted). Each script call (scripts.InvalidateTag) deletes at most
+// InvalidateTags deletes every value that carries one of tags (see SetTagged),
+// and the tag sets, and returns how many values it deleted (values that had
+// already expired are not counted). A deleted value also leaves its other tag
+// sets. Each script call (scripts.InvalidateTag) deletes at most
 // Options.Batch members, so a tag of 10 000 keys is ten short calls and never
 // blocks Redis for long. Values tagged while it runs may or may not be deleted.
 // It needs a group view.
@@ -113,9 +124,9 @@ func (c *Cache) invalidateTags(ctx context.Context, tags []string) (int, error) 
 	for i, tk := range tks {
 		for {
 			var reply []int64
-			err := c.core.do(ctx, func() error {
+			err := c.core.do(ctx, func(ctx context.Context) error {
 				var err error
-				reply, err = scripts.InvalidateTag.Run(ctx, c.core.client, []string{tk}, c.core.batch).Int64Slice()
+				reply, err = scripts.InvalidateTag.Run(ctx, c.core.client, []string{tk}, c.core.batch, c.valPre, c.head+":l:").Int64Slice()
 				return err
 			})
 			if err != nil {
@@ -131,4 +142,33 @@ func (c *Cache) invalidateTags(ctx context.Context, tags []string) (int, error) 
 		}
 	}
 	return deleted, nil
+}
+
+// listKey returns the key of the tag list of the value at k, a value key of
+// this group view: the set of tag set keys the value carries.
+func (c *Cache) listKey(k string) string { return c.head + ":l:" + k[len(c.valPre):] }
+
+// deleteGrouped deletes the values at ks, value keys of this group view, and
+// takes them out of their tag sets (scripts.Delete), a batch per call.
+func (c *Cache) deleteGrouped(ctx context.Context, ks []string) error {
+	for lo := 0; lo < len(ks); lo += c.core.batch {
+		hi := min(lo+c.core.batch, len(ks))
+		keys := make([]string, 0, 2*(hi-lo))
+		keys = append(keys, ks[lo:hi]...)
+		for _, k := range ks[lo:hi] {
+			keys = append(keys, c.listKey(k))
+		}
+		err := c.core.do(ctx, func(ctx context.Context) error {
+			n, err := scripts.Delete.Run(ctx, c.core.client, keys).Int64()
+			if err == nil && (n < 0 || n > int64(hi-lo)) {
+				err = fmt.Errorf("cache_delete.lua replied %d for %d keys", n, hi-lo)
+			}
+			return err
+		})
+		c.core.near.wrote(ks[lo:hi]...)
+		if err != nil {
+			return fmt.Errorf("cache: delete: %w", err)
+		}
+	}
+	return nil
 }

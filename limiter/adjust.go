@@ -31,7 +31,7 @@ func (l *Limiter) Hold(ctx context.Context, q Quota, d time.Duration) (time.Dura
 	dus := max(d.Microseconds(), 1)
 	v, err := scripts.Hold.Run(ctx, l.client, []string{l.holdKey(q)}, dus).Int64()
 	if err != nil {
-		return 0, fmt.Errorf("limiter: hold.lua: %w", err)
+		return 0, redisErr("hold", err)
 	}
 	return us(v), nil
 }
@@ -45,7 +45,7 @@ func (l *Limiter) Held(ctx context.Context, q Quota) (time.Duration, error) {
 	}
 	d, err := l.client.PTTL(ctx, l.holdKey(q)).Result()
 	if err != nil {
-		return 0, fmt.Errorf("limiter: hold ttl: %w", err)
+		return 0, redisErr("hold ttl", err)
 	}
 	if d < 0 { // -2: no hold; -1 cannot happen (holds always have a TTL)
 		return 0, nil
@@ -97,7 +97,7 @@ func (l *Limiter) sync(ctx context.Context, key string, lim Limit, used int, atU
 	}
 	v, err := scripts.Sync.Run(ctx, l.client, []string{key}, args...).Int64()
 	if err != nil {
-		return false, fmt.Errorf("limiter: sync.lua: %w", err)
+		return false, redisErr("sync", err)
 	}
 	if v != 0 && v != 1 {
 		return false, fmt.Errorf("%w: sync.lua replied %d", ErrBadReply, v)

@@ -280,3 +280,23 @@ func goroutines(b *testing.B, g int, body func(next func() bool)) {
 	b.SetParallelism((g + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
 	b.RunParallel(func(pb *testing.PB) { body(pb.Next) })
 }
+
+// BenchmarkAllowQuota3RestartSpent: AllowQuota3 with Options.RestartSpent on,
+// which remembers each limit decided on (a map lookup per limit) and checks
+// the run_id after new connections.
+func BenchmarkAllowQuota3RestartSpent(b *testing.B) {
+	c := benchClient(b, -1)
+	ctx := context.Background()
+	lim := New(c, Options{Prefix: "bench" + strconv.Itoa(int(time.Now().UnixNano()%1e6)), RestartSpent: 1})
+	if _, err := lim.AllowQuota(ctx, benchQuota, benchCost); err != nil {
+		b.Fatal(err)
+	}
+	resetStats(b, c)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := lim.AllowQuota(ctx, benchQuota, benchCost); err != nil {
+			b.Fatal(err)
+		}
+	}
+	serverTime(b, c, "evalsha")
+}

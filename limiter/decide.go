@@ -11,6 +11,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/redquota/redquota/internal/keys"
+	"github.com/redquota/redquota/internal/reach"
 	"github.com/redquota/redquota/scripts"
 )
 
@@ -218,6 +219,7 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 		// contend on nothing but the connection pool.
 		err = l.run(ctx, p, maxWaitUS, r)
 		if err != nil && unreachable(ctx, err) {
+			l.keepCause(err)
 			l.failing.Store(true)
 			if done, berr := l.breaker.Allow(); berr == nil {
 				done(err)
@@ -233,10 +235,11 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 		done, berr := l.breaker.Allow()
 		if berr != nil {
 			// Open: Redis was just found unreachable; do not wait on it again.
-			return l.fallback(p, maxWaitUS, berr, r)
+			return l.fallback(p, maxWaitUS, l.openErr(berr), r)
 		}
 		err = l.run(ctx, p, maxWaitUS, r)
 		if err != nil && unreachable(ctx, err) {
+			l.keepCause(err)
 			done(err)
 			return l.fallback(p, maxWaitUS, err, r)
 		}
@@ -249,6 +252,9 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 			return fmt.Errorf("%w: %w", cerr, err)
 		}
 		return err
+	}
+	if l.restart != nil {
+		l.afterDecision(p)
 	}
 	if p.wake != nil {
 		// A wake-up: its booking was counted when it was made.
@@ -307,16 +313,15 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 			cmd = append(cmd, w.prior[priorLen*i:priorLen*(i+1)]...)
 		}
 	}
-	if l.timeout > 0 {
-		if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > l.timeout {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, l.timeout)
-			defer cancel()
-		}
+	var v []any
+	var err error
+	if l.timeout > 0 || l.watch.Waits() {
+		v, err = l.bounded(ctx, cmd)
+	} else {
+		v, err = evalCached(ctx, l.decider, scripts.Quota, cmd)
 	}
-	v, err := evalCached(ctx, l.decider, scripts.Quota, cmd)
 	if err != nil {
-		return fmt.Errorf("limiter: quota.lua: %w", err)
+		return redisErr("decision", err)
 	}
 	if p.reps > 1 {
 		if err := parseBatch(v, p, p.out); err != nil {
@@ -471,28 +476,31 @@ func (r *reply) addTo(q *QuotaResult, p *plan) {
 
 // callerDone returns ctx's error, or context.DeadlineExceeded once its
 // deadline has passed even if ctx has not noticed yet; nil while it runs.
-func callerDone(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
-		return context.DeadlineExceeded
-	}
-	return nil
-}
+func callerDone(ctx context.Context) error { return reach.CallerDone(ctx) }
 
 // unreachable reports whether err means Redis could not be reached or answer
 // (so the failure policy applies) rather than a caller's cancellation or a
 // script error.
 func unreachable(ctx context.Context, err error) bool {
-	// With ContextTimeoutEnabled go-redis sets socket deadlines from the
-	// context, so a caller's deadline can surface as an i/o timeout a moment
-	// before ctx.Err() reports it: still the caller's deadline, not a dead Redis.
-	if callerDone(ctx) != nil {
-		return false
-	}
-	if errors.Is(err, ErrBadReply) {
-		return false
-	}
-	return isNetworkError(err)
+	return !errors.Is(err, ErrBadReply) && reach.Unreachable(ctx, err)
 }
+
+// bounded runs cmd within the limiter's Timeout and its client's dial watch
+// (reach.Watch.Call).
+func (l *Limiter) bounded(ctx context.Context, cmd []any) ([]any, error) {
+	var v []any
+	// v is read only when err is nil: a call Call left behind writes it late.
+	err := l.watch.Call(ctx, l.timeout, func(ctx context.Context) error {
+		var err error
+		v, err = evalCached(ctx, l.decider, scripts.Quota, cmd)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// keepCause remembers err, which found Redis unreachable, for the open
+// breaker's errors.
+func (l *Limiter) keepCause(err error) { l.lastCause.Store(&err) }

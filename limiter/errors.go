@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/redquota/redquota/internal/keys"
+	"github.com/redquota/redquota/internal/reach"
 )
 
 // Errors callers can branch on with errors.Is. Errors for bad input are
@@ -45,6 +46,12 @@ var (
 	// cannot count units spent after they were charged without overshooting; lease
 	// GCRA, SlidingWindowCounter or FixedWindow limits instead.
 	ErrLeaseAlgorithm = errors.New("limiter: sliding window limits cannot be leased")
+	// ErrNilClient: every call of a Limiter New was given a nil client.
+	ErrNilClient = reach.ErrNilClient
+	// ErrAuth: Redis refused the client's credentials (WRONGPASS, NOAUTH, a
+	// missing password). A configuration error: returned whatever the
+	// failure policy, never answered as if Redis were down.
+	ErrAuth = reach.ErrAuth
 	// ErrLeaserClosed: a decision asked of a Leaser after Close.
 	ErrLeaserClosed = errors.New("limiter: leaser closed")
 )

@@ -260,7 +260,7 @@ func (l *Limiter) inspectHold(ctx context.Context, ic inspectClient, hold string
 	}
 	v, err := scripts.Inspect.Run(ctx, l.client, ks, args...).Slice()
 	if err != nil {
-		return st, fmt.Errorf("limiter: inspect.lua: %w", err)
+		return st, redisErr("inspect", err)
 	}
 	n := len(st.Quota.Limits)
 	if len(v) != 3+2*n {

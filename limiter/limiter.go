@@ -41,6 +41,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/redquota/redquota/internal/reach"
 	"github.com/redquota/redquota/telemetry"
 )
 
@@ -130,6 +131,19 @@ type Options struct {
 	// Telemetry are the OpenTelemetry providers for the limiter's spans and
 	// metrics. Default: the global providers (a no-op unless set).
 	Telemetry telemetry.Providers
+	// RestartSpent, when above 0, makes the limiter notice that Redis lost its
+	// state (a restart without persistence, a failover to a replica that had
+	// not caught up): after the client makes new connections it compares
+	// Redis's run_id (every master's, on a cluster) with the one it saw
+	// before, in the background. When it changed, every limit this Limiter
+	// has decided on (up to 10 000) is charged RestartSpent of its maximum
+	// (Sync: never lowered), so that the limits resume at the remaining share
+	// instead of empty while the exchange still counts what was spent before.
+	// 1 treats each such limit as spent for its period. Limits whose usage an
+	// exchange reports in headers (middleware syncs them) need it less. The
+	// decisions made between the restart and the end of the check (a round
+	// trip or two) see the empty state. Default 0: off, limits restart empty.
+	RestartSpent float64
 	// DedupeWindow is how long a charged decision's reply is remembered in Redis
 	// under a per-call token, so that a call go-redis retries after a read
 	// timeout or a lost connection (Redis may already have run it) is answered
@@ -148,27 +162,43 @@ type Options struct {
 // MaxRetries: -1 is recommended too: nothing is then retried, so no dedupe
 // key is written, and a dead Redis is found at the first failed attempt.
 type Limiter struct {
-	client   Client
-	decider  Client // where decisions go: client, or its auto-pipeliner
-	opts     Options
-	dedupe   bool
-	timeout  time.Duration
-	tokenPfx string
-	tokenSeq atomic.Uint64
-	dedupeMS any // token TTL in ms as a string ("0": dedupe off), boxed once
-	breaker  *gobreaker.TwoStepCircuitBreaker[struct{}]
-	closed   atomic.Bool // mirrors breaker state == closed, read without its mutex
-	failing  atomic.Bool // the last call in the closed state failed
-	local    sync.Map    // state key → *rate.Limiter
-	keys     keyCache
-	coalesce *coalescer // nil unless Options.Coalesce
-	tel      instruments
-	stats    counters
-	reg      registry // quota definitions written for operators (registry.go)
+	client    Client
+	decider   Client // where decisions go: client, or its auto-pipeliner
+	opts      Options
+	dedupe    bool
+	timeout   time.Duration
+	tokenPfx  string
+	tokenSeq  atomic.Uint64
+	dedupeMS  any // token TTL in ms as a string ("0": dedupe off), boxed once
+	breaker   *gobreaker.TwoStepCircuitBreaker[struct{}]
+	closed    atomic.Bool // mirrors breaker state == closed, read without its mutex
+	failing   atomic.Bool // the last call in the closed state failed
+	local     sync.Map    // state key → *rate.Limiter
+	keys      keyCache
+	coalesce  *coalescer            // nil unless Options.Coalesce
+	watch     *reach.Watch          // ends calls waiting on a refused dial; nil when none can wait
+	lastCause atomic.Pointer[error] // the last error that found Redis unreachable
+	restart   *restartGuard         // nil unless Options.RestartSpent > 0
+	tel       instruments
+	stats     counters
+	reg       registry // quota definitions written for operators (registry.go)
 }
 
 // New returns a Limiter using client.
+//
+// A nil client (or a nil *redis.Client, ...) gives a Limiter whose every call
+// returns an error wrapping ErrNilClient, whatever the failure policy: a
+// configuration error, reported rather than a panic at the first call.
+//
+// On a *redis.Client, *redis.ClusterClient or *redis.Ring, New installs (once
+// per client) a go-redis dial hook that only observes: when a dial fails,
+// decisions waiting on that client end at once and answer under the failure
+// policy, instead of waiting out go-redis's dial retries (five attempts
+// 100 ms apart by default). The cache shares the same hook.
 func New(client Client, opts Options) *Limiter {
+	if reach.IsNil(client) {
+		client = nilClient{}
+	}
 	if opts.Prefix == "" {
 		opts.Prefix = "rq"
 	}
@@ -199,6 +229,10 @@ func New(client Client, opts Options) *Limiter {
 		}
 	}
 	l.closed.Store(true)
+	l.watch = reach.For(client)
+	if opts.RestartSpent > 0 {
+		l.restart = &restartGuard{share: min(opts.RestartSpent, 1)}
+	}
 	retries := mayRetry(client)
 	l.dedupe = opts.DedupeWindow > 0 && retries
 	switch {
@@ -258,6 +292,9 @@ type Stats struct {
 	Local int64
 	// Unavailable counts decisions for which Redis could not be reached.
 	Unavailable int64
+	// Restarts counts the times Redis was found to have lost its state
+	// (Options.RestartSpent on).
+	Restarts int64
 }
 
 type counters struct {
@@ -272,6 +309,7 @@ func (l *Limiter) Stats() Stats {
 		FailOpen:    l.stats.failOpen.Load(),
 		Local:       l.stats.local.Load(),
 		Unavailable: l.stats.unavailable.Load(),
+		Restarts:    l.restarts(),
 	}
 }
 
@@ -355,4 +393,11 @@ func (l *Limiter) wrap(err error) error {
 		return nil
 	}
 	return fmt.Errorf("limiter: %w", err)
+}
+
+func (l *Limiter) restarts() int64 {
+	if l.restart == nil {
+		return 0
+	}
+	return l.restart.restarts.Load()
 }

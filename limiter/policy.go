@@ -1,47 +1,31 @@
 package limiter
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net"
-	"strings"
-	"syscall"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
+
+	"github.com/redquota/redquota/internal/reach"
 )
 
-// isNetworkError reports errors that mean Redis is unreachable, down, or not
-// serving: connection errors, timeouts (including the limiter's own Timeout),
-// a closed client or pool, and the replies of a node that cannot serve.
-func isNetworkError(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) {
-		return true
+// openErr is the error of a decision the open breaker kept from Redis: it
+// names the breaker and keeps the failure that opened it.
+func (l *Limiter) openErr(berr error) error {
+	if last := l.lastCause.Load(); last != nil {
+		return fmt.Errorf("%w after: %w", berr, *last)
 	}
-	var ne net.Error
-	if errors.As(err, &ne) {
-		return true
+	return berr
+}
+
+// redisErr is what a caller sees of an error from Redis, or of a failure to
+// reach it, during op: prefixed with the package, an authentication failure
+// wrapping ErrAuth, and no internal script name.
+func redisErr(op string, err error) error {
+	if aerr := reach.Auth(err); aerr != nil {
+		err = aerr
 	}
-	var oe *net.OpError
-	if errors.As(err, &oe) {
-		return true
-	}
-	var re redis.Error
-	if errors.As(err, &re) {
-		msg := re.Error()
-		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "OOM"} {
-			if strings.HasPrefix(msg, p) {
-				return true
-			}
-		}
-	}
-	return false
+	return fmt.Errorf("limiter: %s: %w", op, err)
 }
 
 // fallback answers a decision under the failure policy; cause is why Redis was not asked.

@@ -172,7 +172,7 @@ func (r *Reservation) cancelOne(ctx context.Context, force bool) (int, error) {
 	}
 	v, err := scripts.Cancel.Run(ctx, r.lim.client, ks, args...).Int64()
 	if err != nil {
-		return 0, fmt.Errorf("limiter: cancel.lua: %w", err)
+		return 0, redisErr("cancel", err)
 	}
 	if v < 0 {
 		return 0, fmt.Errorf("%w: cancel.lua gave back %d units", ErrBadReply, v)

@@ -44,7 +44,10 @@ func newEnv(t *testing.T, b redistest.Backend, o market.Options) *env {
 	}
 	e := &env{t: t, b: b, now: epoch, hk: &hook{}}
 	b.Client.AddHook(e.hk)
-	e.c = cache.New(b.Client, cache.Options{Prefix: b.Prefix})
+	// No per-call timeout: these tests count fetches and calls, and a 100-way
+	// race under -race on a loaded machine can hold a miniredis reply past
+	// it, which turns a late hit into a miss and a second fetch.
+	e.c = cache.New(b.Client, cache.Options{Prefix: b.Prefix, Timeout: -1})
 	e.m = market.New(e.c, o)
 	market.SetClock(e.m, func() time.Time { return e.now })
 	return e

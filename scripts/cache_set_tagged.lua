@@ -1,15 +1,20 @@
--- cache_set_tagged.lua: write values with one TTL and add each to every tag set, in one call.
+-- cache_set_tagged.lua: write values with one TTL and exactly the given tags, in one call.
 --
--- KEYS[1..n]    value keys
--- KEYS[n+1..]   tag set keys: sorted sets whose members are value keys, scored by
---               the first ms time (Redis clock) at which that value is gone
--- ARGV[1]       n, the number of values
--- ARGV[2]       TTL in ms; -1 for no expiry
--- ARGV[3..2+n]  the encoded values, in KEYS order
+-- KEYS[1..n]      value keys
+-- KEYS[n+1..2n]   their tag lists: for value i, a set of the tag set keys it carries
+-- KEYS[2n+1..]    tag set keys: sorted sets whose members are value keys, scored by
+--                 the first ms time (Redis clock) at which that value is gone
+-- ARGV[1]         n, the number of values
+-- ARGV[2]         TTL in ms; -1 for no expiry
+-- ARGV[3..2+n]    the encoded values, in KEYS order
 --
--- Each tag set is first pruned of members that have expired, then gets every value
--- key with its expiry, then expires exactly when its latest member does (never,
--- while one member never expires). Every key shares one hash tag.
+-- A value carries the tags of its last write and no others: each value first leaves
+-- every tag set its tag list names (Redis deletes a set left empty), then is written,
+-- and its tag list is replaced by the given tag sets, expiring with the value. With no
+-- tag set keys this is a plain write in a group that drops the value's old tags.
+-- Each given tag set is pruned of members that have expired, gets every value key
+-- with its expiry, then expires exactly when its latest member does (never, while
+-- one member never expires). Every key shares one hash tag.
 --
 -- Reply: n.
 
@@ -27,15 +32,25 @@ local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
 local score = '+inf'
 if ttl > 0 then score = d(now + ttl + 1) end
 
+local given = {}
+for j = 2 * n + 1, #KEYS do given[KEYS[j]] = true end
+
 for i = 1, n do
-  if ttl > 0 then
-    redis.call('SET', KEYS[i], ARGV[2 + i], 'PX', ARGV[2])
-  else
-    redis.call('SET', KEYS[i], ARGV[2 + i])
+  local value, list = KEYS[i], KEYS[n + i]
+  for _, old in ipairs(redis.call('SMEMBERS', list)) do
+    if not given[old] then redis.call('ZREM', old, value) end
   end
+  redis.call('DEL', list)
+  if ttl > 0 then
+    redis.call('SET', value, ARGV[2 + i], 'PX', ARGV[2])
+  else
+    redis.call('SET', value, ARGV[2 + i])
+  end
+  for j = 2 * n + 1, #KEYS do redis.call('SADD', list, KEYS[j]) end
+  if ttl > 0 and #KEYS > 2 * n then redis.call('PEXPIRE', list, ARGV[2]) end
 end
 
-for j = n + 1, #KEYS do
+for j = 2 * n + 1, #KEYS do
   local t = KEYS[j]
   redis.call('ZREMRANGEBYSCORE', t, '-inf', d(now))
   for i = 1, n do

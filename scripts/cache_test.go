@@ -22,7 +22,8 @@ func TestCacheSetTaggedScript(t *testing.T) {
 		}
 		h := b.Prefix + ":{g}"
 		v1, v2, tag := h+":v:a", h+":v:b", h+":t:x"
-		n, err := scripts.SetTagged.Run(ctx, b.Client, []string{v1, v2, tag}, 2, 1500, "A", "B").Int()
+		l1, l2 := h+":l:a", h+":l:b"
+		n, err := scripts.SetTagged.Run(ctx, b.Client, []string{v1, v2, l1, l2, tag}, 2, 1500, "A", "B").Int()
 		if err != nil || n != 2 {
 			t.Fatalf("reply %d, %v", n, err)
 		}
@@ -49,7 +50,7 @@ func TestCacheSetTaggedScript(t *testing.T) {
 		if err := b.Client.ZAdd(ctx, tag, redisZ(1, "stale")).Err(); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := scripts.SetTagged.Run(ctx, b.Client, []string{v1, tag}, 1, -1, "A2").Result(); err != nil {
+		if _, err := scripts.SetTagged.Run(ctx, b.Client, []string{v1, l1, tag}, 1, -1, "A2").Result(); err != nil {
 			t.Fatal(err)
 		}
 		if ok, _ := b.Client.ZScore(ctx, tag, "stale").Result(); ok != 0 {
@@ -62,7 +63,31 @@ func TestCacheSetTaggedScript(t *testing.T) {
 		if pttl, _ := b.Client.PTTL(ctx, tag).Result(); pttl != -1 {
 			t.Fatalf("tag set with a no-expiry member PTTL %v", pttl)
 		}
-		b.Client.Del(ctx, v1, v2, tag)
+		// Each value's tag list names its tag set and expires with it.
+		if m, _ := b.Client.SMembers(ctx, l2).Result(); len(m) != 1 || m[0] != tag {
+			t.Fatalf("tag list %v", m)
+		}
+		if pttl, _ := b.Client.PTTL(ctx, l2).Result(); pttl <= time.Second || pttl > 1500*time.Millisecond {
+			t.Fatalf("tag list PTTL %v", pttl)
+		}
+		// Written again with no tags, v2 leaves the tag set and has no list.
+		if _, err := scripts.SetTagged.Run(ctx, b.Client, []string{v2, l2}, 1, 1500, "B2").Result(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Client.ZScore(ctx, tag, v2).Result(); err != redis.Nil {
+			t.Fatalf("untagged value still in the tag set: %v", err)
+		}
+		if n, _ := b.Client.Exists(ctx, l2).Result(); n != 0 {
+			t.Fatal("tag list kept for an untagged value")
+		}
+		// Deleted, v1 leaves it too, and the emptied set is gone.
+		if n, err := scripts.Delete.Run(ctx, b.Client, []string{v1, l1}).Int(); err != nil || n != 1 {
+			t.Fatalf("delete %d %v", n, err)
+		}
+		if n, _ := b.Client.Exists(ctx, v1, l1, tag).Result(); n != 0 {
+			t.Fatalf("%d of value, list, emptied tag set left", n)
+		}
+		b.Client.Del(ctx, v1, v2, l1, l2, tag)
 	})
 }
 
@@ -71,19 +96,22 @@ func TestCacheInvalidateTagScript(t *testing.T) {
 		ctx := context.Background()
 		h := b.Prefix + ":{g}"
 		tag := h + ":t:x"
-		keys := []string{h + ":v:1", h + ":v:2", h + ":v:3", tag}
+		other := h + ":t:y"
+		keys := []string{h + ":v:1", h + ":v:2", h + ":v:3", h + ":l:1", h + ":l:2", h + ":l:3", tag, other}
 		if _, err := scripts.SetTagged.Run(ctx, b.Client, keys, 3, 60000, "1", "2", "3").Result(); err != nil {
 			t.Fatal(err)
 		}
-		b.Client.Del(ctx, h+":v:2") // gone already: removed, not counted
-		r, err := scripts.InvalidateTag.Run(ctx, b.Client, []string{tag}, 2).Int64Slice()
+		b.Client.Del(ctx, h+":v:2") // gone already (around the scripts): removed, not counted
+		vpre, lpre := h+":v:", h+":l:"
+		r, err := scripts.InvalidateTag.Run(ctx, b.Client, []string{tag}, 2, vpre, lpre).Int64Slice()
 		if err != nil || len(r) != 2 || r[0]+r[1] != 2 || r[1] != 1 {
 			t.Fatalf("first batch %v %v: want 2 members handled, 1 left", r, err)
 		}
-		r, err = scripts.InvalidateTag.Run(ctx, b.Client, []string{tag}, 2).Int64Slice()
+		r, err = scripts.InvalidateTag.Run(ctx, b.Client, []string{tag}, 2, vpre, lpre).Int64Slice()
 		if err != nil || r[1] != 0 {
 			t.Fatalf("second batch %v %v", r, err)
 		}
+		// The deleted values left their other tag set (emptied, so gone) and their lists.
 		if n, _ := b.Client.Exists(ctx, keys...).Result(); n != 0 {
 			t.Fatalf("%d keys left", n)
 		}

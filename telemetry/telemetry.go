@@ -7,7 +7,9 @@
 package telemetry
 
 import (
+	"context"
 	"errors"
+	"strings"
 
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
@@ -15,6 +17,8 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/embedded"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // ScopeName is the instrumentation scope of every redquota tracer and meter.
@@ -25,6 +29,12 @@ const ScopeName = "github.com/redquota/redquota"
 type Providers struct {
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
+	// UnparentedClientSpans, read by InstrumentClient only, makes it trace
+	// commands that have no recording parent span too, each as a root trace
+	// of its own. Default false: a command span starts only under a
+	// recording parent, as redquota's own spans do, so untraced decisions
+	// cost no trace volume.
+	UnparentedClientSpans bool
 }
 
 // Tracer returns the redquota tracer of p's tracer provider.
@@ -48,11 +58,32 @@ func (p Providers) Meter() metric.Meter {
 // InstrumentClient adds redisotel tracing and metrics to a go-redis client
 // (*redis.Client, *redis.ClusterClient or *redis.Ring). The db.statement
 // attribute is off: a command's arguments can carry cached values, tokens or
-// passwords (AUTH), and none of them belongs in a trace.
+// passwords (AUTH), and none of them belongs in a trace. Command spans start
+// only under a recording parent unless p.UnparentedClientSpans. A new
+// connection's set-up (HELLO, AUTH, SELECT, CLIENT SETINFO, CLIENT
+// MAINT_NOTIFICATIONS) is not traced: go-redis sends it on every dial and
+// ignores the errors of servers older than the commands (Redis 7.0 refuses
+// CLIENT MAINT_NOTIFICATIONS), which would otherwise be error spans.
 func InstrumentClient(rdb redis.UniversalClient, p Providers) error {
-	topts := []redisotel.TracingOption{redisotel.WithDBStatement(false)}
-	if p.TracerProvider != nil {
-		topts = append(topts, redisotel.WithTracerProvider(p.TracerProvider))
+	tp := p.TracerProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	if !p.UnparentedClientSpans {
+		tp = parentOnly{tp: tp}
+	}
+	topts := []redisotel.TracingOption{
+		redisotel.WithDBStatement(false),
+		redisotel.WithTracerProvider(tp),
+		redisotel.WithCommandFilter(setup),
+		redisotel.WithCommandsFilter(func(cmds []redis.Cmder) bool {
+			for _, c := range cmds {
+				if !setup(c) {
+					return false
+				}
+			}
+			return len(cmds) > 0
+		}),
 	}
 	var mopts []redisotel.MetricsOption
 	if p.MeterProvider != nil {
@@ -74,4 +105,48 @@ func BreakerState(s gobreaker.State) int64 {
 		return 2
 	}
 	return 0
+}
+
+// setup reports whether cmd is one go-redis sends to set up a new connection.
+func setup(cmd redis.Cmder) bool {
+	switch cmd.Name() {
+	case "hello", "auth", "select", "readonly":
+		return true
+	case "client":
+		args := cmd.Args()
+		if len(args) > 1 {
+			sub, _ := args[1].(string)
+			switch strings.ToLower(sub) {
+			case "setinfo", "maint_notifications", "setname":
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// parentOnly is a TracerProvider whose tracers start a span only under a
+// recording (or sampled) parent; elsewhere they return a non-recording span and the
+// context unchanged.
+type parentOnly struct {
+	embedded.TracerProvider
+	tp trace.TracerProvider
+}
+
+func (p parentOnly) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
+	return parentOnlyTracer{t: p.tp.Tracer(name, opts...)}
+}
+
+type parentOnlyTracer struct {
+	embedded.Tracer
+	t trace.Tracer
+}
+
+func (t parentOnlyTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	// A sampled span context counts as a parent too: middleware hands the
+	// limiter its span's context alone, so that Redis spans nest under it.
+	if parent := trace.SpanFromContext(ctx); !parent.IsRecording() && !parent.SpanContext().IsSampled() {
+		return ctx, noop.Span{}
+	}
+	return t.t.Start(ctx, name, opts...)
 }

@@ -1,0 +1,110 @@
+package reach
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+// redisErr is a reply Redis sent, as go-redis returns it.
+type redisErr string
+
+func (e redisErr) Error() string { return string(e) }
+func (redisErr) RedisError()     {}
+
+var _ redis.Error = redisErr("")
+
+func TestDownAndAuth(t *testing.T) {
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: &errnoErr{syscall.ECONNREFUSED}}
+	for _, tc := range []struct {
+		err        error
+		down, auth bool
+	}{
+		{nil, false, false},
+		{redis.Nil, false, false},
+		{refused, true, false},
+		{fmt.Errorf("limiter: decision: %w", io.EOF), true, false},
+		{context.DeadlineExceeded, true, false},
+		{&timeoutError{time.Second}, true, false},
+		{&dialError{refused}, true, false},
+		{redis.ErrClosed, true, false},
+		{redisErr("LOADING Redis is loading the dataset in memory"), true, false},
+		{redisErr("READONLY You can't write against a read only replica."), true, false},
+		{redisErr("OOM command not allowed when used memory > 'maxmemory'."), true, false},
+		{redisErr("CLUSTERDOWN The cluster is down"), true, false},
+		{redisErr("WRONGTYPE Operation against a key holding the wrong kind of value"), false, false},
+		{redisErr("ERR user_script:1: Script attempted to access nonexistent global variable"), false, false},
+		{redisErr("WRONGPASS invalid username-password pair or user is disabled."), false, true},
+		{redisErr("NOAUTH Authentication required."), false, true},
+		{redisErr("ERR Protocol error: unauthenticated multibulk length"), false, true},
+		{context.Canceled, false, false},
+		{errors.New("something else"), false, false},
+	} {
+		require.Equal(t, tc.down, Down(tc.err), "Down(%v)", tc.err)
+		aerr := Auth(tc.err)
+		require.Equal(t, tc.auth, aerr != nil, "Auth(%v)", tc.err)
+		if tc.auth {
+			require.ErrorIs(t, aerr, ErrAuth)
+			require.ErrorIs(t, aerr, tc.err)
+		}
+	}
+}
+
+// errnoErr stands in for *os.SyscallError: an error that unwraps to an errno.
+type errnoErr struct{ errno syscall.Errno }
+
+func (e *errnoErr) Error() string { return "connect: " + e.errno.Error() }
+func (e *errnoErr) Unwrap() error { return e.errno }
+
+// A caller's own deadline is not Redis being down.
+func TestUnreachableCallerDeadline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	<-ctx.Done()
+	require.False(t, Unreachable(ctx, context.DeadlineExceeded))
+	require.True(t, Unreachable(context.Background(), context.DeadlineExceeded))
+}
+
+// One Watch per client, whoever asks; nil for nil and for clients it cannot hook.
+func TestForOncePerClient(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer c.Close()
+	require.Same(t, For(c), For(c))
+	require.Nil(t, For((*redis.Client)(nil)))
+	require.Nil(t, For(nil))
+	require.True(t, IsNil((*redis.Client)(nil)))
+	require.False(t, IsNil(c))
+}
+
+// A refused dial ends the call waiting on it with the dial's error; a
+// timeout ends it with an error naming the timeout. Both are Down.
+func TestCallEndsOnRefusedDialAndTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	c := redis.NewClient(&redis.Options{Addr: addr}) // default options: 5 dials 100 ms apart
+	defer c.Close()
+	w := For(c)
+	start := time.Now()
+	err = w.Call(context.Background(), time.Minute, func(ctx context.Context) error { return c.Ping(ctx).Err() })
+	// Well under the 400 ms of go-redis's dial backoff alone: the hook ended it.
+	require.Less(t, time.Since(start), 100*time.Millisecond)
+	require.ErrorIs(t, err, syscall.ECONNREFUSED)
+	require.True(t, Down(err))
+
+	err = w.Call(context.Background(), 10*time.Millisecond, func(ctx context.Context) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	require.ErrorContains(t, err, "no reply within 10ms")
+	require.True(t, Down(err))
+}

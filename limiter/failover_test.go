@@ -1,0 +1,114 @@
+package limiter
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/redquota/redquota/internal/redistest"
+)
+
+// A primary, a replica and three Sentinels; go-redis's failover client; the
+// primary killed (SIGKILL) under load. Replication is asynchronous, so the
+// writes the replica had not received when the primary died are lost: their
+// units are granted a second time after the promotion. The test measures how
+// many and how long decisions stop, and checks that they resume.
+func TestFailoverUnitsGrantedTwice(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts five redis-server processes and waits for a failover")
+	}
+	st := redistest.StartSentinels(t, 500*time.Millisecond)
+	ctx := context.Background()
+	sent := redis.NewSentinelClient(&redis.Options{Addr: st.Addrs[0]})
+	defer sent.Close()
+	// The Sentinels must know the replica before the primary dies: they learn
+	// it from the primary's INFO, every 10 s at worst; 30 s is past that.
+	require.Eventually(t, func() bool {
+		rs, err := sent.Replicas(ctx, st.Master).Result()
+		if err != nil || len(rs) != 1 {
+			return false
+		}
+		info, err := st.Replica.Client().Info(ctx, "replication").Result()
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	}, 30*time.Second, 50*time.Millisecond)
+
+	fc := redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName: st.Master, SentinelAddrs: st.Addrs,
+		DialTimeout: 200 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond,
+		MaxRetries: -1, DialerRetries: 1, ContextTimeoutEnabled: true, PoolSize: 16,
+	})
+	defer fc.Close()
+	lim := New(fc, Options{Prefix: "fo", CoolDown: 50 * time.Millisecond})
+	limit := PerHour(10_000_000).WithAlgorithm(FixedWindow)
+
+	type grant struct {
+		used int // units counted in the window after this grant
+		at   time.Time
+	}
+	var (
+		mu     sync.Mutex
+		grants []grant
+		stop   atomic.Bool
+		wg     sync.WaitGroup
+	)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				r, err := lim.Allow(ctx, "k", limit)
+				if err != nil || !r.Allowed {
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				mu.Lock()
+				grants = append(grants, grant{used: limit.Max() - r.Remaining, at: time.Now()})
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	killed := time.Now()
+	st.Primary.Stop()
+	// Decisions resume once Sentinel has promoted the replica (down-after
+	// 500 ms plus an election) and go-redis has heard of it; 20 s is far
+	// beyond that, so only a failover that never completes fails.
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(grants) > 0 && grants[len(grants)-1].at.After(killed)
+	}, 20*time.Second, 10*time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
+	stop.Store(true)
+	wg.Wait()
+
+	// The failover is the longest pause between two grants; what came
+	// before it was granted by the old primary, what came after by the new.
+	slices.SortFunc(grants, func(a, b grant) int { return a.at.Compare(b.at) })
+	cut, gap := 0, time.Duration(0)
+	for i := 1; i < len(grants); i++ {
+		if d := grants[i].at.Sub(grants[i-1].at); d > gap && grants[i].at.After(killed) {
+			cut, gap = i, d
+		}
+	}
+	maxBefore, firstAfter := 0, -1
+	for i, g := range grants {
+		if i < cut {
+			maxBefore = max(maxBefore, g.used)
+		} else if firstAfter < 0 || g.used < firstAfter {
+			firstAfter = g.used
+		}
+	}
+	twice := max(0, maxBefore-(firstAfter-1))
+	t.Logf("granted by the old primary: %d units; first count on the new one: %d; units granted twice: %d; no grant for %v (kill to first grant after: %v)",
+		maxBefore, firstAfter, twice, gap.Round(time.Millisecond), grants[cut].at.Sub(killed).Round(time.Millisecond))
+	require.Positive(t, maxBefore)
+	require.Positive(t, firstAfter)
+}

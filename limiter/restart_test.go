@@ -1,0 +1,76 @@
+package limiter
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/redquota/redquota/internal/redistest"
+)
+
+// Redis restarted without persistence in the middle of a window forgets every
+// count: without RestartSpent each limit grants its whole maximum again at
+// once. With RestartSpent 1 the limiter sees the run_id change after it
+// reconnects and charges every limit it has used as spent: what it grants
+// after the restart is only what it decided before its check ran.
+func TestRestartSpent(t *testing.T) {
+	ctx := context.Background()
+	for _, a := range []Algorithm{GCRA, FixedWindow, SlidingWindow} {
+		for _, spent := range []float64{0, 1, 0.5} {
+			t.Run(fmt.Sprintf("%v/spent=%v", a, spent), func(t *testing.T) {
+				srv := redistest.Private(t)
+				c := srv.Client()
+				t.Cleanup(func() { _ = c.Close() })
+				// A long Timeout: this test counts grants, and a loaded machine
+				// (race detector, parallel packages) can stretch a call past
+				// the 250 ms default.
+				lim := New(c, Options{RestartSpent: spent, Timeout: 5 * time.Second})
+				limit := PerMinute(100).WithAlgorithm(a)
+				q := Quota{Name: "q", Limits: []NamedLimit{{"weight", limit}}}
+				for range 100 {
+					r, err := lim.AllowQuota(ctx, q, Cost{"weight": 1})
+					require.NoError(t, err)
+					require.True(t, r.Allowed)
+				}
+				srv.Stop()
+				require.NoError(t, srv.Start())
+				// The first decision after the restart reconnects (a failed
+				// attempt on the dead connection may answer under the policy).
+				granted := 0
+				for {
+					r, err := lim.AllowQuota(ctx, q, Cost{"weight": 1})
+					if err == nil {
+						if r.Allowed {
+							granted++
+						}
+						break
+					}
+				}
+				if spent > 0 {
+					// The check runs in the background; 5 s is far beyond its
+					// two round trips, so only a check that never runs fails.
+					require.Eventually(t, func() bool { return lim.Stats().Restarts == 1 }, 5*time.Second, 5*time.Millisecond)
+				}
+				for range 150 {
+					r, err := lim.AllowQuota(ctx, q, Cost{"weight": 1})
+					require.NoError(t, err)
+					if r.Allowed {
+						granted++
+					}
+				}
+				t.Logf("%v RestartSpent=%v: %d of 100 granted again in the window after the restart", a, spent, granted)
+				switch spent {
+				case 0:
+					require.Equal(t, 100, granted, "the restart forgot the window")
+				case 1:
+					require.Equal(t, 1, granted, "only the decision made before the check")
+				default:
+					require.InDelta(t, 50, granted, 2, "half the limit left")
+				}
+			})
+		}
+	}
+}
