@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -121,6 +122,12 @@ func (r *Reservation) Wait(ctx context.Context) error {
 			return r.sleep(ctx, r.Delay())
 		}
 		if _, err := r.wake(ctx); err != nil {
+			if !errors.Is(err, ErrWouldExceedDeadline) {
+				// The call failed (ctx ended at the turn, Options.Timeout, an
+				// outage): the units will not be used, and by the time a
+				// caller could Cancel, the turn has passed. Give them back now.
+				r.abandon(ctx)
+			}
 			return err
 		}
 	}
@@ -195,6 +202,21 @@ func (r *Reservation) tooLate(now time.Time) bool {
 		}
 	}
 	return false
+}
+
+// abandon gives back every booking of r after a failed wake-up, come due or
+// not (force: its units were never used), with a context of its own, and
+// marks r cancelled so that a later Cancel does nothing.
+func (r *Reservation) abandon(ctx context.Context) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cancelled {
+		return
+	}
+	r.cancelled = true
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
+	defer cancel()
+	_, _ = r.giveBack(cctx, true)
 }
 
 // cancelDetached gives r back with a context of its own (ctx may be done).
