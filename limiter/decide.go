@@ -276,6 +276,16 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 	return nil
 }
 
+// tokenKey is the token key of one script call in the slot of hold entry h:
+// a key of its own when dedupe is on, else the slot's static one (the
+// scripts then neither read nor write it).
+func (l *Limiter) tokenKey(h *keyEntry) any {
+	if l.dedupe {
+		return h.head + ":tok:" + l.tokenPfx + strconv.FormatUint(l.tokenSeq.Add(1), 36)
+	}
+	return h.tok
+}
+
 func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) error {
 	n, nq := p.n, p.nq
 	size := 4 + nq + n + 5 + 6*n
@@ -287,11 +297,7 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	}
 	cmd := make([]any, 0, size)
 	cmd = append(cmd, "evalsha", quotaSHA, 1+nq+n, p.holds[0].boxed)
-	if l.dedupe {
-		cmd = append(cmd, p.holds[0].head+":tok:"+l.tokenPfx+strconv.FormatUint(l.tokenSeq.Add(1), 36))
-	} else {
-		cmd = append(cmd, p.holds[0].tok)
-	}
+	cmd = append(cmd, l.tokenKey(p.holds[0]))
 	for _, h := range p.holds[1:nq] {
 		cmd = append(cmd, h.boxed)
 	}

@@ -160,15 +160,16 @@ func (r *Reservation) cancelOne(ctx context.Context, force bool) (int, error) {
 	if force {
 		forced = "1"
 	}
-	args := make([]any, 0, 2+(5+priorLen)*p.n)
-	args = append(args, r.rep.grantUS, forced)
+	args := make([]any, 0, 3+(5+priorLen)*p.n)
+	args = append(args, r.rep.grantUS, forced, r.lim.dedupeMS)
 	for i, lim := range p.limits[:p.n] {
 		args = append(args, lim.Algorithm.script(), lim.periodUS(), lim.intervalUS(), p.costs[i], r.rep.per[i].mark)
 		args = append(args, r.rep.prior[priorLen*i:priorLen*(i+1)]...)
 	}
-	ks := make([]string, p.n)
+	ks := make([]string, 1+p.n)
+	ks[0] = r.lim.tokenKey(p.holds[0]).(string) // a string, boxed
 	for i, k := range p.keys[:p.n] {
-		ks[i] = k.key
+		ks[1+i] = k.key
 	}
 	v, err := scripts.Cancel.Run(ctx, r.lim.client, ks, args...).Int64()
 	if err != nil {

@@ -43,10 +43,10 @@ func TestCancelRestoresPriorState(t *testing.T) {
 		if len(v) != 4+7*2 || v[0] != 1 || v[3] != (w+1)*period || fmt.Sprint(v[14:18]) != fmt.Sprint(want) || v[10] != 0 {
 			t.Fatalf("quota.lua reply %v: want a grant at %d with prior states [0 0 0 0] and %v", v, (w+1)*period, want)
 		}
-		args := []any{v[3], "0"}
+		args := []any{v[3], "0", "0"}
 		args = append(args, 1, 1_000_000, 100_000, 1, v[6], v[10], v[11], v[12], v[13])
 		args = append(args, 4, period, period/maxB, 1, v[9], v[14], v[15], v[16], v[17])
-		given, err := scripts.Cancel.Run(ctx, b.Client, []string{gk, fk}, args...).Int64()
+		given, err := scripts.Cancel.Run(ctx, b.Client, []string{tok, gk, fk}, args...).Int64()
 		if err != nil || given != 2 {
 			t.Fatalf("cancel.lua gave back %d units (%v), want 2: one per limit", given, err)
 		}
@@ -60,8 +60,111 @@ func TestCancelRestoresPriorState(t *testing.T) {
 			t.Fatal("GCRA state left after cancel: it had none before the booking")
 		}
 		// A second cancel finds its booking no longer the last: nothing more.
-		if given, err := scripts.Cancel.Run(ctx, b.Client, []string{gk, fk}, args...).Int64(); err != nil || given != 0 {
+		if given, err := scripts.Cancel.Run(ctx, b.Client, []string{tok, gk, fk}, args...).Int64(); err != nil || given != 0 {
 			t.Fatalf("second cancel gave back %d (%v)", given, err)
+		}
+	})
+}
+
+// A cancel.lua call run twice under one token (go-redis resending it after a
+// lost reply) replays its first reply and writes nothing: run again, it would
+// find the state a later booking wrote like its own and give that one back.
+func TestCancelRetryReplays(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		head := b.Prefix + ":{cr}"
+		hold, tok, fk, ctok := head+":hold", head+":tok", head+":fixed:a", head+":tok:cancel-1"
+		// A fixed window of 2 per 2^40 µs (12.7 days): A and B share a window.
+		const period = int64(1) << 40
+		book := func() []int64 {
+			t.Helper()
+			v, err := scripts.Quota.Run(ctx, b.Client, []string{hold, tok, fk}, int64(1)<<50, "0", 0, 0, 1,
+				4, period, 2, period/2, 1, 0).Int64Slice()
+			if err != nil || len(v) != 11 || v[0] != 1 {
+				t.Fatalf("quota.lua reply %v (%v): want a grant with prior states", v, err)
+			}
+			return v
+		}
+		a := book()
+		// Forced ("1"): A's time has come, its unit was never used.
+		args := []any{a[3], "1", "10000", 4, period, period / 2, 1, a[6], a[7], a[8], a[9], a[10]}
+		cancel := func() int64 {
+			t.Helper()
+			n, err := scripts.Cancel.Run(ctx, b.Client, []string{ctok, fk}, args...).Int64()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		if n := cancel(); n != 1 {
+			t.Fatalf("cancel gave back %d, want 1", n)
+		}
+		book() // B: the window's count is 1 again, as A left it
+		stateB, err := b.Client.Get(ctx, fk).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := cancel(); n != 1 {
+			t.Fatalf("retried cancel replied %d, want A's reply 1 replayed", n)
+		}
+		if got, _ := b.Client.Get(ctx, fk).Result(); got != stateB {
+			t.Fatalf("retried cancel changed the state %q to %q: it gave B's unit back", stateB, got)
+		}
+		if ttl, _ := b.Client.PTTL(ctx, ctok).Result(); ttl <= 0 || ttl > 10*time.Second {
+			t.Fatalf("token key TTL %v, want (0, 10s]", ttl)
+		}
+	})
+}
+
+// A wake-up that quota.lua refuses has given its booking back; retried under
+// its token it replays the refusal instead of giving back a later booking.
+func TestWakeRefusalRetryReplays(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		head := b.Prefix + ":{wr}"
+		hold, tok, fk, wtok := head+":hold", head+":tok", head+":fixed:a", head+":tok:wake-1"
+		const period = int64(1) << 40 // 12.7 days: every booking below shares a window
+		limit := []any{4, period, 2, period / 2, 1, 0}
+		book := func() []int64 {
+			t.Helper()
+			args := append([]any{int64(1) << 50, "0", 0, 0, 1}, limit...)
+			v, err := scripts.Quota.Run(ctx, b.Client, []string{hold, tok, fk}, args...).Int64Slice()
+			if err != nil || len(v) != 11 || v[0] != 1 {
+				t.Fatalf("quota.lua reply %v (%v): want a grant with prior states", v, err)
+			}
+			return v
+		}
+		a := book()
+		tm, err := b.Client.Time(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A hold placed after A was booked, ending an hour from now.
+		if err := b.Client.Set(ctx, hold, tm.UnixMicro()+int64(time.Hour/time.Microsecond), 2*time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		// A's wake-up may wait 1 ms: refused, A given back.
+		wargs := append([]any{1000, "10000", 0, 0, 1}, limit...)
+		wargs = append(wargs, a[3], a[6], a[7], a[8], a[9], a[10])
+		wake := func() []int64 {
+			t.Helper()
+			v, err := scripts.Quota.Run(ctx, b.Client, []string{hold, wtok, fk}, wargs...).Int64Slice()
+			if err != nil || len(v) != 7 || v[0] != 0 {
+				t.Fatalf("wake-up reply %v (%v): want a refusal", v, err)
+			}
+			return v
+		}
+		first := wake()
+		book() // B, after the hold: the window's count is 1, as A left it
+		stateB, err := b.Client.Get(ctx, fk).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again := wake(); fmt.Sprint(again) != fmt.Sprint(first) {
+			t.Fatalf("retried wake-up replied %v, want %v replayed", again, first)
+		}
+		if got, _ := b.Client.Get(ctx, fk).Result(); got != stateB {
+			t.Fatalf("retried wake-up changed the state %q to %q: it gave B's unit back", stateB, got)
 		}
 	})
 }

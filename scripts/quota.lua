@@ -330,6 +330,8 @@ if wait > maxwait then
     if rem < 0 then rem = 0 end
     out[#out + 1], out[#out + 2], out[#out + 3] = rem, reset, 0
   end
+  -- A wake-up refused here gave its booking back: a retry must not again.
+  if wake and dedupe then remember(out) end
   return out
 end
 
