@@ -170,20 +170,20 @@ func TestReservationSync(t *testing.T) {
 	if raised, err := lim.AllowQuota(ctx, q, Cost{"weight": 1}); err != nil || !raised.Allowed {
 		t.Fatal(raised, err)
 	}
-	if raised, err := rv.Sync(ctx, "weight", 10); err != nil || raised {
+	if raised, err := rv.Sync(ctx, "", "weight", 10); err != nil || raised {
 		t.Fatalf("Sync after the charged window: raised %v (%v); the count belongs to the old window", raised, err)
 	}
 	rv2, err := lim.ReserveQuota(ctx, q, Cost{"weight": 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if raised, err := rv2.Sync(ctx, "weight", 10); err != nil || !raised {
+	if raised, err := rv2.Sync(ctx, "w", "weight", 10); err != nil || !raised {
 		t.Fatalf("Sync in the charged window: raised %v (%v)", raised, err)
 	}
 	if r, _ := lim.AllowQuota(ctx, q, Cost{"weight": 1}); r.Allowed {
 		t.Fatal("allowed after the server reported the window full")
 	}
-	if _, err := rv2.Sync(ctx, "nope", 1); !errors.Is(err, ErrUnknownLimit) {
+	if _, err := rv2.Sync(ctx, "", "nope", 1); !errors.Is(err, ErrUnknownLimit) {
 		t.Fatalf("Sync of a limit not charged: %v", err)
 	}
 }
@@ -232,5 +232,32 @@ func TestHoldOnlyCharge(t *testing.T) {
 	// Together with a charged quota of another pair, in one call.
 	if r, err := lim.AllowAll(ctx, Charge{Quota: free.For("XBTUSD")}, Charge{Quota: trade.For("ETHUSD"), Cost: Cost{"counter": 1}}); err != nil || r.Allowed || r.DeniedBy != HoldName {
 		t.Fatalf("free call on a held pair with a charge on another: %+v %v", r, err)
+	}
+}
+
+// Reservation.Sync with a quota's name syncs that quota's limit, not the
+// first charged limit of that name in another quota.
+func TestReservationSyncQuotaQualified(t *testing.T) {
+	m, c := redistest.NewMini(t)
+	m.SetTime(time.Date(2024, 3, 1, 10, 10, 0, 0, time.UTC))
+	lim := New(c, Options{Prefix: "sq"})
+	ctx := context.Background()
+	weight := []NamedLimit{{"weight", Every(10, time.Minute).WithAlgorithm(FixedWindow)}}
+	qa, qb := Quota{Name: "a", Limits: weight}, Quota{Name: "b", Limits: weight}
+	rv, err := lim.ReserveAll(ctx, Charge{qa, Cost{"weight": 1}}, Charge{qb, Cost{"weight": 1}})
+	if err != nil || !rv.OK() {
+		t.Fatal(err)
+	}
+	if raised, err := rv.Sync(ctx, "b", "weight", 10); err != nil || !raised {
+		t.Fatalf("Sync of b's weight: raised %v (%v)", raised, err)
+	}
+	if r, _ := lim.AllowQuota(ctx, qb, Cost{"weight": 1}); r.Allowed {
+		t.Fatal("b allowed after the server reported its window full")
+	}
+	if r, _ := lim.AllowQuota(ctx, qa, Cost{"weight": 1}); !r.Allowed {
+		t.Fatal("a denied: the sync of b's weight went to a's")
+	}
+	if _, err := rv.Sync(ctx, "c", "weight", 1); !errors.Is(err, ErrUnknownLimit) {
+		t.Fatalf("Sync of a quota not charged: %v", err)
 	}
 }

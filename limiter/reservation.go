@@ -189,17 +189,19 @@ func (r *Reservation) cancelOne(ctx context.Context, force bool) (int, error) {
 // reservation was charged in, for GCRA and SlidingWindow within Period of the
 // charge. It never lowers the count, and reports whether it raised it. With
 // several quotas charging limits of one name, it is the first one's, in
-// charge order within a Group (and, across groups, groups by key order).
+// charge order within a Group (and, across groups, groups by key order),
+// unless quota names the quota whose limit it is ("" for any; a single-key
+// reservation's limit has no name: Sync(ctx, "", "", used)).
 // used above the limit is taken as the limit. A reservation decided without
 // Redis syncs nothing.
-func (r *Reservation) Sync(ctx context.Context, limit string, used int) (bool, error) {
+func (r *Reservation) Sync(ctx context.Context, quota, limit string, used int) (bool, error) {
 	if used < 0 {
 		return false, fmt.Errorf("%w: used %d must be ≥ 0", ErrInvalidCost, used)
 	}
 	for _, b := range r.each() {
 		p := b.plan
 		for i := range p.n {
-			if p.names[i] != limit {
+			if p.names[i] != limit || (quota != "" && p.qname(int(p.of[i])) != quota) {
 				continue
 			}
 			if used == 0 || !b.rep.granted || b.rep.degraded || b.rep.grantUS == 0 {
@@ -208,7 +210,7 @@ func (r *Reservation) Sync(ctx context.Context, limit string, used int) (bool, e
 			return r.lim.sync(ctx, p.keys[i].key, p.limits[i], used, b.rep.grantUS)
 		}
 	}
-	return false, fmt.Errorf("%w: %q is not a limit this reservation charged", ErrUnknownLimit, limit)
+	return false, fmt.Errorf("%w: %q (quota %q) is not a limit this reservation charged", ErrUnknownLimit, limit, quota)
 }
 
 // Reserve books n units of limit under key at the earliest time they fit, as

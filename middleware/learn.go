@@ -91,7 +91,7 @@ func (t *Transport) sync(ctx context.Context, rl *rule, req *http.Request, r *li
 	var raised bool
 	var err error
 	if r != nil {
-		raised, err = r.Sync(ctx, u.Limit, u.Used)
+		raised, err = r.Sync(ctx, q.Name, u.Limit, u.Used)
 	} else {
 		raised, err = t.lim.Sync(ctx, q, u.Limit, u.Used)
 	}
