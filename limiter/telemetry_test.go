@@ -295,3 +295,25 @@ func TestTelemetryUsageAndHold(t *testing.T) {
 		}
 	}
 }
+
+// A grant booked in a later window reports no usage for its window limits:
+// quota.lua answers them 0 remaining by convention, and here the current
+// window is nearly empty (Guard pushed the grant past its end). Its GCRA
+// limit, whose remaining is the bucket's, is reported: the booking 5 s ahead
+// puts its theoretical arrival time 5 + 15 s ahead, half of the 60 s bucket.
+func TestTelemetryUsageBookedAhead(t *testing.T) {
+	h := oteltest.New()
+	mr, c := redistest.NewMini(t)
+	mr.SetTime(time.Date(2026, 1, 1, 0, 0, 55, 0, time.UTC)) // 5 s before the minute's window ends
+	lim := New(c, Options{Prefix: "a", Telemetry: h.Providers})
+	q := Quota{Name: "q", Guard: 10 * time.Second, Limits: []NamedLimit{
+		{"weight", PerMinute(10).WithAlgorithm(FixedWindow)}, {"orders", PerMinute(4)}}}
+	res, err := lim.ReserveQuota(context.Background(), q, Cost{"weight": 1, "orders": 1})
+	if err != nil || !res.OK() || res.Delay() <= 0 {
+		t.Fatalf("want a grant booked ahead: %v %v", res, err)
+	}
+	got := gaugeValues(t, h, metricUsage, attrQuota, attrLimit)
+	if len(got) != 1 || got["q/orders"] != 0.5 {
+		t.Fatalf("usage %v, want only q/orders 0.5", got)
+	}
+}
