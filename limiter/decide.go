@@ -260,6 +260,7 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 		// A wake-up: its booking was counted when it was made.
 		return nil
 	}
+	l.observe(p, r) // telemetry: limits' usage, hold left
 	if p.reps > 1 {
 		for i := range p.out {
 			if p.out[i].granted {

@@ -2,6 +2,9 @@ package limiter
 
 import (
 	"context"
+	"math"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -24,12 +27,15 @@ const (
 	metricDecisions = "redquota.limiter.decisions"
 	metricWait      = "redquota.limiter.wait"
 	metricBreaker   = "redquota.limiter.breaker.state"
+	metricUsage     = "redquota.limiter.usage"
+	metricHold      = "redquota.limiter.hold"
 
 	// Attributes. Keys (which may be user ids) are never recorded; quota
 	// names, limit names and algorithms are configuration and are.
 	attrResult     = attribute.Key("redquota.result")
 	attrKind       = attribute.Key("redquota.kind")
 	attrQuota      = attribute.Key("redquota.quota")
+	attrLimit      = attribute.Key("redquota.limit")
 	attrAlgorithm  = attribute.Key("redquota.algorithm")
 	attrCost       = attribute.Key("redquota.cost")
 	attrAllowed    = attribute.Key("redquota.allowed")
@@ -59,6 +65,104 @@ type instruments struct {
 	// Attribute options built once per (kind, result): recording a decision allocates nothing.
 	addOpts [2][numResults][]metric.AddOption
 	recOpts [2][]metric.RecordOption
+	// usage and hold are the gauges' values since the last collection.
+	usage, hold gauges
+}
+
+// gaugeKey names one gauge series: a quota's label and a limit name ("" for a hold).
+type gaugeKey struct{ quota, limit string }
+
+// gauges keeps the highest value recorded per series since the last
+// collection. The map is copied on insert (series are configuration: few, and
+// added once), so a decision reads it and updates its entry without a lock.
+type gauges struct {
+	mu sync.Mutex // serialises inserts
+	m  atomic.Pointer[map[gaugeKey]*gaugeEntry]
+}
+
+type gaugeEntry struct {
+	set attribute.Set
+	// bits is math.Float64bits(value+1), 0 when nothing was recorded since the
+	// last collection. Values are >= 0, so the bits order as the values do.
+	bits atomic.Uint64
+}
+
+// record raises k's value since the last collection to at least v (v >= 0).
+func (g *gauges) record(k gaugeKey, v float64) {
+	var e *gaugeEntry
+	if m := g.m.Load(); m != nil {
+		e = (*m)[k]
+	}
+	if e == nil {
+		e = g.add(k)
+	}
+	b := math.Float64bits(v + 1)
+	for {
+		old := e.bits.Load()
+		if old >= b || e.bits.CompareAndSwap(old, b) {
+			return
+		}
+	}
+}
+
+func (g *gauges) add(k gaugeKey) *gaugeEntry {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m := map[gaugeKey]*gaugeEntry{}
+	if old := g.m.Load(); old != nil {
+		if e := (*old)[k]; e != nil {
+			return e
+		}
+		for k2, e := range *old {
+			m[k2] = e
+		}
+	}
+	kv := []attribute.KeyValue{attrQuota.String(k.quota)}
+	if k.limit != "" {
+		kv = append(kv, attrLimit.String(k.limit))
+	}
+	e := &gaugeEntry{set: attribute.NewSet(kv...)}
+	m[k] = e
+	g.m.Store(&m)
+	return e
+}
+
+// observe reports each series recorded since the last collection, and clears
+// it: a limit no decision touched since is not reported (its last value
+// would go stale as the limit refills).
+func (g *gauges) observe(o metric.Float64Observer) {
+	m := g.m.Load()
+	if m == nil {
+		return
+	}
+	for _, e := range *m {
+		if b := e.bits.Swap(0); b != 0 {
+			o.Observe(math.Float64frombits(b)-1, metric.WithAttributeSet(e.set))
+		}
+	}
+}
+
+// observe records, from a decision's reply, the used fraction of each limit
+// of p's first quota, and the hold left when that quota's hold denied it.
+// Single keys (their key is their name) and degraded answers are not
+// recorded, nor a window limit of a grant booked ahead: quota.lua answers it
+// 0 remaining by convention (the booking is in a later window, or pushed
+// there by Guard while the current one still has room).
+func (l *Limiter) observe(p *plan, r *reply) {
+	if l.tel.decisions == nil || p.quota == "" || r.degraded {
+		return
+	}
+	ahead := r.granted && r.waitUS > 0
+	for i := range p.n {
+		if a := p.limits[i].Algorithm; p.of[i] != 0 || ahead && (a == FixedWindow || a == SlidingWindowCounter) {
+			continue
+		}
+		m := float64(p.limits[i].Max())
+		l.tel.usage.record(gaugeKey{p.quota, p.names[i]}, min(max((m-float64(r.per[i].rem))/m, 0), 1))
+	}
+	if !r.granted && r.by == -1 {
+		l.tel.hold.record(gaugeKey{quota: p.quota}, float64(max(r.waitUS, 0))/1e6)
+	}
 }
 
 const (
@@ -84,6 +188,20 @@ func (l *Limiter) initTelemetry(p telemetry.Providers) {
 		metric.WithDescription("The Redis circuit breaker: 0 closed, 1 half-open, 2 open (decisions go to the failure policy)."),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 			o.Observe(telemetry.BreakerState(l.breaker.State()))
+			return nil
+		}))
+	_, _ = m.Float64ObservableGauge(metricUsage,
+		metric.WithDescription("Highest used fraction ((Max-Remaining)/Max) of a quota's limit in this process's decisions since the last collection; unreported when none."),
+		metric.WithUnit("1"),
+		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
+			in.usage.observe(o)
+			return nil
+		}))
+	_, _ = m.Float64ObservableGauge(metricHold,
+		metric.WithDescription("Longest time left on a quota's hold among the decisions it denied since the last collection; unreported when none."),
+		metric.WithUnit("s"),
+		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
+			in.hold.observe(o)
 			return nil
 		}))
 	for k := range kindNames {

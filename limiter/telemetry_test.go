@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/redquota/redquota/internal/oteltest"
@@ -204,5 +206,114 @@ func TestTelemetryQuotaLabel(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("no span recorded the label")
+	}
+}
+
+// gaugeValues returns a float64 gauge's data points, keyed by the values of
+// attrs joined with "/".
+func gaugeValues(t *testing.T, h *oteltest.Harness, name string, attrs ...attribute.Key) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, sm := range h.Collect(t).ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			g, ok := m.Data.(metricdata.Gauge[float64])
+			if !ok {
+				t.Fatalf("%s is %T, not a float64 gauge", name, m.Data)
+			}
+			for _, dp := range g.DataPoints {
+				parts := make([]string, len(attrs))
+				for i, a := range attrs {
+					v, _ := dp.Attributes.Value(a)
+					parts[i] = v.Emit()
+				}
+				out[strings.Join(parts, "/")] = dp.Value
+			}
+		}
+	}
+	return out
+}
+
+// Every decision records each charged limit's used fraction under the quota's
+// label and the limit's name (never the key), the highest since the last
+// collection; a hold that denies records the time it has left.
+func TestTelemetryUsageAndHold(t *testing.T) {
+	h := oteltest.New()
+	mr, c := redistest.NewMini(t)
+	mr.SetTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)) // Redis TIME stands still: the hold left is exact
+	lim := New(c, Options{Prefix: "u", Telemetry: h.Providers})
+	ctx := context.Background()
+	base := Quota{Name: "binance-ip", Label: "binance", Limits: []NamedLimit{
+		{"weight", PerMinute(10).WithAlgorithm(FixedWindow)}, {"orders", PerMinute(4)}}}
+	q := base.For("secret-user-key")
+	usage := func() map[string]float64 { return gaugeValues(t, h, metricUsage, attrQuota, attrLimit) }
+
+	if _, err := lim.AllowQuota(ctx, q, Cost{"weight": 7, "orders": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lim.AllowQuota(ctx, q, Cost{"weight": 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lim.Allow(ctx, "secret-user-key", PerSecond(5)); err != nil { // a single key: not recorded
+		t.Fatal(err)
+	}
+	// weight: 9 of 10 used; orders: 1 of 4, its latest decision.
+	want := map[string]float64{"binance/weight": 0.9, "binance/orders": 0.25}
+	got := usage()
+	if len(got) != len(want) || math.Abs(got["binance/weight"]-0.9) > 1e-9 || got["binance/orders"] != 0.25 {
+		t.Fatalf("usage %v, want %v", got, want)
+	}
+	if got := usage(); len(got) != 0 {
+		t.Fatalf("usage reported again without a decision since: %v", got)
+	}
+	// A denied decision reports usage too (weight full, nothing charged).
+	if r, err := lim.AllowQuota(ctx, q, Cost{"weight": 2}); err != nil || r.Allowed {
+		t.Fatalf("want a denial: %+v %v", r, err)
+	}
+	if got := usage(); len(got) != 1 || math.Abs(got["binance/weight"]-0.9) > 1e-9 {
+		t.Fatalf("usage after a denial %v, want binance/weight 0.9", got)
+	}
+
+	if _, err := lim.Hold(ctx, q, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := lim.AllowQuota(ctx, q, Cost{"orders": 1}); err != nil || r.Allowed || r.DeniedBy != HoldName {
+		t.Fatalf("want a denial by the hold: %+v %v", r, err)
+	}
+	if got := gaugeValues(t, h, metricHold, attrQuota); len(got) != 1 || got["binance"] != 60 {
+		t.Fatalf("hold %v, want binance 60 s", got)
+	}
+	for _, sm := range h.Collect(t).ScopeMetrics {
+		for _, m := range sm.Metrics {
+			for _, s := range oteltest.AttrSets(m.Data) {
+				if strings.Contains(s.Encoded(attribute.DefaultEncoder()), "secret-user-key") {
+					t.Fatalf("%s carries the key: %v", m.Name, s)
+				}
+			}
+		}
+	}
+}
+
+// A grant booked in a later window reports no usage for its window limits:
+// quota.lua answers them 0 remaining by convention, and here the current
+// window is nearly empty (Guard pushed the grant past its end). Its GCRA
+// limit, whose remaining is the bucket's, is reported: the booking 5 s ahead
+// puts its theoretical arrival time 5 + 15 s ahead, half of the 60 s bucket.
+func TestTelemetryUsageBookedAhead(t *testing.T) {
+	h := oteltest.New()
+	mr, c := redistest.NewMini(t)
+	mr.SetTime(time.Date(2026, 1, 1, 0, 0, 55, 0, time.UTC)) // 5 s before the minute's window ends
+	lim := New(c, Options{Prefix: "a", Telemetry: h.Providers})
+	q := Quota{Name: "q", Guard: 10 * time.Second, Limits: []NamedLimit{
+		{"weight", PerMinute(10).WithAlgorithm(FixedWindow)}, {"orders", PerMinute(4)}}}
+	res, err := lim.ReserveQuota(context.Background(), q, Cost{"weight": 1, "orders": 1})
+	if err != nil || !res.OK() || res.Delay() <= 0 {
+		t.Fatalf("want a grant booked ahead: %v %v", res, err)
+	}
+	got := gaugeValues(t, h, metricUsage, attrQuota, attrLimit)
+	if len(got) != 1 || got["q/orders"] != 0.5 {
+		t.Fatalf("usage %v, want only q/orders 0.5", got)
 	}
 }

@@ -167,6 +167,9 @@ func TestScrape(t *testing.T) {
 			{"redquota_limiter_decisions_total", map[string]string{"redquota_kind": "single", "redquota_result": "allowed"}, 2},
 			{"redquota_limiter_wait_seconds_count", map[string]string{"redquota_kind": "single"}, 1},
 			{"redquota_limiter_breaker_state", nil, 0},
+			// Usage: orders 2 of 2 and api 1 of 1 used (their denials saw them full).
+			{"redquota_limiter_usage_ratio", map[string]string{"redquota_quota": "orders", "redquota_limit": "orders"}, 1},
+			{"redquota_limiter_usage_ratio", map[string]string{"redquota_quota": "api", "redquota_limit": "rps"}, 1},
 
 			{"redquota_middleware_requests_total", map[string]string{"redquota_quota": "spot", "redquota_status_class": "2xx"}, 1},
 			{"redquota_middleware_requests_total", map[string]string{"redquota_quota": "spot", "redquota_status_class": "4xx"}, 1},
@@ -200,6 +203,17 @@ func TestScrape(t *testing.T) {
 			}
 			require.Equal(t, s.value, got, "%v", s)
 		}
+		// spot's weight, the highest seen: the usage header raised the count to
+		// 7, and the 429's request took the 8th of 1200.
+		u, ok := find(t, samples, series{name: "redquota_limiter_usage_ratio",
+			labels: map[string]string{"redquota_quota": "spot", "redquota_limit": "weight"}})
+		require.True(t, ok, "spot's usage")
+		require.InDelta(t, 8.0/1200, u, 1e-9)
+		// The 429's 60 s hold denied the third spot request: its time left, at
+		// most 60 s, and more than 50 s (this test takes well under 10 s).
+		hold, ok := find(t, samples, series{name: "redquota_limiter_hold_seconds", labels: map[string]string{"redquota_quota": "spot"}})
+		require.True(t, ok, "spot's hold")
+		require.InDelta(t, 55, hold, 5)
 		// Redis commands, in seconds: how many depends on the backend (a first
 		// EVALSHA answered NOSCRIPT and sent again as EVAL, which redisotel
 		// counts as an error; cluster redirections), so only their presence is
