@@ -823,15 +823,21 @@ func TestBinanceTwoAccountsOneIP(t *testing.T) {
 		}
 		orders[w][h.account] += h.cost["orders-1m"]
 	}
+	busiest := 0
 	for w := first; w <= last; w++ {
 		a, b := orders[w]["acct-a"], orders[w]["acct-b"]
 		t.Logf("window %d: weight %d of 1200 (both accounts), orders A %d and B %d of %d each", w, weight[w], a, b, orderLimit)
 		if a == 0 || b == 0 || a+b <= orderLimit {
 			t.Errorf("window %d: orders A %d, B %d; want both, together more than one account's limit %d", w, a, b, orderLimit)
 		}
-		if weight[w] < 1000 {
-			t.Errorf("window %d: weight %d: the workload did not press on the IP's weight", w, weight[w])
-		}
+		busiest = max(busiest, weight[w])
+	}
+	// The workload must press on the IP's weight for the shared count to be
+	// tested at all. One window at the limit shows it: under -race on a busy
+	// machine a window can fall short while 8 processes warm up (912 of 1200
+	// in one CI run), which says nothing about sharing.
+	if busiest < 1000 {
+		t.Errorf("busiest window's weight %d: the workload did not press on the IP's weight", busiest)
 	}
 	if s := fleet[0].client.Transport.(*middleware.Transport).Stats(); s.Unmatched != 0 || s.Sent == 0 {
 		t.Errorf("process 0: %+v: its requests must all be charged", s)
