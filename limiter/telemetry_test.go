@@ -11,7 +11,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/redquota/redquota/internal/oteltest"
@@ -209,33 +208,6 @@ func TestTelemetryQuotaLabel(t *testing.T) {
 	}
 }
 
-// gaugeValues returns a float64 gauge's data points, keyed by the values of
-// attrs joined with "/".
-func gaugeValues(t *testing.T, h *oteltest.Harness, name string, attrs ...attribute.Key) map[string]float64 {
-	t.Helper()
-	out := map[string]float64{}
-	for _, sm := range h.Collect(t).ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			g, ok := m.Data.(metricdata.Gauge[float64])
-			if !ok {
-				t.Fatalf("%s is %T, not a float64 gauge", name, m.Data)
-			}
-			for _, dp := range g.DataPoints {
-				parts := make([]string, len(attrs))
-				for i, a := range attrs {
-					v, _ := dp.Attributes.Value(a)
-					parts[i] = v.Emit()
-				}
-				out[strings.Join(parts, "/")] = dp.Value
-			}
-		}
-	}
-	return out
-}
-
 // Every decision records each charged limit's used fraction under the quota's
 // label and the limit's name (never the key), the highest since the last
 // collection; a hold that denies records the time it has left.
@@ -248,7 +220,7 @@ func TestTelemetryUsageAndHold(t *testing.T) {
 	base := Quota{Name: "binance-ip", Label: "binance", Limits: []NamedLimit{
 		{"weight", PerMinute(10).WithAlgorithm(FixedWindow)}, {"orders", PerMinute(4)}}}
 	q := base.For("secret-user-key")
-	usage := func() map[string]float64 { return gaugeValues(t, h, metricUsage, attrQuota, attrLimit) }
+	usage := func() map[string]float64 { return h.Gauges(t, metricUsage, attrQuota, attrLimit) }
 
 	if _, err := lim.AllowQuota(ctx, q, Cost{"weight": 7, "orders": 1}); err != nil {
 		t.Fatal(err)
@@ -282,7 +254,7 @@ func TestTelemetryUsageAndHold(t *testing.T) {
 	if r, err := lim.AllowQuota(ctx, q, Cost{"orders": 1}); err != nil || r.Allowed || r.DeniedBy != HoldName {
 		t.Fatalf("want a denial by the hold: %+v %v", r, err)
 	}
-	if got := gaugeValues(t, h, metricHold, attrQuota); len(got) != 1 || got["binance"] != 60 {
+	if got := h.Gauges(t, metricHold, attrQuota); len(got) != 1 || got["binance"] != 60 {
 		t.Fatalf("hold %v, want binance 60 s", got)
 	}
 	for _, sm := range h.Collect(t).ScopeMetrics {
@@ -312,7 +284,7 @@ func TestTelemetryUsageBookedAhead(t *testing.T) {
 	if err != nil || !res.OK() || res.Delay() <= 0 {
 		t.Fatalf("want a grant booked ahead: %v %v", res, err)
 	}
-	got := gaugeValues(t, h, metricUsage, attrQuota, attrLimit)
+	got := h.Gauges(t, metricUsage, attrQuota, attrLimit)
 	if len(got) != 1 || got["q/orders"] != 0.5 {
 		t.Fatalf("usage %v, want only q/orders 0.5", got)
 	}

@@ -63,16 +63,43 @@ func (h *Harness) Sums(t testing.TB, name string, attrs ...attribute.Key) map[st
 				t.Fatalf("%s is %T, not an int64 sum", name, m.Data)
 			}
 			for _, dp := range sum.DataPoints {
-				parts := make([]string, len(attrs))
-				for i, a := range attrs {
-					v, _ := dp.Attributes.Value(a)
-					parts[i] = v.Emit()
-				}
-				out[strings.Join(parts, "/")] += dp.Value
+				out[key(dp.Attributes, attrs)] += dp.Value
 			}
 		}
 	}
 	return out
+}
+
+// Gauges returns the float64 gauge name's data points, keyed by the values
+// of attrs joined with "/".
+func (h *Harness) Gauges(t testing.TB, name string, attrs ...attribute.Key) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, sm := range h.Collect(t).ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			g, ok := m.Data.(metricdata.Gauge[float64])
+			if !ok {
+				t.Fatalf("%s is %T, not a float64 gauge", name, m.Data)
+			}
+			for _, dp := range g.DataPoints {
+				out[key(dp.Attributes, attrs)] = dp.Value
+			}
+		}
+	}
+	return out
+}
+
+// key joins the values of attrs in set with "/".
+func key(set attribute.Set, attrs []attribute.Key) string {
+	parts := make([]string, len(attrs))
+	for i, a := range attrs {
+		v, _ := set.Value(a)
+		parts[i] = v.Emit()
+	}
+	return strings.Join(parts, "/")
 }
 
 // AttrSets returns the attribute sets of every data point of a metric, for
