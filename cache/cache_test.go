@@ -283,11 +283,19 @@ func TestDecodeInPlaceAllocs(t *testing.T) {
 					t.Fatal(err)
 				}
 				var v names
-				n := testing.AllocsPerRun(200, func() {
-					if found, err := e.c.Get(ctx, "k", &v); !found || err != nil {
-						t.Fatal(found, err)
-					}
-				})
+				// AllocsPerRun counts every allocation in the process, and a
+				// client that ignores context deadlines has each call finish
+				// in a goroutine of its own (internal/reach), whose allocations
+				// can land in the next measurement: the fewest of three is the
+				// call's own count.
+				n := math.Inf(1)
+				for range 3 {
+					n = min(n, testing.AllocsPerRun(200, func() {
+						if found, err := e.c.Get(ctx, "k", &v); !found || err != nil {
+							t.Fatal(found, err)
+						}
+					}))
+				}
 				if v != (names{"alpha", "beta", "gamma"}) {
 					t.Fatalf("decoded %+v", v)
 				}
