@@ -13,6 +13,7 @@ import (
 
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
+	"github.com/redquota/redquota/scripts"
 )
 
 // t0 is miniredis's frozen clock: the middle of a minute, so that a fixed
@@ -74,7 +75,9 @@ func (c *closeTracker) Close() error             { c.closed.Store(true); return 
 // cmdHook is a go-redis hook that calls before and after (when set) around
 // each command the client sends, pipelined or not, with the command's name: a
 // test uses it to act at an exact point of a request's bookkeeping instead of
-// at a guessed time.
+// at a guessed time. A test counting script calls loads the scripts first
+// (loadScripts): on a server that has not seen them, a decision is an EVALSHA
+// refused with NOSCRIPT and then an EVAL, two calls where the count wants one.
 type cmdHook struct {
 	before, after func(name string)
 	cmd           func(redis.Cmder) // before each command, when set
@@ -104,6 +107,15 @@ func (h cmdHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 			h.call(h.after, cmd)
 		}
 		return err
+	}
+}
+
+// loadScripts loads every script into c's server(s), so each decision after
+// it is one EVALSHA.
+func loadScripts(t *testing.T, c redis.Scripter) {
+	t.Helper()
+	if err := scripts.Load(context.Background(), c); err != nil {
+		t.Fatal(err)
 	}
 }
 

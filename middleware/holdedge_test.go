@@ -54,6 +54,7 @@ func TestHoldEdgeNeverEarly(t *testing.T) {
 			c = redistest.NewClusterClient(t)
 		}
 		booked := make(chan struct{}, 1)
+		loadScripts(t, c)
 		c.AddHook(cmdHook{after: func(name string) {
 			if name == "evalsha" || name == "eval" {
 				select {
