@@ -153,7 +153,12 @@ func (l *Limiter) reserveGroups(ctx context.Context, ps []*plan, maxWaitUS int64
 	for range len(ps) + 1 {
 		moved := false
 		for i, p := range ps {
-			p.notBefore = nb
+			if maxWaitUS > 1 {
+				// AllowAll's (maxWaitUS 1) are all due at once, and never
+				// moved: a time read on one node's clock, checked against a
+				// node whose clock is a little behind, would refuse them.
+				p.notBefore = nb
+			}
 			b, err := l.book(ctx, p, maxWaitUS)
 			p.notBefore = 0
 			if err == nil && !b.rep.granted {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/scripts"
 )
 
 // For makes instances of one template: each key counts alone, and no key can
@@ -259,5 +261,36 @@ func TestReservationSyncQuotaQualified(t *testing.T) {
 	}
 	if _, err := rv.Sync(ctx, "c", "weight", 1); !errors.Is(err, ErrUnknownLimit) {
 		t.Fatalf("Sync of a quota not charged: %v", err)
+	}
+}
+
+// Cluster nodes' clocks differ a little. AllowAll across groups on two nodes,
+// the second 5 ms behind the first, still grants: its bookings are all due at
+// once, and none waits for a time read on another node's clock (the
+// second node's clock is played by moving miniredis's back after the first
+// group's call).
+func TestAllowAllAcrossNodeClocks(t *testing.T) {
+	m, c := redistest.NewMini(t)
+	start := time.Date(2025, 1, 15, 12, 0, 30, 0, time.UTC)
+	m.SetTime(start)
+	if err := scripts.Load(context.Background(), c); err != nil { // one call per group
+		t.Fatal(err)
+	}
+	var calls atomic.Int64
+	c.AddHook(afterScript(func() {
+		if calls.Add(1)%2 == 1 { // the first group's call: the next node is behind
+			m.SetTime(start.Add(-5 * time.Millisecond))
+		} else {
+			m.SetTime(start)
+		}
+	}))
+	lim := New(c, Options{Prefix: redistest.NewPrefix(t)})
+	ip := Quota{Name: "ip", Group: "ip1", Limits: []NamedLimit{{"weight", PerMinute(10)}}}
+	acct := Quota{Name: "orders", Group: "acct1", Limits: []NamedLimit{{"orders", PerMinute(10)}}}
+	for i := range 3 {
+		r, err := lim.AllowAll(context.Background(), Charge{ip, Cost{"weight": 1}}, Charge{acct, Cost{"orders": 1}})
+		if err != nil || !r.Allowed {
+			t.Fatalf("call %d: %+v %v", i, r, err)
+		}
 	}
 }

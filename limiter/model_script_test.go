@@ -179,7 +179,7 @@ func runModel(t *testing.T, seed uint64, limits []Limit, steps int, guarded, que
 			queue = append(queue, outstanding{rv, want.booked, costs})
 		}
 	}
-	cov.midBacks = model.midBacks
+	cov.midBacks, cov.repassed = model.midBacks, model.repassed
 	for _, l := range model.limits {
 		if w, ok := l.(*winModel); ok {
 			cov.guarded += w.guarded
@@ -194,12 +194,14 @@ type modelCoverage struct {
 	midBacks int // bookings that gave units back from the middle of a queue
 	rebooked int // wake-ups that booked again after a hold
 	guarded  int // grants a guard moved to the next window
+	repassed int // grant times a guard moved after another limit had set them
 }
 
 func (c *modelCoverage) add(o modelCoverage) {
 	c.midBacks += o.midBacks
 	c.rebooked += o.rebooked
 	c.guarded += o.guarded
+	c.repassed += o.repassed
 }
 
 // Each algorithm's script decides exactly as its reference model over random
@@ -226,7 +228,8 @@ func TestScriptMatchesModel(t *testing.T) {
 }
 
 // Quotas of mixed algorithms decide as the model: the grant time is the latest
-// of each limit's earliest time, and all limits are charged or none.
+// of each limit's earliest time, moved on while it lies in a fixed window's
+// guard, and all limits are charged or none.
 func TestQuotaScriptMatchesModel(t *testing.T) {
 	t.Parallel()
 	var cov modelCoverage
@@ -239,7 +242,7 @@ func TestQuotaScriptMatchesModel(t *testing.T) {
 		cov.add(runModel(t, 1000+seed, ls, 150, seed%2 == 0, seed%3 == 0))
 	}
 	t.Logf("%+v", cov)
-	if cov.midBacks == 0 || cov.rebooked == 0 {
+	if cov.midBacks == 0 || cov.rebooked == 0 || cov.repassed == 0 {
 		t.Fatalf("the random steps missed a case: %+v", cov)
 	}
 }

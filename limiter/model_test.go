@@ -293,6 +293,9 @@ type quotaModel struct {
 	// midBacks counts units given back by bookings that were not their limit's
 	// last charge (test coverage).
 	midBacks int
+	// repassed counts decisions whose grant time a guard moved after every
+	// limit had given its earliest time (test coverage).
+	repassed int
 }
 
 type modelDecision struct {
@@ -349,6 +352,22 @@ func (q *quotaModel) decide(now, maxWait int64, costs []int64) modelDecision {
 		if e := l.earliest(now, t0, costs[i]); e > t {
 			t, by = e, int64(i+1)
 		}
+	}
+	// Every limit must be able to grant at t itself: a fixed window whose
+	// earliest time was before t may find t inside its guard and move it to
+	// its next window's start, which may land in another's guard. The script
+	// bounds these passes at 2 per limit (see quota.lua); so does the model.
+	for range 2 * len(q.limits) {
+		moved := false
+		for i, l := range q.limits {
+			if e := l.earliest(now, t, costs[i]); e > t {
+				t, by, moved = e, int64(i+1), true
+			}
+		}
+		if !moved {
+			break
+		}
+		q.repassed++
 	}
 	d := modelDecision{wait: t - now, by: by, rem: make([]int64, len(q.limits))}
 	if t-now <= maxWait {

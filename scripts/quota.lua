@@ -40,7 +40,9 @@
 --
 -- Every limit's grants are first come first served, so the earliest time a limit
 -- can take its cost is monotone: once feasible, feasible at every later time. The
--- grant time is therefore the latest of each limit's earliest time.
+-- grant time is therefore the latest of each limit's earliest time, moved on
+-- to a fixed window's next start while it lies in that window's guard (the
+-- one exception to monotonicity; see the passes after the limits' loop).
 --
 -- Reply: {granted, wait µs, denied by, grant time µs, then per limit: remaining,
 -- reset µs, mark}. wait is the delay until the grant (granted) or the retry-after
@@ -303,6 +305,25 @@ for i = 1, n do
   end
   st[i] = s
   if ei > t then t, by = ei, i end
+end
+
+-- t may have moved past where a fixed window's guard was checked (a later
+-- limit's time landing in an earlier fixed window's guard): such a limit then
+-- grants at its next window's start instead (its count is then 0, and every
+-- other limit, being monotone, stays feasible). A bounded number of passes: a
+-- move to one window's start may land in another period's guard.
+if windowed and n > 1 then
+  for _ = 1, 2 * n do
+    local moved = false
+    for i = 1, n do
+      local p, gd = period[i], guard[i]
+      if gd > 0 then
+        local e = (math.floor(t / p) + 1) * p
+        if t >= e - gd then t, by, moved = e, i, true end
+      end
+    end
+    if not moved then break end
+  end
 end
 
 local wait = t - now
