@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    ?= ./...
 BENCH_COUNT ?= 6
 
-.PHONY: test demo bench lint cover fuzz soak monitoring-check monitoring-demo
+.PHONY: test demo bench lint cover fuzz soak monitoring-check monitoring-demo api
 
 ## test: every test, race detector on, shuffled, on miniredis, a real redis-server and a 3-node cluster
 test:
@@ -52,3 +52,7 @@ monitoring-check:
 ## monitoring-demo: the demo with -metrics, a real Prometheus scraping it every 2 s, and every dashboard query asked of it (DURATION=40s)
 monitoring-demo:
 	./monitoring/demo.sh
+
+## api: exported names and fields per public package (the surface issue 18 shrinks)
+api:
+	$(GO) run ./internal/apicount
