@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,13 +38,28 @@ func TestEvictionWarningAndEffect(t *testing.T) {
 	if r, _ := lim.Allow(ctx, "k", limit); r.Allowed {
 		t.Fatal("limit not reached before eviction")
 	}
-	// Fill memory with other keys until the limiter key is evicted.
-	junk := strings.Repeat("x", 64<<10)
-	for i := 0; i < 400; i++ {
-		_ = c.Set(ctx, "junk"+string(rune('a'+i%26))+strings.Repeat("!", i/26), junk, 0).Err()
+	// Fill memory with other keys until the limiter key is evicted: LRU
+	// eviction samples keys, so how many writes that takes varies, but not
+	// whether it happens (each write past maxmemory evicts something, and the
+	// limiter key is never touched again).
+	keys, err := c.Keys(ctx, "ev:*:gcra").Result() // the limit's state
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("limiter state keys before eviction: %v %v", keys, err)
 	}
-	if n, _ := c.Exists(ctx, "ev:{k}:gcra").Result(); n != 0 {
-		t.Skip("the limiter key survived eviction this time; the warning stands regardless")
+	junk := strings.Repeat("x", 64<<10)
+	evicted := false
+	for i := 0; i < 20_000 && !evicted; i++ {
+		if err := c.Set(ctx, "junk"+strconv.Itoa(i), junk, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.Exists(ctx, keys[0]).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		evicted = n == 0
+	}
+	if !evicted {
+		t.Fatalf("%s survived 20 000 writes of 64 KiB under a 4 MB allkeys-lru", keys[0])
 	}
 	if r, _ := lim.Allow(ctx, "k", limit); !r.Allowed {
 		t.Fatal("expected the evicted limit to allow again (the overshoot CheckServer warns about)")
