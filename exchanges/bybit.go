@@ -163,6 +163,13 @@ type BybitOptions struct {
 // fills that window in every process (and holds it until the reset time,
 // when given); an HTTP 403 whose body is not a V5 JSON answer (the IP ban's
 // "access too frequent") holds the IP's quota for Middleware.BanHold.
+//
+// The limiter serves each limit first come first served: a request that
+// must wait for its UID's window is booked at its turn in the IP's log too,
+// and requests on the same IP asked for after it (other UIDs, other
+// endpoints) are booked no earlier. Callers that keep one UID's endpoint
+// saturated therefore delay the IP's other traffic; give such a stream a
+// context deadline (or Middleware.FailFast) rather than an unbounded queue.
 func Bybit(opts BybitOptions) (Preset, error) {
 	if err := checkScale(opts.TimeScale); err != nil {
 		return Preset{}, err
