@@ -10,6 +10,7 @@ import (
 
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
+	"github.com/redquota/redquota/wsguard"
 )
 
 // Bybit V5's documented limits, read in the bybit-exchange/docs repository
@@ -393,3 +394,34 @@ func (b bybitUsage) limit(a *middleware.Answer) (limiter.Limit, bool) {
 }
 
 var _ middleware.UsageParser = bybitUsage{}
+
+// BybitWebSocket returns the wsguard options for Bybit's V5 WebSocket
+// connections from one IP (stream.bybit.com and its local hosts): each
+// connection attempt is charged to the quota <Quota>-ws-connections, at most
+// 500 attempts in any 5 minutes ("Do not establish more than 500 connections
+// within a 5-minute window", rate-limit.mdx, "Websocket IP limit"), a
+// sliding window padded by Guard and scaled by TimeScale like the REST
+// limits, in the group of the REST preset's quotas. A handshake answered 429
+// holds it (the guard's handling). Not modelled: the 1,000 market-data
+// connections per IP and market open at once (a count of open connections,
+// not a rate), and the WebSocket trade API's per-session limits.
+func BybitWebSocket(opts BybitOptions) (wsguard.Options, error) {
+	if err := checkScale(opts.TimeScale); err != nil {
+		return wsguard.Options{}, err
+	}
+	if opts.Quota == "" {
+		opts.Quota = "bybit"
+	}
+	period := scale(5*time.Minute, opts.TimeScale)
+	l := sliding(limiter.Limit{Rate: 500, Period: period}, slidingGuard(opts.Guard, period))
+	q := limiter.Quota{Name: opts.Quota + "-ws-connections", Group: opts.Quota, Limits: []limiter.NamedLimit{{Name: "connections", Limit: l}}}
+	if err := q.Validate(); err != nil {
+		return wsguard.Options{}, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
+	return wsguard.Options{
+		Name:      opts.Quota + "-ws",
+		Connect:   []limiter.Charge{{Quota: q, Cost: limiter.Cost{"connections": 1}}},
+		MaxHold:   opts.Middleware.MaxHold,
+		Telemetry: opts.Middleware.Telemetry,
+	}, nil
+}
