@@ -148,21 +148,21 @@ func (s *okxSim) log() []windowHit {
 // windows), each sender always asking for more: no 50011, no 50061, and each
 // window serves at least 95% of what a rolling window of the documented size
 // can over the run. Why the bound holds under load: the preset pads each
-// window by a 250 ms guard (for arrival skew, see TestBybitFleetUID), and a
+// window by a 500 ms guard (for arrival skew, see TestBybitFleetUID), and a
 // window's burst reaches the simulator over the time its senders take to
-// send it (16 senders per kind: at most four rounds); periods are scaled by
+// send it (24 senders per kind: at most three rounds); periods are scaled by
 // 10 (20 s) so that both together stay under 5% of a window.
 func TestOKXFleet(t *testing.T) {
 	const scale = 10
 	sim := newOKXSim(t, scale)
-	p, err := exchanges.OKX(exchanges.OKXOptions{Hosts: []string{"127.0.0.1"}, TimeScale: scale, Guard: 250 * time.Millisecond})
+	p, err := exchanges.OKX(exchanges.OKXOptions{Hosts: []string{"127.0.0.1"}, TimeScale: scale, Guard: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	fleet := newFleet(t, p)
-	warm(t, fleet, p, sim.srv.URL+"/warm", 6)
+	warm(t, fleet, p, sim.srv.URL+"/warm", 9)
 	stop := time.Now().Add(22 * time.Second)
-	drive(t, fleet, 6, stop, func(ctx context.Context, pr *proc, g int) error {
+	drive(t, fleet, 9, stop, func(ctx context.Context, pr *proc, g int) error {
 		var req *http.Request
 		var err error
 		switch g % 3 {

@@ -25,9 +25,11 @@ func (nopSocket) Close(int, string) error                  { return nil }
 // Eight processes (each its own Redis client, Limiter and Guard) open
 // connections as fast as their guards let them: the exchange's connection
 // limit, simulated as a rolling window (Bybit: 500 in any 5 minutes, scaled
-// by 1/60 to 5 s; OKX: 3 in any second), is never exceeded, and a window
-// fills to at least 95% of it at some point. Attempts are dialled in the
-// process right after their turn, well inside the 100 ms default padding.
+// by 1/60 to 5 s; OKX: 3 in any second, scaled by 3), is never exceeded, and
+// a window fills to at least 95% of it at some point. Attempts are dialled in
+// the process right after their turn; the windows are padded by 500 ms (a
+// woken waiter under -race on a loaded machine dialled over 100 ms after
+// its turn, into the next OKX window).
 func TestWebSocketConnectLimits(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -37,9 +39,11 @@ func TestWebSocketConnectLimits(t *testing.T) {
 		run    time.Duration
 	}{
 		{"bybit", func() (wsguard.Options, error) {
-			return exchanges.BybitWebSocket(exchanges.BybitOptions{TimeScale: 1.0 / 60})
+			return exchanges.BybitWebSocket(exchanges.BybitOptions{TimeScale: 1.0 / 60, Guard: 500 * time.Millisecond})
 		}, 500, 5 * time.Second, 7 * time.Second},
-		{"okx", func() (wsguard.Options, error) { return exchanges.OKXWebSocket(exchanges.OKXOptions{}) }, 3, time.Second, 3 * time.Second},
+		{"okx", func() (wsguard.Options, error) {
+			return exchanges.OKXWebSocket(exchanges.OKXOptions{TimeScale: 3, Guard: 500 * time.Millisecond})
+		}, 3, 3 * time.Second, 5 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts, err := tc.opts()
