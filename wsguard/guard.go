@@ -21,12 +21,15 @@
 // The exchange's refusals (an error frame with retryAfter, a close code) are
 // read by Options.Refusals from every message and close Conn.Read sees, and
 // become holds (limiter.Limiter.Hold) on the quota they name, in every
-// process. The guard computes no window and no hold of its own: the limiter
-// decides when an attempt or a message may go, on Redis's clock.
+// process; a handshake answered 429 or 418 (a DialFunc's HandshakeError)
+// holds Options.Connect's quotas for its Retry-After. The guard computes no
+// window and no hold of its own: the limiter decides when an attempt or a
+// message may go, on Redis's clock.
 //
 // Subscribe checks a connection's stream count against Options.MaxStreams
 // (Binance: 1024 streams per connection) before anything is sent.
-// Package exchanges builds Options for Binance (BinanceWebSocket).
+// Package exchanges builds Options for Binance (BinanceWebSocket), Bybit
+// (BybitWebSocket) and OKX (OKXWebSocket).
 package wsguard
 
 import (
