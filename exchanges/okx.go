@@ -165,17 +165,53 @@ type OKXOptions struct {
 // sub-account's at the same time, ahead of later orders of other
 // instruments.
 func OKX(opts OKXOptions) (Preset, error) {
-	if err := checkScale(opts.TimeScale); err != nil {
+	pr, err := newOKXPricer(&opts)
+	if err != nil {
 		return Preset{}, err
-	}
-	if opts.Quota == "" {
-		opts.Quota = "okx"
 	}
 	if len(opts.Hosts) == 0 {
 		opts.Hosts = []string{"www.okx.com"}
 	}
 	if opts.Account == nil {
 		opts.Account = func(r *http.Request) string { return r.Header.Get("OK-ACCESS-KEY") }
+	}
+	account := opts.Account
+	charges := func(r *http.Request, body []byte) ([]limiter.Charge, error) {
+		method := r.Method
+		if method == "" {
+			method = http.MethodGet
+		}
+		ep := method + " " + r.URL.Path
+		return pr.price(ep, account(r), func(batch bool) []okxInst { return okxInstruments(r, body, batch) }), nil
+	}
+	rule := middleware.Rule{
+		Hosts:      opts.Hosts,
+		PathPrefix: "/api/v5/",
+		Quota:      pr.holdOnly,
+		Charges:    charges,
+		Usage:      []middleware.UsageParser{okxUsage{orders: pr.orders.Name}},
+		PeekBody:   maxErrorBody,
+	}
+	return Preset{Exchange: "okx", Quotas: []limiter.Quota{pr.orders}, Rules: []middleware.Rule{rule}, Options: opts.Middleware}, nil
+}
+
+// okxPricer prices OKX requests, REST or WebSocket, on the same quotas.
+type okxPricer struct {
+	table    map[string]okxEndpoint
+	limits   map[string]limiter.Limit // each endpoint's, padded
+	ip, uid  string                   // the quotas' names
+	group    string
+	orders   limiter.Quota // the sub-account's
+	holdOnly limiter.Quota // for what OKX does not count: its holds only
+}
+
+// newOKXPricer builds the limits of opts (setting its Quota's default).
+func newOKXPricer(opts *OKXOptions) (okxPricer, error) {
+	if err := checkScale(opts.TimeScale); err != nil {
+		return okxPricer{}, err
+	}
+	if opts.Quota == "" {
+		opts.Quota = "okx"
 	}
 	g := opts.Quota
 	table := make(map[string]okxEndpoint, len(okxEndpoints))
@@ -204,79 +240,68 @@ func OKX(opts OKXOptions) (Preset, error) {
 	guard := slidingGuard(opts.Guard, min(shortest, max(sub.Period, 1)))
 	orders := limiter.Quota{Name: opts.Quota + "-orders", Group: g, Limits: []limiter.NamedLimit{{Name: "orders", Limit: sliding(sub, guard)}}}
 	if err := orders.Validate(); err != nil {
-		return Preset{}, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		return okxPricer{}, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	limits := make(map[string]limiter.Limit, len(table))
 	for k, e := range table {
 		l := sliding(limiter.Limit{Rate: e.n, Period: e.period}, guard)
 		if err := l.Validate(); err != nil {
-			return Preset{}, fmt.Errorf("%w: OKX limit %q: %w", ErrInvalidOption, k, err)
+			return okxPricer{}, fmt.Errorf("%w: OKX limit %q: %w", ErrInvalidOption, k, err)
 		}
 		limits[k] = l
 	}
-	ipName, uidName := opts.Quota, opts.Quota+"-uid"
-	holdOnly := limiter.Quota{Name: ipName, Group: g}
-	account := opts.Account
-	endpoint := func(name string, l limiter.Limit, key string, n int) limiter.Charge {
-		q := limiter.Quota{Name: name, Group: g, Limits: []limiter.NamedLimit{{Name: "requests", Limit: l}}}.For(key)
+	return okxPricer{
+		table: table, limits: limits, ip: opts.Quota, uid: opts.Quota + "-uid", group: g,
+		orders: orders, holdOnly: limiter.Quota{Name: opts.Quota, Group: g},
+	}, nil
+}
+
+// price returns the charges of a request to endpoint ep ("METHOD /path") by
+// UID id ("" for none), whose instruments insts reads.
+func (p okxPricer) price(ep, id string, insts func(batch bool) []okxInst) []limiter.Charge {
+	e, known := p.table[ep]
+	if !known {
+		return []limiter.Charge{{Quota: p.holdOnly.For(ep)}}
+	}
+	scope := e.scope
+	if e.custom && id != "" {
+		scope = okxUID
+	}
+	if scope >= okxUID && id == "" {
+		return []limiter.Charge{{Quota: p.holdOnly.For(ep)}}
+	}
+	ins := insts(e.batch)
+	if e.batch && len(ins) == 1 && ins[0].n == 1 && e.single != "" {
+		ep, e = e.single, p.table[e.single]
+	}
+	endpoint := func(name, key string, n int) limiter.Charge {
+		q := limiter.Quota{Name: name, Group: p.group, Limits: []limiter.NamedLimit{{Name: "requests", Limit: p.limits[ep]}}}.For(key)
 		return limiter.Charge{Quota: q, Cost: limiter.Cost{"requests": n}}
 	}
-	charges := func(r *http.Request, body []byte) ([]limiter.Charge, error) {
-		method := r.Method
-		if method == "" {
-			method = http.MethodGet
+	var cs []limiter.Charge
+	total := 0
+	for _, in := range ins {
+		total += in.n
+		switch scope {
+		case okxIP:
+			cs = append(cs, endpoint(p.ip, ep, 1))
+		case okxIPInst:
+			cs = append(cs, endpoint(p.ip, ep+" "+in.id, in.n))
+		case okxIPType:
+			cs = append(cs, endpoint(p.ip, ep+" "+in.typ, in.n))
+		case okxUID:
+			cs = append(cs, endpoint(p.uid, id+" "+ep, 1))
+		default:
+			cs = append(cs, endpoint(p.uid, id+" "+ep+" "+in.id, in.n))
 		}
-		ep := method + " " + r.URL.Path
-		e, known := table[ep]
-		id := account(r)
-		scope := e.scope
-		if e.custom && id != "" {
-			scope = okxUID
+		if scope == okxIP || scope == okxUID {
+			break // counted once, whatever the instruments
 		}
-		if !known {
-			return []limiter.Charge{{Quota: holdOnly.For(ep)}}, nil
-		}
-		if scope >= okxUID && id == "" {
-			return []limiter.Charge{{Quota: holdOnly.For(ep)}}, nil
-		}
-		insts := okxInstruments(r, body, e.batch)
-		if e.batch && len(insts) == 1 && insts[0].n == 1 && e.single != "" {
-			ep, e = e.single, table[e.single]
-		}
-		var cs []limiter.Charge
-		total := 0
-		for _, in := range insts {
-			total += in.n
-			switch scope {
-			case okxIP:
-				cs = append(cs, endpoint(ipName, limits[ep], ep, in.n))
-			case okxIPInst:
-				cs = append(cs, endpoint(ipName, limits[ep], ep+" "+in.id, in.n))
-			case okxIPType:
-				cs = append(cs, endpoint(ipName, limits[ep], ep+" "+in.typ, in.n))
-			case okxUID:
-				cs = append(cs, endpoint(uidName, limits[ep], id+" "+ep, in.n))
-			default:
-				cs = append(cs, endpoint(uidName, limits[ep], id+" "+ep+" "+in.id, in.n))
-			}
-			if scope == okxIP || scope == okxUID {
-				break // counted once, whatever the instruments
-			}
-		}
-		if e.orders {
-			cs = append(cs, limiter.Charge{Quota: orders.For(id), Cost: limiter.Cost{"orders": max(total, 1)}})
-		}
-		return cs, nil
 	}
-	rule := middleware.Rule{
-		Hosts:      opts.Hosts,
-		PathPrefix: "/api/v5/",
-		Quota:      holdOnly,
-		Charges:    charges,
-		Usage:      []middleware.UsageParser{okxUsage{orders: orders.Name}},
-		PeekBody:   maxErrorBody,
+	if e.orders {
+		cs = append(cs, limiter.Charge{Quota: p.orders.For(id), Cost: limiter.Cost{"orders": max(total, 1)}})
 	}
-	return Preset{Exchange: "okx", Quotas: []limiter.Quota{orders}, Rules: []middleware.Rule{rule}, Options: opts.Middleware}, nil
+	return cs
 }
 
 // okxInst is one instrument of a request and how many of its orders it
