@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redquota/redquota/limiter"
@@ -182,7 +184,7 @@ func OKX(opts OKXOptions) (Preset, error) {
 			method = http.MethodGet
 		}
 		ep := method + " " + r.URL.Path
-		return pr.price(ep, account(r), func(batch bool) []okxInst { return okxInstruments(r, body, batch) }), nil
+		return pr.price(ep, account(r), func(batch bool) []okxInst { return okxInstruments(r.URL.Query(), body, batch) }), nil
 	}
 	rule := middleware.Rule{
 		Hosts:      opts.Hosts,
@@ -312,11 +314,11 @@ type okxInst struct {
 }
 
 // okxInstruments reads a request's instruments: instId and instType from
-// the query string or a JSON object body, or, for a batch, each order of a
+// the query string q (nil for none) or a JSON object body, or, for a batch, each order of a
 // JSON array, grouped by instrument. Options count by instrument family
 // (instId BTC-USD-250328-60000-C → BTC-USD). A request naming none is one
 // instrument "".
-func okxInstruments(r *http.Request, body []byte, batch bool) []okxInst {
+func okxInstruments(q url.Values, body []byte, batch bool) []okxInst {
 	type order struct {
 		InstID   string `json:"instId"`
 		InstType string `json:"instType"`
@@ -336,7 +338,6 @@ func okxInstruments(r *http.Request, body []byte, batch bool) []okxInst {
 	if len(os) == 0 {
 		os = append(os, order{})
 	}
-	q := r.URL.Query()
 	var out []okxInst
 	seen := map[string]int{}
 	for _, o := range os {
@@ -395,29 +396,46 @@ func (o okxUsage) ParseUsage(a *middleware.Answer) ([]middleware.Usage, error) {
 
 var _ middleware.UsageParser = okxUsage{}
 
+// okxWSOps are the WebSocket trading operations and the REST endpoints
+// whose limits they share ("Rate limits are shared across the REST and
+// WebSocket channels", "Rate Limits", "Trading-related APIs").
+var okxWSOps = map[string]string{
+	"order":               "POST /api/v5/trade/order",
+	"batch-orders":        "POST /api/v5/trade/batch-orders",
+	"amend-order":         "POST /api/v5/trade/amend-order",
+	"batch-amend-orders":  "POST /api/v5/trade/amend-batch-orders",
+	"cancel-order":        "POST /api/v5/trade/cancel-order",
+	"batch-cancel-orders": "POST /api/v5/trade/cancel-batch-orders",
+}
+
 // OKXWebSocket returns the wsguard options for OKX's v5 WebSocket
-// connections from one IP (/ws/v5/public, /private, /business): each
-// connection attempt is charged to the quota <Quota>-ws-connections, at most
-// 3 in any second ("Connection limit: 3 requests per second (based on IP)"),
-// a sliding window padded by Guard and scaled by TimeScale like the REST
-// limits, in the group of the REST preset's quotas. An error event with code
-// 60014 ("Requests too frequent") holds that quota for the guard's
-// FallbackHold: the documentation does not say which limit 60014 reports, so
-// the guard makes the fleet's next attempts wait rather than guess. A
-// handshake answered 429 holds it too (the guard's handling).
+// connections from one IP (/ws/v5/public, /private, /business), built from
+// the same options as the REST preset OKX:
+//
+//   - each connection attempt is charged to the quota <Quota>-ws-connections,
+//     at most 3 in any second ("Connection limit: 3 requests per second
+//     (based on IP)"), a sliding window padded by Guard and scaled by
+//     TimeScale like the REST limits; a handshake answered 429 holds it (the
+//     guard's handling);
+//   - trading operations (order, batch-orders, amend-order,
+//     batch-amend-orders, cancel-order, batch-cancel-orders) are charged as
+//     their REST endpoints, on the same quotas (one count in Redis for both
+//     channels), to the UID of the last login message sent through the
+//     guard (its first apiKey; use one guard per account); an answer with
+//     code 50011, or an order in it with sCode 50011, holds what that request
+//     was charged for the guard's FallbackHold;
+//   - an error event with code 60014 ("Requests too frequent") holds the
+//     connection quota for FallbackHold: the documentation does not say which
+//     limit 60014 reports, so the fleet's next attempts wait rather than guess.
 //
 // Not enforced: the 480 subscribe, unsubscribe and login requests per
 // connection per hour (wsguard's per-connection limit, MessageRate, counts
 // every message, pings and orders included: set it yourself on a connection
-// that only subscribes), and the WebSocket order operations, which OKX
-// counts with REST's (send those over REST through the OKX preset, or share
-// their quotas through Options.Charges).
+// that only subscribes).
 func OKXWebSocket(opts OKXOptions) (wsguard.Options, error) {
-	if err := checkScale(opts.TimeScale); err != nil {
+	pr, err := newOKXPricer(&opts)
+	if err != nil {
 		return wsguard.Options{}, err
-	}
-	if opts.Quota == "" {
-		opts.Quota = "okx"
 	}
 	period := scale(time.Second, opts.TimeScale)
 	l := sliding(limiter.Limit{Rate: 3, Period: period}, slidingGuard(opts.Guard, period))
@@ -425,16 +443,66 @@ func OKXWebSocket(opts OKXOptions) (wsguard.Options, error) {
 	if err := q.Validate(); err != nil {
 		return wsguard.Options{}, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
+	var mu sync.Mutex
+	var account string // the apiKey of the last login sent
 	return wsguard.Options{
 		Name:    opts.Quota + "-ws",
 		Connect: []limiter.Charge{{Quota: q, Cost: limiter.Cost{"connections": 1}}},
+		Charges: func(msg []byte) (string, []limiter.Charge, error) {
+			var req struct {
+				ID   string            `json:"id"`
+				Op   string            `json:"op"`
+				Args []json.RawMessage `json:"args"`
+			}
+			if json.Unmarshal(msg, &req) != nil {
+				return "", nil, nil // "ping", not a request
+			}
+			if req.Op == "login" {
+				var a []struct {
+					APIKey string `json:"apiKey"`
+				}
+				_ = json.Unmarshal(okxArgs(req.Args), &a)
+				if len(a) > 0 && a[0].APIKey != "" {
+					mu.Lock()
+					account = a[0].APIKey
+					mu.Unlock()
+				}
+				return "", nil, nil
+			}
+			ep, ok := okxWSOps[req.Op]
+			if !ok {
+				return "", nil, nil
+			}
+			mu.Lock()
+			id := account
+			mu.Unlock()
+			cs := pr.price(ep, id, func(bool) []okxInst { return okxInstruments(nil, okxArgs(req.Args), true) })
+			return req.ID, cs, nil
+		},
 		Refusals: func(s wsguard.Signal) []wsguard.Refusal {
 			var ev struct {
+				ID    string `json:"id"`
 				Event string `json:"event"`
 				Code  string `json:"code"`
+				Data  []struct {
+					SCode string `json:"sCode"`
+				} `json:"data"`
 			}
-			if s.Message != nil && json.Unmarshal(s.Message, &ev) == nil && ev.Event == "error" && ev.Code == "60014" {
+			if s.Message == nil || json.Unmarshal(s.Message, &ev) != nil {
+				return nil
+			}
+			if ev.Event == "error" && ev.Code == "60014" {
 				return []wsguard.Refusal{{Quota: q.Name}}
+			}
+			if ev.ID == "" {
+				return nil
+			}
+			limited := ev.Code == okxTooMany
+			for _, d := range ev.Data {
+				limited = limited || d.SCode == okxTooMany
+			}
+			if limited {
+				return []wsguard.Refusal{{ID: ev.ID}}
 			}
 			return nil
 		},
@@ -442,4 +510,10 @@ func OKXWebSocket(opts OKXOptions) (wsguard.Options, error) {
 		MaxHold:      opts.Middleware.MaxHold,
 		Telemetry:    opts.Middleware.Telemetry,
 	}, nil
+}
+
+// okxArgs joins a WebSocket request's args into a JSON array.
+func okxArgs(args []json.RawMessage) []byte {
+	b, _ := json.Marshal(args)
+	return b
 }

@@ -3,6 +3,9 @@ package exchanges_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"github.com/redquota/redquota/exchanges"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
+	"github.com/redquota/redquota/middleware"
 	"github.com/redquota/redquota/wsguard"
 )
 
@@ -135,5 +139,77 @@ func TestOKXWebSocketRefusals(t *testing.T) {
 	}
 	if rs := opts.Refusals(wsguard.Signal{Handshake: &wsguard.HandshakeError{StatusCode: 429}}); rs != nil {
 		t.Errorf("handshake: %+v, want nothing beyond the guard's own hold", rs)
+	}
+}
+
+// OKX's WebSocket orders count in their REST endpoint's window (one count
+// for both channels): after 60 orders for BTC-USDT over WebSocket, a REST
+// order for BTC-USDT from another process waits for the window, and one for
+// ETH-USDT goes at once; a 50011 answer holds the order's window.
+func TestOKXWebSocketOrdersShareREST(t *testing.T) {
+	const scale = 10 // a 20 s window: nothing leaves it during the test
+	var mu sync.Mutex
+	sent := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		sent++
+		mu.Unlock()
+		fmt.Fprint(w, `{"code":"0","data":[]}`)
+	}))
+	t.Cleanup(srv.Close)
+	p, err := exchanges.OKX(exchanges.OKXOptions{Hosts: []string{"127.0.0.1"}, TimeScale: scale})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wso, err := exchanges.OKXWebSocket(exchanges.OKXOptions{TimeScale: scale})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleet := newFleet(t, p)
+	g, err := wsguard.New(fleet[0].lim, wso)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c, err := g.Dial(ctx, func(context.Context) (wsguard.Socket, error) { return nopSocket{}, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Send(ctx, []byte(`{"op":"login","args":[{"apiKey":"uid-a","passphrase":"p","timestamp":"1","sign":"s"}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 60 {
+		if err := c.Send(ctx, []byte(fmt.Sprintf(`{"id":"%d","op":"order","args":[{"instId":"BTC-USDT","side":"buy","ordType":"limit","px":"1","sz":"1"}]}`, i))); err != nil {
+			t.Fatalf("order %d: %v", i, err)
+		}
+	}
+	if err := c.Send(ctx, []byte("ping")); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	order := func(inst string) error {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		req, _ := okxOrder(ctx, srv.URL, "uid-a", `{"instId":"`+inst+`","side":"buy"}`)
+		_, _, err := fleet[1].do(req)
+		return err
+	}
+	if err := order("BTC-USDT"); !errors.Is(err, middleware.ErrRateLimited) {
+		t.Errorf("REST order after 60 WebSocket ones: %v, want ErrRateLimited", err)
+	}
+	if err := order("ETH-USDT"); err != nil {
+		t.Errorf("REST order of another instrument: %v", err)
+	}
+	// A 50011 answer to an ETH-USDT order holds ETH-USDT's window.
+	if err := c.Send(ctx, []byte(`{"id":"e1","op":"order","args":[{"instId":"ETH-USDT"}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	rs := wso.Refusals(wsguard.Signal{Message: []byte(`{"id":"e1","op":"order","code":"1","msg":"","data":[{"sCode":"50011"}]}`)})
+	if len(rs) != 1 || rs[0].ID != "e1" {
+		t.Errorf("refusals of a 50011 answer: %+v, want one for request e1", rs)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if sent != 1 {
+		t.Errorf("the server saw %d REST orders, want 1 (ETH-USDT)", sent)
 	}
 }
