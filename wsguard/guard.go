@@ -21,12 +21,15 @@
 // The exchange's refusals (an error frame with retryAfter, a close code) are
 // read by Options.Refusals from every message and close Conn.Read sees, and
 // become holds (limiter.Limiter.Hold) on the quota they name, in every
-// process. The guard computes no window and no hold of its own: the limiter
-// decides when an attempt or a message may go, on Redis's clock.
+// process; a handshake answered 429 or 418 (a DialFunc's HandshakeError)
+// holds Options.Connect's quotas for its Retry-After. The guard computes no
+// window and no hold of its own: the limiter decides when an attempt or a
+// message may go, on Redis's clock.
 //
 // Subscribe checks a connection's stream count against Options.MaxStreams
 // (Binance: 1024 streams per connection) before anything is sent.
-// Package exchanges builds Options for Binance (BinanceWebSocket).
+// Package exchanges builds Options for Binance (BinanceWebSocket), Bybit
+// (BybitWebSocket) and OKX (OKXWebSocket).
 package wsguard
 
 import (
@@ -34,6 +37,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,13 +77,33 @@ func (e *CloseError) Error() string {
 	return fmt.Sprintf("wsguard: connection closed: status %d: %s", e.Code, e.Reason)
 }
 
-// Signal is what Options.Refusals reads: a message received, or the close
-// that ended the connection.
+// HandshakeError is a connection attempt the server answered with an HTTP
+// status instead of switching protocols (a 429 for too many connection
+// attempts), as a DialFunc reports it (errors.As; wscoder.Dial does).
+type HandshakeError struct {
+	// StatusCode is the answer's HTTP status.
+	StatusCode int
+	// Header is the answer's header (Retry-After).
+	Header http.Header
+}
+
+// Error describes the refused handshake.
+func (e *HandshakeError) Error() string {
+	return fmt.Sprintf("wsguard: handshake answered with HTTP status %d", e.StatusCode)
+}
+
+// Signal is what Options.Refusals reads: a message received, the close
+// that ended the connection, or a refused handshake.
 type Signal struct {
-	// Message is the payload of a message received; nil for a close.
+	// Message is the payload of a message received; nil otherwise.
 	Message []byte
-	// Close is the close frame that ended the connection; nil for a message.
+	// Close is the close frame that ended the connection; nil otherwise.
 	Close *CloseError
+	// Handshake is a connection attempt the server refused; nil otherwise.
+	// Whatever Refusals says of it, a 429 or 418 answer holds
+	// Options.Connect's quotas for its Retry-After (in seconds or an HTTP
+	// date), or FallbackHold without one.
+	Handshake *HandshakeError
 }
 
 // Refusal is a hold a signal calls for: the exchange has refused, or will
@@ -229,10 +255,41 @@ func (g *Guard) Dial(ctx context.Context, dial DialFunc) (*Conn, error) {
 	}
 	sock, _, err := g.attempt(ctx, dial)
 	if err != nil {
+		c.refusedHandshake(ctx, err)
 		return nil, err
 	}
 	c.sock = sock
 	return c, nil
+}
+
+// refusedHandshake learns from err, a failed attempt's, when the server
+// refused the handshake: Options.Refusals' holds and, for a 429 or 418,
+// Options.Connect's for the answer's Retry-After (FallbackHold without one).
+func (c *Conn) refusedHandshake(ctx context.Context, err error) {
+	var he *HandshakeError
+	if !errors.As(err, &he) {
+		return
+	}
+	c.learn(ctx, Signal{Handshake: he})
+	if he.StatusCode == http.StatusTooManyRequests || he.StatusCode == http.StatusTeapot {
+		c.hold(ctx, Refusal{Hold: retryAfter(he.Header, time.Now())})
+	}
+}
+
+// retryAfter reads h's Retry-After, delay-seconds or an HTTP date; 0 when
+// it has none or it cannot be read.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+		return time.Duration(n) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0)
+	}
+	return 0
 }
 
 // attempt makes one charged connection attempt; dialed reports that the
@@ -306,6 +363,7 @@ func (c *Conn) Redial(ctx context.Context) error {
 			c.mu.Unlock()
 			return nil
 		}
+		c.refusedHandshake(ctx, err)
 		if !dialed || ctx.Err() != nil {
 			return err // the turn was refused, or ctx ended: no point trying again
 		}

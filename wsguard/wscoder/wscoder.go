@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"github.com/coder/websocket"
 
@@ -13,11 +14,17 @@ import (
 )
 
 // Dial returns a wsguard.DialFunc that opens url with opts (nil for the
-// defaults), for wsguard.Guard.Dial.
+// defaults), for wsguard.Guard.Dial. A handshake the server answers with an
+// HTTP status other than 101 fails with an error wrapping a
+// *wsguard.HandshakeError, which the guard learns from (a 429 holds the
+// connection quota).
 func Dial(url string, opts *websocket.DialOptions) wsguard.DialFunc {
 	return func(ctx context.Context) (wsguard.Socket, error) {
-		c, _, err := websocket.Dial(ctx, url, opts)
+		c, resp, err := websocket.Dial(ctx, url, opts)
 		if err != nil {
+			if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+				return nil, fmt.Errorf("%w (%w)", &wsguard.HandshakeError{StatusCode: resp.StatusCode, Header: resp.Header}, err)
+			}
 			return nil, err
 		}
 		return Wrap(c), nil
