@@ -28,8 +28,10 @@ const DefaultNearMaxTTL = time.Minute
 //
 // Invalidation uses Redis's client-side caching: one connection per Redis
 // node (every master of a cluster, followed through failovers and slot moves)
-// runs CLIENT TRACKING in broadcast mode on the cache's keys ("<prefix>:{"),
-// over RESP3, and Redis pushes the name of every key that changes. A value
+// runs CLIENT TRACKING in broadcast mode on the prefix of the cache's value
+// keys ("<prefix>:v:{"), over RESP3, and Redis pushes the name of every value
+// that changes; a write of any other key (a tag set, an index, a limiter's
+// under the same prefix) reaches no tracking connection. A value
 // is kept no longer than its Redis TTL (read with PTTL in the same round trip
 // as the value) nor MaxTTL. While a tracking connection is down, and until
 // every node has one again, nothing is served near: every read goes to
@@ -43,9 +45,7 @@ const DefaultNearMaxTTL = time.Minute
 // before slots move to it, and the new master of a failover soon after.
 //
 // A node without CLIENT TRACKING (Redis before 6, miniredis) leaves the near
-// cache unused: reads go to Redis. Tracking covers every key under the prefix,
-// a limiter's too when it shares the prefix: give the limiter its own prefix
-// so that its writes do not reach the tracking connections. The connections
+// cache unused: reads go to Redis. The connections
 // authenticate as the client's do (Username, Password, CredentialsProvider)
 // and need HELLO, CLIENT TRACKING and PING. Call Cache.Close when done with a
 // Cache that has a near cache: it stops them.
@@ -94,7 +94,7 @@ type near struct {
 	maxTTL time.Duration
 	base   time.Time
 	seed   maphash.Seed
-	root   string // "<prefix>:{": the pre of a key outside any group
+	root   string // "<prefix>:v:{": what every value key starts with, the pre of one outside any group
 
 	// epoch changes whenever a tracking connection is lost or made, or Redis
 	// flushes: an entry is served only while epoch equals its own. Bit 0 is
@@ -115,7 +115,7 @@ type near struct {
 }
 
 func newNear(c *core, o NearOptions) *near {
-	n := &near{c: c, maxTTL: o.MaxTTL, base: time.Now(), seed: maphash.MakeSeed(), root: c.prefix + ":{"}
+	n := &near{c: c, maxTTL: o.MaxTTL, base: time.Now(), seed: maphash.MakeSeed(), root: c.prefix + ":v:{"}
 	if n.maxTTL <= 0 {
 		n.maxTTL = DefaultNearMaxTTL
 	}
@@ -218,8 +218,8 @@ func shareable(t reflect.Type) bool {
 	return ok
 }
 
-// parse returns the nearKey of a Redis value key k ("<prefix>:{<esc>}:v" or
-// "<prefix>:{<group>}:v:<esc>"), false for any other key.
+// parse returns the nearKey of a Redis value key k ("<prefix>:v:{<esc>}" or
+// "<prefix>:v:{<group>}:<esc>"), false for any other key.
 func (n *near) parse(k string) (nearKey, bool) {
 	if !strings.HasPrefix(k, n.root) {
 		return nearKey{}, false
@@ -231,10 +231,10 @@ func (n *near) parse(k string) (nearKey, bool) {
 	j += len(n.root)
 	var nk nearKey
 	switch rest := k[j+1:]; {
-	case rest == ":v":
+	case rest == "":
 		nk = nearKey{pre: n.root, key: k[len(n.root):j]}
-	case strings.HasPrefix(rest, ":v:"):
-		nk = nearKey{pre: k[:j+4], key: k[j+4:]}
+	case rest[0] == ':':
+		nk = nearKey{pre: k[:j+2], key: k[j+2:]}
 	default:
 		return nearKey{}, false
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/redquota/redquota/cache"
 	"github.com/redquota/redquota/internal/oteltest"
 	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/limiter"
 )
 
 // nearOpts are the options of a near-cached test cache.
@@ -308,6 +309,44 @@ func TestNearOtherWriterInvalidates(t *testing.T) {
 			require.False(t, found)
 		}
 		require.Positive(t, nearStats(t, e.c).NearInvalidations)
+	})
+}
+
+// The tracking connections hear of value writes only: a limiter under the
+// same prefix, and the tag sets and tag lists of a group, write keys that
+// reach no tracking connection. Redis pushes the invalidations of one
+// connection in write order, so once the sentinel written last (in the same
+// slot as every other write, so on the same node of a cluster) is reported,
+// any push of the earlier writes would have been too.
+func TestNearTracksValuesOnly(t *testing.T) {
+	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
+		e := newNearEnv(t, b, cache.Options{})
+		ctx := context.Background()
+		seen := watchInvalidations(e.c)
+		o := other(t, b)
+
+		// Every write below has the hash tag {q}.
+		l := limiter.New(b.Client, limiter.Options{Prefix: b.Prefix})
+		for range 20 {
+			res, err := l.Allow(ctx, "q", limiter.PerSecond(1000))
+			require.NoError(t, err)
+			require.True(t, res.Allowed)
+		}
+		require.NoError(t, o.Group("q").SetTagged(ctx, "k", "v", time.Minute, "t1", "t2"))
+		_, err := o.Group("q").InvalidateTags(ctx, "t1")
+		require.NoError(t, err)
+		sentinel := e.key(e.c, "q")
+		n := seen.count(sentinel)
+		require.NoError(t, o.Set(ctx, "q", "s", time.Minute))
+		seen.wait(t, sentinel, n)
+
+		seen.mu.Lock()
+		defer seen.mu.Unlock()
+		value := e.key(e.c.Group("q"), "k")
+		require.Equal(t, 2, seen.seen[value], "the tagged value's write and its invalidation")
+		for k := range seen.seen {
+			require.True(t, strings.HasPrefix(k, b.Prefix+":v:{"), "a push for %s, not a value", k)
+		}
 	})
 }
 
