@@ -414,8 +414,11 @@ func (c *Cache) getFast(key string, dst any) (found bool, err error, done bool) 
 }
 
 // readMany is Cache.readMany with the near cache: keys held near are found
-// there, the others read with one pipeline of GET and PTTL per key, which a
-// cluster client splits by node.
+// there, the others read in one round trip of one MGET per hash slot (one in
+// all on a single node or in a group) and one PTTL per key, in one pipeline
+// that a cluster client splits by node. PTTL is per key since Redis has no
+// multi-key form; a script returning both would cost Redis more than the
+// plain commands.
 func (n *near) readMany(ctx context.Context, c *Cache, keys []string, found func(i int, data string) error) (hits, bad int, err error) {
 	ks, err := c.valueKeys(keys)
 	if err != nil {
@@ -433,15 +436,14 @@ func (n *near) readMany(ctx context.Context, c *Cache, keys []string, found func
 		hits++
 	}
 	type miss struct {
-		i      int
-		nk     nearKey
-		st     *atomic.Uint64
-		s0     uint64
-		get    *redis.StringCmd
-		pttl   *redis.DurationCmd
-		loaded bool
+		i    int
+		nk   nearKey
+		st   *atomic.Uint64
+		s0   uint64
+		pttl *redis.DurationCmd
 	}
 	var misses []miss
+	var mks []string // the misses' Redis keys
 	for i, k := range ks {
 		nk, _ := n.parse(k)
 		if e, ok := n.lookup(nk); ok {
@@ -450,32 +452,42 @@ func (n *near) readMany(ctx context.Context, c *Cache, keys []string, found func
 		}
 		st := n.stripe(nk)
 		misses = append(misses, miss{i: i, nk: nk, st: st, s0: st.Load()})
+		mks = append(mks, k)
 	}
 	if len(misses) > 0 {
+		groups := n.c.bySlot(mks)
+		mgets := make([]*redis.SliceCmd, len(groups))
 		e0, start := n.epoch.Load(), n.now()
 		err := n.c.do(ctx, func(ctx context.Context) error {
 			p := n.c.client.Pipeline()
+			for g, idx := range groups {
+				mgets[g] = p.MGet(ctx, pick(mks, idx)...)
+			}
 			for j := range misses {
-				misses[j].get = p.Get(ctx, ks[misses[j].i])
-				misses[j].pttl = p.PTTL(ctx, ks[misses[j].i])
+				misses[j].pttl = p.PTTL(ctx, mks[j])
 			}
 			_, err := p.Exec(ctx)
-			if err == redis.Nil {
-				err = nil
-			}
 			return err
 		})
+		for g := 0; err == nil && g < len(groups); g++ {
+			if got := len(mgets[g].Val()); got != len(groups[g]) {
+				err = fmt.Errorf("MGET replied %d values for %d keys", got, len(groups[g]))
+			}
+		}
 		if err != nil {
 			n.c.misses.Add(int64(len(keys)))
 			return 0, 0, fmt.Errorf("cache: get many: %w", err)
 		}
-		for _, m := range misses {
-			val, err := m.get.Result()
-			if err != nil {
-				continue // redis.Nil: not found
+		for g, idx := range groups {
+			for j, v := range mgets[g].Val() {
+				val, ok := v.(string)
+				if !ok {
+					continue // nil: not found
+				}
+				m := misses[idx[j]]
+				n.install(ctx, m.nk, ks[m.i], val, start, m.pttl.Val(), m.s0, e0, m.st)
+				take(m.i, val)
 			}
-			n.install(ctx, m.nk, ks[m.i], val, start, m.pttl.Val(), m.s0, e0, m.st)
-			take(m.i, val)
 		}
 	}
 	n.c.hits.Add(int64(hits))

@@ -207,6 +207,53 @@ func TestNearHitSkipsRedis(t *testing.T) {
 	})
 }
 
+// A cold GetMany is one round trip of one MGET per slot and one PTTL per key,
+// and installs what it read: the next GetMany calls nothing.
+func TestNearColdGetMany(t *testing.T) {
+	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
+		e := newNearEnv(t, b, cache.Options{})
+		ctx := context.Background()
+		seen := watchInvalidations(e.c)
+		views := []*cache.Cache{e.c.Group("ex")}
+		if b.Kind == redistest.Real {
+			views = append(views, e.c) // one slot per key on a cluster
+		}
+		for _, c := range views {
+			oc := other(t, b)
+			if c.GroupName() != "" {
+				oc = oc.Group(c.GroupName())
+			}
+			var keys []string
+			want := map[string]string{}
+			for i := range 10 {
+				k := "k" + strconv.Itoa(i)
+				keys, want[k] = append(keys, k), "v"+strconv.Itoa(i)
+				settle(t, e, seen, c, k, func() { require.NoError(t, oc.Set(ctx, k, want[k], time.Minute)) })
+			}
+			keys = append(keys, "absent")
+			mgets, pttls, gets := commandCalls(t, b, "mget"), commandCalls(t, b, "pttl"), commandCalls(t, b, "get")
+			before := e.hk.calls()
+			got := map[string]string{}
+			n, err := c.GetMany(ctx, keys, got)
+			require.Equal(t, int64(1), e.hk.calls()-before, "round trips")
+			require.NoError(t, err)
+			require.Equal(t, 10, n)
+			require.Equal(t, want, got)
+			require.Equal(t, int64(1), commandCalls(t, b, "mget")-mgets)
+			require.Equal(t, int64(11), commandCalls(t, b, "pttl")-pttls)
+			require.Equal(t, int64(0), commandCalls(t, b, "get")-gets)
+
+			before = e.hk.calls()
+			got = map[string]string{}
+			n, err = c.GetMany(ctx, keys[:10], got)
+			require.NoError(t, err)
+			require.Equal(t, 10, n)
+			require.Equal(t, want, got)
+			require.Equal(t, int64(0), e.hk.calls()-before, "held near")
+		}
+	})
+}
+
 // A *[]byte destination gets a copy: changing it does not change the value
 // held near.
 func TestNearBytesAreCopies(t *testing.T) {
