@@ -598,58 +598,125 @@ func TestNearMemoryBound(t *testing.T) {
 	})
 }
 
-// Model test: another process writes versions of a few keys while this one
-// reads them through its near cache and its tracking connections are killed
-// at random. After each write the writer also writes a sentinel key in the
-// same slot and waits for its invalidation here: Redis sends a connection's
-// invalidations in the order of the writes, so from then on a read must see
-// the version written (or a later one), never an older one.
+// The model: another process writes, this one reads, and faults strike; a
+// read must never return a value older than the last one written before it.
+// After each write a sentinel in the same slot is written and its
+// invalidation awaited (one connection's invalidations come in write order),
+// so a stale read is the near cache's fault, not the push's delay. A fault
+// is followed by a write while tracking is down.
 func TestNearModel(t *testing.T) {
 	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
-		e := newNearEnv(t, b, cache.Options{})
-		ctx := context.Background()
-		seen := watchInvalidations(e.c)
-		g := e.c.Group("model")
-		og := other(t, b).Group("model")
-		keys := []string{"k0", "k1", "k2", "k3"}
-		sentinel := e.key(g, "sentinel")
-		written := map[string]int{}
-		rng := rand.New(rand.NewPCG(1, 2))
-		read := func(key string) int {
-			t.Helper()
-			s, found := getString(t, g, key)
-			require.True(t, found)
-			v, err := strconv.Atoi(s)
-			require.NoError(t, err)
-			return v
+		nearModel(t, b, 300, func(e *env, k string, write func(k string), check func()) {
+			killTracking(t, b, e.c)
+			waitLive(t, e.c, false)
+			write(k)
+			check()
+			waitLive(t, e.c, true)
+		})
+	})
+}
+
+// The model with Redis restarts among its faults, on a private redis-server:
+// the restarted server has lost every value, the other process writes them
+// again (each one newer than before), and nothing held near from before the
+// restart may be served.
+func TestNearModelRestart(t *testing.T) {
+	srv := redistest.Private(t)
+	client := redis.NewClient(redistest.ClientOptions(srv.Addr()))
+	t.Cleanup(func() { _ = client.Close() })
+	b := redistest.Backend{Kind: redistest.Real, Client: client, Server: srv, Prefix: redistest.NewPrefix(t)}
+	restarts := 0
+	nearModel(t, b, 100, func(e *env, k string, write func(k string), check func()) {
+		if restarts%2 == 1 {
+			killTracking(t, b, e.c)
+			waitLive(t, e.c, false)
+			write(k)
+			check()
+			waitLive(t, e.c, true)
+			restarts++
+			return
 		}
-		for _, k := range keys {
-			require.NoError(t, og.Set(ctx, k, "0", time.Minute))
+		restarts++
+		srv.Stop()
+		waitLive(t, e.c, false)
+		require.NoError(t, srv.Start())
+		for _, k := range []string{"k0", "k1", "k2", "k3"} {
+			write(k)
 		}
-		for step := range 300 {
-			k := keys[rng.IntN(len(keys))]
-			switch r := rng.IntN(10); {
-			case r < 4: // another process writes
-				written[k]++
-				require.NoError(t, og.Set(ctx, k, strconv.Itoa(written[k]), time.Minute))
-				n := seen.count(sentinel)
-				require.NoError(t, og.Set(ctx, "sentinel", strconv.Itoa(step), time.Minute))
-				seen.wait(t, sentinel, n)
-			case r < 9:
-				require.GreaterOrEqual(t, read(k), written[k], "step %d: %s older than written", step, k)
-			default: // a fault, then a write while tracking is down
-				killTracking(t, b, e.c)
-				waitLive(t, e.c, false)
-				written[k]++
-				require.NoError(t, og.Set(ctx, k, strconv.Itoa(written[k]), time.Minute))
-				waitLive(t, e.c, true)
+		check() // most likely before tracking is back
+		waitLive(t, e.c, true)
+	})
+	require.Greater(t, restarts, 2)
+}
+
+// nearModel runs steps of the model on b; fault strikes, calls write for at
+// least the key it is given, and may call check, which reads every key.
+func nearModel(t *testing.T, b redistest.Backend, steps int, fault func(e *env, k string, write func(k string), check func())) {
+	e := newNearEnv(t, b, cache.Options{Breaker: cache.BreakerOptions{Failures: -1}})
+	ctx := context.Background()
+	seen := watchInvalidations(e.c)
+	g := e.c.Group("model")
+	og := other(t, b).Group("model")
+	keys := []string{"k0", "k1", "k2", "k3"}
+	sentinel := e.key(g, "sentinel")
+	written := map[string]int{}
+	rng := rand.New(rand.NewPCG(1, 2))
+	// retry runs f until it succeeds, for at most 10 s: after a restart a
+	// call can meet a pooled connection that died with the server; an error
+	// is never a stale value, and no call fails for 10 s on a live server.
+	retry := func(f func() error) {
+		t.Helper()
+		var err error
+		for start := time.Now(); time.Since(start) < 10*time.Second; time.Sleep(time.Millisecond) {
+			if err = f(); err == nil {
+				return
 			}
 		}
-		for _, k := range keys {
-			require.Equal(t, written[k], read(k))
+		t.Fatal(err)
+	}
+	read := func(key string) int {
+		t.Helper()
+		var s string
+		retry(func() error {
+			found, err := g.Get(ctx, key, &s)
+			if err == nil && !found {
+				t.Fatalf("%s not found", key)
+			}
+			return err
+		})
+		v, err := strconv.Atoi(s)
+		require.NoError(t, err)
+		return v
+	}
+	write := func(k string) {
+		written[k]++
+		retry(func() error { return og.Set(ctx, k, strconv.Itoa(written[k]), time.Minute) })
+	}
+	for _, k := range keys {
+		require.NoError(t, og.Set(ctx, k, "0", time.Minute))
+	}
+	for step := range steps {
+		k := keys[rng.IntN(len(keys))]
+		switch r := rng.IntN(10); {
+		case r < 4: // another process writes
+			write(k)
+			n := seen.count(sentinel)
+			retry(func() error { return og.Set(ctx, "sentinel", strconv.Itoa(step), time.Minute) })
+			seen.wait(t, sentinel, n)
+		case r < 9:
+			require.GreaterOrEqual(t, read(k), written[k], "step %d: %s older than written", step, k)
+		default:
+			fault(e, k, write, func() {
+				for _, k := range keys {
+					require.GreaterOrEqual(t, read(k), written[k], "step %d: %s older than written", step, k)
+				}
+			})
 		}
-		require.Positive(t, nearStats(t, e.c).NearHits)
-	})
+	}
+	for _, k := range keys {
+		require.Equal(t, written[k], read(k))
+	}
+	require.Positive(t, nearStats(t, e.c).NearHits)
 }
 
 // A struct read near is decoded once and copied afterwards, which gives what
