@@ -102,8 +102,9 @@ func writeNear(w *bytes.Buffer, c config, inpkg map[string]*results) {
 		p("- **BenchmarkNearGet** (`./cache/`): `Cache.Get` of a 200-byte raw value into a `*string` and of a ~200-byte JSON struct into a fresh value, " +
 			"from a Cache with a near cache (every read a near hit; the benchmark fails if one went to Redis) and from one without (`redis/…`).\n")
 		p("- **BenchmarkGetTickerNear** (`./market/`): `Market.GetTicker` through a cache with a near cache against one without, same Redis, same round.\n")
-		p("- **BenchmarkNearStaleness** (`./cache/`, `-benchtime 10000x`): another Cache on another go-redis client (process A, in the same test process) writes one key; " +
-			"for each write, the time from A's write returning to the near cache (process B) having dropped the key on Redis's invalidation push. 0 means the push was handled before A had its reply.\n")
+		p("- **BenchmarkNearStaleness** (`./cache/`, `-benchtime 10000x`): process A (the test binary run again, a Cache on its own client) writes one key; " +
+			"for each write, the time from A's write returning to the near cache of process B (the benchmark) having dropped the key on Redis's invalidation push, " +
+			"both read on the wall clock the two processes share. 0 means the push was handled before A had its reply.\n")
 		p("- **BenchmarkNearChurn** (`./cache/`, `-benchtime 50000x`): reads rotating over 100 000 keys of 200 bytes through a near cache of 1 MiB; " +
 			"peak/max is the largest `Stats().NearBytes` seen (every 1000 reads, after the store's pending maintenance) over `MaxBytes`.\n\n")
 
