@@ -124,8 +124,11 @@ func newNear(c *core, o NearOptions) *near {
 		Weigher: func(k nearKey, e *nearEntry) uint32 {
 			return uint32(min(len(k.pre)+len(k.key)+len(e.val)+nearEntryOverhead, 1<<31))
 		},
+		// The store refuses an entry past its deadline on its own monotonic
+		// clock, read before this runs: its expiry is then no later than
+		// the deadline. A lifetime of 0 or less would mean none at all.
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[nearKey, *nearEntry]) time.Duration {
-			return time.Duration(e.Value.deadline - n.now())
+			return max(time.Duration(e.Value.deadline-n.now()), 1)
 		}),
 		OnDeletion: func(e otter.DeletionEvent[nearKey, *nearEntry]) {
 			if e.Cause == otter.CauseOverflow {
@@ -149,10 +152,16 @@ func (n *near) stripe(k nearKey) *atomic.Uint64 {
 	return &n.stripes[maphash.Comparable(n.seed, k)%nearStripes]
 }
 
-// lookup returns the value held near for k, if it may be served.
+// lookup returns the value held near for k, if it may be served. The store
+// returns no entry past its deadline (see newNear's ExpiryCalculator), so a
+// hit reads the clock once, in the store; a clock set by a test is checked
+// here.
 func (n *near) lookup(k nearKey) (*nearEntry, bool) {
 	e, ok := n.store.GetIfPresent(k)
-	if !ok || e.epoch != n.epoch.Load() || n.now() >= e.deadline {
+	if !ok || e.epoch != n.epoch.Load() {
+		return nil, false
+	}
+	if f := n.clock.Load(); f != nil && (*f)() >= e.deadline {
 		return nil, false
 	}
 	n.hits.Add(1)

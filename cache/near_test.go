@@ -397,6 +397,36 @@ func TestNearTracksValuesOnly(t *testing.T) {
 	})
 }
 
+// On the real clock too, a value is not served near past MaxTTL: after
+// sleeping longer than MaxTTL (a monotonic clock only moves on, so the value
+// is then past its deadline whatever the load) the read goes to Redis, which
+// still holds the value for a minute and sends no invalidation.
+func TestNearMaxTTLRealClock(t *testing.T) {
+	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
+		const maxTTL = 50 * time.Millisecond
+		e := newNearEnv(t, b, cache.Options{Near: cache.NearOptions{MaxBytes: 1 << 20, MaxTTL: maxTTL}})
+		ctx := context.Background()
+		require.NoError(t, e.c.Set(ctx, "k", "v", time.Minute))
+		for start := time.Now(); ; {
+			hits := nearStats(t, e.c).NearHits
+			before := time.Now()
+			getString(t, e.c, "k")
+			if nearStats(t, e.c).NearHits > hits {
+				// A hit: the value was read at most maxTTL before this read
+				// began. Wait out maxTTL from then.
+				time.Sleep(maxTTL - time.Since(before) + time.Millisecond)
+				break
+			}
+			require.Less(t, time.Since(start), 10*time.Second, "never held near")
+		}
+		before := e.hk.calls()
+		got, found := getString(t, e.c, "k")
+		require.True(t, found)
+		require.Equal(t, "v", got)
+		require.Equal(t, int64(1), e.hk.calls()-before, "served near past MaxTTL")
+	})
+}
+
 // A value is never served near past its Redis TTL, nor past MaxTTL, on the
 // near cache's clock (which the test moves).
 func TestNearKeepsNoLongerThanTTL(t *testing.T) {
