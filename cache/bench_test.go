@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -231,14 +232,19 @@ func BenchmarkGetOrLoad(b *testing.B) {
 }
 
 // paired runs x and y in turn in one loop, alternating which goes first, and
-// reports the time of each per op and y's time over x's ("y/x"). Rows of one
-// benchmark run seconds apart, and on a shared machine load drifts over
-// seconds; here both sides of a target share every moment of load, so their
-// ratio holds still where the separate rows' does not.
+// reports the mean time of each per op, y's mean over x's ("y/x"), and y's
+// median time per call over x's ("p50-y/x", over the first 2^17 calls). Rows
+// of one benchmark run seconds apart, and on a shared machine load drifts
+// over seconds; here both sides of a target share every moment of load, so
+// their ratio holds still where the separate rows' does not. The means also
+// carry the few calls that stall for milliseconds while another process has
+// the core, which land on either side by chance; the medians do not.
 func paired(b *testing.B, xName string, x func(), yName string, y func()) {
 	b.ReportAllocs()
 	var tx, ty time.Duration
 	first := true
+	const keep = 1 << 17
+	sx, sy := make([]time.Duration, 0, keep), make([]time.Duration, 0, keep)
 	for b.Loop() {
 		t0 := time.Now()
 		if first {
@@ -253,13 +259,19 @@ func paired(b *testing.B, xName string, x func(), yName string, y func()) {
 			x()
 		}
 		t2 := time.Now()
-		if first {
-			tx, ty = tx+t1.Sub(t0), ty+t2.Sub(t1)
-		} else {
-			ty, tx = ty+t1.Sub(t0), tx+t2.Sub(t1)
+		dx, dy := t1.Sub(t0), t2.Sub(t1)
+		if !first {
+			dx, dy = dy, dx
+		}
+		tx, ty = tx+dx, ty+dy
+		if len(sx) < keep {
+			sx, sy = append(sx, dx), append(sy, dy)
 		}
 		first = !first
 	}
+	slices.Sort(sx)
+	slices.Sort(sy)
+	b.ReportMetric(float64(sy[len(sy)/2])/float64(sx[len(sx)/2]), "p50-y/x")
 	b.ReportMetric(float64(tx.Nanoseconds())/float64(b.N), xName+"-ns/op")
 	b.ReportMetric(float64(ty.Nanoseconds())/float64(b.N), yName+"-ns/op")
 	b.ReportMetric(float64(ty)/float64(tx), "y/x")

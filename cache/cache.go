@@ -126,7 +126,8 @@ type Cache struct {
 	err   error  // a bad group name, returned by every call
 
 	// valPre and valSuf come before and after an escaped key in the Redis key
-	// of its value: "<prefix>:{" and "}:v", or "<head>:v:" and "" in a group.
+	// of its value: "<prefix>:v:{" and "}", or "<prefix>:v:{<group>}:" and ""
+	// in a group.
 	valPre, valSuf string
 }
 
@@ -221,7 +222,7 @@ func New(client Client, o Options) *Cache {
 		c.near = newNear(c, o.Near)
 	}
 	c.initTelemetry(o.Telemetry)
-	root := &Cache{core: c, valPre: c.prefix + ":{", valSuf: "}:v"}
+	root := &Cache{core: c, valPre: c.prefix + ":v:{", valSuf: "}"}
 	if o.Group != "" {
 		return root.Group(o.Group)
 	}
@@ -239,7 +240,7 @@ func (c *Cache) Group(name string) *Cache {
 		return g
 	}
 	g.head = keys.Tag(c.core.prefix, name)
-	g.valPre = g.head + ":v:"
+	g.valPre = keys.Tag(c.core.prefix+":v", name) + ":"
 	return g
 }
 

@@ -8,12 +8,12 @@
 //
 // A Cache made by New keeps each key in its own hash slot:
 //
-//	<prefix>:{<key>}:v
+//	<prefix>:v:{<key>}
 //
 // which spreads keys over a cluster's masters. A group view, made by Group or by
 // Options.Group, puts every key of the group in the group's slot:
 //
-//	<prefix>:{<group>}:v:<key>      a value
+//	<prefix>:v:{<group>}:<key>      a value
 //	<prefix>:{<group>}:t:<tag>      a tag set (SetTagged, InvalidateTags)
 //	<prefix>:{<group>}:l:<key>      the tags a tagged value carries, expiring with it
 //	<prefix>:{<group>}:i:<index>    an index of names (Remember, Recall)
@@ -27,6 +27,9 @@
 // invalidate together and that is small enough for one Redis node: the market
 // package uses the exchange. User-supplied parts are escaped, so '{', '}', ':' or
 // '%' in a key can neither move it to another slot nor collide with another key.
+// Values alone put their kind before the hash tag: every value key, and no
+// other key (not a tag set's, nor a limiter's under the same prefix), starts
+// with "<prefix>:v:{", the one prefix the near cache's tracking watches.
 //
 // # Decoding
 //
@@ -51,8 +54,8 @@
 // With Options.Near.MaxBytes set, a Cache keeps the values it reads in process
 // and answers repeated reads without Redis (Get, GetMany, GetOrLoad; a hit
 // into a *string allocates nothing). Redis tells it when a key changes
-// (CLIENT TRACKING in broadcast mode, one connection per node, every master of
-// a cluster), its own writes drop their keys at once, and a value never
+// (CLIENT TRACKING in broadcast mode on the value keys' prefix, one connection
+// per node, every master of a cluster), its own writes drop their keys at once, and a value never
 // outlives its Redis TTL. While any node's tracking connection is down every
 // read goes to Redis; see NearOptions for the bounds, and Close.
 //

@@ -2,6 +2,7 @@ package cache_test
 
 import (
 	"context"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -14,7 +15,12 @@ import (
 	"github.com/redquota/redquota/internal/redistest"
 )
 
-func TestMain(m *testing.M) { redistest.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(nearWriterAddr) != "" {
+		os.Exit(nearWriter()) // the test binary run by BenchmarkNearStaleness
+	}
+	redistest.Main(m)
+}
 
 // env is one test's cache on one backend, with a clock it can move on miniredis.
 type env struct {

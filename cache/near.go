@@ -28,8 +28,10 @@ const DefaultNearMaxTTL = time.Minute
 //
 // Invalidation uses Redis's client-side caching: one connection per Redis
 // node (every master of a cluster, followed through failovers and slot moves)
-// runs CLIENT TRACKING in broadcast mode on the cache's keys ("<prefix>:{"),
-// over RESP3, and Redis pushes the name of every key that changes. A value
+// runs CLIENT TRACKING in broadcast mode on the prefix of the cache's value
+// keys ("<prefix>:v:{"), over RESP3, and Redis pushes the name of every value
+// that changes; a write of any other key (a tag set, an index, a limiter's
+// under the same prefix) reaches no tracking connection. A value
 // is kept no longer than its Redis TTL (read with PTTL in the same round trip
 // as the value) nor MaxTTL. While a tracking connection is down, and until
 // every node has one again, nothing is served near: every read goes to
@@ -43,9 +45,7 @@ const DefaultNearMaxTTL = time.Minute
 // before slots move to it, and the new master of a failover soon after.
 //
 // A node without CLIENT TRACKING (Redis before 6, miniredis) leaves the near
-// cache unused: reads go to Redis. Tracking covers every key under the prefix,
-// a limiter's too when it shares the prefix: give the limiter its own prefix
-// so that its writes do not reach the tracking connections. The connections
+// cache unused: reads go to Redis. The connections
 // authenticate as the client's do (Username, Password, CredentialsProvider)
 // and need HELLO, CLIENT TRACKING and PING. Call Cache.Close when done with a
 // Cache that has a near cache: it stops them.
@@ -94,7 +94,7 @@ type near struct {
 	maxTTL time.Duration
 	base   time.Time
 	seed   maphash.Seed
-	root   string // "<prefix>:{": the pre of a key outside any group
+	root   string // "<prefix>:v:{": what every value key starts with, the pre of one outside any group
 
 	// epoch changes whenever a tracking connection is lost or made, or Redis
 	// flushes: an entry is served only while epoch equals its own. Bit 0 is
@@ -115,7 +115,7 @@ type near struct {
 }
 
 func newNear(c *core, o NearOptions) *near {
-	n := &near{c: c, maxTTL: o.MaxTTL, base: time.Now(), seed: maphash.MakeSeed(), root: c.prefix + ":{"}
+	n := &near{c: c, maxTTL: o.MaxTTL, base: time.Now(), seed: maphash.MakeSeed(), root: c.prefix + ":v:{"}
 	if n.maxTTL <= 0 {
 		n.maxTTL = DefaultNearMaxTTL
 	}
@@ -124,8 +124,11 @@ func newNear(c *core, o NearOptions) *near {
 		Weigher: func(k nearKey, e *nearEntry) uint32 {
 			return uint32(min(len(k.pre)+len(k.key)+len(e.val)+nearEntryOverhead, 1<<31))
 		},
+		// The store refuses an entry past its deadline on its own monotonic
+		// clock, read before this runs: its expiry is then no later than
+		// the deadline. A lifetime of 0 or less would mean none at all.
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[nearKey, *nearEntry]) time.Duration {
-			return time.Duration(e.Value.deadline - n.now())
+			return max(time.Duration(e.Value.deadline-n.now()), 1)
 		}),
 		OnDeletion: func(e otter.DeletionEvent[nearKey, *nearEntry]) {
 			if e.Cause == otter.CauseOverflow {
@@ -149,10 +152,16 @@ func (n *near) stripe(k nearKey) *atomic.Uint64 {
 	return &n.stripes[maphash.Comparable(n.seed, k)%nearStripes]
 }
 
-// lookup returns the value held near for k, if it may be served.
+// lookup returns the value held near for k, if it may be served. The store
+// returns no entry past its deadline (see newNear's ExpiryCalculator), so a
+// hit reads the clock once, in the store; a clock set by a test is checked
+// here.
 func (n *near) lookup(k nearKey) (*nearEntry, bool) {
 	e, ok := n.store.GetIfPresent(k)
-	if !ok || e.epoch != n.epoch.Load() || n.now() >= e.deadline {
+	if !ok || e.epoch != n.epoch.Load() {
+		return nil, false
+	}
+	if f := n.clock.Load(); f != nil && (*f)() >= e.deadline {
 		return nil, false
 	}
 	n.hits.Add(1)
@@ -218,8 +227,8 @@ func shareable(t reflect.Type) bool {
 	return ok
 }
 
-// parse returns the nearKey of a Redis value key k ("<prefix>:{<esc>}:v" or
-// "<prefix>:{<group>}:v:<esc>"), false for any other key.
+// parse returns the nearKey of a Redis value key k ("<prefix>:v:{<esc>}" or
+// "<prefix>:v:{<group>}:<esc>"), false for any other key.
 func (n *near) parse(k string) (nearKey, bool) {
 	if !strings.HasPrefix(k, n.root) {
 		return nearKey{}, false
@@ -231,10 +240,10 @@ func (n *near) parse(k string) (nearKey, bool) {
 	j += len(n.root)
 	var nk nearKey
 	switch rest := k[j+1:]; {
-	case rest == ":v":
+	case rest == "":
 		nk = nearKey{pre: n.root, key: k[len(n.root):j]}
-	case strings.HasPrefix(rest, ":v:"):
-		nk = nearKey{pre: k[:j+4], key: k[j+4:]}
+	case rest[0] == ':':
+		nk = nearKey{pre: k[:j+2], key: k[j+2:]}
 	default:
 		return nearKey{}, false
 	}
@@ -414,8 +423,11 @@ func (c *Cache) getFast(key string, dst any) (found bool, err error, done bool) 
 }
 
 // readMany is Cache.readMany with the near cache: keys held near are found
-// there, the others read with one pipeline of GET and PTTL per key, which a
-// cluster client splits by node.
+// there, the others read in one round trip of one MGET per hash slot (one in
+// all on a single node or in a group) and one PTTL per key, in one pipeline
+// that a cluster client splits by node. PTTL is per key since Redis has no
+// multi-key form; a script returning both would cost Redis more than the
+// plain commands.
 func (n *near) readMany(ctx context.Context, c *Cache, keys []string, found func(i int, data string) error) (hits, bad int, err error) {
 	ks, err := c.valueKeys(keys)
 	if err != nil {
@@ -433,15 +445,14 @@ func (n *near) readMany(ctx context.Context, c *Cache, keys []string, found func
 		hits++
 	}
 	type miss struct {
-		i      int
-		nk     nearKey
-		st     *atomic.Uint64
-		s0     uint64
-		get    *redis.StringCmd
-		pttl   *redis.DurationCmd
-		loaded bool
+		i    int
+		nk   nearKey
+		st   *atomic.Uint64
+		s0   uint64
+		pttl *redis.DurationCmd
 	}
 	var misses []miss
+	var mks []string // the misses' Redis keys
 	for i, k := range ks {
 		nk, _ := n.parse(k)
 		if e, ok := n.lookup(nk); ok {
@@ -450,32 +461,42 @@ func (n *near) readMany(ctx context.Context, c *Cache, keys []string, found func
 		}
 		st := n.stripe(nk)
 		misses = append(misses, miss{i: i, nk: nk, st: st, s0: st.Load()})
+		mks = append(mks, k)
 	}
 	if len(misses) > 0 {
+		groups := n.c.bySlot(mks)
+		mgets := make([]*redis.SliceCmd, len(groups))
 		e0, start := n.epoch.Load(), n.now()
 		err := n.c.do(ctx, func(ctx context.Context) error {
 			p := n.c.client.Pipeline()
+			for g, idx := range groups {
+				mgets[g] = p.MGet(ctx, pick(mks, idx)...)
+			}
 			for j := range misses {
-				misses[j].get = p.Get(ctx, ks[misses[j].i])
-				misses[j].pttl = p.PTTL(ctx, ks[misses[j].i])
+				misses[j].pttl = p.PTTL(ctx, mks[j])
 			}
 			_, err := p.Exec(ctx)
-			if err == redis.Nil {
-				err = nil
-			}
 			return err
 		})
+		for g := 0; err == nil && g < len(groups); g++ {
+			if got := len(mgets[g].Val()); got != len(groups[g]) {
+				err = fmt.Errorf("MGET replied %d values for %d keys", got, len(groups[g]))
+			}
+		}
 		if err != nil {
 			n.c.misses.Add(int64(len(keys)))
 			return 0, 0, fmt.Errorf("cache: get many: %w", err)
 		}
-		for _, m := range misses {
-			val, err := m.get.Result()
-			if err != nil {
-				continue // redis.Nil: not found
+		for g, idx := range groups {
+			for j, v := range mgets[g].Val() {
+				val, ok := v.(string)
+				if !ok {
+					continue // nil: not found
+				}
+				m := misses[idx[j]]
+				n.install(ctx, m.nk, ks[m.i], val, start, m.pttl.Val(), m.s0, e0, m.st)
+				take(m.i, val)
 			}
-			n.install(ctx, m.nk, ks[m.i], val, start, m.pttl.Val(), m.s0, e0, m.st)
-			take(m.i, val)
 		}
 	}
 	n.c.hits.Add(int64(hits))

@@ -1,13 +1,20 @@
 package cache_test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/cache"
 	"github.com/redquota/redquota/internal/redistest"
@@ -83,15 +90,16 @@ func BenchmarkNearGet(b *testing.B) {
 	}
 }
 
-// BenchmarkNearStaleness measures, over b.N writes by another process (a
-// Cache on another client), the time from a write's return to the near
-// cache's handling of its invalidation: from then on the near cache serves
-// the old value no more. Run it with -benchtime 10000x; p50-us … max-us are
-// its distribution (0 when the invalidation was handled before the writer
-// had its reply).
+// BenchmarkNearStaleness measures, over b.N writes by another OS process
+// (this test binary run again as nearWriter, on its own client), the time
+// from a write's return there to this process's near cache having handled
+// its invalidation: from then on the near cache serves the old value no
+// more. Both ends read the wall clock, which the two processes share on one
+// machine. Run it with -benchtime 10000x; p50-us … max-us are its
+// distribution (0 when the invalidation was handled before the writer had
+// its reply).
 func BenchmarkNearStaleness(b *testing.B) {
-	near, plain := benchNear(b, 64<<20)
-	ctx := context.Background()
+	near, _ := benchNear(b, 64<<20)
 	k, err := near.Key("k")
 	if err != nil {
 		b.Fatal(err)
@@ -103,18 +111,16 @@ func BenchmarkNearStaleness(b *testing.B) {
 			got <- time.Now()
 		}
 	})
+	w := startNearWriter(b, redistest.Shared(b).Addr(), near)
 	lat := make([]time.Duration, 0, b.N)
 	i := 0
 	for b.Loop() {
 		i++
 		want.Store(true)
-		if err := plain.Set(ctx, "k", strconv.Itoa(i), time.Hour); err != nil {
-			b.Fatal(err)
-		}
-		wrote := time.Now()
+		wrote := w.write(b, i)
 		select {
 		case at := <-got:
-			lat = append(lat, max(at.Sub(wrote), 0))
+			lat = append(lat, max(time.Duration(at.UnixNano()-wrote), 0))
 		case <-time.After(10 * time.Second):
 			b.Fatal("no invalidation")
 		}
@@ -126,6 +132,83 @@ func BenchmarkNearStaleness(b *testing.B) {
 	b.ReportMetric(q(0.99), "p99-us")
 	b.ReportMetric(q(0.999), "p99.9-us")
 	b.ReportMetric(q(1), "max-us")
+}
+
+// The environment with which the test binary runs as nearWriter.
+const (
+	nearWriterAddr   = "REDQUOTA_NEAR_WRITER_ADDR"
+	nearWriterPrefix = "REDQUOTA_NEAR_WRITER_PREFIX"
+)
+
+// nearWriterProc is a running nearWriter process.
+type nearWriterProc struct {
+	in  io.Writer
+	out *bufio.Scanner
+}
+
+// startNearWriter runs the test binary as nearWriter on the Redis at addr,
+// writing c's key "k", until the benchmark ends.
+func startNearWriter(b *testing.B, addr string, c *cache.Cache) *nearWriterProc {
+	b.Helper()
+	k, _ := c.Key("k")
+	prefix := strings.TrimSuffix(k, ":v:{k}")
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), nearWriterAddr+"="+addr, nearWriterPrefix+"="+prefix)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = in.Close() // the writer exits at the end of its input
+		_ = cmd.Wait()
+	})
+	return &nearWriterProc{in: in, out: bufio.NewScanner(out)}
+}
+
+// write has the writer set "k" to i and returns the wall-clock time, in ns
+// since the Unix epoch, at which its Set returned.
+func (w *nearWriterProc) write(b *testing.B, i int) int64 {
+	if _, err := fmt.Fprintln(w.in, i); err != nil {
+		b.Fatal(err)
+	}
+	if !w.out.Scan() {
+		b.Fatalf("near writer: %v", w.out.Err())
+	}
+	ns, err := strconv.ParseInt(w.out.Text(), 10, 64)
+	if err != nil {
+		b.Fatalf("near writer: %q", w.out.Text())
+	}
+	return ns
+}
+
+// nearWriter is the writing process of BenchmarkNearStaleness (TestMain
+// runs it when nearWriterAddr is set): for each line i of its input it sets
+// "k" to i through a Cache of its own and prints when the Set returned.
+func nearWriter() int {
+	rdb := redis.NewClient(redistest.ClientOptions(os.Getenv(nearWriterAddr)))
+	defer rdb.Close()
+	c := cache.New(rdb, cache.Options{Prefix: os.Getenv(nearWriterPrefix)})
+	in := bufio.NewScanner(os.Stdin)
+	out := bufio.NewWriter(os.Stdout)
+	for in.Scan() {
+		if err := c.Set(context.Background(), "k", in.Text(), time.Hour); err != nil {
+			fmt.Fprintln(os.Stderr, "near writer:", err)
+			return 1
+		}
+		fmt.Fprintln(out, time.Now().UnixNano())
+		if err := out.Flush(); err != nil {
+			return 1
+		}
+	}
+	return 0
 }
 
 // BenchmarkNearChurn reads 100 000 keys of 200 bytes in turn through a near

@@ -166,7 +166,7 @@ func TestNearClusterFailover(t *testing.T) {
 	nodes, client := privateCluster(t)
 	ctx := context.Background()
 	b := redistest.Backend{Kind: redistest.Cluster, Client: client, ClusterNodes: nodes, Prefix: redistest.NewPrefix(t)}
-	k := b.Prefix + ":{fo}:v"
+	k := b.Prefix + ":v:{fo}"
 	master, masterID := nodeOf(t, nodes, redistest.Slot(k))
 
 	// A replica of the key's master.

@@ -18,6 +18,7 @@ import (
 	"github.com/redquota/redquota/cache"
 	"github.com/redquota/redquota/internal/oteltest"
 	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/limiter"
 )
 
 // nearOpts are the options of a near-cached test cache.
@@ -206,6 +207,53 @@ func TestNearHitSkipsRedis(t *testing.T) {
 	})
 }
 
+// A cold GetMany is one round trip of one MGET per slot and one PTTL per key,
+// and installs what it read: the next GetMany calls nothing.
+func TestNearColdGetMany(t *testing.T) {
+	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
+		e := newNearEnv(t, b, cache.Options{})
+		ctx := context.Background()
+		seen := watchInvalidations(e.c)
+		views := []*cache.Cache{e.c.Group("ex")}
+		if b.Kind == redistest.Real {
+			views = append(views, e.c) // one slot per key on a cluster
+		}
+		for _, c := range views {
+			oc := other(t, b)
+			if c.GroupName() != "" {
+				oc = oc.Group(c.GroupName())
+			}
+			var keys []string
+			want := map[string]string{}
+			for i := range 10 {
+				k := "k" + strconv.Itoa(i)
+				keys, want[k] = append(keys, k), "v"+strconv.Itoa(i)
+				settle(t, e, seen, c, k, func() { require.NoError(t, oc.Set(ctx, k, want[k], time.Minute)) })
+			}
+			keys = append(keys, "absent")
+			mgets, pttls, gets := commandCalls(t, b, "mget"), commandCalls(t, b, "pttl"), commandCalls(t, b, "get")
+			before := e.hk.calls()
+			got := map[string]string{}
+			n, err := c.GetMany(ctx, keys, got)
+			require.Equal(t, int64(1), e.hk.calls()-before, "round trips")
+			require.NoError(t, err)
+			require.Equal(t, 10, n)
+			require.Equal(t, want, got)
+			require.Equal(t, int64(1), commandCalls(t, b, "mget")-mgets)
+			require.Equal(t, int64(11), commandCalls(t, b, "pttl")-pttls)
+			require.Equal(t, int64(0), commandCalls(t, b, "get")-gets)
+
+			before = e.hk.calls()
+			got = map[string]string{}
+			n, err = c.GetMany(ctx, keys[:10], got)
+			require.NoError(t, err)
+			require.Equal(t, 10, n)
+			require.Equal(t, want, got)
+			require.Equal(t, int64(0), e.hk.calls()-before, "held near")
+		}
+	})
+}
+
 // A *[]byte destination gets a copy: changing it does not change the value
 // held near.
 func TestNearBytesAreCopies(t *testing.T) {
@@ -308,6 +356,74 @@ func TestNearOtherWriterInvalidates(t *testing.T) {
 			require.False(t, found)
 		}
 		require.Positive(t, nearStats(t, e.c).NearInvalidations)
+	})
+}
+
+// The tracking connections hear of value writes only: a limiter under the
+// same prefix, and the tag sets and tag lists of a group, write keys that
+// reach no tracking connection. Redis pushes the invalidations of one
+// connection in write order, so once the sentinel written last (in the same
+// slot as every other write, so on the same node of a cluster) is reported,
+// any push of the earlier writes would have been too.
+func TestNearTracksValuesOnly(t *testing.T) {
+	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
+		e := newNearEnv(t, b, cache.Options{})
+		ctx := context.Background()
+		seen := watchInvalidations(e.c)
+		o := other(t, b)
+
+		// Every write below has the hash tag {q}.
+		l := limiter.New(b.Client, limiter.Options{Prefix: b.Prefix})
+		for range 20 {
+			res, err := l.Allow(ctx, "q", limiter.PerSecond(1000))
+			require.NoError(t, err)
+			require.True(t, res.Allowed)
+		}
+		require.NoError(t, o.Group("q").SetTagged(ctx, "k", "v", time.Minute, "t1", "t2"))
+		_, err := o.Group("q").InvalidateTags(ctx, "t1")
+		require.NoError(t, err)
+		sentinel := e.key(e.c, "q")
+		n := seen.count(sentinel)
+		require.NoError(t, o.Set(ctx, "q", "s", time.Minute))
+		seen.wait(t, sentinel, n)
+
+		seen.mu.Lock()
+		defer seen.mu.Unlock()
+		value := e.key(e.c.Group("q"), "k")
+		require.Equal(t, 2, seen.seen[value], "the tagged value's write and its invalidation")
+		for k := range seen.seen {
+			require.True(t, strings.HasPrefix(k, b.Prefix+":v:{"), "a push for %s, not a value", k)
+		}
+	})
+}
+
+// On the real clock too, a value is not served near past MaxTTL: after
+// sleeping longer than MaxTTL (a monotonic clock only moves on, so the value
+// is then past its deadline whatever the load) the read goes to Redis, which
+// still holds the value for a minute and sends no invalidation.
+func TestNearMaxTTLRealClock(t *testing.T) {
+	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
+		const maxTTL = 50 * time.Millisecond
+		e := newNearEnv(t, b, cache.Options{Near: cache.NearOptions{MaxBytes: 1 << 20, MaxTTL: maxTTL}})
+		ctx := context.Background()
+		require.NoError(t, e.c.Set(ctx, "k", "v", time.Minute))
+		for start := time.Now(); ; {
+			hits := nearStats(t, e.c).NearHits
+			before := time.Now()
+			getString(t, e.c, "k")
+			if nearStats(t, e.c).NearHits > hits {
+				// A hit: the value was read at most maxTTL before this read
+				// began. Wait out maxTTL from then.
+				time.Sleep(maxTTL - time.Since(before) + time.Millisecond)
+				break
+			}
+			require.Less(t, time.Since(start), 10*time.Second, "never held near")
+		}
+		before := e.hk.calls()
+		got, found := getString(t, e.c, "k")
+		require.True(t, found)
+		require.Equal(t, "v", got)
+		require.Equal(t, int64(1), e.hk.calls()-before, "served near past MaxTTL")
 	})
 }
 
@@ -512,58 +628,125 @@ func TestNearMemoryBound(t *testing.T) {
 	})
 }
 
-// Model test: another process writes versions of a few keys while this one
-// reads them through its near cache and its tracking connections are killed
-// at random. After each write the writer also writes a sentinel key in the
-// same slot and waits for its invalidation here: Redis sends a connection's
-// invalidations in the order of the writes, so from then on a read must see
-// the version written (or a later one), never an older one.
+// The model: another process writes, this one reads, and faults strike; a
+// read must never return a value older than the last one written before it.
+// After each write a sentinel in the same slot is written and its
+// invalidation awaited (one connection's invalidations come in write order),
+// so a stale read is the near cache's fault, not the push's delay. A fault
+// is followed by a write while tracking is down.
 func TestNearModel(t *testing.T) {
 	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
-		e := newNearEnv(t, b, cache.Options{})
-		ctx := context.Background()
-		seen := watchInvalidations(e.c)
-		g := e.c.Group("model")
-		og := other(t, b).Group("model")
-		keys := []string{"k0", "k1", "k2", "k3"}
-		sentinel := e.key(g, "sentinel")
-		written := map[string]int{}
-		rng := rand.New(rand.NewPCG(1, 2))
-		read := func(key string) int {
-			t.Helper()
-			s, found := getString(t, g, key)
-			require.True(t, found)
-			v, err := strconv.Atoi(s)
-			require.NoError(t, err)
-			return v
+		nearModel(t, b, 300, func(e *env, k string, write func(k string), check func()) {
+			killTracking(t, b, e.c)
+			waitLive(t, e.c, false)
+			write(k)
+			check()
+			waitLive(t, e.c, true)
+		})
+	})
+}
+
+// The model with Redis restarts among its faults, on a private redis-server:
+// the restarted server has lost every value, the other process writes them
+// again (each one newer than before), and nothing held near from before the
+// restart may be served.
+func TestNearModelRestart(t *testing.T) {
+	srv := redistest.Private(t)
+	client := redis.NewClient(redistest.ClientOptions(srv.Addr()))
+	t.Cleanup(func() { _ = client.Close() })
+	b := redistest.Backend{Kind: redistest.Real, Client: client, Server: srv, Prefix: redistest.NewPrefix(t)}
+	restarts := 0
+	nearModel(t, b, 100, func(e *env, k string, write func(k string), check func()) {
+		if restarts%2 == 1 {
+			killTracking(t, b, e.c)
+			waitLive(t, e.c, false)
+			write(k)
+			check()
+			waitLive(t, e.c, true)
+			restarts++
+			return
 		}
-		for _, k := range keys {
-			require.NoError(t, og.Set(ctx, k, "0", time.Minute))
+		restarts++
+		srv.Stop()
+		waitLive(t, e.c, false)
+		require.NoError(t, srv.Start())
+		for _, k := range []string{"k0", "k1", "k2", "k3"} {
+			write(k)
 		}
-		for step := range 300 {
-			k := keys[rng.IntN(len(keys))]
-			switch r := rng.IntN(10); {
-			case r < 4: // another process writes
-				written[k]++
-				require.NoError(t, og.Set(ctx, k, strconv.Itoa(written[k]), time.Minute))
-				n := seen.count(sentinel)
-				require.NoError(t, og.Set(ctx, "sentinel", strconv.Itoa(step), time.Minute))
-				seen.wait(t, sentinel, n)
-			case r < 9:
-				require.GreaterOrEqual(t, read(k), written[k], "step %d: %s older than written", step, k)
-			default: // a fault, then a write while tracking is down
-				killTracking(t, b, e.c)
-				waitLive(t, e.c, false)
-				written[k]++
-				require.NoError(t, og.Set(ctx, k, strconv.Itoa(written[k]), time.Minute))
-				waitLive(t, e.c, true)
+		check() // most likely before tracking is back
+		waitLive(t, e.c, true)
+	})
+	require.Greater(t, restarts, 2)
+}
+
+// nearModel runs steps of the model on b; fault strikes, calls write for at
+// least the key it is given, and may call check, which reads every key.
+func nearModel(t *testing.T, b redistest.Backend, steps int, fault func(e *env, k string, write func(k string), check func())) {
+	e := newNearEnv(t, b, cache.Options{Breaker: cache.BreakerOptions{Failures: -1}})
+	ctx := context.Background()
+	seen := watchInvalidations(e.c)
+	g := e.c.Group("model")
+	og := other(t, b).Group("model")
+	keys := []string{"k0", "k1", "k2", "k3"}
+	sentinel := e.key(g, "sentinel")
+	written := map[string]int{}
+	rng := rand.New(rand.NewPCG(1, 2))
+	// retry runs f until it succeeds, for at most 10 s: after a restart a
+	// call can meet a pooled connection that died with the server; an error
+	// is never a stale value, and no call fails for 10 s on a live server.
+	retry := func(f func() error) {
+		t.Helper()
+		var err error
+		for start := time.Now(); time.Since(start) < 10*time.Second; time.Sleep(time.Millisecond) {
+			if err = f(); err == nil {
+				return
 			}
 		}
-		for _, k := range keys {
-			require.Equal(t, written[k], read(k))
+		t.Fatal(err)
+	}
+	read := func(key string) int {
+		t.Helper()
+		var s string
+		retry(func() error {
+			found, err := g.Get(ctx, key, &s)
+			if err == nil && !found {
+				t.Fatalf("%s not found", key)
+			}
+			return err
+		})
+		v, err := strconv.Atoi(s)
+		require.NoError(t, err)
+		return v
+	}
+	write := func(k string) {
+		written[k]++
+		retry(func() error { return og.Set(ctx, k, strconv.Itoa(written[k]), time.Minute) })
+	}
+	for _, k := range keys {
+		require.NoError(t, og.Set(ctx, k, "0", time.Minute))
+	}
+	for step := range steps {
+		k := keys[rng.IntN(len(keys))]
+		switch r := rng.IntN(10); {
+		case r < 4: // another process writes
+			write(k)
+			n := seen.count(sentinel)
+			retry(func() error { return og.Set(ctx, "sentinel", strconv.Itoa(step), time.Minute) })
+			seen.wait(t, sentinel, n)
+		case r < 9:
+			require.GreaterOrEqual(t, read(k), written[k], "step %d: %s older than written", step, k)
+		default:
+			fault(e, k, write, func() {
+				for _, k := range keys {
+					require.GreaterOrEqual(t, read(k), written[k], "step %d: %s older than written", step, k)
+				}
+			})
 		}
-		require.Positive(t, nearStats(t, e.c).NearHits)
-	})
+	}
+	for _, k := range keys {
+		require.Equal(t, written[k], read(k))
+	}
+	require.Positive(t, nearStats(t, e.c).NearHits)
 }
 
 // A struct read near is decoded once and copied afterwards, which gives what

@@ -20,7 +20,7 @@ import (
 // (Options.ClientSideCache) tracks the keys each pooled connection reads and
 // works on a single node only; the cache is handed a client already made, so
 // it opens connections of its own instead: one per node, RESP3, CLIENT
-// TRACKING ON BCAST PREFIX "<prefix>:{", reading nothing but Redis's
+// TRACKING ON BCAST PREFIX "<prefix>:v:{" (the values' keys alone), reading nothing but Redis's
 // invalidation pushes and the replies to its heartbeat PINGs.
 const (
 	// trackTopologyEvery is how often the nodes are listed again (a cluster's

@@ -40,9 +40,9 @@ func (c *Cache) deletePattern(ctx context.Context, pattern string) (int, error) 
 	}
 	var match string
 	if c.head != "" {
-		match = globEscape(c.head) + ":v:" + keys.Escape(pattern)
+		match = globEscape(c.valPre) + keys.Escape(pattern)
 	} else {
-		match = globEscape(c.core.prefix) + ":{" + keys.Escape(pattern) + "}:v"
+		match = globEscape(c.valPre) + keys.Escape(pattern) + "}"
 	}
 	var (
 		mu    sync.Mutex

@@ -10,16 +10,16 @@
 // escapes ':' as %3A (and '{', '}', '%' likewise), so that no name can collide
 // with another key: a SCAN pattern must use the escaped form.
 //
-//	<prefix>:{<exchange>}:v:ticker%3A<symbol>
-//	<prefix>:{<exchange>}:v:book%3A<symbol>
-//	<prefix>:{<exchange>}:v:trades%3A<symbol>
-//	<prefix>:{<exchange>}:v:candles%3A<symbol>%3A<interval>
-//	<prefix>:{<exchange>}:v:calls%3A<endpoint>%3A<window ms>
+//	<prefix>:v:{<exchange>}:ticker%3A<symbol>
+//	<prefix>:v:{<exchange>}:book%3A<symbol>
+//	<prefix>:v:{<exchange>}:trades%3A<symbol>
+//	<prefix>:v:{<exchange>}:candles%3A<symbol>%3A<interval>
+//	<prefix>:v:{<exchange>}:calls%3A<endpoint>%3A<window ms>
 //	<prefix>:{<exchange>}:t:exchange                 tag set of the exchange's data
 //
 // Signals live in the group of their strategy, tagged "strategy":
 //
-//	<prefix>:{<strategy>}:v:signal%3A<symbol>
+//	<prefix>:v:{<strategy>}:signal%3A<symbol>
 //
 // So InvalidateExchange and InvalidateSignals are each one script call per 1000
 // values on one slot, SetTickers is one script call, and GetTickers one MGET.

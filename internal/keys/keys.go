@@ -1,6 +1,8 @@
 // Package keys builds the Redis keys redquota uses.
 //
-// Every key has the shape <prefix>:{<tag>}:<kind>[:<name>]. The tag is the part
+// Every key has the shape <prefix>:{<tag>}:<kind>[:<name>], but for the
+// cache's values, <prefix>:v:{<tag>}[:<name>]: their one prefix is what the
+// near cache's tracking watches, and no other key starts with it. The tag is the part
 // Redis Cluster hashes, so every key of one decision shares it and lands in one
 // slot. User-supplied parts are escaped so that '{', '}', ':' or '%' in them can
 // neither move a key to another slot nor make two different inputs collide.

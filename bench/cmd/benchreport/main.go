@@ -1,6 +1,7 @@
 // Command benchreport writes BENCHMARKS.md from the raw results .ci/bench
 // leaves in bench/results: the comparison benchmarks (compare.txt), the main
-// module's in-package benchmarks (limiter.txt, cache.txt, market.txt), the
+// module's in-package benchmarks (limiter.txt, cache.txt, market.txt; the near
+// cache's fixed-size runs in near.txt), the
 // fixed-rate run (tail.json), the server-side breakdown (serverprof.json)
 // and the client profiles (cpu.txt, mem.txt). It runs benchstat for the
 // tables and computes the ratios and the issues' targets from the same
@@ -140,6 +141,7 @@ func write(w *bytes.Buffer, c config, cmp *results, inpkg map[string]*results) {
 		p("Reproduce: `go test -run '^$' -bench . -count %d -benchtime %s ./%s/ > bench/results/%s.txt && (cd bench && go tool benchstat results/%s.txt)`\n\n",
 			c.count, c.inpkgTime, pkg, pkg, pkg)
 	}
+	writeNear(w, c, inpkg)
 }
 
 // resultsDir is where the raw results are (-results).
