@@ -322,7 +322,9 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	}
 	var v []any
 	var err error
-	if l.timeout > 0 || l.watch.Waits() {
+	if l.ack != nil {
+		v, err = l.acked(ctx, cmd) // Options.ReplicaAck (replicaack.go)
+	} else if l.timeout > 0 || l.watch.Waits() {
 		v, err = l.bounded(ctx, cmd)
 	} else {
 		v, err = evalCached(ctx, l.decider, scripts.Quota, cmd)

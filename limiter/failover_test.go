@@ -19,11 +19,23 @@ import (
 // primary killed (SIGKILL) under load. Replication is asynchronous, so the
 // writes the replica had not received when the primary died are lost: their
 // units are granted a second time after the promotion. The test measures how
-// many and how long decisions stop, and checks that they resume.
+// many and how long decisions stop, and checks that they resume; with
+// Options.ReplicaAck, that none is granted twice (every grant returned had
+// reached the one replica, which Sentinel promotes).
 func TestFailoverUnitsGrantedTwice(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts five redis-server processes and waits for a failover")
 	}
+	t.Run("default", func(t *testing.T) { failover(t, 0) })
+	t.Run("ReplicaAck", func(t *testing.T) {
+		twice := failover(t, 100*time.Millisecond)
+		require.Zero(t, twice, "units granted twice with ReplicaAck")
+	})
+}
+
+// failover runs the measure with Options.ReplicaAck = ack and returns the
+// units granted twice.
+func failover(t *testing.T, ack time.Duration) int {
 	st := redistest.StartSentinels(t, 500*time.Millisecond)
 	ctx := context.Background()
 	sent := redis.NewSentinelClient(&redis.Options{Addr: st.Addrs[0]})
@@ -45,7 +57,7 @@ func TestFailoverUnitsGrantedTwice(t *testing.T) {
 		MaxRetries: -1, DialerRetries: 1, ContextTimeoutEnabled: true, PoolSize: 16,
 	})
 	defer fc.Close()
-	lim := New(fc, Options{Prefix: "fo", CoolDown: 50 * time.Millisecond})
+	lim := New(fc, Options{Prefix: "fo", CoolDown: 50 * time.Millisecond, ReplicaAck: ack})
 	limit := PerHour(10_000_000).WithAlgorithm(FixedWindow)
 
 	type grant struct {
@@ -111,4 +123,5 @@ func TestFailoverUnitsGrantedTwice(t *testing.T) {
 		maxBefore, firstAfter, twice, gap.Round(time.Millisecond), grants[cut].at.Sub(killed).Round(time.Millisecond))
 	require.Positive(t, maxBefore)
 	require.Positive(t, firstAfter)
+	return twice
 }

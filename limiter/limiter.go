@@ -144,6 +144,23 @@ type Options struct {
 	// decisions made between the restart and the end of the check (a round
 	// trip or two) see the empty state. Default 0: off, limits restart empty.
 	RestartSpent float64
+	// ReplicaAck, when above 0, bounds what a failover can lose: each
+	// decision's script goes out in one pipeline with WAIT 1 <ReplicaAck> (one
+	// round trip still, longer by a replica's acknowledgement), and a decision
+	// that no replica acknowledged within ReplicaAck answers under the failure
+	// policy, as if Redis were unreachable (the primary may have counted its
+	// units: the error errs on the safe side). A grant is then only returned
+	// once a replica holds it, so a failover to that replica grants none of
+	// it again. With several replicas, Sentinel must promote one that
+	// acknowledged: set min-replicas or use one replica. Holds, syncs and
+	// cancels are not waited for. Without a reachable replica every decision
+	// fails. Applies to *redis.Client (NewFailoverClient's too),
+	// *redis.ClusterClient and *redis.Ring, bypassing AutoPipeline; other
+	// clients get an error. Timeout, when set, is lengthened by it; a
+	// client's ReadTimeout must exceed it. Default 0: off, nothing waits, and
+	// a failover may grant again the units of the writes the replica had not
+	// received (RELIABILITY.md measures them).
+	ReplicaAck time.Duration
 	// DedupeWindow is how long a charged decision's reply is remembered in Redis
 	// under a per-call token, so that a call go-redis retries after a read
 	// timeout or a lost connection (Redis may already have run it) is answered
@@ -179,6 +196,7 @@ type Limiter struct {
 	watch     *reach.Watch          // ends calls waiting on a refused dial; nil when none can wait
 	lastCause atomic.Pointer[error] // the last error that found Redis unreachable
 	restart   *restartGuard         // nil unless Options.RestartSpent > 0
+	ack       *ackState             // nil unless Options.ReplicaAck > 0
 	tel       instruments
 	stats     counters
 	reg       registry // quota definitions written for operators (registry.go)
@@ -241,6 +259,7 @@ func New(client Client, opts Options) *Limiter {
 	case opts.Timeout == 0 && retries:
 		l.timeout = 250 * time.Millisecond
 	}
+	l.ack = newAck(opts, l.timeout)
 	l.dedupeMS = "0"
 	if l.dedupe {
 		l.dedupeMS = strconv.FormatInt(max(opts.DedupeWindow.Milliseconds(), 1), 10)
