@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,14 +90,29 @@ func failover(t *testing.T, ack time.Duration) int {
 	time.Sleep(500 * time.Millisecond)
 	killed := time.Now()
 	st.Primary.Stop()
-	// Decisions resume once Sentinel has promoted the replica (down-after
-	// 500 ms plus an election) and go-redis has heard of it; 20 s is far
-	// beyond that, so only a failover that never completes fails.
+	// Sentinel promotes the replica (down-after 500 ms plus an election);
+	// 20 s is far beyond that, so only a failover that never completes fails.
+	replicaAddr := []string{"127.0.0.1", strconv.Itoa(st.Replica.Port())}
+	require.Eventually(t, func() bool {
+		addr, err := sent.GetMasterAddrByName(ctx, st.Master).Result()
+		return err == nil && slices.Equal(addr, replicaAddr)
+	}, 20*time.Second, 10*time.Millisecond)
+	promoted := time.Now()
+	if ack > 0 {
+		// The new primary has no replica to acknowledge until the old one
+		// comes back (restarted empty, as a supervisor would) and Sentinel
+		// makes it a replica: decisions fail until then.
+		require.NoError(t, st.Primary.Start())
+	}
+	// Decisions resume once go-redis has heard of the promotion (and, with
+	// ReplicaAck, the restarted node has synced: Sentinel reconfigures it at
+	// its next INFO, up to 10 s); 60 s is far beyond either.
 	require.Eventually(t, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(grants) > 0 && grants[len(grants)-1].at.After(killed)
-	}, 20*time.Second, 10*time.Millisecond)
+		return len(grants) > 0 && grants[len(grants)-1].at.After(promoted)
+	}, 60*time.Second, 10*time.Millisecond)
+	t.Logf("kill to promotion seen: %v", promoted.Sub(killed).Round(time.Millisecond))
 	time.Sleep(500 * time.Millisecond)
 	stop.Store(true)
 	wg.Wait()
@@ -119,8 +135,14 @@ func failover(t *testing.T, ack time.Duration) int {
 		}
 	}
 	twice := max(0, maxBefore-(firstAfter-1))
-	t.Logf("granted by the old primary: %d units; first count on the new one: %d; units granted twice: %d; no grant for %v (kill to first grant after: %v)",
-		maxBefore, firstAfter, twice, gap.Round(time.Millisecond), grants[cut].at.Sub(killed).Round(time.Millisecond))
+	beforeKill := 0
+	for _, g := range grants {
+		if g.at.Before(killed) && !g.at.Before(killed.Add(-500*time.Millisecond)) {
+			beforeKill++
+		}
+	}
+	t.Logf("ReplicaAck %v: granted by the old primary: %d units (%d in the 500 ms before the kill); first count on the new one: %d; units granted twice: %d; no grant for %v (kill to first grant after: %v)",
+		ack, maxBefore, beforeKill, firstAfter, twice, gap.Round(time.Millisecond), grants[cut].at.Sub(killed).Round(time.Millisecond))
 	require.Positive(t, maxBefore)
 	require.Positive(t, firstAfter)
 	return twice
