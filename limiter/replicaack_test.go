@@ -137,7 +137,7 @@ func BenchmarkReplicaAck(b *testing.B) {
 			c := redis.NewClient(o)
 			defer c.Close()
 			lim := New(c, Options{Prefix: "bra", ReplicaAck: ack})
-			limit := PerSecond(1e9)
+			limit := PerSecond(1e6)
 			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()
