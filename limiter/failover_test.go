@@ -4,7 +4,6 @@ import (
 	"context"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -41,16 +40,7 @@ func failover(t *testing.T, ack time.Duration) int {
 	ctx := context.Background()
 	sent := redis.NewSentinelClient(&redis.Options{Addr: st.Addrs[0]})
 	defer sent.Close()
-	// The Sentinels must know the replica before the primary dies: they learn
-	// it from the primary's INFO, every 10 s at worst; 30 s is past that.
-	require.Eventually(t, func() bool {
-		rs, err := sent.Replicas(ctx, st.Master).Result()
-		if err != nil || len(rs) != 1 {
-			return false
-		}
-		info, err := st.Replica.Client().Info(ctx, "replication").Result()
-		return err == nil && strings.Contains(info, "master_link_status:up")
-	}, 30*time.Second, 50*time.Millisecond)
+	sentinelsKnowReplica(t, st, sent) // before the primary dies
 
 	fc := redis.NewFailoverClient(&redis.FailoverOptions{
 		MasterName: st.Master, SentinelAddrs: st.Addrs,
