@@ -135,14 +135,17 @@ type Options struct {
 	// state (a restart without persistence, a failover to a replica that had
 	// not caught up): after the client makes new connections it compares
 	// Redis's run_id (every master's, on a cluster) with the one it saw
-	// before, in the background. When it changed, every limit this Limiter
+	// before, before it answers the decisions made meanwhile (one check at a
+	// time; the others wait for it). When it changed, every limit this Limiter
 	// has decided on (up to 10 000) is charged RestartSpent of its maximum
 	// (Sync: never lowered), so that the limits resume at the remaining share
-	// instead of empty while the exchange still counts what was spent before.
-	// 1 treats each such limit as spent for its period. Limits whose usage an
-	// exchange reports in headers (middleware syncs them) need it less. The
-	// decisions made between the restart and the end of the check (a round
-	// trip or two) see the empty state. Default 0: off, limits restart empty.
+	// instead of empty while the exchange still counts what was spent before,
+	// and the decisions made since the restart are made again on that state
+	// (a Wait's wake-up is not). 1 treats each such limit as spent for its
+	// period. It costs the decision that finds a new connection a round trip
+	// (INFO), and one Sync per limit on a restart. Limits whose usage an
+	// exchange reports in headers (middleware syncs them) need it less.
+	// Default 0: off, limits restart empty.
 	RestartSpent float64
 	// ReplicaAck, when above 0, bounds what a failover can lose: each
 	// decision's script goes out in one pipeline with WAIT 1 <ReplicaAck> (one
