@@ -57,7 +57,7 @@ func TestChaos(t *testing.T) {
 		procs, _ = strconv.Atoi(v)
 	}
 	// Sentinel must not fail over during the DEBUG SLEEP (1.5 s): down-after 3 s.
-	st := redistest.StartSentinels(t, 3*time.Second)
+	st := redistest.StartSentinels(t, 3*time.Second, false)
 	ctx := context.Background()
 	sent := redis.NewSentinelClient(&redis.Options{Addr: st.Addrs[0]})
 	defer sent.Close()
