@@ -154,15 +154,18 @@ type Options struct {
 	// policy, as if Redis were unreachable (the primary may have counted its
 	// units: the error errs on the safe side). A grant is then only returned
 	// once a replica holds it, so a failover to that replica grants none of
-	// it again. With several replicas, Sentinel must promote one that
-	// acknowledged: set min-replicas or use one replica. Holds, syncs and
-	// cancels are not waited for. Without a reachable replica every decision
-	// fails. Applies to *redis.Client (NewFailoverClient's too),
-	// *redis.ClusterClient and *redis.Ring, bypassing AutoPipeline; other
-	// clients get an error. Timeout, when set, is lengthened by it; a
-	// client's ReadTimeout must exceed it. Default 0: off, nothing waits, and
-	// a failover may grant again the units of the writes the replica had not
-	// received (RELIABILITY.md measures them).
+	// it again. With several replicas Sentinel promotes the one with the
+	// largest replication offset it can reach (replica-priority aside), which
+	// holds every acknowledged write. Holds, syncs and cancels are not waited
+	// for. Without a reachable replica every decision fails: with one
+	// replica, from a failover until the old primary is back as a replica
+	// (17 s in RELIABILITY.md); run two to keep deciding. Applies to
+	// *redis.Client (NewFailoverClient's too), *redis.ClusterClient and
+	// *redis.Ring, bypassing AutoPipeline; other clients get an error.
+	// Timeout, when set, is lengthened by it; a client's ReadTimeout must
+	// exceed it. Default 0: off, nothing waits, and a failover may grant again
+	// the units of the writes the replica had not received (RELIABILITY.md
+	// measures them).
 	ReplicaAck time.Duration
 	// DedupeWindow is how long a charged decision's reply is remembered in Redis
 	// under a per-call token, so that a call go-redis retries after a read
