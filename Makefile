@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    ?= ./...
 BENCH_COUNT ?= 6
 
-.PHONY: test demo bench lint cover fuzz soak monitoring-check monitoring-demo api
+.PHONY: test demo bench lint cover fuzz soak chaos monitoring-check monitoring-demo api
 
 ## test: every test, race detector on, shuffled, on miniredis, a real redis-server and a 3-node cluster
 test:
@@ -30,6 +30,10 @@ cover:
 ## soak: 60 s, 8 OS processes × 64 goroutines, 20 quotas; checks every limit from the grant logs (not part of test)
 soak:
 	REDQUOTA_SOAK=1 $(GO) test -run '^TestSoak$$' -count=1 -timeout 10m -v ./limiter/
+
+## chaos: the soak through Sentinel while faults run (kill -9, SCRIPT FLUSH, CLIENT KILL, DEBUG SLEEP, maxmemory, failover); checks limits, recovery within 1 s, no leaked goroutine (not part of test)
+chaos:
+	REDQUOTA_CHAOS=1 $(GO) test -run '^TestChaos$$' -count=1 -timeout 10m -v ./limiter/
 
 ## fuzz: each fuzz target for FUZZTIME (default 10s); their seed corpora also run in make test
 FUZZTIME ?= 10s

@@ -34,7 +34,13 @@ type proc struct {
 // one key prefix (the fleet's state).
 func newFleet(t *testing.T, p exchanges.Preset) []*proc {
 	t.Helper()
-	addr := redistest.Shared(t).Addr()
+	return newFleetOn(t, p, redistest.Shared(t).Addr(), limiter.Options{})
+}
+
+// newFleetOn is newFleet on the Redis at addr, with limiter options opts
+// (Prefix and Timeout set here).
+func newFleetOn(t *testing.T, p exchanges.Preset, addr string, opts limiter.Options) []*proc {
+	t.Helper()
 	prefix := redistest.NewPrefix(t)
 	var fleet []*proc
 	for i := range fleetSize {
@@ -46,7 +52,8 @@ func newFleet(t *testing.T, p exchanges.Preset) []*proc {
 		o.ReadTimeout, o.WriteTimeout = 5*time.Second, 5*time.Second
 		rdb := redis.NewClient(o)
 		t.Cleanup(func() { _ = rdb.Close() })
-		lim := limiter.New(rdb, limiter.Options{Prefix: prefix, Timeout: 5 * time.Second})
+		opts.Prefix, opts.Timeout = prefix, 5*time.Second
+		lim := limiter.New(rdb, opts)
 		base := &http.Transport{MaxIdleConnsPerHost: 64}
 		t.Cleanup(base.CloseIdleConnections)
 		c, err := p.Client(lim, &http.Client{Transport: base})

@@ -213,6 +213,10 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 	// connection from the decision (registry.go).
 	defer l.register(p)
 	var err error
+	var gen int64 // restarts seen before the call (Options.RestartSpent)
+	if l.restart != nil {
+		gen = l.restart.restarts.Load()
+	}
 	if l.closed.Load() {
 		// Fast path: the breaker (its mutex, its allocation) is touched only
 		// when a call fails, or succeeds after failures; a hot key's callers
@@ -253,8 +257,8 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 		}
 		return err
 	}
-	if l.restart != nil {
-		l.afterDecision(p)
+	if l.restart != nil && l.afterDecision(ctx, p, gen) && p.wake == nil {
+		return l.decide(ctx, p, maxWaitUS, r) // made on a restarted Redis's empty state: again, charged
 	}
 	if p.wake != nil {
 		// A wake-up: its booking was counted when it was made.
@@ -322,7 +326,9 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	}
 	var v []any
 	var err error
-	if l.timeout > 0 || l.watch.Waits() {
+	if l.ack != nil {
+		v, err = l.acked(ctx, cmd) // Options.ReplicaAck (replicaack.go)
+	} else if l.timeout > 0 || l.watch.Waits() {
 		v, err = l.bounded(ctx, cmd)
 	} else {
 		v, err = evalCached(ctx, l.decider, scripts.Quota, cmd)

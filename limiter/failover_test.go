@@ -3,7 +3,7 @@ package limiter
 import (
 	"context"
 	"slices"
-	"strings"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,29 +15,35 @@ import (
 	"github.com/redquota/redquota/internal/redistest"
 )
 
-// A primary, a replica and three Sentinels; go-redis's failover client; the
-// primary killed (SIGKILL) under load. Replication is asynchronous, so the
-// writes the replica had not received when the primary died are lost: their
-// units are granted a second time after the promotion. The test measures how
-// many and how long decisions stop, and checks that they resume.
+// A primary, a replica and three Sentinels; go-redis's failover client;
+// under load, the replica cut off from the primary for 100 ms (a partition:
+// the primary goes on granting), then the primary killed (SIGKILL).
+// Replication is asynchronous, so the writes the replica had not received
+// are lost: their units are granted a second time after the promotion. The
+// test measures how many, and how long decisions stop, and checks that they
+// resume; with Options.ReplicaAck, that none is granted twice (no replica
+// acknowledges during the partition, so nothing is granted then, and every
+// grant returned before it had reached the one replica, which Sentinel
+// promotes).
 func TestFailoverUnitsGrantedTwice(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts five redis-server processes and waits for a failover")
 	}
-	st := redistest.StartSentinels(t, 500*time.Millisecond)
+	t.Run("default", func(t *testing.T) { failover(t, 0) })
+	t.Run("ReplicaAck", func(t *testing.T) {
+		twice := failover(t, 100*time.Millisecond)
+		require.Zero(t, twice, "units granted twice with ReplicaAck")
+	})
+}
+
+// failover runs the measure with Options.ReplicaAck = ack and returns the
+// units granted twice.
+func failover(t *testing.T, ack time.Duration) int {
+	st := redistest.StartSentinels(t, 500*time.Millisecond, true)
 	ctx := context.Background()
 	sent := redis.NewSentinelClient(&redis.Options{Addr: st.Addrs[0]})
 	defer sent.Close()
-	// The Sentinels must know the replica before the primary dies: they learn
-	// it from the primary's INFO, every 10 s at worst; 30 s is past that.
-	require.Eventually(t, func() bool {
-		rs, err := sent.Replicas(ctx, st.Master).Result()
-		if err != nil || len(rs) != 1 {
-			return false
-		}
-		info, err := st.Replica.Client().Info(ctx, "replication").Result()
-		return err == nil && strings.Contains(info, "master_link_status:up")
-	}, 30*time.Second, 50*time.Millisecond)
+	sentinelsKnowReplica(t, st, sent) // before the primary dies
 
 	fc := redis.NewFailoverClient(&redis.FailoverOptions{
 		MasterName: st.Master, SentinelAddrs: st.Addrs,
@@ -45,7 +51,7 @@ func TestFailoverUnitsGrantedTwice(t *testing.T) {
 		MaxRetries: -1, DialerRetries: 1, ContextTimeoutEnabled: true, PoolSize: 16,
 	})
 	defer fc.Close()
-	lim := New(fc, Options{Prefix: "fo", CoolDown: 50 * time.Millisecond})
+	lim := New(fc, Options{Prefix: "fo", CoolDown: 50 * time.Millisecond, ReplicaAck: ack})
 	limit := PerHour(10_000_000).WithAlgorithm(FixedWindow)
 
 	type grant struct {
@@ -75,16 +81,34 @@ func TestFailoverUnitsGrantedTwice(t *testing.T) {
 		}()
 	}
 	time.Sleep(500 * time.Millisecond)
+	parted := time.Now()
+	st.Link.Close() // the partition: the replica hears nothing more
+	time.Sleep(100 * time.Millisecond)
 	killed := time.Now()
 	st.Primary.Stop()
-	// Decisions resume once Sentinel has promoted the replica (down-after
-	// 500 ms plus an election) and go-redis has heard of it; 20 s is far
-	// beyond that, so only a failover that never completes fails.
+	// Sentinel promotes the replica (down-after 500 ms plus an election);
+	// 20 s is far beyond that, so only a failover that never completes fails.
+	replicaAddr := []string{"127.0.0.1", strconv.Itoa(st.Replica.Port())}
+	require.Eventually(t, func() bool {
+		addr, err := sent.GetMasterAddrByName(ctx, st.Master).Result()
+		return err == nil && slices.Equal(addr, replicaAddr)
+	}, 20*time.Second, 10*time.Millisecond)
+	promoted := time.Now()
+	if ack > 0 {
+		// The new primary has no replica to acknowledge until the old one
+		// comes back (restarted empty, as a supervisor would) and Sentinel
+		// makes it a replica: decisions fail until then.
+		require.NoError(t, st.Primary.Start())
+	}
+	// Decisions resume once go-redis has heard of the promotion (and, with
+	// ReplicaAck, the restarted node has synced: Sentinel reconfigures it at
+	// its next INFO, up to 10 s); 60 s is far beyond either.
 	require.Eventually(t, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(grants) > 0 && grants[len(grants)-1].at.After(killed)
-	}, 20*time.Second, 10*time.Millisecond)
+		return len(grants) > 0 && grants[len(grants)-1].at.After(promoted)
+	}, 60*time.Second, 10*time.Millisecond)
+	t.Logf("kill to promotion seen: %v", promoted.Sub(killed).Round(time.Millisecond))
 	time.Sleep(500 * time.Millisecond)
 	stop.Store(true)
 	wg.Wait()
@@ -107,8 +131,15 @@ func TestFailoverUnitsGrantedTwice(t *testing.T) {
 		}
 	}
 	twice := max(0, maxBefore-(firstAfter-1))
-	t.Logf("granted by the old primary: %d units; first count on the new one: %d; units granted twice: %d; no grant for %v (kill to first grant after: %v)",
-		maxBefore, firstAfter, twice, gap.Round(time.Millisecond), grants[cut].at.Sub(killed).Round(time.Millisecond))
+	partition := 0
+	for _, g := range grants {
+		if !g.at.Before(parted) && g.at.Before(killed) {
+			partition++
+		}
+	}
+	t.Logf("ReplicaAck %v: granted by the old primary: %d units (%d grants in the 100 ms partition before the kill); first count on the new one: %d; units granted twice: %d; no grant for %v (kill to first grant after: %v)",
+		ack, maxBefore, partition, firstAfter, twice, gap.Round(time.Millisecond), grants[cut].at.Sub(killed).Round(time.Millisecond))
 	require.Positive(t, maxBefore)
 	require.Positive(t, firstAfter)
+	return twice
 }

@@ -135,15 +135,38 @@ type Options struct {
 	// state (a restart without persistence, a failover to a replica that had
 	// not caught up): after the client makes new connections it compares
 	// Redis's run_id (every master's, on a cluster) with the one it saw
-	// before, in the background. When it changed, every limit this Limiter
+	// before, before it answers the decisions made meanwhile (one check at a
+	// time; the others wait for it). When it changed, every limit this Limiter
 	// has decided on (up to 10 000) is charged RestartSpent of its maximum
 	// (Sync: never lowered), so that the limits resume at the remaining share
-	// instead of empty while the exchange still counts what was spent before.
-	// 1 treats each such limit as spent for its period. Limits whose usage an
-	// exchange reports in headers (middleware syncs them) need it less. The
-	// decisions made between the restart and the end of the check (a round
-	// trip or two) see the empty state. Default 0: off, limits restart empty.
+	// instead of empty while the exchange still counts what was spent before,
+	// and the decisions made since the restart are made again on that state
+	// (a Wait's wake-up is not). 1 treats each such limit as spent for its
+	// period. It costs the decision that finds a new connection a round trip
+	// (INFO), and one Sync per limit on a restart. Limits whose usage an
+	// exchange reports in headers (middleware syncs them) need it less.
+	// Default 0: off, limits restart empty.
 	RestartSpent float64
+	// ReplicaAck, when above 0, bounds what a failover can lose: each
+	// decision's script goes out in one pipeline with WAIT 1 <ReplicaAck> (one
+	// round trip still, longer by a replica's acknowledgement), and a decision
+	// that no replica acknowledged within ReplicaAck answers under the failure
+	// policy, as if Redis were unreachable (the primary may have counted its
+	// units: the error errs on the safe side). A grant is then only returned
+	// once a replica holds it, so a failover to that replica grants none of
+	// it again. With several replicas Sentinel promotes the one with the
+	// largest replication offset it can reach (replica-priority aside), which
+	// holds every acknowledged write. Holds, syncs and cancels are not waited
+	// for. Without a reachable replica every decision fails: with one
+	// replica, from a failover until the old primary is back as a replica
+	// (17 s in RELIABILITY.md); run two to keep deciding. Applies to
+	// *redis.Client (NewFailoverClient's too), *redis.ClusterClient and
+	// *redis.Ring, bypassing AutoPipeline; other clients get an error.
+	// Timeout, when set, is lengthened by it; a client's ReadTimeout must
+	// exceed it. Default 0: off, nothing waits, and a failover may grant again
+	// the units of the writes the replica had not received (RELIABILITY.md
+	// measures them).
+	ReplicaAck time.Duration
 	// DedupeWindow is how long a charged decision's reply is remembered in Redis
 	// under a per-call token, so that a call go-redis retries after a read
 	// timeout or a lost connection (Redis may already have run it) is answered
@@ -179,6 +202,7 @@ type Limiter struct {
 	watch     *reach.Watch          // ends calls waiting on a refused dial; nil when none can wait
 	lastCause atomic.Pointer[error] // the last error that found Redis unreachable
 	restart   *restartGuard         // nil unless Options.RestartSpent > 0
+	ack       *ackState             // nil unless Options.ReplicaAck > 0
 	tel       instruments
 	stats     counters
 	reg       registry // quota definitions written for operators (registry.go)
@@ -241,6 +265,7 @@ func New(client Client, opts Options) *Limiter {
 	case opts.Timeout == 0 && retries:
 		l.timeout = 250 * time.Millisecond
 	}
+	l.ack = newAck(opts, l.timeout)
 	l.dedupeMS = "0"
 	if l.dedupe {
 		l.dedupeMS = strconv.FormatInt(max(opts.DedupeWindow.Milliseconds(), 1), 10)

@@ -20,7 +20,7 @@ const maxRestartLimits = 10000
 type restartGuard struct {
 	share    float64
 	checked  atomic.Uint64 // the watch's dial count last checked
-	checking atomic.Bool
+	checkMu  sync.Mutex    // one check at a time
 	mu       sync.Mutex
 	runID    string
 	seen     sync.Map // state key → Limit
@@ -41,24 +41,27 @@ func (g *restartGuard) note(p *plan) {
 	}
 }
 
-// afterDecision runs once a decision succeeded: when the client has made connections
-// since the last check, it asks Redis its run_id in the background and, if it
-// changed, charges the limits seen so far.
-func (l *Limiter) afterDecision(p *plan) {
+// afterDecision runs once a decision succeeded; gen is the restart count
+// read before it started. When the client has made connections since the
+// last check, it asks Redis its run_id first (one caller at a time: the
+// others wait for its answer) and, if it changed, charges the limits seen so
+// far. It reports whether a restart was found since the decision started:
+// the decision may then have been made on the empty state, and is made again.
+func (l *Limiter) afterDecision(ctx context.Context, p *plan, gen int64) bool {
 	g := l.restart
 	g.note(p)
-	d := l.watch.Dials()
-	if d == g.checked.Load() || !g.checking.CompareAndSwap(false, true) {
-		return
-	}
-	go func() {
-		defer g.checking.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), max(l.timeout, restartCheckTimeout))
-		defer cancel()
-		if l.checkRestart(ctx) == nil {
-			g.checked.Store(d)
+	if d := l.watch.Dials(); d > g.checked.Load() {
+		g.checkMu.Lock()
+		if d > g.checked.Load() {
+			cctx, cancel := context.WithTimeout(ctx, max(l.timeout, restartCheckTimeout))
+			if l.checkRestart(cctx) == nil {
+				g.checked.Store(d)
+			}
+			cancel()
 		}
-	}()
+		g.checkMu.Unlock()
+	}
+	return g.restarts.Load() != gen
 }
 
 // restartCheckTimeout bounds a run_id check and its resync when the limiter

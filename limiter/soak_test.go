@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 
 	"github.com/redquota/redquota/internal/redistest"
 )
@@ -77,72 +78,12 @@ func TestSoak(t *testing.T) {
 			t.Fatalf("worker: %v", err)
 		}
 	}
-	// Merge the logs: quota, limit index, grant µs, cost.
-	type grant struct{ t, cost int64 }
-	logs := map[[2]int][]grant{}
-	total := 0
-	for p := 0; p < procs; p++ {
-		f, err := os.Open(filepath.Join(dir, fmt.Sprintf("grants%d.log", p)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			var q, l int
-			var g grant
-			if _, err := fmt.Sscan(sc.Text(), &q, &l, &g.t, &g.cost); err != nil {
-				t.Fatalf("log line %q: %v", sc.Text(), err)
-			}
-			logs[[2]int{q, l}] = append(logs[[2]int{q, l}], g)
-			total++
-		}
-		f.Close()
-	}
-	t.Logf("%d grants logged by %d processes in %v", total, procs, dur)
-	for id, gs := range logs {
-		sort.Slice(gs, func(i, j int) bool { return gs[i].t < gs[j].t })
+	gl := readGrantLogs(t, dir, procs)
+	t.Logf("%d grants logged by %d processes in %v (%d decisions denied)", gl.grants, procs, dur, gl.denied)
+	for id, gs := range gl.limits {
 		lim := soakQuota(id[0]).Limits[id[1]].Limit
-		p := lim.periodUS()
-		switch lim.Algorithm {
-		case SlidingWindow, SlidingWindowCounter:
-			bound := int64(lim.Rate)
-			if lim.Algorithm == SlidingWindowCounter {
-				bound *= 2 // approximate by design; never more than two windows' worth
-			}
-			var sum int64
-			j := 0
-			for i := range gs {
-				sum += gs[i].cost
-				for gs[j].t <= gs[i].t-p {
-					sum -= gs[j].cost
-					j++
-				}
-				if sum > bound {
-					t.Fatalf("quota %d limit %s: window ending %d holds %d > %d", id[0], lim, gs[i].t, sum, bound)
-				}
-			}
-		case FixedWindow:
-			per := map[int64]int64{}
-			for _, g := range gs {
-				per[g.t/p] += g.cost
-				if per[g.t/p] > int64(lim.Rate) {
-					t.Fatalf("quota %d limit %s: window %d holds %d", id[0], lim, g.t/p, per[g.t/p])
-				}
-			}
-		case GCRA:
-			// Units in [t_i, t_j] ≤ burst + (t_j - t_i)/interval, for every pair:
-			// checked in O(n) as a running maximum of (units so far - t/interval).
-			iv := lim.intervalUS()
-			var units int64
-			best := int64(-1 << 62)
-			for _, g := range gs {
-				// units before this grant, minus its time in intervals
-				best = max(best, -(units - g.t/iv))
-				units += g.cost
-				if units-g.t/iv+best > int64(lim.Max())+1 {
-					t.Fatalf("quota %d limit %s: %d units exceed the burst bound", id[0], lim, units-g.t/iv+best)
-				}
-			}
+		if n, msg := overBound(lim, gs); n > 0 {
+			t.Fatalf("quota %d limit %s: %s", id[0], lim, msg)
 		}
 	}
 	// Every key has a TTL: after the longest period (3 s) and the dedupe
@@ -174,6 +115,118 @@ func TestSoak(t *testing.T) {
 	}
 }
 
+// soakGrant is one logged grant of one limit: Redis time (µs) and units.
+type soakGrant struct{ t, cost int64 }
+
+// grantLogs are the workers' logs merged.
+type grantLogs struct {
+	limits map[[2]int][]soakGrant // by quota and limit index, sorted by time
+	failed []int64                // local times (µs) of failed decisions (chaos), sorted
+	grants int                    // grant lines
+	denied int                    // decisions denied
+}
+
+// readGrantLogs merges the workers' logs in dir.
+func readGrantLogs(t *testing.T, dir string, procs int) grantLogs {
+	t.Helper()
+	logs := map[[2]int][]soakGrant{}
+	var failed []int64
+	total, denied := 0, 0
+	for p := 0; p < procs; p++ {
+		f, err := os.Open(filepath.Join(dir, fmt.Sprintf("grants%d.log", p)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			line := sc.Text()
+			if at, ok := strings.CutPrefix(line, "e "); ok {
+				us, err := strconv.ParseInt(at, 10, 64)
+				if err != nil {
+					t.Fatalf("log line %q: %v", line, err)
+				}
+				failed = append(failed, us)
+				continue
+			}
+			if n, ok := strings.CutPrefix(line, "d "); ok {
+				d, err := strconv.Atoi(n)
+				if err != nil {
+					t.Fatalf("log line %q: %v", line, err)
+				}
+				denied += d
+				continue
+			}
+			var q, l int
+			var g soakGrant
+			if _, err := fmt.Sscan(line, &q, &l, &g.t, &g.cost); err != nil {
+				t.Fatalf("log line %q: %v", line, err)
+			}
+			logs[[2]int{q, l}] = append(logs[[2]int{q, l}], g)
+			total++
+		}
+		f.Close()
+	}
+	for _, gs := range logs {
+		sort.Slice(gs, func(i, j int) bool { return gs[i].t < gs[j].t })
+	}
+	sort.Slice(failed, func(i, j int) bool { return failed[i] < failed[j] })
+	return grantLogs{logs, failed, total, denied}
+}
+
+// overBound checks lim's bound over gs (sorted by time): it returns how many
+// grants broke it and what the first one broke (n = 0: none).
+func overBound(lim Limit, gs []soakGrant) (n int, first string) {
+	fail := func(format string, a ...any) {
+		if n == 0 {
+			first = fmt.Sprintf(format, a...)
+		}
+		n++
+	}
+	p := lim.periodUS()
+	switch lim.Algorithm {
+	case SlidingWindow, SlidingWindowCounter:
+		bound := int64(lim.Rate)
+		if lim.Algorithm == SlidingWindowCounter {
+			bound *= 2 // approximate by design; never more than two windows' worth
+		}
+		var sum int64
+		j := 0
+		for i := range gs {
+			sum += gs[i].cost
+			for gs[j].t <= gs[i].t-p {
+				sum -= gs[j].cost
+				j++
+			}
+			if sum > bound {
+				fail("window ending %d holds %d > %d", gs[i].t, sum, bound)
+			}
+		}
+	case FixedWindow:
+		per := map[int64]int64{}
+		for _, g := range gs {
+			per[g.t/p] += g.cost
+			if per[g.t/p] > int64(lim.Rate) {
+				fail("window %d holds %d", g.t/p, per[g.t/p])
+			}
+		}
+	case GCRA:
+		// Units in [t_i, t_j] ≤ burst + (t_j - t_i)/interval, for every pair:
+		// checked in O(n) as a running maximum of (units so far - t/interval).
+		iv := lim.intervalUS()
+		var units int64
+		best := int64(-1 << 62)
+		for _, g := range gs {
+			// units before this grant, minus its time in intervals
+			best = max(best, -(units - g.t/iv))
+			units += g.cost
+			if units-g.t/iv+best > int64(lim.Max())+1 {
+				fail("%d units at %d exceed the burst bound", units-g.t/iv+best, g.t)
+			}
+		}
+	}
+	return n, first
+}
+
 // TestSoakWorker is one soak process; it runs only when TestSoak starts it.
 func TestSoakWorker(t *testing.T) {
 	if os.Getenv("REDQUOTA_SOAK_WORKER") != "1" {
@@ -181,15 +234,36 @@ func TestSoakWorker(t *testing.T) {
 	}
 	dur, _ := time.ParseDuration(os.Getenv("REDQUOTA_SOAK_DURATION"))
 	seed, _ := strconv.Atoi(os.Getenv("REDQUOTA_SOAK_SEED"))
+	chaos := os.Getenv("REDQUOTA_CHAOS") == "1"
+	if chaos {
+		redis.SetLogger(quiet{})
+	}
+	before := goleak.IgnoreCurrent() // what runs before the client exists
 	o := redistest.ClientOptions(os.Getenv("REDQUOTA_SOAK_ADDR"))
 	o.PoolSize = 64
-	c := redis.NewClient(o) // retries on: dedupe on, as in a default deployment
-	defer c.Close()
+	var c redis.UniversalClient
+	if sentinels := os.Getenv("REDQUOTA_SOAK_SENTINELS"); sentinels != "" {
+		// TestChaos: through the Sentinels, as a deployment with failover would.
+		c = redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: os.Getenv("REDQUOTA_SOAK_MASTER"), SentinelAddrs: strings.Split(sentinels, ","),
+			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+			PoolSize: o.PoolSize, MaxRetries: o.MaxRetries, MinRetryBackoff: o.MinRetryBackoff,
+			MaxRetryBackoff: o.MaxRetryBackoff, DialerRetries: o.DialerRetries, ContextTimeoutEnabled: true,
+		})
+	} else {
+		c = redis.NewClient(o) // retries on: dedupe on, as in a default deployment
+	}
 	// 512 goroutines in 8 processes saturate a 2-core machine: a call can
 	// wait longer than the default 250 ms Timeout (meant to detect a dead
 	// Redis), and three such calls in a row open the breaker. The soak tests
-	// the limits, so it gives calls 2 s.
-	lim := New(c, Options{Prefix: "soak", Timeout: 2 * time.Second})
+	// the limits, so it gives calls 2 s. The chaos soak gives them 1 s (its
+	// DEBUG SLEEP lasts 1.5 s) and a 200 ms CoolDown, so that decisions come
+	// back soon after a fault.
+	opts := Options{Prefix: "soak", Timeout: 2 * time.Second}
+	if chaos {
+		opts.Timeout, opts.CoolDown = time.Second, 200*time.Millisecond
+	}
+	lim := New(c, opts)
 	f, err := os.Create(os.Getenv("REDQUOTA_SOAK_LOG"))
 	if err != nil {
 		t.Fatal(err)
@@ -200,7 +274,8 @@ func TestSoakWorker(t *testing.T) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	end := time.Now().Add(dur)
-	errs := 0
+	errs, denied := 0, 0
+	kinds := map[string]int{} // chaos: failures by message, digits dropped
 	for g := 0; g < 64; g++ {
 		wg.Add(1)
 		go func(g int) {
@@ -221,15 +296,27 @@ func TestSoakWorker(t *testing.T) {
 				// Max wait 1 µs: an Allow that also returns the grant time.
 				if err := lim.decide(context.Background(), p, 1, r); err != nil {
 					mu.Lock()
-					if errs < 3 {
+					if errs < 3 && !chaos {
 						t.Log(err)
 					}
 					errs++
+					if chaos { // failures are expected: logged with their local time
+						fmt.Fprintf(w, "e %d\n", time.Now().UnixMicro())
+						kinds[strings.Map(func(r rune) rune {
+							if r >= '0' && r <= '9' {
+								return -1
+							}
+							return r
+						}, err.Error())]++
+					}
 					mu.Unlock()
 					time.Sleep(10 * time.Millisecond)
 					continue
 				}
 				if !r.granted {
+					mu.Lock()
+					denied++
+					mu.Unlock()
 					time.Sleep(time.Duration(rng.IntN(3)) * time.Millisecond)
 					continue
 				}
@@ -248,7 +335,20 @@ func TestSoakWorker(t *testing.T) {
 		}(g)
 	}
 	wg.Wait()
-	if errs > 0 {
+	fmt.Fprintf(w, "d %d\n", denied)
+	for k, n := range kinds {
+		t.Logf("worker %d: %d× %s", seed, n, k)
+	}
+	if err := c.Close(); err != nil {
+		t.Error(err)
+	}
+	// No goroutine left behind by the limiter or its client once closed
+	// (goleak retries for a while: a detached call may still be finishing).
+	if err := goleak.Find(before); err != nil {
+		t.Errorf("goroutines left behind: %v", err)
+	}
+	if errs > 0 && !chaos {
 		t.Fatalf("%d decisions failed", errs)
 	}
+	t.Logf("worker %d: %d decisions failed", seed, errs)
 }

@@ -62,6 +62,10 @@ func Auth(err error) error {
 	return nil
 }
 
+// ErrNotReplicated: no replica acknowledged a write within the time asked
+// (WAIT answered 0). Down counts it: the write may be lost in a failover.
+var ErrNotReplicated = errors.New("redis: no replica acknowledged the write")
+
 // downPrefixes start the replies of a Redis that is up but cannot serve.
 var downPrefixes = []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "OOM", "ERR max number of clients"}
 
@@ -79,7 +83,8 @@ func Down(err error) bool {
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) {
+		errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) ||
+		errors.Is(err, ErrNotReplicated) {
 		return true
 	}
 	var ne net.Error

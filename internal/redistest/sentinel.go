@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,18 +19,29 @@ type Sentinels struct {
 	Addrs []string
 	// Master is the name the Sentinels monitor.
 	Master string
+	// Link is the replica's way to the primary when StartSentinels was asked
+	// for a proxy; nil otherwise.
+	Link *FaultProxy
 }
 
 // StartSentinels starts a primary, a replica of it and three Sentinels
 // (`redis-server <conf> --sentinel`) that declare the primary down after
-// downAfter and fail over to the replica. It skips or fails like Shared when
-// redis-server is missing.
-func StartSentinels(tb testing.TB, downAfter time.Duration) *Sentinels {
+// downAfter and fail over to the replica. With proxied, the replica reaches
+// the primary through Link, a FaultProxy (to delay the replication stream or
+// cut it); Sentinel still sees the replica's own address. It skips or fails
+// like Shared when redis-server is missing.
+func StartSentinels(tb testing.TB, downAfter time.Duration, proxied bool) *Sentinels {
 	tb.Helper()
 	need(tb)
 	s := &Sentinels{Master: "rq"}
 	s.Primary = Private(tb)
-	s.Replica = Private(tb, "--replicaof", "127.0.0.1", strconv.Itoa(s.Primary.Port()))
+	port := s.Primary.Port()
+	if proxied {
+		s.Link = NewFaultProxy(tb, s.Primary.Addr())
+		_, ps, _ := net.SplitHostPort(s.Link.Addr())
+		port, _ = strconv.Atoi(ps)
+	}
+	s.Replica = Private(tb, "--replicaof", "127.0.0.1", strconv.Itoa(port))
 	for range 3 {
 		port, err := freePort()
 		if err != nil {
