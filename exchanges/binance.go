@@ -96,10 +96,27 @@ var BinanceTestnetHosts = []string{"testnet.binance.vision", "api1.testnet.binan
 // BinanceOptions configure a Binance spot preset. The zero value gives
 // Binance's documented limits; each field documents its default.
 type BinanceOptions struct {
-	// Quota names the IP's quota (REQUEST_WEIGHT and RAW_REQUESTS), and so
-	// the Redis state every process behind that IP shares: use one name per
-	// IP. Default DefaultBinanceQuota.
+	// Quota names the IPs' quota (REQUEST_WEIGHT and RAW_REQUESTS), applied
+	// to IP, and the Redis Cluster slot (limiter.Quota.Group) of every IP and
+	// account of the fleet: one request's IP and account charges are then one
+	// decision, all or nothing, whichever IP an account trades from. Use one
+	// name per fleet of accounts that share IPs. Default DefaultBinanceQuota.
 	Quota string
+	// IP names the address this preset's requests leave from (its address or
+	// any stable name, e.g. "nat-eu-1"). Binance counts REQUEST_WEIGHT and
+	// RAW_REQUESTS per IP and ORDERS per account
+	// (https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits,
+	// checked 2026-12-06), so the preset charges the weight to the IP's
+	// instance of Quota and the orders to the account's instance of
+	// OrderQuota, wherever it trades from:
+	//
+	//   - three accounts behind one IP: IP "ip-1" in each of their processes
+	//     (or one process using their three API keys);
+	//   - one account trading from two IPs: IP "ip-1" in its process on the
+	//     first, IP "ip-2" on the second.
+	//
+	// Default "": the IP is Quota itself (one IP per Quota name).
+	IP string
 	// OrderQuota names the accounts' quota (ORDERS), applied to each
 	// account (see Account). Default DefaultBinanceOrderQuota.
 	OrderQuota string
@@ -391,12 +408,13 @@ func (p *binanceParams) load() {
 
 // Binance returns the preset for Binance spot's REST API (/api/ on
 // opts.Hosts), with Binance's two scopes of limits: REQUEST_WEIGHT and
-// RAW_REQUESTS count per IP (the quota opts.Quota), ORDERS count per account
-// (the quota opts.OrderQuota, applied to each request's API key). Each
-// request is charged, in one decision, its weight and one raw request to the
-// IP's quota and, for an endpoint that places orders, its orders to its
-// account's; several accounts behind one IP therefore share the IP's weight
-// and count their orders apart. Parameters are read from the query string
+// RAW_REQUESTS count per IP (the quota opts.Quota, applied to opts.IP),
+// ORDERS count per account (the quota opts.OrderQuota, applied to each
+// request's API key). Each request is charged, in one decision, its weight
+// and one raw request to the IP's quota and, for an endpoint that places
+// orders, its orders to its account's; several accounts behind one IP
+// therefore share the IP's weight and count their orders apart, and an
+// account trading from several IPs counts its orders once. Parameters are read from the query string
 // and a form body (see binanceParams). Every window is a fixed window aligned
 // to the clock, guarded by Middleware.WindowGuard. The X-MBX-USED-WEIGHT-*
 // and X-MBX-ORDER-COUNT-* headers are synced into the quota that counts them,
@@ -443,8 +461,9 @@ func Binance(opts BinanceOptions) (Preset, error) {
 	if err := ValidateBinanceRateLimits(opts.RateLimits); err != nil {
 		return Preset{}, err
 	}
-	// One Group: the IP's quota and every account's behind it sit in one
-	// Redis Cluster slot, so a request's two charges are one atomic decision.
+	// One Group: every IP's quota and every account's sit in one Redis
+	// Cluster slot, so a request's two charges are one atomic decision,
+	// whichever IP the account trades from.
 	ip := limiter.Quota{Name: opts.Quota, Group: opts.Quota}
 	acct := limiter.Quota{Name: opts.OrderQuota, Group: opts.Quota}
 	usage := BinanceUsage{Weight: map[string]string{}, Orders: map[string]string{}}
@@ -477,8 +496,20 @@ func Binance(opts BinanceOptions) (Preset, error) {
 			return Preset{}, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 		}
 	}
+	if opts.IP != "" {
+		if err := ip.For(opts.IP).Validate(); err != nil {
+			return Preset{}, fmt.Errorf("%w: IP: %w", ErrInvalidOption, err)
+		}
+		ip = ip.For(opts.IP)
+		quotas[0] = ip
+	}
 	if len(ip.Limits) == 0 {
 		return Preset{}, fmt.Errorf("%w: no REQUEST_WEIGHT or RAW_REQUESTS limit", ErrInvalidOption)
+	}
+	// The IP's quota without limits: charged nothing, its hold still waited out.
+	holdOnly := limiter.Quota{Name: ip.Name, Group: ip.Group}
+	if opts.IP != "" {
+		holdOnly = holdOnly.For(opts.IP)
 	}
 	overrides := maps.Clone(opts.Weights)
 	unknown := opts.UnknownWeight
@@ -508,7 +539,7 @@ func Binance(opts BinanceOptions) (Preset, error) {
 		if w == 0 && len(raw) == 0 {
 			// Nothing of the IP's to charge (an order, without a
 			// RAW_REQUESTS limit): its hold is still waited out.
-			cs[0] = limiter.Charge{Quota: limiter.Quota{Name: ip.Name, Group: ip.Group}}
+			cs[0] = limiter.Charge{Quota: holdOnly}
 		}
 		k := binanceOrders[key]
 		if k == 0 || len(orders) == 0 {

@@ -147,11 +147,15 @@ func BinanceWebSocket(opts BinanceOptions) (api, streams wsguard.Options, err er
 	}
 	connQuota := func(suffix string) limiter.Quota {
 		period := scale(binanceWSConnectPeriod, opts.TimeScale)
-		return limiter.Quota{
+		q := limiter.Quota{
 			Name: ip.Name + suffix, Group: ip.Group, Guard: min(p.Options.WindowGuard, period/4),
 			Limits: []limiter.NamedLimit{{Name: "connections-5m", Limit: limiter.Limit{
 				Rate: binanceWSConnections, Period: period, Algorithm: limiter.FixedWindow}}},
 		}
+		if opts.IP != "" {
+			q = q.For(opts.IP) // counted per IP, as the weight is
+		}
+		return q
 	}
 	weightCost := func(w int) limiter.Cost {
 		c := limiter.Cost{}
