@@ -84,18 +84,28 @@ func (l *Limiter) Sync(ctx context.Context, q Quota, limitName string, used int)
 	if used == 0 {
 		return false, nil
 	}
-	return l.sync(ctx, l.stateKeyOf(q, limitName, lim.Algorithm), lim, used, 0)
+	var outside string
+	bound := q.headroomOf(lim)
+	if bound > 0 {
+		outside = l.keyFor(keyID{group: q.Group, quota: q.Name, key: q.key, keyed: q.keyed, name: limitName, algo: outsideAlgorithm}).key
+	}
+	return l.sync(ctx, l.stateKeyOf(q, limitName, lim.Algorithm), lim, used, 0, outside, bound)
 }
 
 // sync runs sync.lua on key; atUS > 0 applies it only while the charge made
-// at atUS still counts.
-func (l *Limiter) sync(ctx context.Context, key string, lim Limit, used int, atUS int64) (bool, error) {
+// at atUS still counts. A limit keeping headroom (bound > 0 units) learns
+// into its outside record.
+func (l *Limiter) sync(ctx context.Context, key string, lim Limit, used int, atUS int64, outside string, bound int) (bool, error) {
 	used = min(used, lim.Max())
 	args := []any{lim.Algorithm.script(), lim.periodUS(), lim.Max(), lim.intervalUS(), used}
-	if atUS > 0 {
+	ks := []string{key}
+	if atUS > 0 || bound > 0 {
 		args = append(args, atUS)
 	}
-	v, err := scripts.Sync.Run(ctx, l.client, []string{key}, args...).Int64()
+	if bound > 0 {
+		ks, args = append(ks, outside), append(args, bound)
+	}
+	v, err := scripts.Sync.Run(ctx, l.client, ks, args...).Int64()
 	if err != nil {
 		return false, redisErr("sync", err)
 	}

@@ -207,7 +207,11 @@ func (r *Reservation) Sync(ctx context.Context, quota, limit string, used int) (
 			if used == 0 || !b.rep.granted || b.rep.degraded || b.rep.grantUS == 0 {
 				return false, nil
 			}
-			return r.lim.sync(ctx, p.keys[i].key, p.limits[i], used, b.rep.grantUS)
+			var outside string
+			if p.outside[i] != nil {
+				outside = p.outside[i].key
+			}
+			return r.lim.sync(ctx, p.keys[i].key, p.limits[i], used, b.rep.grantUS, outside, p.headroom[i])
 		}
 	}
 	return false, fmt.Errorf("%w: %q (quota %q) is not a limit this reservation charged", ErrUnknownLimit, limit, quota)
