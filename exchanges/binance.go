@@ -120,6 +120,15 @@ type BinanceOptions struct {
 	// OrderQuota names the accounts' quota (ORDERS), applied to each
 	// account (see Account). Default DefaultBinanceOrderQuota.
 	OrderQuota string
+	// Headroom is the most of the IP's weight per window, as a share (at most
+	// limiter.MaxHeadroom), kept free for clients outside the fleet on the
+	// same IP (a script, another tool): the limiter learns from the
+	// X-MBX-USED-WEIGHT headers how much of each window they spend and keeps
+	// that much free in the next, decaying when they stop
+	// (limiter.Quota.Headroom). Without it, a fleet that takes a whole window
+	// at its start leaves them the 429s, and Binance bans the IP for all.
+	// Default 0: none.
+	Headroom float64
 	// Account names the account a request's orders count against. Default:
 	// its X-MBX-APIKEY header (one account per API key). An order request
 	// without one charges no account (Binance refuses it).
@@ -464,7 +473,7 @@ func Binance(opts BinanceOptions) (Preset, error) {
 	// One Group: every IP's quota and every account's sit in one Redis
 	// Cluster slot, so a request's two charges are one atomic decision,
 	// whichever IP the account trades from.
-	ip := limiter.Quota{Name: opts.Quota, Group: opts.Quota}
+	ip := limiter.Quota{Name: opts.Quota, Group: opts.Quota, Headroom: opts.Headroom}
 	acct := limiter.Quota{Name: opts.OrderQuota, Group: opts.Quota}
 	usage := BinanceUsage{Weight: map[string]string{}, Orders: map[string]string{}}
 	var weight, raw, orders []string
