@@ -31,7 +31,7 @@ type plan struct {
 	outside  [MaxQuotaLimits]*keyEntry
 	headroom [MaxQuotaLimits]int
 	nOutside int
-	of     [MaxQuotaLimits]uint8     // each limit's quota: an index into holds
+	of       [MaxQuotaLimits]uint8 // each limit's quota: an index into holds
 	// holds are the hold keys of the plan's quotas, nq of them ([0] also
 	// carries the slot's static token key; each its quota's name).
 	holds [MaxQuotaLimits]*keyEntry
