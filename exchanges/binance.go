@@ -85,9 +85,12 @@ var DefaultBinanceHosts = []string{
 	"data-api.binance.vision",
 }
 
-// BinanceTestnetHosts are the spot test network's REST hosts, for
-// BinanceOptions.Hosts (with a Quota of its own: the test network counts
-// apart): https://developers.binance.com/docs/binance-spot-api-docs/testnet/general-info
+// BinanceTestnetHosts are the spot test network's REST hosts, which a
+// preset with the default BinanceOptions.Hosts charges to quotas of their
+// own (the test network counts apart, with the limits of its own
+// exchangeInfo: testnet/rest-api.md, "LIMITS", of binance-spot-api-docs at
+// a5e0bc3, checked 2026-12-06; the preset gives them RateLimits):
+// https://developers.binance.com/docs/binance-spot-api-docs/testnet/general-info
 // ("REST API": testnet.binance.vision and api1.testnet.binance.vision). Its
 // WebSocket API (ws-api.testnet.binance.vision) and streams
 // (stream.testnet.binance.vision) are not HTTP requests a Transport sees.
@@ -135,8 +138,9 @@ type BinanceOptions struct {
 	Account func(*http.Request) string
 	// Hosts are the hosts whose /api/ requests are charged, each a host or
 	// host:port (see middleware.Rule.Hosts); one that is neither makes
-	// Preset.Transport fail. Default DefaultBinanceHosts; BinanceTestnetHosts
-	// for the test network.
+	// Preset.Transport fail. Default: DefaultBinanceHosts, and
+	// BinanceTestnetHosts charged to quotas of their own, named Quota and
+	// OrderQuota with "-testnet" appended (the test network counts apart).
 	Hosts []string
 	// RateLimits are the limits, in exchangeInfo's terms. Default
 	// DefaultBinanceRateLimits(); ParseBinanceExchangeInfo reads the exchange's own.
@@ -455,7 +459,8 @@ func Binance(opts BinanceOptions) (Preset, error) {
 	if opts.OrderQuota == "" {
 		opts.OrderQuota = DefaultBinanceOrderQuota
 	}
-	if len(opts.Hosts) == 0 {
+	testnet := len(opts.Hosts) == 0 // the default hosts: production and test network
+	if testnet {
 		opts.Hosts = DefaultBinanceHosts
 	}
 	if opts.RateLimits == nil {
@@ -470,6 +475,41 @@ func Binance(opts BinanceOptions) (Preset, error) {
 	if err := ValidateBinanceRateLimits(opts.RateLimits); err != nil {
 		return Preset{}, err
 	}
+	rule, quotas, err := binanceRule(opts)
+	if err != nil {
+		return Preset{}, err
+	}
+	rules := []middleware.Rule{rule}
+	if testnet {
+		t := opts
+		t.Quota, t.OrderQuota, t.Hosts = opts.Quota+"-testnet", opts.OrderQuota+"-testnet", BinanceTestnetHosts
+		tr, tq, err := binanceRule(t)
+		if err != nil {
+			return Preset{}, err
+		}
+		rules, quotas = append(rules, tr), append(quotas, tq...)
+	}
+	mo := opts.Middleware
+	if mo.WindowGuard == 0 {
+		// A guard as long as a window would charge every request twice.
+		shortest := quotas[0].Limits[0].Limit.Period
+		for _, q := range quotas {
+			for _, nl := range q.Limits {
+				shortest = min(shortest, nl.Limit.Period)
+			}
+		}
+		mo.WindowGuard = min(DefaultBinanceWindowGuard, shortest/4)
+	}
+	if mo.BanHold == 0 {
+		mo.BanHold = scale(DefaultBinanceBanHold, opts.TimeScale)
+	}
+	return Preset{Exchange: "binance", Quotas: quotas, Rules: rules, Options: mo}, nil
+}
+
+// binanceRule is the rule of opts.Hosts, charging opts.Quota (applied to
+// opts.IP) and opts.OrderQuota, and the quotas it charges: the IP's, then
+// the accounts' template when there are ORDERS limits.
+func binanceRule(opts BinanceOptions) (middleware.Rule, []limiter.Quota, error) {
 	// One Group: every IP's quota and every account's sit in one Redis
 	// Cluster slot, so a request's two charges are one atomic decision,
 	// whichever IP the account trades from.
@@ -502,18 +542,18 @@ func Binance(opts BinanceOptions) (Preset, error) {
 	}
 	for _, q := range quotas {
 		if err := q.Validate(); err != nil {
-			return Preset{}, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+			return middleware.Rule{}, nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 		}
 	}
 	if opts.IP != "" {
 		if err := ip.For(opts.IP).Validate(); err != nil {
-			return Preset{}, fmt.Errorf("%w: IP: %w", ErrInvalidOption, err)
+			return middleware.Rule{}, nil, fmt.Errorf("%w: IP: %w", ErrInvalidOption, err)
 		}
 		ip = ip.For(opts.IP)
 		quotas[0] = ip
 	}
 	if len(ip.Limits) == 0 {
-		return Preset{}, fmt.Errorf("%w: no REQUEST_WEIGHT or RAW_REQUESTS limit", ErrInvalidOption)
+		return middleware.Rule{}, nil, fmt.Errorf("%w: no REQUEST_WEIGHT or RAW_REQUESTS limit", ErrInvalidOption)
 	}
 	// The IP's quota without limits: charged nothing, its hold still waited out.
 	holdOnly := limiter.Quota{Name: ip.Name, Group: ip.Group}
@@ -565,20 +605,6 @@ func Binance(opts BinanceOptions) (Preset, error) {
 		}
 		return append(cs, limiter.Charge{Quota: acct.For(id), Cost: oc}), nil
 	}
-	mo := opts.Middleware
-	if mo.WindowGuard == 0 {
-		// A guard as long as a window would charge every request twice.
-		shortest := ip.Limits[0].Limit.Period
-		for _, q := range quotas {
-			for _, nl := range q.Limits {
-				shortest = min(shortest, nl.Limit.Period)
-			}
-		}
-		mo.WindowGuard = min(DefaultBinanceWindowGuard, shortest/4)
-	}
-	if mo.BanHold == 0 {
-		mo.BanHold = scale(DefaultBinanceBanHold, opts.TimeScale)
-	}
 	parsers := []middleware.UsageParser{usage}
 	if len(orderLimits) > 0 {
 		parsers = append(parsers, binanceRefusal{quota: acct.Name, orders: orderLimits})
@@ -591,7 +617,7 @@ func Binance(opts BinanceOptions) (Preset, error) {
 		Usage:      parsers,
 		PeekBody:   maxErrorBody,
 	}
-	return Preset{Exchange: "binance", Quotas: quotas, Rules: []middleware.Rule{rule}, Options: mo}, nil
+	return rule, quotas, nil
 }
 
 // maxErrorBody is the most of an answer's body read for its error code.

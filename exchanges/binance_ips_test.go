@@ -160,3 +160,55 @@ func TestBinanceIPOption(t *testing.T) {
 		t.Errorf("too long an IP: %v, want ErrInvalidOption", err)
 	}
 }
+
+// With the default hosts, the spot test network's REST hosts are charged
+// too, to quotas of their own: a request to testnet.binance.vision spends
+// the test network's weight, not the production IP's.
+func TestBinanceTestnetDefault(t *testing.T) {
+	_, rdb := newMiniLimiterClient(t)
+	lim := limiter.New(rdb, limiter.Options{})
+	p, err := exchanges.Binance(exchanges.BinanceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := p.Transport(lim, rtFunc(func(r *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: http.NoBody, Request: r}, nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Transport: tr}
+	for _, u := range []string{
+		"https://testnet.binance.vision/api/v3/depth?symbol=BTCUSDT&limit=5000",     // 250
+		"https://api1.testnet.binance.vision/api/v3/depth?symbol=BTCUSDT&limit=5000", // 250
+		"https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000",             // 50
+	} {
+		resp, err := c.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if s := tr.Stats(); s.Sent != 3 || s.Unmatched != 0 {
+		t.Fatalf("%+v: want every request charged", s)
+	}
+	// What is left of each quota's weight: a denied call charges nothing,
+	// the last call of each takes exactly what is left.
+	left := map[string]int{"binance": 6000 - 50, "binance-testnet": 6000 - 500}
+	for _, q := range p.Quotas {
+		n, ok := left[q.Name]
+		if !ok {
+			continue
+		}
+		for _, cost := range []int{n + 1, n} {
+			r, err := lim.AllowQuota(context.Background(), q, limiter.Cost{"weight-1m": cost})
+			if err != nil || r.Allowed != (cost == n) {
+				t.Errorf("%s: weight %d allowed %v (%v): want %d used", q.Name, cost, r.Allowed, err, 6000-n)
+			}
+		}
+		delete(left, q.Name)
+	}
+	if len(left) > 0 {
+		t.Errorf("quotas %v missing from the preset", left)
+	}
+}

@@ -2,6 +2,7 @@ package exchanges
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -128,7 +129,7 @@ func BinanceWebSocket(opts BinanceOptions) (api, streams wsguard.Options, err er
 	ip := p.Quotas[0]
 	ip.Guard = p.Options.WindowGuard
 	var acct limiter.Quota
-	if len(p.Quotas) > 1 {
+	if len(p.Quotas) > 1 && p.Quotas[1].Name == cmp.Or(opts.OrderQuota, DefaultBinanceOrderQuota) {
 		acct = p.Quotas[1]
 		acct.Guard = p.Options.WindowGuard
 	}
