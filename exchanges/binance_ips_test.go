@@ -179,7 +179,7 @@ func TestBinanceTestnetDefault(t *testing.T) {
 	}
 	c := &http.Client{Transport: tr}
 	for _, u := range []string{
-		"https://testnet.binance.vision/api/v3/depth?symbol=BTCUSDT&limit=5000",     // 250
+		"https://testnet.binance.vision/api/v3/depth?symbol=BTCUSDT&limit=5000",      // 250
 		"https://api1.testnet.binance.vision/api/v3/depth?symbol=BTCUSDT&limit=5000", // 250
 		"https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000",             // 50
 	} {
