@@ -2,8 +2,10 @@ package exchanges_test
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -210,5 +212,44 @@ func TestBinanceTestnetDefault(t *testing.T) {
 	}
 	if len(left) > 0 {
 		t.Errorf("quotas %v missing from the preset", left)
+	}
+}
+
+// BinanceFromExchangeInfo reads the exchange's own limits at start-up in one
+// call, and fails on an answer it cannot use.
+func TestBinanceFromExchangeInfo(t *testing.T) {
+	calls := 0
+	doc := `{"timezone":"UTC","rateLimits":[
+		{"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE","intervalNum":1,"limit":1200},
+		{"rateLimitType":"RAW_REQUESTS","interval":"MINUTE","intervalNum":5,"limit":300000},
+		{"rateLimitType":"ORDERS","interval":"SECOND","intervalNum":10,"limit":50}],"symbols":[]}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		switch r.URL.Path {
+		case "/api/v3/exchangeInfo":
+			_, _ = w.Write([]byte(doc))
+		case "/bad/api/v3/exchangeInfo":
+			_, _ = w.Write([]byte(`{"rateLimits":[{"rateLimitType":"ORDERS"}]}`))
+		default:
+			w.WriteHeader(http.StatusTeapot)
+		}
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+	p, err := exchanges.BinanceFromExchangeInfo(ctx, nil, srv.URL+"/", exchanges.BinanceOptions{IP: "ip-1"})
+	if err != nil || calls != 1 {
+		t.Fatalf("%v after %d calls", err, calls)
+	}
+	w, _ := p.Quotas[0].Find("weight-1m")
+	raw, _ := p.Quotas[0].Find("raw-5m")
+	o, _ := p.Quotas[1].Find("orders-10s")
+	if w.Rate != 1200 || raw.Rate != 300000 || o.Rate != 50 {
+		t.Errorf("limits weight %d, raw %d, orders %d: want the exchange's 1200, 300000, 50", w.Rate, raw.Rate, o.Rate)
+	}
+	if _, err := exchanges.BinanceFromExchangeInfo(ctx, nil, srv.URL+"/bad", exchanges.BinanceOptions{}); !errors.Is(err, exchanges.ErrInvalidRateLimits) {
+		t.Errorf("malformed rateLimits: %v", err)
+	}
+	if _, err := exchanges.BinanceFromExchangeInfo(ctx, nil, srv.URL+"/teapot", exchanges.BinanceOptions{}); err == nil || !strings.Contains(err.Error(), "418") {
+		t.Errorf("status 418: %v", err)
 	}
 }
