@@ -472,10 +472,16 @@ func Binance(opts BinanceOptions) (Preset, error) {
 	if opts.Account == nil {
 		opts.Account = func(r *http.Request) string { return r.Header.Get("X-MBX-APIKEY") }
 	}
+	return binancePreset("binance", opts, spot, testnet)
+}
+
+// binancePreset is the preset of opts (whose defaults are set) on venue v,
+// with the spot test network's rule too when testnet.
+func binancePreset(exchange string, opts BinanceOptions, v binanceVenue, testnet bool) (Preset, error) {
 	if err := ValidateBinanceRateLimits(opts.RateLimits); err != nil {
 		return Preset{}, err
 	}
-	rule, quotas, err := binanceRule(opts)
+	rule, quotas, err := binanceRule(opts, v)
 	if err != nil {
 		return Preset{}, err
 	}
@@ -483,7 +489,7 @@ func Binance(opts BinanceOptions) (Preset, error) {
 	if testnet {
 		t := opts
 		t.Quota, t.OrderQuota, t.Hosts = opts.Quota+"-testnet", opts.OrderQuota+"-testnet", BinanceTestnetHosts
-		tr, tq, err := binanceRule(t)
+		tr, tq, err := binanceRule(t, v)
 		if err != nil {
 			return Preset{}, err
 		}
@@ -503,13 +509,24 @@ func Binance(opts BinanceOptions) (Preset, error) {
 	if mo.BanHold == 0 {
 		mo.BanHold = scale(DefaultBinanceBanHold, opts.TimeScale)
 	}
-	return Preset{Exchange: "binance", Quotas: quotas, Rules: rules, Options: mo}, nil
+	return Preset{Exchange: exchange, Quotas: quotas, Rules: rules, Options: mo}, nil
 }
 
-// binanceRule is the rule of opts.Hosts, charging opts.Quota (applied to
-// opts.IP) and opts.OrderQuota, and the quotas it charges: the IP's, then
-// the accounts' template when there are ORDERS limits.
-func binanceRule(opts BinanceOptions) (middleware.Rule, []limiter.Quota, error) {
+// binanceVenue is what differs between Binance's REST APIs: the path the
+// rule matches, each endpoint's weight and the orders it places.
+type binanceVenue struct {
+	prefix  string
+	weights map[string]func(queryer) int
+	orders  map[string]int
+}
+
+// spot is Binance spot's REST API.
+var spot = binanceVenue{prefix: "/api/", weights: binanceWeights, orders: binanceOrders}
+
+// binanceRule is the rule of opts.Hosts on venue v, charging opts.Quota
+// (applied to opts.IP) and opts.OrderQuota, and the quotas it charges: the
+// IP's, then the accounts' template when there are ORDERS limits.
+func binanceRule(opts BinanceOptions, v binanceVenue) (middleware.Rule, []limiter.Quota, error) {
 	// One Group: every IP's quota and every account's sit in one Redis
 	// Cluster slot, so a request's two charges are one atomic decision,
 	// whichever IP the account trades from.
@@ -571,7 +588,7 @@ func binanceRule(opts BinanceOptions) (middleware.Rule, []limiter.Quota, error) 
 		key := method + " " + r.URL.Path
 		w, ok := overrides[key]
 		if !ok {
-			if f, found := binanceWeights[key]; found {
+			if f, found := v.weights[key]; found {
 				w = f(&binanceParams{r: r, query: r.URL.Query(), body: body})
 			} else {
 				w = unknown
@@ -590,7 +607,7 @@ func binanceRule(opts BinanceOptions) (middleware.Rule, []limiter.Quota, error) 
 			// RAW_REQUESTS limit): its hold is still waited out.
 			cs[0] = limiter.Charge{Quota: holdOnly}
 		}
-		k := binanceOrders[key]
+		k := v.orders[key]
 		if k == 0 || len(orders) == 0 {
 			return cs, nil
 		}
@@ -611,7 +628,7 @@ func binanceRule(opts BinanceOptions) (middleware.Rule, []limiter.Quota, error) 
 	}
 	rule := middleware.Rule{
 		Hosts:      opts.Hosts,
-		PathPrefix: "/api/",
+		PathPrefix: v.prefix,
 		Quota:      ip,
 		Charges:    charges,
 		Usage:      parsers,

@@ -39,6 +39,8 @@ import (
 type binanceSim struct {
 	limits   []simWindow // the limits, as each IP and account starts them
 	banAfter int
+	// cost is what a request costs (see simCost, the default: spot's).
+	cost func(r *http.Request) (weight, failed, orders int)
 
 	mu       sync.Mutex
 	ips      map[string]*simIP // each IP's (listener's) state, by Host
@@ -100,7 +102,7 @@ type simHit struct {
 
 // newBinanceSim simulates the limits rls on the periods of p's quotas.
 func newBinanceSim(t *testing.T, p exchanges.Preset, rls []exchanges.BinanceRateLimit) *binanceSim {
-	s := &binanceSim{banAfter: 3, accounts: map[string][]simWindow{}, ips: map[string]*simIP{}}
+	s := &binanceSim{banAfter: 3, accounts: map[string][]simWindow{}, ips: map[string]*simIP{}, cost: simCost}
 	for _, rl := range rls {
 		var l limiter.Limit
 		ok := false
@@ -203,7 +205,7 @@ func simCost(r *http.Request) (weight, failed, orders int) {
 }
 
 func (s *binanceSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	weight, failed, orders := simCost(r)
+	weight, failed, orders := s.cost(r)
 	account := ""
 	if orders > 0 {
 		account = r.Header.Get("X-MBX-APIKEY")
