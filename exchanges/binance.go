@@ -124,7 +124,7 @@ type BinanceOptions struct {
 	// account (see Account). Default DefaultBinanceOrderQuota.
 	OrderQuota string
 	// Headroom is the most of the IP's weight per window, as a share (at most
-	// limiter.MaxHeadroom), kept free for clients outside the fleet on the
+	// 0.9), kept free for clients outside the fleet on the
 	// same IP (a script, another tool): the limiter learns from the
 	// X-MBX-USED-WEIGHT headers how much of each window they spend and keeps
 	// that much free in the next, decaying when they stop

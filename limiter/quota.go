@@ -41,7 +41,7 @@ type Quota struct {
 	// algorithms ignore it. Default 0.
 	Guard time.Duration
 	// Headroom is the most of each FixedWindow limit's Rate, as a share (at
-	// most MaxHeadroom), kept free for units the server counts that no
+	// most 0.9: the fleet keeps at least a tenth of each window), kept free for units the server counts that no
 	// process of the fleet granted: a client outside the fleet on the same
 	// IP. The limiter learns it from the counts synced into the limit
 	// (Limiter.Sync, Reservation.Sync): what the server counted beyond the
@@ -141,15 +141,14 @@ func (q Quota) validateID() error {
 	if q.Guard < 0 {
 		return fmt.Errorf("%w: quota %q guard %s is negative", ErrInvalidDuration, q.Name, q.Guard)
 	}
-	if !(q.Headroom >= 0 && q.Headroom <= MaxHeadroom) {
-		return fmt.Errorf("%w: quota %q headroom %v is not in [0, %v]", ErrInvalidLimit, q.Name, q.Headroom, MaxHeadroom)
+	if !(q.Headroom >= 0 && q.Headroom <= maxHeadroom) {
+		return fmt.Errorf("%w: quota %q headroom %v is not in [0, %v]", ErrInvalidLimit, q.Name, q.Headroom, maxHeadroom)
 	}
 	return nil
 }
 
-// MaxHeadroom is the largest Quota.Headroom: the fleet keeps at least a
-// tenth of each window.
-const MaxHeadroom = 0.9
+// maxHeadroom is the largest Quota.Headroom.
+const maxHeadroom = 0.9
 
 // headroomOf is the bound, in units, of the reserve limit l of q keeps for
 // clients outside the fleet; 0 when it keeps none (only FixedWindow limits do).
