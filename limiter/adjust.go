@@ -105,6 +105,20 @@ func (l *Limiter) sync(ctx context.Context, key string, lim Limit, used int, atU
 	if bound > 0 {
 		ks, args = append(ks, outside), append(args, bound)
 	}
+	return l.runSync(ctx, ks, args)
+}
+
+// refused runs sync.lua's refusal path on key (a limit keeping headroom,
+// whose outside record is outside, bound units): cost units of the charge
+// made at atUS were refused by the server.
+func (l *Limiter) refused(ctx context.Context, key string, lim Limit, cost int, atUS int64, outside string, bound int) error {
+	args := []any{lim.Algorithm.script(), lim.periodUS(), lim.Max(), lim.intervalUS(), 0, atUS, bound, cost}
+	_, err := l.runSync(ctx, []string{key, outside}, args)
+	return err
+}
+
+// runSync runs sync.lua and checks its reply.
+func (l *Limiter) runSync(ctx context.Context, ks []string, args []any) (bool, error) {
 	v, err := scripts.Sync.Run(ctx, l.client, ks, args...).Int64()
 	if err != nil {
 		return false, redisErr("sync", err)

@@ -121,3 +121,53 @@ func TestHeadroom(t *testing.T) {
 		}
 	}
 }
+
+// Units the server refused (Reservation.Refused) are not taken for the
+// fleet's when the server's count is compared with ours: others' spending is
+// seen whole, and the next window keeps it all free.
+func TestHeadroomRefused(t *testing.T) {
+	m, c := redistest.NewMini(t)
+	lim := New(c, Options{Prefix: "r"})
+	ctx := context.Background()
+	base := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
+	q := Quota{Name: "ip", Headroom: 0.5, Limits: []NamedLimit{{"weight", Every(100, time.Minute).WithAlgorithm(FixedWindow)}}}
+	for _, refuse := range []bool{true, false} {
+		if err := lim.ResetQuota(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+		m.SetTime(base.Add(time.Second))
+		ok, err := lim.ReserveQuota(ctx, q, Cost{"weight": 30})
+		if err != nil {
+			t.Fatal(err)
+		}
+		no, err := lim.ReserveQuota(ctx, q, Cost{"weight": 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if refuse {
+			if err := no.Refused(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Others spent 40; the server counted them and our 30, not our 20.
+		if _, err := ok.Sync(ctx, "", "weight", 70); err != nil {
+			t.Fatal(err)
+		}
+		m.SetTime(base.Add(time.Minute + time.Second))
+		room := 0
+		for ; room <= 100; room++ {
+			r, err := lim.AllowQuota(ctx, q, Cost{"weight": 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !r.Allowed {
+				break
+			}
+		}
+		want := map[bool]int{true: 60, false: 80}[refuse] // 40 seen, or 20 when the refusal hides 20
+		if room != want {
+			t.Errorf("refusal reported %v: room %d in the next window, want %d", refuse, room, want)
+		}
+		base = base.Add(10 * time.Minute)
+	}
+}

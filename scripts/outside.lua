@@ -4,13 +4,16 @@
 -- A limit of a quota with Headroom keeps free, in each of its fixed windows,
 -- the units that clients outside the fleet are expected to spend there (a
 -- script on the same IP): R, learned by sync.lua from the server's counts.
--- Its record, "ow R seen raised quiet B", is about window ow:
---   R      the reserve in force in window ow (at most B)
---   seen   the most the server had counted in ow beyond the fleet's grants
---          (used less the fleet's own count), at any sync so far
---   raised the units sync.lua added to ow's count (they are the outsiders')
---   quiet  windows in a row in which less than R/2 was seen
---   B      the bound on R (Quota.Headroom of the limit's Rate)
+-- Its record, "ow R seen raised quiet B refused", is about window ow:
+--   R       the reserve in force in window ow (at most B)
+--   seen    the most the server had counted in ow beyond the fleet's grants
+--           that it accepted (used less the fleet's own count, less the
+--           grants it refused), at any sync so far
+--   raised  the units sync.lua added to ow's count (they are the outsiders')
+--   quiet   windows in a row in which less than R/2 was seen
+--   B       the bound on R (Quota.Headroom of the limit's Rate)
+--   refused the units of the fleet's grants in ow the server refused (429):
+--           counted by the fleet, never by the server
 --
 -- outside_roll(R, seen, quiet, B, k) is the reserve k ≥ 1 windows after a
 -- window with that record: a window that saw more than R raises R to it; one
@@ -33,13 +36,13 @@ local function outside_roll(R, seen, quiet, B, k)
   return math.min(R, B), quiet
 end
 
--- outside_read parses a record v (nil: none): ow, R, seen, raised, quiet, B;
--- nil if unreadable.
+-- outside_read parses a record v (nil: none): ow, R, seen, raised, quiet, B,
+-- refused; nil if unreadable.
 local function outside_read(v)
   if not v then return nil end
-  local ow, R, seen, raised, quiet, B = string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+  local ow, R, seen, raised, quiet, B, refused = string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
   if not ow then return nil end
-  return tonumber(ow), tonumber(R), tonumber(seen), tonumber(raised), tonumber(quiet), tonumber(B)
+  return tonumber(ow), tonumber(R), tonumber(seen), tonumber(raised), tonumber(quiet), tonumber(B), tonumber(refused)
 end
 
 -- outside_reserve is the reserve a record v keeps free in window w: in ow,

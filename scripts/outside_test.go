@@ -30,7 +30,7 @@ func TestOutsideRecord(t *testing.T) {
 		}
 		w := now.UnixMicro() / p
 		// 40 kept for others in this window, none seen yet; bound 50.
-		if err := b.Client.Set(ctx, outside, fmt.Sprintf("%d 40 0 0 0 50", w), time.Hour).Err(); err != nil {
+		if err := b.Client.Set(ctx, outside, fmt.Sprintf("%d 40 0 0 0 50 0", w), time.Hour).Err(); err != nil {
 			t.Fatal(err)
 		}
 		decide := func(cost int) int64 {
@@ -60,7 +60,7 @@ func TestOutsideRecord(t *testing.T) {
 		if sync(90) != 1 {
 			t.Fatal("sync of 90 over 60 did not raise the count")
 		}
-		if v, _ := b.Client.Get(ctx, outside).Result(); v != fmt.Sprintf("%d 40 30 30 0 50", w) {
+		if v, _ := b.Client.Get(ctx, outside).Result(); v != fmt.Sprintf("%d 40 30 30 0 50 0", w) {
 			t.Fatalf("record %q, want seen 30 and raised 30", v)
 		}
 		if decide(1) != 0 {
