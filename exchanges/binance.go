@@ -85,9 +85,12 @@ var DefaultBinanceHosts = []string{
 	"data-api.binance.vision",
 }
 
-// BinanceTestnetHosts are the spot test network's REST hosts, for
-// BinanceOptions.Hosts (with a Quota of its own: the test network counts
-// apart): https://developers.binance.com/docs/binance-spot-api-docs/testnet/general-info
+// BinanceTestnetHosts are the spot test network's REST hosts, which a
+// preset with the default BinanceOptions.Hosts charges to quotas of their
+// own (the test network counts apart, with the limits of its own
+// exchangeInfo: testnet/rest-api.md, "LIMITS", of binance-spot-api-docs at
+// a5e0bc3, checked 2026-12-06; the preset gives them RateLimits):
+// https://developers.binance.com/docs/binance-spot-api-docs/testnet/general-info
 // ("REST API": testnet.binance.vision and api1.testnet.binance.vision). Its
 // WebSocket API (ws-api.testnet.binance.vision) and streams
 // (stream.testnet.binance.vision) are not HTTP requests a Transport sees.
@@ -96,21 +99,48 @@ var BinanceTestnetHosts = []string{"testnet.binance.vision", "api1.testnet.binan
 // BinanceOptions configure a Binance spot preset. The zero value gives
 // Binance's documented limits; each field documents its default.
 type BinanceOptions struct {
-	// Quota names the IP's quota (REQUEST_WEIGHT and RAW_REQUESTS), and so
-	// the Redis state every process behind that IP shares: use one name per
-	// IP. Default DefaultBinanceQuota.
+	// Quota names the IPs' quota (REQUEST_WEIGHT and RAW_REQUESTS), applied
+	// to IP, and the Redis Cluster slot (limiter.Quota.Group) of every IP and
+	// account of the fleet: one request's IP and account charges are then one
+	// decision, all or nothing, whichever IP an account trades from. Use one
+	// name per fleet of accounts that share IPs. Default DefaultBinanceQuota.
 	Quota string
+	// IP names the address this preset's requests leave from (its address or
+	// any stable name, e.g. "nat-eu-1"). Binance counts REQUEST_WEIGHT and
+	// RAW_REQUESTS per IP and ORDERS per account
+	// (https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits,
+	// checked 2026-12-06), so the preset charges the weight to the IP's
+	// instance of Quota and the orders to the account's instance of
+	// OrderQuota, wherever it trades from:
+	//
+	//   - three accounts behind one IP: IP "ip-1" in each of their processes
+	//     (or one process using their three API keys);
+	//   - one account trading from two IPs: IP "ip-1" in its process on the
+	//     first, IP "ip-2" on the second.
+	//
+	// Default "": the IP is Quota itself (one IP per Quota name).
+	IP string
 	// OrderQuota names the accounts' quota (ORDERS), applied to each
 	// account (see Account). Default DefaultBinanceOrderQuota.
 	OrderQuota string
+	// Headroom is the most of the IP's weight per window, as a share (at most
+	// 0.9), kept free for clients outside the fleet on the
+	// same IP (a script, another tool): the limiter learns from the
+	// X-MBX-USED-WEIGHT headers how much of each window they spend and keeps
+	// that much free in the next, decaying when they stop
+	// (limiter.Quota.Headroom). Without it, a fleet that takes a whole window
+	// at its start leaves them the 429s, and Binance bans the IP for all.
+	// Default 0: none.
+	Headroom float64
 	// Account names the account a request's orders count against. Default:
 	// its X-MBX-APIKEY header (one account per API key). An order request
 	// without one charges no account (Binance refuses it).
 	Account func(*http.Request) string
 	// Hosts are the hosts whose /api/ requests are charged, each a host or
 	// host:port (see middleware.Rule.Hosts); one that is neither makes
-	// Preset.Transport fail. Default DefaultBinanceHosts; BinanceTestnetHosts
-	// for the test network.
+	// Preset.Transport fail. Default: DefaultBinanceHosts, and
+	// BinanceTestnetHosts charged to quotas of their own, named Quota and
+	// OrderQuota with "-testnet" appended (the test network counts apart).
 	Hosts []string
 	// RateLimits are the limits, in exchangeInfo's terms. Default
 	// DefaultBinanceRateLimits(); ParseBinanceExchangeInfo reads the exchange's own.
@@ -391,12 +421,13 @@ func (p *binanceParams) load() {
 
 // Binance returns the preset for Binance spot's REST API (/api/ on
 // opts.Hosts), with Binance's two scopes of limits: REQUEST_WEIGHT and
-// RAW_REQUESTS count per IP (the quota opts.Quota), ORDERS count per account
-// (the quota opts.OrderQuota, applied to each request's API key). Each
-// request is charged, in one decision, its weight and one raw request to the
-// IP's quota and, for an endpoint that places orders, its orders to its
-// account's; several accounts behind one IP therefore share the IP's weight
-// and count their orders apart. Parameters are read from the query string
+// RAW_REQUESTS count per IP (the quota opts.Quota, applied to opts.IP),
+// ORDERS count per account (the quota opts.OrderQuota, applied to each
+// request's API key). Each request is charged, in one decision, its weight
+// and one raw request to the IP's quota and, for an endpoint that places
+// orders, its orders to its account's; several accounts behind one IP
+// therefore share the IP's weight and count their orders apart, and an
+// account trading from several IPs counts its orders once. Parameters are read from the query string
 // and a form body (see binanceParams). Every window is a fixed window aligned
 // to the clock, guarded by Middleware.WindowGuard. The X-MBX-USED-WEIGHT-*
 // and X-MBX-ORDER-COUNT-* headers are synced into the quota that counts them,
@@ -428,7 +459,8 @@ func Binance(opts BinanceOptions) (Preset, error) {
 	if opts.OrderQuota == "" {
 		opts.OrderQuota = DefaultBinanceOrderQuota
 	}
-	if len(opts.Hosts) == 0 {
+	testnet := len(opts.Hosts) == 0 // the default hosts: production and test network
+	if testnet {
 		opts.Hosts = DefaultBinanceHosts
 	}
 	if opts.RateLimits == nil {
@@ -440,12 +472,65 @@ func Binance(opts BinanceOptions) (Preset, error) {
 	if opts.Account == nil {
 		opts.Account = func(r *http.Request) string { return r.Header.Get("X-MBX-APIKEY") }
 	}
+	return binancePreset("binance", opts, spot, testnet)
+}
+
+// binancePreset is the preset of opts (whose defaults are set) on venue v,
+// with the spot test network's rule too when testnet.
+func binancePreset(exchange string, opts BinanceOptions, v binanceVenue, testnet bool) (Preset, error) {
 	if err := ValidateBinanceRateLimits(opts.RateLimits); err != nil {
 		return Preset{}, err
 	}
-	// One Group: the IP's quota and every account's behind it sit in one
-	// Redis Cluster slot, so a request's two charges are one atomic decision.
-	ip := limiter.Quota{Name: opts.Quota, Group: opts.Quota}
+	rule, quotas, err := binanceRule(opts, v)
+	if err != nil {
+		return Preset{}, err
+	}
+	rules := []middleware.Rule{rule}
+	if testnet {
+		t := opts
+		t.Quota, t.OrderQuota, t.Hosts = opts.Quota+"-testnet", opts.OrderQuota+"-testnet", BinanceTestnetHosts
+		tr, tq, err := binanceRule(t, v)
+		if err != nil {
+			return Preset{}, err
+		}
+		rules, quotas = append(rules, tr), append(quotas, tq...)
+	}
+	mo := opts.Middleware
+	if mo.WindowGuard == 0 {
+		// A guard as long as a window would charge every request twice.
+		shortest := quotas[0].Limits[0].Limit.Period
+		for _, q := range quotas {
+			for _, nl := range q.Limits {
+				shortest = min(shortest, nl.Limit.Period)
+			}
+		}
+		mo.WindowGuard = min(DefaultBinanceWindowGuard, shortest/4)
+	}
+	if mo.BanHold == 0 {
+		mo.BanHold = scale(DefaultBinanceBanHold, opts.TimeScale)
+	}
+	return Preset{Exchange: exchange, Quotas: quotas, Rules: rules, Options: mo}, nil
+}
+
+// binanceVenue is what differs between Binance's REST APIs: the path the
+// rule matches, each endpoint's weight and the orders it places.
+type binanceVenue struct {
+	prefix  string
+	weights map[string]func(queryer) int
+	orders  map[string]int
+}
+
+// spot is Binance spot's REST API.
+var spot = binanceVenue{prefix: "/api/", weights: binanceWeights, orders: binanceOrders}
+
+// binanceRule is the rule of opts.Hosts on venue v, charging opts.Quota
+// (applied to opts.IP) and opts.OrderQuota, and the quotas it charges: the
+// IP's, then the accounts' template when there are ORDERS limits.
+func binanceRule(opts BinanceOptions, v binanceVenue) (middleware.Rule, []limiter.Quota, error) {
+	// One Group: every IP's quota and every account's sit in one Redis
+	// Cluster slot, so a request's two charges are one atomic decision,
+	// whichever IP the account trades from.
+	ip := limiter.Quota{Name: opts.Quota, Group: opts.Quota, Headroom: opts.Headroom}
 	acct := limiter.Quota{Name: opts.OrderQuota, Group: opts.Quota}
 	usage := BinanceUsage{Weight: map[string]string{}, Orders: map[string]string{}}
 	var weight, raw, orders []string
@@ -474,11 +559,23 @@ func Binance(opts BinanceOptions) (Preset, error) {
 	}
 	for _, q := range quotas {
 		if err := q.Validate(); err != nil {
-			return Preset{}, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+			return middleware.Rule{}, nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 		}
 	}
+	if opts.IP != "" {
+		if err := ip.For(opts.IP).Validate(); err != nil {
+			return middleware.Rule{}, nil, fmt.Errorf("%w: IP: %w", ErrInvalidOption, err)
+		}
+		ip = ip.For(opts.IP)
+		quotas[0] = ip
+	}
 	if len(ip.Limits) == 0 {
-		return Preset{}, fmt.Errorf("%w: no REQUEST_WEIGHT or RAW_REQUESTS limit", ErrInvalidOption)
+		return middleware.Rule{}, nil, fmt.Errorf("%w: no REQUEST_WEIGHT or RAW_REQUESTS limit", ErrInvalidOption)
+	}
+	// The IP's quota without limits: charged nothing, its hold still waited out.
+	holdOnly := limiter.Quota{Name: ip.Name, Group: ip.Group}
+	if opts.IP != "" {
+		holdOnly = holdOnly.For(opts.IP)
 	}
 	overrides := maps.Clone(opts.Weights)
 	unknown := opts.UnknownWeight
@@ -491,7 +588,7 @@ func Binance(opts BinanceOptions) (Preset, error) {
 		key := method + " " + r.URL.Path
 		w, ok := overrides[key]
 		if !ok {
-			if f, found := binanceWeights[key]; found {
+			if f, found := v.weights[key]; found {
 				w = f(&binanceParams{r: r, query: r.URL.Query(), body: body})
 			} else {
 				w = unknown
@@ -508,9 +605,9 @@ func Binance(opts BinanceOptions) (Preset, error) {
 		if w == 0 && len(raw) == 0 {
 			// Nothing of the IP's to charge (an order, without a
 			// RAW_REQUESTS limit): its hold is still waited out.
-			cs[0] = limiter.Charge{Quota: limiter.Quota{Name: ip.Name, Group: ip.Group}}
+			cs[0] = limiter.Charge{Quota: holdOnly}
 		}
-		k := binanceOrders[key]
+		k := v.orders[key]
 		if k == 0 || len(orders) == 0 {
 			return cs, nil
 		}
@@ -525,33 +622,19 @@ func Binance(opts BinanceOptions) (Preset, error) {
 		}
 		return append(cs, limiter.Charge{Quota: acct.For(id), Cost: oc}), nil
 	}
-	mo := opts.Middleware
-	if mo.WindowGuard == 0 {
-		// A guard as long as a window would charge every request twice.
-		shortest := ip.Limits[0].Limit.Period
-		for _, q := range quotas {
-			for _, nl := range q.Limits {
-				shortest = min(shortest, nl.Limit.Period)
-			}
-		}
-		mo.WindowGuard = min(DefaultBinanceWindowGuard, shortest/4)
-	}
-	if mo.BanHold == 0 {
-		mo.BanHold = scale(DefaultBinanceBanHold, opts.TimeScale)
-	}
 	parsers := []middleware.UsageParser{usage}
 	if len(orderLimits) > 0 {
 		parsers = append(parsers, binanceRefusal{quota: acct.Name, orders: orderLimits})
 	}
 	rule := middleware.Rule{
 		Hosts:      opts.Hosts,
-		PathPrefix: "/api/",
+		PathPrefix: v.prefix,
 		Quota:      ip,
 		Charges:    charges,
 		Usage:      parsers,
 		PeekBody:   maxErrorBody,
 	}
-	return Preset{Exchange: "binance", Quotas: quotas, Rules: []middleware.Rule{rule}, Options: mo}, nil
+	return rule, quotas, nil
 }
 
 // maxErrorBody is the most of an answer's body read for its error code.

@@ -1,9 +1,12 @@
 package exchanges
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -248,4 +251,44 @@ func count(n json.RawMessage) (int, error) {
 		return 0, fmt.Errorf("%w: %d above %d", ErrOutOfRange, v, limiter.MaxRate)
 	}
 	return int(v), nil
+}
+
+// BinanceFromExchangeInfo is Binance(opts) with opts.RateLimits read from
+// the exchange at start-up, in one call: GET base+"/api/v3/exchangeInfo"
+// (base such as "https://api.binance.com"), sent with c
+// (http.DefaultClient when nil), parsed by ParseBinanceExchangeInfo. The
+// exchange's own figures are the source of truth
+// (https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits);
+// RAW_REQUESTS went from 61000 to 300000 per 5 minutes on 2026-04-02 while the
+// enums page kept the old figure. The call's weight (20) is not charged to the
+// preset's quotas: the next answer's X-MBX-USED-WEIGHT header counts it. An
+// answer other than 200 is an error; so is a document without usable
+// rateLimits (an error wrapping ErrInvalidRateLimits).
+func BinanceFromExchangeInfo(ctx context.Context, c *http.Client, base string, opts BinanceOptions) (Preset, error) {
+	if c == nil {
+		c = http.DefaultClient
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/api/v3/exchangeInfo", nil)
+	if err != nil {
+		return Preset{}, fmt.Errorf("exchanges: exchangeInfo: %w", err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return Preset{}, fmt.Errorf("exchanges: exchangeInfo: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return Preset{}, fmt.Errorf("exchanges: exchangeInfo: status %d", resp.StatusCode)
+	}
+	// exchangeInfo lists every symbol: megabytes; bounded all the same.
+	doc, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return Preset{}, fmt.Errorf("exchanges: exchangeInfo: %w", err)
+	}
+	rls, err := ParseBinanceExchangeInfo(doc)
+	if err != nil {
+		return Preset{}, err
+	}
+	opts.RateLimits = rls
+	return Binance(opts)
 }

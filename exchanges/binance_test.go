@@ -27,7 +27,8 @@ import (
 // on the periods of a preset's quota (scaled down in the tests):
 //
 //   - each limit counts in fixed windows aligned to the Unix clock;
-//   - REQUEST_WEIGHT and RAW_REQUESTS are per IP (every process here); a
+//   - REQUEST_WEIGHT and RAW_REQUESTS are per IP: here per listener (the
+//     request's Host), s.srv's and those of listen, each an IP of its own; a
 //     request that does not fit is answered 429 with Retry-After (whole seconds
 //     to the window's end), and a request before that has passed is a
 //     violation: banAfter violations earn a 418 with the ban's Retry-After;
@@ -36,17 +37,44 @@ import (
 //   - every answer carries X-MBX-USED-WEIGHT-<interval>, every accepted order
 //     X-MBX-ORDER-COUNT-<interval>.
 type binanceSim struct {
-	limits   []simWindow
+	limits   []simWindow // the limits, as each IP and account starts them
 	banAfter int
+	// cost is what a request costs (see simCost, the default: spot's).
+	cost func(r *http.Request) (weight, failed, orders int)
 
-	mu         sync.Mutex
+	mu       sync.Mutex
+	ips      map[string]*simIP // each IP's (listener's) state, by Host
+	hits     []simHit
+	denied   []string               // why each 429 was answered
+	accounts map[string][]simWindow // each account's ORDERS windows
+	srv      *httptest.Server
+}
+
+// simIP is what the simulator counts per IP: its weight and raw request
+// windows (the limits' ORDERS entries go unused), backoff and ban.
+type simIP struct {
+	limits     []simWindow
 	backoff    time.Time
 	violations int
 	banUntil   time.Time
-	hits       []simHit
-	denied     []string               // why each 429 was answered
-	accounts   map[string][]simWindow // each account's ORDERS windows
-	srv        *httptest.Server
+}
+
+// ip returns host's state, new the first time. s.mu is held.
+func (s *binanceSim) ip(host string) *simIP {
+	st, ok := s.ips[host]
+	if !ok {
+		st = &simIP{limits: slices.Clone(s.limits)}
+		s.ips[host] = st
+	}
+	return st
+}
+
+// listen starts another listener of the simulator, another IP, and returns
+// its URL.
+func (s *binanceSim) listen(t *testing.T) string {
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 func deniedf(name string, now time.Time, win, period int64, used, cost int) string {
@@ -69,11 +97,12 @@ type simHit struct {
 	status  int
 	cost    map[string]int
 	account string
+	ip      string // the listener's host:port (Binance simulator)
 }
 
 // newBinanceSim simulates the limits rls on the periods of p's quotas.
 func newBinanceSim(t *testing.T, p exchanges.Preset, rls []exchanges.BinanceRateLimit) *binanceSim {
-	s := &binanceSim{banAfter: 3, accounts: map[string][]simWindow{}}
+	s := &binanceSim{banAfter: 3, accounts: map[string][]simWindow{}, ips: map[string]*simIP{}, cost: simCost}
 	for _, rl := range rls {
 		var l limiter.Limit
 		ok := false
@@ -176,7 +205,7 @@ func simCost(r *http.Request) (weight, failed, orders int) {
 }
 
 func (s *binanceSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	weight, failed, orders := simCost(r)
+	weight, failed, orders := s.cost(r)
 	account := ""
 	if orders > 0 {
 		account = r.Header.Get("X-MBX-APIKEY")
@@ -185,6 +214,7 @@ func (s *binanceSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.mu.Unlock()
 	now := time.Now() // under the lock: windows never go back
 	cost := map[string]int{}
+	ip := s.ip(r.Host)
 	// The windows this request counts in: the IP's, and its account's ORDERS.
 	limits := make([]*simWindow, 0, len(s.limits))
 	if _, ok := s.accounts[account]; !ok {
@@ -194,9 +224,9 @@ func (s *binanceSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	for i := range s.limits {
-		if s.limits[i].RateLimitType != exchanges.BinanceOrders {
-			limits = append(limits, &s.limits[i])
+	for i := range ip.limits {
+		if ip.limits[i].RateLimitType != exchanges.BinanceOrders {
+			limits = append(limits, &ip.limits[i])
 		}
 	}
 	for i := range s.accounts[account] {
@@ -221,16 +251,16 @@ func (s *binanceSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.Set("Retry-After", strconv.FormatInt(int64((t.Sub(now)+time.Second-1)/time.Second), 10))
 	}
 	switch {
-	case now.Before(s.banUntil):
+	case now.Before(ip.banUntil):
 		status = http.StatusTeapot
-		retryAt(s.banUntil)
-	case now.Before(s.backoff):
-		s.violations++
+		retryAt(ip.banUntil)
+	case now.Before(ip.backoff):
+		ip.violations++
 		status = http.StatusTooManyRequests
-		if s.violations >= s.banAfter {
-			status, s.banUntil = http.StatusTeapot, now.Add(2*time.Minute)
+		if ip.violations >= s.banAfter {
+			status, ip.banUntil = http.StatusTeapot, now.Add(2*time.Minute)
 		}
-		retryAt(s.backoff)
+		retryAt(ip.backoff)
 	default:
 		for _, l := range limits {
 			if l.used+cost[l.name] <= l.Limit {
@@ -238,8 +268,8 @@ func (s *binanceSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			status = http.StatusTooManyRequests
 			if l.RateLimitType != exchanges.BinanceOrders {
-				s.backoff = time.UnixMicro((l.win + 1) * l.period)
-				retryAt(s.backoff)
+				ip.backoff = time.UnixMicro((l.win + 1) * l.period)
+				retryAt(ip.backoff)
 			}
 			s.denied = append(s.denied, deniedf(l.name, now, l.win, l.period, l.used, cost[l.name]))
 			break
@@ -267,7 +297,7 @@ func (s *binanceSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.Set("X-MBX-ORDER-COUNT-"+strings.ToUpper(l.Header()), strconv.Itoa(l.used))
 		}
 	}
-	s.hits = append(s.hits, simHit{at: now, status: status, cost: cost, account: account})
+	s.hits = append(s.hits, simHit{at: now, status: status, cost: cost, account: account, ip: r.Host})
 	w.WriteHeader(status)
 	_, _ = w.Write([]byte(`{}`))
 }

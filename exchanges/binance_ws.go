@@ -2,6 +2,7 @@ package exchanges
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -128,7 +129,7 @@ func BinanceWebSocket(opts BinanceOptions) (api, streams wsguard.Options, err er
 	ip := p.Quotas[0]
 	ip.Guard = p.Options.WindowGuard
 	var acct limiter.Quota
-	if len(p.Quotas) > 1 {
+	if len(p.Quotas) > 1 && p.Quotas[1].Name == cmp.Or(opts.OrderQuota, DefaultBinanceOrderQuota) {
 		acct = p.Quotas[1]
 		acct.Guard = p.Options.WindowGuard
 	}
@@ -147,11 +148,15 @@ func BinanceWebSocket(opts BinanceOptions) (api, streams wsguard.Options, err er
 	}
 	connQuota := func(suffix string) limiter.Quota {
 		period := scale(binanceWSConnectPeriod, opts.TimeScale)
-		return limiter.Quota{
+		q := limiter.Quota{
 			Name: ip.Name + suffix, Group: ip.Group, Guard: min(p.Options.WindowGuard, period/4),
 			Limits: []limiter.NamedLimit{{Name: "connections-5m", Limit: limiter.Limit{
 				Rate: binanceWSConnections, Period: period, Algorithm: limiter.FixedWindow}}},
 		}
+		if opts.IP != "" {
+			q = q.For(opts.IP) // counted per IP, as the weight is
+		}
+		return q
 	}
 	weightCost := func(w int) limiter.Cost {
 		c := limiter.Cost{}

@@ -128,10 +128,11 @@ func (s *binanceSim) chargeLocked(now time.Time, weight, orders int, account str
 			}
 		}
 	}
+	ip := s.ip(strings.TrimPrefix(s.srv.URL, "http://")) // the REST listener's IP
 	var limits []*simWindow
-	for i := range s.limits {
-		if s.limits[i].RateLimitType == exchanges.BinanceRequestWeight {
-			limits = append(limits, &s.limits[i])
+	for i := range ip.limits {
+		if ip.limits[i].RateLimitType == exchanges.BinanceRequestWeight {
+			limits = append(limits, &ip.limits[i])
 		}
 	}
 	if orders > 0 {
@@ -150,7 +151,7 @@ func (s *binanceSim) chargeLocked(now time.Time, weight, orders int, account str
 		}
 	}
 	status := http.StatusOK
-	if now.Before(s.banUntil) {
+	if now.Before(ip.banUntil) {
 		status = http.StatusTeapot
 	}
 	for _, l := range limits {

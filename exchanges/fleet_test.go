@@ -41,9 +41,25 @@ func newFleet(t *testing.T, p exchanges.Preset) []*proc {
 // (Prefix and Timeout set here).
 func newFleetOn(t *testing.T, p exchanges.Preset, addr string, opts limiter.Options) []*proc {
 	t.Helper()
+	ps := make([]exchanges.Preset, fleetSize)
+	for i := range ps {
+		ps[i] = p
+	}
+	return fleetOf(t, addr, opts, ps...)
+}
+
+// newFleetOf is newFleet with a preset per process (process i uses ps[i]).
+func newFleetOf(t *testing.T, ps ...exchanges.Preset) []*proc {
+	t.Helper()
+	return fleetOf(t, redistest.Shared(t).Addr(), limiter.Options{}, ps...)
+}
+
+// fleetOf makes a process per preset of ps on the Redis at addr.
+func fleetOf(t *testing.T, addr string, opts limiter.Options, ps ...exchanges.Preset) []*proc {
+	t.Helper()
 	prefix := redistest.NewPrefix(t)
 	var fleet []*proc
-	for i := range fleetSize {
+	for i, p := range ps {
 		// Longer socket timeouts than the harness's 2 s: eight clients and
 		// dozens of senders under -race on a loaded two-core machine were seen
 		// to stall a write past 2 s. A stall delays turns; it cannot let a

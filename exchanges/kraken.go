@@ -98,6 +98,10 @@ var krakenTrade = map[string]bool{
 	"AddOrderBatch": true, "CancelOrderBatch": true,
 }
 
+// krakenAmendCost is the most an AmendOrder adds to the trading counter
+// (see DefaultKrakenEditCost).
+const krakenAmendCost = 4
+
 // Defaults of KrakenOptions.
 const (
 	// DefaultKrakenCancelCost is what a cancel adds to the pair's trading
@@ -106,9 +110,14 @@ const (
 	// "Rate Limit Details": +8 under 5 s, +6 under 10 s, +5 under 15 s, +4
 	// under 45 s, +2 under 90 s, +1 under 300 s).
 	DefaultKrakenCancelCost = 8
-	// DefaultKrakenEditCost is the most an edit or amend adds, 6, for an order
-	// edited within 5 seconds (same page).
-	DefaultKrakenEditCost = 6
+	// DefaultKrakenEditCost is the most an edit adds, 7, for an order edited
+	// within 5 seconds: +1 fixed and +6 decaying (+5 under 10 s, +4 under
+	// 15 s, +2 under 45 s, +1 under 90 s), "Spot Trading Limits",
+	// https://docs.kraken.com/exchange/guides/general/ratelimits
+	// ("Incrementing the rate counter", checked 2026-12-06). An amend adds
+	// at most 4 there (+1 fixed, +3 under 5 s, +2 under 10 s, +1 under
+	// 15 s): AmendOrder is charged the lesser of EditCost and 4.
+	DefaultKrakenEditCost = 7
 	// DefaultKrakenLimitedHold is how long a "Rate limit exceeded" answer holds
 	// the quota: "additional calls will be restricted for a few seconds"
 	// (https://docs.kraken.com/exchange/guides/rest/ratelimits).
@@ -143,9 +152,10 @@ type KrakenOptions struct {
 	// decaying its counter in steps ("every couple of seconds") rather than
 	// continuously. Default DefaultBurstReserve; negative for none.
 	BurstReserve int
-	// CancelCost and EditCost are what CancelOrder and EditOrder (or
-	// AmendOrder) add to the trading counter. Default DefaultKrakenCancelCost
-	// and DefaultKrakenEditCost (the worst case: orders of unknown age).
+	// CancelCost and EditCost are what CancelOrder and EditOrder add to the
+	// trading counter (AmendOrder the lesser of EditCost and 4). Default
+	// DefaultKrakenCancelCost and DefaultKrakenEditCost (the worst case:
+	// orders of unknown age).
 	CancelCost, EditCost int
 	// LimitedHold is how long an answer with EAPI:Rate limit exceeded,
 	// EOrder:Rate limit exceeded or EGeneral:Too many requests holds its
@@ -247,8 +257,10 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 			return 1
 		case "CancelOrder":
 			return opts.CancelCost
-		case "EditOrder", "AmendOrder":
+		case "EditOrder":
 			return opts.EditCost
+		case "AmendOrder":
+			return min(opts.EditCost, krakenAmendCost)
 		}
 		return 0
 	}

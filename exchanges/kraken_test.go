@@ -87,17 +87,27 @@ func newKrakenSim(t *testing.T, scale float64) *krakenSim {
 	return s
 }
 
-func (s *krakenSim) cancelPenalty(age time.Duration) float64 {
+// krakenPenalties are what a transaction adds to its pair's trading counter
+// by the age of its order (the fixed count first, then the decaying count
+// under 5, 10, 15, 45, 90 and 300 s): "Spot Trading Limits",
+// https://docs.kraken.com/exchange/guides/general/ratelimits ("Incrementing
+// the rate counter", checked 2026-12-06).
+var krakenPenalties = map[string][7]float64{
+	"AmendOrder":  {1, 3, 2, 1, 0, 0, 0},
+	"EditOrder":   {1, 6, 5, 4, 2, 1, 0},
+	"CancelOrder": {0, 8, 6, 5, 4, 2, 1},
+}
+
+// penalty is what ep adds for an order of age (scaled).
+func (s *krakenSim) penalty(ep string, age time.Duration) float64 {
 	a := time.Duration(float64(age) / s.scale)
-	for _, p := range []struct {
-		under time.Duration
-		cost  float64
-	}{{5 * time.Second, 8}, {10 * time.Second, 6}, {15 * time.Second, 5}, {45 * time.Second, 4}, {90 * time.Second, 2}, {300 * time.Second, 1}} {
-		if a < p.under {
-			return p.cost
+	p := krakenPenalties[ep]
+	for i, under := range []time.Duration{5 * time.Second, 10 * time.Second, 15 * time.Second, 45 * time.Second, 90 * time.Second, 300 * time.Second} {
+		if a < under {
+			return p[0] + p[1+i]
 		}
 	}
-	return 0
+	return p[0]
 }
 
 func (s *krakenSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -113,15 +123,15 @@ func (s *krakenSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hit := simHit{at: now, status: http.StatusOK, cost: map[string]int{}}
 	switch {
 	case !private:
-	case ep == "AddOrder" || ep == "CancelOrder":
+	case ep == "AddOrder" || ep == "CancelOrder" || ep == "EditOrder" || ep == "AmendOrder":
 		pair, cost := form.Get("pair"), 1.0
-		if ep == "CancelOrder" {
+		if ep != "AddOrder" {
 			o, ok := s.orders[form.Get("txid")]
 			if !ok {
 				reply["error"] = []string{"EOrder:Unknown order"}
 				break
 			}
-			pair, cost = o.pair, s.cancelPenalty(now.Sub(o.placed))
+			pair, cost = o.pair, s.penalty(ep, now.Sub(o.placed))
 		}
 		c := s.trading[pair]
 		if c == nil {
@@ -135,13 +145,19 @@ func (s *krakenSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hit.cost["trade-"+pair] = int(cost)
 		// What the preset charged: it cannot know an order's age, so a
 		// cancel costs the worst case (DefaultKrakenCancelCost).
-		hit.cost["charged-"+pair] = map[string]int{"AddOrder": 1, "CancelOrder": exchanges.DefaultKrakenCancelCost}[ep]
-		if ep == "AddOrder" {
+		hit.cost["charged-"+pair] = map[string]int{"AddOrder": 1, "CancelOrder": exchanges.DefaultKrakenCancelCost,
+			"EditOrder": exchanges.DefaultKrakenEditCost, "AmendOrder": 4}[ep]
+		switch ep {
+		case "EditOrder", "AmendOrder":
+			// The order rests on, its age counted from now ("since the order
+			// was created or amended").
+			s.orders[form.Get("txid")] = order{pair: pair, placed: now}
+		case "AddOrder":
 			s.seq++
 			txid := fmt.Sprintf("O%d", s.seq)
 			s.orders[txid] = order{pair: pair, placed: now}
 			reply["result"] = map[string]any{"txid": []string{txid}}
-		} else {
+		default:
 			delete(s.orders, form.Get("txid"))
 		}
 	default:
@@ -681,5 +697,49 @@ func TestKrakenPublicTooManyRequests(t *testing.T) {
 	}
 	if d, _ := lim.Held(context.Background(), p.Quotas[0]); d != 0 {
 		t.Errorf("the call counter is held %s: private calls must go on", d)
+	}
+}
+
+// EditOrder and AmendOrder are charged the most Kraken adds for them, 7 and
+// 4 (their orders' age is not known), which the simulator charges for an
+// order edited or amended within 5 seconds. A pair's trading counter of 12
+// takes an order (1), its edit (7) and its amend (4) exactly: the next order
+// must then be refused by the preset (FailFast), unsent, and the simulator
+// must have refused nothing. Charged 6 for the edit, as before, the fourth
+// order went out and the simulator refused it.
+func TestKrakenEditAmendCosts(t *testing.T) {
+	p, err := exchanges.Kraken(exchanges.KrakenOptions{
+		Tier: exchanges.KrakenPro, Hosts: []string{"127.0.0.1"}, BurstReserve: -1,
+		Trading:    limiter.Limit{Rate: 1, Period: 100 * time.Second, Burst: 12},
+		Middleware: middleware.Options{FailFast: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := newKrakenSim(t, 1)
+	sim.tradeMax, sim.tradeDecay = 12, 0.01
+	pr := newFleetOf(t, p)[0]
+	ctx := context.Background()
+	v, err := krakenPost(ctx, pr, sim.srv.URL, "AddOrder", url.Values{"pair": {"XBTUSD"}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	txid := v["result"].(map[string]any)["txid"].([]any)[0].(string)
+	for _, ep := range []string{"EditOrder", "AmendOrder"} {
+		if _, err := krakenPost(ctx, pr, sim.srv.URL, ep, url.Values{"txid": {txid}}, "XBTUSD"); err != nil {
+			t.Fatalf("%s: %v", ep, err)
+		}
+	}
+	if _, err := krakenPost(ctx, pr, sim.srv.URL, "AddOrder", url.Values{"pair": {"XBTUSD"}}, ""); !errors.Is(err, middleware.ErrRateLimited) {
+		t.Errorf("fourth order: %v, want ErrRateLimited (the counter is full)", err)
+	}
+	hits := sim.log()
+	if n := countStatus(hits, http.StatusTooManyRequests); n != 0 || len(hits) != 3 {
+		t.Fatalf("simulator saw %d calls, refused %d; want 3 and 0", len(hits), n)
+	}
+	for i, h := range hits {
+		if h.cost["trade-XBTUSD"] != h.cost["charged-XBTUSD"] {
+			t.Errorf("call %d: Kraken charged %d, the preset %d", i, h.cost["trade-XBTUSD"], h.cost["charged-XBTUSD"])
+		}
 	}
 }

@@ -84,18 +84,42 @@ func (l *Limiter) Sync(ctx context.Context, q Quota, limitName string, used int)
 	if used == 0 {
 		return false, nil
 	}
-	return l.sync(ctx, l.stateKeyOf(q, limitName, lim.Algorithm), lim, used, 0)
+	var outside string
+	bound := q.headroomOf(lim)
+	if bound > 0 {
+		outside = l.keyFor(keyID{group: q.Group, quota: q.Name, key: q.key, keyed: q.keyed, name: limitName, algo: outsideAlgorithm}).key
+	}
+	return l.sync(ctx, l.stateKeyOf(q, limitName, lim.Algorithm), lim, used, 0, outside, bound)
 }
 
 // sync runs sync.lua on key; atUS > 0 applies it only while the charge made
-// at atUS still counts.
-func (l *Limiter) sync(ctx context.Context, key string, lim Limit, used int, atUS int64) (bool, error) {
+// at atUS still counts. A limit keeping headroom (bound > 0 units) learns
+// into its outside record.
+func (l *Limiter) sync(ctx context.Context, key string, lim Limit, used int, atUS int64, outside string, bound int) (bool, error) {
 	used = min(used, lim.Max())
 	args := []any{lim.Algorithm.script(), lim.periodUS(), lim.Max(), lim.intervalUS(), used}
-	if atUS > 0 {
+	ks := []string{key}
+	if atUS > 0 || bound > 0 {
 		args = append(args, atUS)
 	}
-	v, err := scripts.Sync.Run(ctx, l.client, []string{key}, args...).Int64()
+	if bound > 0 {
+		ks, args = append(ks, outside), append(args, bound)
+	}
+	return l.runSync(ctx, ks, args)
+}
+
+// refused runs sync.lua's refusal path on key (a limit keeping headroom,
+// whose outside record is outside, bound units): cost units of the charge
+// made at atUS were refused by the server.
+func (l *Limiter) refused(ctx context.Context, key string, lim Limit, cost int, atUS int64, outside string, bound int) error {
+	args := []any{lim.Algorithm.script(), lim.periodUS(), lim.Max(), lim.intervalUS(), 0, atUS, bound, cost}
+	_, err := l.runSync(ctx, []string{key, outside}, args)
+	return err
+}
+
+// runSync runs sync.lua and checks its reply.
+func (l *Limiter) runSync(ctx context.Context, ks []string, args []any) (bool, error) {
+	v, err := scripts.Sync.Run(ctx, l.client, ks, args...).Int64()
 	if err != nil {
 		return false, redisErr("sync", err)
 	}

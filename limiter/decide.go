@@ -26,7 +26,12 @@ type plan struct {
 	costs  [MaxQuotaLimits]int
 	keys   [MaxQuotaLimits]*keyEntry // one per limit
 	guards [MaxQuotaLimits]int64     // each limit's quota's Guard, µs
-	of     [MaxQuotaLimits]uint8     // each limit's quota: an index into holds
+	// outside are the outside records of limits that keep headroom
+	// (Quota.Headroom), nil for the others; headroom their bounds in units.
+	outside  [MaxQuotaLimits]*keyEntry
+	headroom [MaxQuotaLimits]int
+	nOutside int
+	of       [MaxQuotaLimits]uint8 // each limit's quota: an index into holds
 	// holds are the hold keys of the plan's quotas, nq of them ([0] also
 	// carries the slot's static token key; each its quota's name).
 	holds [MaxQuotaLimits]*keyEntry
@@ -105,7 +110,7 @@ func (l *Limiter) single(p *plan, key string, limit Limit, n int) error {
 
 // quota plans cost against q alone into p.
 func (l *Limiter) quota(p *plan, q Quota, cost Cost) error {
-	p.n, p.nq = 0, 0
+	p.n, p.nq, p.nOutside = 0, 0, 0
 	if err := l.addQuota(p, q, cost); err != nil {
 		return err
 	}
@@ -174,6 +179,12 @@ func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
 		id.name, id.algo = nl.Name, nl.Limit.Algorithm
 		p.names[p.n], p.limits[p.n], p.costs[p.n] = nl.Name, nl.Limit, c
 		p.keys[p.n], p.guards[p.n], p.of[p.n] = l.keyFor(id), guard, uint8(qi)
+		p.outside[p.n], p.headroom[p.n] = nil, q.headroomOf(nl.Limit)
+		if p.headroom[p.n] > 0 {
+			id.algo = outsideAlgorithm
+			p.outside[p.n] = l.keyFor(id)
+			p.nOutside++
+		}
 		p.n++
 	}
 	return nil
@@ -293,7 +304,7 @@ func (l *Limiter) tokenKey(h *keyEntry) any {
 
 func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) error {
 	n, nq := p.n, p.nq
-	size := 4 + nq + n + 5 + 6*n
+	size := 4 + nq + n + p.nOutside + 5 + 6*n
 	if p.wake != nil {
 		size += 1 + 5*n
 	}
@@ -301,7 +312,7 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 		size++
 	}
 	cmd := make([]any, 0, size)
-	cmd = append(cmd, "evalsha", quotaSHA, 1+nq+n, p.holds[0].boxed)
+	cmd = append(cmd, "evalsha", quotaSHA, 1+nq+n+p.nOutside, p.holds[0].boxed)
 	cmd = append(cmd, l.tokenKey(p.holds[0]))
 	for _, h := range p.holds[1:nq] {
 		cmd = append(cmd, h.boxed)
@@ -309,7 +320,19 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	for _, k := range p.keys[:n] {
 		cmd = append(cmd, k.boxed)
 	}
-	cmd = append(cmd, maxWaitUS, l.dedupeMS, p.leaseUS, p.notBefore, nq)
+	var holds any = nq
+	if p.nOutside > 0 {
+		// "h i1 i2 …": the limits whose outside records follow (quota.lua).
+		b := strconv.AppendInt(nil, int64(nq), 10)
+		for i, k := range p.outside[:n] {
+			if k != nil {
+				cmd = append(cmd, k.boxed)
+				b = strconv.AppendInt(append(b, ' '), int64(i+1), 10)
+			}
+		}
+		holds = string(b)
+	}
+	cmd = append(cmd, maxWaitUS, l.dedupeMS, p.leaseUS, p.notBefore, holds)
 	for i, lim := range p.limits[:n] {
 		a := argsFor(lim, p.guards[i])
 		cmd = append(cmd, a[0], a[1], a[2], a[3], p.costs[i], a[4])

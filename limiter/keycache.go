@@ -22,6 +22,10 @@ const MaxQuotaLimits = 16
 // holdAlgorithm marks the cache entry of a tag's hold key.
 const holdAlgorithm Algorithm = 255
 
+// outsideAlgorithm marks the cache entry of a fixed-window limit's outside
+// record (Quota.Headroom; outside.lua).
+const outsideAlgorithm Algorithm = 254
+
 // keyEntry is a Redis key built once and kept boxed, so a decision on a hot
 // key builds no strings and boxes nothing.
 type keyEntry struct {
@@ -84,6 +88,8 @@ func (l *Limiter) keyFor(id keyID) *keyEntry {
 		e.key = head + inst + ":hold"
 		e.tok = head + ":tok"
 		e.quota = id.quota
+	} else if id.algo == outsideAlgorithm {
+		e.key = stateKey(head+inst, id.name, FixedWindow) + ":outside"
 	} else {
 		e.key = stateKey(head+inst, id.name, id.algo)
 	}

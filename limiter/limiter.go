@@ -409,6 +409,9 @@ func (l *Limiter) ResetQuota(ctx context.Context, q Quota) error {
 	ks := []string{l.holdKey(q)}
 	for _, nl := range q.Limits {
 		ks = append(ks, l.stateKeyOf(q, nl.Name, nl.Limit.Algorithm))
+		if q.headroomOf(nl.Limit) > 0 {
+			ks = append(ks, l.stateKeyOf(q, nl.Name, outsideAlgorithm))
+		}
 	}
 	return l.wrap(l.client.Del(ctx, ks...).Err())
 }

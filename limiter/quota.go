@@ -40,6 +40,18 @@ type Quota struct {
 	// It must be shorter than every FixedWindow limit's Period; other
 	// algorithms ignore it. Default 0.
 	Guard time.Duration
+	// Headroom is the most of each FixedWindow limit's Rate, as a share (at
+	// most 0.9: the fleet keeps at least a tenth of each window), kept free for units the server counts that no
+	// process of the fleet granted: a client outside the fleet on the same
+	// IP. The limiter learns it from the counts synced into the limit
+	// (Limiter.Sync, Reservation.Sync): what the server counted beyond the
+	// fleet's own grants in a window is what others spent there. Each window
+	// then keeps free the most others spent in the window before (until that
+	// much is seen spent: seen units are in the count already), up to
+	// Headroom; when others spend less than half of it for more than two
+	// windows in a row, it halves each window. Only limits whose usage is
+	// synced learn anything. Default 0: no headroom.
+	Headroom float64
 
 	key   string // For's key
 	keyed bool   // For was called
@@ -129,7 +141,22 @@ func (q Quota) validateID() error {
 	if q.Guard < 0 {
 		return fmt.Errorf("%w: quota %q guard %s is negative", ErrInvalidDuration, q.Name, q.Guard)
 	}
+	if !(q.Headroom >= 0 && q.Headroom <= maxHeadroom) {
+		return fmt.Errorf("%w: quota %q headroom %v is not in [0, %v]", ErrInvalidLimit, q.Name, q.Headroom, maxHeadroom)
+	}
 	return nil
+}
+
+// maxHeadroom is the largest Quota.Headroom.
+const maxHeadroom = 0.9
+
+// headroomOf is the bound, in units, of the reserve limit l of q keeps for
+// clients outside the fleet; 0 when it keeps none (only FixedWindow limits do).
+func (q Quota) headroomOf(l Limit) int {
+	if q.Headroom <= 0 || l.Algorithm != FixedWindow {
+		return 0
+	}
+	return int(q.Headroom * float64(l.Rate))
 }
 
 // Find returns the limit named name.

@@ -207,10 +207,39 @@ func (r *Reservation) Sync(ctx context.Context, quota, limit string, used int) (
 			if used == 0 || !b.rep.granted || b.rep.degraded || b.rep.grantUS == 0 {
 				return false, nil
 			}
-			return r.lim.sync(ctx, p.keys[i].key, p.limits[i], used, b.rep.grantUS)
+			var outside string
+			if p.outside[i] != nil {
+				outside = p.outside[i].key
+			}
+			return r.lim.sync(ctx, p.keys[i].key, p.limits[i], used, b.rep.grantUS, outside, p.headroom[i])
 		}
 	}
 	return false, fmt.Errorf("%w: %q (quota %q) is not a limit this reservation charged", ErrUnknownLimit, limit, quota)
+}
+
+// Refused tells the limiter that the server refused the request this
+// reservation charged (a 429 or 418): for the limits that keep headroom for
+// clients outside the fleet (Quota.Headroom), its units, counted as the
+// fleet's, were never counted by the server. Compared with the server's
+// counts, they would hide as much of what others spent, and leave the
+// headroom too small, which draws more refusals. It changes no count, and
+// calls Redis only for such limits, while the charge's window lasts.
+func (r *Reservation) Refused(ctx context.Context) error {
+	for _, b := range r.each() {
+		p := b.plan
+		if p.nOutside == 0 || !b.rep.granted || b.rep.degraded || b.rep.grantUS == 0 {
+			continue
+		}
+		for i := range p.n {
+			if p.outside[i] == nil {
+				continue
+			}
+			if err := r.lim.refused(ctx, p.keys[i].key, p.limits[i], p.costs[i], b.rep.grantUS, p.outside[i].key, p.headroom[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Reserve books n units of limit under key at the earliest time they fit, as

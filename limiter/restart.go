@@ -89,7 +89,7 @@ func (l *Limiter) checkRestart(ctx context.Context) error {
 		lim := v.(Limit)
 		used := max(int(float64(lim.Max())*g.share+0.5), 1)
 		used = min(used, lim.Max())
-		_, err := l.sync(ctx, k.(string), lim, used, 0)
+		_, err := l.sync(ctx, k.(string), lim, used, 0, "", 0)
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}

@@ -23,6 +23,13 @@ func (t *Transport) learn(ctx context.Context, rl *rule, a *Answer, r *limiter.R
 	req := a.Request
 	holds := make([]time.Duration, len(a.Charges))
 	var refused []int
+	if r != nil && (a.StatusCode == http.StatusTooManyRequests || a.StatusCode == http.StatusTeapot) {
+		// The server did not count the request: before its usage counts
+		// are compared with ours (limiter.Quota.Headroom).
+		if err := r.Refused(ctx); err != nil {
+			t.report(req, fmt.Errorf("middleware: refused: %w", err))
+		}
+	}
 	for _, p := range rl.Usage {
 		us, err := p.ParseUsage(a)
 		if err != nil {

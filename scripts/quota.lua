@@ -7,12 +7,17 @@
 -- KEYS[1+j]    hold key of quota j, j = 2..h
 -- KEYS[1+h+i]  state key of limit i, i = 1..n (n = 0: only holds are checked, nothing
 --              is charged: a call that must not go out during a hold, and costs nothing)
+-- KEYS[1+h+n+j] outside record of the j-th limit ARGV[5] lists (outside.lua)
 -- ARGV[1]      max wait µs: 0 grants only now (Allow); > 0 reserves up to that far ahead
 -- ARGV[2]      token TTL ms; "0" turns retry dedupe off
 -- ARGV[3]      lease µs: 0 for a decision; > 0 takes a lease (see below)
 -- ARGV[4]      not before: µs time before which nothing is granted, 0 for none
 --              (a charge across groups books each group at one time)
--- ARGV[5]      h, the number of hold keys (≥ 1)
+-- ARGV[5]      "h[ i1 i2 …]": h, the number of hold keys (≥ 1), then the fixed-window
+--              limits that keep headroom for clients outside the fleet: each
+--              i's outside record is a key after the state keys, in this order.
+--              Such a limit grants in window w only up to its max less the
+--              record's reserve for w (outside_reserve).
 -- ARGV[6+6(i-1) ..] for limit i: algorithm (1 GCRA, 2 sliding log, 3 sliding counter,
 --              4 fixed window), period µs, max units, GCRA emission interval µs, cost,
 --              guard µs (fixed window: no grant within guard of its window's end;
@@ -89,10 +94,23 @@ local function win(v, p)
   return {w = w, p = prev, c = cur, l = L, P = P, sp = pp, sc = cc}
 end
 
-local h = tonumber(ARGV[5])
-local n = #KEYS - 1 - (h or 0)
+local hs, listed = string.match(ARGV[5], '^(%d+)(.*)$')
+local h = tonumber(hs)
+local outs = {} -- limit index → KEYS index of its outside record
+local no = 0
+for i in string.gmatch(listed or '', '%d+') do
+  no = no + 1
+  outs[tonumber(i)] = no
+end
+local n = #KEYS - 1 - (h or 0) - no
 if not h or h < 1 or n < 0 or #ARGV < 5 + 6 * n then
   return redis.error_reply('ERR quota.lua: ' .. #KEYS .. ' keys and ' .. #ARGV .. ' arguments do not match')
+end
+for i, j in pairs(outs) do
+  if i < 1 or i > n or ARGV[6 + 6 * (i - 1)] ~= '4' then
+    return redis.error_reply('ERR quota.lua: limit ' .. i .. ' has no fixed window to keep headroom in')
+  end
+  outs[i] = 1 + h + n + j
 end
 local tail = 6 + 6 * n
 local wake = #ARGV == tail + 5 * n
@@ -224,6 +242,11 @@ for i = 1, n do
     at[i] = #mk
   end
 end
+local ot = {} -- limit index → index in mv of its outside record
+for i, k in pairs(outs) do
+  mk[#mk + 1] = KEYS[k]
+  ot[i] = #mk
+end
 local mv = redis.call('MGET', unpack(mk))
 if dedupe and mv[h + 1] then return replay(mv[h + 1]) end
 
@@ -292,7 +315,9 @@ for i = 1, n do
       local pp, cc = 0, 0
       if w == s.w then pp, cc = s.p, s.c elseif w == s.w + 1 then pp = s.c end
       if al == 4 then pp = 0 end
-      if cc + c <= m then
+      local room = m
+      if ot[i] then room = m - math.min(outside_reserve(mv[ot[i]], w), m - c) end
+      if cc + c <= room then
         if pp > 0 then
           local need = w * p + math.ceil(p * (pp - (m - cc - c)) / pp)
           if need > x then x = need end

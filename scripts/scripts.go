@@ -53,13 +53,13 @@ func mustScript(name string, preludes ...string) *redis.Script {
 // Limiter scripts.
 var (
 	// Quota checks and charges every limit of a quota, all or nothing. See quota.lua.
-	Quota = mustScript("quota.lua", "window_state.lua", "giveback.lua")
+	Quota = mustScript("quota.lua", "window_state.lua", "giveback.lua", "outside.lua")
 	// Cancel gives back the units of a reservation that has not come due. See cancel.lua.
 	Cancel = mustScript("cancel.lua", "giveback.lua")
 	// Hold stops every grant of a quota until now + a duration. See hold.lua.
 	Hold = mustScript("hold.lua")
 	// Sync raises a limit's count to the count a server reports. See sync.lua.
-	Sync = mustScript("sync.lua", "window_state.lua")
+	Sync = mustScript("sync.lua", "window_state.lua", "outside.lua")
 )
 
 // All returns every script, by file name.

@@ -5,9 +5,21 @@
 -- ARGV[1..5] algorithm (1 GCRA, 2 sliding log, 3 sliding counter, 4 fixed window),
 --          period µs, max units, GCRA emission interval µs, units the server has counted
 -- ARGV[6]  optional: the µs time t of the charge the server's count answers
---          (Reservation.Sync). The count applies only while that charge still
---          counts, on Redis's clock: fixed and counter windows while now is in
---          t's window, GCRA and sliding log while now < t + period.
+--          (Reservation.Sync), 0 for none. The count applies only while that
+--          charge still counts, on Redis's clock: fixed and counter windows while
+--          now is in t's window, GCRA and sliding log while now < t + period.
+-- KEYS[2], ARGV[7]  optional, fixed window only: the limit's outside record
+--          (outside.lua) and the bound B on its reserve. The server's count
+--          beyond the fleet's own grants in the current window is what clients
+--          outside the fleet spent there: the record keeps the most seen, and
+--          the units this script adds to the count for it. The count is then
+--          raised to the fleet's grants plus what others were seen to spend,
+--          not merely to the server's count: grants still on their way to the
+--          server are not in the server's count, and must stay in ours.
+-- ARGV[8]  optional, with KEYS[2]: units of the charge the server refused
+--          (a 429): they are added to the record's refused units, so that
+--          they are not taken for grants the server counted, and nothing
+--          else changes (used is 0). Reply 0.
 --
 -- Reply: 1 if our count was raised, 0 if it already covered the server's, or
 -- the charge's window has passed.
@@ -18,7 +30,8 @@ local now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
 local al, p, m, e, used = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 if used > m then used = m end
 local k = KEYS[1]
-local t = tonumber(ARGV[6] or '0')
+local t = tonumber(ARGV[6] or '0') or 0
+local refusedNow = tonumber(ARGV[8] or '0') or 0
 if t > 0 then
   if al == 1 or al == 2 then
     if now >= t + p then return 0 end
@@ -81,13 +94,51 @@ local function covered()
   return 0
 end
 local w = math.floor(now / p)
-if sw > w then return covered() end
+-- learn: the record of window w, rolled over from an earlier one.
+local rec
+if KEYS[2] and al == 4 then
+  local B = tonumber(ARGV[7])
+  local ow, R, seen, raised, quiet, _, refused = outside_read(redis.call('GET', KEYS[2]))
+  if not ow or ow > w then ow, R, seen, raised, quiet, refused = w, 0, 0, 0, 0, 0 end
+  if ow < w then
+    R, quiet = outside_roll(R, seen, quiet, B, w - ow)
+    seen, raised, refused = 0, 0, 0
+  end
+  local counted = 0 -- window w's count: the fleet's grants and what was raised
+  if sw == w then counted = sc elseif sw == w + 1 then counted = sp end
+  raised = math.min(raised, counted) -- a Reset (or a lost state) forgot them
+  refused = math.min(refused + refusedNow, counted - raised)
+  if refusedNow == 0 then seen = math.max(seen, used - (counted - raised - refused)) end
+  rec = {w, math.min(R, B), seen, raised, quiet, B, refused}
+end
+-- save writes the record, adding the units this call raised the count by.
+local function save(add)
+  if not rec then return end
+  rec[4] = rec[4] + add
+  local f = {}
+  for j = 1, 7 do f[j] = d(rec[j]) end
+  redis.call('SET', KEYS[2], table.concat(f, ' '), 'PX', d(math.ceil(32 * p / 1000)))
+end
+if refusedNow > 0 then
+  save(0)
+  return 0
+end
+if sw > w then
+  save(0)
+  return covered()
+end
 local pp, cc, L = 0, 0, now
 if sw == w then pp, cc, L = sp, sc, math.max(sl, now) elseif sw == w - 1 then pp = sc end
 local est = cc
 if al == 3 then est = pp * (1 - (now - w * p) / p) + cc end
-if used <= est then return covered() end
-cc = cc + math.ceil(used - est)
+local target = used
+if rec then target = math.min(math.max(used, cc - rec[4] + rec[3]), m) end
+if target <= est then
+  save(0)
+  return covered()
+end
+save(math.ceil(target - est))
+cc = cc + math.ceil(target - est)
 local ends = (w + 1) * p
 if al == 3 then ends = ends + p end
 -- Charges still to come in this window: mark the state (as covered() does),
