@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"bytes"
 	"context"
 	"testing"
 	"time"
@@ -11,9 +12,9 @@ import (
 	"github.com/redquota/redquota/scripts"
 )
 
-// A wake-up call that fails at the turn (here Options.Timeout: a proxy holds
-// replies back longer) makes Wait give the booking back before it returns the
-// error: the unit it will never send does not delay the next booking, and a
+// A wake-up call that fails at the turn (here its reply is lost with its
+// connection, every time it is sent) makes Wait give the booking back before
+// it returns the error: the unit it will never send does not delay the next booking, and a
 // later Cancel has nothing left to do. Redis's clock (miniredis) stands still,
 // so the booking times compare exactly.
 func TestWaitGivesBackOnFailedWake(t *testing.T) {
@@ -41,13 +42,20 @@ func TestWaitGivesBackOnFailedWake(t *testing.T) {
 	if err != nil || !rv.OK() || !rv.At().Equal(turn) {
 		t.Fatalf("Reserve: %v at %v, want a booking at %v", err, rv.At(), turn)
 	}
-	// Replies now take 400 ms: the wake-up (200 ms timeout) fails; the
-	// give-back (1 s of its own, on a pooled connection) gets through.
-	proxy.SetDelay(400 * time.Millisecond)
+	// From now on the proxy drops the wake-up's reply (an array whose first
+	// value is 2: "the booking stands", quota.lua) and closes its connection.
+	// The give-back's reply (an integer) gets through, on a connection of its
+	// own. (A proxy that delays every reply was tried first: the give-back
+	// then had to dial, and a dial's handshake through the delay could take
+	// longer than the give-back's own timeout.)
+	proxy.SetDropReplies(func(b []byte) bool {
+		_, rest, ok := bytes.Cut(b, []byte("\r\n"))
+		return ok && b[0] == '*' && bytes.HasPrefix(rest, []byte(":2\r\n"))
+	})
 	if err := rv.Wait(ctx); err == nil {
 		t.Fatal("Wait succeeded though its wake-up call could not")
 	}
-	proxy.SetDelay(0)
+	proxy.SetDropReplies(nil)
 	if n, err := rv.Cancel(ctx); n != 0 || err != nil {
 		t.Fatalf("Cancel after the failed Wait gave back %d (%v): Wait should have", n, err)
 	}
