@@ -297,7 +297,20 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 // scripts then neither read nor write it).
 func (l *Limiter) tokenKey(h *keyEntry) any {
 	if l.dedupe {
-		return h.head + ":tok:" + l.tokenPfx + strconv.FormatUint(l.tokenSeq.Add(1), 36)
+		return l.newToken(h)
+	}
+	return h.tok
+}
+
+func (l *Limiter) newToken(h *keyEntry) string {
+	return h.head + ":tok:" + l.tokenPfx + strconv.FormatUint(l.tokenSeq.Add(1), 36)
+}
+
+// decisionToken is tokenKey for a decision (quota.lua), which carries a
+// token only when decideDedupe is on.
+func (l *Limiter) decisionToken(h *keyEntry) any {
+	if l.decideDedupe {
+		return l.newToken(h)
 	}
 	return h.tok
 }
@@ -313,7 +326,7 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	}
 	cmd := make([]any, 0, size)
 	cmd = append(cmd, "evalsha", quotaSHA, 1+nq+n+p.nOutside, p.holds[0].boxed)
-	cmd = append(cmd, l.tokenKey(p.holds[0]))
+	cmd = append(cmd, l.decisionToken(p.holds[0]))
 	for _, h := range p.holds[1:nq] {
 		cmd = append(cmd, h.boxed)
 	}
@@ -332,7 +345,7 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 		}
 		holds = string(b)
 	}
-	cmd = append(cmd, maxWaitUS, l.dedupeMS, p.leaseUS, p.notBefore, holds)
+	cmd = append(cmd, maxWaitUS, l.decideMS, p.leaseUS, p.notBefore, holds)
 	for i, lim := range p.limits[:n] {
 		a := argsFor(lim, p.guards[i])
 		cmd = append(cmd, a[0], a[1], a[2], a[3], p.costs[i], a[4])

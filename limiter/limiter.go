@@ -167,12 +167,15 @@ type Options struct {
 	// the units of the writes the replica had not received (RELIABILITY.md
 	// measures them).
 	ReplicaAck time.Duration
-	// DedupeWindow is how long a charged decision's reply is remembered in Redis
-	// under a per-call token, so that a call go-redis retries after a read
+	// DedupeWindow is how long a charged call's reply is remembered in Redis
+	// under a per-call token, so that a call the client retries after a read
 	// timeout or a lost connection (Redis may already have run it) is answered
-	// from memory instead of charged twice. Default 10s. It is off, saving a key
-	// write per decision, when the client cannot retry (*redis.Client or
-	// *redis.ClusterClient built with MaxRetries: -1), or when negative.
+	// from memory instead of charged twice. Default 10s; negative turns it off.
+	// Decisions on a go-redis client (Client, ClusterClient, Ring) need none
+	// whatever its MaxRetries: they are sent as commands go-redis never resends
+	// (NoRetry). Cancel and the other calls use it when the client may retry
+	// (MaxRetries > 0, or a client that is not a *redis.Client or
+	// *redis.ClusterClient).
 	DedupeWindow time.Duration
 }
 
@@ -193,6 +196,10 @@ type Limiter struct {
 	tokenPfx  string
 	tokenSeq  atomic.Uint64
 	dedupeMS  any // token TTL in ms as a string ("0": dedupe off), boxed once
+	// decideDedupe: decisions (quota.lua) carry a dedupe token. Off on a
+	// go-redis client, which sends them at most once (onceCmd).
+	decideDedupe bool
+	decideMS     any // dedupeMS, or "0" when decideDedupe is off
 	breaker   *gobreaker.TwoStepCircuitBreaker[struct{}]
 	closed    atomic.Bool // mirrors breaker state == closed, read without its mutex
 	failing   atomic.Bool // the last call in the closed state failed
@@ -269,6 +276,12 @@ func New(client Client, opts Options) *Limiter {
 	l.dedupeMS = "0"
 	if l.dedupe {
 		l.dedupeMS = strconv.FormatInt(max(opts.DedupeWindow.Milliseconds(), 1), 10)
+	}
+	_, once := l.decider.(processor)
+	l.decideDedupe = l.dedupe && !once
+	l.decideMS = any("0")
+	if l.decideDedupe {
+		l.decideMS = l.dedupeMS
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
 
 	"github.com/redquota/redquota/internal/redistest"
 )
@@ -378,14 +379,20 @@ func TestWaitImmediateGrantLateReply(t *testing.T) {
 	}
 }
 
-// A call that go-redis retries after Redis already ran it is not charged twice:
-// the token makes the second run answer from the first's reply.
+// scriptsOnly hides a client's Process and Do, as a wrapper of a user's own
+// that offers only the Client interface: its calls may be retried beneath
+// the limiter, which cannot send them at most once.
+type scriptsOnly struct{ Client }
+
+// A call that its client retries after Redis already ran it is not charged
+// twice: on a client the limiter cannot send at most once, the token makes
+// the second run answer from the first's reply.
 func TestRetriedCallChargedOnce(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		lim := newLim(b, Options{})
-		if !lim.dedupe {
-			t.Fatal("test client retries, so dedupe must be on")
+		lim := New(scriptsOnly{b.Client}, Options{Prefix: b.Prefix})
+		if !lim.decideDedupe {
+			t.Fatal("a client that may retry, not a go-redis one: dedupe must be on")
 		}
 		p, first, again := new(plan), new(reply), new(reply)
 		if err := lim.single(p, "retry", PerMinute(10), 3); err != nil {
@@ -394,7 +401,7 @@ func TestRetriedCallChargedOnce(t *testing.T) {
 		if err := lim.run(ctx, p, 0, first); err != nil || !first.granted {
 			t.Fatal(err)
 		}
-		// Resend the very same command, as go-redis's retry would.
+		// Resend the very same command, as a retry would.
 		seq := lim.tokenSeq.Load()
 		lim.tokenSeq.Store(seq - 1)
 		err := lim.run(ctx, p, 0, again)
@@ -408,19 +415,26 @@ func TestRetriedCallChargedOnce(t *testing.T) {
 	})
 }
 
-// A client that never retries needs no dedupe key.
+// Decisions need no dedupe key on a go-redis client, which sends them at
+// most once whatever its MaxRetries; Cancel's token still follows the
+// client's retries.
 func TestDedupeOffWithoutRetries(t *testing.T) {
 	_, c := redistest.NewMini(t)
 	nc := redis.NewClient(&redis.Options{Addr: c.Options().Addr, MaxRetries: -1})
 	defer nc.Close()
-	if New(nc, Options{}).dedupe {
-		t.Fatal("dedupe on for a client with MaxRetries -1")
-	}
-	if !New(c, Options{}).dedupe {
-		t.Fatal("dedupe off for a retrying client")
-	}
-	if New(c, Options{DedupeWindow: -1}).dedupe {
-		t.Fatal("dedupe on although disabled")
+	for _, tc := range []struct {
+		name             string
+		lim              *Limiter
+		decisions, other bool
+	}{
+		{"MaxRetries -1", New(nc, Options{}), false, false},
+		{"retrying go-redis client", New(c, Options{}), false, true},
+		{"auto-pipelined", New(c, Options{AutoPipeline: true}), false, true},
+		{"wrapped client", New(scriptsOnly{c}, Options{}), true, true},
+		{"disabled", New(scriptsOnly{c}, Options{DedupeWindow: -1}), false, false},
+	} {
+		require.Equal(t, tc.decisions, tc.lim.decideDedupe, "%s: decisions", tc.name)
+		require.Equal(t, tc.other, tc.lim.dedupe, "%s: other calls", tc.name)
 	}
 }
 
