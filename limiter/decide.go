@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -324,7 +325,11 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	if p.reps > 1 {
 		size++
 	}
-	cmd := make([]any, 0, size)
+	e := evalCalls.Get().(*evalCall)
+	if cap(e.cmd) < size {
+		e.cmd = make([]any, 0, size)
+	}
+	cmd := e.cmd[:0]
 	cmd = append(cmd, "evalsha", quotaSHA, 1+nq+n+p.nOutside, p.holds[0].boxed)
 	cmd = append(cmd, l.decisionToken(p.holds[0]))
 	for _, h := range p.holds[1:nq] {
@@ -360,18 +365,27 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 			cmd = append(cmd, w.prior[priorLen*i:priorLen*(i+1)]...)
 		}
 	}
+	e.c, e.cmd = l.decider, cmd
 	var v []any
 	var err error
 	if l.ack != nil {
 		v, err = l.acked(ctx, cmd) // Options.ReplicaAck (replicaack.go)
 	} else if l.timeout > 0 || l.watch.Waits() {
-		v, err = l.bounded(ctx, cmd)
+		err = l.watch.Call(ctx, l.timeout, e.fn)
 	} else {
-		v, err = evalCached(ctx, l.decider, scripts.Quota, cmd)
+		err = e.fn(ctx)
 	}
 	if err != nil {
+		// e is not reused, nor its reply read: a call its bound ended may
+		// still be running (reach.Watch.Call leaves it to finish alone).
 		return redisErr("decision", err)
 	}
+	if l.ack == nil {
+		v = e.v
+	}
+	clear(e.cmd)
+	e.c, e.v = nil, nil
+	evalCalls.Put(e)
 	if p.reps > 1 {
 		if err := parseBatch(v, p, p.out); err != nil {
 			return err
@@ -534,20 +548,25 @@ func unreachable(ctx context.Context, err error) bool {
 	return !errors.Is(err, ErrBadReply) && reach.Unreachable(ctx, err)
 }
 
-// bounded runs cmd within the limiter's Timeout and its client's dial watch
-// (reach.Watch.Call).
-func (l *Limiter) bounded(ctx context.Context, cmd []any) ([]any, error) {
-	var v []any
-	// v is read only when err is nil: a call Call left behind writes it late.
-	err := l.watch.Call(ctx, l.timeout, func(ctx context.Context) error {
-		var err error
-		v, err = evalCached(ctx, l.decider, scripts.Quota, cmd)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return v, nil
+// evalCall is one quota.lua call, kept for reuse (evalCalls) so that a
+// decision neither builds a closure nor allocates its command.
+type evalCall struct {
+	c   Client
+	cmd []any
+	v   []any                       // the reply, read only when fn returned nil
+	fn  func(context.Context) error // call, bound once
+}
+
+var evalCalls = sync.Pool{New: func() any {
+	e := new(evalCall)
+	e.fn = e.call
+	return e
+}}
+
+func (e *evalCall) call(ctx context.Context) error {
+	var err error
+	e.v, err = evalCached(ctx, e.c, scripts.Quota, e.cmd)
+	return err
 }
 
 // keepCause remembers err, which found Redis unreachable, for the open

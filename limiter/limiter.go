@@ -185,34 +185,34 @@ type Options struct {
 // Build its client with ContextTimeoutEnabled: true (config.FromEnv does):
 // without it go-redis ignores context deadlines while it reads a reply, so a
 // slow Redis would hold a call past its deadline and past Options.Timeout.
-// MaxRetries: -1 is recommended too: nothing is then retried, so no dedupe
-// key is written, and a dead Redis is found at the first failed attempt.
+// MaxRetries: -1 is recommended too: a dead Redis is then found at the first
+// failed attempt. (Decisions are never sent twice whatever MaxRetries is.)
 type Limiter struct {
-	client    Client
-	decider   Client // where decisions go: client, or its auto-pipeliner
-	opts      Options
-	dedupe    bool
-	timeout   time.Duration
-	tokenPfx  string
-	tokenSeq  atomic.Uint64
-	dedupeMS  any // token TTL in ms as a string ("0": dedupe off), boxed once
+	client   Client
+	decider  Client // where decisions go: client, or its auto-pipeliner
+	opts     Options
+	dedupe   bool
+	timeout  time.Duration
+	tokenPfx string
+	tokenSeq atomic.Uint64
+	dedupeMS any // token TTL in ms as a string ("0": dedupe off), boxed once
 	// decideDedupe: decisions (quota.lua) carry a dedupe token. Off on a
 	// go-redis client, which sends them at most once (onceCmd).
 	decideDedupe bool
 	decideMS     any // dedupeMS, or "0" when decideDedupe is off
-	breaker   *gobreaker.TwoStepCircuitBreaker[struct{}]
-	closed    atomic.Bool // mirrors breaker state == closed, read without its mutex
-	failing   atomic.Bool // the last call in the closed state failed
-	local     sync.Map    // state key → *rate.Limiter
-	keys      keyCache
-	coalesce  *coalescer            // nil unless Options.Coalesce
-	watch     *reach.Watch          // ends calls waiting on a refused dial; nil when none can wait
-	lastCause atomic.Pointer[error] // the last error that found Redis unreachable
-	restart   *restartGuard         // nil unless Options.RestartSpent > 0
-	ack       *ackState             // nil unless Options.ReplicaAck > 0
-	tel       instruments
-	stats     counters
-	reg       registry // quota definitions written for operators (registry.go)
+	breaker      *gobreaker.TwoStepCircuitBreaker[struct{}]
+	closed       atomic.Bool // mirrors breaker state == closed, read without its mutex
+	failing      atomic.Bool // the last call in the closed state failed
+	local        sync.Map    // state key → *rate.Limiter
+	keys         keyCache
+	coalesce     *coalescer            // nil unless Options.Coalesce
+	watch        *reach.Watch          // ends calls waiting on a refused dial; nil when none can wait
+	lastCause    atomic.Pointer[error] // the last error that found Redis unreachable
+	restart      *restartGuard         // nil unless Options.RestartSpent > 0
+	ack          *ackState             // nil unless Options.ReplicaAck > 0
+	tel          instruments
+	stats        counters
+	reg          registry // quota definitions written for operators (registry.go)
 }
 
 // New returns a Limiter using client.
