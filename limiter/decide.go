@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
 	"github.com/redquota/redquota/internal/keys"
@@ -329,6 +330,9 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	if cap(e.cmd) < size {
 		e.cmd = make([]any, 0, size)
 	}
+	if l.plain(p, maxWaitUS) {
+		return l.runPlain(ctx, p, e, r)
+	}
 	cmd := e.cmd[:0]
 	cmd = append(cmd, "evalsha", quotaSHA, 1+nq+n+p.nOutside, p.holds[0].boxed)
 	cmd = append(cmd, l.decisionToken(p.holds[0]))
@@ -365,27 +369,10 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 			cmd = append(cmd, w.prior[priorLen*i:priorLen*(i+1)]...)
 		}
 	}
-	e.c, e.cmd = l.decider, cmd
-	var v []any
-	var err error
-	if l.ack != nil {
-		v, err = l.acked(ctx, cmd) // Options.ReplicaAck (replicaack.go)
-	} else if l.timeout > 0 || l.watch.Waits() {
-		err = l.watch.Call(ctx, l.timeout, e.fn)
-	} else {
-		err = e.fn(ctx)
-	}
+	v, err := l.send(ctx, e, scripts.Quota, cmd)
 	if err != nil {
-		// e is not reused, nor its reply read: a call its bound ended may
-		// still be running (reach.Watch.Call leaves it to finish alone).
-		return redisErr("decision", err)
+		return err
 	}
-	if l.ack == nil {
-		v = e.v
-	}
-	clear(e.cmd)
-	e.c, e.v = nil, nil
-	evalCalls.Put(e)
 	if p.reps > 1 {
 		if err := parseBatch(v, p, p.out); err != nil {
 			return err
@@ -402,6 +389,89 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	if r.standing && p.wake == nil {
 		return fmt.Errorf("%w: quota.lua answered a wake-up to a decision", ErrBadReply)
 	}
+	return nil
+}
+
+// send runs cmd, a call of script s built in e's buffer, bounded as Options
+// say, and returns its reply; e goes back for reuse.
+func (l *Limiter) send(ctx context.Context, e *evalCall, s *redis.Script, cmd []any) ([]any, error) {
+	e.c, e.s, e.cmd = l.decider, s, cmd
+	if l.ack != nil {
+		// Options.ReplicaAck (replicaack.go): its own pipeline, e not used.
+		v, err := l.acked(ctx, s, cmd)
+		if err != nil {
+			return nil, redisErr("decision", err)
+		}
+		clear(e.cmd)
+		e.c, e.s = nil, nil
+		evalCalls.Put(e)
+		return v, nil
+	}
+	var err error
+	if l.timeout > 0 || l.watch.Waits() {
+		err = l.watch.Call(ctx, l.timeout, e.fn)
+	} else {
+		err = e.fn(ctx)
+	}
+	if err != nil {
+		// e is not reused, nor its reply read: a call its bound ended may
+		// still be running (reach.Watch.Call leaves it to finish alone).
+		return nil, redisErr("decision", err)
+	}
+	v := e.v
+	clear(e.cmd)
+	e.c, e.s, e.v = nil, nil, nil
+	evalCalls.Put(e)
+	return v, nil
+}
+
+// allowSHA is allow.lua's SHA1, boxed once.
+var allowSHA any = scripts.Allow.Hash()
+
+// plain reports whether p can go to allow.lua: one GCRA limit under one
+// hold, granted now or not at all, on a client that needs no retry dedupe.
+// allow.lua decides it as quota.lua would, with fewer keys, arguments and
+// reply values.
+func (l *Limiter) plain(p *plan, maxWaitUS int64) bool {
+	return !l.decideDedupe && p.n == 1 && p.nq == 1 && p.nOutside == 0 && p.limits[0].Algorithm == GCRA &&
+		maxWaitUS == 0 && p.leaseUS == 0 && p.notBefore == 0 && p.reps <= 1 && p.wake == nil
+}
+
+// runPlain decides p with allow.lua.
+func (l *Limiter) runPlain(ctx context.Context, p *plan, e *evalCall, r *reply) error {
+	a := argsFor(p.limits[0], 0)
+	cmd := append(e.cmd[:0], "evalsha", allowSHA, 2, p.holds[0].boxed, p.keys[0].boxed, a[2], a[3], p.costs[0])
+	v, err := l.send(ctx, e, scripts.Allow, cmd)
+	if err != nil {
+		return err
+	}
+	return parsePlain(v, r)
+}
+
+// parsePlain reads allow.lua's reply into r.
+func parsePlain(v []any, r *reply) error {
+	if len(v) != 4 {
+		return fmt.Errorf("%w: allow.lua returned %d values, not 4", ErrBadReply, len(v))
+	}
+	var x [4]int64
+	for i := range v {
+		k, ok := v[i].(int64)
+		if !ok {
+			return fmt.Errorf("%w: allow.lua value %d is %T, not an integer", ErrBadReply, i, v[i])
+		}
+		x[i] = k
+	}
+	if x[0] < -1 || x[0] > 1 || x[1] < 0 || x[2] < 0 || x[3] < 0 || (x[0] == 1) != (x[1] == 0) {
+		return fmt.Errorf("%w: allow.lua reply %v", ErrBadReply, x)
+	}
+	*r = reply{granted: x[0] == 1, waitUS: x[1]}
+	switch x[0] {
+	case 0:
+		r.by = 1
+	case -1:
+		r.by = -1
+	}
+	r.per[0] = perLimit{rem: x[2], resetUS: x[3]}
 	return nil
 }
 
@@ -552,6 +622,7 @@ func unreachable(ctx context.Context, err error) bool {
 // decision neither builds a closure nor allocates its command.
 type evalCall struct {
 	c   Client
+	s   *redis.Script
 	cmd []any
 	v   []any                       // the reply, read only when fn returned nil
 	fn  func(context.Context) error // call, bound once
@@ -565,7 +636,7 @@ var evalCalls = sync.Pool{New: func() any {
 
 func (e *evalCall) call(ctx context.Context) error {
 	var err error
-	e.v, err = evalCached(ctx, e.c, scripts.Quota, e.cmd)
+	e.v, err = evalCached(ctx, e.c, e.s, e.cmd)
 	return err
 }
 
