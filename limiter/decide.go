@@ -408,7 +408,9 @@ func (l *Limiter) send(ctx context.Context, e *evalCall, s *redis.Script, cmd []
 		return v, nil
 	}
 	var err error
-	if l.timeout > 0 || l.watch.Waits() {
+	if l.timeoutInline {
+		err = l.watch.CallInline(ctx, l.timeout, e.fn)
+	} else if l.timeout > 0 || l.watch.Waits() {
 		err = l.watch.Call(ctx, l.timeout, e.fn)
 	} else {
 		err = e.fn(ctx)

@@ -95,8 +95,14 @@ type Options struct {
 	// 1.7 s with go-redis's default options). The caller's context deadline
 	// applies too. Default: 250ms when the client may retry; none when it
 	// cannot (MaxRetries: -1), since its DialTimeout and ReadTimeout then bound
-	// the one attempt, and a context per call would cost allocations on the hot
-	// path. Negative disables it.
+	// the one attempt. Negative disables it.
+	//
+	// On a client built without ContextTimeoutEnabled (go-redis's default)
+	// go-redis ignores deadlines while it reads a reply: there the default
+	// bounds waiting for a connection (a dial, the pool) and a read under way
+	// ends at the client's ReadTimeout, while a Timeout set here bounds the read
+	// too, by leaving the call to finish in a goroutine of its own (one more
+	// goroutine hand-off per decision).
 	Timeout time.Duration
 	// CoolDown is how long, after three decisions in a row found Redis
 	// unreachable, decisions go straight to the failure policy without calling
@@ -199,20 +205,23 @@ type Limiter struct {
 	// decideDedupe: decisions (quota.lua) carry a dedupe token. Off on a
 	// go-redis client, which sends them at most once (onceCmd).
 	decideDedupe bool
-	decideMS     any // dedupeMS, or "0" when decideDedupe is off
-	breaker      *gobreaker.TwoStepCircuitBreaker[struct{}]
-	closed       atomic.Bool // mirrors breaker state == closed, read without its mutex
-	failing      atomic.Bool // the last call in the closed state failed
-	local        sync.Map    // state key → *rate.Limiter
-	keys         keyCache
-	coalesce     *coalescer            // nil unless Options.Coalesce
-	watch        *reach.Watch          // ends calls waiting on a refused dial; nil when none can wait
-	lastCause    atomic.Pointer[error] // the last error that found Redis unreachable
-	restart      *restartGuard         // nil unless Options.RestartSpent > 0
-	ack          *ackState             // nil unless Options.ReplicaAck > 0
-	tel          instruments
-	stats        counters
-	reg          registry // quota definitions written for operators (registry.go)
+	// timeoutInline: timeout is the default, which bounds the waits for a
+	// connection but not a read (reach.Watch.CallInline).
+	timeoutInline bool
+	decideMS      any // dedupeMS, or "0" when decideDedupe is off
+	breaker       *gobreaker.TwoStepCircuitBreaker[struct{}]
+	closed        atomic.Bool // mirrors breaker state == closed, read without its mutex
+	failing       atomic.Bool // the last call in the closed state failed
+	local         sync.Map    // state key → *rate.Limiter
+	keys          keyCache
+	coalesce      *coalescer            // nil unless Options.Coalesce
+	watch         *reach.Watch          // ends calls waiting on a refused dial; nil when none can wait
+	lastCause     atomic.Pointer[error] // the last error that found Redis unreachable
+	restart       *restartGuard         // nil unless Options.RestartSpent > 0
+	ack           *ackState             // nil unless Options.ReplicaAck > 0
+	tel           instruments
+	stats         counters
+	reg           registry // quota definitions written for operators (registry.go)
 }
 
 // New returns a Limiter using client.
@@ -270,7 +279,7 @@ func New(client Client, opts Options) *Limiter {
 	case opts.Timeout > 0:
 		l.timeout = opts.Timeout
 	case opts.Timeout == 0 && retries:
-		l.timeout = 250 * time.Millisecond
+		l.timeout, l.timeoutInline = 250*time.Millisecond, true
 	}
 	l.ack = newAck(opts, l.timeout)
 	l.dedupeMS = "0"

@@ -255,12 +255,24 @@ func (w *Watch) failed(cause error) {
 // with a caller's context that cannot be cancelled (context.Background) it
 // allocates nothing inline, and one goroutine start when detached.
 func (w *Watch) Call(ctx context.Context, timeout time.Duration, fn func(context.Context) error) error {
+	return w.call(ctx, timeout, fn, false)
+}
+
+// CallInline is Call with fn always run inline, never in a goroutine: on a
+// client that ignores context deadlines while it reads, timeout then ends the
+// waits for a connection (a dial, the pool, a retry's backoff) but not a read
+// under way, which the client's ReadTimeout bounds.
+func (w *Watch) CallInline(ctx context.Context, timeout time.Duration, fn func(context.Context) error) error {
+	return w.call(ctx, timeout, fn, true)
+}
+
+func (w *Watch) call(ctx context.Context, timeout time.Duration, fn func(context.Context) error, inline bool) error {
 	if w == nil {
 		return callTimeout(ctx, timeout, fn)
 	}
 	s := w.get()
 	use, done := s.start(ctx, timeout)
-	if !w.detach || !s.timed {
+	if inline || !w.detach || !s.timed {
 		var stop func() bool
 		if ctx.Done() != nil {
 			stop = context.AfterFunc(ctx, func() { s.cancel(use, ctx.Err(), context.Cause(ctx)) })
