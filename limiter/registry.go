@@ -18,8 +18,8 @@ import (
 // of every quota instance (or single key) it decides on beside the
 // instance's hold key (<...>:hold → <...>:def), in its slot:
 //
-//   - at most twice per quota instance per process per registryEvery (each
-//     next write ½ to 1 interval after the last, at random, so instances first
+//   - about once per quota instance per process per registryEvery (each next
+//     write 0.9 to 1 interval after the last, at random, so instances first
 //     seen together do not write together), never per decision: a decision
 //     only reads an atomic due time;
 //   - off the decision path: the write is sent from its own goroutine once
@@ -131,10 +131,10 @@ func (l *Limiter) register(p *plan) {
 			now = registryNow().UnixNano()
 		}
 		d := e.due.Load()
-		// The next write in ½ to 1 interval: quota instances first seen
+		// The next write in 0.9 to 1 interval: quota instances first seen
 		// together (a process starting, a burst of new keys) do not all
 		// write again in the same moment every interval.
-		if now < d || !e.due.CompareAndSwap(d, now+int64(registryEvery)-rand.Int64N(int64(registryEvery/2))) {
+		if now < d || !e.due.CompareAndSwap(d, now+int64(registryEvery)-rand.Int64N(int64(registryEvery/10))) {
 			continue
 		}
 		dc, ok := l.client.(doer)
