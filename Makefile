@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    ?= ./...
 BENCH_COUNT ?= 6
 
-.PHONY: test demo bench lint cover fuzz soak chaos monitoring-check monitoring-demo api
+.PHONY: test demo bench bench-plain lint cover fuzz soak chaos monitoring-check monitoring-demo api
 
 ## test: every test, race detector on, shuffled, on miniredis, a real redis-server and a 3-node cluster
 test:
@@ -16,6 +16,11 @@ demo:
 ## bench: benchmarks against a redis-server they start themselves, written to BENCHMARKS.md
 bench:
 	./.ci/bench $(BENCH_COUNT)
+
+## bench-plain: issue 19's table, plain Allow against redis_rate v10 and PING (default and no-retry client, hot key and 10 000 keys): wall-clock and allocations, then server instructions under callgrind (apt-get install -y valgrind), into BENCHMARKS.md
+bench-plain:
+	cd bench && $(GO) run ./cmd/plain -md ../BENCHMARKS.md
+	cd bench && $(GO) run ./cmd/plain -callgrind -md ../BENCHMARKS.md
 
 ## lint: formatting and vet
 lint:

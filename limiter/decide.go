@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
 	"github.com/redquota/redquota/internal/keys"
@@ -297,7 +299,20 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 // scripts then neither read nor write it).
 func (l *Limiter) tokenKey(h *keyEntry) any {
 	if l.dedupe {
-		return h.head + ":tok:" + l.tokenPfx + strconv.FormatUint(l.tokenSeq.Add(1), 36)
+		return l.newToken(h)
+	}
+	return h.tok
+}
+
+func (l *Limiter) newToken(h *keyEntry) string {
+	return h.head + ":tok:" + l.tokenPfx + strconv.FormatUint(l.tokenSeq.Add(1), 36)
+}
+
+// decisionToken is tokenKey for a decision (quota.lua), which carries a
+// token only when decideDedupe is on.
+func (l *Limiter) decisionToken(h *keyEntry) any {
+	if l.decideDedupe {
+		return l.newToken(h)
 	}
 	return h.tok
 }
@@ -311,9 +326,16 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	if p.reps > 1 {
 		size++
 	}
-	cmd := make([]any, 0, size)
+	e := evalCalls.Get().(*evalCall)
+	if cap(e.cmd) < size {
+		e.cmd = make([]any, 0, size)
+	}
+	if l.plain(p, maxWaitUS) {
+		return l.runPlain(ctx, p, e, r)
+	}
+	cmd := e.cmd[:0]
 	cmd = append(cmd, "evalsha", quotaSHA, 1+nq+n+p.nOutside, p.holds[0].boxed)
-	cmd = append(cmd, l.tokenKey(p.holds[0]))
+	cmd = append(cmd, l.decisionToken(p.holds[0]))
 	for _, h := range p.holds[1:nq] {
 		cmd = append(cmd, h.boxed)
 	}
@@ -332,7 +354,7 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 		}
 		holds = string(b)
 	}
-	cmd = append(cmd, maxWaitUS, l.dedupeMS, p.leaseUS, p.notBefore, holds)
+	cmd = append(cmd, maxWaitUS, l.decideMS, p.leaseUS, p.notBefore, holds)
 	for i, lim := range p.limits[:n] {
 		a := argsFor(lim, p.guards[i])
 		cmd = append(cmd, a[0], a[1], a[2], a[3], p.costs[i], a[4])
@@ -347,17 +369,9 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 			cmd = append(cmd, w.prior[priorLen*i:priorLen*(i+1)]...)
 		}
 	}
-	var v []any
-	var err error
-	if l.ack != nil {
-		v, err = l.acked(ctx, cmd) // Options.ReplicaAck (replicaack.go)
-	} else if l.timeout > 0 || l.watch.Waits() {
-		v, err = l.bounded(ctx, cmd)
-	} else {
-		v, err = evalCached(ctx, l.decider, scripts.Quota, cmd)
-	}
+	v, err := l.send(ctx, e, scripts.Quota, cmd)
 	if err != nil {
-		return redisErr("decision", err)
+		return err
 	}
 	if p.reps > 1 {
 		if err := parseBatch(v, p, p.out); err != nil {
@@ -375,6 +389,91 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	if r.standing && p.wake == nil {
 		return fmt.Errorf("%w: quota.lua answered a wake-up to a decision", ErrBadReply)
 	}
+	return nil
+}
+
+// send runs cmd, a call of script s built in e's buffer, bounded as Options
+// say, and returns its reply; e goes back for reuse.
+func (l *Limiter) send(ctx context.Context, e *evalCall, s *redis.Script, cmd []any) ([]any, error) {
+	e.c, e.s, e.cmd = l.decider, s, cmd
+	if l.ack != nil {
+		// Options.ReplicaAck (replicaack.go): its own pipeline, e not used.
+		v, err := l.acked(ctx, s, cmd)
+		if err != nil {
+			return nil, redisErr("decision", err)
+		}
+		clear(e.cmd)
+		e.c, e.s = nil, nil
+		evalCalls.Put(e)
+		return v, nil
+	}
+	var err error
+	if l.timeoutInline {
+		err = l.watch.CallInline(ctx, l.timeout, e.fn)
+	} else if l.timeout > 0 || l.watch.Waits() {
+		err = l.watch.Call(ctx, l.timeout, e.fn)
+	} else {
+		err = e.fn(ctx)
+	}
+	if err != nil {
+		// e is not reused, nor its reply read: a call its bound ended may
+		// still be running (reach.Watch.Call leaves it to finish alone).
+		return nil, redisErr("decision", err)
+	}
+	v := e.v
+	clear(e.cmd)
+	e.c, e.s, e.v = nil, nil, nil
+	evalCalls.Put(e)
+	return v, nil
+}
+
+// allowSHA is allow.lua's SHA1, boxed once.
+var allowSHA any = scripts.Allow.Hash()
+
+// plain reports whether p can go to allow.lua: one GCRA limit under one
+// hold, granted now or not at all, on a client that needs no retry dedupe.
+// allow.lua decides it as quota.lua would, with fewer keys, arguments and
+// reply values.
+func (l *Limiter) plain(p *plan, maxWaitUS int64) bool {
+	return !l.decideDedupe && p.n == 1 && p.nq == 1 && p.nOutside == 0 && p.limits[0].Algorithm == GCRA &&
+		maxWaitUS == 0 && p.leaseUS == 0 && p.notBefore == 0 && p.reps <= 1 && p.wake == nil
+}
+
+// runPlain decides p with allow.lua.
+func (l *Limiter) runPlain(ctx context.Context, p *plan, e *evalCall, r *reply) error {
+	a := argsFor(p.limits[0], 0)
+	cmd := append(e.cmd[:0], "evalsha", allowSHA, 2, p.holds[0].boxed, p.keys[0].boxed, a[2], a[3], p.costs[0])
+	v, err := l.send(ctx, e, scripts.Allow, cmd)
+	if err != nil {
+		return err
+	}
+	return parsePlain(v, r)
+}
+
+// parsePlain reads allow.lua's reply into r.
+func parsePlain(v []any, r *reply) error {
+	if len(v) != 4 {
+		return fmt.Errorf("%w: allow.lua returned %d values, not 4", ErrBadReply, len(v))
+	}
+	var x [4]int64
+	for i := range v {
+		k, ok := v[i].(int64)
+		if !ok {
+			return fmt.Errorf("%w: allow.lua value %d is %T, not an integer", ErrBadReply, i, v[i])
+		}
+		x[i] = k
+	}
+	if x[0] < -1 || x[0] > 1 || x[1] < 0 || x[2] < 0 || x[3] < 0 || (x[0] == 1) != (x[1] == 0) {
+		return fmt.Errorf("%w: allow.lua reply %v", ErrBadReply, x)
+	}
+	*r = reply{granted: x[0] == 1, waitUS: x[1]}
+	switch x[0] {
+	case 0:
+		r.by = 1
+	case -1:
+		r.by = -1
+	}
+	r.per[0] = perLimit{rem: x[2], resetUS: x[3]}
 	return nil
 }
 
@@ -521,20 +620,26 @@ func unreachable(ctx context.Context, err error) bool {
 	return !errors.Is(err, ErrBadReply) && reach.Unreachable(ctx, err)
 }
 
-// bounded runs cmd within the limiter's Timeout and its client's dial watch
-// (reach.Watch.Call).
-func (l *Limiter) bounded(ctx context.Context, cmd []any) ([]any, error) {
-	var v []any
-	// v is read only when err is nil: a call Call left behind writes it late.
-	err := l.watch.Call(ctx, l.timeout, func(ctx context.Context) error {
-		var err error
-		v, err = evalCached(ctx, l.decider, scripts.Quota, cmd)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return v, nil
+// evalCall is one quota.lua call, kept for reuse (evalCalls) so that a
+// decision neither builds a closure nor allocates its command.
+type evalCall struct {
+	c   Client
+	s   *redis.Script
+	cmd []any
+	v   []any                       // the reply, read only when fn returned nil
+	fn  func(context.Context) error // call, bound once
+}
+
+var evalCalls = sync.Pool{New: func() any {
+	e := new(evalCall)
+	e.fn = e.call
+	return e
+}}
+
+func (e *evalCall) call(ctx context.Context) error {
+	var err error
+	e.v, err = evalCached(ctx, e.c, e.s, e.cmd)
+	return err
 }
 
 // keepCause remembers err, which found Redis unreachable, for the open

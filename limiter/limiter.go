@@ -95,8 +95,14 @@ type Options struct {
 	// 1.7 s with go-redis's default options). The caller's context deadline
 	// applies too. Default: 250ms when the client may retry; none when it
 	// cannot (MaxRetries: -1), since its DialTimeout and ReadTimeout then bound
-	// the one attempt, and a context per call would cost allocations on the hot
-	// path. Negative disables it.
+	// the one attempt. Negative disables it.
+	//
+	// On a client built without ContextTimeoutEnabled (go-redis's default)
+	// go-redis ignores deadlines while it reads a reply: there the default
+	// bounds waiting for a connection (a dial, the pool) and a read under way
+	// ends at the client's ReadTimeout, while a Timeout set here bounds the read
+	// too, by leaving the call to finish in a goroutine of its own (one more
+	// goroutine hand-off per decision).
 	Timeout time.Duration
 	// CoolDown is how long, after three decisions in a row found Redis
 	// unreachable, decisions go straight to the failure policy without calling
@@ -167,12 +173,15 @@ type Options struct {
 	// the units of the writes the replica had not received (RELIABILITY.md
 	// measures them).
 	ReplicaAck time.Duration
-	// DedupeWindow is how long a charged decision's reply is remembered in Redis
-	// under a per-call token, so that a call go-redis retries after a read
+	// DedupeWindow is how long a charged call's reply is remembered in Redis
+	// under a per-call token, so that a call the client retries after a read
 	// timeout or a lost connection (Redis may already have run it) is answered
-	// from memory instead of charged twice. Default 10s. It is off, saving a key
-	// write per decision, when the client cannot retry (*redis.Client or
-	// *redis.ClusterClient built with MaxRetries: -1), or when negative.
+	// from memory instead of charged twice. Default 10s; negative turns it off.
+	// Decisions on a go-redis client (Client, ClusterClient, Ring) need none
+	// whatever its MaxRetries: they are sent as commands go-redis never resends
+	// (NoRetry). Cancel and the other calls use it when the client may retry
+	// (MaxRetries > 0, or a client that is not a *redis.Client or
+	// *redis.ClusterClient).
 	DedupeWindow time.Duration
 }
 
@@ -182,30 +191,37 @@ type Options struct {
 // Build its client with ContextTimeoutEnabled: true (config.FromEnv does):
 // without it go-redis ignores context deadlines while it reads a reply, so a
 // slow Redis would hold a call past its deadline and past Options.Timeout.
-// MaxRetries: -1 is recommended too: nothing is then retried, so no dedupe
-// key is written, and a dead Redis is found at the first failed attempt.
+// MaxRetries: -1 is recommended too: a dead Redis is then found at the first
+// failed attempt. (Decisions are never sent twice whatever MaxRetries is.)
 type Limiter struct {
-	client    Client
-	decider   Client // where decisions go: client, or its auto-pipeliner
-	opts      Options
-	dedupe    bool
-	timeout   time.Duration
-	tokenPfx  string
-	tokenSeq  atomic.Uint64
-	dedupeMS  any // token TTL in ms as a string ("0": dedupe off), boxed once
-	breaker   *gobreaker.TwoStepCircuitBreaker[struct{}]
-	closed    atomic.Bool // mirrors breaker state == closed, read without its mutex
-	failing   atomic.Bool // the last call in the closed state failed
-	local     sync.Map    // state key → *rate.Limiter
-	keys      keyCache
-	coalesce  *coalescer            // nil unless Options.Coalesce
-	watch     *reach.Watch          // ends calls waiting on a refused dial; nil when none can wait
-	lastCause atomic.Pointer[error] // the last error that found Redis unreachable
-	restart   *restartGuard         // nil unless Options.RestartSpent > 0
-	ack       *ackState             // nil unless Options.ReplicaAck > 0
-	tel       instruments
-	stats     counters
-	reg       registry // quota definitions written for operators (registry.go)
+	client   Client
+	decider  Client // where decisions go: client, or its auto-pipeliner
+	opts     Options
+	dedupe   bool
+	timeout  time.Duration
+	tokenPfx string
+	tokenSeq atomic.Uint64
+	dedupeMS any // token TTL in ms as a string ("0": dedupe off), boxed once
+	// decideDedupe: decisions (quota.lua) carry a dedupe token. Off on a
+	// go-redis client, which sends them at most once (onceCmd).
+	decideDedupe bool
+	// timeoutInline: timeout is the default, which bounds the waits for a
+	// connection but not a read (reach.Watch.CallInline).
+	timeoutInline bool
+	decideMS      any // dedupeMS, or "0" when decideDedupe is off
+	breaker       *gobreaker.TwoStepCircuitBreaker[struct{}]
+	closed        atomic.Bool // mirrors breaker state == closed, read without its mutex
+	failing       atomic.Bool // the last call in the closed state failed
+	local         sync.Map    // state key → *rate.Limiter
+	keys          keyCache
+	coalesce      *coalescer            // nil unless Options.Coalesce
+	watch         *reach.Watch          // ends calls waiting on a refused dial; nil when none can wait
+	lastCause     atomic.Pointer[error] // the last error that found Redis unreachable
+	restart       *restartGuard         // nil unless Options.RestartSpent > 0
+	ack           *ackState             // nil unless Options.ReplicaAck > 0
+	tel           instruments
+	stats         counters
+	reg           registry // quota definitions written for operators (registry.go)
 }
 
 // New returns a Limiter using client.
@@ -263,12 +279,18 @@ func New(client Client, opts Options) *Limiter {
 	case opts.Timeout > 0:
 		l.timeout = opts.Timeout
 	case opts.Timeout == 0 && retries:
-		l.timeout = 250 * time.Millisecond
+		l.timeout, l.timeoutInline = 250*time.Millisecond, true
 	}
 	l.ack = newAck(opts, l.timeout)
 	l.dedupeMS = "0"
 	if l.dedupe {
 		l.dedupeMS = strconv.FormatInt(max(opts.DedupeWindow.Milliseconds(), 1), 10)
+	}
+	_, once := l.decider.(processor)
+	l.decideDedupe = l.dedupe && !once
+	l.decideMS = any("0")
+	if l.decideDedupe {
+		l.decideMS = l.dedupeMS
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])

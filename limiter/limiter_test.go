@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
 
 	"github.com/redquota/redquota/internal/redistest"
 )
@@ -378,14 +379,20 @@ func TestWaitImmediateGrantLateReply(t *testing.T) {
 	}
 }
 
-// A call that go-redis retries after Redis already ran it is not charged twice:
-// the token makes the second run answer from the first's reply.
+// scriptsOnly hides a client's Process and Do, as a wrapper of a user's own
+// that offers only the Client interface: its calls may be retried beneath
+// the limiter, which cannot send them at most once.
+type scriptsOnly struct{ Client }
+
+// A call that its client retries after Redis already ran it is not charged
+// twice: on a client the limiter cannot send at most once, the token makes
+// the second run answer from the first's reply.
 func TestRetriedCallChargedOnce(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		lim := newLim(b, Options{})
-		if !lim.dedupe {
-			t.Fatal("test client retries, so dedupe must be on")
+		lim := New(scriptsOnly{b.Client}, Options{Prefix: b.Prefix})
+		if !lim.decideDedupe {
+			t.Fatal("a client that may retry, not a go-redis one: dedupe must be on")
 		}
 		p, first, again := new(plan), new(reply), new(reply)
 		if err := lim.single(p, "retry", PerMinute(10), 3); err != nil {
@@ -394,7 +401,7 @@ func TestRetriedCallChargedOnce(t *testing.T) {
 		if err := lim.run(ctx, p, 0, first); err != nil || !first.granted {
 			t.Fatal(err)
 		}
-		// Resend the very same command, as go-redis's retry would.
+		// Resend the very same command, as a retry would.
 		seq := lim.tokenSeq.Load()
 		lim.tokenSeq.Store(seq - 1)
 		err := lim.run(ctx, p, 0, again)
@@ -408,19 +415,26 @@ func TestRetriedCallChargedOnce(t *testing.T) {
 	})
 }
 
-// A client that never retries needs no dedupe key.
+// Decisions need no dedupe key on a go-redis client, which sends them at
+// most once whatever its MaxRetries; Cancel's token still follows the
+// client's retries.
 func TestDedupeOffWithoutRetries(t *testing.T) {
 	_, c := redistest.NewMini(t)
 	nc := redis.NewClient(&redis.Options{Addr: c.Options().Addr, MaxRetries: -1})
 	defer nc.Close()
-	if New(nc, Options{}).dedupe {
-		t.Fatal("dedupe on for a client with MaxRetries -1")
-	}
-	if !New(c, Options{}).dedupe {
-		t.Fatal("dedupe off for a retrying client")
-	}
-	if New(c, Options{DedupeWindow: -1}).dedupe {
-		t.Fatal("dedupe on although disabled")
+	for _, tc := range []struct {
+		name             string
+		lim              *Limiter
+		decisions, other bool
+	}{
+		{"MaxRetries -1", New(nc, Options{}), false, false},
+		{"retrying go-redis client", New(c, Options{}), false, true},
+		{"auto-pipelined", New(c, Options{AutoPipeline: true}), false, true},
+		{"wrapped client", New(scriptsOnly{c}, Options{}), true, true},
+		{"disabled", New(scriptsOnly{c}, Options{DedupeWindow: -1}), false, false},
+	} {
+		require.Equal(t, tc.decisions, tc.lim.decideDedupe, "%s: decisions", tc.name)
+		require.Equal(t, tc.other, tc.lim.dedupe, "%s: other calls", tc.name)
 	}
 }
 
@@ -452,4 +466,86 @@ func TestArgCacheBounded(t *testing.T) {
 	if a := argsFor(benchLimit, 0); a[2] != benchLimit.Max() {
 		t.Fatalf("args after the cache started over: %v", *a)
 	}
+}
+
+// allow.lua and quota.lua decide a plain Allow alike: the same grants,
+// remaining units, resets, retry-afters and denier, through a limit used up
+// and a hold, on miniredis's clock. (One source of the GCRA, gcra.lua; this
+// checks the two scripts around it.)
+func TestPlainAllowMatchesQuota(t *testing.T) {
+	m, c := redistest.NewMini(t)
+	ctx := context.Background()
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	m.SetTime(now)
+	plain := New(c, Options{Prefix: "plain"})
+	general := New(scriptsOnly{c}, Options{Prefix: "general"})
+	limit := Limit{Rate: 5, Period: time.Second, Burst: 3}
+	p := new(plan)
+	require.NoError(t, plain.single(p, "k", limit, 1))
+	require.True(t, plain.plain(p, 0), "a go-redis client's Allow goes to allow.lua")
+	require.False(t, general.plain(p, 0), "a client that may retry needs quota.lua's token")
+	steps := []struct {
+		n       int
+		advance time.Duration
+		hold    time.Duration
+	}{
+		{1, 0, 0}, {1, 0, 0}, {2, 0, 0}, {1, 0, 0}, {3, 100 * time.Millisecond, 0},
+		{1, 150 * time.Millisecond, 0}, {1, 0, 0}, {1, time.Second, 0}, {1, 0, 300 * time.Millisecond},
+		{1, 200 * time.Millisecond, 0}, {1, 100 * time.Millisecond, 0}, {3, 0, 0}, {1, 2 * time.Second, 0},
+	}
+	var granted, denied, held int
+	for i, s := range steps {
+		now = now.Add(s.advance)
+		m.SetTime(now)
+		if s.hold > 0 {
+			for _, l := range []*Limiter{plain, general} {
+				_, err := l.Hold(ctx, Quota{Name: "k", Limits: []NamedLimit{{"a", limit}}}, s.hold)
+				require.NoError(t, err)
+			}
+		}
+		var got [2]reply
+		for j, l := range []*Limiter{plain, general} {
+			p := new(plan)
+			require.NoError(t, l.single(p, "k", limit, s.n))
+			require.NoError(t, l.run(ctx, p, 0, &got[j]), "step %d", i)
+		}
+		// A denial's grant time (when it would fit) is quota.lua's alone: no
+		// single-limit GCRA result reads it, so allow.lua does not send it.
+		if !got[1].granted {
+			require.Greater(t, got[1].grantUS, int64(0))
+			got[1].grantUS = 0
+		}
+		require.Equal(t, got[1], got[0], "step %d: allow.lua (first) and quota.lua differ", i)
+		switch {
+		case got[0].granted:
+			granted++
+		case got[0].by == -1:
+			held++
+		default:
+			denied++
+		}
+	}
+	require.True(t, granted > 0 && denied > 0 && held > 0, "granted %d, denied %d, held %d: every branch", granted, denied, held)
+}
+
+// allow.lua's reply is checked: a malformed one is ErrBadReply, never a
+// grant.
+func TestParsePlainChecksReply(t *testing.T) {
+	for _, v := range [][]any{
+		nil,
+		{int64(1), int64(0), int64(3)},
+		{int64(1), int64(0), int64(3), int64(5), int64(0)},
+		{int64(1), int64(0), "3", int64(5)},
+		{int64(2), int64(0), int64(3), int64(5)},
+		{int64(1), int64(7), int64(3), int64(5)}, // granted with a wait
+		{int64(0), int64(0), int64(3), int64(5)}, // denied without one
+		{int64(-1), int64(5), int64(-3), int64(5)},
+	} {
+		var r reply
+		require.ErrorIs(t, parsePlain(v, &r), ErrBadReply, "%v", v)
+		require.False(t, r.granted)
+	}
+	var r reply
+	require.NoError(t, parsePlain([]any{int64(-1), int64(5), int64(3), int64(9)}, &r))
+	require.Equal(t, reply{waitUS: 5, by: -1, per: [MaxQuotaLimits]perLimit{{rem: 3, resetUS: 9}}}, r)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/scripts"
 )
 
 // commandCalls returns INFO commandstats calls per command.
@@ -99,7 +100,11 @@ func TestOneRoundTripPerDecision(t *testing.T) {
 		{"o", PerMinute(1000).WithAlgorithm(SlidingWindow)},
 		{"d", PerDay(1000).WithAlgorithm(SlidingWindowCounter)},
 	}}
-	// Warm up: the first call of each script may EVAL after a NOSCRIPT.
+	// Warm up: the first call of each script may EVAL after a NOSCRIPT (Allow
+	// goes to allow.lua, the other decisions to quota.lua).
+	if err := scripts.Load(ctx, c); err != nil {
+		t.Fatal(err)
+	}
 	_, _ = lim.Allow(ctx, "k", PerMinute(1000))
 	calls := []struct {
 		name string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,8 +18,10 @@ import (
 // of every quota instance (or single key) it decides on beside the
 // instance's hold key (<...>:hold → <...>:def), in its slot:
 //
-//   - at most once per quota instance per process per registryEvery, never
-//     per decision: a decision only reads an atomic due time;
+//   - about once per quota instance per process per registryEvery (each next
+//     write 0.9 to 1 interval after the last, at random, so instances first
+//     seen together do not write together), never per decision: a decision
+//     only reads an atomic due time;
 //   - off the decision path: the write is sent from its own goroutine once
 //     the decision's call is done (so it never takes the pool's warm
 //     connection from the decision), and a decision still makes exactly one
@@ -128,7 +131,10 @@ func (l *Limiter) register(p *plan) {
 			now = registryNow().UnixNano()
 		}
 		d := e.due.Load()
-		if now < d || !e.due.CompareAndSwap(d, now+int64(registryEvery)) {
+		// The next write in 0.9 to 1 interval: quota instances first seen
+		// together (a process starting, a burst of new keys) do not all
+		// write again in the same moment every interval.
+		if now < d || !e.due.CompareAndSwap(d, now+int64(registryEvery)-rand.Int64N(int64(registryEvery/10))) {
 			continue
 		}
 		dc, ok := l.client.(doer)

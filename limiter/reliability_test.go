@@ -134,11 +134,13 @@ func TestScriptFlushMidRun(t *testing.T) {
 	})
 }
 
-// A slow server: a call returns at its context's deadline. And when go-redis
-// resends a call whose connection was lost after Redis ran it (it retries on
-// io.EOF; go-redis 9.23 does not resend after a read timeout), the limit is
-// charged once with dedupe on — and three times with it off, which shows
-// what the token prevents.
+// A slow server: a call returns at its context's deadline. And when a call's
+// connection is lost after Redis ran it (go-redis retries on io.EOF; 9.23
+// does not resend after a read timeout), the limit is charged once: on a
+// go-redis client with retries on, because the decision is a command go-redis
+// never resends (NoRetry); on a client the limiter cannot send at most once,
+// because of the dedupe token — and three times with that off, which shows
+// what either prevents.
 func TestSlowServerDeadlineAndRetries(t *testing.T) {
 	srv := redistest.Private(t)
 	ctx := context.Background()
@@ -171,42 +173,61 @@ func TestSlowServerDeadlineAndRetries(t *testing.T) {
 	// A proxy that drops each reply and cuts the connection: Redis has run
 	// the attempt, the client sees io.EOF, and go-redis sends it again.
 	proxy := redistest.NewFaultProxy(t, srv.Addr())
-	for _, dedupe := range []bool{true, false} {
+	for _, tc := range []struct {
+		name   string
+		wrap   bool // hide Process and Do: the client may resend the call
+		dedupe bool
+		want   int
+	}{
+		{"go-redis client", false, true, 3},
+		{"wrapped, dedupe on", true, true, 3},
+		{"wrapped, dedupe off", true, false, 9},
+	} {
 		o := redistest.ClientOptions(proxy.Addr())
 		o.MaxRetries, o.MinRetryBackoff, o.MaxRetryBackoff = 2, time.Millisecond, time.Millisecond
 		rc := redis.NewClient(o)
 		opts := Options{Prefix: "retry", Timeout: -1}
-		if !dedupe {
+		if !tc.dedupe {
 			opts.DedupeWindow = -1
 		}
-		lim := New(rc, opts)
-		key := "dedupe-" + map[bool]string{true: "on", false: "off"}[dedupe]
+		var client Client = rc
+		if tc.wrap {
+			client = scriptsOnly{rc}
+		}
+		lim := New(client, opts)
+		key := "dedupe-" + strings.ReplaceAll(tc.name, " ", "-")
 		if err := scripts.Load(ctx, c); err != nil { // no NOSCRIPT round trip through the proxy
 			t.Fatal(err)
 		}
 		if err := rc.Ping(ctx).Err(); err != nil { // a pooled connection, dialled before the fault
 			t.Fatal(err)
 		}
-		// quota.lua's reply for one limit is an array of 7 integers.
-		proxy.SetDropReplies(func(b []byte) bool { return bytes.HasPrefix(b, []byte("*7\r\n")) })
-		// Three attempts (1 + 2 retries), each run by Redis, each losing its reply.
+		// quota.lua's reply for one limit is an array of 7 integers (the
+		// wrapped client's call, with its token), allow.lua's of 4.
+		var dropped atomic.Int64
+		proxy.SetDropReplies(func(b []byte) bool {
+			if bytes.HasPrefix(b, []byte("*7\r\n")) || bytes.HasPrefix(b, []byte("*4\r\n")) {
+				dropped.Add(1)
+				return true
+			}
+			return false
+		})
+		// Each attempt (at most 1 + 2 retries) is run by Redis and loses its reply.
 		_, err := lim.AllowN(ctx, key, PerMinute(30), 3)
 		proxy.SetDropReplies(nil)
 		if err == nil {
-			t.Fatalf("dedupe %v: expected the call to fail", dedupe)
+			t.Fatalf("%s: expected the call to fail", tc.name)
 		}
 		time.Sleep(20 * time.Millisecond) // the last attempt has run before its reply was dropped
 		r, err := New(c, Options{Prefix: "retry"}).AllowN(ctx, key, PerMinute(30), 1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		charged := 30 - 1 - r.Remaining
-		want := 3
-		if !dedupe {
-			want = 9
+		if charged := 30 - 1 - r.Remaining; charged != tc.want {
+			t.Fatalf("%s: %d units charged by one AllowN(3) whose reply was lost %d times, want %d", tc.name, charged, dropped.Load(), tc.want)
 		}
-		if charged != want {
-			t.Fatalf("dedupe %v: %d units charged by one AllowN(3) that go-redis sent 3 times, want %d", dedupe, charged, want)
+		if !tc.wrap && dropped.Load() != 1 {
+			t.Fatalf("%s: go-redis sent the decision %d times, want once", tc.name, dropped.Load())
 		}
 		rc.Close()
 	}

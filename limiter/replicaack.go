@@ -54,7 +54,7 @@ func ackNode(ctx context.Context, c Client, key string) (*redis.Client, error) {
 // decision (Timeout, plus the WAIT's own time). No replica acknowledging in
 // time is an error wrapping reach.ErrNotReplicated: the failure policy
 // answers, although the primary may have counted the units.
-func (l *Limiter) acked(ctx context.Context, cmd []any) ([]any, error) {
+func (l *Limiter) acked(ctx context.Context, s *redis.Script, cmd []any) ([]any, error) {
 	var v []any
 	// v is read only when err is nil: a call Call left behind writes it late.
 	err := l.watch.Call(ctx, l.ack.bound, func(ctx context.Context) error {
@@ -64,7 +64,7 @@ func (l *Limiter) acked(ctx context.Context, cmd []any) ([]any, error) {
 		}
 		v, err = l.evalAcked(ctx, node, cmd)
 		if err != nil && (errors.Is(err, redis.ErrNoScript) || strings.HasPrefix(err.Error(), "NOSCRIPT")) {
-			cmd[0], cmd[1] = "eval", scripts.Source(scripts.Quota)
+			cmd[0], cmd[1] = "eval", scripts.Source(s)
 			v, err = l.evalAcked(ctx, node, cmd)
 		}
 		return err
@@ -78,7 +78,10 @@ func (l *Limiter) acked(ctx context.Context, cmd []any) ([]any, error) {
 // evalAcked sends cmd and WAIT 1 in one pipeline to node.
 func (l *Limiter) evalAcked(ctx context.Context, node *redis.Client, cmd []any) ([]any, error) {
 	pipe := node.Pipeline()
-	ev := pipe.Do(ctx, cmd...)
+	// Sent at most once, as every decision (onceCmd): a pipeline holding a
+	// NoRetry command is not resent.
+	ev := redis.NewCmd(ctx, cmd...)
+	_ = pipe.Process(ctx, onceCmd{ev})
 	wait := pipe.Do(ctx, "wait", 1, l.ack.ms)
 	_, _ = pipe.Exec(ctx) // each reply is checked below
 	v, err := ev.Slice()

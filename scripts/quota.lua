@@ -123,7 +123,7 @@ local function remember(out)
   redis.call('SET', KEYS[2], table.concat(enc, ' '), 'PX', ARGV[2])
 end
 -- Fast path: one GCRA limit under one hold (the commonest call) without the
--- general machinery's tables. Same arithmetic as below.
+-- general machinery's tables. The GCRA is gcra.lua's, as below.
 if n == 1 and h == 1 and not wake and ARGV[6] == '1' then
   local mv = redis.call('MGET', KEYS[1], KEYS[3], dedupe and KEYS[2] or KEYS[1])
   if dedupe and mv[3] then
@@ -143,7 +143,7 @@ if n == 1 and h == 1 and not wake and ARGV[6] == '1' then
     local last = tat
     if g > 0 then
       last = base + g * c * e
-      redis.call('SET', KEYS[3], d(last), 'PX', d(math.ceil((last - now) / 1000)))
+      gcra_write(KEYS[3], last, now)
     end
     local t, by = now, 0
     if hold > t then t, by = hold, -1 end
@@ -158,19 +158,16 @@ if n == 1 and h == 1 and not wake and ARGV[6] == '1' then
   local t, by = now, 0
   if notBefore > t then t = notBefore end
   if hold > t then t, by = hold, -1 end
-  local ei = tat + c * e - m * e
+  local ei = gcra_fits(tat, m, e, c)
   if ei > t then t, by = ei, 1 end
   if t - now > maxwait then
-    local rem = math.floor((m * e - math.max(tat - now, 0)) / e)
-    if rem < 0 then rem = 0 end
-    return {0, t - now, by, t, rem, math.max(tat - now, 0), 0}
+    local rem, reset = gcra_left(tat, now, m, e)
+    return {0, t - now, by, t, rem, reset, 0}
   end
   local old = tat
-  if tat < t + lease then tat = t + lease end
-  tat = tat + c * e
-  redis.call('SET', KEYS[3], d(tat), 'PX', d(math.ceil((tat - now) / 1000)))
-  local rem = math.floor((m * e - (tat - now)) / e)
-  if rem < 0 then rem = 0 end
+  tat = gcra_charge(tat, t + lease, e, c)
+  gcra_write(KEYS[3], tat, now)
+  local rem = gcra_left(tat, now, m, e)
   local out = {1, t - now, 0, t, rem, tat - now, tat}
   if maxwait == 0 then out[4], out[7] = 0, 0 end
   if lease > 0 then out[4] = lease end
@@ -276,7 +273,7 @@ for i = 1, n do
   if al == 1 then
     -- GCRA: state is the theoretical arrival time.
     s = tonumber(mv[at[i]] or '0')
-    ei = s + c * e - m * e
+    ei = gcra_fits(s, m, e, c)
   elseif al == 2 then
     local k = skey(i)
     redis.call('ZREMRANGEBYSCORE', k, 0, d(now - p))
@@ -357,8 +354,7 @@ if wait > maxwait then
   for i = 1, n do
     local s, p, m, e, rem, reset = st[i], period[i], max[i], iv[i], 0, 0
     if algo[i] == 1 then
-      rem = math.floor((m * e - math.max(s - now, 0)) / e)
-      reset = math.max(s - now, 0)
+      rem, reset = gcra_left(s, now, m, e)
     elseif algo[i] == 2 then
       rem = m - s.sum
       if s.sum > 0 then reset = s.last + p - now end
@@ -397,9 +393,9 @@ for i = 1, n do
   local k, s, p, m, e, c = skey(i), st[i], period[i], max[i], iv[i], cost[i]
   local rem, reset, mark
   if algo[i] == 1 then
-    local tat = math.max(s, leaseEnd) + c * e
-    redis.call('SET', k, d(tat), 'PX', d(math.ceil((tat - now) / 1000)))
-    rem = math.floor((m * e - (tat - now)) / e)
+    local tat = gcra_charge(s, leaseEnd, e, c)
+    gcra_write(k, tat, now)
+    rem = gcra_left(tat, now, m, e)
     reset, mark = tat - now, tat
   elseif algo[i] == 2 then
     local sc = t

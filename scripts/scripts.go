@@ -53,7 +53,10 @@ func mustScript(name string, preludes ...string) *redis.Script {
 // Limiter scripts.
 var (
 	// Quota checks and charges every limit of a quota, all or nothing. See quota.lua.
-	Quota = mustScript("quota.lua", "window_state.lua", "giveback.lua", "outside.lua")
+	Quota = mustScript("quota.lua", "window_state.lua", "giveback.lua", "outside.lua", "gcra.lua")
+	// Allow is quota.lua's decision of one GCRA limit under one hold, now or
+	// not at all, in its shortest form (no retry dedupe). See allow.lua.
+	Allow = mustScript("allow.lua", "gcra.lua")
 	// Cancel gives back the units of a reservation that has not come due. See cancel.lua.
 	Cancel = mustScript("cancel.lua", "giveback.lua")
 	// Hold stops every grant of a quota until now + a duration. See hold.lua.

@@ -1,7 +1,7 @@
 // Package reach is the one place that tells whether Redis can be reached, for
 // the limiter and the cache alike: the classifier of "Redis is down" errors
 // (Down, Unreachable), of authentication failures (Auth), and per-call bounds
-// (Watch.Start) that end a call as soon as a dial is refused instead of after
+// (Watch.Call) that end a call as soon as a dial is refused instead of after
 // go-redis's dial and command retries.
 //
 // Why the bound is needed: with default options go-redis dials up to five
@@ -143,18 +143,18 @@ func (e *dialError) Unwrap() error { return e.err }
 type Watch struct {
 	// detach: the client ignores context deadlines while it reads a reply
 	// (go-redis's ContextTimeoutEnabled is false, its default), so a call
-	// must be left to finish alone for its bound to hold.
+	// with a timeout must be left to finish alone for its bound to hold.
 	detach bool
 	// waits: the client may wait on a dial (it retries dials or commands),
 	// so calls are linked to the watch; a client that does neither fails a
 	// refused dial at once on its own.
 	waits bool
 	dials atomic.Uint64 // connections made: a restart or failover always makes new ones
-	// gen is the current generation, ended (with the dial's error as cause)
-	// when a dial is refused; mu serialises the swap.
-	gen  atomic.Pointer[context.Context]
+	// free holds idle slots for reuse; mu guards all, every slot that is not
+	// dropped, which a refused dial walks to end the busy ones.
+	free chan *slot
 	mu   sync.Mutex
-	fire context.CancelCauseFunc
+	all  map[*slot]struct{}
 }
 
 // hooker is a client that takes go-redis hooks.
@@ -207,8 +207,7 @@ func forKey[T any](key weak.Pointer[T], client *T, detach, waits bool, install f
 	if w, ok := watches.Load(key); ok {
 		return w.(*Watch)
 	}
-	w := &Watch{detach: detach, waits: waits}
-	w.newGen()
+	w := &Watch{detach: detach, waits: waits, free: make(chan *slot, maxIdleSlots)}
 	install(w)
 	watches.Store(key, w)
 	runtime.AddCleanup(client, func(k weak.Pointer[T]) { watches.Delete(k) }, key)
@@ -224,107 +223,284 @@ func (w *Watch) Dials() uint64 {
 	return w.dials.Load()
 }
 
-// failed ends every call in flight with cause and starts a new generation.
+// failed ends every call in flight with cause. Calls that start after it
+// are not ended by it.
 func (w *Watch) failed(cause error) {
+	de := &dialError{cause}
 	w.mu.Lock()
-	fire := w.fire
-	w.newGen()
-	w.mu.Unlock()
-	fire(&dialError{cause})
+	defer w.mu.Unlock()
+	for s := range w.all {
+		s.mu.Lock()
+		if s.busy {
+			s.cancelLocked(context.Canceled, de)
+		}
+		s.mu.Unlock()
+	}
 }
-
-// newGen starts a new generation; w.mu is held, or w is not shared yet.
-func (w *Watch) newGen() {
-	gen, fire := context.WithCancelCause(context.Background())
-	w.gen.Store(&gen)
-	w.fire = fire
-}
-
-func (w *Watch) current() context.Context { return *w.gen.Load() }
 
 // Call runs fn, one call to Redis made under ctx, bounded by timeout (when
 // positive and shorter than ctx's own deadline) and, on a watched client, by
 // the first dial that fails while it runs. fn must make its call with the
-// context it is given. When the bound ends the call, Call's error says why in
-// a way Down recognises: the failed dial, or a timeout naming its length.
+// context it is given, and keep that context no longer than the call. When
+// the bound ends the call, Call's error says why in a way Down recognises:
+// the failed dial, or a timeout naming its length.
 //
 // On a client that ignores context deadlines while it reads (go-redis's
-// default, ContextTimeoutEnabled false), fn runs in a goroutine of its own and
-// Call returns when the bound ends, leaving fn to finish alone, within the
-// client's ReadTimeout; fn must then write nothing its caller reads after an
-// error. Clients built with ContextTimeoutEnabled run fn inline.
+// default, ContextTimeoutEnabled false), a call with a timeout runs fn in a
+// goroutine of its own and Call returns when the bound ends, leaving fn to
+// finish alone, within the client's ReadTimeout; fn must then write nothing
+// its caller reads after an error. Otherwise fn runs inline.
+//
+// A call on a healthy Redis reuses the Watch's state (its context and timer):
+// with a caller's context that cannot be cancelled (context.Background) it
+// allocates nothing inline, and one goroutine start when detached.
 func (w *Watch) Call(ctx context.Context, timeout time.Duration, fn func(context.Context) error) error {
-	var b bound
-	cctx := b.start(w, ctx, timeout)
-	if w == nil || !w.detach || cctx.Done() == nil {
-		return b.end(fn(cctx))
+	return w.call(ctx, timeout, fn, false)
+}
+
+// CallInline is Call with fn always run inline, never in a goroutine: on a
+// client that ignores context deadlines while it reads, timeout then ends the
+// waits for a connection (a dial, the pool, a retry's backoff) but not a read
+// under way, which the client's ReadTimeout bounds.
+func (w *Watch) CallInline(ctx context.Context, timeout time.Duration, fn func(context.Context) error) error {
+	return w.call(ctx, timeout, fn, true)
+}
+
+func (w *Watch) call(ctx context.Context, timeout time.Duration, fn func(context.Context) error, inline bool) error {
+	if w == nil {
+		return callTimeout(ctx, timeout, fn)
 	}
-	done := make(chan error, 1)
-	go func() { done <- fn(cctx) }()
-	select {
-	case err := <-done:
-		return b.end(err)
-	case <-cctx.Done():
-		if _, ok := context.Cause(cctx).(*dialError); ok || b.timedOut() {
-			return b.end(cctx.Err())
+	s := w.get()
+	use, done := s.start(ctx, timeout)
+	if inline || !w.detach || !s.timed {
+		var stop func() bool
+		if ctx.Done() != nil {
+			stop = context.AfterFunc(ctx, func() { s.cancel(use, ctx.Err(), context.Cause(ctx)) })
 		}
+		err := fn(s)
+		if stop != nil {
+			stop()
+		}
+		err = s.end(err)
+		w.put(s)
+		return err
+	}
+	s.fn = fn
+	s.state.Store(running)
+	go s.run()
+	select {
+	case err := <-s.result:
+		err = s.end(err)
+		w.put(s)
+		return err
+	case <-ctx.Done():
 		// The caller's own context ended: go-redis, told to ignore it, still
 		// reads the reply, and a caller that chose that (a Wait whose turn
-		// came) wants it. Wait for it as an inline call would.
-		return b.end(<-done)
-	}
-}
-
-// bound is what start set up for one call, undone by end.
-type bound struct {
-	ctx           context.Context
-	timed         context.Context // the context the timeout was added to; nil without one
-	timeout       time.Duration
-	cancel        context.CancelCauseFunc
-	stopWatch     func() bool
-	cancelTimeout context.CancelFunc
-}
-
-// start bounds one call made under ctx as Call says and returns the context
-// to make it with.
-func (b *bound) start(w *Watch, ctx context.Context, timeout time.Duration) context.Context {
-	if w != nil && w.waits {
-		ctx, b.cancel = context.WithCancelCause(ctx)
-		gen := w.current()
-		cancel := b.cancel
-		b.stopWatch = context.AfterFunc(gen, func() { cancel(context.Cause(gen)) })
-	}
-	if timeout > 0 {
-		if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > timeout {
-			b.timed, b.timeout = ctx, timeout
-			ctx, b.cancelTimeout = context.WithTimeout(ctx, timeout)
+		// came) wants it. End what waits on the context (a dial, a backoff)
+		// and wait for the reply as an inline call would.
+		s.cancel(use, ctx.Err(), context.Cause(ctx))
+		err := s.end(<-s.result)
+		w.put(s)
+		return err
+	case <-done:
+		// Closed by the timer or a failed dial, either of which left its cause.
+		s.mu.Lock()
+		cause := s.cause
+		s.mu.Unlock()
+		if s.state.CompareAndSwap(running, abandoned) {
+			// Left to finish alone: run puts the slot back, and another call
+			// may take it at once.
+			return cause
 		}
+		err := s.end(<-s.result) // fn finished as the bound ended
+		w.put(s)
+		return err
 	}
-	b.ctx = ctx
-	return ctx
 }
 
-// end releases the bound and turns its ending into an error Down
-// recognises: the failed dial, or a timeout naming its length.
-func (b *bound) end(err error) error {
-	if err != nil && (Down(err) || errors.Is(err, context.Canceled)) {
-		// go-redis reports the bound's ending as the context's error (or an
-		// i/o timeout): say what ended it.
-		if de, ok := context.Cause(b.ctx).(*dialError); ok {
-			err = de
-		} else if b.timedOut() {
-			err = &timeoutError{b.timeout}
-		}
+// callTimeout is Call without a Watch: a timeout alone, inline.
+func callTimeout(ctx context.Context, timeout time.Duration, fn func(context.Context) error) error {
+	if timeout <= 0 {
+		return fn(ctx)
 	}
-	if b.cancelTimeout != nil {
-		b.cancelTimeout()
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= timeout {
+		return fn(ctx)
 	}
-	if b.stopWatch != nil {
-		b.stopWatch()
-		b.cancel(nil)
+	tctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := fn(tctx)
+	if err != nil && (Down(err) || errors.Is(err, context.Canceled)) && tctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+		err = &timeoutError{timeout}
 	}
 	return err
 }
+
+// maxIdleSlots bounds the slots a Watch keeps for reuse: more calls at once
+// than this allocate their slot, and drop it after.
+const maxIdleSlots = 256
+
+// Detached call states (slot.state).
+const (
+	running   int32 = iota // fn runs
+	finished               // fn returned while the caller waits: its error is in result
+	abandoned              // the caller returned on its bound: run puts the slot back
+)
+
+// slot is the reusable state of one bounded call: the context fn runs
+// under (a slot is a context.Context) and the timer of its timeout.
+type slot struct {
+	w      *Watch
+	timer  *time.Timer // fires expire; stopped between calls
+	result chan error  // a detached call's error
+	fn     func(context.Context) error
+	state  atomic.Int32
+
+	// Set by start, read only while the call runs.
+	parent   context.Context // values, and the deadline when it is sooner
+	deadline time.Time
+	hasDL    bool
+	timed    bool // the timeout set the deadline
+	timeout  time.Duration
+
+	mu    sync.Mutex
+	use   uint64 // calls made with this slot: a late timer or dial for an earlier one is ignored
+	busy  bool
+	done  chan struct{}
+	err   error
+	cause error
+}
+
+func (w *Watch) get() *slot {
+	select {
+	case s := <-w.free:
+		return s
+	default:
+	}
+	s := &slot{w: w, result: make(chan error, 1), done: make(chan struct{})}
+	s.timer = time.AfterFunc(time.Hour, s.expire)
+	s.timer.Stop()
+	w.mu.Lock()
+	if w.all == nil {
+		w.all = make(map[*slot]struct{})
+	}
+	w.all[s] = struct{}{}
+	w.mu.Unlock()
+	return s
+}
+
+// put makes s idle again, for the next call (or drops it).
+func (w *Watch) put(s *slot) {
+	s.timer.Stop()
+	s.mu.Lock()
+	s.busy = false
+	s.parent, s.fn = nil, nil
+	s.mu.Unlock()
+	select {
+	case w.free <- s:
+	default:
+		w.mu.Lock()
+		delete(w.all, s)
+		w.mu.Unlock()
+	}
+}
+
+// start readies s for a call under parent bounded by timeout, and returns
+// the call's number and the channel its bound closes.
+func (s *slot) start(parent context.Context, timeout time.Duration) (uint64, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.use++
+	s.busy = true
+	if s.err != nil { // the last call was ended: a fresh channel
+		s.done, s.err, s.cause = make(chan struct{}), nil, nil
+	}
+	s.parent = parent
+	s.deadline, s.hasDL = parent.Deadline()
+	s.timed, s.timeout = false, timeout
+	if timeout > 0 && (!s.hasDL || time.Until(s.deadline) > timeout) {
+		s.deadline, s.hasDL, s.timed = time.Now().Add(timeout), true, true
+		s.timer.Reset(timeout)
+	}
+	return s.use, s.done
+}
+
+// run is a detached call's goroutine.
+func (s *slot) run() {
+	err := s.fn(s)
+	if s.state.CompareAndSwap(running, finished) {
+		s.result <- err
+		return
+	}
+	s.w.put(s) // its caller has gone
+}
+
+// expire ends the current call on its timeout. A timer stopped too late for
+// an earlier call of the slot finds the deadline of this one still ahead.
+func (s *slot) expire() {
+	s.mu.Lock()
+	if s.busy && s.timed && !time.Now().Before(s.deadline) {
+		s.cancelLocked(context.DeadlineExceeded, &timeoutError{s.timeout})
+	}
+	s.mu.Unlock()
+}
+
+// cancel ends call use of s, if it still runs.
+func (s *slot) cancel(use uint64, err, cause error) {
+	s.mu.Lock()
+	if s.use == use && s.busy {
+		s.cancelLocked(err, cause)
+	}
+	s.mu.Unlock()
+}
+
+func (s *slot) cancelLocked(err, cause error) {
+	if s.err == nil {
+		s.err, s.cause = err, cause
+		close(s.done)
+	}
+}
+
+// end turns the ending of its bound into an error Down recognises: the
+// failed dial, or a timeout naming its length.
+func (s *slot) end(err error) error {
+	if err == nil || !(Down(err) || errors.Is(err, context.Canceled)) {
+		return err
+	}
+	s.mu.Lock()
+	cause := s.cause
+	s.mu.Unlock()
+	switch c := cause.(type) {
+	case *dialError, *timeoutError:
+		return c
+	}
+	if s.timed && !time.Now().Before(s.deadline) && s.parent.Err() == nil {
+		// go-redis's read deadline (ContextTimeoutEnabled) passed a moment
+		// before the timer.
+		return &timeoutError{s.timeout}
+	}
+	return err
+}
+
+// Deadline is the caller's, or the timeout's when sooner.
+func (s *slot) Deadline() (time.Time, bool) { return s.deadline, s.hasDL }
+
+// Done is closed when the call's bound ends it.
+func (s *slot) Done() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.done
+}
+
+// Err says why Done was closed: context.DeadlineExceeded (the timeout),
+// context.Canceled (a failed dial), or the caller's context's error.
+func (s *slot) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Value is the caller's context's.
+func (s *slot) Value(key any) any { return s.parent.Value(key) }
 
 // timeoutError is the cause of a call ended by its Start timeout.
 type timeoutError struct{ d time.Duration }
@@ -384,9 +560,3 @@ func IsNil(client any) bool {
 // Waits reports whether calls on the watched client can wait on a dial, and
 // so need Call to bound them even without a timeout.
 func (w *Watch) Waits() bool { return w != nil && (w.waits || w.detach) }
-
-// timedOut reports whether the call's own timeout, not its caller's context
-// or a failed dial, ended it.
-func (b *bound) timedOut() bool {
-	return b.timed != nil && b.ctx.Err() == context.DeadlineExceeded && b.timed.Err() == nil
-}

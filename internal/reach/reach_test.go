@@ -85,7 +85,9 @@ func TestForOncePerClient(t *testing.T) {
 }
 
 // A refused dial ends the call waiting on it with the dial's error; a
-// timeout ends it with an error naming the timeout. Both are Down.
+// timeout ends it with an error naming the timeout. Both are Down. CallInline
+// (fn on the caller's goroutine) ends them alike: both reach fn through its
+// context.
 func TestCallEndsOnRefusedDialAndTimeout(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -94,17 +96,31 @@ func TestCallEndsOnRefusedDialAndTimeout(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: addr}) // default options: 5 dials 100 ms apart
 	defer c.Close()
 	w := For(c)
-	start := time.Now()
-	err = w.Call(context.Background(), time.Minute, func(ctx context.Context) error { return c.Ping(ctx).Err() })
-	// Well under the 400 ms of go-redis's dial backoff alone: the hook ended it.
-	require.Less(t, time.Since(start), 100*time.Millisecond)
-	require.ErrorIs(t, err, syscall.ECONNREFUSED)
-	require.True(t, Down(err))
+	for name, call := range map[string]func(context.Context, time.Duration, func(context.Context) error) error{
+		"Call": w.Call, "CallInline": w.CallInline,
+	} {
+		for i := range 3 { // slots are reused: each call is bounded afresh
+			start := time.Now()
+			err = call(context.Background(), time.Minute, func(ctx context.Context) error { return c.Ping(ctx).Err() })
+			// Well under the 400 ms of go-redis's dial backoff alone: the hook ended it.
+			require.Less(t, time.Since(start), 100*time.Millisecond, "%s %d", name, i)
+			require.ErrorIs(t, err, syscall.ECONNREFUSED, "%s %d", name, i)
+			require.True(t, Down(err))
 
-	err = w.Call(context.Background(), 10*time.Millisecond, func(ctx context.Context) error {
-		<-ctx.Done()
-		return ctx.Err()
-	})
-	require.ErrorContains(t, err, "no reply within 10ms")
-	require.True(t, Down(err))
+			err = call(context.Background(), 10*time.Millisecond, func(ctx context.Context) error {
+				<-ctx.Done()
+				return ctx.Err()
+			})
+			require.ErrorContains(t, err, "no reply within 10ms", "%s %d", name, i)
+			require.True(t, Down(err))
+
+			// A call that ends in time is not ended later by its timer.
+			require.NoError(t, call(context.Background(), 20*time.Millisecond, func(ctx context.Context) error { return ctx.Err() }))
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			err = call(ctx, time.Minute, func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })
+			require.ErrorIs(t, err, context.Canceled, "%s %d: the caller's own context", name, i)
+			require.False(t, Down(err))
+		}
+	}
 }

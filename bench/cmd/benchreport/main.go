@@ -61,6 +61,7 @@ func main() {
 	}
 	var w bytes.Buffer
 	write(&w, c, cmp, inpkg)
+	keepPlain(&w, c.out)
 	if err := os.WriteFile(c.out, w.Bytes(), 0o644); err != nil {
 		log.Fatal(err)
 	}
@@ -236,4 +237,32 @@ func readJSON(path string, v any) error {
 		return err
 	}
 	return json.Unmarshal(b, v)
+}
+
+// keepPlain copies the sections cmd/plain wrote into the old file (between
+// <!-- plain:MODE --> and <!-- /plain:MODE -->, make bench-plain) to the end
+// of the new one: a separate run of their own, kept until it runs again.
+func keepPlain(w *bytes.Buffer, file string) {
+	old, err := os.ReadFile(file)
+	if err != nil {
+		return
+	}
+	s := string(old)
+	for {
+		i := strings.Index(s, "<!-- plain:")
+		if i < 0 {
+			return
+		}
+		j := strings.Index(s[i:], "<!-- /plain:")
+		if j < 0 {
+			return
+		}
+		k := strings.Index(s[i+j:], "-->\n")
+		if k < 0 {
+			return
+		}
+		end := i + j + k + len("-->\n")
+		w.WriteString("\n" + s[i:end])
+		s = s[end:]
+	}
 }

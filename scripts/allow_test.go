@@ -1,0 +1,52 @@
+package scripts_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/scripts"
+)
+
+// allow.lua called directly: a limit of 3 units, one every 100 ms, granted
+// while it fits, refused with the wait until it does, refused by a hold with
+// the hold's wait, and its state written with a TTL.
+func TestAllowScript(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		hold, state := b.Prefix+":{a}:hold", b.Prefix+":{a}:gcra"
+		keys := []string{hold, state}
+		const m, e = 3, 100_000 // 3 units, one per 100 ms
+		call := func(c int) []int64 {
+			t.Helper()
+			v, err := scripts.Allow.Run(ctx, b.Client, keys, m, e, c).Int64Slice()
+			require.NoError(t, err)
+			require.Len(t, v, 4)
+			return v
+		}
+		if b.Mini != nil {
+			b.Mini.SetTime(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+		}
+		require.Equal(t, []int64{1, 0, 2, e}, call(1))
+		r := call(2) // Redis's clock moved on a little since the first (not miniredis's)
+		require.Equal(t, []int64{1, 0, 0}, r[:3])
+		require.True(t, r[3] > 2*e && r[3] <= 3*e, "reset %d", r[3])
+		r = call(1) // used up: the next unit fits in about 100 ms
+		require.Equal(t, int64(0), r[0])
+		require.Greater(t, r[1], int64(0))
+		require.LessOrEqual(t, r[1], int64(e))
+		require.Equal(t, int64(0), r[2])
+		pttl, err := b.Client.PTTL(ctx, state).Result()
+		require.NoError(t, err)
+		require.True(t, pttl > 0 && pttl <= 300*time.Millisecond, "state PTTL %v", pttl)
+
+		// A hold ending well after the limit has room refuses with -1 and its wait.
+		require.NoError(t, b.Client.Set(ctx, hold, "9999999999999999", time.Minute).Err())
+		r = call(1)
+		require.Equal(t, int64(-1), r[0])
+		require.Greater(t, r[1], int64(time.Hour/time.Microsecond))
+	})
+}
