@@ -1,9 +1,11 @@
 package redistest
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -11,13 +13,23 @@ import (
 // refused at once, as it is when redis-server is down.
 func RefusedAddr(tb testing.TB) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// A socket bound to the port and never listening: the port stays taken
+	// for the test (no other process's server can start on it, as could
+	// happen to a port closed after reading it) and a connection to it is
+	// refused at once.
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
+	tb.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		tb.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
 
 // Silent starts a TCP listener that accepts connections, reads what they
