@@ -8,6 +8,7 @@
 //
 //	go run ./internal/apicount          # a table per package and the total
 //	go run ./internal/apicount -names   # every name, one per line
+//	go run ./internal/apicount -undoc   # exported names without a doc comment (exit 1 if any)
 package main
 
 import (
@@ -26,6 +27,7 @@ import (
 func main() {
 	root := flag.String("root", ".", "module root")
 	names := flag.Bool("names", false, "print every counted name")
+	undoc := flag.Bool("undoc", false, "list exported names without a doc comment, exit 1 if any")
 	flag.Parse()
 	pkgs, err := count(*root)
 	if err != nil {
@@ -51,9 +53,21 @@ func main() {
 		}
 	}
 	fmt.Printf("%-22s %6d %7d\n", "total", total, fields)
+	if *undoc {
+		n := 0
+		for _, d := range dirs {
+			for _, u := range pkgs[d].undoc {
+				fmt.Printf("undocumented: %s.%s\n", d, u)
+				n++
+			}
+		}
+		if n > 0 {
+			os.Exit(1)
+		}
+	}
 }
 
-type pkg struct{ names, fields []string }
+type pkg struct{ names, fields, undoc []string }
 
 // count walks root and returns, per public package directory, its exported
 // names and exported fields.
@@ -79,7 +93,7 @@ func count(root string) (map[string]*pkg, error) {
 		fset := token.NewFileSet()
 		parsed, err := parser.ParseDir(fset, path, func(fi fs.FileInfo) bool {
 			return !strings.HasSuffix(fi.Name(), "_test.go")
-		}, parser.SkipObjectResolution)
+		}, parser.SkipObjectResolution|parser.ParseComments)
 		if err != nil {
 			return err
 		}
@@ -116,10 +130,17 @@ func collect(p *ast.Package) *pkg {
 				if !d.Name.IsExported() {
 					continue
 				}
-				if d.Recv == nil {
-					r.names = append(r.names, d.Name.Name)
-				} else if recv := recvName(d.Recv.List[0].Type); exportedType[recv] {
-					r.names = append(r.names, recv+"."+d.Name.Name)
+				name := d.Name.Name
+				if d.Recv != nil {
+					recv := recvName(d.Recv.List[0].Type)
+					if !exportedType[recv] {
+						continue
+					}
+					name = recv + "." + name
+				}
+				r.names = append(r.names, name)
+				if d.Doc == nil {
+					r.undoc = append(r.undoc, name)
 				}
 			case *ast.GenDecl:
 				for _, s := range d.Specs {
@@ -128,6 +149,9 @@ func collect(p *ast.Package) *pkg {
 						for _, n := range s.Names {
 							if n.IsExported() {
 								r.names = append(r.names, n.Name)
+								if s.Doc == nil && s.Comment == nil && d.Doc == nil {
+									r.undoc = append(r.undoc, n.Name)
+								}
 							}
 						}
 					case *ast.TypeSpec:
@@ -135,6 +159,9 @@ func collect(p *ast.Package) *pkg {
 							continue
 						}
 						r.names = append(r.names, s.Name.Name)
+						if s.Doc == nil && d.Doc == nil {
+							r.undoc = append(r.undoc, s.Name.Name)
+						}
 						switch t := s.Type.(type) {
 						case *ast.StructType:
 							for _, fl := range t.Fields.List {
