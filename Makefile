@@ -22,10 +22,12 @@ bench-plain:
 	cd bench && $(GO) run ./cmd/plain -md ../BENCHMARKS.md
 	cd bench && $(GO) run ./cmd/plain -callgrind -md ../BENCHMARKS.md
 
-## lint: formatting and vet
+## lint: formatting, vet, and a doc comment on every exported name
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	@$(GO) run ./internal/apicount -undoc | grep '^undocumented' || true
+	@$(GO) run ./internal/apicount -undoc >/dev/null
 
 ## cover: coverage profile and per-function summary
 cover:
