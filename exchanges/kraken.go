@@ -153,9 +153,12 @@ type KrakenOptions struct {
 	// continuously. Default DefaultBurstReserve; negative for none.
 	BurstReserve int
 	// CancelCost and EditCost are what CancelOrder and EditOrder add to the
-	// trading counter (AmendOrder the lesser of EditCost and 4). Default
-	// DefaultKrakenCancelCost and DefaultKrakenEditCost (the worst case:
-	// orders of unknown age).
+	// trading counter for an order of unknown age (AmendOrder the lesser of
+	// EditCost and 4). Default DefaultKrakenCancelCost and
+	// DefaultKrakenEditCost (the worst case). An order this preset saw placed
+	// (its AddOrder, EditOrder or AmendOrder answer, in this process) is
+	// charged by its age as Kraken charges it, counted from when that answer
+	// came back; the last 65 536 such orders are remembered.
 	CancelCost, EditCost int
 	// LimitedHold is how long an answer with EAPI:Rate limit exceeded,
 	// EOrder:Rate limit exceeded or EGeneral:Too many requests holds its
@@ -176,8 +179,9 @@ type KrakenOptions struct {
 //     call (CancelAll and CancelAllOrdersAfter included), +2 for ledger and
 //     trade history, none for trading calls;
 //   - the trading counter, per pair (the quota Quota+"-trade" applied to the
-//     pair with limiter.Quota.For): +1 for AddOrder, and CancelCost or
-//     EditCost for CancelOrder and EditOrder. The pair comes from the
+//     pair with limiter.Quota.For): +1 for AddOrder, and for CancelOrder,
+//     EditOrder and AmendOrder what Kraken adds by the order's age when this
+//     preset saw it placed, else CancelCost or EditCost. The pair comes from the
 //     request's form or JSON body ("pair") or KrakenPairHeader (which is
 //     never sent to Kraken). A request whose pair is unknown is charged to
 //     the pair "unknown"; one whose pair is not a plausible name fails with
@@ -251,10 +255,17 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 	holdOnly := limiter.Quota{Name: trade.Name}
 	// Public calls: no figure to charge, a hold to wait out.
 	public := limiter.Quota{Name: opts.Quota + "-public"}
-	tradeCost := func(endpoint string) int {
+	book := newKrakenBook()
+	tradeCost := func(endpoint string, r *http.Request, body []byte) int {
 		switch endpoint {
 		case "AddOrder":
 			return 1
+		case "CancelOrder", "EditOrder", "AmendOrder":
+			if age, ok := book.age(bodyTxid(r.Header.Get("Content-Type"), body)); ok {
+				return krakenAgeCost(endpoint, age, opts.TimeScale)
+			}
+		}
+		switch endpoint {
 		case "CancelOrder":
 			return opts.CancelCost
 		case "EditOrder":
@@ -286,12 +297,12 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 			if !krakenPairName.MatchString(pair) {
 				return nil, fmt.Errorf("%w: %q", ErrInvalidPair, truncate(pair, 40))
 			}
-			if c := tradeCost(strings.TrimPrefix(r.URL.Path, "/0/private/")); c > 0 {
+			if c := tradeCost(strings.TrimPrefix(r.URL.Path, "/0/private/"), r, body); c > 0 {
 				return []limiter.Charge{{Quota: trade.For(pair), Cost: limiter.Cost{"orders": c}}}, nil
 			}
 			return []limiter.Charge{{Quota: holdOnly.For(pair)}}, nil
 		},
-		Usage:    []middleware.UsageParser{watch},
+		Usage:    []middleware.UsageParser{watch, book},
 		PeekBody: maxKrakenPeek,
 	}, {
 		Hosts:      opts.Hosts,

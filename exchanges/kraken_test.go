@@ -743,3 +743,70 @@ func TestKrakenEditAmendCosts(t *testing.T) {
 		}
 	}
 }
+
+// A cancel costs what Kraken charges by the order's age when the preset saw
+// the order placed, and the worst case when it did not. Time is scaled by
+// 1/20 (an order rests 1.2 s: 24 s unscaled, which Kraken charges 4 to
+// cancel, "under 45 s"; the bucket is from 0.75 s to 2.25 s, so a loaded
+// machine has a second of slack). A pair's trading counter of 12 that hardly
+// decays then takes: the order (1), its cancel (4), and exactly 7 more
+// orders, the next refused by the preset (FailFast) and never sent; the
+// simulator refuses nothing. The same order cancelled through a preset of
+// another process (which did not see it placed) is charged 8: 3 more orders.
+func TestKrakenCancelByAge(t *testing.T) {
+	for _, sameProcess := range []bool{true, false} {
+		t.Run(fmt.Sprintf("placed in this process=%v", sameProcess), func(t *testing.T) {
+			preset := func() exchanges.Preset {
+				p, err := exchanges.Kraken(exchanges.KrakenOptions{
+					Tier: exchanges.KrakenPro, Hosts: []string{"127.0.0.1"}, BurstReserve: -1, TimeScale: 1.0 / 20,
+					Trading:    limiter.Limit{Rate: 1, Period: 10000 * time.Second, Burst: 12},
+					Middleware: middleware.Options{FailFast: true},
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return p
+			}
+			sim := newKrakenSim(t, 1.0/20)
+			sim.tradeMax, sim.tradeDecay = 12, 0.0001
+			fleet := newFleetOf(t, preset(), preset())
+			placer, canceller := fleet[0], fleet[0]
+			if !sameProcess {
+				canceller = fleet[1]
+			}
+			ctx := context.Background()
+			v, err := krakenPost(ctx, placer, sim.srv.URL, "AddOrder", url.Values{"pair": {"XBTUSD"}}, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			txid := v["result"].(map[string]any)["txid"].([]any)[0].(string)
+			time.Sleep(1200 * time.Millisecond)
+			if _, err := krakenPost(ctx, canceller, sim.srv.URL, "CancelOrder", url.Values{"txid": {txid}}, "XBTUSD"); err != nil {
+				t.Fatal(err)
+			}
+			if c := sim.log()[1].cost["trade-XBTUSD"]; c != 4 {
+				t.Fatalf("Kraken charged the cancel %d, want 4 (the order rested longer than the test allows for?)", c)
+			}
+			orders := 0
+			for ; orders < 20; orders++ {
+				_, err := krakenPost(ctx, placer, sim.srv.URL, "AddOrder", url.Values{"pair": {"XBTUSD"}}, "")
+				if errors.Is(err, middleware.ErrRateLimited) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			want := 7 // 12 - 1 - 4
+			if !sameProcess {
+				want = 3 // 12 - 1 - 8: the age was not known here
+			}
+			if orders != want {
+				t.Errorf("%d orders went out after the cancel, want %d", orders, want)
+			}
+			if n := countStatus(sim.log(), http.StatusTooManyRequests); n != 0 {
+				t.Errorf("simulator refused %d calls", n)
+			}
+		})
+	}
+}
