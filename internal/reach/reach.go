@@ -388,13 +388,28 @@ func (w *Watch) get() *slot {
 	return s
 }
 
-// put makes s idle again, for the next call (or drops it).
+// put makes s idle again, for the next call (or drops it). A slot whose
+// call was ended (its Done closed) is dropped, never reused: a context the
+// function derived from it is watched by a goroutine of the standard
+// library's that may read its Err, Done and Value after the call, and must
+// find them as they were (reused, a nil Err after a closed Done panics in
+// package context).
 func (w *Watch) put(s *slot) {
 	s.timer.Stop()
 	s.mu.Lock()
 	s.busy = false
-	s.parent, s.fn = nil, nil
+	ended := s.err != nil
+	s.fn = nil
+	if !ended {
+		s.parent = nil
+	}
 	s.mu.Unlock()
+	if ended {
+		w.mu.Lock()
+		delete(w.all, s)
+		w.mu.Unlock()
+		return
+	}
 	select {
 	case w.free <- s:
 	default:
@@ -499,8 +514,17 @@ func (s *slot) Err() error {
 	return s.err
 }
 
-// Value is the caller's context's.
-func (s *slot) Value(key any) any { return s.parent.Value(key) }
+// Value is the caller's context's (nil once the call is over and the slot
+// idle).
+func (s *slot) Value(key any) any {
+	s.mu.Lock()
+	p := s.parent
+	s.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return p.Value(key)
+}
 
 // timeoutError is the cause of a call ended by its Start timeout.
 type timeoutError struct{ d time.Duration }
