@@ -420,7 +420,11 @@ func (p *binanceParams) load() {
 }
 
 // Binance returns the preset for Binance spot's REST API (/api/ on
-// opts.Hosts), with Binance's two scopes of limits: REQUEST_WEIGHT and
+// opts.Hosts; and /sapi/, where Binance counts each endpoint apart, 12 000
+// weight a minute per IP and 180 000 per account, each request charged to
+// both, opts.Weights' weight or UnknownWeight, in the quotas
+// opts.Quota+"-sapi" and opts.Quota+"-sapi-uid", corrected by the
+// X-SAPI-USED-*-WEIGHT-1M headers), with Binance's two scopes of limits: REQUEST_WEIGHT and
 // RAW_REQUESTS count per IP (the quota opts.Quota, applied to opts.IP),
 // ORDERS count per account (the quota opts.OrderQuota, applied to each
 // request's API key). Each request is charged, in one decision, its weight
@@ -472,7 +476,13 @@ func Binance(opts BinanceOptions) (Preset, error) {
 	if opts.Account == nil {
 		opts.Account = func(r *http.Request) string { return r.Header.Get("X-MBX-APIKEY") }
 	}
-	return binancePreset("binance", opts, spot, testnet)
+	p, err := binancePreset("binance", opts, spot, testnet)
+	if err != nil {
+		return Preset{}, err
+	}
+	sr, sq := binanceSAPIRule(opts)
+	p.Rules, p.Quotas = append(p.Rules, sr), append(p.Quotas, sq...)
+	return p, nil
 }
 
 // binancePreset is the preset of opts (whose defaults are set) on venue v,

@@ -1,0 +1,130 @@
+package exchanges_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/middleware"
+)
+
+// sapiSim counts /sapi/ weight as Binance's developer forum describes it
+// (see exchanges/binance_sapi.go): each endpoint its own window of 12 000
+// per minute per IP (here one IP, the time scaled), answering the count in
+// X-SAPI-USED-IP-WEIGHT-1M and 429 over it.
+type sapiSim struct {
+	period  time.Duration
+	weights map[string]int
+
+	mu   sync.Mutex
+	used map[string]map[int64]int // endpoint → window → weight
+	n429 int
+	srv  *httptest.Server
+}
+
+func newSAPISim(t *testing.T, period time.Duration, weights map[string]int) *sapiSim {
+	s := &sapiSim{period: period, weights: weights, used: map[string]map[int64]int{}}
+	s.srv = httptest.NewServer(s)
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+func (s *sapiSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ep := r.Method + " " + r.URL.Path
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	win := time.Now().UnixNano() / int64(s.period)
+	m := s.used[ep]
+	if m == nil {
+		m = map[int64]int{}
+		s.used[ep] = m
+	}
+	if m[win]+s.weights[ep] > 12_000 {
+		s.n429++
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusTooManyRequests)
+		return
+	}
+	m[win] += s.weights[ep]
+	w.Header().Set("X-SAPI-USED-IP-WEIGHT-1M", fmt.Sprint(m[win]))
+}
+
+// Two /sapi/ endpoints, each pressed by 4 processes × 2 senders for three
+// windows of a second (TimeScale 1/60), are each held to their own 12 000
+// per window: no 429, and each fills its busiest window (≥ 90 %: one request
+// is 5 % of a window, and the guard keeps the last part of each free), while
+// both together use far more than one window's 12 000, which one shared
+// quota would not allow. An endpoint the preset has no weight for is charged
+// 1 and corrected by the header.
+func TestBinanceSAPI(t *testing.T) {
+	const wallet, dividend = "GET /sapi/v1/capital/config/getall", "GET /sapi/v1/asset/assetDividend"
+	weights := map[string]int{wallet: 600, dividend: 400}
+	p, err := exchanges.Binance(exchanges.BinanceOptions{Hosts: []string{"127.0.0.1"}, TimeScale: 1.0 / 60, Weights: weights})
+	require.NoError(t, err)
+	sim := newSAPISim(t, time.Second, weights)
+	fleet := newFleetOf(t, p, p, p, p)
+
+	now := time.Now()
+	time.Sleep(now.Truncate(time.Second).Add(time.Second + 5*time.Millisecond).Sub(now))
+	start := time.Now()
+	stop := start.Add(3200 * time.Millisecond)
+	drive(t, fleet, 4, stop, func(ctx context.Context, pr *proc, g int) error {
+		// Each sender presses one endpoint: a sender waiting for a turn on
+		// one endpoint would otherwise starve the other.
+		path := []string{"/sapi/v1/capital/config/getall", "/sapi/v1/asset/assetDividend"}[g%2]
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, sim.srv.URL+path, nil)
+		if err != nil {
+			return err
+		}
+		_, _, err = pr.do(req)
+		return err
+	})
+	sim.mu.Lock()
+	defer sim.mu.Unlock()
+	assert.Zero(t, sim.n429, "429s")
+	first, last := start.Unix()+1, stop.Unix()-1
+	busiest := map[string]int{}
+	both := 0
+	for w := first; w <= last; w++ {
+		for _, ep := range []string{wallet, dividend} {
+			busiest[ep] = max(busiest[ep], sim.used[ep][w])
+		}
+		both = max(both, sim.used[wallet][w]+sim.used[dividend][w])
+		t.Logf("window %d: %s %d, %s %d", w, wallet, sim.used[wallet][w], dividend, sim.used[dividend][w])
+	}
+	for ep, n := range busiest {
+		assert.GreaterOrEqual(t, n, 10_800, "%s: busiest window %d of 12000", ep, n)
+	}
+	assert.Greater(t, both, 12_000, "the two endpoints must not share one window")
+}
+
+// An endpoint without a known weight is charged UnknownWeight (1); the
+// answer's X-SAPI-USED-IP-WEIGHT-1M raises the endpoint's count to what
+// Binance counted, so the next request waits for the next window.
+func TestBinanceSAPIHeaderSync(t *testing.T) {
+	const ep = "GET /sapi/v1/account/status"
+	sim := newSAPISim(t, time.Second, map[string]int{ep: 12_000})
+	p, err := exchanges.Binance(exchanges.BinanceOptions{Hosts: []string{"127.0.0.1"}, TimeScale: 1.0 / 60,
+		Middleware: middleware.Options{FailFast: true}})
+	require.NoError(t, err)
+	pr := newFleetOf(t, p)[0]
+	// Start early in a window of a second, so both calls fall in it.
+	now := time.Now()
+	time.Sleep(now.Truncate(time.Second).Add(time.Second + 5*time.Millisecond).Sub(now))
+	req, _ := http.NewRequest(http.MethodGet, sim.srv.URL+"/sapi/v1/account/status", nil)
+	status, _, err := pr.do(req)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, status)
+	req, _ = http.NewRequest(http.MethodGet, sim.srv.URL+"/sapi/v1/account/status", nil)
+	_, _, err = pr.do(req)
+	require.ErrorIs(t, err, middleware.ErrRateLimited, "the second call must wait: the header said 12 000 of 12 000 are used")
+	assert.Zero(t, sim.n429)
+}
