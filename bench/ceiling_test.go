@@ -13,8 +13,9 @@ import (
 
 // BenchmarkCeiling measures how many decisions one Redis can run when no
 // client or network cost is left: one goroutine sends pipelines of `batch`
-// EVALSHA calls of quota.lua (the exact call Limiter.Allow sends for one GCRA
-// key) and reads them back. decisions/s here is an upper bound for any
+// EVALSHA calls of allow.lua (the exact call Limiter.Allow sends for one GCRA
+// key with a client that sends a call at most once: any go-redis client) and
+// reads them back. decisions/s here is an upper bound for any
 // pipelining of separate decisions (automatic or hand-made) on this server:
 // compare it with BenchmarkParallel's redis_rate throughput.
 func BenchmarkCeiling(b *testing.B) {
@@ -24,13 +25,13 @@ func BenchmarkCeiling(b *testing.B) {
 		b.Fatal(err)
 	}
 	p := prefix("ceil")
-	keys := []string{p + ":{hot}:hold", p + ":{hot}:tok", p + ":{hot}:gcra"}
-	// max wait 0, dedupe off, no lease; GCRA: period, max, interval µs, cost.
-	args := []any{0, "0", 0, 1, 1_000_000, Rate, 1, 1}
+	keys := []string{p + ":{hot}:hold", p + ":{hot}:gcra"}
+	// GCRA: max units, emission interval µs, cost (allow.lua's header).
+	args := []any{Rate, 1, 1}
 	for _, batch := range []int{1, 16, 256} {
 		b.Run("script/batch="+strconv.Itoa(batch), func(b *testing.B) {
 			ceiling(b, batch, func(pipe redisPipe) {
-				scripts.Quota.EvalSha(ctx, pipe, keys, args...)
+				scripts.Allow.EvalSha(ctx, pipe, keys, args...)
 			})
 		})
 		b.Run("ping/batch="+strconv.Itoa(batch), func(b *testing.B) {
