@@ -26,8 +26,7 @@ bench-plain:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
-	@$(GO) run ./internal/apicount -undoc | grep '^undocumented' || true
-	@$(GO) run ./internal/apicount -undoc >/dev/null
+	@out=$$($(GO) run ./internal/apicount -undoc | grep '^undocumented'); if [ -n "$$out" ]; then echo "$$out"; exit 1; fi
 
 ## cover: coverage profile and per-function summary
 cover:

@@ -1,6 +1,7 @@
 package exchanges
 
 import (
+	"errors"
 	"net/http"
 	"time"
 
@@ -73,23 +74,26 @@ type sapiUsage struct{}
 
 func (sapiUsage) ParseUsage(a *middleware.Answer) ([]middleware.Usage, error) {
 	var out []middleware.Usage
+	var errs []error
 	for _, h := range []struct{ header, limit string }{
 		{"X-SAPI-USED-IP-WEIGHT-1M", "sapi-ip-weight"},
 		{"X-SAPI-USED-UID-WEIGHT-1M", "sapi-uid-weight"},
 	} {
 		v := a.Header.Get(h.header)
-		if v == "" || !chargedLimit(a, h.limit) {
+		if v == "" {
 			continue
 		}
 		n, err := parseCount(h.header, v)
 		if err != nil {
-			return out, err
+			errs = append(errs, err)
+			continue
 		}
+		// The quota the request charged this limit to (none: a hold-only charge).
 		for _, c := range a.Charges {
 			if c.Cost[h.limit] > 0 {
 				out = append(out, middleware.Usage{Quota: c.Quota.Name, Limit: h.limit, Used: n})
 			}
 		}
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }
