@@ -173,7 +173,7 @@ func parseDefinition(b []byte) (Quota, error) {
 			return Quota{}, fmt.Errorf("%w: quota %q limit %q: unknown algorithm %q", ErrBadReply, def.Name, dl.Name, dl.Algorithm)
 		}
 		lim := Limit{Rate: dl.Rate, Period: time.Duration(dl.PeriodUS) * time.Microsecond, Burst: dl.Burst, Algorithm: a}
-		if err := lim.Validate(); err != nil {
+		if err := lim.validate(); err != nil {
 			return Quota{}, fmt.Errorf("%w: quota %q limit %q: %w", ErrBadReply, def.Name, dl.Name, err)
 		}
 		q.Limits = append(q.Limits, NamedLimit{Name: dl.Name, Limit: lim})

@@ -157,7 +157,7 @@ func (l *Limiter) observe(p *plan, r *reply) {
 		if a := p.limits[i].Algorithm; p.of[i] != 0 || ahead && (a == FixedWindow || a == SlidingWindowCounter) {
 			continue
 		}
-		m := float64(p.limits[i].Max())
+		m := float64(p.limits[i].most())
 		l.tel.usage.record(gaugeKey{p.quota, p.names[i]}, min(max((m-float64(r.per[i].rem))/m, 0), 1))
 	}
 	if !r.granted && r.by == -1 {

@@ -21,7 +21,7 @@ func (t *Transport) acquire(ctx context.Context, cs []limiter.Charge, minDelay t
 		return nil, err
 	}
 	if t.opts.FailFast {
-		res, err := t.lim.AllowAll(ctx, cs...)
+		res, err := t.lim.Allow(ctx, cs...)
 		if err != nil {
 			return nil, fmt.Errorf("middleware: %w", err)
 		}
@@ -30,7 +30,7 @@ func (t *Transport) acquire(ctx context.Context, cs []limiter.Charge, minDelay t
 		}
 		return nil, nil
 	}
-	r, err := t.lim.ReserveAll(ctx, cs...)
+	r, err := t.lim.Reserve(ctx, cs...)
 	if err != nil {
 		return nil, limited(r, err)
 	}
@@ -51,7 +51,7 @@ func limited(r *limiter.Reservation, err error) error {
 	}
 	le := &LimitedError{DeniedBy: limiter.HoldName, Err: limiter.ErrWouldExceedDeadline}
 	if r != nil {
-		qr := r.QuotaResult()
+		qr := r.Result()
 		le.Quota, le.RetryAfter = qr.DeniedQuota, qr.RetryAfter
 		if qr.DeniedBy != "" {
 			le.DeniedBy = qr.DeniedBy

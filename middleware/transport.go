@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redquota/redquota/internal/bound"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/telemetry"
 )
@@ -74,7 +75,7 @@ type Options struct {
 	Idempotent func(*http.Request) bool
 	// MaxHold caps any hold the Transport places (from Retry-After or a usage
 	// header), so that an absurd value cannot stop the fleet for long. Default
-	// and upper bound limiter.MaxHold.
+	// and upper bound a week (the longest hold limiter.Hold accepts).
 	MaxHold time.Duration
 	// FallbackHold is the hold after a 429 without a usable Retry-After
 	// (missing, malformed or negative), or a 503 with a malformed one.
@@ -160,8 +161,8 @@ func NewTransportWithOptions(next http.RoundTripper, lim *limiter.Limiter, opts 
 	if next == nil {
 		next = http.DefaultTransport
 	}
-	if opts.MaxHold <= 0 || opts.MaxHold > limiter.MaxHold {
-		opts.MaxHold = limiter.MaxHold
+	if opts.MaxHold <= 0 || opts.MaxHold > bound.Hold {
+		opts.MaxHold = bound.Hold
 	}
 	if opts.FallbackHold <= 0 {
 		opts.FallbackHold = DefaultFallbackHold
