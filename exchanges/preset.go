@@ -45,8 +45,8 @@ import (
 type Preset struct {
 	// Exchange names the exchange: "binance", "coinbase" or "kraken".
 	Exchange string
-	// Quotas are the quotas the rules charge, for inspection (Limiter.AllowQuota,
-	// ResetQuota). Some are templates applied to a key per request (Binance's
+	// Quotas are the quotas the rules charge, for inspection (Limiter.Allow,
+	// Reset). Some are templates applied to a key per request (Binance's
 	// accounts, Kraken's pairs: Quota.For(key)).
 	Quotas []limiter.Quota
 	// Rules charge each request to its quotas, first match wins. Requests no

@@ -54,7 +54,7 @@ func TestCancelRestoresGCRAInQuota(t *testing.T) {
 	ctx := context.Background()
 	q := Quota{Name: "q", Limits: []NamedLimit{
 		{"a", PerSecond(10)},
-		{"b", Limit{Rate: 5, Period: time.Hour, Algorithm: FixedWindow}},
+		{"b", Limit{Rate: 5, Period: time.Hour, Burst: 5, Algorithm: FixedWindow}},
 	}}
 	if r, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"b": 5}}); err != nil || !r.Allowed {
 		t.Fatalf("filling b: %+v %v", r, err)

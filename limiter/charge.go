@@ -225,7 +225,7 @@ func (l *Limiter) reserveGroups(ctx context.Context, ps []*plan, maxWaitUS int64
 		moved := false
 		for i, p := range ps {
 			if maxWaitUS > 1 {
-				// AllowAll's (maxWaitUS 1) are all due at once, and never
+				// Allow's (maxWaitUS 1) are all due at once, and never
 				// moved: a time read on one node's clock, checked against a
 				// node whose clock is a little behind, would refuse them.
 				p.notBefore = nb
@@ -250,7 +250,7 @@ func (l *Limiter) reserveGroups(ctx context.Context, ps []*plan, maxWaitUS int64
 				// A later time than the groups before it: they must move to it
 				// (a group due at once is not moved: its time is only how late
 				// its call ran, as for any grant).
-				// AllowAll's bookings (maxWaitUS 1) are all due at once.
+				// Allow's bookings (maxWaitUS 1) are all due at once.
 				moved = moved || i > 0 && b.rep.waitUS > 0 && maxWaitUS > 1
 				nb = t
 			}

@@ -133,7 +133,7 @@ func TestGuard(t *testing.T) {
 	lim := New(c, Options{Prefix: "g"})
 	ctx := context.Background()
 	minute := time.Date(2024, 3, 1, 10, 10, 0, 0, time.UTC)
-	q := Quota{Name: "w", Guard: 300 * time.Millisecond, Limits: []NamedLimit{{"weight", Limit{Rate: 100, Period: time.Minute, Algorithm: FixedWindow}}}}
+	q := Quota{Name: "w", Guard: 300 * time.Millisecond, Limits: []NamedLimit{{"weight", Limit{Rate: 100, Period: time.Minute, Burst: 100, Algorithm: FixedWindow}}}}
 	m.SetTime(minute.Add(time.Minute - 400*time.Millisecond)) // 400 ms before the end: outside the guard
 	r, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}})
 	if err != nil || !r.Allowed || !r.Limits[0].WindowEnd.Equal(minute.Add(time.Minute)) {
@@ -162,7 +162,7 @@ func TestReservationSync(t *testing.T) {
 	lim := New(c, Options{Prefix: "s"})
 	ctx := context.Background()
 	minute := time.Date(2024, 3, 1, 10, 10, 0, 0, time.UTC)
-	q := Quota{Name: "w", Limits: []NamedLimit{{"weight", Limit{Rate: 10, Period: time.Minute, Algorithm: FixedWindow}}}}
+	q := Quota{Name: "w", Limits: []NamedLimit{{"weight", Limit{Rate: 10, Period: time.Minute, Burst: 10, Algorithm: FixedWindow}}}}
 	m.SetTime(minute.Add(59 * time.Second))
 	rv, err := lim.Reserve(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}})
 	if err != nil || rv.Delay() != 0 {
@@ -244,7 +244,7 @@ func TestReservationSyncQuotaQualified(t *testing.T) {
 	m.SetTime(time.Date(2024, 3, 1, 10, 10, 0, 0, time.UTC))
 	lim := New(c, Options{Prefix: "sq"})
 	ctx := context.Background()
-	weight := []NamedLimit{{"weight", Limit{Rate: 10, Period: time.Minute, Algorithm: FixedWindow}}}
+	weight := []NamedLimit{{"weight", Limit{Rate: 10, Period: time.Minute, Burst: 10, Algorithm: FixedWindow}}}
 	qa, qb := Quota{Name: "a", Limits: weight}, Quota{Name: "b", Limits: weight}
 	rv, err := lim.Reserve(ctx, Charge{Quota: qa, Cost: Cost{"weight": 1}}, Charge{Quota: qb, Cost: Cost{"weight": 1}})
 	if err != nil || !rv.OK() {

@@ -2,6 +2,7 @@ package limiter_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -33,6 +34,31 @@ func Example() {
 	// true 1
 	// true 0
 	// false 0
+}
+
+// Most callers should use Wait: it books the turn in Redis, in the call that
+// checks, and sleeps exactly until it; past the context's deadline it charges
+// nothing and says so at once.
+func ExampleLimiter_Wait() {
+	mr := miniredis.NewMiniRedis()
+	_ = mr.Start()
+	defer mr.Close()
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer client.Close()
+	ctx := context.Background()
+
+	lim := limiter.New(client, limiter.Options{})
+	api := limiter.Key("api", limiter.PerHour(2))
+	for i := 0; i < 3; i++ {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := lim.Wait(ctx, api.Take(1))
+		cancel()
+		fmt.Println(err == nil, errors.Is(err, limiter.ErrWouldExceedDeadline))
+	}
+	// Output:
+	// true false
+	// true false
+	// false true
 }
 
 // A quota charges several limits together, all or nothing, in one round trip.

@@ -52,7 +52,7 @@ func failover(t *testing.T, ack time.Duration) int {
 	})
 	defer fc.Close()
 	lim := New(fc, Options{Prefix: "fo", CoolDown: 50 * time.Millisecond, ReplicaAck: ack})
-	limit := Limit{Rate: 10_000_000, Period: time.Hour, Algorithm: FixedWindow}
+	limit := Limit{Rate: 10_000_000, Period: time.Hour, Burst: 10_000_000, Algorithm: FixedWindow}
 
 	type grant struct {
 		used int // units counted in the window after this grant

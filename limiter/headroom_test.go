@@ -20,7 +20,7 @@ func TestHeadroom(t *testing.T) {
 	ctx := context.Background()
 	base := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
 	q := Quota{Name: "ip", Group: "g", Headroom: 0.5,
-		Limits: []NamedLimit{{"weight", Limit{Rate: 100, Period: time.Minute, Algorithm: FixedWindow}}}}
+		Limits: []NamedLimit{{"weight", Limit{Rate: 100, Period: time.Minute, Burst: 100, Algorithm: FixedWindow}}}}
 	at := func(w int) { m.SetTime(base.Add(time.Duration(w)*time.Minute + time.Second)) }
 	// take takes units one at a time until refused: the room the fleet has.
 	take := func() int {
@@ -130,7 +130,7 @@ func TestHeadroomRefused(t *testing.T) {
 	lim := New(c, Options{Prefix: "r"})
 	ctx := context.Background()
 	base := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
-	q := Quota{Name: "ip", Headroom: 0.5, Limits: []NamedLimit{{"weight", Limit{Rate: 100, Period: time.Minute, Algorithm: FixedWindow}}}}
+	q := Quota{Name: "ip", Headroom: 0.5, Limits: []NamedLimit{{"weight", Limit{Rate: 100, Period: time.Minute, Burst: 100, Algorithm: FixedWindow}}}}
 	for _, refuse := range []bool{true, false} {
 		if err := lim.Reset(ctx, q); err != nil {
 			t.Fatal(err)

@@ -28,7 +28,7 @@ func TestWaitHoldEdge(t *testing.T) {
 		const tries = 200
 		early, moved := 0, 0
 		for try := 0; try < tries; {
-			q := Quota{Name: "edge", Limits: []NamedLimit{{"w", Limit{Rate: 1, Period: 20 * time.Millisecond, Algorithm: FixedWindow}}}}.For(strconv.Itoa(try))
+			q := Quota{Name: "edge", Limits: []NamedLimit{{"w", Limit{Rate: 1, Period: 20 * time.Millisecond, Burst: 1, Algorithm: FixedWindow}}}}.For(strconv.Itoa(try))
 			if _, err := a.Allow(ctx, Charge{Quota: q, Cost: Cost{"w": 1}}); err != nil { // fill the current window
 				t.Fatal(err)
 			}
@@ -107,7 +107,7 @@ func TestWaitWakesIntoGuard(t *testing.T) {
 		lim := newLim(b, Options{Timeout: 10 * time.Second}) // about holds and guards, not timeouts
 		const period, guard = 400 * time.Millisecond, 100 * time.Millisecond
 		for _, dueAtOnce := range []bool{false, true} {
-			q := Quota{Name: "guard", Guard: guard, Limits: []NamedLimit{{"w", Limit{Rate: 2, Period: period, Algorithm: FixedWindow}}}}.For(strconv.FormatBool(dueAtOnce))
+			q := Quota{Name: "guard", Guard: guard, Limits: []NamedLimit{{"w", Limit{Rate: 2, Period: period, Burst: 2, Algorithm: FixedWindow}}}}.For(strconv.FormatBool(dueAtOnce))
 			if !dueAtOnce {
 				if _, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"w": 2}}); err != nil { // fill the current window
 					t.Fatal(err)
@@ -148,7 +148,7 @@ func TestWaitAcrossGroups(t *testing.T) {
 		lim := newLim(b, Options{Timeout: 10 * time.Second}) // about holds and guards, not timeouts
 		const period = 300 * time.Millisecond
 		qa := Quota{Name: "a", Group: "ga", Limits: []NamedLimit{{"l", PerSecond(1000)}}}
-		qb := Quota{Name: "b", Group: "gb", Limits: []NamedLimit{{"w", Limit{Rate: 1, Period: period, Algorithm: FixedWindow}}}}
+		qb := Quota{Name: "b", Group: "gb", Limits: []NamedLimit{{"w", Limit{Rate: 1, Period: period, Burst: 1, Algorithm: FixedWindow}}}}
 		if _, err := lim.Allow(ctx, Charge{Quota: qb, Cost: Cost{"w": 1}}); err != nil { // qb's window is full
 			t.Fatal(err)
 		}

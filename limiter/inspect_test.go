@@ -38,9 +38,9 @@ func TestInspectAgreesWithDecisions(t *testing.T) {
 		lim := newLim(b, Options{})
 		q := Quota{Name: "ex:{1}", Limits: []NamedLimit{
 			{"gcra", Every(10, time.Hour)},
-			{"sliding", Limit{Rate: 10, Period: time.Hour, Algorithm: SlidingWindow}},
-			{"counter", Limit{Rate: 10, Period: time.Hour, Algorithm: SlidingWindowCounter}},
-			{"fixed", Limit{Rate: 10, Period: time.Hour, Algorithm: FixedWindow}},
+			{"sliding", Limit{Rate: 10, Period: time.Hour, Burst: 10, Algorithm: SlidingWindow}},
+			{"counter", Limit{Rate: 10, Period: time.Hour, Burst: 10, Algorithm: SlidingWindowCounter}},
+			{"fixed", Limit{Rate: 10, Period: time.Hour, Burst: 10, Algorithm: FixedWindow}},
 		}}
 		cost := Cost{"gcra": 3, "sliding": 3, "counter": 3, "fixed": 3}
 		res, err := lim.Allow(ctx, Charge{Quota: q, Cost: cost})
@@ -131,7 +131,7 @@ func TestRegistryOncePerInterval(t *testing.T) {
 	t.Cleanup(func() { registryNow = time.Now })
 	lim := New(c, Options{Prefix: "reg"})
 	q := Quota{Name: "binance", Label: "binance", Limits: []NamedLimit{
-		{"weight", Limit{Rate: 1200, Period: time.Minute, Algorithm: FixedWindow}},
+		{"weight", Limit{Rate: 1200, Period: time.Minute, Burst: 1200, Algorithm: FixedWindow}},
 		{"orders", PerDay(200_000)},
 	}}
 	_, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}})
@@ -180,7 +180,7 @@ func TestInspectBadInput(t *testing.T) {
 }
 
 // Instances of a template (For) and quotas of a Group are found, each with
-// its key, and can be given back to Hold, Release and ResetQuota as they come;
+// its key, and can be given back to Hold (and Hold 0 to release) and Reset as they come;
 // a hold on an instance no process has described is named from its key.
 func TestInspectInstancesAndGroups(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {

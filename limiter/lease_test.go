@@ -256,7 +256,7 @@ func TestLeaserBadInput(t *testing.T) {
 	m, c := redistest.NewMini(t)
 	lim := New(c, Options{Prefix: "b"})
 	ctx := context.Background()
-	if _, err := lim.NewLeaser(Key("k", Limit{Rate: 10, Period: time.Second, Algorithm: SlidingWindow}).Take(1), LeaseOptions{}); !errors.Is(err, errLeaseAlgorithm) {
+	if _, err := lim.NewLeaser(Key("k", Limit{Rate: 10, Period: time.Second, Burst: 10, Algorithm: SlidingWindow}).Take(1), LeaseOptions{}); !errors.Is(err, errLeaseAlgorithm) {
 		t.Errorf("sliding log: %v, want errLeaseAlgorithm", err)
 	}
 	if _, err := lim.NewLeaser(Key("k", PerSecond(10)).Take(1), LeaseOptions{MaxShare: 1.5}); !errors.Is(err, errInvalidLimit) {

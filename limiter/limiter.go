@@ -79,7 +79,7 @@ type Options struct {
 	// unreachable, decisions go straight to the failure policy without calling
 	// Redis; then one call probes it. Default 1s.
 	CoolDown time.Duration
-	// Coalesce merges concurrent Allow and AllowN calls that are the same
+	// Coalesce merges concurrent Allow calls that are the same
 	// decision (same key, same GCRA limit, same n) into one script call: while
 	// one is in flight, later callers queue, and the queue goes out as the next
 	// call (up to 256 decisions), decided in arrival order inside the script.
@@ -125,7 +125,7 @@ type Options struct {
 	// replica, from a failover until the old primary is back as a replica
 	// (17 s in RELIABILITY.md); run two to keep deciding. Applies to
 	// *redis.Client (NewFailoverClient's too), *redis.ClusterClient and
-	// *redis.Ring, bypassing AutoPipeline; other clients get an error.
+	// *redis.Ring; other clients get an error.
 	// Timeout, when set, is lengthened by it; a client's ReadTimeout must
 	// exceed it. Default 0: off, nothing waits, and a failover may grant again
 	// the units of the writes the replica had not received (RELIABILITY.md

@@ -123,9 +123,9 @@ func TestQuotaAllOrNothing(t *testing.T) {
 		ctx := context.Background()
 		lim := newLim(b, Options{})
 		q := Quota{Name: "binance", Limits: []NamedLimit{
-			{"weight", Limit{Rate: 1200, Period: time.Minute, Algorithm: FixedWindow}},
-			{"orders", Limit{Rate: 10, Period: 10 * time.Second, Algorithm: SlidingWindow}},
-			{"daily", Limit{Rate: 200_000, Period: 24 * time.Hour, Algorithm: SlidingWindowCounter}},
+			{"weight", Limit{Rate: 1200, Period: time.Minute, Burst: 1200, Algorithm: FixedWindow}},
+			{"orders", Limit{Rate: 10, Period: 10 * time.Second, Burst: 10, Algorithm: SlidingWindow}},
+			{"daily", Limit{Rate: 200_000, Period: 24 * time.Hour, Burst: 200_000, Algorithm: SlidingWindowCounter}},
 		}}
 		for i := 0; i < 10; i++ {
 			r, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 1, "orders": 1, "daily": 1}})
@@ -451,8 +451,8 @@ func TestDedupeOffWithoutRetries(t *testing.T) {
 func TestLimitString(t *testing.T) {
 	for l, want := range map[Limit]string{
 		PerSecond(10): "10 req/s (burst 10, gcra)",
-		Limit{Rate: 1200, Period: time.Minute, Algorithm: FixedWindow}:      "1200 req/m (fixed)",
-		Limit{Rate: 10, Period: 10 * time.Second, Algorithm: SlidingWindow}: "10 req/10s (sliding)",
+		Limit{Rate: 1200, Period: time.Minute, Burst: 1200, Algorithm: FixedWindow}:    "1200 req/m (fixed)",
+		Limit{Rate: 10, Period: 10 * time.Second, Burst: 10, Algorithm: SlidingWindow}: "10 req/10s (sliding)",
 	} {
 		if l.String() != want {
 			t.Errorf("%#v: %q, want %q", l, l.String(), want)

@@ -96,9 +96,9 @@ func TestOneRoundTripPerDecision(t *testing.T) {
 	rt := &roundTrips{}
 	lim := New(withHook(srv.Addr(), rt), Options{Prefix: "rt"})
 	q := Quota{Name: "q", Limits: []NamedLimit{
-		{"w", Limit{Rate: 1000, Period: time.Minute, Algorithm: FixedWindow}},
-		{"o", Limit{Rate: 1000, Period: time.Minute, Algorithm: SlidingWindow}},
-		{"d", Limit{Rate: 1000, Period: 24 * time.Hour, Algorithm: SlidingWindowCounter}},
+		{"w", Limit{Rate: 1000, Period: time.Minute, Burst: 1000, Algorithm: FixedWindow}},
+		{"o", Limit{Rate: 1000, Period: time.Minute, Burst: 1000, Algorithm: SlidingWindow}},
+		{"d", Limit{Rate: 1000, Period: 24 * time.Hour, Burst: 1000, Algorithm: SlidingWindowCounter}},
 	}}
 	// Warm up: the first call of each script may EVAL after a NOSCRIPT (Allow
 	// goes to allow.lua, the other decisions to quota.lua).
@@ -112,7 +112,7 @@ func TestOneRoundTripPerDecision(t *testing.T) {
 	}{
 		{"Allow", func() error { _, e := lim.Allow(ctx, Key("k", PerMinute(1000)).Take(1)); return e }},
 		{"AllowN sliding", func() error {
-			_, e := lim.Allow(ctx, Key("s", Limit{Rate: 1000, Period: time.Minute, Algorithm: SlidingWindow}).Take(5))
+			_, e := lim.Allow(ctx, Key("s", Limit{Rate: 1000, Period: time.Minute, Burst: 1000, Algorithm: SlidingWindow}).Take(5))
 			return e
 		}},
 		{"AllowQuota", func() error {

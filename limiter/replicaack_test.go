@@ -51,7 +51,7 @@ func TestReplicaAckGrantsOnlyReplicated(t *testing.T) {
 	defer rc.Close()
 	prefix := redistest.NewPrefix(t)
 	lim := New(pc, Options{Prefix: prefix, ReplicaAck: time.Second})
-	limit := Limit{Rate: 1000, Period: time.Minute, Algorithm: FixedWindow}
+	limit := Limit{Rate: 1000, Period: time.Minute, Burst: 1000, Algorithm: FixedWindow}
 	for i := range 5 {
 		r, err := lim.Allow(ctx, Key("k", limit).Take(1))
 		require.NoError(t, err)

@@ -14,7 +14,9 @@ import (
 // Each case overshot before: the server's count was lost, and the probe after
 // Cancel was granted.
 func TestSyncThenCancel(t *testing.T) {
-	fixed := func(n int, per time.Duration) Limit { return Limit{Rate: n, Period: per, Algorithm: FixedWindow} }
+	fixed := func(n int, per time.Duration) Limit {
+		return Limit{Rate: n, Period: per, Burst: n, Algorithm: FixedWindow}
+	}
 	for _, tc := range []struct {
 		name        string
 		at          time.Time

@@ -48,7 +48,7 @@ func TestTelemetrySpansAndMetrics(t *testing.T) {
 	}
 	lim := New(c, Options{Prefix: redistest.NewPrefix(t), Telemetry: h.Providers})
 	ctx, parent := h.TP.Tracer("test").Start(context.Background(), "caller")
-	q := Quota{Name: "binance", Limits: []NamedLimit{{"weight", Limit{Rate: 10, Period: time.Minute, Algorithm: FixedWindow}}, {"orders", PerMinute(2)}}}
+	q := Quota{Name: "binance", Limits: []NamedLimit{{"weight", Limit{Rate: 10, Period: time.Minute, Burst: 10, Algorithm: FixedWindow}}, {"orders", PerMinute(2)}}}
 	for i := 0; i < 3; i++ {
 		if _, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 2, "orders": 1}}); err != nil {
 			t.Fatal(err)
@@ -218,7 +218,7 @@ func TestTelemetryUsageAndHold(t *testing.T) {
 	lim := New(c, Options{Prefix: "u", Telemetry: h.Providers})
 	ctx := context.Background()
 	base := Quota{Name: "binance-ip", Label: "binance", Limits: []NamedLimit{
-		{"weight", Limit{Rate: 10, Period: time.Minute, Algorithm: FixedWindow}}, {"orders", PerMinute(4)}}}
+		{"weight", Limit{Rate: 10, Period: time.Minute, Burst: 10, Algorithm: FixedWindow}}, {"orders", PerMinute(4)}}}
 	q := base.For("secret-user-key")
 	usage := func() map[string]float64 { return h.Gauges(t, metricUsage, attrQuota, attrLimit) }
 
@@ -279,7 +279,7 @@ func TestTelemetryUsageBookedAhead(t *testing.T) {
 	mr.SetTime(time.Date(2026, 1, 1, 0, 0, 55, 0, time.UTC)) // 5 s before the minute's window ends
 	lim := New(c, Options{Prefix: "a", Telemetry: h.Providers})
 	q := Quota{Name: "q", Guard: 10 * time.Second, Limits: []NamedLimit{
-		{"weight", Limit{Rate: 10, Period: time.Minute, Algorithm: FixedWindow}}, {"orders", PerMinute(4)}}}
+		{"weight", Limit{Rate: 10, Period: time.Minute, Burst: 10, Algorithm: FixedWindow}}, {"orders", PerMinute(4)}}}
 	res, err := lim.Reserve(context.Background(), Charge{Quota: q, Cost: Cost{"weight": 1, "orders": 1}})
 	if err != nil || !res.OK() || res.Delay() <= 0 {
 		t.Fatalf("want a grant booked ahead: %v %v", res, err)

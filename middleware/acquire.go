@@ -12,7 +12,7 @@ import (
 // acquire charges cs and returns once the request may be sent, with the
 // reservation that charged it (nil with FailFast): after minDelay (a retry's
 // backoff), at its turn, and outside every hold on its quotas. The limiter
-// decides all of it on Redis's clock: ReserveAll books the turn (each fixed
+// decides all of it on Redis's clock: Reserve books the turn (each fixed
 // window guarded by the quota's Guard), and Reservation.Wait sleeps until it,
 // booking again past any hold placed meanwhile. With Options.FailFast the
 // charges are taken now or the request is refused.

@@ -36,7 +36,7 @@ func Example() {
 	defer exchange.Close()
 
 	binance := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{
-		{Name: "weight", Limit: limiter.Limit{Rate: 6000, Period: time.Minute, Algorithm: limiter.FixedWindow}},
+		{Name: "weight", Limit: limiter.Limit{Rate: 6000, Period: time.Minute, Burst: 6000, Algorithm: limiter.FixedWindow}},
 	}}
 	client := &http.Client{Transport: middleware.NewTransport(nil, lim, middleware.Rule{
 		PathPrefix: "/api/",

@@ -30,7 +30,7 @@ func FuzzUsageHeaders(f *testing.F) {
 	f.Add("X-Mbx-Order-Count-10s", "-3", "RateLimit-Policy", `"default";q=100;w=60`, "X-RateLimit-Reset", "abc")
 	f.Add("X-Mbx-Used-Weight-1M", "999999999999999999999999", "RateLimit", `;;;"`, "X-RateLimit-Limit", "0")
 	q := limiter.Quota{Name: "ex", Limits: []limiter.NamedLimit{
-		{Name: "weight", Limit: limiter.Limit{Rate: 1200, Period: time.Minute, Algorithm: limiter.FixedWindow}},
+		{Name: "weight", Limit: limiter.Limit{Rate: 1200, Period: time.Minute, Burst: 1200, Algorithm: limiter.FixedWindow}},
 		{Name: "orders", Limit: limiter.Every(10, 10*time.Second)},
 	}}
 	parsers := []UsageParser{

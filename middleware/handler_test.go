@@ -29,7 +29,7 @@ var (
 func TestHandlerHeaders(t *testing.T) {
 	_, lim := miniLimiter(t)
 	q := limiter.Quota{Name: "api", Limits: []limiter.NamedLimit{
-		{Name: "burst", Limit: limiter.Limit{Rate: 3, Period: 10 * time.Second, Algorithm: limiter.FixedWindow}},
+		{Name: "burst", Limit: limiter.Limit{Rate: 3, Period: 10 * time.Second, Burst: 3, Algorithm: limiter.FixedWindow}},
 		{Name: `per "day"`, Limit: limiter.PerDay(1000)},
 	}}
 	h := middleware.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -87,7 +87,7 @@ func TestHandlerHeaders(t *testing.T) {
 // IETFUsage in front of a Handler learns the server's count.
 func TestHandlerRoundTrip(t *testing.T) {
 	_, lim := miniLimiter(t)
-	q := limiter.Quota{Name: "srv", Limits: []limiter.NamedLimit{{Name: "weight", Limit: limiter.Limit{Rate: 100, Period: time.Minute, Algorithm: limiter.FixedWindow}}}}
+	q := limiter.Quota{Name: "srv", Limits: []limiter.NamedLimit{{Name: "weight", Limit: limiter.Limit{Rate: 100, Period: time.Minute, Burst: 100, Algorithm: limiter.FixedWindow}}}}
 	srv := httptest.NewServer(middleware.Handler(http.NotFoundHandler(), lim,
 		func(*http.Request) (string, error) { return "me", nil }, q))
 	defer srv.Close()

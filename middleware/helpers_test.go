@@ -33,7 +33,7 @@ func miniLimiter(t *testing.T) (*miniredis.Miniredis, *limiter.Limiter) {
 
 // exQuota: 100 weight a minute in clock-aligned windows, 10 orders a minute (GCRA).
 var exQuota = limiter.Quota{Name: "ex", Limits: []limiter.NamedLimit{
-	{Name: "weight", Limit: limiter.Limit{Rate: 100, Period: time.Minute, Algorithm: limiter.FixedWindow}},
+	{Name: "weight", Limit: limiter.Limit{Rate: 100, Period: time.Minute, Burst: 100, Algorithm: limiter.FixedWindow}},
 	{Name: "orders", Limit: limiter.PerMinute(10)},
 }}
 

@@ -33,7 +33,7 @@ func TestHoldEdgeNeverEarly(t *testing.T) {
 		const tries, period = 200, 50 * time.Millisecond
 		ctx := context.Background()
 		tmpl := limiter.Quota{Name: "edge", Limits: []limiter.NamedLimit{
-			{Name: "w", Limit: limiter.Limit{Rate: 1, Period: period, Algorithm: limiter.FixedWindow}},
+			{Name: "w", Limit: limiter.Limit{Rate: 1, Period: period, Burst: 1, Algorithm: limiter.FixedWindow}},
 		}}
 		keyOf := func(r *http.Request) limiter.Quota { return tmpl.For(r.URL.Query().Get("k")) }
 		// The other process's client tells the test the key of the hold it

@@ -51,7 +51,7 @@ type Rule struct {
 	// is a copy of the request's body, read before it is sent: nil when it has
 	// none, at most MaxBody+1 bytes (longer bodies are cut there, so
 	// len(body) > MaxBody says it was cut). The charges are taken together,
-	// all or nothing (see limiter.Limiter.ReserveAll). An error it returns
+	// all or nothing (see limiter.Limiter.Reserve). An error it returns
 	// fails the request, unsent, wrapped. It must not modify the request.
 	Charges func(req *http.Request, body []byte) ([]limiter.Charge, error)
 

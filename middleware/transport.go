@@ -50,7 +50,7 @@ type Options struct {
 	// redquota.middleware.requests metric as "unmatched".
 	Strict bool
 	// FailFast makes a request that cannot be charged at once fail with a
-	// *LimitedError instead of waiting for its turn (limiter.Limiter.AllowAll).
+	// *LimitedError instead of waiting for its turn (limiter.Limiter.Allow).
 	// Such a charge leaves no reservation to tie a usage count to: a count is
 	// synced into the window current when it arrives (limiter.Limiter.Sync),
 	// which for an answer that crosses a fixed window's end may be the next
@@ -238,7 +238,7 @@ func (t *Transport) match(req *http.Request) *rule {
 //
 // It returns without sending, closing req's body, when the rule is invalid
 // (ErrInvalidRule), the cost cannot be computed or charged (the limiter's
-// ErrInvalidCost, ErrUnknownLimit, ErrExceedsLimit), the quota has no room in
+// ErrInvalid), the quota has no room in
 // time or was found held at each of its turns (*LimitedError,
 // ErrRateLimited), req's context ends while it waits
 // (the context's error), Redis cannot be reached under a fail-closed

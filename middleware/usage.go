@@ -86,7 +86,7 @@ func knownLimits(q limiter.Quota, m map[string]string) error {
 //
 // For each policy it maps, the server has used q − r units, where q comes from
 // the RateLimit-Policy member of the same name or, without one, is the mapped
-// limit's Limit.Max. When r is 0 and t is positive, the quota is held for t
+// limit's maximum (Burst, or Rate). When r is 0 and t is positive, the quota is held for t
 // seconds. A field that is not a valid Structured Field List is ignored as a
 // whole (as RFC 9651 requires) and reported; so is a member without a valid
 // non-negative integer r or q. Policies not mapped are ignored.
@@ -174,7 +174,7 @@ func nonNegInt(it sfItem, key string) (int64, bool) {
 // XRateLimit reads the de facto X-RateLimit-Remaining, X-RateLimit-Limit and
 // X-RateLimit-Reset headers into one limit of the rule's quota. The server has
 // used Limit − Remaining units, Limit being X-RateLimit-Limit or, without it,
-// the limit's Limit.Max. When Remaining is 0, the quota is held until
+// the limit's maximum (Burst, or Rate). When Remaining is 0, the quota is held until
 // X-RateLimit-Reset: a number of seconds, or a Unix time in seconds when it is
 // at least 1e9 (servers use both; a delay of 31 years is not plausible).
 //

@@ -83,7 +83,7 @@ func (a *app) release(ctx context.Context, name string) int {
 }
 
 // reset forgets the named instance's counts and hold, with the limiter's own
-// ResetQuota (or Reset for a single key), using the definition its processes
+// Reset (of the quota, or of a single key), using the definition its processes
 // registered.
 func (a *app) reset(ctx context.Context, name string) int {
 	st, _, err := a.instance(ctx, name)

@@ -76,12 +76,12 @@ func fleet(t *testing.T, c redis.UniversalClient, prefix string) {
 		require.True(t, r.Allowed, "%+v", r)
 	}
 	binance := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{
-		{Name: "weight", Limit: limiter.Limit{Rate: 6000, Period: time.Hour, Algorithm: limiter.FixedWindow}},
+		{Name: "weight", Limit: limiter.Limit{Rate: 6000, Period: time.Hour, Burst: 6000, Algorithm: limiter.FixedWindow}},
 		{Name: "orders", Limit: limiter.PerDay(500)},
 	}}
 	must(lim.Allow(ctx, limiter.Charge{Quota: binance, Cost: limiter.Cost{"weight": 2400, "orders": 125}}))
 	coinbase := limiter.Quota{Name: "coinbase", Limits: []limiter.NamedLimit{
-		{Name: "private", Limit: limiter.Limit{Rate: 30, Period: time.Hour, Algorithm: limiter.SlidingWindow}},
+		{Name: "private", Limit: limiter.Limit{Rate: 30, Period: time.Hour, Burst: 30, Algorithm: limiter.SlidingWindow}},
 	}}
 	must(lim.Allow(ctx, limiter.Charge{Quota: coinbase, Cost: limiter.Cost{"private": 30}}))
 	kraken := limiter.Quota{Name: "kraken", Limits: []limiter.NamedLimit{
@@ -92,7 +92,7 @@ func fleet(t *testing.T, c redis.UniversalClient, prefix string) {
 	pair := limiter.Quota{Name: "pair", Limits: []limiter.NamedLimit{{Name: "calls", Limit: limiter.PerHour(15)}}}
 	must(lim.Allow(ctx, limiter.Charge{Quota: pair.For("XBT/USD"), Cost: limiter.Cost{"calls": 9}}))
 	require.NoError(t, err)
-	r, err := lim.Allow(ctx, limiter.Key("user:42", limiter.Limit{Rate: 100, Period: 24 * time.Hour, Algorithm: limiter.SlidingWindowCounter}).Take(10))
+	r, err := lim.Allow(ctx, limiter.Key("user:42", limiter.Limit{Rate: 100, Period: 24 * time.Hour, Burst: 100, Algorithm: limiter.SlidingWindowCounter}).Take(10))
 	require.NoError(t, err)
 	require.True(t, r.Allowed)
 	okx := limiter.Quota{Name: "okx", Limits: []limiter.NamedLimit{{Name: "public", Limit: limiter.PerHour(600)}}}
@@ -329,7 +329,7 @@ func TestHoldReleaseReset(t *testing.T) {
 	fleet(t, c, "rq")
 	lim := limiter.New(c, limiter.Options{})
 	binance := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{
-		{Name: "weight", Limit: limiter.Limit{Rate: 6000, Period: time.Hour, Algorithm: limiter.FixedWindow}},
+		{Name: "weight", Limit: limiter.Limit{Rate: 6000, Period: time.Hour, Burst: 6000, Algorithm: limiter.FixedWindow}},
 		{Name: "orders", Limit: limiter.PerDay(500)},
 	}}
 	env := []string{"REDIS_URL=redis://" + srv.Addr(), "REDQUOTA_OPERATOR=bob", "REDQUOTA_HOST=ops1"}

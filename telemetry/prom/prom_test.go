@@ -93,7 +93,7 @@ func TestScrape(t *testing.T) {
 		defer exch.Close()
 		weight := func(name string) limiter.Quota {
 			return limiter.Quota{Name: name, Limits: []limiter.NamedLimit{{Name: "weight",
-				Limit: limiter.Limit{Rate: 1200, Period: time.Minute, Algorithm: limiter.FixedWindow}}}}
+				Limit: limiter.Limit{Rate: 1200, Period: time.Minute, Burst: 1200, Algorithm: limiter.FixedWindow}}}}
 		}
 		usage := []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{"1m": "weight"}}}
 		tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{FailFast: true, Telemetry: providers},
