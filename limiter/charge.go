@@ -59,7 +59,7 @@ func (l *Limiter) Allow(ctx context.Context, charges ...Charge) (Result, error) 
 // allowKey decides a single key's charge.
 func (l *Limiter) allowKey(ctx context.Context, c Charge) (Result, error) {
 	var p plan
-	limit := c.Quota.Limits[0].Limit
+	limit, _ := c.Quota.keyLimit()
 	if err := l.single(&p, c.Quota.Name, limit, c.each()); err != nil {
 		return Result{}, err
 	}
@@ -104,7 +104,8 @@ func (l *Limiter) Reserve(ctx context.Context, charges ...Charge) (*Reservation,
 	p := new(plan)
 	if len(charges) == 1 && charges[0].plain() {
 		c := charges[0]
-		if err := l.single(p, c.Quota.Name, c.Quota.Limits[0].Limit, c.each()); err != nil {
+		limit, _ := c.Quota.keyLimit()
+		if err := l.single(p, c.Quota.Name, limit, c.each()); err != nil {
 			return nil, err
 		}
 		return l.reserveSpan(ctx, p)
@@ -137,7 +138,8 @@ func (l *Limiter) Wait(ctx context.Context, charges ...Charge) error {
 	p := new(plan)
 	if len(charges) == 1 && charges[0].plain() {
 		c := charges[0]
-		if err := l.single(p, c.Quota.Name, c.Quota.Limits[0].Limit, c.each()); err != nil {
+		limit, _ := c.Quota.keyLimit()
+		if err := l.single(p, c.Quota.Name, limit, c.each()); err != nil {
 			return err
 		}
 		return l.wait(ctx, p)
@@ -200,7 +202,7 @@ func (l *Limiter) plans(p *plan, charges []Charge) ([]*plan, error) {
 	// A call must charge something, unless only quotas without limits are in it.
 	charged, limited := 0, false
 	for _, c := range charges {
-		limited = limited || len(c.Quota.Limits) > 0
+		limited = limited || len(c.Quota.limits()) > 0
 	}
 	charged = p.n
 	for _, q := range ps {

@@ -113,7 +113,7 @@ func (l *Limiter) quota(p *plan, c Charge) error {
 	if err := l.addQuota(p, c); err != nil {
 		return err
 	}
-	if p.n == 0 && len(c.Quota.Limits) > 0 {
+	if p.n == 0 && len(c.Quota.limits()) > 0 {
 		return fmt.Errorf("%w: cost charges no limit of quota %q", errInvalidCost, c.Quota.Name)
 	}
 	return nil
@@ -125,7 +125,8 @@ func (l *Limiter) quota(p *plan, c Charge) error {
 // cost), adds only its hold: the call waits for it, charging it nothing.
 func (l *Limiter) addQuota(p *plan, ch Charge) error {
 	q, cost := ch.Quota, ch.Cost
-	holdOnly := len(q.Limits) == 0
+	limits := q.limits()
+	holdOnly := len(limits) == 0
 	if holdOnly {
 		if err := q.validateID(); err != nil {
 			return err
@@ -158,7 +159,7 @@ func (l *Limiter) addQuota(p *plan, ch Charge) error {
 		// A single key's quota (one limit named "") is named by its key,
 		// which never reaches telemetry.
 		p.quota = q.Label
-		if p.quota == "" && !(len(q.Limits) == 1 && q.Limits[0].Name == "") {
+		if _, single := q.keyLimit(); p.quota == "" && !single {
 			p.quota = q.Name
 		}
 	}
@@ -168,7 +169,7 @@ func (l *Limiter) addQuota(p *plan, ch Charge) error {
 	p.nq++
 	guard := q.Guard.Microseconds()
 	each := ch.each()
-	for _, nl := range q.Limits {
+	for _, nl := range limits {
 		c := each
 		if cost != nil {
 			c = cost[nl.Name]

@@ -121,7 +121,8 @@ func (l *Limiter) NewLeaser(c Charge, opts LeaseOptions) (*Leaser, error) {
 	ls := &Leaser{lim: l, kind: kindQuota, clock: time.Now}
 	if c.plain() {
 		ls.kind = kindSingle
-		if err := l.single(&ls.unit, c.Quota.Name, c.Quota.Limits[0].Limit, c.each()); err != nil {
+		limit, _ := c.Quota.keyLimit()
+		if err := l.single(&ls.unit, c.Quota.Name, limit, c.each()); err != nil {
 			return nil, err
 		}
 	} else if err := l.quota(&ls.unit, c); err != nil {

@@ -306,7 +306,7 @@ func (l *Limiter) Stats() Stats {
 // key's state under every algorithm, whatever limit it was used with.
 func (l *Limiter) Reset(ctx context.Context, q Quota) error {
 	var ks []string
-	if len(q.Limits) == 0 || q.Limits[0].Name == "" && len(q.Limits) == 1 {
+	if _, single := q.keyLimit(); single || len(q.Limits) == 0 {
 		if err := q.validateID(); err != nil {
 			return err
 		}

@@ -56,14 +56,41 @@ type Quota struct {
 
 	key   string // For's key
 	keyed bool   // For was called
+	// one is a Key quota's limit, kept in the quota (hasOne) rather than in
+	// a Limits slice of its own: a single-key decision allocates nothing for it.
+	one    Limit
+	hasOne bool
 }
 
 // Key is the quota of one key and one limit: the single-key shorthand, as
-// in lim.Allow(ctx, limiter.Key("user:42", limiter.PerSecond(10))). Its one
-// limit has the name "". Every key has one hold and one state per algorithm,
-// whatever limits it is used with.
+// in lim.Allow(ctx, limiter.Key("user:42", limiter.PerSecond(10)).Take(1)).
+// Its one limit has the name "" and is kept inside the quota (Limits stays
+// nil, so that the decision allocates nothing for it); Quota{Name: key,
+// Limits: []NamedLimit{{Limit: limit}}}, as Inspect returns a key, is the
+// same quota. A key has one hold and one state per algorithm, whatever
+// limits it is used with.
 func Key(key string, limit Limit) Quota {
-	return Quota{Name: key, Limits: []NamedLimit{{Limit: limit}}}
+	return Quota{Name: key, one: limit, hasOne: true}
+}
+
+// keyLimit returns the limit of a single key's quota: Key's, or that of a
+// quota whose only limit has the name "".
+func (q *Quota) keyLimit() (Limit, bool) {
+	switch {
+	case q.Limits == nil && q.hasOne:
+		return q.one, true
+	case len(q.Limits) == 1 && q.Limits[0].Name == "":
+		return q.Limits[0].Limit, true
+	}
+	return Limit{}, false
+}
+
+// limits returns q's limits, a Key quota's included.
+func (q *Quota) limits() []NamedLimit {
+	if q.Limits == nil && q.hasOne {
+		return []NamedLimit{{Limit: q.one}}
+	}
+	return q.Limits
 }
 
 // For returns the instance of template q for key: the same limits, counted
@@ -116,8 +143,10 @@ type Cost map[string]int
 // with no Cost, Label, Guard or Headroom.
 func (c *Charge) plain() bool {
 	q := &c.Quota
-	return c.Cost == nil && len(q.Limits) == 1 && q.Limits[0].Name == "" && !q.keyed &&
-		q.Group == "" && q.Label == "" && q.Guard == 0 && q.Headroom == 0
+	if _, ok := q.keyLimit(); !ok {
+		return false
+	}
+	return c.Cost == nil && !q.keyed && q.Group == "" && q.Label == "" && q.Guard == 0 && q.Headroom == 0
 }
 
 // Validate reports why q is unusable, as an error wrapping ErrInvalid: an
@@ -128,19 +157,20 @@ func (q Quota) Validate() error {
 	if err := q.validateID(); err != nil {
 		return err
 	}
-	if len(q.Limits) == 0 {
+	ls := q.limits()
+	if len(ls) == 0 {
 		return fmt.Errorf("%w: %q", errEmptyQuota, q.Name)
 	}
-	if len(q.Limits) > maxQuotaLimits {
-		return fmt.Errorf("%w: quota %q has %d limits, at most %d", errInvalidLimit, q.Name, len(q.Limits), maxQuotaLimits)
+	if len(ls) > maxQuotaLimits {
+		return fmt.Errorf("%w: quota %q has %d limits, at most %d", errInvalidLimit, q.Name, len(ls), maxQuotaLimits)
 	}
-	for i, nl := range q.Limits {
-		if nl.Name != "" || len(q.Limits) > 1 {
+	for i, nl := range ls {
+		if nl.Name != "" || len(ls) > 1 {
 			if err := checkPart(fmt.Sprintf("quota %q limit %d name", q.Name, i), nl.Name); err != nil {
 				return err
 			}
 		}
-		for _, other := range q.Limits[:i] {
+		for _, other := range ls[:i] {
 			if other.Name == nl.Name {
 				return fmt.Errorf("%w: %q in quota %q", errDuplicateLimit, nl.Name, q.Name)
 			}
@@ -194,7 +224,7 @@ func (q Quota) headroomOf(l Limit) int {
 
 // find returns the limit named name.
 func (q Quota) find(name string) (Limit, bool) {
-	for _, nl := range q.Limits {
+	for _, nl := range q.limits() {
 		if nl.Name == name {
 			return nl.Limit, true
 		}

@@ -83,6 +83,9 @@ type defLimit struct {
 // single key q.Name limited by single, when q has no limits), whose hold key
 // is hold, building it on first use; nil for a quota with no limits.
 func (l *Limiter) regFor(hold *keyEntry, q Quota, single Limit) *regEntry {
+	if q.Limits == nil && q.hasOne { // a Key quota decided as a quota
+		q.Limits = q.limits()
+	}
 	if len(q.Limits) == 0 && single == (Limit{}) {
 		return nil // a charge that only waits for a hold: nothing to describe
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/redquota/redquota/internal/redistest"
@@ -74,4 +75,45 @@ func remainings(r Result) []int {
 		out = append(out, l.Remaining)
 	}
 	return out
+}
+
+// shaHook records the script of every EVALSHA/EVAL a client sends.
+type shaHook struct{ shas []any }
+
+func (h *shaHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *shaHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if a := cmd.Args(); len(a) > 1 && (a[0] == "evalsha" || a[0] == "eval") {
+			h.shas = append(h.shas, a[1])
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *shaHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// The single-key decision, Allow(ctx, Key(k, l).Take(1)), is one call of
+// allow.lua, the short script (as is any decision of one GCRA limit now);
+// a window limit's is one call of quota.lua.
+func TestKeyDecisionIsOneAllowScript(t *testing.T) {
+	_, c := redistest.NewMini(t)
+	h := &shaHook{}
+	c.AddHook(h)
+	ctx := context.Background()
+	lim := New(c, Options{Prefix: "one"})
+	_, err := lim.Allow(ctx, Key("k", PerSecond(10)).Take(1)) // may load the script: EVALSHA, then EVAL
+	require.NoError(t, err)
+	h.shas = nil
+	_, err = lim.Allow(ctx, Key("k", PerSecond(10)).Take(1))
+	require.NoError(t, err)
+	require.Equal(t, []any{allowSHA}, h.shas)
+	h.shas = nil
+	fixed := Quota{Name: "q", Limits: []NamedLimit{{"a", Limit{Rate: 10, Period: time.Second, Algorithm: FixedWindow}}}}
+	_, err = lim.Allow(ctx, fixed.Take(1))
+	require.NoError(t, err)
+	h.shas = nil
+	_, err = lim.Allow(ctx, fixed.Take(1))
+	require.NoError(t, err)
+	require.Equal(t, []any{quotaSHA}, h.shas)
 }
