@@ -31,9 +31,9 @@ import (
 // groups follow the compensation above; the limits of the groups after a
 // refused one are missing from the result.
 //
-// lim.Allow(ctx, limiter.Key(key, limit)) takes one unit of limit under key;
-// Key(key, limit).Take(n) takes n. That single-key decision is one short
-// script call.
+// lim.Allow(ctx, limiter.Key(key, limit).Take(n)) takes n units of limit
+// under key (Charge{Quota: Key(key, limit)}: one unit). That single-key
+// decision is one short script call.
 func (l *Limiter) Allow(ctx context.Context, charges ...Charge) (Result, error) {
 	if len(charges) == 1 && charges[0].plain() {
 		return l.allowKey(ctx, charges[0])

@@ -7,16 +7,16 @@
 // should use Wait:
 //
 //	lim := limiter.New(client, limiter.Options{})
-//	err := lim.Wait(ctx, limiter.Key("user:42", limiter.PerSecond(10)))
+//	err := lim.Wait(ctx, limiter.Key("user:42", limiter.PerSecond(10)).Take(1))
 //
-// Key(key, limit) is the quota of one key and one limit; Take(n) charges n
-// units of it instead of 1. Allow takes units now or refuses; Reserve books
-// the earliest time the units fit and says how long to wait; Wait books and
-// then sleeps exactly until its turn. Waiters are served first come first
-// served across processes, with no polling. Every call returns one Result
-// (Allowed, Remaining, RetryAfter, and each limit's state in Limits), and
-// every bad input is an error wrapping ErrInvalid, returned before anything
-// reaches Redis.
+// Key(key, limit) is the quota of one key and one limit, and Take(n) its
+// charge of n units. Allow takes units now or refuses; Reserve books the
+// earliest time the units fit and says how long to wait; Wait books and then
+// sleeps exactly until its turn. Waiters are served first come first served
+// across processes, with no polling. A decision is one Result (Allowed,
+// Remaining, RetryAfter, and each limit's state in Limits), from Allow or a
+// Reservation, and every bad input is an error wrapping ErrInvalid, returned
+// before anything reaches Redis.
 //
 // # Quotas and charges
 //

@@ -115,7 +115,7 @@ type leaseCounters struct {
 
 // NewLeaser returns a Leaser of charge c: each unit it grants takes c's cost
 // from c's quota, all or nothing, as Allow(ctx, c) does, e.g.
-// NewLeaser(limiter.Key(key, limit), opts) for one unit of limit under key,
+// NewLeaser(limiter.Key(key, limit).Take(1), opts) for one unit of limit under key,
 // or NewLeaser(limiter.Charge{Quota: q, Cost: limiter.Cost{"weight": 1, "raw": 1}}, opts).
 func (l *Limiter) NewLeaser(c Charge, opts LeaseOptions) (*Leaser, error) {
 	ls := &Leaser{lim: l, kind: kindQuota, clock: time.Now}
