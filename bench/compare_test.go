@@ -181,7 +181,7 @@ func BenchmarkParallel(b *testing.B) { each(b, single, parallel, keySets) }
 func BenchmarkQuota3(b *testing.B) { each(b, quota, sequential, keySets[:1]) }
 
 // BenchmarkParallel256 is BenchmarkParallel's hot key from 256 goroutines:
-// where automatic pipelining (redquota-autopipeline) should pay most.
+// where coalescing (redquota-coalesce) should pay most.
 func BenchmarkParallel256(b *testing.B) {
 	each(b, single, func(b *testing.B, c Contender, keys []string) { parallelN(b, c, keys, 256) }, keySets[:1])
 }

@@ -117,7 +117,6 @@ func Floors(e Env) []Contender {
 func Single(e Env) ([]Contender, error) {
 	rq := limiter.New(e.Client, limiter.Options{Prefix: prefix("rq")})
 	rqd := limiter.New(e.Retrying, limiter.Options{Prefix: prefix("rqd")})
-	rqa := limiter.New(e.Client, limiter.Options{Prefix: prefix("rqa"), AutoPipeline: true})
 	rqLimit := limiter.PerSecond(Rate)
 	rqc := limiter.New(e.Client, limiter.Options{Prefix: prefix("rqc"), Coalesce: true})
 	leased := &leaserSet{lim: limiter.New(e.Client, limiter.Options{Prefix: prefix("rql")})}
@@ -145,23 +144,19 @@ func Single(e Env) ([]Contender, error) {
 
 	return []Contender{
 		{Name: "redquota", Commands: scripted, Decide: func(ctx context.Context, key string) error {
-			r, err := rq.Allow(ctx, key, rqLimit)
-			return verdict(r.Allowed, err)
-		}},
-		{Name: "redquota-autopipeline", Commands: scripted, Decide: func(ctx context.Context, key string) error {
-			r, err := rqa.Allow(ctx, key, rqLimit)
+			r, err := rq.Allow(ctx, limiter.Key(key, rqLimit).Take(1))
 			return verdict(r.Allowed, err)
 		}},
 		{Name: "redquota-coalesce", Commands: scripted, Decide: func(ctx context.Context, key string) error {
-			r, err := rqc.Allow(ctx, key, rqLimit)
+			r, err := rqc.Allow(ctx, limiter.Key(key, rqLimit).Take(1))
 			return verdict(r.Allowed, err)
 		}},
 		{Name: "redquota-leased", Commands: scripted, Prepare: leased.prepare, Decide: func(ctx context.Context, key string) error {
-			ok, err := leased.m[key].Allow(ctx)
+			ok, err := leased.m[key].Allow(ctx, 1)
 			return verdict(ok, err)
 		}},
 		{Name: "redquota-dedupe", Commands: scripted, Decide: func(ctx context.Context, key string) error {
-			r, err := rqd.Allow(ctx, key, rqLimit)
+			r, err := rqd.Allow(ctx, limiter.Key(key, rqLimit).Take(1))
 			return verdict(r.Allowed, err)
 		}},
 		{Name: "redis_rate", Commands: scripted, Decide: func(ctx context.Context, key string) error {
@@ -206,7 +201,7 @@ func (s *leaserSet) prepare(_ context.Context, keys []string) error {
 	}
 	s.m = make(map[string]*limiter.Leaser, len(keys))
 	for _, k := range keys {
-		ls, err := s.lim.NewLeaser(k, leasedLimit, limiter.LeaseOptions{})
+		ls, err := s.lim.NewLeaser(limiter.Key(k, leasedLimit).Take(1), limiter.LeaseOptions{})
 		if err != nil {
 			return err
 		}
@@ -226,7 +221,7 @@ const (
 var quotaPeriods = [3]time.Duration{time.Minute, 10 * time.Second, 24 * time.Hour}
 
 // QuotaContenders are the multi-limit contenders: redquota checks and charges
-// the three limits in one AllowQuota (one script call, all or nothing); each
+// the three limits in one Allow (one script call, all or nothing); each
 // peer makes three calls in sequence (three round trips, not atomic).
 func QuotaContenders(e Env) ([]Contender, error) {
 	rq := limiter.New(e.Client, limiter.Options{Prefix: prefix("rq")})
@@ -266,7 +261,7 @@ func QuotaContenders(e Env) ([]Contender, error) {
 	return []Contender{
 		{Name: "redquota", Commands: scripted, Decide: func(ctx context.Context, key string) error {
 			q := limiter.Quota{Name: key, Limits: limits}
-			r, err := rq.AllowQuota(ctx, q, cost)
+			r, err := rq.Allow(ctx, limiter.Charge{Quota: q, Cost: cost})
 			return verdict(r.Allowed, err)
 		}},
 		{Name: "redis_rate", Commands: scripted, Decide: func(ctx context.Context, key string) error {

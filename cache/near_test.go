@@ -375,7 +375,7 @@ func TestNearTracksValuesOnly(t *testing.T) {
 		// Every write below has the hash tag {q}.
 		l := limiter.New(b.Client, limiter.Options{Prefix: b.Prefix})
 		for range 20 {
-			res, err := l.Allow(ctx, "q", limiter.PerSecond(1000))
+			res, err := l.Allow(ctx, limiter.Key("q", limiter.PerSecond(1000)).Take(1))
 			require.NoError(t, err)
 			require.True(t, res.Allowed)
 		}

@@ -73,9 +73,9 @@ func TestBinanceFuturesDefaults(t *testing.T) {
 	if p.Exchange != "binance-futures" || len(p.Rules) != 1 || p.Rules[0].PathPrefix != "/fapi/" || p.Rules[0].Hosts[0] != "fapi.binance.com" {
 		t.Fatalf("preset %s, rules %+v", p.Exchange, p.Rules)
 	}
-	w, _ := p.Quotas[0].Find("weight-1m")
-	o1, _ := p.Quotas[1].Find("orders-1m")
-	o10, _ := p.Quotas[1].Find("orders-10s")
+	w, _ := testFind(p.Quotas[0], "weight-1m")
+	o1, _ := testFind(p.Quotas[1], "orders-1m")
+	o10, _ := testFind(p.Quotas[1], "orders-10s")
 	if w.Rate != 2400 || w.Period != time.Minute || o1.Rate != 1200 || o10.Rate != 300 || o10.Period != 10*time.Second {
 		t.Errorf("limits: weight %v, orders %v and %v", w, o1, o10)
 	}

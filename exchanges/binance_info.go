@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redquota/redquota/limiter"
+	"github.com/redquota/redquota/internal/bound"
 )
 
 // Errors of Binance rate limits, from exchangeInfo or from code. Every one is
@@ -27,8 +27,8 @@ var (
 	// ErrInvalidValue: a limit or intervalNum that is not a positive integer, or
 	// a field of the wrong JSON type.
 	ErrInvalidValue = errors.New("invalid value")
-	// ErrOutOfRange: a limit above limiter.MaxRate, or a period longer than
-	// limiter.MaxPeriod (intervalNum × interval).
+	// ErrOutOfRange: a limit above bound.Rate, or a period longer than
+	// bound.Period (intervalNum × interval).
 	ErrOutOfRange = errors.New("value out of range")
 	// ErrDuplicateRateLimit: two rate limits of the same type and interval.
 	ErrDuplicateRateLimit = errors.New("duplicate rate limit")
@@ -135,12 +135,12 @@ func (r BinanceRateLimit) validate(i int) error {
 		return bad("interval", fmt.Errorf("%w: %q", ErrUnknownInterval, r.Interval))
 	case r.IntervalNum <= 0:
 		return bad("intervalNum", fmt.Errorf("%w: %d must be > 0", ErrInvalidValue, r.IntervalNum))
-	case int64(r.IntervalNum) > int64(limiter.MaxPeriod/iv.d):
-		return bad("intervalNum", fmt.Errorf("%w: %d %s is longer than %s", ErrOutOfRange, r.IntervalNum, r.Interval, limiter.MaxPeriod))
+	case int64(r.IntervalNum) > int64(bound.Period/iv.d):
+		return bad("intervalNum", fmt.Errorf("%w: %d %s is longer than %s", ErrOutOfRange, r.IntervalNum, r.Interval, bound.Period))
 	case r.Limit <= 0:
 		return bad("limit", fmt.Errorf("%w: %d must be > 0", ErrInvalidValue, r.Limit))
-	case r.Limit > limiter.MaxRate:
-		return bad("limit", fmt.Errorf("%w: %d above %d", ErrOutOfRange, r.Limit, limiter.MaxRate))
+	case r.Limit > bound.Rate:
+		return bad("limit", fmt.Errorf("%w: %d above %d", ErrOutOfRange, r.Limit, bound.Rate))
 	}
 	return nil
 }
@@ -181,7 +181,7 @@ type rawRateLimit struct {
 // wrapping ErrInvalidRateLimits, a *RateLimitError naming the entry and field:
 // malformed JSON, no rateLimits, a missing field, an unknown interval, a limit
 // or intervalNum that is not a positive integer, absurd values (beyond
-// limiter.MaxRate or limiter.MaxPeriod), or duplicates.
+// bound.Rate or bound.Period), or duplicates.
 func ParseBinanceExchangeInfo(doc []byte) ([]BinanceRateLimit, error) {
 	var info struct {
 		RateLimits *[]json.RawMessage `json:"rateLimits"`
@@ -235,7 +235,7 @@ func ParseBinanceExchangeInfo(doc []byte) ([]BinanceRateLimit, error) {
 }
 
 // count reads a JSON number that must be a positive integer no larger than
-// limiter.MaxRate (anything larger is out of range for every field). A number
+// bound.Rate (anything larger is out of range for every field). A number
 // in a string ("6000") is not a number.
 func count(n json.RawMessage) (int, error) {
 	s := strings.TrimSpace(string(n))
@@ -247,8 +247,8 @@ func count(n json.RawMessage) (int, error) {
 		return 0, fmt.Errorf("%w: %.32s is not an integer", ErrInvalidValue, s)
 	case v <= 0:
 		return 0, fmt.Errorf("%w: %d must be > 0", ErrInvalidValue, v)
-	case v > limiter.MaxRate:
-		return 0, fmt.Errorf("%w: %d above %d", ErrOutOfRange, v, limiter.MaxRate)
+	case v > bound.Rate:
+		return 0, fmt.Errorf("%w: %d above %d", ErrOutOfRange, v, bound.Rate)
 	}
 	return int(v), nil
 }

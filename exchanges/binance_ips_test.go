@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/internal/bound"
 	"github.com/redquota/redquota/limiter"
 )
 
@@ -157,7 +158,7 @@ func TestBinanceIPOption(t *testing.T) {
 		p1.Quotas[1].Group != p1.Quotas[0].Group {
 		t.Errorf("quotas %+v and %+v: want one name and one group", p1.Quotas, p2.Quotas)
 	}
-	_, err = exchanges.Binance(exchanges.BinanceOptions{IP: strings.Repeat("x", limiter.MaxKeyLen+1)})
+	_, err = exchanges.Binance(exchanges.BinanceOptions{IP: strings.Repeat("x", bound.KeyLen+1)})
 	if err == nil || !strings.Contains(err.Error(), "IP") {
 		t.Errorf("too long an IP: %v, want ErrInvalidOption", err)
 	}
@@ -203,7 +204,7 @@ func TestBinanceTestnetDefault(t *testing.T) {
 			continue
 		}
 		for _, cost := range []int{n + 1, n} {
-			r, err := lim.AllowQuota(context.Background(), q, limiter.Cost{"weight-1m": cost})
+			r, err := lim.Allow(context.Background(), limiter.Charge{Quota: q, Cost: limiter.Cost{"weight-1m": cost}})
 			if err != nil || r.Allowed != (cost == n) {
 				t.Errorf("%s: weight %d allowed %v (%v): want %d used", q.Name, cost, r.Allowed, err, 6000-n)
 			}
@@ -240,9 +241,9 @@ func TestBinanceFromExchangeInfo(t *testing.T) {
 	if err != nil || calls != 1 {
 		t.Fatalf("%v after %d calls", err, calls)
 	}
-	w, _ := p.Quotas[0].Find("weight-1m")
-	raw, _ := p.Quotas[0].Find("raw-5m")
-	o, _ := p.Quotas[1].Find("orders-10s")
+	w, _ := testFind(p.Quotas[0], "weight-1m")
+	raw, _ := testFind(p.Quotas[0], "raw-5m")
+	o, _ := testFind(p.Quotas[1], "orders-10s")
 	if w.Rate != 1200 || raw.Rate != 300000 || o.Rate != 50 {
 		t.Errorf("limits weight %d, raw %d, orders %d: want the exchange's 1200, 300000, 50", w.Rate, raw.Rate, o.Rate)
 	}

@@ -107,7 +107,7 @@ func newBinanceSim(t *testing.T, p exchanges.Preset, rls []exchanges.BinanceRate
 		var l limiter.Limit
 		ok := false
 		for _, q := range p.Quotas {
-			if l, ok = q.Find(rl.Name()); ok {
+			if l, ok = testFind(q, rl.Name()); ok {
 				break
 			}
 		}
@@ -614,7 +614,7 @@ func TestBinanceOrderLimit429(t *testing.T) {
 			resp.Body.Close()
 			allowed := func(q limiter.Quota, l string) bool {
 				t.Helper()
-				res, err := lim.AllowQuota(context.Background(), q, limiter.Cost{l: 1})
+				res, err := lim.Allow(context.Background(), limiter.Charge{Quota: q, Cost: limiter.Cost{l: 1}})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -678,7 +678,7 @@ func TestBinanceDefaults(t *testing.T) {
 			if strings.HasPrefix(name, "orders") {
 				q = acct
 			}
-			got, ok := q.Find(name)
+			got, ok := testFind(q, name)
 			if !ok || got != w && !(tc.scale != 0 && got.Rate == w.Rate && (got.Period-w.Period).Abs() <= time.Microsecond) {
 				t.Errorf("scale %v: %s = %+v, want %+v", tc.scale, name, got, w)
 			}
@@ -720,7 +720,7 @@ func TestParseBinanceExchangeInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l, _ := p.Quotas[1].Find("orders-10s"); l.Rate != 100 || l.Period != 10*time.Second {
+	if l, _ := testFind(p.Quotas[1], "orders-10s"); l.Rate != 100 || l.Period != 10*time.Second {
 		t.Errorf("orders-10s = %+v", l)
 	}
 	// A type the preset does not model is skipped, not an error.
@@ -1038,7 +1038,7 @@ func TestBinanceOrderLimitRetryAfter(t *testing.T) {
 	resp.Body.Close()
 	allowed := func(q limiter.Quota, l string) bool {
 		t.Helper()
-		res, err := lim.AllowQuota(context.Background(), q, limiter.Cost{l: 1})
+		res, err := lim.Allow(context.Background(), limiter.Charge{Quota: q, Cost: limiter.Cost{l: 1}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1093,7 +1093,7 @@ func TestBinanceOrderWeightHeader(t *testing.T) {
 	}
 	allowed := func(q limiter.Quota, cost limiter.Cost) bool {
 		t.Helper()
-		res, err := lim.AllowQuota(context.Background(), q, cost)
+		res, err := lim.Allow(context.Background(), limiter.Charge{Quota: q, Cost: cost})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -23,7 +23,7 @@ func TestBinanceWebSocketOptions(t *testing.T) {
 		api.Connect[1].Cost["weight-1m"] != 2 || api.Connect[1].Cost["raw-5m"] != 0 {
 		t.Fatalf("api connect charges %+v", api.Connect)
 	}
-	if l, _ := api.Connect[0].Quota.Find("connections-5m"); l.Rate != 300 || l.Period != 5*time.Minute {
+	if l, _ := testFind(api.Connect[0].Quota, "connections-5m"); l.Rate != 300 || l.Period != 5*time.Minute {
 		t.Fatalf("connection limit %v", l)
 	}
 	if streams.MaxStreams != 1024 || streams.MessageRate != 4 || streams.Connect[0].Quota.Name != "binance-stream-connections" {

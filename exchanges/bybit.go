@@ -213,7 +213,7 @@ func Bybit(opts BybitOptions) (Preset, error) {
 	}
 	for k, l := range table {
 		l = sliding(l, guard)
-		if err := l.Validate(); err != nil {
+		if err := limiter.Key(k, l).Validate(); err != nil {
 			return Preset{}, fmt.Errorf("%w: Bybit limit %q: %w", ErrInvalidOption, k, err)
 		}
 		table[k] = l
@@ -363,8 +363,8 @@ func (b bybitUsage) ParseUsage(a *middleware.Answer) ([]middleware.Usage, error)
 		if e != nil {
 			return nil, e
 		}
-		if l, ok := b.limit(a); ok && left < l.Max() {
-			u := middleware.Usage{Quota: b.uid, Limit: "requests", Used: l.Max() - left}
+		if l, ok := b.limit(a); ok && left < most(l) {
+			u := middleware.Usage{Quota: b.uid, Limit: "requests", Used: most(l) - left}
 			if left == 0 {
 				u.Hold = hold()
 			}
@@ -387,7 +387,7 @@ func (b bybitUsage) charged(a *middleware.Answer) bool {
 func (b bybitUsage) limit(a *middleware.Answer) (limiter.Limit, bool) {
 	for _, c := range a.Charges {
 		if c.Quota.Name == b.uid {
-			return c.Quota.Find("requests")
+			return findLimit(c.Quota, "requests")
 		}
 	}
 	return limiter.Limit{}, false

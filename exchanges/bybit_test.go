@@ -263,7 +263,7 @@ func TestBybitAnswers(t *testing.T) {
 		t.Helper()
 		n := 0
 		for ; n < 100; n++ {
-			res, err := fleet[1].lim.AllowQuota(ctx, q, limiter.Cost{"requests": 1})
+			res, err := fleet[1].lim.Allow(ctx, limiter.Charge{Quota: q, Cost: limiter.Cost{"requests": 1}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -325,7 +325,7 @@ func TestBybitAnswers(t *testing.T) {
 		t.Errorf("a request was sent during the ban")
 	}
 	mu.Unlock()
-	held, err := fleet[3].lim.Held(ctx, limiter.Quota{Name: "bybit", Group: "bybit"})
+	held, err := holdLeft(ctx, fleet[3].lim, "bybit", "")
 	if err != nil || held < 99*time.Minute { // 10 min × 10
 		t.Errorf("IP hold %s (%v), want ≈ 100 min (10 minutes, scaled by 10)", held, err)
 	}
@@ -342,7 +342,7 @@ func TestBybitCosts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l, _ := p.Quotas[0].Find("requests"); l != (limiter.Limit{Rate: 600, Period: 5 * time.Second, Algorithm: limiter.SlidingWindow}) {
+	if l, _ := testFind(p.Quotas[0], "requests"); l != (limiter.Limit{Rate: 600, Period: 5 * time.Second, Algorithm: limiter.SlidingWindow}) {
 		t.Errorf("IP limit %+v", l)
 	}
 	rule := p.Rules[0]

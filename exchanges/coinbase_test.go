@@ -187,7 +187,7 @@ func TestCoinbaseDefaults(t *testing.T) {
 		"coinbase-public":  {Rate: 10, Period: time.Second, Burst: 15},
 	}
 	for _, q := range p.Quotas {
-		if l, _ := q.Find("requests"); l != want[q.Name] {
+		if l, _ := testFind(q, "requests"); l != want[q.Name] {
 			t.Errorf("%s: %+v, want %+v", q.Name, l, want[q.Name])
 		}
 	}
@@ -198,10 +198,10 @@ func TestCoinbaseDefaults(t *testing.T) {
 	if len(p.Quotas) != 2 {
 		t.Fatalf("quotas %+v", p.Quotas)
 	}
-	if l, _ := p.Quotas[0].Find("requests"); l != (limiter.Limit{Rate: 5, Period: time.Second, Burst: 4}) {
+	if l, _ := testFind(p.Quotas[0], "requests"); l != (limiter.Limit{Rate: 5, Period: time.Second, Burst: 4}) {
 		t.Errorf("overridden private limit with reserve: %+v", l)
 	}
-	if l, _ := p.Quotas[1].Find("requests"); l != (limiter.Limit{Rate: 10, Period: time.Second, Burst: 9}) {
+	if l, _ := testFind(p.Quotas[1], "requests"); l != (limiter.Limit{Rate: 10, Period: time.Second, Burst: 9}) {
 		t.Errorf("advanced trade public: %+v", l)
 	}
 	// Private requests (a JWT) go to the private quota, others to the public one.

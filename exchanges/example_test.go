@@ -30,7 +30,7 @@ func Example() {
 	resp, _ := client.Get(exchange.URL + "/api/v3/depth?symbol=BTCUSDT&limit=500")
 	resp.Body.Close()
 
-	res, _ := lim.AllowQuota(context.Background(), p.Quotas[0], limiter.Cost{"weight-1m": 1, "raw-5m": 1})
+	res, _ := lim.Allow(context.Background(), limiter.Charge{Quota: p.Quotas[0], Cost: limiter.Cost{"weight-1m": 1, "raw-5m": 1}})
 	for _, l := range res.Limits {
 		fmt.Println(l.Name, "left:", l.Remaining)
 	}

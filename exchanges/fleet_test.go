@@ -151,7 +151,7 @@ func warm(t *testing.T, fleet []*proc, p exchanges.Preset, url string, n int) {
 	}
 	wg.Wait()
 	for _, q := range p.Quotas {
-		if err := fleet[0].lim.ResetQuota(context.Background(), q); err != nil {
+		if err := fleet[0].lim.Reset(context.Background(), q); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -246,8 +246,8 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 		}
 	}
 	for _, c := range []int{opts.CancelCost, opts.EditCost} {
-		if c > trade.Limits[0].Limit.Max() {
-			return Preset{}, fmt.Errorf("%w: trading cost %d above the counter's maximum %d", ErrInvalidOption, c, trade.Limits[0].Limit.Max())
+		if m := most(trade.Limits[0].Limit); c > m {
+			return Preset{}, fmt.Errorf("%w: trading cost %d above the counter's maximum %d", ErrInvalidOption, c, m)
 		}
 	}
 	// A trading call free of charge waits out its pair's hold all the same:

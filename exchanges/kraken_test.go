@@ -354,7 +354,7 @@ func TestKrakenErrorBodyHolds(t *testing.T) {
 	if string(b) != answer {
 		t.Errorf("body %q: the caller must still read the answer", b)
 	}
-	if d, err := lim.Held(context.Background(), p.Quotas[0]); err != nil || d < 6*time.Second || d > 7*time.Second {
+	if d, err := holdLeft(context.Background(), lim, p.Quotas[0].Name, ""); err != nil || d < 6*time.Second || d > 7*time.Second {
 		t.Errorf("held %s, %v; want 7s", d, err)
 	}
 	// An order refused for the pair's counter holds that pair's quota only.
@@ -364,10 +364,10 @@ func TestKrakenErrorBodyHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if d, _ := lim.Held(context.Background(), p.Quotas[1].For("XBTUSD")); d < 6*time.Second {
+	if d, _ := holdLeft(context.Background(), lim, p.Quotas[1].Name, "XBTUSD"); d < 6*time.Second {
 		t.Errorf("pair hold %s, want 7s", d)
 	}
-	if d, _ := lim.Held(context.Background(), p.Quotas[1].For("ETHUSD")); d != 0 {
+	if d, _ := holdLeft(context.Background(), lim, p.Quotas[1].Name, "ETHUSD"); d != 0 {
 		t.Errorf("another pair held %s", d)
 	}
 }
@@ -417,8 +417,8 @@ func TestKrakenWatchEdges(t *testing.T) {
 		}
 		return err
 	}
-	held := func(q limiter.Quota) time.Duration {
-		d, err := lim.Held(context.Background(), q)
+	held := func(q limiter.Quota, key string) time.Duration {
+		d, err := holdLeft(context.Background(), lim, q.Name, key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -427,14 +427,14 @@ func TestKrakenWatchEdges(t *testing.T) {
 	if err := post("AddOrderBatch", "nonce=1", "XBTUSD", `{"error":["EOrder:Rate limit exceeded"]}`); err != nil {
 		t.Fatal(err)
 	}
-	if d := held(p.Quotas[1].For("XBTUSD")); d < 6*time.Second {
+	if d := held(p.Quotas[1], "XBTUSD"); d < 6*time.Second {
 		t.Errorf("AddOrderBatch's error held the pair %s, want 7s", d)
 	}
 	until := time.Now().Add(time.Hour).Unix() // beyond MaxHold (Kraken's time is the local clock's)
 	if err := post("Balance", "nonce=2", "XBTUSD", fmt.Sprintf(`{"error":["EService: Throttled: %d"]}`, until)); err != nil {
 		t.Fatal(err)
 	}
-	if d := held(p.Quotas[0]); d < 19*time.Second || d > 20*time.Second {
+	if d := held(p.Quotas[0], ""); d < 19*time.Second || d > 20*time.Second {
 		t.Errorf("EService: Throttled held %s, want MaxHold's 20s", d)
 	}
 	if err := post("AddOrder", "nonce=3", "ETHUSD", `{"error":[]}`); err != nil {
@@ -474,7 +474,7 @@ func TestKrakenTiers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if l, _ := p.Quotas[0].Find("calls"); l.Burst != tc.max-1 || l.Rate != c.Rate {
+		if l, _ := testFind(p.Quotas[0], "calls"); l.Burst != tc.max-1 || l.Rate != c.Rate {
 			t.Errorf("%s: quota limit %+v", tc.tier, l)
 		}
 	}
@@ -519,7 +519,7 @@ func TestKrakenFreeCallsHonourHold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lim.Hold(context.Background(), p.Quotas[1].For("XBTUSD"), 30*time.Second); err != nil {
+	if _, err := lim.Hold(context.Background(), p.Quotas[1].For("XBTUSD"), 30*time.Second, ""); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -674,7 +674,7 @@ func TestKrakenPublicTooManyRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if d, err := lim.Held(context.Background(), limiter.Quota{Name: "kraken-public"}); err != nil || d < 6*time.Second || d > 7*time.Second {
+	if d, err := holdLeft(context.Background(), lim, "kraken-public", ""); err != nil || d < 6*time.Second || d > 7*time.Second {
 		t.Errorf("public calls held %s, %v; want 7s", d, err)
 	}
 	// Another process's public call waits the hold out: with a deadline
@@ -695,7 +695,7 @@ func TestKrakenPublicTooManyRequests(t *testing.T) {
 	if n := hits.Load(); n != 1 {
 		t.Fatalf("%d calls reached Kraken, want 1", n)
 	}
-	if d, _ := lim.Held(context.Background(), p.Quotas[0]); d != 0 {
+	if d, _ := holdLeft(context.Background(), lim, p.Quotas[0].Name, ""); d != 0 {
 		t.Errorf("the call counter is held %s: private calls must go on", d)
 	}
 }
@@ -809,4 +809,29 @@ func TestKrakenCancelByAge(t *testing.T) {
 			}
 		})
 	}
+}
+
+// holdLeft is how long the hold on the instance key ("" for none) of quota
+// name lasts, as Inspect reads it; 0 when there is none.
+func holdLeft(ctx context.Context, lim *limiter.Limiter, name, key string) (time.Duration, error) {
+	sts, err := lim.Inspect(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	for _, st := range sts {
+		if st.Key == key {
+			return st.Hold, nil
+		}
+	}
+	return 0, nil
+}
+
+// testFind returns the limit of q named name.
+func testFind(q limiter.Quota, name string) (limiter.Limit, bool) {
+	for _, nl := range q.Limits {
+		if nl.Name == name {
+			return nl.Limit, true
+		}
+	}
+	return limiter.Limit{}, false
 }

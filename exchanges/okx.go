@@ -247,7 +247,7 @@ func newOKXPricer(opts *OKXOptions) (okxPricer, error) {
 	limits := make(map[string]limiter.Limit, len(table))
 	for k, e := range table {
 		l := sliding(limiter.Limit{Rate: e.n, Period: e.period}, guard)
-		if err := l.Validate(); err != nil {
+		if err := limiter.Key(k, l).Validate(); err != nil {
 			return okxPricer{}, fmt.Errorf("%w: OKX limit %q: %w", ErrInvalidOption, k, err)
 		}
 		limits[k] = l
@@ -384,7 +384,7 @@ func (o okxUsage) ParseUsage(a *middleware.Answer) ([]middleware.Usage, error) {
 	switch body.Code {
 	case okxTooMany:
 		first := a.Charges[0].Quota
-		if _, ok := first.Find("requests"); !ok {
+		if _, ok := findLimit(first, "requests"); !ok {
 			return nil, nil // a hold-only charge: the 429 holds it
 		}
 		return []middleware.Usage{{Quota: first.Name, Limit: "requests", Used: math.MaxInt, Refused: true}}, nil

@@ -33,6 +33,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/redquota/redquota/internal/bound"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
 )
@@ -44,8 +45,8 @@ import (
 type Preset struct {
 	// Exchange names the exchange: "binance", "coinbase" or "kraken".
 	Exchange string
-	// Quotas are the quotas the rules charge, for inspection (Limiter.AllowQuota,
-	// ResetQuota). Some are templates applied to a key per request (Binance's
+	// Quotas are the quotas the rules charge, for inspection (Limiter.Allow,
+	// Reset). Some are templates applied to a key per request (Binance's
 	// accounts, Kraken's pairs: Quota.For(key)).
 	Quotas []limiter.Quota
 	// Rules charge each request to its quotas, first match wins. Requests no
@@ -113,10 +114,23 @@ func reserve(l limiter.Limit, n int) limiter.Limit {
 	if n <= 0 {
 		return l
 	}
-	l.Burst = max(l.Max()-n, 1)
+	l.Burst = max(most(l)-n, 1)
 	return l
 }
 
 // ErrInvalidOption: an option out of range (a negative time scale, an invalid
 // overriding limit, a tier the preset does not know).
 var ErrInvalidOption = errors.New("exchanges: invalid option")
+
+// findLimit returns the limit of q named name.
+func findLimit(q limiter.Quota, name string) (limiter.Limit, bool) {
+	for _, nl := range q.Limits {
+		if nl.Name == name {
+			return nl.Limit, true
+		}
+	}
+	return limiter.Limit{}, false
+}
+
+// most is the most units one call can take from l.
+func most(l limiter.Limit) int { return bound.Most(l.Rate, l.Burst, l.Algorithm == limiter.GCRA) }

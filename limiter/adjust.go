@@ -5,45 +5,75 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/redquota/redquota/scripts"
 )
-
-// MaxHold is the longest hold Hold accepts: a week, longer than any exchange ban.
-const MaxHold = 7 * 24 * time.Hour
 
 // Hold stops every grant of quota instance q (q.For(key) holds that key's
 // instance alone) until d from now on Redis's clock, in every process: what a
 // 429 or 418 with Retry-After calls for. The hold's end is kept to the
 // microsecond. Bookings made before it are checked again when their Wait
-// wakes, and booked again after the hold. A hold only ever grows: a shorter
-// one than the hold in place changes nothing. It returns how long the hold
-// now lasts.
+// wakes, and booked again after it. A hold only ever grows: a shorter one
+// than the hold in place changes nothing. It returns how long the hold now
+// lasts. d is at most a week (longer than any exchange ban).
 //
-// q needs no limits: Quota{Name: key} holds a single key's limits (Allow,
-// Reserve and Wait under key).
-func (l *Limiter) Hold(ctx context.Context, q Quota, d time.Duration) (time.Duration, error) {
+// reason, when not "", is recorded with the hold (who set it and why, cut
+// to 200 bytes) for operators to read with Inspect; it lasts as long as the
+// hold does after this call, and a later reason replaces it.
+//
+// d ≤ 0 releases the hold at once, in every process, with its reason (no
+// hold is no error); bookings already made keep their turns.
+//
+// q needs no limits: Quota{Name: key} (or Key(key, limit)) holds a single
+// key's limits.
+func (l *Limiter) Hold(ctx context.Context, q Quota, d time.Duration, reason string) (time.Duration, error) {
 	if err := q.validateID(); err != nil {
 		return 0, err
 	}
-	if d <= 0 || d > MaxHold {
-		return 0, fmt.Errorf("%w: hold of %s must be > 0 and ≤ %s", ErrInvalidDuration, d, MaxHold)
+	if d <= 0 {
+		hold := l.holdKey(q)
+		return 0, l.wrap(l.client.Del(ctx, hold, holdReasonKey(hold)).Err())
+	}
+	if d > maxHold {
+		return 0, fmt.Errorf("%w: hold of %s must be ≤ %s", errInvalidDuration, d, maxHold)
 	}
 	dus := max(d.Microseconds(), 1)
 	v, err := scripts.Hold.Run(ctx, l.client, []string{l.holdKey(q)}, dus).Int64()
 	if err != nil {
 		return 0, redisErr("hold", err)
 	}
-	return us(v), nil
+	left := us(v)
+	if reason == "" {
+		return left, nil
+	}
+	if len(reason) > maxHoldReason {
+		reason = reason[:maxHoldReason]
+	}
+	dc, ok := l.client.(doer)
+	if !ok {
+		return left, nil
+	}
+	err = dc.Do(ctx, "set", holdReasonKey(l.holdKey(q)), reason, "px", max(left.Milliseconds(), 1)).Err()
+	if err != nil {
+		return left, fmt.Errorf("limiter: hold reason: %w", err)
+	}
+	return left, nil
 }
 
-// Held reports how long the hold on quota instance q still lasts, to the
-// millisecond (for operators: Wait and the decisions read holds themselves);
-// 0 when there is none. It reads and writes nothing else.
-func (l *Limiter) Held(ctx context.Context, q Quota) (time.Duration, error) {
+// held reports how long the hold on quota instance q still lasts, to the
+// millisecond; 0 when there is none (tests; Inspect reports it to operators).
+func (l *Limiter) held(ctx context.Context, q Quota) (time.Duration, error) {
 	if err := q.validateID(); err != nil {
 		return 0, err
 	}
-	d, err := l.client.PTTL(ctx, l.holdKey(q)).Result()
+	pc, ok := l.client.(interface {
+		PTTL(ctx context.Context, key string) *redis.DurationCmd
+	})
+	if !ok {
+		return 0, errNotInspectable
+	}
+	d, err := pc.PTTL(ctx, l.holdKey(q)).Result()
 	if err != nil {
 		return 0, redisErr("hold ttl", err)
 	}
@@ -74,12 +104,12 @@ func (l *Limiter) Sync(ctx context.Context, q Quota, limitName string, used int)
 	if err := q.Validate(); err != nil {
 		return false, err
 	}
-	lim, ok := q.Find(limitName)
+	lim, ok := q.find(limitName)
 	if !ok {
-		return false, fmt.Errorf("%w: %q is not a limit of quota %q", ErrUnknownLimit, limitName, q.Name)
+		return false, fmt.Errorf("%w: %q is not a limit of quota %q", errUnknownLimit, limitName, q.Name)
 	}
 	if used < 0 {
-		return false, fmt.Errorf("%w: used %d must be ≥ 0", ErrInvalidCost, used)
+		return false, fmt.Errorf("%w: used %d must be ≥ 0", errInvalidCost, used)
 	}
 	if used == 0 {
 		return false, nil
@@ -96,8 +126,8 @@ func (l *Limiter) Sync(ctx context.Context, q Quota, limitName string, used int)
 // at atUS still counts. A limit keeping headroom (bound > 0 units) learns
 // into its outside record.
 func (l *Limiter) sync(ctx context.Context, key string, lim Limit, used int, atUS int64, outside string, bound int) (bool, error) {
-	used = min(used, lim.Max())
-	args := []any{lim.Algorithm.script(), lim.periodUS(), lim.Max(), lim.intervalUS(), used}
+	used = min(used, lim.most())
+	args := []any{lim.Algorithm.script(), lim.periodUS(), lim.most(), lim.intervalUS(), used}
 	ks := []string{key}
 	if atUS > 0 || bound > 0 {
 		args = append(args, atUS)
@@ -112,7 +142,7 @@ func (l *Limiter) sync(ctx context.Context, key string, lim Limit, used int, atU
 // whose outside record is outside, bound units): cost units of the charge
 // made at atUS were refused by the server.
 func (l *Limiter) refused(ctx context.Context, key string, lim Limit, cost int, atUS int64, outside string, bound int) error {
-	args := []any{lim.Algorithm.script(), lim.periodUS(), lim.Max(), lim.intervalUS(), 0, atUS, bound, cost}
+	args := []any{lim.Algorithm.script(), lim.periodUS(), lim.most(), lim.intervalUS(), 0, atUS, bound, cost}
 	_, err := l.runSync(ctx, []string{key, outside}, args)
 	return err
 }

@@ -111,7 +111,7 @@ var benchLimit = PerSecond(1_000_000)
 // BenchmarkAllow: GCRA on one hot key, with a client that never retries (no dedupe key).
 func BenchmarkAllow(b *testing.B) {
 	benchDecision(b, -1, func(ctx context.Context, lim *Limiter) error {
-		_, err := lim.Allow(ctx, "hot", benchLimit)
+		_, err := lim.Allow(ctx, Key("hot", benchLimit).Take(1))
 		return err
 	})
 }
@@ -120,7 +120,7 @@ func BenchmarkAllow(b *testing.B) {
 // decision also writes its dedupe token.
 func BenchmarkAllowDedupe(b *testing.B) {
 	benchDecision(b, 2, func(ctx context.Context, lim *Limiter) error {
-		_, err := lim.Allow(ctx, "hot", benchLimit)
+		_, err := lim.Allow(ctx, Key("hot", benchLimit).Take(1))
 		return err
 	})
 }
@@ -129,7 +129,7 @@ func BenchmarkAllowDedupe(b *testing.B) {
 func BenchmarkAllowNSliding(b *testing.B) {
 	l := Limit{Rate: 1_000_000_000, Period: time.Second, Algorithm: SlidingWindow}
 	benchDecision(b, -1, func(ctx context.Context, lim *Limiter) error {
-		_, err := lim.AllowN(ctx, "sliding", l, 5)
+		_, err := lim.Allow(ctx, Key("sliding", l).Take(5))
 		return err
 	})
 }
@@ -145,7 +145,7 @@ var benchCost = Cost{"weight": 5, "orders": 1, "daily": 1}
 // BenchmarkAllowQuota3: one quota of three limits (fixed window, counter, GCRA).
 func BenchmarkAllowQuota3(b *testing.B) {
 	benchDecision(b, -1, func(ctx context.Context, lim *Limiter) error {
-		_, err := lim.AllowQuota(ctx, benchQuota, benchCost)
+		_, err := lim.Allow(ctx, Charge{Quota: benchQuota, Cost: benchCost})
 		return err
 	})
 }
@@ -153,7 +153,7 @@ func BenchmarkAllowQuota3(b *testing.B) {
 // BenchmarkWaitUncontended: Wait that never has to sleep.
 func BenchmarkWaitUncontended(b *testing.B) {
 	benchDecision(b, -1, func(ctx context.Context, lim *Limiter) error {
-		return lim.Wait(ctx, "wait", benchLimit)
+		return lim.Wait(ctx, Key("wait", benchLimit).Take(1))
 	})
 }
 
@@ -166,7 +166,7 @@ func BenchmarkAllowParallel(b *testing.B) {
 	b.SetParallelism(32) // 32 × GOMAXPROCS goroutines
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := lim.Allow(ctx, "hot", benchLimit); err != nil {
+			if _, err := lim.Allow(ctx, Key("hot", benchLimit).Take(1)); err != nil {
 				b.Error(err)
 				return
 			}
@@ -199,7 +199,7 @@ func BenchmarkAllowTelemetry(b *testing.B) {
 			ctx := tc.ctx()
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := lim.Allow(ctx, "hot", benchLimit); err != nil {
+				if _, err := lim.Allow(ctx, Key("hot", benchLimit).Take(1)); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -220,7 +220,7 @@ func BenchmarkLeaser(b *testing.B) {
 	limit := Limit{Rate: 1_000_000_000, Period: time.Second, Algorithm: FixedWindow}
 	for _, g := range []int{1, 64} {
 		b.Run("leased/goroutines="+strconv.Itoa(g), func(b *testing.B) {
-			ls, err := lim.NewLeaser("lease"+strconv.Itoa(g), limit, LeaseOptions{})
+			ls, err := lim.NewLeaser(Key("lease"+strconv.Itoa(g), limit).Take(1), LeaseOptions{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -232,7 +232,7 @@ func BenchmarkLeaser(b *testing.B) {
 				var ds []time.Duration
 				for next() {
 					t0 := time.Now()
-					ok, err := ls.Allow(ctx)
+					ok, err := ls.Allow(ctx, 1)
 					if err != nil || !ok {
 						b.Error(ok, err)
 						return
@@ -259,7 +259,7 @@ func BenchmarkLeaser(b *testing.B) {
 			b.ReportAllocs()
 			goroutines(b, g, func(next func() bool) {
 				for next() {
-					if r, err := lim.Allow(ctx, "unleased"+strconv.Itoa(g), limit); err != nil || !r.Allowed {
+					if r, err := lim.Allow(ctx, Key("unleased"+strconv.Itoa(g), limit).Take(1)); err != nil || !r.Allowed {
 						b.Error(r, err)
 						return
 					}
@@ -288,13 +288,13 @@ func BenchmarkAllowQuota3RestartSpent(b *testing.B) {
 	c := benchClient(b, -1)
 	ctx := context.Background()
 	lim := New(c, Options{Prefix: "bench" + strconv.Itoa(int(time.Now().UnixNano()%1e6)), RestartSpent: 1})
-	if _, err := lim.AllowQuota(ctx, benchQuota, benchCost); err != nil {
+	if _, err := lim.Allow(ctx, Charge{Quota: benchQuota, Cost: benchCost}); err != nil {
 		b.Fatal(err)
 	}
 	resetStats(b, c)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := lim.AllowQuota(ctx, benchQuota, benchCost); err != nil {
+		if _, err := lim.Allow(ctx, Charge{Quota: benchQuota, Cost: benchCost}); err != nil {
 			b.Fatal(err)
 		}
 	}

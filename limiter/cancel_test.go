@@ -22,23 +22,23 @@ func TestCancelRestoresCurrentWindow(t *testing.T) {
 			m.SetTime(tenPast)
 			lim := New(c, Options{Prefix: "cw"})
 			ctx := context.Background()
-			limit := Every(10, time.Hour).WithAlgorithm(a)
-			if r, err := lim.AllowN(ctx, "k", limit, 8); err != nil || !r.Allowed {
+			limit := Limit{Rate: 10, Period: time.Hour, Burst: 10, Algorithm: a}
+			if r, err := lim.Allow(ctx, Key("k", limit).Take(8)); err != nil || !r.Allowed {
 				t.Fatalf("AllowN(8): %+v %v", r, err)
 			}
-			rv, err := lim.Reserve(ctx, "k", limit, 5)
-			if err != nil || !rv.OK() || !rv.At().After(tenPast.Add(49*time.Minute)) {
-				t.Fatalf("Reserve(5) should book the next hour: %v at %v", err, rv.At())
+			rv, err := lim.Reserve(ctx, Key("k", limit).Take(5))
+			if err != nil || !rv.OK() || !rv.at().After(tenPast.Add(49*time.Minute)) {
+				t.Fatalf("Reserve(5) should book the next hour: %v at %v", err, rv.at())
 			}
 			if _, err := rv.Cancel(ctx); err != nil {
 				t.Fatal(err)
 			}
-			r, err := lim.AllowN(ctx, "k", limit, 2)
+			r, err := lim.Allow(ctx, Key("k", limit).Take(2))
 			if err != nil || !r.Allowed || r.Remaining != 0 {
 				t.Fatalf("after Cancel, AllowN(2) with 8 of 10 used: %+v %v", r, err)
 			}
 			// Given back exactly: the window is now full, nothing more fits.
-			if r, _ := lim.AllowN(ctx, "k", limit, 1); r.Allowed {
+			if r, _ := lim.Allow(ctx, Key("k", limit).Take(1)); r.Allowed {
 				t.Fatalf("Cancel gave back more than it took: %+v", r)
 			}
 		})
@@ -54,23 +54,23 @@ func TestCancelRestoresGCRAInQuota(t *testing.T) {
 	ctx := context.Background()
 	q := Quota{Name: "q", Limits: []NamedLimit{
 		{"a", PerSecond(10)},
-		{"b", Every(5, time.Hour).WithAlgorithm(FixedWindow)},
+		{"b", Limit{Rate: 5, Period: time.Hour, Burst: 5, Algorithm: FixedWindow}},
 	}}
-	if r, err := lim.AllowQuota(ctx, q, Cost{"b": 5}); err != nil || !r.Allowed {
+	if r, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"b": 5}}); err != nil || !r.Allowed {
 		t.Fatalf("filling b: %+v %v", r, err)
 	}
-	rv, err := lim.ReserveQuota(ctx, q, Cost{"a": 1, "b": 1})
+	rv, err := lim.Reserve(ctx, Charge{Quota: q, Cost: Cost{"a": 1, "b": 1}})
 	if err != nil || !rv.OK() || rv.Delay() < 49*time.Minute {
 		t.Fatalf("ReserveQuota should wait for b's next hour: %v, delay %v", err, rv.Delay())
 	}
 	if _, err := rv.Cancel(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r, err := lim.AllowQuota(ctx, q, Cost{"a": 1})
+	r, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"a": 1}})
 	if err != nil || !r.Allowed || r.Limits[0].Remaining != 9 {
 		t.Fatalf("after Cancel, a should be full again: %+v %v", r, err)
 	}
-	if r, _ := lim.AllowQuota(ctx, q, Cost{"b": 1}); r.Allowed {
+	if r, _ := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"b": 1}}); r.Allowed {
 		t.Fatalf("Cancel gave b back more than it took: %+v", r)
 	}
 }

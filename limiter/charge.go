@@ -13,7 +13,7 @@ import (
 // only waits for the quota's hold (a call the server does not count but that
 // must not go out while the quota is held). Its hold is that of every quota
 // of the same Name, Group and For key. A call must charge something unless
-// all its quotas are without limits (ErrInvalidCost).
+// all its quotas are without limits (ErrInvalid).
 //
 // Charges whose quotas share a Group (or are one quota instance) live in one
 // Redis Cluster slot and are decided in one script call: all or nothing,
@@ -25,14 +25,23 @@ import (
 // caller may find the first group's units taken: compensation can refuse a
 // call that an atomic charge would have let through, never the reverse.
 
-// AllowAll takes every charge now, all or nothing (see the compensation
-// above for charges across groups). Limits of the result come charge by
-// charge; across groups, those of the groups after a refused one are missing.
-func (l *Limiter) AllowAll(ctx context.Context, charges ...Charge) (QuotaResult, error) {
+// Allow takes every charge now, all or nothing, or takes nothing and
+// reports how long until the charges would fit. Waiters that reserved
+// earlier are served first: Allow does not jump the queue. Charges across
+// groups follow the compensation above; the limits of the groups after a
+// refused one are missing from the result.
+//
+// lim.Allow(ctx, limiter.Key(key, limit).Take(n)) takes n units of limit
+// under key (Charge{Quota: Key(key, limit)}: one unit). That single-key
+// decision is one short script call.
+func (l *Limiter) Allow(ctx context.Context, charges ...Charge) (Result, error) {
+	if len(charges) == 1 && charges[0].plain() {
+		return l.allowKey(ctx, charges[0])
+	}
 	var p plan
 	ps, err := l.plans(&p, charges)
 	if err != nil {
-		return QuotaResult{}, err
+		return Result{}, err
 	}
 	if ps == nil {
 		return l.allowPlan(ctx, &p)
@@ -41,18 +50,66 @@ func (l *Limiter) AllowAll(ctx context.Context, charges ...Charge) (QuotaResult,
 	// which can be given back if a later group refuses.
 	r, err := l.reserveGroups(ctx, ps, 1)
 	if r == nil {
-		return QuotaResult{}, err
+		return Result{}, err
 	}
 	// A refusal: r holds every group's decision up to the refused one.
-	return r.QuotaResult(), nil
+	return r.Result(), nil
 }
 
-// ReserveAll books every charge at the earliest time all of it fits, all or
-// nothing, as long as that time is before ctx's deadline, with Reserve's
-// semantics (an error wrapping ErrWouldExceedDeadline, and a reservation that
-// is not OK, when it would not).
-func (l *Limiter) ReserveAll(ctx context.Context, charges ...Charge) (*Reservation, error) {
+// allowKey decides a single key's charge.
+func (l *Limiter) allowKey(ctx context.Context, c Charge) (Result, error) {
+	var p plan
+	limit, _ := c.Quota.keyLimit()
+	if err := l.single(&p, c.Quota.Name, limit, c.each()); err != nil {
+		return Result{}, err
+	}
+	ctx, span := l.start(ctx, spanAllow, kindSingle, &p)
+	var r reply
+	var err error
+	if l.coalesce != nil && limit.Algorithm == GCRA {
+		err = l.coalesced(ctx, &p, &r)
+	} else {
+		err = l.decide(ctx, &p, 0, &r)
+	}
+	l.count(ctx, kindSingle, &r, err)
+	end(span, &p, &r, err)
+	if err != nil {
+		return Result{}, err
+	}
+	return r.result(&p), nil
+}
+
+func (l *Limiter) allowPlan(ctx context.Context, p *plan) (Result, error) {
+	ctx, span := l.start(ctx, spanAllowQuota, kindQuota, p)
+	var r reply
+	err := l.decide(ctx, p, 0, &r)
+	l.count(ctx, kindQuota, &r, err)
+	end(span, p, &r, err)
+	if err != nil {
+		return Result{}, err
+	}
+	return r.result(p), nil
+}
+
+// Reserve books every charge at the earliest time all of it fits, all or
+// nothing, as long as that time is before ctx's deadline (any time when ctx
+// has none). The reservation's Delay says how long to wait before acting,
+// and its Wait waits.
+//
+// When the charges would fit only after ctx's deadline, nothing is charged
+// and the error wraps ErrWouldExceedDeadline; the reservation returned with
+// it is not OK and tells, through Delay and Result, when they would have
+// fitted.
+func (l *Limiter) Reserve(ctx context.Context, charges ...Charge) (*Reservation, error) {
 	p := new(plan)
+	if len(charges) == 1 && charges[0].plain() {
+		c := charges[0]
+		limit, _ := c.Quota.keyLimit()
+		if err := l.single(p, c.Quota.Name, limit, c.each()); err != nil {
+			return nil, err
+		}
+		return l.reserveSpan(ctx, p)
+	}
 	ps, err := l.plans(p, charges)
 	if err != nil {
 		return nil, err
@@ -67,10 +124,26 @@ func (l *Limiter) ReserveAll(ctx context.Context, charges ...Charge) (*Reservati
 	return l.reserveGroups(ctx, ps, mw)
 }
 
-// WaitAll blocks until every charge is taken, all or nothing: ReserveAll,
-// then the reservation's Wait.
-func (l *Limiter) WaitAll(ctx context.Context, charges ...Charge) error {
+// Wait blocks until every charge is taken, all or nothing: Reserve, then
+// the reservation's Wait. It books its turn in Redis in the same call that
+// checks, then sleeps exactly until it: no polling, and waiters across
+// processes are served first come first served. Most callers should use
+// Wait.
+//
+// It returns at once, charging nothing, when a cost exceeds what its limit
+// can ever allow (ErrInvalid) or when its turn would come after ctx's
+// deadline (ErrWouldExceedDeadline). If ctx is cancelled while it sleeps,
+// the booking is given back and ctx's error returned.
+func (l *Limiter) Wait(ctx context.Context, charges ...Charge) error {
 	p := new(plan)
+	if len(charges) == 1 && charges[0].plain() {
+		c := charges[0]
+		limit, _ := c.Quota.keyLimit()
+		if err := l.single(p, c.Quota.Name, limit, c.each()); err != nil {
+			return err
+		}
+		return l.wait(ctx, p)
+	}
 	ps, err := l.plans(p, charges)
 	if err != nil {
 		return err
@@ -96,7 +169,7 @@ func (l *Limiter) WaitAll(ctx context.Context, charges ...Charge) error {
 // otherwise it returns one plan per slot, ordered by slot head.
 func (l *Limiter) plans(p *plan, charges []Charge) ([]*plan, error) {
 	if len(charges) == 0 {
-		return nil, fmt.Errorf("%w: no charge", ErrInvalidCost)
+		return nil, fmt.Errorf("%w: no charge", errInvalidCost)
 	}
 	var ps []*plan
 	for _, c := range charges {
@@ -122,14 +195,14 @@ func (l *Limiter) plans(p *plan, charges []Charge) ([]*plan, error) {
 				ps = append(ps, into)
 			}
 		}
-		if err := l.addQuota(into, c.Quota, c.Cost); err != nil {
+		if err := l.addQuota(into, c); err != nil {
 			return nil, err
 		}
 	}
 	// A call must charge something, unless only quotas without limits are in it.
 	charged, limited := 0, false
 	for _, c := range charges {
-		limited = limited || len(c.Quota.Limits) > 0
+		limited = limited || len(c.Quota.limits()) > 0
 	}
 	charged = p.n
 	for _, q := range ps {
@@ -138,7 +211,7 @@ func (l *Limiter) plans(p *plan, charges []Charge) ([]*plan, error) {
 		}
 	}
 	if charged == 0 && limited {
-		return nil, fmt.Errorf("%w: the charges take nothing", ErrInvalidCost)
+		return nil, fmt.Errorf("%w: the charges take nothing", errInvalidCost)
 	}
 	sort.SliceStable(ps, func(i, j int) bool { return ps[i].head() < ps[j].head() })
 	return ps, nil
@@ -154,7 +227,7 @@ func (l *Limiter) reserveGroups(ctx context.Context, ps []*plan, maxWaitUS int64
 		moved := false
 		for i, p := range ps {
 			if maxWaitUS > 1 {
-				// AllowAll's (maxWaitUS 1) are all due at once, and never
+				// Allow's (maxWaitUS 1) are all due at once, and never
 				// moved: a time read on one node's clock, checked against a
 				// node whose clock is a little behind, would refuse them.
 				p.notBefore = nb
@@ -179,7 +252,7 @@ func (l *Limiter) reserveGroups(ctx context.Context, ps []*plan, maxWaitUS int64
 				// A later time than the groups before it: they must move to it
 				// (a group due at once is not moved: its time is only how late
 				// its call ran, as for any grant).
-				// AllowAll's bookings (maxWaitUS 1) are all due at once.
+				// Allow's bookings (maxWaitUS 1) are all due at once.
 				moved = moved || i > 0 && b.rep.waitUS > 0 && maxWaitUS > 1
 				nb = t
 			}

@@ -21,16 +21,16 @@ func TestQuotaFor(t *testing.T) {
 		lim := newLim(b, Options{})
 		tpl := Quota{Name: "api", Limits: []NamedLimit{{"req", PerMinute(1)}}}
 		for _, key := range []string{"alice", "bob", "a:b", "{x}"} {
-			if r, err := lim.AllowQuota(ctx, tpl.For(key), Cost{"req": 1}); err != nil || !r.Allowed {
+			if r, err := lim.Allow(ctx, Charge{Quota: tpl.For(key), Cost: Cost{"req": 1}}); err != nil || !r.Allowed {
 				t.Fatalf("first call for %q: %+v %v", key, r, err)
 			}
 		}
-		if r, _ := lim.AllowQuota(ctx, tpl.For("alice"), Cost{"req": 1}); r.Allowed {
+		if r, _ := lim.Allow(ctx, Charge{Quota: tpl.For("alice"), Cost: Cost{"req": 1}}); r.Allowed {
 			t.Fatal("alice's second call allowed: keys share nothing with each other, but a key counts")
 		}
 		// Name "api:a" with key "b" and name "api" with key "a:b" are different instances.
 		other := Quota{Name: "api:a", Limits: tpl.Limits}
-		if r, _ := lim.AllowQuota(ctx, other.For("b"), Cost{"req": 1}); !r.Allowed {
+		if r, _ := lim.Allow(ctx, Charge{Quota: other.For("b"), Cost: Cost{"req": 1}}); !r.Allowed {
 			t.Fatal(`("api:a", "b") met ("api", "a:b")'s state`)
 		}
 		// In a Group, instances stay apart too, and apart from a quota named
@@ -38,25 +38,25 @@ func TestQuotaFor(t *testing.T) {
 		g := Quota{Name: "api", Group: "api", Limits: tpl.Limits}
 		ga := Quota{Name: "api:a", Group: "api", Limits: tpl.Limits}
 		for _, inst := range []Quota{g, g.For("a:b"), g.For("a"), ga, ga.For("b"), g.For("@b")} {
-			if r, err := lim.AllowQuota(ctx, inst, Cost{"req": 1}); err != nil || !r.Allowed {
+			if r, err := lim.Allow(ctx, Charge{Quota: inst, Cost: Cost{"req": 1}}); err != nil || !r.Allowed {
 				t.Fatalf("%+v met another instance's state (%v)", inst, err)
 			}
 		}
 		// The template itself is an instance of its own.
-		if r, _ := lim.AllowQuota(ctx, tpl, Cost{"req": 1}); !r.Allowed {
+		if r, _ := lim.Allow(ctx, Charge{Quota: tpl, Cost: Cost{"req": 1}}); !r.Allowed {
 			t.Fatal("the unkeyed template met a keyed instance's state")
 		}
-		if r, _ := lim.AllowQuota(ctx, tpl.For("alice"), Cost{"req": 1}); r.Limits[0].Quota != "api" {
+		if r, _ := lim.Allow(ctx, Charge{Quota: tpl.For("alice"), Cost: Cost{"req": 1}}); r.Limits[0].Quota != "api" {
 			t.Fatalf("LimitResult.Quota %q, want the quota's name, not its key", r.Limits[0].Quota)
 		}
 		for _, tc := range []struct {
 			key  string
 			want error
-		}{{"", ErrEmptyKey}, {strings.Repeat("k", MaxKeyLen+1), ErrKeyTooLong}} {
-			if _, err := lim.AllowQuota(ctx, tpl.For(tc.key), Cost{"req": 1}); !errors.Is(err, tc.want) {
+		}{{"", errEmptyKey}, {strings.Repeat("k", maxKeyLen+1), errKeyTooLong}} {
+			if _, err := lim.Allow(ctx, Charge{Quota: tpl.For(tc.key), Cost: Cost{"req": 1}}); !errors.Is(err, tc.want) {
 				t.Fatalf("key of %d bytes: %v, want %v", len(tc.key), err, tc.want)
 			}
-			if _, err := lim.Hold(ctx, tpl.For(tc.key), time.Second); !errors.Is(err, tc.want) {
+			if _, err := lim.Hold(ctx, tpl.For(tc.key), time.Second, ""); !errors.Is(err, tc.want) {
 				t.Fatalf("hold, key of %d bytes: %v, want %v", len(tc.key), err, tc.want)
 			}
 		}
@@ -73,8 +73,8 @@ func TestAllowAll(t *testing.T) {
 		for _, groups := range [][2]string{{"ip1", "ip1"}, {"ip1", "ip2"}} {
 			ip := Quota{Name: "ip-" + groups[1], Group: groups[0], Limits: []NamedLimit{{"weight", PerMinute(10)}}}
 			acct := Quota{Name: "orders", Group: groups[1], Limits: []NamedLimit{{"orders", PerMinute(1)}}}
-			charge := func(acctKey string) (QuotaResult, error) {
-				return lim.AllowAll(ctx, Charge{ip, Cost{"weight": 2}}, Charge{acct.For(acctKey), Cost{"orders": 1}})
+			charge := func(acctKey string) (Result, error) {
+				return lim.Allow(ctx, Charge{Quota: ip, Cost: Cost{"weight": 2}}, Charge{Quota: acct.For(acctKey), Cost: Cost{"orders": 1}})
 			}
 			if r, err := charge("A"); err != nil || !r.Allowed || len(r.Limits) != 2 {
 				t.Fatalf("%v: first: %+v %v", groups, r, err)
@@ -104,20 +104,20 @@ func TestReservePastDeadline(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		lim := newLim(b, Options{})
 		limit := PerMinute(1)
-		if r, err := lim.Allow(context.Background(), "k", limit); err != nil || !r.Allowed {
+		if r, err := lim.Allow(context.Background(), Key("k", limit).Take(1)); err != nil || !r.Allowed {
 			t.Fatal(r, err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		rv, err := lim.Reserve(ctx, "k", limit, 1)
+		rv, err := lim.Reserve(ctx, Key("k", limit).Take(1))
 		if !errors.Is(err, ErrWouldExceedDeadline) || rv == nil || rv.OK() || rv.Delay() < 50*time.Second {
 			t.Fatalf("Reserve past the deadline: %v, %+v", err, rv)
 		}
 		q := Quota{Name: "q", Limits: []NamedLimit{{"l", limit}}}
-		if _, err := lim.AllowQuota(context.Background(), q, Cost{"l": 1}); err != nil {
+		if _, err := lim.Allow(context.Background(), Charge{Quota: q, Cost: Cost{"l": 1}}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := lim.ReserveAll(ctx, Charge{q, Cost{"l": 1}}); !errors.Is(err, ErrWouldExceedDeadline) {
+		if _, err := lim.Reserve(ctx, Charge{Quota: q, Cost: Cost{"l": 1}}); !errors.Is(err, ErrWouldExceedDeadline) {
 			t.Fatalf("ReserveAll past the deadline: %v", err)
 		}
 		if err := rv.Wait(ctx); !errors.Is(err, ErrWouldExceedDeadline) {
@@ -133,24 +133,24 @@ func TestGuard(t *testing.T) {
 	lim := New(c, Options{Prefix: "g"})
 	ctx := context.Background()
 	minute := time.Date(2024, 3, 1, 10, 10, 0, 0, time.UTC)
-	q := Quota{Name: "w", Guard: 300 * time.Millisecond, Limits: []NamedLimit{{"weight", Every(100, time.Minute).WithAlgorithm(FixedWindow)}}}
+	q := Quota{Name: "w", Guard: 300 * time.Millisecond, Limits: []NamedLimit{{"weight", Limit{Rate: 100, Period: time.Minute, Burst: 100, Algorithm: FixedWindow}}}}
 	m.SetTime(minute.Add(time.Minute - 400*time.Millisecond)) // 400 ms before the end: outside the guard
-	r, err := lim.AllowQuota(ctx, q, Cost{"weight": 1})
+	r, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}})
 	if err != nil || !r.Allowed || !r.Limits[0].WindowEnd.Equal(minute.Add(time.Minute)) {
 		t.Fatalf("outside the guard: %+v %v", r, err)
 	}
 	m.SetTime(minute.Add(time.Minute - 200*time.Millisecond)) // inside the guard
-	if r, err := lim.AllowQuota(ctx, q, Cost{"weight": 1}); err != nil || r.Allowed || r.RetryAfter != 200*time.Millisecond {
+	if r, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}}); err != nil || r.Allowed || r.RetryAfter != 200*time.Millisecond {
 		t.Fatalf("inside the guard, Allow: %+v %v", r, err)
 	}
-	rv, err := lim.ReserveQuota(ctx, q, Cost{"weight": 1})
-	if err != nil || !rv.At().Equal(minute.Add(time.Minute)) {
-		t.Fatalf("inside the guard, Reserve: %v at %v, want the next window's start", err, rv.At())
+	rv, err := lim.Reserve(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}})
+	if err != nil || !rv.at().Equal(minute.Add(time.Minute)) {
+		t.Fatalf("inside the guard, Reserve: %v at %v, want the next window's start", err, rv.at())
 	}
-	if end := rv.QuotaResult().Limits[0].WindowEnd; !end.Equal(minute.Add(2 * time.Minute)) {
+	if end := rv.Result().Limits[0].WindowEnd; !end.Equal(minute.Add(2 * time.Minute)) {
 		t.Fatalf("WindowEnd %v, want the next window's end", end)
 	}
-	if _, err := lim.AllowQuota(ctx, Quota{Name: "bad", Guard: time.Minute, Limits: q.Limits}, Cost{"weight": 1}); !errors.Is(err, ErrInvalidDuration) {
+	if _, err := lim.Allow(ctx, Charge{Quota: Quota{Name: "bad", Guard: time.Minute, Limits: q.Limits}, Cost: Cost{"weight": 1}}); !errors.Is(err, errInvalidDuration) {
 		t.Fatalf("a guard as long as the window: %v", err)
 	}
 }
@@ -162,30 +162,30 @@ func TestReservationSync(t *testing.T) {
 	lim := New(c, Options{Prefix: "s"})
 	ctx := context.Background()
 	minute := time.Date(2024, 3, 1, 10, 10, 0, 0, time.UTC)
-	q := Quota{Name: "w", Limits: []NamedLimit{{"weight", Every(10, time.Minute).WithAlgorithm(FixedWindow)}}}
+	q := Quota{Name: "w", Limits: []NamedLimit{{"weight", Limit{Rate: 10, Period: time.Minute, Burst: 10, Algorithm: FixedWindow}}}}
 	m.SetTime(minute.Add(59 * time.Second))
-	rv, err := lim.ReserveQuota(ctx, q, Cost{"weight": 1})
+	rv, err := lim.Reserve(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}})
 	if err != nil || rv.Delay() != 0 {
 		t.Fatal(err, rv.Delay())
 	}
 	m.SetTime(minute.Add(61 * time.Second)) // the answer came after the window ended
-	if raised, err := lim.AllowQuota(ctx, q, Cost{"weight": 1}); err != nil || !raised.Allowed {
+	if raised, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}}); err != nil || !raised.Allowed {
 		t.Fatal(raised, err)
 	}
 	if raised, err := rv.Sync(ctx, "", "weight", 10); err != nil || raised {
 		t.Fatalf("Sync after the charged window: raised %v (%v); the count belongs to the old window", raised, err)
 	}
-	rv2, err := lim.ReserveQuota(ctx, q, Cost{"weight": 1})
+	rv2, err := lim.Reserve(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if raised, err := rv2.Sync(ctx, "w", "weight", 10); err != nil || !raised {
 		t.Fatalf("Sync in the charged window: raised %v (%v)", raised, err)
 	}
-	if r, _ := lim.AllowQuota(ctx, q, Cost{"weight": 1}); r.Allowed {
+	if r, _ := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}}); r.Allowed {
 		t.Fatal("allowed after the server reported the window full")
 	}
-	if _, err := rv2.Sync(ctx, "", "nope", 1); !errors.Is(err, ErrUnknownLimit) {
+	if _, err := rv2.Sync(ctx, "", "nope", 1); !errors.Is(err, errUnknownLimit) {
 		t.Fatalf("Sync of a limit not charged: %v", err)
 	}
 }
@@ -201,19 +201,19 @@ func TestHoldOnlyCharge(t *testing.T) {
 	m.SetTime(at)
 	trade := Quota{Name: "kraken-trade", Limits: []NamedLimit{{"counter", Every(15, 45*time.Second)}}}
 	free := Quota{Name: "kraken-trade"}
-	if _, err := lim.Hold(ctx, trade.For("XBTUSD"), 2*time.Second); err != nil {
+	if _, err := lim.Hold(ctx, trade.For("XBTUSD"), 2*time.Second, ""); err != nil {
 		t.Fatal(err)
 	}
-	r, err := lim.AllowAll(ctx, Charge{Quota: free.For("XBTUSD")})
+	r, err := lim.Allow(ctx, Charge{Quota: free.For("XBTUSD")})
 	if err != nil || r.Allowed || r.DeniedBy != HoldName || r.DeniedQuota != "kraken-trade" || r.RetryAfter != 2*time.Second || len(r.Limits) != 0 {
 		t.Fatalf("free call on a held pair: %+v %v", r, err)
 	}
-	if r, err := lim.AllowAll(ctx, Charge{Quota: free.For("ETHUSD")}); err != nil || !r.Allowed {
+	if r, err := lim.Allow(ctx, Charge{Quota: free.For("ETHUSD")}); err != nil || !r.Allowed {
 		t.Fatalf("free call on another pair: %+v %v", r, err)
 	}
-	rv, err := lim.ReserveAll(ctx, Charge{Quota: free.For("XBTUSD")})
-	if err != nil || !rv.At().Equal(at.Add(2*time.Second)) {
-		t.Fatalf("ReserveAll of a free call: %v, at %v, want the hold's end", err, rv.At())
+	rv, err := lim.Reserve(ctx, Charge{Quota: free.For("XBTUSD")})
+	if err != nil || !rv.at().Equal(at.Add(2*time.Second)) {
+		t.Fatalf("ReserveAll of a free call: %v, at %v, want the hold's end", err, rv.at())
 	}
 	if n, err := rv.Cancel(ctx); err != nil || n != 0 {
 		t.Fatalf("Cancel of a free call gave back %d (%v)", n, err)
@@ -221,18 +221,18 @@ func TestHoldOnlyCharge(t *testing.T) {
 	if keys := m.Keys(); len(keys) != 1 {
 		t.Fatalf("keys %v: a free call must write nothing (only the hold)", keys)
 	}
-	if _, err := lim.AllowAll(ctx, Charge{Quota: free, Cost: Cost{"counter": 1}}); !errors.Is(err, ErrEmptyQuota) {
+	if _, err := lim.Allow(ctx, Charge{Quota: free, Cost: Cost{"counter": 1}}); !errors.Is(err, errEmptyQuota) {
 		t.Fatalf("a cost on a quota without limits: %v", err)
 	}
-	if _, err := lim.AllowAll(ctx, Charge{Quota: trade}); !errors.Is(err, ErrInvalidCost) {
+	if _, err := lim.Allow(ctx, Charge{Quota: trade, Cost: Cost{}}); !errors.Is(err, errInvalidCost) {
 		t.Fatalf("a call that takes nothing from a quota with limits: %v", err)
 	}
 	// A cost of 0 on a quota with limits, beside a charge: its hold only.
-	if r, err := lim.AllowAll(ctx, Charge{Quota: trade.For("XBTUSD"), Cost: Cost{"counter": 0}}, Charge{Quota: trade.For("ETHUSD"), Cost: Cost{"counter": 1}}); err != nil || r.Allowed || r.DeniedBy != HoldName {
+	if r, err := lim.Allow(ctx, Charge{Quota: trade.For("XBTUSD"), Cost: Cost{"counter": 0}}, Charge{Quota: trade.For("ETHUSD"), Cost: Cost{"counter": 1}}); err != nil || r.Allowed || r.DeniedBy != HoldName {
 		t.Fatalf("a 0 cost on a held pair with a charge on another: %+v %v", r, err)
 	}
 	// Together with a charged quota of another pair, in one call.
-	if r, err := lim.AllowAll(ctx, Charge{Quota: free.For("XBTUSD")}, Charge{Quota: trade.For("ETHUSD"), Cost: Cost{"counter": 1}}); err != nil || r.Allowed || r.DeniedBy != HoldName {
+	if r, err := lim.Allow(ctx, Charge{Quota: free.For("XBTUSD")}, Charge{Quota: trade.For("ETHUSD"), Cost: Cost{"counter": 1}}); err != nil || r.Allowed || r.DeniedBy != HoldName {
 		t.Fatalf("free call on a held pair with a charge on another: %+v %v", r, err)
 	}
 }
@@ -244,22 +244,22 @@ func TestReservationSyncQuotaQualified(t *testing.T) {
 	m.SetTime(time.Date(2024, 3, 1, 10, 10, 0, 0, time.UTC))
 	lim := New(c, Options{Prefix: "sq"})
 	ctx := context.Background()
-	weight := []NamedLimit{{"weight", Every(10, time.Minute).WithAlgorithm(FixedWindow)}}
+	weight := []NamedLimit{{"weight", Limit{Rate: 10, Period: time.Minute, Burst: 10, Algorithm: FixedWindow}}}
 	qa, qb := Quota{Name: "a", Limits: weight}, Quota{Name: "b", Limits: weight}
-	rv, err := lim.ReserveAll(ctx, Charge{qa, Cost{"weight": 1}}, Charge{qb, Cost{"weight": 1}})
+	rv, err := lim.Reserve(ctx, Charge{Quota: qa, Cost: Cost{"weight": 1}}, Charge{Quota: qb, Cost: Cost{"weight": 1}})
 	if err != nil || !rv.OK() {
 		t.Fatal(err)
 	}
 	if raised, err := rv.Sync(ctx, "b", "weight", 10); err != nil || !raised {
 		t.Fatalf("Sync of b's weight: raised %v (%v)", raised, err)
 	}
-	if r, _ := lim.AllowQuota(ctx, qb, Cost{"weight": 1}); r.Allowed {
+	if r, _ := lim.Allow(ctx, Charge{Quota: qb, Cost: Cost{"weight": 1}}); r.Allowed {
 		t.Fatal("b allowed after the server reported its window full")
 	}
-	if r, _ := lim.AllowQuota(ctx, qa, Cost{"weight": 1}); !r.Allowed {
+	if r, _ := lim.Allow(ctx, Charge{Quota: qa, Cost: Cost{"weight": 1}}); !r.Allowed {
 		t.Fatal("a denied: the sync of b's weight went to a's")
 	}
-	if _, err := rv.Sync(ctx, "c", "weight", 1); !errors.Is(err, ErrUnknownLimit) {
+	if _, err := rv.Sync(ctx, "c", "weight", 1); !errors.Is(err, errUnknownLimit) {
 		t.Fatalf("Sync of a quota not charged: %v", err)
 	}
 }
@@ -288,7 +288,7 @@ func TestAllowAllAcrossNodeClocks(t *testing.T) {
 	ip := Quota{Name: "ip", Group: "ip1", Limits: []NamedLimit{{"weight", PerMinute(10)}}}
 	acct := Quota{Name: "orders", Group: "acct1", Limits: []NamedLimit{{"orders", PerMinute(10)}}}
 	for i := range 3 {
-		r, err := lim.AllowAll(context.Background(), Charge{ip, Cost{"weight": 1}}, Charge{acct, Cost{"orders": 1}})
+		r, err := lim.Allow(context.Background(), Charge{Quota: ip, Cost: Cost{"weight": 1}}, Charge{Quota: acct, Cost: Cost{"orders": 1}})
 		if err != nil || !r.Allowed {
 			t.Fatalf("call %d: %+v %v", i, r, err)
 		}

@@ -12,7 +12,7 @@ import (
 // maxCoalesce is the most decisions one coalesced script call carries.
 const maxCoalesce = 256
 
-// coalescer merges concurrent Allow/AllowN calls that are the same decision
+// coalescer merges concurrent single-key Allow calls that are the same decision
 // (same key, same GCRA limit, same n) into one script call: while a call for
 // a decision is in flight, later callers queue; when it lands, the queue goes
 // out as the next call (group commit). No timer: a lone caller goes out at

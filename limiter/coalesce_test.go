@@ -27,30 +27,30 @@ func TestCoalescedMatchesSequential(t *testing.T) {
 	for round := range 300 {
 		limit := Limit{Rate: 1 + rng.IntN(50), Period: time.Duration(1+rng.IntN(5000)) * time.Millisecond}
 		limit.Burst = 1 + rng.IntN(limit.Rate*2)
-		n := 1 + rng.IntN(limit.Max())
+		n := 1 + rng.IntN(limit.most())
 		reps := 2 + rng.IntN(20)
-		used := rng.IntN(limit.Max() + 1)
+		used := rng.IntN(limit.most() + 1)
 		hold := rng.IntN(4) == 0
 		m.SetTime(time.UnixMicro(now))
 		keys := [2]string{"seq" + string(rune('a'+round%26)), "bat" + string(rune('a'+round%26))}
 		for _, k := range keys {
-			if err := lim.Reset(ctx, k); err != nil {
+			if err := lim.Reset(ctx, Quota{Name: k}); err != nil {
 				t.Fatal(err)
 			}
 			if used > 0 {
-				if _, err := lim.AllowN(ctx, k, limit, used); err != nil {
+				if _, err := lim.Allow(ctx, Key(k, limit).Take(used)); err != nil {
 					t.Fatal(err)
 				}
 			}
 			if hold {
-				if _, err := lim.Hold(ctx, Quota{Name: k}, time.Millisecond); err != nil {
+				if _, err := lim.Hold(ctx, Quota{Name: k}, time.Millisecond, ""); err != nil {
 					t.Fatal(err)
 				}
 			}
 		}
 		var seq []Result
 		for range reps {
-			r, err := lim.AllowN(ctx, keys[0], limit, n)
+			r, err := lim.Allow(ctx, Key(keys[0], limit).Take(n))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -67,8 +67,8 @@ func TestCoalescedMatchesSequential(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range reps {
-			got := p.out[i].single(limit)
-			if got != seq[i] {
+			got := brief(p.out[i].result(&p))
+			if got != brief(seq[i]) {
 				t.Fatalf("round %d (%s, n %d, used %d, hold %v) decision %d of %d: coalesced %+v, sequential %+v",
 					round, limit, n, used, hold, i, reps, got, seq[i])
 			}
@@ -95,7 +95,7 @@ func TestCoalesce(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				r, err := lim.Allow(ctx, "hot", limit)
+				r, err := lim.Allow(ctx, Key("hot", limit).Take(1))
 				if err != nil {
 					t.Error(err)
 					return
@@ -139,7 +139,7 @@ func TestCoalesceFailurePolicy(t *testing.T) {
 	defer c.Close()
 	lim := New(c, Options{Prefix: "f", Coalesce: true, Failure: FailOpen})
 	ctx := context.Background()
-	if r, err := lim.Allow(ctx, "k", PerSecond(10)); err != nil || !r.Allowed || r.Degraded {
+	if r, err := lim.Allow(ctx, Key("k", PerSecond(10)).Take(1)); err != nil || !r.Allowed || r.Degraded {
 		t.Fatalf("before the stop: %+v %v", r, err)
 	}
 	srv.Stop()
@@ -148,7 +148,7 @@ func TestCoalesceFailurePolicy(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, err := lim.Allow(ctx, "k", PerSecond(10))
+			r, err := lim.Allow(ctx, Key("k", PerSecond(10)).Take(1))
 			if err != nil || !r.Allowed || !r.Degraded {
 				t.Errorf("Redis stopped: %+v %v, want allowed and degraded", r, err)
 			}
@@ -203,7 +203,7 @@ func TestCoalesceKeepsDeadlines(t *testing.T) {
 			cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 			defer cancel()
 			start := time.Now()
-			_, err := lim.Allow(cctx, "slow", limit)
+			_, err := lim.Allow(cctx, Key("slow", limit).Take(1))
 			// Bound: the 50 ms deadline plus scheduling slack on a loaded
 			// machine, well under the 300 ms the reply takes.
 			if el := time.Since(start); el > 200*time.Millisecond {
@@ -217,7 +217,7 @@ func TestCoalesceKeepsDeadlines(t *testing.T) {
 	wg.Wait()
 	proxy.SetDelay(0)
 	time.Sleep(400 * time.Millisecond) // the leader's call lands in Redis
-	r, err := New(redistest.NewReal(t), Options{Prefix: prefix}).Allow(ctx, "slow", limit)
+	r, err := New(redistest.NewReal(t), Options{Prefix: prefix}).Allow(ctx, Key("slow", limit).Take(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,11 +257,23 @@ func TestCoalescePanicReleasesKey(t *testing.T) {
 				t.Fatal("the hook's panic did not reach the caller")
 			}
 		}()
-		_, _ = lim.Allow(ctx, "k", PerSecond(10))
+		_, _ = lim.Allow(ctx, Key("k", PerSecond(10)).Take(1))
 	}()
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if r, err := lim.Allow(cctx, "k", PerSecond(10)); err != nil || !r.Allowed {
+	if r, err := lim.Allow(cctx, Key("k", PerSecond(10)).Take(1)); err != nil || !r.Allowed {
 		t.Fatalf("after the panic: %+v %v, want allowed", r, err)
 	}
+}
+
+// decision is what a Result decides, without the names of its key.
+type decision struct {
+	allowed, degraded      bool
+	remaining              int
+	retryAfter, resetAfter time.Duration
+	deniedBy               string
+}
+
+func brief(r Result) decision {
+	return decision{r.Allowed, r.Degraded, r.Remaining, r.RetryAfter, r.ResetAfter, r.DeniedBy}
 }

@@ -23,20 +23,20 @@ import (
 type plan struct {
 	n      int
 	quota  string                 // the first quota's label (telemetry); "" for a single key (keys are not recorded)
-	names  [MaxQuotaLimits]string // limit names ("" for a single-key limit)
-	limits [MaxQuotaLimits]Limit
-	costs  [MaxQuotaLimits]int
-	keys   [MaxQuotaLimits]*keyEntry // one per limit
-	guards [MaxQuotaLimits]int64     // each limit's quota's Guard, µs
+	names  [maxQuotaLimits]string // limit names ("" for a single-key limit)
+	limits [maxQuotaLimits]Limit
+	costs  [maxQuotaLimits]int
+	keys   [maxQuotaLimits]*keyEntry // one per limit
+	guards [maxQuotaLimits]int64     // each limit's quota's Guard, µs
 	// outside are the outside records of limits that keep headroom
 	// (Quota.Headroom), nil for the others; headroom their bounds in units.
-	outside  [MaxQuotaLimits]*keyEntry
-	headroom [MaxQuotaLimits]int
+	outside  [maxQuotaLimits]*keyEntry
+	headroom [maxQuotaLimits]int
 	nOutside int
-	of       [MaxQuotaLimits]uint8 // each limit's quota: an index into holds
+	of       [maxQuotaLimits]uint8 // each limit's quota: an index into holds
 	// holds are the hold keys of the plan's quotas, nq of them ([0] also
 	// carries the slot's static token key; each its quota's name).
-	holds [MaxQuotaLimits]*keyEntry
+	holds [maxQuotaLimits]*keyEntry
 	nq    int
 	// notBefore is a µs time (Redis's clock) before which nothing is granted.
 	notBefore int64
@@ -51,7 +51,7 @@ type plan struct {
 	wake *reply
 	// regs are the registry entries of the plan's quotas (registry.go), one
 	// per hold.
-	regs [MaxQuotaLimits]*regEntry
+	regs [maxQuotaLimits]*regEntry
 }
 
 // name is the name of limit i ("" for a single-key limit).
@@ -66,10 +66,7 @@ func (p *plan) qname(j int) string { return p.holds[j].quota }
 func (p *plan) head() string { return p.holds[0].head }
 
 func checkKey(key string) error {
-	if err := keys.Check(key); err != nil {
-		return fmt.Errorf("limiter: key: %w", err)
-	}
-	return nil
+	return checkPart("key", key)
 }
 
 func (l *Limiter) head(tag string) string { return keys.Tag(l.opts.Prefix, tag) }
@@ -85,10 +82,10 @@ func stateKey(head, name string, a Algorithm) string {
 
 func checkCost(limit Limit, n int) error {
 	if n <= 0 {
-		return fmt.Errorf("%w: n = %d must be > 0", ErrInvalidCost, n)
+		return fmt.Errorf("%w: n = %d must be > 0", errInvalidCost, n)
 	}
-	if n > limit.Max() {
-		return fmt.Errorf("%w: n = %d, %s allows at most %d at once", ErrExceedsLimit, n, limit, limit.Max())
+	if n > limit.most() {
+		return fmt.Errorf("%w: n = %d, %s allows at most %d at once", errExceedsLimit, n, limit, limit.most())
 	}
 	return nil
 }
@@ -98,7 +95,7 @@ func (l *Limiter) single(p *plan, key string, limit Limit, n int) error {
 	if err := checkKey(key); err != nil {
 		return err
 	}
-	if err := limit.Validate(); err != nil {
+	if err := limit.validate(); err != nil {
 		return err
 	}
 	if err := checkCost(limit, n); err != nil {
@@ -110,56 +107,60 @@ func (l *Limiter) single(p *plan, key string, limit Limit, n int) error {
 	return nil
 }
 
-// quota plans cost against q alone into p.
-func (l *Limiter) quota(p *plan, q Quota, cost Cost) error {
+// quota plans charge c alone into p.
+func (l *Limiter) quota(p *plan, c Charge) error {
 	p.n, p.nq, p.nOutside = 0, 0, 0
-	if err := l.addQuota(p, q, cost); err != nil {
+	if err := l.addQuota(p, c); err != nil {
 		return err
 	}
-	if p.n == 0 && len(q.Limits) > 0 {
-		return fmt.Errorf("%w: cost charges no limit of quota %q", ErrInvalidCost, q.Name)
+	if p.n == 0 && len(c.Quota.limits()) > 0 {
+		return fmt.Errorf("%w: cost charges no limit of quota %q", errInvalidCost, c.Quota.Name)
 	}
 	return nil
 }
 
-// addQuota adds cost against q to p, whose quotas must share q's slot.
+// addQuota adds charge ch to p, whose quotas must share its quota's slot.
 // Limits the cost does not name (or names with 0) are left out; a quota
 // whose cost charges none of its limits, or that has none (with an empty
 // cost), adds only its hold: the call waits for it, charging it nothing.
-func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
-	holdOnly := len(q.Limits) == 0
+func (l *Limiter) addQuota(p *plan, ch Charge) error {
+	q, cost := ch.Quota, ch.Cost
+	limits := q.limits()
+	holdOnly := len(limits) == 0
 	if holdOnly {
 		if err := q.validateID(); err != nil {
 			return err
 		}
 		if len(cost) > 0 {
-			return fmt.Errorf("%w: %q has no limits to charge a cost to", ErrEmptyQuota, q.Name)
+			return fmt.Errorf("%w: %q has no limits to charge a cost to", errEmptyQuota, q.Name)
 		}
 	} else if err := q.Validate(); err != nil {
 		return err
 	}
 	for name, c := range cost {
-		if _, ok := q.Find(name); !ok {
-			return fmt.Errorf("%w: %q is not a limit of quota %q", ErrUnknownLimit, name, q.Name)
+		if _, ok := q.find(name); !ok {
+			return fmt.Errorf("%w: %q is not a limit of quota %q", errUnknownLimit, name, q.Name)
 		}
 		if c < 0 {
-			return fmt.Errorf("%w: %q costs %d", ErrInvalidCost, name, c)
+			return fmt.Errorf("%w: %q costs %d", errInvalidCost, name, c)
 		}
 	}
 	id := keyID{group: q.Group, quota: q.Name, key: q.key, keyed: q.keyed, algo: holdAlgorithm}
 	hold := l.keyFor(id)
 	for _, h := range p.holds[:p.nq] {
 		if h == hold || h.key == hold.key {
-			return fmt.Errorf("%w: quota %q charged twice in one call", ErrDuplicateLimit, q.Name)
+			return fmt.Errorf("%w: quota %q charged twice in one call", errDuplicateLimit, q.Name)
 		}
 	}
 	if p.nq > 0 && p.holds[0].head != hold.head {
 		return fmt.Errorf("limiter: quota %q is not in the slot of %q", q.Name, p.qname(0))
 	}
 	if p.nq == 0 {
-		p.quota = q.Name
-		if q.Label != "" {
-			p.quota = q.Label
+		// A single key's quota (one limit named "") is named by its key,
+		// which never reaches telemetry.
+		p.quota = q.Label
+		if _, single := q.keyLimit(); p.quota == "" && !single {
+			p.quota = q.Name
 		}
 	}
 	qi := p.nq
@@ -167,16 +168,20 @@ func (l *Limiter) addQuota(p *plan, q Quota, cost Cost) error {
 	p.regs[qi] = l.regFor(hold, q, Limit{})
 	p.nq++
 	guard := q.Guard.Microseconds()
-	for _, nl := range q.Limits {
-		c := cost[nl.Name]
+	each := ch.each()
+	for _, nl := range limits {
+		c := each
+		if cost != nil {
+			c = cost[nl.Name]
+		}
 		if c == 0 {
 			continue
 		}
 		if err := checkCost(nl.Limit, c); err != nil {
 			return fmt.Errorf("quota %q limit %q: %w", q.Name, nl.Name, err)
 		}
-		if p.n == MaxQuotaLimits {
-			return fmt.Errorf("%w: more than %d limits charged in one call", ErrInvalidLimit, MaxQuotaLimits)
+		if p.n == maxQuotaLimits {
+			return fmt.Errorf("%w: more than %d limits charged in one call", errInvalidLimit, maxQuotaLimits)
 		}
 		id.name, id.algo = nl.Name, nl.Limit.Algorithm
 		p.names[p.n], p.limits[p.n], p.costs[p.n] = nl.Name, nl.Limit, c
@@ -199,7 +204,7 @@ type reply struct {
 	waitUS   int64 // delay until the grant, or retry-after when denied
 	by       int64 // 0 none, -1 hold, i = limit i (1-based)
 	grantUS  int64 // Redis time of the grant, µs
-	per      [MaxQuotaLimits]perLimit
+	per      [maxQuotaLimits]perLimit
 	degraded bool
 	// prior holds, for a granted reservation, each limit's four prior-state
 	// values (int64s, checked): what Cancel restores. Kept as the reply's own
@@ -553,25 +558,16 @@ func us(v int64) time.Duration {
 	return time.Duration(v) * time.Microsecond
 }
 
-func (r *reply) single(limit Limit) Result {
-	res := Result{Limit: limit, Allowed: r.granted, Degraded: r.degraded}
-	res.Remaining = int(r.per[0].rem)
-	res.ResetAfter = us(r.per[0].resetUS)
-	if !r.granted {
-		res.RetryAfter = us(r.waitUS)
-	}
-	return res
-}
-
-func (r *reply) quota(p *plan) QuotaResult {
-	q := QuotaResult{Limits: make([]LimitResult, 0, p.n)}
+// result is the Result of the decision r on p.
+func (r *reply) result(p *plan) Result {
+	q := Result{Limits: make([]LimitResult, 0, p.n)}
 	r.addTo(&q, p)
 	return q
 }
 
 // addTo adds the decision r on p to q: one group's part of a decision on
 // several quotas (q starts allowed when it has no limits yet).
-func (r *reply) addTo(q *QuotaResult, p *plan) {
+func (r *reply) addTo(q *Result, p *plan) {
 	if len(q.Limits) == 0 {
 		q.Allowed = true
 	}
@@ -584,11 +580,12 @@ func (r *reply) addTo(q *QuotaResult, p *plan) {
 		at -= r.waitUS
 	}
 	for i, lim := range p.limits[:p.n] {
-		res := Result{Limit: lim, Allowed: r.granted, Degraded: r.degraded}
-		res.Remaining = int(r.per[i].rem)
-		res.ResetAfter = us(r.per[i].resetUS)
-		q.ResetAfter = max(q.ResetAfter, res.ResetAfter)
-		lr := LimitResult{Name: p.name(i), Quota: p.qname(int(p.of[i])), Result: res}
+		lr := LimitResult{Name: p.name(i), Quota: p.qname(int(p.of[i])), Limit: lim, Allowed: r.granted,
+			Remaining: int(r.per[i].rem), ResetAfter: us(r.per[i].resetUS)}
+		q.ResetAfter = max(q.ResetAfter, lr.ResetAfter)
+		if len(q.Limits) == 0 || lr.Remaining < q.Remaining {
+			q.Remaining = lr.Remaining
+		}
 		if at > 0 && !r.degraded && p.leaseUS == 0 && (lim.Algorithm == FixedWindow || lim.Algorithm == SlidingWindowCounter) {
 			per := lim.periodUS()
 			lr.WindowEnd = time.UnixMicro((at/per + 1) * per)

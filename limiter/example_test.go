@@ -2,6 +2,7 @@ package limiter_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -22,7 +23,7 @@ func Example() {
 	lim := limiter.New(client, limiter.Options{})
 	limit := limiter.PerSecond(3)
 	for i := 0; i < 4; i++ {
-		r, err := lim.Allow(ctx, "user:42", limit)
+		r, err := lim.Allow(ctx, limiter.Key("user:42", limit).Take(1))
 		if err != nil {
 			panic(err)
 		}
@@ -35,8 +36,33 @@ func Example() {
 	// false 0
 }
 
+// Most callers should use Wait: it books the turn in Redis, in the call that
+// checks, and sleeps exactly until it; past the context's deadline it charges
+// nothing and says so at once.
+func ExampleLimiter_Wait() {
+	mr := miniredis.NewMiniRedis()
+	_ = mr.Start()
+	defer mr.Close()
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer client.Close()
+	ctx := context.Background()
+
+	lim := limiter.New(client, limiter.Options{})
+	api := limiter.Key("api", limiter.PerHour(2))
+	for i := 0; i < 3; i++ {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := lim.Wait(ctx, api.Take(1))
+		cancel()
+		fmt.Println(err == nil, errors.Is(err, limiter.ErrWouldExceedDeadline))
+	}
+	// Output:
+	// true false
+	// true false
+	// false true
+}
+
 // A quota charges several limits together, all or nothing, in one round trip.
-func ExampleLimiter_AllowQuota() {
+func ExampleLimiter_Allow_quota() {
 	mr := miniredis.NewMiniRedis()
 	_ = mr.Start()
 	defer mr.Close()
@@ -46,12 +72,12 @@ func ExampleLimiter_AllowQuota() {
 
 	lim := limiter.New(client, limiter.Options{})
 	binance := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{
-		{Name: "weight", Limit: limiter.PerMinute(1200).WithAlgorithm(limiter.FixedWindow)},
-		{Name: "orders", Limit: limiter.Every(10, 10*time.Second).WithAlgorithm(limiter.SlidingWindow)},
+		{Name: "weight", Limit: limiter.Limit{Rate: 1200, Period: time.Minute, Algorithm: limiter.FixedWindow}},
+		{Name: "orders", Limit: limiter.Limit{Rate: 10, Period: 10 * time.Second, Algorithm: limiter.SlidingWindow}},
 	}}
-	r, _ := lim.AllowQuota(ctx, binance, limiter.Cost{"weight": 1, "orders": 1}) // place an order
+	r, _ := lim.Allow(ctx, limiter.Charge{Quota: binance, Cost: limiter.Cost{"weight": 1, "orders": 1}}) // place an order
 	fmt.Println(r.Allowed, r.Limits[0].Remaining, r.Limits[1].Remaining)
-	r, _ = lim.AllowQuota(ctx, binance, limiter.Cost{"weight": 1200}) // more than is left this minute
+	r, _ = lim.Allow(ctx, limiter.Charge{Quota: binance, Cost: limiter.Cost{"weight": 1200}}) // more than is left this minute
 	fmt.Println(r.Allowed, r.DeniedBy)
 	// Output:
 	// true 1199 9
@@ -69,23 +95,21 @@ func ExampleLimiter_NewLeaser() {
 	ctx := context.Background()
 
 	lim := limiter.New(client, limiter.Options{})
-	ls, err := lim.NewLeaser("exchange", limiter.PerSecond(1000), limiter.LeaseOptions{})
+	ls, err := lim.NewLeaser(limiter.Key("exchange", limiter.PerSecond(1000)).Take(1), limiter.LeaseOptions{})
 	if err != nil {
 		panic(err)
 	}
 	defer ls.Close()
 	allowed := 0
 	for range 500 {
-		if ok, err := ls.Allow(ctx); err == nil && ok {
+		if ok, err := ls.Allow(ctx, 1); err == nil && ok {
 			allowed++
 		}
 	}
 	st := ls.Stats()
 	fmt.Println(allowed, "allowed;", "most answered locally:", st.Local > st.Calls)
-	fmt.Println("largest lease:", ls.Cap(), "units, spent within", ls.TTL())
 	// Output:
 	// 500 allowed; most answered locally: true
-	// largest lease: 100 units, spent within 100ms
 }
 
 // A quota is a template: For gives each key (an account, an API key) its own
@@ -93,7 +117,7 @@ func ExampleLimiter_NewLeaser() {
 // request charges them together, all or nothing, in one round trip: here
 // Binance's weight per IP, shared by every account behind it, and orders per
 // account.
-func ExampleLimiter_AllowAll() {
+func ExampleLimiter_Allow_groups() {
 	mr := miniredis.NewMiniRedis()
 	_ = mr.Start()
 	defer mr.Close()
@@ -103,13 +127,13 @@ func ExampleLimiter_AllowAll() {
 
 	lim := limiter.New(client, limiter.Options{})
 	ip := limiter.Quota{Name: "binance-ip", Group: "binance-ip1", Limits: []limiter.NamedLimit{
-		{Name: "weight", Limit: limiter.PerMinute(6000).WithAlgorithm(limiter.FixedWindow)},
+		{Name: "weight", Limit: limiter.Limit{Rate: 6000, Period: time.Minute, Algorithm: limiter.FixedWindow}},
 	}}
 	orders := limiter.Quota{Name: "binance-orders", Group: "binance-ip1", Limits: []limiter.NamedLimit{
-		{Name: "orders", Limit: limiter.Every(1, 10*time.Second).WithAlgorithm(limiter.FixedWindow)},
+		{Name: "orders", Limit: limiter.Limit{Rate: 1, Period: 10 * time.Second, Algorithm: limiter.FixedWindow}},
 	}}
-	order := func(account string) limiter.QuotaResult {
-		r, err := lim.AllowAll(ctx,
+	order := func(account string) limiter.Result {
+		r, err := lim.Allow(ctx,
 			limiter.Charge{Quota: ip, Cost: limiter.Cost{"weight": 1}},
 			limiter.Charge{Quota: orders.For(account), Cost: limiter.Cost{"orders": 1}})
 		if err != nil {

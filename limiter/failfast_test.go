@@ -43,7 +43,7 @@ func TestFailFastRefused(t *testing.T) {
 			closed := New(c, Options{Prefix: "closed"})
 			for i := range 5 {
 				start := time.Now()
-				r, err := open.Allow(ctx, "k", PerSecond(10))
+				r, err := open.Allow(ctx, Key("k", PerSecond(10)).Take(1))
 				el := time.Since(start)
 				require.NoError(t, err)
 				require.True(t, r.Allowed && r.Degraded, "call %d: %+v", i, r)
@@ -58,7 +58,7 @@ func TestFailFastRefused(t *testing.T) {
 				require.Less(t, el, refusedBound, "call %d waited on go-redis's dial retries", i)
 
 				start = time.Now()
-				_, err = closed.Allow(ctx, "k", PerSecond(10))
+				_, err = closed.Allow(ctx, Key("k", PerSecond(10)).Take(1))
 				el = time.Since(start)
 				require.ErrorIs(t, err, ErrUnavailable)
 				if tc.name == "ring" && i > 0 {
@@ -83,7 +83,7 @@ func TestFailFastSilent(t *testing.T) {
 	lim := New(c, Options{Failure: FailOpen, Timeout: timeout})
 	for i := range 3 {
 		start := time.Now()
-		r, err := lim.Allow(ctx, "k", PerSecond(10))
+		r, err := lim.Allow(ctx, Key("k", PerSecond(10)).Take(1))
 		el := time.Since(start)
 		require.NoError(t, err)
 		require.True(t, r.Degraded)
@@ -98,7 +98,7 @@ func TestFailFastSilent(t *testing.T) {
 	closed := New(c, Options{Prefix: "closed", Timeout: timeout})
 	var err error
 	for range 4 {
-		_, err = closed.Allow(ctx, "k", PerSecond(10))
+		_, err = closed.Allow(ctx, Key("k", PerSecond(10)).Take(1))
 	}
 	require.ErrorIs(t, err, ErrUnavailable)
 	require.ErrorContains(t, err, "circuit breaker is open")
@@ -112,12 +112,12 @@ func TestNewNilClient(t *testing.T) {
 	ctx := context.Background()
 	for _, c := range []Client{nil, (*redis.Client)(nil)} {
 		lim := New(c, Options{Failure: FailOpen})
-		_, err := lim.Allow(ctx, "k", PerSecond(1))
+		_, err := lim.Allow(ctx, Key("k", PerSecond(1)).Take(1))
 		require.ErrorIs(t, err, ErrNilClient)
-		_, err = lim.Reserve(ctx, "k", PerSecond(1), 1)
+		_, err = lim.Reserve(ctx, Key("k", PerSecond(1)).Take(1))
 		require.ErrorIs(t, err, ErrNilClient)
-		require.ErrorIs(t, lim.Reset(ctx, "k"), ErrNilClient)
-		_, err = lim.Hold(ctx, Quota{Name: "q", Limits: []NamedLimit{{"a", PerSecond(1)}}}, time.Second)
+		require.ErrorIs(t, lim.Reset(ctx, Quota{Name: "k"}), ErrNilClient)
+		_, err = lim.Hold(ctx, Quota{Name: "q", Limits: []NamedLimit{{"a", PerSecond(1)}}}, time.Second, "")
 		require.ErrorIs(t, err, ErrNilClient)
 		require.False(t, errors.Is(err, ErrUnavailable))
 	}
@@ -141,13 +141,13 @@ func TestAuthErrorsTyped(t *testing.T) {
 			for _, policy := range []FailurePolicy{FailClosed, FailOpen} {
 				lim := New(c, Options{Failure: policy})
 				q := Quota{Name: "q", Limits: []NamedLimit{{"a", PerSecond(10)}, {"b", PerMinute(100)}, {"c", PerHour(1000)}}}
-				_, err := lim.AllowQuota(ctx, q, Cost{"a": 1, "b": 1, "c": 1})
+				_, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"a": 1, "b": 1, "c": 1}})
 				require.ErrorIs(t, err, ErrAuth, "%v", policy)
 				require.False(t, errors.Is(err, ErrUnavailable), "%v: not an outage", policy)
 				require.NotContains(t, err.Error(), ".lua")
 				require.NotContains(t, err.Error(), "right-password")
 				t.Logf("%v: %v", policy, err)
-				_, err = lim.Allow(ctx, "k", PerSecond(1))
+				_, err = lim.Allow(ctx, Key("k", PerSecond(1)).Take(1))
 				require.ErrorIs(t, err, ErrAuth)
 			}
 		})

@@ -52,7 +52,7 @@ func failover(t *testing.T, ack time.Duration) int {
 	})
 	defer fc.Close()
 	lim := New(fc, Options{Prefix: "fo", CoolDown: 50 * time.Millisecond, ReplicaAck: ack})
-	limit := PerHour(10_000_000).WithAlgorithm(FixedWindow)
+	limit := Limit{Rate: 10_000_000, Period: time.Hour, Burst: 10_000_000, Algorithm: FixedWindow}
 
 	type grant struct {
 		used int // units counted in the window after this grant
@@ -69,13 +69,13 @@ func failover(t *testing.T, ack time.Duration) int {
 		go func() {
 			defer wg.Done()
 			for !stop.Load() {
-				r, err := lim.Allow(ctx, "k", limit)
+				r, err := lim.Allow(ctx, Key("k", limit).Take(1))
 				if err != nil || !r.Allowed {
 					time.Sleep(time.Millisecond)
 					continue
 				}
 				mu.Lock()
-				grants = append(grants, grant{used: limit.Max() - r.Remaining, at: time.Now()})
+				grants = append(grants, grant{used: limit.most() - r.Remaining, at: time.Now()})
 				mu.Unlock()
 			}
 		}()

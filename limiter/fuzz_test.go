@@ -12,21 +12,21 @@ func FuzzLimitValidate(f *testing.F) {
 	f.Add(10, int64(time.Second), 10, uint8(0))
 	f.Add(0, int64(0), 0, uint8(9))
 	f.Add(-1, int64(-time.Hour), -5, uint8(3))
-	f.Add(1_000_000_000, int64(MaxPeriod), 1_000_000_000, uint8(1))
+	f.Add(1_000_000_000, int64(maxPeriod), 1_000_000_000, uint8(1))
 	f.Add(1<<62, int64(100*365*24*time.Hour), 1<<62, uint8(2))
 	f.Add(3, int64(time.Millisecond), 0, uint8(3))
 	f.Fuzz(func(t *testing.T, rate int, period int64, burst int, algo uint8) {
 		l := Limit{Rate: rate, Period: time.Duration(period), Burst: burst, Algorithm: Algorithm(algo)}
-		err := l.Validate()
+		err := l.validate()
 		if err != nil {
-			if !errors.Is(err, ErrInvalidLimit) {
-				t.Fatalf("%#v: %v is not ErrInvalidLimit", l, err)
+			if !errors.Is(err, errInvalidLimit) {
+				t.Fatalf("%#v: %v is not errInvalidLimit", l, err)
 			}
 			return
 		}
 		const exact = int64(1) << 53
-		p, iv, m := l.periodUS(), l.intervalUS(), int64(l.Max())
-		if p < 1000 || iv < 1 || m < 1 || m > MaxRate {
+		p, iv, m := l.periodUS(), l.intervalUS(), int64(l.most())
+		if p < 1000 || iv < 1 || m < 1 || m > maxRate {
 			t.Fatalf("%#v accepted with period %dµs interval %dµs max %d", l, p, iv, m)
 		}
 		// The largest integer the scripts form: a Unix µs time (through
@@ -34,7 +34,7 @@ func FuzzLimitValidate(f *testing.F) {
 		// counter's period × count is a float computation, the same in Go's
 		// model, and exactness is not needed there.)
 		const year2100 = int64(4_102_444_800_000_000)
-		if l.Algorithm == GCRA && (m > MaxRate || m*iv > int64(MaxPeriod/time.Microsecond)) || year2100+m*iv+p >= exact {
+		if l.Algorithm == GCRA && (m > maxRate || m*iv > int64(maxPeriod/time.Microsecond)) || year2100+m*iv+p >= exact {
 			t.Fatalf("%#v accepted but leaves exact doubles: m*iv=%d", l, m*iv)
 		}
 		if !(int64(l.Rate)*iv >= p) {

@@ -20,14 +20,14 @@ func TestHeadroom(t *testing.T) {
 	ctx := context.Background()
 	base := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
 	q := Quota{Name: "ip", Group: "g", Headroom: 0.5,
-		Limits: []NamedLimit{{"weight", Every(100, time.Minute).WithAlgorithm(FixedWindow)}}}
+		Limits: []NamedLimit{{"weight", Limit{Rate: 100, Period: time.Minute, Burst: 100, Algorithm: FixedWindow}}}}
 	at := func(w int) { m.SetTime(base.Add(time.Duration(w)*time.Minute + time.Second)) }
 	// take takes units one at a time until refused: the room the fleet has.
 	take := func() int {
 		t.Helper()
 		n := 0
 		for ; n <= 100; n++ {
-			r, err := lim.AllowQuota(ctx, q, Cost{"weight": 1})
+			r, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -45,7 +45,7 @@ func TestHeadroom(t *testing.T) {
 	}
 
 	at(0)
-	rv, err := lim.ReserveQuota(ctx, q, Cost{"weight": 10})
+	rv, err := lim.Reserve(ctx, Charge{Quota: q, Cost: Cost{"weight": 10}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestHeadroom(t *testing.T) {
 	}
 	at(11)
 	for n := 0; ; n++ {
-		r, err := lim.AllowQuota(ctx, q2, Cost{"weight": 1})
+		r, err := lim.Allow(ctx, Charge{Quota: q2, Cost: Cost{"weight": 1}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,17 +107,17 @@ func TestHeadroom(t *testing.T) {
 		}
 	}
 	// ResetQuota forgets what was learned.
-	if err := lim.ResetQuota(ctx, q2); err != nil {
+	if err := lim.Reset(ctx, q2); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := lim.AllowQuota(ctx, q2, Cost{"weight": 100}); err != nil || !r.Allowed {
+	if r, err := lim.Allow(ctx, Charge{Quota: q2, Cost: Cost{"weight": 100}}); err != nil || !r.Allowed {
 		t.Fatalf("after ResetQuota: %+v %v, want the whole window", r, err)
 	}
 
 	for _, h := range []float64{-0.1, 0.95, math.NaN()} {
 		bad := Quota{Name: "bad", Headroom: h, Limits: q.Limits}
-		if _, err := lim.AllowQuota(ctx, bad, Cost{"weight": 1}); !errors.Is(err, ErrInvalidLimit) {
-			t.Errorf("Headroom %v: %v, want ErrInvalidLimit", h, err)
+		if _, err := lim.Allow(ctx, Charge{Quota: bad, Cost: Cost{"weight": 1}}); !errors.Is(err, errInvalidLimit) {
+			t.Errorf("Headroom %v: %v, want errInvalidLimit", h, err)
 		}
 	}
 }
@@ -130,17 +130,17 @@ func TestHeadroomRefused(t *testing.T) {
 	lim := New(c, Options{Prefix: "r"})
 	ctx := context.Background()
 	base := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
-	q := Quota{Name: "ip", Headroom: 0.5, Limits: []NamedLimit{{"weight", Every(100, time.Minute).WithAlgorithm(FixedWindow)}}}
+	q := Quota{Name: "ip", Headroom: 0.5, Limits: []NamedLimit{{"weight", Limit{Rate: 100, Period: time.Minute, Burst: 100, Algorithm: FixedWindow}}}}
 	for _, refuse := range []bool{true, false} {
-		if err := lim.ResetQuota(ctx, q); err != nil {
+		if err := lim.Reset(ctx, q); err != nil {
 			t.Fatal(err)
 		}
 		m.SetTime(base.Add(time.Second))
-		ok, err := lim.ReserveQuota(ctx, q, Cost{"weight": 30})
+		ok, err := lim.Reserve(ctx, Charge{Quota: q, Cost: Cost{"weight": 30}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		no, err := lim.ReserveQuota(ctx, q, Cost{"weight": 20})
+		no, err := lim.Reserve(ctx, Charge{Quota: q, Cost: Cost{"weight": 20}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,7 +156,7 @@ func TestHeadroomRefused(t *testing.T) {
 		m.SetTime(base.Add(time.Minute + time.Second))
 		room := 0
 		for ; room <= 100; room++ {
-			r, err := lim.AllowQuota(ctx, q, Cost{"weight": 1})
+			r, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -28,15 +28,15 @@ func TestWaitHoldEdge(t *testing.T) {
 		const tries = 200
 		early, moved := 0, 0
 		for try := 0; try < tries; {
-			q := Quota{Name: "edge", Limits: []NamedLimit{{"w", Every(1, 20*time.Millisecond).WithAlgorithm(FixedWindow)}}}.For(strconv.Itoa(try))
-			if _, err := a.AllowQuota(ctx, q, Cost{"w": 1}); err != nil { // fill the current window
+			q := Quota{Name: "edge", Limits: []NamedLimit{{"w", Limit{Rate: 1, Period: 20 * time.Millisecond, Burst: 1, Algorithm: FixedWindow}}}}.For(strconv.Itoa(try))
+			if _, err := a.Allow(ctx, Charge{Quota: q, Cost: Cost{"w": 1}}); err != nil { // fill the current window
 				t.Fatal(err)
 			}
-			r, err := a.ReserveQuota(ctx, q, Cost{"w": 1})
+			r, err := a.Reserve(ctx, Charge{Quota: q, Cost: Cost{"w": 1}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			booked := r.At()
+			booked := r.at()
 			now, err := b.Client.Time(ctx).Result()
 			if err != nil {
 				t.Fatal(err)
@@ -50,7 +50,7 @@ func TestWaitHoldEdge(t *testing.T) {
 				continue
 			}
 			over := 1200*time.Microsecond + time.Duration(try%7)*100*time.Microsecond // 1.2 to 1.8 ms past T
-			if _, err := other.Hold(ctx, q, booked.Add(over).Sub(now)); err != nil {
+			if _, err := other.Hold(ctx, q, booked.Add(over).Sub(now), ""); err != nil {
 				t.Fatal(err)
 			}
 			v, err := b.Client.Get(ctx, a.holdKey(q)).Int64()
@@ -80,7 +80,7 @@ func TestWaitHoldEdge(t *testing.T) {
 				early++
 				t.Errorf("try %d: sent %v before the hold's end", try, holdEnd.Sub(sent))
 			}
-			if !r.At().Before(holdEnd) {
+			if !r.at().Before(holdEnd) {
 				moved++
 			}
 			try++
@@ -107,17 +107,17 @@ func TestWaitWakesIntoGuard(t *testing.T) {
 		lim := newLim(b, Options{Timeout: 10 * time.Second}) // about holds and guards, not timeouts
 		const period, guard = 400 * time.Millisecond, 100 * time.Millisecond
 		for _, dueAtOnce := range []bool{false, true} {
-			q := Quota{Name: "guard", Guard: guard, Limits: []NamedLimit{{"w", Every(2, period).WithAlgorithm(FixedWindow)}}}.For(strconv.FormatBool(dueAtOnce))
+			q := Quota{Name: "guard", Guard: guard, Limits: []NamedLimit{{"w", Limit{Rate: 2, Period: period, Burst: 2, Algorithm: FixedWindow}}}}.For(strconv.FormatBool(dueAtOnce))
 			if !dueAtOnce {
-				if _, err := lim.AllowQuota(ctx, q, Cost{"w": 2}); err != nil { // fill the current window
+				if _, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"w": 2}}); err != nil { // fill the current window
 					t.Fatal(err)
 				}
 			}
-			r, err := lim.ReserveQuota(ctx, q, Cost{"w": 1})
+			r, err := lim.Reserve(ctx, Charge{Quota: q, Cost: Cost{"w": 1}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			booked := r.At()
+			booked := r.at()
 			end := booked.Truncate(period).Add(period)
 			if end.Sub(booked) <= guard {
 				t.Fatalf("booked %v, within the guard of its window's end %v", booked, end)
@@ -132,7 +132,7 @@ func TestWaitWakesIntoGuard(t *testing.T) {
 			if err := r.Wait(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if got := r.At(); got.Before(end) {
+			if got := r.at(); got.Before(end) {
 				t.Fatalf("due at once %v: woken in the guard of %v, still booked at %v", dueAtOnce, end, got)
 			}
 		}
@@ -148,23 +148,23 @@ func TestWaitAcrossGroups(t *testing.T) {
 		lim := newLim(b, Options{Timeout: 10 * time.Second}) // about holds and guards, not timeouts
 		const period = 300 * time.Millisecond
 		qa := Quota{Name: "a", Group: "ga", Limits: []NamedLimit{{"l", PerSecond(1000)}}}
-		qb := Quota{Name: "b", Group: "gb", Limits: []NamedLimit{{"w", Every(1, period).WithAlgorithm(FixedWindow)}}}
-		if _, err := lim.AllowQuota(ctx, qb, Cost{"w": 1}); err != nil { // qb's window is full
+		qb := Quota{Name: "b", Group: "gb", Limits: []NamedLimit{{"w", Limit{Rate: 1, Period: period, Burst: 1, Algorithm: FixedWindow}}}}
+		if _, err := lim.Allow(ctx, Charge{Quota: qb, Cost: Cost{"w": 1}}); err != nil { // qb's window is full
 			t.Fatal(err)
 		}
-		r, err := lim.ReserveAll(ctx, Charge{qa, Cost{"l": 1}}, Charge{qb, Cost{"w": 1}})
+		r, err := lim.Reserve(ctx, Charge{Quota: qa, Cost: Cost{"l": 1}}, Charge{Quota: qb, Cost: Cost{"w": 1}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		T := r.At()
-		if T.UnixMicro()%period.Microseconds() != 0 || len(r.parts) != 2 || !r.parts[0].At().Equal(r.parts[1].At()) {
-			t.Fatalf("booked at %v and %v, want both at qb's next window start", r.parts[0].At(), r.parts[1].At())
+		T := r.at()
+		if T.UnixMicro()%period.Microseconds() != 0 || len(r.parts) != 2 || !r.parts[0].at().Equal(r.parts[1].at()) {
+			t.Fatalf("booked at %v and %v, want both at qb's next window start", r.parts[0].at(), r.parts[1].at())
 		}
 		now, err := b.Client.Time(ctx).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := lim.Hold(ctx, qa, T.Add(20*time.Millisecond).Sub(now)); err != nil {
+		if _, err := lim.Hold(ctx, qa, T.Add(20*time.Millisecond).Sub(now), ""); err != nil {
 			t.Fatal(err)
 		}
 		holdEnd, err := b.Client.Get(ctx, lim.holdKey(qa)).Int64()
@@ -178,11 +178,11 @@ func TestWaitAcrossGroups(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if sent.Before(time.UnixMicro(holdEnd)) || r.parts[0].At().Before(time.UnixMicro(holdEnd)) || !r.parts[0].At().Equal(r.parts[1].At()) {
-			t.Fatalf("sent %v, booked %v and %v; the hold ends %v", sent, r.parts[0].At(), r.parts[1].At(), time.UnixMicro(holdEnd))
+		if sent.Before(time.UnixMicro(holdEnd)) || r.parts[0].at().Before(time.UnixMicro(holdEnd)) || !r.parts[0].at().Equal(r.parts[1].at()) {
+			t.Fatalf("sent %v, booked %v and %v; the hold ends %v", sent, r.parts[0].at(), r.parts[1].at(), time.UnixMicro(holdEnd))
 		}
 		// qb was charged once in its window: nothing more fits there.
-		if res, err := lim.AllowQuota(ctx, qb, Cost{"w": 1}); err != nil || res.Allowed && res.Limits[0].WindowEnd.Equal(r.QuotaResult().Limits[1].WindowEnd) {
+		if res, err := lim.Allow(ctx, Charge{Quota: qb, Cost: Cost{"w": 1}}); err != nil || res.Allowed && res.Limits[0].WindowEnd.Equal(r.Result().Limits[1].WindowEnd) {
 			t.Fatalf("qb's window took a second unit: %+v %v", res, err)
 		}
 	})

@@ -20,10 +20,9 @@ import (
 type QuotaState struct {
 	// Quota is the quota instance's definition, as the processes using it
 	// registered it: q.For(Key) for an instance of a template, so it can be
-	// given to Hold, HoldBecause, Release and ResetQuota as it is. A single
-	// key limited by Allow, Reserve or Wait is a quota named by the key, with
-	// one limit named "". Limits is empty for a hold on a quota no process
-	// has decided on lately (no definition in Redis).
+	// given to Hold and Reset as it is. A single key (Key) is a quota named
+	// by the key, with one limit named "". Limits is empty for a hold on a
+	// quota no process has decided on lately (no definition in Redis).
 	Quota Quota
 	// Key is the instance's key (Quota.For's), "" for a quota used without For.
 	Key string
@@ -33,7 +32,7 @@ type QuotaState struct {
 	Limits []LimitResult
 	// Hold is how long the hold on the quota still lasts; 0 when none is in force.
 	Hold time.Duration
-	// HoldReason is what the hold's setter recorded (HoldBecause); "" for none.
+	// HoldReason is what the hold's setter recorded (Hold's reason); "" for none.
 	HoldReason string
 	// At is the time of the reading, on Redis's clock.
 	At time.Time
@@ -286,42 +285,9 @@ func (l *Limiter) inspectHold(ctx context.Context, ic inspectClient, hold string
 		st.Hold, st.HoldReason = us(ints[1]-ints[0]), why
 	}
 	for i, nl := range st.Quota.Limits {
-		rem := min(ints[3+2*i], int64(nl.Limit.Max()))
-		res := Result{Limit: nl.Limit, Allowed: rem >= 1, Remaining: int(rem), ResetAfter: us(ints[4+2*i])}
-		st.Limits = append(st.Limits, LimitResult{Name: nl.Name, Quota: st.Quota.Name, Result: res})
+		rem := min(ints[3+2*i], int64(nl.Limit.most()))
+		st.Limits = append(st.Limits, LimitResult{Name: nl.Name, Quota: st.Quota.Name, Limit: nl.Limit,
+			Allowed: rem >= 1, Remaining: int(rem), ResetAfter: us(ints[4+2*i])})
 	}
 	return st, nil
-}
-
-// HoldBecause is Hold, recording reason with the hold (who set it and why, cut
-// to 200 bytes) for operators to read with Inspect. The reason lasts as long
-// as the hold does after this call; a later HoldBecause replaces it.
-func (l *Limiter) HoldBecause(ctx context.Context, q Quota, d time.Duration, reason string) (time.Duration, error) {
-	left, err := l.Hold(ctx, q, d)
-	if err != nil || reason == "" {
-		return left, err
-	}
-	if len(reason) > maxHoldReason {
-		reason = reason[:maxHoldReason]
-	}
-	dc, ok := l.client.(doer)
-	if !ok {
-		return left, nil
-	}
-	err = dc.Do(ctx, "set", holdReasonKey(l.holdKey(q)), reason, "px", max(left.Milliseconds(), 1)).Err()
-	if err != nil {
-		return left, fmt.Errorf("limiter: hold reason: %w", err)
-	}
-	return left, nil
-}
-
-// Release ends the hold on quota instance q (Quota{Name: key} for a single
-// key) at once, in every process, with its reason; no hold is no error.
-// Bookings already made keep their turns.
-func (l *Limiter) Release(ctx context.Context, q Quota) error {
-	if err := q.validateID(); err != nil {
-		return err
-	}
-	hold := l.holdKey(q)
-	return l.wrap(l.client.Del(ctx, hold, holdReasonKey(hold)).Err())
 }

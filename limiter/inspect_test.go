@@ -38,18 +38,18 @@ func TestInspectAgreesWithDecisions(t *testing.T) {
 		lim := newLim(b, Options{})
 		q := Quota{Name: "ex:{1}", Limits: []NamedLimit{
 			{"gcra", Every(10, time.Hour)},
-			{"sliding", Every(10, time.Hour).WithAlgorithm(SlidingWindow)},
-			{"counter", Every(10, time.Hour).WithAlgorithm(SlidingWindowCounter)},
-			{"fixed", Every(10, time.Hour).WithAlgorithm(FixedWindow)},
+			{"sliding", Limit{Rate: 10, Period: time.Hour, Burst: 10, Algorithm: SlidingWindow}},
+			{"counter", Limit{Rate: 10, Period: time.Hour, Burst: 10, Algorithm: SlidingWindowCounter}},
+			{"fixed", Limit{Rate: 10, Period: time.Hour, Burst: 10, Algorithm: FixedWindow}},
 		}}
 		cost := Cost{"gcra": 3, "sliding": 3, "counter": 3, "fixed": 3}
-		res, err := lim.AllowQuota(ctx, q, cost)
+		res, err := lim.Allow(ctx, Charge{Quota: q, Cost: cost})
 		require.NoError(t, err)
 		require.True(t, res.Allowed)
 		// An idle neighbour: decided on once, then reset.
-		_, err = lim.Allow(ctx, "idle", PerSecond(4))
+		_, err = lim.Allow(ctx, Key("idle", PerSecond(4)).Take(1))
 		require.NoError(t, err)
-		require.NoError(t, lim.Reset(ctx, "idle"))
+		require.NoError(t, lim.Reset(ctx, Quota{Name: "idle"}))
 		waitDef(t, b.Client, lim.holdKey(q))
 		waitDef(t, b.Client, lim.holdKey(Quota{Name: "idle"}))
 
@@ -76,7 +76,7 @@ func TestInspectAgreesWithDecisions(t *testing.T) {
 		require.Zero(t, st.Hold)
 
 		// Exhausted.
-		_, err = lim.AllowQuota(ctx, q, Cost{"fixed": 7})
+		_, err = lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"fixed": 7}})
 		require.NoError(t, err)
 		got, err := lim.Inspect(ctx, q.Name)
 		require.NoError(t, err)
@@ -84,7 +84,7 @@ func TestInspectAgreesWithDecisions(t *testing.T) {
 		require.False(t, got[0].Limits[3].Allowed)
 
 		// Held, with a reason, then released.
-		left, err := lim.HoldBecause(ctx, q, time.Minute, "maintenance (alice)")
+		left, err := lim.Hold(ctx, q, time.Minute, "maintenance (alice)")
 		require.NoError(t, err)
 		require.Equal(t, time.Minute, left)
 		got, err = lim.Inspect(ctx, q.Name)
@@ -92,17 +92,18 @@ func TestInspectAgreesWithDecisions(t *testing.T) {
 		require.Greater(t, got[0].Hold, 50*time.Second)
 		require.LessOrEqual(t, got[0].Hold, time.Minute)
 		require.Equal(t, "maintenance (alice)", got[0].HoldReason)
-		require.NoError(t, lim.Release(ctx, q))
+		_, err = lim.Hold(ctx, q, 0, "")
+		require.NoError(t, err)
 		got, err = lim.Inspect(ctx, q.Name)
 		require.NoError(t, err)
 		require.Zero(t, got[0].Hold)
 		require.Empty(t, got[0].HoldReason)
-		r, err := lim.AllowQuota(ctx, q, Cost{"gcra": 1})
+		r, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"gcra": 1}})
 		require.NoError(t, err)
 		require.True(t, r.Allowed, "released quota still held: %+v", r)
 
 		// A hold on a name nothing has decided on: found, with no limits.
-		_, err = lim.HoldBecause(ctx, Quota{Name: "quiet"}, time.Minute, "")
+		_, err = lim.Hold(ctx, Quota{Name: "quiet"}, time.Minute, "")
 		require.NoError(t, err)
 		all, err = lim.Inspect(ctx)
 		require.NoError(t, err)
@@ -130,10 +131,10 @@ func TestRegistryOncePerInterval(t *testing.T) {
 	t.Cleanup(func() { registryNow = time.Now })
 	lim := New(c, Options{Prefix: "reg"})
 	q := Quota{Name: "binance", Label: "binance", Limits: []NamedLimit{
-		{"weight", Every(1200, time.Minute).WithAlgorithm(FixedWindow)},
+		{"weight", Limit{Rate: 1200, Period: time.Minute, Burst: 1200, Algorithm: FixedWindow}},
 		{"orders", PerDay(200_000)},
 	}}
-	_, err := lim.AllowQuota(ctx, q, Cost{"weight": 1})
+	_, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}})
 	require.NoError(t, err)
 	head := lim.holdKey(q)
 	v := waitDef(t, c, head)
@@ -148,7 +149,7 @@ func TestRegistryOncePerInterval(t *testing.T) {
 	// Within the interval: not written again, however many decisions.
 	m.Del(defKey(head))
 	for range 50 {
-		_, err = lim.AllowQuota(ctx, q, Cost{"weight": 1})
+		_, err = lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}})
 		require.NoError(t, err)
 	}
 	time.Sleep(50 * time.Millisecond) // a write would have been sent by now; its absence is what is checked
@@ -156,7 +157,7 @@ func TestRegistryOncePerInterval(t *testing.T) {
 
 	// After it: written again, by the next decision.
 	now = base.Add(registryEvery)
-	_, err = lim.AllowQuota(ctx, q, Cost{"weight": 1})
+	_, err = lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}})
 	require.NoError(t, err)
 	waitDef(t, c, head)
 }
@@ -167,8 +168,9 @@ func TestInspectBadInput(t *testing.T) {
 	ctx := context.Background()
 	lim := New(c, Options{Prefix: "bad"})
 	_, err := lim.Inspect(ctx, "")
-	require.ErrorIs(t, err, ErrEmptyKey)
-	require.ErrorIs(t, lim.Release(ctx, Quota{}), ErrEmptyKey)
+	require.ErrorIs(t, err, errEmptyKey)
+	_, err = lim.Hold(ctx, Quota{}, 0, "")
+	require.ErrorIs(t, err, errEmptyKey)
 	for _, v := range []string{"{", `{"name":"x","limits":[]}`, `{"name":"x","limits":[{"algorithm":"nope","rate":1,"period_us":1000}]}`,
 		`{"name":"x","limits":[{"algorithm":"gcra","rate":0,"period_us":1000}]}`} {
 		require.NoError(t, m.Set(defKey(lim.holdKey(Quota{Name: "x"})), v))
@@ -178,7 +180,7 @@ func TestInspectBadInput(t *testing.T) {
 }
 
 // Instances of a template (For) and quotas of a Group are found, each with
-// its key, and can be given back to Hold, Release and ResetQuota as they come;
+// its key, and can be given back to Hold (and Hold 0 to release) and Reset as they come;
 // a hold on an instance no process has described is named from its key.
 func TestInspectInstancesAndGroups(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
@@ -186,16 +188,16 @@ func TestInspectInstancesAndGroups(t *testing.T) {
 		lim := newLim(b, Options{})
 		pair := Quota{Name: "kraken:pair", Limits: []NamedLimit{{"calls", Every(10, time.Hour)}}}
 		acct := Quota{Name: "account", Group: "binance-ip1", Limits: []NamedLimit{{"orders", Every(10, time.Hour)}}}
-		_, err := lim.AllowQuota(ctx, pair.For("XBT/USD"), Cost{"calls": 2})
+		_, err := lim.Allow(ctx, Charge{Quota: pair.For("XBT/USD"), Cost: Cost{"calls": 2}})
 		require.NoError(t, err)
-		_, err = lim.AllowQuota(ctx, acct.For("a:{1}"), Cost{"orders": 3})
+		_, err = lim.Allow(ctx, Charge{Quota: acct.For("a:{1}"), Cost: Cost{"orders": 3}})
 		require.NoError(t, err)
 		waitDef(t, b.Client, lim.holdKey(pair.For("XBT/USD")))
 		waitDef(t, b.Client, lim.holdKey(acct.For("a:{1}")))
 		// Holds only: a keyed instance and a grouped quota nothing decided on.
-		_, err = lim.Hold(ctx, pair.For("ETH/USD"), time.Minute)
+		_, err = lim.Hold(ctx, pair.For("ETH/USD"), time.Minute, "")
 		require.NoError(t, err)
-		_, err = lim.Hold(ctx, Quota{Name: "spot", Group: "binance-ip1"}, time.Minute)
+		_, err = lim.Hold(ctx, Quota{Name: "spot", Group: "binance-ip1"}, time.Minute, "")
 		require.NoError(t, err)
 
 		all, err := lim.Inspect(ctx)
@@ -219,8 +221,9 @@ func TestInspectInstancesAndGroups(t *testing.T) {
 		require.Len(t, named, 2)
 
 		// What Inspect returns is what the operations take.
-		require.NoError(t, lim.Release(ctx, got["kraken:pair/ETH/USD"].Quota))
-		require.NoError(t, lim.ResetQuota(ctx, got["account/a:{1}"].Quota))
+		_, err = lim.Hold(ctx, got["kraken:pair/ETH/USD"].Quota, 0, "")
+		require.NoError(t, err)
+		require.NoError(t, lim.Reset(ctx, got["account/a:{1}"].Quota))
 		after, err := lim.Inspect(ctx, "kraken:pair", "account")
 		require.NoError(t, err)
 		for _, st := range after {

@@ -13,11 +13,8 @@ import (
 	"github.com/redquota/redquota/scripts"
 )
 
-// maxReplyLimits is the most limits one quota may have (MaxQuotaLimits).
-const maxReplyLimits = MaxQuotaLimits
-
-// MaxQuotaLimits is the most limits a Quota may have.
-const MaxQuotaLimits = 16
+// maxReplyLimits is the most limits one reply may carry (maxQuotaLimits).
+const maxReplyLimits = maxQuotaLimits
 
 // holdAlgorithm marks the cache entry of a tag's hold key.
 const holdAlgorithm Algorithm = 255
@@ -128,7 +125,7 @@ func argsFor(l Limit, guardUS int64) *[5]any {
 	if v, ok := argCache.Load(id); ok {
 		return v.(*[5]any)
 	}
-	a := &[5]any{l.Algorithm.script(), l.periodUS(), l.Max(), l.intervalUS(), guardUS}
+	a := &[5]any{l.Algorithm.script(), l.periodUS(), l.most(), l.intervalUS(), guardUS}
 	if argCount.Add(1) > argCacheMax {
 		argCache.Clear()
 		argCount.Store(1)

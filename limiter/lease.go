@@ -27,7 +27,7 @@ type LeaseOptions struct {
 
 // LeaseStats are counts of a Leaser's work so far.
 type LeaseStats struct {
-	// Decisions counts AllowN calls answered (granted or denied, not errors).
+	// Decisions counts Allow calls answered (granted or denied, not errors).
 	Decisions int64
 	// Local counts decisions answered without Redis: from a lease, or refused
 	// because Redis said moments ago that so many units would not fit yet.
@@ -36,7 +36,7 @@ type LeaseStats struct {
 	Calls int64
 	// Leased counts units taken in leases.
 	Leased int64
-	// Expired counts leased units dropped unspent (lease end, Drop or Close).
+	// Expired counts leased units dropped unspent (lease end or Close).
 	Expired int64
 }
 
@@ -63,8 +63,9 @@ type LeaseStats struct {
 //
 // Units already leased are out of Redis's reach: a Hold set by any process
 // (a 429) stops this one only when its current leases end, at most TTL later
-// (call Drop when this process sees the 429 itself), and Reset does not take
-// them back. Sliding log limits cannot be leased (ErrLeaseAlgorithm). Local
+// (a process that sees the 429 itself and calls Hold is stopped as late), and
+// Reset does not take them back. Sliding log limits cannot be leased
+// (ErrInvalid). Local
 // decisions record no telemetry (script calls do); Stats counts them. A
 // Leaser is safe for concurrent use; Close it to stop its background refill.
 type Leaser struct {
@@ -89,7 +90,7 @@ type Leaser struct {
 	refill chan struct{} // non-nil while a lease call is in flight; closed when it lands
 	scarce bool          // the last lease was refused: decide directly
 	closed atomic.Bool   // written under mu
-	gen    uint64        // bumped by Drop: a lease asked for before it is dropped on landing
+	gen    uint64        // bumped by drop: a lease asked for before it is dropped on landing
 	// Demand: units spent in TTL-long buckets, the current one from ws.
 	ws        time.Time
 	prev, cur int
@@ -112,24 +113,19 @@ type leaseCounters struct {
 	decisions, local, calls, leased, expired atomic.Int64
 }
 
-// NewLeaser returns a Leaser of limit at key: each unit it grants is one unit
-// of limit, as with AllowN.
-func (l *Limiter) NewLeaser(key string, limit Limit, opts LeaseOptions) (*Leaser, error) {
-	ls := &Leaser{lim: l, kind: kindSingle, clock: time.Now}
-	if err := l.single(&ls.unit, key, limit, 1); err != nil {
-		return nil, err
-	}
-	if err := ls.init(opts); err != nil {
-		return nil, err
-	}
-	return ls, nil
-}
-
-// NewQuotaLeaser returns a Leaser of q: each unit it grants charges unit (for
-// example Cost{"weight": 1, "raw": 1}) to q, all or nothing, as AllowQuota does.
-func (l *Limiter) NewQuotaLeaser(q Quota, unit Cost, opts LeaseOptions) (*Leaser, error) {
+// NewLeaser returns a Leaser of charge c: each unit it grants takes c's cost
+// from c's quota, all or nothing, as Allow(ctx, c) does, e.g.
+// NewLeaser(limiter.Key(key, limit).Take(1), opts) for one unit of limit under key,
+// or NewLeaser(limiter.Charge{Quota: q, Cost: limiter.Cost{"weight": 1, "raw": 1}}, opts).
+func (l *Limiter) NewLeaser(c Charge, opts LeaseOptions) (*Leaser, error) {
 	ls := &Leaser{lim: l, kind: kindQuota, clock: time.Now}
-	if err := l.quota(&ls.unit, q, unit); err != nil {
+	if c.plain() {
+		ls.kind = kindSingle
+		limit, _ := c.Quota.keyLimit()
+		if err := l.single(&ls.unit, c.Quota.Name, limit, c.each()); err != nil {
+			return nil, err
+		}
+	} else if err := l.quota(&ls.unit, c); err != nil {
 		return nil, err
 	}
 	if err := ls.init(opts); err != nil {
@@ -140,10 +136,10 @@ func (l *Limiter) NewQuotaLeaser(q Quota, unit Cost, opts LeaseOptions) (*Leaser
 
 func (ls *Leaser) init(opts LeaseOptions) error {
 	if opts.MaxShare < 0 || opts.MaxShare > 1 || math.IsNaN(opts.MaxShare) {
-		return fmt.Errorf("%w: lease MaxShare %v outside (0, 1]", ErrInvalidLimit, opts.MaxShare)
+		return fmt.Errorf("%w: lease MaxShare %v outside (0, 1]", errInvalidLimit, opts.MaxShare)
 	}
 	if opts.TTL < 0 {
-		return fmt.Errorf("%w: lease TTL %s", ErrInvalidDuration, opts.TTL)
+		return fmt.Errorf("%w: lease TTL %s", errInvalidDuration, opts.TTL)
 	}
 	if opts.MaxShare == 0 {
 		opts.MaxShare = 0.1
@@ -157,14 +153,14 @@ func (ls *Leaser) init(opts LeaseOptions) error {
 		horizon := lim.Period
 		switch lim.Algorithm {
 		case SlidingWindow:
-			return fmt.Errorf("%w: %s", ErrLeaseAlgorithm, lim)
+			return fmt.Errorf("%w: %s", errLeaseAlgorithm, lim)
 		case GCRA:
-			horizon = us(int64(lim.Max()) * lim.intervalUS())
+			horizon = us(int64(lim.most()) * lim.intervalUS())
 		default:
 			ls.win = append(ls.win, lim.periodUS())
 		}
 		ls.ttl = min(ls.ttl, horizon/10)
-		most := lim.Max() / p.costs[i]
+		most := lim.most() / p.costs[i]
 		ls.most = min(ls.most, most)
 		ls.cap = min(ls.cap, int(opts.MaxShare*float64(most)))
 	}
@@ -173,18 +169,15 @@ func (ls *Leaser) init(opts LeaseOptions) error {
 	return nil
 }
 
-// Allow is shorthand for AllowN(ctx, 1).
-func (ls *Leaser) Allow(ctx context.Context) (bool, error) { return ls.AllowN(ctx, 1) }
-
-// AllowN reports whether n units may be spent now, and spends them if so. It
+// Allow reports whether n units may be spent now, and spends them if so. It
 // answers from a lease when it can (no round trip); otherwise it waits for the
 // lease call in flight, takes a lease itself, or decides in Redis directly.
-func (ls *Leaser) AllowN(ctx context.Context, n int) (bool, error) {
+func (ls *Leaser) Allow(ctx context.Context, n int) (bool, error) {
 	if n <= 0 {
-		return false, fmt.Errorf("%w: n = %d must be > 0", ErrInvalidCost, n)
+		return false, fmt.Errorf("%w: n = %d must be > 0", errInvalidCost, n)
 	}
 	if n > ls.most {
-		return false, fmt.Errorf("%w: n = %d, at most %d units at once", ErrExceedsLimit, n, ls.most)
+		return false, fmt.Errorf("%w: n = %d, at most %d units at once", errExceedsLimit, n, ls.most)
 	}
 	if ls.closed.Load() {
 		return false, ErrLeaserClosed
@@ -321,7 +314,7 @@ func (ls *Leaser) target(now time.Time, need int) int {
 }
 
 // fetch asks Redis for a lease of k units, installs it if granted (unless
-// Drop or Close came after gen), and closes ch (the in-flight marker). It
+// drop or Close came after gen), and closes ch (the in-flight marker). It
 // reports whether the lease was granted.
 func (ls *Leaser) fetch(ctx context.Context, k int, ch chan struct{}, gen uint64) (bool, error) {
 	p := ls.unit
@@ -443,10 +436,10 @@ func (ls *Leaser) direct(ctx context.Context, n int) (bool, error) {
 	return true, nil
 }
 
-// Drop discards the units this process holds, and any lease already asked
-// for, for example after the exchange answered 429: nothing more is spent from
-// them (they stay charged in Redis). It also forgets denials cached from Redis.
-func (ls *Leaser) Drop() {
+// drop discards the units this process holds, and any lease already asked
+// for: nothing more is spent from them (they stay charged in Redis). It also
+// forgets denials cached from Redis.
+func (ls *Leaser) drop() {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	ls.dropLocked()
@@ -461,8 +454,8 @@ func (ls *Leaser) dropLocked() {
 	ls.deniedUntil, ls.deniedN = time.Time{}, 0
 }
 
-// Held returns the units this process holds unspent and unexpired.
-func (ls *Leaser) Held() int {
+// held returns the units this process holds unspent and unexpired.
+func (ls *Leaser) held() int {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	ls.expire(ls.clock())
@@ -493,9 +486,3 @@ func (ls *Leaser) Stats() LeaseStats {
 		Expired:   ls.stats.expired.Load(),
 	}
 }
-
-// Cap returns the largest lease this Leaser takes, in units.
-func (ls *Leaser) Cap() int { return ls.cap }
-
-// TTL returns how long after its grant a lease's units may be spent.
-func (ls *Leaser) TTL() time.Duration { return ls.ttl }

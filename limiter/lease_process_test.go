@@ -139,7 +139,7 @@ func TestLeaseKilledChild(t *testing.T) {
 	// The dead process's 10 units are still charged: the full bucket is not
 	// there, and Redis says when it will be: at most the lease (100ms) plus 10
 	// units at 100ms each after the lease was taken.
-	r, err := lim.AllowN(ctx, "killed", leaseHoldLimit, 100)
+	r, err := lim.Allow(ctx, Key("killed", leaseHoldLimit).Take(100))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestLeaseKilledChild(t *testing.T) {
 		t.Fatalf("the lease's state has TTL %s, want (0, 1.1s]", ttl)
 	}
 	time.Sleep(r.RetryAfter)
-	r, err = lim.AllowN(ctx, "killed", leaseHoldLimit, 100)
+	r, err = lim.Allow(ctx, Key("killed", leaseHoldLimit).Take(100))
 	if err != nil || !r.Allowed {
 		t.Fatalf("after the lease aged out: %+v, %v; want the whole bucket", r, err)
 	}
@@ -171,17 +171,17 @@ func TestLeaseChild(t *testing.T) {
 	lim := New(c, Options{Prefix: os.Getenv(leasePrefixEnv), Timeout: 10 * time.Second})
 	switch mode {
 	case "hold":
-		ls, err := lim.NewLeaser("killed", leaseHoldLimit, LeaseOptions{})
+		ls, err := lim.NewLeaser(Key("killed", leaseHoldLimit).Take(1), LeaseOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok, err := ls.fetch(ctx, ls.Cap(), make(chan struct{}), 0); !ok || err != nil {
+		if ok, err := ls.fetch(ctx, ls.cap, make(chan struct{}), 0); !ok || err != nil {
 			t.Fatal(ok, err)
 		}
-		fmt.Printf("leased %d\n", ls.Held())
+		fmt.Printf("leased %d\n", ls.held())
 		time.Sleep(time.Minute) // killed long before
 	case "bound":
-		ls, err := lim.NewQuotaLeaser(leaseBoundQuota, leaseUnit, LeaseOptions{})
+		ls, err := lim.NewLeaser(Charge{Quota: leaseBoundQuota, Cost: leaseUnit}, LeaseOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,7 +194,7 @@ func TestLeaseChild(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for time.Now().Before(end) {
-					if _, err := ls.Allow(ctx); err != nil {
+					if _, err := ls.Allow(ctx, 1); err != nil {
 						t.Error(err)
 						return
 					}

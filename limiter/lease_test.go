@@ -59,7 +59,7 @@ func checkExchange(spends []spend, limits []NamedLimit) error {
 	slices.SortStableFunc(s, func(a, b spend) int { return int(a.at - b.at) })
 	for _, nl := range limits {
 		lim := nl.Limit
-		p, m := lim.periodUS(), int64(lim.Max())
+		p, m := lim.periodUS(), int64(lim.most())
 		switch lim.Algorithm {
 		case GCRA:
 			e, tat := lim.intervalUS(), int64(0)
@@ -137,7 +137,7 @@ func TestLeaseGlobalBoundModel(t *testing.T) {
 			var log spendLog
 			var leasers []*Leaser
 			for range 4 {
-				ls, err := New(c, Options{Prefix: "m", Timeout: 10 * time.Second}).NewQuotaLeaser(q, unit, LeaseOptions{MaxShare: 0.5})
+				ls, err := New(c, Options{Prefix: "m", Timeout: 10 * time.Second}).NewLeaser(Charge{Quota: q, Cost: unit}, LeaseOptions{MaxShare: 0.5})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -173,7 +173,7 @@ func TestLeaseGlobalBoundModel(t *testing.T) {
 					continue
 				}
 				ls := leasers[rng.IntN(len(leasers))]
-				if _, err := ls.AllowN(ctx, 1+rng.IntN(3)); err != nil {
+				if _, err := ls.Allow(ctx, 1+rng.IntN(3)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -207,7 +207,7 @@ func TestLeaseGlobalBoundModel(t *testing.T) {
 func (l *Limiter) reserveQuotaAt(ctx context.Context, q Quota, cost Cost) (reply, error) {
 	var p plan
 	var r reply
-	if err := l.quota(&p, q, cost); err != nil {
+	if err := l.quota(&p, Charge{Quota: q, Cost: cost}); err != nil {
 		return r, err
 	}
 	err := l.decide(ctx, &p, 1, &r)
@@ -227,7 +227,7 @@ func TestLeaseSteadyState(t *testing.T) {
 		defer clockMu.Unlock()
 		return time.UnixMicro(now)
 	}
-	ls, err := New(c, Options{Prefix: "s", Timeout: 10 * time.Second}).NewLeaser("steady", PerSecond(10000), LeaseOptions{})
+	ls, err := New(c, Options{Prefix: "s", Timeout: 10 * time.Second}).NewLeaser(Key("steady", PerSecond(10000)).Take(1), LeaseOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestLeaseSteadyState(t *testing.T) {
 		now += 1000
 		clockMu.Unlock()
 		for range 5 {
-			ok, err := ls.Allow(ctx)
+			ok, err := ls.Allow(ctx, 1)
 			if err != nil || !ok {
 				t.Fatalf("ms %d: Allow = %v, %v (stats %+v)", ms, ok, err, ls.Stats())
 			}
@@ -256,33 +256,33 @@ func TestLeaserBadInput(t *testing.T) {
 	m, c := redistest.NewMini(t)
 	lim := New(c, Options{Prefix: "b"})
 	ctx := context.Background()
-	if _, err := lim.NewLeaser("k", PerSecond(10).WithAlgorithm(SlidingWindow), LeaseOptions{}); !errors.Is(err, ErrLeaseAlgorithm) {
-		t.Errorf("sliding log: %v, want ErrLeaseAlgorithm", err)
+	if _, err := lim.NewLeaser(Key("k", Limit{Rate: 10, Period: time.Second, Burst: 10, Algorithm: SlidingWindow}).Take(1), LeaseOptions{}); !errors.Is(err, errLeaseAlgorithm) {
+		t.Errorf("sliding log: %v, want errLeaseAlgorithm", err)
 	}
-	if _, err := lim.NewLeaser("k", PerSecond(10), LeaseOptions{MaxShare: 1.5}); !errors.Is(err, ErrInvalidLimit) {
-		t.Errorf("MaxShare 1.5: %v, want ErrInvalidLimit", err)
+	if _, err := lim.NewLeaser(Key("k", PerSecond(10)).Take(1), LeaseOptions{MaxShare: 1.5}); !errors.Is(err, errInvalidLimit) {
+		t.Errorf("MaxShare 1.5: %v, want errInvalidLimit", err)
 	}
-	if _, err := lim.NewLeaser("k", PerSecond(10), LeaseOptions{TTL: -time.Second}); !errors.Is(err, ErrInvalidDuration) {
-		t.Errorf("negative TTL: %v, want ErrInvalidDuration", err)
+	if _, err := lim.NewLeaser(Key("k", PerSecond(10)).Take(1), LeaseOptions{TTL: -time.Second}); !errors.Is(err, errInvalidDuration) {
+		t.Errorf("negative TTL: %v, want errInvalidDuration", err)
 	}
-	if _, err := lim.NewLeaser("", PerSecond(10), LeaseOptions{}); !errors.Is(err, ErrEmptyKey) {
-		t.Errorf("empty key: %v, want ErrEmptyKey", err)
+	if _, err := lim.NewLeaser(Key("", PerSecond(10)).Take(1), LeaseOptions{}); !errors.Is(err, errEmptyKey) {
+		t.Errorf("empty key: %v, want errEmptyKey", err)
 	}
-	if _, err := lim.NewLeaser("k", Limit{}, LeaseOptions{}); !errors.Is(err, ErrInvalidLimit) {
-		t.Errorf("zero limit: %v, want ErrInvalidLimit", err)
+	if _, err := lim.NewLeaser(Key("k", Limit{}).Take(1), LeaseOptions{}); !errors.Is(err, errInvalidLimit) {
+		t.Errorf("zero limit: %v, want errInvalidLimit", err)
 	}
-	if _, err := lim.NewQuotaLeaser(Quota{Name: "q", Limits: []NamedLimit{{"a", PerSecond(5)}}}, Cost{"b": 1}, LeaseOptions{}); !errors.Is(err, ErrUnknownLimit) {
-		t.Errorf("unknown limit: %v, want ErrUnknownLimit", err)
+	if _, err := lim.NewLeaser(Charge{Quota: Quota{Name: "q", Limits: []NamedLimit{{"a", PerSecond(5)}}}, Cost: Cost{"b": 1}}, LeaseOptions{}); !errors.Is(err, errUnknownLimit) {
+		t.Errorf("unknown limit: %v, want errUnknownLimit", err)
 	}
-	ls, err := lim.NewLeaser("k", PerSecond(10), LeaseOptions{})
+	ls, err := lim.NewLeaser(Key("k", PerSecond(10)).Take(1), LeaseOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ls.AllowN(ctx, 0); !errors.Is(err, ErrInvalidCost) {
-		t.Errorf("n = 0: %v, want ErrInvalidCost", err)
+	if _, err := ls.Allow(ctx, 0); !errors.Is(err, errInvalidCost) {
+		t.Errorf("n = 0: %v, want errInvalidCost", err)
 	}
-	if _, err := ls.AllowN(ctx, 11); !errors.Is(err, ErrExceedsLimit) {
-		t.Errorf("n = 11 of 10: %v, want ErrExceedsLimit", err)
+	if _, err := ls.Allow(ctx, 11); !errors.Is(err, errExceedsLimit) {
+		t.Errorf("n = 11 of 10: %v, want errExceedsLimit", err)
 	}
 	if keys := m.Keys(); len(keys) != 0 {
 		t.Errorf("bad input wrote %v", keys)
@@ -290,7 +290,7 @@ func TestLeaserBadInput(t *testing.T) {
 	if err := ls.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ls.Allow(ctx); !errors.Is(err, ErrLeaserClosed) {
+	if _, err := ls.Allow(ctx, 1); !errors.Is(err, ErrLeaserClosed) {
 		t.Errorf("after Close: %v, want ErrLeaserClosed", err)
 	}
 }
@@ -300,26 +300,26 @@ func TestLeaserBadInput(t *testing.T) {
 func TestLeaserDefaults(t *testing.T) {
 	_, c := redistest.NewMini(t)
 	lim := New(c, Options{})
-	ls, err := lim.NewLeaser("k", PerSecond(1000), LeaseOptions{})
+	ls, err := lim.NewLeaser(Key("k", PerSecond(1000)).Take(1), LeaseOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ls.Close()
-	if ls.TTL() != 100*time.Millisecond || ls.Cap() != 100 {
-		t.Errorf("defaults: TTL %s cap %d, want 100ms and 100", ls.TTL(), ls.Cap())
+	if ls.ttl != 100*time.Millisecond || ls.cap != 100 {
+		t.Errorf("defaults: TTL %s cap %d, want 100ms and 100", ls.ttl, ls.cap)
 	}
 	q := Quota{Name: "q", Limits: []NamedLimit{
 		{"w", Limit{Rate: 50, Period: 200 * time.Millisecond, Algorithm: FixedWindow}},
 		{"g", PerMinute(6000)},
 	}}
-	qs, err := lim.NewQuotaLeaser(q, Cost{"w": 2, "g": 1}, LeaseOptions{MaxShare: 0.5})
+	qs, err := lim.NewLeaser(Charge{Quota: q, Cost: Cost{"w": 2, "g": 1}}, LeaseOptions{MaxShare: 0.5})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer qs.Close()
 	// 200ms window: TTL 20ms; w allows 25 units of cost 2, half of that is 12.
-	if qs.TTL() != 20*time.Millisecond || qs.Cap() != 12 {
-		t.Errorf("quota: TTL %s cap %d, want 20ms and 12", qs.TTL(), qs.Cap())
+	if qs.ttl != 20*time.Millisecond || qs.cap != 12 {
+		t.Errorf("quota: TTL %s cap %d, want 20ms and 12", qs.ttl, qs.cap)
 	}
 }
 
@@ -375,7 +375,7 @@ func TestLeaseSpentLate(t *testing.T) {
 			// A generous Timeout: a loaded CI machine must not turn a slow
 			// miniredis call into a failure.
 			opts := Options{Prefix: "p", Timeout: 10 * time.Second}
-			ls, err := New(c, opts).NewQuotaLeaser(q, unit, LeaseOptions{MaxShare: 0.5})
+			ls, err := New(c, opts).NewLeaser(Charge{Quota: q, Cost: unit}, LeaseOptions{MaxShare: 0.5})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -397,7 +397,7 @@ func TestLeaseSpentLate(t *testing.T) {
 				t.Fatalf("lease: %v %v", ok, err)
 			}
 			advance(tc.late - tc.lag)
-			if ok, err := ls.AllowN(ctx, 5); !ok || err != nil {
+			if ok, err := ls.Allow(ctx, 5); !ok || err != nil {
 				t.Fatalf("spending the lease: %v %v (stats %+v)", ok, err, ls.Stats())
 			}
 			other := New(c, opts)
@@ -473,7 +473,7 @@ func TestLeaseDropAndDenials(t *testing.T) {
 	advance := func(d time.Duration) { now += d.Microseconds(); m.SetTime(time.UnixMicro(now)) }
 	advance(0)
 	lim := New(c, Options{Prefix: "d", Timeout: 10 * time.Second})
-	ls, err := lim.NewLeaser("k", PerSecond(100), LeaseOptions{})
+	ls, err := lim.NewLeaser(Key("k", PerSecond(100)).Take(1), LeaseOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -482,48 +482,48 @@ func TestLeaseDropAndDenials(t *testing.T) {
 
 	// A lease asked for before Drop lands after it: dropped.
 	gen := ls.gen
-	ls.Drop()
+	ls.drop()
 	if ok, err := ls.fetch(ctx, 5, make(chan struct{}), gen); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
-	if h := ls.Held(); h != 0 {
+	if h := ls.held(); h != 0 {
 		t.Fatalf("a lease asked for before Drop is held: %d units", h)
 	}
 
 	// A hold of a week: leases refused, the direct decision refused, and the
 	// denial cached, but only for TTL.
-	if _, err := lim.Hold(ctx, Quota{Name: "k"}, 7*24*time.Hour); err != nil {
+	if _, err := lim.Hold(ctx, Quota{Name: "k"}, 7*24*time.Hour, ""); err != nil {
 		t.Fatal(err)
 	}
-	ls.Drop()
-	if ok, err := ls.Allow(ctx); ok || err != nil {
+	ls.drop()
+	if ok, err := ls.Allow(ctx, 1); ok || err != nil {
 		t.Fatalf("held: %v %v", ok, err)
 	}
 	calls := ls.Stats().Calls
-	if ok, _ := ls.Allow(ctx); ok || ls.Stats().Calls != calls {
+	if ok, _ := ls.Allow(ctx, 1); ok || ls.Stats().Calls != calls {
 		t.Fatalf("the denial was not answered locally (calls %d → %d)", calls, ls.Stats().Calls)
 	}
-	if err := lim.Reset(ctx, "k"); err != nil {
+	if err := lim.Reset(ctx, Quota{Name: "k"}); err != nil {
 		t.Fatal(err)
 	}
-	advance(ls.TTL())
-	if ok, err := ls.Allow(ctx); !ok || err != nil {
+	advance(ls.ttl)
+	if ok, err := ls.Allow(ctx, 1); !ok || err != nil {
 		t.Fatalf("TTL after a Reset: %v %v, want allowed", ok, err)
 	}
 
 	// Drop forgets a cached denial at once.
-	if _, err := lim.Hold(ctx, Quota{Name: "k"}, time.Hour); err != nil {
+	if _, err := lim.Hold(ctx, Quota{Name: "k"}, time.Hour, ""); err != nil {
 		t.Fatal(err)
 	}
-	ls.Drop()
-	if ok, _ := ls.Allow(ctx); ok {
+	ls.drop()
+	if ok, _ := ls.Allow(ctx, 1); ok {
 		t.Fatal("allowed under a hold")
 	}
-	if err := lim.Reset(ctx, "k"); err != nil {
+	if err := lim.Reset(ctx, Quota{Name: "k"}); err != nil {
 		t.Fatal(err)
 	}
-	ls.Drop()
-	if ok, err := ls.Allow(ctx); !ok || err != nil {
+	ls.drop()
+	if ok, err := ls.Allow(ctx, 1); !ok || err != nil {
 		t.Fatalf("after Reset and Drop: %v %v, want allowed", ok, err)
 	}
 }

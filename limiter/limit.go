@@ -3,6 +3,8 @@ package limiter
 import (
 	"fmt"
 	"time"
+
+	"github.com/redquota/redquota/internal/bound"
 )
 
 // Algorithm is how a Limit counts. The zero value is GCRA.
@@ -47,16 +49,13 @@ func (a Algorithm) String() string {
 // script returns the algorithm's code in the Lua scripts.
 func (a Algorithm) script() int { return int(a) + 1 }
 
-// Bounds on a Limit, so that every time and count fits the scripts' arithmetic
-// (Lua numbers are doubles: integers are exact below 2^53).
-const (
-	// MaxPeriod is the longest Period: 366 days.
-	MaxPeriod = 366 * 24 * time.Hour
-	// MaxRate is the largest Rate and Burst.
-	MaxRate = 1_000_000_000
-)
-
 // Limit is a rate: Rate events per Period, counted by Algorithm.
+//
+// Rate and Burst are at most 1 000 000 000 and Period between 1ms and 366
+// days (every time and count then fits the scripts' arithmetic); a GCRA
+// limit counts at most one unit per µs, and its full bucket refills within
+// 366 days. A limit out of these bounds is an error wrapping ErrInvalid,
+// reported by the call that uses it.
 //
 // For GCRA, Burst is the most units that can be taken at once (0 means Rate);
 // the bucket refills one unit every Period/Rate, rounded up to a microsecond so
@@ -90,20 +89,9 @@ func PerDay(n int) Limit { return Limit{Rate: n, Period: 24 * time.Hour, Burst: 
 // Every is n events per period with a burst of n (GCRA).
 func Every(n int, period time.Duration) Limit { return Limit{Rate: n, Period: period, Burst: n} }
 
-// WithAlgorithm returns l counted by a.
-func (l Limit) WithAlgorithm(a Algorithm) Limit { l.Algorithm = a; return l }
-
-// WithBurst returns l with burst b (GCRA only).
-func (l Limit) WithBurst(b int) Limit { l.Burst = b; return l }
-
-// Max is the most units one call can ever take: Burst (or Rate when Burst is 0) for
-// GCRA, Rate for the window algorithms.
-func (l Limit) Max() int {
-	if l.Algorithm == GCRA && l.Burst > 0 {
-		return l.Burst
-	}
-	return l.Rate
-}
+// most is the most units one call can ever take: Burst (or Rate when Burst
+// is 0) for GCRA, Rate for the window algorithms.
+func (l Limit) most() int { return bound.Most(l.Rate, l.Burst, l.Algorithm == GCRA) }
 
 // String describes the limit, e.g. "10 req/s (burst 10, gcra)".
 func (l Limit) String() string {
@@ -121,35 +109,35 @@ func (l Limit) String() string {
 		per = l.Period.String()
 	}
 	if l.Algorithm == GCRA {
-		return fmt.Sprintf("%d req/%s (burst %d, gcra)", l.Rate, per, l.Max())
+		return fmt.Sprintf("%d req/%s (burst %d, gcra)", l.Rate, per, l.most())
 	}
 	return fmt.Sprintf("%d req/%s (%s)", l.Rate, per, l.Algorithm)
 }
 
-// Validate reports why l is unusable, as an error wrapping ErrInvalidLimit.
-func (l Limit) Validate() error {
+// validate reports why l is unusable, as an error wrapping errInvalidLimit.
+func (l Limit) validate() error {
 	switch {
 	case l.Rate <= 0:
-		return fmt.Errorf("%w: rate %d must be > 0", ErrInvalidLimit, l.Rate)
-	case l.Rate > MaxRate:
-		return fmt.Errorf("%w: rate %d above %d", ErrInvalidLimit, l.Rate, MaxRate)
+		return fmt.Errorf("%w: rate %d must be > 0", errInvalidLimit, l.Rate)
+	case l.Rate > maxRate:
+		return fmt.Errorf("%w: rate %d above %d", errInvalidLimit, l.Rate, maxRate)
 	case l.Period <= 0:
-		return fmt.Errorf("%w: period %s must be > 0", ErrInvalidLimit, l.Period)
-	case l.Period > MaxPeriod:
-		return fmt.Errorf("%w: period %s above %s", ErrInvalidLimit, l.Period, MaxPeriod)
+		return fmt.Errorf("%w: period %s must be > 0", errInvalidLimit, l.Period)
+	case l.Period > maxPeriod:
+		return fmt.Errorf("%w: period %s above %s", errInvalidLimit, l.Period, maxPeriod)
 	case l.Period < time.Millisecond:
-		return fmt.Errorf("%w: period %s below 1ms", ErrInvalidLimit, l.Period)
+		return fmt.Errorf("%w: period %s below 1ms", errInvalidLimit, l.Period)
 	case l.Burst < 0:
-		return fmt.Errorf("%w: burst %d must be ≥ 0", ErrInvalidLimit, l.Burst)
-	case l.Burst > MaxRate:
-		return fmt.Errorf("%w: burst %d above %d", ErrInvalidLimit, l.Burst, MaxRate)
+		return fmt.Errorf("%w: burst %d must be ≥ 0", errInvalidLimit, l.Burst)
+	case l.Burst > maxRate:
+		return fmt.Errorf("%w: burst %d above %d", errInvalidLimit, l.Burst, maxRate)
 	case l.Algorithm > FixedWindow:
-		return fmt.Errorf("%w: unknown algorithm %d", ErrInvalidLimit, l.Algorithm)
+		return fmt.Errorf("%w: unknown algorithm %d", errInvalidLimit, l.Algorithm)
 	case l.Algorithm == GCRA && l.Period.Microseconds() < int64(l.Rate):
-		return fmt.Errorf("%w: gcra resolution is 1µs: at most one event per µs, got %d per %s", ErrInvalidLimit, l.Rate, l.Period)
-	case l.Algorithm == GCRA && int64(l.Max())*l.intervalUS() > MaxPeriod.Microseconds():
-		// A full bucket must drain within MaxPeriod, so that times stay exact in Lua.
-		return fmt.Errorf("%w: burst %d takes longer than %s to refill at %d per %s", ErrInvalidLimit, l.Max(), MaxPeriod, l.Rate, l.Period)
+		return fmt.Errorf("%w: gcra resolution is 1µs: at most one event per µs, got %d per %s", errInvalidLimit, l.Rate, l.Period)
+	case l.Algorithm == GCRA && int64(l.most())*l.intervalUS() > maxPeriod.Microseconds():
+		// A full bucket must drain within maxPeriod, so that times stay exact in Lua.
+		return fmt.Errorf("%w: burst %d takes longer than %s to refill at %d per %s", errInvalidLimit, l.most(), maxPeriod, l.Rate, l.Period)
 	}
 	return nil
 }

@@ -1,31 +1,3 @@
-// Package limiter is a distributed rate limiter whose every decision is one Lua
-// script call in Redis, in the idiom of golang.org/x/time/rate.
-//
-// A Limiter holds no counts of its own: every process that shares the Redis
-// shares the limits. Allow takes units now or refuses; Reserve books the
-// earliest time the units fit and says how long to wait; Wait books and then
-// sleeps exactly until its turn. Waiters are served first come first served
-// across processes, with no polling. A Quota checks and charges several limits
-// together, all or nothing, in the same single call.
-//
-// A Quota is a template: q.For(key) is its instance for one user, account or
-// trading pair. AllowAll, ReserveAll and WaitAll charge several quotas per
-// call: atomically when they share a Group (one Redis Cluster slot), with
-// documented compensation when they do not. The limiter owns every window and
-// hold: a Quota's Guard keeps fixed-window grants away from their window's
-// end, results carry each window's end on Redis's clock, and a Wait that
-// wakes into a hold (Limiter.Hold: a 429 or 418 seen by any process) books
-// again after it, checked to the microsecond, before it returns. Cancel
-// reports what it gave back; Reservation.Sync applies a server's usage count
-// only while the charge's window lasts.
-//
-// The clock is Redis TIME, read inside the script, so client clock skew cannot
-// let a limit overshoot. Every key has a TTL: an idle limiter leaves nothing.
-//
-// Two modes go beyond one round trip per decision for busy processes: a
-// Leaser spends units leased from Redis several at a time without a round
-// trip, charged so that the global limit still holds; Options.Coalesce merges
-// concurrent identical decisions into one script call.
 package limiter
 
 import (
@@ -50,7 +22,6 @@ import (
 type Client interface {
 	redis.Scripter
 	Del(ctx context.Context, keys ...string) *redis.IntCmd
-	PTTL(ctx context.Context, key string) *redis.DurationCmd
 }
 
 // FailurePolicy is what a decision answers when Redis cannot be reached.
@@ -64,7 +35,7 @@ const (
 	// FailLocal decides with an in-process golang.org/x/time/rate limiter per
 	// limit, holding Options.LocalShare of the limit, marked Degraded. A cost
 	// above what that share can hold at once is an error wrapping
-	// ErrExceedsLocalShare; Cancel gives a reservation's local units back.
+	// ErrUnavailable; Cancel gives a reservation's local units back.
 	FailLocal
 )
 
@@ -108,20 +79,7 @@ type Options struct {
 	// unreachable, decisions go straight to the failure policy without calling
 	// Redis; then one call probes it. Default 1s.
 	CoolDown time.Duration
-	// AutoPipeline sends decisions through go-redis's automatic pipelining
-	// (client.AutoPipeline(), experimental in go-redis 9.22+): the scripts of
-	// many goroutines go out in one write and come back in one read, each
-	// still one atomic decision. It saves client and network work, not Redis
-	// work: when the Redis thread is the bottleneck (scripts cost it ~80 000
-	// instructions a decision) it gains nothing, and on the 2-core machine of
-	// BENCHMARKS.md it lowered throughput. Measure before turning it on. It applies to a *redis.Client or
-	// *redis.ClusterClient (for other clients it is ignored:
-	// Limiter.AutoPipelined reports whether it is on). A NOSCRIPT inside a
-	// batch (after SCRIPT FLUSH or a failover) resends only the affected
-	// calls, as EVAL. The pipeliner is the client's shared one: closing the
-	// client stops it. Default false.
-	AutoPipeline bool
-	// Coalesce merges concurrent Allow and AllowN calls that are the same
+	// Coalesce merges concurrent Allow calls that are the same
 	// decision (same key, same GCRA limit, same n) into one script call: while
 	// one is in flight, later callers queue, and the queue goes out as the next
 	// call (up to 256 decisions), decided in arrival order inside the script.
@@ -167,7 +125,7 @@ type Options struct {
 	// replica, from a failover until the old primary is back as a replica
 	// (17 s in RELIABILITY.md); run two to keep deciding. Applies to
 	// *redis.Client (NewFailoverClient's too), *redis.ClusterClient and
-	// *redis.Ring, bypassing AutoPipeline; other clients get an error.
+	// *redis.Ring; other clients get an error.
 	// Timeout, when set, is lengthened by it; a client's ReadTimeout must
 	// exceed it. Default 0: off, nothing waits, and a failover may grant again
 	// the units of the writes the replica had not received (RELIABILITY.md
@@ -195,7 +153,7 @@ type Options struct {
 // failed attempt. (Decisions are never sent twice whatever MaxRetries is.)
 type Limiter struct {
 	client   Client
-	decider  Client // where decisions go: client, or its auto-pipeliner
+	decider  Client // where decisions go: the client
 	opts     Options
 	dedupe   bool
 	timeout  time.Duration
@@ -255,19 +213,6 @@ func New(client Client, opts Options) *Limiter {
 	if opts.Coalesce {
 		l.coalesce = &coalescer{groups: map[coalesceKey]*coalesceGroup{}}
 	}
-	if opts.AutoPipeline {
-		var ap *redis.AutoPipeliner
-		var err error
-		switch c := client.(type) {
-		case *redis.Client:
-			ap, err = c.AutoPipeline()
-		case *redis.ClusterClient:
-			ap, err = c.AutoPipeline()
-		}
-		if ap != nil && err == nil {
-			l.decider = ap
-		}
-	}
 	l.closed.Store(true)
 	l.watch = reach.For(client)
 	if opts.RestartSpent > 0 {
@@ -310,10 +255,6 @@ func New(client Client, opts Options) *Limiter {
 	})
 	return l
 }
-
-// AutoPipelined reports whether decisions go through go-redis's automatic
-// pipelining (Options.AutoPipeline on a client that supports it).
-func (l *Limiter) AutoPipelined() bool { return l.decider != l.client }
 
 // breakerTrip is how many decisions in a row must find Redis unreachable
 // before the breaker opens.
@@ -360,75 +301,25 @@ func (l *Limiter) Stats() Stats {
 	}
 }
 
-// Allow is shorthand for AllowN(ctx, key, limit, 1).
-func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (Result, error) {
-	return l.AllowN(ctx, key, limit, 1)
-}
-
-// AllowN takes n units of limit under key now, or takes nothing and reports
-// how long until they would fit. Waiters that reserved earlier are served
-// first: AllowN does not jump the queue.
-func (l *Limiter) AllowN(ctx context.Context, key string, limit Limit, n int) (Result, error) {
-	var p plan
-	if err := l.single(&p, key, limit, n); err != nil {
-		return Result{Limit: limit}, err
+// Reset deletes the state of every limit of quota instance q, and its hold.
+// For a single key (a Key quota, or a quota with no limits) it deletes the
+// key's state under every algorithm, whatever limit it was used with.
+func (l *Limiter) Reset(ctx context.Context, q Quota) error {
+	var ks []string
+	if _, single := q.keyLimit(); single || len(q.Limits) == 0 {
+		if err := q.validateID(); err != nil {
+			return err
+		}
+		ks = append(ks, l.holdKey(q))
+		for a := GCRA; a <= FixedWindow; a++ {
+			ks = append(ks, l.stateKeyOf(q, "", a))
+		}
+		return l.wrap(l.client.Del(ctx, ks...).Err())
 	}
-	ctx, span := l.start(ctx, spanAllow, kindSingle, &p)
-	var r reply
-	var err error
-	if l.coalesce != nil && limit.Algorithm == GCRA {
-		err = l.coalesced(ctx, &p, &r)
-	} else {
-		err = l.decide(ctx, &p, 0, &r)
-	}
-	l.count(ctx, kindSingle, &r, err)
-	end(span, &p, &r, err)
-	if err != nil {
-		return Result{Limit: limit}, err
-	}
-	return r.single(limit), nil
-}
-
-// AllowQuota is shorthand for AllowAll with one charge.
-func (l *Limiter) AllowQuota(ctx context.Context, q Quota, cost Cost) (QuotaResult, error) {
-	var p plan
-	if err := l.quota(&p, q, cost); err != nil {
-		return QuotaResult{}, err
-	}
-	return l.allowPlan(ctx, &p)
-}
-
-func (l *Limiter) allowPlan(ctx context.Context, p *plan) (QuotaResult, error) {
-	ctx, span := l.start(ctx, spanAllowQuota, kindQuota, p)
-	var r reply
-	err := l.decide(ctx, p, 0, &r)
-	l.count(ctx, kindQuota, &r, err)
-	end(span, p, &r, err)
-	if err != nil {
-		return QuotaResult{}, err
-	}
-	return r.quota(p), nil
-}
-
-// Reset deletes the state of every algorithm's limit under key, and its hold.
-func (l *Limiter) Reset(ctx context.Context, key string) error {
-	if err := checkKey(key); err != nil {
-		return err
-	}
-	q := Quota{Name: key}
-	ks := []string{l.holdKey(q)}
-	for a := GCRA; a <= FixedWindow; a++ {
-		ks = append(ks, l.stateKeyOf(q, "", a))
-	}
-	return l.wrap(l.client.Del(ctx, ks...).Err())
-}
-
-// ResetQuota deletes the state of every limit of quota instance q, and its hold.
-func (l *Limiter) ResetQuota(ctx context.Context, q Quota) error {
 	if err := q.Validate(); err != nil {
 		return err
 	}
-	ks := []string{l.holdKey(q)}
+	ks = append(ks, l.holdKey(q))
 	for _, nl := range q.Limits {
 		ks = append(ks, l.stateKeyOf(q, nl.Name, nl.Limit.Algorithm))
 		if q.headroomOf(nl.Limit) > 0 {

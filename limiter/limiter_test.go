@@ -23,10 +23,10 @@ func TestAllowEveryAlgorithm(t *testing.T) {
 		ctx := context.Background()
 		lim := newLim(b, Options{})
 		for _, a := range modelAlgorithms {
-			limit := PerMinute(5).WithAlgorithm(a)
+			limit := Limit{Rate: 5, Period: time.Minute, Burst: 5, Algorithm: a}
 			key := "user:{42}:" + a.String() // braces and colons must stay inside the tag
 			for i := 0; i < 5; i++ {
-				r, err := lim.Allow(ctx, key, limit)
+				r, err := lim.Allow(ctx, Key(key, limit).Take(1))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -40,14 +40,14 @@ func TestAllowEveryAlgorithm(t *testing.T) {
 			if a == SlidingWindowCounter {
 				maxRetry = 2 * time.Minute
 			}
-			r, err := lim.Allow(ctx, key, limit)
+			r, err := lim.Allow(ctx, Key(key, limit).Take(1))
 			if err != nil || r.Allowed || r.RetryAfter <= 0 || r.RetryAfter > maxRetry {
 				t.Fatalf("%s 6th call: %+v %v", a, r, err)
 			}
-			if err := lim.Reset(ctx, key); err != nil {
+			if err := lim.Reset(ctx, Quota{Name: key}); err != nil {
 				t.Fatal(err)
 			}
-			if r, _ := lim.Allow(ctx, key, limit); !r.Allowed {
+			if r, _ := lim.Allow(ctx, Key(key, limit).Take(1)); !r.Allowed {
 				t.Fatalf("%s after Reset: %+v", a, r)
 			}
 		}
@@ -66,39 +66,50 @@ func TestBadInputTypedErrorsNoWrite(t *testing.T) {
 		call func() error
 		want error
 	}{
-		{"rate 0", func() error { _, e := lim.Allow(ctx, "k", Limit{Period: time.Second}); return e }, ErrInvalidLimit},
-		{"rate <0", func() error { _, e := lim.Allow(ctx, "k", Limit{Rate: -1, Period: time.Second}); return e }, ErrInvalidLimit},
-		{"period 0", func() error { _, e := lim.Allow(ctx, "k", Limit{Rate: 1}); return e }, ErrInvalidLimit},
-		{"period <0", func() error { _, e := lim.Allow(ctx, "k", Limit{Rate: 1, Period: -time.Second}); return e }, ErrInvalidLimit},
-		{"period 100y", func() error { _, e := lim.Allow(ctx, "k", Every(1, 100*365*24*time.Hour)); return e }, ErrInvalidLimit},
-		{"burst <0", func() error { _, e := lim.Allow(ctx, "k", good.WithBurst(-1)); return e }, ErrInvalidLimit},
-		{"algorithm", func() error { _, e := lim.Allow(ctx, "k", good.WithAlgorithm(9)); return e }, ErrInvalidLimit},
-		{"n 0", func() error { _, e := lim.AllowN(ctx, "k", good, 0); return e }, ErrInvalidCost},
-		{"n <0", func() error { _, e := lim.AllowN(ctx, "k", good, -3); return e }, ErrInvalidCost},
-		{"n > burst", func() error { _, e := lim.AllowN(ctx, "k", good, 11); return e }, ErrExceedsLimit},
-		{"n 2^62", func() error { _, e := lim.AllowN(ctx, "k", good, 1<<62); return e }, ErrExceedsLimit},
-		{"wait n > burst", func() error { return lim.WaitN(ctx, "k", good, 11) }, ErrExceedsLimit},
-		{"reserve n > burst", func() error { _, e := lim.Reserve(ctx, "k", good, 11); return e }, ErrExceedsLimit},
-		{"empty key", func() error { _, e := lim.Allow(ctx, "", good); return e }, ErrEmptyKey},
-		{"long key", func() error { _, e := lim.Allow(ctx, strings.Repeat("k", MaxKeyLen+1), good); return e }, ErrKeyTooLong},
-		{"empty quota", func() error { _, e := lim.AllowQuota(ctx, Quota{Name: "e"}, Cost{"a": 1}); return e }, ErrEmptyQuota},
-		{"unknown limit", func() error { _, e := lim.AllowQuota(ctx, q, Cost{"zzz": 1}); return e }, ErrUnknownLimit},
-		{"negative cost", func() error { _, e := lim.AllowQuota(ctx, q, Cost{"a": -1}); return e }, ErrInvalidCost},
-		{"cost charges nothing", func() error { _, e := lim.AllowQuota(ctx, q, Cost{"a": 0}); return e }, ErrInvalidCost},
-		{"cost over limit", func() error { _, e := lim.AllowQuota(ctx, q, Cost{"a": 1, "b": 4}); return e }, ErrExceedsLimit},
-		{"duplicate limit", func() error {
-			_, e := lim.AllowQuota(ctx, Quota{Name: "d", Limits: []NamedLimit{{"a", good}, {"a", good}}}, Cost{"a": 1})
+		{"rate 0", func() error { _, e := lim.Allow(ctx, Key("k", Limit{Period: time.Second}).Take(1)); return e }, errInvalidLimit},
+		{"rate <0", func() error { _, e := lim.Allow(ctx, Key("k", Limit{Rate: -1, Period: time.Second}).Take(1)); return e }, errInvalidLimit},
+		{"period 0", func() error { _, e := lim.Allow(ctx, Key("k", Limit{Rate: 1}).Take(1)); return e }, errInvalidLimit},
+		{"period <0", func() error { _, e := lim.Allow(ctx, Key("k", Limit{Rate: 1, Period: -time.Second}).Take(1)); return e }, errInvalidLimit},
+		{"period 100y", func() error { _, e := lim.Allow(ctx, Key("k", Every(1, 100*365*24*time.Hour)).Take(1)); return e }, errInvalidLimit},
+		{"burst <0", func() error {
+			_, e := lim.Allow(ctx, Key("k", Limit{Rate: good.Rate, Period: good.Period, Burst: -1}).Take(1))
 			return e
-		}, ErrDuplicateLimit},
-		{"hold 0", func() error { _, e := lim.Hold(ctx, Quota{Name: "q"}, 0); return e }, ErrInvalidDuration},
-		{"hold <0", func() error { _, e := lim.Hold(ctx, Quota{Name: "q"}, -time.Second); return e }, ErrInvalidDuration},
-		{"sync unknown", func() error { _, e := lim.Sync(ctx, q, "zzz", 3); return e }, ErrUnknownLimit},
-		{"sync negative", func() error { _, e := lim.Sync(ctx, q, "a", -3); return e }, ErrInvalidCost},
+		}, errInvalidLimit},
+		{"algorithm", func() error {
+			_, e := lim.Allow(ctx, Key("k", Limit{Rate: good.Rate, Period: good.Period, Algorithm: 9}).Take(1))
+			return e
+		}, errInvalidLimit},
+		{"n 0", func() error { _, e := lim.Allow(ctx, Key("k", good).Take(0)); return e }, errInvalidCost},
+		{"n <0", func() error { _, e := lim.Allow(ctx, Key("k", good).Take(-3)); return e }, errInvalidCost},
+		{"n > burst", func() error { _, e := lim.Allow(ctx, Key("k", good).Take(11)); return e }, errExceedsLimit},
+		{"n 2^62", func() error { _, e := lim.Allow(ctx, Key("k", good).Take(1<<62)); return e }, errExceedsLimit},
+		{"wait n > burst", func() error { return lim.Wait(ctx, Key("k", good).Take(11)) }, errExceedsLimit},
+		{"reserve n > burst", func() error { _, e := lim.Reserve(ctx, Key("k", good).Take(11)); return e }, errExceedsLimit},
+		{"empty key", func() error { _, e := lim.Allow(ctx, Key("", good).Take(1)); return e }, errEmptyKey},
+		{"long key", func() error { _, e := lim.Allow(ctx, Key(strings.Repeat("k", maxKeyLen+1), good).Take(1)); return e }, errKeyTooLong},
+		{"empty quota", func() error {
+			_, e := lim.Allow(ctx, Charge{Quota: Quota{Name: "e"}, Cost: Cost{"a": 1}})
+			return e
+		}, errEmptyQuota},
+		{"unknown limit", func() error { _, e := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"zzz": 1}}); return e }, errUnknownLimit},
+		{"negative cost", func() error { _, e := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"a": -1}}); return e }, errInvalidCost},
+		{"cost charges nothing", func() error { _, e := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"a": 0}}); return e }, errInvalidCost},
+		{"cost over limit", func() error {
+			_, e := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"a": 1, "b": 4}})
+			return e
+		}, errExceedsLimit},
+		{"duplicate limit", func() error {
+			_, e := lim.Allow(ctx, Charge{Quota: Quota{Name: "d", Limits: []NamedLimit{{"a", good}, {"a", good}}}, Cost: Cost{"a": 1}})
+			return e
+		}, errDuplicateLimit},
+		{"hold > a week", func() error { _, e := lim.Hold(ctx, Quota{Name: "q"}, maxHold+time.Second, ""); return e }, errInvalidDuration},
+		{"sync unknown", func() error { _, e := lim.Sync(ctx, q, "zzz", 3); return e }, errUnknownLimit},
+		{"sync negative", func() error { _, e := lim.Sync(ctx, q, "a", -3); return e }, errInvalidCost},
 	}
 	for _, tc := range cases {
 		err := tc.call()
-		if !errors.Is(err, tc.want) {
-			t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)
+		if !errors.Is(err, tc.want) || !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: got %v, want %v (and ErrInvalid)", tc.name, err, tc.want)
 		}
 	}
 	if keys := m.Keys(); len(keys) != 0 {
@@ -112,32 +123,32 @@ func TestQuotaAllOrNothing(t *testing.T) {
 		ctx := context.Background()
 		lim := newLim(b, Options{})
 		q := Quota{Name: "binance", Limits: []NamedLimit{
-			{"weight", PerMinute(1200).WithAlgorithm(FixedWindow)},
-			{"orders", Every(10, 10*time.Second).WithAlgorithm(SlidingWindow)},
-			{"daily", PerDay(200_000).WithAlgorithm(SlidingWindowCounter)},
+			{"weight", Limit{Rate: 1200, Period: time.Minute, Burst: 1200, Algorithm: FixedWindow}},
+			{"orders", Limit{Rate: 10, Period: 10 * time.Second, Burst: 10, Algorithm: SlidingWindow}},
+			{"daily", Limit{Rate: 200_000, Period: 24 * time.Hour, Burst: 200_000, Algorithm: SlidingWindowCounter}},
 		}}
 		for i := 0; i < 10; i++ {
-			r, err := lim.AllowQuota(ctx, q, Cost{"weight": 1, "orders": 1, "daily": 1})
+			r, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 1, "orders": 1, "daily": 1}})
 			if err != nil || !r.Allowed {
 				t.Fatalf("order %d: %+v %v", i, r, err)
 			}
 		}
-		r, err := lim.AllowQuota(ctx, q, Cost{"weight": 7, "orders": 1, "daily": 1})
+		r, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 7, "orders": 1, "daily": 1}})
 		if err != nil || r.Allowed || r.DeniedBy != "orders" || r.RetryAfter <= 0 {
 			t.Fatalf("11th order: %+v %v", r, err)
 		}
 		// Weight and daily were not charged by the denied call: weight shows
 		// 1200-10 left, not 1200-17; daily 200000-10.
-		r, err = lim.AllowQuota(ctx, q, Cost{"weight": 1})
+		r, err = lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}})
 		if err != nil || !r.Allowed || r.Limits[0].Remaining != 1200-11 {
 			t.Fatalf("weight after denial: %+v %v", r, err)
 		}
-		r, err = lim.AllowQuota(ctx, q, Cost{"daily": 1})
+		r, err = lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"daily": 1}})
 		if err != nil || !r.Allowed || r.Limits[0].Remaining != 200_000-11 {
 			t.Fatalf("daily after denial: %+v %v", r, err)
 		}
-		if r.Remaining() != 200_000-11 {
-			t.Fatalf("QuotaResult.Remaining = %d", r.Remaining())
+		if r.Remaining != 200_000-11 {
+			t.Fatalf("Result.Remaining = %d", r.Remaining)
 		}
 	})
 }
@@ -149,35 +160,35 @@ func TestHoldStopsEveryInstance(t *testing.T) {
 		ctx := context.Background()
 		a, c := newLim(b, Options{}), newLim(b, Options{})
 		q := Quota{Name: "ex", Limits: []NamedLimit{{"w", PerSecond(100)}}}
-		if r, _ := a.AllowQuota(ctx, q, Cost{"w": 1}); !r.Allowed {
+		if r, _ := a.Allow(ctx, Charge{Quota: q, Cost: Cost{"w": 1}}); !r.Allowed {
 			t.Fatal("first call denied")
 		}
-		got, err := a.Hold(ctx, Quota{Name: "ex"}, 2*time.Second)
+		got, err := a.Hold(ctx, Quota{Name: "ex"}, 2*time.Second, "")
 		if err != nil || got != 2*time.Second {
 			t.Fatalf("Hold: %v %v", got, err)
 		}
 		// A shorter hold does not shorten it.
-		if got, _ := c.Hold(ctx, Quota{Name: "ex"}, time.Second); got <= time.Second {
+		if got, _ := c.Hold(ctx, Quota{Name: "ex"}, time.Second, ""); got <= time.Second {
 			t.Fatalf("shorter hold replaced the longer one: %v", got)
 		}
-		r, err := c.AllowQuota(ctx, q, Cost{"w": 1})
+		r, err := c.Allow(ctx, Charge{Quota: q, Cost: Cost{"w": 1}})
 		if err != nil || r.Allowed || r.DeniedBy != HoldName || r.RetryAfter <= time.Second || r.RetryAfter > 2*time.Second {
 			t.Fatalf("during hold: %+v %v", r, err)
 		}
-		if h, err := c.Held(ctx, Quota{Name: "ex"}); err != nil || h <= time.Second || h > 2*time.Second {
+		if h, err := c.held(ctx, Quota{Name: "ex"}); err != nil || h <= time.Second || h > 2*time.Second {
 			t.Fatalf("Held: %v %v", h, err)
 		}
-		if h, err := c.Held(ctx, Quota{Name: "no-hold-here"}); err != nil || h != 0 {
+		if h, err := c.held(ctx, Quota{Name: "no-hold-here"}); err != nil || h != 0 {
 			t.Fatalf("Held without a hold: %v %v", h, err)
 		}
 		// Reserve books its turn after the hold.
-		rv, err := c.ReserveQuota(ctx, q, Cost{"w": 1})
+		rv, err := c.Reserve(ctx, Charge{Quota: q, Cost: Cost{"w": 1}})
 		if err != nil || !rv.OK() || rv.Delay() <= time.Second {
 			t.Fatalf("reserve during hold: ok=%v delay=%v err=%v", rv != nil && rv.OK(), rv.Delay(), err)
 		}
 		// Its time on Redis's clock is at or after the hold's end.
 		if b.Kind != redistest.Mini {
-			if d := time.Until(rv.At()); d < time.Second || d > 2200*time.Millisecond {
+			if d := time.Until(rv.at()); d < time.Second || d > 2200*time.Millisecond {
 				t.Fatalf("reservation At is %v from now, want the hold's end (~2s)", d)
 			}
 		}
@@ -190,8 +201,8 @@ func TestSyncRaisesNeverLowers(t *testing.T) {
 		ctx := context.Background()
 		lim := newLim(b, Options{})
 		for _, a := range modelAlgorithms {
-			q := Quota{Name: "sync-" + a.String(), Limits: []NamedLimit{{"w", PerMinute(100).WithAlgorithm(a)}}}
-			r, _ := lim.AllowQuota(ctx, q, Cost{"w": 10})
+			q := Quota{Name: "sync-" + a.String(), Limits: []NamedLimit{{"w", Limit{Rate: 100, Period: time.Minute, Burst: 100, Algorithm: a}}}}
+			r, _ := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"w": 10}})
 			if !r.Allowed || r.Limits[0].Remaining != 90 {
 				t.Fatalf("%s: %+v", a, r)
 			}
@@ -199,7 +210,7 @@ func TestSyncRaisesNeverLowers(t *testing.T) {
 			if err != nil || !raised {
 				t.Fatalf("%s: sync 60: %v %v", a, raised, err)
 			}
-			r, _ = lim.AllowQuota(ctx, q, Cost{"w": 1})
+			r, _ = lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"w": 1}})
 			if !r.Allowed || r.Limits[0].Remaining < 38 || r.Limits[0].Remaining > 39 {
 				t.Fatalf("%s: after sync to 60, remaining %d, want 39 (38 if the GCRA refilled nothing)", a, r.Limits[0].Remaining)
 			}
@@ -211,7 +222,7 @@ func TestSyncRaisesNeverLowers(t *testing.T) {
 			if _, err := lim.Sync(ctx, q, "w", 1<<60); err != nil {
 				t.Fatal(err)
 			}
-			if r, _ := lim.AllowQuota(ctx, q, Cost{"w": 1}); r.Allowed {
+			if r, _ := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"w": 1}}); r.Allowed {
 				t.Fatalf("%s: allowed after server reported the limit used up", a)
 			}
 		}
@@ -224,14 +235,14 @@ func TestReserveCancel(t *testing.T) {
 		ctx := context.Background()
 		lim := newLim(b, Options{})
 		for _, a := range modelAlgorithms {
-			limit := PerMinute(2).WithAlgorithm(a)
+			limit := Limit{Rate: 2, Period: time.Minute, Burst: 2, Algorithm: a}
 			key := "rc-" + a.String()
 			for i := 0; i < 2; i++ {
-				if r, _ := lim.Allow(ctx, key, limit); !r.Allowed {
+				if r, _ := lim.Allow(ctx, Key(key, limit).Take(1)); !r.Allowed {
 					t.Fatalf("%s: warm-up denied", a)
 				}
 			}
-			rv, err := lim.Reserve(ctx, key, limit, 1)
+			rv, err := lim.Reserve(ctx, Key(key, limit).Take(1))
 			if err != nil || !rv.OK() || rv.Delay() <= 0 {
 				t.Fatalf("%s: reserve: %v", a, err)
 			}
@@ -240,7 +251,7 @@ func TestReserveCancel(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The same turn is free again: a new reservation gets (about) the same delay, not a later one.
-			rv2, err := lim.Reserve(ctx, key, limit, 1)
+			rv2, err := lim.Reserve(ctx, Key(key, limit).Take(1))
 			if err != nil || !rv2.OK() {
 				t.Fatalf("%s: second reserve: %v", a, err)
 			}
@@ -252,7 +263,7 @@ func TestReserveCancel(t *testing.T) {
 			// later booking queued on it; the unit for the others, whose later
 			// booking sits in the same window (fixed), the next one (counter:
 			// its units still weigh there) or the same log.
-			if _, err := lim.Reserve(ctx, key, limit, 1); err != nil {
+			if _, err := lim.Reserve(ctx, Key(key, limit).Take(1)); err != nil {
 				t.Fatal(err)
 			}
 			n, err := rv2.Cancel(ctx)
@@ -272,13 +283,13 @@ func TestWaitDeadline(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		lim := newLim(b, Options{})
 		limit := PerMinute(1)
-		if err := lim.Wait(context.Background(), "dl", limit); err != nil {
+		if err := lim.Wait(context.Background(), Key("dl", limit).Take(1)); err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		err := lim.Wait(ctx, "dl", limit)
+		err := lim.Wait(ctx, Key("dl", limit).Take(1))
 		if !errors.Is(err, ErrWouldExceedDeadline) {
 			t.Fatalf("got %v", err)
 		}
@@ -286,7 +297,7 @@ func TestWaitDeadline(t *testing.T) {
 			t.Fatalf("Wait slept %v before failing", time.Since(start))
 		}
 		// Nothing was charged: the next turn is still one minute after the first, not two.
-		rv, err := lim.Reserve(context.Background(), "dl", limit, 1)
+		rv, err := lim.Reserve(context.Background(), Key("dl", limit).Take(1))
 		if err != nil || rv.Delay() > time.Minute {
 			t.Fatalf("deadline failure charged: delay %v %v", rv.Delay(), err)
 		}
@@ -298,18 +309,18 @@ func TestWaitCancelGivesBack(t *testing.T) {
 	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
 		lim := newLim(b, Options{})
 		limit := Every(1, 2*time.Second)
-		if err := lim.Wait(context.Background(), "wc", limit); err != nil {
+		if err := lim.Wait(context.Background(), Key("wc", limit).Take(1)); err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
-		go func() { errc <- lim.Wait(ctx, "wc", limit) }()
+		go func() { errc <- lim.Wait(ctx, Key("wc", limit).Take(1)) }()
 		time.Sleep(50 * time.Millisecond)
 		cancel()
 		if err := <-errc; !errors.Is(err, context.Canceled) {
 			t.Fatalf("got %v", err)
 		}
-		rv, err := lim.Reserve(context.Background(), "wc", limit, 1)
+		rv, err := lim.Reserve(context.Background(), Key("wc", limit).Take(1))
 		if err != nil || rv.Delay() > 2*time.Second {
 			t.Fatalf("cancelled wait kept its turn: next delay %v (%v)", rv.Delay(), err)
 		}
@@ -328,7 +339,7 @@ func TestWaitLateReplyPastDeadline(t *testing.T) {
 	lim := New(c, Options{Prefix: redistest.NewPrefix(t), Timeout: 5 * time.Second})
 	limit := Every(1, time.Second)
 	first := time.Now()
-	if err := lim.Wait(context.Background(), "late", limit); err != nil {
+	if err := lim.Wait(context.Background(), Key("late", limit).Take(1)); err != nil {
 		t.Fatal(err)
 	}
 	// The next turn is 1 s after the first grant, which came at or after
@@ -338,14 +349,14 @@ func TestWaitLateReplyPastDeadline(t *testing.T) {
 	px.SetDelay(200 * time.Millisecond)
 	ctx, cancel := context.WithDeadline(context.Background(), first.Add(time.Second+50*time.Millisecond))
 	defer cancel()
-	err := lim.Wait(ctx, "late", limit)
+	err := lim.Wait(ctx, Key("late", limit).Take(1))
 	if !errors.Is(err, ErrWouldExceedDeadline) {
 		t.Fatalf("got %v, want ErrWouldExceedDeadline", err)
 	}
 	px.SetDelay(0)
 	// Not charged: the next turn is still the one 1 s after the first grant,
 	// less than 1 s from now (a charged turn would put it 2 s after it).
-	rv, err := lim.Reserve(context.Background(), "late", limit, 1)
+	rv, err := lim.Reserve(context.Background(), Key("late", limit).Take(1))
 	if err != nil || !rv.OK() || rv.Delay() >= time.Second {
 		t.Fatalf("late turn kept: next delay %v (%v)", rv.Delay(), err)
 	}
@@ -364,17 +375,17 @@ func TestWaitImmediateGrantLateReply(t *testing.T) {
 	defer c.Close()
 	lim := New(c, Options{Prefix: redistest.NewPrefix(t), Timeout: 5 * time.Second})
 	limit := Every(10, time.Hour)
-	if err := lim.Wait(context.Background(), "warm", limit); err != nil { // connection and script in place
+	if err := lim.Wait(context.Background(), Key("warm", limit).Take(1)); err != nil { // connection and script in place
 		t.Fatal(err)
 	}
 	px.SetDelay(200 * time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if err := lim.Wait(ctx, "now", limit); err != nil {
+	if err := lim.Wait(ctx, Key("now", limit).Take(1)); err != nil {
 		t.Fatalf("immediate grant, late reply: %v", err)
 	}
 	px.SetDelay(0)
-	if r, err := lim.Allow(context.Background(), "now", limit); err != nil || r.Remaining != 8 {
+	if r, err := lim.Allow(context.Background(), Key("now", limit).Take(1)); err != nil || r.Remaining != 8 {
 		t.Fatalf("remaining %d (%v), want 8: the waited unit and this one", r.Remaining, err)
 	}
 }
@@ -408,7 +419,7 @@ func TestRetriedCallChargedOnce(t *testing.T) {
 		if err != nil || !again.granted || again.per[0].rem != first.per[0].rem {
 			t.Fatalf("retry answered %+v, first %+v (%v)", again, first, err)
 		}
-		r, _ := lim.AllowN(ctx, "retry", PerMinute(10), 1)
+		r, _ := lim.Allow(ctx, Key("retry", PerMinute(10)).Take(1))
 		if r.Remaining != 6 {
 			t.Fatalf("remaining %d after 3+1 units, want 6: retried call was charged twice", r.Remaining)
 		}
@@ -429,7 +440,6 @@ func TestDedupeOffWithoutRetries(t *testing.T) {
 	}{
 		{"MaxRetries -1", New(nc, Options{}), false, false},
 		{"retrying go-redis client", New(c, Options{}), false, true},
-		{"auto-pipelined", New(c, Options{AutoPipeline: true}), false, true},
 		{"wrapped client", New(scriptsOnly{c}, Options{}), true, true},
 		{"disabled", New(scriptsOnly{c}, Options{DedupeWindow: -1}), false, false},
 	} {
@@ -441,8 +451,8 @@ func TestDedupeOffWithoutRetries(t *testing.T) {
 func TestLimitString(t *testing.T) {
 	for l, want := range map[Limit]string{
 		PerSecond(10): "10 req/s (burst 10, gcra)",
-		PerMinute(1200).WithAlgorithm(FixedWindow):             "1200 req/m (fixed)",
-		Every(10, 10*time.Second).WithAlgorithm(SlidingWindow): "10 req/10s (sliding)",
+		Limit{Rate: 1200, Period: time.Minute, Burst: 1200, Algorithm: FixedWindow}:    "1200 req/m (fixed)",
+		Limit{Rate: 10, Period: 10 * time.Second, Burst: 10, Algorithm: SlidingWindow}: "10 req/10s (sliding)",
 	} {
 		if l.String() != want {
 			t.Errorf("%#v: %q, want %q", l, l.String(), want)
@@ -463,7 +473,7 @@ func TestArgCacheBounded(t *testing.T) {
 	if n > argCacheMax {
 		t.Fatalf("argument cache holds %d limits, bound %d", n, argCacheMax)
 	}
-	if a := argsFor(benchLimit, 0); a[2] != benchLimit.Max() {
+	if a := argsFor(benchLimit, 0); a[2] != benchLimit.most() {
 		t.Fatalf("args after the cache started over: %v", *a)
 	}
 }
@@ -499,7 +509,7 @@ func TestPlainAllowMatchesQuota(t *testing.T) {
 		m.SetTime(now)
 		if s.hold > 0 {
 			for _, l := range []*Limiter{plain, general} {
-				_, err := l.Hold(ctx, Quota{Name: "k", Limits: []NamedLimit{{"a", limit}}}, s.hold)
+				_, err := l.Hold(ctx, Quota{Name: "k", Limits: []NamedLimit{{"a", limit}}}, s.hold, "")
 				require.NoError(t, err)
 			}
 		}
@@ -547,5 +557,5 @@ func TestParsePlainChecksReply(t *testing.T) {
 	}
 	var r reply
 	require.NoError(t, parsePlain([]any{int64(-1), int64(5), int64(3), int64(9)}, &r))
-	require.Equal(t, reply{waitUS: 5, by: -1, per: [MaxQuotaLimits]perLimit{{rem: 3, resetUS: 9}}}, r)
+	require.Equal(t, reply{waitUS: 5, by: -1, per: [maxQuotaLimits]perLimit{{rem: 3, resetUS: 9}}}, r)
 }

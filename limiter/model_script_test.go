@@ -83,7 +83,7 @@ func runModel(t *testing.T, seed uint64, limits []Limit, steps int, guarded, que
 
 		if rng.IntN(25) == 0 {
 			d := time.Duration(1+rng.Int64N(maxP)) * time.Microsecond
-			if _, err := lim.Hold(ctx, q, d); err != nil {
+			if _, err := lim.Hold(ctx, q, d, ""); err != nil {
 				t.Fatal(err)
 			}
 			model.hold = max(model.hold, now+d.Microseconds())
@@ -141,7 +141,7 @@ func runModel(t *testing.T, seed uint64, limits []Limit, steps int, guarded, que
 		cost := Cost{}
 		costs := make([]int64, len(limits))
 		for i, l := range limits {
-			n := 1 + rng.IntN(l.Max())
+			n := 1 + rng.IntN(l.most())
 			if rng.IntN(2) == 0 {
 				n = 1
 			}
@@ -152,7 +152,7 @@ func runModel(t *testing.T, seed uint64, limits []Limit, steps int, guarded, que
 			maxWait = rng.Int64N(3 * maxP)
 		}
 		p, got := new(plan), new(reply)
-		if err := lim.quota(p, q, cost); err != nil {
+		if err := lim.quota(p, Charge{Quota: q, Cost: cost}); err != nil {
 			t.Fatal(err)
 		}
 		if err := lim.decide(ctx, p, maxWait, got); err != nil {

@@ -33,7 +33,7 @@ func newModel(l Limit) modelLimit { return newGuardedModel(l, 0) }
 
 // newGuardedModel is newModel with a quota's guard (µs; fixed windows only).
 func newGuardedModel(l Limit, guard int64) modelLimit {
-	p, m := l.periodUS(), int64(l.Max())
+	p, m := l.periodUS(), int64(l.most())
 	switch l.Algorithm {
 	case GCRA:
 		return &gcraModel{e: l.intervalUS(), m: m}

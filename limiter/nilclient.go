@@ -40,10 +40,6 @@ func (nilClient) Del(context.Context, ...string) *redis.IntCmd {
 	return redis.NewIntResult(0, ErrNilClient)
 }
 
-func (nilClient) PTTL(context.Context, string) *redis.DurationCmd {
-	return redis.NewDurationResult(0, ErrNilClient)
-}
-
 func (nilClient) Do(context.Context, ...any) *redis.Cmd { return redis.NewCmdResult(nil, ErrNilClient) }
 
 // The stand-in answers Do too, the method decisions are sent with.

@@ -49,16 +49,16 @@ func (l *Limiter) fallback(p *plan, maxWaitUS int64, cause error, r *reply) erro
 
 // localDecide takes the plan's costs from in-process limiters holding
 // LocalShare of each limit, all or nothing. A cost above a local limiter's
-// burst can never fit in it: that is an error wrapping ErrExceedsLocalShare
+// burst can never fit in it: that is an error wrapping errExceedsLocalShare
 // (and ErrUnavailable), not a denial with a wait that would never end.
 // A granted decision keeps its local reservations, for Reservation.Cancel.
 func (l *Limiter) localDecide(p *plan, maxWaitUS int64, cause error, r *reply) error {
-	var lls [MaxQuotaLimits]*rate.Limiter
+	var lls [maxQuotaLimits]*rate.Limiter
 	for i, lim := range p.limits[:p.n] {
 		lls[i] = l.localFor(p.keys[i].key, lim)
 		if b := lls[i].Burst(); p.costs[i] > b {
-			return fmt.Errorf("%w: %d units of %s, the local share %g holds %d (%w: %w)",
-				ErrExceedsLocalShare, p.costs[i], lim, l.opts.LocalShare, b, ErrUnavailable, cause)
+			return fmt.Errorf("%w: %d units of %s, the local share %g holds %d: %w",
+				errExceedsLocalShare, p.costs[i], lim, l.opts.LocalShare, b, cause)
 		}
 	}
 	now := time.Now()
@@ -92,7 +92,7 @@ func (l *Limiter) localFor(key string, lim Limit) *rate.Limiter {
 	}
 	share := l.opts.LocalShare
 	every := rate.Limit(float64(lim.Rate) * share / lim.Period.Seconds())
-	burst := max(int(float64(lim.Max())*share), 1)
+	burst := max(int(float64(lim.most())*share), 1)
 	v, _ := l.local.LoadOrStore(key, rate.NewLimiter(every, burst))
 	return v.(*rate.Limiter)
 }

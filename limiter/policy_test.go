@@ -26,10 +26,10 @@ func TestFailLocalCancelGivesBack(t *testing.T) {
 	lim := deadLimiter(t, 0.5)
 	ctx := context.Background()
 	limit := Every(10, time.Hour) // local share: 5 an hour (one per 12 min), burst 5
-	if r, err := lim.AllowN(ctx, "k", limit, 5); err != nil || !r.Allowed || !r.Degraded {
+	if r, err := lim.Allow(ctx, Key("k", limit).Take(5)); err != nil || !r.Allowed || !r.Degraded {
 		t.Fatalf("local burst: %+v %v", r, err)
 	}
-	first, err := lim.Reserve(ctx, "k", limit, 1)
+	first, err := lim.Reserve(ctx, Key("k", limit).Take(1))
 	if err != nil || !first.OK() || first.Delay() <= 0 {
 		t.Fatalf("local reservation: %v", err)
 	}
@@ -39,7 +39,7 @@ func TestFailLocalCancelGivesBack(t *testing.T) {
 	// The same turn again: about the same delay (a reservation's delay counts
 	// from the end of its call, so µs apart). Had the cancelled unit been
 	// kept, the turn would be one interval, 12 min, later.
-	second, err := lim.Reserve(ctx, "k", limit, 1)
+	second, err := lim.Reserve(ctx, Key("k", limit).Take(1))
 	if err != nil || !second.OK() || second.Delay() > first.Delay()+time.Minute {
 		t.Fatalf("cancelled local turn not given back: first %v, then %v (%v)", first.Delay(), second.Delay(), err)
 	}
@@ -51,17 +51,17 @@ func TestFailLocalCostAboveShare(t *testing.T) {
 	lim := deadLimiter(t, 0.1)
 	ctx := context.Background()
 	limit := Every(100, time.Minute) // local share: burst 10
-	if r, err := lim.AllowN(ctx, "k", limit, 10); err != nil || !r.Allowed || !r.Degraded {
+	if r, err := lim.Allow(ctx, Key("k", limit).Take(10)); err != nil || !r.Allowed || !r.Degraded {
 		t.Fatalf("AllowN(10) within the share: %+v %v", r, err)
 	}
 	for name, call := range map[string]func() error{
-		"AllowN":  func() error { _, err := lim.AllowN(ctx, "k", limit, 11); return err },
-		"WaitN":   func() error { return lim.WaitN(ctx, "k", limit, 11) },
-		"Reserve": func() error { _, err := lim.Reserve(ctx, "k", limit, 11); return err },
+		"AllowN":  func() error { _, err := lim.Allow(ctx, Key("k", limit).Take(11)); return err },
+		"WaitN":   func() error { return lim.Wait(ctx, Key("k", limit).Take(11)) },
+		"Reserve": func() error { _, err := lim.Reserve(ctx, Key("k", limit).Take(11)); return err },
 	} {
 		err := call()
-		if !errors.Is(err, ErrExceedsLocalShare) || !errors.Is(err, ErrUnavailable) {
-			t.Errorf("%s(11) with a local share of 10: %v, want ErrExceedsLocalShare and ErrUnavailable", name, err)
+		if !errors.Is(err, errExceedsLocalShare) || !errors.Is(err, ErrUnavailable) {
+			t.Errorf("%s(11) with a local share of 10: %v, want errExceedsLocalShare and ErrUnavailable", name, err)
 		}
 	}
 }

@@ -3,8 +3,6 @@ package limiter
 import (
 	"fmt"
 	"time"
-
-	"github.com/redquota/redquota/internal/keys"
 )
 
 // Quota is a named set of limits checked and charged together, all or nothing,
@@ -13,18 +11,21 @@ import (
 //
 // A Quota is a template: q.For(key) is its instance for one key (a user, an
 // API key, an account, a trading pair), with state of its own. A Quota used
-// without For is its own single instance.
+// without For is its own single instance. Key(key, limit) is the quota of one
+// key and one limit.
 type Quota struct {
 	// Name identifies the quota in Redis and in telemetry.
 	Name string
-	// Limits are the quota's limits; their names must be distinct. A quota with
-	// no limits can only be held (Limiter.Hold, Held).
+	// Limits are the quota's limits; their names must be distinct, at most
+	// 16 of them. A quota with no limits can only be held (Limiter.Hold) or
+	// waited on. A quota whose only limit has the name "" is a single key's
+	// (see Key).
 	Limits []NamedLimit
 	// Label is the quota's name in telemetry (the redquota.quota attribute).
 	// Default Name. The key given to For never reaches telemetry.
 	Label string
 	// Group is the Redis Cluster hash tag the quota's keys share. Quotas with
-	// the same Group live in one slot, so AllowAll, ReserveAll and WaitAll charge
+	// the same Group live in one slot, so Allow, Reserve and Wait charge
 	// them atomically, in one script call. Give one Group to the quotas that one
 	// request charges together: e.g. Group "binance-ip1" for the IP's weight
 	// quota and for every account quota behind that IP. A Group puts all its
@@ -55,23 +56,75 @@ type Quota struct {
 
 	key   string // For's key
 	keyed bool   // For was called
+	// one is a Key quota's limit, kept in the quota (hasOne) rather than in
+	// a Limits slice of its own: a single-key decision allocates nothing for it.
+	one    Limit
+	hasOne bool
+}
+
+// Key is the quota of one key and one limit: the single-key shorthand, as
+// in lim.Allow(ctx, limiter.Key("user:42", limiter.PerSecond(10)).Take(1)).
+// Its one limit has the name "" and is kept inside the quota (Limits stays
+// nil, so that the decision allocates nothing for it); Quota{Name: key,
+// Limits: []NamedLimit{{Limit: limit}}}, as Inspect returns a key, is the
+// same quota. A key has one hold and one state per algorithm, whatever
+// limits it is used with.
+func Key(key string, limit Limit) Quota {
+	return Quota{Name: key, one: limit, hasOne: true}
+}
+
+// keyLimit returns the limit of a single key's quota: Key's, or that of a
+// quota whose only limit has the name "".
+func (q *Quota) keyLimit() (Limit, bool) {
+	switch {
+	case q.Limits == nil && q.hasOne:
+		return q.one, true
+	case len(q.Limits) == 1 && q.Limits[0].Name == "":
+		return q.Limits[0].Limit, true
+	}
+	return Limit{}, false
+}
+
+// limits returns q's limits, a Key quota's included.
+func (q *Quota) limits() []NamedLimit {
+	if q.Limits == nil && q.hasOne {
+		return []NamedLimit{{Limit: q.one}}
+	}
+	return q.Limits
 }
 
 // For returns the instance of template q for key: the same limits, counted
 // for key alone. Names and keys are escaped apart in Redis, so no (Name, key)
-// can meet another quota's or another key's state. An empty key is
-// ErrEmptyKey and a key longer than MaxKeyLen is ErrKeyTooLong, reported by
-// the call that uses the quota (nothing is written).
+// can meet another quota's or another key's state. An empty key, or one
+// longer than 512 bytes, is an error wrapping ErrInvalid, reported by the
+// call that uses the quota (nothing is written).
 func (q Quota) For(key string) Quota {
 	q.key, q.keyed = key, true
 	return q
 }
 
-// Charge is one quota and what one call takes from it (AllowAll, ReserveAll,
-// WaitAll).
+// Take is the charge of n units of every limit of q.
+func (q Quota) Take(n int) Charge {
+	return Charge{Quota: q, n: n, taken: true}
+}
+
+// Charge is one quota and what one call takes from it (Allow, Reserve,
+// Wait). Cost, when not nil, says how much of each limit; otherwise the
+// charge takes 1 of every limit, or n of each when made by q.Take(n).
 type Charge struct {
 	Quota Quota
 	Cost  Cost
+
+	n     int  // Take's n
+	taken bool // made by Take
+}
+
+// each is the cost of every limit of a charge without a Cost.
+func (c Charge) each() int {
+	if c.taken {
+		return c.n
+	}
+	return 1
 }
 
 // NamedLimit is one limit of a quota.
@@ -85,38 +138,48 @@ type NamedLimit struct {
 // are neither checked nor charged by that call.
 type Cost map[string]int
 
-// NewQuota returns a quota of the given limits, validated.
-func NewQuota(name string, limits ...NamedLimit) (Quota, error) {
-	q := Quota{Name: name, Limits: limits}
-	return q, q.Validate()
+// plain reports whether c is a single key's charge, decided as a key of its
+// own (the hold and the state of each algorithm under the key): a Key quota,
+// with no Cost, Label, Guard or Headroom.
+func (c *Charge) plain() bool {
+	q := &c.Quota
+	if _, ok := q.keyLimit(); !ok {
+		return false
+	}
+	return c.Cost == nil && !q.keyed && q.Group == "" && q.Label == "" && q.Guard == 0 && q.Headroom == 0
 }
 
-// Validate reports why q is unusable: an empty or too long name, key or
-// group, no limits, a duplicate or invalid limit, a guard out of range.
+// Validate reports why q is unusable, as an error wrapping ErrInvalid: an
+// empty or too long name, key or group, no limits, a duplicate or invalid
+// limit, a guard out of range. Allow, Reserve, Wait and NewLeaser check
+// their quotas themselves; Validate reports a bad quota where it is built.
 func (q Quota) Validate() error {
 	if err := q.validateID(); err != nil {
 		return err
 	}
-	if len(q.Limits) == 0 {
-		return fmt.Errorf("%w: %q", ErrEmptyQuota, q.Name)
+	ls := q.limits()
+	if len(ls) == 0 {
+		return fmt.Errorf("%w: %q", errEmptyQuota, q.Name)
 	}
-	if len(q.Limits) > MaxQuotaLimits {
-		return fmt.Errorf("%w: quota %q has %d limits, at most %d", ErrInvalidLimit, q.Name, len(q.Limits), MaxQuotaLimits)
+	if len(ls) > maxQuotaLimits {
+		return fmt.Errorf("%w: quota %q has %d limits, at most %d", errInvalidLimit, q.Name, len(ls), maxQuotaLimits)
 	}
-	for i, nl := range q.Limits {
-		if err := keys.Check(nl.Name); err != nil {
-			return fmt.Errorf("limiter: quota %q limit %d name: %w", q.Name, i, err)
-		}
-		for _, other := range q.Limits[:i] {
-			if other.Name == nl.Name {
-				return fmt.Errorf("%w: %q in quota %q", ErrDuplicateLimit, nl.Name, q.Name)
+	for i, nl := range ls {
+		if nl.Name != "" || len(ls) > 1 {
+			if err := checkPart(fmt.Sprintf("quota %q limit %d name", q.Name, i), nl.Name); err != nil {
+				return err
 			}
 		}
-		if err := nl.Limit.Validate(); err != nil {
+		for _, other := range ls[:i] {
+			if other.Name == nl.Name {
+				return fmt.Errorf("%w: %q in quota %q", errDuplicateLimit, nl.Name, q.Name)
+			}
+		}
+		if err := nl.Limit.validate(); err != nil {
 			return fmt.Errorf("quota %q limit %q: %w", q.Name, nl.Name, err)
 		}
 		if nl.Limit.Algorithm == FixedWindow && q.Guard >= nl.Limit.Period {
-			return fmt.Errorf("%w: quota %q guard %s is not shorter than limit %q's period %s", ErrInvalidDuration, q.Name, q.Guard, nl.Name, nl.Limit.Period)
+			return fmt.Errorf("%w: quota %q guard %s is not shorter than limit %q's period %s", errInvalidDuration, q.Name, q.Guard, nl.Name, nl.Limit.Period)
 		}
 	}
 	return nil
@@ -125,24 +188,24 @@ func (q Quota) Validate() error {
 // validateID checks what names the quota instance: its name, key and group,
 // and its guard's sign.
 func (q Quota) validateID() error {
-	if err := keys.Check(q.Name); err != nil {
-		return fmt.Errorf("limiter: quota name: %w", err)
+	if err := checkPart("quota name", q.Name); err != nil {
+		return err
 	}
 	if q.keyed {
-		if err := keys.Check(q.key); err != nil {
-			return fmt.Errorf("limiter: quota %q key: %w", q.Name, err)
+		if err := checkPart(fmt.Sprintf("quota %q key", q.Name), q.key); err != nil {
+			return err
 		}
 	}
 	if q.Group != "" {
-		if err := keys.Check(q.Group); err != nil {
-			return fmt.Errorf("limiter: quota %q group: %w", q.Name, err)
+		if err := checkPart(fmt.Sprintf("quota %q group", q.Name), q.Group); err != nil {
+			return err
 		}
 	}
 	if q.Guard < 0 {
-		return fmt.Errorf("%w: quota %q guard %s is negative", ErrInvalidDuration, q.Name, q.Guard)
+		return fmt.Errorf("%w: quota %q guard %s is negative", errInvalidDuration, q.Name, q.Guard)
 	}
 	if !(q.Headroom >= 0 && q.Headroom <= maxHeadroom) {
-		return fmt.Errorf("%w: quota %q headroom %v is not in [0, %v]", ErrInvalidLimit, q.Name, q.Headroom, maxHeadroom)
+		return fmt.Errorf("%w: quota %q headroom %v is not in [0, %v]", errInvalidLimit, q.Name, q.Headroom, maxHeadroom)
 	}
 	return nil
 }
@@ -159,65 +222,12 @@ func (q Quota) headroomOf(l Limit) int {
 	return int(q.Headroom * float64(l.Rate))
 }
 
-// Find returns the limit named name.
-func (q Quota) Find(name string) (Limit, bool) {
-	for _, nl := range q.Limits {
+// find returns the limit named name.
+func (q Quota) find(name string) (Limit, bool) {
+	for _, nl := range q.limits() {
 		if nl.Name == name {
 			return nl.Limit, true
 		}
 	}
 	return Limit{}, false
-}
-
-// LimitResult is the state of one limit of a quota after a decision.
-type LimitResult struct {
-	// Name is the limit's name.
-	Name string
-	// Quota is the name (Quota.Name, never For's key) of the quota the limit
-	// belongs to.
-	Quota string
-	// WindowEnd is, for FixedWindow and SlidingWindowCounter limits, the end
-	// of the clock-aligned window the charge counts in (a granted Reserve: the
-	// booking's window; otherwise the window of the decision), on Redis's
-	// clock. Zero for GCRA and SlidingWindow, and for decisions made without
-	// Redis.
-	WindowEnd time.Time
-	Result
-}
-
-// QuotaResult is the outcome of a quota decision.
-type QuotaResult struct {
-	// Allowed reports whether every limit took its cost (all or nothing).
-	Allowed bool
-	// DeniedBy names the limit that must wait longest when denied, or is
-	// HoldName when a hold (a 429 or 418 seen by any process) denied.
-	DeniedBy string
-	// DeniedQuota is the name of the quota DeniedBy belongs to (or whose hold
-	// denied).
-	DeniedQuota string
-	// RetryAfter is how long until the whole cost would fit: the longest wait of
-	// any limit (0 when allowed).
-	RetryAfter time.Duration
-	// ResetAfter is how long until every charged limit is back to full.
-	ResetAfter time.Duration
-	// Limits holds each charged limit's state, in quota order (charge by
-	// charge for several quotas).
-	Limits []LimitResult
-	// Degraded reports a decision made without Redis, under the failure policy.
-	Degraded bool
-}
-
-// HoldName is QuotaResult.DeniedBy when a hold denied the call.
-const HoldName = "(hold)"
-
-// Remaining is the fewest units left in any charged limit.
-func (r QuotaResult) Remaining() int {
-	if len(r.Limits) == 0 {
-		return 0
-	}
-	m := r.Limits[0].Remaining
-	for _, l := range r.Limits[1:] {
-		m = min(m, l.Remaining)
-	}
-	return m
 }

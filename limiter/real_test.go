@@ -96,26 +96,32 @@ func TestOneRoundTripPerDecision(t *testing.T) {
 	rt := &roundTrips{}
 	lim := New(withHook(srv.Addr(), rt), Options{Prefix: "rt"})
 	q := Quota{Name: "q", Limits: []NamedLimit{
-		{"w", PerMinute(1000).WithAlgorithm(FixedWindow)},
-		{"o", PerMinute(1000).WithAlgorithm(SlidingWindow)},
-		{"d", PerDay(1000).WithAlgorithm(SlidingWindowCounter)},
+		{"w", Limit{Rate: 1000, Period: time.Minute, Burst: 1000, Algorithm: FixedWindow}},
+		{"o", Limit{Rate: 1000, Period: time.Minute, Burst: 1000, Algorithm: SlidingWindow}},
+		{"d", Limit{Rate: 1000, Period: 24 * time.Hour, Burst: 1000, Algorithm: SlidingWindowCounter}},
 	}}
 	// Warm up: the first call of each script may EVAL after a NOSCRIPT (Allow
 	// goes to allow.lua, the other decisions to quota.lua).
 	if err := scripts.Load(ctx, c); err != nil {
 		t.Fatal(err)
 	}
-	_, _ = lim.Allow(ctx, "k", PerMinute(1000))
+	_, _ = lim.Allow(ctx, Key("k", PerMinute(1000)).Take(1))
 	calls := []struct {
 		name string
 		fn   func() error
 	}{
-		{"Allow", func() error { _, e := lim.Allow(ctx, "k", PerMinute(1000)); return e }},
-		{"AllowN sliding", func() error { _, e := lim.AllowN(ctx, "s", PerMinute(1000).WithAlgorithm(SlidingWindow), 5); return e }},
-		{"AllowQuota", func() error { _, e := lim.AllowQuota(ctx, q, Cost{"w": 5, "o": 1, "d": 1}); return e }},
-		{"Reserve", func() error { _, e := lim.Reserve(ctx, "k", PerMinute(1000), 1); return e }},
-		{"Wait", func() error { return lim.Wait(ctx, "k", PerMinute(1000)) }},
-		{"WaitQuota", func() error { return lim.WaitQuota(ctx, q, Cost{"w": 1}) }},
+		{"Allow", func() error { _, e := lim.Allow(ctx, Key("k", PerMinute(1000)).Take(1)); return e }},
+		{"AllowN sliding", func() error {
+			_, e := lim.Allow(ctx, Key("s", Limit{Rate: 1000, Period: time.Minute, Burst: 1000, Algorithm: SlidingWindow}).Take(5))
+			return e
+		}},
+		{"AllowQuota", func() error {
+			_, e := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"w": 5, "o": 1, "d": 1}})
+			return e
+		}},
+		{"Reserve", func() error { _, e := lim.Reserve(ctx, Key("k", PerMinute(1000)).Take(1)); return e }},
+		{"Wait", func() error { return lim.Wait(ctx, Key("k", PerMinute(1000)).Take(1)) }},
+		{"WaitQuota", func() error { return lim.Wait(ctx, Charge{Quota: q, Cost: Cost{"w": 1}}) }},
 	}
 	for _, call := range calls {
 		if err := c.ConfigResetStat(ctx).Err(); err != nil {
@@ -158,7 +164,7 @@ func TestConcurrentInstancesNeverOvershoot(t *testing.T) {
 	}
 	for _, a := range modelAlgorithms {
 		t.Run(a.String(), func(t *testing.T) {
-			limit := PerSecond(rate).WithAlgorithm(a)
+			limit := Limit{Rate: rate, Period: time.Second, Burst: rate, Algorithm: a}
 			var mu sync.Mutex
 			var grants []int64
 			var wg sync.WaitGroup
@@ -238,8 +244,8 @@ func checkGrants(t *testing.T, a Algorithm, g []int64, limit Limit) {
 		iv := limit.intervalUS()
 		for i := range g {
 			for j := i; j < len(g); j++ {
-				if int64(j-i+1) > int64(limit.Max())+(g[j]-g[i])/iv {
-					t.Fatalf("%d grants in %dµs exceed burst %d + rate", j-i+1, g[j]-g[i], limit.Max())
+				if int64(j-i+1) > int64(limit.most())+(g[j]-g[i])/iv {
+					t.Fatalf("%d grants in %dµs exceed burst %d + rate", j-i+1, g[j]-g[i], limit.most())
 				}
 			}
 		}
@@ -283,7 +289,7 @@ func TestWaitFairAndAtRate(t *testing.T) {
 				defer wg.Done()
 				for k := 0; k < 3; k++ {
 					arrive := time.Now()
-					if err := lim.Wait(context.Background(), "fair", limit); err != nil {
+					if err := lim.Wait(context.Background(), Key("fair", limit).Take(1)); err != nil {
 						t.Error(err)
 						return
 					}
@@ -351,7 +357,7 @@ func TestFailurePolicies(t *testing.T) {
 			defer c.Close()
 			lim := New(c, Options{Prefix: "fp", Failure: pol, Timeout: 100 * time.Millisecond, CoolDown: 300 * time.Millisecond, LocalShare: 0.5})
 			limit := PerSecond(10)
-			if r, err := lim.Allow(ctx, "k", limit); err != nil || !r.Allowed || r.Degraded {
+			if r, err := lim.Allow(ctx, Key("k", limit).Take(1)); err != nil || !r.Allowed || r.Degraded {
 				t.Fatalf("before stop: %+v %v", r, err)
 			}
 			srv.Stop()
@@ -376,7 +382,7 @@ func TestFailurePolicies(t *testing.T) {
 			// First call after the stop: bounded by Options.Timeout (100 ms)
 			// plus scheduling slack; go-redis's own retries would take far longer.
 			start := time.Now()
-			r, err := lim.Allow(ctx, "k", limit)
+			r, err := lim.Allow(ctx, Key("k", limit).Take(1))
 			first := time.Since(start)
 			check(r, err)
 			if first > 600*time.Millisecond {
@@ -386,7 +392,7 @@ func TestFailurePolicies(t *testing.T) {
 			// breaker; then answers come without touching the network.
 			for i := 0; i < breakerTrip-1; i++ {
 				start = time.Now()
-				r, err = lim.Allow(ctx, "k", limit)
+				r, err = lim.Allow(ctx, Key("k", limit).Take(1))
 				check(r, err)
 				if el := time.Since(start); el > 600*time.Millisecond {
 					t.Fatalf("answer %d after stop took %v", i+2, el)
@@ -394,7 +400,7 @@ func TestFailurePolicies(t *testing.T) {
 			}
 			start = time.Now()
 			for i := 0; i < 20; i++ {
-				r, err = lim.Allow(ctx, "k", limit)
+				r, err = lim.Allow(ctx, Key("k", limit).Take(1))
 				check(r, err)
 			}
 			if per := time.Since(start) / 20; per > 5*time.Millisecond {
@@ -404,7 +410,7 @@ func TestFailurePolicies(t *testing.T) {
 				// The local limiter holds half of 10/s with burst 5: not everything passes.
 				allowed := 0
 				for i := 0; i < 20; i++ {
-					if r, _ := lim.Allow(ctx, "k2", limit); r.Allowed {
+					if r, _ := lim.Allow(ctx, Key("k2", limit).Take(1)); r.Allowed {
 						allowed++
 					}
 				}
@@ -418,7 +424,7 @@ func TestFailurePolicies(t *testing.T) {
 			// After the cool-down, the next call probes Redis and decisions are real again.
 			deadline := time.Now().Add(5 * time.Second)
 			for {
-				r, err := lim.Allow(ctx, "k3", limit)
+				r, err := lim.Allow(ctx, Key("k3", limit).Take(1))
 				if err == nil && !r.Degraded {
 					break
 				}

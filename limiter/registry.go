@@ -83,6 +83,9 @@ type defLimit struct {
 // single key q.Name limited by single, when q has no limits), whose hold key
 // is hold, building it on first use; nil for a quota with no limits.
 func (l *Limiter) regFor(hold *keyEntry, q Quota, single Limit) *regEntry {
+	if q.Limits == nil && q.hasOne { // a Key quota decided as a quota
+		q.Limits = q.limits()
+	}
 	if len(q.Limits) == 0 && single == (Limit{}) {
 		return nil // a charge that only waits for a hold: nothing to describe
 	}
@@ -173,7 +176,7 @@ func parseDefinition(b []byte) (Quota, error) {
 			return Quota{}, fmt.Errorf("%w: quota %q limit %q: unknown algorithm %q", ErrBadReply, def.Name, dl.Name, dl.Algorithm)
 		}
 		lim := Limit{Rate: dl.Rate, Period: time.Duration(dl.PeriodUS) * time.Microsecond, Burst: dl.Burst, Algorithm: a}
-		if err := lim.Validate(); err != nil {
+		if err := lim.validate(); err != nil {
 			return Quota{}, fmt.Errorf("%w: quota %q limit %q: %w", ErrBadReply, def.Name, dl.Name, err)
 		}
 		q.Limits = append(q.Limits, NamedLimit{Name: dl.Name, Limit: lim})

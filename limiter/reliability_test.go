@@ -26,16 +26,16 @@ func TestEvictionWarningAndEffect(t *testing.T) {
 	c := srv.Client()
 	defer c.Close()
 	ctx := context.Background()
-	warnings, err := CheckServer(ctx, c)
+	warnings, err := evictionWarnings(ctx, c) // CheckServer's "eviction" check
 	if err != nil || len(warnings) != 1 || !strings.Contains(warnings[0], "allkeys-lru") {
 		t.Fatalf("CheckServer: %v %v", warnings, err)
 	}
 	lim := New(c, Options{Prefix: "ev"})
 	limit := PerHour(3)
 	for i := 0; i < 3; i++ {
-		_, _ = lim.Allow(ctx, "k", limit)
+		_, _ = lim.Allow(ctx, Key("k", limit).Take(1))
 	}
-	if r, _ := lim.Allow(ctx, "k", limit); r.Allowed {
+	if r, _ := lim.Allow(ctx, Key("k", limit).Take(1)); r.Allowed {
 		t.Fatal("limit not reached before eviction")
 	}
 	// Fill memory with other keys until the limiter key is evicted: LRU
@@ -61,7 +61,7 @@ func TestEvictionWarningAndEffect(t *testing.T) {
 	if !evicted {
 		t.Fatalf("%s survived 20 000 writes of 64 KiB under a 4 MB allkeys-lru", keys[0])
 	}
-	if r, _ := lim.Allow(ctx, "k", limit); !r.Allowed {
+	if r, _ := lim.Allow(ctx, Key("k", limit).Take(1)); !r.Allowed {
 		t.Fatal("expected the evicted limit to allow again (the overshoot CheckServer warns about)")
 	}
 
@@ -70,7 +70,7 @@ func TestEvictionWarningAndEffect(t *testing.T) {
 	if err := c.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if w, _ := CheckServer(ctx, c); len(w) != 0 {
+	if w, _ := evictionWarnings(ctx, c); len(w) != 0 {
 		t.Fatalf("noeviction warned: %v", w)
 	}
 	// maxmemory of 1 byte: memory is over the limit, so every write is refused with OOM.
@@ -79,12 +79,12 @@ func TestEvictionWarningAndEffect(t *testing.T) {
 	}
 	defer c.ConfigSet(ctx, "maxmemory", "0")
 	open := New(c, Options{Prefix: "ev", Failure: FailOpen})
-	r, err := open.Allow(ctx, "k2", limit)
+	r, err := open.Allow(ctx, Key("k2", limit).Take(1))
 	if err != nil || !r.Degraded {
 		t.Fatalf("fail open under OOM: %+v %v", r, err)
 	}
 	closed := New(c, Options{Prefix: "ev"})
-	if _, err := closed.Allow(ctx, "k3", limit); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "OOM") {
+	if _, err := closed.Allow(ctx, Key("k3", limit).Take(1)); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "OOM") {
 		t.Fatalf("fail closed under OOM: %v", err)
 	}
 }
@@ -119,7 +119,7 @@ func TestScriptFlushMidRun(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for i := 0; i < 100; i++ {
-					if _, err := lim.AllowQuota(ctx, Quota{Name: "flush", Limits: []NamedLimit{{"a", PerSecond(1_000_000)}}}, Cost{"a": 1}); err != nil {
+					if _, err := lim.Allow(ctx, Charge{Quota: Quota{Name: "flush", Limits: []NamedLimit{{"a", PerSecond(1_000_000)}}}, Cost: Cost{"a": 1}}); err != nil {
 						errs.Add(1)
 						t.Log(err)
 					}
@@ -159,7 +159,7 @@ func TestSlowServerDeadlineAndRetries(t *testing.T) {
 	done := sleep("0.5")
 	dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	start := time.Now()
-	_, err := lim.Allow(dctx, "k", PerSecond(10))
+	_, err := lim.Allow(dctx, Key("k", PerSecond(10)).Take(1))
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v, want the deadline", err)
@@ -213,13 +213,13 @@ func TestSlowServerDeadlineAndRetries(t *testing.T) {
 			return false
 		})
 		// Each attempt (at most 1 + 2 retries) is run by Redis and loses its reply.
-		_, err := lim.AllowN(ctx, key, PerMinute(30), 3)
+		_, err := lim.Allow(ctx, Key(key, PerMinute(30)).Take(3))
 		proxy.SetDropReplies(nil)
 		if err == nil {
 			t.Fatalf("%s: expected the call to fail", tc.name)
 		}
 		time.Sleep(20 * time.Millisecond) // the last attempt has run before its reply was dropped
-		r, err := New(c, Options{Prefix: "retry"}).AllowN(ctx, key, PerMinute(30), 1)
+		r, err := New(c, Options{Prefix: "retry"}).Allow(ctx, Key(key, PerMinute(30)).Take(1))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,7 +260,7 @@ func TestServerKilledNoLeaks(t *testing.T) {
 					return
 				default:
 				}
-				r, err := lim.Allow(ctx, "k", PerSecond(1_000_000))
+				r, err := lim.Allow(ctx, Key("k", PerSecond(1_000_000)).Take(1))
 				if err != nil {
 					t.Error(err)
 					return
@@ -321,12 +321,12 @@ func TestClusterMasterRestart(t *testing.T) {
 	key := "cr:{k}:gcra"
 	slot := redistest.Slot(key)
 	victim := nodes[slot*3/16384]
-	if r, err := lim.Allow(ctx, "k", PerSecond(100)); err != nil || r.Degraded {
+	if r, err := lim.Allow(ctx, Key("k", PerSecond(100)).Take(1)); err != nil || r.Degraded {
 		t.Fatalf("before: %+v %v", r, err)
 	}
 	victim.Stop()
 	start := time.Now()
-	r, err := lim.Allow(ctx, "k", PerSecond(100))
+	r, err := lim.Allow(ctx, Key("k", PerSecond(100)).Take(1))
 	if err != nil || !r.Degraded {
 		t.Fatalf("with its master down: %+v %v", r, err)
 	}
@@ -339,7 +339,7 @@ func TestClusterMasterRestart(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		r, err := lim.Allow(ctx, "k", PerSecond(100))
+		r, err := lim.Allow(ctx, Key("k", PerSecond(100)).Take(1))
 		if err == nil && !r.Degraded {
 			break
 		}
@@ -381,14 +381,14 @@ func TestCallerDeadlineIsNotUnavailability(t *testing.T) {
 		go func() { _ = sleeper.Do(context.Background(), "DEBUG", "SLEEP", "0.1").Err(); close(done) }()
 		time.Sleep(10 * time.Millisecond)
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-		_, err := lim.Allow(ctx, "k", PerSecond(100))
+		_, err := lim.Allow(ctx, Key("k", PerSecond(100)).Take(1))
 		cancel()
 		<-done
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("call past its deadline returned %v, want an error wrapping context.DeadlineExceeded", err)
 		}
 	}
-	if _, err := lim.Allow(context.Background(), "k", PerSecond(100)); err != nil {
+	if _, err := lim.Allow(context.Background(), Key("k", PerSecond(100)).Take(1)); err != nil {
 		t.Fatalf("after callers' deadlines passed mid-call: %v (the breaker opened)", err)
 	}
 }

@@ -51,9 +51,9 @@ func TestReplicaAckGrantsOnlyReplicated(t *testing.T) {
 	defer rc.Close()
 	prefix := redistest.NewPrefix(t)
 	lim := New(pc, Options{Prefix: prefix, ReplicaAck: time.Second})
-	limit := PerMinute(1000).WithAlgorithm(FixedWindow)
+	limit := Limit{Rate: 1000, Period: time.Minute, Burst: 1000, Algorithm: FixedWindow}
 	for i := range 5 {
-		r, err := lim.Allow(ctx, "k", limit)
+		r, err := lim.Allow(ctx, Key("k", limit).Take(1))
 		require.NoError(t, err)
 		require.True(t, r.Allowed)
 		keys, err := pc.Keys(ctx, prefix+":*").Result() // a private server: KEYS is fine here
@@ -84,17 +84,17 @@ func TestReplicaAckNoReplicaIsUnavailable(t *testing.T) {
 	closed := New(pc, Options{Prefix: prefix, ReplicaAck: 50 * time.Millisecond})
 	open := New(pc, Options{Prefix: prefix, ReplicaAck: 50 * time.Millisecond, Failure: FailOpen})
 	limit := PerMinute(1000)
-	r, err := closed.Allow(ctx, "k", limit)
+	r, err := closed.Allow(ctx, Key("k", limit).Take(1))
 	require.NoError(t, err)
 	require.True(t, r.Allowed)
 
 	replica.Stop()
 	// Each grant writes: a dead replica cannot acknowledge it, whether or
 	// not the primary has noticed it is gone.
-	_, err = closed.Allow(ctx, "k", limit)
+	_, err = closed.Allow(ctx, Key("k", limit).Take(1))
 	require.ErrorIs(t, err, ErrUnavailable)
 	require.ErrorIs(t, err, reach.ErrNotReplicated)
-	r, err = open.Allow(ctx, "k", limit)
+	r, err = open.Allow(ctx, Key("k", limit).Take(1))
 	require.NoError(t, err)
 	require.True(t, r.Allowed && r.Degraded)
 
@@ -103,7 +103,7 @@ func TestReplicaAckNoReplicaIsUnavailable(t *testing.T) {
 	// The breaker may be open after the failures: it lets a probe through
 	// after CoolDown (1 s), so a grant comes within a few seconds.
 	require.Eventually(t, func() bool {
-		r, err := closed.Allow(ctx, "k", limit)
+		r, err := closed.Allow(ctx, Key("k", limit).Take(1))
 		return err == nil && r.Allowed && !r.Degraded
 	}, 10*time.Second, 50*time.Millisecond)
 }
@@ -113,7 +113,7 @@ func TestReplicaAckNoReplicaIsUnavailable(t *testing.T) {
 func TestReplicaAckUnsupportedClient(t *testing.T) {
 	c := redistest.NewReal(t)
 	lim := New(scripterOnly{c}, Options{Prefix: redistest.NewPrefix(t), ReplicaAck: time.Millisecond, Failure: FailOpen})
-	_, err := lim.Allow(context.Background(), "k", PerMinute(10))
+	_, err := lim.Allow(context.Background(), Key("k", PerMinute(10)).Take(1))
 	require.ErrorContains(t, err, "Options.ReplicaAck needs")
 	require.NotErrorIs(t, err, ErrUnavailable)
 }
@@ -142,7 +142,7 @@ func BenchmarkReplicaAck(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				if r, err := lim.Allow(ctx, "k", limit); err != nil || !r.Allowed {
+				if r, err := lim.Allow(ctx, Key("k", limit).Take(1)); err != nil || !r.Allowed {
 					b.Fatal(r, err)
 				}
 			}

@@ -10,10 +10,10 @@ import (
 )
 
 // Reservation is a booking of units at a time that may lie in the future, made
-// in Redis by Reserve, ReserveQuota or ReserveAll. Wait sleeps until that time
-// and takes the units; Cancel gives them back.
+// in Redis by Reserve. Wait sleeps until that time and takes the units;
+// Cancel gives them back.
 //
-// A reservation across several groups (ReserveAll with quotas of different
+// A reservation across several groups (Reserve with quotas of different
 // Groups) is one booking per group, all at one time.
 type Reservation struct {
 	lim  *Limiter
@@ -51,10 +51,10 @@ func (r *Reservation) OK() bool {
 
 // Delay is how long to wait, from now, before acting on the reservation. When
 // OK is false it is how long until the units would have fitted.
-func (r *Reservation) Delay() time.Duration { return r.DelayFrom(time.Now()) }
+func (r *Reservation) Delay() time.Duration { return r.delayFrom(time.Now()) }
 
-// DelayFrom is Delay measured from t.
-func (r *Reservation) DelayFrom(t time.Time) time.Duration {
+// delayFrom is Delay measured from t.
+func (r *Reservation) delayFrom(t time.Time) time.Duration {
 	d := r.act.Sub(t)
 	if d < 0 {
 		return 0
@@ -62,10 +62,10 @@ func (r *Reservation) DelayFrom(t time.Time) time.Duration {
 	return d
 }
 
-// At is the time of the booking on Redis's clock (the clock every process
-// shares): when the units are taken. For a fixed window it tells which window
-// they count in. Zero when the reservation is not OK or was decided without Redis.
-func (r *Reservation) At() time.Time {
+// at is the time of the booking on Redis's clock (the clock every process
+// shares): when the units are taken. Zero when the reservation is not OK or
+// was decided without Redis.
+func (r *Reservation) at() time.Time {
 	var at time.Time
 	for _, b := range r.each() {
 		if !b.rep.granted || b.rep.degraded || b.rep.grantUS == 0 {
@@ -78,13 +78,11 @@ func (r *Reservation) At() time.Time {
 	return at
 }
 
-// Result is the decision on a single-key reservation.
-func (r *Reservation) Result() Result { return r.rep.single(r.plan.limits[0]) }
-
-// QuotaResult is the decision on a quota reservation; RetryAfter of a
-// granted reservation is 0 — use Delay for the wait.
-func (r *Reservation) QuotaResult() QuotaResult {
-	q := QuotaResult{}
+// Result is the decision the reservation was booked with; RetryAfter of a
+// granted reservation is 0 (Delay is its wait), and each fixed or counter
+// limit's WindowEnd is the end of the window its units count in.
+func (r *Reservation) Result() Result {
+	q := Result{}
 	for _, b := range r.each() {
 		b.rep.addTo(&q, b.plan)
 	}
@@ -190,13 +188,13 @@ func (r *Reservation) cancelOne(ctx context.Context, force bool) (int, error) {
 // charge. It never lowers the count, and reports whether it raised it. With
 // several quotas charging limits of one name, it is the first one's, in
 // charge order within a Group (and, across groups, groups by key order),
-// unless quota names the quota whose limit it is ("" for any; a single-key
-// reservation's limit has no name: Sync(ctx, "", "", used)).
+// unless quota names the quota whose limit it is ("" for any; a Key's
+// limit has no name: Sync(ctx, "", "", used)).
 // used above the limit is taken as the limit. A reservation decided without
 // Redis syncs nothing.
 func (r *Reservation) Sync(ctx context.Context, quota, limit string, used int) (bool, error) {
 	if used < 0 {
-		return false, fmt.Errorf("%w: used %d must be ≥ 0", ErrInvalidCost, used)
+		return false, fmt.Errorf("%w: used %d must be ≥ 0", errInvalidCost, used)
 	}
 	for _, b := range r.each() {
 		p := b.plan
@@ -214,7 +212,7 @@ func (r *Reservation) Sync(ctx context.Context, quota, limit string, used int) (
 			return r.lim.sync(ctx, p.keys[i].key, p.limits[i], used, b.rep.grantUS, outside, p.headroom[i])
 		}
 	}
-	return false, fmt.Errorf("%w: %q (quota %q) is not a limit this reservation charged", ErrUnknownLimit, limit, quota)
+	return false, fmt.Errorf("%w: %q (quota %q) is not a limit this reservation charged", errUnknownLimit, limit, quota)
 }
 
 // Refused tells the limiter that the server refused the request this
@@ -240,30 +238,6 @@ func (r *Reservation) Refused(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// Reserve books n units of limit under key at the earliest time they fit, as
-// long as that time is before ctx's deadline (any time when ctx has none). The
-// reservation's Delay says how long to wait before acting, and its Wait waits.
-//
-// When the units would fit only after ctx's deadline, nothing is charged and
-// the error wraps ErrWouldExceedDeadline; the reservation returned with it is
-// not OK and tells, through Delay and Result, when they would have fitted.
-func (l *Limiter) Reserve(ctx context.Context, key string, limit Limit, n int) (*Reservation, error) {
-	p := new(plan)
-	if err := l.single(p, key, limit, n); err != nil {
-		return nil, err
-	}
-	return l.reserveSpan(ctx, p)
-}
-
-// ReserveQuota is shorthand for ReserveAll with one charge.
-func (l *Limiter) ReserveQuota(ctx context.Context, q Quota, cost Cost) (*Reservation, error) {
-	p := new(plan)
-	if err := l.quota(p, q, cost); err != nil {
-		return nil, err
-	}
-	return l.reserveSpan(ctx, p)
 }
 
 func kindOf(p *plan) int {

@@ -87,8 +87,8 @@ func (l *Limiter) checkRestart(ctx context.Context) error {
 	var firstErr error
 	g.seen.Range(func(k, v any) bool {
 		lim := v.(Limit)
-		used := max(int(float64(lim.Max())*g.share+0.5), 1)
-		used = min(used, lim.Max())
+		used := max(int(float64(lim.most())*g.share+0.5), 1)
+		used = min(used, lim.most())
 		_, err := l.sync(ctx, k.(string), lim, used, 0, "", 0)
 		if err != nil && firstErr == nil {
 			firstErr = err

@@ -32,7 +32,7 @@ func TestRestartSpent(t *testing.T) {
 				// Per hour: a fixed window is aligned to the clock, and one that
 				// turned during the test (a minute's could) would grant again
 				// whatever the restart did. Start well clear of the hour's end.
-				limit := PerHour(100).WithAlgorithm(a)
+				limit := Limit{Rate: 100, Period: time.Hour, Burst: 100, Algorithm: a}
 				if a == FixedWindow {
 					if left := time.Until(time.Now().Truncate(time.Hour).Add(time.Hour)); left < time.Minute {
 						time.Sleep(left + time.Second)
@@ -40,7 +40,7 @@ func TestRestartSpent(t *testing.T) {
 				}
 				q := Quota{Name: "q", Limits: []NamedLimit{{"weight", limit}}}
 				for range 100 {
-					r, err := lim.AllowQuota(ctx, q, Cost{"weight": 1})
+					r, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}})
 					require.NoError(t, err)
 					require.True(t, r.Allowed)
 				}
@@ -50,7 +50,7 @@ func TestRestartSpent(t *testing.T) {
 				// attempt on the dead connection may answer under the policy).
 				granted := 0
 				for {
-					r, err := lim.AllowQuota(ctx, q, Cost{"weight": 1})
+					r, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}})
 					if err == nil {
 						if r.Allowed {
 							granted++
@@ -63,7 +63,7 @@ func TestRestartSpent(t *testing.T) {
 					require.EqualValues(t, 1, lim.Stats().Restarts)
 				}
 				for range 150 {
-					r, err := lim.AllowQuota(ctx, q, Cost{"weight": 1})
+					r, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 1}})
 					require.NoError(t, err)
 					if r.Allowed {
 						granted++

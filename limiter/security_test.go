@@ -56,7 +56,7 @@ func TestTLSAndACL(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer closeFn()
-	if r, err := lim.Allow(ctx, "user:1", PerSecond(2)); err != nil || !r.Allowed {
+	if r, err := lim.Allow(ctx, Key("user:1", PerSecond(2)).Take(1)); err != nil || !r.Allowed {
 		t.Fatalf("over TLS as the ACL user: %+v %v", r, err)
 	}
 
@@ -67,7 +67,7 @@ func TestTLSAndACL(t *testing.T) {
 	})
 	rdb := c.NewClient()
 	defer rdb.Close()
-	_, err = New(rdb, Options{Prefix: "other"}).Allow(ctx, "user:1", PerSecond(2))
+	_, err = New(rdb, Options{Prefix: "other"}).Allow(ctx, Key("user:1", PerSecond(2)).Take(1))
 	if err == nil || !strings.Contains(err.Error(), "NOPERM") {
 		t.Fatalf("keys outside ~rq:* allowed: %v", err)
 	}
@@ -81,7 +81,7 @@ func TestTLSAndACL(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer close2()
-	_, err = lim2.Allow(ctx, "user:1", PerSecond(2))
+	_, err = lim2.Allow(ctx, Key("user:1", PerSecond(2)).Take(1))
 	var certErr *tls.CertificateVerificationError
 	var authErr x509.UnknownAuthorityError
 	if !errors.As(err, &certErr) && !errors.As(err, &authErr) {
@@ -96,7 +96,7 @@ func TestTLSAndACL(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer close3()
-	_, err = lim3.Allow(ctx, "user:1", PerSecond(2))
+	_, err = lim3.Allow(ctx, Key("user:1", PerSecond(2)).Take(1))
 	if err == nil {
 		t.Fatal("wrong password accepted")
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// ServerCheck is one finding of CheckServerAll about the Redis a limiter uses.
+// ServerCheck is one finding of CheckServer about the Redis a limiter uses.
 type ServerCheck struct {
 	// Name is what was checked: "version", "eviction", "persistence",
 	// "cluster" or "acl".
@@ -36,21 +36,33 @@ func worse(a, b string) bool {
 	return rank[a] > rank[b]
 }
 
+// infoClient is a client that runs INFO.
+type infoClient interface {
+	Info(ctx context.Context, section ...string) *redis.StringCmd
+}
+
 // checkConn is one server connection the checks use.
 type checkConn interface {
-	InfoClient
+	infoClient
 	Do(ctx context.Context, args ...any) *redis.Cmd
 }
 
-// CheckServerAll runs every server check the limiter knows, on every master
-// of a cluster: the server's version (scripts replicated by effect need
-// Redis 5, and redquota is tested on 6.2 and later), eviction (as
-// CheckServer), persistence (a restart without it forgets every count and
-// hold), the cluster's state, and whether the client's user may read, write,
-// script and SCAN keys under prefix (a probe key under prefix, with a 10 s
-// TTL, is written and deleted). A check that could not run is a warning
-// naming why. The error is for a server that cannot be reached at all.
-func CheckServerAll(ctx context.Context, c InfoClient, prefix string) ([]ServerCheck, error) {
+// CheckServer inspects the Redis a limiter uses, on every master of a
+// cluster, and reports what can make a limit overshoot or the limiter fail;
+// call it at start-up and log what it returns. It checks the server's version
+// (scripts replicated by effect need Redis 5, and redquota is tested on 6.2
+// and later); eviction (with maxmemory set, every policy but noeviction may
+// delete keys under memory pressure, volatile-* policies included since
+// every redquota key has a TTL, and a limiter key that vanishes forgets what
+// was already granted; under noeviction writes fail when memory is full and
+// the failure policy decides instead); persistence (a restart without it
+// forgets every count and hold); the cluster's state; and whether the
+// client's user may read, write, script and SCAN keys under prefix ("" is
+// the default "rq"; a probe key under prefix, with a 10 s TTL, is written
+// and deleted). A check that could not run is a warning naming why. c is a
+// go-redis client (Client, ClusterClient, Ring...); the error is for another
+// client, or a server that cannot be reached at all.
+func CheckServer(ctx context.Context, c Client, prefix string) ([]ServerCheck, error) {
 	if prefix == "" {
 		prefix = "rq"
 	}
@@ -75,7 +87,7 @@ func CheckServerAll(ctx context.Context, c InfoClient, prefix string) ([]ServerC
 	} else if cc, ok := c.(checkConn); ok {
 		nodes, addrs = []checkConn{cc}, []string{""}
 	} else {
-		return nil, fmt.Errorf("limiter: CheckServerAll needs a go-redis client")
+		return nil, fmt.Errorf("limiter: CheckServer needs a go-redis client")
 	}
 	if len(nodes) == 0 {
 		return nil, fmt.Errorf("limiter: no master to check")
@@ -133,7 +145,7 @@ func (b byAddr) Swap(i, j int) {
 }
 
 // infoFields runs INFO section and returns its fields.
-func infoFields(ctx context.Context, c InfoClient, section string) (map[string]string, error) {
+func infoFields(ctx context.Context, c infoClient, section string) (map[string]string, error) {
 	info, err := c.Info(ctx, section).Result()
 	if err != nil {
 		return nil, err
@@ -179,7 +191,7 @@ func checkVersion(ctx context.Context, n checkConn) ServerCheck {
 }
 
 func checkEviction(ctx context.Context, n checkConn) ServerCheck {
-	w, err := CheckServer(ctx, n)
+	w, err := evictionWarnings(ctx, n)
 	if err != nil {
 		return cannot("eviction", err)
 	}
@@ -281,4 +293,24 @@ func checkACL(ctx context.Context, n checkConn, prefix string) ServerCheck {
 		}
 	}
 	return ServerCheck{Name: "acl", Level: levelPass, Detail: "may read, write, script and SCAN " + prefix + ":*"}
+}
+
+// evictionWarnings returns a warning when the server may evict limiter keys
+// (maxmemory set with a policy other than noeviction).
+func evictionWarnings(ctx context.Context, c infoClient) ([]string, error) {
+	fields, err := infoFields(ctx, c, "memory")
+	if err != nil {
+		return nil, err
+	}
+	policy, ok := fields["maxmemory_policy"]
+	if !ok {
+		return nil, fmt.Errorf("limiter: INFO memory has no maxmemory_policy")
+	}
+	var warnings []string
+	if fields["maxmemory"] != "0" && policy != "noeviction" {
+		warnings = append(warnings, fmt.Sprintf(
+			"maxmemory-policy %s with maxmemory %s can evict limiter keys (all have TTLs), so limits may overshoot under memory pressure; use noeviction or a separate Redis for limits",
+			policy, fields["maxmemory_human"]))
+	}
+	return warnings, nil
 }

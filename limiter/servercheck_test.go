@@ -21,11 +21,11 @@ func levels(cs []ServerCheck) map[string]string {
 
 // Every check passes or warns as the server's settings call for, and a user
 // without rights on the prefix fails the ACL check with the grant to make.
-func TestCheckServerAll(t *testing.T) {
+func TestCheckServer(t *testing.T) {
 	ctx := context.Background()
 	t.Run("defaults of the test server", func(t *testing.T) {
 		c := redistest.NewReal(t)
-		cs, err := CheckServerAll(ctx, c, "")
+		cs, err := CheckServer(ctx, c, "")
 		require.NoError(t, err)
 		require.Equal(t, map[string]string{"version": "pass", "eviction": "pass", "persistence": "warn", "cluster": "pass", "acl": "pass"}, levels(cs))
 	})
@@ -38,7 +38,7 @@ func TestCheckServerAll(t *testing.T) {
 		o.Username, o.Password = "app", "pw"
 		c := redis.NewClient(o)
 		defer c.Close()
-		cs, err := CheckServerAll(ctx, c, "rq")
+		cs, err := CheckServer(ctx, c, "rq")
 		require.NoError(t, err)
 		require.Equal(t, map[string]string{"version": "pass", "eviction": "warn", "persistence": "pass", "cluster": "pass", "acl": "fail"}, levels(cs))
 		acl := cs[len(cs)-1]
@@ -47,7 +47,7 @@ func TestCheckServerAll(t *testing.T) {
 	})
 	t.Run("cluster", func(t *testing.T) {
 		c := redistest.NewClusterClient(t)
-		cs, err := CheckServerAll(ctx, c, "rq")
+		cs, err := CheckServer(ctx, c, "rq")
 		require.NoError(t, err)
 		require.Equal(t, "pass", levels(cs)["cluster"])
 		require.Equal(t, "pass", levels(cs)["acl"])
@@ -59,7 +59,7 @@ func TestCheckServerAll(t *testing.T) {
 		// A plain client on one cluster node is told to be a cluster client.
 		one := redis.NewClient(redistest.ClientOptions(redistest.SharedCluster(t)[0].Addr()))
 		defer one.Close()
-		cs, err = CheckServerAll(ctx, one, "rq")
+		cs, err = CheckServer(ctx, one, "rq")
 		require.NoError(t, err)
 		require.Equal(t, "fail", levels(cs)["cluster"])
 	})

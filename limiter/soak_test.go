@@ -219,7 +219,7 @@ func overBound(lim Limit, gs []soakGrant) (n int, first string) {
 			// units before this grant, minus its time in intervals
 			best = max(best, -(units - g.t/iv))
 			units += g.cost
-			if units-g.t/iv+best > int64(lim.Max())+1 {
+			if units-g.t/iv+best > int64(lim.most())+1 {
 				fail("%d units at %d exceed the burst bound", units-g.t/iv+best, g.t)
 			}
 		}
@@ -289,7 +289,7 @@ func TestSoakWorker(t *testing.T) {
 				if rng.IntN(2) == 0 {
 					cost["b"] = 1 + rng.IntN(5)
 				}
-				if err := lim.quota(p, q, cost); err != nil {
+				if err := lim.quota(p, Charge{Quota: q, Cost: cost}); err != nil {
 					t.Error(err)
 					return
 				}

@@ -14,7 +14,9 @@ import (
 // Each case overshot before: the server's count was lost, and the probe after
 // Cancel was granted.
 func TestSyncThenCancel(t *testing.T) {
-	fixed := func(n int, per time.Duration) Limit { return Every(n, per).WithAlgorithm(FixedWindow) }
+	fixed := func(n int, per time.Duration) Limit {
+		return Limit{Rate: n, Period: per, Burst: n, Algorithm: FixedWindow}
+	}
 	for _, tc := range []struct {
 		name        string
 		at          time.Time
@@ -51,10 +53,10 @@ func TestSyncThenCancel(t *testing.T) {
 			lim := New(c, Options{Prefix: redistest.NewPrefix(t)})
 			ctx := context.Background()
 			q := Quota{Name: "q", Limits: tc.limits}
-			if r, err := lim.AllowQuota(ctx, q, tc.first); err != nil || !r.Allowed {
+			if r, err := lim.Allow(ctx, Charge{Quota: q, Cost: tc.first}); err != nil || !r.Allowed {
 				t.Fatalf("first: %+v %v", r, err)
 			}
-			rv, err := lim.ReserveQuota(ctx, q, tc.book)
+			rv, err := lim.Reserve(ctx, Charge{Quota: q, Cost: tc.book})
 			if err != nil || !rv.OK() || rv.Delay() <= 0 {
 				t.Fatalf("booking: %v, delay %v (want one still to come)", err, rv.Delay())
 			}
@@ -72,7 +74,7 @@ func TestSyncThenCancel(t *testing.T) {
 			if n, err := rv.Cancel(ctx); err != nil || n != want {
 				t.Fatalf("Cancel gave back %d (%v), want %d", n, err, want)
 			}
-			r, err := lim.AllowQuota(ctx, q, tc.probe)
+			r, err := lim.Allow(ctx, Charge{Quota: q, Cost: tc.probe})
 			if err != nil || r.Allowed {
 				t.Fatalf("after Sync(%s=%d) and Cancel, %v granted (%v): the server's count was lost", tc.sync, tc.used, tc.probe, err)
 			}

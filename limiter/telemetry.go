@@ -157,7 +157,7 @@ func (l *Limiter) observe(p *plan, r *reply) {
 		if a := p.limits[i].Algorithm; p.of[i] != 0 || ahead && (a == FixedWindow || a == SlidingWindowCounter) {
 			continue
 		}
-		m := float64(p.limits[i].Max())
+		m := float64(p.limits[i].most())
 		l.tel.usage.record(gaugeKey{p.quota, p.names[i]}, min(max((m-float64(r.per[i].rem))/m, 0), 1))
 	}
 	if !r.granted && r.by == -1 {
@@ -182,7 +182,7 @@ func (l *Limiter) initTelemetry(p telemetry.Providers) {
 		metric.WithDescription("Limiter decisions by kind (single, quota) and result (allowed, denied, fail_open, local, error)."),
 		metric.WithUnit("{decision}"))
 	in.wait, _ = m.Float64Histogram(metricWait,
-		metric.WithDescription("Time Wait and WaitQuota slept before their turn."),
+		metric.WithDescription("Time Wait slept before its turn."),
 		metric.WithUnit("s"))
 	_, _ = m.Int64ObservableGauge(metricBreaker,
 		metric.WithDescription("The Redis circuit breaker: 0 closed, 1 half-open, 2 open (decisions go to the failure policy)."),

@@ -48,16 +48,16 @@ func TestTelemetrySpansAndMetrics(t *testing.T) {
 	}
 	lim := New(c, Options{Prefix: redistest.NewPrefix(t), Telemetry: h.Providers})
 	ctx, parent := h.TP.Tracer("test").Start(context.Background(), "caller")
-	q := Quota{Name: "binance", Limits: []NamedLimit{{"weight", PerMinute(10).WithAlgorithm(FixedWindow)}, {"orders", PerMinute(2)}}}
+	q := Quota{Name: "binance", Limits: []NamedLimit{{"weight", Limit{Rate: 10, Period: time.Minute, Burst: 10, Algorithm: FixedWindow}}, {"orders", PerMinute(2)}}}
 	for i := 0; i < 3; i++ {
-		if _, err := lim.AllowQuota(ctx, q, Cost{"weight": 2, "orders": 1}); err != nil {
+		if _, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 2, "orders": 1}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := lim.Allow(ctx, "secret-user-key", PerSecond(5)); err != nil {
+	if _, err := lim.Allow(ctx, Key("secret-user-key", PerSecond(5)).Take(1)); err != nil {
 		t.Fatal(err)
 	}
-	if err := lim.Wait(ctx, "w", PerSecond(5)); err != nil {
+	if err := lim.Wait(ctx, Key("w", PerSecond(5)).Take(1)); err != nil {
 		t.Fatal(err)
 	}
 	parent.End()
@@ -136,10 +136,10 @@ func TestTelemetryErrorsAndFailOpen(t *testing.T) {
 	open := New(c, Options{Prefix: "e", Telemetry: h.Providers, Failure: FailOpen, CoolDown: time.Minute})
 	srv.Stop()
 	ctx, parent := h.TP.Tracer("test").Start(context.Background(), "caller")
-	if _, err := closed.Allow(ctx, "k", PerSecond(1)); !errors.Is(err, ErrUnavailable) {
+	if _, err := closed.Allow(ctx, Key("k", PerSecond(1)).Take(1)); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("fail closed: %v", err)
 	}
-	if r, err := open.Allow(ctx, "k", PerSecond(1)); err != nil || !r.Degraded {
+	if r, err := open.Allow(ctx, Key("k", PerSecond(1)).Take(1)); err != nil || !r.Degraded {
 		t.Fatalf("fail open: %+v %v", r, err)
 	}
 	parent.End()
@@ -170,7 +170,7 @@ func TestTelemetryNoParentNoSpan(t *testing.T) {
 	h := oteltest.New()
 	_, c := redistest.NewMini(t)
 	lim := New(c, Options{Telemetry: h.Providers})
-	if _, err := lim.Allow(context.Background(), "k", PerSecond(1)); err != nil {
+	if _, err := lim.Allow(context.Background(), Key("k", PerSecond(1)).Take(1)); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(h.Rec.Ended()); n != 0 {
@@ -188,7 +188,7 @@ func TestTelemetryQuotaLabel(t *testing.T) {
 	lim := New(c, Options{Telemetry: h.Providers})
 	ctx, parent := h.TP.Tracer("test").Start(context.Background(), "caller")
 	q := Quota{Name: "api:secret-api-key-123", Label: "api", Limits: []NamedLimit{{"r", PerSecond(5)}}}
-	if _, err := lim.AllowQuota(ctx, q, Cost{"r": 1}); err != nil {
+	if _, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"r": 1}}); err != nil {
 		t.Fatal(err)
 	}
 	parent.End()
@@ -218,17 +218,17 @@ func TestTelemetryUsageAndHold(t *testing.T) {
 	lim := New(c, Options{Prefix: "u", Telemetry: h.Providers})
 	ctx := context.Background()
 	base := Quota{Name: "binance-ip", Label: "binance", Limits: []NamedLimit{
-		{"weight", PerMinute(10).WithAlgorithm(FixedWindow)}, {"orders", PerMinute(4)}}}
+		{"weight", Limit{Rate: 10, Period: time.Minute, Burst: 10, Algorithm: FixedWindow}}, {"orders", PerMinute(4)}}}
 	q := base.For("secret-user-key")
 	usage := func() map[string]float64 { return h.Gauges(t, metricUsage, attrQuota, attrLimit) }
 
-	if _, err := lim.AllowQuota(ctx, q, Cost{"weight": 7, "orders": 1}); err != nil {
+	if _, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 7, "orders": 1}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lim.AllowQuota(ctx, q, Cost{"weight": 2}); err != nil {
+	if _, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 2}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lim.Allow(ctx, "secret-user-key", PerSecond(5)); err != nil { // a single key: not recorded
+	if _, err := lim.Allow(ctx, Key("secret-user-key", PerSecond(5)).Take(1)); err != nil { // a single key: not recorded
 		t.Fatal(err)
 	}
 	// weight: 9 of 10 used; orders: 1 of 4, its latest decision.
@@ -241,17 +241,17 @@ func TestTelemetryUsageAndHold(t *testing.T) {
 		t.Fatalf("usage reported again without a decision since: %v", got)
 	}
 	// A denied decision reports usage too (weight full, nothing charged).
-	if r, err := lim.AllowQuota(ctx, q, Cost{"weight": 2}); err != nil || r.Allowed {
+	if r, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"weight": 2}}); err != nil || r.Allowed {
 		t.Fatalf("want a denial: %+v %v", r, err)
 	}
 	if got := usage(); len(got) != 1 || math.Abs(got["binance/weight"]-0.9) > 1e-9 {
 		t.Fatalf("usage after a denial %v, want binance/weight 0.9", got)
 	}
 
-	if _, err := lim.Hold(ctx, q, time.Minute); err != nil {
+	if _, err := lim.Hold(ctx, q, time.Minute, ""); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := lim.AllowQuota(ctx, q, Cost{"orders": 1}); err != nil || r.Allowed || r.DeniedBy != HoldName {
+	if r, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"orders": 1}}); err != nil || r.Allowed || r.DeniedBy != HoldName {
 		t.Fatalf("want a denial by the hold: %+v %v", r, err)
 	}
 	if got := h.Gauges(t, metricHold, attrQuota); len(got) != 1 || got["binance"] != 60 {
@@ -279,8 +279,8 @@ func TestTelemetryUsageBookedAhead(t *testing.T) {
 	mr.SetTime(time.Date(2026, 1, 1, 0, 0, 55, 0, time.UTC)) // 5 s before the minute's window ends
 	lim := New(c, Options{Prefix: "a", Telemetry: h.Providers})
 	q := Quota{Name: "q", Guard: 10 * time.Second, Limits: []NamedLimit{
-		{"weight", PerMinute(10).WithAlgorithm(FixedWindow)}, {"orders", PerMinute(4)}}}
-	res, err := lim.ReserveQuota(context.Background(), q, Cost{"weight": 1, "orders": 1})
+		{"weight", Limit{Rate: 10, Period: time.Minute, Burst: 10, Algorithm: FixedWindow}}, {"orders", PerMinute(4)}}}
+	res, err := lim.Reserve(context.Background(), Charge{Quota: q, Cost: Cost{"weight": 1, "orders": 1}})
 	if err != nil || !res.OK() || res.Delay() <= 0 {
 		t.Fatalf("want a grant booked ahead: %v %v", res, err)
 	}

@@ -16,37 +16,6 @@ const cancelTimeout = time.Second
 // after it; a hold only grows, so this is never reached in practice.
 const maxWakes = 64
 
-// Wait is shorthand for WaitN(ctx, key, limit, 1).
-func (l *Limiter) Wait(ctx context.Context, key string, limit Limit) error {
-	return l.WaitN(ctx, key, limit, 1)
-}
-
-// WaitN blocks until n units of limit under key are taken: Reserve, then the
-// reservation's Wait. It books its turn in Redis in the same call that
-// checks, then sleeps exactly until it: no polling, and waiters across
-// processes are served first come first served.
-//
-// It returns at once, charging nothing, when n exceeds what the limit can
-// ever allow (ErrExceedsLimit) or when its turn would come after ctx's
-// deadline (ErrWouldExceedDeadline). If ctx is cancelled while it sleeps, the
-// booking is given back and ctx's error returned.
-func (l *Limiter) WaitN(ctx context.Context, key string, limit Limit, n int) error {
-	p := new(plan)
-	if err := l.single(p, key, limit, n); err != nil {
-		return err
-	}
-	return l.wait(ctx, p)
-}
-
-// WaitQuota is shorthand for WaitAll with one charge.
-func (l *Limiter) WaitQuota(ctx context.Context, q Quota, cost Cost) error {
-	p := new(plan)
-	if err := l.quota(p, q, cost); err != nil {
-		return err
-	}
-	return l.wait(ctx, p)
-}
-
 func (l *Limiter) wait(ctx context.Context, p *plan) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err

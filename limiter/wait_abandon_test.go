@@ -34,13 +34,13 @@ func TestWaitGivesBackOnFailedWake(t *testing.T) {
 	}
 	lim := New(rc, Options{Prefix: "wk", Timeout: 200 * time.Millisecond})
 	limit := Every(1, 200*time.Millisecond)
-	if r, err := lim.Allow(ctx, "k", limit); err != nil || !r.Allowed {
+	if r, err := lim.Allow(ctx, Key("k", limit).Take(1)); err != nil || !r.Allowed {
 		t.Fatalf("Allow: %+v %v", r, err)
 	}
-	rv, err := lim.Reserve(ctx, "k", limit, 1)
+	rv, err := lim.Reserve(ctx, Key("k", limit).Take(1))
 	turn := tenPast.Add(200 * time.Millisecond)
-	if err != nil || !rv.OK() || !rv.At().Equal(turn) {
-		t.Fatalf("Reserve: %v at %v, want a booking at %v", err, rv.At(), turn)
+	if err != nil || !rv.OK() || !rv.at().Equal(turn) {
+		t.Fatalf("Reserve: %v at %v, want a booking at %v", err, rv.at(), turn)
 	}
 	// From now on the proxy drops the wake-up's reply (an array whose first
 	// value is 2: "the booking stands", quota.lua) and closes its connection.
@@ -59,8 +59,8 @@ func TestWaitGivesBackOnFailedWake(t *testing.T) {
 	if n, err := rv.Cancel(ctx); n != 0 || err != nil {
 		t.Fatalf("Cancel after the failed Wait gave back %d (%v): Wait should have", n, err)
 	}
-	next, err := New(c, Options{Prefix: "wk"}).Reserve(ctx, "k", limit, 1)
-	if err != nil || !next.OK() || !next.At().Equal(turn) {
-		t.Fatalf("next Reserve at %v (%v), want %v: the unsent unit was not given back", next.At(), err, turn)
+	next, err := New(c, Options{Prefix: "wk"}).Reserve(ctx, Key("k", limit).Take(1))
+	if err != nil || !next.OK() || !next.at().Equal(turn) {
+		t.Fatalf("next Reserve at %v (%v), want %v: the unsent unit was not given back", next.at(), err, turn)
 	}
 }

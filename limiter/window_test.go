@@ -24,7 +24,7 @@ func TestWindowPeriodChange(t *testing.T) {
 		n       int
 		allowed bool
 	}
-	hour10 := Every(10, time.Hour).WithAlgorithm(FixedWindow)
+	hour10 := Limit{Rate: 10, Period: time.Hour, Burst: 10, Algorithm: FixedWindow}
 	cases := []struct {
 		name  string
 		steps []step
@@ -32,28 +32,28 @@ func TestWindowPeriodChange(t *testing.T) {
 		{"hour to day", []step{
 			{at(10, 10), hour10, 1, true},
 			// One unit counted in the day so far: 239 left.
-			{at(10, 11), Every(240, 24*time.Hour).WithAlgorithm(FixedWindow), 239, true},
-			{at(10, 12), Every(240, 24*time.Hour).WithAlgorithm(FixedWindow), 1, false},
+			{at(10, 11), Limit{Rate: 240, Period: 24 * time.Hour, Burst: 240, Algorithm: FixedWindow}, 239, true},
+			{at(10, 12), Limit{Rate: 240, Period: 24 * time.Hour, Burst: 240, Algorithm: FixedWindow}, 1, false},
 		}},
 		{"hour to two hours counts both hours", []step{
 			{at(10, 30), hour10, 9, true},
 			{at(11, 30), hour10, 8, true},
 			// 10:00-12:00 holds 17: 3 left, not 12 (the old state's previous
 			// window lies in the new window too).
-			{at(11, 40), Every(20, 2*time.Hour).WithAlgorithm(FixedWindow), 4, false},
-			{at(11, 40), Every(20, 2*time.Hour).WithAlgorithm(FixedWindow), 3, true},
+			{at(11, 40), Limit{Rate: 20, Period: 2 * time.Hour, Burst: 20, Algorithm: FixedWindow}, 4, false},
+			{at(11, 40), Limit{Rate: 20, Period: 2 * time.Hour, Burst: 20, Algorithm: FixedWindow}, 3, true},
 		}},
 		{"day to hour", []step{
-			{at(10, 10), Every(240, 24*time.Hour).WithAlgorithm(FixedWindow), 200, true},
+			{at(10, 10), Limit{Rate: 240, Period: 24 * time.Hour, Burst: 240, Algorithm: FixedWindow}, 200, true},
 			// Where in the day the 200 fell is not known: the current hour is full...
 			{at(10, 20), hour10, 1, false},
 			// ...and the next hour, after every one of them, is fresh.
 			{at(11, 0), hour10, 10, true},
 		}},
 		{"counter hour to day", []step{
-			{at(10, 10), hour10.WithAlgorithm(SlidingWindowCounter), 4, true},
-			{at(10, 11), Every(240, 24*time.Hour).WithAlgorithm(SlidingWindowCounter), 236, true},
-			{at(10, 12), Every(240, 24*time.Hour).WithAlgorithm(SlidingWindowCounter), 1, false},
+			{at(10, 10), Limit{Rate: hour10.Rate, Period: hour10.Period, Burst: hour10.Rate, Algorithm: SlidingWindowCounter}, 4, true},
+			{at(10, 11), Limit{Rate: 240, Period: 24 * time.Hour, Burst: 240, Algorithm: SlidingWindowCounter}, 236, true},
+			{at(10, 12), Limit{Rate: 240, Period: 24 * time.Hour, Burst: 240, Algorithm: SlidingWindowCounter}, 1, false},
 		}},
 	}
 	for _, tc := range cases {
@@ -63,7 +63,7 @@ func TestWindowPeriodChange(t *testing.T) {
 			ctx := context.Background()
 			for i, s := range tc.steps {
 				m.SetTime(s.at)
-				r, err := lim.AllowN(ctx, "k", s.limit, s.n)
+				r, err := lim.Allow(ctx, Key("k", s.limit).Take(s.n))
 				if err != nil || r.Allowed != s.allowed {
 					t.Fatalf("step %d: AllowN(%d) of %s at %s: %+v %v, want allowed=%v", i, s.n, s.limit, s.at.Format("15:04"), r, err, s.allowed)
 				}
@@ -86,11 +86,11 @@ func TestWindowLegacyState(t *testing.T) {
 	if err := c.Set(context.Background(), "lg:{k}:fixed", fmt.Sprintf("%d 0 7", w), time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
-	limit := Every(10, time.Hour).WithAlgorithm(FixedWindow)
-	if r, err := lim.AllowN(context.Background(), "k", limit, 3); err != nil || !r.Allowed || r.Remaining != 0 {
+	limit := Limit{Rate: 10, Period: time.Hour, Burst: 10, Algorithm: FixedWindow}
+	if r, err := lim.Allow(context.Background(), Key("k", limit).Take(3)); err != nil || !r.Allowed || r.Remaining != 0 {
 		t.Fatalf("legacy state with 7 of 10 used: AllowN(3) %+v %v", r, err)
 	}
-	if r, _ := lim.Allow(context.Background(), "k", limit); r.Allowed {
+	if r, _ := lim.Allow(context.Background(), Key("k", limit).Take(1)); r.Allowed {
 		t.Fatal("legacy state's count lost")
 	}
 }

@@ -12,7 +12,7 @@ import (
 // acquire charges cs and returns once the request may be sent, with the
 // reservation that charged it (nil with FailFast): after minDelay (a retry's
 // backoff), at its turn, and outside every hold on its quotas. The limiter
-// decides all of it on Redis's clock: ReserveAll books the turn (each fixed
+// decides all of it on Redis's clock: Reserve books the turn (each fixed
 // window guarded by the quota's Guard), and Reservation.Wait sleeps until it,
 // booking again past any hold placed meanwhile. With Options.FailFast the
 // charges are taken now or the request is refused.
@@ -21,7 +21,7 @@ func (t *Transport) acquire(ctx context.Context, cs []limiter.Charge, minDelay t
 		return nil, err
 	}
 	if t.opts.FailFast {
-		res, err := t.lim.AllowAll(ctx, cs...)
+		res, err := t.lim.Allow(ctx, cs...)
 		if err != nil {
 			return nil, fmt.Errorf("middleware: %w", err)
 		}
@@ -30,7 +30,7 @@ func (t *Transport) acquire(ctx context.Context, cs []limiter.Charge, minDelay t
 		}
 		return nil, nil
 	}
-	r, err := t.lim.ReserveAll(ctx, cs...)
+	r, err := t.lim.Reserve(ctx, cs...)
 	if err != nil {
 		return nil, limited(r, err)
 	}
@@ -51,7 +51,7 @@ func limited(r *limiter.Reservation, err error) error {
 	}
 	le := &LimitedError{DeniedBy: limiter.HoldName, Err: limiter.ErrWouldExceedDeadline}
 	if r != nil {
-		qr := r.QuotaResult()
+		qr := r.Result()
 		le.Quota, le.RetryAfter = qr.DeniedQuota, qr.RetryAfter
 		if qr.DeniedBy != "" {
 			le.DeniedBy = qr.DeniedBy

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/internal/bound"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
 )
@@ -62,7 +63,7 @@ func TestStatusHolds(t *testing.T) {
 		{name: "429 negative", status: 429, retryAfter: "-5", hold: middleware.DefaultFallbackHold, badReported: true},
 		{name: "429 fraction", status: 429, retryAfter: "1.5", hold: middleware.DefaultFallbackHold, badReported: true},
 		{name: "429 garbage", status: 429, retryAfter: "soon", hold: middleware.DefaultFallbackHold, badReported: true},
-		{name: "429 huge, capped at limiter.MaxHold", status: 429, retryAfter: "99999999999999999999999", hold: limiter.MaxHold},
+		{name: "429 huge, capped at bound.Hold", status: 429, retryAfter: "99999999999999999999999", hold: bound.Hold},
 		{name: "429 huge, capped by option", status: 429, retryAfter: "99999", opts: middleware.Options{MaxHold: 10 * time.Minute}, hold: 10 * time.Minute},
 		{name: "429 date from Date", status: 429, retryAfter: t0.Add(90 * time.Second).Format(http.TimeFormat), date: date, hold: 90 * time.Second},
 		{name: "429 date past", status: 429, retryAfter: t0.Add(-time.Minute).Format(http.TimeFormat), date: date},
@@ -169,8 +170,8 @@ func TestUsageValues(t *testing.T) {
 				if res.Allowed || tr.Stats().Holds != 1 {
 					t.Fatalf("want denied and held, got %+v, %+v", res, tr.Stats())
 				}
-			} else if !res.Allowed && tc.left > 0 || res.Allowed && res.Remaining() != tc.left {
-				t.Fatalf("allowed %v, %d left, want %d", res.Allowed, res.Remaining(), tc.left)
+			} else if !res.Allowed && tc.left > 0 || res.Allowed && res.Remaining != tc.left {
+				t.Fatalf("allowed %v, %d left, want %d", res.Allowed, res.Remaining, tc.left)
 			}
 			if got := log.bad() > 0; got != tc.bad {
 				t.Fatalf("ErrBadHeader reported: %v, want %v (%v)", got, tc.bad, log.errs)
@@ -188,13 +189,13 @@ func TestInvalidRules(t *testing.T) {
 		rule middleware.Rule
 		is   error
 	}{
-		{"cost names unknown limit", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"wieght": 1}}, limiter.ErrUnknownLimit},
+		{"cost names unknown limit", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"wieght": 1}}, limiter.ErrInvalid},
 		{"ietf names unknown limit", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1},
-			Usage: []middleware.UsageParser{middleware.IETFUsage{Policies: map[string]string{"p": "nope"}}}}, limiter.ErrUnknownLimit},
-		{"negative cost", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": -1}}, limiter.ErrInvalidCost},
-		{"cost beyond the limit", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 101}}, limiter.ErrExceedsLimit},
+			Usage: []middleware.UsageParser{middleware.IETFUsage{Policies: map[string]string{"p": "nope"}}}}, limiter.ErrInvalid},
+		{"negative cost", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": -1}}, limiter.ErrInvalid},
+		{"cost beyond the limit", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 101}}, limiter.ErrInvalid},
 		{"no cost", middleware.Rule{Quota: exQuota}, middleware.ErrInvalidRule},
-		{"empty quota", middleware.Rule{Quota: limiter.Quota{Name: "q"}, Cost: limiter.Cost{"weight": 1}}, limiter.ErrEmptyQuota},
+		{"empty quota", middleware.Rule{Quota: limiter.Quota{Name: "q"}, Cost: limiter.Cost{"weight": 1}}, limiter.ErrInvalid},
 		{"host with a path", middleware.Rule{Hosts: []string{"127.0.0.1", "a.com/x"}, Quota: exQuota, Cost: limiter.Cost{"weight": 1}}, middleware.ErrInvalidRule},
 		{"peek beyond MaxBody", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1}, PeekBody: middleware.MaxBody + 1}, middleware.ErrInvalidRule},
 	} {
@@ -235,12 +236,12 @@ func TestChargesErrors(t *testing.T) {
 		err  error
 		is   error
 	}{
-		{"negative", limiter.Cost{"weight": -5}, nil, limiter.ErrInvalidCost},
-		{"nothing charged", limiter.Cost{}, nil, limiter.ErrInvalidCost},
-		{"unknown limit", limiter.Cost{"credits": 1}, nil, limiter.ErrUnknownLimit},
-		{"beyond the limit", limiter.Cost{"weight": 500}, nil, limiter.ErrExceedsLimit},
+		{"negative", limiter.Cost{"weight": -5}, nil, limiter.ErrInvalid},
+		{"nothing charged", limiter.Cost{}, nil, limiter.ErrInvalid},
+		{"unknown limit", limiter.Cost{"credits": 1}, nil, limiter.ErrInvalid},
+		{"beyond the limit", limiter.Cost{"weight": 500}, nil, limiter.ErrInvalid},
 		{"own error", nil, errMine, errMine},
-		{"no charge", nil, nil, limiter.ErrInvalidCost},
+		{"no charge", nil, nil, limiter.ErrInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, lim := miniLimiter(t)

@@ -9,7 +9,7 @@
 // Quota and Cost, or to the quotas and costs the rule's Charges computes from
 // the request (and a copy of its body) — a quota template applied to a key
 // with limiter.Quota.For (an account, a trading pair), several quotas at
-// once, all or nothing (limiter.Limiter.ReserveAll). The Transport books the
+// once, all or nothing (limiter.Limiter.Reserve). The Transport books the
 // request's turn and sleeps until it with limiter.Reservation.Wait, which
 // books again past any hold placed meanwhile, so no request is sent inside a
 // hold; Options.WindowGuard becomes each quota's limiter.Quota.Guard, so no

@@ -36,7 +36,7 @@ func Example() {
 	defer exchange.Close()
 
 	binance := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{
-		{Name: "weight", Limit: limiter.PerMinute(6000).WithAlgorithm(limiter.FixedWindow)},
+		{Name: "weight", Limit: limiter.Limit{Rate: 6000, Period: time.Minute, Burst: 6000, Algorithm: limiter.FixedWindow}},
 	}}
 	client := &http.Client{Transport: middleware.NewTransport(nil, lim, middleware.Rule{
 		PathPrefix: "/api/",
@@ -47,12 +47,12 @@ func Example() {
 
 	resp, _ := client.Get(exchange.URL + "/api/v3/ticker/price")
 	resp.Body.Close()
-	res, _ := lim.AllowQuota(context.Background(), binance, limiter.Cost{"weight": 1})
-	fmt.Println(resp.StatusCode, "weight left:", res.Remaining())
+	res, _ := lim.Allow(context.Background(), limiter.Charge{Quota: binance, Cost: limiter.Cost{"weight": 1}})
+	fmt.Println(resp.StatusCode, "weight left:", res.Remaining)
 
 	resp, _ = client.Post(exchange.URL+"/api/v3/order", "application/json", nil)
 	resp.Body.Close()
-	res, _ = lim.AllowQuota(context.Background(), binance, limiter.Cost{"weight": 1})
+	res, _ = lim.Allow(context.Background(), limiter.Charge{Quota: binance, Cost: limiter.Cost{"weight": 1}})
 	fmt.Println(resp.StatusCode, "allowed:", res.Allowed, "denied by", res.DeniedBy, "for", res.RetryAfter)
 	// Output:
 	// 200 weight left: 5959

@@ -209,7 +209,7 @@ func newProc(t *testing.T, name, prefix string, ex *exchange, q limiter.Quota, o
 // weightQuota is a Binance-like weight limit: w per second in clock-aligned windows.
 func weightQuota(w int) limiter.Quota {
 	return limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{
-		{Name: "weight", Limit: limiter.Every(w, time.Second).WithAlgorithm(limiter.FixedWindow)},
+		{Name: "weight", Limit: limiter.Limit{Rate: w, Period: time.Second, Burst: w, Algorithm: limiter.FixedWindow}},
 	}}
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redquota/redquota/internal/bound"
 	"github.com/redquota/redquota/limiter"
 )
 
@@ -31,7 +32,7 @@ type KeyFunc func(*http.Request) (string, error)
 // Retry-After, in whole seconds rounded up, at least 1.
 //
 // Each key's state is quota's for that key (quota.For(key)); a key longer than
-// limiter.MaxKeyLen is replaced by its SHA-256, an empty one answers 500. The
+// bound.KeyLen is replaced by its SHA-256, an empty one answers 500. The
 // key never reaches telemetry. When Redis cannot be reached and the
 // limiter fails closed, the answer is 503 with Retry-After: 1. An invalid
 // quota answers every request 500.
@@ -80,11 +81,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "rate limit key: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
-	if len(key) > limiter.MaxKeyLen {
+	if len(key) > bound.KeyLen {
 		sum := sha256.Sum256([]byte(key))
 		key = "sha256:" + hex.EncodeToString(sum[:])
 	}
-	res, err := h.lim.AllowQuota(limiterContext(ctx, span), h.quota.For(key), h.cost)
+	res, err := h.lim.Allow(limiterContext(ctx, span), limiter.Charge{Quota: h.quota.For(key), Cost: h.cost})
 	if err != nil {
 		if errors.Is(err, limiter.ErrUnavailable) {
 			h.decide(ctx, span, decUnavailable, http.StatusServiceUnavailable, nil, "limiter_unavailable")
@@ -117,7 +118,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // current serializes the RateLimit field of res.
-func (h *handler) current(res limiter.QuotaResult) string {
+func (h *handler) current(res limiter.Result) string {
 	var b strings.Builder
 	for i, l := range res.Limits {
 		if i > 0 {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redquota/redquota/internal/bound"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
 )
@@ -28,7 +29,7 @@ var (
 func TestHandlerHeaders(t *testing.T) {
 	_, lim := miniLimiter(t)
 	q := limiter.Quota{Name: "api", Limits: []limiter.NamedLimit{
-		{Name: "burst", Limit: limiter.Every(3, 10*time.Second).WithAlgorithm(limiter.FixedWindow)},
+		{Name: "burst", Limit: limiter.Limit{Rate: 3, Period: 10 * time.Second, Burst: 3, Algorithm: limiter.FixedWindow}},
 		{Name: `per "day"`, Limit: limiter.PerDay(1000)},
 	}}
 	h := middleware.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -77,7 +78,7 @@ func TestHandlerHeaders(t *testing.T) {
 	if rec := do("bob"); rec.Code != http.StatusOK {
 		t.Fatalf("bob: %d", rec.Code)
 	}
-	if rec := do(strings.Repeat("k", 2*limiter.MaxKeyLen)); rec.Code != http.StatusOK {
+	if rec := do(strings.Repeat("k", 2*bound.KeyLen)); rec.Code != http.StatusOK {
 		t.Fatalf("long key: %d", rec.Code)
 	}
 }
@@ -86,7 +87,7 @@ func TestHandlerHeaders(t *testing.T) {
 // IETFUsage in front of a Handler learns the server's count.
 func TestHandlerRoundTrip(t *testing.T) {
 	_, lim := miniLimiter(t)
-	q := limiter.Quota{Name: "srv", Limits: []limiter.NamedLimit{{Name: "weight", Limit: limiter.PerMinute(100).WithAlgorithm(limiter.FixedWindow)}}}
+	q := limiter.Quota{Name: "srv", Limits: []limiter.NamedLimit{{Name: "weight", Limit: limiter.Limit{Rate: 100, Period: time.Minute, Burst: 100, Algorithm: limiter.FixedWindow}}}}
 	srv := httptest.NewServer(middleware.Handler(http.NotFoundHandler(), lim,
 		func(*http.Request) (string, error) { return "me", nil }, q))
 	defer srv.Close()
@@ -104,8 +105,8 @@ func TestHandlerRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if res := weightLeft(t, lim); res.Remaining() != 100-6-1 {
-		t.Fatalf("%d left, want 93: our count follows the server's 6", res.Remaining())
+	if res := weightLeft(t, lim); res.Remaining != 100-6-1 {
+		t.Fatalf("%d left, want 93: our count follows the server's 6", res.Remaining)
 	}
 }
 

@@ -33,7 +33,7 @@ func miniLimiter(t *testing.T) (*miniredis.Miniredis, *limiter.Limiter) {
 
 // exQuota: 100 weight a minute in clock-aligned windows, 10 orders a minute (GCRA).
 var exQuota = limiter.Quota{Name: "ex", Limits: []limiter.NamedLimit{
-	{Name: "weight", Limit: limiter.PerMinute(100).WithAlgorithm(limiter.FixedWindow)},
+	{Name: "weight", Limit: limiter.Limit{Rate: 100, Period: time.Minute, Burst: 100, Algorithm: limiter.FixedWindow}},
 	{Name: "orders", Limit: limiter.PerMinute(10)},
 }}
 
@@ -55,9 +55,9 @@ func newServer(t *testing.T, h http.HandlerFunc) *server {
 
 // weightLeft takes 1 weight and reports what the quota said: the units left
 // after it, or the hold that denied it.
-func weightLeft(t *testing.T, lim *limiter.Limiter) limiter.QuotaResult {
+func weightLeft(t *testing.T, lim *limiter.Limiter) limiter.Result {
 	t.Helper()
-	res, err := lim.AllowQuota(context.Background(), exQuota, limiter.Cost{"weight": 1})
+	res, err := lim.Allow(context.Background(), limiter.Charge{Quota: exQuota, Cost: limiter.Cost{"weight": 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,4 +151,19 @@ func charges(q limiter.Quota, cost func(*http.Request) (limiter.Cost, error)) fu
 		c, err := cost(r)
 		return []limiter.Charge{{Quota: q, Cost: c}}, err
 	}
+}
+
+// holdLeft is how long the hold on the instance key ("" for none) of quota
+// name lasts, as Inspect reads it; 0 when there is none.
+func holdLeft(ctx context.Context, lim *limiter.Limiter, name, key string) (time.Duration, error) {
+	sts, err := lim.Inspect(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	for _, st := range sts {
+		if st.Key == key {
+			return st.Hold, nil
+		}
+	}
+	return 0, nil
 }

@@ -33,7 +33,7 @@ func TestHoldEdgeNeverEarly(t *testing.T) {
 		const tries, period = 200, 50 * time.Millisecond
 		ctx := context.Background()
 		tmpl := limiter.Quota{Name: "edge", Limits: []limiter.NamedLimit{
-			{Name: "w", Limit: limiter.Every(1, period).WithAlgorithm(limiter.FixedWindow)},
+			{Name: "w", Limit: limiter.Limit{Rate: 1, Period: period, Burst: 1, Algorithm: limiter.FixedWindow}},
 		}}
 		keyOf := func(r *http.Request) limiter.Quota { return tmpl.For(r.URL.Query().Get("k")) }
 		// The other process's client tells the test the key of the hold it
@@ -108,7 +108,7 @@ func TestHoldEdgeNeverEarly(t *testing.T) {
 			// Start just after a window starts, so that T is a period away.
 			now := redisNow()
 			time.Sleep(now.Truncate(period).Add(period + time.Millisecond).Sub(now))
-			res, err := other.AllowAll(ctx, limiter.Charge{Quota: q, Cost: limiter.Cost{"w": 1}})
+			res, err := other.Allow(ctx, limiter.Charge{Quota: q, Cost: limiter.Cost{"w": 1}})
 			if err != nil || !res.Allowed {
 				t.Fatalf("try %d: filling the window: %+v, %v", i, res, err)
 			}
@@ -129,7 +129,7 @@ func TestHoldEdgeNeverEarly(t *testing.T) {
 			placedBeforeT := false
 			if d := winEnd.Add(delta).Sub(redisNow()); d > delta { // still before T
 				capture.Store(true)
-				_, err = other.Hold(ctx, q, d)
+				_, err = other.Hold(ctx, q, d, "")
 				capture.Store(false)
 				if err != nil {
 					t.Fatal(err)

@@ -38,7 +38,7 @@ func (t *Transport) learn(ctx context.Context, rl *rule, a *Answer, r *limiter.R
 		for _, u := range us {
 			targets := chargesOf(a.Charges, u)
 			if len(targets) == 0 {
-				t.report(req, fmt.Errorf("middleware: usage of quota %q limit %q: %w: not charged", u.Quota, u.Limit, limiter.ErrUnknownLimit))
+				t.report(req, fmt.Errorf("middleware: usage of quota %q limit %q: %w: not charged", u.Quota, u.Limit, limiter.ErrInvalid))
 				continue
 			}
 			if u.Refused {
@@ -81,7 +81,7 @@ func (t *Transport) learn(ctx context.Context, rl *rule, a *Answer, r *limiter.R
 		}
 		hold = min(hold, t.opts.MaxHold)
 		q := a.Charges[i].Quota
-		if _, err := t.lim.Hold(ctx, q, hold); err != nil {
+		if _, err := t.lim.Hold(ctx, q, hold, ""); err != nil {
 			t.report(req, fmt.Errorf("middleware: hold quota %q for %s: %w", q.Name, hold, err))
 			continue
 		}
@@ -125,7 +125,7 @@ func chargesOf(cs []limiter.Charge, u Usage) []int {
 			continue
 		}
 		if u.Limit != "" {
-			if _, ok := c.Quota.Find(u.Limit); !ok {
+			if _, ok := findLimit(c.Quota, u.Limit); !ok {
 				continue
 			}
 			return []int{i}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redquota/redquota/internal/bound"
 	"github.com/redquota/redquota/limiter"
 )
 
@@ -50,7 +51,7 @@ type Rule struct {
 	// is a copy of the request's body, read before it is sent: nil when it has
 	// none, at most MaxBody+1 bytes (longer bodies are cut there, so
 	// len(body) > MaxBody says it was cut). The charges are taken together,
-	// all or nothing (see limiter.Limiter.ReserveAll). An error it returns
+	// all or nothing (see limiter.Limiter.Reserve). An error it returns
 	// fails the request, unsent, wrapped. It must not modify the request.
 	Charges func(req *http.Request, body []byte) ([]limiter.Charge, error)
 
@@ -153,24 +154,24 @@ func (r *rule) validate() error {
 	return nil
 }
 
-// checkCost reports why cost cannot be charged to q, with the limiter's errors:
-// limiter.ErrUnknownLimit, limiter.ErrInvalidCost, limiter.ErrExceedsLimit.
+// checkCost reports why cost cannot be charged to q, as errors wrapping
+// limiter.ErrInvalid.
 func checkCost(q limiter.Quota, cost limiter.Cost) error {
 	charged := false
 	for name, c := range cost {
-		lim, ok := q.Find(name)
+		lim, ok := findLimit(q, name)
 		switch {
 		case !ok:
-			return fmt.Errorf("%w: %q is not a limit of quota %q", limiter.ErrUnknownLimit, name, q.Name)
+			return fmt.Errorf("%w: %q is not a limit of quota %q", limiter.ErrInvalid, name, q.Name)
 		case c < 0:
-			return fmt.Errorf("%w: %q costs %d", limiter.ErrInvalidCost, name, c)
-		case c > lim.Max():
-			return fmt.Errorf("%w: %q costs %d, %s allows at most %d", limiter.ErrExceedsLimit, name, c, lim, lim.Max())
+			return fmt.Errorf("%w: %q costs %d", limiter.ErrInvalid, name, c)
+		case c > most(lim):
+			return fmt.Errorf("%w: %q costs %d, %s allows at most %d", limiter.ErrInvalid, name, c, lim, most(lim))
 		}
 		charged = charged || c > 0
 	}
 	if !charged {
-		return fmt.Errorf("%w: cost charges no limit of quota %q", limiter.ErrInvalidCost, q.Name)
+		return fmt.Errorf("%w: cost charges no limit of quota %q", limiter.ErrInvalid, q.Name)
 	}
 	return nil
 }
@@ -286,7 +287,7 @@ func (r *rule) charges(req *http.Request, body []byte, guard time.Duration) ([]l
 		return nil, fmt.Errorf("middleware: charges of %s %s: %w", req.Method, req.URL.Redacted(), err)
 	}
 	if len(cs) == 0 {
-		return nil, fmt.Errorf("middleware: charges of %s %s (%s): %w: none", req.Method, req.URL.Redacted(), r.desc, limiter.ErrInvalidCost)
+		return nil, fmt.Errorf("middleware: charges of %s %s (%s): %w: none", req.Method, req.URL.Redacted(), r.desc, limiter.ErrInvalid)
 	}
 	for i := range cs {
 		cs[i].Quota = guarded(cs[i].Quota, guard)
@@ -303,3 +304,16 @@ func (r *rule) charges(req *http.Request, body []byte, guard time.Duration) ([]l
 	}
 	return cs, nil
 }
+
+// findLimit returns the limit of q named name.
+func findLimit(q limiter.Quota, name string) (limiter.Limit, bool) {
+	for _, nl := range q.Limits {
+		if nl.Name == name {
+			return nl.Limit, true
+		}
+	}
+	return limiter.Limit{}, false
+}
+
+// most is the most units one call can take from l.
+func most(l limiter.Limit) int { return bound.Most(l.Rate, l.Burst, l.Algorithm == limiter.GCRA) }

@@ -239,7 +239,7 @@ func refusalClass(err error) string {
 		return "deadline_exceeded"
 	case errors.Is(err, limiter.ErrUnavailable):
 		return "limiter_unavailable"
-	case errors.Is(err, limiter.ErrInvalidCost), errors.Is(err, limiter.ErrUnknownLimit), errors.Is(err, limiter.ErrExceedsLimit):
+	case errors.Is(err, limiter.ErrInvalid), errors.Is(err, limiter.ErrInvalid), errors.Is(err, limiter.ErrInvalid):
 		return "invalid_cost"
 	}
 	return "limiter"
@@ -326,7 +326,7 @@ func limiterContext(ctx context.Context, span trace.Span) context.Context {
 
 // decide counts a decision and ends its span, with the status answered (0
 // when the request goes on to next) and, on an error, its class.
-func (h *handler) decide(ctx context.Context, span trace.Span, d int, status int, res *limiter.QuotaResult, class string) {
+func (h *handler) decide(ctx context.Context, span trace.Span, d int, status int, res *limiter.Result, class string) {
 	if h.tel.decisions != nil {
 		h.tel.decisions.Add(ctx, 1, h.tel.opts[d]...)
 	}
@@ -340,7 +340,7 @@ func (h *handler) decide(ctx context.Context, span trace.Span, d int, status int
 	if res != nil {
 		span.SetAttributes(attrAllowed.Bool(res.Allowed), attrDegraded.Bool(res.Degraded))
 		if len(res.Limits) > 0 {
-			span.SetAttributes(attrRemaining.Int(res.Remaining()))
+			span.SetAttributes(attrRemaining.Int(res.Remaining))
 		}
 		if !res.Allowed {
 			span.SetAttributes(attrRetryAfter.Int64(res.RetryAfter.Milliseconds()), attrDeniedBy.String(res.DeniedBy))

@@ -160,7 +160,7 @@ func TestTelemetryTransport(t *testing.T) {
 		}
 		w.Header().Set("X-MBX-USED-WEIGHT-1M", "50")
 	})
-	quota := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{{Name: "weight", Limit: limiter.PerMinute(1000).WithAlgorithm(limiter.FixedWindow)}}}
+	quota := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{{Name: "weight", Limit: limiter.Limit{Rate: 1000, Period: time.Minute, Burst: 1000, Algorithm: limiter.FixedWindow}}}}
 	next := &spy{}
 	tr := middleware.NewTransportWithOptions(next, lim, middleware.Options{Telemetry: h.Providers, FallbackHold: 50 * time.Millisecond},
 		middleware.Rule{Quota: quota, Cost: limiter.Cost{"weight": 2}, Usage: []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{"1m": "weight"}}}})

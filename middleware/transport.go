@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redquota/redquota/internal/bound"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/telemetry"
 )
@@ -49,7 +50,7 @@ type Options struct {
 	// redquota.middleware.requests metric as "unmatched".
 	Strict bool
 	// FailFast makes a request that cannot be charged at once fail with a
-	// *LimitedError instead of waiting for its turn (limiter.Limiter.AllowAll).
+	// *LimitedError instead of waiting for its turn (limiter.Limiter.Allow).
 	// Such a charge leaves no reservation to tie a usage count to: a count is
 	// synced into the window current when it arrives (limiter.Limiter.Sync),
 	// which for an answer that crosses a fixed window's end may be the next
@@ -74,7 +75,7 @@ type Options struct {
 	Idempotent func(*http.Request) bool
 	// MaxHold caps any hold the Transport places (from Retry-After or a usage
 	// header), so that an absurd value cannot stop the fleet for long. Default
-	// and upper bound limiter.MaxHold.
+	// and upper bound a week (the longest hold limiter.Hold accepts).
 	MaxHold time.Duration
 	// FallbackHold is the hold after a 429 without a usable Retry-After
 	// (missing, malformed or negative), or a 503 with a malformed one.
@@ -160,8 +161,8 @@ func NewTransportWithOptions(next http.RoundTripper, lim *limiter.Limiter, opts 
 	if next == nil {
 		next = http.DefaultTransport
 	}
-	if opts.MaxHold <= 0 || opts.MaxHold > limiter.MaxHold {
-		opts.MaxHold = limiter.MaxHold
+	if opts.MaxHold <= 0 || opts.MaxHold > bound.Hold {
+		opts.MaxHold = bound.Hold
 	}
 	if opts.FallbackHold <= 0 {
 		opts.FallbackHold = DefaultFallbackHold
@@ -237,7 +238,7 @@ func (t *Transport) match(req *http.Request) *rule {
 //
 // It returns without sending, closing req's body, when the rule is invalid
 // (ErrInvalidRule), the cost cannot be computed or charged (the limiter's
-// ErrInvalidCost, ErrUnknownLimit, ErrExceedsLimit), the quota has no room in
+// ErrInvalid), the quota has no room in
 // time or was found held at each of its turns (*LimitedError,
 // ErrRateLimited), req's context ends while it waits
 // (the context's error), Redis cannot be reached under a fail-closed

@@ -234,7 +234,7 @@ func TestRetryRewindsAndDiscards(t *testing.T) {
 	if req.Body != body || req.URL.String() != url || len(req.Header) != len(hdr) || req.Header.Get("Idempotency-Key") != "k1" {
 		t.Fatal("the caller's request was modified")
 	}
-	if left := weightLeft(t, lim).Remaining(); left != 100-2-1 {
+	if left := weightLeft(t, lim).Remaining; left != 100-2-1 {
 		t.Fatalf("%d weight left: each send is charged", left)
 	}
 }
@@ -253,7 +253,7 @@ func TestRedirectChargesEachHop(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if left := weightLeft(t, lim).Remaining(); resp.Request.URL.Path != "/new" || left != 100-6-1 {
+	if left := weightLeft(t, lim).Remaining; resp.Request.URL.Path != "/new" || left != 100-6-1 {
 		t.Fatalf("ended at %s with %d weight left", resp.Request.URL.Path, left)
 	}
 }
@@ -278,7 +278,7 @@ func TestHTTP2(t *testing.T) {
 	if resp.ProtoMajor != 2 {
 		t.Fatalf("protocol %s", resp.Proto)
 	}
-	if left := weightLeft(t, lim).Remaining(); left != 100-50-1 {
+	if left := weightLeft(t, lim).Remaining; left != 100-50-1 {
 		t.Fatalf("%d weight left, want 49", left)
 	}
 }
@@ -297,7 +297,7 @@ func TestNeverSentDuringHold(t *testing.T) {
 	loadScripts(t, c)
 	c.AddHook(cmdHook{before: func(name string) {
 		if (name == "evalsha" || name == "eval") && calls.Add(1) > 1 && holds.Add(-1) >= 0 { // not before the booking
-			if _, err := other.Hold(ctx, exQuota, 50*time.Millisecond); err != nil {
+			if _, err := other.Hold(ctx, exQuota, 50*time.Millisecond, ""); err != nil {
 				t.Error(err)
 			}
 		}
@@ -305,14 +305,14 @@ func TestNeverSentDuringHold(t *testing.T) {
 	lim := limiter.New(c, limiter.Options{Prefix: prefix})
 	var heldAtServer atomic.Int64
 	srv := newServer(t, func(http.ResponseWriter, *http.Request) {
-		if h, err := other.Held(ctx, exQuota); err != nil || h > 0 {
+		if h, err := holdLeft(ctx, other, exQuota.Name, ""); err != nil || h > 0 {
 			heldAtServer.Add(1)
 		}
 	})
 	tr := middleware.NewTransport(nil, lim, middleware.Rule{Quota: exQuota, Cost: weight1})
 
 	holds.Store(6)
-	if _, err := other.Hold(ctx, exQuota, 50*time.Millisecond); err != nil { // the first turn is booked ahead
+	if _, err := other.Hold(ctx, exQuota, 50*time.Millisecond, ""); err != nil { // the first turn is booked ahead
 		t.Fatal(err)
 	}
 	resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
@@ -325,7 +325,7 @@ func TestNeverSentDuringHold(t *testing.T) {
 	}
 
 	// A hold that outlasts the deadline: the booking past it fails at once.
-	if _, err := other.Hold(ctx, exQuota, 2*time.Second); err != nil {
+	if _, err := other.Hold(ctx, exQuota, 2*time.Second, ""); err != nil {
 		t.Fatal(err)
 	}
 	dctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
@@ -353,7 +353,7 @@ func TestRetryBackoffHonoursHold(t *testing.T) {
 	loadScripts(t, c)
 	c.AddHook(cmdHook{after: func(name string) {
 		if (name == "evalsha" || name == "eval") && evals.Add(1) == 1 { // the first attempt's booking
-			if _, err := other.Hold(context.Background(), exQuota, 30*time.Second); err != nil {
+			if _, err := other.Hold(context.Background(), exQuota, 30*time.Second, ""); err != nil {
 				t.Error(err)
 			}
 		}
@@ -431,8 +431,8 @@ func TestWindowGuardRedisClock(t *testing.T) {
 			}
 			resp.Body.Close()
 			freeze(minute.Add(time.Second))
-			if res := weightLeft(t, lim); !res.Allowed || res.Remaining() != 89 {
-				t.Fatalf("next minute: allowed %v, %d left, want 89 (10 charged)", res.Allowed, res.Remaining())
+			if res := weightLeft(t, lim); !res.Allowed || res.Remaining != 89 {
+				t.Fatalf("next minute: allowed %v, %d left, want 89 (10 charged)", res.Allowed, res.Remaining)
 			}
 		})
 	}
@@ -468,8 +468,8 @@ func TestSyncRedisWindow(t *testing.T) {
 			}
 			resp.Body.Close()
 			freeze(tc.start.Add(time.Second))
-			if res := weightLeft(t, lim); res.Remaining() != tc.left {
-				t.Fatalf("%d left, want %d; %+v", res.Remaining(), tc.left, tr.Stats())
+			if res := weightLeft(t, lim); res.Remaining != tc.left {
+				t.Fatalf("%d left, want %d; %+v", res.Remaining, tc.left, tr.Stats())
 			}
 		})
 	}

@@ -54,7 +54,7 @@ type Answer struct {
 // limit finds the limit called name among the charged quotas.
 func (a *Answer) limit(name string) (limiter.Limit, bool) {
 	for _, c := range a.Charges {
-		if l, ok := c.Quota.Find(name); ok {
+		if l, ok := findLimit(c.Quota, name); ok {
 			return l, true
 		}
 	}
@@ -71,8 +71,8 @@ type UsageParser interface {
 
 func knownLimits(q limiter.Quota, m map[string]string) error {
 	for _, name := range m {
-		if _, ok := q.Find(name); !ok {
-			return fmt.Errorf("%w: %q is not a limit of quota %q", limiter.ErrUnknownLimit, name, q.Name)
+		if _, ok := findLimit(q, name); !ok {
+			return fmt.Errorf("%w: %q is not a limit of quota %q", limiter.ErrInvalid, name, q.Name)
 		}
 	}
 	return nil
@@ -86,7 +86,7 @@ func knownLimits(q limiter.Quota, m map[string]string) error {
 //
 // For each policy it maps, the server has used q − r units, where q comes from
 // the RateLimit-Policy member of the same name or, without one, is the mapped
-// limit's Limit.Max. When r is 0 and t is positive, the quota is held for t
+// limit's maximum (Burst, or Rate). When r is 0 and t is positive, the quota is held for t
 // seconds. A field that is not a valid Structured Field List is ignored as a
 // whole (as RFC 9651 requires) and reported; so is a member without a valid
 // non-negative integer r or q. Policies not mapped are ignored.
@@ -148,10 +148,10 @@ func (u IETFUsage) ParseUsage(a *Answer) ([]Usage, error) {
 		if !ok {
 			l, found := a.limit(limit)
 			if !found {
-				errs = append(errs, fmt.Errorf("%w: %q is not a limit of a charged quota", limiter.ErrUnknownLimit, limit))
+				errs = append(errs, fmt.Errorf("%w: %q is not a limit of a charged quota", limiter.ErrInvalid, limit))
 				continue
 			}
-			size = int64(l.Max())
+			size = int64(most(l))
 		}
 		us := Usage{Limit: limit, Used: int(max(size-r, 0))}
 		if t, ok := nonNegInt(it, "t"); ok && r == 0 && t > 0 {
@@ -174,7 +174,7 @@ func nonNegInt(it sfItem, key string) (int64, bool) {
 // XRateLimit reads the de facto X-RateLimit-Remaining, X-RateLimit-Limit and
 // X-RateLimit-Reset headers into one limit of the rule's quota. The server has
 // used Limit − Remaining units, Limit being X-RateLimit-Limit or, without it,
-// the limit's Limit.Max. When Remaining is 0, the quota is held until
+// the limit's maximum (Burst, or Rate). When Remaining is 0, the quota is held until
 // X-RateLimit-Reset: a number of seconds, or a Unix time in seconds when it is
 // at least 1e9 (servers use both; a delay of 31 years is not plausible).
 //
@@ -212,9 +212,9 @@ func (x XRateLimit) ParseUsage(a *Answer) ([]Usage, error) {
 	} else {
 		l, ok := a.limit(x.Limit)
 		if !ok {
-			return nil, fmt.Errorf("%w: %q is not a limit of a charged quota", limiter.ErrUnknownLimit, x.Limit)
+			return nil, fmt.Errorf("%w: %q is not a limit of a charged quota", limiter.ErrInvalid, x.Limit)
 		}
-		size = l.Max()
+		size = most(l)
 	}
 	u := Usage{Limit: x.Limit, Used: max(size-rem, 0)}
 	if rs := h.Get("X-RateLimit-Reset"); rem == 0 && rs != "" {

@@ -45,6 +45,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/redquota/redquota/internal/bound"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/telemetry"
 )
@@ -179,7 +180,7 @@ type Options struct {
 	// DefaultFallbackHold.
 	FallbackHold time.Duration
 	// MaxHold caps every hold, so that an absurd retryAfter cannot stop the
-	// fleet for long. Default and upper bound limiter.MaxHold.
+	// fleet for long. Default and upper bound a week (the longest hold limiter.Hold accepts).
 	MaxHold time.Duration
 	// Telemetry are the providers of the guard's spans and metrics (see
 	// TELEMETRY_NAMES.md). Default: the global providers.
@@ -218,8 +219,8 @@ func New(lim *limiter.Limiter, opts Options) (*Guard, error) {
 	if opts.FallbackHold == 0 {
 		opts.FallbackHold = DefaultFallbackHold
 	}
-	if opts.MaxHold == 0 || opts.MaxHold > limiter.MaxHold {
-		opts.MaxHold = limiter.MaxHold
+	if opts.MaxHold == 0 || opts.MaxHold > bound.Hold {
+		opts.MaxHold = bound.Hold
 	}
 	for _, c := range opts.Connect {
 		if err := c.Quota.Validate(); err != nil {
@@ -321,7 +322,7 @@ func (g *Guard) acquire(ctx context.Context, cs []limiter.Charge) error {
 	if len(cs) == 0 {
 		return ctx.Err()
 	}
-	r, err := g.lim.ReserveAll(ctx, cs...)
+	r, err := g.lim.Reserve(ctx, cs...)
 	if err == nil {
 		err = r.Wait(ctx)
 	}
@@ -558,7 +559,7 @@ func (c *Conn) hold(ctx context.Context, rf Refusal) {
 		} else {
 			held[id] = true
 		}
-		if _, err := c.g.lim.Hold(hctx, ch.Quota, d); err != nil {
+		if _, err := c.g.lim.Hold(hctx, ch.Quota, d, ""); err != nil {
 			c.g.report(fmt.Errorf("wsguard: hold %s: %w", ch.Quota.Name, err))
 			continue
 		}

@@ -130,15 +130,15 @@ func TestRefusalHoldsTheChargedInstance(t *testing.T) {
 	if _, err := c.Read(ctx); err != nil {
 		t.Fatal(err)
 	}
-	held := func(q limiter.Quota) bool {
-		d, err := lim.Held(ctx, q)
+	held := func(q limiter.Quota, key string) bool {
+		d, err := holdLeft(ctx, lim, q.Name, key)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return d > 0
 	}
-	if !held(acct.For("k1")) || held(acct.For("k2")) || held(ip) || held(conn) {
-		t.Fatalf("held: k1 %v, k2 %v, ip %v, conn %v; want only k1", held(acct.For("k1")), held(acct.For("k2")), held(ip), held(conn))
+	if !held(acct, "k1") || held(acct, "k2") || held(ip, "") || held(conn, "") {
+		t.Fatalf("held: k1 %v, k2 %v, ip %v, conn %v; want only k1", held(acct, "k1"), held(acct, "k2"), held(ip, ""), held(conn, ""))
 	}
 	if len(errs) != 1 {
 		t.Fatalf("OnError got %v, want one error for the unknown quota", errs)
@@ -147,7 +147,7 @@ func TestRefusalHoldsTheChargedInstance(t *testing.T) {
 	if _, err := c.Read(ctx); !errors.As(err, new(*wsguard.CloseError)) {
 		t.Fatalf("read %v, want the close", err)
 	}
-	if !held(conn) {
+	if !held(conn, "") {
 		t.Fatal("the close did not hold the connection quota")
 	}
 	dialled := false
@@ -244,11 +244,26 @@ func TestRedialChargesEachAttempt(t *testing.T) {
 	if dials != 4 || c.Streams() != 0 {
 		t.Fatalf("%d dials, %d streams; want 4 (one Dial, two failures, one success) and 0", dials, c.Streams())
 	}
-	res, err := lim.AllowQuota(ctx, conn, limiter.Cost{"c": 1})
+	res, err := lim.Allow(ctx, limiter.Charge{Quota: conn, Cost: limiter.Cost{"c": 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Remaining() != 10-5 {
-		t.Fatalf("remaining %d after 4 attempts and this call, want 5", res.Remaining())
+	if res.Remaining != 10-5 {
+		t.Fatalf("remaining %d after 4 attempts and this call, want 5", res.Remaining)
 	}
+}
+
+// holdLeft is how long the hold on the instance key ("" for none) of quota
+// name lasts, as Inspect reads it; 0 when there is none.
+func holdLeft(ctx context.Context, lim *limiter.Limiter, name, key string) (time.Duration, error) {
+	sts, err := lim.Inspect(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	for _, st := range sts {
+		if st.Key == key {
+			return st.Hold, nil
+		}
+	}
+	return 0, nil
 }

@@ -52,7 +52,7 @@ func (a *app) hold(ctx context.Context, name string, d time.Duration) int {
 	} else {
 		reason += " (" + by + ")"
 	}
-	left, err := a.lim.HoldBecause(ctx, st.Quota, d, reason)
+	left, err := a.lim.Hold(ctx, st.Quota, d, reason)
 	if err != nil {
 		return a.fail("hold", err)
 	}
@@ -75,7 +75,7 @@ func (a *app) release(ctx context.Context, name string) int {
 		name, dur(st.Hold), holdNote(st.HoldReason))) {
 		return exitFailed
 	}
-	if err := a.lim.Release(ctx, st.Quota); err != nil {
+	if _, err := a.lim.Hold(ctx, st.Quota, 0, ""); err != nil {
 		return a.fail("release", err)
 	}
 	fmt.Fprintf(a.stdout, "%s released\n", name)
@@ -83,7 +83,7 @@ func (a *app) release(ctx context.Context, name string) int {
 }
 
 // reset forgets the named instance's counts and hold, with the limiter's own
-// ResetQuota (or Reset for a single key), using the definition its processes
+// Reset (of the quota, or of a single key), using the definition its processes
 // registered.
 func (a *app) reset(ctx context.Context, name string) int {
 	st, _, err := a.instance(ctx, name)
@@ -100,9 +100,9 @@ func (a *app) reset(ctx context.Context, name string) int {
 		return exitFailed
 	}
 	if len(q.Limits) == 1 && q.Limits[0].Name == "" && st.Key == "" && q.Group == "" {
-		err = a.lim.Reset(ctx, name)
+		err = a.lim.Reset(ctx, limiter.Quota{Name: name})
 	} else {
-		err = a.lim.ResetQuota(ctx, q)
+		err = a.lim.Reset(ctx, q)
 	}
 	if err != nil {
 		return a.fail("reset", err)

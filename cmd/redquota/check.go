@@ -11,7 +11,7 @@ import (
 
 // check runs the limiter's server checks; exit 1 if one failed.
 func (a *app) check(ctx context.Context) int {
-	cs, err := limiter.CheckServerAll(ctx, a.client, a.o.prefix)
+	cs, err := limiter.CheckServer(ctx, a.client, a.o.prefix)
 	if err != nil {
 		return a.fail("check", err)
 	}

@@ -41,6 +41,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/config"
+	"github.com/redquota/redquota/internal/bound"
 	"github.com/redquota/redquota/limiter"
 )
 
@@ -152,8 +153,8 @@ func run(ctx context.Context, args []string, e env) int {
 	var holdFor time.Duration
 	if cmd == "hold" {
 		d, err := time.ParseDuration(rest[1])
-		if err != nil || d <= 0 || d > limiter.MaxHold {
-			fmt.Fprintf(e.stderr, "redquota hold: duration %q must be like 30s or 5m, > 0 and ≤ %s\n", rest[1], limiter.MaxHold)
+		if err != nil || d <= 0 || d > bound.Hold {
+			fmt.Fprintf(e.stderr, "redquota hold: duration %q must be like 30s or 5m, > 0 and ≤ %s\n", rest[1], bound.Hold)
 			return exitUsage
 		}
 		holdFor = d

@@ -70,34 +70,34 @@ func fleet(t *testing.T, c redis.UniversalClient, prefix string) {
 		time.Sleep(left + time.Second)
 	}
 	lim := limiter.New(c, limiter.Options{Prefix: prefix})
-	must := func(r limiter.QuotaResult, err error) {
+	must := func(r limiter.Result, err error) {
 		t.Helper()
 		require.NoError(t, err)
 		require.True(t, r.Allowed, "%+v", r)
 	}
 	binance := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{
-		{Name: "weight", Limit: limiter.Every(6000, time.Hour).WithAlgorithm(limiter.FixedWindow)},
+		{Name: "weight", Limit: limiter.Limit{Rate: 6000, Period: time.Hour, Burst: 6000, Algorithm: limiter.FixedWindow}},
 		{Name: "orders", Limit: limiter.PerDay(500)},
 	}}
-	must(lim.AllowQuota(ctx, binance, limiter.Cost{"weight": 2400, "orders": 125}))
+	must(lim.Allow(ctx, limiter.Charge{Quota: binance, Cost: limiter.Cost{"weight": 2400, "orders": 125}}))
 	coinbase := limiter.Quota{Name: "coinbase", Limits: []limiter.NamedLimit{
-		{Name: "private", Limit: limiter.Every(30, time.Hour).WithAlgorithm(limiter.SlidingWindow)},
+		{Name: "private", Limit: limiter.Limit{Rate: 30, Period: time.Hour, Burst: 30, Algorithm: limiter.SlidingWindow}},
 	}}
-	must(lim.AllowQuota(ctx, coinbase, limiter.Cost{"private": 30}))
+	must(lim.Allow(ctx, limiter.Charge{Quota: coinbase, Cost: limiter.Cost{"private": 30}}))
 	kraken := limiter.Quota{Name: "kraken", Limits: []limiter.NamedLimit{
 		{Name: "calls", Limit: limiter.PerHour(20)},
 	}}
-	must(lim.AllowQuota(ctx, kraken, limiter.Cost{"calls": 5}))
-	_, err := lim.HoldBecause(ctx, kraken, 30*time.Minute, "exchange maintenance (alice@desk)")
+	must(lim.Allow(ctx, limiter.Charge{Quota: kraken, Cost: limiter.Cost{"calls": 5}}))
+	_, err := lim.Hold(ctx, kraken, 30*time.Minute, "exchange maintenance (alice@desk)")
 	pair := limiter.Quota{Name: "pair", Limits: []limiter.NamedLimit{{Name: "calls", Limit: limiter.PerHour(15)}}}
-	must(lim.AllowQuota(ctx, pair.For("XBT/USD"), limiter.Cost{"calls": 9}))
+	must(lim.Allow(ctx, limiter.Charge{Quota: pair.For("XBT/USD"), Cost: limiter.Cost{"calls": 9}}))
 	require.NoError(t, err)
-	r, err := lim.AllowN(ctx, "user:42", limiter.PerDay(100).WithAlgorithm(limiter.SlidingWindowCounter), 10)
+	r, err := lim.Allow(ctx, limiter.Key("user:42", limiter.Limit{Rate: 100, Period: 24 * time.Hour, Burst: 100, Algorithm: limiter.SlidingWindowCounter}).Take(10))
 	require.NoError(t, err)
 	require.True(t, r.Allowed)
 	okx := limiter.Quota{Name: "okx", Limits: []limiter.NamedLimit{{Name: "public", Limit: limiter.PerHour(600)}}}
-	must(lim.AllowQuota(ctx, okx, limiter.Cost{"public": 1}))
-	require.NoError(t, lim.ResetQuota(ctx, okx))
+	must(lim.Allow(ctx, limiter.Charge{Quota: okx, Cost: limiter.Cost{"public": 1}}))
+	require.NoError(t, lim.Reset(ctx, okx))
 	// The registry writes from its own goroutine: wait until all six are
 	// described (bounded: 5 s).
 	for deadline := time.Now().Add(5 * time.Second); ; {
@@ -329,7 +329,7 @@ func TestHoldReleaseReset(t *testing.T) {
 	fleet(t, c, "rq")
 	lim := limiter.New(c, limiter.Options{})
 	binance := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{
-		{Name: "weight", Limit: limiter.Every(6000, time.Hour).WithAlgorithm(limiter.FixedWindow)},
+		{Name: "weight", Limit: limiter.Limit{Rate: 6000, Period: time.Hour, Burst: 6000, Algorithm: limiter.FixedWindow}},
 		{Name: "orders", Limit: limiter.PerDay(500)},
 	}}
 	env := []string{"REDIS_URL=redis://" + srv.Addr(), "REDQUOTA_OPERATOR=bob", "REDQUOTA_HOST=ops1"}
@@ -338,21 +338,21 @@ func TestHoldReleaseReset(t *testing.T) {
 	out, _, code := cmd(t, env, "n\n", "hold", "binance", "10m")
 	require.Equal(t, 1, code)
 	require.Contains(t, out, "Hold binance for 10m0s?")
-	r, err := lim.AllowQuota(ctx, binance, limiter.Cost{"weight": 1})
+	r, err := lim.Allow(ctx, limiter.Charge{Quota: binance, Cost: limiter.Cost{"weight": 1}})
 	require.NoError(t, err)
 	require.True(t, r.Allowed)
 
 	out, errOut, code := cmd(t, env, "y\n", "hold", "binance", "10m", "--reason", "deploy")
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "binance held for 10m: deploy (bob@ops1)")
-	r, err = lim.AllowQuota(ctx, binance, limiter.Cost{"weight": 1})
+	r, err = lim.Allow(ctx, limiter.Charge{Quota: binance, Cost: limiter.Cost{"weight": 1}})
 	require.NoError(t, err)
 	require.Equal(t, limiter.HoldName, r.DeniedBy, "a process sees the hold")
 
 	out, errOut, code = cmd(t, env, "", "release", "binance", "--yes")
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, "binance released\n", out)
-	r, err = lim.AllowQuota(ctx, binance, limiter.Cost{"weight": 1})
+	r, err = lim.Allow(ctx, limiter.Charge{Quota: binance, Cost: limiter.Cost{"weight": 1}})
 	require.NoError(t, err)
 	require.True(t, r.Allowed, "a process sees the release")
 
@@ -360,7 +360,7 @@ func TestHoldReleaseReset(t *testing.T) {
 	out, errOut, code = cmd(t, env, "", "hold", "pair", "5m", "--key", "XBT/USD", "--yes")
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "pair[XBT/USD] held for 5m00s: set with redquota by bob@ops1")
-	held, err := lim.Held(ctx, limiter.Quota{Name: "pair"}.For("XBT/USD"))
+	held, err := holdLeft(ctx, lim, "pair", "XBT/USD")
 	require.NoError(t, err)
 	require.Positive(t, held)
 	out, errOut, code = cmd(t, env, "", "reset", "pair", "--key", "XBT/USD", "--yes")
@@ -429,4 +429,19 @@ func TestTLSAndACLUser(t *testing.T) {
 	_, errOut, code = cmd(t, env[:1], "", "status")
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "certificate")
+}
+
+// holdLeft is how long the hold on the instance key ("" for none) of quota
+// name lasts, as Inspect reads it; 0 when there is none.
+func holdLeft(ctx context.Context, lim *limiter.Limiter, name, key string) (time.Duration, error) {
+	sts, err := lim.Inspect(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	for _, st := range sts {
+		if st.Key == key {
+			return st.Hold, nil
+		}
+	}
+	return 0, nil
 }

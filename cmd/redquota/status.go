@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/redquota/redquota/internal/bound"
 	"github.com/redquota/redquota/limiter"
 )
 
@@ -65,7 +66,7 @@ func (a *app) views(ctx context.Context, names []string) ([]view, error) {
 		}
 		var limits []row
 		for _, lr := range st.Limits {
-			m := lr.Limit.Max()
+			m := bound.Most(lr.Limit.Rate, lr.Limit.Burst, lr.Limit.Algorithm == limiter.GCRA)
 			limits = append(limits, row{quota: name, limit: lr.Name, lim: lr.Limit,
 				used: m - lr.Remaining, max: m, reset: lr.ResetAfter})
 		}

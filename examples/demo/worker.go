@@ -57,7 +57,7 @@ type worker struct {
 // exchange's window: counted in clock-aligned fixed windows, as Binance does.
 func binanceQuota(ex *fakeexchange.Exchange) limiter.Quota {
 	return limiter.Quota{Name: exchangeName, Limits: []limiter.NamedLimit{
-		{Name: "weight", Limit: limiter.Every(ex.Limit(), ex.Window()).WithAlgorithm(limiter.FixedWindow)},
+		{Name: "weight", Limit: limiter.Limit{Rate: ex.Limit(), Period: ex.Window(), Algorithm: limiter.FixedWindow}},
 	}}
 }
 

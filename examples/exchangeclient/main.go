@@ -69,7 +69,7 @@ func newClient(env *exampleenv.Env, prefix string, ex *fakeexchange.Exchange, p 
 	// Every limit the exchange counts for our IP in one quota: a 429 then holds
 	// all of it. Binance counts request weight per minute; this exchange per second.
 	weight := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{
-		{Name: "weight", Limit: limiter.Every(ex.Limit(), ex.Window()).WithAlgorithm(limiter.FixedWindow)},
+		{Name: "weight", Limit: limiter.Limit{Rate: ex.Limit(), Period: ex.Window(), Algorithm: limiter.FixedWindow}},
 	}}
 	// Learn the exchange's own count from X-MBX-USED-WEIGHT-1S.
 	usage := []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{ex.Interval(): "weight"}}}

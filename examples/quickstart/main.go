@@ -54,7 +54,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 
 	// Allow takes a token now or says how long until one fits.
 	for i := 1; i <= *rate+2; i++ {
-		res, err := lim.Allow(ctx, "user:42", limit)
+		res, err := lim.Allow(ctx, limiter.Key("user:42", limit).Take(1))
 		if err != nil {
 			return err
 		}
@@ -65,7 +65,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	// Wait books the next free slot in Redis and sleeps exactly until it.
 	start := time.Now()
 	for i := 1; i <= 3; i++ {
-		if err := lim.Wait(ctx, "user:42", limit); err != nil {
+		if err := lim.Wait(ctx, limiter.Key("user:42", limit).Take(1)); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "wait #%d: went after %v\n", i, time.Since(start).Round(10*time.Millisecond))
@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	// the context's deadline (the next token is about 1/rate away).
 	short, cancel := context.WithTimeout(ctx, time.Second/time.Duration(4**rate))
 	defer cancel()
-	err = lim.Wait(short, "user:42", limit)
+	err = lim.Wait(short, limiter.Key("user:42", limit).Take(1))
 	fmt.Fprintln(stdout, "wait with a short deadline: refused at once:", errors.Is(err, limiter.ErrWouldExceedDeadline))
 	// ----------------------------------------------------------------------
 	return nil

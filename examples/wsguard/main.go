@@ -131,7 +131,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	// Guard: an attempt granted within 400 ms of its window's end is booked
 	// into the next window, so that a slow dial cannot land in the next one.
 	conn := limiter.Quota{Name: "exchange-connections", Guard: 400 * time.Millisecond, Limits: []limiter.NamedLimit{
-		{Name: "attempts", Limit: limiter.Every(connLimit, window).WithAlgorithm(limiter.FixedWindow)},
+		{Name: "attempts", Limit: limiter.Limit{Rate: connLimit, Period: window, Algorithm: limiter.FixedWindow}},
 	}}
 	opts := wsguard.Options{
 		Connect:      []limiter.Charge{{Quota: conn, Cost: limiter.Cost{"attempts": 1}}},

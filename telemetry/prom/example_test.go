@@ -33,7 +33,7 @@ func ExampleNew() {
 	defer rdb.Close()
 	lim := limiter.New(rdb, limiter.Options{Telemetry: providers})
 	for range 3 {
-		_, _ = lim.Allow(context.Background(), "user:42", limiter.PerMinute(2))
+		_, _ = lim.Allow(context.Background(), limiter.Key("user:42", limiter.PerMinute(2)).Take(1))
 	}
 
 	resp, err := http.Get(srv.URL + "/metrics")

@@ -64,17 +64,16 @@ func TestScrape(t *testing.T) {
 		// Limiter: a quota of 2 orders a minute asked 3 times (2 allowed, 1
 		// denied), one single-key Allow, and one Wait whose turn is immediate.
 		lim := limiter.New(rdb, limiter.Options{Prefix: b.Prefix, Telemetry: providers})
-		orders, err := limiter.NewQuota("orders", limiter.NamedLimit{Name: "orders", Limit: limiter.PerMinute(2)})
-		require.NoError(t, err)
+		orders := limiter.Quota{Name: "orders", Limits: []limiter.NamedLimit{{Name: "orders", Limit: limiter.PerMinute(2)}}}
 		for i, want := range []bool{true, true, false} {
-			res, err := lim.AllowQuota(ctx, orders, limiter.Cost{"orders": 1})
+			res, err := lim.Allow(ctx, limiter.Charge{Quota: orders, Cost: limiter.Cost{"orders": 1}})
 			require.NoError(t, err)
 			require.Equal(t, want, res.Allowed, "AllowQuota #%d", i)
 		}
-		res, err := lim.Allow(ctx, "single", limiter.PerMinute(10))
+		res, err := lim.Allow(ctx, limiter.Key("single", limiter.PerMinute(10)).Take(1))
 		require.NoError(t, err)
 		require.True(t, res.Allowed)
-		require.NoError(t, lim.Wait(ctx, "waiter", limiter.PerMinute(10)))
+		require.NoError(t, lim.Wait(ctx, limiter.Key("waiter", limiter.PerMinute(10)).Take(1)))
 
 		// Transport, failing fast so that nothing waits on the clock: on quota
 		// "spot" a 200 whose usage header raises our count, then a 429 whose
@@ -93,10 +92,8 @@ func TestScrape(t *testing.T) {
 		}))
 		defer exch.Close()
 		weight := func(name string) limiter.Quota {
-			q, err := limiter.NewQuota(name, limiter.NamedLimit{Name: "weight",
-				Limit: limiter.PerMinute(1200).WithAlgorithm(limiter.FixedWindow)})
-			require.NoError(t, err)
-			return q
+			return limiter.Quota{Name: name, Limits: []limiter.NamedLimit{{Name: "weight",
+				Limit: limiter.Limit{Rate: 1200, Period: time.Minute, Burst: 1200, Algorithm: limiter.FixedWindow}}}}
 		}
 		usage := []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{"1m": "weight"}}}
 		tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{FailFast: true, Telemetry: providers},
@@ -122,8 +119,7 @@ func TestScrape(t *testing.T) {
 		client.CloseIdleConnections()
 
 		// Server side: a Handler allowing one client 1 request a minute, asked twice.
-		api, err := limiter.NewQuota("api", limiter.NamedLimit{Name: "rps", Limit: limiter.PerMinute(1)})
-		require.NoError(t, err)
+		api := limiter.Quota{Name: "api", Limits: []limiter.NamedLimit{{Name: "rps", Limit: limiter.PerMinute(1)}}}
 		hnd := middleware.HandlerWithOptions(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), lim,
 			func(*http.Request) (string, error) { return "client", nil }, api, middleware.Options{Telemetry: providers})
 		for _, code := range []int{200, 429} {

@@ -111,7 +111,7 @@ func write(w *bytes.Buffer, c config, cmp *results, inpkg map[string]*results) {
 			"64 goroutines, each starting at a different place in the key ring."},
 		{"Multi-limit: 1 AllowQuota against 3 calls", "Quota3/keys=1", ".name:Quota3", "Quota3/",
 			"Weight 5 of a per-minute fixed window, 1 order of a 10 s limit, 1 order of a daily limit, on one hot account. " +
-				"redquota: one `AllowQuota` (one script call; fixed window, sliding-window counter, GCRA; all or nothing). " +
+				"redquota: one `Allow` of a three-limit quota (one script call; fixed window, sliding-window counter, GCRA; all or nothing). " +
 				"Peers: three calls in sequence, one per limit (three round trips, not atomic: a denial by the third leaves the first two charged)."},
 	}
 	for _, g := range groups {

@@ -94,9 +94,6 @@ var targets = []target{
 	{issue: "12", text: "… with 256 goroutines",
 		num: ref{"", par256 + "redquota-coalesce", "decisions/s"}, den: ref{"", par256 + "redis_rate", "decisions/s"}, atLeast: true, bound: 3,
 		why: whyCeiling},
-	{issue: "12", text: "auto-pipelined Allow (Options.AutoPipeline) parallel throughput ≥ 3× redis_rate's, hot key, 64 goroutines",
-		num: ref{"", par1 + "redquota-autopipeline", "decisions/s"}, den: ref{"", par1 + "redis_rate", "decisions/s"}, atLeast: true, bound: 3,
-		why: whyCeiling},
 	{issue: "12", text: "leased decision (Leaser.Allow) median ≤ 1 µs, one goroutine",
 		num: ref{"limiter", "Leaser/leased/goroutines=1", "p50-ns"}, bound: 1000},
 	{issue: "12", text: "leased decisions: script calls per decision ≤ 1/50 at steady state, one goroutine",
@@ -231,7 +228,6 @@ func writeContenders(w *bytes.Buffer) {
 | ping, get, evalsha | the floors: a go-redis PING, a GET of an existing key, an EVALSHA of ` + "`return 1`" + ` |
 | redquota | ` + "`Limiter.Allow`" + ` (GCRA, 10⁶/s, burst 10⁶) with a client built with ` + "`MaxRetries: -1`" + `: one EVALSHA, no dedupe key |
 | redquota-dedupe | the same with a client that retries (` + "`MaxRetries: 2`" + `): the script also writes a dedupe token so a retried call is not charged twice |
-| redquota-autopipeline | ` + "`Limiter.Allow`" + ` with ` + "`Options.AutoPipeline`" + `: the same EVALSHA, sent through go-redis's automatic pipelining |
 | redquota-coalesce | ` + "`Limiter.Allow`" + ` with ` + "`Options.Coalesce`" + `: concurrent identical decisions go out as one EVALSHA deciding all of them in order (cmds/op below 1) |
 | redquota-leased | ` + "`Leaser.Allow`" + ` on a fixed window of 10⁹/s (local decisions outrun 10⁶/s, and a used-up limit answers denials, which fail the benchmark): units leased from Redis in one EVALSHA and spent in-process; cmds/op is script calls per decision |
 | BenchmarkCeiling | not a contender: one goroutine pipelining 1, 16 or 256 EVALSHAs of quota.lua (the call ` + "`Allow`" + ` sends) or PINGs, to show what one Redis can run when client and network costs are gone |

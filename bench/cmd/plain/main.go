@@ -115,7 +115,7 @@ func cases(addr string) []*clientCase {
 		out = append(out, &clientCase{name: cc.name, c: c,
 			cs: []contender{
 				{"redquota", func(ctx context.Context, k string) error {
-					r, err := rq.Allow(ctx, k, rqLimit)
+					r, err := rq.Allow(ctx, limiter.Key(k, rqLimit).Take(1))
 					return verdict(r.Allowed, err)
 				}},
 				{"redis_rate", func(ctx context.Context, k string) error {
@@ -129,7 +129,7 @@ func cases(addr string) []*clientCase {
 			},
 			q3: []contender{
 				{"redquota AllowQuota(3)", func(ctx context.Context, k string) error {
-					r, err := rq.AllowQuota(ctx, limiter.Quota{Name: k, Limits: q3}, cost)
+					r, err := rq.Allow(ctx, limiter.Charge{Quota: limiter.Quota{Name: k, Limits: q3}, Cost: cost})
 					return verdict(r.Allowed, err)
 				}},
 				{"redis_rate ×3", func(ctx context.Context, k string) error {

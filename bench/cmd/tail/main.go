@@ -23,7 +23,7 @@ func main() {
 	rate := flag.Int("rate", 20000, "decisions per second")
 	dur := flag.Duration("duration", 10*time.Second, "how long each contender runs")
 	workers := flag.Int("workers", bench.Goroutines, "goroutines making decisions")
-	libs := flag.String("libs", "ping,evalsha,redquota,redquota-autopipeline,redquota-coalesce,redquota-leased,redis_rate,ulule,throttled,xrate", "contenders, comma-separated")
+	libs := flag.String("libs", "ping,evalsha,redquota,redquota-coalesce,redquota-leased,redis_rate,ulule,throttled,xrate", "contenders, comma-separated")
 	out := flag.String("json", "", "also write the results as JSON to this file")
 	flag.Parse()
 
