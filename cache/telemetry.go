@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/redquota/redquota/internal/reach"
 	"github.com/redquota/redquota/telemetry"
 )
 
@@ -215,15 +216,15 @@ func errorClass(err error) string {
 		return "canceled"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "deadline_exceeded"
-	case errors.Is(err, ErrDecode):
+	case errors.Is(err, errDecode):
 		return "decode"
-	case errors.Is(err, ErrEncode):
+	case errors.Is(err, errEncode):
 		return "encode"
-	case errors.Is(err, ErrValueTooLarge):
+	case errors.Is(err, errTooLarge):
 		return "value_too_large"
-	case errors.Is(err, ErrEmptyKey), errors.Is(err, ErrKeyTooLong), errors.Is(err, ErrEmptyTag),
-		errors.Is(err, ErrInvalidDst), errors.Is(err, ErrBadTTL), errors.Is(err, ErrNoGroup),
-		errors.Is(err, ErrNilLoad):
+	case errors.Is(err, reach.ErrNilClient):
+		return "redis"
+	case errors.Is(err, ErrInvalid):
 		return "invalid_argument"
 	}
 	return "redis"

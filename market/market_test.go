@@ -484,7 +484,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown interval", market.ErrUnknownInterval, func() error { return m.SetCandles(ctx, "binance", "BTC", "7m", candles) }},
 		{"unknown interval get", market.ErrUnknownInterval, func() error { _, _, err := m.GetCandles(ctx, "binance", "BTC", "2m"); return err }},
 		{"bad confidence", market.ErrBadConfidence, func() error { return m.SetSignal(ctx, "momentum", "BTC", badSig, 0) }},
-		{"long symbol", cache.ErrKeyTooLong, func() error { return m.SetTicker(ctx, "binance", strings.Repeat("X", 600), btc) }},
+		{"long symbol", cache.ErrInvalid, func() error { return m.SetTicker(ctx, "binance", strings.Repeat("X", 600), btc) }},
 	}
 	for _, tc := range cases {
 		if err := tc.call(); !errors.Is(err, tc.err) {
@@ -574,7 +574,7 @@ func TestRegistryCoversData(t *testing.T) {
 	}
 
 	err = e.m.SetSignal(ctx, "momentum", "BTC", signal, cache.NoExpiry)
-	if !errors.Is(err, cache.ErrBadTTL) {
+	if !errors.Is(err, cache.ErrInvalid) {
 		t.Fatalf("signal without expiry: %v", err)
 	}
 	if ok, _ := e.c.Group("momentum").Exists(ctx, "signal:BTC"); ok {

@@ -28,7 +28,7 @@ func BenchmarkGetTickerNear(b *testing.B) {
 		return market.New(c, ttls)
 	}
 	plain := newMarket(cache.Options{})
-	near := newMarket(cache.Options{Near: cache.NearOptions{MaxBytes: 64 << 20}})
+	near := newMarket(cache.Options{NearMaxBytes: 64 << 20})
 	ctx := context.Background()
 	if err := plain.SetTicker(ctx, "binance", "BTC-USDT", btc); err != nil {
 		b.Fatal(err)

@@ -2,7 +2,6 @@ package market
 
 import (
 	"context"
-	"errors"
 	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -10,7 +9,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/redquota/redquota/cache"
+	"github.com/redquota/redquota/internal/cacheops"
 	"github.com/redquota/redquota/telemetry"
 )
 
@@ -204,28 +203,9 @@ func (m *Market) countCall(ctx context.Context, exchange string) {
 	m.tel.apiCalls.Add(ctx, 1, opts.([]metric.AddOption)...)
 }
 
-// errorClass describes err for a span without its text.
-func errorClass(err error) string {
-	switch {
-	case errors.Is(err, cache.ErrCircuitOpen):
-		return "circuit_open"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "deadline_exceeded"
-	case errors.Is(err, cache.ErrDecode):
-		return "decode"
-	case errors.Is(err, cache.ErrEncode):
-		return "encode"
-	case errors.Is(err, cache.ErrValueTooLarge):
-		return "value_too_large"
-	case errors.Is(err, ErrEmptyName), errors.Is(err, cache.ErrKeyTooLong), errors.Is(err, cache.ErrBadTTL),
-		errors.Is(err, ErrUnknownInterval), errors.Is(err, ErrBadPrice), errors.Is(err, ErrBadSize),
-		errors.Is(err, ErrUnsortedBook), errors.Is(err, ErrBadConfidence):
-		return "invalid_argument"
-	}
-	return "redis"
-}
+// errorClass describes err for a span without its text: the cache's classes,
+// bad market input being the cache's ErrInvalid too.
+func errorClass(err error) string { return cacheops.Class(err) }
 
 // spanHit sets redquota.hit on a read's span.
 func spanHit(span trace.Span, found bool) {
