@@ -11,7 +11,6 @@ func SetClock(m *Market, now func() time.Time) { m.now = now }
 // TTLs returns m's options, defaults filled in.
 func TTLs(m *Market) Options { return m.o }
 
-
 // IntervalDuration is i.duration.
 func IntervalDuration(i Interval) (time.Duration, error) { return i.duration() }
 
