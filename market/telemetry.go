@@ -5,11 +5,11 @@ import (
 	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/redquota/redquota/internal/cacheops"
+	"github.com/redquota/redquota/internal/otelx"
 	"github.com/redquota/redquota/telemetry"
 )
 
@@ -24,18 +24,15 @@ const (
 	metricRequests = "redquota.market.requests"
 	metricAPICalls = "redquota.market.api_calls"
 
-	attrKind      = attribute.Key("redquota.market.kind")
-	attrExchange  = attribute.Key("redquota.market.exchange")
-	attrStrategy  = attribute.Key("redquota.market.strategy")
-	attrInterval  = attribute.Key("redquota.market.interval")
-	attrOp        = attribute.Key("redquota.op")
-	attrResult    = attribute.Key("redquota.result")
-	attrHit       = attribute.Key("redquota.hit")
-	attrSymbols   = attribute.Key("redquota.symbols")
-	attrFound     = attribute.Key("redquota.found")
-	attrDeleted   = attribute.Key("redquota.deleted")
-	attrVisited   = attribute.Key("redquota.exchanges")
-	attrErrorType = attribute.Key("error.type")
+	attrKind     = attribute.Key("redquota.market.kind")
+	attrExchange = attribute.Key("redquota.market.exchange")
+	attrStrategy = attribute.Key("redquota.market.strategy")
+	attrInterval = attribute.Key("redquota.market.interval")
+	attrSymbols  = attribute.Key("redquota.symbols")
+	attrVisited  = attribute.Key("redquota.exchanges")
+	attrHit      = otelx.Hit
+	attrFound    = otelx.Found
+	attrDeleted  = otelx.Deleted
 )
 
 // kind is the data a call touches: the value of redquota.market.kind.
@@ -108,26 +105,19 @@ type instruments struct {
 	callOpts sync.Map
 }
 
-// noSpan is the non-recording span of a call without a recording parent.
-var noSpan = trace.SpanFromContext(context.Background())
-
 func (m *Market) initTelemetry(p telemetry.Providers) {
 	in := &m.tel
 	in.tracer = p.Tracer()
 	mt := p.Meter()
-	// Instrument constructors fail only on invalid names; ours are constant.
-	// A nil instrument (a failing provider) is skipped when recording.
-	in.requests, _ = mt.Int64Counter(metricRequests,
-		metric.WithDescription("Market calls by kind of data, operation and result (hit, miss, fetched, ok, error)."),
-		metric.WithUnit("{request}"))
-	in.apiCalls, _ = mt.Int64Counter(metricAPICalls,
-		metric.WithDescription("API calls counted with IncrementAPICalls, by exchange."),
-		metric.WithUnit("{call}"))
+	in.requests = otelx.Counter(mt, metricRequests, "{request}",
+		"Market calls by kind of data, operation and result (hit, miss, fetched, ok, error).")
+	in.apiCalls = otelx.Counter(mt, metricAPICalls, "{call}",
+		"API calls counted with IncrementAPICalls, by exchange.")
 	for k := range kindNames {
 		for o := range mops {
 			for r := range resultNames {
-				set := attribute.NewSet(attrKind.String(kindNames[k]), attrOp.String(mops[o].name), attrResult.String(resultNames[r]))
-				in.addOpts[k][o][r] = []metric.AddOption{metric.WithAttributeSet(set)}
+				in.addOpts[k][o][r] = otelx.AddOpts(attrKind.String(kindNames[k]),
+					otelx.Op.String(mops[o].name), otelx.Result.String(resultNames[r]))
 			}
 		}
 	}
@@ -137,12 +127,9 @@ func (m *Market) initTelemetry(p telemetry.Providers) {
 // caller's span; owner is the exchange or strategy attribute, when there is
 // one. Without a recording span in ctx it starts none.
 func (m *Market) start(ctx context.Context, o mop, k kind, owner attribute.Key, name string) (context.Context, trace.Span) {
-	if !trace.SpanFromContext(ctx).IsRecording() {
-		return ctx, noSpan
-	}
-	ctx, span := m.tel.tracer.Start(ctx, mops[o].span, trace.WithSpanKind(trace.SpanKindInternal))
+	ctx, span := otelx.Start(ctx, m.tel.tracer, mops[o].span)
 	if span.IsRecording() {
-		span.SetAttributes(attrKind.String(kindNames[k]), attrOp.String(mops[o].name))
+		span.SetAttributes(attrKind.String(kindNames[k]), otelx.Op.String(mops[o].name))
 		if owner != "" {
 			span.SetAttributes(owner.String(name))
 		}
@@ -159,16 +146,14 @@ func (m *Market) finish(ctx context.Context, span trace.Span, o mop, k kind, r r
 	if !span.IsRecording() {
 		return
 	}
-	span.SetAttributes(attrResult.String(resultNames[r]))
+	class := ""
 	if err != nil {
-		class := errorClass(err)
+		class = errorClass(err)
 		if o == mopFetch && class == "redis" {
 			class = "fetch" // GetOrFetch fails only with bad input or the fetch function's error
 		}
-		span.SetAttributes(attrErrorType.String(class))
-		span.SetStatus(codes.Error, class)
 	}
-	span.End()
+	otelx.End(span, class, otelx.Result.String(resultNames[r]))
 }
 
 // read is the result of a read: error, hit or miss.
@@ -197,8 +182,7 @@ func (m *Market) countCall(ctx context.Context, exchange string) {
 	}
 	opts, ok := m.tel.callOpts.Load(exchange)
 	if !ok {
-		opts, _ = m.tel.callOpts.LoadOrStore(exchange,
-			[]metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attrExchange.String(exchange)))})
+		opts, _ = m.tel.callOpts.LoadOrStore(exchange, otelx.AddOpts(attrExchange.String(exchange)))
 	}
 	m.tel.apiCalls.Add(ctx, 1, opts.([]metric.AddOption)...)
 }

@@ -144,7 +144,7 @@ func TestScrape(t *testing.T) {
 		m := market.New(c, market.Options{Telemetry: providers})
 		fetch := func(context.Context) (market.Ticker, error) { return market.Ticker{Symbol: "BTCUSDT", Price: 1}, nil }
 		for range 2 {
-			_, err := m.TickerOrFetch(ctx, "binance", "BTCUSDT", fetch)
+			_, err := market.OrFetch(ctx, m, "binance", "BTCUSDT", fetch)
 			require.NoError(t, err)
 		}
 		for range 2 {
