@@ -76,17 +76,9 @@ var ops = [numOps]struct{ span, name string }{
 // result is the value of redquota.result: hit or miss for the reads of values
 // (get, get_many, get_or_load), ok for every other call that succeeded, error
 // for a call that returned an error.
-type result uint8
+type result = otelx.Outcome
 
-const (
-	resultHit result = iota
-	resultMiss
-	resultOK
-	resultError
-	numResults
-)
-
-var resultNames = [numResults]string{"hit", "miss", "ok", "error"}
+const resultHit, resultMiss, resultOK, resultError = otelx.OutcomeHit, otelx.OutcomeMiss, otelx.OutcomeOK, otelx.OutcomeError
 
 // instruments are a core's tracer and metric instruments, with the attribute
 // options of every (op, result) built once: recording allocates nothing.
@@ -94,7 +86,7 @@ type instruments struct {
 	tracer   trace.Tracer
 	requests metric.Int64Counter
 	load     metric.Float64Histogram
-	addOpts  [numOps][numResults][]metric.AddOption
+	addOpts  [numOps][otelx.NumOutcomes][]metric.AddOption
 	loadOpts [2][]metric.RecordOption // ok, error
 }
 
@@ -115,8 +107,8 @@ func (c *core) initTelemetry(p telemetry.Providers) {
 			c.breaker.State)
 	}
 	for o := range ops {
-		for r := range resultNames {
-			in.addOpts[o][r] = otelx.AddOpts(otelx.Op.String(ops[o].name), otelx.Result.String(resultNames[r]))
+		for r := range otelx.NumOutcomes {
+			in.addOpts[o][r] = otelx.AddOpts(otelx.Op.String(ops[o].name), r.Attr())
 		}
 	}
 	in.loadOpts[0] = otelx.RecordOpts(otelx.Result.String("ok"))
@@ -160,16 +152,11 @@ func end(span trace.Span, r result, err error, class string) {
 	} else if class == "" {
 		class = errorClass(err)
 	}
-	otelx.End(span, class, otelx.Result.String(resultNames[r]))
+	otelx.End(span, class, r.Attr())
 }
 
 // resultOf is resultError for an error, resultOK otherwise.
-func resultOf(err error) result {
-	if err != nil {
-		return resultError
-	}
-	return resultOK
-}
+var resultOf = otelx.OutcomeOf
 
 // recordLoad records the time a load function took.
 func (c *core) recordLoad(ctx context.Context, d time.Duration, err error) {

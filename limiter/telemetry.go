@@ -177,20 +177,12 @@ func (l *Limiter) initTelemetry(p telemetry.Providers) {
 	otelx.BreakerGauge(m, metricBreaker,
 		"The Redis circuit breaker: 0 closed, 1 half-open, 2 open (decisions go to the failure policy).",
 		l.breaker.State)
-	_, _ = m.Float64ObservableGauge(metricUsage,
-		metric.WithDescription("Highest used fraction ((Max-Remaining)/Max) of a quota's limit in this process's decisions since the last collection; unreported when none."),
-		metric.WithUnit("1"),
-		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
-			in.usage.observe(o)
-			return nil
-		}))
-	_, _ = m.Float64ObservableGauge(metricHold,
-		metric.WithDescription("Longest time left on a quota's hold among the decisions it denied since the last collection; unreported when none."),
-		metric.WithUnit("s"),
-		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
-			in.hold.observe(o)
-			return nil
-		}))
+	otelx.FloatGauge(m, metricUsage, "1",
+		"Highest used fraction ((Max-Remaining)/Max) of a quota's limit in this process's decisions since the last collection; unreported when none.",
+		in.usage.observe)
+	otelx.FloatGauge(m, metricHold, "s",
+		"Longest time left on a quota's hold among the decisions it denied since the last collection; unreported when none.",
+		in.hold.observe)
 	for k := range kindNames {
 		for r := range resultNames {
 			in.addOpts[k][r] = otelx.AddOpts(attrKind.String(kindNames[k]), otelx.Result.String(resultNames[r]))

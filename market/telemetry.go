@@ -81,18 +81,9 @@ var mops = [numMops]struct{ span, name string }{
 // result is the value of redquota.result: hit or miss for reads, fetched for
 // a GetOrFetch that called its fetch function, ok for other calls that
 // succeeded, error for a call that returned an error.
-type result uint8
+type result = otelx.Outcome
 
-const (
-	resultHit result = iota
-	resultMiss
-	resultFetched
-	resultOK
-	resultError
-	numResults
-)
-
-var resultNames = [numResults]string{"hit", "miss", "fetched", "ok", "error"}
+const resultHit, resultFetched, resultError = otelx.OutcomeHit, otelx.OutcomeFetched, otelx.OutcomeError
 
 // instruments are a Market's tracer and instruments, with the attribute
 // options of every (kind, op, result) built once: recording allocates nothing.
@@ -100,7 +91,7 @@ type instruments struct {
 	tracer   trace.Tracer
 	requests metric.Int64Counter
 	apiCalls metric.Int64Counter
-	addOpts  [numKinds][numMops][numResults][]metric.AddOption
+	addOpts  [numKinds][numMops][otelx.NumOutcomes][]metric.AddOption
 	// exchange → the options of redquota.market.api_calls, built on first use.
 	callOpts sync.Map
 }
@@ -115,9 +106,9 @@ func (m *Market) initTelemetry(p telemetry.Providers) {
 		"API calls counted with IncrementAPICalls, by exchange.")
 	for k := range kindNames {
 		for o := range mops {
-			for r := range resultNames {
+			for r := range otelx.NumOutcomes {
 				in.addOpts[k][o][r] = otelx.AddOpts(attrKind.String(kindNames[k]),
-					otelx.Op.String(mops[o].name), otelx.Result.String(resultNames[r]))
+					otelx.Op.String(mops[o].name), r.Attr())
 			}
 		}
 	}
@@ -153,27 +144,11 @@ func (m *Market) finish(ctx context.Context, span trace.Span, o mop, k kind, r r
 			class = "fetch" // GetOrFetch fails only with bad input or the fetch function's error
 		}
 	}
-	otelx.End(span, class, otelx.Result.String(resultNames[r]))
+	otelx.End(span, class, r.Attr())
 }
 
-// read is the result of a read: error, hit or miss.
-func read(found bool, err error) result {
-	switch {
-	case err != nil:
-		return resultError
-	case found:
-		return resultHit
-	}
-	return resultMiss
-}
-
-// resultOf is resultError for an error, resultOK otherwise.
-func resultOf(err error) result {
-	if err != nil {
-		return resultError
-	}
-	return resultOK
-}
+// read is the result of a read: error, hit or miss; resultOf is error or ok.
+var read, resultOf = otelx.ReadOutcome, otelx.OutcomeOf
 
 // countCall counts an API call of exchange.
 func (m *Market) countCall(ctx context.Context, exchange string) {

@@ -99,6 +99,18 @@ func Histogram(m metric.Meter, name, unit, desc string) metric.Float64Histogram 
 	return h
 }
 
+// FloatGauge registers m's gauge name, whose values observe reports at each
+// collection.
+func FloatGauge(m metric.Meter, name, unit, desc string, observe func(metric.Float64Observer)) {
+	_, _ = m.Float64ObservableGauge(name,
+		metric.WithDescription(desc),
+		metric.WithUnit(unit),
+		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
+			observe(o)
+			return nil
+		}))
+}
+
 // BreakerGauge registers m's gauge name of a circuit breaker's state, read
 // from state at each collection: 0 closed, 1 half-open, 2 open.
 func BreakerGauge(m metric.Meter, name, desc string, state func() gobreaker.State) {
@@ -142,4 +154,43 @@ func Classify(err error, fallback string, classes ...Class) string {
 		}
 	}
 	return fallback
+}
+
+// Outcome is a cache or market call's value of redquota.result: hit or miss
+// for a read, fetched for a market read that called its fetch function, ok
+// for another call that succeeded, error for a call that returned an error.
+type Outcome uint8
+
+// The outcomes, in the order of their names.
+const (
+	OutcomeHit Outcome = iota
+	OutcomeMiss
+	OutcomeFetched
+	OutcomeOK
+	OutcomeError
+	NumOutcomes
+)
+
+var outcomeNames = [NumOutcomes]string{"hit", "miss", "fetched", "ok", "error"}
+
+// Attr returns the outcome's redquota.result attribute.
+func (o Outcome) Attr() attribute.KeyValue { return Result.String(outcomeNames[o]) }
+
+// OutcomeOf is OutcomeError for an error, OutcomeOK otherwise.
+func OutcomeOf(err error) Outcome {
+	if err != nil {
+		return OutcomeError
+	}
+	return OutcomeOK
+}
+
+// ReadOutcome is the outcome of a read: error, hit or miss.
+func ReadOutcome(found bool, err error) Outcome {
+	switch {
+	case err != nil:
+		return OutcomeError
+	case found:
+		return OutcomeHit
+	}
+	return OutcomeMiss
 }
