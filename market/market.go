@@ -1,33 +1,3 @@
-// Package market is a typed market-data cache on package cache: tickers, order
-// books, trades, candles and strategy signals, each kind with its own TTL, and
-// invalidation by exchange, symbol or strategy; plus per-endpoint API-call
-// counters.
-//
-// # Keys
-//
-// An exchange's data lives in the cache group of the exchange, so in one hash
-// slot, and is listed in the exchange's tag set. Within a key, the cache
-// escapes ':' as %3A (and '{', '}', '%' likewise), so that no name can collide
-// with another key: a SCAN pattern must use the escaped form.
-//
-//	<prefix>:v:{<exchange>}:ticker%3A<symbol>
-//	<prefix>:v:{<exchange>}:book%3A<symbol>
-//	<prefix>:v:{<exchange>}:trades%3A<symbol>
-//	<prefix>:v:{<exchange>}:candles%3A<symbol>%3A<interval>
-//	<prefix>:v:{<exchange>}:calls%3A<endpoint>%3A<window ms>
-//	<prefix>:{<exchange>}:t:exchange                 tag set of the exchange's data
-//
-// Signals live in the group of their strategy, tagged "strategy":
-//
-//	<prefix>:v:{<strategy>}:signal%3A<symbol>
-//
-// So InvalidateExchange and InvalidateSignals are each one script call per 1000
-// values on one slot, SetTickers is one script call, and GetTickers one MGET.
-// The exchanges and strategies written to are remembered in two indexes
-// (<prefix>:{market}:i:exchanges, …:strategies) for InvalidateSymbol and
-// InvalidateSignals of every strategy, which fan out from Go over them.
-//
-// A Market is safe for concurrent use.
 package market
 
 import (
