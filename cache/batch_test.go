@@ -252,7 +252,7 @@ func TestDecodeFromReply(t *testing.T) {
 			raw[0] = 'X'
 			m, err := cache.GetMany[[]byte](ctx, e.c, []string{"raw", "raw"})
 			if err != nil || string(m["raw"]) != "abc" {
-				t.Fatalf("round %d: GetManyOf raw %q %v", round, m["raw"], err)
+				t.Fatalf("round %d: GetMany raw %q %v", round, m["raw"], err)
 			}
 			m["raw"][0] = 'Y'
 		}

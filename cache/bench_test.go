@@ -141,7 +141,7 @@ func BenchmarkGetMany(b *testing.B) {
 				}
 			}
 		})
-		b.Run(fmt.Sprintf("cache.GetManyOf-%d-bytes", n), func(b *testing.B) {
+		b.Run(fmt.Sprintf("cache.GetMany-%d-bytes", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				m, err := cache.GetMany[[]byte](ctx, c, keys[:n])

@@ -194,7 +194,7 @@ func TestBadInput(t *testing.T) {
 			{"SetMany one bad", cache.ErrInvalid, func() error {
 				return e.c.SetMany(ctx, map[string]any{"a": 1, "b": strings.Repeat("x", 17)}, time.Second)
 			}},
-			{"SetManyTagged one bad", cache.ErrCodec, func() error {
+			{"tagged SetMany one bad", cache.ErrCodec, func() error {
 				return g.SetMany(ctx, map[string]any{"a": 1, "b": make(chan int)}, time.Second, "t")
 			}},
 			{"empty pattern", cache.ErrInvalid, func() error { _, err := e.c.DeletePattern(ctx, ""); return err }},

@@ -302,7 +302,7 @@ func TestNearOwnWritesDropAtOnce(t *testing.T) {
 		warm(g, "t", "1")
 		require.NoError(t, g.Set(ctx, "t", "2", time.Minute, "tag"))
 		got, _ = getString(t, g, "t")
-		require.Equal(t, "2", got, "SetTagged")
+		require.Equal(t, "2", got, "Set with tags")
 
 		warm(g, "t", "2")
 		_, err := g.InvalidateTags(ctx, "tag")

@@ -40,7 +40,7 @@ func (m tagModel) carrying(tags ...string) []string {
 	return out
 }
 
-// Tags are exact: over random sequences of SetTagged, Set, SetMany, Delete,
+// Tags are exact: over random sequences of Set with and without tags, SetMany, Delete,
 // expiry and InvalidateTags on a few keys and tags, every InvalidateTags
 // deletes exactly the values that carry one of its tags at that moment (the
 // count it reports, and what Get sees after), whatever happened to them since
@@ -92,7 +92,7 @@ func TestTagsModel(t *testing.T) {
 					if rng.IntN(4) == 0 {
 						ttl = cache.NoExpiry
 					}
-					step("SetTagged(%s, %d, %v, %v)", k, v, ttl, tg)
+					step("Set(%s, %d, %v, tags %v)", k, v, ttl, tg)
 					require.NoError(t, g.Set(ctx, k, v, ttl, tg...))
 					set(k, v, tg)
 				case op < 5:
@@ -111,7 +111,7 @@ func TestTagsModel(t *testing.T) {
 					delete(model, k)
 				case op < 8:
 					tg := pickTags()
-					step("SetTagged(%s, %d, 30ms, %v) and let it expire", k, v, tg)
+					step("Set(%s, %d, 30ms, tags %v) and let it expire", k, v, tg)
 					require.NoError(t, g.Set(ctx, k, v, 30*time.Millisecond, tg...))
 					if b.Mini != nil {
 						e.advance(31 * time.Millisecond)

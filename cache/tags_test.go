@@ -29,7 +29,7 @@ func TestSetTaggedOneScript(t *testing.T) {
 			t.Fatal(err)
 		}
 		if d := e.hk.calls() - before; d != 1 {
-			t.Fatalf("SetTagged made %d calls, want 1 script call", d)
+			t.Fatalf("tagged Set made %d calls, want 1 script call", d)
 		}
 		k := e.key(g, "ticker:BTC")
 		for _, tag := range []string{"all", "sym:BTC"} {
@@ -201,7 +201,7 @@ func TestInvalidateTenThousand(t *testing.T) {
 		before := e.hk.calls()
 		must(t, g.SetMany(ctx, items, time.Hour, "big"))
 		if d := e.hk.calls() - before; d != n/cache.DefaultBatch {
-			t.Fatalf("SetManyTagged of %d made %d calls, want %d", n, d, n/cache.DefaultBatch)
+			t.Fatalf("tagged SetMany of %d made %d calls, want %d", n, d, n/cache.DefaultBatch)
 		}
 		if c, _ := b.Client.ZCard(ctx, tagKey(b, "g", "big")).Result(); c != n {
 			t.Fatalf("tag set holds %d", c)
