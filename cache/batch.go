@@ -3,24 +3,37 @@ package cache
 import (
 	"context"
 	"fmt"
-	"reflect"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// SetMany stores every value of items under its key, all with ttl, in one round
-// trip: one pipeline of SET … PX, which a cluster client splits into one
-// pipeline per master, sent concurrently. Every value is encoded and checked
-// before anything is written. The writes are not atomic: after an error some
-// may have been applied.
-func (c *Cache) SetMany(ctx context.Context, items map[string]any, ttl time.Duration) error {
-	ctx, span := c.core.start(ctx, opSetMany)
+// SetMany stores every value of items under its key, all with ttl and tags
+// (see Set), in one round trip. Every value is encoded and checked before
+// anything is written. Outside a group it is one pipeline of SET … PX, which
+// a cluster client splits into one pipeline per master, sent concurrently;
+// the writes are not atomic: after an error some may have been applied. In a
+// group each batch of Options.Batch values (1000 by default) is one atomic
+// script call.
+func (c *Cache) SetMany(ctx context.Context, items map[string]any, ttl time.Duration, tags ...string) error {
+	o := opSetMany
+	if len(tags) > 0 {
+		o = opSetTagged
+	}
+	ctx, span := c.core.start(ctx, o)
 	if span.IsRecording() {
 		span.SetAttributes(attrKeys.Int(len(items)))
+		if o == opSetTagged {
+			span.SetAttributes(attrTags.Int(len(tags)))
+		}
 	}
-	err := c.setMany(ctx, items, ttl)
-	c.core.finish(ctx, span, opSetMany, resultOf(err), err)
+	var err error
+	if o == opSetTagged {
+		err = c.setManyTagged(ctx, items, ttl, tags)
+	} else {
+		err = c.setMany(ctx, items, ttl)
+	}
+	c.core.finish(ctx, span, o, resultOf(err), err)
 	return err
 }
 
@@ -57,7 +70,7 @@ func (c *Cache) setMany(ctx context.Context, items map[string]any, ttl time.Dura
 		return err
 	}
 	if c.head != "" {
-		// In a group a write drops the values' old tags (see SetTagged).
+		// In a group a write drops the values' old tags (see Set).
 		return c.setTagged(ctx, ks, vals, ttl, nil)
 	}
 	if len(ks) == 1 {
@@ -78,42 +91,13 @@ func (c *Cache) setMany(ctx context.Context, items map[string]any, ttl time.Dura
 	return nil
 }
 
-// GetMany decodes the values of keys into dst, a non-nil map[string]T or a
-// pointer to one (a nil map there is made), and returns how many were found.
-// Keys without a value are left out of dst. It costs one MGET per hash slot (one
-// in all on a single node or for a group view), sent in one pipeline. A Redis
-// error counts every key as a miss and is returned with 0; a value that cannot
-// be decoded is left out and its error returned after the others are decoded.
-func (c *Cache) GetMany(ctx context.Context, keys []string, dst any) (int, error) {
-	m := reflect.ValueOf(dst)
-	if m.Kind() == reflect.Pointer && !m.IsNil() && m.Elem().Kind() == reflect.Map {
-		if m.Elem().IsNil() {
-			m.Elem().Set(reflect.MakeMap(m.Elem().Type()))
-		}
-		m = m.Elem()
-	}
-	if m.Kind() != reflect.Map || m.IsNil() || m.Type().Key().Kind() != reflect.String {
-		return 0, fmt.Errorf("cache: GetMany into %T: %w", dst, ErrInvalidDst)
-	}
-	// Every value is decoded into v, zeroed first, and copied into the map with
-	// the key set in k: no allocation per value but the decoder's own.
-	v, k := reflect.New(m.Type().Elem()), reflect.New(m.Type().Key()).Elem()
-	into := v.Interface()
-	return c.getMany(ctx, keys, func(i int, data string) error {
-		v.Elem().SetZero()
-		if err := c.core.decode(keys[i], data, into); err != nil {
-			return err
-		}
-		k.SetString(keys[i])
-		m.SetMapIndex(k, v.Elem())
-		return nil
-	})
-}
-
-// GetManyOf returns the values of keys that c holds, decoded as T, keyed by key:
-// GetMany without reflection. Errors are as for GetMany; the map holds what was
-// decoded.
-func GetManyOf[T any](ctx context.Context, c *Cache, keys []string) (map[string]T, error) {
+// GetMany returns the values of keys that c holds, decoded as T, keyed by key;
+// keys without a value are left out. It costs one MGET per hash slot (one in
+// all on a single node or for a group view), sent in one pipeline. A Redis
+// error counts every key as a miss and is returned with an empty map; a value
+// that cannot be decoded is left out and its error returned after the others
+// are decoded.
+func GetMany[T any](ctx context.Context, c *Cache, keys []string) (map[string]T, error) {
 	out := make(map[string]T, len(keys))
 	var zero T
 	v := new(T) // every value is decoded here, zeroed first, and copied into out

@@ -59,14 +59,13 @@ func TestBatchRoundTrips(t *testing.T) {
 					t.Fatalf("SetMany ran %d SETs on the server, want %d", d, n)
 				}
 			}
-			got := map[string]ticker{}
 			if b.Mini == nil {
 				mgets = commandCalls(t, b, "mget")
 			}
 			cmds, pipes = e.hk.cmds.Load(), e.hk.pipes.Load()
-			found, err := c.GetMany(ctx, append(keys, "missing"), got)
-			if err != nil || found != n || len(got) != n {
-				t.Fatalf("GetMany: %d found, %d in map, %v", found, len(got), err)
+			got, err := cache.GetMany[ticker](ctx, c, append(keys, "missing"))
+			if err != nil || len(got) != n {
+				t.Fatalf("GetMany: %d found, %v", len(got), err)
 			}
 			for k, v := range items {
 				if got[k] != v {
@@ -93,20 +92,11 @@ func TestBatchRoundTrips(t *testing.T) {
 					t.Fatalf("GetMany ran %d MGETs on the server, want %d", d, wantMGets)
 				}
 			}
-			// GetManyOf gives the same without reflection; a pointer to a nil map works too.
-			typed, err := cache.GetManyOf[ticker](ctx, c, keys[:3])
-			if err != nil || len(typed) != 3 || typed["sym2"] != items["sym2"] {
-				t.Fatalf("GetManyOf: %v, %v", typed, err)
-			}
-			var pm map[string]ticker
-			if found, err := c.GetMany(ctx, keys[:2], &pm); err != nil || found != 2 || pm["sym1"] != items["sym1"] {
-				t.Fatalf("GetMany into *map: %v %v %v", found, err, pm)
-			}
 			if err := c.Delete(ctx, keys...); err != nil {
 				t.Fatal(err)
 			}
-			if found, err := c.GetMany(ctx, keys, map[string]ticker{}); err != nil || found != 0 {
-				t.Fatalf("after Delete: %d found, %v", found, err)
+			if found, err := cache.GetMany[ticker](ctx, c, keys); err != nil || len(found) != 0 {
+				t.Fatalf("after Delete: %d found, %v", len(found), err)
 			}
 		}
 	})
@@ -128,16 +118,16 @@ func TestSetManyTTL(t *testing.T) {
 		}
 		if b.Mini != nil {
 			e.advance(500 * time.Millisecond)
-			if n, _ := e.c.GetMany(ctx, []string{"a", "b"}, map[string]int{}); n != 0 {
-				t.Fatalf("%d values outlived their 500 ms", n)
+			if m, _ := cache.GetMany[int](ctx, e.c, []string{"a", "b"}); len(m) != 0 {
+				t.Fatalf("%d values outlived their 500 ms", len(m))
 			}
 		}
 	})
 }
 
-// GetMany and GetManyOf decode every value afresh: nothing of one value (a field
-// the next one lacks, a slice, a map, a pointer, a value that failed half-way)
-// shows in another. A map with a named string key type works too.
+// GetMany decodes every value afresh: nothing of one value (a field the next
+// one lacks, a slice, a map, a pointer, a value that failed half-way) shows in
+// another.
 func TestGetManyValuesApart(t *testing.T) {
 	type book struct {
 		Name string         `json:"name,omitempty"`
@@ -145,7 +135,6 @@ func TestGetManyValuesApart(t *testing.T) {
 		Meta map[string]int `json:"meta,omitempty"`
 		Next *book          `json:"next,omitempty"`
 	}
-	type sym string
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		e := newEnv(t, b, cache.Options{})
 		ctx := context.Background()
@@ -167,7 +156,7 @@ func TestGetManyValuesApart(t *testing.T) {
 		}
 		check := func(name string, got map[string]book, found int, err error) {
 			t.Helper()
-			if !errors.Is(err, cache.ErrDecode) || found != 3 || !reflect.DeepEqual(got, want) {
+			if !errors.Is(err, cache.ErrCodec) || found != 3 || !reflect.DeepEqual(got, want) {
 				t.Fatalf("%s: %d found, %v\ngot  %+v\nwant %+v", name, found, err, got, want)
 			}
 			got["a"].Bids[0] = 99 // shares no memory with another value
@@ -176,29 +165,20 @@ func TestGetManyValuesApart(t *testing.T) {
 			}
 		}
 
-		m := map[sym]book{}
-		found, err := e.c.GetMany(ctx, keys, m)
-		got := map[string]book{}
-		for k, v := range m {
-			got[string(k)] = v
-		}
-		check("GetMany", got, found, err)
+		got, err := cache.GetMany[book](ctx, e.c, keys)
+		check("GetMany", got, len(got), err)
 
-		got, err = cache.GetManyOf[book](ctx, e.c, keys)
-		check("GetManyOf", got, len(got), err)
-
-		pm := map[string]*book{}
-		found, err = e.c.GetMany(ctx, keys, pm)
+		pm, err := cache.GetMany[*book](ctx, e.c, keys)
 		got = map[string]book{}
 		for k, v := range pm {
 			got[k] = *v
 		}
-		check("GetMany of pointers", got, found, err)
+		check("GetMany of pointers", got, len(pm), err)
 	})
 }
 
 // Values are decoded from the bytes Redis replied, without a copy first:
-// decoded strings refer to the reply (unless JSON.CopyStrings), a *[]byte gets
+// decoded strings refer to the reply (unless Options.CopyStrings), a *[]byte gets
 // a copy of its own, and nothing decoded changes when later reads reuse the
 // client's buffers.
 func TestDecodeFromReply(t *testing.T) {
@@ -209,8 +189,9 @@ func TestDecodeFromReply(t *testing.T) {
 	}
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		for _, codec := range []cache.Codec{cache.JSON{}, cache.JSON{CopyStrings: true}, cache.Msgpack{}} {
-			e := newEnv(t, b, cache.Options{Codec: codec})
+		for _, o := range []cache.Options{{Codec: cache.JSON}, {Codec: cache.JSON, CopyStrings: true}, {Codec: cache.Msgpack}} {
+			codec := o.Codec
+			e := newEnv(t, b, o)
 			want := map[string]tick{}
 			items := map[string]any{}
 			var keys []string
@@ -226,17 +207,17 @@ func TestDecodeFromReply(t *testing.T) {
 			if found, err := e.c.Get(ctx, "s0", &one); !found || err != nil {
 				t.Fatal(found, err)
 			}
-			many, err := cache.GetManyOf[tick](ctx, e.c, keys[:10])
+			many, err := cache.GetMany[tick](ctx, e.c, keys[:10])
 			if err != nil {
 				t.Fatal(err)
 			}
-			viaMap := map[string]tick{}
-			if _, err := e.c.GetMany(ctx, keys[10:], viaMap); err != nil {
+			viaMap, err := cache.GetMany[tick](ctx, e.c, keys[10:])
+			if err != nil {
 				t.Fatal(err)
 			}
 			// Read everything again, many times, through the same connections.
 			for range 20 {
-				if _, err := cache.GetManyOf[tick](ctx, e.c, keys); err != nil {
+				if _, err := cache.GetMany[tick](ctx, e.c, keys); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -245,7 +226,7 @@ func TestDecodeFromReply(t *testing.T) {
 			}
 			for k, v := range many {
 				if v != want[k] {
-					t.Fatalf("%T: GetManyOf[%s] = %+v, want %+v", codec, k, v, want[k])
+					t.Fatalf("%T: GetMany[%s] = %+v, want %+v", codec, k, v, want[k])
 				}
 			}
 			for k, v := range viaMap {
@@ -269,9 +250,9 @@ func TestDecodeFromReply(t *testing.T) {
 				t.Fatalf("round %d: Get raw %q %v", round, raw, err)
 			}
 			raw[0] = 'X'
-			m, err := cache.GetManyOf[[]byte](ctx, e.c, []string{"raw", "raw"})
+			m, err := cache.GetMany[[]byte](ctx, e.c, []string{"raw", "raw"})
 			if err != nil || string(m["raw"]) != "abc" {
-				t.Fatalf("round %d: GetManyOf raw %q %v", round, m["raw"], err)
+				t.Fatalf("round %d: GetMany raw %q %v", round, m["raw"], err)
 			}
 			m["raw"][0] = 'Y'
 		}

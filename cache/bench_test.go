@@ -141,19 +141,10 @@ func BenchmarkGetMany(b *testing.B) {
 				}
 			}
 		})
-		b.Run(fmt.Sprintf("cache.GetManyOf-%d-bytes", n), func(b *testing.B) {
+		b.Run(fmt.Sprintf("cache.GetMany-%d-bytes", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				m, err := cache.GetManyOf[[]byte](ctx, c, keys[:n])
-				if err != nil || len(m) != n {
-					b.Fatal(len(m), err)
-				}
-			}
-		})
-		b.Run(fmt.Sprintf("cache.GetManyOf-%d", n), func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				m, err := cache.GetManyOf[quote](ctx, c, keys[:n])
+				m, err := cache.GetMany[[]byte](ctx, c, keys[:n])
 				if err != nil || len(m) != n {
 					b.Fatal(len(m), err)
 				}
@@ -162,9 +153,9 @@ func BenchmarkGetMany(b *testing.B) {
 		b.Run(fmt.Sprintf("cache.GetMany-%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				m := make(map[string]quote, n)
-				if found, err := c.GetMany(ctx, keys[:n], m); err != nil || found != n {
-					b.Fatal(found, err)
+				m, err := cache.GetMany[quote](ctx, c, keys[:n])
+				if err != nil || len(m) != n {
+					b.Fatal(len(m), err)
 				}
 			}
 		})
@@ -206,7 +197,7 @@ func BenchmarkSet(b *testing.B) {
 	b.Run("cache.SetTagged-2tags", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if err := g.SetTagged(ctx, "ticker:BTC", benchQuote, time.Minute, "all", "sym:BTC"); err != nil {
+			if err := g.Set(ctx, "ticker:BTC", benchQuote, time.Minute, "all", "sym:BTC"); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -305,9 +296,8 @@ func BenchmarkPaired(b *testing.B) {
 	for _, n := range []int{10, 100} {
 		b.Run(fmt.Sprintf("GetMany-%d", n), func(b *testing.B) {
 			paired(b, "get", get, "cache", func() {
-				m := make(map[string]quote, n)
-				if found, err := c.GetMany(ctx, keys[:n], m); err != nil || found != n {
-					b.Fatal(found, err)
+				if m, err := cache.GetMany[quote](ctx, c, keys[:n]); err != nil || len(m) != n {
+					b.Fatal(len(m), err)
 				}
 			})
 		})

@@ -18,23 +18,14 @@ import (
 	"github.com/redquota/redquota/telemetry"
 )
 
-// Client is the part of a go-redis client the cache uses. *redis.Client,
-// *redis.ClusterClient and *redis.Ring satisfy it. On a cluster (a client with
-// ForEachMaster) batches are split by slot and DeletePattern, Stats and
-// HealthCheck visit every master.
-type Client interface {
-	redis.Scripter
-	Get(ctx context.Context, key string) *redis.StringCmd
-	MGet(ctx context.Context, keys ...string) *redis.SliceCmd
-	Set(ctx context.Context, key string, value any, expiration time.Duration) *redis.StatusCmd
-	Exists(ctx context.Context, keys ...string) *redis.IntCmd
-	Unlink(ctx context.Context, keys ...string) *redis.IntCmd
-	Scan(ctx context.Context, cursor uint64, match string, count int64) *redis.ScanCmd
-	Info(ctx context.Context, section ...string) *redis.StringCmd
-	DBSize(ctx context.Context) *redis.IntCmd
-	Ping(ctx context.Context) *redis.StatusCmd
-	Pipeline() redis.Pipeliner
-}
+// Client is the go-redis client a Cache sends its commands to:
+// *redis.Client, *redis.ClusterClient and *redis.Ring satisfy it. It is
+// redis.Cmdable, the narrowest go-redis interface that has the commands the
+// cache sends (GET, MGET, SET, EXISTS, UNLINK, SCAN, PTTL, EVALSHA, INFO,
+// DBSIZE, PING, pipelines). On a cluster (a client with ForEachMaster)
+// batches are split by slot and DeletePattern, Stats and HealthCheck visit
+// every master.
+type Client interface{ redis.Cmdable }
 
 // masterIterator is implemented by *redis.ClusterClient.
 type masterIterator interface {
@@ -47,73 +38,72 @@ type shardIterator interface {
 }
 
 // NoExpiry, passed as a TTL, stores a value without expiry. Any other TTL below
-// one millisecond is ErrBadTTL.
+// one millisecond is ErrInvalid.
 const NoExpiry time.Duration = -1
 
-// Defaults of Options.
+// Defaults of Options, documented there.
 const (
-	// DefaultPrefix is the key prefix when Options.Prefix is empty.
-	DefaultPrefix = "rq"
-	// DefaultMaxValueSize is the largest encoded value when Options.MaxValueSize is 0: 1 MiB.
-	DefaultMaxValueSize = 1 << 20
-	// DefaultBatch is the number of keys one script call writes (SetManyTagged)
-	// or deletes (InvalidateTags) when Options.Batch is 0.
-	DefaultBatch = 1000
-	// DefaultTimeout bounds each Redis call when Options.Timeout is 0: long
-	// enough for a script over a batch of keys on a loaded Redis (or on
-	// miniredis under the race detector), short enough that a hung Redis
-	// costs a load about a second, not go-redis's 12 s of read retries.
-	DefaultTimeout = time.Second
-	// DefaultBreakerFailures is the number of consecutive Redis failures that
-	// opens the circuit breaker when BreakerOptions.Failures is 0.
-	DefaultBreakerFailures = 5
-	// DefaultBreakerCoolDown is how long the breaker stays open when
-	// BreakerOptions.CoolDown is 0.
-	DefaultBreakerCoolDown = time.Second
+	defaultPrefix          = "rq"
+	defaultMaxValueSize    = 1 << 20
+	defaultBatch           = 1000
+	defaultTimeout         = time.Second
+	defaultBreakerFailures = 5
+	defaultBreakerCoolDown = time.Second
 )
 
-// Options configure a Cache. The zero value works; each field documents its default.
+// Options configure a Cache. The zero value works; each field documents its
+// default.
+//
+// Keys, groups, tags and index names are at most 512 bytes each.
 type Options struct {
-	// Prefix starts every key. Default DefaultPrefix ("rq").
+	// Prefix starts every key. Default "rq".
 	Prefix string
-	// Codec encodes values. Default JSON{}.
+	// Codec encodes values. Default JSON.
 	Codec Codec
+	// CopyStrings makes the JSON codec copy every string it decodes, as
+	// encoding/json does, so that a decoded string keeps alive no memory but
+	// its own. Default false: a decoded string refers to the value read (see
+	// JSON). Other codecs ignore it.
+	CopyStrings bool
 	// MaxValueSize is the largest encoded value, in bytes; a larger one is
-	// ErrValueTooLarge and is not written. Default DefaultMaxValueSize (1 MiB);
-	// negative means no limit.
+	// ErrInvalid and is not written. Default 1 MiB; negative means no limit.
 	MaxValueSize int
 	// Group, when set, makes New return a group view (see Group). Default: none,
 	// each key in its own slot.
 	Group string
-	// Batch is the number of keys one script call writes in SetManyTagged or
-	// deletes in InvalidateTags, so a large tag never blocks Redis for long.
-	// Default DefaultBatch (1000).
+	// Batch is the number of keys one script call writes in a tagged SetMany
+	// or deletes in InvalidateTags, so a large tag never blocks Redis for
+	// long. Default 1000.
 	Batch int
 	// Timeout bounds each call to Redis (a batch's pipeline is one call), so
 	// that a Redis that accepts connections and never answers costs a caller
 	// at most this long, not go-redis's ReadTimeout times its retries. A dial
 	// that fails ends the calls waiting on it at once, whatever Timeout is.
 	// DeletePattern, Stats and HealthCheck are bounded by the caller's context
-	// alone. Default DefaultTimeout (1 s); negative disables it.
+	// alone. Default 1 s: long enough for a script over a batch of keys on a
+	// loaded Redis (or on miniredis under the race detector), short enough
+	// that a hung Redis costs a load about a second, not go-redis's 12 s of
+	// read retries. Negative disables it.
 	Timeout time.Duration
-	// Breaker configures the circuit breaker.
-	Breaker BreakerOptions
+	// BreakerFailures is the number of consecutive failed Redis calls that
+	// opens the circuit breaker (see the package documentation). Default 5;
+	// negative disables the breaker.
+	BreakerFailures int
+	// BreakerCoolDown is how long the breaker stays open, failing calls at
+	// once, before it lets one probe call through; the probe's success closes
+	// it. Default 1 s.
+	BreakerCoolDown time.Duration
 	// Telemetry are the OpenTelemetry providers of the cache's spans and
 	// metrics (see TELEMETRY_NAMES.md). Default: the global providers.
 	Telemetry telemetry.Providers
-	// Near configures the near cache (see NearOptions). Default: none.
-	Near NearOptions
-}
-
-// BreakerOptions configure the circuit breaker in front of Redis.
-type BreakerOptions struct {
-	// Failures is the number of consecutive failed Redis calls that opens the
-	// breaker. Default DefaultBreakerFailures (5); negative disables the breaker.
-	Failures int
-	// CoolDown is how long the breaker stays open, failing calls at once, before
-	// it lets one probe call through; the probe's success closes it. Default
-	// DefaultBreakerCoolDown (1 s).
-	CoolDown time.Duration
+	// NearMaxBytes, when positive, turns on the near cache (see the package
+	// documentation) and bounds its memory: keys, values and a fixed overhead
+	// per entry; the least useful entries are evicted past it. Default 0: no
+	// near cache.
+	NearMaxBytes int64
+	// NearMaxTTL is the longest a value is kept near, whatever its Redis TTL
+	// (a value is never kept past that). Default 1 min.
+	NearMaxTTL time.Duration
 }
 
 // Cache is a Redis cache. Make one with New; Group returns views of it that
@@ -137,7 +127,7 @@ type core struct {
 	masters   masterIterator // nil unless a cluster
 	shards    shardIterator  // set for a Ring (and a cluster)
 	codec     Codec
-	json      *JSON // codec, when it is exactly JSON: replies are decoded in place
+	json      *jsonCodec // codec, when it is exactly JSON: replies are decoded in place
 	prefix    string
 	maxValue  int
 	batch     int
@@ -145,7 +135,7 @@ type core struct {
 	watch     *reach.Watch          // ends calls waiting on a failed dial
 	timeout   time.Duration         // Options.Timeout; 0: none
 	lastErr   atomic.Pointer[error] // the last failure, kept in ErrCircuitOpen's errors
-	nilClient bool                  // New was given a nil client: every call fails with ErrNilClient
+	nilClient bool                  // New was given a nil client: every call fails with errNilClient
 	flight    singleflight.Group
 	flightMu  sync.Mutex
 	flights   map[string]*loadFlight // by Redis key, while callers wait on a load
@@ -158,7 +148,7 @@ type core struct {
 // New returns a Cache on client, with the options o.
 //
 // A nil client gives a Cache whose every call returns an error wrapping
-// ErrNilClient: a configuration error reported, not a panic at the first call.
+// ErrInvalid: a configuration error reported, not a panic at the first call.
 // On a *redis.Client, *redis.ClusterClient or *redis.Ring, New installs (once
 // per client, shared with the limiter) a go-redis dial hook that only
 // observes: when a dial fails, the calls waiting on that client end at once,
@@ -170,29 +160,27 @@ func New(client Client, o Options) *Cache {
 	c.watch = reach.For(client)
 	switch {
 	case o.Timeout == 0:
-		c.timeout = DefaultTimeout
+		c.timeout = defaultTimeout
 	case o.Timeout > 0:
 		c.timeout = o.Timeout
 	}
 	if c.codec == nil {
-		c.codec = JSON{}
+		c.codec = JSON
 	}
-	// Only JSON itself: a codec that embeds JSON to override Unmarshal must
+	// Only JSON itself: a codec that wraps JSON to override Unmarshal must
 	// have its Unmarshal called.
-	switch j := c.codec.(type) {
-	case JSON:
+	if j, ok := c.codec.(jsonCodec); ok {
+		j.copyStrings = o.CopyStrings
 		c.json = &j
-	case *JSON:
-		c.json = j
 	}
 	if c.prefix == "" {
-		c.prefix = DefaultPrefix
+		c.prefix = defaultPrefix
 	}
 	if c.maxValue == 0 {
-		c.maxValue = DefaultMaxValueSize
+		c.maxValue = defaultMaxValueSize
 	}
 	if c.batch <= 0 {
-		c.batch = DefaultBatch
+		c.batch = defaultBatch
 	}
 	if mi, ok := client.(masterIterator); ok {
 		c.masters = mi
@@ -200,14 +188,14 @@ func New(client Client, o Options) *Cache {
 	if si, ok := client.(shardIterator); ok {
 		c.shards = si
 	}
-	if o.Breaker.Failures >= 0 {
-		failures := o.Breaker.Failures
+	if o.BreakerFailures >= 0 {
+		failures := o.BreakerFailures
 		if failures == 0 {
-			failures = DefaultBreakerFailures
+			failures = defaultBreakerFailures
 		}
-		cool := o.Breaker.CoolDown
+		cool := o.BreakerCoolDown
 		if cool <= 0 {
-			cool = DefaultBreakerCoolDown
+			cool = defaultBreakerCoolDown
 		}
 		c.breaker = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 			Name:         "redquota-cache",
@@ -218,8 +206,8 @@ func New(client Client, o Options) *Cache {
 			IsExcluded:   func(err error) bool { return errors.Is(err, errCallerDone) },
 		})
 	}
-	if o.Near.MaxBytes > 0 {
-		c.near = newNear(c, o.Near)
+	if o.NearMaxBytes > 0 {
+		c.near = newNear(c, o.NearMaxBytes, o.NearMaxTTL)
 	}
 	c.initTelemetry(o.Telemetry)
 	root := &Cache{core: c, valPre: c.prefix + ":v:{", valSuf: "}"}
@@ -230,26 +218,19 @@ func New(client Client, o Options) *Cache {
 }
 
 // Group returns a view of c whose keys all sit in one hash slot, the group's: a
-// value there can carry tags (SetTagged) and be invalidated with them. The view
+// value there can carry tags (see Set) and be invalidated with them. The view
 // shares c's client, options, statistics and breaker. An invalid name (empty or
-// over MaxKeyLen bytes) gives a view whose every call returns the error.
+// over 512 bytes) gives a view whose every call returns an ErrInvalid error.
 func (c *Cache) Group(name string) *Cache {
 	g := &Cache{core: c.core, group: name}
 	if err := keys.Check(name); err != nil {
-		g.err = fmt.Errorf("cache: group %q: %w", name, err)
+		g.err = invalid(fmt.Sprintf("group %q", trunc(name)), err)
 		return g
 	}
 	g.head = keys.Tag(c.core.prefix, name)
 	g.valPre = keys.Tag(c.core.prefix+":v", name) + ":"
 	return g
 }
-
-// GroupName returns the view's group, "" for a Cache without one.
-func (c *Cache) GroupName() string { return c.group }
-
-// Key returns the Redis key that holds key's value, for inspection with other
-// tools.
-func (c *Cache) Key(key string) (string, error) { return c.valueKey(key) }
 
 // valueKey validates key and returns its Redis key.
 func (c *Cache) valueKey(key string) (string, error) {
@@ -266,7 +247,7 @@ func (c *Cache) escapeKey(key string) (string, error) {
 		return "", c.err
 	}
 	if err := keys.Check(key); err != nil {
-		return "", fmt.Errorf("cache: key %q: %w", trunc(key), err)
+		return "", invalid(fmt.Sprintf("key %q", trunc(key)), err)
 	}
 	return keys.Escape(key), nil
 }
@@ -277,13 +258,13 @@ func (c *Cache) tagKey(tag string) (string, error) {
 		return "", c.err
 	}
 	if c.head == "" {
-		return "", fmt.Errorf("cache: tag %q: %w", trunc(tag), ErrNoGroup)
+		return "", invalid(fmt.Sprintf("tag %q", trunc(tag)), errNoGroup)
 	}
 	switch err := keys.Check(tag); {
 	case errors.Is(err, keys.ErrEmpty):
-		return "", fmt.Errorf("cache: %w", ErrEmptyTag)
+		return "", invalid("", errEmptyTag)
 	case err != nil:
-		return "", fmt.Errorf("cache: tag %q: %w", trunc(tag), err)
+		return "", invalid(fmt.Sprintf("tag %q", trunc(tag)), err)
 	}
 	return c.head + ":t:" + keys.Escape(tag), nil
 }
@@ -294,7 +275,7 @@ func (c *Cache) indexKey(name string) (string, error) {
 		return "", c.err
 	}
 	if err := keys.Check(name); err != nil {
-		return "", fmt.Errorf("cache: index %q: %w", trunc(name), err)
+		return "", invalid(fmt.Sprintf("index %q", trunc(name)), err)
 	}
 	if c.head != "" {
 		return c.head + ":i:" + keys.Escape(name), nil
@@ -317,7 +298,7 @@ func ttlArg(ttl time.Duration) (time.Duration, int64, error) {
 		return 0, -1, nil
 	}
 	if ttl < time.Millisecond {
-		return 0, 0, fmt.Errorf("cache: TTL %v: %w", ttl, ErrBadTTL)
+		return 0, 0, invalid(fmt.Sprintf("TTL %v", ttl), errBadTTL)
 	}
 	return ttl, ttl.Milliseconds(), nil
 }
@@ -338,7 +319,7 @@ func (c *core) do(ctx context.Context, fn func(context.Context) error) error {
 		return err
 	}
 	if c.nilClient {
-		return ErrNilClient
+		return errNilClient
 	}
 	var err error
 	if c.breaker == nil {
@@ -386,11 +367,11 @@ func (c *core) encode(key string, v any) ([]byte, error) {
 	default:
 		var err error
 		if data, err = c.codec.Marshal(v); err != nil {
-			return nil, fmt.Errorf("cache: key %q: %w: %w", trunc(key), ErrEncode, err)
+			return nil, fmt.Errorf("cache: key %q: %w: %w: %w", trunc(key), ErrCodec, errEncode, err)
 		}
 	}
 	if c.maxValue > 0 && len(data) > c.maxValue {
-		return nil, fmt.Errorf("cache: key %q: %d bytes: %w (%d)", trunc(key), len(data), ErrValueTooLarge, c.maxValue)
+		return nil, fmt.Errorf("cache: key %q: %d bytes: %w: %w (%d)", trunc(key), len(data), ErrInvalid, errTooLarge, c.maxValue)
 	}
 	return data, nil
 }
@@ -421,7 +402,7 @@ func (c *core) decode(key, s string, dst any) error {
 		err = c.codec.Unmarshal(replyBytes(s), dst)
 	}
 	if err != nil {
-		return fmt.Errorf("cache: key %q: %w: %w", trunc(key), ErrDecode, err)
+		return fmt.Errorf("cache: key %q: %w: %w: %w", trunc(key), ErrCodec, errDecode, err)
 	}
 	return nil
 }

@@ -85,7 +85,7 @@ func TestKeyEscaping(t *testing.T) {
 func TestCodecs(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		for _, codec := range []cache.Codec{cache.JSON{}, cache.Msgpack{}} {
+		for _, codec := range []cache.Codec{cache.JSON, cache.Msgpack} {
 			e := newEnv(t, b, cache.Options{Codec: codec})
 			// Typed destinations: exact.
 			if err := e.c.Set(ctx, "f", 45000.50, time.Minute); err != nil {
@@ -153,7 +153,7 @@ func TestCodecs(t *testing.T) {
 				t.Fatalf("string: %q %v", s, err)
 			}
 			// A value that is not valid for the destination is a decode error.
-			if found, err := e.c.Get(ctx, "raw", &f); found || !errors.Is(err, cache.ErrDecode) {
+			if found, err := e.c.Get(ctx, "raw", &f); found || !errors.Is(err, cache.ErrCodec) {
 				t.Fatalf("decode of raw into float: %v %v", found, err)
 			}
 		}
@@ -174,36 +174,35 @@ func TestBadInput(t *testing.T) {
 			err  error
 			call func() error
 		}{
-			{"empty key", cache.ErrEmptyKey, func() error { return e.c.Set(ctx, "", 1, time.Second) }},
-			{"long key", cache.ErrKeyTooLong, func() error { return e.c.Set(ctx, long, 1, time.Second) }},
-			{"empty key get", cache.ErrEmptyKey, func() error { _, err := e.c.Get(ctx, "", &dst); return err }},
-			{"nil dst", cache.ErrInvalidDst, func() error { _, err := e.c.Get(ctx, "k", nil); return err }},
-			{"nil pointer dst", cache.ErrInvalidDst, func() error { _, err := e.c.Get(ctx, "k", nilPtr); return err }},
-			{"non-pointer dst", cache.ErrInvalidDst, func() error { _, err := e.c.Get(ctx, "k", dst); return err }},
-			{"GetMany non-map", cache.ErrInvalidDst, func() error { _, err := e.c.GetMany(ctx, []string{"k"}, &dst); return err }},
-			{"too large", cache.ErrValueTooLarge, func() error { return e.c.Set(ctx, "k", strings.Repeat("x", 17), time.Second) }},
-			{"zero ttl", cache.ErrBadTTL, func() error { return e.c.Set(ctx, "k", 1, 0) }},
-			{"negative ttl", cache.ErrBadTTL, func() error { return e.c.Set(ctx, "k", 1, -time.Second) }},
-			{"sub-ms ttl", cache.ErrBadTTL, func() error { return e.c.Set(ctx, "k", 1, time.Microsecond) }},
-			{"encode", cache.ErrEncode, func() error { return e.c.Set(ctx, "k", make(chan int), time.Second) }},
-			{"encode NaN", cache.ErrEncode, func() error { return e.c.Set(ctx, "k", math.NaN(), time.Second) }},
-			{"empty tag", cache.ErrEmptyTag, func() error { return g.SetTagged(ctx, "k", 1, time.Second, "a", "") }},
-			{"long tag", cache.ErrKeyTooLong, func() error { return g.SetTagged(ctx, "k", 1, time.Second, long) }},
-			{"tag without group", cache.ErrNoGroup, func() error { return e.c.SetTagged(ctx, "k", 1, time.Second, "a") }},
-			{"invalidate without group", cache.ErrNoGroup, func() error { _, err := e.c.InvalidateTags(ctx, "a"); return err }},
-			{"empty group", cache.ErrEmptyKey, func() error { return e.c.Group("").Set(ctx, "k", 1, time.Second) }},
-			{"SetMany one bad", cache.ErrValueTooLarge, func() error {
+			{"empty key", cache.ErrInvalid, func() error { return e.c.Set(ctx, "", 1, time.Second) }},
+			{"long key", cache.ErrInvalid, func() error { return e.c.Set(ctx, long, 1, time.Second) }},
+			{"empty key get", cache.ErrInvalid, func() error { _, err := e.c.Get(ctx, "", &dst); return err }},
+			{"nil dst", cache.ErrInvalid, func() error { _, err := e.c.Get(ctx, "k", nil); return err }},
+			{"nil pointer dst", cache.ErrInvalid, func() error { _, err := e.c.Get(ctx, "k", nilPtr); return err }},
+			{"non-pointer dst", cache.ErrInvalid, func() error { _, err := e.c.Get(ctx, "k", dst); return err }},
+			{"too large", cache.ErrInvalid, func() error { return e.c.Set(ctx, "k", strings.Repeat("x", 17), time.Second) }},
+			{"zero ttl", cache.ErrInvalid, func() error { return e.c.Set(ctx, "k", 1, 0) }},
+			{"negative ttl", cache.ErrInvalid, func() error { return e.c.Set(ctx, "k", 1, -time.Second) }},
+			{"sub-ms ttl", cache.ErrInvalid, func() error { return e.c.Set(ctx, "k", 1, time.Microsecond) }},
+			{"encode", cache.ErrCodec, func() error { return e.c.Set(ctx, "k", make(chan int), time.Second) }},
+			{"encode NaN", cache.ErrCodec, func() error { return e.c.Set(ctx, "k", math.NaN(), time.Second) }},
+			{"empty tag", cache.ErrInvalid, func() error { return g.Set(ctx, "k", 1, time.Second, "a", "") }},
+			{"long tag", cache.ErrInvalid, func() error { return g.Set(ctx, "k", 1, time.Second, long) }},
+			{"tag without group", cache.ErrInvalid, func() error { return e.c.Set(ctx, "k", 1, time.Second, "a") }},
+			{"invalidate without group", cache.ErrInvalid, func() error { _, err := e.c.InvalidateTags(ctx, "a"); return err }},
+			{"empty group", cache.ErrInvalid, func() error { return e.c.Group("").Set(ctx, "k", 1, time.Second) }},
+			{"SetMany one bad", cache.ErrInvalid, func() error {
 				return e.c.SetMany(ctx, map[string]any{"a": 1, "b": strings.Repeat("x", 17)}, time.Second)
 			}},
-			{"SetManyTagged one bad", cache.ErrEncode, func() error {
-				return g.SetManyTagged(ctx, map[string]any{"a": 1, "b": make(chan int)}, time.Second, "t")
+			{"tagged SetMany one bad", cache.ErrCodec, func() error {
+				return g.SetMany(ctx, map[string]any{"a": 1, "b": make(chan int)}, time.Second, "t")
 			}},
-			{"empty pattern", cache.ErrEmptyKey, func() error { _, err := e.c.DeletePattern(ctx, ""); return err }},
-			{"GetOrLoad bad ttl", cache.ErrBadTTL, func() error {
+			{"empty pattern", cache.ErrInvalid, func() error { _, err := e.c.DeletePattern(ctx, ""); return err }},
+			{"GetOrLoad bad ttl", cache.ErrInvalid, func() error {
 				_, err := cache.GetOrLoad(ctx, e.c, "k", 0, func(context.Context) (int, error) { return 1, nil })
 				return err
 			}},
-			{"incr bad window", cache.ErrBadTTL, func() error { _, _, err := e.c.Incr(ctx, "k", 1, 0); return err }},
+			{"incr bad window", cache.ErrInvalid, func() error { _, _, err := e.c.Incr(ctx, "k", 1, 0); return err }},
 		}
 		for _, tc := range cases {
 			before := e.hk.calls()
@@ -234,9 +233,9 @@ func TestNoExpiry(t *testing.T) {
 	})
 }
 
-// strictJSON embeds JSON to override Unmarshal: the cache must call it, not
+// strictJSON wraps JSON to override Unmarshal: the cache must call it, not
 // JSON's in-place decoding.
-type strictJSON struct{ cache.JSON }
+type strictJSON struct{ cache.Codec }
 
 var errStrict = errors.New("strict codec")
 
@@ -252,33 +251,33 @@ func (strictJSON) Unmarshal(data []byte, v any) error {
 func TestCodecEmbeddingJSON(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		for _, codec := range []cache.Codec{strictJSON{}, &strictJSON{}} {
+		for _, codec := range []cache.Codec{strictJSON{cache.JSON}, &strictJSON{cache.JSON}} {
 			e := newEnv(t, b, cache.Options{Codec: codec})
 			if err := e.c.Set(ctx, "k", map[string]any{"price": 1, "unknown": 2}, time.Minute); err != nil {
 				t.Fatal(err)
 			}
 			var v struct{ Price float64 }
-			if found, err := e.c.Get(ctx, "k", &v); found || !errors.Is(err, errStrict) || !errors.Is(err, cache.ErrDecode) {
+			if found, err := e.c.Get(ctx, "k", &v); found || !errors.Is(err, errStrict) || !errors.Is(err, cache.ErrCodec) {
 				t.Fatalf("%T: Get: %v %v, want the codec's own error", codec, found, err)
 			}
-			m, err := cache.GetManyOf[struct{ Price float64 }](ctx, e.c, []string{"k"})
+			m, err := cache.GetMany[struct{ Price float64 }](ctx, e.c, []string{"k"})
 			if len(m) != 0 || !errors.Is(err, errStrict) {
-				t.Fatalf("%T: GetManyOf: %v %v, want the codec's own error", codec, m, err)
+				t.Fatalf("%T: GetMany: %v %v, want the codec's own error", codec, m, err)
 			}
 		}
 	})
 }
 
 // The default JSON codec decodes a reply in place: its strings cost no
-// allocation, where JSON{CopyStrings: true} makes one per string.
+// allocation, where Options.CopyStrings makes one per string.
 func TestDecodeInPlaceAllocs(t *testing.T) {
 	type names struct{ A, B, C string }
 	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
 		allocs := map[bool]float64{}
 		for _, copyStrings := range []bool{false, true} {
-			for _, codec := range []cache.Codec{cache.JSON{CopyStrings: copyStrings}, &cache.JSON{CopyStrings: copyStrings}} {
-				e := newEnv(t, b, cache.Options{Codec: codec})
+			for _, codec := range []cache.Codec{nil, cache.JSON} { // the default, and JSON named
+				e := newEnv(t, b, cache.Options{Codec: codec, CopyStrings: copyStrings})
 				if err := e.c.Set(ctx, "k", names{"alpha", "beta", "gamma"}, time.Minute); err != nil {
 					t.Fatal(err)
 				}

@@ -8,16 +8,30 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/redquota/redquota/internal/cacheops"
 	"github.com/redquota/redquota/scripts"
 )
 
-// Incr adds n (which may be 0 or negative) to the counter key and returns its
-// new count and the time left in its window. The first count starts a window
-// of the given length (at least 1 ms); the counter expires when it ends and
-// the next Incr starts again from zero. One script call (scripts.Incr).
-// The counter is an ordinary value: Count reads it, Delete and DeletePattern
-// remove it.
-func (c *Cache) Incr(ctx context.Context, key string, n int64, window time.Duration) (int64, time.Duration, error) {
+// Counters and indexes are for package market, through internal/cacheops,
+// which documents them; they are not part of the cache's API.
+func init() {
+	cacheops.Incr = func(ctx context.Context, c any, key string, n int64, window time.Duration) (int64, time.Duration, error) {
+		return c.(*Cache).incrSpan(ctx, key, n, window)
+	}
+	cacheops.Count = func(ctx context.Context, c any, key string) (int64, error) {
+		return c.(*Cache).countSpan(ctx, key)
+	}
+	cacheops.Remember = func(ctx context.Context, c any, index string, ttl time.Duration, names ...string) error {
+		return c.(*Cache).rememberSpan(ctx, index, ttl, names)
+	}
+	cacheops.Recall = func(ctx context.Context, c any, index string) ([]string, error) {
+		return c.(*Cache).recallSpan(ctx, index)
+	}
+	cacheops.Class = errorClass
+}
+
+// incrSpan is cacheops.Incr: one script call (scripts.Incr).
+func (c *Cache) incrSpan(ctx context.Context, key string, n int64, window time.Duration) (int64, time.Duration, error) {
 	ctx, span := c.core.start(ctx, opIncr)
 	count, left, err := c.incr(ctx, key, n, window)
 	c.core.finish(ctx, span, opIncr, resultOf(err), err)
@@ -30,7 +44,7 @@ func (c *Cache) incr(ctx context.Context, key string, n int64, window time.Durat
 		return 0, 0, err
 	}
 	if window == NoExpiry || window < time.Millisecond {
-		return 0, 0, fmt.Errorf("cache: window %v: %w", window, ErrBadTTL)
+		return 0, 0, invalid(fmt.Sprintf("window %v", window), errBadTTL)
 	}
 	var reply []int64
 	err = c.core.do(ctx, func(ctx context.Context) error {
@@ -48,9 +62,8 @@ func (c *Cache) incr(ctx context.Context, key string, n int64, window time.Durat
 	return reply[0], time.Duration(reply[1]) * time.Millisecond, nil
 }
 
-// Count returns the count of the counter key, 0 when its window has ended or
-// it never counted.
-func (c *Cache) Count(ctx context.Context, key string) (int64, error) {
+// countSpan is cacheops.Count.
+func (c *Cache) countSpan(ctx context.Context, key string) (int64, error) {
 	ctx, span := c.core.start(ctx, opCount)
 	n, err := c.countOf(ctx, key)
 	c.core.finish(ctx, span, opCount, resultOf(err), err)
@@ -76,7 +89,7 @@ func (c *Cache) countOf(ctx context.Context, key string) (int64, error) {
 	}
 	v, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("cache: count of %q: %w: %q is not a counter", trunc(key), ErrDecode, s)
+		return 0, fmt.Errorf("cache: count of %q: %w: %w: %q is not a counter", trunc(key), ErrCodec, errDecode, s)
 	}
 	return v, nil
 }

@@ -29,8 +29,8 @@ func Example() {
 
 	// Tagged values live in a group: one slot for a value and its tags.
 	binance := c.Group("binance")
-	_ = binance.SetTagged(ctx, "orderbook:BTC-USDT", []float64{45000, 1.5}, 500*time.Millisecond, "BTC-USDT")
-	_ = binance.SetTagged(ctx, "ticker:BTC-USDT", 45000.50, 2*time.Second, "BTC-USDT")
+	_ = binance.Set(ctx, "orderbook:BTC-USDT", []float64{45000, 1.5}, 500*time.Millisecond, "BTC-USDT")
+	_ = binance.Set(ctx, "ticker:BTC-USDT", 45000.50, 2*time.Second, "BTC-USDT")
 	n, _ := binance.InvalidateTags(ctx, "BTC-USDT")
 	fmt.Println("invalidated", n)
 

@@ -52,7 +52,7 @@ func FuzzCodecDecode(f *testing.F) {
 		func() any { return new(string) },
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, c := range []Codec{JSON{}, Msgpack{}} {
+		for _, c := range []Codec{JSON, Msgpack} {
 			var a any
 			_ = c.Unmarshal(data, &a)
 			var tk ticker
@@ -65,9 +65,9 @@ func FuzzCodecDecode(f *testing.F) {
 		// The cache decodes a reply with unmarshalString, whose strings may
 		// refer to it: the same values as Unmarshal, with or without copies.
 		decoders := map[string]func(data []byte, v any) error{
-			"Unmarshal":                   JSON{}.Unmarshal,
-			"unmarshalString":             func(d []byte, v any) error { return JSON{}.unmarshalString(string(d), v) },
-			"unmarshalString CopyStrings": func(d []byte, v any) error { return JSON{CopyStrings: true}.unmarshalString(string(d), v) },
+			"Unmarshal":                   JSON.Unmarshal,
+			"unmarshalString":             func(d []byte, v any) error { return jsonCodec{}.unmarshalString(string(d), v) },
+			"unmarshalString CopyStrings": func(d []byte, v any) error { return jsonCodec{copyStrings: true}.unmarshalString(string(d), v) },
 		}
 		for _, mk := range dsts {
 			want := mk()

@@ -5,15 +5,12 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/redquota/redquota/internal/keys"
 	"github.com/redquota/redquota/scripts"
 )
 
-// Remember adds names to the index name for at least ttl (a name's time only
-// moves later), in one script call (scripts.IndexAdd). An index is a small set
-// of names with a TTL each, such as the exchanges a market cache has seen;
-// names past their time are pruned, and the index expires with its last name.
-// ttl must be at least 1 ms.
-func (c *Cache) Remember(ctx context.Context, index string, ttl time.Duration, names ...string) error {
+// rememberSpan is cacheops.Remember: one script call (scripts.IndexAdd).
+func (c *Cache) rememberSpan(ctx context.Context, index string, ttl time.Duration, names []string) error {
 	ctx, span := c.core.start(ctx, opRemember)
 	if span.IsRecording() {
 		span.SetAttributes(attrNames.Int(len(names)))
@@ -29,7 +26,7 @@ func (c *Cache) remember(ctx context.Context, index string, ttl time.Duration, n
 		return err
 	}
 	if ttl == NoExpiry || ttl < time.Millisecond {
-		return fmt.Errorf("cache: index TTL %v: %w", ttl, ErrBadTTL)
+		return invalid(fmt.Sprintf("index TTL %v", ttl), errBadTTL)
 	}
 	if len(names) == 0 {
 		return nil
@@ -38,7 +35,7 @@ func (c *Cache) remember(ctx context.Context, index string, ttl time.Duration, n
 	args = append(args, ttl.Milliseconds())
 	for _, n := range names {
 		if n == "" {
-			return fmt.Errorf("cache: index %q: name: %w", trunc(index), ErrEmptyKey)
+			return invalid(fmt.Sprintf("index %q: name", trunc(index)), keys.ErrEmpty)
 		}
 		args = append(args, n)
 	}
@@ -51,8 +48,8 @@ func (c *Cache) remember(ctx context.Context, index string, ttl time.Duration, n
 	return nil
 }
 
-// Recall returns the names the index name still remembers, oldest time first.
-func (c *Cache) Recall(ctx context.Context, index string) ([]string, error) {
+// recallSpan is cacheops.Recall.
+func (c *Cache) recallSpan(ctx context.Context, index string) ([]string, error) {
 	ctx, span := c.core.start(ctx, opRecall)
 	names, err := c.recall(ctx, index)
 	if span.IsRecording() {

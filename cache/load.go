@@ -8,11 +8,9 @@ import (
 	"time"
 )
 
-// ErrNilLoad is returned by GetOrLoad for a nil load function.
-var ErrNilLoad = errors.New("cache: nil load function")
-
 // GetOrLoad returns the value of key, decoded as T; on a miss it calls load,
-// stores its value for ttl and returns it. Concurrent callers that miss the same
+// stores its value for ttl, carrying tags (see Set; tags need a group view),
+// and returns it. Concurrent callers that miss the same
 // key (in this process) share one call of load (singleflight), which then sees a
 // second lookup first, so a value another caller just stored is not loaded
 // again.
@@ -32,17 +30,7 @@ var ErrNilLoad = errors.New("cache: nil load function")
 // panic in load is raised again in each waiting caller's goroutine, where it
 // can be recovered. Callers that share a load share its value: do not mutate a
 // T that holds references (maps, slices, pointers).
-func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, load func(context.Context) (T, error)) (T, error) {
-	return getOrLoad(ctx, c, key, ttl, nil, load)
-}
-
-// GetOrLoadTagged is GetOrLoad storing a loaded value with SetTagged, so that
-// InvalidateTags reaches it. It needs a group view when tags are given.
-func GetOrLoadTagged[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, load func(context.Context) (T, error), tags ...string) (T, error) {
-	return getOrLoad(ctx, c, key, ttl, tags, load)
-}
-
-func getOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, tags []string, load func(context.Context) (T, error)) (T, error) {
+func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, load func(context.Context) (T, error), tags ...string) (T, error) {
 	ctx, span := c.core.start(ctx, opGetOrLoad)
 	var st loadState
 	v, err := loadValue(ctx, c, key, ttl, tags, load, &st)
@@ -76,7 +64,7 @@ type loadState struct {
 func loadValue[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, tags []string, load func(context.Context) (T, error), st *loadState) (T, error) {
 	var zero T
 	if load == nil {
-		return zero, ErrNilLoad
+		return zero, invalid("", errNilLoad)
 	}
 	k, err := c.valueKey(key)
 	if err != nil {
@@ -143,7 +131,7 @@ func loadValue[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 		v, ok := r.Val.(T)
 		if r.Err != nil {
 			// The flight fails with the load function's error or an encoding one.
-			st.loadErr = !errors.Is(r.Err, ErrEncode) && !errors.Is(r.Err, ErrValueTooLarge)
+			st.loadErr = !errors.Is(r.Err, errEncode) && !errors.Is(r.Err, errTooLarge)
 			return v, r.Err
 		}
 		if !ok && r.Val != nil { // nil: a nil interface value, which is a T

@@ -139,7 +139,7 @@ func TestDegradationAndBreaker(t *testing.T) {
 	defer client.Close()
 	b := redistest.Backend{Kind: redistest.Real, Client: client, Server: srv, Prefix: redistest.NewPrefix(t)}
 	const coolDown = 300 * time.Millisecond
-	e := newEnv(t, b, cache.Options{Breaker: cache.BreakerOptions{Failures: 3, CoolDown: coolDown}})
+	e := newEnv(t, b, cache.Options{BreakerFailures: 3, BreakerCoolDown: coolDown})
 	ctx := context.Background()
 	must(t, e.c.Set(ctx, "k", 1, time.Minute))
 

@@ -19,45 +19,9 @@ import (
 	"github.com/redquota/redquota/internal/keys"
 )
 
-// DefaultNearMaxTTL is the longest a value is kept near when NearOptions.MaxTTL is 0.
-const DefaultNearMaxTTL = time.Minute
-
-// NearOptions configure the near cache: an in-process copy of the values this
-// process reads, served without a round trip until Redis reports that they
-// changed.
-//
-// Invalidation uses Redis's client-side caching: one connection per Redis
-// node (every master of a cluster, followed through failovers and slot moves)
-// runs CLIENT TRACKING in broadcast mode on the prefix of the cache's value
-// keys ("<prefix>:v:{"), over RESP3, and Redis pushes the name of every value
-// that changes; a write of any other key (a tag set, an index, a limiter's
-// under the same prefix) reaches no tracking connection. A value
-// is kept no longer than its Redis TTL (read with PTTL in the same round trip
-// as the value) nor MaxTTL. While a tracking connection is down, and until
-// every node has one again, nothing is served near: every read goes to
-// Redis, and what the near cache held is dropped. A connection Redis closes
-// (a restart, a failover, CLIENT KILL) is lost when its read fails; one whose
-// node stops answering without closing it, after 3 s without a reply to the
-// heartbeat PING sent every 500 ms: that is the longest a value changed in
-// Redis can still be served near. Writes through this Cache drop their keys
-// at once. The nodes are listed again every second (on a cluster, with
-// CLUSTER SLOTS and CLUSTER NODES), so that a master that joins is tracked
-// before slots move to it, and the new master of a failover soon after.
-//
-// A node without CLIENT TRACKING (Redis before 6, miniredis) leaves the near
-// cache unused: reads go to Redis. The connections
-// authenticate as the client's do (Username, Password, CredentialsProvider)
-// and need HELLO, CLIENT TRACKING and PING. Call Cache.Close when done with a
-// Cache that has a near cache: it stops them.
-type NearOptions struct {
-	// MaxBytes bounds the near cache's memory: keys, values and a fixed
-	// overhead per entry; the least useful entries are evicted past it.
-	// Default 0: no near cache.
-	MaxBytes int64
-	// MaxTTL is the longest a value is kept near, whatever its Redis TTL (a
-	// value is never kept past that). Default DefaultNearMaxTTL (1 min).
-	MaxTTL time.Duration
-}
+// defaultNearMaxTTL is the longest a value is kept near when
+// Options.NearMaxTTL is 0.
+const defaultNearMaxTTL = time.Minute
 
 const (
 	// nearStripes is the number of invalidation counters keys are spread over.
@@ -114,13 +78,15 @@ type near struct {
 	clock atomic.Pointer[func() int64]
 }
 
-func newNear(c *core, o NearOptions) *near {
-	n := &near{c: c, maxTTL: o.MaxTTL, base: time.Now(), seed: maphash.MakeSeed(), root: c.prefix + ":v:{"}
+// newNear returns c's near cache, of at most maxBytes, keeping a value at
+// most maxTTL (0: defaultNearMaxTTL).
+func newNear(c *core, maxBytes int64, maxTTL time.Duration) *near {
+	n := &near{c: c, maxTTL: maxTTL, base: time.Now(), seed: maphash.MakeSeed(), root: c.prefix + ":v:{"}
 	if n.maxTTL <= 0 {
-		n.maxTTL = DefaultNearMaxTTL
+		n.maxTTL = defaultNearMaxTTL
 	}
 	n.store = otter.Must(&otter.Options[nearKey, *nearEntry]{
-		MaximumWeight: uint64(o.MaxBytes),
+		MaximumWeight: uint64(maxBytes),
 		Weigher: func(k nearKey, e *nearEntry) uint32 {
 			return uint32(min(len(k.pre)+len(k.key)+len(e.val)+nearEntryOverhead, 1<<31))
 		},
@@ -560,7 +526,7 @@ func (n *near) initTelemetry(m metric.Meter) {
 			return nil
 		}))
 	_, _ = m.Int64ObservableGauge(metricNearBytes,
-		metric.WithDescription("Near cache size, as NearOptions.MaxBytes counts it."),
+		metric.WithDescription("Near cache size, as Options.NearMaxBytes counts it."),
 		metric.WithUnit("By"),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 			o.Observe(int64(n.store.WeightedSize()))

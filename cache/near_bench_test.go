@@ -25,7 +25,7 @@ import (
 func benchNear(b *testing.B, maxBytes int64) (near, plain *cache.Cache) {
 	b.Helper()
 	p := redistest.NewPrefix(b)
-	near = cache.New(benchClient(b), cache.Options{Prefix: p, Near: cache.NearOptions{MaxBytes: maxBytes}})
+	near = cache.New(benchClient(b), cache.Options{Prefix: p, NearMaxBytes: maxBytes})
 	b.Cleanup(func() { _ = near.Close() })
 	for start := time.Now(); !cache.NearLive(near); time.Sleep(time.Millisecond) {
 		if time.Since(start) > 10*time.Second {

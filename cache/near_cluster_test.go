@@ -186,7 +186,7 @@ func TestNearClusterFailover(t *testing.T) {
 	})
 
 	// No breaker: the reads while the master is down would open it.
-	e := newNearEnv(t, b, cache.Options{Breaker: cache.BreakerOptions{Failures: -1}})
+	e := newNearEnv(t, b, cache.Options{BreakerFailures: -1})
 	seen := watchInvalidations(e.c)
 	o := other(t, b)
 	settle(t, e, seen, e.c, "fo", func() { require.NoError(t, o.Set(ctx, "fo", "v1", time.Minute)) })

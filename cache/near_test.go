@@ -22,13 +22,13 @@ import (
 )
 
 // nearOpts are the options of a near-cached test cache.
-var nearOpts = cache.Options{Near: cache.NearOptions{MaxBytes: 1 << 20}}
+var nearOpts = cache.Options{NearMaxBytes: 1 << 20}
 
 // newNearEnv is newEnv with a near cache, closed when the test ends.
 func newNearEnv(t *testing.T, b redistest.Backend, o cache.Options) *env {
 	t.Helper()
-	if o.Near.MaxBytes == 0 {
-		o.Near = nearOpts.Near
+	if o.NearMaxBytes == 0 {
+		o.NearMaxBytes = nearOpts.NearMaxBytes
 	}
 	e := newEnv(t, b, o)
 	t.Cleanup(func() { _ = e.c.Close() })
@@ -187,14 +187,14 @@ func TestNearHitSkipsRedis(t *testing.T) {
 
 		// GetMany and GetOrLoad take the near values too.
 		settle(t, e, seen, e.c, "k2", func() { require.NoError(t, e.c.Set(ctx, "k2", "v2", time.Minute)) })
-		m := map[string]string{}
-		n, err := e.c.GetMany(ctx, []string{"k", "k2", "absent"}, m)
+		m, err := cache.GetMany[string](ctx, e.c, []string{"k", "k2", "absent"})
+		n := len(m)
 		require.NoError(t, err)
 		require.Equal(t, 2, n)
 		require.Equal(t, map[string]string{"k": "v1", "k2": "v2"}, m)
 		before = e.hk.calls()
-		m = map[string]string{}
-		n, err = e.c.GetMany(ctx, []string{"k", "k2"}, m)
+		m, err = cache.GetMany[string](ctx, e.c, []string{"k", "k2"})
+		n = len(m)
 		require.NoError(t, err)
 		require.Equal(t, 2, n)
 		require.Equal(t, int64(0), e.hk.calls()-before)
@@ -233,8 +233,8 @@ func TestNearColdGetMany(t *testing.T) {
 			keys = append(keys, "absent")
 			mgets, pttls, gets := commandCalls(t, b, "mget"), commandCalls(t, b, "pttl"), commandCalls(t, b, "get")
 			before := e.hk.calls()
-			got := map[string]string{}
-			n, err := c.GetMany(ctx, keys, got)
+			got, err := cache.GetMany[string](ctx, c, keys)
+			n := len(got)
 			require.Equal(t, int64(1), e.hk.calls()-before, "round trips")
 			require.NoError(t, err)
 			require.Equal(t, 10, n)
@@ -244,8 +244,8 @@ func TestNearColdGetMany(t *testing.T) {
 			require.Equal(t, int64(0), commandCalls(t, b, "get")-gets)
 
 			before = e.hk.calls()
-			got = map[string]string{}
-			n, err = c.GetMany(ctx, keys[:10], got)
+			got, err = cache.GetMany[string](ctx, c, keys[:10])
+			n = len(got)
 			require.NoError(t, err)
 			require.Equal(t, 10, n)
 			require.Equal(t, want, got)
@@ -298,11 +298,11 @@ func TestNearOwnWritesDropAtOnce(t *testing.T) {
 		_, found := getString(t, e.c, "a")
 		require.False(t, found, "Delete")
 
-		require.NoError(t, g.SetTagged(ctx, "t", "1", time.Minute, "tag"))
+		require.NoError(t, g.Set(ctx, "t", "1", time.Minute, "tag"))
 		warm(g, "t", "1")
-		require.NoError(t, g.SetTagged(ctx, "t", "2", time.Minute, "tag"))
+		require.NoError(t, g.Set(ctx, "t", "2", time.Minute, "tag"))
 		got, _ = getString(t, g, "t")
-		require.Equal(t, "2", got, "SetTagged")
+		require.Equal(t, "2", got, "Set with tags")
 
 		warm(g, "t", "2")
 		_, err := g.InvalidateTags(ctx, "tag")
@@ -379,7 +379,7 @@ func TestNearTracksValuesOnly(t *testing.T) {
 			require.NoError(t, err)
 			require.True(t, res.Allowed)
 		}
-		require.NoError(t, o.Group("q").SetTagged(ctx, "k", "v", time.Minute, "t1", "t2"))
+		require.NoError(t, o.Group("q").Set(ctx, "k", "v", time.Minute, "t1", "t2"))
 		_, err := o.Group("q").InvalidateTags(ctx, "t1")
 		require.NoError(t, err)
 		sentinel := e.key(e.c, "q")
@@ -404,7 +404,7 @@ func TestNearTracksValuesOnly(t *testing.T) {
 func TestNearMaxTTLRealClock(t *testing.T) {
 	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
 		const maxTTL = 50 * time.Millisecond
-		e := newNearEnv(t, b, cache.Options{Near: cache.NearOptions{MaxBytes: 1 << 20, MaxTTL: maxTTL}})
+		e := newNearEnv(t, b, cache.Options{NearMaxBytes: 1 << 20, NearMaxTTL: maxTTL})
 		ctx := context.Background()
 		require.NoError(t, e.c.Set(ctx, "k", "v", time.Minute))
 		for start := time.Now(); ; {
@@ -431,7 +431,7 @@ func TestNearMaxTTLRealClock(t *testing.T) {
 // near cache's clock (which the test moves).
 func TestNearKeepsNoLongerThanTTL(t *testing.T) {
 	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
-		e := newNearEnv(t, b, cache.Options{Near: cache.NearOptions{MaxBytes: 1 << 20, MaxTTL: 10 * time.Minute}})
+		e := newNearEnv(t, b, cache.Options{NearMaxBytes: 1 << 20, NearMaxTTL: 10 * time.Minute})
 		var clock atomic.Int64
 		cache.SetNearClock(e.c, func() time.Duration { return time.Duration(clock.Load()) })
 		ctx := context.Background()
@@ -571,7 +571,7 @@ func TestNearRedisRestart(t *testing.T) {
 	client := redis.NewClient(redistest.ClientOptions(srv.Addr()))
 	t.Cleanup(func() { _ = client.Close() })
 	b := redistest.Backend{Kind: redistest.Real, Client: client, Server: srv, Prefix: redistest.NewPrefix(t)}
-	e := newNearEnv(t, b, cache.Options{Breaker: cache.BreakerOptions{Failures: -1}})
+	e := newNearEnv(t, b, cache.Options{BreakerFailures: -1})
 	ctx := context.Background()
 	require.NoError(t, e.c.Set(ctx, "k", "v1", time.Minute))
 	getString(t, e.c, "k")
@@ -605,7 +605,7 @@ func TestNearRedisRestart(t *testing.T) {
 func TestNearMemoryBound(t *testing.T) {
 	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
 		const maxBytes = 64 << 10
-		e := newNearEnv(t, b, cache.Options{Near: cache.NearOptions{MaxBytes: maxBytes}})
+		e := newNearEnv(t, b, cache.Options{NearMaxBytes: maxBytes})
 		ctx := context.Background()
 		val := strings.Repeat("x", 500)
 		items := map[string]any{}
@@ -682,7 +682,7 @@ func TestNearModelRestart(t *testing.T) {
 // nearModel runs steps of the model on b; fault strikes, calls write for at
 // least the key it is given, and may call check, which reads every key.
 func nearModel(t *testing.T, b redistest.Backend, steps int, fault func(e *env, k string, write func(k string), check func())) {
-	e := newNearEnv(t, b, cache.Options{Breaker: cache.BreakerOptions{Failures: -1}})
+	e := newNearEnv(t, b, cache.Options{BreakerFailures: -1})
 	ctx := context.Background()
 	seen := watchInvalidations(e.c)
 	g := e.c.Group("model")

@@ -10,11 +10,11 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// checkDst returns ErrInvalidDst unless dst is a non-nil pointer.
+// checkDst returns an ErrInvalid error unless dst is a non-nil pointer.
 func checkDst(dst any) error {
 	switch d := dst.(type) {
 	case nil:
-		return fmt.Errorf("cache: %w", ErrInvalidDst)
+		return invalid("", errBadDst)
 	case *[]byte:
 		if d != nil {
 			return nil
@@ -25,22 +25,43 @@ func checkDst(dst any) error {
 		}
 	}
 	if rv := reflect.ValueOf(dst); rv.Kind() != reflect.Pointer || rv.IsNil() {
-		return fmt.Errorf("cache: %T: %w", dst, ErrInvalidDst)
+		return invalid(fmt.Sprintf("%T", dst), errBadDst)
 	}
 	return nil
 }
 
 // Set stores value under key for ttl (at least 1 ms, or NoExpiry), replacing any
-// value and TTL the key had. In a group the value carries no tags afterwards
-// (see SetTagged).
-func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duration) error {
-	ctx, span := c.core.start(ctx, opSet)
-	err := c.setOne(ctx, key, value, ttl)
-	c.core.finish(ctx, span, opSet, resultOf(err), err)
+// value and TTL the key had, carrying exactly tags afterwards.
+//
+// Tags need a group view (ErrInvalid otherwise): a value and its tag sets
+// share the group's slot. In a group, Set is one script call: the value
+// leaves the tag sets of its previous write, is written with PX, and joins
+// the tag set of each tag; each tag set is pruned of members that have
+// expired and is given a TTL that ends when its last member's does.
+// InvalidateTags later deletes the values that carry a tag at that moment.
+//
+// Tags are exact: a value set again (with other tags, or none), deleted, or
+// expired no longer carries its old tags, and invalidating one of them leaves
+// it alone. In a group every write keeps this up: Set, SetMany and GetOrLoad
+// write through the same script and Delete through another, still one round
+// trip; Get is untouched. Each tagged value has a small tag list key beside
+// it (kind "l"), expiring with it. Writes made around the cache
+// (DeletePattern, other clients) do not update tags.
+func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duration, tags ...string) error {
+	o := opSet
+	if len(tags) > 0 {
+		o = opSetTagged
+	}
+	ctx, span := c.core.start(ctx, o)
+	if o == opSetTagged && span.IsRecording() {
+		span.SetAttributes(attrKeys.Int(1), attrTags.Int(len(tags)))
+	}
+	err := c.setOne(ctx, key, value, ttl, tags)
+	c.core.finish(ctx, span, o, resultOf(err), err)
 	return err
 }
 
-func (c *Cache) setOne(ctx context.Context, key string, value any, ttl time.Duration) error {
+func (c *Cache) setOne(ctx context.Context, key string, value any, ttl time.Duration, tags []string) error {
 	k, err := c.valueKey(key)
 	if err != nil {
 		return err
@@ -53,9 +74,9 @@ func (c *Cache) setOne(ctx context.Context, key string, value any, ttl time.Dura
 	if err != nil {
 		return err
 	}
-	if c.head != "" {
-		// In a group a write drops the value's old tags (see SetTagged).
-		return c.setTagged(ctx, []string{k}, []any{data}, ttl, nil)
+	if c.head != "" || len(tags) > 0 {
+		// In a group a write drops the value's old tags (see Set).
+		return c.setTagged(ctx, []string{k}, []any{data}, ttl, tags)
 	}
 	return c.core.set(ctx, k, data, exp)
 }

@@ -36,7 +36,7 @@ func (c *Cache) deletePattern(ctx context.Context, pattern string) (int, error) 
 		return 0, c.err
 	}
 	if err := keys.Check(pattern); err != nil {
-		return 0, fmt.Errorf("cache: pattern %q: %w", trunc(pattern), err)
+		return 0, invalid(fmt.Sprintf("pattern %q", trunc(pattern)), err)
 	}
 	var match string
 	if c.head != "" {

@@ -13,7 +13,7 @@ import (
 // Stats are the cache's counters, kept in this process since New (shared by
 // its group views), and figures Redis reports.
 type Stats struct {
-	// Hits counts keys found by Get, GetMany, GetManyOf and GetOrLoad, near
+	// Hits counts keys found by Get, GetMany and GetOrLoad, near
 	// or in Redis.
 	Hits int64
 	// NearHits counts the Hits the near cache answered without Redis; the
@@ -23,9 +23,9 @@ type Stats struct {
 	// reported their key changed or this process wrote it.
 	NearInvalidations int64
 	// NearEvictions counts values the near cache dropped to stay within
-	// NearOptions.MaxBytes.
+	// Options.NearMaxBytes.
 	NearEvictions int64
-	// NearBytes is the near cache's size, as NearOptions.MaxBytes counts it.
+	// NearBytes is the near cache's size, as Options.NearMaxBytes counts it.
 	NearBytes int64
 	// NearLive reports whether every Redis node has a live tracking
 	// connection, so that the near cache serves reads.
@@ -136,7 +136,7 @@ type nodeClient interface {
 func (c *core) eachNode(ctx context.Context, fn func(ctx context.Context, node nodeClient) error) error {
 	switch {
 	case c.nilClient:
-		return ErrNilClient
+		return errNilClient
 	case c.masters != nil:
 		return c.masters.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return fn(ctx, n) })
 	case c.shards != nil:

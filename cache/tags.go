@@ -8,39 +8,7 @@ import (
 	"github.com/redquota/redquota/scripts"
 )
 
-// SetTagged stores value under key for ttl carrying exactly tags, in one
-// script call (scripts.SetTagged): the value leaves the tag sets of its previous
-// write, is written with PX, and joins the tag set of each tag; each tag set is
-// pruned of members that have expired and is given a TTL that ends when its
-// last member's does. InvalidateTags later deletes the values that carry a tag
-// at that moment. It needs a group view (ErrNoGroup otherwise): a value and its
-// tag sets share the group's slot.
-//
-// Tags are exact: a value set again (with other tags, or none, by Set),
-// deleted, or expired no longer carries its old tags, and invalidating one of
-// them leaves it alone. In a group every write keeps this up: Set, SetMany and
-// GetOrLoad write through the same script (with no tags) and Delete through
-// scripts.Delete, still one round trip; Get is untouched. Each tagged value has
-// a small tag list key beside it (kind "l"), expiring with it. Writes made
-// around the cache (DeletePattern, Incr, other clients) do not update tags.
-func (c *Cache) SetTagged(ctx context.Context, key string, value any, ttl time.Duration, tags ...string) error {
-	return c.SetManyTagged(ctx, map[string]any{key: value}, ttl, tags...)
-}
-
-// SetManyTagged is SetTagged for many values that share a TTL and tags. Every
-// value is encoded and checked before anything is written; then each batch of
-// Options.Batch values (1000 by default) is one atomic script call, so up to a
-// batch is one round trip.
-func (c *Cache) SetManyTagged(ctx context.Context, items map[string]any, ttl time.Duration, tags ...string) error {
-	ctx, span := c.core.start(ctx, opSetTagged)
-	if span.IsRecording() {
-		span.SetAttributes(attrKeys.Int(len(items)), attrTags.Int(len(tags)))
-	}
-	err := c.setManyTagged(ctx, items, ttl, tags)
-	c.core.finish(ctx, span, opSetTagged, resultOf(err), err)
-	return err
-}
-
+// setManyTagged is SetMany with tags.
 func (c *Cache) setManyTagged(ctx context.Context, items map[string]any, ttl time.Duration, tags []string) error {
 	if _, _, err := ttlArg(ttl); err != nil {
 		return err
@@ -66,7 +34,7 @@ func (c *Cache) setTagged(ctx context.Context, ks []string, vals []any, ttl time
 		return c.err
 	}
 	if c.head == "" {
-		return fmt.Errorf("cache: %w", ErrNoGroup)
+		return invalid("", errNoGroup)
 	}
 	_, ms, err := ttlArg(ttl)
 	if err != nil {
@@ -93,13 +61,13 @@ func (c *Cache) setTagged(ctx context.Context, ks []string, vals []any, ttl time
 	return nil
 }
 
-// InvalidateTags deletes every value that carries one of tags (see SetTagged),
+// InvalidateTags deletes every value that carries one of tags (see Set),
 // and the tag sets, and returns how many values it deleted (values that had
 // already expired are not counted). A deleted value also leaves its other tag
 // sets. Each script call (scripts.InvalidateTag) deletes at most
 // Options.Batch members, so a tag of 10 000 keys is ten short calls and never
 // blocks Redis for long. Values tagged while it runs may or may not be deleted.
-// It needs a group view.
+// It needs a group view (ErrInvalid otherwise).
 func (c *Cache) InvalidateTags(ctx context.Context, tags ...string) (int, error) {
 	ctx, span := c.core.start(ctx, opInvalidate)
 	n, err := c.invalidateTags(ctx, tags)

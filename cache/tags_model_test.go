@@ -40,7 +40,7 @@ func (m tagModel) carrying(tags ...string) []string {
 	return out
 }
 
-// Tags are exact: over random sequences of SetTagged, Set, SetMany, Delete,
+// Tags are exact: over random sequences of Set with and without tags, SetMany, Delete,
 // expiry and InvalidateTags on a few keys and tags, every InvalidateTags
 // deletes exactly the values that carry one of its tags at that moment (the
 // count it reports, and what Get sees after), whatever happened to them since
@@ -92,8 +92,8 @@ func TestTagsModel(t *testing.T) {
 					if rng.IntN(4) == 0 {
 						ttl = cache.NoExpiry
 					}
-					step("SetTagged(%s, %d, %v, %v)", k, v, ttl, tg)
-					require.NoError(t, g.SetTagged(ctx, k, v, ttl, tg...))
+					step("Set(%s, %d, %v, tags %v)", k, v, ttl, tg)
+					require.NoError(t, g.Set(ctx, k, v, ttl, tg...))
 					set(k, v, tg)
 				case op < 5:
 					step("Set(%s, %d)", k, v)
@@ -111,8 +111,8 @@ func TestTagsModel(t *testing.T) {
 					delete(model, k)
 				case op < 8:
 					tg := pickTags()
-					step("SetTagged(%s, %d, 30ms, %v) and let it expire", k, v, tg)
-					require.NoError(t, g.SetTagged(ctx, k, v, 30*time.Millisecond, tg...))
+					step("Set(%s, %d, 30ms, tags %v) and let it expire", k, v, tg)
+					require.NoError(t, g.Set(ctx, k, v, 30*time.Millisecond, tg...))
 					if b.Mini != nil {
 						e.advance(31 * time.Millisecond)
 					} else {
@@ -191,7 +191,7 @@ func TestInvalidateSkipsValuesThatLostTheTag(t *testing.T) {
 		ctx := context.Background()
 		g := e.c.Group("g")
 		for _, resetVia := range []string{"set", "delete+set", "retag"} {
-			require.NoError(t, g.SetTagged(ctx, "k1", 1, time.Hour, "coinbase", "all"))
+			require.NoError(t, g.Set(ctx, "k1", 1, time.Hour, "coinbase", "all"))
 			n, err := g.InvalidateTags(ctx, "all")
 			require.NoError(t, err)
 			require.Equal(t, 1, n)
@@ -199,12 +199,12 @@ func TestInvalidateSkipsValuesThatLostTheTag(t *testing.T) {
 			case "set":
 				require.NoError(t, g.Set(ctx, "k1", 2, time.Hour))
 			case "delete+set":
-				require.NoError(t, g.SetTagged(ctx, "k1", 1, time.Hour, "coinbase"))
+				require.NoError(t, g.Set(ctx, "k1", 1, time.Hour, "coinbase"))
 				require.NoError(t, g.Delete(ctx, "k1"))
 				require.NoError(t, g.Set(ctx, "k1", 2, time.Hour))
 			case "retag":
-				require.NoError(t, g.SetTagged(ctx, "k1", 1, time.Hour, "coinbase"))
-				require.NoError(t, g.SetTagged(ctx, "k1", 2, time.Hour, "kraken"))
+				require.NoError(t, g.Set(ctx, "k1", 1, time.Hour, "coinbase"))
+				require.NoError(t, g.Set(ctx, "k1", 2, time.Hour, "kraken"))
 			}
 			n, err = g.InvalidateTags(ctx, "coinbase")
 			require.NoError(t, err)

@@ -25,11 +25,11 @@ func TestSetTaggedOneScript(t *testing.T) {
 		}
 		g := e.c.Group("binance")
 		before := e.hk.calls()
-		if err := g.SetTagged(ctx, "ticker:BTC", ticker{Symbol: "BTC"}, 10*time.Second, "all", "sym:BTC"); err != nil {
+		if err := g.Set(ctx, "ticker:BTC", ticker{Symbol: "BTC"}, 10*time.Second, "all", "sym:BTC"); err != nil {
 			t.Fatal(err)
 		}
 		if d := e.hk.calls() - before; d != 1 {
-			t.Fatalf("SetTagged made %d calls, want 1 script call", d)
+			t.Fatalf("tagged Set made %d calls, want 1 script call", d)
 		}
 		k := e.key(g, "ticker:BTC")
 		for _, tag := range []string{"all", "sym:BTC"} {
@@ -68,26 +68,26 @@ func TestTagSetTTLCoversLatest(t *testing.T) {
 			}
 			return d
 		}
-		must(t, g.SetTagged(ctx, "a", 1, 10*time.Second, "t"))
+		must(t, g.Set(ctx, "a", 1, 10*time.Second, "t"))
 		const ms = time.Millisecond // the set ends 1 ms after its last member's expiry
 		if d := pttl(); d <= 9*time.Second || d > 10*time.Second+ms {
 			t.Fatalf("after 10 s member: %v", d)
 		}
-		must(t, g.SetTagged(ctx, "b", 1, time.Minute, "t"))
+		must(t, g.Set(ctx, "b", 1, time.Minute, "t"))
 		if d := pttl(); d <= 59*time.Second || d > time.Minute+ms {
 			t.Fatalf("after 60 s member: %v", d)
 		}
-		must(t, g.SetTagged(ctx, "c", 1, time.Second, "t"))
+		must(t, g.Set(ctx, "c", 1, time.Second, "t"))
 		if d := pttl(); d <= 59*time.Second {
 			t.Fatalf("a 1 s member shortened the tag set to %v", d)
 		}
 		// b set again with a shorter TTL: the set now ends with a.
-		must(t, g.SetTagged(ctx, "b", 1, 2*time.Second, "t"))
+		must(t, g.Set(ctx, "b", 1, 2*time.Second, "t"))
 		if d := pttl(); d <= 9*time.Second-200*time.Millisecond || d > 10*time.Second+ms {
 			t.Fatalf("after b shortened: %v, want about 10 s", d)
 		}
 		// A member without expiry makes the set persistent.
-		must(t, g.SetTagged(ctx, "forever", 1, cache.NoExpiry, "t"))
+		must(t, g.Set(ctx, "forever", 1, cache.NoExpiry, "t"))
 		if d := pttl(); d != -1 {
 			t.Fatalf("with a NoExpiry member: PTTL %v, want -1", d)
 		}
@@ -110,19 +110,19 @@ func TestTagPruning(t *testing.T) {
 			ttl = 150 * time.Millisecond
 		}
 		for i := 0; i < 20; i++ {
-			must(t, g.SetTagged(ctx, fmt.Sprint("old", i), i, ttl, "t"))
+			must(t, g.Set(ctx, fmt.Sprint("old", i), i, ttl, "t"))
 		}
 		if b.Mini != nil {
 			e.advance(ttl + time.Millisecond)
 		} else {
 			e.waitGone(e.key(g, "old19"))
 		}
-		must(t, g.SetTagged(ctx, "new", 1, time.Hour, "t"))
+		must(t, g.Set(ctx, "new", 1, time.Hour, "t"))
 		if n, err := b.Client.ZCard(ctx, tk).Result(); err != nil || n != 1 {
 			t.Fatalf("tag set holds %d members after pruning (%v), want 1", n, err)
 		}
 		// The set alone, left idle, expires with its member.
-		must(t, g.SetTagged(ctx, "short", 1, ttl, "idle"))
+		must(t, g.Set(ctx, "short", 1, ttl, "idle"))
 		itk := tagKey(b, "g", "idle")
 		if b.Mini != nil {
 			e.advance(ttl)
@@ -144,9 +144,9 @@ func TestInvalidateTags(t *testing.T) {
 		e := newEnv(t, b, cache.Options{})
 		ctx := context.Background()
 		g := e.c.Group("binance")
-		must(t, g.SetTagged(ctx, "ticker:BTC", 1, time.Minute, "all", "sym:BTC"))
-		must(t, g.SetTagged(ctx, "book:BTC", 2, time.Minute, "all", "sym:BTC"))
-		must(t, g.SetTagged(ctx, "ticker:ETH", 3, time.Minute, "all", "sym:ETH"))
+		must(t, g.Set(ctx, "ticker:BTC", 1, time.Minute, "all", "sym:BTC"))
+		must(t, g.Set(ctx, "book:BTC", 2, time.Minute, "all", "sym:BTC"))
+		must(t, g.Set(ctx, "ticker:ETH", 3, time.Minute, "all", "sym:ETH"))
 		must(t, g.Set(ctx, "untagged", 4, time.Minute))
 		n, err := g.InvalidateTags(ctx, "sym:BTC")
 		if err != nil || n != 2 {
@@ -170,7 +170,7 @@ func TestInvalidateTags(t *testing.T) {
 		}
 		// Another group's tag of the same name is untouched.
 		other := e.c.Group("kraken")
-		must(t, other.SetTagged(ctx, "ticker:BTC", 1, time.Minute, "all"))
+		must(t, other.Set(ctx, "ticker:BTC", 1, time.Minute, "all"))
 		if n, _ := g.InvalidateTags(ctx, "all"); n != 0 {
 			t.Fatalf("invalidating binance deleted %d kraken values", n)
 		}
@@ -199,9 +199,9 @@ func TestInvalidateTenThousand(t *testing.T) {
 			items[k], keys = i, append(keys, k)
 		}
 		before := e.hk.calls()
-		must(t, g.SetManyTagged(ctx, items, time.Hour, "big"))
+		must(t, g.SetMany(ctx, items, time.Hour, "big"))
 		if d := e.hk.calls() - before; d != n/cache.DefaultBatch {
-			t.Fatalf("SetManyTagged of %d made %d calls, want %d", n, d, n/cache.DefaultBatch)
+			t.Fatalf("tagged SetMany of %d made %d calls, want %d", n, d, n/cache.DefaultBatch)
 		}
 		if c, _ := b.Client.ZCard(ctx, tagKey(b, "g", "big")).Result(); c != n {
 			t.Fatalf("tag set holds %d", c)
@@ -214,8 +214,8 @@ func TestInvalidateTenThousand(t *testing.T) {
 		if d := e.hk.calls() - before; d != n/cache.DefaultBatch {
 			t.Fatalf("InvalidateTags made %d script calls, want %d batches", d, n/cache.DefaultBatch)
 		}
-		if found, err := g.GetMany(ctx, keys, map[string]int{}); err != nil || found != 0 {
-			t.Fatalf("%d values survived invalidation (%v)", found, err)
+		if found, err := cache.GetMany[int](ctx, g, keys); err != nil || len(found) != 0 {
+			t.Fatalf("%d values survived invalidation (%v)", len(found), err)
 		}
 		if e.exists(tagKey(b, "g", "big")) {
 			t.Fatal("tag set survived")

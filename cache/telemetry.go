@@ -2,14 +2,14 @@ package cache
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/redquota/redquota/internal/otelx"
+	"github.com/redquota/redquota/internal/reach"
 	"github.com/redquota/redquota/telemetry"
 )
 
@@ -24,18 +24,15 @@ const (
 	metricBreaker  = "redquota.cache.breaker.state"
 	metricLoad     = "redquota.cache.load.duration"
 
-	attrOp        = attribute.Key("redquota.op")
-	attrResult    = attribute.Key("redquota.result")
-	attrHit       = attribute.Key("redquota.hit")
-	attrExists    = attribute.Key("redquota.exists")
-	attrKeys      = attribute.Key("redquota.keys")
-	attrFound     = attribute.Key("redquota.found")
-	attrTags      = attribute.Key("redquota.tags")
-	attrNames     = attribute.Key("redquota.names")
-	attrDeleted   = attribute.Key("redquota.deleted")
-	attrLoaded    = attribute.Key("redquota.loaded")
-	attrShared    = attribute.Key("redquota.shared")
-	attrErrorType = attribute.Key("error.type")
+	attrHit     = otelx.Hit
+	attrFound   = otelx.Found
+	attrDeleted = otelx.Deleted
+	attrExists  = attribute.Key("redquota.exists")
+	attrKeys    = attribute.Key("redquota.keys")
+	attrTags    = attribute.Key("redquota.tags")
+	attrNames   = attribute.Key("redquota.names")
+	attrLoaded  = attribute.Key("redquota.loaded")
+	attrShared  = attribute.Key("redquota.shared")
 )
 
 // op is a cache operation: a span name and the value of redquota.op.
@@ -79,17 +76,9 @@ var ops = [numOps]struct{ span, name string }{
 // result is the value of redquota.result: hit or miss for the reads of values
 // (get, get_many, get_or_load), ok for every other call that succeeded, error
 // for a call that returned an error.
-type result uint8
+type result = otelx.Outcome
 
-const (
-	resultHit result = iota
-	resultMiss
-	resultOK
-	resultError
-	numResults
-)
-
-var resultNames = [numResults]string{"hit", "miss", "ok", "error"}
+const resultHit, resultMiss, resultOK, resultError = otelx.OutcomeHit, otelx.OutcomeMiss, otelx.OutcomeOK, otelx.OutcomeError
 
 // instruments are a core's tracer and metric instruments, with the attribute
 // options of every (op, result) built once: recording allocates nothing.
@@ -97,46 +86,33 @@ type instruments struct {
 	tracer   trace.Tracer
 	requests metric.Int64Counter
 	load     metric.Float64Histogram
-	addOpts  [numOps][numResults][]metric.AddOption
+	addOpts  [numOps][otelx.NumOutcomes][]metric.AddOption
 	loadOpts [2][]metric.RecordOption // ok, error
 }
-
-// noSpan is the non-recording span of a call without a recording parent.
-var noSpan = trace.SpanFromContext(context.Background())
 
 func (c *core) initTelemetry(p telemetry.Providers) {
 	in := &c.tel
 	in.tracer = p.Tracer()
 	m := p.Meter()
-	// Instrument constructors fail only on invalid names; ours are constant.
-	// A nil instrument (a failing provider) is skipped when recording.
-	in.requests, _ = m.Int64Counter(metricRequests,
-		metric.WithDescription("Cache calls by operation and result (hit, miss, ok, error); reads of many keys count each key."),
-		metric.WithUnit("{request}"))
-	in.load, _ = m.Float64Histogram(metricLoad,
-		metric.WithDescription("Time GetOrLoad's load function took, by result (ok, error)."),
-		metric.WithUnit("s"))
+	in.requests = otelx.Counter(m, metricRequests, "{request}",
+		"Cache calls by operation and result (hit, miss, ok, error); reads of many keys count each key.")
+	in.load = otelx.Histogram(m, metricLoad, "s",
+		"Time GetOrLoad's load function took, by result (ok, error).")
 	if c.near != nil {
 		c.near.initTelemetry(m)
 	}
 	if c.breaker != nil {
-		br := c.breaker
-		_, _ = m.Int64ObservableGauge(metricBreaker,
-			metric.WithDescription("The cache's Redis circuit breaker: 0 closed, 1 half-open, 2 open (calls fail at once with ErrCircuitOpen)."),
-			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-				o.Observe(telemetry.BreakerState(br.State()))
-				return nil
-			}))
+		otelx.BreakerGauge(m, metricBreaker,
+			"The cache's Redis circuit breaker: 0 closed, 1 half-open, 2 open (calls fail at once with ErrCircuitOpen).",
+			c.breaker.State)
 	}
 	for o := range ops {
-		op := attrOp.String(ops[o].name)
-		for r := range resultNames {
-			set := attribute.NewSet(op, attrResult.String(resultNames[r]))
-			in.addOpts[o][r] = []metric.AddOption{metric.WithAttributeSet(set)}
+		for r := range otelx.NumOutcomes {
+			in.addOpts[o][r] = otelx.AddOpts(otelx.Op.String(ops[o].name), r.Attr())
 		}
 	}
-	in.loadOpts[0] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrResult.String("ok")))}
-	in.loadOpts[1] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrResult.String("error")))}
+	in.loadOpts[0] = otelx.RecordOpts(otelx.Result.String("ok"))
+	in.loadOpts[1] = otelx.RecordOpts(otelx.Result.String("error"))
 }
 
 // start begins the span of an operation, as a child of the caller's span.
@@ -144,12 +120,9 @@ func (c *core) initTelemetry(p telemetry.Providers) {
 // the caller's work, not a trace of its own, and an untraced caller pays no
 // tracing allocations.
 func (c *core) start(ctx context.Context, o op) (context.Context, trace.Span) {
-	if !trace.SpanFromContext(ctx).IsRecording() {
-		return ctx, noSpan
-	}
-	ctx, span := c.tel.tracer.Start(ctx, ops[o].span, trace.WithSpanKind(trace.SpanKindInternal))
+	ctx, span := otelx.Start(ctx, c.tel.tracer, ops[o].span)
 	if span.IsRecording() {
-		span.SetAttributes(attrOp.String(ops[o].name))
+		span.SetAttributes(otelx.Op.String(ops[o].name))
 	}
 	return ctx, span
 }
@@ -174,24 +147,16 @@ func end(span trace.Span, r result, err error, class string) {
 	if !span.IsRecording() {
 		return
 	}
-	span.SetAttributes(attrResult.String(resultNames[r]))
-	if err != nil {
-		if class == "" {
-			class = errorClass(err)
-		}
-		span.SetAttributes(attrErrorType.String(class))
-		span.SetStatus(codes.Error, class)
+	if err == nil {
+		class = ""
+	} else if class == "" {
+		class = errorClass(err)
 	}
-	span.End()
+	otelx.End(span, class, r.Attr())
 }
 
 // resultOf is resultError for an error, resultOK otherwise.
-func resultOf(err error) result {
-	if err != nil {
-		return resultError
-	}
-	return resultOK
-}
+var resultOf = otelx.OutcomeOf
 
 // recordLoad records the time a load function took.
 func (c *core) recordLoad(ctx context.Context, d time.Duration, err error) {
@@ -208,23 +173,17 @@ func (c *core) recordLoad(ctx context.Context, d time.Duration, err error) {
 // errorClass describes err for a span without its text, which can quote a key.
 // The redis command span (redisotel) beneath carries a Redis error's detail.
 func errorClass(err error) string {
-	switch {
-	case errors.Is(err, ErrCircuitOpen):
-		return "circuit_open"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "deadline_exceeded"
-	case errors.Is(err, ErrDecode):
-		return "decode"
-	case errors.Is(err, ErrEncode):
-		return "encode"
-	case errors.Is(err, ErrValueTooLarge):
-		return "value_too_large"
-	case errors.Is(err, ErrEmptyKey), errors.Is(err, ErrKeyTooLong), errors.Is(err, ErrEmptyTag),
-		errors.Is(err, ErrInvalidDst), errors.Is(err, ErrBadTTL), errors.Is(err, ErrNoGroup),
-		errors.Is(err, ErrNilLoad):
-		return "invalid_argument"
-	}
-	return "redis"
+	return otelx.Classify(err, "redis", errorClasses...)
+}
+
+// errorClasses are the cache's error classes, in the order they are tested.
+var errorClasses = []otelx.Class{
+	{Err: ErrCircuitOpen, Name: "circuit_open"},
+	otelx.Canceled,
+	otelx.Deadline,
+	{Err: errDecode, Name: "decode"},
+	{Err: errEncode, Name: "encode"},
+	{Err: errTooLarge, Name: "value_too_large"},
+	{Err: reach.ErrNilClient, Name: "redis"},
+	{Err: ErrInvalid, Name: "invalid_argument"},
 }

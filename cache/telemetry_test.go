@@ -114,11 +114,11 @@ func TestTelemetrySpansAndMetrics(t *testing.T) {
 		t.Fatal(found, err)
 	}
 	must(c.SetMany(ctx, map[string]any{"b": "2", "c": "3"}, time.Minute))
-	if got, err := cache.GetManyOf[string](ctx, c, []string{"a", "b", "nothing"}); len(got) != 2 || err != nil {
+	if got, err := cache.GetMany[string](ctx, c, []string{"a", "b", "nothing"}); len(got) != 2 || err != nil {
 		t.Fatal(got, err)
 	}
 	g := c.Group("g")
-	must(g.SetTagged(ctx, "t", "4", time.Minute, "tag1", "tag2"))
+	must(g.Set(ctx, "t", "4", time.Minute, "tag1", "tag2"))
 	loads := 0
 	load := func(context.Context) (string, error) { loads++; return "5", nil }
 	for range 2 {
@@ -211,7 +211,7 @@ func TestTelemetrySpansAndMetrics(t *testing.T) {
 func TestTelemetryErrors(t *testing.T) {
 	h := oteltest.New()
 	m, client := redistest.NewMini(t)
-	c := cache.New(client, cache.Options{Telemetry: h.Providers, Breaker: cache.BreakerOptions{Failures: 2, CoolDown: time.Hour}})
+	c := cache.New(client, cache.Options{Telemetry: h.Providers, BreakerFailures: 2, BreakerCoolDown: time.Hour})
 	breaker := func() int64 {
 		t.Helper()
 		g := metric(h, t, "redquota.cache.breaker.state").(metricdata.Gauge[int64])
@@ -317,7 +317,7 @@ func TestTelemetryNoSecrets(t *testing.T) {
 	g := c.Group(group)
 
 	ctx, parent := h.Parent()
-	if err := g.SetTagged(ctx, key, value, time.Minute, tag); err != nil {
+	if err := g.Set(ctx, key, value, time.Minute, tag); err != nil {
 		t.Fatal(err)
 	}
 	var s string
@@ -325,17 +325,17 @@ func TestTelemetryNoSecrets(t *testing.T) {
 		t.Fatal(found, err, s)
 	}
 	var n int
-	if _, err := g.Get(ctx, key, &n); !errors.Is(err, cache.ErrDecode) { // the error's text quotes the key
+	if _, err := g.Get(ctx, key, &n); !errors.Is(err, cache.ErrCodec) { // the error's text quotes the key
 		t.Fatal(err)
 	}
-	if _, err := cache.GetManyOf[string](ctx, g, []string{key}); err != nil {
+	if _, err := cache.GetMany[string](ctx, g, []string{key}); err != nil {
 		t.Fatal(err)
 	}
 	loadErr := errors.New(`Get "https://api.example.com/api/v3/order?` + query + `": connection reset`)
 	if _, err := cache.GetOrLoad(ctx, g, key+"-2", time.Minute, func(context.Context) (string, error) { return "", loadErr }); !errors.Is(err, loadErr) {
 		t.Fatal(err)
 	}
-	if _, err := g.Get(ctx, strings.Repeat(key, 100), &s); !errors.Is(err, cache.ErrKeyTooLong) {
+	if _, err := g.Get(ctx, strings.Repeat(key, 100), &s); !errors.Is(err, cache.ErrInvalid) {
 		t.Fatal(err)
 	}
 	if _, err := g.InvalidateTags(ctx, tag); err != nil {

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/redquota/redquota/internal/otelx"
 	"github.com/redquota/redquota/telemetry"
 )
 
@@ -30,20 +31,13 @@ const (
 	metricUsage     = "redquota.limiter.usage"
 	metricHold      = "redquota.limiter.hold"
 
-	// Attributes. Keys (which may be user ids) are never recorded; quota
-	// names, limit names and algorithms are configuration and are.
-	attrResult     = attribute.Key("redquota.result")
-	attrKind       = attribute.Key("redquota.kind")
-	attrQuota      = attribute.Key("redquota.quota")
-	attrLimit      = attribute.Key("redquota.limit")
-	attrAlgorithm  = attribute.Key("redquota.algorithm")
-	attrCost       = attribute.Key("redquota.cost")
-	attrAllowed    = attribute.Key("redquota.allowed")
-	attrRemaining  = attribute.Key("redquota.remaining")
-	attrRetryAfter = attribute.Key("redquota.retry_after_ms")
-	attrDeniedBy   = attribute.Key("redquota.denied_by")
-	attrWaited     = attribute.Key("redquota.waited_ms")
-	attrDegraded   = attribute.Key("redquota.degraded")
+	// Attributes, besides otelx's redquota.result, .quota, .cost, .allowed,
+	// .remaining, .retry_after_ms, .denied_by, .waited_ms and .degraded. Keys
+	// (which may be user ids) are never recorded; quota names, limit names
+	// and algorithms are configuration and are.
+	attrKind      = attribute.Key("redquota.kind")
+	attrLimit     = attribute.Key("redquota.limit")
+	attrAlgorithm = attribute.Key("redquota.algorithm")
 )
 
 // Decision results, the values of redquota.result.
@@ -117,7 +111,7 @@ func (g *gauges) add(k gaugeKey) *gaugeEntry {
 			m[k2] = e
 		}
 	}
-	kv := []attribute.KeyValue{attrQuota.String(k.quota)}
+	kv := []attribute.KeyValue{otelx.Quota.String(k.quota)}
 	if k.limit != "" {
 		kv = append(kv, attrLimit.String(k.limit))
 	}
@@ -176,40 +170,24 @@ func (l *Limiter) initTelemetry(p telemetry.Providers) {
 	in := &l.tel
 	in.tracer = p.Tracer()
 	m := p.Meter()
-	// Instrument constructors only fail on invalid names; ours are constant
-	// and valid, and a nil instrument from a failing provider is replaced by a no-op.
-	in.decisions, _ = m.Int64Counter(metricDecisions,
-		metric.WithDescription("Limiter decisions by kind (single, quota) and result (allowed, denied, fail_open, local, error)."),
-		metric.WithUnit("{decision}"))
-	in.wait, _ = m.Float64Histogram(metricWait,
-		metric.WithDescription("Time Wait slept before its turn."),
-		metric.WithUnit("s"))
-	_, _ = m.Int64ObservableGauge(metricBreaker,
-		metric.WithDescription("The Redis circuit breaker: 0 closed, 1 half-open, 2 open (decisions go to the failure policy)."),
-		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-			o.Observe(telemetry.BreakerState(l.breaker.State()))
-			return nil
-		}))
-	_, _ = m.Float64ObservableGauge(metricUsage,
-		metric.WithDescription("Highest used fraction ((Max-Remaining)/Max) of a quota's limit in this process's decisions since the last collection; unreported when none."),
-		metric.WithUnit("1"),
-		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
-			in.usage.observe(o)
-			return nil
-		}))
-	_, _ = m.Float64ObservableGauge(metricHold,
-		metric.WithDescription("Longest time left on a quota's hold among the decisions it denied since the last collection; unreported when none."),
-		metric.WithUnit("s"),
-		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
-			in.hold.observe(o)
-			return nil
-		}))
+	in.decisions = otelx.Counter(m, metricDecisions, "{decision}",
+		"Limiter decisions by kind (single, quota) and result (allowed, denied, fail_open, local, error).")
+	in.wait = otelx.Histogram(m, metricWait, "s",
+		"Time Wait slept before its turn.")
+	otelx.BreakerGauge(m, metricBreaker,
+		"The Redis circuit breaker: 0 closed, 1 half-open, 2 open (decisions go to the failure policy).",
+		l.breaker.State)
+	otelx.FloatGauge(m, metricUsage, "1",
+		"Highest used fraction ((Max-Remaining)/Max) of a quota's limit in this process's decisions since the last collection; unreported when none.",
+		in.usage.observe)
+	otelx.FloatGauge(m, metricHold, "s",
+		"Longest time left on a quota's hold among the decisions it denied since the last collection; unreported when none.",
+		in.hold.observe)
 	for k := range kindNames {
 		for r := range resultNames {
-			set := attribute.NewSet(attrKind.String(kindNames[k]), attrResult.String(resultNames[r]))
-			in.addOpts[k][r] = []metric.AddOption{metric.WithAttributeSet(set)}
+			in.addOpts[k][r] = otelx.AddOpts(attrKind.String(kindNames[k]), otelx.Result.String(resultNames[r]))
 		}
-		in.recOpts[k] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrKind.String(kindNames[k])))}
+		in.recOpts[k] = otelx.RecordOpts(attrKind.String(kindNames[k]))
 	}
 }
 
@@ -238,18 +216,15 @@ func (l *Limiter) count(ctx context.Context, kind int, r *reply, err error) {
 // the caller's work, not a trace of its own, and an untraced caller then pays
 // no tracing allocations at all. Attributes are built only when recording.
 func (l *Limiter) start(ctx context.Context, name string, kind int, p *plan) (context.Context, trace.Span) {
-	if parent := trace.SpanFromContext(ctx); !parent.IsRecording() {
-		return ctx, parent
-	}
-	ctx, span := l.tel.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal))
+	ctx, span := otelx.Start(ctx, l.tel.tracer, name)
 	if span.IsRecording() {
 		cost := 0
 		for _, c := range p.costs[:p.n] {
 			cost += c
 		}
-		attrs := []attribute.KeyValue{attrKind.String(kindNames[kind]), attrCost.Int(cost)}
+		attrs := []attribute.KeyValue{attrKind.String(kindNames[kind]), otelx.Cost.Int(cost)}
 		if kind == kindQuota {
-			attrs = append(attrs, attrQuota.String(p.quota))
+			attrs = append(attrs, otelx.Quota.String(p.quota))
 		} else {
 			attrs = append(attrs, attrAlgorithm.String(p.limits[0].Algorithm.String()))
 		}
@@ -272,14 +247,14 @@ func end(span trace.Span, p *plan, r *reply, err error) {
 					rem = min(rem, x.rem)
 				}
 			}
-			attrs := []attribute.KeyValue{attrAllowed.Bool(r.granted), attrRemaining.Int64(rem), attrDegraded.Bool(r.degraded)}
+			attrs := []attribute.KeyValue{otelx.Allowed.Bool(r.granted), otelx.Remaining.Int64(rem), otelx.Degraded.Bool(r.degraded)}
 			if !r.granted {
-				attrs = append(attrs, attrRetryAfter.Int64(r.waitUS/1000))
+				attrs = append(attrs, otelx.RetryAfter.Int64(r.waitUS/1000))
 				switch {
 				case r.by < 0:
-					attrs = append(attrs, attrDeniedBy.String(HoldName))
+					attrs = append(attrs, otelx.DeniedBy.String(HoldName))
 				case r.by >= 1 && int(r.by) <= p.n && p.names[r.by-1] != "":
-					attrs = append(attrs, attrDeniedBy.String(p.names[r.by-1]))
+					attrs = append(attrs, otelx.DeniedBy.String(p.names[r.by-1]))
 				}
 			}
 			span.SetAttributes(attrs...)
@@ -296,6 +271,6 @@ func (l *Limiter) recordWait(ctx context.Context, kind int, d time.Duration, spa
 		l.tel.wait.Record(ctx, d.Seconds(), l.tel.recOpts[kind]...)
 	}
 	if span.IsRecording() {
-		span.SetAttributes(attrWaited.Int64(d.Milliseconds()))
+		span.SetAttributes(otelx.Waited.Int64(d.Milliseconds()))
 	}
 }

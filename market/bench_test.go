@@ -22,8 +22,7 @@ func benchMarket(b *testing.B) (*market.Market, *redis.Client, string) {
 	rdb := redis.NewClient(redistest.ClientOptions(srv.Addr()))
 	b.Cleanup(func() { _ = rdb.Close() })
 	p := redistest.NewPrefix(b)
-	m := market.New(cache.New(rdb, cache.Options{Prefix: p}), market.Options{TTLs: market.TTLs{
-		Ticker: time.Hour, OrderBook: time.Hour}})
+	m := market.New(cache.New(rdb, cache.Options{Prefix: p}), market.Options{TickerTTL: time.Hour, OrderBookTTL: time.Hour})
 	return m, rdb, p
 }
 
@@ -110,7 +109,7 @@ func BenchmarkGetOrderBook100(b *testing.B) {
 		ob.Bids = append(ob.Bids, market.Level{Price: 45000 - float64(i)*0.5, Size: 1.25 + float64(i)})
 		ob.Asks = append(ob.Asks, market.Level{Price: 45000.5 + float64(i)*0.5, Size: 0.75 + float64(i)})
 	}
-	if err := m.SetOrderBook(ctx, "binance", "BTC-USDT", ob); err != nil {
+	if err := market.Set(ctx, m, "binance", "BTC-USDT", ob); err != nil {
 		b.Fatal(err)
 	}
 	raw, _ := json.Marshal(ob)
@@ -133,7 +132,7 @@ func BenchmarkGetOrderBook100(b *testing.B) {
 	b.Run("market.GetOrderBook", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if got, ok, err := m.GetOrderBook(ctx, "binance", "BTC-USDT"); !ok || err != nil || len(got.Bids) != 50 {
+			if got, ok, err := market.Get[market.OrderBook](ctx, m, "binance", "BTC-USDT"); !ok || err != nil || len(got.Bids) != 50 {
 				b.Fatal(ok, err)
 			}
 		}

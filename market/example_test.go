@@ -44,3 +44,36 @@ func Example() {
 	// API calls this minute: 1
 	// invalidated 3
 }
+
+func ExampleOrFetch() {
+	mr := miniredis.NewMiniRedis()
+	if err := mr.Start(); err != nil {
+		panic(err)
+	}
+	defer mr.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	ctx := context.Background()
+	m := market.New(cache.New(rdb, cache.Options{}), market.Options{})
+
+	calls := 0
+	fetch := func(context.Context) (market.OrderBook, error) { // the exchange's answer
+		calls++
+		return market.OrderBook{Symbol: "BTCUSDT", Bids: []market.Level{{Price: 45000, Size: 1.5}}}, nil
+	}
+	for range 3 {
+		b, err := market.OrFetch(ctx, m, "binance", "BTCUSDT", fetch)
+		fmt.Println(b.Bids[0].Price, err)
+	}
+	fmt.Println("exchange calls:", calls)
+
+	_ = market.Set(ctx, m, "binance", "BTCUSDT", []market.Candle{{Open: 1, High: 2, Low: 1, Close: 2}}, "1m")
+	c, found, _ := market.Get[[]market.Candle](ctx, m, "binance", "BTCUSDT", "1m")
+	fmt.Println(found, len(c))
+	// Output:
+	// 45000 <nil>
+	// 45000 <nil>
+	// 45000 <nil>
+	// exchange calls: 1
+	// true 1
+}

@@ -111,10 +111,10 @@ var (
 func TestKindsAndTTLs(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		for _, o := range []market.Options{{}, {TTLs: market.TTLs{Ticker: time.Second, OrderBook: 200 * time.Millisecond, Candles: 90 * time.Second, Signal: time.Minute}}} {
+		for _, o := range []market.Options{{}, {TickerTTL: time.Second, OrderBookTTL: 200 * time.Millisecond, CandlesTTL: 90 * time.Second, SignalTTL: time.Minute}} {
 			e := newEnv(t, b, o)
 			m := e.m
-			ttl := m.TTLs()
+			ttl := market.TTLs(m)
 			type kind struct {
 				name string
 				key  string // raw key
@@ -123,21 +123,21 @@ func TestKindsAndTTLs(t *testing.T) {
 			}
 			set := time.Now()
 			must(t, m.SetTicker(ctx, "binance", "BTC-USDT", btc))
-			must(t, m.SetOrderBook(ctx, "binance", "BTC-USDT", book))
-			must(t, m.SetTrades(ctx, "binance", "BTC-USDT", trades))
-			must(t, m.SetCandles(ctx, "binance", "BTC-USDT", "1m", candles))
-			must(t, m.SetCandles(ctx, "binance", "BTC-USDT", "5m", candles))
+			must(t, market.Set(ctx, m, "binance", "BTC-USDT", book))
+			must(t, market.Set(ctx, m, "binance", "BTC-USDT", trades))
+			must(t, market.Set(ctx, m, "binance", "BTC-USDT", candles, "1m"))
+			must(t, market.Set(ctx, m, "binance", "BTC-USDT", candles, "5m"))
 			must(t, m.SetSignal(ctx, "momentum", "BTC", signal, 0))
 			ck := func(i market.Interval) time.Duration {
-				if o.TTLs.Candles > 0 {
-					return o.TTLs.Candles
+				if o.CandlesTTL > 0 {
+					return o.CandlesTTL
 				}
-				d, _ := i.Duration()
+				d, _ := market.IntervalDuration(i)
 				return d
 			}
 			h := b.Prefix + ":v:{binance}:"
 			kinds := []kind{
-				{"ticker", h + "ticker%3ABTC-USDT", ttl.Ticker, func() bool {
+				{"ticker", h + "ticker%3ABTC-USDT", ttl.TickerTTL, func() bool {
 					v, ok, err := m.GetTicker(ctx, "binance", "BTC-USDT")
 					must(t, err)
 					if ok && v != btc {
@@ -145,16 +145,16 @@ func TestKindsAndTTLs(t *testing.T) {
 					}
 					return ok
 				}},
-				{"book", h + "book%3ABTC-USDT", ttl.OrderBook, func() bool {
-					v, ok, err := m.GetOrderBook(ctx, "binance", "BTC-USDT")
+				{"book", h + "book%3ABTC-USDT", ttl.OrderBookTTL, func() bool {
+					v, ok, err := market.Get[market.OrderBook](ctx, m, "binance", "BTC-USDT")
 					must(t, err)
 					if ok && (fmt.Sprint(v) != fmt.Sprint(book) || !v.Time.Equal(epoch)) {
 						t.Fatalf("book %+v", v)
 					}
 					return ok
 				}},
-				{"trades", h + "trades%3ABTC-USDT", ttl.Trades, func() bool {
-					v, ok, err := m.GetTrades(ctx, "binance", "BTC-USDT")
+				{"trades", h + "trades%3ABTC-USDT", ttl.TradesTTL, func() bool {
+					v, ok, err := market.Get[[]market.Trade](ctx, m, "binance", "BTC-USDT")
 					must(t, err)
 					if ok && (len(v) != 1 || v[0].Price != 45000.5 || v[0].Side != "buy") {
 						t.Fatalf("trades %+v", v)
@@ -162,7 +162,7 @@ func TestKindsAndTTLs(t *testing.T) {
 					return ok
 				}},
 				{"candles 1m", h + "candles%3ABTC-USDT%3A1m", ck("1m"), func() bool {
-					v, ok, err := m.GetCandles(ctx, "binance", "BTC-USDT", "1m")
+					v, ok, err := market.Get[[]market.Candle](ctx, m, "binance", "BTC-USDT", "1m")
 					must(t, err)
 					if ok && (len(v) != 1 || v[0].Close != 45050) {
 						t.Fatalf("candles %+v", v)
@@ -170,12 +170,12 @@ func TestKindsAndTTLs(t *testing.T) {
 					return ok
 				}},
 				{"candles 5m", h + "candles%3ABTC-USDT%3A5m", ck("5m"), func() bool {
-					_, ok, err := m.GetCandles(ctx, "binance", "BTC-USDT", "5m")
+					_, ok, err := market.Get[[]market.Candle](ctx, m, "binance", "BTC-USDT", "5m")
 					must(t, err)
 					return ok
 				}},
-				{"signal", b.Prefix + ":v:{momentum}:signal%3ABTC", ttl.Signal, func() bool {
-					v, ok, err := m.GetSignal(ctx, "momentum", "BTC")
+				{"signal", b.Prefix + ":v:{momentum}:signal%3ABTC", ttl.SignalTTL, func() bool {
+					v, ok, err := market.Get[market.Signal](ctx, m, "momentum", "BTC")
 					must(t, err)
 					if ok && v.Confidence != 0.85 {
 						t.Fatalf("signal %+v", v)
@@ -183,8 +183,8 @@ func TestKindsAndTTLs(t *testing.T) {
 					return ok
 				}},
 			}
-			if o.TTLs.Ticker == 0 && (ttl.Ticker != 2*time.Second || ttl.OrderBook != 500*time.Millisecond ||
-				ttl.Trades != 10*time.Second || ttl.Signal != 30*time.Second || ck("1m") != time.Minute || ck("5m") != 5*time.Minute) {
+			if o.TickerTTL == 0 && (ttl.TickerTTL != 2*time.Second || ttl.OrderBookTTL != 500*time.Millisecond ||
+				ttl.TradesTTL != 10*time.Second || ttl.SignalTTL != 30*time.Second || ck("1m") != time.Minute || ck("5m") != 5*time.Minute) {
 				t.Fatalf("defaults %+v", ttl)
 			}
 			for _, k := range kinds {
@@ -227,13 +227,13 @@ func TestOrderBookExpiresOnRealRedis(t *testing.T) {
 	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
 		e := newEnv(t, b, market.Options{})
 		ctx := context.Background()
-		must(t, e.m.SetOrderBook(ctx, "binance", "BTC-USDT", book))
-		if _, ok, err := e.m.GetOrderBook(ctx, "binance", "BTC-USDT"); !ok || err != nil {
+		must(t, market.Set(ctx, e.m, "binance", "BTC-USDT", book))
+		if _, ok, err := market.Get[market.OrderBook](ctx, e.m, "binance", "BTC-USDT"); !ok || err != nil {
 			t.Fatalf("book missing after Set: %v", err)
 		}
 		start := time.Now()
 		for {
-			_, ok, err := e.m.GetOrderBook(ctx, "binance", "BTC-USDT")
+			_, ok, err := market.Get[market.OrderBook](ctx, e.m, "binance", "BTC-USDT")
 			must(t, err)
 			if !ok {
 				break
@@ -290,9 +290,9 @@ func TestInvalidation(t *testing.T) {
 		for _, ex := range []string{"binance", "kraken"} {
 			for _, sym := range []string{"BTC-USDT", "ETH-USDT"} {
 				must(t, m.SetTicker(ctx, ex, sym, btc))
-				must(t, m.SetOrderBook(ctx, ex, sym, book))
-				must(t, m.SetTrades(ctx, ex, sym, trades))
-				must(t, m.SetCandles(ctx, ex, sym, "1h", candles))
+				must(t, market.Set(ctx, m, ex, sym, book))
+				must(t, market.Set(ctx, m, ex, sym, trades))
+				must(t, market.Set(ctx, m, ex, sym, candles, "1h"))
 			}
 			_, err := m.IncrementAPICalls(ctx, ex, "/api/v3/ticker", 0)
 			must(t, err)
@@ -305,18 +305,18 @@ func TestInvalidation(t *testing.T) {
 			if _, ok, _ := m.GetTicker(ctx, ex, sym); ok {
 				n++
 			}
-			if _, ok, _ := m.GetOrderBook(ctx, ex, sym); ok {
+			if _, ok, _ := market.Get[market.OrderBook](ctx, m, ex, sym); ok {
 				n++
 			}
-			if _, ok, _ := m.GetTrades(ctx, ex, sym); ok {
+			if _, ok, _ := market.Get[[]market.Trade](ctx, m, ex, sym); ok {
 				n++
 			}
-			if _, ok, _ := m.GetCandles(ctx, ex, sym, "1h"); ok {
+			if _, ok, _ := market.Get[[]market.Candle](ctx, m, ex, sym, "1h"); ok {
 				n++
 			}
 			return n
 		}
-		if ex, _ := m.Exchanges(ctx); fmt.Sprint(ex) != "[binance kraken]" && fmt.Sprint(ex) != "[kraken binance]" {
+		if ex, _ := market.Exchanges(ctx, m); fmt.Sprint(ex) != "[binance kraken]" && fmt.Sprint(ex) != "[kraken binance]" {
 			t.Fatalf("Exchanges = %v", ex)
 		}
 		// A symbol, across every exchange.
@@ -338,20 +338,20 @@ func TestInvalidation(t *testing.T) {
 		if c, _ := m.APICalls(ctx, "binance", "/api/v3/ticker", 0); c != 1 {
 			t.Fatalf("API counter lost to InvalidateExchange: %d", c)
 		}
-		if _, ok, _ := m.GetSignal(ctx, "momentum", "BTC"); !ok {
+		if _, ok, _ := market.Get[market.Signal](ctx, m, "momentum", "BTC"); !ok {
 			t.Fatal("signals deleted by exchange invalidation")
 		}
 		// One strategy, then all.
 		if n, err := m.InvalidateSignals(ctx, "momentum"); err != nil || n != 2 {
 			t.Fatalf("InvalidateSignals = %d, %v", n, err)
 		}
-		if _, ok, _ := m.GetSignal(ctx, "meanrev", "BTC"); !ok {
+		if _, ok, _ := market.Get[market.Signal](ctx, m, "meanrev", "BTC"); !ok {
 			t.Fatal("other strategy's signal deleted")
 		}
-		if n, err := m.InvalidateAllSignals(ctx); err != nil || n != 2 {
+		if n, err := m.InvalidateSignals(ctx); err != nil || n != 2 {
 			t.Fatalf("InvalidateAllSignals = %d, %v", n, err)
 		}
-		if _, ok, _ := m.GetSignal(ctx, "meanrev", "ETH"); ok {
+		if _, ok, _ := market.Get[market.Signal](ctx, m, "meanrev", "ETH"); ok {
 			t.Fatal("signal survived InvalidateAllSignals")
 		}
 	})
@@ -411,7 +411,7 @@ func TestFetchThrough(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				v, err := e.m.TickerOrFetch(ctx, "binance", "BTC-USDT", fetch)
+				v, err := market.OrFetch(ctx, e.m, "binance", "BTC-USDT", fetch)
 				if err != nil || v != btc {
 					bad.Add(1)
 				}
@@ -425,7 +425,7 @@ func TestFetchThrough(t *testing.T) {
 		if fetches.Load() != 1 || bad.Load() != 0 {
 			t.Fatalf("%d fetches (want 1), %d bad results", fetches.Load(), bad.Load())
 		}
-		if _, err := e.m.TickerOrFetch(ctx, "binance", "BTC-USDT", func(context.Context) (market.Ticker, error) {
+		if _, err := market.OrFetch(ctx, e.m, "binance", "BTC-USDT", func(context.Context) (market.Ticker, error) {
 			t.Fatal("fetch on a hit")
 			return market.Ticker{}, nil
 		}); err != nil {
@@ -435,7 +435,7 @@ func TestFetchThrough(t *testing.T) {
 		calls := 0
 		failing := func(context.Context) (market.OrderBook, error) { calls++; return market.OrderBook{}, boom }
 		for i := 0; i < 2; i++ {
-			if _, err := e.m.OrderBookOrFetch(ctx, "binance", "BTC-USDT", failing); !errors.Is(err, boom) {
+			if _, err := market.OrFetch(ctx, e.m, "binance", "BTC-USDT", failing); !errors.Is(err, boom) {
 				t.Fatalf("fetch error: %v", err)
 			}
 		}
@@ -471,20 +471,20 @@ func TestBadInput(t *testing.T) {
 		err  error
 		call func() error
 	}{
-		{"empty exchange", market.ErrEmptyName, func() error { return m.SetTicker(ctx, "", "BTC", btc) }},
-		{"empty symbol", market.ErrEmptyName, func() error { return m.SetTicker(ctx, "binance", "", btc) }},
-		{"empty symbol get", market.ErrEmptyName, func() error { _, _, err := m.GetTicker(ctx, "binance", ""); return err }},
-		{"empty strategy", market.ErrEmptyName, func() error { return m.SetSignal(ctx, "", "BTC", signal, 0) }},
-		{"empty endpoint", market.ErrEmptyName, func() error { _, err := m.IncrementAPICalls(ctx, "binance", "", 0); return err }},
-		{"NaN price", market.ErrBadPrice, func() error { return m.SetTicker(ctx, "binance", "BTC", nan) }},
-		{"Inf ask", market.ErrBadPrice, func() error { return m.SetTickers(ctx, "binance", map[string]market.Ticker{"BTC": inf}) }},
-		{"negative volume", market.ErrBadSize, func() error { return m.SetTicker(ctx, "binance", "BTC", neg) }},
-		{"unsorted bids", market.ErrUnsortedBook, func() error { return m.SetOrderBook(ctx, "binance", "BTC", unsorted) }},
-		{"negative level", market.ErrBadSize, func() error { return m.SetOrderBook(ctx, "binance", "BTC", negLevel) }},
-		{"unknown interval", market.ErrUnknownInterval, func() error { return m.SetCandles(ctx, "binance", "BTC", "7m", candles) }},
-		{"unknown interval get", market.ErrUnknownInterval, func() error { _, _, err := m.GetCandles(ctx, "binance", "BTC", "2m"); return err }},
-		{"bad confidence", market.ErrBadConfidence, func() error { return m.SetSignal(ctx, "momentum", "BTC", badSig, 0) }},
-		{"long symbol", cache.ErrKeyTooLong, func() error { return m.SetTicker(ctx, "binance", strings.Repeat("X", 600), btc) }},
+		{"empty exchange", market.ErrInvalid, func() error { return m.SetTicker(ctx, "", "BTC", btc) }},
+		{"empty symbol", market.ErrInvalid, func() error { return m.SetTicker(ctx, "binance", "", btc) }},
+		{"empty symbol get", market.ErrInvalid, func() error { _, _, err := m.GetTicker(ctx, "binance", ""); return err }},
+		{"empty strategy", market.ErrInvalid, func() error { return m.SetSignal(ctx, "", "BTC", signal, 0) }},
+		{"empty endpoint", market.ErrInvalid, func() error { _, err := m.IncrementAPICalls(ctx, "binance", "", 0); return err }},
+		{"NaN price", market.ErrInvalid, func() error { return m.SetTicker(ctx, "binance", "BTC", nan) }},
+		{"Inf ask", market.ErrInvalid, func() error { return m.SetTickers(ctx, "binance", map[string]market.Ticker{"BTC": inf}) }},
+		{"negative volume", market.ErrInvalid, func() error { return m.SetTicker(ctx, "binance", "BTC", neg) }},
+		{"unsorted bids", market.ErrInvalid, func() error { return market.Set(ctx, m, "binance", "BTC", unsorted) }},
+		{"negative level", market.ErrInvalid, func() error { return market.Set(ctx, m, "binance", "BTC", negLevel) }},
+		{"unknown interval", market.ErrInvalid, func() error { return market.Set(ctx, m, "binance", "BTC", candles, "7m") }},
+		{"unknown interval get", market.ErrInvalid, func() error { _, _, err := market.Get[[]market.Candle](ctx, m, "binance", "BTC", "2m"); return err }},
+		{"bad confidence", market.ErrInvalid, func() error { return m.SetSignal(ctx, "momentum", "BTC", badSig, 0) }},
+		{"long symbol", cache.ErrInvalid, func() error { return m.SetTicker(ctx, "binance", strings.Repeat("X", 600), btc) }},
 	}
 	for _, tc := range cases {
 		if err := tc.call(); !errors.Is(err, tc.err) {
@@ -495,7 +495,7 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("bad input wrote %d keys", n)
 	}
 	// A crossed book is accepted, as documented.
-	if err := m.SetOrderBook(ctx, "binance", "BTC", crossed); err != nil {
+	if err := market.Set(ctx, m, "binance", "BTC", crossed); err != nil {
 		t.Fatalf("crossed book refused: %v", err)
 	}
 }
@@ -526,12 +526,12 @@ func TestCandleBoundaries(t *testing.T) {
 		{"1M", "2024-12-31T23:59:59Z", "2025-01-01T00:00:00Z"},
 		{"1M", "2025-02-01T00:00:00Z", "2025-03-01T00:00:00Z"},
 	} {
-		got, err := c.iv.Next(at(c.now))
+		got, err := market.IntervalNext(c.iv, at(c.now))
 		if err != nil || !got.Equal(at(c.want)) {
-			t.Errorf("%s.Next(%s) = %v %v, want %s", c.iv, c.now, got, err, c.want)
+			t.Errorf("%s.next(%s) = %v %v, want %s", c.iv, c.now, got, err, c.want)
 		}
 	}
-	if _, err := market.Interval("2M").Next(epoch); !errors.Is(err, market.ErrUnknownInterval) {
+	if _, err := market.IntervalNext(market.Interval("2M"), epoch); !errors.Is(err, market.ErrInvalid) {
 		t.Fatalf("unknown interval: %v", err)
 	}
 
@@ -539,8 +539,8 @@ func TestCandleBoundaries(t *testing.T) {
 		ctx := context.Background()
 		e := newEnv(t, b, market.Options{})
 		e.now = at("2025-01-15T12:59:59.5Z") // half a second before the 1h candle closes
-		must(t, e.m.SetCandles(ctx, "binance", "BTC-USDT", "1h", candles))
-		must(t, e.m.SetCandles(ctx, "binance", "BTC-USDT", "1M", candles))
+		must(t, market.Set(ctx, e.m, "binance", "BTC-USDT", candles, "1h"))
+		must(t, market.Set(ctx, e.m, "binance", "BTC-USDT", candles, "1M"))
 		h := b.Prefix + ":v:{binance}:"
 		if d := e.pttl(h + "candles%3ABTC-USDT%3A1h"); d > 500*time.Millisecond || d < 400*time.Millisecond {
 			t.Fatalf("1h candles PTTL %v half a second before the hour, want 500ms", d)
@@ -565,7 +565,7 @@ func TestRegistryCoversData(t *testing.T) {
 	e.advance(29 * time.Second)
 	must(t, e.m.SetTicker(ctx, "binance", "BTC-USDT", btc)) // lives until 31 s: past the first registration
 	e.advance(1500 * time.Millisecond)
-	ex, err := e.m.Exchanges(ctx)
+	ex, err := market.Exchanges(ctx, e.m)
 	if err != nil || len(ex) != 1 || ex[0] != "binance" {
 		t.Fatalf("exchanges while a ticker lives: %v %v", ex, err)
 	}
@@ -574,7 +574,7 @@ func TestRegistryCoversData(t *testing.T) {
 	}
 
 	err = e.m.SetSignal(ctx, "momentum", "BTC", signal, cache.NoExpiry)
-	if !errors.Is(err, cache.ErrBadTTL) {
+	if !errors.Is(err, cache.ErrInvalid) {
 		t.Fatalf("signal without expiry: %v", err)
 	}
 	if ok, _ := e.c.Group("momentum").Exists(ctx, "signal:BTC"); ok {

@@ -2,15 +2,14 @@ package market
 
 import (
 	"context"
-	"errors"
 	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/redquota/redquota/cache"
+	"github.com/redquota/redquota/internal/cacheops"
+	"github.com/redquota/redquota/internal/otelx"
 	"github.com/redquota/redquota/telemetry"
 )
 
@@ -25,18 +24,15 @@ const (
 	metricRequests = "redquota.market.requests"
 	metricAPICalls = "redquota.market.api_calls"
 
-	attrKind      = attribute.Key("redquota.market.kind")
-	attrExchange  = attribute.Key("redquota.market.exchange")
-	attrStrategy  = attribute.Key("redquota.market.strategy")
-	attrInterval  = attribute.Key("redquota.market.interval")
-	attrOp        = attribute.Key("redquota.op")
-	attrResult    = attribute.Key("redquota.result")
-	attrHit       = attribute.Key("redquota.hit")
-	attrSymbols   = attribute.Key("redquota.symbols")
-	attrFound     = attribute.Key("redquota.found")
-	attrDeleted   = attribute.Key("redquota.deleted")
-	attrVisited   = attribute.Key("redquota.exchanges")
-	attrErrorType = attribute.Key("error.type")
+	attrKind     = attribute.Key("redquota.market.kind")
+	attrExchange = attribute.Key("redquota.market.exchange")
+	attrStrategy = attribute.Key("redquota.market.strategy")
+	attrInterval = attribute.Key("redquota.market.interval")
+	attrSymbols  = attribute.Key("redquota.symbols")
+	attrVisited  = attribute.Key("redquota.exchanges")
+	attrHit      = otelx.Hit
+	attrFound    = otelx.Found
+	attrDeleted  = otelx.Deleted
 )
 
 // kind is the data a call touches: the value of redquota.market.kind.
@@ -85,18 +81,9 @@ var mops = [numMops]struct{ span, name string }{
 // result is the value of redquota.result: hit or miss for reads, fetched for
 // a GetOrFetch that called its fetch function, ok for other calls that
 // succeeded, error for a call that returned an error.
-type result uint8
+type result = otelx.Outcome
 
-const (
-	resultHit result = iota
-	resultMiss
-	resultFetched
-	resultOK
-	resultError
-	numResults
-)
-
-var resultNames = [numResults]string{"hit", "miss", "fetched", "ok", "error"}
+const resultHit, resultFetched, resultError = otelx.OutcomeHit, otelx.OutcomeFetched, otelx.OutcomeError
 
 // instruments are a Market's tracer and instruments, with the attribute
 // options of every (kind, op, result) built once: recording allocates nothing.
@@ -104,31 +91,24 @@ type instruments struct {
 	tracer   trace.Tracer
 	requests metric.Int64Counter
 	apiCalls metric.Int64Counter
-	addOpts  [numKinds][numMops][numResults][]metric.AddOption
+	addOpts  [numKinds][numMops][otelx.NumOutcomes][]metric.AddOption
 	// exchange → the options of redquota.market.api_calls, built on first use.
 	callOpts sync.Map
 }
-
-// noSpan is the non-recording span of a call without a recording parent.
-var noSpan = trace.SpanFromContext(context.Background())
 
 func (m *Market) initTelemetry(p telemetry.Providers) {
 	in := &m.tel
 	in.tracer = p.Tracer()
 	mt := p.Meter()
-	// Instrument constructors fail only on invalid names; ours are constant.
-	// A nil instrument (a failing provider) is skipped when recording.
-	in.requests, _ = mt.Int64Counter(metricRequests,
-		metric.WithDescription("Market calls by kind of data, operation and result (hit, miss, fetched, ok, error)."),
-		metric.WithUnit("{request}"))
-	in.apiCalls, _ = mt.Int64Counter(metricAPICalls,
-		metric.WithDescription("API calls counted with IncrementAPICalls, by exchange."),
-		metric.WithUnit("{call}"))
+	in.requests = otelx.Counter(mt, metricRequests, "{request}",
+		"Market calls by kind of data, operation and result (hit, miss, fetched, ok, error).")
+	in.apiCalls = otelx.Counter(mt, metricAPICalls, "{call}",
+		"API calls counted with IncrementAPICalls, by exchange.")
 	for k := range kindNames {
 		for o := range mops {
-			for r := range resultNames {
-				set := attribute.NewSet(attrKind.String(kindNames[k]), attrOp.String(mops[o].name), attrResult.String(resultNames[r]))
-				in.addOpts[k][o][r] = []metric.AddOption{metric.WithAttributeSet(set)}
+			for r := range otelx.NumOutcomes {
+				in.addOpts[k][o][r] = otelx.AddOpts(attrKind.String(kindNames[k]),
+					otelx.Op.String(mops[o].name), r.Attr())
 			}
 		}
 	}
@@ -138,12 +118,9 @@ func (m *Market) initTelemetry(p telemetry.Providers) {
 // caller's span; owner is the exchange or strategy attribute, when there is
 // one. Without a recording span in ctx it starts none.
 func (m *Market) start(ctx context.Context, o mop, k kind, owner attribute.Key, name string) (context.Context, trace.Span) {
-	if !trace.SpanFromContext(ctx).IsRecording() {
-		return ctx, noSpan
-	}
-	ctx, span := m.tel.tracer.Start(ctx, mops[o].span, trace.WithSpanKind(trace.SpanKindInternal))
+	ctx, span := otelx.Start(ctx, m.tel.tracer, mops[o].span)
 	if span.IsRecording() {
-		span.SetAttributes(attrKind.String(kindNames[k]), attrOp.String(mops[o].name))
+		span.SetAttributes(attrKind.String(kindNames[k]), otelx.Op.String(mops[o].name))
 		if owner != "" {
 			span.SetAttributes(owner.String(name))
 		}
@@ -160,36 +137,18 @@ func (m *Market) finish(ctx context.Context, span trace.Span, o mop, k kind, r r
 	if !span.IsRecording() {
 		return
 	}
-	span.SetAttributes(attrResult.String(resultNames[r]))
+	class := ""
 	if err != nil {
-		class := errorClass(err)
+		class = errorClass(err)
 		if o == mopFetch && class == "redis" {
 			class = "fetch" // GetOrFetch fails only with bad input or the fetch function's error
 		}
-		span.SetAttributes(attrErrorType.String(class))
-		span.SetStatus(codes.Error, class)
 	}
-	span.End()
+	otelx.End(span, class, r.Attr())
 }
 
-// read is the result of a read: error, hit or miss.
-func read(found bool, err error) result {
-	switch {
-	case err != nil:
-		return resultError
-	case found:
-		return resultHit
-	}
-	return resultMiss
-}
-
-// resultOf is resultError for an error, resultOK otherwise.
-func resultOf(err error) result {
-	if err != nil {
-		return resultError
-	}
-	return resultOK
-}
+// read is the result of a read: error, hit or miss; resultOf is error or ok.
+var read, resultOf = otelx.ReadOutcome, otelx.OutcomeOf
 
 // countCall counts an API call of exchange.
 func (m *Market) countCall(ctx context.Context, exchange string) {
@@ -198,34 +157,14 @@ func (m *Market) countCall(ctx context.Context, exchange string) {
 	}
 	opts, ok := m.tel.callOpts.Load(exchange)
 	if !ok {
-		opts, _ = m.tel.callOpts.LoadOrStore(exchange,
-			[]metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attrExchange.String(exchange)))})
+		opts, _ = m.tel.callOpts.LoadOrStore(exchange, otelx.AddOpts(attrExchange.String(exchange)))
 	}
 	m.tel.apiCalls.Add(ctx, 1, opts.([]metric.AddOption)...)
 }
 
-// errorClass describes err for a span without its text.
-func errorClass(err error) string {
-	switch {
-	case errors.Is(err, cache.ErrCircuitOpen):
-		return "circuit_open"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "deadline_exceeded"
-	case errors.Is(err, cache.ErrDecode):
-		return "decode"
-	case errors.Is(err, cache.ErrEncode):
-		return "encode"
-	case errors.Is(err, cache.ErrValueTooLarge):
-		return "value_too_large"
-	case errors.Is(err, ErrEmptyName), errors.Is(err, cache.ErrKeyTooLong), errors.Is(err, cache.ErrBadTTL),
-		errors.Is(err, ErrUnknownInterval), errors.Is(err, ErrBadPrice), errors.Is(err, ErrBadSize),
-		errors.Is(err, ErrUnsortedBook), errors.Is(err, ErrBadConfidence):
-		return "invalid_argument"
-	}
-	return "redis"
-}
+// errorClass describes err for a span without its text: the cache's classes,
+// bad market input being the cache's ErrInvalid too.
+func errorClass(err error) string { return cacheops.Class(err) }
 
 // spanHit sets redquota.hit on a read's span.
 func spanHit(span trace.Span, found bool) {

@@ -67,14 +67,14 @@ func TestTelemetry(t *testing.T) {
 	if _, found, err := m.GetTicker(ctx, "binance", "BTCUSDT"); !found || err != nil {
 		t.Fatal(found, err)
 	}
-	if _, found, err := m.GetOrderBook(ctx, "binance", "ETHUSDT"); found || err != nil {
+	if _, found, err := market.Get[market.OrderBook](ctx, m, "binance", "ETHUSDT"); found || err != nil {
 		t.Fatal(found, err)
 	}
 	fetch := func(context.Context) (market.Ticker, error) {
 		return market.Ticker{Symbol: "SOLUSDT", Price: 98765.5}, nil
 	}
 	for range 2 {
-		if _, err := m.TickerOrFetch(ctx, "binance", "SOLUSDT", fetch); err != nil {
+		if _, err := market.OrFetch(ctx, m, "binance", "SOLUSDT", fetch); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -84,10 +84,10 @@ func TestTelemetry(t *testing.T) {
 		}
 	}
 	failed := errors.New(`Get "https://api.binance.com/api/v3/klines?signature=0f0f&apiKey=KEY-SECRET": EOF`)
-	if _, err := m.CandlesOrFetch(ctx, "binance", "XRPUSDT", market.Interval("1m"), func(context.Context) ([]market.Candle, error) { return nil, failed }); !errors.Is(err, failed) {
+	if _, err := market.OrFetch(ctx, m, "binance", "XRPUSDT", func(context.Context) ([]market.Candle, error) { return nil, failed }, "1m"); !errors.Is(err, failed) {
 		t.Fatal(err)
 	}
-	if err := m.SetTicker(ctx, "binance", "ADAUSDT", market.Ticker{Price: math.NaN()}); !errors.Is(err, market.ErrBadPrice) {
+	if err := m.SetTicker(ctx, "binance", "ADAUSDT", market.Ticker{Price: math.NaN()}); !errors.Is(err, market.ErrInvalid) {
 		t.Fatal(err)
 	}
 	if n, err := m.InvalidateExchange(ctx, "binance"); n != 2 || err != nil {

@@ -49,7 +49,7 @@ func (l *Level) UnmarshalJSON(b []byte) error {
 // OrderBook is a snapshot of a symbol's book: bids best (highest) first, asks
 // best (lowest) first.
 //
-// SetOrderBook rejects a book whose levels are out of order (ErrUnsortedBook),
+// Set rejects a book whose levels are out of order (ErrInvalid),
 // since readers take Bids[0] and Asks[0] as the best prices. It accepts a crossed
 // book (best bid at or above best ask): exchanges publish those during auctions
 // and in fast markets, and the cache stores what the exchange said.
@@ -90,7 +90,9 @@ type Signal struct {
 	Time       time.Time `json:"time" msgpack:"time"`
 }
 
-// Interval is a candle interval, as exchanges name it: "1m", "5m", "1h", "1d"…
+// Interval is a candle interval, as exchanges name it (Binance's set): "1s",
+// "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d",
+// "3d", "1w", "1M" (a calendar month). Another is ErrInvalid.
 type Interval string
 
 // intervals are the known candle intervals and their lengths; "1M", a calendar
@@ -103,18 +105,15 @@ var intervals = map[Interval]time.Duration{
 	"3d": 72 * time.Hour, "1w": 7 * 24 * time.Hour, "1M": 0,
 }
 
-// Intervals returns the known candle intervals: 1s 1m 3m 5m 15m 30m 1h 2h 4h
-// 6h 8h 12h 1d 3d 1w 1M (Binance's set; "1M" is a calendar month).
-func Intervals() []Interval {
-	return []Interval{"1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"}
-}
+// allIntervals are the known candle intervals, in order of length.
+var allIntervals = []Interval{"1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"}
 
-// Duration returns the interval's length, or ErrUnknownInterval. A calendar
+// duration returns the interval's length, or an ErrInvalid error. A calendar
 // month ("1M") has no fixed length: it returns 31 days, the longest.
-func (i Interval) Duration() (time.Duration, error) {
+func (i Interval) duration() (time.Duration, error) {
 	d, ok := intervals[i]
 	if !ok {
-		return 0, fmt.Errorf("market: interval %q: %w", string(i), ErrUnknownInterval)
+		return 0, fmt.Errorf("market: interval %q: %w: unknown candle interval", string(i), ErrInvalid)
 	}
 	if i == "1M" {
 		return 31 * 24 * time.Hour, nil
@@ -125,11 +124,11 @@ func (i Interval) Duration() (time.Duration, error) {
 // monday is a Monday 00:00 UTC: weeks start there, as on exchanges.
 var monday = time.Date(1970, 1, 5, 0, 0, 0, 0, time.UTC)
 
-// Next returns the start of the candle after the one open at t, on UTC
+// next returns the start of the candle after the one open at t, on UTC
 // boundaries as exchanges draw them: multiples of the interval since the Unix
 // epoch, weeks from Monday 00:00, months from the 1st.
-func (i Interval) Next(t time.Time) (time.Time, error) {
-	d, err := i.Duration()
+func (i Interval) next(t time.Time) (time.Time, error) {
+	d, err := i.duration()
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -146,7 +145,7 @@ func (i Interval) Next(t time.Time) (time.Time, error) {
 // finite reports an error for a NaN or infinite price.
 func finite(what string, v float64) error {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return fmt.Errorf("market: %s %v: %w", what, v, ErrBadPrice)
+		return fmt.Errorf("market: %s %v: %w: price is NaN or infinite", what, v, ErrInvalid)
 	}
 	return nil
 }
@@ -154,7 +153,7 @@ func finite(what string, v float64) error {
 // size reports an error for a NaN, infinite or negative size.
 func size(what string, v float64) error {
 	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
-		return fmt.Errorf("market: %s %v: %w", what, v, ErrBadSize)
+		return fmt.Errorf("market: %s %v: %w: size or volume is negative, NaN or infinite", what, v, ErrInvalid)
 	}
 	return nil
 }
@@ -183,7 +182,7 @@ func (b *OrderBook) validate() error {
 			if i > 0 {
 				prev := levels[i-1].Price
 				if (side == 0 && l.Price >= prev) || (side == 1 && l.Price <= prev) {
-					return fmt.Errorf("market: %s level %d at %v after %v: %w", [2]string{"bid", "ask"}[side], i, l.Price, prev, ErrUnsortedBook)
+					return fmt.Errorf("market: %s level %d at %v after %v: %w: order book levels out of order", [2]string{"bid", "ask"}[side], i, l.Price, prev, ErrInvalid)
 				}
 			}
 		}
@@ -215,7 +214,7 @@ func (s *Signal) validate() error {
 		return err
 	}
 	if math.IsNaN(s.Confidence) || s.Confidence < 0 || s.Confidence > 1 {
-		return fmt.Errorf("market: confidence %v: %w", s.Confidence, ErrBadConfidence)
+		return fmt.Errorf("market: confidence %v: %w: confidence outside [0, 1]", s.Confidence, ErrInvalid)
 	}
 	return nil
 }

@@ -2,15 +2,14 @@ package middleware
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/redquota/redquota/internal/otelx"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/telemetry"
 )
@@ -31,26 +30,18 @@ const (
 	metricWait        = "redquota.middleware.wait"
 	metricDecisions   = "redquota.middleware.server.decisions"
 
-	attrQuota          = attribute.Key("redquota.quota")
+	// Besides otelx's redquota.quota, .cost, .result, .waited_ms, .allowed,
+	// .degraded, .remaining, .retry_after_ms, .denied_by and error.type:
 	attrRule           = attribute.Key("redquota.rule")
-	attrCost           = attribute.Key("redquota.cost")
 	attrStatusClass    = attribute.Key("redquota.status_class")
-	attrResult         = attribute.Key("redquota.result")
-	attrWaited         = attribute.Key("redquota.waited_ms")
 	attrLimitedStatus  = attribute.Key("redquota.limited_status")
 	attrLimitedAnswers = attribute.Key("redquota.limited_answers")
 	attrHeaderSync     = attribute.Key("redquota.header_sync")
 	attrHold           = attribute.Key("redquota.hold_ms")
 	attrRetries        = attribute.Key("redquota.retries")
-	attrAllowed        = attribute.Key("redquota.allowed")
-	attrDegraded       = attribute.Key("redquota.degraded")
-	attrRemaining      = attribute.Key("redquota.remaining")
-	attrRetryAfter     = attribute.Key("redquota.retry_after_ms")
-	attrDeniedBy       = attribute.Key("redquota.denied_by")
 	attrMethod         = attribute.Key("http.request.method")
 	attrHost           = attribute.Key("server.address")
 	attrStatus         = attribute.Key("http.response.status_code")
-	attrErrorType      = attribute.Key("error.type")
 )
 
 // Status classes, the values of redquota.status_class on
@@ -123,42 +114,36 @@ type ruleTel struct {
 
 func newTransportTel(p telemetry.Providers) transportTel {
 	m := p.Meter()
-	var tt transportTel
-	tt.tracer = p.Tracer()
-	// Instrument constructors fail only on invalid names; ours are constant.
-	// A nil instrument (a failing provider) is skipped when recording.
-	tt.requests, _ = m.Int64Counter(metricRequests,
-		metric.WithDescription("Requests a Transport rule matched: each one sent (retries too) by its answer's status class, or error; not_sent for those refused before sending."),
-		metric.WithUnit("{request}"))
-	tt.limited, _ = m.Int64Counter(metricLimited,
-		metric.WithDescription("429, 418 and 503 answers seen by a Transport, by status."),
-		metric.WithUnit("{response}"))
-	tt.syncs, _ = m.Int64Counter(metricHeaderSyncs,
-		metric.WithDescription("Usage-header counts read by a Transport, by result: raised (our count raised to the server's), unchanged (already as high, or counted in a window already past), error."),
-		metric.WithUnit("{header}"))
-	tt.wait, _ = m.Float64Histogram(metricWait,
-		metric.WithDescription("Time a Transport held a request before sending it: its wait for a turn in the quota."),
-		metric.WithUnit("s"))
-	return tt
+	return transportTel{
+		tracer: p.Tracer(),
+		requests: otelx.Counter(m, metricRequests, "{request}",
+			"Requests a Transport rule matched: each one sent (retries too) by its answer's status class, or error; not_sent for those refused before sending."),
+		limited: otelx.Counter(m, metricLimited, "{response}",
+			"429, 418 and 503 answers seen by a Transport, by status."),
+		syncs: otelx.Counter(m, metricHeaderSyncs, "{header}",
+			"Usage-header counts read by a Transport, by result: raised (our count raised to the server's), unchanged (already as high, or counted in a window already past), error."),
+		wait: otelx.Histogram(m, metricWait, "s",
+			"Time a Transport held a request before sending it: its wait for a turn in the quota."),
+	}
 }
 
 func newRuleTel(quota string) ruleTel {
 	var rt ruleTel
-	q := attrQuota.String(quota)
+	q := otelx.Quota.String(quota)
 	for c, name := range classNames {
 		if quota == "" {
-			rt.requests[c] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attrStatusClass.String(name)))}
+			rt.requests[c] = otelx.AddOpts(attrStatusClass.String(name))
 			continue
 		}
-		rt.requests[c] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(q, attrStatusClass.String(name)))}
+		rt.requests[c] = otelx.AddOpts(q, attrStatusClass.String(name))
 	}
 	for i, code := range limitedStatuses {
-		rt.limited[i] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(q, attrStatus.Int(code)))}
+		rt.limited[i] = otelx.AddOpts(q, attrStatus.Int(code))
 	}
 	for s, name := range syncNames {
-		rt.syncs[s] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(q, attrResult.String(name)))}
+		rt.syncs[s] = otelx.AddOpts(q, otelx.Result.String(name))
 	}
-	rt.wait = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(q))}
+	rt.wait = otelx.RecordOpts(q)
 	return rt
 }
 
@@ -175,22 +160,16 @@ type trip struct {
 	retries       int
 }
 
-// noSpan is the non-recording span of a call without a recording parent.
-var noSpan = trace.SpanFromContext(context.Background())
-
 // startRoundTrip begins the span of a request r matched, as a child of the
 // caller's span; without a recording span in ctx it starts none.
 func (t *Transport) startRoundTrip(ctx context.Context, r *rule, req *http.Request) (context.Context, trace.Span) {
-	if !trace.SpanFromContext(ctx).IsRecording() {
-		return ctx, noSpan
-	}
-	ctx, span := t.tel.tracer.Start(ctx, spanRoundTrip, trace.WithSpanKind(trace.SpanKindInternal))
+	ctx, span := otelx.Start(ctx, t.tel.tracer, spanRoundTrip)
 	if span.IsRecording() {
 		method := req.Method
 		if method == "" {
 			method = http.MethodGet
 		}
-		span.SetAttributes(attrQuota.String(r.Quota.Name), attrRule.String(r.desc), attrMethod.String(method))
+		span.SetAttributes(otelx.Quota.String(r.Quota.Name), attrRule.String(r.desc), attrMethod.String(method))
 		if req.URL != nil {
 			span.SetAttributes(attrHost.String(req.URL.Hostname()))
 		}
@@ -210,7 +189,7 @@ func endRoundTrip(span trace.Span, tr *trip, err error) {
 			total += c
 		}
 	}
-	span.SetAttributes(attrCost.Int(total), attrWaited.Int64(tr.waited.Milliseconds()),
+	span.SetAttributes(otelx.Cost.Int(total), otelx.Waited.Int64(tr.waited.Milliseconds()),
 		attrLimitedAnswers.Int(tr.limited), attrHeaderSync.Bool(tr.synced),
 		attrHold.Int64(tr.hold.Milliseconds()), attrRetries.Int(tr.retries))
 	if tr.status != 0 {
@@ -219,30 +198,22 @@ func endRoundTrip(span trace.Span, tr *trip, err error) {
 	if tr.limitedStatus != 0 {
 		span.SetAttributes(attrLimitedStatus.Int(tr.limitedStatus))
 	}
+	class := ""
 	if err != nil {
-		span.SetAttributes(attrErrorType.String(tr.errClass))
-		span.SetStatus(codes.Error, tr.errClass)
+		class = tr.errClass
 	}
-	span.End()
+	otelx.End(span, class)
 }
 
 // refusalClass describes the error of a request refused before sending.
 func refusalClass(err error) string {
-	switch {
-	case errors.Is(err, ErrRateLimited):
-		return "rate_limited"
-	case errors.Is(err, ErrInvalidRule):
-		return "invalid_rule"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "deadline_exceeded"
-	case errors.Is(err, limiter.ErrUnavailable):
-		return "limiter_unavailable"
-	case errors.Is(err, limiter.ErrInvalid), errors.Is(err, limiter.ErrInvalid), errors.Is(err, limiter.ErrInvalid):
-		return "invalid_cost"
-	}
-	return "limiter"
+	return otelx.Classify(err, "limiter",
+		otelx.Class{Err: ErrRateLimited, Name: "rate_limited"},
+		otelx.Class{Err: ErrInvalidRule, Name: "invalid_rule"},
+		otelx.Canceled,
+		otelx.Deadline,
+		otelx.Class{Err: limiter.ErrUnavailable, Name: "limiter_unavailable"},
+		otelx.Class{Err: limiter.ErrInvalid, Name: "invalid_cost"})
 }
 
 func (t *Transport) countRequest(ctx context.Context, r *rule, class int) {
@@ -291,12 +262,11 @@ type handlerTel struct {
 
 func newHandlerTel(p telemetry.Providers, quota string) handlerTel {
 	ht := handlerTel{tracer: p.Tracer()}
-	ht.decisions, _ = p.Meter().Int64Counter(metricDecisions,
-		metric.WithDescription("Decisions of a server Handler by quota and result (allowed, denied, degraded, unavailable, error)."),
-		metric.WithUnit("{decision}"))
-	q := attrQuota.String(quota)
+	ht.decisions = otelx.Counter(p.Meter(), metricDecisions, "{decision}",
+		"Decisions of a server Handler by quota and result (allowed, denied, degraded, unavailable, error).")
+	q := otelx.Quota.String(quota)
 	for d, name := range decisionNames {
-		ht.opts[d] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(q, attrResult.String(name)))}
+		ht.opts[d] = otelx.AddOpts(q, otelx.Result.String(name))
 	}
 	return ht
 }
@@ -304,12 +274,9 @@ func newHandlerTel(p telemetry.Providers, quota string) handlerTel {
 // start begins the span of a decision, as a child of the caller's (the server
 // instrumentation's) span; without a recording span in ctx it starts none.
 func (h *handler) start(ctx context.Context) (context.Context, trace.Span) {
-	if !trace.SpanFromContext(ctx).IsRecording() {
-		return ctx, noSpan
-	}
-	ctx, span := h.tel.tracer.Start(ctx, spanHandler, trace.WithSpanKind(trace.SpanKindInternal))
+	ctx, span := otelx.Start(ctx, h.tel.tracer, spanHandler)
 	if span.IsRecording() {
-		span.SetAttributes(attrQuota.String(h.quota.Name))
+		span.SetAttributes(otelx.Quota.String(h.quota.Name))
 	}
 	return ctx, span
 }
@@ -333,22 +300,18 @@ func (h *handler) decide(ctx context.Context, span trace.Span, d int, status int
 	if !span.IsRecording() {
 		return
 	}
-	span.SetAttributes(attrResult.String(decisionNames[d]))
+	span.SetAttributes(otelx.Result.String(decisionNames[d]))
 	if status != 0 {
 		span.SetAttributes(attrStatus.Int(status))
 	}
 	if res != nil {
-		span.SetAttributes(attrAllowed.Bool(res.Allowed), attrDegraded.Bool(res.Degraded))
+		span.SetAttributes(otelx.Allowed.Bool(res.Allowed), otelx.Degraded.Bool(res.Degraded))
 		if len(res.Limits) > 0 {
-			span.SetAttributes(attrRemaining.Int(res.Remaining))
+			span.SetAttributes(otelx.Remaining.Int(res.Remaining))
 		}
 		if !res.Allowed {
-			span.SetAttributes(attrRetryAfter.Int64(res.RetryAfter.Milliseconds()), attrDeniedBy.String(res.DeniedBy))
+			span.SetAttributes(otelx.RetryAfter.Int64(res.RetryAfter.Milliseconds()), otelx.DeniedBy.String(res.DeniedBy))
 		}
 	}
-	if class != "" {
-		span.SetAttributes(attrErrorType.String(class))
-		span.SetStatus(codes.Error, class)
-	}
-	span.End()
+	otelx.End(span, class)
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
-	"github.com/sony/gobreaker/v2"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -93,18 +92,6 @@ func InstrumentClient(rdb redis.UniversalClient, p Providers) error {
 		redisotel.InstrumentTracing(rdb, topts...),
 		redisotel.InstrumentMetrics(rdb, mopts...),
 	)
-}
-
-// BreakerState is the value the redquota.*.breaker.state gauges report for a
-// circuit breaker's state: 0 closed, 1 half-open, 2 open.
-func BreakerState(s gobreaker.State) int64 {
-	switch s {
-	case gobreaker.StateHalfOpen:
-		return 1
-	case gobreaker.StateOpen:
-		return 2
-	}
-	return 0
 }
 
 // setup reports whether cmd is one go-redis sends to set up a new connection.

@@ -6,10 +6,10 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/redquota/redquota/internal/otelx"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/telemetry"
 )
@@ -25,11 +25,8 @@ const (
 	metricWait     = "redquota.wsguard.wait"
 	metricRefusals = "redquota.wsguard.holds"
 
-	attrGuard     = attribute.Key("redquota.guard")
-	attrOp        = attribute.Key("redquota.op")
-	attrResult    = attribute.Key("redquota.result")
-	attrQuota     = attribute.Key("redquota.quota")
-	attrErrorType = attribute.Key("error.type")
+	attrGuard = attribute.Key("redquota.guard")
+	attrQuota = otelx.Quota
 )
 
 // Operations and their results, the values of redquota.op and
@@ -67,20 +64,17 @@ type guardTel struct {
 func newGuardTel(p telemetry.Providers, name string) *guardTel {
 	m := p.Meter()
 	t := &guardTel{tracer: p.Tracer(), name: name}
-	// Instrument errors only come from invalid names, which are constants.
-	t.ops, _ = m.Int64Counter(metricOps, metric.WithUnit("{operation}"),
-		metric.WithDescription("WebSocket connection attempts and messages sent through a guard, by result"))
-	t.wait, _ = m.Float64Histogram(metricWait, metric.WithUnit("s"),
-		metric.WithDescription("Time a connection attempt or a message waited for its turn"))
-	t.holds, _ = m.Int64Counter(metricRefusals, metric.WithUnit("{hold}"),
-		metric.WithDescription("Holds placed from the exchange's refusals seen on WebSocket connections"))
+	t.ops = otelx.Counter(m, metricOps, "{operation}",
+		"WebSocket connection attempts and messages sent through a guard, by result")
+	t.wait = otelx.Histogram(m, metricWait, "s",
+		"Time a connection attempt or a message waited for its turn")
+	t.holds = otelx.Counter(m, metricRefusals, "{hold}",
+		"Holds placed from the exchange's refusals seen on WebSocket connections")
 	for op := range numOps {
 		for r := range numResults {
-			t.opOpts[op][r] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(
-				attrGuard.String(name), attrOp.String(opNames[op]), attrResult.String(resultNames[r])))}
+			t.opOpts[op][r] = otelx.AddOpts(attrGuard.String(name), otelx.Op.String(opNames[op]), otelx.Result.String(resultNames[r]))
 		}
-		t.waitOpts[op] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(
-			attrGuard.String(name), attrOp.String(opNames[op])))}
+		t.waitOpts[op] = otelx.RecordOpts(attrGuard.String(name), otelx.Op.String(opNames[op]))
 	}
 	return t
 }
@@ -91,15 +85,13 @@ func (t *guardTel) start(ctx context.Context, name string) (context.Context, fun
 	if !trace.SpanFromContext(ctx).IsRecording() {
 		return ctx, func(error) {}
 	}
-	ctx, span := t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(attrGuard.String(t.name)))
+	ctx, span := otelx.Start(ctx, t.tracer, name, trace.WithAttributes(attrGuard.String(t.name)))
 	return ctx, func(err error) {
+		class := ""
 		if err != nil {
-			c := errorClass(err)
-			span.SetAttributes(attrErrorType.String(c))
-			span.SetStatus(codes.Error, c)
+			class = errorClass(err)
 		}
-		span.End()
+		otelx.End(span, class)
 	}
 }
 
@@ -110,7 +102,7 @@ func (t *guardTel) count(ctx context.Context, op, result int) {
 func (t *guardTel) waited(ctx context.Context, op int, d time.Duration) {
 	t.wait.Record(ctx, d.Seconds(), t.waitOpts[op]...)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.SetAttributes(attribute.Int64("redquota.waited_ms", d.Milliseconds()))
+		span.SetAttributes(otelx.Waited.Int64(d.Milliseconds()))
 	}
 }
 
@@ -129,21 +121,21 @@ func (t *guardTel) refused(ctx context.Context, q limiter.Quota) {
 // errorClass is err's class, from a fixed list: an error's text can quote a
 // URL with its query or a message.
 func errorClass(err error) string {
-	switch {
-	case errors.Is(err, limiter.ErrWouldExceedDeadline):
-		return "rate_limited"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "deadline_exceeded"
-	case errors.Is(err, limiter.ErrUnavailable):
-		return "limiter_unavailable"
-	case errors.Is(err, ErrTooManyStreams):
-		return "too_many_streams"
+	if c := otelx.Classify(err, "", errorClasses...); c != "" {
+		return c
 	}
 	var ce *CloseError
 	if errors.As(err, &ce) {
 		return "closed"
 	}
 	return "error"
+}
+
+// errorClasses are the guard's error classes, in the order they are tested.
+var errorClasses = []otelx.Class{
+	{Err: limiter.ErrWouldExceedDeadline, Name: "rate_limited"},
+	otelx.Canceled,
+	otelx.Deadline,
+	{Err: limiter.ErrUnavailable, Name: "limiter_unavailable"},
+	{Err: ErrTooManyStreams, Name: "too_many_streams"},
 }

@@ -112,7 +112,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	ex.TakeStats()
 
-	ttls := fleet[0].market.TTLs()
+	ttls := marketTTLs
 	fmt.Fprintf(stdout, "redquota demo: %d workers, each with its own go-redis clients, limiter, RoundTripper and market cache\n", *workers)
 	fmt.Fprintf(stdout, "redis:    %s\n", env)
 	if *metrics != "" {
@@ -121,7 +121,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "exchange: simulated Binance on %s: %d weight per clock-aligned %s window, 30-80 ms per call,\n", ex.URL(), ex.Limit(), ex.Window())
 	fmt.Fprintf(stdout, "          429 + Retry-After over the limit, 418 after %d requests during a Retry-After\n", 3)
 	fmt.Fprintf(stdout, "requests: %d symbols; %d0%% tickers (weight %d, cached %v), %d0%% order books (weight %d, cached %v)\n",
-		len(symbols), 10-bookShare, fakeexchange.TickerWeight, ttls.Ticker, bookShare, fakeexchange.DepthWeight(depthLimit), ttls.OrderBook)
+		len(symbols), 10-bookShare, fakeexchange.TickerWeight, ttls.TickerTTL, bookShare, fakeexchange.DepthWeight(depthLimit), ttls.OrderBookTTL)
 	fmt.Fprintf(stdout, "watch:    in another terminal, from the repository's root (-duration 60s gives you time):\n          %s\n\n", env.WatchCommand(prefix))
 
 	tty := isTerminal(stdout)
@@ -266,9 +266,13 @@ loop:
 		r.mw.Syncs += s.Syncs
 	}
 	r.exchange = ex.TakeStats()
-	if m := mode.market; mode != uncached {
+	if mode != uncached {
 		for _, w := range fleet {
-			st, _ := m(w).Cache().Stats(ctx) // the counters are returned even when INFO fails
+			c := w.plainC
+			if mode == nearCached {
+				c = w.nearC
+			}
+			st, _ := c.Stats(ctx) // the counters are returned even when INFO fails
 			r.hits += st.Hits
 			r.misses += st.Misses
 			r.nearHits += st.NearHits

@@ -44,6 +44,8 @@ type worker struct {
 	http     *http.Client
 	market   *market.Market
 	near     *market.Market // the same data through a cache with a near cache
+	plainC   *cache.Cache   // market's cache
+	nearC    *cache.Cache   // near's cache
 
 	requests atomic.Int64 // answered requests, this phase
 	errs     atomic.Int64 // failed requests, this phase
@@ -97,11 +99,17 @@ func newWorker(id int, env *exampleenv.Env, prefix string, ex *fakeexchange.Exch
 		middleware.Rule{PathPrefix: "/api/", Quota: q, Usage: usage, Cost: limiter.Cost{"weight": 1}},
 	)
 	w.http = &http.Client{Transport: w.tr}
-	w.market = market.New(cache.New(w.cacheRDB, cache.Options{Prefix: prefix, Telemetry: p}), market.Options{Telemetry: p})
-	w.near = market.New(cache.New(w.cacheRDB, cache.Options{Prefix: prefix, Telemetry: p,
-		Near: cache.NearOptions{MaxBytes: 16 << 20}}), market.Options{Telemetry: p})
+	mo := marketTTLs
+	mo.Telemetry = p
+	w.plainC = cache.New(w.cacheRDB, cache.Options{Prefix: prefix, Telemetry: p})
+	w.nearC = cache.New(w.cacheRDB, cache.Options{Prefix: prefix, Telemetry: p, NearMaxBytes: 16 << 20})
+	w.market, w.near = market.New(w.plainC, mo), market.New(w.nearC, mo)
 	return w, nil
 }
+
+// marketTTLs are the seed's TTLs (market's defaults), named for the demo's
+// report.
+var marketTTLs = market.Options{TickerTTL: 2 * time.Second, OrderBookTTL: 500 * time.Millisecond}
 
 // warm opens the worker's Redis and HTTP connections, so that its first
 // measured request does not pay for them.
@@ -116,7 +124,7 @@ func (w *worker) warm(ctx context.Context) error {
 }
 
 func (w *worker) close() {
-	_ = w.near.Cache().Close()
+	_ = w.nearC.Close()
 	w.http.CloseIdleConnections()
 	_ = w.limRDB.Close()
 	_ = w.cacheRDB.Close()
@@ -206,11 +214,11 @@ func (w *worker) run(phase context.Context, m *market.Market, seed uint64) {
 		weight := fakeexchange.TickerWeight
 		switch {
 		case book && cached:
-			_, err = m.OrderBookOrFetch(phase, exchangeName, sym, w.fetchBook(phase, sym))
+			_, err = market.OrFetch(phase, m, exchangeName, sym, w.fetchBook(phase, sym))
 		case book:
 			_, err = w.fetchBook(phase, sym)(phase)
 		case cached:
-			_, err = m.TickerOrFetch(phase, exchangeName, sym, w.fetchTicker(phase, sym))
+			_, err = market.OrFetch(phase, m, exchangeName, sym, w.fetchTicker(phase, sym))
 		default:
 			_, err = w.fetchTicker(phase, sym)(phase)
 		}

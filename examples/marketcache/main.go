@@ -98,8 +98,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 
 	// The seed's TTLs are the defaults: tickers 2 s, order books 500 ms,
 	// trades 10 s, candles their interval, signals 30 s.
-	m := market.New(cache.New(rdb, cache.Options{Prefix: exampleenv.Prefix("marketcache"), Telemetry: providers}),
-		market.Options{Telemetry: providers})
+	c := cache.New(rdb, cache.Options{Prefix: exampleenv.Prefix("marketcache"), Telemetry: providers})
+	m := market.New(c, market.Options{Telemetry: providers})
 	api := &slowAPI{}
 	symbols := []string{"BTCUSDT", "ETHUSDT", "SOLUSDT"}
 
@@ -118,9 +118,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 				sym := symbols[rand.IntN(len(symbols))]
 				var err error
 				if rand.IntN(2) == 0 {
-					_, err = m.TickerOrFetch(read, "binance", sym, api.ticker(sym))
+					_, err = market.OrFetch(read, m, "binance", sym, api.ticker(sym))
 				} else {
-					_, err = m.OrderBookOrFetch(read, "binance", sym, api.book(sym))
+					_, err = market.OrFetch(read, m, "binance", sym, api.book(sym))
 				}
 				switch {
 				case read.Err() != nil:
@@ -138,7 +138,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if p := firstErr.Load(); p != nil {
 		return *p
 	}
-	st, _ := m.Cache().Stats(ctx)
+	st, _ := c.Stats(ctx)
 	fmt.Fprintf(stdout, "   reads %d, API calls %d, cache hit rate %.1f%%\n", reads.Load(), api.calls.Load(), 100*st.HitRate)
 
 	// 2. Batches: many tickers of one exchange in one script call, read back
@@ -162,7 +162,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if _, err := m.InvalidateSymbol(ctx, "BTCUSDT"); err != nil {
 		return err
 	}
-	if _, err := m.TickerOrFetch(ctx, "binance", "BTCUSDT", api.ticker("BTCUSDT")); err != nil {
+	if _, err := market.OrFetch(ctx, m, "binance", "BTCUSDT", api.ticker("BTCUSDT")); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "   after InvalidateSymbol(BTCUSDT), reading its ticker called the API %d time(s)\n", api.calls.Load()-calls)
@@ -178,7 +178,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := m.SetSignal(ctx, "momentum", "BTCUSDT", sig, 0); err != nil {
 		return err
 	}
-	got, found, err := m.GetSignal(ctx, "momentum", "BTCUSDT")
+	got, found, err := market.Get[market.Signal](ctx, m, "momentum", "BTCUSDT")
 	if err != nil {
 		return err
 	}
@@ -195,13 +195,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	c, err := m.APICalls(ctx, "binance", "/api/v3/ticker", 0)
+	counted, err := m.APICalls(ctx, "binance", "/api/v3/ticker", 0)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "   /api/v3/ticker calls this minute: %d\n", c)
+	fmt.Fprintf(stdout, "   /api/v3/ticker calls this minute: %d\n", counted)
 
-	st, err = m.Cache().Stats(ctx)
+	st, err = c.Stats(ctx)
 	if err != nil {
 		return err
 	}

@@ -144,7 +144,7 @@ func TestScrape(t *testing.T) {
 		m := market.New(c, market.Options{Telemetry: providers})
 		fetch := func(context.Context) (market.Ticker, error) { return market.Ticker{Symbol: "BTCUSDT", Price: 1}, nil }
 		for range 2 {
-			_, err := m.TickerOrFetch(ctx, "binance", "BTCUSDT", fetch)
+			_, err := market.OrFetch(ctx, m, "binance", "BTCUSDT", fetch)
 			require.NoError(t, err)
 		}
 		for range 2 {
@@ -156,7 +156,7 @@ func TestScrape(t *testing.T) {
 		// The Transport's and the Handler's decisions are quota decisions too
 		// (spot: 2 allowed, 1 denied by the 429's hold; ban: 1 allowed; api: 1
 		// allowed, 1 denied), and the market runs on
-		// the cache (its two TickerOrFetch are GetOrLoad calls, one loading).
+		// the cache (its two OrFetch calls are GetOrLoad calls, one loading).
 		want := []series{
 			{"redquota_limiter_decisions_total", map[string]string{"redquota_kind": "quota", "redquota_result": "allowed"}, 2 + 3 + 1},
 			{"redquota_limiter_decisions_total", map[string]string{"redquota_kind": "quota", "redquota_result": "denied"}, 1 + 1 + 1},
