@@ -14,7 +14,7 @@ import (
 
 	"github.com/redquota/redquota/internal/keys"
 	"github.com/redquota/redquota/internal/reach"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // plan is one decision ready to send: its keys and the limits it charges, of
@@ -218,7 +218,7 @@ type reply struct {
 type perLimit struct{ rem, resetUS, mark int64 }
 
 // quotaSHA is quota.lua's SHA1, boxed once.
-var quotaSHA any = scripts.Quota.Hash()
+var quotaSHA any = script.Quota.Hash()
 
 // noDeadline is the max wait sent when a context has no deadline: far enough
 // to mean "any time", small enough for exact Lua arithmetic.
@@ -374,7 +374,7 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 			cmd = append(cmd, w.prior[priorLen*i:priorLen*(i+1)]...)
 		}
 	}
-	v, err := l.send(ctx, e, scripts.Quota, cmd)
+	v, err := l.send(ctx, e, script.Quota, cmd)
 	if err != nil {
 		return err
 	}
@@ -433,7 +433,7 @@ func (l *Limiter) send(ctx context.Context, e *evalCall, s *redis.Script, cmd []
 }
 
 // allowSHA is allow.lua's SHA1, boxed once.
-var allowSHA any = scripts.Allow.Hash()
+var allowSHA any = script.Allow.Hash()
 
 // plain reports whether p can go to allow.lua: one GCRA limit under one
 // hold, granted now or not at all, on a client that needs no retry dedupe.
@@ -448,7 +448,7 @@ func (l *Limiter) plain(p *plan, maxWaitUS int64) bool {
 func (l *Limiter) runPlain(ctx context.Context, p *plan, e *evalCall, r *reply) error {
 	a := argsFor(p.limits[0], 0)
 	cmd := append(e.cmd[:0], "evalsha", allowSHA, 2, p.holds[0].boxed, p.keys[0].boxed, a[2], a[3], p.costs[0])
-	v, err := l.send(ctx, e, scripts.Allow, cmd)
+	v, err := l.send(ctx, e, script.Allow, cmd)
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // spend is one grant as the exchange would see it: units spent at µs time at.
@@ -385,7 +385,7 @@ func TestLeaseSpentLate(t *testing.T) {
 			// A lease of 5, taken directly so that no refill follows it; its
 			// reply comes back tc.lag later (scripts loaded first: no NOSCRIPT
 			// round trip).
-			if err := scripts.Load(ctx, c); err != nil {
+			if err := script.Load(ctx, c); err != nil {
 				t.Fatal(err)
 			}
 			c.AddHook(afterScript(func() {

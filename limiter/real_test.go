@@ -15,7 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // commandCalls returns INFO commandstats calls per command.
@@ -102,7 +102,7 @@ func TestOneRoundTripPerDecision(t *testing.T) {
 	}}
 	// Warm up: the first call of each script may EVAL after a NOSCRIPT (Allow
 	// goes to allow.lua, the other decisions to quota.lua).
-	if err := scripts.Load(ctx, c); err != nil {
+	if err := script.Load(ctx, c); err != nil {
 		t.Fatal(err)
 	}
 	_, _ = lim.Allow(ctx, Key("k", PerMinute(1000)).Take(1))

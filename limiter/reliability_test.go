@@ -15,7 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // CheckServer warns when eviction can remove limiter keys, and the warning is
@@ -196,7 +196,7 @@ func TestSlowServerDeadlineAndRetries(t *testing.T) {
 		}
 		lim := New(client, opts)
 		key := "dedupe-" + strings.ReplaceAll(tc.name, " ", "-")
-		if err := scripts.Load(ctx, c); err != nil { // no NOSCRIPT round trip through the proxy
+		if err := script.Load(ctx, c); err != nil { // no NOSCRIPT round trip through the proxy
 			t.Fatal(err)
 		}
 		if err := rc.Ping(ctx).Err(); err != nil { // a pooled connection, dialled before the fault

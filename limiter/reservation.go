@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // Reservation is a booking of units at a time that may lie in the future, made
@@ -169,7 +169,7 @@ func (r *Reservation) cancelOne(ctx context.Context, force bool) (int, error) {
 	for i, k := range p.keys[:p.n] {
 		ks[1+i] = k.key
 	}
-	v, err := scripts.Cancel.Run(ctx, r.lim.client, ks, args...).Int64()
+	v, err := script.Cancel.Run(ctx, r.lim.client, ks, args...).Int64()
 	if err != nil {
 		return 0, redisErr("cancel", err)
 	}

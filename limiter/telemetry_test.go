@@ -15,7 +15,7 @@ import (
 
 	"github.com/redquota/redquota/internal/oteltest"
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 	"github.com/redquota/redquota/telemetry"
 )
 
@@ -40,7 +40,7 @@ func TestTelemetrySpansAndMetrics(t *testing.T) {
 	c := redis.NewClient(redistest.ClientOptions(srv.Addr()))
 	defer c.Close()
 	// Preload, so no decision needs a NOSCRIPT round trip (that would be a second command span).
-	if err := scripts.Load(context.Background(), c); err != nil {
+	if err := script.Load(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
 	if err := telemetry.InstrumentClient(c, h.Providers); err != nil {

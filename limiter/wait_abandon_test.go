@@ -9,7 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // A wake-up call that fails at the turn (here its reply is lost with its
@@ -21,7 +21,7 @@ func TestWaitGivesBackOnFailedWake(t *testing.T) {
 	m, c := redistest.NewMini(t)
 	m.SetTime(tenPast)
 	ctx := context.Background()
-	if err := scripts.Load(ctx, c); err != nil { // no NOSCRIPT round trips through the proxy
+	if err := script.Load(ctx, c); err != nil { // no NOSCRIPT round trips through the proxy
 		t.Fatal(err)
 	}
 	proxy := redistest.NewFaultProxy(t, m.Addr())

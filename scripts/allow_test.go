@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // allow.lua called directly: a limit of 3 units, one every 100 ms, granted
@@ -22,7 +22,7 @@ func TestAllowScript(t *testing.T) {
 		const m, e = 3, 100_000 // 3 units, one per 100 ms
 		call := func(c int) []int64 {
 			t.Helper()
-			v, err := scripts.Allow.Run(ctx, b.Client, keys, m, e, c).Int64Slice()
+			v, err := script.Allow.Run(ctx, b.Client, keys, m, e, c).Int64Slice()
 			require.NoError(t, err)
 			require.Len(t, v, 4)
 			return v

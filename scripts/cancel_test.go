@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // cancel.lua restores each limit's state from before the booking, from the
@@ -33,7 +33,7 @@ func TestCancelRestoresPriorState(t *testing.T) {
 			t.Fatal(err)
 		}
 		keys := []string{hold, tok, gk, fk}
-		v, err := scripts.Quota.Run(ctx, b.Client, keys, int64(1)<<50, "0", 0, 0, 1,
+		v, err := script.Quota.Run(ctx, b.Client, keys, int64(1)<<50, "0", 0, 0, 1,
 			1, 1_000_000, 10, 100_000, 1, 0, // a: GCRA 10/s
 			4, period, maxB, period/maxB, 1, 0).Int64Slice() // b: fixed window 5/h
 		if err != nil {
@@ -46,7 +46,7 @@ func TestCancelRestoresPriorState(t *testing.T) {
 		args := []any{v[3], "0", "0"}
 		args = append(args, 1, 1_000_000, 100_000, 1, v[6], v[10], v[11], v[12], v[13])
 		args = append(args, 4, period, period/maxB, 1, v[9], v[14], v[15], v[16], v[17])
-		given, err := scripts.Cancel.Run(ctx, b.Client, []string{tok, gk, fk}, args...).Int64()
+		given, err := script.Cancel.Run(ctx, b.Client, []string{tok, gk, fk}, args...).Int64()
 		if err != nil || given != 2 {
 			t.Fatalf("cancel.lua gave back %d units (%v), want 2: one per limit", given, err)
 		}
@@ -60,7 +60,7 @@ func TestCancelRestoresPriorState(t *testing.T) {
 			t.Fatal("GCRA state left after cancel: it had none before the booking")
 		}
 		// A second cancel finds its booking no longer the last: nothing more.
-		if given, err := scripts.Cancel.Run(ctx, b.Client, []string{tok, gk, fk}, args...).Int64(); err != nil || given != 0 {
+		if given, err := script.Cancel.Run(ctx, b.Client, []string{tok, gk, fk}, args...).Int64(); err != nil || given != 0 {
 			t.Fatalf("second cancel gave back %d (%v)", given, err)
 		}
 	})
@@ -78,7 +78,7 @@ func TestCancelRetryReplays(t *testing.T) {
 		const period = int64(1) << 40
 		book := func() []int64 {
 			t.Helper()
-			v, err := scripts.Quota.Run(ctx, b.Client, []string{hold, tok, fk}, int64(1)<<50, "0", 0, 0, 1,
+			v, err := script.Quota.Run(ctx, b.Client, []string{hold, tok, fk}, int64(1)<<50, "0", 0, 0, 1,
 				4, period, 2, period/2, 1, 0).Int64Slice()
 			if err != nil || len(v) != 11 || v[0] != 1 {
 				t.Fatalf("quota.lua reply %v (%v): want a grant with prior states", v, err)
@@ -90,7 +90,7 @@ func TestCancelRetryReplays(t *testing.T) {
 		args := []any{a[3], "1", "10000", 4, period, period / 2, 1, a[6], a[7], a[8], a[9], a[10]}
 		cancel := func() int64 {
 			t.Helper()
-			n, err := scripts.Cancel.Run(ctx, b.Client, []string{ctok, fk}, args...).Int64()
+			n, err := script.Cancel.Run(ctx, b.Client, []string{ctok, fk}, args...).Int64()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,7 +128,7 @@ func TestWakeRefusalRetryReplays(t *testing.T) {
 		book := func() []int64 {
 			t.Helper()
 			args := append([]any{int64(1) << 50, "0", 0, 0, 1}, limit...)
-			v, err := scripts.Quota.Run(ctx, b.Client, []string{hold, tok, fk}, args...).Int64Slice()
+			v, err := script.Quota.Run(ctx, b.Client, []string{hold, tok, fk}, args...).Int64Slice()
 			if err != nil || len(v) != 11 || v[0] != 1 {
 				t.Fatalf("quota.lua reply %v (%v): want a grant with prior states", v, err)
 			}
@@ -148,7 +148,7 @@ func TestWakeRefusalRetryReplays(t *testing.T) {
 		wargs = append(wargs, a[3], a[6], a[7], a[8], a[9], a[10])
 		wake := func() []int64 {
 			t.Helper()
-			v, err := scripts.Quota.Run(ctx, b.Client, []string{hold, wtok, fk}, wargs...).Int64Slice()
+			v, err := script.Quota.Run(ctx, b.Client, []string{hold, wtok, fk}, wargs...).Int64Slice()
 			if err != nil || len(v) != 7 || v[0] != 0 {
 				t.Fatalf("wake-up reply %v (%v): want a refusal", v, err)
 			}

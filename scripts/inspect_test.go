@@ -9,7 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // inspect.lua, called directly on states written by hand in each format:
@@ -50,7 +50,7 @@ func TestInspectReadsEveryFormat(t *testing.T) {
 		for _, a := range []int{1, 2, 3, 4, 1} {
 			args = append(args, a, period, 10, iv)
 		}
-		v, err := scripts.Inspect.Run(ctx, b.Client, []string{hold, why, gk, sk, ck, fk, none}, args...).Slice()
+		v, err := script.Inspect.Run(ctx, b.Client, []string{hold, why, gk, sk, ck, fk, none}, args...).Slice()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package scripts
+package script
 
 // Inspect reads, writing nothing, the state of a quota's limits and its hold,
 // for operators. See inspect.lua.
