@@ -541,21 +541,25 @@ func TestPlainAllowMatchesQuota(t *testing.T) {
 // allow.lua's reply is checked: a malformed one is ErrBadReply, never a
 // grant.
 func TestParsePlainChecksReply(t *testing.T) {
+	z := func(head ...any) []any {
+		return append(head, int64(0), int64(0), int64(0), int64(0), int64(0), int64(0))
+	}
 	for _, v := range [][]any{
 		nil,
 		{int64(1), int64(0), int64(3)},
-		{int64(1), int64(0), int64(3), int64(5), int64(0)},
-		{int64(1), int64(0), "3", int64(5)},
-		{int64(2), int64(0), int64(3), int64(5)},
-		{int64(1), int64(7), int64(3), int64(5)}, // granted with a wait
-		{int64(0), int64(0), int64(3), int64(5)}, // denied without one
-		{int64(-1), int64(5), int64(-3), int64(5)},
+		append(z(int64(1), int64(0), int64(0), int64(0), int64(0), int64(3), int64(5)), int64(0)), // one value too many
+		z(int64(1), int64(0), int64(0), int64(0), int64(0), "3", int64(5)),
+		z(int64(2), int64(0), int64(0), int64(0), int64(0), int64(3), int64(5)),  // standing: not allow.lua's
+		z(int64(1), int64(7), int64(0), int64(0), int64(0), int64(3), int64(5)),  // granted with a wait
+		z(int64(0), int64(0), int64(1), int64(0), int64(0), int64(3), int64(5)),  // denied without one
+		z(int64(0), int64(5), int64(-2), int64(0), int64(0), int64(3), int64(5)), // a second quota's hold
+		z(int64(0), int64(5), int64(-1), int64(0), int64(0), int64(-3), int64(5)),
 	} {
 		var r reply
 		require.ErrorIs(t, parsePlain(v, &r), ErrBadReply, "%v", v)
 		require.False(t, r.granted)
 	}
 	var r reply
-	require.NoError(t, parsePlain([]any{int64(-1), int64(5), int64(3), int64(9)}, &r))
+	require.NoError(t, parsePlain(z(int64(0), int64(5), int64(-1), int64(0), int64(0), int64(3), int64(9)), &r))
 	require.Equal(t, reply{waitUS: 5, by: -1, per: [maxQuotaLimits]perLimit{{rem: 3, resetUS: 9}}}, r)
 }

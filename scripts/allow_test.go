@@ -24,8 +24,18 @@ func TestAllowScript(t *testing.T) {
 			t.Helper()
 			v, err := script.Allow.Run(ctx, b.Client, keys, m, e, c).Int64Slice()
 			require.NoError(t, err)
-			require.Len(t, v, 4)
-			return v
+			require.Len(t, v, 13) // decide.lua's layout for one limit
+			require.Equal(t, []int64{0, 0}, v[3:5], "grant time and lease: none")
+			require.Equal(t, make([]int64, 6), v[7:], "booking values: none")
+			// As {granted (1), refused by the limit (0) or by the hold (-1),
+			// wait, remaining, reset}.
+			g := v[0]
+			if g == 0 && v[2] == -1 {
+				g = -1
+			} else if g == 0 {
+				require.Equal(t, int64(1), v[2], "denied by the limit")
+			}
+			return []int64{g, v[1], v[5], v[6]}
 		}
 		if b.Mini != nil {
 			b.Mini.SetTime(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))

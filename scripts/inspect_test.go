@@ -13,7 +13,7 @@ import (
 )
 
 // inspect.lua, called directly on states written by hand in each format:
-// remaining and reset per algorithm as quota.lua reports them, the hold's end
+// remaining and reset per algorithm as decide.lua reports them, the hold's end
 // and reason, and nothing written.
 func TestInspectReadsEveryFormat(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
@@ -34,10 +34,10 @@ func TestInspectReadsEveryFormat(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		set(gk, fmt.Sprint(now+3*iv))                             // GCRA: 3 units owed
-		set(fk, fmt.Sprintf("%d %d 0 4", w*period+1, period))     // fixed: 4 in this window
-		set(ck, fmt.Sprintf("%d %d 0 2", (w-1)*period+1, period)) // counter: 2 in the last window
-		set(hold, fmt.Sprint(now+60_000_000))                     // held a minute
+		set(gk, fmt.Sprint(now+3*iv, " 1 0"))                         // GCRA: 3 units owed (stamp 1, floor 0)
+		set(fk, fmt.Sprintf("%d %d 0 4 1 0", w*period+1, period))     // fixed: 4 in this window
+		set(ck, fmt.Sprintf("%d %d 0 2 1 0", (w-1)*period+1, period)) // counter: 2 in the last window
+		set(hold, fmt.Sprint(now+60_000_000))                         // held a minute
 		set(why, "maintenance")
 		// Sliding log: weights 2 and 3 ("C:w", C the running total), one
 		// entry older than the period (no longer counted).

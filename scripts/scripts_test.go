@@ -87,11 +87,11 @@ func TestLoadOnEveryMaster(t *testing.T) {
 func TestCrossSlotRefused(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		keys := []string{b.Prefix + ":{a}:hold", b.Prefix + ":{a}:tok", b.Prefix + ":{b}:x"}
+		keys := []string{b.Prefix + ":{a}:tok", b.Prefix + ":{a}:hold", b.Prefix + ":{b}:x"}
 		if redistest.Slot(keys[0]) == redistest.Slot(keys[2]) {
 			t.Fatal("test keys share a slot")
 		}
-		err := script.Quota.Run(ctx, b.Client, keys, 0, "0", 0, 0, 1, 1, 1_000_000, 10, 100_000, 1, 0).Err()
+		err := script.Decide.Run(ctx, b.Client, keys, "0", 1, 0, 1, 1_000_000, 10, 100_000, 1, 0, 0).Err()
 		if err == nil {
 			t.Fatal("cross-slot script call succeeded")
 		}

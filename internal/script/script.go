@@ -45,19 +45,34 @@ func mustScript(name string, preludes ...string) *redis.Script {
 	return s
 }
 
+// Preludes of the limiter scripts, in the order they build on each other.
+var (
+	stamped  = []string{"state.lua", "gcra.lua", "window_state.lua", "sliding_log.lua"}
+	quotaAll = append(append(append([]string{}, stamped...), "outside.lua", "giveback.lua"),
+		"quota_layout.lua", "quota_time.lua", "quota_charge.lua")
+)
+
 // Limiter scripts.
 var (
-	// Quota checks and charges every limit of a quota, all or nothing. See quota.lua.
-	Quota = mustScript("quota.lua", "window_state.lua", "giveback.lua", "outside.lua", "gcra.lua")
-	// Allow is quota.lua's decision of one GCRA limit under one hold, now or
+	// Decide checks and charges every limit of one or more quotas, all or
+	// nothing, now or booked ahead. See decide.lua.
+	Decide = mustScript("decide.lua", quotaAll...)
+	// Lease takes a lease: units granted now, spent later. See lease.lua.
+	Lease = mustScript("lease.lua", quotaAll...)
+	// Wake is the wake-up of a booking: it stands, or is given back and
+	// decided anew. See wake.lua.
+	Wake = mustScript("wake.lua", quotaAll...)
+	// Allow is Decide's decision of one GCRA limit under one hold, now or
 	// not at all, in its shortest form (no retry dedupe). See allow.lua.
-	Allow = mustScript("allow.lua", "gcra.lua")
+	Allow = mustScript("allow.lua", "state.lua", "gcra.lua")
+	// Batch is R coalesced Allow decisions of one GCRA limit. See batch.lua.
+	Batch = mustScript("batch.lua", "state.lua", "gcra.lua")
 	// Cancel gives back the units of a reservation that has not come due. See cancel.lua.
-	Cancel = mustScript("cancel.lua", "giveback.lua")
+	Cancel = mustScript("cancel.lua", append(append([]string{}, stamped...), "giveback.lua")...)
 	// Hold stops every grant of a quota until now + a duration. See hold.lua.
 	Hold = mustScript("hold.lua")
 	// Sync raises a limit's count to the count a server reports. See sync.lua.
-	Sync = mustScript("sync.lua", "window_state.lua", "outside.lua")
+	Sync = mustScript("sync.lua", append(append([]string{}, stamped...), "outside.lua")...)
 )
 
 // All returns every script, by file name.

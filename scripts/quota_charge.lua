@@ -1,0 +1,88 @@
+-- quota_charge.lua: prelude (not a script) of decide.lua, lease.lua and
+-- wake.lua: the per-limit part of their reply, for a denial (quota_left) or
+-- a grant (quota_charge), after quota_time.lua.
+--
+-- Each limit adds eight values to the reply: remaining, reset µs (until the
+-- limit is full again), booking id, mark, and four prior-state values. The
+-- last six are those of a booking (a granted reservation), which cancel.lua
+-- and wake.lua give back (giveback.lua); 0 otherwise:
+--   booking id  the stamp the booking wrote on the limit's state (state.lua;
+--               0 for a sliding log, which has none)
+--   mark        GCRA: the tat written; sliding log: the entry's score; window:
+--               the window's count after the booking
+--   prior       the state before the booking: GCRA tat, 0, 0, 0; window L, P,
+--               pp, c, or -1, 0, 0, 0 when there was none; sliding log 0s
+
+-- quota_left adds each limit's remaining and reset at now, charging nothing.
+local function quota_left(Q, now, out)
+  for _, lim in ipairs(Q.limits) do
+    local s, p, m, rem, reset = lim.state, lim.period, lim.max, lim.max, 0
+    if lim.algo == 1 then
+      rem, reset = gcra_left(s.tat, now, m, lim.interval)
+    elseif lim.algo == 2 then
+      rem = m - s.sum
+      if s.sum > 0 then reset = s.last + p - now end
+    else
+      local w = math.floor(now / p)
+      if s.w == w then rem = m - s.cur elseif s.w > w then rem = 0 end
+      if lim.algo == 3 and (s.w == w or s.w == w - 1) then
+        local before, count = s.prev, s.cur
+        if s.w == w - 1 then before, count = s.cur, 0 end
+        rem = math.floor(m - before * (1 - (now - w * p) / p) - count)
+      end
+      if s.w >= w - 1 then reset = math.max(window_ends(s.L, p, lim.algo) - now, 0) end
+    end
+    for _, x in ipairs({math.max(rem, 0), reset, 0, 0, 0, 0, 0, 0}) do out[#out + 1] = x end
+  end
+end
+
+-- quota_charge charges every limit its cost at grant time t (a lease's units
+-- from t to leaseEnd) and adds its values; booking says whether to add the
+-- booking's (else they are 0).
+local function quota_charge(Q, t, leaseEnd, now, booking, out)
+  for _, lim in ipairs(Q.limits) do
+    local s, p, m, c = lim.state, lim.period, lim.max, lim.cost
+    local rem, reset, id, mark, prior
+    if lim.algo == 1 then
+      local tat = gcra_charge(s.tat, leaseEnd, lim.interval, c)
+      id = gcra_write(lim.key, tat, s.stamp, s.floor, now)
+      rem, reset = gcra_left(tat, now, m, lim.interval)
+      mark, prior = tat, {s.tat, 0, 0, 0}
+    elseif lim.algo == 2 then
+      mark = log_add(lim.key, s, t, c, p, now)
+      rem, reset, id, prior = m - (s.sum + c), mark + p - now, 0, {0, 0, 0, 0}
+    else
+      local w = math.floor(t / p)
+      local before, count = 0, 0
+      if w == s.w then before, count = s.prev, s.cur elseif w == s.w + 1 then before = s.cur end
+      count = count + c
+      local L = math.max(t, leaseEnd - 1)
+      if w == s.w and s.L > L then L = s.L end
+      local ends = window_ends(t, p, lim.algo)
+      id = window_write(lim.key, L, p, before, count, s, ends, now)
+      rem = 0
+      if w == math.floor(now / p) then
+        rem = m - count
+        if lim.algo == 3 then rem = math.floor(m - before * (1 - (now - w * p) / p) - count) end
+      end
+      reset, mark, prior = ends - now, count, {s.L, s.P, s.pp, s.c}
+    end
+    if not booking then id, mark, prior = 0, 0, {0, 0, 0, 0} end
+    for _, x in ipairs({math.max(rem, 0), reset, id, mark, prior[1], prior[2], prior[3], prior[4]}) do out[#out + 1] = x end
+  end
+end
+
+-- quota_lease_end is the end of a lease of lease µs granted at t: clipped to
+-- the end of every fixed or counter window, and to t by a sliding log, which
+-- cannot hold a charge in the future without breaking first come first served.
+local function quota_lease_end(Q, t, lease)
+  local ends = t + lease
+  for _, lim in ipairs(Q.limits) do
+    if lim.algo == 2 then
+      ends = t
+    elseif lim.algo ~= 1 then
+      ends = math.min(ends, (math.floor(t / lim.period) + 1) * lim.period)
+    end
+  end
+  return ends
+end
