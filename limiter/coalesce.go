@@ -188,12 +188,13 @@ func parseBatch(v []any, p *plan, out []reply) error {
 	if err := parseReply(v, 2, 1, int64(len(out)), &x); err != nil {
 		return fmt.Errorf("batch.lua: %w", err)
 	}
-	if x.by < -1 || x.by > 1 {
-		return fmt.Errorf("%w: batch.lua denied by %d", ErrBadReply, x.by)
-	}
 	g := 0
 	if x.granted {
 		g = int(v[0].(int64)) // parseReply checked it
+	}
+	if x.by > 1 || g < len(out) && (x.by == 0 || x.waitUS == 0) {
+		// One limit; the decisions after the g-th are refused, by the hold or it.
+		return fmt.Errorf("%w: batch.lua refused %d decisions, by %d, wait %d µs", ErrBadReply, len(out)-g, x.by, x.waitUS)
 	}
 	first, after := x.per[0], x.per[1]
 	c, e := int64(p.costs[0]), p.limits[0].intervalUS()

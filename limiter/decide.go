@@ -47,7 +47,7 @@ type plan struct {
 	reps int
 	out  []reply
 	// wake, when set, is a granted booking's reply: the call is its wake-up
-	// (see quota.lua).
+	// (see decide.lua).
 	wake *reply
 	// regs are the registry entries of the plan's quotas (registry.go), one
 	// per hold.
@@ -232,7 +232,7 @@ const headerLen = 5
 // to mean "any time", small enough for exact Lua arithmetic.
 const noDeadline = int64(1) << 50
 
-// decide runs quota.lua for p, reserving up to maxWaitUS ahead (0 = now only).
+// decide runs decide.lua for p, reserving up to maxWaitUS ahead (0 = now only).
 // When Redis cannot be reached it answers under the failure policy.
 func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply) error {
 	// After the call: the definition's write must not take the pool's warm
@@ -321,7 +321,7 @@ func (l *Limiter) newToken(h *keyEntry) string {
 	return h.head + ":tok:" + l.tokenPfx + strconv.FormatUint(l.tokenSeq.Add(1), 36)
 }
 
-// decisionToken is tokenKey for a decision (quota.lua), which carries a
+// decisionToken is tokenKey for a decision (decide.lua), which carries a
 // token only when decideDedupe is on.
 func (l *Limiter) decisionToken(h *keyEntry) any {
 	if l.decideDedupe {
@@ -472,7 +472,7 @@ func shaOf(s *redis.Script) any { return boxedSHA[s] }
 
 // plain reports whether p can go to allow.lua: one GCRA limit under one
 // hold, granted now or not at all, on a client that needs no retry dedupe.
-// allow.lua decides it as quota.lua would, with fewer keys, arguments and
+// allow.lua decides it as decide.lua would, with fewer keys, arguments and
 // reply values.
 func (l *Limiter) plain(p *plan, maxWaitUS int64) bool {
 	return !l.decideDedupe && p.n == 1 && p.nq == 1 && p.nOutside == 0 && p.limits[0].Algorithm == GCRA &&
@@ -538,7 +538,7 @@ func parseReply(v []any, n, nq int, maxStatus int64, r *reply) error {
 }
 
 // windowResets fills in the reset of each fixed and counter limit of a
-// grant, which quota.lua leaves out (0) since the grant time t and wait give
+// grant, which decide.lua leaves out (0) since the grant time t and wait give
 // it: the end of t's window (one period later for the counter) less Redis's
 // time of the decision, t - wait.
 func (r *reply) windowResets(p *plan) {
@@ -627,7 +627,7 @@ func unreachable(ctx context.Context, err error) bool {
 	return !errors.Is(err, ErrBadReply) && reach.Unreachable(ctx, err)
 }
 
-// evalCall is one quota.lua call, kept for reuse (evalCalls) so that a
+// evalCall is one decide.lua call, kept for reuse (evalCalls) so that a
 // decision neither builds a closure nor allocates its command.
 type evalCall struct {
 	c   Client

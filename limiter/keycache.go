@@ -116,7 +116,7 @@ type argID struct {
 }
 
 // argsFor returns l's algorithm, period, max units, interval and guard (µs, 0
-// unless l is a FixedWindow limit), as quota.lua takes them.
+// unless l is a FixedWindow limit), as decide.lua takes them.
 func argsFor(l Limit, guardUS int64) *[5]any {
 	if l.Algorithm != FixedWindow {
 		guardUS = 0

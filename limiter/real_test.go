@@ -101,7 +101,7 @@ func TestOneRoundTripPerDecision(t *testing.T) {
 		{"d", Limit{Rate: 1000, Period: 24 * time.Hour, Burst: 1000, Algorithm: SlidingWindowCounter}},
 	}}
 	// Warm up: the first call of each script may EVAL after a NOSCRIPT (Allow
-	// goes to allow.lua, the other decisions to quota.lua).
+	// goes to allow.lua, the other decisions to decide.lua).
 	if err := script.Load(ctx, c); err != nil {
 		t.Fatal(err)
 	}

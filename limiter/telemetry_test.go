@@ -269,7 +269,7 @@ func TestTelemetryUsageAndHold(t *testing.T) {
 }
 
 // A grant booked in a later window reports no usage for its window limits:
-// quota.lua answers them 0 remaining by convention, and here the current
+// decide.lua answers them 0 remaining by convention, and here the current
 // window is nearly empty (Guard pushed the grant past its end). Its GCRA
 // limit, whose remaining is the bucket's, is reported: the booking 5 s ahead
 // puts its theoretical arrival time 5 + 15 s ahead, half of the 60 s bucket.

@@ -43,7 +43,7 @@ func TestWaitGivesBackOnFailedWake(t *testing.T) {
 		t.Fatalf("Reserve: %v at %v, want a booking at %v", err, rv.at(), turn)
 	}
 	// From now on the proxy drops the wake-up's reply (an array whose first
-	// value is 2: "the booking stands", quota.lua) and closes its connection.
+	// value is 2: "the booking stands", wake.lua) and closes its connection.
 	// The give-back's reply (an integer) gets through, on a connection of its
 	// own. (A proxy that delays every reply was tried first: the give-back
 	// then had to dial, and a dial's handshake through the delay could take
