@@ -18,21 +18,12 @@
 -- the grant's window (a period later for the counter) less now = t - wait,
 -- which the caller computes. Small integers decode without allocating.
 
-local Q, why = quota_layout()
-if not Q then return redis.error_reply('ERR decide.lua: ' .. why) end
-local maxWait = tonumber(ARGV[Q.tail])
-if not maxWait or maxWait < 0 then return redis.error_reply('ERR decide.lua: max wait') end
-local now = now_us()
-local S, err = quota_read(Q, now)
-if not S then return redis.error_reply('ERR decide.lua: ' .. err) end
+local Q, maxWait, now, S = quota_start(0)
+if not Q then return redis.error_reply('ERR decide.lua: ' .. maxWait) end
 if S.replay then return S.replay end
 
 local t, by = quota_time(Q, S, now)
-if t - now > maxWait then
-  local out = {0, t - now, by, t, 0}
-  quota_left(Q, now, out)
-  return out
-end
+if t - now > maxWait then return quota_denied(Q, now, t, by) end
 local out = {1, t - now, 0, t, 0}
 quota_charge(Q, t, t, now, maxWait > 0, out)
 local windowed = false

@@ -16,21 +16,12 @@
 -- Reply: decide.lua's layout with max wait 0; a grant's grant time is 0 (it
 -- is now) and its lease µs the lease's length E - now; no booking values.
 
-local Q, why = quota_layout()
-if not Q then return redis.error_reply('ERR lease.lua: ' .. why) end
-local lease = tonumber(ARGV[Q.tail])
-if not lease or lease < 1 then return redis.error_reply('ERR lease.lua: lease length') end
-local now = now_us()
-local S, err = quota_read(Q, now)
-if not S then return redis.error_reply('ERR lease.lua: ' .. err) end
+local Q, lease, now, S = quota_start(1)
+if not Q then return redis.error_reply('ERR lease.lua: ' .. lease) end
 if S.replay then return S.replay end
 
 local t, by = quota_time(Q, S, now)
-if t > now then
-  local out = {0, t - now, by, t, 0}
-  quota_left(Q, now, out)
-  return out
-end
+if t > now then return quota_denied(Q, now, t, by) end
 local ends = quota_lease_end(Q, t, lease)
 local out = {1, 0, 0, 0, ends - t}
 quota_charge(Q, t, ends, now, false, out)

@@ -36,6 +36,13 @@ local function quota_left(Q, now, out)
   end
 end
 
+-- quota_denied is the reply of a denial: the grant time t would be too late.
+local function quota_denied(Q, now, t, by)
+  local out = {0, t - now, by, t, 0}
+  quota_left(Q, now, out)
+  return out
+end
+
 -- quota_charge charges every limit its cost at grant time t (a lease's units
 -- from t to leaseEnd) and adds its values; booking says whether to add the
 -- booking's (else they are 0).

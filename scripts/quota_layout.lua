@@ -113,3 +113,17 @@ local function quota_read(Q, now)
   end
   return S
 end
+
+-- quota_start reads the layout, the script's own argument ARGV[4+6n] (a
+-- number ≥ least), Redis's clock and every state (quota_read). It returns Q,
+-- the argument, now and S; or nil and why.
+local function quota_start(least)
+  local Q, why = quota_layout()
+  if not Q then return nil, why end
+  local arg = tonumber(ARGV[Q.tail])
+  if not arg or arg < least then return nil, 'ARGV[' .. Q.tail .. '] must be a number ≥ ' .. least end
+  local now = now_us()
+  local S, err = quota_read(Q, now)
+  if not S then return nil, err end
+  return Q, arg, now, S
+end

@@ -54,8 +54,7 @@ if not S then return redis.error_reply('ERR wake.lua: ' .. err) end
 local t, by = quota_time(Q, S, now)
 local out = {1, t - now, 0, t, 0}
 if t - now > maxWait then
-  out = {0, t - now, by, t, 0}
-  quota_left(Q, now, out)
+  out = quota_denied(Q, now, t, by)
 else
   quota_charge(Q, t, t, now, true, out)
 end
