@@ -522,7 +522,7 @@ func parseReply(v []any, n, nq int, maxStatus int64, r *reply) error {
 		x[i] = k
 	}
 	if x[0] < 0 || x[0] > maxStatus || x[1] < 0 || x[2] < -int64(nq) || x[2] > int64(n) || x[4] < 0 || (x[0] == 0 && x[1] == 0) {
-		return fmt.Errorf("%w: header %v", ErrBadReply, x[:headerLen])
+		return fmt.Errorf("%w: header %d %d %d %d %d", ErrBadReply, x[0], x[1], x[2], x[3], x[4])
 	}
 	*r = reply{granted: x[0] >= 1, standing: maxStatus == 2 && x[0] == 2, waitUS: x[1], by: x[2], grantUS: x[3], leaseUS: x[4]}
 	for i := range n {

@@ -32,7 +32,9 @@ local function quota_left(Q, now, out)
       end
       if s.w >= w - 1 then reset = math.max(window_ends(s.L, p, lim.algo) - now, 0) end
     end
-    for _, x in ipairs({math.max(rem, 0), reset, 0, 0, 0, 0, 0, 0}) do out[#out + 1] = x end
+    local at = #out
+    out[at + 1], out[at + 2] = math.max(rem, 0), reset
+    for j = 3, 8 do out[at + j] = 0 end
   end
 end
 
@@ -49,15 +51,18 @@ end
 local function quota_charge(Q, t, leaseEnd, now, booking, out)
   for _, lim in ipairs(Q.limits) do
     local s, p, m, c = lim.state, lim.period, lim.max, lim.cost
-    local rem, reset, id, mark, prior
+    local at = #out
+    local rem, reset, id, mark
     if lim.algo == 1 then
       local tat = gcra_charge(s.tat, leaseEnd, lim.interval, c)
       id = gcra_write(lim.key, tat, s.stamp, s.floor, now)
       rem, reset = gcra_left(tat, now, m, lim.interval)
-      mark, prior = tat, {s.tat, 0, 0, 0}
+      mark = tat
+      out[at + 5], out[at + 6], out[at + 7], out[at + 8] = s.tat, 0, 0, 0
     elseif lim.algo == 2 then
       mark = log_add(lim.key, s, t, c, p, now)
-      rem, reset, id, prior = m - (s.sum + c), mark + p - now, 0, {0, 0, 0, 0}
+      rem, reset, id = m - (s.sum + c), mark + p - now, 0
+      out[at + 5], out[at + 6], out[at + 7], out[at + 8] = 0, 0, 0, 0
     else
       local w = math.floor(t / p)
       local before, count = 0, 0
@@ -72,10 +77,13 @@ local function quota_charge(Q, t, leaseEnd, now, booking, out)
         rem = m - count
         if lim.algo == 3 then rem = math.floor(m - before * (1 - (now - w * p) / p) - count) end
       end
-      reset, mark, prior = ends - now, count, {s.L, s.P, s.pp, s.c}
+      reset, mark = ends - now, count
+      out[at + 5], out[at + 6], out[at + 7], out[at + 8] = s.L, s.P, s.pp, s.c
     end
-    if not booking then id, mark, prior = 0, 0, {0, 0, 0, 0} end
-    for _, x in ipairs({math.max(rem, 0), reset, id, mark, prior[1], prior[2], prior[3], prior[4]}) do out[#out + 1] = x end
+    out[at + 1], out[at + 2], out[at + 3], out[at + 4] = math.max(rem, 0), reset, id, mark
+    if not booking then
+      for j = 3, 8 do out[at + j] = 0 end
+    end
   end
 end
 

@@ -18,10 +18,9 @@
 -- period's windows).
 local function window_read(v, p)
   if not v then return {L = -1, P = 0, pp = 0, c = 0, floor = 0, w = -1, prev = 0, cur = 0} end
-  local f = {string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')}
-  if not f[1] then return nil end
-  for i = 1, 6 do f[i] = tonumber(f[i]) end
-  local s = {L = f[1], P = f[2], pp = f[3], c = f[4], stamp = f[5], floor = f[6]}
+  local L, P, pp, c, stamp, floor = string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+  if not L then return nil end
+  local s = {L = tonumber(L), P = tonumber(P), pp = tonumber(pp), c = tonumber(c), stamp = tonumber(stamp), floor = tonumber(floor)}
   s.w, s.prev, s.cur = math.floor(s.L / p), s.pp, s.c
   if s.P ~= p then
     local start = math.floor(s.L / s.P) * s.P

@@ -48,8 +48,7 @@ func mustScript(name string, preludes ...string) *redis.Script {
 // Preludes of the limiter scripts, in the order they build on each other.
 var (
 	stamped  = []string{"state.lua", "gcra.lua", "window_state.lua", "sliding_log.lua"}
-	quotaAll = append(append(append([]string{}, stamped...), "outside.lua", "giveback.lua"),
-		"quota_layout.lua", "quota_time.lua", "quota_charge.lua")
+	quotaAll = append(append([]string{}, stamped...), "outside.lua", "quota_layout.lua", "quota_time.lua", "quota_charge.lua")
 )
 
 // Limiter scripts.
@@ -61,7 +60,7 @@ var (
 	Lease = mustScript("lease.lua", quotaAll...)
 	// Wake is the wake-up of a booking: it stands, or is given back and
 	// decided anew. See wake.lua.
-	Wake = mustScript("wake.lua", quotaAll...)
+	Wake = mustScript("wake.lua", append(append([]string{}, quotaAll...), "giveback.lua")...)
 	// Allow is Decide's decision of one GCRA limit under one hold, now or
 	// not at all, in its shortest form (no retry dedupe). See allow.lua.
 	Allow = mustScript("allow.lua", "state.lua", "gcra.lua")
