@@ -39,9 +39,11 @@ local function quota_layout()
     dedupe = ARGV[1] ~= '0' and n > 0, notBefore = tonumber(ARGV[3]) or 0}
   for j = 1, h do Q.holdKeys[j] = KEYS[1 + j] end
   for i = 1, n do
-    local a, lim = 4 + 6 * (i - 1), {key = KEYS[1 + h + i]}
-    lim.algo, lim.period, lim.max = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-    lim.interval, lim.cost, lim.guard = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+    local a = 4 + 6 * (i - 1)
+    -- Every field in the constructor: a Lua table grown field by field rehashes.
+    local lim = {key = KEYS[1 + h + i], algo = tonumber(ARGV[a]), period = tonumber(ARGV[a + 1]),
+      max = tonumber(ARGV[a + 2]), interval = tonumber(ARGV[a + 3]), cost = tonumber(ARGV[a + 4]),
+      guard = tonumber(ARGV[a + 5]), outsideKey = false, outsideAt = false, outside = false, state = false}
     if not (lim.algo and lim.cost and lim.max and lim.period and lim.interval and lim.guard) or lim.algo < 1 or lim.algo > 4
       or lim.cost < 1 or lim.cost > lim.max or lim.period < 1 or lim.interval < 1 or lim.guard < 0 or lim.guard >= lim.period then
       return nil, 'limit ' .. i .. ': algorithm, cost, max, period, interval or guard out of range'

@@ -17,10 +17,11 @@
 -- still fall in (of what the state still holds: it expires with the old
 -- period's windows).
 local function window_read(v, p)
-  if not v then return {L = -1, P = 0, pp = 0, c = 0, floor = 0, w = -1, prev = 0, cur = 0} end
+  if not v then return {L = -1, P = 0, pp = 0, c = 0, stamp = nil, floor = 0, w = -1, prev = 0, cur = 0} end
   local L, P, pp, c, stamp, floor = string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
   if not L then return nil end
-  local s = {L = tonumber(L), P = tonumber(P), pp = tonumber(pp), c = tonumber(c), stamp = tonumber(stamp), floor = tonumber(floor)}
+  local s = {L = tonumber(L), P = tonumber(P), pp = tonumber(pp), c = tonumber(c), stamp = tonumber(stamp),
+    floor = tonumber(floor), w = 0, prev = 0, cur = 0}
   s.w, s.prev, s.cur = math.floor(s.L / p), s.pp, s.c
   if s.P ~= p then
     local start = math.floor(s.L / s.P) * s.P
