@@ -15,7 +15,7 @@ local m, e, c = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local values = redis.call('MGET', KEYS[1], KEYS[2])
 local now = now_us()
 local hold = tonumber(values[1] or '0') or 0
-local tat, stamp, floor = gcra_read(values[2])
+local tat, floor = gcra_read(values[2])
 if not tat then return redis.error_reply('ERR allow.lua: unreadable state') end
 local t, by = now, 0
 if hold > t then t, by = hold, -1 end
@@ -26,6 +26,6 @@ if by ~= 0 then
   return {0, t - now, by, 0, 0, rem, reset, 0, 0, 0, 0, 0, 0}
 end
 tat = gcra_charge(tat, now, e, c)
-gcra_write(KEYS[2], tat, stamp, floor, now)
+gcra_write(KEYS[2], tat, floor, now)
 local rem, reset = gcra_left(tat, now, m, e)
 return {1, 0, 0, 0, 0, rem, reset, 0, 0, 0, 0, 0, 0}

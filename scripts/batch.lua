@@ -27,7 +27,7 @@ if dedupe and values[3] then
 end
 local now = now_us()
 local hold = tonumber(values[1] or '0') or 0
-local tat, stamp, floor = gcra_read(values[2])
+local tat, floor = gcra_read(values[2])
 if not tat then return redis.error_reply('ERR batch.lua: unreadable state') end
 -- Decision i fits while base + i·c·e - m·e <= now.
 local base, granted = math.max(tat, now), 0
@@ -35,7 +35,7 @@ if hold <= now then granted = math.max(0, math.min(reps, math.floor((now - base 
 local last = tat
 if granted > 0 then
   last = base + granted * c * e
-  gcra_write(KEYS[3], last, stamp, floor, now)
+  gcra_write(KEYS[3], last, floor, now)
 end
 local t, by = now, 0
 if hold > t then t, by = hold, -1 end

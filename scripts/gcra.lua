@@ -1,15 +1,21 @@
 -- gcra.lua: prelude (not a script) of allow.lua, batch.lua and the quota
 -- scripts, the one source of the GCRA (after state.lua). A limit of m units,
 -- one every e µs, keeps its theoretical arrival time tat (µs, Redis's clock)
--- in the state "tat stamp floor" (state.lua).
+-- in the state "tat", or "tat floor" once sync.lua has set a floor. A GCRA
+-- state needs no stamp (state.lua): tat only grows while bookings are made
+-- and never goes below the floor when one is given back, so a booking's id
+-- is the tat it wrote, and those at or below the floor are not given back.
 
--- gcra_read parses a state v (nil: none) into tat, stamp, floor (stamp nil
--- for none); nil if v is unreadable.
+-- gcra_read parses a state v (nil or false: none) into tat and floor; nil if
+-- v is unreadable.
 local function gcra_read(v)
-  if not v then return 0, nil, 0 end
-  local tat, stamp, floor = string.match(v, '^(%d+) (%d+) (%d+)$')
+  if not v then return 0, 0 end
+  local tat = tonumber(v)
+  if tat then return tat, 0 end
+  local floor
+  tat, floor = string.match(v, '^(%d+) (%d+)$')
   if not tat then return nil end
-  return tonumber(tat), tonumber(stamp), tonumber(floor)
+  return tonumber(tat), tonumber(floor)
 end
 
 -- gcra_fits returns the earliest time (µs) at which cost c fits under tat.
@@ -29,10 +35,9 @@ local function gcra_left(tat, now, m, e)
   return math.max(math.floor((m * e - ahead) / e), 0), ahead
 end
 
--- gcra_write stores tat (> now) under key k until it is past, after a state
--- stamped stamp with floor; it returns the new stamp.
-local function gcra_write(k, tat, stamp, floor, now)
-  stamp, floor = next_stamp(stamp, floor, now)
-  redis.call('SET', k, digits(tat) .. ' ' .. digits(stamp) .. ' ' .. digits(floor), 'PX', ttl_ms(tat, now))
-  return stamp
+-- gcra_write stores tat (> now) and floor under key k until tat is past.
+local function gcra_write(k, tat, floor, now)
+  local v = digits(tat)
+  if floor > 0 then v = v .. ' ' .. digits(floor) end
+  redis.call('SET', k, v, 'PX', ttl_ms(tat, now))
 end

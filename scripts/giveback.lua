@@ -8,8 +8,9 @@
 -- the units given back. The anchor is x/time/rate's CancelAt: give back what
 -- later bookings have not already claimed, and never what could let a limit
 -- overshoot.
---   Nothing when the booking id is at or below the state's floor (state.lua):
---     a Sync since the booking may rest on its units, or the state is newer.
+--   Nothing when the booking id is at or below the state's floor (state.lua,
+--     gcra.lua): a Sync since the booking may rest on its units, or (windows)
+--     the state is newer than the booking.
 --   GCRA and windows: while the state is still the one the booking wrote (it
 --     is the last charge, and nothing was given back since), the state before
 --     it is restored exactly: c units.
@@ -42,16 +43,16 @@ local function giveback(k, algo, p, e, c, t, b, now)
   end
   local v = redis.call('GET', k)
   if algo == 1 then
-    local tat, stamp, floor = gcra_read(v)
+    local tat, floor = gcra_read(v)
     if not tat or id <= floor then return 0 end
     if tat == mark then
-      if p1 > now then gcra_write(k, p1, stamp, floor, now) else redis.call('DEL', k) end
+      if p1 > now then gcra_write(k, p1, floor, now) else redis.call('DEL', k) end
       return c
     end
     if tat < mark or tat <= now or (tat - mark) % e ~= 0 then return 0 end
     local back = c - (tat - mark) / e
     if back <= 0 then return 0 end
-    gcra_write(k, tat - back * e, stamp, floor, now)
+    gcra_write(k, tat - back * e, floor, now)
     return back
   end
   local s = v and window_read(v, p)

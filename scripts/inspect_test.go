@@ -34,7 +34,7 @@ func TestInspectReadsEveryFormat(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		set(gk, fmt.Sprint(now+3*iv, " 1 0"))                         // GCRA: 3 units owed (stamp 1, floor 0)
+		set(gk, fmt.Sprint(now+3*iv))                                 // GCRA: 3 units owed
 		set(fk, fmt.Sprintf("%d %d 0 4 1 0", w*period+1, period))     // fixed: 4 in this window
 		set(ck, fmt.Sprintf("%d %d 0 2 1 0", (w-1)*period+1, period)) // counter: 2 in the last window
 		set(hold, fmt.Sprint(now+60_000_000))                         // held a minute

@@ -6,8 +6,8 @@
 -- limit is full again), booking id, mark, and four prior-state values. The
 -- last six are those of a booking (a granted reservation), which cancel.lua
 -- and wake.lua give back (giveback.lua); 0 otherwise:
---   booking id  the stamp the booking wrote on the limit's state (state.lua;
---               0 for a sliding log, which has none)
+--   booking id  window: the stamp the booking wrote on the limit's state
+--               (state.lua); GCRA: the tat it wrote (gcra.lua); sliding log: 0
 --   mark        GCRA: the tat written; sliding log: the entry's score; window:
 --               the window's count after the booking
 --   prior       the state before the booking: GCRA tat, 0, 0, 0; window L, P,
@@ -55,9 +55,9 @@ local function quota_charge(Q, t, leaseEnd, now, booking, out)
     local rem, reset, id, mark
     if lim.algo == 1 then
       local tat = gcra_charge(s.tat, leaseEnd, lim.interval, c)
-      id = gcra_write(lim.key, tat, s.stamp, s.floor, now)
+      gcra_write(lim.key, tat, s.floor, now)
       rem, reset = gcra_left(tat, now, m, lim.interval)
-      mark = tat
+      id, mark = tat, tat
       out[at + 5], out[at + 6], out[at + 7], out[at + 8] = s.tat, 0, 0, 0
     elseif lim.algo == 2 then
       mark = log_add(lim.key, s, t, c, p, now)

@@ -78,7 +78,7 @@ end
 -- and outside record, then the sliding logs (trimmed to their period). It
 -- returns the remembered reply of a retried call; or the latest hold's end,
 -- its quota's index, and each limit's state in Q.limits[i].state (gcra_read's
--- tat, stamp, floor as a table; window_read's; log_read's); or nil and why.
+-- tat and floor as a table; window_read's; log_read's); or nil and why.
 local function quota_read(Q, now)
   local names, at = {KEYS[1]}, {}
   for j = 1, Q.h do names[#names + 1] = Q.holdKeys[j] end
@@ -101,9 +101,9 @@ local function quota_read(Q, now)
   end
   for i, lim in ipairs(Q.limits) do
     if lim.algo == 1 then
-      local tat, stamp, floor = gcra_read(values[at[i]])
+      local tat, floor = gcra_read(values[at[i]])
       if not tat then return nil, 'limit ' .. i .. ': unreadable state' end
-      lim.state = {tat = tat, stamp = stamp, floor = floor}
+      lim.state = {tat = tat, floor = floor}
     elseif lim.algo == 2 then
       redis.call('ZREMRANGEBYSCORE', lim.key, 0, digits(now - lim.period))
       lim.state = log_read(lim.key, now - lim.period)

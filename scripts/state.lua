@@ -1,8 +1,8 @@
 -- state.lua: prelude (not a script) of every limiter script: the clock, and
--- the stamp that every GCRA and window state ends with (internal/script
--- prepends it).
+-- the stamp that every window state ends with (internal/script prepends it;
+-- a GCRA state needs none, see gcra.lua).
 --
--- A state ends with "stamp floor":
+-- A window state ends with "stamp floor":
 --   stamp  the state's write number: each write's stamp is larger than the
 --          one before it and at least the Redis µs time of the write, so a
 --          state written anew (after a Reset or its expiry) never reuses one.

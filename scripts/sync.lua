@@ -22,9 +22,10 @@
 --          else changes (used is 0). Reply 0.
 --
 -- A GCRA or window state that holds charges still to come (bookings, leases)
--- gets its floor raised to the stamp this script writes (state.lua), whether
--- or not the count was raised: the server's count may rest on those charges'
--- units, so their give-back (giveback.lua) must not take it below.
+-- gets its floor raised, whether or not the count was raised: to the tat it
+-- leaves (gcra.lua), or to the stamp it writes (state.lua). The server's count
+-- may rest on those charges' units, so their give-back (giveback.lua) must not
+-- take it below.
 --
 -- Reply: 1 if our count was raised, 0 if it already covered the server's, or
 -- the charge's window has passed.
@@ -45,18 +46,14 @@ if t > 0 then
 end
 
 if algo == 1 then
-  local tat, stamp, floor = gcra_read(redis.call('GET', k))
+  local tat = gcra_read(redis.call('GET', k))
   if not tat then return redis.error_reply('ERR sync.lua: unreadable state') end
   local want = now + used * e
   if want <= tat then
-    if tat > now then
-      local next = next_stamp(stamp, floor, now)
-      redis.call('SET', k, digits(tat) .. ' ' .. digits(next) .. ' ' .. digits(next), 'KEEPTTL')
-    end
+    if tat > now then redis.call('SET', k, digits(tat) .. ' ' .. digits(tat), 'KEEPTTL') end
     return 0
   end
-  local next = next_stamp(stamp, floor, now)
-  redis.call('SET', k, digits(want) .. ' ' .. digits(next) .. ' ' .. digits(next), 'PX', ttl_ms(want, now))
+  gcra_write(k, want, want, now)
   return 1
 elseif algo == 2 then
   redis.call('ZREMRANGEBYSCORE', k, 0, digits(now - p))
