@@ -38,14 +38,7 @@ for i = 1, #KEYS - 2 do
   else
     local s = window_read(redis.call('GET', k), p)
     if not s then return redis.error_reply('ERR inspect.lua: limit ' .. i .. ': unreadable state') end
-    local w = math.floor(now / p)
-    if s.w == w then rem = m - s.cur elseif s.w > w then rem = 0 end
-    if algo == 3 and (s.w == w or s.w == w - 1) then
-      local before, count = s.prev, s.cur
-      if s.w == w - 1 then before, count = s.cur, 0 end
-      rem = math.floor(m - before * (1 - (now - w * p) / p) - count)
-    end
-    if s.w >= w - 1 then reset = math.max(window_ends(s.L, p, algo) - now, 0) end
+    rem, reset = window_left(s, p, algo, m, now)
   end
   if rem < 0 then rem = 0 end
   out[#out + 1], out[#out + 2] = rem, reset

@@ -23,14 +23,7 @@ local function quota_left(Q, now, out)
       rem = m - s.sum
       if s.sum > 0 then reset = s.last + p - now end
     else
-      local w = math.floor(now / p)
-      if s.w == w then rem = m - s.cur elseif s.w > w then rem = 0 end
-      if lim.algo == 3 and (s.w == w or s.w == w - 1) then
-        local before, count = s.prev, s.cur
-        if s.w == w - 1 then before, count = s.cur, 0 end
-        rem = math.floor(m - before * (1 - (now - w * p) / p) - count)
-      end
-      if s.w >= w - 1 then reset = math.max(window_ends(s.L, p, lim.algo) - now, 0) end
+      rem, reset = window_left(s, p, lim.algo, m, now)
     end
     local at = #out
     out[at + 1], out[at + 2] = math.max(rem, 0), reset

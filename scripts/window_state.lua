@@ -54,3 +54,18 @@ local function window_ends(L, p, algo)
   if algo == 3 then ends = ends + p end
   return ends
 end
+
+-- window_left returns the units a window state s (window_read's, on period
+-- p; algorithm algo, max m) leaves at now, and the µs until it is full again.
+local function window_left(s, p, algo, m, now)
+  local w, rem, reset = math.floor(now / p), m, 0
+  if s.w == w then rem = m - s.cur elseif s.w > w then rem = 0 end
+  if algo == 3 and (s.w == w or s.w == w - 1) then
+    -- The counter weighs the window before by the part of it still in the period.
+    local before, count = s.prev, s.cur
+    if s.w == w - 1 then before, count = s.cur, 0 end
+    rem = math.floor(m - before * (1 - (now - w * p) / p) - count)
+  end
+  if s.w >= w - 1 then reset = math.max(window_ends(s.L, p, algo) - now, 0) end
+  return math.max(rem, 0), reset
+end
