@@ -8,7 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // BenchmarkCeiling measures how many decisions one Redis can run when no
@@ -21,7 +21,7 @@ import (
 func BenchmarkCeiling(b *testing.B) {
 	need(b)
 	ctx := context.Background()
-	if err := scripts.Load(ctx, env.Client); err != nil {
+	if err := script.Load(ctx, env.Client); err != nil {
 		b.Fatal(err)
 	}
 	p := prefix("ceil")
@@ -31,7 +31,7 @@ func BenchmarkCeiling(b *testing.B) {
 	for _, batch := range []int{1, 16, 256} {
 		b.Run("script/batch="+strconv.Itoa(batch), func(b *testing.B) {
 			ceiling(b, batch, func(pipe redisPipe) {
-				scripts.Allow.EvalSha(ctx, pipe, keys, args...)
+				script.Allow.EvalSha(ctx, pipe, keys, args...)
 			})
 		})
 		b.Run("ping/batch="+strconv.Itoa(batch), func(b *testing.B) {

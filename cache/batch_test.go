@@ -13,7 +13,7 @@ import (
 
 	"github.com/redquota/redquota/cache"
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // SetMany is one pipeline (one round trip per node), and one script call for a
@@ -23,7 +23,7 @@ func TestBatchRoundTrips(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		e := newEnv(t, b, cache.Options{})
 		ctx := context.Background()
-		if err := scripts.Load(ctx, b.Client); err != nil { // EVALSHA finds them: one call
+		if err := script.Load(ctx, b.Client); err != nil { // EVALSHA finds them: one call
 			t.Fatal(err)
 		}
 		_, cluster := b.Client.(*redis.ClusterClient)

@@ -9,7 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/cacheops"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // Counters and indexes are for package market, through internal/cacheops,
@@ -30,7 +30,7 @@ func init() {
 	cacheops.Class = errorClass
 }
 
-// incrSpan is cacheops.Incr: one script call (scripts.Incr).
+// incrSpan is cacheops.Incr: one script call (script.Incr).
 func (c *Cache) incrSpan(ctx context.Context, key string, n int64, window time.Duration) (int64, time.Duration, error) {
 	ctx, span := c.core.start(ctx, opIncr)
 	count, left, err := c.incr(ctx, key, n, window)
@@ -49,7 +49,7 @@ func (c *Cache) incr(ctx context.Context, key string, n int64, window time.Durat
 	var reply []int64
 	err = c.core.do(ctx, func(ctx context.Context) error {
 		var err error
-		reply, err = scripts.Incr.Run(ctx, c.core.client, []string{k}, n, window.Milliseconds()).Int64Slice()
+		reply, err = script.Incr.Run(ctx, c.core.client, []string{k}, n, window.Milliseconds()).Int64Slice()
 		return err
 	})
 	c.core.near.wrote(k)

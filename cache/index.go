@@ -6,10 +6,10 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/internal/keys"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
-// rememberSpan is cacheops.Remember: one script call (scripts.IndexAdd).
+// rememberSpan is cacheops.Remember: one script call (script.IndexAdd).
 func (c *Cache) rememberSpan(ctx context.Context, index string, ttl time.Duration, names []string) error {
 	ctx, span := c.core.start(ctx, opRemember)
 	if span.IsRecording() {
@@ -40,7 +40,7 @@ func (c *Cache) remember(ctx context.Context, index string, ttl time.Duration, n
 		args = append(args, n)
 	}
 	err = c.core.do(ctx, func(ctx context.Context) error {
-		return scripts.IndexAdd.Run(ctx, c.core.client, []string{k}, args...).Err()
+		return script.IndexAdd.Run(ctx, c.core.client, []string{k}, args...).Err()
 	})
 	if err != nil {
 		return fmt.Errorf("cache: remember: %w", err)
@@ -67,7 +67,7 @@ func (c *Cache) recall(ctx context.Context, index string) ([]string, error) {
 	var names []string
 	err = c.core.do(ctx, func(ctx context.Context) error {
 		var err error
-		names, err = scripts.IndexList.Run(ctx, c.core.client, []string{k}).StringSlice()
+		names, err = script.IndexList.Run(ctx, c.core.client, []string{k}).StringSlice()
 		return err
 	})
 	if err != nil {

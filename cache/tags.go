@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // setManyTagged is SetMany with tags.
@@ -51,7 +51,7 @@ func (c *Cache) setTagged(ctx context.Context, ks []string, vals []any, ttl time
 		args := make([]any, 0, 2+hi-lo)
 		args = append(append(args, hi-lo, ms), vals[lo:hi]...)
 		err := c.core.do(ctx, func(ctx context.Context) error {
-			return scripts.SetTagged.Run(ctx, c.core.client, keys, args...).Err()
+			return script.SetTagged.Run(ctx, c.core.client, keys, args...).Err()
 		})
 		c.core.near.wrote(ks[lo:hi]...)
 		if err != nil {
@@ -64,7 +64,7 @@ func (c *Cache) setTagged(ctx context.Context, ks []string, vals []any, ttl time
 // InvalidateTags deletes every value that carries one of tags (see Set),
 // and the tag sets, and returns how many values it deleted (values that had
 // already expired are not counted). A deleted value also leaves its other tag
-// sets. Each script call (scripts.InvalidateTag) deletes at most
+// sets. Each script call (script.InvalidateTag) deletes at most
 // Options.Batch members, so a tag of 10 000 keys is ten short calls and never
 // blocks Redis for long. Values tagged while it runs may or may not be deleted.
 // It needs a group view (ErrInvalid otherwise).
@@ -94,7 +94,7 @@ func (c *Cache) invalidateTags(ctx context.Context, tags []string) (int, error) 
 			var reply []int64
 			err := c.core.do(ctx, func(ctx context.Context) error {
 				var err error
-				reply, err = scripts.InvalidateTag.Run(ctx, c.core.client, []string{tk}, c.core.batch, c.valPre, c.head+":l:").Int64Slice()
+				reply, err = script.InvalidateTag.Run(ctx, c.core.client, []string{tk}, c.core.batch, c.valPre, c.head+":l:").Int64Slice()
 				return err
 			})
 			if err != nil {
@@ -117,7 +117,7 @@ func (c *Cache) invalidateTags(ctx context.Context, tags []string) (int, error) 
 func (c *Cache) listKey(k string) string { return c.head + ":l:" + k[len(c.valPre):] }
 
 // deleteGrouped deletes the values at ks, value keys of this group view, and
-// takes them out of their tag sets (scripts.Delete), a batch per call.
+// takes them out of their tag sets (script.Delete), a batch per call.
 func (c *Cache) deleteGrouped(ctx context.Context, ks []string) error {
 	for lo := 0; lo < len(ks); lo += c.core.batch {
 		hi := min(lo+c.core.batch, len(ks))
@@ -127,7 +127,7 @@ func (c *Cache) deleteGrouped(ctx context.Context, ks []string) error {
 			keys = append(keys, c.listKey(k))
 		}
 		err := c.core.do(ctx, func(ctx context.Context) error {
-			n, err := scripts.Delete.Run(ctx, c.core.client, keys).Int64()
+			n, err := script.Delete.Run(ctx, c.core.client, keys).Int64()
 			if err == nil && (n < 0 || n > int64(hi-lo)) {
 				err = fmt.Errorf("cache_delete.lua replied %d for %d keys", n, hi-lo)
 			}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/redquota/redquota/cache"
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // tagModel is the reference: what each key holds and exactly which tags it
@@ -52,7 +52,7 @@ func TestTagsModel(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		e := newEnv(t, b, cache.Options{})
 		ctx := context.Background()
-		require.NoError(t, scripts.Load(ctx, b.Client))
+		require.NoError(t, script.Load(ctx, b.Client))
 		g := e.c.Group("g")
 		steps, seeds := 300, 4
 		if b.Kind != redistest.Mini {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/redquota/redquota/cache"
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // tagKey is the Redis key of a tag set (documented in the package comment).
@@ -20,7 +20,7 @@ func TestSetTaggedOneScript(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		e := newEnv(t, b, cache.Options{})
 		ctx := context.Background()
-		if err := scripts.Load(ctx, b.Client); err != nil {
+		if err := script.Load(ctx, b.Client); err != nil {
 			t.Fatal(err)
 		}
 		g := e.c.Group("binance")
@@ -187,7 +187,7 @@ func TestInvalidateTenThousand(t *testing.T) {
 		// machine: this test is about batching, not about Options.Timeout.
 		e := newEnv(t, b, cache.Options{Timeout: time.Minute})
 		ctx := context.Background()
-		if err := scripts.Load(ctx, b.Client); err != nil {
+		if err := script.Load(ctx, b.Client); err != nil {
 			t.Fatal(err)
 		}
 		g := e.c.Group("g")

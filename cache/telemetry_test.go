@@ -17,7 +17,7 @@ import (
 	"github.com/redquota/redquota/cache"
 	"github.com/redquota/redquota/internal/oteltest"
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 	"github.com/redquota/redquota/telemetry"
 )
 
@@ -84,7 +84,7 @@ func instrumented(t *testing.T, h *oteltest.Harness, opts *redis.Options) *redis
 	}
 	c := redis.NewClient(opts)
 	t.Cleanup(func() { _ = c.Close() })
-	if err := scripts.Load(context.Background(), c); err != nil {
+	if err := script.Load(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
 	if err := telemetry.InstrumentClient(c, h.Providers); err != nil {

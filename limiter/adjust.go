@@ -7,7 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // Hold stops every grant of quota instance q (q.For(key) holds that key's
@@ -39,7 +39,7 @@ func (l *Limiter) Hold(ctx context.Context, q Quota, d time.Duration, reason str
 		return 0, fmt.Errorf("%w: hold of %s must be ≤ %s", errInvalidDuration, d, maxHold)
 	}
 	dus := max(d.Microseconds(), 1)
-	v, err := scripts.Hold.Run(ctx, l.client, []string{l.holdKey(q)}, dus).Int64()
+	v, err := script.Hold.Run(ctx, l.client, []string{l.holdKey(q)}, dus).Int64()
 	if err != nil {
 		return 0, redisErr("hold", err)
 	}
@@ -149,7 +149,7 @@ func (l *Limiter) refused(ctx context.Context, key string, lim Limit, cost int, 
 
 // runSync runs sync.lua and checks its reply.
 func (l *Limiter) runSync(ctx context.Context, ks []string, args []any) (bool, error) {
-	v, err := scripts.Sync.Run(ctx, l.client, ks, args...).Int64()
+	v, err := script.Sync.Run(ctx, l.client, ks, args...).Int64()
 	if err != nil {
 		return false, redisErr("sync", err)
 	}

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // For makes instances of one template: each key counts alone, and no key can
@@ -273,7 +273,7 @@ func TestAllowAllAcrossNodeClocks(t *testing.T) {
 	m, c := redistest.NewMini(t)
 	start := time.Date(2025, 1, 15, 12, 0, 30, 0, time.UTC)
 	m.SetTime(start)
-	if err := scripts.Load(context.Background(), c); err != nil { // one call per group
+	if err := script.Load(context.Background(), c); err != nil { // one call per group
 		t.Fatal(err)
 	}
 	var calls atomic.Int64

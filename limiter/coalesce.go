@@ -181,33 +181,31 @@ func (l *Limiter) runBatch(p *plan, batch []*coalesceWaiter) {
 	}
 }
 
-// parseBatch reads quota.lua's coalesced reply into out, one reply per
-// decision (see the script's header).
+// parseBatch reads batch.lua's reply into out, one reply per decision (see
+// the script's header): parseReply's layout, with two limit parts.
 func parseBatch(v []any, p *plan, out []reply) error {
-	if len(v) != 9 {
-		return fmt.Errorf("%w: quota.lua returned %d values for %d coalesced decisions", ErrBadReply, len(v), len(out))
+	var x reply
+	if err := parseReply(v, 2, 1, int64(len(out)), &x); err != nil {
+		return fmt.Errorf("batch.lua: %w", err)
 	}
-	var x [9]int64
-	for i, a := range v {
-		k, ok := a.(int64)
-		if !ok {
-			return fmt.Errorf("%w: quota.lua value %d is %T, not an integer", ErrBadReply, i, a)
-		}
-		x[i] = k
+	g := 0
+	if x.granted {
+		g = int(v[0].(int64)) // parseReply checked it
 	}
-	g := int(x[0])
-	if g < 0 || g > len(out) || x[1] < 0 || x[2] < -1 || x[2] > 1 || x[5] < 0 || x[7] < 0 || x[8] < 0 {
-		return fmt.Errorf("%w: quota.lua coalesced header %d %d %d", ErrBadReply, x[0], x[1], x[2])
+	if x.by > 1 || g < len(out) && (x.by == 0 || x.waitUS == 0) {
+		// One limit; the decisions after the g-th are refused, by the hold or it.
+		return fmt.Errorf("%w: batch.lua refused %d decisions, by %d, wait %d µs", ErrBadReply, len(out)-g, x.by, x.waitUS)
 	}
+	first, after := x.per[0], x.per[1]
 	c, e := int64(p.costs[0]), p.limits[0].intervalUS()
 	for i := range out {
 		if i < g {
 			out[i] = reply{granted: true}
-			out[i].per[0] = perLimit{rem: max(x[4]-int64(i)*c, 0), resetUS: x[5] + int64(i)*c*e}
+			out[i].per[0] = perLimit{rem: max(first.rem-int64(i)*c, 0), resetUS: first.resetUS + int64(i)*c*e}
 			continue
 		}
-		out[i] = reply{waitUS: x[1], by: x[2]}
-		out[i].per[0] = perLimit{rem: x[7], resetUS: x[8]}
+		out[i] = reply{waitUS: x.waitUS, by: x.by}
+		out[i].per[0] = perLimit{rem: after.rem, resetUS: after.resetUS}
 	}
 	return nil
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // TestCoalescedMatchesSequential: R identical decisions sent as one coalesced
@@ -179,7 +179,7 @@ func (h countEval) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 func TestCoalesceKeepsDeadlines(t *testing.T) {
 	srv := redistest.Shared(t)
 	ctx := context.Background()
-	if err := scripts.Load(ctx, redistest.NewReal(t)); err != nil { // no NOSCRIPT round trip through the proxy
+	if err := script.Load(ctx, redistest.NewReal(t)); err != nil { // no NOSCRIPT round trip through the proxy
 		t.Fatal(err)
 	}
 	proxy := redistest.NewFaultProxy(t, srv.Addr())

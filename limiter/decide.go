@@ -14,7 +14,7 @@ import (
 
 	"github.com/redquota/redquota/internal/keys"
 	"github.com/redquota/redquota/internal/reach"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // plan is one decision ready to send: its keys and the limits it charges, of
@@ -47,7 +47,7 @@ type plan struct {
 	reps int
 	out  []reply
 	// wake, when set, is a granted booking's reply: the call is its wake-up
-	// (see quota.lua).
+	// (see decide.lua).
 	wake *reply
 	// regs are the registry entries of the plan's quotas (registry.go), one
 	// per hold.
@@ -197,34 +197,42 @@ func (l *Limiter) addQuota(p *plan, ch Charge) error {
 	return nil
 }
 
-// reply is quota.lua's answer.
+// reply is a decision script's answer (decide.lua's layout; parseReply).
 type reply struct {
 	granted  bool
 	standing bool  // a wake-up found the booking standing (no hold after it)
 	waitUS   int64 // delay until the grant, or retry-after when denied
-	by       int64 // 0 none, -1 hold, i = limit i (1-based)
+	by       int64 // 0 none, -j quota j's hold, i = limit i (1-based)
 	grantUS  int64 // Redis time of the grant, µs
+	leaseUS  int64 // a granted lease's length, µs
 	per      [maxQuotaLimits]perLimit
 	degraded bool
-	// prior holds, for a granted reservation, each limit's four prior-state
-	// values (int64s, checked): what Cancel restores. Kept as the reply's own
-	// slice, so a decision allocates nothing for it.
-	prior []any
 	// local holds a degraded grant's reservations in the local limiters
 	// (FailLocal), which Cancel gives back.
 	local []*rate.Reservation
 }
 
-type perLimit struct{ rem, resetUS, mark int64 }
+// perLimit is one limit's part of a reply: remaining, reset, and the values
+// of a booking (all 0 for none) that cancel.lua and wake.lua give back.
+type perLimit struct {
+	rem, resetUS int64
+	booking      [bookingLen]int64 // booking id, mark, four prior-state values
+}
 
-// quotaSHA is quota.lua's SHA1, boxed once.
-var quotaSHA any = scripts.Quota.Hash()
+// bookingLen is how many values a reply carries per limit for its booking.
+const bookingLen = 6
+
+// perLimitLen is how many values a reply carries per limit.
+const perLimitLen = 2 + bookingLen
+
+// headerLen is how many values a reply carries before its limits'.
+const headerLen = 5
 
 // noDeadline is the max wait sent when a context has no deadline: far enough
 // to mean "any time", small enough for exact Lua arithmetic.
 const noDeadline = int64(1) << 50
 
-// decide runs quota.lua for p, reserving up to maxWaitUS ahead (0 = now only).
+// decide runs decide.lua for p, reserving up to maxWaitUS ahead (0 = now only).
 // When Redis cannot be reached it answers under the failure policy.
 func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply) error {
 	// After the call: the definition's write must not take the pool's warm
@@ -313,7 +321,7 @@ func (l *Limiter) newToken(h *keyEntry) string {
 	return h.head + ":tok:" + l.tokenPfx + strconv.FormatUint(l.tokenSeq.Add(1), 36)
 }
 
-// decisionToken is tokenKey for a decision (quota.lua), which carries a
+// decisionToken is tokenKey for a decision (decide.lua), which carries a
 // token only when decideDedupe is on.
 func (l *Limiter) decisionToken(h *keyEntry) any {
 	if l.decideDedupe {
@@ -323,25 +331,60 @@ func (l *Limiter) decisionToken(h *keyEntry) any {
 }
 
 func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) error {
-	n, nq := p.n, p.nq
-	size := 4 + nq + n + p.nOutside + 5 + 6*n
-	if p.wake != nil {
-		size += 1 + 5*n
-	}
-	if p.reps > 1 {
-		size++
-	}
+	n := p.n
 	e := evalCalls.Get().(*evalCall)
-	if cap(e.cmd) < size {
+	if size := 4 + p.nq + n + p.nOutside + 4 + 6*n + 2 + bookingLen*n; cap(e.cmd) < size {
 		e.cmd = make([]any, 0, size)
 	}
-	if l.plain(p, maxWaitUS) {
+	switch {
+	case l.plain(p, maxWaitUS):
 		return l.runPlain(ctx, p, e, r)
+	case p.reps > 1:
+		if err := l.sendBatch(ctx, p, e); err != nil {
+			return err
+		}
+		*r = p.out[0]
+		return nil
 	}
-	cmd := e.cmd[:0]
-	cmd = append(cmd, "evalsha", quotaSHA, 1+nq+n+p.nOutside, p.holds[0].boxed)
-	cmd = append(cmd, l.decisionToken(p.holds[0]))
-	for _, h := range p.holds[1:nq] {
+	s, tail := script.Decide, any(maxWaitUS)
+	switch {
+	case p.wake != nil:
+		s = script.Wake
+	case p.leaseUS > 0:
+		s, tail = script.Lease, p.leaseUS
+	}
+	cmd := l.quotaCall(e.cmd[:0], p, s)
+	cmd = append(cmd, tail)
+	if w := p.wake; w != nil {
+		cmd = append(cmd, w.grantUS)
+		for i := range n {
+			for _, x := range w.per[i].booking {
+				cmd = append(cmd, x)
+			}
+		}
+	}
+	v, err := l.send(ctx, e, s, cmd)
+	if err != nil {
+		return err
+	}
+	if err := parseReply(v, n, p.nq, 2, r); err != nil {
+		return err
+	}
+	if r.granted && !r.standing && p.leaseUS == 0 {
+		r.windowResets(p)
+	}
+	if r.standing && p.wake == nil {
+		return fmt.Errorf("%w: a decision was answered as a wake-up", ErrBadReply)
+	}
+	return nil
+}
+
+// quotaCall appends to cmd the call of s, a script of the quota layout
+// (quota_layout.lua), for p, up to the script's own arguments.
+func (l *Limiter) quotaCall(cmd []any, p *plan, s *redis.Script) []any {
+	n, nq := p.n, p.nq
+	cmd = append(cmd, "evalsha", shaOf(s), 1+nq+n+p.nOutside, l.decisionToken(p.holds[0]))
+	for _, h := range p.holds[:nq] {
 		cmd = append(cmd, h.boxed)
 	}
 	for _, k := range p.keys[:n] {
@@ -349,7 +392,7 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	}
 	var holds any = nq
 	if p.nOutside > 0 {
-		// "h i1 i2 …": the limits whose outside records follow (quota.lua).
+		// "h i1 i2 …": the limits whose outside records follow.
 		b := strconv.AppendInt(nil, int64(nq), 10)
 		for i, k := range p.outside[:n] {
 			if k != nil {
@@ -359,42 +402,25 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 		}
 		holds = string(b)
 	}
-	cmd = append(cmd, maxWaitUS, l.decideMS, p.leaseUS, p.notBefore, holds)
+	cmd = append(cmd, l.decideMS, holds, p.notBefore)
 	for i, lim := range p.limits[:n] {
 		a := argsFor(lim, p.guards[i])
 		cmd = append(cmd, a[0], a[1], a[2], a[3], p.costs[i], a[4])
 	}
-	if p.reps > 1 {
-		cmd = append(cmd, p.reps)
-	}
-	if w := p.wake; w != nil {
-		cmd = append(cmd, w.grantUS)
-		for i := range n {
-			cmd = append(cmd, w.per[i].mark)
-			cmd = append(cmd, w.prior[priorLen*i:priorLen*(i+1)]...)
-		}
-	}
-	v, err := l.send(ctx, e, scripts.Quota, cmd)
+	return cmd
+}
+
+// sendBatch decides p.reps identical decisions of p (one GCRA limit, one
+// hold) with batch.lua into p.out.
+func (l *Limiter) sendBatch(ctx context.Context, p *plan, e *evalCall) error {
+	a := argsFor(p.limits[0], 0)
+	cmd := append(e.cmd[:0], "evalsha", shaOf(script.Batch), 3, l.decisionToken(p.holds[0]), p.holds[0].boxed, p.keys[0].boxed,
+		l.decideMS, a[2], a[3], p.costs[0], p.reps)
+	v, err := l.send(ctx, e, script.Batch, cmd)
 	if err != nil {
 		return err
 	}
-	if p.reps > 1 {
-		if err := parseBatch(v, p, p.out); err != nil {
-			return err
-		}
-		*r = p.out[0]
-		return nil
-	}
-	if err := parseReply(v, n, nq, r); err != nil {
-		return err
-	}
-	if r.granted && !r.standing && p.leaseUS == 0 {
-		r.windowResets(p)
-	}
-	if r.standing && p.wake == nil {
-		return fmt.Errorf("%w: quota.lua answered a wake-up to a decision", ErrBadReply)
-	}
-	return nil
+	return parseBatch(v, p, p.out)
 }
 
 // send runs cmd, a call of script s built in e's buffer, bounded as Options
@@ -432,12 +458,21 @@ func (l *Limiter) send(ctx context.Context, e *evalCall, s *redis.Script, cmd []
 	return v, nil
 }
 
-// allowSHA is allow.lua's SHA1, boxed once.
-var allowSHA any = scripts.Allow.Hash()
+// boxedSHA holds every script's SHA1, boxed once: a call allocates none.
+var boxedSHA = func() map[*redis.Script]any {
+	m := map[*redis.Script]any{}
+	for _, s := range script.All() {
+		m[s] = s.Hash()
+	}
+	return m
+}()
+
+// shaOf is s's SHA1, boxed.
+func shaOf(s *redis.Script) any { return boxedSHA[s] }
 
 // plain reports whether p can go to allow.lua: one GCRA limit under one
 // hold, granted now or not at all, on a client that needs no retry dedupe.
-// allow.lua decides it as quota.lua would, with fewer keys, arguments and
+// allow.lua decides it as decide.lua would, with fewer keys, arguments and
 // reply values.
 func (l *Limiter) plain(p *plan, maxWaitUS int64) bool {
 	return !l.decideDedupe && p.n == 1 && p.nq == 1 && p.nOutside == 0 && p.limits[0].Algorithm == GCRA &&
@@ -447,88 +482,63 @@ func (l *Limiter) plain(p *plan, maxWaitUS int64) bool {
 // runPlain decides p with allow.lua.
 func (l *Limiter) runPlain(ctx context.Context, p *plan, e *evalCall, r *reply) error {
 	a := argsFor(p.limits[0], 0)
-	cmd := append(e.cmd[:0], "evalsha", allowSHA, 2, p.holds[0].boxed, p.keys[0].boxed, a[2], a[3], p.costs[0])
-	v, err := l.send(ctx, e, scripts.Allow, cmd)
+	cmd := append(e.cmd[:0], "evalsha", shaOf(script.Allow), 2, p.holds[0].boxed, p.keys[0].boxed, a[2], a[3], p.costs[0])
+	v, err := l.send(ctx, e, script.Allow, cmd)
 	if err != nil {
 		return err
 	}
 	return parsePlain(v, r)
 }
 
-// parsePlain reads allow.lua's reply into r.
+// parsePlain reads allow.lua's reply into r: parseReply's layout, with no
+// wait on a grant (allow.lua grants only now).
 func parsePlain(v []any, r *reply) error {
-	if len(v) != 4 {
-		return fmt.Errorf("%w: allow.lua returned %d values, not 4", ErrBadReply, len(v))
+	if err := parseReply(v, 1, 1, 1, r); err != nil {
+		return fmt.Errorf("allow.lua: %w", err)
 	}
-	var x [4]int64
-	for i := range v {
-		k, ok := v[i].(int64)
-		if !ok {
-			return fmt.Errorf("%w: allow.lua value %d is %T, not an integer", ErrBadReply, i, v[i])
-		}
-		x[i] = k
+	if r.granted && r.waitUS != 0 {
+		*r = reply{}
+		return fmt.Errorf("%w: allow.lua granted with a wait of %d µs", ErrBadReply, v[1])
 	}
-	if x[0] < -1 || x[0] > 1 || x[1] < 0 || x[2] < 0 || x[3] < 0 || (x[0] == 1) != (x[1] == 0) {
-		return fmt.Errorf("%w: allow.lua reply %v", ErrBadReply, x)
-	}
-	*r = reply{granted: x[0] == 1, waitUS: x[1]}
-	switch x[0] {
-	case 0:
-		r.by = 1
-	case -1:
-		r.by = -1
-	}
-	r.per[0] = perLimit{rem: x[2], resetUS: x[3]}
 	return nil
 }
 
-// priorLen is how many values a granted reservation's reply carries per limit
-// after the 3 of every reply: the limit's state before the booking.
-const priorLen = 4
-
-// parseReply reads quota.lua's reply for n limits of nq quotas into r.
-func parseReply(v []any, n, nq int, r *reply) error {
-	withPrior := n > 0 && len(v) == 4+(3+priorLen)*n
-	if len(v) != 4+3*n && !withPrior {
-		return fmt.Errorf("%w: quota.lua returned %d values for %d limits", ErrBadReply, len(v), n)
+// parseReply reads a decision script's reply for n limits of nq quotas into
+// r: the one layout of decide.lua, lease.lua, wake.lua, allow.lua and
+// batch.lua ({status, wait µs, denied by, grant time µs, lease µs, then
+// perLimitLen values per limit}). status is at most maxStatus (2, a standing
+// wake-up; batch.lua's count of grants); it is kept in r as granted (≥ 1)
+// and standing (2 when maxStatus is 2). A denial (status 0) has a wait.
+func parseReply(v []any, n, nq int, maxStatus int64, r *reply) error {
+	if n < 0 || n > maxReplyLimits || len(v) != headerLen+perLimitLen*n {
+		return fmt.Errorf("%w: %d values for %d limits", ErrBadReply, len(v), n)
 	}
-	var ints [4 + 3*maxReplyLimits]int64
-	if n > maxReplyLimits {
-		return fmt.Errorf("%w: %d limits, at most %d", ErrBadReply, n, maxReplyLimits)
-	}
-	if withPrior {
-		for i, x := range v[4+3*n:] {
-			if _, ok := x.(int64); !ok {
-				return fmt.Errorf("%w: quota.lua value %d is %T, not an integer", ErrBadReply, 4+3*n+i, x)
-			}
-		}
-		if v[0] != int64(1) {
-			return fmt.Errorf("%w: quota.lua sent prior states with a denial", ErrBadReply)
-		}
-	}
-	for i, x := range v[:4+3*n] {
-		k, ok := x.(int64)
+	var x [headerLen + perLimitLen*maxReplyLimits]int64
+	for i, a := range v {
+		k, ok := a.(int64)
 		if !ok {
-			return fmt.Errorf("%w: quota.lua value %d is %T, not an integer", ErrBadReply, i, x)
+			return fmt.Errorf("%w: value %d is %T, not an integer", ErrBadReply, i, a)
 		}
-		ints[i] = k
+		x[i] = k
 	}
-	if ints[0] < 0 || ints[0] > 2 || ints[1] < 0 || ints[2] < -int64(nq) || ints[2] > int64(n) {
-		return fmt.Errorf("%w: quota.lua header %d %d %d", ErrBadReply, ints[0], ints[1], ints[2])
+	if x[0] < 0 || x[0] > maxStatus || x[1] < 0 || x[2] < -int64(nq) || x[2] > int64(n) || x[4] < 0 || (x[0] == 0 && x[1] == 0) {
+		return fmt.Errorf("%w: header %d %d %d %d %d", ErrBadReply, x[0], x[1], x[2], x[3], x[4])
 	}
-	*r = reply{granted: ints[0] >= 1, standing: ints[0] == 2, waitUS: ints[1], by: ints[2], grantUS: ints[3]}
+	*r = reply{granted: x[0] >= 1, standing: maxStatus == 2 && x[0] == 2, waitUS: x[1], by: x[2], grantUS: x[3], leaseUS: x[4]}
 	for i := range n {
-		b := 4 + 3*i
-		r.per[i] = perLimit{rem: ints[b], resetUS: ints[b+1], mark: ints[b+2]}
-	}
-	if withPrior {
-		r.prior = v[4+3*n:]
+		b := x[headerLen+perLimitLen*i:]
+		if b[0] < 0 || b[1] < 0 {
+			*r = reply{}
+			return fmt.Errorf("%w: limit %d remaining %d reset %d", ErrBadReply, i+1, b[0], b[1])
+		}
+		r.per[i].rem, r.per[i].resetUS = b[0], b[1]
+		copy(r.per[i].booking[:], b[2:perLimitLen])
 	}
 	return nil
 }
 
 // windowResets fills in the reset of each fixed and counter limit of a
-// grant, which quota.lua leaves out (0) since the grant time t and wait give
+// grant, which decide.lua leaves out (0) since the grant time t and wait give
 // it: the end of t's window (one period later for the counter) less Redis's
 // time of the decision, t - wait.
 func (r *reply) windowResets(p *plan) {
@@ -617,7 +627,7 @@ func unreachable(ctx context.Context, err error) bool {
 	return !errors.Is(err, ErrBadReply) && reach.Unreachable(ctx, err)
 }
 
-// evalCall is one quota.lua call, kept for reuse (evalCalls) so that a
+// evalCall is one decide.lua call, kept for reuse (evalCalls) so that a
 // decision neither builds a closure nor allocates its command.
 type evalCall struct {
 	c   Client

@@ -44,28 +44,55 @@ func FuzzLimitValidate(f *testing.F) {
 }
 
 // A script reply of the wrong shape is an ErrBadReply, never a panic or a
-// decision.
+// decision; one of the right shape is read value for value. The generator
+// builds replies in the scripts' layout (fuzzReply), so that the fuzzer
+// reaches the accepting path as well as every refusal.
 func FuzzParseReply(f *testing.F) {
-	f.Add(7, int64(1), int64(0), int64(0), int64(5), int64(9), int64(0), uint8(0))
-	f.Add(4, int64(2), int64(-3), int64(99), int64(-1), int64(0), int64(0), uint8(1))
-	f.Add(0, int64(0), int64(0), int64(0), int64(0), int64(0), int64(0), uint8(2))
-	f.Add(10, int64(1), int64(1), int64(1), int64(1), int64(1), int64(1), uint8(3))
-	f.Fuzz(func(t *testing.T, n int, a, b, c, d, e, g int64, kind uint8) {
-		if n < 0 || n > 64 {
+	f.Add(1, uint8(0), 0, int64(1), int64(0), int64(0), int64(0), int64(5), int64(9))  // a grant
+	f.Add(2, uint8(0), 0, int64(0), int64(7), int64(2), int64(9), int64(0), int64(3))  // a denial by limit 2
+	f.Add(0, uint8(0), 0, int64(2), int64(4), int64(0), int64(8), int64(0), int64(1))  // a standing wake-up
+	f.Add(3, uint8(0), 0, int64(0), int64(1), int64(-1), int64(2), int64(3), int64(4)) // a hold's denial
+	f.Add(1, uint8(1), 0, int64(1), int64(0), int64(0), int64(0), int64(5), int64(9))  // a value short
+	f.Add(2, uint8(2), 7, int64(1), int64(0), int64(0), int64(0), int64(5), int64(9))  // a string
+	f.Add(1, uint8(3), 12, int64(1), int64(0), int64(0), int64(0), int64(5), int64(9)) // a nil
+	f.Add(1, uint8(0), 0, int64(3), int64(0), int64(0), int64(0), int64(5), int64(9))  // status 3
+	f.Add(1, uint8(0), 0, int64(0), int64(0), int64(1), int64(0), int64(5), int64(9))  // denied, no wait
+	f.Add(1, uint8(0), 0, int64(1), int64(0), int64(0), int64(0), int64(-5), int64(9)) // negative remaining
+	f.Fuzz(func(t *testing.T, limits int, corrupt uint8, at int, a, b, c, d, e, g int64) {
+		if limits < 0 || limits > 4 {
 			return
 		}
-		v := fuzzReply(n, kind, a, b, c, d, e, g)
-		for limits := 0; limits <= 3; limits++ {
+		v := fuzzReply(limits, corrupt, at, a, b, c, d, e, g)
+		for n := max(limits-1, 0); n <= limits+1; n++ {
 			var r reply
-			err := parseReply(v, limits, 1, &r)
+			err := parseReply(v, n, 1, 2, &r)
 			if err != nil {
 				if !errors.Is(err, ErrBadReply) {
 					t.Fatalf("%v: %v is not ErrBadReply", v, err)
 				}
+				if r.granted {
+					t.Fatalf("%v: refused, yet granted", v)
+				}
 				continue
 			}
-			if len(v) != 4+3*limits || (r.by < -1 || r.by > int64(limits)) || r.waitUS < 0 {
-				t.Fatalf("accepted %v for %d limits as %+v", v, limits, r)
+			x := make([]int64, len(v))
+			for i := range v {
+				x[i] = v[i].(int64) // accepted: every value an integer
+			}
+			if len(v) != headerLen+perLimitLen*n || x[0] < 0 || x[0] > 2 || x[1] < 0 || x[2] < -1 || x[2] > int64(n) || x[4] < 0 {
+				t.Fatalf("accepted %v for %d limits", x, n)
+			}
+			if r.granted != (x[0] >= 1) || r.standing != (x[0] == 2) || r.waitUS != x[1] || r.by != x[2] || r.grantUS != x[3] || r.leaseUS != x[4] {
+				t.Fatalf("%v read as %+v", x, r)
+			}
+			if !r.granted && r.waitUS == 0 {
+				t.Fatalf("%v: a denial without a wait accepted", x)
+			}
+			for i := range n {
+				pl, b := r.per[i], x[headerLen+perLimitLen*i:]
+				if pl.rem != b[0] || pl.resetUS != b[1] || pl.rem < 0 || pl.resetUS < 0 || pl.booking != [bookingLen]int64(b[2:perLimitLen]) {
+					t.Fatalf("%v: limit %d read as %+v", x, i+1, pl)
+				}
 			}
 		}
 	})
@@ -73,16 +100,22 @@ func FuzzParseReply(f *testing.F) {
 
 // FuzzParseBatch: any reply to a coalesced call is either read into one reply
 // per decision, with no more granted than asked and no negative count or
-// wait, or refused as ErrBadReply; never a panic.
+// wait, or refused as ErrBadReply; never a panic. Replies are built in the
+// scripts' layout (two limit parts), so the accepting path is reached.
 func FuzzParseBatch(f *testing.F) {
-	f.Add(9, 3, int64(2), int64(0), int64(0), int64(7), int64(100), int64(0), uint8(0))
-	f.Add(9, 2, int64(5), int64(-1), int64(1), int64(-4), int64(0), int64(9), uint8(1))
-	f.Add(7, 4, int64(1), int64(1), int64(1), int64(1), int64(1), int64(1), uint8(3))
-	f.Fuzz(func(t *testing.T, n, reps int, a, b, c, d, e, g int64, kind uint8) {
-		if n < 0 || n > 64 || reps < 2 || reps > maxCoalesce {
+	f.Add(3, uint8(0), 0, int64(2), int64(0), int64(0), int64(7), int64(100), int64(0)) // 2 of 3 granted
+	f.Add(2, uint8(0), 0, int64(0), int64(5), int64(-1), int64(4), int64(0), int64(9))  // a hold: none
+	f.Add(4, uint8(0), 0, int64(4), int64(0), int64(0), int64(1), int64(1), int64(1))   // all granted
+	f.Add(4, uint8(0), 0, int64(0), int64(3), int64(1), int64(1), int64(1), int64(1))   // none
+	f.Add(2, uint8(0), 0, int64(3), int64(0), int64(0), int64(1), int64(1), int64(1))   // more than asked
+	f.Add(2, uint8(0), 0, int64(0), int64(3), int64(2), int64(1), int64(1), int64(1))   // denied by limit 2
+	f.Add(2, uint8(2), 5, int64(1), int64(0), int64(0), int64(1), int64(1), int64(1))   // a string
+	f.Add(2, uint8(1), 0, int64(1), int64(0), int64(0), int64(1), int64(1), int64(1))   // a value short
+	f.Fuzz(func(t *testing.T, reps int, corrupt uint8, at int, a, b, c, d, e, g int64) {
+		if reps < 2 || reps > maxCoalesce {
 			return
 		}
-		v := fuzzReply(n, kind, a, b, c, d, e, g)
+		v := fuzzReply(2, corrupt, at, a, b, c, d, e, g)
 		var p plan
 		p.n, p.limits[0], p.costs[0] = 1, PerSecond(10), 1
 		out := make([]reply, reps)
@@ -99,9 +132,11 @@ func FuzzParseBatch(f *testing.F) {
 				if i > 0 && !out[i-1].granted {
 					t.Fatalf("%v: decision %d granted after a denial", v, i)
 				}
+			} else if r.by < -1 || r.by > 1 || r.waitUS <= 0 {
+				t.Fatalf("%v: denial %+v", v, r)
 			}
-			if r.waitUS < 0 || r.per[0].rem < 0 {
-				t.Fatalf("%v: negative wait or remaining in %+v", v, r)
+			if r.waitUS < 0 || r.per[0].rem < 0 || r.per[0].resetUS < 0 {
+				t.Fatalf("%v: negative wait, remaining or reset in %+v", v, r)
 			}
 		}
 		if granted != int(v[0].(int64)) {
@@ -110,19 +145,27 @@ func FuzzParseBatch(f *testing.F) {
 	})
 }
 
-// fuzzReply is a script reply of n values cycling through vals, with kind
-// deciding which of them are integers, strings or nils.
-func fuzzReply(n int, kind uint8, vals ...int64) []any {
-	v := make([]any, n)
+// fuzzReply is a reply in the scripts' layout for n limits (headerLen +
+// perLimitLen·n values) cycling through vals, then, by corrupt % 5, left
+// whole (0), a value short (1), a value long (4), or with the value at index
+// at a string (2) or nil (3).
+func fuzzReply(n int, corrupt uint8, at int, vals ...int64) []any {
+	v := make([]any, headerLen+perLimitLen*n)
 	for i := range v {
-		switch (int(kind) + i) % 5 {
-		case 0, 1, 2:
-			v[i] = vals[i%len(vals)]
-		case 3:
-			v[i] = "not a number"
-		case 4:
-			v[i] = nil
-		}
+		v[i] = vals[i%len(vals)]
+	}
+	if at < 0 {
+		at = -(at + 1)
+	}
+	switch corrupt % 5 {
+	case 1:
+		v = v[:len(v)-1]
+	case 2:
+		v[at%len(v)] = "not a number"
+	case 3:
+		v[at%len(v)] = nil
+	case 4:
+		v = append(v, vals[0])
 	}
 	return v
 }

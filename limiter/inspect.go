@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/keys"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // QuotaState is a quota as Inspect found it in Redis: what an operator needs
@@ -257,7 +257,7 @@ func (l *Limiter) inspectHold(ctx context.Context, ic inspectClient, hold string
 		a := argsFor(nl.Limit, 0)
 		args = append(args, a[0], a[1], a[2], a[3])
 	}
-	v, err := scripts.Inspect.Run(ctx, l.client, ks, args...).Slice()
+	v, err := script.Inspect.Run(ctx, l.client, ks, args...).Slice()
 	if err != nil {
 		return st, redisErr("inspect", err)
 	}

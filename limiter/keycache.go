@@ -10,7 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/keys"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // maxReplyLimits is the most limits one reply may carry (maxQuotaLimits).
@@ -116,7 +116,7 @@ type argID struct {
 }
 
 // argsFor returns l's algorithm, period, max units, interval and guard (µs, 0
-// unless l is a FixedWindow limit), as quota.lua takes them.
+// unless l is a FixedWindow limit), as decide.lua takes them.
 func argsFor(l Limit, guardUS int64) *[5]any {
 	if l.Algorithm != FixedWindow {
 		guardUS = 0
@@ -170,7 +170,7 @@ func evalCached(ctx context.Context, c Client, s *redis.Script, cmd []any) ([]an
 	if p, ok := c.(processor); ok {
 		v, err := evalOnce(ctx, p, cmd)
 		if noScript(err) {
-			cmd[0], cmd[1] = "eval", scripts.Source(s)
+			cmd[0], cmd[1] = "eval", script.Source(s)
 			v, err = evalOnce(ctx, p, cmd)
 		}
 		return v, err
@@ -185,7 +185,7 @@ func evalCached(ctx context.Context, c Client, s *redis.Script, cmd []any) ([]an
 	}
 	v, err := d.Do(ctx, cmd...).Slice()
 	if noScript(err) {
-		cmd[0], cmd[1] = "eval", scripts.Source(s)
+		cmd[0], cmd[1] = "eval", script.Source(s)
 		v, err = d.Do(ctx, cmd...).Slice()
 	}
 	return v, err

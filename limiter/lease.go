@@ -346,7 +346,7 @@ func (ls *Leaser) fetch(ctx context.Context, k int, ch chan struct{}, gen uint64
 	}
 	// The lease ends no later than its length after it was sent: Redis
 	// granted it after that moment, so this clock's deadline comes first.
-	length := min(us(rep.grantUS), ls.ttl)
+	length := min(us(rep.leaseUS), ls.ttl)
 	if rep.degraded {
 		// Granted by the failure policy, not Redis: end it where Redis would.
 		length = ls.ttl

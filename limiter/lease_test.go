@@ -14,7 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // spend is one grant as the exchange would see it: units spent at µs time at.
@@ -100,7 +100,7 @@ func checkExchange(spends []spend, limits []NamedLimit) error {
 // leasable algorithm, on miniredis with a controlled clock, at random demand
 // from idle to far above the limit. Every spend is then replayed against an
 // independent model of each limit: none may be refused. Mutating the lease
-// arithmetic in quota.lua (charging GCRA from t rather than the lease's end, or
+// arithmetic in decide.lua (charging GCRA from t rather than the lease's end, or
 // not clipping the lease at a window's end) makes this test fail.
 func TestLeaseGlobalBoundModel(t *testing.T) {
 	for seed := uint64(1); seed <= 3; seed++ {
@@ -339,7 +339,7 @@ func TestLeaseSpentLate(t *testing.T) {
 		lag time.Duration
 	}{
 		{"gcra", Limit{Rate: 10, Period: time.Second, Burst: 10}, 0, 99 * time.Millisecond, 0},
-		// The same GCRA limit beside a window that never binds: quota.lua's general path.
+		// The same GCRA limit beside a window that never binds: decide.lua's general path.
 		{"gcra+window", Limit{Rate: 10, Period: time.Second, Burst: 10}, 0, 99 * time.Millisecond, 0},
 		{"fixed", Limit{Rate: 10, Period: time.Second, Algorithm: FixedWindow}, 990 * time.Millisecond, 60 * time.Millisecond, 0},
 		{"counter", Limit{Rate: 10, Period: time.Second, Algorithm: SlidingWindowCounter}, 990 * time.Millisecond, 60 * time.Millisecond, 0},
@@ -385,7 +385,7 @@ func TestLeaseSpentLate(t *testing.T) {
 			// A lease of 5, taken directly so that no refill follows it; its
 			// reply comes back tc.lag later (scripts loaded first: no NOSCRIPT
 			// round trip).
-			if err := scripts.Load(ctx, c); err != nil {
+			if err := script.Load(ctx, c); err != nil {
 				t.Fatal(err)
 			}
 			c.AddHook(afterScript(func() {

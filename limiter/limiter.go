@@ -160,7 +160,7 @@ type Limiter struct {
 	tokenPfx string
 	tokenSeq atomic.Uint64
 	dedupeMS any // token TTL in ms as a string ("0": dedupe off), boxed once
-	// decideDedupe: decisions (quota.lua) carry a dedupe token. Off on a
+	// decideDedupe: decisions (decide.lua) carry a dedupe token. Off on a
 	// go-redis client, which sends them at most once (onceCmd).
 	decideDedupe bool
 	// timeoutInline: timeout is the default, which bounds the waits for a

@@ -478,7 +478,7 @@ func TestArgCacheBounded(t *testing.T) {
 	}
 }
 
-// allow.lua and quota.lua decide a plain Allow alike: the same grants,
+// allow.lua and decide.lua decide a plain Allow alike: the same grants,
 // remaining units, resets, retry-afters and denier, through a limit used up
 // and a hold, on miniredis's clock. (One source of the GCRA, gcra.lua; this
 // checks the two scripts around it.)
@@ -493,7 +493,7 @@ func TestPlainAllowMatchesQuota(t *testing.T) {
 	p := new(plan)
 	require.NoError(t, plain.single(p, "k", limit, 1))
 	require.True(t, plain.plain(p, 0), "a go-redis client's Allow goes to allow.lua")
-	require.False(t, general.plain(p, 0), "a client that may retry needs quota.lua's token")
+	require.False(t, general.plain(p, 0), "a client that may retry needs decide.lua's token")
 	steps := []struct {
 		n       int
 		advance time.Duration
@@ -519,13 +519,13 @@ func TestPlainAllowMatchesQuota(t *testing.T) {
 			require.NoError(t, l.single(p, "k", limit, s.n))
 			require.NoError(t, l.run(ctx, p, 0, &got[j]), "step %d", i)
 		}
-		// A denial's grant time (when it would fit) is quota.lua's alone: no
+		// A denial's grant time (when it would fit) is decide.lua's alone: no
 		// single-limit GCRA result reads it, so allow.lua does not send it.
 		if !got[1].granted {
 			require.Greater(t, got[1].grantUS, int64(0))
 			got[1].grantUS = 0
 		}
-		require.Equal(t, got[1], got[0], "step %d: allow.lua (first) and quota.lua differ", i)
+		require.Equal(t, got[1], got[0], "step %d: allow.lua (first) and decide.lua differ", i)
 		switch {
 		case got[0].granted:
 			granted++
@@ -541,21 +541,25 @@ func TestPlainAllowMatchesQuota(t *testing.T) {
 // allow.lua's reply is checked: a malformed one is ErrBadReply, never a
 // grant.
 func TestParsePlainChecksReply(t *testing.T) {
+	z := func(head ...any) []any {
+		return append(head, int64(0), int64(0), int64(0), int64(0), int64(0), int64(0))
+	}
 	for _, v := range [][]any{
 		nil,
 		{int64(1), int64(0), int64(3)},
-		{int64(1), int64(0), int64(3), int64(5), int64(0)},
-		{int64(1), int64(0), "3", int64(5)},
-		{int64(2), int64(0), int64(3), int64(5)},
-		{int64(1), int64(7), int64(3), int64(5)}, // granted with a wait
-		{int64(0), int64(0), int64(3), int64(5)}, // denied without one
-		{int64(-1), int64(5), int64(-3), int64(5)},
+		append(z(int64(1), int64(0), int64(0), int64(0), int64(0), int64(3), int64(5)), int64(0)), // one value too many
+		z(int64(1), int64(0), int64(0), int64(0), int64(0), "3", int64(5)),
+		z(int64(2), int64(0), int64(0), int64(0), int64(0), int64(3), int64(5)),  // standing: not allow.lua's
+		z(int64(1), int64(7), int64(0), int64(0), int64(0), int64(3), int64(5)),  // granted with a wait
+		z(int64(0), int64(0), int64(1), int64(0), int64(0), int64(3), int64(5)),  // denied without one
+		z(int64(0), int64(5), int64(-2), int64(0), int64(0), int64(3), int64(5)), // a second quota's hold
+		z(int64(0), int64(5), int64(-1), int64(0), int64(0), int64(-3), int64(5)),
 	} {
 		var r reply
 		require.ErrorIs(t, parsePlain(v, &r), ErrBadReply, "%v", v)
 		require.False(t, r.granted)
 	}
 	var r reply
-	require.NoError(t, parsePlain([]any{int64(-1), int64(5), int64(3), int64(9)}, &r))
+	require.NoError(t, parsePlain(z(int64(0), int64(5), int64(-1), int64(0), int64(0), int64(3), int64(9)), &r))
 	require.Equal(t, reply{waitUS: 5, by: -1, per: [maxQuotaLimits]perLimit{{rem: 3, resetUS: 9}}}, r)
 }

@@ -356,7 +356,7 @@ func (q *quotaModel) decide(now, maxWait int64, costs []int64) modelDecision {
 	// Every limit must be able to grant at t itself: a fixed window whose
 	// earliest time was before t may find t inside its guard and move it to
 	// its next window's start, which may land in another's guard. The script
-	// bounds these passes at 2 per limit (see quota.lua); so does the model.
+	// bounds these passes at 2 per limit (see decide.lua); so does the model.
 	for range 2 * len(q.limits) {
 		moved := false
 		for i, l := range q.limits {

@@ -15,7 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // commandCalls returns INFO commandstats calls per command.
@@ -101,8 +101,8 @@ func TestOneRoundTripPerDecision(t *testing.T) {
 		{"d", Limit{Rate: 1000, Period: 24 * time.Hour, Burst: 1000, Algorithm: SlidingWindowCounter}},
 	}}
 	// Warm up: the first call of each script may EVAL after a NOSCRIPT (Allow
-	// goes to allow.lua, the other decisions to quota.lua).
-	if err := scripts.Load(ctx, c); err != nil {
+	// goes to allow.lua, the other decisions to decide.lua).
+	if err := script.Load(ctx, c); err != nil {
 		t.Fatal(err)
 	}
 	_, _ = lim.Allow(ctx, Key("k", PerMinute(1000)).Take(1))

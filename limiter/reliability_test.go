@@ -15,7 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // CheckServer warns when eviction can remove limiter keys, and the warning is
@@ -196,17 +196,18 @@ func TestSlowServerDeadlineAndRetries(t *testing.T) {
 		}
 		lim := New(client, opts)
 		key := "dedupe-" + strings.ReplaceAll(tc.name, " ", "-")
-		if err := scripts.Load(ctx, c); err != nil { // no NOSCRIPT round trip through the proxy
+		if err := script.Load(ctx, c); err != nil { // no NOSCRIPT round trip through the proxy
 			t.Fatal(err)
 		}
 		if err := rc.Ping(ctx).Err(); err != nil { // a pooled connection, dialled before the fault
 			t.Fatal(err)
 		}
-		// quota.lua's reply for one limit is an array of 7 integers (the
-		// wrapped client's call, with its token), allow.lua's of 4.
+		// A decision's reply for one limit is an array of 13 integers
+		// (decide.lua's layout: the wrapped client's call, with its token,
+		// and allow.lua's alike).
 		var dropped atomic.Int64
 		proxy.SetDropReplies(func(b []byte) bool {
-			if bytes.HasPrefix(b, []byte("*7\r\n")) || bytes.HasPrefix(b, []byte("*4\r\n")) {
+			if bytes.HasPrefix(b, []byte("*13\r\n")) {
 				dropped.Add(1)
 				return true
 			}

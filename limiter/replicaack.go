@@ -10,7 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/reach"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // Options.ReplicaAck: each decision's script goes out in one pipeline with
@@ -64,7 +64,7 @@ func (l *Limiter) acked(ctx context.Context, s *redis.Script, cmd []any) ([]any,
 		}
 		v, err = l.evalAcked(ctx, node, cmd)
 		if err != nil && (errors.Is(err, redis.ErrNoScript) || strings.HasPrefix(err.Error(), "NOSCRIPT")) {
-			cmd[0], cmd[1] = "eval", scripts.Source(s)
+			cmd[0], cmd[1] = "eval", script.Source(s)
 			v, err = l.evalAcked(ctx, node, cmd)
 		}
 		return err

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // Reservation is a booking of units at a time that may lie in the future, made
@@ -150,26 +150,24 @@ func (r *Reservation) cancelOne(ctx context.Context, force bool) (int, error) {
 	if p.n == 0 {
 		return 0, nil // only waited for a hold: nothing was charged
 	}
-	if len(r.rep.prior) != priorLen*p.n {
-		// Every granted reservation's reply carries them (parseReply checked).
-		return 0, fmt.Errorf("%w: reservation has no prior states to restore", ErrBadReply)
-	}
 	forced := "0"
 	if force {
 		forced = "1"
 	}
-	args := make([]any, 0, 3+(5+priorLen)*p.n)
+	args := make([]any, 0, 3+(4+bookingLen)*p.n)
 	args = append(args, r.rep.grantUS, forced, r.lim.dedupeMS)
 	for i, lim := range p.limits[:p.n] {
-		args = append(args, lim.Algorithm.script(), lim.periodUS(), lim.intervalUS(), p.costs[i], r.rep.per[i].mark)
-		args = append(args, r.rep.prior[priorLen*i:priorLen*(i+1)]...)
+		args = append(args, lim.Algorithm.script(), lim.periodUS(), lim.intervalUS(), p.costs[i])
+		for _, x := range r.rep.per[i].booking {
+			args = append(args, x)
+		}
 	}
 	ks := make([]string, 1+p.n)
 	ks[0] = r.lim.tokenKey(p.holds[0]).(string) // a string, boxed
 	for i, k := range p.keys[:p.n] {
 		ks[1+i] = k.key
 	}
-	v, err := scripts.Cancel.Run(ctx, r.lim.client, ks, args...).Int64()
+	v, err := script.Cancel.Run(ctx, r.lim.client, ks, args...).Int64()
 	if err != nil {
 		return 0, redisErr("cancel", err)
 	}

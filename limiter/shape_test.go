@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // The call shape: a charge without a Cost takes 1 of every limit, q.Take(n)
@@ -95,7 +96,7 @@ func (h *shaHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 
 // The single-key decision, Allow(ctx, Key(k, l).Take(1)), is one call of
 // allow.lua, the short script (as is any decision of one GCRA limit now);
-// a window limit's is one call of quota.lua.
+// a window limit's is one call of decide.lua.
 func TestKeyDecisionIsOneAllowScript(t *testing.T) {
 	_, c := redistest.NewMini(t)
 	h := &shaHook{}
@@ -107,7 +108,7 @@ func TestKeyDecisionIsOneAllowScript(t *testing.T) {
 	h.shas = nil
 	_, err = lim.Allow(ctx, Key("k", PerSecond(10)).Take(1))
 	require.NoError(t, err)
-	require.Equal(t, []any{allowSHA}, h.shas)
+	require.Equal(t, []any{shaOf(script.Allow)}, h.shas)
 	h.shas = nil
 	fixed := Quota{Name: "q", Limits: []NamedLimit{{"a", Limit{Rate: 10, Period: time.Second, Algorithm: FixedWindow}}}}
 	_, err = lim.Allow(ctx, fixed.Take(1))
@@ -115,5 +116,5 @@ func TestKeyDecisionIsOneAllowScript(t *testing.T) {
 	h.shas = nil
 	_, err = lim.Allow(ctx, fixed.Take(1))
 	require.NoError(t, err)
-	require.Equal(t, []any{quotaSHA}, h.shas)
+	require.Equal(t, []any{shaOf(script.Decide)}, h.shas)
 }

@@ -2,15 +2,18 @@ package limiter
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/redquota/redquota/internal/redistest"
 )
 
 // A Sync that a pending booking made a no-op is not undone by that booking's
-// Cancel: Cancel restores only the state it wrote, and sync.lua marks (or, for
-// GCRA, moves by 1 µs) a state it found covered by a charge still to come.
+// Cancel: sync.lua raises the state's floor to its own stamp (state.lua), and
+// Cancel gives back no booking whose id is at or below the floor.
 // Each case overshot before: the server's count was lost, and the probe after
 // Cancel was granted.
 func TestSyncThenCancel(t *testing.T) {
@@ -80,4 +83,42 @@ func TestSyncThenCancel(t *testing.T) {
 			}
 		})
 	}
+}
+
+// review-17 #6: a Sync that finds a GCRA limit covered by bookings still to
+// come takes no capacity (sync.lua once moved tat by 1 µs each time), and a
+// booking made after it is still given back in full: only the bookings the
+// server's count may rest on (made before the Sync) are kept.
+func TestSyncCoveredKeepsCapacity(t *testing.T) {
+	m, c := redistest.NewMini(t)
+	m.SetTime(time.Date(2024, 3, 1, 10, 10, 0, 0, time.UTC))
+	lim := New(c, Options{Prefix: redistest.NewPrefix(t)})
+	ctx := context.Background()
+	q := Quota{Name: "q", Limits: []NamedLimit{{"a", Every(2, time.Second)}}}
+	tat := func() string {
+		t.Helper()
+		v, err := c.Get(ctx, lim.stateKeyOf(q, "a", GCRA)).Result()
+		require.NoError(t, err)
+		return strings.Fields(v)[0]
+	}
+	for range 3 { // two now, the third booked half a second ahead
+		rv, err := lim.Reserve(ctx, q.Take(1))
+		require.NoError(t, err)
+		require.True(t, rv.OK())
+	}
+	before := tat()
+	for range 3 { // the server counted 2: covered, three times
+		raised, err := lim.Sync(ctx, q, "a", 2)
+		require.NoError(t, err)
+		require.False(t, raised)
+	}
+	require.Equal(t, before, tat(), "a covered Sync moved tat")
+	rv, err := lim.Reserve(ctx, q.Take(1)) // after the Sync
+	require.NoError(t, err)
+	require.True(t, rv.OK())
+	require.Greater(t, rv.Delay(), time.Duration(0))
+	n, err := rv.Cancel(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "a booking made after the Sync is given back")
+	require.Equal(t, before, tat())
 }

@@ -139,7 +139,7 @@ func (g *gauges) observe(o metric.Float64Observer) {
 // observe records, from a decision's reply, the used fraction of each limit
 // of p's first quota, and the hold left when that quota's hold denied it.
 // Single keys (their key is their name) and degraded answers are not
-// recorded, nor a window limit of a grant booked ahead: quota.lua answers it
+// recorded, nor a window limit of a grant booked ahead: decide.lua answers it
 // 0 remaining by convention (the booking is in a later window, or pushed
 // there by Guard while the current one still has room).
 func (l *Limiter) observe(p *plan, r *reply) {

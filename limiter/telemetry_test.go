@@ -15,7 +15,7 @@ import (
 
 	"github.com/redquota/redquota/internal/oteltest"
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 	"github.com/redquota/redquota/telemetry"
 )
 
@@ -40,7 +40,7 @@ func TestTelemetrySpansAndMetrics(t *testing.T) {
 	c := redis.NewClient(redistest.ClientOptions(srv.Addr()))
 	defer c.Close()
 	// Preload, so no decision needs a NOSCRIPT round trip (that would be a second command span).
-	if err := scripts.Load(context.Background(), c); err != nil {
+	if err := script.Load(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
 	if err := telemetry.InstrumentClient(c, h.Providers); err != nil {
@@ -269,7 +269,7 @@ func TestTelemetryUsageAndHold(t *testing.T) {
 }
 
 // A grant booked in a later window reports no usage for its window limits:
-// quota.lua answers them 0 remaining by convention, and here the current
+// decide.lua answers them 0 remaining by convention, and here the current
 // window is nearly empty (Guard pushed the grant past its end). Its GCRA
 // limit, whose remaining is the bucket's, is reported: the booking 5 s ahead
 // puts its theoretical arrival time 5 + 15 s ahead, half of the 60 s bucket.

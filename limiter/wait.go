@@ -195,7 +195,7 @@ func (r *Reservation) cancelDetached(ctx context.Context) {
 	_, _ = r.Cancel(cctx)
 }
 
-// wake sends each pending booking's wake-up (quota.lua), not before the
+// wake sends each pending booking's wake-up (wake.lua), not before the
 // latest booking time. It reports done when every booking stands and has
 // come on Redis's clock. A booking moved (after a hold, or to the time of a
 // later group's booking) is replaced by its new one, and the caller sleeps

@@ -9,7 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // A wake-up call that fails at the turn (here its reply is lost with its
@@ -21,7 +21,7 @@ func TestWaitGivesBackOnFailedWake(t *testing.T) {
 	m, c := redistest.NewMini(t)
 	m.SetTime(tenPast)
 	ctx := context.Background()
-	if err := scripts.Load(ctx, c); err != nil { // no NOSCRIPT round trips through the proxy
+	if err := script.Load(ctx, c); err != nil { // no NOSCRIPT round trips through the proxy
 		t.Fatal(err)
 	}
 	proxy := redistest.NewFaultProxy(t, m.Addr())
@@ -43,7 +43,7 @@ func TestWaitGivesBackOnFailedWake(t *testing.T) {
 		t.Fatalf("Reserve: %v at %v, want a booking at %v", err, rv.at(), turn)
 	}
 	// From now on the proxy drops the wake-up's reply (an array whose first
-	// value is 2: "the booking stands", quota.lua) and closes its connection.
+	// value is 2: "the booking stands", wake.lua) and closes its connection.
 	// The give-back's reply (an integer) gets through, on a connection of its
 	// own. (A proxy that delays every reply was tried first: the give-back
 	// then had to dial, and a dial's handshake through the delay could take

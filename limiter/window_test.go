@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"fmt"
+	"github.com/stretchr/testify/require"
 	"math"
 	"testing"
 	"time"
@@ -75,24 +76,27 @@ func TestWindowPeriodChange(t *testing.T) {
 	}
 }
 
-// A state written before states carried their period ("w p c") is still read,
-// as written under the limit's period.
-func TestWindowLegacyState(t *testing.T) {
+// A state in a format the scripts do not write (here the "w pp c" of before
+// states carried their period; no release ever wrote it) is refused, not
+// read as something else: the call is an error and the state is left as it
+// was.
+func TestWindowUnreadableState(t *testing.T) {
 	m, c := redistest.NewMini(t)
 	now := time.Date(2024, 3, 1, 10, 10, 0, 0, time.UTC)
 	m.SetTime(now)
 	lim := New(c, Options{Prefix: "lg"})
-	w := now.Unix() / 3600
-	if err := c.Set(context.Background(), "lg:{k}:fixed", fmt.Sprintf("%d 0 7", w), time.Hour).Err(); err != nil {
+	old := fmt.Sprintf("%d 0 7", now.Unix()/3600)
+	if err := c.Set(context.Background(), "lg:{k}:fixed", old, time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
 	limit := Limit{Rate: 10, Period: time.Hour, Burst: 10, Algorithm: FixedWindow}
-	if r, err := lim.Allow(context.Background(), Key("k", limit).Take(3)); err != nil || !r.Allowed || r.Remaining != 0 {
-		t.Fatalf("legacy state with 7 of 10 used: AllowN(3) %+v %v", r, err)
-	}
-	if r, _ := lim.Allow(context.Background(), Key("k", limit).Take(1)); r.Allowed {
-		t.Fatal("legacy state's count lost")
-	}
+	r, err := lim.Allow(context.Background(), Key("k", limit).Take(3))
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "unreadable state")
+	require.False(t, r.Allowed)
+	got, err := c.Get(context.Background(), "lg:{k}:fixed").Result()
+	require.NoError(t, err)
+	require.Equal(t, old, got)
 }
 
 // A reply of µs beyond what a Duration holds saturates; it never wraps.

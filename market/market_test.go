@@ -16,8 +16,8 @@ import (
 
 	"github.com/redquota/redquota/cache"
 	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/internal/script"
 	"github.com/redquota/redquota/market"
-	"github.com/redquota/redquota/scripts"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }
@@ -39,7 +39,7 @@ func newEnv(t *testing.T, b redistest.Backend, o market.Options) *env {
 	if b.Mini != nil {
 		b.Mini.SetTime(epoch)
 	}
-	if err := scripts.Load(ctx, b.Client); err != nil { // so each script call is one EVALSHA
+	if err := script.Load(ctx, b.Client); err != nil { // so each script call is one EVALSHA
 		t.Fatal(err)
 	}
 	e := &env{t: t, b: b, now: epoch, hk: &hook{}}

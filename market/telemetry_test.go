@@ -17,8 +17,8 @@ import (
 	"github.com/redquota/redquota/cache"
 	"github.com/redquota/redquota/internal/oteltest"
 	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/internal/script"
 	"github.com/redquota/redquota/market"
-	"github.com/redquota/redquota/scripts"
 	"github.com/redquota/redquota/telemetry"
 )
 
@@ -51,7 +51,7 @@ func TestTelemetry(t *testing.T) {
 	opts.Username, opts.Password = user, secretPassword
 	client := redis.NewClient(opts)
 	defer client.Close()
-	if err := scripts.Load(ctx, client); err != nil {
+	if err := script.Load(ctx, client); err != nil {
 		t.Fatal(err)
 	}
 	if err := telemetry.InstrumentClient(client, h.Providers); err != nil {

@@ -12,8 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/internal/script"
 	"github.com/redquota/redquota/limiter"
-	"github.com/redquota/redquota/scripts"
 )
 
 // t0 is miniredis's frozen clock: the middle of a minute, so that a fixed
@@ -114,7 +114,7 @@ func (h cmdHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 // it is one EVALSHA.
 func loadScripts(t *testing.T, c redis.Scripter) {
 	t.Helper()
-	if err := scripts.Load(context.Background(), c); err != nil {
+	if err := script.Load(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -20,9 +20,9 @@ import (
 	"github.com/redquota/redquota/exchanges"
 	"github.com/redquota/redquota/internal/oteltest"
 	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/internal/script"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
-	"github.com/redquota/redquota/scripts"
 	"github.com/redquota/redquota/telemetry"
 )
 
@@ -87,7 +87,7 @@ func instrumentedLimiter(t *testing.T, h *oteltest.Harness) *limiter.Limiter {
 	opts.Username, opts.Password = user, secretPassword
 	c := redis.NewClient(opts)
 	t.Cleanup(func() { _ = c.Close() })
-	if err := scripts.Load(ctx, c); err != nil {
+	if err := script.Load(ctx, c); err != nil {
 		t.Fatal(err)
 	}
 	if err := telemetry.InstrumentClient(c, h.Providers); err != nil {

@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // allow.lua called directly: a limit of 3 units, one every 100 ms, granted
@@ -22,10 +22,20 @@ func TestAllowScript(t *testing.T) {
 		const m, e = 3, 100_000 // 3 units, one per 100 ms
 		call := func(c int) []int64 {
 			t.Helper()
-			v, err := scripts.Allow.Run(ctx, b.Client, keys, m, e, c).Int64Slice()
+			v, err := script.Allow.Run(ctx, b.Client, keys, m, e, c).Int64Slice()
 			require.NoError(t, err)
-			require.Len(t, v, 4)
-			return v
+			require.Len(t, v, 13) // decide.lua's layout for one limit
+			require.Equal(t, []int64{0, 0}, v[3:5], "grant time and lease: none")
+			require.Equal(t, make([]int64, 6), v[7:], "booking values: none")
+			// As {granted (1), refused by the limit (0) or by the hold (-1),
+			// wait, remaining, reset}.
+			g := v[0]
+			if g == 0 && v[2] == -1 {
+				g = -1
+			} else if g == 0 {
+				require.Equal(t, int64(1), v[2], "denied by the limit")
+			}
+			return []int64{g, v[1], v[5], v[6]}
 		}
 		if b.Mini != nil {
 			b.Mini.SetTime(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))

@@ -8,7 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // The cache scripts, called directly with chosen arguments. Times come from
@@ -23,7 +23,7 @@ func TestCacheSetTaggedScript(t *testing.T) {
 		h := b.Prefix + ":{g}"
 		v1, v2, tag := h+":v:a", h+":v:b", h+":t:x"
 		l1, l2 := h+":l:a", h+":l:b"
-		n, err := scripts.SetTagged.Run(ctx, b.Client, []string{v1, v2, l1, l2, tag}, 2, 1500, "A", "B").Int()
+		n, err := script.SetTagged.Run(ctx, b.Client, []string{v1, v2, l1, l2, tag}, 2, 1500, "A", "B").Int()
 		if err != nil || n != 2 {
 			t.Fatalf("reply %d, %v", n, err)
 		}
@@ -50,7 +50,7 @@ func TestCacheSetTaggedScript(t *testing.T) {
 		if err := b.Client.ZAdd(ctx, tag, redisZ(1, "stale")).Err(); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := scripts.SetTagged.Run(ctx, b.Client, []string{v1, l1, tag}, 1, -1, "A2").Result(); err != nil {
+		if _, err := script.SetTagged.Run(ctx, b.Client, []string{v1, l1, tag}, 1, -1, "A2").Result(); err != nil {
 			t.Fatal(err)
 		}
 		if ok, _ := b.Client.ZScore(ctx, tag, "stale").Result(); ok != 0 {
@@ -71,7 +71,7 @@ func TestCacheSetTaggedScript(t *testing.T) {
 			t.Fatalf("tag list PTTL %v", pttl)
 		}
 		// Written again with no tags, v2 leaves the tag set and has no list.
-		if _, err := scripts.SetTagged.Run(ctx, b.Client, []string{v2, l2}, 1, 1500, "B2").Result(); err != nil {
+		if _, err := script.SetTagged.Run(ctx, b.Client, []string{v2, l2}, 1, 1500, "B2").Result(); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := b.Client.ZScore(ctx, tag, v2).Result(); err != redis.Nil {
@@ -81,7 +81,7 @@ func TestCacheSetTaggedScript(t *testing.T) {
 			t.Fatal("tag list kept for an untagged value")
 		}
 		// Deleted, v1 leaves it too, and the emptied set is gone.
-		if n, err := scripts.Delete.Run(ctx, b.Client, []string{v1, l1}).Int(); err != nil || n != 1 {
+		if n, err := script.Delete.Run(ctx, b.Client, []string{v1, l1}).Int(); err != nil || n != 1 {
 			t.Fatalf("delete %d %v", n, err)
 		}
 		if n, _ := b.Client.Exists(ctx, v1, l1, tag).Result(); n != 0 {
@@ -98,16 +98,16 @@ func TestCacheInvalidateTagScript(t *testing.T) {
 		tag := h + ":t:x"
 		other := h + ":t:y"
 		keys := []string{h + ":v:1", h + ":v:2", h + ":v:3", h + ":l:1", h + ":l:2", h + ":l:3", tag, other}
-		if _, err := scripts.SetTagged.Run(ctx, b.Client, keys, 3, 60000, "1", "2", "3").Result(); err != nil {
+		if _, err := script.SetTagged.Run(ctx, b.Client, keys, 3, 60000, "1", "2", "3").Result(); err != nil {
 			t.Fatal(err)
 		}
 		b.Client.Del(ctx, h+":v:2") // gone already (around the scripts): removed, not counted
 		vpre, lpre := h+":v:", h+":l:"
-		r, err := scripts.InvalidateTag.Run(ctx, b.Client, []string{tag}, 2, vpre, lpre).Int64Slice()
+		r, err := script.InvalidateTag.Run(ctx, b.Client, []string{tag}, 2, vpre, lpre).Int64Slice()
 		if err != nil || len(r) != 2 || r[0]+r[1] != 2 || r[1] != 1 {
 			t.Fatalf("first batch %v %v: want 2 members handled, 1 left", r, err)
 		}
-		r, err = scripts.InvalidateTag.Run(ctx, b.Client, []string{tag}, 2, vpre, lpre).Int64Slice()
+		r, err = script.InvalidateTag.Run(ctx, b.Client, []string{tag}, 2, vpre, lpre).Int64Slice()
 		if err != nil || r[1] != 0 {
 			t.Fatalf("second batch %v %v", r, err)
 		}
@@ -122,13 +122,13 @@ func TestCacheIndexScripts(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
 		idx := b.Prefix + ":{m}:i:ex"
-		n, err := scripts.IndexAdd.Run(ctx, b.Client, []string{idx}, 60000, "binance", "kraken").Int()
+		n, err := script.IndexAdd.Run(ctx, b.Client, []string{idx}, 60000, "binance", "kraken").Int()
 		if err != nil || n != 2 {
 			t.Fatalf("add %d %v", n, err)
 		}
 		// A shorter TTL never moves a name earlier.
 		s1, _ := b.Client.ZScore(ctx, idx, "kraken").Result()
-		if _, err := scripts.IndexAdd.Run(ctx, b.Client, []string{idx}, 10, "kraken").Result(); err != nil {
+		if _, err := script.IndexAdd.Run(ctx, b.Client, []string{idx}, 10, "kraken").Result(); err != nil {
 			t.Fatal(err)
 		}
 		if s2, _ := b.Client.ZScore(ctx, idx, "kraken").Result(); s2 != s1 {
@@ -137,7 +137,7 @@ func TestCacheIndexScripts(t *testing.T) {
 		if pttl, _ := b.Client.PTTL(ctx, idx).Result(); pttl <= 59*time.Second || pttl > time.Minute {
 			t.Fatalf("index PTTL %v", pttl)
 		}
-		names, err := scripts.IndexList.Run(ctx, b.Client, []string{idx}).StringSlice()
+		names, err := script.IndexList.Run(ctx, b.Client, []string{idx}).StringSlice()
 		if err != nil || len(names) != 2 {
 			t.Fatalf("list %v %v", names, err)
 		}
@@ -149,17 +149,17 @@ func TestCacheIncrScript(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
 		k := b.Prefix + ":{ex}:v:calls"
-		r, err := scripts.Incr.Run(ctx, b.Client, []string{k}, 3, 60000).Int64Slice()
+		r, err := script.Incr.Run(ctx, b.Client, []string{k}, 3, 60000).Int64Slice()
 		if err != nil || r[0] != 3 || r[1] != 60000 {
 			t.Fatalf("first %v %v", r, err)
 		}
-		r, err = scripts.Incr.Run(ctx, b.Client, []string{k}, 2, 1000).Int64Slice()
+		r, err = script.Incr.Run(ctx, b.Client, []string{k}, 2, 1000).Int64Slice()
 		if err != nil || r[0] != 5 || r[1] <= 59000 {
 			t.Fatalf("second %v %v: the window is kept, not restarted", r, err)
 		}
 		// A counter left without a TTL gets one.
 		b.Client.Persist(ctx, k)
-		r, err = scripts.Incr.Run(ctx, b.Client, []string{k}, 1, 500).Int64Slice()
+		r, err = script.Incr.Run(ctx, b.Client, []string{k}, 1, 500).Int64Slice()
 		if err != nil || r[0] != 6 || r[1] != 500 {
 			t.Fatalf("persisted counter %v %v", r, err)
 		}

@@ -3,15 +3,16 @@ package scripts_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // cancel.lua restores each limit's state from before the booking, from the
-// prior states quota.lua replied: a window state goes back to its own window
+// prior states decide.lua replied (with a new stamp): a window state goes back to its own window
 // (not a lower count in the booking's window), and a GCRA limit whose grant
 // time another limit set goes back to having no state (not to that time).
 func TestCancelRestoresPriorState(t *testing.T) {
@@ -29,29 +30,31 @@ func TestCancelRestoresPriorState(t *testing.T) {
 		const period, maxB = int64(time.Hour / time.Microsecond), 5
 		w := tm.UnixMicro()/period + 2
 		prior := fmt.Sprintf("%d %d 0 %d", w*period+7, period, maxB)
-		if err := b.Client.Set(ctx, fk, prior, 3*time.Hour).Err(); err != nil {
+		if err := b.Client.Set(ctx, fk, prior+" 5 4", 3*time.Hour).Err(); err != nil { // stamp 5, floor 4
 			t.Fatal(err)
 		}
-		keys := []string{hold, tok, gk, fk}
-		v, err := scripts.Quota.Run(ctx, b.Client, keys, int64(1)<<50, "0", 0, 0, 1,
+		keys := []string{tok, hold, gk, fk}
+		v, err := script.Decide.Run(ctx, b.Client, keys, "0", 1, 0,
 			1, 1_000_000, 10, 100_000, 1, 0, // a: GCRA 10/s
-			4, period, maxB, period/maxB, 1, 0).Int64Slice() // b: fixed window 5/h
+			4, period, maxB, period/maxB, 1, 0, // b: fixed window 5/h
+			int64(1)<<50).Int64Slice()
 		if err != nil {
 			t.Fatal(err)
 		}
 		want := []int64{w*period + 7, period, 0, maxB}
-		if len(v) != 4+7*2 || v[0] != 1 || v[3] != (w+1)*period || fmt.Sprint(v[14:18]) != fmt.Sprint(want) || v[10] != 0 {
-			t.Fatalf("quota.lua reply %v: want a grant at %d with prior states [0 0 0 0] and %v", v, (w+1)*period, want)
+		if len(v) != 5+8*2 || v[0] != 1 || v[3] != (w+1)*period || fmt.Sprint(v[17:21]) != fmt.Sprint(want) || v[9] != 0 || v[7] < 1 || v[15] < 1 {
+			t.Fatalf("decide.lua reply %v: want a grant at %d with booking ids, prior states [0 0 0 0] and %v", v, (w+1)*period, want)
 		}
 		args := []any{v[3], "0", "0"}
-		args = append(args, 1, 1_000_000, 100_000, 1, v[6], v[10], v[11], v[12], v[13])
-		args = append(args, 4, period, period/maxB, 1, v[9], v[14], v[15], v[16], v[17])
-		given, err := scripts.Cancel.Run(ctx, b.Client, []string{tok, gk, fk}, args...).Int64()
+		args = append(args, 1, 1_000_000, 100_000, 1, v[7], v[8], v[9], v[10], v[11], v[12])
+		args = append(args, 4, period, period/maxB, 1, v[15], v[16], v[17], v[18], v[19], v[20])
+		given, err := script.Cancel.Run(ctx, b.Client, []string{tok, gk, fk}, args...).Int64()
 		if err != nil || given != 2 {
 			t.Fatalf("cancel.lua gave back %d units (%v), want 2: one per limit", given, err)
 		}
-		if got, _ := b.Client.Get(ctx, fk).Result(); got != prior {
-			t.Fatalf("window state %q after cancel, want %q", got, prior)
+		got, _ := b.Client.Get(ctx, fk).Result()
+		if f := strings.Fields(got); len(f) != 6 || strings.Join(f[:4], " ") != prior || f[5] != "4" {
+			t.Fatalf("window state %q after cancel, want %q, a new stamp and floor 4", got, prior)
 		}
 		if ttl, _ := b.Client.PTTL(ctx, fk).Result(); ttl <= 2*time.Hour || ttl > 3*time.Hour+time.Second {
 			t.Fatalf("window state TTL %v, want the end of its window (2 to 3 h)", ttl)
@@ -60,7 +63,7 @@ func TestCancelRestoresPriorState(t *testing.T) {
 			t.Fatal("GCRA state left after cancel: it had none before the booking")
 		}
 		// A second cancel finds its booking no longer the last: nothing more.
-		if given, err := scripts.Cancel.Run(ctx, b.Client, []string{tok, gk, fk}, args...).Int64(); err != nil || given != 0 {
+		if given, err := script.Cancel.Run(ctx, b.Client, []string{tok, gk, fk}, args...).Int64(); err != nil || given != 0 {
 			t.Fatalf("second cancel gave back %d (%v)", given, err)
 		}
 	})
@@ -78,19 +81,19 @@ func TestCancelRetryReplays(t *testing.T) {
 		const period = int64(1) << 40
 		book := func() []int64 {
 			t.Helper()
-			v, err := scripts.Quota.Run(ctx, b.Client, []string{hold, tok, fk}, int64(1)<<50, "0", 0, 0, 1,
-				4, period, 2, period/2, 1, 0).Int64Slice()
-			if err != nil || len(v) != 11 || v[0] != 1 {
-				t.Fatalf("quota.lua reply %v (%v): want a grant with prior states", v, err)
+			v, err := script.Decide.Run(ctx, b.Client, []string{tok, hold, fk}, "0", 1, 0,
+				4, period, 2, period/2, 1, 0, int64(1)<<50).Int64Slice()
+			if err != nil || len(v) != 13 || v[0] != 1 {
+				t.Fatalf("decide.lua reply %v (%v): want a grant with booking values", v, err)
 			}
 			return v
 		}
 		a := book()
 		// Forced ("1"): A's time has come, its unit was never used.
-		args := []any{a[3], "1", "10000", 4, period, period / 2, 1, a[6], a[7], a[8], a[9], a[10]}
+		args := []any{a[3], "1", "10000", 4, period, period / 2, 1, a[7], a[8], a[9], a[10], a[11], a[12]}
 		cancel := func() int64 {
 			t.Helper()
-			n, err := scripts.Cancel.Run(ctx, b.Client, []string{ctok, fk}, args...).Int64()
+			n, err := script.Cancel.Run(ctx, b.Client, []string{ctok, fk}, args...).Int64()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -116,7 +119,7 @@ func TestCancelRetryReplays(t *testing.T) {
 	})
 }
 
-// A wake-up that quota.lua refuses has given its booking back; retried under
+// A wake-up that wake.lua refuses has given its booking back; retried under
 // its token it replays the refusal instead of giving back a later booking.
 func TestWakeRefusalRetryReplays(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
@@ -127,10 +130,10 @@ func TestWakeRefusalRetryReplays(t *testing.T) {
 		limit := []any{4, period, 2, period / 2, 1, 0}
 		book := func() []int64 {
 			t.Helper()
-			args := append([]any{int64(1) << 50, "0", 0, 0, 1}, limit...)
-			v, err := scripts.Quota.Run(ctx, b.Client, []string{hold, tok, fk}, args...).Int64Slice()
-			if err != nil || len(v) != 11 || v[0] != 1 {
-				t.Fatalf("quota.lua reply %v (%v): want a grant with prior states", v, err)
+			args := append(append([]any{"0", 1, 0}, limit...), int64(1)<<50)
+			v, err := script.Decide.Run(ctx, b.Client, []string{tok, hold, fk}, args...).Int64Slice()
+			if err != nil || len(v) != 13 || v[0] != 1 {
+				t.Fatalf("decide.lua reply %v (%v): want a grant with booking values", v, err)
 			}
 			return v
 		}
@@ -144,12 +147,12 @@ func TestWakeRefusalRetryReplays(t *testing.T) {
 			t.Fatal(err)
 		}
 		// A's wake-up may wait 1 ms: refused, A given back.
-		wargs := append([]any{1000, "10000", 0, 0, 1}, limit...)
-		wargs = append(wargs, a[3], a[6], a[7], a[8], a[9], a[10])
+		wargs := append([]any{"10000", 1, 0}, limit...)
+		wargs = append(wargs, 1000, a[3], a[7], a[8], a[9], a[10], a[11], a[12])
 		wake := func() []int64 {
 			t.Helper()
-			v, err := scripts.Quota.Run(ctx, b.Client, []string{hold, wtok, fk}, wargs...).Int64Slice()
-			if err != nil || len(v) != 7 || v[0] != 0 {
+			v, err := script.Wake.Run(ctx, b.Client, []string{wtok, hold, fk}, wargs...).Int64Slice()
+			if err != nil || len(v) != 13 || v[0] != 0 {
 				t.Fatalf("wake-up reply %v (%v): want a refusal", v, err)
 			}
 			return v

@@ -1,12 +1,27 @@
--- gcra.lua: not a script; the prelude of quota.lua and allow.lua, the one
--- source of the GCRA's arithmetic (scripts.go prepends it). A limit of m
--- units, one every e µs, keeps its theoretical arrival time tat (µs, Redis's
--- clock) as a string.
+-- gcra.lua: prelude (not a script) of allow.lua, batch.lua and the quota
+-- scripts, the one source of the GCRA (after state.lua). A limit of m units,
+-- one every e µs, keeps its theoretical arrival time tat (µs, Redis's clock)
+-- in the state "tat", or "tat floor" once sync.lua has set a floor. A GCRA
+-- state needs no stamp (state.lua): tat only grows while bookings are made
+-- and never goes below the floor when one is given back, so a booking's id
+-- is the tat it wrote, and those at or below the floor are not given back.
+
+-- gcra_read parses a state v (nil or false: none) into tat and floor; nil if
+-- v is unreadable.
+local function gcra_read(v)
+  if not v then return 0, 0 end
+  local tat = tonumber(v)
+  if tat then return tat, 0 end
+  local floor
+  tat, floor = string.match(v, '^(%d+) (%d+)$')
+  if not tat then return nil end
+  return tonumber(tat), tonumber(floor)
+end
 
 -- gcra_fits returns the earliest time (µs) at which cost c fits under tat.
 local function gcra_fits(tat, m, e, c) return tat + c * e - m * e end
 
--- gcra_charge returns the state after c units charged at time t (a lease
+-- gcra_charge returns the tat after c units charged at time t (a lease
 -- charges them from its end).
 local function gcra_charge(tat, t, e, c)
   if tat < t then tat = t end
@@ -16,14 +31,13 @@ end
 -- gcra_left returns the units left under tat at now, and the µs until the
 -- limit is full again.
 local function gcra_left(tat, now, m, e)
-  local ahead = tat - now
-  if ahead < 0 then ahead = 0 end
-  local rem = math.floor((m * e - ahead) / e)
-  if rem < 0 then rem = 0 end
-  return rem, ahead
+  local ahead = math.max(tat - now, 0)
+  return math.max(math.floor((m * e - ahead) / e), 0), ahead
 end
 
--- gcra_write stores tat under key k until it is past.
-local function gcra_write(k, tat, now)
-  redis.call('SET', k, string.format('%d', tat), 'PX', string.format('%d', math.ceil((tat - now) / 1000)))
+-- gcra_write stores tat (> now) and floor under key k until tat is past.
+local function gcra_write(k, tat, floor, now)
+  local v = digits(tat)
+  if floor > 0 then v = v .. ' ' .. digits(floor) end
+  redis.call('SET', k, v, 'PX', ttl_ms(tat, now))
 end

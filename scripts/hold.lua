@@ -1,7 +1,7 @@
 -- hold.lua: hold a quota (or key) so that nothing is granted before now + duration.
 -- Used when an exchange answers 429/418 with Retry-After: every process pauses.
 --
--- KEYS[1]  hold key (quota.lua's KEYS[1])
+-- KEYS[1]  hold key (a hold key of quota_layout.lua)
 -- ARGV[1]  duration µs (> 0)
 --
 -- A hold only ever grows: a shorter hold than the current one changes nothing.

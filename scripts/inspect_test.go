@@ -9,11 +9,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // inspect.lua, called directly on states written by hand in each format:
-// remaining and reset per algorithm as quota.lua reports them, the hold's end
+// remaining and reset per algorithm as decide.lua reports them, the hold's end
 // and reason, and nothing written.
 func TestInspectReadsEveryFormat(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
@@ -34,10 +34,10 @@ func TestInspectReadsEveryFormat(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		set(gk, fmt.Sprint(now+3*iv))                             // GCRA: 3 units owed
-		set(fk, fmt.Sprintf("%d %d 0 4", w*period+1, period))     // fixed: 4 in this window
-		set(ck, fmt.Sprintf("%d %d 0 2", (w-1)*period+1, period)) // counter: 2 in the last window
-		set(hold, fmt.Sprint(now+60_000_000))                     // held a minute
+		set(gk, fmt.Sprint(now+3*iv))                                 // GCRA: 3 units owed
+		set(fk, fmt.Sprintf("%d %d 0 4 1 0", w*period+1, period))     // fixed: 4 in this window
+		set(ck, fmt.Sprintf("%d %d 0 2 1 0", (w-1)*period+1, period)) // counter: 2 in the last window
+		set(hold, fmt.Sprint(now+60_000_000))                         // held a minute
 		set(why, "maintenance")
 		// Sliding log: weights 2 and 3 ("C:w", C the running total), one
 		// entry older than the period (no longer counted).
@@ -50,7 +50,7 @@ func TestInspectReadsEveryFormat(t *testing.T) {
 		for _, a := range []int{1, 2, 3, 4, 1} {
 			args = append(args, a, period, 10, iv)
 		}
-		v, err := scripts.Inspect.Run(ctx, b.Client, []string{hold, why, gk, sk, ck, fk, none}, args...).Slice()
+		v, err := script.Inspect.Run(ctx, b.Client, []string{hold, why, gk, sk, ck, fk, none}, args...).Slice()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,5 +1,5 @@
--- outside.lua: not a script; the prelude of quota.lua and sync.lua, which
--- both read a fixed-window limit's outside record (scripts.go prepends it).
+-- outside.lua: prelude (not a script) of the quota scripts and sync.lua, which
+-- both read a fixed-window limit's outside record (internal/script prepends it).
 --
 -- A limit of a quota with Headroom keeps free, in each of its fixed windows,
 -- the units that clients outside the fleet are expected to spend there (a

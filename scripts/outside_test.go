@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
-// quota.lua and sync.lua called directly on a fixed-window limit of 100
+// decide.lua and sync.lua called directly on a fixed-window limit of 100
 // with an outside record (outside.lua): the decision keeps the record's
 // unseen reserve free; a sync learns what the server counted beyond the
 // fleet's grants and raises the count by it. The window is 366 days long, so
@@ -23,7 +23,7 @@ func TestOutsideRecord(t *testing.T) {
 		const p = int64(366 * 24 * time.Hour / time.Microsecond)
 		head := b.Prefix + ":{o}"
 		state, outside := head+":fixed:w", head+":fixed:w:outside"
-		keys := []string{head + ":hold", head + ":tok", state, outside}
+		keys := []string{head + ":tok", head + ":hold", state, outside}
 		now := time.Now()
 		if b.Mini != nil {
 			b.Mini.SetTime(now) // miniredis's TIME, which its scripts read
@@ -35,7 +35,7 @@ func TestOutsideRecord(t *testing.T) {
 		}
 		decide := func(cost int) int64 {
 			t.Helper()
-			v, err := scripts.Quota.Run(ctx, b.Client, keys, 0, "0", 0, 0, "1 1", 4, p, 100, p/100, cost, 0).Slice()
+			v, err := script.Decide.Run(ctx, b.Client, keys, "0", "1 1", 0, 4, p, 100, p/100, cost, 0, 0).Slice()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -47,7 +47,7 @@ func TestOutsideRecord(t *testing.T) {
 		}
 		sync := func(used int) int64 {
 			t.Helper()
-			v, err := scripts.Sync.Run(ctx, b.Client, keys[2:], 4, p, 100, p/100, used, 0, 50).Int64()
+			v, err := script.Sync.Run(ctx, b.Client, keys[2:], 4, p, 100, p/100, used, 0, 50).Int64()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -74,7 +74,7 @@ func TestOutsideRecord(t *testing.T) {
 			t.Fatalf("record TTL %v", ttl)
 		}
 		// A limit that is not a fixed window keeps no headroom.
-		err := scripts.Quota.Run(ctx, b.Client, keys, 0, "0", 0, 0, "1 1", 1, 1_000_000, 10, 100_000, 1, 0).Err()
+		err := script.Decide.Run(ctx, b.Client, keys, "0", "1 1", 0, 1, 1_000_000, 10, 100_000, 1, 0, 0).Err()
 		if err == nil || !strings.Contains(err.Error(), "no fixed window") {
 			t.Fatalf("GCRA limit with an outside record: %v", err)
 		}

@@ -1,101 +1,19 @@
-// Package scripts holds every Lua script redquota runs, embedded from the *.lua
-// files beside this one: the single source of truth. Each script has one
-// exported handle; call it with Run (EVALSHA, falling back to EVAL on NOSCRIPT,
-// so a SCRIPT FLUSH or a restarted Redis is transparent). Inside a pipeline
-// that fallback does not happen: call Load first, and handle NOSCRIPT.
+// Package scripts holds every Lua script redquota runs, as *.lua files beside
+// this one: the single source of truth. Its Go API is the embedded files;
+// the handles that run them (and their argument layouts) are internal to the
+// module.
 //
 // Every script follows one contract: the clock is Redis TIME read inside the
-// script, integers cross the boundary in µs or ms, every key written gets a TTL,
-// and all keys of one call share a hash tag, so one slot.
+// script, integers cross the boundary in µs or ms, every key written gets a
+// TTL, and all keys of one call share a hash tag, so one slot. Each script's
+// header gives its KEYS, ARGV and reply. A file whose header says "prelude"
+// is not a script: it holds Lua functions several scripts share (Redis cannot
+// import), and is prepended to each script that uses it.
 package scripts
 
-import (
-	"context"
-	"embed"
-	"fmt"
+import "embed"
 
-	"github.com/redis/go-redis/v9"
-)
-
+// FS holds every script and prelude, by file name (quota_decide.lua …).
+//
 //go:embed *.lua
-var files embed.FS
-
-// registry holds every script by file name, and sources each script's Lua;
-// mustScript fills both at init.
-var (
-	registry = map[string]*redis.Script{}
-	sources  = map[*redis.Script]string{}
-)
-
-// Source returns the Lua source of a script of this package, for callers that
-// send EVAL themselves after a NOSCRIPT.
-func Source(s *redis.Script) string { return sources[s] }
-
-// mustScript returns the handle of an embedded script, its source the
-// preludes (Lua functions two scripts share, which Redis cannot import) and
-// then the script, and registers it for All and Load. Each package file
-// declares the handles of its own scripts.
-func mustScript(name string, preludes ...string) *redis.Script {
-	var src []byte
-	for _, f := range append(preludes, name) {
-		b, err := files.ReadFile(f)
-		if err != nil {
-			panic("scripts: missing embedded " + f) // a build defect, not user input
-		}
-		src = append(src, b...)
-	}
-	s := redis.NewScript(string(src))
-	registry[name] = s
-	sources[s] = string(src)
-	return s
-}
-
-// Limiter scripts.
-var (
-	// Quota checks and charges every limit of a quota, all or nothing. See quota.lua.
-	Quota = mustScript("quota.lua", "window_state.lua", "giveback.lua", "outside.lua", "gcra.lua")
-	// Allow is quota.lua's decision of one GCRA limit under one hold, now or
-	// not at all, in its shortest form (no retry dedupe). See allow.lua.
-	Allow = mustScript("allow.lua", "gcra.lua")
-	// Cancel gives back the units of a reservation that has not come due. See cancel.lua.
-	Cancel = mustScript("cancel.lua", "giveback.lua")
-	// Hold stops every grant of a quota until now + a duration. See hold.lua.
-	Hold = mustScript("hold.lua")
-	// Sync raises a limit's count to the count a server reports. See sync.lua.
-	Sync = mustScript("sync.lua", "window_state.lua", "outside.lua")
-)
-
-// All returns every script, by file name.
-func All() map[string]*redis.Script {
-	out := make(map[string]*redis.Script, len(registry))
-	for k, v := range registry {
-		out[k] = v
-	}
-	return out
-}
-
-// masterIterator is implemented by *redis.ClusterClient.
-type masterIterator interface {
-	ForEachMaster(ctx context.Context, fn func(ctx context.Context, client *redis.Client) error) error
-}
-
-// Load preloads every script, on every master when client is a cluster client,
-// so that the first EVALSHA of each finds it. It is optional for Run, which
-// falls back to EVAL, and needed before scripts are sent in a pipeline.
-func Load(ctx context.Context, client redis.Scripter) error {
-	if mi, ok := client.(masterIterator); ok {
-		return mi.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-			return load(ctx, c)
-		})
-	}
-	return load(ctx, client)
-}
-
-func load(ctx context.Context, c redis.Scripter) error {
-	for name, s := range All() {
-		if err := s.Load(ctx, c).Err(); err != nil {
-			return fmt.Errorf("scripts: load %s: %w", name, err)
-		}
-	}
-	return nil
-}
+var FS embed.FS

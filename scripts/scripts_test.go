@@ -11,7 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/redistest"
-	"github.com/redquota/redquota/scripts"
+	"github.com/redquota/redquota/internal/script"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }
@@ -35,19 +35,19 @@ func TestRunSurvivesScriptFlush(t *testing.T) {
 	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
 		key := b.Prefix + ":{flush}:hold"
-		if err := scripts.Load(ctx, b.Client); err != nil {
+		if err := script.Load(ctx, b.Client); err != nil {
 			t.Fatal(err)
 		}
-		got, err := scripts.Hold.Run(ctx, b.Client, []string{key}, 1_000_000).Int64()
+		got, err := script.Hold.Run(ctx, b.Client, []string{key}, 1_000_000).Int64()
 		if err != nil || got != 1_000_000 {
 			t.Fatalf("first run: %d, %v", got, err)
 		}
 		flushScripts(ctx, t, b)
-		exists, err := scripts.Hold.Exists(ctx, b.Client).Result()
+		exists, err := script.Hold.Exists(ctx, b.Client).Result()
 		if err != nil || exists[0] {
 			t.Fatalf("script still loaded after flush: %v %v", exists, err)
 		}
-		got, err = scripts.Hold.Run(ctx, b.Client, []string{key}, 2_000_000).Int64()
+		got, err = script.Hold.Run(ctx, b.Client, []string{key}, 2_000_000).Int64()
 		if err != nil || got != 2_000_000 {
 			t.Fatalf("run after SCRIPT FLUSH: %d, %v", got, err)
 		}
@@ -59,11 +59,11 @@ func TestLoadOnEveryMaster(t *testing.T) {
 	redistest.EachReal(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
 		flushScripts(ctx, t, b)
-		if err := scripts.Load(ctx, b.Client); err != nil {
+		if err := script.Load(ctx, b.Client); err != nil {
 			t.Fatal(err)
 		}
 		check := func(c redis.Scripter) {
-			for name, s := range scripts.All() {
+			for name, s := range script.All() {
 				ok, err := s.Exists(ctx, c).Result()
 				if err != nil || !ok[0] {
 					t.Fatalf("%s not loaded: %v %v", name, ok, err)
@@ -87,11 +87,11 @@ func TestLoadOnEveryMaster(t *testing.T) {
 func TestCrossSlotRefused(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		keys := []string{b.Prefix + ":{a}:hold", b.Prefix + ":{a}:tok", b.Prefix + ":{b}:x"}
+		keys := []string{b.Prefix + ":{a}:tok", b.Prefix + ":{a}:hold", b.Prefix + ":{b}:x"}
 		if redistest.Slot(keys[0]) == redistest.Slot(keys[2]) {
 			t.Fatal("test keys share a slot")
 		}
-		err := scripts.Quota.Run(ctx, b.Client, keys, 0, "0", 0, 0, 1, 1, 1_000_000, 10, 100_000, 1, 0).Err()
+		err := script.Decide.Run(ctx, b.Client, keys, "0", 1, 0, 1, 1_000_000, 10, 100_000, 1, 0, 0).Err()
 		if err == nil {
 			t.Fatal("cross-slot script call succeeded")
 		}
@@ -117,7 +117,7 @@ func TestScriptsKeepMicrosecondPrecision(t *testing.T) {
 		ctx := context.Background()
 		key := b.Prefix + ":{prec}:hold"
 		dur := int64(3*time.Second/time.Microsecond) + 7
-		if _, err := scripts.Hold.Run(ctx, b.Client, []string{key}, dur).Int64(); err != nil {
+		if _, err := script.Hold.Run(ctx, b.Client, []string{key}, dur).Int64(); err != nil {
 			t.Fatal(err)
 		}
 		v, err := b.Client.Get(ctx, key).Result()

@@ -1,36 +1,71 @@
--- window_state.lua: not a script; the prelude of quota.lua and sync.lua, which
--- both read fixed-window and sliding-counter states (scripts.go prepends it).
+-- window_state.lua: prelude (not a script) of every limiter script that
+-- reads fixed-window or sliding-counter states: the one reader and writer of
+-- their format (after state.lua).
 --
--- window_state(v, p) reads a state v, "L P pp c" (L: µs time of the latest
--- charge; P: the period it was written under; pp and c: the units of L's
--- P-window before and of that window), on the grid of period p. It returns L,
--- P, pp, c as stored, then w = floor(L/p) and the units the state counts in p's
--- windows w-1 and w; nil if v is unreadable. A legacy "w pp c" is taken as
--- written under p. A state of another period P (the limit's Period changed)
--- is moved onto p's grid at L: all its units lie in [start of L's P-window - P,
+-- A state "L P pp c stamp floor": L the µs time of the latest unit charged
+-- (or the latest time a leased unit may be spent), P the period µs it was
+-- written under, pp and c the units of L's P-window before and of that
+-- window, stamp and floor as state.lua says.
+
+-- window_read reads a state v (nil: none) on the grid of period p into a
+-- table: L, P, pp, c, stamp, floor as stored, then w = floor(L / p) and prev,
+-- cur: the units the state counts in p's windows w-1 and w; nil if v is
+-- unreadable. A state of another period P (the limit's Period changed) is
+-- moved onto p's grid at L: all its units lie in [start of L's P-window - P,
 -- L], so windows w-1 and w each count every unit of the P-windows they
 -- overlap, and later windows none. It never undercounts a window a grant can
 -- still fall in (of what the state still holds: it expires with the old
 -- period's windows).
-local function window_state(v, p)
-  local L, P, pp, cc = string.match(v, '^(%d+) (%d+) (%d+) (%d+)') -- then " s" if sync.lua marked it
-  if not L then
-    L, pp, cc = string.match(v, '^(%d+) (%d+) (%d+)$')
-    if not L then return nil end
-    L, P = (tonumber(L) + 1) * p - 1, p
-  end
-  L, P, pp, cc = tonumber(L), tonumber(P), tonumber(pp), tonumber(cc)
-  local w, prev, cur = math.floor(L / p), pp, cc
-  if P ~= p then
-    local S = math.floor(L / P) * P
+local function window_read(v, p)
+  if not v then return {L = -1, P = 0, pp = 0, c = 0, stamp = nil, floor = 0, w = -1, prev = 0, cur = 0} end
+  local L, P, pp, c, stamp, floor = string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+  if not L then return nil end
+  local s = {L = tonumber(L), P = tonumber(P), pp = tonumber(pp), c = tonumber(c), stamp = tonumber(stamp),
+    floor = tonumber(floor), w = 0, prev = 0, cur = 0}
+  s.w, s.prev, s.cur = math.floor(s.L / p), s.pp, s.c
+  if s.P ~= p then
+    local start = math.floor(s.L / s.P) * s.P
     local function units(j)
       local u = 0
-      if j * p < S and (j + 1) * p > S - P then u = u + pp end
-      if j * p <= L and (j + 1) * p > S then u = u + cc end
+      if j * p < start and (j + 1) * p > start - s.P then u = u + s.pp end
+      if j * p <= s.L and (j + 1) * p > start then u = u + s.c end
       return u
     end
-    prev, cur = units(w - 1), units(w)
+    s.prev, s.cur = units(s.w - 1), units(s.w)
   end
-  return L, P, pp, cc, w, prev, cur
+  return s
 end
 
+-- window_write stores "L P pp c" under key k until µs time ends (nil: keep
+-- the key's TTL), after the state s (window_read's) it replaces, with floor
+-- (nil: s's); it returns the new stamp.
+local function window_write(k, L, P, pp, c, s, ends, now, floor)
+  local stamp, kept = next_stamp(s.stamp, s.floor, now)
+  local v = digits(L) .. ' ' .. digits(P) .. ' ' .. digits(pp) .. ' ' .. digits(c)
+  v = v .. ' ' .. digits(stamp) .. ' ' .. digits(floor or kept)
+  if ends then redis.call('SET', k, v, 'PX', ttl_ms(ends, now)) else redis.call('SET', k, v, 'KEEPTTL') end
+  return stamp
+end
+
+-- window_ends is the µs time a state of L's window ends (on period p) stops
+-- counting: the window's end, a period later for the sliding counter (algorithm 3).
+local function window_ends(L, p, algo)
+  local ends = (math.floor(L / p) + 1) * p
+  if algo == 3 then ends = ends + p end
+  return ends
+end
+
+-- window_left returns the units a window state s (window_read's, on period
+-- p; algorithm algo, max m) leaves at now, and the µs until it is full again.
+local function window_left(s, p, algo, m, now)
+  local w, rem, reset = math.floor(now / p), m, 0
+  if s.w == w then rem = m - s.cur elseif s.w > w then rem = 0 end
+  if algo == 3 and (s.w == w or s.w == w - 1) then
+    -- The counter weighs the window before by the part of it still in the period.
+    local before, count = s.prev, s.cur
+    if s.w == w - 1 then before, count = s.cur, 0 end
+    rem = math.floor(m - before * (1 - (now - w * p) / p) - count)
+  end
+  if s.w >= w - 1 then reset = math.max(window_ends(s.L, p, algo) - now, 0) end
+  return math.max(rem, 0), reset
+end

@@ -123,7 +123,7 @@ func whyThroughput(group string) func(*results) string {
 // whyCeiling explains pipelined throughput by BenchmarkCeiling: pipelines of
 // separate script calls from one goroutine, no client or network cost left.
 func whyCeiling(cmp *results) string {
-	return fmt.Sprintf("Redis itself runs at most %s separate quota.lua decisions/s here even when one goroutine pipelines 256 of them (BenchmarkCeiling; PING pipelined the same way: %s/s), against redis_rate's %s/s unpipelined: pipelining separate decisions saves client and network work, not the script's server cost, so no pipelining of separate calls reaches 3×. Coalescing identical decisions into one script call does (%s/s with 64 goroutines, %s/s with 256).",
+	return fmt.Sprintf("Redis itself runs at most %s separate decision scripts/s here even when one goroutine pipelines 256 of them (BenchmarkCeiling; PING pipelined the same way: %s/s), against redis_rate's %s/s unpipelined: pipelining separate decisions saves client and network work, not the script's server cost, so no pipelining of separate calls reaches 3×. Coalescing identical decisions into one script call does (%s/s with 64 goroutines, %s/s with 256).",
 		fmtNum(med(cmp, "Ceiling/script/batch=256", "decisions/s")), fmtNum(med(cmp, "Ceiling/ping/batch=256", "decisions/s")),
 		fmtNum(med(cmp, par1+"redis_rate", "decisions/s")),
 		fmtNum(med(cmp, par1+"redquota-coalesce", "decisions/s")), fmtNum(med(cmp, par256+"redquota-coalesce", "decisions/s")))
@@ -230,7 +230,7 @@ func writeContenders(w *bytes.Buffer) {
 | redquota-dedupe | the same with a client that retries (` + "`MaxRetries: 2`" + `): the script also writes a dedupe token so a retried call is not charged twice |
 | redquota-coalesce | ` + "`Limiter.Allow`" + ` with ` + "`Options.Coalesce`" + `: concurrent identical decisions go out as one EVALSHA deciding all of them in order (cmds/op below 1) |
 | redquota-leased | ` + "`Leaser.Allow`" + ` on a fixed window of 10⁹/s (local decisions outrun 10⁶/s, and a used-up limit answers denials, which fail the benchmark): units leased from Redis in one EVALSHA and spent in-process; cmds/op is script calls per decision |
-| BenchmarkCeiling | not a contender: one goroutine pipelining 1, 16 or 256 EVALSHAs of quota.lua (the call ` + "`Allow`" + ` sends) or PINGs, to show what one Redis can run when client and network costs are gone |
+| BenchmarkCeiling | not a contender: one goroutine pipelining 1, 16 or 256 EVALSHAs of allow.lua (the call ` + "`Allow`" + ` sends) or PINGs, to show what one Redis can run when client and network costs are gone |
 | redis_rate | github.com/go-redis/redis_rate/v10 ` + "`Allow`" + ` (GCRA): one EVALSHA |
 | ulule | github.com/ulule/limiter/v3 ` + "`Get`" + ` with its go-redis v9 store (fixed window): one EVALSHA of INCRBY + PTTL |
 | throttled | github.com/throttled/throttled/v2 GCRA with its go-redis v9 store (` + "`store/goredisstore.v9`" + `): a pipeline of TIME + GET, then an EVAL of a compare-and-swap script (SETNX + EXPIRE for a new key), retried up to 10 times when another caller won the race |

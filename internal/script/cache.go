@@ -1,4 +1,4 @@
-package scripts
+package script
 
 // Cache scripts, used by package cache. Their keys are <prefix>:{<group>}:…: a
 // value and the tag sets or index it belongs to share the group's hash tag.

@@ -1,5 +1,5 @@
-package scripts
+package script
 
 // Inspect reads, writing nothing, the state of a quota's limits and its hold,
 // for operators. See inspect.lua.
-var Inspect = mustScript("inspect.lua", "window_state.lua")
+var Inspect = mustScript("inspect.lua", stamped...)
