@@ -52,7 +52,12 @@ func failover(t *testing.T, ack time.Duration) int {
 	})
 	defer fc.Close()
 	lim := New(fc, Options{Prefix: "fo", CoolDown: 50 * time.Millisecond, ReplicaAck: ack})
-	limit := Limit{Rate: 10_000_000, Period: time.Hour, Burst: 10_000_000, Algorithm: FixedWindow}
+	// One fixed window for the whole run: the count after each grant is what
+	// the measure compares across the failover. The longest period there is
+	// (366 days, windows aligned on Redis's epoch clock) so that the ~30 s run
+	// cannot cross a window's end (an hour-long window did at 19:00:00, and
+	// the new count looked like units granted twice).
+	limit := Limit{Rate: 10_000_000, Period: maxPeriod, Burst: 10_000_000, Algorithm: FixedWindow}
 
 	type grant struct {
 		used int // units counted in the window after this grant
