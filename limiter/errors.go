@@ -111,3 +111,6 @@ const (
 	maxHold        = bound.Hold
 	maxQuotaLimits = bound.QuotaLimits
 )
+
+// maxReplyLimits is the most limits one reply may carry (maxQuotaLimits).
+const maxReplyLimits = maxQuotaLimits

@@ -1,20 +1,11 @@
 package limiter
 
 import (
-	"context"
-	"errors"
-	"strings"
 	"sync"
 	"sync/atomic"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/redquota/redquota/internal/keys"
-	"github.com/redquota/redquota/internal/script"
 )
-
-// maxReplyLimits is the most limits one reply may carry (maxQuotaLimits).
-const maxReplyLimits = maxQuotaLimits
 
 // holdAlgorithm marks the cache entry of a tag's hold key.
 const holdAlgorithm Algorithm = 255
@@ -99,104 +90,12 @@ func (l *Limiter) keyFor(id keyID) *keyEntry {
 	return e
 }
 
-// argCacheMax bounds argCache (about 200 bytes an entry). Limits built on the
-// fly (a rate per user or per plan) would otherwise grow it for as long as the
-// process lives; past it the cache starts over, as the key cache does.
-const argCacheMax = 1 << 12
-
-// argCache holds each Limit's script arguments (with a guard), boxed once.
-var (
-	argCache sync.Map // argID → *[5]any
-	argCount atomic.Int64
-)
-
-type argID struct {
-	l       Limit
-	guardUS int64
+// holdKey is the hold key of quota instance q.
+func (l *Limiter) holdKey(q Quota) string {
+	return l.keyFor(keyID{group: q.Group, quota: q.Name, key: q.key, keyed: q.keyed, algo: holdAlgorithm}).key
 }
 
-// argsFor returns l's algorithm, period, max units, interval and guard (µs, 0
-// unless l is a FixedWindow limit), as decide.lua takes them.
-func argsFor(l Limit, guardUS int64) *[5]any {
-	if l.Algorithm != FixedWindow {
-		guardUS = 0
-	}
-	id := argID{l, guardUS}
-	if v, ok := argCache.Load(id); ok {
-		return v.(*[5]any)
-	}
-	a := &[5]any{l.Algorithm.script(), l.periodUS(), l.most(), l.intervalUS(), guardUS}
-	if argCount.Add(1) > argCacheMax {
-		argCache.Clear()
-		argCount.Store(1)
-	}
-	v, loaded := argCache.LoadOrStore(id, a)
-	if loaded {
-		argCount.Add(-1)
-	}
-	return v.(*[5]any)
-}
-
-// doer is the Do method of a go-redis client.
-type doer interface {
-	Do(ctx context.Context, args ...any) *redis.Cmd
-}
-
-// processor is a go-redis client's Process. Every go-redis client (Client,
-// ClusterClient, Ring, AutoPipeliner) has it, and since go-redis 9.23 each
-// honours a command's NoRetry.
-type processor interface {
-	Process(ctx context.Context, cmd redis.Cmder) error
-}
-
-// onceCmd is a script call go-redis never sends twice: its NoRetry stops the
-// client's retries once the command may have reached Redis. go-redis still
-// sends again one that never left (a connection it closed before writing),
-// and follows MOVED and ASK, which Redis answers without running the script:
-// either way Redis runs the call at most once, so a decision needs no dedupe
-// token, whatever the client's MaxRetries.
-type onceCmd struct{ *redis.Cmd }
-
-// NoRetry tells go-redis not to resend the command.
-func (onceCmd) NoRetry() bool { return true }
-
-// evalCached runs cmd ("evalsha", sha, numkeys, keys…, args…) and, when Redis
-// answers NOSCRIPT (after SCRIPT FLUSH or a restart), sends it again as EVAL
-// with the script's source. Going through Process (or Do) lets the keys and
-// arguments be boxed once and reused. On a go-redis client (processor) the
-// call is sent at most once (onceCmd); other clients may retry it, which the
-// dedupe token covers (Limiter.decideDedupe).
-func evalCached(ctx context.Context, c Client, s *redis.Script, cmd []any) ([]any, error) {
-	if p, ok := c.(processor); ok {
-		v, err := evalOnce(ctx, p, cmd)
-		if noScript(err) {
-			cmd[0], cmd[1] = "eval", script.Source(s)
-			v, err = evalOnce(ctx, p, cmd)
-		}
-		return v, err
-	}
-	d, ok := c.(doer)
-	if !ok {
-		keys := make([]string, cmd[2].(int))
-		for i := range keys {
-			keys[i] = cmd[3+i].(string)
-		}
-		return s.Run(ctx, c, keys, cmd[3+len(keys):]...).Slice()
-	}
-	v, err := d.Do(ctx, cmd...).Slice()
-	if noScript(err) {
-		cmd[0], cmd[1] = "eval", script.Source(s)
-		v, err = d.Do(ctx, cmd...).Slice()
-	}
-	return v, err
-}
-
-func evalOnce(ctx context.Context, p processor, cmd []any) ([]any, error) {
-	c := redis.NewCmd(ctx, cmd...)
-	_ = p.Process(ctx, onceCmd{c})
-	return c.Slice()
-}
-
-func noScript(err error) bool {
-	return err != nil && (errors.Is(err, redis.ErrNoScript) || strings.HasPrefix(err.Error(), "NOSCRIPT"))
+// stateKeyOf is the state key of limit name (of algorithm a) of quota instance q.
+func (l *Limiter) stateKeyOf(q Quota, name string, a Algorithm) string {
+	return l.keyFor(keyID{group: q.Group, quota: q.Name, key: q.key, keyed: q.keyed, name: name, algo: a}).key
 }

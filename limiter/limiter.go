@@ -24,34 +24,6 @@ type Client interface {
 	Del(ctx context.Context, keys ...string) *redis.IntCmd
 }
 
-// FailurePolicy is what a decision answers when Redis cannot be reached.
-type FailurePolicy uint8
-
-const (
-	// FailClosed returns an error wrapping ErrUnavailable. The default.
-	FailClosed FailurePolicy = iota
-	// FailOpen allows every call, marked Degraded and counted.
-	FailOpen
-	// FailLocal decides with an in-process golang.org/x/time/rate limiter per
-	// limit, holding Options.LocalShare of the limit, marked Degraded. A cost
-	// above what that share can hold at once is an error wrapping
-	// ErrUnavailable; Cancel gives a reservation's local units back.
-	FailLocal
-)
-
-// String names the policy.
-func (p FailurePolicy) String() string {
-	switch p {
-	case FailClosed:
-		return "fail_closed"
-	case FailOpen:
-		return "fail_open"
-	case FailLocal:
-		return "local"
-	}
-	return "policy(" + strconv.Itoa(int(p)) + ")"
-}
-
 // Options configure a Limiter. The zero value works; each field documents its default.
 type Options struct {
 	// Prefix starts every key. Default "rq".
