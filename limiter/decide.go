@@ -243,37 +243,12 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 	if l.restart != nil {
 		gen = l.restart.restarts.Load()
 	}
-	if l.closed.Load() {
-		// Fast path: the breaker (its mutex, its allocation) is touched only
-		// when a call fails, or succeeds after failures; a hot key's callers
-		// contend on nothing but the connection pool.
-		err = l.run(ctx, p, maxWaitUS, r)
-		if err != nil && unreachable(ctx, err) {
-			l.keepCause(err)
-			l.failing.Store(true)
-			if done, berr := l.breaker.Allow(); berr == nil {
-				done(err)
-			}
-			return l.fallback(p, maxWaitUS, err, r)
-		}
-		if l.failing.Load() && l.failing.CompareAndSwap(true, false) {
-			if done, berr := l.breaker.Allow(); berr == nil {
-				done(nil)
-			}
-		}
-	} else {
-		done, berr := l.breaker.Allow()
-		if berr != nil {
-			// Open: Redis was just found unreachable; do not wait on it again.
-			return l.fallback(p, maxWaitUS, l.openErr(berr), r)
-		}
-		err = l.run(ctx, p, maxWaitUS, r)
-		if err != nil && unreachable(ctx, err) {
-			l.keepCause(err)
-			done(err)
-			return l.fallback(p, maxWaitUS, err, r)
-		}
-		done(nil)
+	// The call goes through the path (send): its breaker, bound and
+	// classifier. With the breaker open (Redis was just found down) it
+	// answers at once, without waiting on Redis again.
+	err = l.run(ctx, p, maxWaitUS, r)
+	if err != nil && (errors.Is(err, reach.ErrOpen) || unreachable(ctx, err)) {
+		return l.fallback(p, maxWaitUS, err, r)
 	}
 	if err != nil {
 		if cerr := callerDone(ctx); cerr != nil {
@@ -438,15 +413,7 @@ func (l *Limiter) send(ctx context.Context, e *evalCall, s *redis.Script, cmd []
 		evalCalls.Put(e)
 		return v, nil
 	}
-	var err error
-	if l.timeoutInline {
-		err = l.watch.CallInline(ctx, l.timeout, e.fn)
-	} else if l.timeout > 0 || l.watch.Waits() {
-		err = l.watch.Call(ctx, l.timeout, e.fn)
-	} else {
-		err = e.fn(ctx)
-	}
-	if err != nil {
+	if err := l.path.Do(ctx, e.fn); err != nil {
 		// e is not reused, nor its reply read: a call its bound ended may
 		// still be running (reach.Watch.Call leaves it to finish alone).
 		return nil, redisErr("decision", err)
@@ -645,10 +612,6 @@ var evalCalls = sync.Pool{New: func() any {
 
 func (e *evalCall) call(ctx context.Context) error {
 	var err error
-	e.v, err = evalCached(ctx, e.c, e.s, e.cmd)
+	e.v, err = reach.Eval(ctx, e.c, script.Source(e.s), e.cmd)
 	return err
 }
-
-// keepCause remembers err, which found Redis unreachable, for the open
-// breaker's errors.
-func (l *Limiter) keepCause(err error) { l.lastCause.Store(&err) }

@@ -33,15 +33,15 @@ func (l *Limiter) Hold(ctx context.Context, q Quota, d time.Duration, reason str
 	}
 	if d <= 0 {
 		hold := l.holdKey(q)
-		return 0, l.wrap(l.client.Del(ctx, hold, holdReasonKey(hold)).Err())
+		return 0, l.del(ctx, "release", hold, holdReasonKey(hold))
 	}
 	if d > maxHold {
 		return 0, fmt.Errorf("%w: hold of %s must be ≤ %s", errInvalidDuration, d, maxHold)
 	}
 	dus := max(d.Microseconds(), 1)
-	v, err := script.Hold.Run(ctx, l.client, []string{l.holdKey(q)}, dus).Int64()
+	v, err := l.scriptInt(ctx, "hold", script.Hold, []string{l.holdKey(q)}, dus)
 	if err != nil {
-		return 0, redisErr("hold", err)
+		return 0, err
 	}
 	left := us(v)
 	if reason == "" {
@@ -54,9 +54,11 @@ func (l *Limiter) Hold(ctx context.Context, q Quota, d time.Duration, reason str
 	if !ok {
 		return left, nil
 	}
-	err = dc.Do(ctx, "set", holdReasonKey(l.holdKey(q)), reason, "px", max(left.Milliseconds(), 1)).Err()
+	err = l.call(ctx, "hold reason", func(ctx context.Context) error {
+		return dc.Do(ctx, "set", holdReasonKey(l.holdKey(q)), reason, "px", max(left.Milliseconds(), 1)).Err()
+	})
 	if err != nil {
-		return left, fmt.Errorf("limiter: hold reason: %w", err)
+		return left, err
 	}
 	return left, nil
 }
@@ -73,9 +75,14 @@ func (l *Limiter) held(ctx context.Context, q Quota) (time.Duration, error) {
 	if !ok {
 		return 0, errNotInspectable
 	}
-	d, err := pc.PTTL(ctx, l.holdKey(q)).Result()
+	var d time.Duration
+	err := l.call(ctx, "hold ttl", func(ctx context.Context) error {
+		var err error
+		d, err = pc.PTTL(ctx, l.holdKey(q)).Result()
+		return err
+	})
 	if err != nil {
-		return 0, redisErr("hold ttl", err)
+		return 0, err
 	}
 	if d < 0 { // -2: no hold; -1 cannot happen (holds always have a TTL)
 		return 0, nil

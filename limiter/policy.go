@@ -38,15 +38,6 @@ func (p FailurePolicy) String() string {
 	return "policy(" + strconv.Itoa(int(p)) + ")"
 }
 
-// openErr is the error of a decision the open breaker kept from Redis: it
-// names the breaker and keeps the failure that opened it.
-func (l *Limiter) openErr(berr error) error {
-	if last := l.lastCause.Load(); last != nil {
-		return fmt.Errorf("%w after: %w", berr, *last)
-	}
-	return berr
-}
-
 // redisErr is what a caller sees of an error from Redis, or of a failure to
 // reach it, during op: prefixed with the package, an authentication failure
 // wrapping ErrAuth, and no internal script name.

@@ -63,9 +63,9 @@ func (l *Limiter) refused(ctx context.Context, key string, lim Limit, cost int, 
 
 // runSync runs sync.lua and checks its reply.
 func (l *Limiter) runSync(ctx context.Context, ks []string, args []any) (bool, error) {
-	v, err := script.Sync.Run(ctx, l.client, ks, args...).Int64()
+	v, err := l.scriptInt(ctx, "sync", script.Sync, ks, args...)
 	if err != nil {
-		return false, redisErr("sync", err)
+		return false, err
 	}
 	if v != 0 && v != 1 {
 		return false, fmt.Errorf("%w: sync.lua replied %d", ErrBadReply, v)
