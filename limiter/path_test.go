@@ -164,3 +164,24 @@ func pending(t *testing.T, lim *Limiter) *Reservation {
 	require.Greater(t, res.Delay(), 20*time.Second)
 	return res
 }
+
+// A replica (a failover demoted the node, or the client was pointed at one)
+// refuses writes with READONLY: the limiter counts it as Redis down, as the
+// cache does (reach.Down, one list): decisions answer under the failure
+// policy, a Hold returns ErrUnavailable.
+func TestReadOnlyReplicaIsDown(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Private(t, "--replicaof", "127.0.0.1", "1")
+	c := redis.NewClient(redistest.ClientOptions(srv.Addr()))
+	t.Cleanup(func() { _ = c.Close() })
+	r, err := New(c, Options{Failure: FailOpen}).Allow(ctx, "k", PerSecond(1))
+	require.NoError(t, err)
+	require.True(t, r.Allowed && r.Degraded, "%+v", r)
+	closed := New(c, Options{Prefix: "closed"})
+	_, err = closed.Allow(ctx, "k", PerSecond(1))
+	require.ErrorIs(t, err, ErrUnavailable)
+	require.ErrorContains(t, err, "READONLY")
+	_, err = closed.Hold(ctx, pathQuota, time.Second)
+	require.ErrorIs(t, err, ErrUnavailable)
+	require.ErrorContains(t, err, "READONLY")
+}
