@@ -101,7 +101,7 @@ func (l *Limiter) single(p *plan, key string, limit Limit, n int) error {
 	if err := checkCost(limit, n); err != nil {
 		return err
 	}
-	p.holds[0], p.nq = l.keyFor(keyID{quota: key, algo: holdAlgorithm}), 1
+	p.holds[0], p.nq = l.keyFor(keyID{quota: key, kind: holdEntry}), 1
 	p.n, p.limits[0], p.costs[0], p.keys[0] = 1, limit, n, l.keyFor(keyID{quota: key, algo: limit.Algorithm})
 	p.regs[0] = l.regFor(p.holds[0], Quota{Name: key}, limit)
 	return nil
@@ -145,7 +145,7 @@ func (l *Limiter) addQuota(p *plan, ch Charge) error {
 			return fmt.Errorf("%w: %q costs %d", errInvalidCost, name, c)
 		}
 	}
-	id := keyID{group: q.Group, quota: q.Name, key: q.key, keyed: q.keyed, algo: holdAlgorithm}
+	id := keyID{group: q.Group, quota: q.Name, key: q.key, keyed: q.keyed, kind: holdEntry}
 	hold := l.keyFor(id)
 	for _, h := range p.holds[:p.nq] {
 		if h == hold || h.key == hold.key {
@@ -183,12 +183,12 @@ func (l *Limiter) addQuota(p *plan, ch Charge) error {
 		if p.n == maxQuotaLimits {
 			return fmt.Errorf("%w: more than %d limits charged in one call", errInvalidLimit, maxQuotaLimits)
 		}
-		id.name, id.algo = nl.Name, nl.Limit.Algorithm
+		id.name, id.algo, id.kind = nl.Name, nl.Limit.Algorithm, stateEntry
 		p.names[p.n], p.limits[p.n], p.costs[p.n] = nl.Name, nl.Limit, c
 		p.keys[p.n], p.guards[p.n], p.of[p.n] = l.keyFor(id), guard, uint8(qi)
 		p.outside[p.n], p.headroom[p.n] = nil, q.headroomOf(nl.Limit)
 		if p.headroom[p.n] > 0 {
-			id.algo = outsideAlgorithm
+			id.kind = outsideEntry
 			p.outside[p.n] = l.keyFor(id)
 			p.nOutside++
 		}

@@ -7,12 +7,14 @@ import (
 	"github.com/redquota/redquota/internal/keys"
 )
 
-// holdAlgorithm marks the cache entry of a tag's hold key.
-const holdAlgorithm Algorithm = 255
+// keyKind is what a key holds.
+type keyKind uint8
 
-// outsideAlgorithm marks the cache entry of a fixed-window limit's outside
-// record (Quota.Headroom; outside.lua).
-const outsideAlgorithm Algorithm = 254
+const (
+	stateEntry   keyKind = iota // a limit's state (its algorithm's)
+	holdEntry                   // a quota instance's hold
+	outsideEntry                // a fixed-window limit's outside record (Quota.Headroom; outside.lua)
+)
 
 // keyEntry is a Redis key built once and kept boxed, so a decision on a hot
 // key builds no strings and boxes nothing.
@@ -25,13 +27,14 @@ type keyEntry struct {
 }
 
 // keyID names one key: a quota instance's (group, quota name, For's key)
-// state of limit name under algo, or its hold (holdAlgorithm). A single key's
-// limit is the quota instance {quota: key}.
+// state of limit name under algo, its hold, or a limit's outside record, by
+// kind. A single key's limit is the quota instance {quota: key}.
 type keyID struct {
 	group, quota, key string
 	keyed             bool
 	name              string
-	algo              Algorithm
+	algo              Algorithm // of a state entry
+	kind              keyKind
 }
 
 // keyCacheMax bounds the key cache (two entries per single key: its state
@@ -72,13 +75,14 @@ func (l *Limiter) keyFor(id keyID) *keyEntry {
 	}
 	head, inst := l.instance(id)
 	e := &keyEntry{head: head}
-	if id.algo == holdAlgorithm {
+	switch id.kind {
+	case holdEntry:
 		e.key = head + inst + ":hold"
 		e.tok = head + ":tok"
 		e.quota = id.quota
-	} else if id.algo == outsideAlgorithm {
+	case outsideEntry:
 		e.key = stateKey(head+inst, id.name, FixedWindow) + ":outside"
-	} else {
+	default:
 		e.key = stateKey(head+inst, id.name, id.algo)
 	}
 	e.boxed = e.key
@@ -92,7 +96,12 @@ func (l *Limiter) keyFor(id keyID) *keyEntry {
 
 // holdKey is the hold key of quota instance q.
 func (l *Limiter) holdKey(q Quota) string {
-	return l.keyFor(keyID{group: q.Group, quota: q.Name, key: q.key, keyed: q.keyed, algo: holdAlgorithm}).key
+	return l.keyFor(keyID{group: q.Group, quota: q.Name, key: q.key, keyed: q.keyed, kind: holdEntry}).key
+}
+
+// outsideKeyOf is the outside record of limit name of quota instance q.
+func (l *Limiter) outsideKeyOf(q Quota, name string) string {
+	return l.keyFor(keyID{group: q.Group, quota: q.Name, key: q.key, keyed: q.keyed, name: name, kind: outsideEntry}).key
 }
 
 // stateKeyOf is the state key of limit name (of algorithm a) of quota instance q.

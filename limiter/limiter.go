@@ -283,7 +283,7 @@ func (l *Limiter) Reset(ctx context.Context, q Quota) error {
 	for _, nl := range q.Limits {
 		ks = append(ks, l.stateKeyOf(q, nl.Name, nl.Limit.Algorithm))
 		if q.headroomOf(nl.Limit) > 0 {
-			ks = append(ks, l.stateKeyOf(q, nl.Name, outsideAlgorithm))
+			ks = append(ks, l.outsideKeyOf(q, nl.Name))
 		}
 	}
 	return l.del(ctx, "reset", ks...)

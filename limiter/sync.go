@@ -31,7 +31,7 @@ func (l *Limiter) Sync(ctx context.Context, q Quota, limitName string, used int)
 	var outside string
 	bound := q.headroomOf(lim)
 	if bound > 0 {
-		outside = l.keyFor(keyID{group: q.Group, quota: q.Name, key: q.key, keyed: q.keyed, name: limitName, algo: outsideAlgorithm}).key
+		outside = l.outsideKeyOf(q, limitName)
 	}
 	return l.sync(ctx, l.stateKeyOf(q, limitName, lim.Algorithm), lim, used, 0, outside, bound)
 }
