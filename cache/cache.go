@@ -10,11 +10,11 @@ import (
 	"unsafe"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/sony/gobreaker/v2"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/redquota/redquota/internal/keys"
 	"github.com/redquota/redquota/internal/reach"
+	"github.com/redquota/redquota/internal/script"
 	"github.com/redquota/redquota/telemetry"
 )
 
@@ -123,19 +123,20 @@ type Cache struct {
 
 // core is what a Cache and its group views share.
 type core struct {
-	client    Client
-	masters   masterIterator // nil unless a cluster
-	shards    shardIterator  // set for a Ring (and a cluster)
-	codec     Codec
-	json      *jsonCodec // codec, when it is exactly JSON: replies are decoded in place
-	prefix    string
-	maxValue  int
-	batch     int
-	breaker   *gobreaker.CircuitBreaker[struct{}]
-	watch     *reach.Watch          // ends calls waiting on a failed dial
-	timeout   time.Duration         // Options.Timeout; 0: none
-	lastErr   atomic.Pointer[error] // the last failure, kept in ErrCircuitOpen's errors
-	nilClient bool                  // New was given a nil client: every call fails with errNilClient
+	client   Client
+	masters  masterIterator // nil unless a cluster
+	shards   shardIterator  // set for a Ring (and a cluster)
+	codec    Codec
+	json     *jsonCodec // codec, when it is exactly JSON: replies are decoded in place
+	prefix   string
+	maxValue int
+	batch    int
+	// path is every call's way to Redis, the limiter's too (reach.Path):
+	// the breaker (none when Options.BreakerFailures < 0), the bound
+	// (Options.Timeout, a refused dial) and the down classifier.
+	path      *reach.Path
+	breaker   bool // path has a breaker
+	nilClient bool // New was given a nil client: every call fails with errNilClient
 	flight    singleflight.Group
 	flightMu  sync.Mutex
 	flights   map[string]*loadFlight // by Redis key, while callers wait on a load
@@ -157,12 +158,12 @@ type core struct {
 func New(client Client, o Options) *Cache {
 	c := &core{client: client, codec: o.Codec, prefix: o.Prefix, maxValue: o.MaxValueSize, batch: o.Batch}
 	c.nilClient = reach.IsNil(client)
-	c.watch = reach.For(client)
+	var timeout time.Duration // Options.Timeout; 0: none
 	switch {
 	case o.Timeout == 0:
-		c.timeout = defaultTimeout
+		timeout = defaultTimeout
 	case o.Timeout > 0:
-		c.timeout = o.Timeout
+		timeout = o.Timeout
 	}
 	if c.codec == nil {
 		c.codec = JSON
@@ -188,24 +189,19 @@ func New(client Client, o Options) *Cache {
 	if si, ok := client.(shardIterator); ok {
 		c.shards = si
 	}
+	po := reach.PathOptions{Name: "redquota-cache", Timeout: timeout}
 	if o.BreakerFailures >= 0 {
-		failures := o.BreakerFailures
-		if failures == 0 {
-			failures = defaultBreakerFailures
+		po.Trip = o.BreakerFailures
+		if po.Trip == 0 {
+			po.Trip = defaultBreakerFailures
 		}
-		cool := o.BreakerCoolDown
-		if cool <= 0 {
-			cool = defaultBreakerCoolDown
+		po.CoolDown = o.BreakerCoolDown
+		if po.CoolDown <= 0 {
+			po.CoolDown = defaultBreakerCoolDown
 		}
-		c.breaker = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
-			Name:         "redquota-cache",
-			MaxRequests:  1,
-			Timeout:      cool,
-			ReadyToTrip:  func(n gobreaker.Counts) bool { return n.ConsecutiveFailures >= uint32(failures) },
-			IsSuccessful: func(err error) bool { return !reach.Down(err) },
-			IsExcluded:   func(err error) bool { return errors.Is(err, errCallerDone) },
-		})
+		c.breaker = true
 	}
+	c.path = reach.NewPath(client, po)
 	if o.NearMaxBytes > 0 {
 		c.near = newNear(c, o.NearMaxBytes, o.NearMaxTTL)
 	}
@@ -321,24 +317,20 @@ func (c *core) do(ctx context.Context, fn func(context.Context) error) error {
 	if c.nilClient {
 		return errNilClient
 	}
-	var err error
-	if c.breaker == nil {
-		err = c.call(ctx, fn)
-	} else {
-		_, err = c.breaker.Execute(func() (struct{}, error) { return struct{}{}, c.call(ctx, fn) })
-		if err == gobreaker.ErrOpenState || err == gobreaker.ErrTooManyRequests {
-			c.rejected.Add(1)
-			if last := c.lastErr.Load(); last != nil {
-				return fmt.Errorf("%w after: %w", ErrCircuitOpen, *last)
-			}
-			return ErrCircuitOpen
+	err := c.path.Do(ctx, fn)
+	if errors.Is(err, reach.ErrOpen) {
+		c.rejected.Add(1)
+		if last := c.path.Last(); last != nil {
+			return fmt.Errorf("%w after: %w", ErrCircuitOpen, last)
 		}
+		return ErrCircuitOpen
 	}
-	if errors.Is(err, errCallerDone) {
-		return err
+	if err != nil && reach.CallerDone(ctx) != nil {
+		// Not a Redis failure (the path counted it neither way): errors.Is
+		// still finds the caller's context error.
+		return fmt.Errorf("%w: %w", errCallerDone, err)
 	}
 	if reach.Down(err) {
-		c.keepErr(err)
 		c.errs.Add(1)
 	} else if aerr := reach.Auth(err); aerr != nil {
 		c.errs.Add(1)
@@ -407,16 +399,9 @@ func (c *core) decode(key, s string, dst any) error {
 	return nil
 }
 
-// keepErr remembers err, a failure to reach Redis, for ErrCircuitOpen's errors.
-func (c *core) keepErr(err error) { c.lastErr.Store(&err) }
-
-// call makes one bounded Redis call for do.
-func (c *core) call(ctx context.Context, fn func(context.Context) error) error {
-	err := c.watch.Call(ctx, c.timeout, fn)
-	if err != nil && reach.CallerDone(ctx) != nil {
-		// Wrapped so that the breaker excludes it and errors.Is still finds
-		// the caller's context error.
-		return fmt.Errorf("%w: %w", errCallerDone, err)
-	}
-	return err
+// script runs s with keys and args on the cache's client: EVALSHA, and EVAL
+// when Redis answers NOSCRIPT (reach.Run, the limiter's fallback too). Call
+// it inside do, which bounds it and counts its failure.
+func (c *core) script(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
+	return reach.Run(ctx, c.client, s, script.Source(s), keys, args...)
 }

@@ -49,7 +49,7 @@ func (c *Cache) incr(ctx context.Context, key string, n int64, window time.Durat
 	var reply []int64
 	err = c.core.do(ctx, func(ctx context.Context) error {
 		var err error
-		reply, err = script.Incr.Run(ctx, c.core.client, []string{k}, n, window.Milliseconds()).Int64Slice()
+		reply, err = c.core.script(ctx, script.Incr, []string{k}, n, window.Milliseconds()).Int64Slice()
 		return err
 	})
 	c.core.near.wrote(k)

@@ -40,7 +40,7 @@ func (c *Cache) remember(ctx context.Context, index string, ttl time.Duration, n
 		args = append(args, n)
 	}
 	err = c.core.do(ctx, func(ctx context.Context) error {
-		return script.IndexAdd.Run(ctx, c.core.client, []string{k}, args...).Err()
+		return c.core.script(ctx, script.IndexAdd, []string{k}, args...).Err()
 	})
 	if err != nil {
 		return fmt.Errorf("cache: remember: %w", err)
@@ -67,7 +67,7 @@ func (c *Cache) recall(ctx context.Context, index string) ([]string, error) {
 	var names []string
 	err = c.core.do(ctx, func(ctx context.Context) error {
 		var err error
-		names, err = script.IndexList.Run(ctx, c.core.client, []string{k}).StringSlice()
+		names, err = c.core.script(ctx, script.IndexList, []string{k}).StringSlice()
 		return err
 	})
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/redquota/redquota/internal/reach"
 )
 
 // Stats are the cache's counters, kept in this process since New (shared by
@@ -76,8 +78,8 @@ func (c *Cache) Stats(ctx context.Context) (Stats, error) {
 	if n := s.Hits + s.Misses; n > 0 {
 		s.HitRate = float64(s.Hits) / float64(n)
 	}
-	if c.core.breaker != nil {
-		s.Breaker = c.core.breaker.State().String()
+	if c.core.breaker {
+		s.Breaker = [...]string{reach.Closed: "closed", reach.HalfOpen: "half-open", reach.Open: "open"}[c.core.path.State()]
 	}
 	var mu sync.Mutex
 	s.UptimeSeconds = -1

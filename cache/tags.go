@@ -51,7 +51,7 @@ func (c *Cache) setTagged(ctx context.Context, ks []string, vals []any, ttl time
 		args := make([]any, 0, 2+hi-lo)
 		args = append(append(args, hi-lo, ms), vals[lo:hi]...)
 		err := c.core.do(ctx, func(ctx context.Context) error {
-			return script.SetTagged.Run(ctx, c.core.client, keys, args...).Err()
+			return c.core.script(ctx, script.SetTagged, keys, args...).Err()
 		})
 		c.core.near.wrote(ks[lo:hi]...)
 		if err != nil {
@@ -94,7 +94,7 @@ func (c *Cache) invalidateTags(ctx context.Context, tags []string) (int, error) 
 			var reply []int64
 			err := c.core.do(ctx, func(ctx context.Context) error {
 				var err error
-				reply, err = script.InvalidateTag.Run(ctx, c.core.client, []string{tk}, c.core.batch, c.valPre, c.head+":l:").Int64Slice()
+				reply, err = c.core.script(ctx, script.InvalidateTag, []string{tk}, c.core.batch, c.valPre, c.head+":l:").Int64Slice()
 				return err
 			})
 			if err != nil {
@@ -127,7 +127,7 @@ func (c *Cache) deleteGrouped(ctx context.Context, ks []string) error {
 			keys = append(keys, c.listKey(k))
 		}
 		err := c.core.do(ctx, func(ctx context.Context) error {
-			n, err := script.Delete.Run(ctx, c.core.client, keys).Int64()
+			n, err := c.core.script(ctx, script.Delete, keys).Int64()
 			if err == nil && (n < 0 || n > int64(hi-lo)) {
 				err = fmt.Errorf("cache_delete.lua replied %d for %d keys", n, hi-lo)
 			}

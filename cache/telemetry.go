@@ -101,10 +101,10 @@ func (c *core) initTelemetry(p telemetry.Providers) {
 	if c.near != nil {
 		c.near.initTelemetry(m)
 	}
-	if c.breaker != nil {
+	if c.breaker {
 		otelx.BreakerGauge(m, metricBreaker,
 			"The cache's Redis circuit breaker: 0 closed, 1 half-open, 2 open (calls fail at once with ErrCircuitOpen).",
-			c.breaker.State)
+			c.path.State)
 	}
 	for o := range ops {
 		for r := range otelx.NumOutcomes {

@@ -176,7 +176,7 @@ func (l *Limiter) plans(p *plan, charges []Charge) ([]*plan, error) {
 		if err := c.Quota.validateID(); err != nil {
 			return nil, err
 		}
-		head := l.keyFor(keyID{group: c.Quota.Group, quota: c.Quota.Name, key: c.Quota.key, keyed: c.Quota.keyed, algo: holdAlgorithm}).head
+		head := l.keyFor(keyID{group: c.Quota.Group, quota: c.Quota.Name, key: c.Quota.key, keyed: c.Quota.keyed, kind: holdEntry}).head
 		var into *plan
 		switch {
 		case ps == nil && (p.nq == 0 || p.head() == head):

@@ -101,7 +101,7 @@ func (l *Limiter) single(p *plan, key string, limit Limit, n int) error {
 	if err := checkCost(limit, n); err != nil {
 		return err
 	}
-	p.holds[0], p.nq = l.keyFor(keyID{quota: key, algo: holdAlgorithm}), 1
+	p.holds[0], p.nq = l.keyFor(keyID{quota: key, kind: holdEntry}), 1
 	p.n, p.limits[0], p.costs[0], p.keys[0] = 1, limit, n, l.keyFor(keyID{quota: key, algo: limit.Algorithm})
 	p.regs[0] = l.regFor(p.holds[0], Quota{Name: key}, limit)
 	return nil
@@ -145,7 +145,7 @@ func (l *Limiter) addQuota(p *plan, ch Charge) error {
 			return fmt.Errorf("%w: %q costs %d", errInvalidCost, name, c)
 		}
 	}
-	id := keyID{group: q.Group, quota: q.Name, key: q.key, keyed: q.keyed, algo: holdAlgorithm}
+	id := keyID{group: q.Group, quota: q.Name, key: q.key, keyed: q.keyed, kind: holdEntry}
 	hold := l.keyFor(id)
 	for _, h := range p.holds[:p.nq] {
 		if h == hold || h.key == hold.key {
@@ -183,12 +183,12 @@ func (l *Limiter) addQuota(p *plan, ch Charge) error {
 		if p.n == maxQuotaLimits {
 			return fmt.Errorf("%w: more than %d limits charged in one call", errInvalidLimit, maxQuotaLimits)
 		}
-		id.name, id.algo = nl.Name, nl.Limit.Algorithm
+		id.name, id.algo, id.kind = nl.Name, nl.Limit.Algorithm, stateEntry
 		p.names[p.n], p.limits[p.n], p.costs[p.n] = nl.Name, nl.Limit, c
 		p.keys[p.n], p.guards[p.n], p.of[p.n] = l.keyFor(id), guard, uint8(qi)
 		p.outside[p.n], p.headroom[p.n] = nil, q.headroomOf(nl.Limit)
 		if p.headroom[p.n] > 0 {
-			id.algo = outsideAlgorithm
+			id.kind = outsideEntry
 			p.outside[p.n] = l.keyFor(id)
 			p.nOutside++
 		}
@@ -243,37 +243,12 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 	if l.restart != nil {
 		gen = l.restart.restarts.Load()
 	}
-	if l.closed.Load() {
-		// Fast path: the breaker (its mutex, its allocation) is touched only
-		// when a call fails, or succeeds after failures; a hot key's callers
-		// contend on nothing but the connection pool.
-		err = l.run(ctx, p, maxWaitUS, r)
-		if err != nil && unreachable(ctx, err) {
-			l.keepCause(err)
-			l.failing.Store(true)
-			if done, berr := l.breaker.Allow(); berr == nil {
-				done(err)
-			}
-			return l.fallback(p, maxWaitUS, err, r)
-		}
-		if l.failing.Load() && l.failing.CompareAndSwap(true, false) {
-			if done, berr := l.breaker.Allow(); berr == nil {
-				done(nil)
-			}
-		}
-	} else {
-		done, berr := l.breaker.Allow()
-		if berr != nil {
-			// Open: Redis was just found unreachable; do not wait on it again.
-			return l.fallback(p, maxWaitUS, l.openErr(berr), r)
-		}
-		err = l.run(ctx, p, maxWaitUS, r)
-		if err != nil && unreachable(ctx, err) {
-			l.keepCause(err)
-			done(err)
-			return l.fallback(p, maxWaitUS, err, r)
-		}
-		done(nil)
+	// The call goes through the path (send): its breaker, bound and
+	// classifier. With the breaker open (Redis was just found down) it
+	// answers at once, without waiting on Redis again.
+	err = l.run(ctx, p, maxWaitUS, r)
+	if err != nil && (errors.Is(err, reach.ErrOpen) || unreachable(ctx, err)) {
+		return l.fallback(p, maxWaitUS, err, r)
 	}
 	if err != nil {
 		if cerr := callerDone(ctx); cerr != nil {
@@ -438,15 +413,7 @@ func (l *Limiter) send(ctx context.Context, e *evalCall, s *redis.Script, cmd []
 		evalCalls.Put(e)
 		return v, nil
 	}
-	var err error
-	if l.timeoutInline {
-		err = l.watch.CallInline(ctx, l.timeout, e.fn)
-	} else if l.timeout > 0 || l.watch.Waits() {
-		err = l.watch.Call(ctx, l.timeout, e.fn)
-	} else {
-		err = e.fn(ctx)
-	}
-	if err != nil {
+	if err := l.path.Do(ctx, e.fn); err != nil {
 		// e is not reused, nor its reply read: a call its bound ended may
 		// still be running (reach.Watch.Call leaves it to finish alone).
 		return nil, redisErr("decision", err)
@@ -645,10 +612,6 @@ var evalCalls = sync.Pool{New: func() any {
 
 func (e *evalCall) call(ctx context.Context) error {
 	var err error
-	e.v, err = evalCached(ctx, e.c, e.s, e.cmd)
+	e.v, err = reach.Eval(ctx, e.c, script.Source(e.s), e.cmd)
 	return err
 }
-
-// keepCause remembers err, which found Redis unreachable, for the open
-// breaker's errors.
-func (l *Limiter) keepCause(err error) { l.lastCause.Store(&err) }

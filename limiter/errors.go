@@ -25,10 +25,13 @@ var (
 	// ErrWouldExceedDeadline: Wait or Reserve would have to wait past the context's deadline.
 	// Nothing was charged.
 	ErrWouldExceedDeadline = errors.New("limiter: wait would pass the context deadline")
-	// ErrUnavailable: Redis could not be reached and the failure policy is
-	// FailClosed; or it is FailLocal and the cost is more than this process's
-	// share of the limit (Options.LocalShare) can ever allow at once (nothing
-	// was charged).
+	// ErrUnavailable: Redis could not be reached, did not answer within
+	// Options.Timeout, could not serve (a replica's READONLY, OOM, LOADING…),
+	// or the breaker was open after such failures: the error of a decision
+	// under FailClosed, and of every other call (Hold, Sync, Cancel,
+	// Inspect…) whatever the policy. Also: the policy is FailLocal and the
+	// cost is more than this process's share of the limit
+	// (Options.LocalShare) can ever allow at once (nothing was charged).
 	ErrUnavailable = errors.New("limiter: redis unavailable")
 	// ErrBadReply: a script answered with a reply of the wrong shape.
 	ErrBadReply = errors.New("limiter: malformed script reply")
@@ -111,3 +114,6 @@ const (
 	maxHold        = bound.Hold
 	maxQuotaLimits = bound.QuotaLimits
 )
+
+// maxReplyLimits is the most limits one reply may carry (maxQuotaLimits).
+const maxReplyLimits = maxQuotaLimits

@@ -130,9 +130,15 @@ func (l *Limiter) scanHolds(ctx context.Context) ([]string, error) {
 	scan := func(ctx context.Context, c scanner) error {
 		var cursor uint64
 		for {
-			ks, next, err := c.Scan(ctx, cursor, match, 1000).Result()
+			var ks []string
+			var next uint64
+			err := l.call(ctx, "scan", func(ctx context.Context) error {
+				var err error
+				ks, next, err = c.Scan(ctx, cursor, match, 1000).Result()
+				return err
+			})
 			if err != nil {
-				return fmt.Errorf("limiter: scan: %w", err)
+				return err
 			}
 			mu.Lock()
 			for _, k := range ks {
@@ -231,7 +237,12 @@ func globEscape(s string) string {
 // this limiter's layout.
 func (l *Limiter) inspectHold(ctx context.Context, ic inspectClient, hold string) (QuotaState, error) {
 	var st QuotaState
-	raw, err := ic.Get(ctx, defKey(hold)).Bytes()
+	var raw []byte
+	err := l.call(ctx, "read definition "+defKey(hold), func(ctx context.Context) error {
+		var err error
+		raw, err = ic.Get(ctx, defKey(hold)).Bytes()
+		return err
+	})
 	switch {
 	case errors.Is(err, redis.Nil):
 		q, ok := l.quotaOfHold(hold)
@@ -240,7 +251,7 @@ func (l *Limiter) inspectHold(ctx context.Context, ic inspectClient, hold string
 		}
 		st.Quota = q
 	case err != nil:
-		return st, fmt.Errorf("limiter: read definition %s: %w", defKey(hold), err)
+		return st, err
 	default:
 		if st.Quota, err = parseDefinition(raw); err != nil {
 			return st, err
@@ -257,9 +268,13 @@ func (l *Limiter) inspectHold(ctx context.Context, ic inspectClient, hold string
 		a := argsFor(nl.Limit, 0)
 		args = append(args, a[0], a[1], a[2], a[3])
 	}
-	v, err := script.Inspect.Run(ctx, l.client, ks, args...).Slice()
+	reply, err := l.script(ctx, "inspect", script.Inspect, ks, args...)
 	if err != nil {
-		return st, redisErr("inspect", err)
+		return st, err
+	}
+	v, ok := reply.([]any)
+	if !ok {
+		return st, fmt.Errorf("%w: inspect.lua replied %T, not an array", ErrBadReply, reply)
 	}
 	n := len(st.Quota.Limits)
 	if len(v) != 3+2*n {

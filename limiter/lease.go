@@ -23,6 +23,10 @@ type LeaseOptions struct {
 	// 2×MaxShare of a limit unspent; the rest stays first come first served
 	// for every other process. Default 0.1, at most 1.
 	MaxShare float64
+
+	// clock is the Leaser's clock, which times its leases. Default time.Now;
+	// tests inject one.
+	clock func() time.Time
 }
 
 // LeaseStats are counts of a Leaser's work so far.
@@ -79,11 +83,7 @@ type Leaser struct {
 	stats leaseCounters
 	wg    sync.WaitGroup
 
-	// Test hooks: the clock, a record of every unit spent (under mu) and the
-	// max wait of direct decisions (1µs makes Redis reply the grant time).
-	clock     func() time.Time
-	onSpend   func(t time.Time, n int, redisUS int64)
-	directMax int64
+	clock func() time.Time // LeaseOptions.clock: time.Now but in tests
 
 	mu     sync.Mutex
 	leases [2]lease      // spent in order: [0] ends first
@@ -104,6 +104,16 @@ type Leaser struct {
 	deniedN     int
 }
 
+// Test seams, nil and 0 but in tests (lease_test.go, which sets them for one
+// test at a time): leaseSpent hears of every unit spent (under the Leaser's
+// lock: local spends at its clock, direct ones at Redis's grant time), and
+// direct decisions may wait up to leaseDirectMaxUS (1 µs makes Redis reply
+// the grant time).
+var (
+	leaseSpent       func(t time.Time, n int, redisUS int64)
+	leaseDirectMaxUS int64
+)
+
 type lease struct {
 	units    int
 	deadline time.Time // local monotonic time before which the units may be spent
@@ -118,7 +128,7 @@ type leaseCounters struct {
 // NewLeaser(limiter.Key(key, limit).Take(1), opts) for one unit of limit under key,
 // or NewLeaser(limiter.Charge{Quota: q, Cost: limiter.Cost{"weight": 1, "raw": 1}}, opts).
 func (l *Limiter) NewLeaser(c Charge, opts LeaseOptions) (*Leaser, error) {
-	ls := &Leaser{lim: l, kind: kindQuota, clock: time.Now}
+	ls := &Leaser{lim: l, kind: kindQuota}
 	if c.plain() {
 		ls.kind = kindSingle
 		limit, _ := c.Quota.keyLimit()
@@ -166,6 +176,10 @@ func (ls *Leaser) init(opts LeaseOptions) error {
 	}
 	ls.ttl = max(ls.ttl, time.Microsecond)
 	ls.cap = max(ls.cap, 1)
+	ls.clock = opts.clock
+	if ls.clock == nil {
+		ls.clock = time.Now
+	}
 	return nil
 }
 
@@ -196,8 +210,8 @@ func (ls *Leaser) Allow(ctx context.Context, n int) (bool, error) {
 		if ls.take(n) {
 			ls.roll(now)
 			ls.cur += n
-			if ls.onSpend != nil {
-				ls.onSpend(now, n, 0)
+			if leaseSpent != nil {
+				leaseSpent(now, n, 0)
 			}
 			if ls.refill == nil && !ls.scarce && ls.lastLen >= 2 && ls.leases[0].units+ls.leases[1].units < ls.lastLen/2 {
 				// Running low: fetch the next lease while this one is spent.
@@ -403,7 +417,7 @@ func (ls *Leaser) direct(ctx context.Context, n int) (bool, error) {
 	}
 	var rep reply
 	sent := ls.clock()
-	err := ls.lim.decide(ctx, &p, ls.directMax, &rep)
+	err := ls.lim.decide(ctx, &p, leaseDirectMaxUS, &rep)
 	ls.lim.count(ctx, ls.kind, &rep, err)
 	ls.stats.calls.Add(1)
 	if err != nil {
@@ -421,8 +435,8 @@ func (ls *Leaser) direct(ctx context.Context, n int) (bool, error) {
 		}
 		return false, nil
 	}
-	if ls.onSpend != nil {
-		ls.onSpend(sent, n, rep.grantUS)
+	if leaseSpent != nil {
+		leaseSpent(sent, n, rep.grantUS)
 	}
 	room := true
 	for i := range p.n {

@@ -186,7 +186,7 @@ func TestLeaseChild(t *testing.T) {
 			t.Fatal(err)
 		}
 		var log spendLog
-		ls.onSpend, ls.directMax = log.hook, 1
+		log.spy(t)
 		var wg sync.WaitGroup
 		end := time.Now().Add(time.Second)
 		for range 4 {

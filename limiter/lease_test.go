@@ -25,10 +25,18 @@ type spend struct {
 
 // spendLog records a Leaser's spends through its test hook. Local spends are
 // recorded at the Leaser's clock reading under its lock; direct decisions at
-// the grant time Redis replied (directMax = 1µs makes it reply one).
+// the grant time Redis replied (leaseDirectMaxUS = 1 makes it reply one).
 type spendLog struct {
 	mu sync.Mutex
 	s  []spend
+}
+
+// spy makes l hear of every Leaser's spends (leaseSpent) and direct
+// decisions reply their grant time (leaseDirectMaxUS), until the test ends.
+// Set it before the test's Leasers spend, and Close them before it ends.
+func (l *spendLog) spy(t testing.TB) {
+	leaseSpent, leaseDirectMaxUS = l.hook, 1
+	t.Cleanup(func() { leaseSpent, leaseDirectMaxUS = nil, 0 })
 }
 
 func (l *spendLog) hook(t time.Time, n int, redisUS int64) {
@@ -137,11 +145,11 @@ func TestLeaseGlobalBoundModel(t *testing.T) {
 			var log spendLog
 			var leasers []*Leaser
 			for range 4 {
-				ls, err := New(c, Options{Prefix: "m", Timeout: 10 * time.Second}).NewLeaser(Charge{Quota: q, Cost: unit}, LeaseOptions{MaxShare: 0.5})
+				ls, err := New(c, Options{Prefix: "m", Timeout: 10 * time.Second}).NewLeaser(Charge{Quota: q, Cost: unit}, LeaseOptions{MaxShare: 0.5, clock: clock})
 				if err != nil {
 					t.Fatal(err)
 				}
-				ls.clock, ls.onSpend, ls.directMax = clock, log.hook, 1
+				log.spy(t)
 				leasers = append(leasers, ls)
 			}
 			direct := New(c, Options{Prefix: "m", Timeout: 10 * time.Second})
@@ -227,12 +235,11 @@ func TestLeaseSteadyState(t *testing.T) {
 		defer clockMu.Unlock()
 		return time.UnixMicro(now)
 	}
-	ls, err := New(c, Options{Prefix: "s", Timeout: 10 * time.Second}).NewLeaser(Key("steady", PerSecond(10000)).Take(1), LeaseOptions{})
+	ls, err := New(c, Options{Prefix: "s", Timeout: 10 * time.Second}).NewLeaser(Key("steady", PerSecond(10000)).Take(1), LeaseOptions{clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ls.Close()
-	ls.clock = clock
 	for ms := 0; ms < 5000; ms++ {
 		m.SetTime(time.UnixMicro(now + 1000))
 		clockMu.Lock()
@@ -375,13 +382,13 @@ func TestLeaseSpentLate(t *testing.T) {
 			// A generous Timeout: a loaded CI machine must not turn a slow
 			// miniredis call into a failure.
 			opts := Options{Prefix: "p", Timeout: 10 * time.Second}
-			ls, err := New(c, opts).NewLeaser(Charge{Quota: q, Cost: unit}, LeaseOptions{MaxShare: 0.5})
+			ls, err := New(c, opts).NewLeaser(Charge{Quota: q, Cost: unit}, LeaseOptions{MaxShare: 0.5, clock: clock})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer ls.Close()
 			var log spendLog
-			ls.clock, ls.onSpend, ls.directMax = clock, log.hook, 1
+			log.spy(t)
 			// A lease of 5, taken directly so that no refill follows it; its
 			// reply comes back tc.lag later (scripts loaded first: no NOSCRIPT
 			// round trip).
@@ -473,12 +480,11 @@ func TestLeaseDropAndDenials(t *testing.T) {
 	advance := func(d time.Duration) { now += d.Microseconds(); m.SetTime(time.UnixMicro(now)) }
 	advance(0)
 	lim := New(c, Options{Prefix: "d", Timeout: 10 * time.Second})
-	ls, err := lim.NewLeaser(Key("k", PerSecond(100)).Take(1), LeaseOptions{})
+	ls, err := lim.NewLeaser(Key("k", PerSecond(100)).Take(1), LeaseOptions{clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ls.Close()
-	ls.clock = clock
 
 	// A lease asked for before Drop lands after it: dropped.
 	gen := ls.gen

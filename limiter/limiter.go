@@ -4,14 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/sony/gobreaker/v2"
 
 	"github.com/redquota/redquota/internal/reach"
 	"github.com/redquota/redquota/telemetry"
@@ -22,34 +20,6 @@ import (
 type Client interface {
 	redis.Scripter
 	Del(ctx context.Context, keys ...string) *redis.IntCmd
-}
-
-// FailurePolicy is what a decision answers when Redis cannot be reached.
-type FailurePolicy uint8
-
-const (
-	// FailClosed returns an error wrapping ErrUnavailable. The default.
-	FailClosed FailurePolicy = iota
-	// FailOpen allows every call, marked Degraded and counted.
-	FailOpen
-	// FailLocal decides with an in-process golang.org/x/time/rate limiter per
-	// limit, holding Options.LocalShare of the limit, marked Degraded. A cost
-	// above what that share can hold at once is an error wrapping
-	// ErrUnavailable; Cancel gives a reservation's local units back.
-	FailLocal
-)
-
-// String names the policy.
-func (p FailurePolicy) String() string {
-	switch p {
-	case FailClosed:
-		return "fail_closed"
-	case FailOpen:
-		return "fail_open"
-	case FailLocal:
-		return "local"
-	}
-	return "policy(" + strconv.Itoa(int(p)) + ")"
 }
 
 // Options configure a Limiter. The zero value works; each field documents its default.
@@ -161,25 +131,20 @@ type Limiter struct {
 	tokenSeq atomic.Uint64
 	dedupeMS any // token TTL in ms as a string ("0": dedupe off), boxed once
 	// decideDedupe: decisions (decide.lua) carry a dedupe token. Off on a
-	// go-redis client, which sends them at most once (onceCmd).
+	// go-redis client, which sends them at most once (reach.Eval).
 	decideDedupe bool
-	// timeoutInline: timeout is the default, which bounds the waits for a
-	// connection but not a read (reach.Watch.CallInline).
-	timeoutInline bool
-	decideMS      any // dedupeMS, or "0" when decideDedupe is off
-	breaker       *gobreaker.TwoStepCircuitBreaker[struct{}]
-	closed        atomic.Bool // mirrors breaker state == closed, read without its mutex
-	failing       atomic.Bool // the last call in the closed state failed
-	local         sync.Map    // state key → *rate.Limiter
-	keys          keyCache
-	coalesce      *coalescer            // nil unless Options.Coalesce
-	watch         *reach.Watch          // ends calls waiting on a refused dial; nil when none can wait
-	lastCause     atomic.Pointer[error] // the last error that found Redis unreachable
-	restart       *restartGuard         // nil unless Options.RestartSpent > 0
-	ack           *ackState             // nil unless Options.ReplicaAck > 0
-	tel           instruments
-	stats         counters
-	reg           registry // quota definitions written for operators (registry.go)
+	decideMS     any // dedupeMS, or "0" when decideDedupe is off
+	// path is every call's way to Redis (path.go): the breaker, the bound
+	// (timeout, a refused dial), the down classifier.
+	path     *reach.Path
+	local    sync.Map // state key → *rate.Limiter
+	keys     keyCache
+	coalesce *coalescer    // nil unless Options.Coalesce
+	restart  *restartGuard // nil unless Options.RestartSpent > 0
+	ack      *ackState     // nil unless Options.ReplicaAck > 0
+	tel      instruments
+	stats    counters
+	reg      registry // quota definitions written for operators (registry.go)
 }
 
 // New returns a Limiter using client.
@@ -213,26 +178,33 @@ func New(client Client, opts Options) *Limiter {
 	if opts.Coalesce {
 		l.coalesce = &coalescer{groups: map[coalesceKey]*coalesceGroup{}}
 	}
-	l.closed.Store(true)
-	l.watch = reach.For(client)
 	if opts.RestartSpent > 0 {
 		l.restart = &restartGuard{share: min(opts.RestartSpent, 1)}
 	}
 	retries := mayRetry(client)
 	l.dedupe = opts.DedupeWindow > 0 && retries
+	// inline: the default timeout bounds the waits for a connection but not
+	// a read (reach.Watch.CallInline).
+	var inline bool
 	switch {
 	case opts.Timeout > 0:
 		l.timeout = opts.Timeout
 	case opts.Timeout == 0 && retries:
-		l.timeout, l.timeoutInline = 250*time.Millisecond, true
+		l.timeout, inline = 250*time.Millisecond, true
 	}
+	l.path = reach.NewPath(client, reach.PathOptions{
+		Name: "redquota-limiter", Timeout: l.timeout, Inline: inline, CoolDown: opts.CoolDown,
+		// Three failures in a row: a dead Redis fails every call at once, while
+		// one slow call on a loaded machine must not send every caller to the
+		// failure policy for a whole cool-down.
+		Trip: breakerTrip,
+	})
 	l.ack = newAck(opts, l.timeout)
 	l.dedupeMS = "0"
 	if l.dedupe {
 		l.dedupeMS = strconv.FormatInt(max(opts.DedupeWindow.Milliseconds(), 1), 10)
 	}
-	_, once := l.decider.(processor)
-	l.decideDedupe = l.dedupe && !once
+	l.decideDedupe = l.dedupe && !reach.Once(l.decider)
 	l.decideMS = any("0")
 	if l.decideDedupe {
 		l.decideMS = l.dedupeMS
@@ -241,18 +213,6 @@ func New(client Client, opts Options) *Limiter {
 	_, _ = rand.Read(b[:])
 	l.tokenPfx = hex.EncodeToString(b[:])
 	defer l.initTelemetry(opts.Telemetry)
-	l.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:        "redquota-limiter",
-		MaxRequests: 1,
-		Timeout:     opts.CoolDown,
-		// Three failures in a row: a dead Redis fails every call at once, while
-		// one slow call on a loaded machine must not send every caller to the
-		// failure policy for a whole cool-down.
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= breakerTrip },
-		OnStateChange: func(_ string, _, to gobreaker.State) {
-			l.closed.Store(to == gobreaker.StateClosed)
-		},
-	})
 	return l
 }
 
@@ -314,7 +274,7 @@ func (l *Limiter) Reset(ctx context.Context, q Quota) error {
 		for a := GCRA; a <= FixedWindow; a++ {
 			ks = append(ks, l.stateKeyOf(q, "", a))
 		}
-		return l.wrap(l.client.Del(ctx, ks...).Err())
+		return l.del(ctx, "reset", ks...)
 	}
 	if err := q.Validate(); err != nil {
 		return err
@@ -323,17 +283,15 @@ func (l *Limiter) Reset(ctx context.Context, q Quota) error {
 	for _, nl := range q.Limits {
 		ks = append(ks, l.stateKeyOf(q, nl.Name, nl.Limit.Algorithm))
 		if q.headroomOf(nl.Limit) > 0 {
-			ks = append(ks, l.stateKeyOf(q, nl.Name, outsideAlgorithm))
+			ks = append(ks, l.outsideKeyOf(q, nl.Name))
 		}
 	}
-	return l.wrap(l.client.Del(ctx, ks...).Err())
+	return l.del(ctx, "reset", ks...)
 }
 
-func (l *Limiter) wrap(err error) error {
-	if err == nil {
-		return nil
-	}
-	return fmt.Errorf("limiter: %w", err)
+// del deletes keys through the limiter's path.
+func (l *Limiter) del(ctx context.Context, op string, keys ...string) error {
+	return l.call(ctx, op, func(ctx context.Context) error { return l.client.Del(ctx, keys...).Err() })
 }
 
 func (l *Limiter) restarts() int64 {

@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -9,13 +10,32 @@ import (
 	"github.com/redquota/redquota/internal/reach"
 )
 
-// openErr is the error of a decision the open breaker kept from Redis: it
-// names the breaker and keeps the failure that opened it.
-func (l *Limiter) openErr(berr error) error {
-	if last := l.lastCause.Load(); last != nil {
-		return fmt.Errorf("%w after: %w", berr, *last)
+// FailurePolicy is what a decision answers when Redis cannot be reached.
+type FailurePolicy uint8
+
+const (
+	// FailClosed returns an error wrapping ErrUnavailable. The default.
+	FailClosed FailurePolicy = iota
+	// FailOpen allows every call, marked Degraded and counted.
+	FailOpen
+	// FailLocal decides with an in-process golang.org/x/time/rate limiter per
+	// limit, holding Options.LocalShare of the limit, marked Degraded. A cost
+	// above what that share can hold at once is an error wrapping
+	// ErrUnavailable; Cancel gives a reservation's local units back.
+	FailLocal
+)
+
+// String names the policy.
+func (p FailurePolicy) String() string {
+	switch p {
+	case FailClosed:
+		return "fail_closed"
+	case FailOpen:
+		return "fail_open"
+	case FailLocal:
+		return "local"
 	}
-	return berr
+	return "policy(" + strconv.Itoa(int(p)) + ")"
 }
 
 // redisErr is what a caller sees of an error from Redis, or of a failure to

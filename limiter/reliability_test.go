@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/redquota/redquota/internal/redistest"
@@ -19,74 +20,86 @@ import (
 )
 
 // CheckServer warns when eviction can remove limiter keys, and the warning is
-// warranted: under allkeys-lru a full Redis evicts a limiter key, which then
-// forgets its grants and allows again.
+// warranted; under noeviction it does not warn, and a full memory's OOM
+// reaches the failure policy. Each part runs on a server of its own as a
+// subtest, so none can hide another's checks, and none may skip.
 func TestEvictionWarningAndEffect(t *testing.T) {
-	srv := redistest.Private(t, "--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru")
-	c := srv.Client()
-	defer c.Close()
 	ctx := context.Background()
-	warnings, err := evictionWarnings(ctx, c) // CheckServer's "eviction" check
-	if err != nil || len(warnings) != 1 || !strings.Contains(warnings[0], "allkeys-lru") {
-		t.Fatalf("CheckServer: %v %v", warnings, err)
-	}
-	lim := New(c, Options{Prefix: "ev"})
 	limit := PerHour(3)
-	for i := 0; i < 3; i++ {
-		_, _ = lim.Allow(ctx, Key("k", limit).Take(1))
-	}
-	if r, _ := lim.Allow(ctx, Key("k", limit).Take(1)); r.Allowed {
-		t.Fatal("limit not reached before eviction")
-	}
-	// Fill memory with other keys until the limiter key is evicted: LRU
-	// eviction samples keys, so how many writes that takes varies, but not
-	// whether it happens (each write past maxmemory evicts something, and the
-	// limiter key is never touched again).
-	keys, err := c.Keys(ctx, "ev:*:gcra").Result() // the limit's state
-	if err != nil || len(keys) != 1 {
-		t.Fatalf("limiter state keys before eviction: %v %v", keys, err)
-	}
-	junk := strings.Repeat("x", 64<<10)
-	evicted := false
-	for i := 0; i < 20_000 && !evicted; i++ {
-		if err := c.Set(ctx, "junk"+strconv.Itoa(i), junk, 0).Err(); err != nil {
-			t.Fatal(err)
+	one := func(key string) Charge { return Key(key, limit).Take(1) }
+
+	// Any policy but noeviction is warned about, allkeys-* and volatile-*
+	// alike: every redquota key has a TTL.
+	t.Run("warning", func(t *testing.T) {
+		for _, policy := range []string{"allkeys-lru", "allkeys-random", "volatile-lru", "volatile-ttl"} {
+			srv := redistest.Private(t, "--maxmemory", "4mb", "--maxmemory-policy", policy)
+			c := srv.Client()
+			warnings, err := evictionWarnings(ctx, c) // CheckServer's "eviction" check
+			require.NoError(t, err)
+			require.Len(t, warnings, 1, policy)
+			require.Contains(t, warnings[0], policy)
+			_ = c.Close()
 		}
-		n, err := c.Exists(ctx, keys[0]).Result()
-		if err != nil {
-			t.Fatal(err)
+	})
+
+	// The overshoot the warning is about, made deterministic: under
+	// volatile-ttl Redis evicts only keys with a TTL, and the junk written
+	// here has none, so the limiter's keys are the only candidates. A write
+	// past maxmemory evicts them before Redis refuses it (OOM only comes once
+	// no key with a TTL is left): the limit's state is gone by the first OOM
+	// at the latest, whatever LRU sampling would have picked.
+	t.Run("evicted", func(t *testing.T) {
+		srv := redistest.Private(t, "--maxmemory", "4mb", "--maxmemory-policy", "volatile-ttl")
+		c := srv.Client()
+		defer c.Close()
+		lim := New(c, Options{Prefix: "ev"})
+		for range 3 {
+			r, err := lim.Allow(ctx, one("k"))
+			require.NoError(t, err)
+			require.True(t, r.Allowed)
 		}
-		evicted = n == 0
-	}
-	if !evicted {
-		t.Fatalf("%s survived 20 000 writes of 64 KiB under a 4 MB allkeys-lru", keys[0])
-	}
-	if r, _ := lim.Allow(ctx, Key("k", limit).Take(1)); !r.Allowed {
-		t.Fatal("expected the evicted limit to allow again (the overshoot CheckServer warns about)")
-	}
+		r, err := lim.Allow(ctx, one("k"))
+		require.NoError(t, err)
+		require.False(t, r.Allowed, "limit not reached before eviction")
+		keys, err := c.Keys(ctx, "ev:*:gcra").Result() // the limit's state
+		require.NoError(t, err)
+		require.Len(t, keys, 1)
+		junk := strings.Repeat("x", 64<<10)
+		evicted := false
+		for i := 0; !evicted; i++ {
+			err := c.Set(ctx, "junk"+strconv.Itoa(i), junk, 0).Err()
+			n, xerr := c.Exists(ctx, keys[0]).Result()
+			require.NoError(t, xerr)
+			evicted = n == 0
+			if err != nil {
+				require.ErrorContains(t, err, "OOM")
+				require.True(t, evicted, "Redis refused a write while %s, which has a TTL, was still there", keys[0])
+			}
+			require.Less(t, i, 1000, "4 MB filled 64 KiB at a time")
+		}
+		r, err = lim.Allow(ctx, one("k"))
+		require.NoError(t, err)
+		require.True(t, r.Allowed, "the evicted limit allows again (the overshoot CheckServer warns about)")
+	})
 
 	// noeviction: no warning; when memory is full writes fail with OOM and the
-	// failure policy answers (here fail open, marked Degraded).
-	if err := c.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
-		t.Fatal(err)
-	}
-	if w, _ := evictionWarnings(ctx, c); len(w) != 0 {
-		t.Fatalf("noeviction warned: %v", w)
-	}
-	// maxmemory of 1 byte: memory is over the limit, so every write is refused with OOM.
-	if err := c.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
-		t.Fatal(err)
-	}
-	defer c.ConfigSet(ctx, "maxmemory", "0")
-	open := New(c, Options{Prefix: "ev", Failure: FailOpen})
-	r, err := open.Allow(ctx, Key("k2", limit).Take(1))
-	if err != nil || !r.Degraded {
-		t.Fatalf("fail open under OOM: %+v %v", r, err)
-	}
-	closed := New(c, Options{Prefix: "ev"})
-	if _, err := closed.Allow(ctx, Key("k3", limit).Take(1)); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "OOM") {
-		t.Fatalf("fail closed under OOM: %v", err)
-	}
+	// failure policy answers.
+	t.Run("noeviction", func(t *testing.T) {
+		srv := redistest.Private(t, "--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
+		c := srv.Client()
+		defer c.Close()
+		w, err := evictionWarnings(ctx, c)
+		require.NoError(t, err)
+		require.Empty(t, w, "noeviction warned")
+		// maxmemory of 1 byte: memory is over the limit, so every write is refused with OOM.
+		require.NoError(t, c.ConfigSet(ctx, "maxmemory", "1").Err())
+		r, err := New(c, Options{Prefix: "ev", Failure: FailOpen}).Allow(ctx, one("k2"))
+		require.NoError(t, err, "fail open under OOM")
+		require.True(t, r.Degraded, "fail open under OOM: %+v", r)
+		_, err = New(c, Options{Prefix: "ev"}).Allow(ctx, one("k3"))
+		require.ErrorIs(t, err, ErrUnavailable, "fail closed under OOM")
+		require.ErrorContains(t, err, "OOM")
+	})
 }
 
 // SCRIPT FLUSH while decisions run is invisible to callers: NOSCRIPT falls back to EVAL.

@@ -2,9 +2,7 @@ package limiter
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -57,13 +55,13 @@ func ackNode(ctx context.Context, c Client, key string) (*redis.Client, error) {
 func (l *Limiter) acked(ctx context.Context, s *redis.Script, cmd []any) ([]any, error) {
 	var v []any
 	// v is read only when err is nil: a call Call left behind writes it late.
-	err := l.watch.Call(ctx, l.ack.bound, func(ctx context.Context) error {
+	err := l.path.DoWithin(ctx, l.ack.bound, func(ctx context.Context) error {
 		node, err := ackNode(ctx, l.client, cmd[3].(string))
 		if err != nil {
 			return err
 		}
 		v, err = l.evalAcked(ctx, node, cmd)
-		if err != nil && (errors.Is(err, redis.ErrNoScript) || strings.HasPrefix(err.Error(), "NOSCRIPT")) {
+		if reach.NoScript(err) {
 			cmd[0], cmd[1] = "eval", script.Source(s)
 			v, err = l.evalAcked(ctx, node, cmd)
 		}
@@ -78,10 +76,10 @@ func (l *Limiter) acked(ctx context.Context, s *redis.Script, cmd []any) ([]any,
 // evalAcked sends cmd and WAIT 1 in one pipeline to node.
 func (l *Limiter) evalAcked(ctx context.Context, node *redis.Client, cmd []any) ([]any, error) {
 	pipe := node.Pipeline()
-	// Sent at most once, as every decision (onceCmd): a pipeline holding a
+	// Sent at most once, as every decision (reach.Eval): a pipeline holding a
 	// NoRetry command is not resent.
 	ev := redis.NewCmd(ctx, cmd...)
-	_ = pipe.Process(ctx, onceCmd{ev})
+	_ = pipe.Process(ctx, reach.SendOnce(ev))
 	wait := pipe.Do(ctx, "wait", 1, l.ack.ms)
 	_, _ = pipe.Exec(ctx) // each reply is checked below
 	v, err := ev.Slice()

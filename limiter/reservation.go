@@ -167,9 +167,9 @@ func (r *Reservation) cancelOne(ctx context.Context, force bool) (int, error) {
 	for i, k := range p.keys[:p.n] {
 		ks[1+i] = k.key
 	}
-	v, err := script.Cancel.Run(ctx, r.lim.client, ks, args...).Int64()
+	v, err := r.lim.scriptInt(ctx, "cancel", script.Cancel, ks, args...)
 	if err != nil {
-		return 0, redisErr("cancel", err)
+		return 0, err
 	}
 	if v < 0 {
 		return 0, fmt.Errorf("%w: cancel.lua gave back %d units", ErrBadReply, v)

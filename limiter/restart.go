@@ -50,7 +50,7 @@ func (g *restartGuard) note(p *plan) {
 func (l *Limiter) afterDecision(ctx context.Context, p *plan, gen int64) bool {
 	g := l.restart
 	g.note(p)
-	if d := l.watch.Dials(); d > g.checked.Load() {
+	if d := l.path.Watch().Dials(); d > g.checked.Load() {
 		g.checkMu.Lock()
 		if d > g.checked.Load() {
 			cctx, cancel := context.WithTimeout(ctx, max(l.timeout, restartCheckTimeout))

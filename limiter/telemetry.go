@@ -176,7 +176,7 @@ func (l *Limiter) initTelemetry(p telemetry.Providers) {
 		"Time Wait slept before its turn.")
 	otelx.BreakerGauge(m, metricBreaker,
 		"The Redis circuit breaker: 0 closed, 1 half-open, 2 open (decisions go to the failure policy).",
-		l.breaker.State)
+		l.path.State)
 	otelx.FloatGauge(m, metricUsage, "1",
 		"Highest used fraction ((Max-Remaining)/Max) of a quota's limit in this process's decisions since the last collection; unreported when none.",
 		in.usage.observe)

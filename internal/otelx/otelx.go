@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 
-	"github.com/sony/gobreaker/v2"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
@@ -112,24 +111,15 @@ func FloatGauge(m metric.Meter, name, unit, desc string, observe func(metric.Flo
 }
 
 // BreakerGauge registers m's gauge name of a circuit breaker's state, read
-// from state at each collection: 0 closed, 1 half-open, 2 open.
-func BreakerGauge(m metric.Meter, name, desc string, state func() gobreaker.State) {
+// from state at each collection (reach.Path.State): 0 closed, 1 half-open,
+// 2 open.
+func BreakerGauge(m metric.Meter, name, desc string, state func() int64) {
 	_, _ = m.Int64ObservableGauge(name,
 		metric.WithDescription(desc),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-			o.Observe(breakerState(state()))
+			o.Observe(state())
 			return nil
 		}))
-}
-
-func breakerState(s gobreaker.State) int64 {
-	switch s {
-	case gobreaker.StateHalfOpen:
-		return 1
-	case gobreaker.StateOpen:
-		return 2
-	}
-	return 0
 }
 
 // A Class names the errors that match Err (errors.Is) in a span's

@@ -66,14 +66,26 @@ func Auth(err error) error {
 // (WAIT answered 0). Down counts it: the write may be lost in a failover.
 var ErrNotReplicated = errors.New("redis: no replica acknowledged the write")
 
-// downPrefixes start the replies of a Redis that is up but cannot serve.
+// downPrefixes start the replies of a Redis that is up but cannot serve:
+// the one list of them, for the limiter, the cache and the market cache.
+//
+//   - LOADING: a restarted node still loading its data set;
+//   - MASTERDOWN: a replica that lost its master (replica-serve-stale-data no);
+//   - CLUSTERDOWN: a cluster with an uncovered slot or no quorum;
+//   - TRYAGAIN: a cluster slot in migration, for a command over several keys;
+//   - READONLY: a write sent to a replica (a failover demoted the node);
+//   - OOM: maxmemory reached under noeviction;
+//   - ERR max number of clients: maxclients reached.
 var downPrefixes = []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "OOM", "ERR max number of clients"}
 
 // Down reports whether err means Redis could not be reached, did not answer
 // in time, or cannot serve: connection errors, timeouts, a closed client or
-// pool, a dial refused while the call waited, and the replies of a node that
-// is loading, read-only, out of memory or without a master. Replies Redis sent
-// about the command itself (WRONGTYPE, a script error, redis.Nil) are not.
+// pool, a dial refused while the call waited, the open breaker (ErrOpen), no
+// replica acknowledgement (ErrNotReplicated), and the replies of downPrefixes.
+// Replies Redis sent about the command itself (WRONGTYPE, NOSCRIPT, a script
+// error, NOPERM, redis.Nil) are not: they prove Redis is up. It is the one
+// "Redis is down" classifier: the limiter (its failure policy and breaker),
+// the cache (its breaker and error counts) and the market cache use it alone.
 func Down(err error) bool {
 	if err == nil || err == redis.Nil {
 		return false
@@ -84,7 +96,7 @@ func Down(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
 		errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) ||
-		errors.Is(err, ErrNotReplicated) {
+		errors.Is(err, ErrNotReplicated) || errors.Is(err, ErrOpen) {
 		return true
 	}
 	var ne net.Error
