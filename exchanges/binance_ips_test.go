@@ -160,7 +160,7 @@ func TestBinanceIPOption(t *testing.T) {
 	}
 	_, err = exchanges.Binance(exchanges.BinanceOptions{IP: strings.Repeat("x", bound.KeyLen+1)})
 	if err == nil || !strings.Contains(err.Error(), "IP") {
-		t.Errorf("too long an IP: %v, want ErrInvalidOption", err)
+		t.Errorf("too long an IP: %v, want ErrInvalid", err)
 	}
 }
 
