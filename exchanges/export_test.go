@@ -18,6 +18,10 @@ const (
 	DefaultBinanceWindowGuard = defaultBinanceWindowGuard
 	DefaultKrakenCancelCost   = defaultKrakenCancelCost
 	DefaultKrakenEditCost     = defaultKrakenEditCost
+
+	KrakenStarter      = "starter"
+	KrakenIntermediate = "intermediate"
+	KrakenPro          = "pro"
 )
 
 var (
@@ -40,13 +44,13 @@ var (
 type RateLimitError = rateLimitError
 
 // KrakenCallCounter and KrakenTradingCounter return tier's counters.
-func KrakenCallCounter(tier KrakenTier) (limiter.Limit, bool) {
+func KrakenCallCounter(tier string) (limiter.Limit, bool) {
 	l, ok := krakenCounter[tier]
 	return l, ok
 }
 
 // KrakenTradingCounter returns tier's per-pair trading counter.
-func KrakenTradingCounter(tier KrakenTier) (limiter.Limit, bool) {
+func KrakenTradingCounter(tier string) (limiter.Limit, bool) {
 	l, ok := krakenTrading[tier]
 	return l, ok
 }

@@ -15,31 +15,6 @@ import (
 	"github.com/redquota/redquota/middleware"
 )
 
-// KrakenTier is a Kraken account's verification tier, which sets its limits.
-type KrakenTier uint8
-
-const (
-	// KrakenStarter is the Starter tier, the strictest. The default.
-	KrakenStarter KrakenTier = iota
-	// KrakenIntermediate is the Intermediate tier.
-	KrakenIntermediate
-	// KrakenPro is the Pro tier.
-	KrakenPro
-)
-
-// String names the tier.
-func (t KrakenTier) String() string {
-	switch t {
-	case KrakenStarter:
-		return "starter"
-	case KrakenIntermediate:
-		return "intermediate"
-	case KrakenPro:
-		return "pro"
-	}
-	return "tier(" + strconv.Itoa(int(t)) + ")"
-}
-
 // krakenCounter and krakenTrading are Kraken's decaying counters per tier, as
 // GCRA limits: the counter's maximum is the burst, its decay the rate (per 100
 // s, so that 0.33/s and 2.34/s are whole numbers).
@@ -53,15 +28,15 @@ func (t KrakenTier) String() string {
 // "Rate Limit Details"; the Starter figures from Kraken's trading engine
 // limits page, https://docs.kraken.com/exchange/guides/general/ratelimits).
 var (
-	krakenCounter = map[KrakenTier]limiter.Limit{
-		KrakenStarter:      {Rate: 33, Period: 100 * time.Second, Burst: 15},
-		KrakenIntermediate: {Rate: 50, Period: 100 * time.Second, Burst: 20},
-		KrakenPro:          {Rate: 100, Period: 100 * time.Second, Burst: 20},
+	krakenCounter = map[string]limiter.Limit{
+		"starter":      {Rate: 33, Period: 100 * time.Second, Burst: 15},
+		"intermediate": {Rate: 50, Period: 100 * time.Second, Burst: 20},
+		"pro":          {Rate: 100, Period: 100 * time.Second, Burst: 20},
 	}
-	krakenTrading = map[KrakenTier]limiter.Limit{
-		KrakenStarter:      {Rate: 100, Period: 100 * time.Second, Burst: 60},
-		KrakenIntermediate: {Rate: 234, Period: 100 * time.Second, Burst: 125},
-		KrakenPro:          {Rate: 375, Period: 100 * time.Second, Burst: 180},
+	krakenTrading = map[string]limiter.Limit{
+		"starter":      {Rate: 100, Period: 100 * time.Second, Burst: 60},
+		"intermediate": {Rate: 234, Period: 100 * time.Second, Burst: 125},
+		"pro":          {Rate: 375, Period: 100 * time.Second, Burst: 180},
 	}
 )
 
@@ -118,8 +93,10 @@ const (
 // KrakenOptions configure a Kraken spot preset. The zero value gives the
 // Starter tier's documented limits; each field documents its default.
 type KrakenOptions struct {
-	// Tier is the account's tier. Default KrakenStarter.
-	Tier KrakenTier
+	// Tier is the account's verification tier, which sets its limits:
+	// "starter" (the strictest), "intermediate" or "pro"; another value makes
+	// Kraken fail with ErrInvalid. Default "": starter.
+	Tier string
 	// Quota names the call counter's quota (one per API key, as Kraken
 	// counts); the trading counter is the quota <Quota>-trade applied to each
 	// pair (one per account and pair). Default "kraken".
@@ -197,10 +174,14 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 	if err := checkScale(opts.timeScale); err != nil {
 		return Preset{}, err
 	}
-	counter, ok1 := krakenCounter[opts.Tier]
-	trading, ok2 := krakenTrading[opts.Tier]
+	tier := opts.Tier
+	if tier == "" {
+		tier = "starter"
+	}
+	counter, ok1 := krakenCounter[tier]
+	trading, ok2 := krakenTrading[tier]
 	if !ok1 || !ok2 {
-		return Preset{}, fmt.Errorf("%w: Kraken tier %s", ErrInvalid, opts.Tier)
+		return Preset{}, fmt.Errorf("%w: Kraken tier %q", ErrInvalid, opts.Tier)
 	}
 	if opts.Counter != (limiter.Limit{}) {
 		counter = opts.Counter

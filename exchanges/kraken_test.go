@@ -454,7 +454,7 @@ func TestKrakenWatchEdges(t *testing.T) {
 // reserve), its decay the rate.
 func TestKrakenTiers(t *testing.T) {
 	for _, tc := range []struct {
-		tier       exchanges.KrakenTier
+		tier       string
 		max        int
 		decay      float64
 		tradeMax   int
@@ -478,7 +478,7 @@ func TestKrakenTiers(t *testing.T) {
 			t.Errorf("%s: quota limit %+v", tc.tier, l)
 		}
 	}
-	if _, err := exchanges.Kraken(exchanges.KrakenOptions{Tier: 9}); !errors.Is(err, exchanges.ErrInvalid) {
+	if _, err := exchanges.Kraken(exchanges.KrakenOptions{Tier: "gold"}); !errors.Is(err, exchanges.ErrInvalid) {
 		t.Errorf("unknown tier: %v", err)
 	}
 	p, _ := exchanges.Kraken(exchanges.KrakenOptions{})
