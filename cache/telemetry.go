@@ -92,8 +92,8 @@ type instruments struct {
 
 func (c *core) initTelemetry(p telemetry.Providers) {
 	in := &c.tel
-	in.tracer = p.Tracer()
-	m := p.Meter()
+	in.tracer = otelx.Tracer(p)
+	m := otelx.Meter(p)
 	in.requests = otelx.Counter(m, metricRequests, "{request}",
 		"Cache calls by operation and result (hit, miss, ok, error); reads of many keys count each key.")
 	in.load = otelx.Histogram(m, metricLoad, "s",

@@ -1,10 +1,3 @@
-// Package config builds a go-redis client from the environment: REDIS_URL, or
-// the variables the original system used (REDIS_HOST, REDIS_PORT,
-// REDIS_PASSWORD, REDIS_DB, REDIS_MAX_CONNECTIONS, REDIS_SOCKET_TIMEOUT).
-//
-// Timeouts, pool size and retries are always set explicitly, never left to
-// go-redis defaults (which changed in 9.22). Errors name the variable that is
-// wrong and never echo a password.
 package config
 
 import (
@@ -24,17 +17,18 @@ import (
 // ErrInvalid is wrapped by every configuration error.
 var ErrInvalid = errors.New("config: invalid Redis configuration")
 
-// Defaults applied when a variable is unset.
+// Defaults applied when a variable is unset (each is documented on the
+// Config field or the variable it stands in for).
 const (
-	DefaultHost          = "localhost"
-	DefaultPort          = 6379
-	DefaultSocketTimeout = time.Second
-	DefaultDialTimeout   = 2 * time.Second
-	DefaultMaxRetries    = 2
+	defaultHost          = "localhost"
+	defaultPort          = 6379
+	defaultSocketTimeout = time.Second
+	defaultDialTimeout   = 2 * time.Second
+	defaultMaxRetries    = 2
 )
 
-// DefaultPoolSize is the pool size when REDIS_MAX_CONNECTIONS is unset: 10 per CPU.
-func DefaultPoolSize() int { return 10 * runtime.GOMAXPROCS(0) }
+// defaultPoolSize is the pool size when REDIS_MAX_CONNECTIONS is unset: 10 per CPU.
+func defaultPoolSize() int { return 10 * runtime.GOMAXPROCS(0) }
 
 // Config is a parsed Redis configuration.
 type Config struct {
@@ -50,7 +44,7 @@ type Config struct {
 	TLS bool
 	// Cluster forces a cluster client even for one seed address (REDIS_CLUSTER=1).
 	Cluster bool
-	// PoolSize from REDIS_MAX_CONNECTIONS; default DefaultPoolSize().
+	// PoolSize from REDIS_MAX_CONNECTIONS; default 10 per CPU (GOMAXPROCS).
 	PoolSize int
 	// SocketTimeout bounds each read and write (REDIS_SOCKET_TIMEOUT, seconds); default 1 s.
 	SocketTimeout time.Duration
@@ -77,30 +71,22 @@ func (c Config) String() string {
 // FromEnv reads the configuration from the process environment.
 func FromEnv() (Config, error) { return Parse(os.LookupEnv) }
 
-// NewClientFromEnv is FromEnv followed by NewClient.
-func NewClientFromEnv() (redis.UniversalClient, Config, error) {
-	c, err := FromEnv()
-	if err != nil {
-		return nil, c, err
-	}
-	return c.NewClient(), c, nil
-}
-
 func bad(variable, why string) error {
 	return fmt.Errorf("%w: %s %s", ErrInvalid, variable, why)
 }
 
 // Parse reads the configuration through lookup (os.LookupEnv in production, a
-// map in tests). REDIS_URL, when set, wins over REDIS_HOST, REDIS_PORT,
+// map in tests). REDIS_URL, when set, wins over REDIS_HOST (default
+// localhost), REDIS_PORT (default 6379, also a URL's when it has none),
 // REDIS_PASSWORD and REDIS_DB; REDIS_MAX_CONNECTIONS, REDIS_SOCKET_TIMEOUT and
 // REDIS_CLUSTER apply to both.
 func Parse(lookup func(string) (string, bool)) (Config, error) {
 	c := Config{
 		Network:       "tcp",
-		PoolSize:      DefaultPoolSize(),
-		SocketTimeout: DefaultSocketTimeout,
-		DialTimeout:   DefaultDialTimeout,
-		MaxRetries:    DefaultMaxRetries,
+		PoolSize:      defaultPoolSize(),
+		SocketTimeout: defaultSocketTimeout,
+		DialTimeout:   defaultDialTimeout,
+		MaxRetries:    defaultMaxRetries,
 	}
 	get := func(k string) string {
 		v, _ := lookup(k)
@@ -113,12 +99,12 @@ func Parse(lookup func(string) (string, bool)) (Config, error) {
 	} else {
 		host := get("REDIS_HOST")
 		if host == "" {
-			host = DefaultHost
+			host = defaultHost
 		}
 		if strings.ContainsAny(host, " /@") {
 			return Config{}, bad("REDIS_HOST", "is not a host name")
 		}
-		port := DefaultPort
+		port := defaultPort
 		if p := get("REDIS_PORT"); p != "" {
 			n, err := strconv.Atoi(p)
 			if err != nil || n < 1 || n > 65535 {
@@ -189,7 +175,7 @@ func (c *Config) parseURLs(s string) error {
 				return bad("REDIS_URL", "has no host")
 			}
 			if u.Port() == "" {
-				u.Host += ":" + strconv.Itoa(DefaultPort)
+				u.Host += ":" + strconv.Itoa(defaultPort)
 			} else if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
 				return bad("REDIS_URL", "has a bad port")
 			}
@@ -245,7 +231,7 @@ func (c *Config) parseURLs(s string) error {
 // configuration names several addresses or Cluster is set.
 func (c Config) NewClient() redis.UniversalClient {
 	if c.Cluster {
-		return redis.NewClusterClient(c.ClusterOptions())
+		return redis.NewClusterClient(c.clusterOptions())
 	}
 	return redis.NewClient(c.Options())
 }
@@ -279,8 +265,9 @@ func (c Config) Options() *redis.Options {
 	return o
 }
 
-// ClusterOptions returns the cluster client options, every timeout and retry set explicitly.
-func (c Config) ClusterOptions() *redis.ClusterOptions {
+// clusterOptions returns the cluster client options, every timeout and retry
+// set explicitly: those of Options, for every seed of Addrs.
+func (c Config) clusterOptions() *redis.ClusterOptions {
 	o := c.Options()
 	return &redis.ClusterOptions{
 		Addrs:                 c.Addrs,

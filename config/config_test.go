@@ -18,7 +18,7 @@ func TestParseDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Addrs[0] != "localhost:6379" || c.SocketTimeout != time.Second || c.PoolSize != DefaultPoolSize() || c.MaxRetries != 2 {
+	if c.Addrs[0] != "localhost:6379" || c.SocketTimeout != time.Second || c.PoolSize != defaultPoolSize() || c.MaxRetries != 2 {
 		t.Fatalf("defaults: %+v", c)
 	}
 	o := c.Options()

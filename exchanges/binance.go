@@ -18,15 +18,15 @@ import (
 
 // Binance spot rate-limit types, as exchangeInfo's rateLimitType names them.
 const (
-	// BinanceRequestWeight is the IP's request weight: every endpoint costs its weight.
-	BinanceRequestWeight = "REQUEST_WEIGHT"
-	// BinanceRawRequests is the IP's count of requests, whatever their weight.
-	BinanceRawRequests = "RAW_REQUESTS"
-	// BinanceOrders is the account's count of orders placed (unfilled order count).
-	BinanceOrders = "ORDERS"
+	// binanceTypeWeight is the IP's request weight: every endpoint costs its weight.
+	binanceTypeWeight = "REQUEST_WEIGHT"
+	// binanceTypeRaw is the IP's count of requests, whatever their weight.
+	binanceTypeRaw = "RAW_REQUESTS"
+	// binanceTypeOrders is the account's count of orders placed (unfilled order count).
+	binanceTypeOrders = "ORDERS"
 )
 
-// DefaultBinanceRateLimits are Binance spot's limits when nothing overrides them.
+// defaultBinanceRateLimits are Binance spot's limits when nothing overrides them.
 //
 //   - REQUEST_WEIGHT 6000 per minute per IP: https://developers.binance.com/docs/binance-spot-api-docs/enums
 //     ("Rate limiters (rateLimitType)"), the figure GET /api/v3/exchangeInfo
@@ -36,56 +36,56 @@ const (
 //     of github.com/binance/binance-spot-api-docs, entry of 2026-03-27
 //     ("RAW_REQUESTS rate limit increases to 300,000 per 5 minutes", from
 //     2026-04-02 07:00 UTC; checked 2026-12-06). The enums page still says
-//     61000: exchangeInfo is the source of truth (ParseBinanceExchangeInfo).
+//     61000: exchangeInfo is the source of truth (BinanceFromExchangeInfo).
 //   - ORDERS 100 per 10 seconds and 200000 per day per account: the figures
 //     api.binance.com/api/v3/exchangeInfo serves to a default account. The
 //     limits page gives no figure (the unfilled order count depends on the
 //     account: https://developers.binance.com/docs/binance-spot-api-docs/faqs/order_count_decrement),
-//     so load yours with ParseBinanceExchangeInfo when they differ.
+//     so load yours with BinanceFromExchangeInfo when they differ.
 //
 // Binance counts each in windows aligned to the clock (a request at 00:01:23.456
 // counts toward the 00:01:00 minute), which is limiter.FixedWindow:
 // https://developers.binance.com/docs/binance-spot-api-docs/websocket-api/rate-limits
 // ("How to interpret rate limits").
-func DefaultBinanceRateLimits() []BinanceRateLimit {
+func defaultBinanceRateLimits() []BinanceRateLimit {
 	return []BinanceRateLimit{
-		{RateLimitType: BinanceRequestWeight, Interval: "MINUTE", IntervalNum: 1, Limit: 6000},
-		{RateLimitType: BinanceRawRequests, Interval: "MINUTE", IntervalNum: 5, Limit: 300000},
-		{RateLimitType: BinanceOrders, Interval: "SECOND", IntervalNum: 10, Limit: 100},
-		{RateLimitType: BinanceOrders, Interval: "DAY", IntervalNum: 1, Limit: 200000},
+		{RateLimitType: binanceTypeWeight, Interval: "MINUTE", IntervalNum: 1, Limit: 6000},
+		{RateLimitType: binanceTypeRaw, Interval: "MINUTE", IntervalNum: 5, Limit: 300000},
+		{RateLimitType: binanceTypeOrders, Interval: "SECOND", IntervalNum: 10, Limit: 100},
+		{RateLimitType: binanceTypeOrders, Interval: "DAY", IntervalNum: 1, Limit: 200000},
 	}
 }
 
 // Defaults of BinanceOptions.
 const (
-	// DefaultBinanceQuota names the IP's quota of a Binance preset.
-	DefaultBinanceQuota = "binance"
-	// DefaultBinanceOrderQuota names the accounts' order quota of a Binance
+	// defaultBinanceQuota names the IP's quota of a Binance preset.
+	defaultBinanceQuota = "binance"
+	// defaultBinanceOrderQuota names the accounts' order quota of a Binance
 	// preset.
-	DefaultBinanceOrderQuota = "binance-orders"
-	// DefaultBinanceWindowGuard is the default middleware.Options.WindowGuard of
+	defaultBinanceOrderQuota = "binance-orders"
+	// defaultBinanceWindowGuard is the default middleware.Options.WindowGuard of
 	// a Binance preset: the one-way latency to Binance plus the difference
 	// between Redis's clock and Binance's, generously. A request granted this
 	// close to the end of its minute is charged again in the next minute.
-	DefaultBinanceWindowGuard = 250 * time.Millisecond
-	// DefaultBinanceBanHold is how long a 418 without Retry-After holds the
+	defaultBinanceWindowGuard = 250 * time.Millisecond
+	// defaultBinanceBanHold is how long a 418 without Retry-After holds the
 	// quota: Binance's shortest IP ban, 2 minutes ("IP bans are tracked and
 	// scale in duration for repeat offenders, from 2 minutes to 3 days":
 	// https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits).
-	DefaultBinanceBanHold = 2 * time.Minute
+	defaultBinanceBanHold = 2 * time.Minute
 )
 
-// DefaultBinanceHosts are the spot REST hosts a Binance preset matches:
+// binanceHosts are the spot REST hosts a Binance preset matches:
 // https://developers.binance.com/docs/binance-spot-api-docs/rest-api/general-api-information
 // (the base endpoint and its clusters) and the market-data-only host
 // (https://developers.binance.com/docs/binance-spot-api-docs/faqs/market_data_only).
-var DefaultBinanceHosts = []string{
+var binanceHosts = []string{
 	"api.binance.com", "api-gcp.binance.com",
 	"api1.binance.com", "api2.binance.com", "api3.binance.com", "api4.binance.com",
 	"data-api.binance.vision",
 }
 
-// BinanceTestnetHosts are the spot test network's REST hosts, which a
+// binanceTestnetHosts are the spot test network's REST hosts, which a
 // preset with the default BinanceOptions.Hosts charges to quotas of their
 // own (the test network counts apart, with the limits of its own
 // exchangeInfo: testnet/rest-api.md, "LIMITS", of binance-spot-api-docs at
@@ -94,7 +94,7 @@ var DefaultBinanceHosts = []string{
 // ("REST API": testnet.binance.vision and api1.testnet.binance.vision). Its
 // WebSocket API (ws-api.testnet.binance.vision) and streams
 // (stream.testnet.binance.vision) are not HTTP requests a Transport sees.
-var BinanceTestnetHosts = []string{"testnet.binance.vision", "api1.testnet.binance.vision"}
+var binanceTestnetHosts = []string{"testnet.binance.vision", "api1.testnet.binance.vision"}
 
 // BinanceOptions configure a Binance spot preset. The zero value gives
 // Binance's documented limits; each field documents its default.
@@ -103,7 +103,7 @@ type BinanceOptions struct {
 	// to IP, and the Redis Cluster slot (limiter.Quota.Group) of every IP and
 	// account of the fleet: one request's IP and account charges are then one
 	// decision, all or nothing, whichever IP an account trades from. Use one
-	// name per fleet of accounts that share IPs. Default DefaultBinanceQuota.
+	// name per fleet of accounts that share IPs. Default "binance".
 	Quota string
 	// IP names the address this preset's requests leave from (its address or
 	// any stable name, e.g. "nat-eu-1"). Binance counts REQUEST_WEIGHT and
@@ -121,7 +121,7 @@ type BinanceOptions struct {
 	// Default "": the IP is Quota itself (one IP per Quota name).
 	IP string
 	// OrderQuota names the accounts' quota (ORDERS), applied to each
-	// account (see Account). Default DefaultBinanceOrderQuota.
+	// account (see Account). Default "binance-orders".
 	OrderQuota string
 	// Headroom is the most of the IP's weight per window, as a share (at most
 	// 0.9), kept free for clients outside the fleet on the
@@ -138,28 +138,47 @@ type BinanceOptions struct {
 	Account func(*http.Request) string
 	// Hosts are the hosts whose /api/ requests are charged, each a host or
 	// host:port (see middleware.Rule.Hosts); one that is neither makes
-	// Preset.Transport fail. Default: DefaultBinanceHosts, and
-	// BinanceTestnetHosts charged to quotas of their own, named Quota and
-	// OrderQuota with "-testnet" appended (the test network counts apart).
+	// Preset.Transport fail. Default: the spot REST hosts (api.binance.com,
+	// api-gcp.binance.com, api1-4.binance.com, data-api.binance.vision), and
+	// the spot test network's (testnet.binance.vision,
+	// api1.testnet.binance.vision) charged to quotas of their own, named
+	// Quota and OrderQuota with "-testnet" appended (the test network counts
+	// apart).
 	Hosts []string
-	// RateLimits are the limits, in exchangeInfo's terms. Default
-	// DefaultBinanceRateLimits(); ParseBinanceExchangeInfo reads the exchange's own.
+	// RateLimits are the limits, in exchangeInfo's terms. Default Binance
+	// spot's documented ones: REQUEST_WEIGHT 6000 per minute, RAW_REQUESTS
+	// 300000 per 5 minutes, ORDERS 100 per 10 seconds and 200000 per day
+	// (sources in defaultBinanceRateLimits' comment); BinanceFromExchangeInfo
+	// reads the exchange's own.
 	RateLimits []BinanceRateLimit
+	// ExchangeInfo, when set, is a GET /api/v3/exchangeInfo document (GET
+	// /fapi/v1/exchangeInfo for BinanceFutures) whose rateLimits replace
+	// RateLimits: the exchange's own figures, the source of truth. Its
+	// entries of a rateLimitType the preset does not model are skipped
+	// (Binance may add types); malformed JSON, no rateLimits, a missing
+	// field, an unknown interval, a limit or intervalNum that is not a
+	// positive integer, values beyond the limiter's maxima, or duplicates
+	// fail with an error wrapping ErrInvalid naming the entry and field.
+	// Default nil.
+	ExchangeInfo []byte
 	// Weights set or override endpoint weights, keyed "METHOD /path", e.g.
 	// "GET /api/v3/klines". They replace the built-in table's entry, including
 	// a weight that depends on parameters (the order book's). Default: the
-	// table of BinanceWeight.
+	// built-in table of the documented weights (binanceWeights' comment gives
+	// the sources).
 	Weights map[string]int
 	// UnknownWeight is the weight of an /api/ endpoint neither the table nor
 	// Weights know. The X-MBX-USED-WEIGHT headers correct an underestimate after
 	// the fact. Default 1.
 	UnknownWeight int
-	// TimeScale multiplies every period (and the ban hold): 1.0/60 turns
-	// Binance's minute into a second, for tests against a simulator. Default 1.
-	TimeScale float64
+	// timeScale multiplies every period (and the ban hold): 1.0/60 turns
+	// Binance's minute into a second, for tests against a simulator (set by
+	// export_test.go's Scaled). Default 1.
+	timeScale float64
 	// Middleware is the base of the Transport's options. The preset sets
-	// WindowGuard (DefaultBinanceWindowGuard, at most a quarter of the shortest
-	// window) and BanHold (DefaultBinanceBanHold, scaled) where they are zero.
+	// WindowGuard (250 ms, at most a quarter of the shortest window: the
+	// one-way latency to Binance plus the clock difference, generously) and
+	// BanHold (2 minutes, Binance's shortest IP ban) where they are zero.
 	Middleware middleware.Options
 }
 
@@ -342,10 +361,10 @@ func symbolsWeight(q queryer, one int, many func(int) int, all int) int {
 	return all
 }
 
-// BinanceWeight returns the request weight Binance spot charges for method
+// binanceWeight returns the request weight Binance spot charges for method
 // and path with query q (nil for none), from the built-in table, and whether
 // the table knows the endpoint.
-func BinanceWeight(method, path string, q map[string][]string) (int, bool) {
+func binanceWeight(method, path string, q map[string][]string) (int, bool) {
 	f, ok := binanceWeights[method+" "+path]
 	if !ok {
 		return 0, false
@@ -393,7 +412,7 @@ func (p *binanceParams) Unknown() bool {
 }
 
 // load parses the form body once. A body the middleware cut (longer than
-// middleware.MaxBody) or a malformed one makes the parameters unknown.
+// maxBody) or a malformed one makes the parameters unknown.
 func (p *binanceParams) load() {
 	if p.loaded {
 		return
@@ -409,7 +428,7 @@ func (p *binanceParams) load() {
 			return // Binance reads parameters from form bodies only
 		}
 	}
-	if len(p.body) > middleware.MaxBody {
+	if len(p.body) > maxBody {
 		p.unknown = true
 		return
 	}
@@ -450,25 +469,28 @@ func (p *binanceParams) load() {
 // on Redis's clock), and the 429's Retry-After (FallbackHold when it has
 // none) holds that account's orders only: the IP's market-data reads go on.
 //
-// Orders and cancellations weigh 0 when they succeed (see BinanceWeight): a
+// Orders and cancellations weigh 0 when they succeed (see binanceWeights): a
 // failed one, which Binance charges its documented weight, is counted when
 // the next answer's X-MBX-USED-WEIGHT header is synced.
 func Binance(opts BinanceOptions) (Preset, error) {
-	if err := checkScale(opts.TimeScale); err != nil {
+	if err := opts.loadExchangeInfo(); err != nil {
+		return Preset{}, err
+	}
+	if err := checkScale(opts.timeScale); err != nil {
 		return Preset{}, err
 	}
 	if opts.Quota == "" {
-		opts.Quota = DefaultBinanceQuota
+		opts.Quota = defaultBinanceQuota
 	}
 	if opts.OrderQuota == "" {
-		opts.OrderQuota = DefaultBinanceOrderQuota
+		opts.OrderQuota = defaultBinanceOrderQuota
 	}
 	testnet := len(opts.Hosts) == 0 // the default hosts: production and test network
 	if testnet {
-		opts.Hosts = DefaultBinanceHosts
+		opts.Hosts = binanceHosts
 	}
 	if opts.RateLimits == nil {
-		opts.RateLimits = DefaultBinanceRateLimits()
+		opts.RateLimits = defaultBinanceRateLimits()
 	}
 	if opts.UnknownWeight <= 0 {
 		opts.UnknownWeight = 1
@@ -488,7 +510,7 @@ func Binance(opts BinanceOptions) (Preset, error) {
 // binancePreset is the preset of opts (whose defaults are set) on venue v,
 // with the spot test network's rule too when testnet.
 func binancePreset(exchange string, opts BinanceOptions, v binanceVenue, testnet bool) (Preset, error) {
-	if err := ValidateBinanceRateLimits(opts.RateLimits); err != nil {
+	if err := validateBinanceRateLimits(opts.RateLimits); err != nil {
 		return Preset{}, err
 	}
 	rule, quotas, err := binanceRule(opts, v)
@@ -498,7 +520,7 @@ func binancePreset(exchange string, opts BinanceOptions, v binanceVenue, testnet
 	rules := []middleware.Rule{rule}
 	if testnet {
 		t := opts
-		t.Quota, t.OrderQuota, t.Hosts = opts.Quota+"-testnet", opts.OrderQuota+"-testnet", BinanceTestnetHosts
+		t.Quota, t.OrderQuota, t.Hosts = opts.Quota+"-testnet", opts.OrderQuota+"-testnet", binanceTestnetHosts
 		tr, tq, err := binanceRule(t, v)
 		if err != nil {
 			return Preset{}, err
@@ -514,10 +536,10 @@ func binancePreset(exchange string, opts BinanceOptions, v binanceVenue, testnet
 				shortest = min(shortest, nl.Limit.Period)
 			}
 		}
-		mo.WindowGuard = min(DefaultBinanceWindowGuard, shortest/4)
+		mo.WindowGuard = min(defaultBinanceWindowGuard, shortest/4)
 	}
 	if mo.BanHold == 0 {
-		mo.BanHold = scale(DefaultBinanceBanHold, opts.TimeScale)
+		mo.BanHold = scale(defaultBinanceBanHold, opts.timeScale)
 	}
 	return Preset{Exchange: exchange, Quotas: quotas, Rules: rules, Options: mo}, nil
 }
@@ -542,25 +564,25 @@ func binanceRule(opts BinanceOptions, v binanceVenue) (middleware.Rule, []limite
 	// whichever IP the account trades from.
 	ip := limiter.Quota{Name: opts.Quota, Group: opts.Quota, Headroom: opts.Headroom}
 	acct := limiter.Quota{Name: opts.OrderQuota, Group: opts.Quota}
-	usage := BinanceUsage{Weight: map[string]string{}, Orders: map[string]string{}}
+	usage := binanceUsage{Weight: map[string]string{}, Orders: map[string]string{}}
 	var weight, raw, orders []string
 	var orderLimits []BinanceRateLimit
 	for _, rl := range opts.RateLimits {
-		p := scale(rl.period(), opts.TimeScale)
-		nl := limiter.NamedLimit{Name: rl.Name(), Limit: limiter.Limit{Rate: rl.Limit, Period: p, Algorithm: limiter.FixedWindow}}
+		p := scale(rl.period(), opts.timeScale)
+		nl := limiter.NamedLimit{Name: rl.name(), Limit: limiter.Limit{Rate: rl.Limit, Period: p, Algorithm: limiter.FixedWindow}}
 		switch rl.RateLimitType {
-		case BinanceRequestWeight:
+		case binanceTypeWeight:
 			ip.Limits = append(ip.Limits, nl)
 			weight = append(weight, nl.Name)
-			usage.Weight[rl.Header()] = nl.Name
-		case BinanceRawRequests:
+			usage.Weight[rl.header()] = nl.Name
+		case binanceTypeRaw:
 			ip.Limits = append(ip.Limits, nl)
 			raw = append(raw, nl.Name)
-		case BinanceOrders:
+		case binanceTypeOrders:
 			acct.Limits = append(acct.Limits, nl)
 			orders = append(orders, nl.Name)
 			orderLimits = append(orderLimits, rl)
-			usage.Orders[rl.Header()] = nl.Name
+			usage.Orders[rl.header()] = nl.Name
 		}
 	}
 	quotas := []limiter.Quota{ip}
@@ -569,18 +591,18 @@ func binanceRule(opts BinanceOptions, v binanceVenue) (middleware.Rule, []limite
 	}
 	for _, q := range quotas {
 		if err := q.Validate(); err != nil {
-			return middleware.Rule{}, nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+			return middleware.Rule{}, nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 	}
 	if opts.IP != "" {
 		if err := ip.For(opts.IP).Validate(); err != nil {
-			return middleware.Rule{}, nil, fmt.Errorf("%w: IP: %w", ErrInvalidOption, err)
+			return middleware.Rule{}, nil, fmt.Errorf("%w: IP: %w", ErrInvalid, err)
 		}
 		ip = ip.For(opts.IP)
 		quotas[0] = ip
 	}
 	if len(ip.Limits) == 0 {
-		return middleware.Rule{}, nil, fmt.Errorf("%w: no REQUEST_WEIGHT or RAW_REQUESTS limit", ErrInvalidOption)
+		return middleware.Rule{}, nil, fmt.Errorf("%w: no REQUEST_WEIGHT or RAW_REQUESTS limit", ErrInvalid)
 	}
 	// The IP's quota without limits: charged nothing, its hold still waited out.
 	holdOnly := limiter.Quota{Name: ip.Name, Group: ip.Group}
@@ -632,9 +654,9 @@ func binanceRule(opts BinanceOptions, v binanceVenue) (middleware.Rule, []limite
 		}
 		return append(cs, limiter.Charge{Quota: acct.For(id), Cost: oc}), nil
 	}
-	parsers := []middleware.UsageParser{usage}
+	parsers := []middleware.UsageParser{{Parse: usage.ParseUsage}}
 	if len(orderLimits) > 0 {
-		parsers = append(parsers, binanceRefusal{quota: acct.Name, orders: orderLimits})
+		parsers = append(parsers, middleware.UsageParser{Parse: binanceRefusal{quota: acct.Name, orders: orderLimits}.ParseUsage})
 	}
 	rule := middleware.Rule{
 		Hosts:      opts.Hosts,
@@ -685,5 +707,5 @@ func (b binanceRefusal) ParseUsage(a *middleware.Answer) ([]middleware.Usage, er
 			}
 		}
 	}
-	return []middleware.Usage{{Quota: b.quota, Limit: rl.Name(), Used: rl.Limit, Refused: true}}, nil
+	return []middleware.Usage{{Quota: b.quota, Limit: rl.name(), Used: rl.Limit, Refused: true}}, nil
 }

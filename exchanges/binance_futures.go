@@ -12,16 +12,15 @@ import (
 //     2,400/min, and the default order limit per account/sub-account is
 //     1,200/min", with "an additional 10-second limit applicable to USDⓈ-M
 //     Futures, default at 300/10s". Higher tiers get more: read yours from
-//     GET /fapi/v1/exchangeInfo (ParseBinanceExchangeInfo reads its
-//     rateLimits) into BinanceOptions.RateLimits.
+//     GET /fapi/v1/exchangeInfo into BinanceOptions.ExchangeInfo.
 //   - weights: the "Request Weight" of each endpoint's page under
 //     https://developers.binance.com/docs/derivatives/usds-margined-futures/
 //     (dated below).
 //   - base endpoint https://fapi.binance.com: .../usds-margined-futures/general-info.
 var binanceFuturesRateLimits = []BinanceRateLimit{
-	{RateLimitType: BinanceRequestWeight, Interval: "MINUTE", IntervalNum: 1, Limit: 2400},
-	{RateLimitType: BinanceOrders, Interval: "MINUTE", IntervalNum: 1, Limit: 1200},
-	{RateLimitType: BinanceOrders, Interval: "SECOND", IntervalNum: 10, Limit: 300},
+	{RateLimitType: binanceTypeWeight, Interval: "MINUTE", IntervalNum: 1, Limit: 2400},
+	{RateLimitType: binanceTypeOrders, Interval: "MINUTE", IntervalNum: 1, Limit: 1200},
+	{RateLimitType: binanceTypeOrders, Interval: "SECOND", IntervalNum: 10, Limit: 300},
 }
 
 // futures is Binance USD-M futures' REST API.
@@ -103,7 +102,10 @@ func limitOf(q queryer, def int) int {
 // order placement weighs 0 on the IP's weight. Futures and spot count
 // apart: give each its own preset (and Transport).
 func BinanceFutures(opts BinanceOptions) (Preset, error) {
-	if err := checkScale(opts.TimeScale); err != nil {
+	if err := opts.loadExchangeInfo(); err != nil {
+		return Preset{}, err
+	}
+	if err := checkScale(opts.timeScale); err != nil {
 		return Preset{}, err
 	}
 	if opts.Quota == "" {

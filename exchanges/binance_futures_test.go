@@ -131,14 +131,14 @@ func TestBinanceFuturesFleet(t *testing.T) {
 		{RateLimitType: exchanges.BinanceOrders, Interval: "MINUTE", IntervalNum: 1, Limit: 1200},
 	}
 	const scale = 1.0 / 20
-	probe, err := exchanges.BinanceFutures(exchanges.BinanceOptions{RateLimits: rls, TimeScale: scale})
+	probe, err := exchanges.BinanceFutures(exchanges.Scaled(exchanges.BinanceOptions{RateLimits: rls}, scale))
 	if err != nil {
 		t.Fatal(err)
 	}
 	sim := newBinanceSim(t, probe, rls)
 	sim.cost = simFuturesCost
 	u, _ := url.Parse(sim.srv.URL)
-	p, err := exchanges.BinanceFutures(exchanges.BinanceOptions{Hosts: []string{u.Host}, RateLimits: rls, TimeScale: scale})
+	p, err := exchanges.BinanceFutures(exchanges.Scaled(exchanges.BinanceOptions{Hosts: []string{u.Host}, RateLimits: rls}, scale))
 	if err != nil {
 		t.Fatal(err)
 	}

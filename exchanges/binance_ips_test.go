@@ -43,9 +43,9 @@ func TestBinanceIPsAndAccounts(t *testing.T) {
 		{RateLimitType: exchanges.BinanceOrders, Interval: "DAY", IntervalNum: 1, Limit: 200000},
 	}
 	preset := func(ip string) exchanges.Preset {
-		p, err := exchanges.Binance(exchanges.BinanceOptions{
-			Hosts: []string{"127.0.0.1"}, IP: ip, RateLimits: rls, TimeScale: 1.0 / 60,
-		})
+		p, err := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{
+			Hosts: []string{"127.0.0.1"}, IP: ip, RateLimits: rls,
+		}, 1.0/60))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -160,7 +160,7 @@ func TestBinanceIPOption(t *testing.T) {
 	}
 	_, err = exchanges.Binance(exchanges.BinanceOptions{IP: strings.Repeat("x", bound.KeyLen+1)})
 	if err == nil || !strings.Contains(err.Error(), "IP") {
-		t.Errorf("too long an IP: %v, want ErrInvalidOption", err)
+		t.Errorf("too long an IP: %v, want ErrInvalid", err)
 	}
 }
 
@@ -247,7 +247,7 @@ func TestBinanceFromExchangeInfo(t *testing.T) {
 	if w.Rate != 1200 || raw.Rate != 300000 || o.Rate != 50 {
 		t.Errorf("limits weight %d, raw %d, orders %d: want the exchange's 1200, 300000, 50", w.Rate, raw.Rate, o.Rate)
 	}
-	if _, err := exchanges.BinanceFromExchangeInfo(ctx, nil, srv.URL+"/bad", exchanges.BinanceOptions{}); !errors.Is(err, exchanges.ErrInvalidRateLimits) {
+	if _, err := exchanges.BinanceFromExchangeInfo(ctx, nil, srv.URL+"/bad", exchanges.BinanceOptions{}); !errors.Is(err, exchanges.ErrInvalid) {
 		t.Errorf("malformed rateLimits: %v", err)
 	}
 	if _, err := exchanges.BinanceFromExchangeInfo(ctx, nil, srv.URL+"/teapot", exchanges.BinanceOptions{}); err == nil || !strings.Contains(err.Error(), "418") {

@@ -49,10 +49,10 @@ func TestBinanceOutsideClient(t *testing.T) {
 		{RateLimitType: exchanges.BinanceOrders, Interval: "MINUTE", IntervalNum: 1, Limit: 120},
 		{RateLimitType: exchanges.BinanceOrders, Interval: "DAY", IntervalNum: 1, Limit: 200000},
 	}
-	p, err := exchanges.Binance(exchanges.BinanceOptions{
-		Hosts: []string{"127.0.0.1"}, RateLimits: rls, TimeScale: 2.0 / 60, Headroom: 0.5,
+	p, err := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{
+		Hosts: []string{"127.0.0.1"}, RateLimits: rls, Headroom: 0.5,
 		Middleware: middleware.Options{WindowGuard: 700 * time.Millisecond},
-	})
+	}, 2.0/60))
 	if err != nil {
 		t.Fatal(err)
 	}

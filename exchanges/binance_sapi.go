@@ -31,7 +31,7 @@ const (
 // binanceSAPIRule is the /sapi/ rule of opts (whose defaults are set), and
 // its two quota templates: per IP and endpoint, per account and endpoint.
 func binanceSAPIRule(opts BinanceOptions) (middleware.Rule, []limiter.Quota) {
-	minute := scale(time.Minute, opts.TimeScale)
+	minute := scale(time.Minute, opts.timeScale)
 	ipQ := limiter.Quota{Name: opts.Quota + "-sapi", Group: opts.Quota, Limits: []limiter.NamedLimit{
 		{Name: "sapi-ip-weight", Limit: limiter.Limit{Rate: binanceSAPIIPLimit, Period: minute, Algorithm: limiter.FixedWindow}},
 	}}
@@ -63,7 +63,7 @@ func binanceSAPIRule(opts BinanceOptions) (middleware.Rule, []limiter.Quota) {
 		PathPrefix: "/sapi/",
 		Quota:      ipQ,
 		Charges:    charges,
-		Usage:      []middleware.UsageParser{sapiUsage{}},
+		Usage:      []middleware.UsageParser{{Parse: sapiUsage{}.ParseUsage}},
 	}
 	return rule, []limiter.Quota{ipQ, uidQ}
 }

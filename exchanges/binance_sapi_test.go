@@ -58,7 +58,7 @@ func (s *sapiSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Two /sapi/ endpoints, each pressed by 4 processes × 2 senders for three
-// windows of a second (TimeScale 1/60), are each held to their own 12 000
+// windows of a second (time scale 1/60), are each held to their own 12 000
 // per window: no 429, and each fills its busiest window (≥ 90 %: one request
 // is 5 % of a window, and the guard keeps the last part of each free), while
 // both together use far more than one window's 12 000, which one shared
@@ -67,7 +67,7 @@ func (s *sapiSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func TestBinanceSAPI(t *testing.T) {
 	const wallet, dividend = "GET /sapi/v1/capital/config/getall", "GET /sapi/v1/asset/assetDividend"
 	weights := map[string]int{wallet: 600, dividend: 400}
-	p, err := exchanges.Binance(exchanges.BinanceOptions{Hosts: []string{"127.0.0.1"}, TimeScale: 1.0 / 60, Weights: weights})
+	p, err := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{Hosts: []string{"127.0.0.1"}, Weights: weights}, 1.0/60))
 	require.NoError(t, err)
 	sim := newSAPISim(t, time.Second, weights)
 	fleet := newFleetOf(t, p, p, p, p)
@@ -112,8 +112,8 @@ func TestBinanceSAPI(t *testing.T) {
 func TestBinanceSAPIHeaderSync(t *testing.T) {
 	const ep = "GET /sapi/v1/account/status"
 	sim := newSAPISim(t, time.Second, map[string]int{ep: 12_000})
-	p, err := exchanges.Binance(exchanges.BinanceOptions{Hosts: []string{"127.0.0.1"}, TimeScale: 1.0 / 60,
-		Middleware: middleware.Options{FailFast: true}})
+	p, err := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{Hosts: []string{"127.0.0.1"},
+		Middleware: middleware.Options{FailFast: true}}, 1.0/60))
 	require.NoError(t, err)
 	pr := newFleetOf(t, p)[0]
 	// Start early in a window of a second, so both calls fall in it.

@@ -107,14 +107,14 @@ func newBinanceSim(t *testing.T, p exchanges.Preset, rls []exchanges.BinanceRate
 		var l limiter.Limit
 		ok := false
 		for _, q := range p.Quotas {
-			if l, ok = testFind(q, rl.Name()); ok {
+			if l, ok = testFind(q, exchanges.RateLimitName(rl)); ok {
 				break
 			}
 		}
 		if !ok {
-			t.Fatalf("no quota has limit %q", rl.Name())
+			t.Fatalf("no quota has limit %q", exchanges.RateLimitName(rl))
 		}
-		s.limits = append(s.limits, simWindow{BinanceRateLimit: rl, name: rl.Name(), period: l.Period.Microseconds()})
+		s.limits = append(s.limits, simWindow{BinanceRateLimit: rl, name: exchanges.RateLimitName(rl), period: l.Period.Microseconds()})
 	}
 	s.srv = httptest.NewServer(s)
 	t.Cleanup(s.srv.Close)
@@ -292,9 +292,9 @@ func (s *binanceSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for _, l := range limits {
 		switch {
 		case l.RateLimitType == exchanges.BinanceRequestWeight:
-			h.Set("X-MBX-USED-WEIGHT-"+strings.ToUpper(l.Header()), strconv.Itoa(l.used))
+			h.Set("X-MBX-USED-WEIGHT-"+strings.ToUpper(exchanges.RateLimitHeader(l.BinanceRateLimit)), strconv.Itoa(l.used))
 		case l.RateLimitType == exchanges.BinanceOrders && orders > 0 && status == http.StatusOK:
-			h.Set("X-MBX-ORDER-COUNT-"+strings.ToUpper(l.Header()), strconv.Itoa(l.used))
+			h.Set("X-MBX-ORDER-COUNT-"+strings.ToUpper(exchanges.RateLimitHeader(l.BinanceRateLimit)), strconv.Itoa(l.used))
 		}
 	}
 	s.hits = append(s.hits, simHit{at: now, status: status, cost: cost, account: account, ip: r.Host})
@@ -360,11 +360,10 @@ func TestBinanceFleet(t *testing.T) {
 		{RateLimitType: exchanges.BinanceOrders, Interval: "MINUTE", IntervalNum: 1, Limit: 120},
 		{RateLimitType: exchanges.BinanceOrders, Interval: "DAY", IntervalNum: 1, Limit: 200000},
 	}
-	p, err := exchanges.Binance(exchanges.BinanceOptions{
+	p, err := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{
 		Hosts:      []string{"127.0.0.1"},
 		RateLimits: rls,
-		TimeScale:  1.0 / 60,
-	})
+	}, 1.0/60))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -547,17 +546,17 @@ func chargedOf(t *testing.T, rule middleware.Rule, req *http.Request, body []byt
 	return cs[0].Cost["weight-1m"], cs[0].Cost["raw-5m"], orders
 }
 
-// A form body the middleware cut (longer than middleware.MaxBody) is not
+// A form body the middleware cut (longer than 64 KiB) is not
 // read: a weight that depends on it is the dearest.
 func TestBinanceCostCutBody(t *testing.T) {
 	p, err := exchanges.Binance(exchanges.BinanceOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := "symbol=BTCUSDT&pad=" + strings.Repeat("x", middleware.MaxBody)
+	body := "symbol=BTCUSDT&pad=" + strings.Repeat("x", (64<<10))
 	req, _ := http.NewRequest("POST", "https://api.binance.com/api/v3/order/test", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if w, _, _ := chargedOf(t, p.Rules[0], req, []byte(body[:middleware.MaxBody+1])); w != 20 {
+	if w, _, _ := chargedOf(t, p.Rules[0], req, []byte(body[:(64<<10)+1])); w != 20 {
 		t.Errorf("weight %d, want 20", w)
 	}
 }
@@ -659,7 +658,7 @@ func TestBinanceDefaults(t *testing.T) {
 		scale float64
 		unit  time.Duration
 	}{{0, time.Minute}, {1.0 / 60, time.Second}} {
-		p, err := exchanges.Binance(exchanges.BinanceOptions{TimeScale: tc.scale})
+		p, err := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{}, tc.scale))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -687,7 +686,7 @@ func TestBinanceDefaults(t *testing.T) {
 			t.Errorf("ban hold %s", p.Options.BanHold)
 		}
 	}
-	if _, err := exchanges.Binance(exchanges.BinanceOptions{TimeScale: -1}); !errors.Is(err, exchanges.ErrInvalidOption) {
+	if _, err := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{}, -1)); !errors.Is(err, exchanges.ErrInvalid) {
 		t.Errorf("negative time scale: %v", err)
 	}
 }
@@ -713,7 +712,7 @@ func TestParseBinanceExchangeInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rls) != 4 || rls[0].Name() != "weight-1m" || rls[1].Name() != "orders-10s" || rls[2].Name() != "orders-1d" || rls[3].Name() != "raw-5m" {
+	if len(rls) != 4 || exchanges.RateLimitName(rls[0]) != "weight-1m" || exchanges.RateLimitName(rls[1]) != "orders-10s" || exchanges.RateLimitName(rls[2]) != "orders-1d" || exchanges.RateLimitName(rls[3]) != "raw-5m" {
 		t.Fatalf("parsed %+v", rls)
 	}
 	p, err := exchanges.Binance(exchanges.BinanceOptions{RateLimits: rls})
@@ -764,7 +763,7 @@ func TestParseBinanceExchangeInfoMalformed(t *testing.T) {
 			if err == nil {
 				t.Fatalf("accepted: %+v", rls)
 			}
-			if !errors.Is(err, exchanges.ErrInvalidRateLimits) || !errors.Is(err, tc.want) {
+			if !errors.Is(err, exchanges.ErrInvalid) || !errors.Is(err, tc.want) {
 				t.Fatalf("error %v, want %v", err, tc.want)
 			}
 			var rle *exchanges.RateLimitError
@@ -803,10 +802,10 @@ func TestBinanceTwoAccountsOneIP(t *testing.T) {
 		{RateLimitType: exchanges.BinanceOrders, Interval: "MINUTE", IntervalNum: 1, Limit: orderLimit},
 		{RateLimitType: exchanges.BinanceOrders, Interval: "DAY", IntervalNum: 1, Limit: 200000},
 	}
-	probe, _ := exchanges.Binance(exchanges.BinanceOptions{RateLimits: rls, TimeScale: 1.0 / 60})
+	probe, _ := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{RateLimits: rls}, 1.0/60))
 	sim := newBinanceSim(t, probe, rls)
 	u, _ := url.Parse(sim.srv.URL)
-	p, err := exchanges.Binance(exchanges.BinanceOptions{Hosts: []string{u.Host}, RateLimits: rls, TimeScale: 1.0 / 60})
+	p, err := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{Hosts: []string{u.Host}, RateLimits: rls}, 1.0/60))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -909,7 +908,7 @@ func TestBinanceHosts(t *testing.T) {
 		}
 	}
 	bad, _ := exchanges.Binance(exchanges.BinanceOptions{Hosts: []string{"https://api.binance.com"}})
-	if _, err := bad.Transport(lim, nil); !errors.Is(err, middleware.ErrInvalidRule) {
+	if _, err := bad.Transport(lim, nil); !errors.Is(err, middleware.ErrInvalid) {
 		t.Errorf("a URL as a host: %v", err)
 	}
 }
@@ -960,10 +959,10 @@ func TestBinanceOrdersWeighNothing(t *testing.T) {
 		{RateLimitType: exchanges.BinanceRawRequests, Interval: "MINUTE", IntervalNum: 5, Limit: 300000},
 		{RateLimitType: exchanges.BinanceOrders, Interval: "MINUTE", IntervalNum: 1, Limit: 100},
 	}
-	probe, _ := exchanges.Binance(exchanges.BinanceOptions{RateLimits: rls, TimeScale: 1.0 / 60})
+	probe, _ := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{RateLimits: rls}, 1.0/60))
 	sim := newBinanceSim(t, probe, rls)
 	u, _ := url.Parse(sim.srv.URL)
-	p, err := exchanges.Binance(exchanges.BinanceOptions{Hosts: []string{u.Host}, RateLimits: rls, TimeScale: 1.0 / 60})
+	p, err := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{Hosts: []string{u.Host}, RateLimits: rls}, 1.0/60))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -117,11 +117,14 @@ var binanceWSMethods = map[string]string{
 // IP's) until its retryAfter; a 418 holds the IP's quota and the connection
 // quota until the ban ends; a close with code 1008 holds the connection
 // quota. Holds last at most opts.Middleware.MaxHold; the fallback is
-// opts.Middleware.FallbackHold (default one second), scaled by opts.TimeScale.
+// opts.Middleware.FallbackHold (default one second).
 //
 // A request without params.apiKey (a session logged on with session.logon)
 // charges no account: its orders count only in REST's and Binance's books.
 func BinanceWebSocket(opts BinanceOptions) (api, streams wsguard.Options, err error) {
+	if err := opts.loadExchangeInfo(); err != nil {
+		return api, streams, err
+	}
 	p, err := Binance(opts)
 	if err != nil {
 		return api, streams, err
@@ -129,25 +132,25 @@ func BinanceWebSocket(opts BinanceOptions) (api, streams wsguard.Options, err er
 	ip := p.Quotas[0]
 	ip.Guard = p.Options.WindowGuard
 	var acct limiter.Quota
-	if len(p.Quotas) > 1 && p.Quotas[1].Name == cmp.Or(opts.OrderQuota, DefaultBinanceOrderQuota) {
+	if len(p.Quotas) > 1 && p.Quotas[1].Name == cmp.Or(opts.OrderQuota, defaultBinanceOrderQuota) {
 		acct = p.Quotas[1]
 		acct.Guard = p.Options.WindowGuard
 	}
 	rls := opts.RateLimits
 	if rls == nil {
-		rls = DefaultBinanceRateLimits()
+		rls = defaultBinanceRateLimits()
 	}
 	var weight, orders []string
 	for _, rl := range rls {
 		switch rl.RateLimitType {
-		case BinanceRequestWeight:
-			weight = append(weight, rl.Name())
-		case BinanceOrders:
-			orders = append(orders, rl.Name())
+		case binanceTypeWeight:
+			weight = append(weight, rl.name())
+		case binanceTypeOrders:
+			orders = append(orders, rl.name())
 		}
 	}
 	connQuota := func(suffix string) limiter.Quota {
-		period := scale(binanceWSConnectPeriod, opts.TimeScale)
+		period := scale(binanceWSConnectPeriod, opts.timeScale)
 		q := limiter.Quota{
 			Name: ip.Name + suffix, Group: ip.Group, Guard: min(p.Options.WindowGuard, period/4),
 			Limits: []limiter.NamedLimit{{Name: "connections-5m", Limit: limiter.Limit{
@@ -167,7 +170,7 @@ func BinanceWebSocket(opts BinanceOptions) (api, streams wsguard.Options, err er
 	}
 	fallback := opts.Middleware.FallbackHold
 	if fallback == 0 {
-		fallback = scale(time.Second, opts.TimeScale)
+		fallback = scale(time.Second, opts.timeScale)
 	}
 	apiConn, streamConn := connQuota("-ws-connections"), connQuota("-stream-connections")
 	unknown := max(opts.UnknownWeight, 1)
@@ -220,8 +223,8 @@ func BinanceWebSocket(opts BinanceOptions) (api, streams wsguard.Options, err er
 		Telemetry:    opts.Middleware.Telemetry,
 	}
 	msgRate := rate.Limit(binanceStreamMessages)
-	if opts.TimeScale > 0 {
-		msgRate = rate.Limit(binanceStreamMessages / opts.TimeScale)
+	if opts.timeScale > 0 {
+		msgRate = rate.Limit(binanceStreamMessages / opts.timeScale)
 	}
 	streams = wsguard.Options{
 		Name:        ip.Name + "-streams",

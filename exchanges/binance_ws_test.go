@@ -195,11 +195,11 @@ func TestBinanceWebSocketAndRESTShareOrders(t *testing.T) {
 		{RateLimitType: exchanges.BinanceOrders, Interval: "DAY", IntervalNum: 1, Limit: 200000},
 	}
 	const window = 3 * time.Second // a minute, scaled by 1/20
-	probe, _ := exchanges.Binance(exchanges.BinanceOptions{RateLimits: rls, TimeScale: 1.0 / 20})
+	probe, _ := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{RateLimits: rls}, 1.0/20))
 	rest := newBinanceSim(t, probe, rls)
 	u, _ := url.Parse(rest.srv.URL)
-	opts := exchanges.BinanceOptions{Hosts: []string{u.Host}, RateLimits: rls, TimeScale: 1.0 / 20,
-		Middleware: middleware.Options{WindowGuard: time.Second}}
+	opts := exchanges.Scaled(exchanges.BinanceOptions{Hosts: []string{u.Host}, RateLimits: rls,
+		Middleware: middleware.Options{WindowGuard: time.Second}}, 1.0/20)
 	p, err := exchanges.Binance(opts)
 	if err != nil {
 		t.Fatal(err)

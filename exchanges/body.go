@@ -6,6 +6,10 @@ import (
 	"net/http"
 )
 
+// maxBody is the most of a request's body the middleware hands a rule's
+// Charges (64 KiB; a longer one is cut there and has one more byte).
+const maxBody = 64 << 10
+
 // peekBody returns up to n bytes from the start of resp's body, and puts them
 // back: the caller of the transport still reads the whole body (and a read
 // error where the peek met one), and closing it closes the original.

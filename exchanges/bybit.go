@@ -127,26 +127,26 @@ type BybitOptions struct {
 	// several keys share one). A request without one is charged to the IP
 	// only.
 	Account func(*http.Request) string
-	// IP overrides the IP's limit (its Period is scaled); the zero value keeps
+	// IP overrides the IP's limit; the zero value keeps
 	// 600 per 5 s.
 	IP limiter.Limit
 	// Limits set or override per-UID endpoint limits (the VIP and Pro levels
 	// raise the "upgradable" ones), keyed "METHOD /path" for every category
 	// or "METHOD /path category" for one, e.g. "POST /v5/order/create linear":
-	// Rate per Period (scaled), counted as a sliding window. Default: the
+	// Rate per Period, counted as a sliding window. Default: the
 	// documented table.
 	Limits map[string]limiter.Limit
-	// Guard is added to every limit's (scaled) period: a request granted at t
+	// Guard is added to every limit's period: a request granted at t
 	// still counts until t+Period+Guard, so that requests that reach Bybit up
 	// to Guard later than their grant cannot crowd a window of Bybit's. Set it
 	// to the spread of the one-way latency to Bybit. Default 100 ms, at most a
 	// tenth of the shortest period; negative for none.
 	Guard time.Duration
-	// TimeScale multiplies every period and the ban hold, for tests against a
+	// timeScale multiplies every period and the ban hold, for tests against a
 	// simulator. Default 1.
-	TimeScale float64
+	timeScale float64
 	// Middleware is the Transport's options, as the base; the preset sets
-	// BanHold (10 minutes, scaled) where it is zero.
+	// BanHold (10 minutes) where it is zero.
 	Middleware middleware.Options
 }
 
@@ -172,7 +172,7 @@ type BybitOptions struct {
 // saturated therefore delay the IP's other traffic; give such a stream a
 // context deadline (or Middleware.FailFast) rather than an unbounded queue.
 func Bybit(opts BybitOptions) (Preset, error) {
-	if err := checkScale(opts.TimeScale); err != nil {
+	if err := checkScale(opts.timeScale); err != nil {
 		return Preset{}, err
 	}
 	if opts.Quota == "" {
@@ -188,33 +188,33 @@ func Bybit(opts BybitOptions) (Preset, error) {
 	if ipLimit == (limiter.Limit{}) {
 		ipLimit = limiter.Limit{Rate: bybitIPRequests, Period: bybitIPPeriod}
 	}
-	ipLimit.Period = scale(ipLimit.Period, opts.TimeScale)
-	shortest := min(ipLimit.Period, scale(time.Second, opts.TimeScale))
+	ipLimit.Period = scale(ipLimit.Period, opts.timeScale)
+	shortest := min(ipLimit.Period, scale(time.Second, opts.timeScale))
 	for _, l := range opts.Limits {
-		if p := scale(l.Period, opts.TimeScale); p > 0 {
+		if p := scale(l.Period, opts.timeScale); p > 0 {
 			shortest = min(shortest, p)
 		}
 	}
 	guard := slidingGuard(opts.Guard, shortest)
 	ip := limiter.Quota{Name: opts.Quota, Group: opts.Quota, Limits: []limiter.NamedLimit{{Name: "requests", Limit: sliding(ipLimit, guard)}}}
 	if err := ip.Validate(); err != nil {
-		return Preset{}, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		return Preset{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	uid := limiter.Quota{Name: opts.Quota + "-uid", Group: opts.Quota}
 	table := map[string]limiter.Limit{}
 	for ep, cats := range bybitUIDLimits {
 		for cat, n := range cats {
-			table[strings.TrimSpace(ep+" "+cat)] = limiter.Limit{Rate: n, Period: scale(time.Second, opts.TimeScale)}
+			table[strings.TrimSpace(ep+" "+cat)] = limiter.Limit{Rate: n, Period: scale(time.Second, opts.timeScale)}
 		}
 	}
 	for k, l := range opts.Limits {
-		l.Period = scale(l.Period, opts.TimeScale)
+		l.Period = scale(l.Period, opts.timeScale)
 		table[strings.Join(strings.Fields(k), " ")] = l
 	}
 	for k, l := range table {
 		l = sliding(l, guard)
 		if err := limiter.Key(k, l).Validate(); err != nil {
-			return Preset{}, fmt.Errorf("%w: Bybit limit %q: %w", ErrInvalidOption, k, err)
+			return Preset{}, fmt.Errorf("%w: Bybit limit %q: %w", ErrInvalid, k, err)
 		}
 		table[k] = l
 	}
@@ -246,14 +246,14 @@ func Bybit(opts BybitOptions) (Preset, error) {
 	}
 	mo := opts.Middleware
 	if mo.BanHold == 0 {
-		mo.BanHold = scale(bybitBan, opts.TimeScale)
+		mo.BanHold = scale(bybitBan, opts.timeScale)
 	}
 	rule := middleware.Rule{
 		Hosts:      opts.Hosts,
 		PathPrefix: "/v5/",
 		Quota:      ip,
 		Charges:    charges,
-		Usage:      []middleware.UsageParser{bybitUsage{ip: ip.Name, uid: uid.Name, ban: mo.BanHold}},
+		Usage:      []middleware.UsageParser{{Parse: bybitUsage{ip: ip.Name, uid: uid.Name, ban: mo.BanHold}.ParseUsage}},
 		PeekBody:   maxErrorBody,
 	}
 	return Preset{Exchange: "bybit", Quotas: []limiter.Quota{ip}, Rules: []middleware.Rule{rule}, Options: mo}, nil
@@ -292,7 +292,7 @@ type bybitParams struct {
 // batch's orders from the body's "request" array.
 func bybitParse(r *http.Request, body []byte) bybitParams {
 	var p bybitParams
-	if len(body) > 0 && len(body) <= middleware.MaxBody {
+	if len(body) > 0 && len(body) <= maxBody {
 		_ = json.Unmarshal(body, &p)
 	}
 	if c := r.URL.Query().Get("category"); c != "" {
@@ -393,30 +393,28 @@ func (b bybitUsage) limit(a *middleware.Answer) (limiter.Limit, bool) {
 	return limiter.Limit{}, false
 }
 
-var _ middleware.UsageParser = bybitUsage{}
-
 // BybitWebSocket returns the wsguard options for Bybit's V5 WebSocket
 // connections from one IP (stream.bybit.com and its local hosts): each
 // connection attempt is charged to the quota <Quota>-ws-connections, at most
 // 500 attempts in any 5 minutes ("Do not establish more than 500 connections
 // within a 5-minute window", rate-limit.mdx, "Websocket IP limit"), a
-// sliding window padded by Guard and scaled by TimeScale like the REST
+// sliding window padded by Guard like the REST
 // limits, in the group of the REST preset's quotas. A handshake answered 429
 // holds it (the guard's handling). Not modelled: the 1,000 market-data
 // connections per IP and market open at once (a count of open connections,
 // not a rate), and the WebSocket trade API's per-session limits.
 func BybitWebSocket(opts BybitOptions) (wsguard.Options, error) {
-	if err := checkScale(opts.TimeScale); err != nil {
+	if err := checkScale(opts.timeScale); err != nil {
 		return wsguard.Options{}, err
 	}
 	if opts.Quota == "" {
 		opts.Quota = "bybit"
 	}
-	period := scale(5*time.Minute, opts.TimeScale)
+	period := scale(5*time.Minute, opts.timeScale)
 	l := sliding(limiter.Limit{Rate: 500, Period: period}, slidingGuard(opts.Guard, period))
 	q := limiter.Quota{Name: opts.Quota + "-ws-connections", Group: opts.Quota, Limits: []limiter.NamedLimit{{Name: "connections", Limit: l}}}
 	if err := q.Validate(); err != nil {
-		return wsguard.Options{}, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		return wsguard.Options{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return wsguard.Options{
 		Name:      opts.Quota + "-ws",

@@ -166,7 +166,7 @@ func bybitOrder(ctx context.Context, base, uid, category string) (*http.Request,
 func TestBybitFleetUID(t *testing.T) {
 	const scale = 20
 	sim := newBybitSim(t, scale)
-	p, err := exchanges.Bybit(exchanges.BybitOptions{Hosts: []string{"127.0.0.1"}, TimeScale: scale, Guard: 500 * time.Millisecond})
+	p, err := exchanges.Bybit(exchanges.Scaled(exchanges.BybitOptions{Hosts: []string{"127.0.0.1"}, Guard: 500 * time.Millisecond}, scale))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,8 +205,8 @@ func TestBybitFleetIP(t *testing.T) {
 	const scale = 4
 	sim := newBybitSim(t, scale)
 	sim.ip.n = 60
-	p, err := exchanges.Bybit(exchanges.BybitOptions{Hosts: []string{"127.0.0.1"}, TimeScale: scale, Guard: 500 * time.Millisecond,
-		IP: limiter.Limit{Rate: 60, Period: 5 * time.Second}})
+	p, err := exchanges.Bybit(exchanges.Scaled(exchanges.BybitOptions{Hosts: []string{"127.0.0.1"}, Guard: 500 * time.Millisecond,
+		IP: limiter.Limit{Rate: 60, Period: 5 * time.Second}}, scale))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func TestBybitAnswers(t *testing.T) {
 		answer(w)
 	}))
 	t.Cleanup(srv.Close)
-	p, err := exchanges.Bybit(exchanges.BybitOptions{Hosts: []string{"127.0.0.1"}, TimeScale: 10})
+	p, err := exchanges.Bybit(exchanges.Scaled(exchanges.BybitOptions{Hosts: []string{"127.0.0.1"}}, 10))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +388,7 @@ func TestBybitCosts(t *testing.T) {
 	if _, err := exchanges.Bybit(exchanges.BybitOptions{Limits: map[string]limiter.Limit{"GET /x": {Rate: -1, Period: time.Second}}}); err == nil {
 		t.Error("an invalid override was accepted")
 	}
-	if _, err := exchanges.Bybit(exchanges.BybitOptions{TimeScale: -1}); err == nil {
+	if _, err := exchanges.Bybit(exchanges.Scaled(exchanges.BybitOptions{}, -1)); err == nil {
 		t.Error("a negative time scale was accepted")
 	}
 }

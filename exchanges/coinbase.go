@@ -10,55 +10,45 @@ import (
 	"github.com/redquota/redquota/middleware"
 )
 
-// CoinbaseAPI selects which Coinbase REST API a preset limits.
-type CoinbaseAPI uint8
-
-const (
-	// CoinbaseExchange is the Coinbase Exchange REST API
-	// (api.exchange.coinbase.com). The default.
-	CoinbaseExchange CoinbaseAPI = iota
-	// CoinbaseAdvancedTrade is the Advanced Trade REST API
-	// (api.coinbase.com/api/v3/brokerage/).
-	CoinbaseAdvancedTrade
-)
-
 // Coinbase's documented limits. Coinbase counts with a token bucket (a burst
 // and a refill rate), which is limiter.GCRA: Rate per Period, Burst at once.
 var (
-	// CoinbaseExchangePublic: "Requests per second per IP: 10", "in bursts: Up
+	// coinbaseExchangePublic: "Requests per second per IP: 10", "in bursts: Up
 	// to 15" (https://docs.cdp.coinbase.com/exchange/rest-api/rate-limits,
 	// "Public Endpoints").
-	CoinbaseExchangePublic = limiter.Limit{Rate: 10, Period: time.Second, Burst: 15}
-	// CoinbaseExchangePrivate: "Requests per second per profile: 15", "in
+	coinbaseExchangePublic = limiter.Limit{Rate: 10, Period: time.Second, Burst: 15}
+	// coinbaseExchangePrivate: "Requests per second per profile: 15", "in
 	// bursts: Up to 30" (same page, "Private Endpoints").
-	CoinbaseExchangePrivate = limiter.Limit{Rate: 15, Period: time.Second, Burst: 30}
-	// CoinbaseExchangeFills: /fills, "Requests per second per profile: 10", "in
+	coinbaseExchangePrivate = limiter.Limit{Rate: 15, Period: time.Second, Burst: 30}
+	// coinbaseExchangeFills: /fills, "Requests per second per profile: 10", "in
 	// bursts: Up to 20" (same page, "Private /fills Endpoint").
-	CoinbaseExchangeFills = limiter.Limit{Rate: 10, Period: time.Second, Burst: 20}
+	coinbaseExchangeFills = limiter.Limit{Rate: 10, Period: time.Second, Burst: 20}
 	// coinbaseExchangeLoans: /loans, "Requests per second per profile: 10"
 	// (https://docs.cdp.coinbase.com/exchange/rest-api/rate-limits, "Private
 	// /loans Endpoint", checked 2026-12-06); "Rate limits do not apply to List
 	// loan assets (/loans/assets) which is not private". No burst is
 	// documented: one second's worth.
 	coinbaseExchangeLoans = limiter.Limit{Rate: 10, Period: time.Second, Burst: 10}
-	// CoinbaseAdvancedTradePublic: public endpoints, 10 requests per second per
+	// coinbaseAdvancedTradePublic: public endpoints, 10 requests per second per
 	// IP (https://docs.cloud.coinbase.com/advanced-trade/docs/rest-api-rate-limits).
 	// No burst is documented: one second's worth.
-	CoinbaseAdvancedTradePublic = limiter.Limit{Rate: 10, Period: time.Second, Burst: 10}
-	// CoinbaseAdvancedTradePrivate: private endpoints, 30 requests per second
+	coinbaseAdvancedTradePublic = limiter.Limit{Rate: 10, Period: time.Second, Burst: 10}
+	// coinbaseAdvancedTradePrivate: private endpoints, 30 requests per second
 	// per user (same page). No burst is documented: one second's worth.
-	CoinbaseAdvancedTradePrivate = limiter.Limit{Rate: 30, Period: time.Second, Burst: 30}
+	coinbaseAdvancedTradePrivate = limiter.Limit{Rate: 30, Period: time.Second, Burst: 30}
 )
 
-// DefaultBurstReserve is the default BurstReserve of the token-bucket presets
-// (Coinbase, Kraken).
-const DefaultBurstReserve = 1
+// defaultBurstReserve is the default BurstReserve of the token-bucket presets
+// (Coinbase, Kraken): one unit.
+const defaultBurstReserve = 1
 
 // CoinbaseOptions configure a Coinbase preset. The zero value gives the
 // Exchange API's documented limits; each field documents its default.
 type CoinbaseOptions struct {
-	// API is the API limited. Default CoinbaseExchange.
-	API CoinbaseAPI
+	// AdvancedTrade limits the Advanced Trade REST API
+	// (api.coinbase.com/api/v3/brokerage/). Default false: the Coinbase
+	// Exchange REST API (api.exchange.coinbase.com).
+	AdvancedTrade bool
 	// Quota prefixes the quotas' names: <Quota>-public (per IP),
 	// <Quota>-private (per profile or user) and, for the Exchange API,
 	// <Quota>-fills. Use one per IP and profile. Default "coinbase".
@@ -68,8 +58,14 @@ type CoinbaseOptions struct {
 	// api.exchange.coinbase.com (Exchange) or api.coinbase.com (Advanced Trade).
 	Hosts []string
 	// Public, Private and Fills override the limits; zero values keep the
-	// documented ones (CoinbaseExchangePublic…). Fills applies to the Exchange
-	// API's /fills only.
+	// documented ones, each one token bucket (limiter.GCRA). Exchange API:
+	// public 10 per second per IP, bursts of 15; private 15 per second per
+	// profile, bursts of 30; /fills 10 per second per profile, bursts of 20
+	// (https://docs.cdp.coinbase.com/exchange/rest-api/rate-limits).
+	// Advanced Trade: public 10 per second per IP, private 30 per second per
+	// user, bursts of one second's worth
+	// (https://docs.cloud.coinbase.com/advanced-trade/docs/rest-api-rate-limits).
+	// Fills applies to the Exchange API's /fills only.
 	Public, Private, Fills limiter.Limit
 	// BurstReserve is how many units of each burst the limiter keeps back. A
 	// fleet that drains a full bucket at once sends a burst whose requests
@@ -78,7 +74,7 @@ type CoinbaseOptions struct {
 	// grow), so a request granted just after the burst can reach the server
 	// before a token is back. Holding back n units absorbs n emission
 	// intervals of such jitter (100 ms each at 10 per second). Default
-	// DefaultBurstReserve; negative for none.
+	// 1; negative for none.
 	BurstReserve int
 	// IsPrivate, when set, tells private (authenticated) requests from public
 	// ones. Default: a request carrying CB-ACCESS-KEY (Exchange) or
@@ -101,15 +97,11 @@ func Coinbase(opts CoinbaseOptions) (Preset, error) {
 	if name == "" {
 		name = "coinbase"
 	}
-	pub, priv, fills := CoinbaseExchangePublic, CoinbaseExchangePrivate, CoinbaseExchangeFills
+	pub, priv, fills := coinbaseExchangePublic, coinbaseExchangePrivate, coinbaseExchangeFills
 	hosts := []string{"api.exchange.coinbase.com"}
-	switch opts.API {
-	case CoinbaseExchange:
-	case CoinbaseAdvancedTrade:
-		pub, priv = CoinbaseAdvancedTradePublic, CoinbaseAdvancedTradePrivate
+	if opts.AdvancedTrade {
+		pub, priv = coinbaseAdvancedTradePublic, coinbaseAdvancedTradePrivate
 		hosts = []string{"api.coinbase.com"}
-	default:
-		return Preset{}, fmt.Errorf("%w: Coinbase API %d", ErrInvalidOption, opts.API)
 	}
 	if opts.Public != (limiter.Limit{}) {
 		pub = opts.Public
@@ -125,7 +117,7 @@ func Coinbase(opts CoinbaseOptions) (Preset, error) {
 	}
 	n := opts.BurstReserve
 	if n == 0 {
-		n = DefaultBurstReserve
+		n = defaultBurstReserve
 	}
 	isPrivate := opts.IsPrivate
 	if isPrivate == nil {
@@ -136,14 +128,14 @@ func Coinbase(opts CoinbaseOptions) (Preset, error) {
 	quota := func(suffix string, l limiter.Limit) (limiter.Quota, error) {
 		q := limiter.Quota{Name: name + "-" + suffix, Limits: []limiter.NamedLimit{{Name: "requests", Limit: reserve(l, n)}}}
 		if err := q.Validate(); err != nil {
-			return q, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+			return q, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 		return q, nil
 	}
 	one := limiter.Cost{"requests": 1}
 	var p Preset
 	p.Exchange, p.Options = "coinbase", opts.Middleware
-	if opts.API == CoinbaseExchange {
+	if !opts.AdvancedTrade {
 		q, err := quota("fills", fills)
 		if err != nil {
 			return Preset{}, err

@@ -191,7 +191,7 @@ func TestCoinbaseDefaults(t *testing.T) {
 			t.Errorf("%s: %+v, want %+v", q.Name, l, want[q.Name])
 		}
 	}
-	p, err = exchanges.Coinbase(exchanges.CoinbaseOptions{API: exchanges.CoinbaseAdvancedTrade, Private: limiter.PerSecond(5)})
+	p, err = exchanges.Coinbase(exchanges.CoinbaseOptions{AdvancedTrade: true, Private: limiter.PerSecond(5)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package exchanges
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -15,31 +14,6 @@ import (
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
 )
-
-// KrakenTier is a Kraken account's verification tier, which sets its limits.
-type KrakenTier uint8
-
-const (
-	// KrakenStarter is the Starter tier, the strictest. The default.
-	KrakenStarter KrakenTier = iota
-	// KrakenIntermediate is the Intermediate tier.
-	KrakenIntermediate
-	// KrakenPro is the Pro tier.
-	KrakenPro
-)
-
-// String names the tier.
-func (t KrakenTier) String() string {
-	switch t {
-	case KrakenStarter:
-		return "starter"
-	case KrakenIntermediate:
-		return "intermediate"
-	case KrakenPro:
-		return "pro"
-	}
-	return "tier(" + strconv.Itoa(int(t)) + ")"
-}
 
 // krakenCounter and krakenTrading are Kraken's decaying counters per tier, as
 // GCRA limits: the counter's maximum is the burst, its decay the rate (per 100
@@ -54,29 +28,17 @@ func (t KrakenTier) String() string {
 // "Rate Limit Details"; the Starter figures from Kraken's trading engine
 // limits page, https://docs.kraken.com/exchange/guides/general/ratelimits).
 var (
-	krakenCounter = map[KrakenTier]limiter.Limit{
-		KrakenStarter:      {Rate: 33, Period: 100 * time.Second, Burst: 15},
-		KrakenIntermediate: {Rate: 50, Period: 100 * time.Second, Burst: 20},
-		KrakenPro:          {Rate: 100, Period: 100 * time.Second, Burst: 20},
+	krakenCounter = map[string]limiter.Limit{
+		"starter":      {Rate: 33, Period: 100 * time.Second, Burst: 15},
+		"intermediate": {Rate: 50, Period: 100 * time.Second, Burst: 20},
+		"pro":          {Rate: 100, Period: 100 * time.Second, Burst: 20},
 	}
-	krakenTrading = map[KrakenTier]limiter.Limit{
-		KrakenStarter:      {Rate: 100, Period: 100 * time.Second, Burst: 60},
-		KrakenIntermediate: {Rate: 234, Period: 100 * time.Second, Burst: 125},
-		KrakenPro:          {Rate: 375, Period: 100 * time.Second, Burst: 180},
+	krakenTrading = map[string]limiter.Limit{
+		"starter":      {Rate: 100, Period: 100 * time.Second, Burst: 60},
+		"intermediate": {Rate: 234, Period: 100 * time.Second, Burst: 125},
+		"pro":          {Rate: 375, Period: 100 * time.Second, Burst: 180},
 	}
 )
-
-// KrakenCallCounter returns tier's per-API-key call counter as a GCRA limit.
-func KrakenCallCounter(tier KrakenTier) (limiter.Limit, bool) {
-	l, ok := krakenCounter[tier]
-	return l, ok
-}
-
-// KrakenTradingCounter returns tier's per-pair trading counter as a GCRA limit.
-func KrakenTradingCounter(tier KrakenTier) (limiter.Limit, bool) {
-	l, ok := krakenTrading[tier]
-	return l, ok
-}
 
 // krakenTwo are the private endpoints that add 2 to the call counter:
 // "Ledger/trade history calls increase the counter by 2"
@@ -99,29 +61,29 @@ var krakenTrade = map[string]bool{
 }
 
 // krakenAmendCost is the most an AmendOrder adds to the trading counter
-// (see DefaultKrakenEditCost).
+// (see defaultKrakenEditCost).
 const krakenAmendCost = 4
 
 // Defaults of KrakenOptions.
 const (
-	// DefaultKrakenCancelCost is what a cancel adds to the pair's trading
+	// defaultKrakenCancelCost is what a cancel adds to the pair's trading
 	// counter when its order's age is not known: the most it can add, 8, for an
 	// order cancelled within 5 seconds (https://support.kraken.com/hc/en-us/articles/360045239571-Trading-rate-limits,
 	// "Rate Limit Details": +8 under 5 s, +6 under 10 s, +5 under 15 s, +4
 	// under 45 s, +2 under 90 s, +1 under 300 s).
-	DefaultKrakenCancelCost = 8
-	// DefaultKrakenEditCost is the most an edit adds, 7, for an order edited
+	defaultKrakenCancelCost = 8
+	// defaultKrakenEditCost is the most an edit adds, 7, for an order edited
 	// within 5 seconds: +1 fixed and +6 decaying (+5 under 10 s, +4 under
 	// 15 s, +2 under 45 s, +1 under 90 s), "Spot Trading Limits",
 	// https://docs.kraken.com/exchange/guides/general/ratelimits
 	// ("Incrementing the rate counter", checked 2026-12-06). An amend adds
 	// at most 4 there (+1 fixed, +3 under 5 s, +2 under 10 s, +1 under
 	// 15 s): AmendOrder is charged the lesser of EditCost and 4.
-	DefaultKrakenEditCost = 7
-	// DefaultKrakenLimitedHold is how long a "Rate limit exceeded" answer holds
+	defaultKrakenEditCost = 7
+	// defaultKrakenLimitedHold is how long a "Rate limit exceeded" answer holds
 	// the quota: "additional calls will be restricted for a few seconds"
 	// (https://docs.kraken.com/exchange/guides/rest/ratelimits).
-	DefaultKrakenLimitedHold = 5 * time.Second
+	defaultKrakenLimitedHold = 5 * time.Second
 	// KrakenPairHeader names the pair of a request that carries none in its
 	// body (CancelOrder takes a txid): set it to charge the right pair's
 	// trading counter. It is removed before the request is sent.
@@ -131,8 +93,10 @@ const (
 // KrakenOptions configure a Kraken spot preset. The zero value gives the
 // Starter tier's documented limits; each field documents its default.
 type KrakenOptions struct {
-	// Tier is the account's tier. Default KrakenStarter.
-	Tier KrakenTier
+	// Tier is the account's verification tier, which sets its limits:
+	// "starter" (the strictest), "intermediate" or "pro"; another value makes
+	// Kraken fail with ErrInvalid. Default "": starter.
+	Tier string
 	// Quota names the call counter's quota (one per API key, as Kraken
 	// counts); the trading counter is the quota <Quota>-trade applied to each
 	// pair (one per account and pair). Default "kraken".
@@ -144,28 +108,31 @@ type KrakenOptions struct {
 	// them all, in every process, for LimitedHold. Default api.kraken.com.
 	Hosts []string
 	// Counter and Trading override the tier's call counter and per-pair
-	// trading counter (their periods are scaled too); zero values keep the
+	// trading counter; zero values keep the
 	// tier's.
 	Counter, Trading limiter.Limit
 	// BurstReserve is how many units of each counter's maximum the limiter
 	// keeps back, as CoinbaseOptions.BurstReserve; it also covers Kraken
 	// decaying its counter in steps ("every couple of seconds") rather than
-	// continuously. Default DefaultBurstReserve; negative for none.
+	// continuously. Default 1; negative for none.
 	BurstReserve int
 	// CancelCost and EditCost are what CancelOrder and EditOrder add to the
 	// trading counter for an order of unknown age (AmendOrder the lesser of
-	// EditCost and 4). Default DefaultKrakenCancelCost and
-	// DefaultKrakenEditCost (the worst case). An order this preset saw placed
+	// EditCost and 4). Default 8 and 7, the worst case (an order cancelled
+	// or edited within 5 seconds; sources in defaultKrakenCancelCost's and
+	// defaultKrakenEditCost's comments). An order this preset saw placed
 	// (its AddOrder, EditOrder or AmendOrder answer, in this process) is
 	// charged by its age as Kraken charges it, counted from when that answer
 	// came back; the last 65 536 such orders are remembered.
 	CancelCost, EditCost int
 	// LimitedHold is how long an answer with EAPI:Rate limit exceeded,
 	// EOrder:Rate limit exceeded or EGeneral:Too many requests holds its
-	// quota. Default DefaultKrakenLimitedHold, scaled.
+	// quota. Default 5 s ("additional calls will be restricted for a few
+	// seconds": https://docs.kraken.com/exchange/guides/rest/ratelimits).
 	LimitedHold time.Duration
-	// TimeScale multiplies every period and hold, for tests. Default 1.
-	TimeScale float64
+	// timeScale multiplies every period and hold, for tests (export_test.go's
+	// Scaled). Default 1.
+	timeScale float64
 	// Middleware is the Transport's options; the preset adds KrakenPairHeader
 	// to StripHeaders.
 	Middleware middleware.Options
@@ -185,7 +152,7 @@ type KrakenOptions struct {
 //     request's form or JSON body ("pair") or KrakenPairHeader (which is
 //     never sent to Kraken). A request whose pair is unknown is charged to
 //     the pair "unknown"; one whose pair is not a plausible name fails with
-//     ErrInvalidPair, unsent. Trading calls that cost nothing (AddOrderBatch,
+//     an error wrapping ErrInvalid, unsent. Trading calls that cost nothing (AddOrderBatch,
 //     CancelOrderBatch) are charged nothing but still wait out their pair's hold.
 //
 // Public calls are charged nothing but wait out the hold of the quota
@@ -204,13 +171,17 @@ type KrakenOptions struct {
 // for a trading call, the public hold for a public call), in every process,
 // for LimitedHold (or until the time given), at most Middleware.MaxHold.
 func Kraken(opts KrakenOptions) (Preset, error) {
-	if err := checkScale(opts.TimeScale); err != nil {
+	if err := checkScale(opts.timeScale); err != nil {
 		return Preset{}, err
 	}
-	counter, ok1 := krakenCounter[opts.Tier]
-	trading, ok2 := krakenTrading[opts.Tier]
+	tier := opts.Tier
+	if tier == "" {
+		tier = "starter"
+	}
+	counter, ok1 := krakenCounter[tier]
+	trading, ok2 := krakenTrading[tier]
 	if !ok1 || !ok2 {
-		return Preset{}, fmt.Errorf("%w: Kraken tier %s", ErrInvalidOption, opts.Tier)
+		return Preset{}, fmt.Errorf("%w: Kraken tier %q", ErrInvalid, opts.Tier)
 	}
 	if opts.Counter != (limiter.Limit{}) {
 		counter = opts.Counter
@@ -225,29 +196,29 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 		opts.Hosts = []string{"api.kraken.com"}
 	}
 	if opts.BurstReserve == 0 {
-		opts.BurstReserve = DefaultBurstReserve
+		opts.BurstReserve = defaultBurstReserve
 	}
 	if opts.CancelCost <= 0 {
-		opts.CancelCost = DefaultKrakenCancelCost
+		opts.CancelCost = defaultKrakenCancelCost
 	}
 	if opts.EditCost <= 0 {
-		opts.EditCost = DefaultKrakenEditCost
+		opts.EditCost = defaultKrakenEditCost
 	}
 	if opts.LimitedHold <= 0 {
-		opts.LimitedHold = scale(DefaultKrakenLimitedHold, opts.TimeScale)
+		opts.LimitedHold = scale(defaultKrakenLimitedHold, opts.timeScale)
 	}
-	counter.Period = scale(counter.Period, opts.TimeScale)
-	trading.Period = scale(trading.Period, opts.TimeScale)
+	counter.Period = scale(counter.Period, opts.timeScale)
+	trading.Period = scale(trading.Period, opts.timeScale)
 	calls := limiter.Quota{Name: opts.Quota, Limits: []limiter.NamedLimit{{Name: "calls", Limit: reserve(counter, opts.BurstReserve)}}}
 	trade := limiter.Quota{Name: opts.Quota + "-trade", Limits: []limiter.NamedLimit{{Name: "orders", Limit: reserve(trading, opts.BurstReserve)}}}
 	for _, q := range []limiter.Quota{calls, trade} {
 		if err := q.Validate(); err != nil {
-			return Preset{}, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+			return Preset{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 	}
 	for _, c := range []int{opts.CancelCost, opts.EditCost} {
 		if m := most(trade.Limits[0].Limit); c > m {
-			return Preset{}, fmt.Errorf("%w: trading cost %d above the counter's maximum %d", ErrInvalidOption, c, m)
+			return Preset{}, fmt.Errorf("%w: trading cost %d above the counter's maximum %d", ErrInvalid, c, m)
 		}
 	}
 	// A trading call free of charge waits out its pair's hold all the same:
@@ -262,7 +233,7 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 			return 1
 		case "CancelOrder", "EditOrder", "AmendOrder":
 			if age, ok := book.age(bodyTxid(r.Header.Get("Content-Type"), body)); ok {
-				return krakenAgeCost(endpoint, age, opts.TimeScale)
+				return krakenAgeCost(endpoint, age, opts.timeScale)
 			}
 		}
 		switch endpoint {
@@ -286,8 +257,8 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 		Charges: func(r *http.Request, body []byte) ([]limiter.Charge, error) {
 			pair := r.Header.Get(KrakenPairHeader)
 			if pair == "" && body != nil {
-				if len(body) > middleware.MaxBody {
-					return nil, fmt.Errorf("%w: request body above %d bytes", ErrInvalidPair, middleware.MaxBody)
+				if len(body) > maxBody {
+					return nil, fmt.Errorf("%w: request body above %d bytes", errInvalidPair, maxBody)
 				}
 				pair = bodyPair(r.Header.Get("Content-Type"), body)
 			}
@@ -295,14 +266,14 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 				pair = "unknown"
 			}
 			if !krakenPairName.MatchString(pair) {
-				return nil, fmt.Errorf("%w: %q", ErrInvalidPair, truncate(pair, 40))
+				return nil, fmt.Errorf("%w: %q", errInvalidPair, truncate(pair, 40))
 			}
 			if c := tradeCost(strings.TrimPrefix(r.URL.Path, "/0/private/"), r, body); c > 0 {
 				return []limiter.Charge{{Quota: trade.For(pair), Cost: limiter.Cost{"orders": c}}}, nil
 			}
 			return []limiter.Charge{{Quota: holdOnly.For(pair)}}, nil
 		},
-		Usage:    []middleware.UsageParser{watch, book},
+		Usage:    []middleware.UsageParser{{Parse: watch.ParseUsage}, {Parse: book.ParseUsage}},
 		PeekBody: maxKrakenPeek,
 	}, {
 		Hosts:      opts.Hosts,
@@ -314,7 +285,7 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 			}
 			return []limiter.Charge{{Quota: calls, Cost: limiter.Cost{"calls": 1}}}, nil
 		},
-		Usage:    []middleware.UsageParser{watch},
+		Usage:    []middleware.UsageParser{{Parse: watch.ParseUsage}},
 		PeekBody: maxKrakenPeek,
 	}, {
 		Hosts:      opts.Hosts,
@@ -323,7 +294,7 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 		Charges: func(*http.Request, []byte) ([]limiter.Charge, error) {
 			return []limiter.Charge{{Quota: public}}, nil
 		},
-		Usage:    []middleware.UsageParser{watch},
+		Usage:    []middleware.UsageParser{{Parse: watch.ParseUsage}},
 		PeekBody: maxKrakenPeek,
 	}}
 	return Preset{Exchange: "kraken", Quotas: []limiter.Quota{calls, trade}, Rules: rules, Options: mo}, nil
@@ -350,9 +321,10 @@ func bodyPair(contentType string, b []byte) string {
 // some with a slash ("XBT/USD") or a dot ("ETH2.S").
 var krakenPairName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9./_-]{0,31}$`)
 
-// ErrInvalidPair: a Kraken trading request whose pair (from its body or
-// KrakenPairHeader) is not a plausible pair name. The request is not sent.
-var ErrInvalidPair = errors.New("exchanges: kraken: invalid pair")
+// errInvalidPair is ErrInvalid for a Kraken trading request whose pair (from
+// its body or KrakenPairHeader) is not a plausible pair name. The request is
+// not sent.
+var errInvalidPair = fmt.Errorf("%w: kraken: pair", ErrInvalid)
 
 func truncate(s string, n int) string {
 	if len(s) > n {

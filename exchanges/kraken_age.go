@@ -185,7 +185,7 @@ func requestTxid(r *http.Request) string {
 		return ""
 	}
 	defer rc.Close()
-	body, err := io.ReadAll(io.LimitReader(rc, middleware.MaxBody))
+	body, err := io.ReadAll(io.LimitReader(rc, maxBody))
 	if err != nil {
 		return ""
 	}

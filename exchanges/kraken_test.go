@@ -242,12 +242,12 @@ func krakenPost(ctx context.Context, p *proc, base, endpoint string, form url.Va
 // can jump ahead of it).
 func TestKrakenFleet(t *testing.T) {
 	const scale = 1.0 / 10
-	p, err := exchanges.Kraken(exchanges.KrakenOptions{
-		Tier: exchanges.KrakenPro, Hosts: []string{"127.0.0.1"}, TimeScale: scale,
+	p, err := exchanges.Kraken(exchanges.Scaled(exchanges.KrakenOptions{
+		Tier: exchanges.KrakenPro, Hosts: []string{"127.0.0.1"},
 		// Pro's trading counter with 2 more units held back (3 with the
 		// reserve): see above.
 		Trading: limiter.Limit{Rate: 375, Period: 100 * time.Second, Burst: 178},
-	})
+	}, scale))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,7 +444,7 @@ func TestKrakenWatchEdges(t *testing.T) {
 		t.Errorf("%s sent to Kraken on %v", exchanges.KrakenPairHeader, leaked)
 	}
 	for _, pair := range []string{"XBT USD", strings.Repeat("X", 64), "a{b}"} {
-		if err := post("AddOrder", "nonce=4", pair, `{"error":[]}`); !errors.Is(err, exchanges.ErrInvalidPair) {
+		if err := post("AddOrder", "nonce=4", pair, `{"error":[]}`); !errors.Is(err, exchanges.ErrInvalid) {
 			t.Errorf("pair %q: %v", pair, err)
 		}
 	}
@@ -454,7 +454,7 @@ func TestKrakenWatchEdges(t *testing.T) {
 // reserve), its decay the rate.
 func TestKrakenTiers(t *testing.T) {
 	for _, tc := range []struct {
-		tier       exchanges.KrakenTier
+		tier       string
 		max        int
 		decay      float64
 		tradeMax   int
@@ -478,7 +478,7 @@ func TestKrakenTiers(t *testing.T) {
 			t.Errorf("%s: quota limit %+v", tc.tier, l)
 		}
 	}
-	if _, err := exchanges.Kraken(exchanges.KrakenOptions{Tier: 9}); !errors.Is(err, exchanges.ErrInvalidOption) {
+	if _, err := exchanges.Kraken(exchanges.KrakenOptions{Tier: "gold"}); !errors.Is(err, exchanges.ErrInvalid) {
 		t.Errorf("unknown tier: %v", err)
 	}
 	p, _ := exchanges.Kraken(exchanges.KrakenOptions{})
@@ -614,7 +614,7 @@ func TestKrakenFiftyPairsOneTransport(t *testing.T) {
 // is refused and the counter is used to at least 90% of what it allows.
 func TestKrakenCancelAllCountsCalls(t *testing.T) {
 	const scale = 1.0 / 10
-	p, err := exchanges.Kraken(exchanges.KrakenOptions{Tier: exchanges.KrakenPro, Hosts: []string{"127.0.0.1"}, TimeScale: scale})
+	p, err := exchanges.Kraken(exchanges.Scaled(exchanges.KrakenOptions{Tier: exchanges.KrakenPro, Hosts: []string{"127.0.0.1"}}, scale))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -757,11 +757,11 @@ func TestKrakenCancelByAge(t *testing.T) {
 	for _, sameProcess := range []bool{true, false} {
 		t.Run(fmt.Sprintf("placed in this process=%v", sameProcess), func(t *testing.T) {
 			preset := func() exchanges.Preset {
-				p, err := exchanges.Kraken(exchanges.KrakenOptions{
-					Tier: exchanges.KrakenPro, Hosts: []string{"127.0.0.1"}, BurstReserve: -1, TimeScale: 1.0 / 20,
+				p, err := exchanges.Kraken(exchanges.Scaled(exchanges.KrakenOptions{
+					Tier: exchanges.KrakenPro, Hosts: []string{"127.0.0.1"}, BurstReserve: -1,
 					Trading:    limiter.Limit{Rate: 1, Period: 10000 * time.Second, Burst: 12},
 					Middleware: middleware.Options{FailFast: true},
-				})
+				}, 1.0/20))
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -133,19 +133,20 @@ type OKXOptions struct {
 	// nothing but waits out the endpoint's hold.
 	Account func(*http.Request) string
 	// Limits set or override endpoint limits, keyed "METHOD /path", e.g.
-	// "GET /api/v5/market/books": Rate per Period (scaled), counted as a
+	// "GET /api/v5/market/books": Rate per Period, counted as a
 	// sliding window per the endpoint's documented rule (an endpoint the
 	// preset does not know counts per UID when it carries a key, else per
 	// IP). Default: the documented table.
 	Limits map[string]limiter.Limit
 	// SubAccount overrides the sub-account order limit (1000 per 2 s; the
-	// fill-ratio tiers raise it); its Period is scaled.
+	// fill-ratio tiers raise it).
 	SubAccount limiter.Limit
-	// Guard is added to every limit's (scaled) period, as BybitOptions.Guard.
+	// Guard is added to every limit's period, as BybitOptions.Guard.
 	// Default 100 ms, at most a tenth of the shortest period; negative for none.
 	Guard time.Duration
-	// TimeScale multiplies every period, for tests. Default 1.
-	TimeScale float64
+	// timeScale multiplies every period, for tests (export_test.go's Scaled).
+	// Default 1.
+	timeScale float64
 	// Middleware is the Transport's options, used as they are.
 	Middleware middleware.Options
 }
@@ -191,7 +192,7 @@ func OKX(opts OKXOptions) (Preset, error) {
 		PathPrefix: "/api/v5/",
 		Quota:      pr.holdOnly,
 		Charges:    charges,
-		Usage:      []middleware.UsageParser{okxUsage{orders: pr.orders.Name}},
+		Usage:      []middleware.UsageParser{{Parse: okxUsage{orders: pr.orders.Name}.ParseUsage}},
 		PeekBody:   maxErrorBody,
 	}
 	return Preset{Exchange: "okx", Quotas: []limiter.Quota{pr.orders}, Rules: []middleware.Rule{rule}, Options: opts.Middleware}, nil
@@ -209,7 +210,7 @@ type okxPricer struct {
 
 // newOKXPricer builds the limits of opts (setting its Quota's default).
 func newOKXPricer(opts *OKXOptions) (okxPricer, error) {
-	if err := checkScale(opts.TimeScale); err != nil {
+	if err := checkScale(opts.timeScale); err != nil {
 		return okxPricer{}, err
 	}
 	if opts.Quota == "" {
@@ -217,9 +218,9 @@ func newOKXPricer(opts *OKXOptions) (okxPricer, error) {
 	}
 	g := opts.Quota
 	table := make(map[string]okxEndpoint, len(okxEndpoints))
-	shortest := scale(2*time.Second, opts.TimeScale)
+	shortest := scale(2*time.Second, opts.timeScale)
 	for k, e := range okxEndpoints {
-		e.period = scale(e.period, opts.TimeScale)
+		e.period = scale(e.period, opts.timeScale)
 		table[k] = e
 	}
 	for k, l := range opts.Limits {
@@ -228,7 +229,7 @@ func newOKXPricer(opts *OKXOptions) (okxPricer, error) {
 		if !ok {
 			e.custom = true
 		}
-		e.n, e.period = l.Rate, scale(l.Period, opts.TimeScale)
+		e.n, e.period = l.Rate, scale(l.Period, opts.timeScale)
 		table[k] = e
 		if e.period > 0 {
 			shortest = min(shortest, e.period)
@@ -238,17 +239,17 @@ func newOKXPricer(opts *OKXOptions) (okxPricer, error) {
 	if sub == (limiter.Limit{}) {
 		sub = limiter.Limit{Rate: okxSubAccountOrders, Period: 2 * time.Second}
 	}
-	sub.Period = scale(sub.Period, opts.TimeScale)
+	sub.Period = scale(sub.Period, opts.timeScale)
 	guard := slidingGuard(opts.Guard, min(shortest, max(sub.Period, 1)))
 	orders := limiter.Quota{Name: opts.Quota + "-orders", Group: g, Limits: []limiter.NamedLimit{{Name: "orders", Limit: sliding(sub, guard)}}}
 	if err := orders.Validate(); err != nil {
-		return okxPricer{}, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		return okxPricer{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	limits := make(map[string]limiter.Limit, len(table))
 	for k, e := range table {
 		l := sliding(limiter.Limit{Rate: e.n, Period: e.period}, guard)
 		if err := limiter.Key(k, l).Validate(); err != nil {
-			return okxPricer{}, fmt.Errorf("%w: OKX limit %q: %w", ErrInvalidOption, k, err)
+			return okxPricer{}, fmt.Errorf("%w: OKX limit %q: %w", ErrInvalid, k, err)
 		}
 		limits[k] = l
 	}
@@ -324,7 +325,7 @@ func okxInstruments(q url.Values, body []byte, batch bool) []okxInst {
 		InstType string `json:"instType"`
 	}
 	var os []order
-	if len(body) > 0 && len(body) <= middleware.MaxBody {
+	if len(body) > 0 && len(body) <= maxBody {
 		b := bytes.TrimSpace(body)
 		if batch && len(b) > 0 && b[0] == '[' {
 			_ = json.Unmarshal(b, &os)
@@ -394,8 +395,6 @@ func (o okxUsage) ParseUsage(a *middleware.Answer) ([]middleware.Usage, error) {
 	return nil, nil
 }
 
-var _ middleware.UsageParser = okxUsage{}
-
 // okxWSOps are the WebSocket trading operations and the REST endpoints
 // whose limits they share ("Rate limits are shared across the REST and
 // WebSocket channels", "Rate Limits", "Trading-related APIs").
@@ -414,8 +413,8 @@ var okxWSOps = map[string]string{
 //
 //   - each connection attempt is charged to the quota <Quota>-ws-connections,
 //     at most 3 in any second ("Connection limit: 3 requests per second
-//     (based on IP)"), a sliding window padded by Guard and scaled by
-//     TimeScale like the REST limits; a handshake answered 429 holds it (the
+//     (based on IP)"), a sliding window padded by Guard like the
+//     REST limits; a handshake answered 429 holds it (the
 //     guard's handling);
 //   - trading operations (order, batch-orders, amend-order,
 //     batch-amend-orders, cancel-order, batch-cancel-orders) are charged as
@@ -437,11 +436,11 @@ func OKXWebSocket(opts OKXOptions) (wsguard.Options, error) {
 	if err != nil {
 		return wsguard.Options{}, err
 	}
-	period := scale(time.Second, opts.TimeScale)
+	period := scale(time.Second, opts.timeScale)
 	l := sliding(limiter.Limit{Rate: 3, Period: period}, slidingGuard(opts.Guard, period))
 	q := limiter.Quota{Name: opts.Quota + "-ws-connections", Group: opts.Quota, Limits: []limiter.NamedLimit{{Name: "connections", Limit: l}}}
 	if err := q.Validate(); err != nil {
-		return wsguard.Options{}, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		return wsguard.Options{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	var mu sync.Mutex
 	var account string // the apiKey of the last login sent

@@ -155,7 +155,7 @@ func (s *okxSim) log() []windowHit {
 func TestOKXFleet(t *testing.T) {
 	const scale = 10
 	sim := newOKXSim(t, scale)
-	p, err := exchanges.OKX(exchanges.OKXOptions{Hosts: []string{"127.0.0.1"}, TimeScale: scale, Guard: 500 * time.Millisecond})
+	p, err := exchanges.OKX(exchanges.Scaled(exchanges.OKXOptions{Hosts: []string{"127.0.0.1"}, Guard: 500 * time.Millisecond}, scale))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +302,7 @@ func TestOKXTooMany(t *testing.T) {
 		fmt.Fprint(w, `{"code":"0","data":[]}`)
 	}))
 	t.Cleanup(srv.Close)
-	p, err := exchanges.OKX(exchanges.OKXOptions{Hosts: []string{"127.0.0.1"}, TimeScale: 5})
+	p, err := exchanges.OKX(exchanges.Scaled(exchanges.OKXOptions{Hosts: []string{"127.0.0.1"}}, 5))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,29 +1,3 @@
-// Package exchanges ships the rate limits of Binance, Coinbase and Kraken as
-// presets for package middleware: the quotas each exchange counts, what each
-// endpoint costs, and how to learn from the exchange's answers (usage headers,
-// 429 and 418 with Retry-After, error bodies).
-//
-// A preset is no more than middleware Rules and Options: each rule's Charges
-// says what a request costs in which quotas (a quota template applied to a
-// key with limiter.Quota.For: Binance's accounts, Kraken's pairs), and its
-// usage parsers read the exchange's answers (headers, and error bodies
-// through Rule.PeekBody) into holds and counts. One middleware.Transport
-// serves a whole preset; windows, guards and holds are the limiter's.
-//
-// A preset is built once, from options whose zero value gives the exchange's
-// documented figures; every figure cites its source in a comment and can be
-// overridden. Preset.Client then wraps an *http.Client in one call:
-//
-//	p, _ := exchanges.Binance(exchanges.BinanceOptions{})
-//	client, _ := p.Client(lim, nil)
-//	resp, err := client.Get("https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=500")
-//
-// Every process that shares the limiter's Redis then shares the exchange's
-// limits: the fleet, not the process, stays inside them.
-//
-// Exchanges change their limits; the figures here are the documented ones at
-// the time of writing. Binance states its own in GET /api/v3/exchangeInfo:
-// ParseBinanceExchangeInfo reads them into BinanceOptions.RateLimits.
 package exchanges
 
 import (
@@ -63,14 +37,11 @@ type Preset struct {
 // Transport returns the middleware Transport of the preset's rules and
 // options: it charges every request the rules match to lim before sending it
 // through next (http.DefaultTransport when nil), and learns from the answers.
-// It fails with an error wrapping middleware.ErrInvalidRule when an overridden
-// figure or host makes a rule unusable.
+// It fails with an error wrapping middleware.ErrInvalid when lim is nil or
+// an overridden figure or host makes a rule unusable.
 func (p Preset) Transport(lim *limiter.Limiter, next http.RoundTripper) (*middleware.Transport, error) {
-	if lim == nil {
-		return nil, errors.New("exchanges: nil limiter")
-	}
-	t := middleware.NewTransportWithOptions(next, lim, p.Options, p.Rules...)
-	if err := t.Err(); err != nil {
+	t, err := middleware.NewTransport(next, lim, p.Options, p.Rules...)
+	if err != nil {
 		return nil, fmt.Errorf("exchanges: %s: %w", p.Exchange, err)
 	}
 	return t, nil
@@ -102,7 +73,7 @@ func scale(d time.Duration, s float64) time.Duration {
 // checkScale reports an unusable time scale.
 func checkScale(s float64) error {
 	if s < 0 || math.IsNaN(s) || math.IsInf(s, 0) {
-		return fmt.Errorf("%w: time scale %v must be ≥ 0", ErrInvalidOption, s)
+		return fmt.Errorf("%w: time scale %v must be ≥ 0", ErrInvalid, s)
 	}
 	return nil
 }
@@ -118,9 +89,11 @@ func reserve(l limiter.Limit, n int) limiter.Limit {
 	return l
 }
 
-// ErrInvalidOption: an option out of range (a negative time scale, an invalid
-// overriding limit, a tier the preset does not know).
-var ErrInvalidOption = errors.New("exchanges: invalid option")
+// ErrInvalid is wrapped by every error of bad input, whose message says
+// which: an option out of range (an invalid overriding limit, a tier the
+// preset does not know, unusable Binance rate limits or exchangeInfo), or a
+// Kraken trading request whose pair is not a plausible name (not sent).
+var ErrInvalid = errors.New("exchanges: invalid")
 
 // findLimit returns the limit of q named name.
 func findLimit(q limiter.Quota, name string) (limiter.Limit, bool) {

@@ -52,7 +52,7 @@ func binanceRestart(t *testing.T, spent float64) (n429, n418 int, windows []int)
 		{RateLimitType: exchanges.BinanceRawRequests, Interval: "MINUTE", IntervalNum: 5, Limit: 61000},
 		{RateLimitType: exchanges.BinanceOrders, Interval: "MINUTE", IntervalNum: 1, Limit: 120},
 	}
-	p, err := exchanges.Binance(exchanges.BinanceOptions{Hosts: []string{"127.0.0.1"}, RateLimits: rls, TimeScale: 1.0 / 60})
+	p, err := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{Hosts: []string{"127.0.0.1"}, RateLimits: rls}, 1.0/60))
 	require.NoError(t, err)
 	sim := newBinanceSim(t, p, rls)
 	srv := redistest.Private(t)
@@ -108,7 +108,7 @@ func binanceRestart(t *testing.T, spent float64) (n429, n418 int, windows []int)
 	hits := sim.log()
 	first := start.Truncate(5 * time.Second).Unix()
 	windows = make([]int, 6)
-	weight := rls[0].Name()
+	weight := exchanges.RateLimitName(rls[0])
 	for _, h := range hits {
 		if w := int(h.at.Unix() - first); w >= 0 && w < len(windows) && h.status == http.StatusOK {
 			windows[w] += h.cost[weight]

@@ -11,26 +11,29 @@ import (
 	"github.com/redquota/redquota/middleware"
 )
 
-// BinanceUsage reads Binance's X-MBX-USED-WEIGHT-<interval> and
+// BinanceUsage returns the parser of Binance's X-MBX-USED-WEIGHT-<interval> and
 // X-MBX-ORDER-COUNT-<interval> headers, where interval is a count and a unit
 // letter: S, M, H or D (second, minute, hour, day), in either case, e.g.
-// X-MBX-USED-WEIGHT-1M. Headers of intervals not mapped are ignored. It is a
-// middleware.UsageParser; the Binance preset sets it up for its quotas.
+// X-MBX-USED-WEIGHT-1M, for a rule of your own (the Binance presets set one
+// up for their quotas). weight maps an interval of
+// X-MBX-USED-WEIGHT-<interval>, e.g. "1m", to the name of a limit of a quota
+// the request charged (the IP's); orders maps an interval of
+// X-MBX-ORDER-COUNT-<interval>, e.g. "10s" or "1d", to the name of a limit
+// of a quota the request charged (the account's). Headers of intervals not
+// mapped are ignored; an interval that is not <n><s|m|h|d> fails every
+// answer's parse with an error wrapping middleware.ErrInvalid.
 //
 // A header of a limit the request charged nothing (an order's weight, 0 since
 // 2026-04-02) is ignored: the Transport syncs a count through the charge.
 // A value that is not a non-negative decimal integer is ignored and reported;
 // a valid value beyond the limit (even one too large for an int) counts as the
 // limit: the server considers us full.
-type BinanceUsage struct {
-	// Weight maps an interval of X-MBX-USED-WEIGHT-<interval>, e.g. "1m", to
-	// the name of a limit of a quota the request charged (the IP's).
-	Weight map[string]string
-	// Orders maps an interval of X-MBX-ORDER-COUNT-<interval>, e.g. "10s" or
-	// "1d", to the name of a limit of a quota the request charged (the
-	// account's).
-	Orders map[string]string
+func BinanceUsage(weight, orders map[string]string) middleware.UsageParser {
+	return middleware.UsageParser{Parse: binanceUsage{Weight: weight, Orders: orders}.ParseUsage}
 }
+
+// binanceUsage is BinanceUsage's parser.
+type binanceUsage struct{ Weight, Orders map[string]string }
 
 const (
 	hdrWeight = "x-mbx-used-weight-"
@@ -66,12 +69,12 @@ func normMap(m map[string]string) (map[string]string, error) {
 	return out, nil
 }
 
-// ParseUsage implements middleware.UsageParser.
-func (b BinanceUsage) ParseUsage(a *middleware.Answer) ([]middleware.Usage, error) {
+// ParseUsage is the parser's Parse.
+func (b binanceUsage) ParseUsage(a *middleware.Answer) ([]middleware.Usage, error) {
 	weight, err1 := normMap(b.Weight)
 	orders, err2 := normMap(b.Orders)
 	if err := errors.Join(err1, err2); err != nil {
-		return nil, fmt.Errorf("%w: BinanceUsage: %w", middleware.ErrInvalidRule, err)
+		return nil, fmt.Errorf("%w: BinanceUsage: %w", middleware.ErrInvalid, err)
 	}
 	names := make([]string, 0, len(a.Header))
 	for k := range a.Header {
@@ -136,5 +139,3 @@ func parseCount(name, v string) (int, error) {
 	}
 	return int(n), nil
 }
-
-var _ middleware.UsageParser = BinanceUsage{}

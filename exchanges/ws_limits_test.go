@@ -43,10 +43,10 @@ func TestWebSocketConnectLimits(t *testing.T) {
 		run    time.Duration
 	}{
 		{"bybit", func() (wsguard.Options, error) {
-			return exchanges.BybitWebSocket(exchanges.BybitOptions{TimeScale: 1.0 / 60, Guard: 500 * time.Millisecond})
+			return exchanges.BybitWebSocket(exchanges.Scaled(exchanges.BybitOptions{Guard: 500 * time.Millisecond}, 1.0/60))
 		}, 500, 5 * time.Second, 7 * time.Second},
 		{"okx", func() (wsguard.Options, error) {
-			return exchanges.OKXWebSocket(exchanges.OKXOptions{TimeScale: 3, Guard: 500 * time.Millisecond})
+			return exchanges.OKXWebSocket(exchanges.Scaled(exchanges.OKXOptions{Guard: 500 * time.Millisecond}, 3))
 		}, 3, 3 * time.Second, 5 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -157,11 +157,11 @@ func TestOKXWebSocketOrdersShareREST(t *testing.T) {
 		fmt.Fprint(w, `{"code":"0","data":[]}`)
 	}))
 	t.Cleanup(srv.Close)
-	p, err := exchanges.OKX(exchanges.OKXOptions{Hosts: []string{"127.0.0.1"}, TimeScale: scale})
+	p, err := exchanges.OKX(exchanges.Scaled(exchanges.OKXOptions{Hosts: []string{"127.0.0.1"}}, scale))
 	if err != nil {
 		t.Fatal(err)
 	}
-	wso, err := exchanges.OKXWebSocket(exchanges.OKXOptions{TimeScale: scale})
+	wso, err := exchanges.OKXWebSocket(exchanges.Scaled(exchanges.OKXOptions{}, scale))
 	if err != nil {
 		t.Fatal(err)
 	}

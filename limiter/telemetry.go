@@ -168,8 +168,8 @@ var kindNames = [2]string{"single", "quota"}
 
 func (l *Limiter) initTelemetry(p telemetry.Providers) {
 	in := &l.tel
-	in.tracer = p.Tracer()
-	m := p.Meter()
+	in.tracer = otelx.Tracer(p)
+	m := otelx.Meter(p)
 	in.decisions = otelx.Counter(m, metricDecisions, "{decision}",
 		"Limiter decisions by kind (single, quota) and result (allowed, denied, fail_open, local, error).")
 	in.wait = otelx.Histogram(m, metricWait, "s",

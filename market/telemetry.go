@@ -98,8 +98,8 @@ type instruments struct {
 
 func (m *Market) initTelemetry(p telemetry.Providers) {
 	in := &m.tel
-	in.tracer = p.Tracer()
-	mt := p.Meter()
+	in.tracer = otelx.Tracer(p)
+	mt := otelx.Meter(p)
 	in.requests = otelx.Counter(mt, metricRequests, "{request}",
 		"Market calls by kind of data, operation and result (hit, miss, fetched, ok, error).")
 	in.apiCalls = otelx.Counter(mt, metricAPICalls, "{call}",

@@ -26,7 +26,7 @@ func (t *Transport) acquire(ctx context.Context, cs []limiter.Charge, minDelay t
 			return nil, fmt.Errorf("middleware: %w", err)
 		}
 		if !res.Allowed {
-			return nil, &LimitedError{Quota: res.DeniedQuota, DeniedBy: res.DeniedBy, RetryAfter: res.RetryAfter}
+			return nil, rateLimited{&LimitedError{Quota: res.DeniedQuota, DeniedBy: res.DeniedBy, RetryAfter: res.RetryAfter}}
 		}
 		return nil, nil
 	}
@@ -57,7 +57,7 @@ func limited(r *limiter.Reservation, err error) error {
 			le.DeniedBy = qr.DeniedBy
 		}
 	}
-	return le
+	return rateLimited{le}
 }
 
 // sleep waits d or until ctx ends.

@@ -58,21 +58,21 @@ func TestStatusHolds(t *testing.T) {
 	}{
 		{name: "429 seconds", status: 429, retryAfter: "2", hold: 2 * time.Second},
 		{name: "429 zero", status: 429, retryAfter: "0"},
-		{name: "429 missing", status: 429, hold: middleware.DefaultFallbackHold},
+		{name: "429 missing", status: 429, hold: time.Second},
 		{name: "429 missing, fallback option", status: 429, opts: middleware.Options{FallbackHold: 5 * time.Second}, hold: 5 * time.Second},
-		{name: "429 negative", status: 429, retryAfter: "-5", hold: middleware.DefaultFallbackHold, badReported: true},
-		{name: "429 fraction", status: 429, retryAfter: "1.5", hold: middleware.DefaultFallbackHold, badReported: true},
-		{name: "429 garbage", status: 429, retryAfter: "soon", hold: middleware.DefaultFallbackHold, badReported: true},
+		{name: "429 negative", status: 429, retryAfter: "-5", hold: time.Second, badReported: true},
+		{name: "429 fraction", status: 429, retryAfter: "1.5", hold: time.Second, badReported: true},
+		{name: "429 garbage", status: 429, retryAfter: "soon", hold: time.Second, badReported: true},
 		{name: "429 huge, capped at bound.Hold", status: 429, retryAfter: "99999999999999999999999", hold: bound.Hold},
 		{name: "429 huge, capped by option", status: 429, retryAfter: "99999", opts: middleware.Options{MaxHold: 10 * time.Minute}, hold: 10 * time.Minute},
 		{name: "429 date from Date", status: 429, retryAfter: t0.Add(90 * time.Second).Format(http.TimeFormat), date: date, hold: 90 * time.Second},
 		{name: "429 date past", status: 429, retryAfter: t0.Add(-time.Minute).Format(http.TimeFormat), date: date},
-		{name: "418 missing", status: 418, hold: middleware.DefaultBanHold},
-		{name: "418 garbage", status: 418, retryAfter: "a while", hold: middleware.DefaultBanHold, badReported: true},
+		{name: "418 missing", status: 418, hold: 2 * time.Minute},
+		{name: "418 garbage", status: 418, retryAfter: "a while", hold: 2 * time.Minute, badReported: true},
 		{name: "418 seconds", status: 418, retryAfter: "600", hold: 10 * time.Minute},
 		{name: "503 missing", status: 503},
 		{name: "503 seconds", status: 503, retryAfter: "3", hold: 3 * time.Second},
-		{name: "503 garbage", status: 503, retryAfter: "x", hold: middleware.DefaultFallbackHold, badReported: true},
+		{name: "503 garbage", status: 503, retryAfter: "x", hold: time.Second, badReported: true},
 		{name: "200 ignores Retry-After", status: 200, retryAfter: "5"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -88,7 +88,7 @@ func TestStatusHolds(t *testing.T) {
 			})
 			var log errorLog
 			tc.opts.OnError = log.add
-			c := &http.Client{Transport: middleware.NewTransportWithOptions(nil, lim, tc.opts,
+			c := &http.Client{Transport: newTransport(t, nil, lim, tc.opts,
 				middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1}})}
 			resp, err := c.Get(srv.URL)
 			if err != nil {
@@ -115,9 +115,9 @@ func TestStatusHolds(t *testing.T) {
 // Absurd and malformed usage values: garbage is ignored and reported; a valid
 // number beyond the limit fills the limit; a count below ours changes nothing.
 func TestUsageValues(t *testing.T) {
-	binance := exchanges.BinanceUsage{Weight: map[string]string{"1m": "weight"}}
-	ietf := middleware.IETFUsage{Policies: map[string]string{"w": "weight"}}
-	xrl := middleware.XRateLimit{Limit: "weight"}
+	binance := exchanges.BinanceUsage(map[string]string{"1m": "weight"}, nil)
+	ietf := middleware.IETFUsage(map[string]string{"w": "weight"})
+	xrl := middleware.XRateLimit("weight")
 	for _, tc := range []struct {
 		name   string
 		parser middleware.UsageParser
@@ -156,7 +156,7 @@ func TestUsageValues(t *testing.T) {
 				}
 			})
 			var log errorLog
-			tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{OnError: log.add},
+			tr := newTransport(t, nil, lim, middleware.Options{OnError: log.add},
 				middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1}, Usage: []middleware.UsageParser{tc.parser}})
 			resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
 			if err != nil {
@@ -180,9 +180,9 @@ func TestUsageValues(t *testing.T) {
 	}
 }
 
-// Rules naming a limit their quota lacks, or otherwise unusable, are reported
-// by Err and fail the requests they match, unsent; valid rules of the same
-// Transport keep working.
+// Rules naming a limit their quota lacks, or otherwise unusable, make
+// NewTransport fail with an error naming the rule; so does an unusable
+// Default rule, and a nil limiter.
 func TestInvalidRules(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -191,38 +191,33 @@ func TestInvalidRules(t *testing.T) {
 	}{
 		{"cost names unknown limit", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"wieght": 1}}, limiter.ErrInvalid},
 		{"ietf names unknown limit", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1},
-			Usage: []middleware.UsageParser{middleware.IETFUsage{Policies: map[string]string{"p": "nope"}}}}, limiter.ErrInvalid},
+			Usage: []middleware.UsageParser{middleware.IETFUsage(map[string]string{"p": "nope"})}}, limiter.ErrInvalid},
 		{"negative cost", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": -1}}, limiter.ErrInvalid},
 		{"cost beyond the limit", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 101}}, limiter.ErrInvalid},
-		{"no cost", middleware.Rule{Quota: exQuota}, middleware.ErrInvalidRule},
+		{"no cost", middleware.Rule{Quota: exQuota}, middleware.ErrInvalid},
 		{"empty quota", middleware.Rule{Quota: limiter.Quota{Name: "q"}, Cost: limiter.Cost{"weight": 1}}, limiter.ErrInvalid},
-		{"host with a path", middleware.Rule{Hosts: []string{"127.0.0.1", "a.com/x"}, Quota: exQuota, Cost: limiter.Cost{"weight": 1}}, middleware.ErrInvalidRule},
-		{"peek beyond MaxBody", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1}, PeekBody: middleware.MaxBody + 1}, middleware.ErrInvalidRule},
+		{"host with a path", middleware.Rule{Hosts: []string{"127.0.0.1", "a.com/x"}, Quota: exQuota, Cost: limiter.Cost{"weight": 1}}, middleware.ErrInvalid},
+		{"peek beyond 64 KiB", middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1}, PeekBody: 64<<10 + 1}, middleware.ErrInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, lim := miniLimiter(t)
-			srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
-			bad := tc.rule
-			bad.PathPrefix = "/bad"
-			tr := middleware.NewTransport(nil, lim, bad, middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1}})
-			if err := tr.Err(); !errors.Is(err, middleware.ErrInvalidRule) || !errors.Is(err, tc.is) {
-				t.Fatalf("Err() = %v, want ErrInvalidRule and %v", err, tc.is)
+			valid := middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1}}
+			tr, err := middleware.NewTransport(nil, lim, middleware.Options{}, valid, tc.rule)
+			if tr != nil || !errors.Is(err, middleware.ErrInvalid) || !errors.Is(err, tc.is) {
+				t.Fatalf("NewTransport = %v, %v; want nil and ErrInvalid and %v", tr, err, tc.is)
 			}
-			body := &closeTracker{}
-			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/bad", body)
-			_, err := (&http.Client{Transport: tr}).Do(req)
-			if !errors.Is(err, middleware.ErrInvalidRule) || !errors.Is(err, tc.is) {
-				t.Fatalf("request error %v", err)
+			if !strings.Contains(err.Error(), "rule 1 (") || strings.Contains(err.Error(), "rule 0") {
+				t.Fatalf("error %q does not name rule 1 alone", err)
 			}
-			if srv.hits.Load() != 0 || !body.closed.Load() {
-				t.Fatalf("sent %d, body closed %v", srv.hits.Load(), body.closed.Load())
+			def := tc.rule
+			tr, err = middleware.NewTransport(nil, lim, middleware.Options{Default: &def}, valid)
+			if tr != nil || !errors.Is(err, tc.is) || !strings.Contains(err.Error(), "default rule") {
+				t.Fatalf("invalid Default: NewTransport = %v, %v", tr, err)
 			}
-			resp, err := (&http.Client{Transport: tr}).Get(srv.URL + "/good")
-			if err != nil {
-				t.Fatalf("valid rule: %v", err)
-			}
-			resp.Body.Close()
 		})
+	}
+	if _, err := middleware.NewTransport(nil, nil, middleware.Options{}); !errors.Is(err, middleware.ErrInvalid) {
+		t.Fatalf("nil limiter: %v", err)
 	}
 }
 
@@ -246,7 +241,7 @@ func TestChargesErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, lim := miniLimiter(t)
 			srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
-			tr := middleware.NewTransport(nil, lim, middleware.Rule{
+			tr := newTransport(t, nil, lim, middleware.Options{}, middleware.Rule{
 				Charges: func(*http.Request, []byte) ([]limiter.Charge, error) {
 					if tc.cost == nil {
 						return nil, tc.err

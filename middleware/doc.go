@@ -25,12 +25,28 @@
 // XRateLimit, exchanges.BinanceUsage…) raise ours to the server's, through
 // the request's reservation, only while its window is current on Redis's
 // clock (limiter.Reservation.Sync). Requests no rule matches go straight
-// through, counted in Stats.Unmatched, or fail with ErrUnmatched when the
+// through, counted in Stats.Unmatched, or fail with ErrInvalid when the
 // Transport is Strict.
 //
 // On the server side, Handler limits incoming requests per key (the quota
 // applied to each client's key) and writes the IETF RateLimit and
 // RateLimit-Policy fields, with Retry-After on a 429.
 //
-// Package exchanges builds Rules and Options for Binance, Coinbase and Kraken.
+// Most callers should use a preset of package exchanges (Binance, Coinbase,
+// Kraken, Bybit, OKX), which builds the Rules and Options and calls
+// NewTransport for them. Those limiting another API use NewTransport with
+// their own Rules (a Quota and a Cost, or Charges) and, to learn the
+// server's counts, IETFUsage, XRateLimit or a UsageParser of their own:
+//
+//	tr, err := middleware.NewTransport(nil, lim, middleware.Options{},
+//		middleware.Rule{Hosts: []string{"api.example.com"}, Quota: q, Cost: limiter.Cost{"requests": 1},
+//			Usage: []middleware.UsageParser{middleware.XRateLimit("requests")}})
+//	if err != nil {
+//		return err // ErrInvalid: a rule that cannot be used, and which
+//	}
+//	client := &http.Client{Transport: tr}
+//
+// A request the quota has no room for in time fails with an error wrapping
+// ErrRateLimited (a *LimitedError says which quota and for how long). Servers
+// use Handler.
 package middleware

@@ -8,25 +8,29 @@ import (
 
 // Errors callers can branch on with errors.Is.
 var (
-	// ErrInvalidRule: a rule with an invalid quota, no cost, a cost naming a
-	// limit its quota does not have, a negative cost, or a usage parser naming an
-	// unknown limit. Requests the rule matches fail with it and are not sent.
-	ErrInvalidRule = errors.New("middleware: invalid rule")
+	// ErrInvalid: bad input, and the message says which: a rule with an
+	// invalid quota, no cost, a cost naming a limit its quota does not have,
+	// a negative cost, or a usage parser naming an unknown limit
+	// (NewTransport fails with it); a nil limiter; or, on a Strict
+	// Transport, a request that no rule matched (refused, unsent).
+	ErrInvalid = errors.New("middleware: invalid")
 	// ErrRateLimited: the request was not sent because the quota had no room for
 	// it in time: at once with Options.FailFast, or before the request context's
-	// deadline. The error is a *LimitedError carrying RetryAfter.
+	// deadline. errors.As finds a *LimitedError in it, carrying RetryAfter.
 	ErrRateLimited = errors.New("middleware: rate limited")
 	// ErrBadHeader: a response header the Transport reads (Retry-After or a
 	// usage header) was malformed and was ignored or replaced by a fallback.
 	// It never fails a request; it is passed to Options.OnError.
 	ErrBadHeader = errors.New("middleware: malformed rate-limit header")
-	// ErrUnmatched: a Strict Transport refused, unsent, a request that no rule
-	// matched.
-	ErrUnmatched = errors.New("middleware: request matches no rule")
 )
 
-// LimitedError is the error of a request that was not sent for lack of room in
-// its quota. errors.Is(err, ErrRateLimited) holds for it.
+// errUnmatched is ErrInvalid for a request a Strict Transport refused because
+// no rule matched it.
+var errUnmatched = fmt.Errorf("%w: request matches no rule", ErrInvalid)
+
+// LimitedError says why a request was not sent for lack of room in its
+// quota: errors.As finds it in the error a Transport returns, for which
+// errors.Is(err, ErrRateLimited) holds, and errors.Is(err, e.Err) too.
 type LimitedError struct {
 	// Quota names the quota that denied (its Name; a quota applied to a key
 	// keeps its template's name).
@@ -51,8 +55,15 @@ func (e *LimitedError) Error() string {
 	return s
 }
 
-// Is reports whether target is ErrRateLimited.
-func (e *LimitedError) Is(target error) bool { return target == ErrRateLimited }
+// rateLimited is the error a Transport returns for a *LimitedError: its
+// message, with errors.Is and errors.As reaching the *LimitedError,
+// ErrRateLimited and the limiter's reason.
+type rateLimited struct{ *LimitedError }
 
-// Unwrap returns the limiter's reason, if any.
-func (e *LimitedError) Unwrap() error { return e.Err }
+func (r rateLimited) Unwrap() []error {
+	errs := []error{r.LimitedError, ErrRateLimited}
+	if r.Err != nil {
+		errs = append(errs, r.Err)
+	}
+	return errs
+}

@@ -38,12 +38,16 @@ func Example() {
 	binance := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{
 		{Name: "weight", Limit: limiter.Limit{Rate: 6000, Period: time.Minute, Burst: 6000, Algorithm: limiter.FixedWindow}},
 	}}
-	client := &http.Client{Transport: middleware.NewTransport(nil, lim, middleware.Rule{
+	tr, err := middleware.NewTransport(nil, lim, middleware.Options{}, middleware.Rule{
 		PathPrefix: "/api/",
 		Quota:      binance,
 		Cost:       limiter.Cost{"weight": 2},
-		Usage:      []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{"1m": "weight"}}},
-	})}
+		Usage:      []middleware.UsageParser{exchanges.BinanceUsage(map[string]string{"1m": "weight"}, nil)},
+	})
+	if err != nil {
+		panic(err)
+	}
+	client := &http.Client{Transport: tr}
 
 	resp, _ := client.Get(exchange.URL + "/api/v3/ticker/price")
 	resp.Body.Close()

@@ -195,14 +195,11 @@ func newProc(t *testing.T, name, prefix string, ex *exchange, q limiter.Quota, o
 	lim := limiter.New(rdb, limiter.Options{Prefix: prefix, Timeout: 5 * time.Second})
 	rule := middleware.Rule{Hosts: []string{"127.0.0.1"}, PathPrefix: "/api/", Quota: q, Charges: charges(q, weightCost)}
 	if usage {
-		rule.Usage = []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{"1s": "weight"}}}
+		rule.Usage = []middleware.UsageParser{exchanges.BinanceUsage(map[string]string{"1s": "weight"}, nil)}
 	}
 	base := &http.Transport{MaxIdleConnsPerHost: 64}
 	t.Cleanup(base.CloseIdleConnections)
-	tr := middleware.NewTransportWithOptions(base, lim, opts, rule)
-	if err := tr.Err(); err != nil {
-		t.Fatal(err)
-	}
+	tr := newTransport(t, base, lim, opts, rule)
 	return &proc{name: name, lim: lim, tr: tr, client: &http.Client{Transport: tr}}
 }
 

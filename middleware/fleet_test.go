@@ -321,7 +321,7 @@ func TestWindowGuard(t *testing.T) {
 		ex.banAfter = 1 << 30
 		p := newProc(t, "A", redistest.NewPrefix(t), ex, weightQuota(limit), middleware.Options{WindowGuard: guard}, false)
 		rule := middleware.Rule{Hosts: []string{"127.0.0.1"}, Quota: weightQuota(limit), Charges: charges(weightQuota(limit), weightCost)}
-		p.client.Transport = middleware.NewTransportWithOptions(latency{http.DefaultTransport, 300 * time.Millisecond},
+		p.client.Transport = newTransport(t, latency{http.DefaultTransport, 300 * time.Millisecond},
 			p.lim, middleware.Options{WindowGuard: guard}, rule)
 		// Start 150 ms before a window ends: the first 10 requests are granted
 		// at once (a few ms, well under 150 even when loaded) and land after

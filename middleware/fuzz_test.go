@@ -16,9 +16,9 @@ func FuzzParseRetryAfter(f *testing.F) {
 	}
 	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, value, date string) {
-		d, err := ParseRetryAfter(value, date, now)
+		d, err := parseRetryAfter(value, date, now)
 		if err == nil && d < 0 {
-			t.Fatalf("ParseRetryAfter(%q, %q) = %v", value, date, d)
+			t.Fatalf("parseRetryAfter(%q, %q) = %v", value, date, d)
 		}
 	})
 }
@@ -34,8 +34,8 @@ func FuzzUsageHeaders(f *testing.F) {
 		{Name: "orders", Limit: limiter.Every(10, 10*time.Second)},
 	}}
 	parsers := []UsageParser{
-		IETFUsage{Policies: map[string]string{"default": "weight"}},
-		XRateLimit{Limit: "weight"},
+		IETFUsage(map[string]string{"default": "weight"}),
+		XRateLimit("weight"),
 	}
 	f.Fuzz(func(t *testing.T, k1, v1, k2, v2, k3, v3 string) {
 		h := http.Header{}
@@ -43,7 +43,7 @@ func FuzzUsageHeaders(f *testing.F) {
 		h.Add(k2, v2)
 		h.Add(k3, v3)
 		for _, p := range parsers {
-			us, err := p.ParseUsage(&Answer{Header: h, Charges: []limiter.Charge{{Quota: q}}})
+			us, err := p.Parse(&Answer{Header: h, Charges: []limiter.Charge{{Quota: q}}})
 			if err != nil && !errors.Is(err, ErrBadHeader) {
 				t.Fatalf("%T: %v is not ErrBadHeader", p, err)
 			}

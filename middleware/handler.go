@@ -12,14 +12,14 @@ import (
 
 	"github.com/redquota/redquota/internal/bound"
 	"github.com/redquota/redquota/limiter"
+	"github.com/redquota/redquota/telemetry"
 )
 
-// KeyFunc names the client a request is counted against (an API key, an
-// account, an IP address). An error answers 500 and the request is not served.
-type KeyFunc func(*http.Request) (string, error)
-
 // Handler limits the requests next serves: each takes one unit of every limit
-// of quota, counted separately per key. Every answer carries the IETF
+// of quota, counted separately per key, the client keyFunc names for the
+// request (an API key, an account, an IP address; an error answers 500 and
+// the request is not served). Its spans and metrics go to tel (the zero
+// Providers: the global ones). Every answer carries the IETF
 // RateLimit-Policy and RateLimit fields (draft-ietf-httpapi-ratelimit-headers),
 // one member per limit, named by the limit:
 //
@@ -36,17 +36,8 @@ type KeyFunc func(*http.Request) (string, error)
 // key never reaches telemetry. When Redis cannot be reached and the
 // limiter fails closed, the answer is 503 with Retry-After: 1. An invalid
 // quota answers every request 500.
-//
-// Handler is HandlerWithOptions with zero Options.
-func Handler(next http.Handler, lim *limiter.Limiter, keyFunc KeyFunc, quota limiter.Quota) http.Handler {
-	return HandlerWithOptions(next, lim, keyFunc, quota, Options{})
-}
-
-// HandlerWithOptions is Handler reporting its spans and metrics to
-// opts.Telemetry; the other fields of Options concern a Transport and are
-// ignored.
-func HandlerWithOptions(next http.Handler, lim *limiter.Limiter, keyFunc KeyFunc, quota limiter.Quota, opts Options) http.Handler {
-	h := &handler{next: next, lim: lim, key: keyFunc, quota: quota, cost: limiter.Cost{}, tel: newHandlerTel(opts.Telemetry, quota.Name)}
+func Handler(next http.Handler, lim *limiter.Limiter, keyFunc func(*http.Request) (string, error), quota limiter.Quota, tel telemetry.Providers) http.Handler {
+	h := &handler{next: next, lim: lim, key: keyFunc, quota: quota, cost: limiter.Cost{}, tel: newHandlerTel(tel, quota.Name)}
 	h.err = quota.Validate()
 	var pol []string
 	for _, nl := range quota.Limits {
@@ -60,7 +51,7 @@ func HandlerWithOptions(next http.Handler, lim *limiter.Limiter, keyFunc KeyFunc
 type handler struct {
 	next   http.Handler
 	lim    *limiter.Limiter
-	key    KeyFunc
+	key    func(*http.Request) (string, error)
 	quota  limiter.Quota
 	cost   limiter.Cost
 	policy string

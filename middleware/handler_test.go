@@ -13,6 +13,7 @@ import (
 	"github.com/redquota/redquota/internal/bound"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
+	"github.com/redquota/redquota/telemetry"
 )
 
 // The draft's fields as Structured Field Lists of Items (RFC 9651): a String
@@ -34,7 +35,7 @@ func TestHandlerHeaders(t *testing.T) {
 	}}
 	h := middleware.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok"))
-	}), lim, func(r *http.Request) (string, error) { return r.Header.Get("X-Key"), nil }, q)
+	}), lim, func(r *http.Request) (string, error) { return r.Header.Get("X-Key"), nil }, q, telemetry.Providers{})
 
 	do := func(key string) *httptest.ResponseRecorder {
 		rec := httptest.NewRecorder()
@@ -89,7 +90,7 @@ func TestHandlerRoundTrip(t *testing.T) {
 	_, lim := miniLimiter(t)
 	q := limiter.Quota{Name: "srv", Limits: []limiter.NamedLimit{{Name: "weight", Limit: limiter.Limit{Rate: 100, Period: time.Minute, Burst: 100, Algorithm: limiter.FixedWindow}}}}
 	srv := httptest.NewServer(middleware.Handler(http.NotFoundHandler(), lim,
-		func(*http.Request) (string, error) { return "me", nil }, q))
+		func(*http.Request) (string, error) { return "me", nil }, q, telemetry.Providers{}))
 	defer srv.Close()
 	for range 5 { // the server has now counted 5
 		resp, err := http.Get(srv.URL)
@@ -98,8 +99,8 @@ func TestHandlerRoundTrip(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
-	tr := middleware.NewTransport(nil, lim, middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1},
-		Usage: []middleware.UsageParser{middleware.IETFUsage{Policies: map[string]string{"weight": "weight"}}}})
+	tr := newTransport(t, nil, lim, middleware.Options{}, middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1},
+		Usage: []middleware.UsageParser{middleware.IETFUsage(map[string]string{"weight": "weight"})}})
 	resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +114,7 @@ func TestHandlerRoundTrip(t *testing.T) {
 func TestHandlerKeyError(t *testing.T) {
 	_, lim := miniLimiter(t)
 	h := middleware.Handler(http.NotFoundHandler(), lim,
-		func(*http.Request) (string, error) { return "", errors.New("no API key") }, exQuota)
+		func(*http.Request) (string, error) { return "", errors.New("no API key") }, exQuota, telemetry.Providers{})
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
 	if rec.Code != http.StatusInternalServerError {

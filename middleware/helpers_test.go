@@ -14,6 +14,7 @@ import (
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/internal/script"
 	"github.com/redquota/redquota/limiter"
+	"github.com/redquota/redquota/middleware"
 )
 
 // t0 is miniredis's frozen clock: the middle of a minute, so that a fixed
@@ -166,4 +167,14 @@ func holdLeft(ctx context.Context, lim *limiter.Limiter, name, key string) (time
 		}
 	}
 	return 0, nil
+}
+
+// newTransport is middleware.NewTransport, failing the test on an error.
+func newTransport(t testing.TB, next http.RoundTripper, lim *limiter.Limiter, opts middleware.Options, rules ...middleware.Rule) *middleware.Transport {
+	t.Helper()
+	tr, err := middleware.NewTransport(next, lim, opts, rules...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
 }

@@ -88,7 +88,7 @@ func TestHoldEdgeNeverEarly(t *testing.T) {
 				t.Errorf("a request arrived %s before the hold's end", time.UnixMicro(end).Sub(arrived))
 			}
 		})
-		tr := middleware.NewTransport(nil, lim, middleware.Rule{
+		tr := newTransport(t, nil, lim, middleware.Options{}, middleware.Rule{
 			Charges: func(r *http.Request, _ []byte) ([]limiter.Charge, error) {
 				return []limiter.Charge{{Quota: keyOf(r), Cost: limiter.Cost{"w": 1}}}, nil
 			},

@@ -20,7 +20,7 @@ func TestStrictAndUnmatched(t *testing.T) {
 	_, lim := miniLimiter(t)
 	srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
 	rule := middleware.Rule{Hosts: []string{"api.binance.com"}, Quota: exQuota, Cost: weight1}
-	tr := middleware.NewTransport(nil, lim, rule)
+	tr := newTransport(t, nil, lim, middleware.Options{}, rule)
 	resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -29,11 +29,11 @@ func TestStrictAndUnmatched(t *testing.T) {
 	if s := tr.Stats(); s.Unmatched != 1 || s.Sent != 0 || srv.hits.Load() != 1 {
 		t.Fatalf("stats %+v, hits %d", s, srv.hits.Load())
 	}
-	strict := middleware.NewTransportWithOptions(nil, lim, middleware.Options{Strict: true}, rule)
+	strict := newTransport(t, nil, lim, middleware.Options{Strict: true}, rule)
 	body := &closeTracker{}
 	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/x?signature=secret", body)
 	_, err = strict.RoundTrip(req)
-	if !errors.Is(err, middleware.ErrUnmatched) || strings.Contains(err.Error(), "secret") {
+	if !errors.Is(err, middleware.ErrInvalid) || strings.Contains(err.Error(), "secret") {
 		t.Fatalf("strict: %v", err)
 	}
 	if s := strict.Stats(); s.Unmatched != 1 || srv.hits.Load() != 1 || !body.closed.Load() {
@@ -47,10 +47,7 @@ func TestHostsWithPort(t *testing.T) {
 	_, lim := miniLimiter(t)
 	srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
 	u, _ := url.Parse(srv.URL)
-	tr := middleware.NewTransport(nil, lim, middleware.Rule{Hosts: []string{"example.com", u.Host}, Quota: exQuota, Cost: weight1})
-	if err := tr.Err(); err != nil {
-		t.Fatal(err)
-	}
+	tr := newTransport(t, nil, lim, middleware.Options{}, middleware.Rule{Hosts: []string{"example.com", u.Host}, Quota: exQuota, Cost: weight1})
 	resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +56,7 @@ func TestHostsWithPort(t *testing.T) {
 	if s := tr.Stats(); s.Sent != 1 || s.Unmatched != 0 {
 		t.Fatalf("stats %+v", s)
 	}
-	other := middleware.NewTransport(nil, lim, middleware.Rule{Hosts: []string{u.Hostname() + ":1"}, Quota: exQuota, Cost: weight1})
+	other := newTransport(t, nil, lim, middleware.Options{}, middleware.Rule{Hosts: []string{u.Hostname() + ":1"}, Quota: exQuota, Cost: weight1})
 	resp, err = (&http.Client{Transport: other}).Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -69,16 +66,11 @@ func TestHostsWithPort(t *testing.T) {
 		t.Fatalf("another port: stats %+v", s)
 	}
 	for _, h := range []string{"http://a.com", "a.com/x", "a.com:0"} {
-		if err := middleware.NewTransport(nil, lim, middleware.Rule{Hosts: []string{h}, Quota: exQuota, Cost: weight1}).Err(); !errors.Is(err, middleware.ErrInvalidRule) {
+		if _, err := middleware.NewTransport(nil, lim, middleware.Options{}, middleware.Rule{Hosts: []string{h}, Quota: exQuota, Cost: weight1}); !errors.Is(err, middleware.ErrInvalid) {
 			t.Errorf("host %q: %v", h, err)
 		}
 	}
 }
-
-// parserFunc is a UsageParser made of a function.
-type parserFunc func(*middleware.Answer) ([]middleware.Usage, error)
-
-func (f parserFunc) ParseUsage(a *middleware.Answer) ([]middleware.Usage, error) { return f(a) }
 
 // Charges sees a copy of the request's body, also one without GetBody, and
 // the server gets the body whole; the usage parsers see the answer's status,
@@ -101,13 +93,13 @@ func TestChargesAndAnswerHooks(t *testing.T) {
 	var seenBody, seenHint string
 	var peeked []byte
 	var caller bool // set when the caller has read the answer
-	tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{StripHeaders: []string{"x-hint"}}, middleware.Rule{
+	tr := newTransport(t, nil, lim, middleware.Options{StripHeaders: []string{"x-hint"}}, middleware.Rule{
 		Charges: func(r *http.Request, body []byte) ([]limiter.Charge, error) {
 			seenBody, seenHint = string(body), r.Header.Get("X-Hint")
 			return []limiter.Charge{{Quota: exQuota, Cost: limiter.Cost{"weight": len(body)}}}, nil
 		},
 		PeekBody: 10,
-		Usage: []middleware.UsageParser{parserFunc(func(a *middleware.Answer) ([]middleware.Usage, error) {
+		Usage: []middleware.UsageParser{{Parse: func(a *middleware.Answer) ([]middleware.Usage, error) {
 			if caller {
 				t.Error("the parser ran after the caller read the answer")
 			}
@@ -116,7 +108,7 @@ func TestChargesAndAnswerHooks(t *testing.T) {
 				t.Errorf("answer %+v", a)
 			}
 			return nil, nil
-		})},
+		}}},
 	})
 	const sent = "symbol=BTCUSDT&qty=1"
 	req, _ := http.NewRequest(http.MethodPost, srv.URL, io.NopCloser(strings.NewReader(sent))) // no GetBody
@@ -137,10 +129,10 @@ func TestChargesAndAnswerHooks(t *testing.T) {
 	if res := weightLeft(t, lim); res.Limits[0].Remaining != 100-len(sent)-1 {
 		t.Errorf("charged %d weight, want %d", 100-res.Limits[0].Remaining-1, len(sent))
 	}
-	// A body longer than MaxBody is cut for Charges and sent whole.
-	long := bytes.Repeat([]byte("x"), middleware.MaxBody+100)
+	// A body longer than 64 KiB is cut for Charges and sent whole.
+	long := bytes.Repeat([]byte("x"), 64<<10+100)
 	var cut int
-	tr = middleware.NewTransport(nil, lim, middleware.Rule{Charges: func(_ *http.Request, body []byte) ([]limiter.Charge, error) {
+	tr = newTransport(t, nil, lim, middleware.Options{}, middleware.Rule{Charges: func(_ *http.Request, body []byte) ([]limiter.Charge, error) {
 		cut = len(body)
 		return []limiter.Charge{{Quota: exQuota, Cost: weight1}}, nil
 	}})
@@ -150,7 +142,7 @@ func TestChargesAndAnswerHooks(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if cut != middleware.MaxBody+1 || len(got) != 2 || len(got[1]) != len(long)+1 {
-		t.Errorf("Charges saw %d bytes, want MaxBody+1; server got %d, want %d", cut, len(got[1])-1, len(long))
+	if cut != 64<<10+1 || len(got) != 2 || len(got[1]) != len(long)+1 {
+		t.Errorf("Charges saw %d bytes, want maxBody+1; server got %d, want %d", cut, len(got[1])-1, len(long))
 	}
 }

@@ -31,7 +31,7 @@ func (t *Transport) learn(ctx context.Context, rl *rule, a *Answer, r *limiter.R
 		}
 	}
 	for _, p := range rl.Usage {
-		us, err := p.ParseUsage(a)
+		us, err := p.Parse(a)
 		if err != nil {
 			t.report(req, err)
 		}
@@ -157,7 +157,7 @@ func (t *Transport) statusHold(req *http.Request, resp *Answer) time.Duration {
 	if strings.TrimSpace(v) == "" {
 		return fallback
 	}
-	d, err := ParseRetryAfter(v, resp.Header.Get("Date"), time.Now())
+	d, err := parseRetryAfter(v, resp.Header.Get("Date"), time.Now())
 	if err != nil {
 		t.report(req, fmt.Errorf("middleware: %d answer: %w", resp.StatusCode, err))
 		if resp.StatusCode == http.StatusServiceUnavailable {

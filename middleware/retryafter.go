@@ -9,14 +9,14 @@ import (
 	"time"
 )
 
-// ParseRetryAfter reads a Retry-After value (RFC 9110 §10.2.3): either
+// parseRetryAfter reads a Retry-After value (RFC 9110 §10.2.3): either
 // delay-seconds, a non-negative decimal integer, or an HTTP-date. A date is
 // measured from date, the response's Date header, when that is a valid HTTP
 // date (so that the server's clock and ours need not agree), else from now; a
 // date already past gives 0. Seconds too large to represent give the largest
 // Duration. Anything else (a negative or fractional number, garbage) is an
 // error wrapping ErrBadHeader.
-func ParseRetryAfter(value, date string, now time.Time) (time.Duration, error) {
+func parseRetryAfter(value, date string, now time.Time) (time.Duration, error) {
 	v := strings.TrimSpace(value)
 	if v == "" {
 		return 0, fmt.Errorf("%w: empty Retry-After", ErrBadHeader)

@@ -49,8 +49,8 @@ type Rule struct {
 	// one or more quotas (templates applied to a key with Quota.For: an
 	// account, a pair) and each one's cost, computed from the request. body
 	// is a copy of the request's body, read before it is sent: nil when it has
-	// none, at most MaxBody+1 bytes (longer bodies are cut there, so
-	// len(body) > MaxBody says it was cut). The charges are taken together,
+	// none, at most 64 KiB + 1 bytes (longer bodies are cut there, so
+	// len(body) > 64<<10 says it was cut). The charges are taken together,
 	// all or nothing (see limiter.Limiter.Reserve). An error it returns
 	// fails the request, unsent, wrapped. It must not modify the request.
 	Charges func(req *http.Request, body []byte) ([]limiter.Charge, error)
@@ -61,13 +61,14 @@ type Rule struct {
 	// Nil reads nothing beyond the status and Retry-After.
 	Usage []UsageParser
 	// PeekBody is how many bytes of each answer's body the Usage parsers see
-	// (Answer.Body), at most MaxBody. Default 0: none.
+	// (Answer.Body), at most 64 KiB. Default 0: none.
 	PeekBody int
 }
 
-// MaxBody bounds the bytes of a body the Transport reads for a rule: of a
-// request's for Rule.Charges, of an answer's for Rule.PeekBody.
-const MaxBody = 64 << 10
+// maxBody bounds the bytes of a body the Transport reads for a rule: of a
+// request's for Rule.Charges, of an answer's for Rule.PeekBody (64 KiB, as
+// their docs say).
+const maxBody = 64 << 10
 
 // rule is a Rule ready to use: copied, normalised, and validated.
 type rule struct {
@@ -94,7 +95,7 @@ func compile(r Rule, desc string, guard time.Duration) *rule {
 		c.hosts = append(c.hosts, hp)
 	}
 	if err != nil {
-		c.err = fmt.Errorf("%w: %s: %w", ErrInvalidRule, desc, err)
+		c.err = fmt.Errorf("%w: %s: %w", ErrInvalid, desc, err)
 	}
 	return c
 }
@@ -124,12 +125,12 @@ type hostPort struct{ name, port string }
 
 // validate reports why r cannot be used.
 func (r *rule) validate() error {
-	if r.PeekBody < 0 || r.PeekBody > MaxBody {
-		return fmt.Errorf("PeekBody %d is not 0 to MaxBody", r.PeekBody)
+	if r.PeekBody < 0 || r.PeekBody > maxBody {
+		return fmt.Errorf("PeekBody %d is not 0 to 65536", r.PeekBody)
 	}
 	for i, p := range r.Usage {
-		if p == nil {
-			return fmt.Errorf("usage parser %d is nil", i)
+		if p.Parse == nil {
+			return fmt.Errorf("usage parser %d has no Parse", i)
 		}
 	}
 	if r.Charges != nil {
@@ -145,10 +146,8 @@ func (r *rule) validate() error {
 		return err
 	}
 	for i, p := range r.Usage {
-		if v, ok := p.(interface{ validate(limiter.Quota) error }); ok {
-			if err := v.validate(r.Quota); err != nil {
-				return fmt.Errorf("usage parser %d: %w", i, err)
-			}
+		if err := knownLimits(r.Quota, p.limits); err != nil {
+			return fmt.Errorf("usage parser %d: %w", i, err)
 		}
 	}
 	return nil

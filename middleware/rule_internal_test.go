@@ -56,7 +56,7 @@ func TestRuleMatches(t *testing.T) {
 func TestRuleInvalidHost(t *testing.T) {
 	q := limiter.Quota{Name: "q", Limits: []limiter.NamedLimit{{Name: "w", Limit: limiter.PerSecond(10)}}}
 	for _, h := range []string{"[::1", "::1]", "[::1]:", "[::1]:http", "a.com:", ":443", "a.com:0", "a.com:65536", "a.com:443:1", "g::1", "a.com/x", "[a.com]"} {
-		if r := compile(Rule{Hosts: []string{h}, Quota: q, Cost: limiter.Cost{"w": 1}}, "r", 0); !errors.Is(r.err, ErrInvalidRule) {
+		if r := compile(Rule{Hosts: []string{h}, Quota: q, Cost: limiter.Cost{"w": 1}}, "r", 0); !errors.Is(r.err, ErrInvalid) {
 			t.Errorf("Host %q: err %v", h, r.err)
 		}
 	}
@@ -100,7 +100,7 @@ func TestSFList(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
-	tr := NewTransportWithOptions(nil, nil, Options{RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: time.Second})
+	tr := newTransport(nil, nil, Options{RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: time.Second})
 	for attempt, hi := range []time.Duration{100, 200, 400, 800, 1000, 1000} {
 		hi *= time.Millisecond
 		for range 50 {

@@ -113,9 +113,9 @@ type ruleTel struct {
 }
 
 func newTransportTel(p telemetry.Providers) transportTel {
-	m := p.Meter()
+	m := otelx.Meter(p)
 	return transportTel{
-		tracer: p.Tracer(),
+		tracer: otelx.Tracer(p),
 		requests: otelx.Counter(m, metricRequests, "{request}",
 			"Requests a Transport rule matched: each one sent (retries too) by its answer's status class, or error; not_sent for those refused before sending."),
 		limited: otelx.Counter(m, metricLimited, "{response}",
@@ -209,7 +209,7 @@ func endRoundTrip(span trace.Span, tr *trip, err error) {
 func refusalClass(err error) string {
 	return otelx.Classify(err, "limiter",
 		otelx.Class{Err: ErrRateLimited, Name: "rate_limited"},
-		otelx.Class{Err: ErrInvalidRule, Name: "invalid_rule"},
+		otelx.Class{Err: ErrInvalid, Name: "invalid_rule"},
 		otelx.Canceled,
 		otelx.Deadline,
 		otelx.Class{Err: limiter.ErrUnavailable, Name: "limiter_unavailable"},
@@ -261,8 +261,8 @@ type handlerTel struct {
 }
 
 func newHandlerTel(p telemetry.Providers, quota string) handlerTel {
-	ht := handlerTel{tracer: p.Tracer()}
-	ht.decisions = otelx.Counter(p.Meter(), metricDecisions, "{decision}",
+	ht := handlerTel{tracer: otelx.Tracer(p)}
+	ht.decisions = otelx.Counter(otelx.Meter(p), metricDecisions, "{decision}",
 		"Decisions of a server Handler by quota and result (allowed, denied, degraded, unavailable, error).")
 	q := otelx.Quota.String(quota)
 	for d, name := range decisionNames {

@@ -162,8 +162,8 @@ func TestTelemetryTransport(t *testing.T) {
 	})
 	quota := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{{Name: "weight", Limit: limiter.Limit{Rate: 1000, Period: time.Minute, Burst: 1000, Algorithm: limiter.FixedWindow}}}}
 	next := &spy{}
-	tr := middleware.NewTransportWithOptions(next, lim, middleware.Options{Telemetry: h.Providers, FallbackHold: 50 * time.Millisecond},
-		middleware.Rule{Quota: quota, Cost: limiter.Cost{"weight": 2}, Usage: []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{"1m": "weight"}}}})
+	tr := newTransport(t, next, lim, middleware.Options{Telemetry: h.Providers, FallbackHold: 50 * time.Millisecond},
+		middleware.Rule{Quota: quota, Cost: limiter.Cost{"weight": 2}, Usage: []middleware.UsageParser{exchanges.BinanceUsage(map[string]string{"1m": "weight"}, nil)}})
 	dead := httptest.NewServer(http.NotFoundHandler())
 	dead.Close()
 
@@ -288,7 +288,7 @@ func TestTelemetryTransportRefused(t *testing.T) {
 	h := oteltest.New()
 	_, lim := miniLimiter(t)
 	srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
-	tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{Telemetry: h.Providers, FailFast: true},
+	tr := newTransport(t, nil, lim, middleware.Options{Telemetry: h.Providers, FailFast: true},
 		middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 100}})
 	ctx, parent := h.TP.Tracer("test").Start(context.Background(), "caller")
 	for i := range 2 {
@@ -319,13 +319,13 @@ func TestTelemetryUnmatched(t *testing.T) {
 	srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
 	rule := middleware.Rule{Hosts: []string{"api.binance.com"}, Quota: exQuota, Cost: weight1}
 	for _, strict := range []bool{false, true} {
-		tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{Telemetry: h.Providers, Strict: strict}, rule)
+		tr := newTransport(t, nil, lim, middleware.Options{Telemetry: h.Providers, Strict: strict}, rule)
 		req, _ := http.NewRequest(http.MethodGet, srv.URL+"?"+secretQuery, nil)
 		resp, err := tr.RoundTrip(req)
 		if err == nil {
 			resp.Body.Close()
 		}
-		if strict != errors.Is(err, middleware.ErrUnmatched) {
+		if strict != errors.Is(err, middleware.ErrInvalid) {
 			t.Fatalf("strict %v: %v", strict, err)
 		}
 	}
@@ -350,8 +350,8 @@ func TestTelemetryHandler(t *testing.T) {
 	lim := instrumentedLimiter(t, h)
 	quota := limiter.Quota{Name: "api", Limits: []limiter.NamedLimit{{Name: "calls", Limit: limiter.PerMinute(2)}}}
 	served := 0
-	handler := middleware.HandlerWithOptions(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { served++ }), lim,
-		func(r *http.Request) (string, error) { return r.Header.Get("Authorization"), nil }, quota, middleware.Options{Telemetry: h.Providers})
+	handler := middleware.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { served++ }), lim,
+		func(r *http.Request) (string, error) { return r.Header.Get("Authorization"), nil }, quota, h.Providers)
 
 	ctx, parent := h.TP.Tracer("test").Start(context.Background(), "server")
 	codesSeen := []int{}
@@ -406,8 +406,8 @@ func TestTelemetryHandlerUnavailable(t *testing.T) {
 	m, c := redistest.NewMini(t)
 	lim := limiter.New(c, limiter.Options{CoolDown: time.Minute})
 	m.Close()
-	handler := middleware.HandlerWithOptions(http.NotFoundHandler(), lim,
-		func(*http.Request) (string, error) { return "k", nil }, exQuota, middleware.Options{Telemetry: h.Providers})
+	handler := middleware.Handler(http.NotFoundHandler(), lim,
+		func(*http.Request) (string, error) { return "k", nil }, exQuota, h.Providers)
 	ctx, parent := h.TP.Tracer("test").Start(context.Background(), "server")
 	w := httptest.NewRecorder()
 	handler.ServeHTTP(w, httptest.NewRequestWithContext(ctx, http.MethodGet, "/", nil))

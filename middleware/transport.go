@@ -16,18 +16,18 @@ import (
 	"github.com/redquota/redquota/telemetry"
 )
 
-// Defaults of Options.
+// Defaults of Options, each documented on its field.
 const (
-	// DefaultFallbackHold is how long a 429 without a usable Retry-After (or a
+	// defaultFallbackHold is how long a 429 without a usable Retry-After (or a
 	// 503 with a malformed one) holds its quota.
-	DefaultFallbackHold = time.Second
-	// DefaultBanHold is how long a 418 without a usable Retry-After holds its
+	defaultFallbackHold = time.Second
+	// defaultBanHold is how long a 418 without a usable Retry-After holds its
 	// quota: Binance's shortest IP ban.
-	DefaultBanHold = 2 * time.Minute
-	// DefaultRetryBackoff is the first retry's backoff; it doubles with each retry.
-	DefaultRetryBackoff = 100 * time.Millisecond
-	// DefaultMaxRetryBackoff bounds the backoff between retries.
-	DefaultMaxRetryBackoff = 5 * time.Second
+	defaultBanHold = 2 * time.Minute
+	// defaultRetryBackoff is the first retry's backoff; it doubles with each retry.
+	defaultRetryBackoff = 100 * time.Millisecond
+	// defaultMaxRetryBackoff bounds the backoff between retries.
+	defaultMaxRetryBackoff = 5 * time.Second
 )
 
 // bookkeepingTimeout bounds the Redis calls made after a response (Sync,
@@ -45,8 +45,8 @@ type Options struct {
 	// through, counted in Stats.Unmatched, unless Strict.
 	Default *Rule
 	// Strict refuses a request that no rule matches (and no Default rule
-	// takes), unsent, with an error wrapping ErrUnmatched. Default false: it
-	// passes through unlimited, counted in Stats.Unmatched and in the
+	// takes), unsent, with an error wrapping ErrInvalid ("request matches no
+	// rule"). Default false: it passes through unlimited, counted in Stats.Unmatched and in the
 	// redquota.middleware.requests metric as "unmatched".
 	Strict bool
 	// FailFast makes a request that cannot be charged at once fail with a
@@ -64,9 +64,9 @@ type Options struct {
 	// answer is returned to the caller.
 	MaxRetries int
 	// RetryBackoff is the backoff before the first retry, doubling after each
-	// and drawn uniformly from its upper half (jitter). Default DefaultRetryBackoff.
+	// and drawn uniformly from its upper half (jitter). Default 100 ms.
 	RetryBackoff time.Duration
-	// MaxRetryBackoff caps the backoff. Default DefaultMaxRetryBackoff.
+	// MaxRetryBackoff caps the backoff. Default 5 s.
 	MaxRetryBackoff time.Duration
 	// Idempotent reports whether a request may be sent again. Default: GET,
 	// HEAD, OPTIONS and TRACE, and requests with an Idempotency-Key or
@@ -79,10 +79,10 @@ type Options struct {
 	MaxHold time.Duration
 	// FallbackHold is the hold after a 429 without a usable Retry-After
 	// (missing, malformed or negative), or a 503 with a malformed one.
-	// Default DefaultFallbackHold. A 503 without Retry-After holds nothing.
+	// Default 1 s. A 503 without Retry-After holds nothing.
 	FallbackHold time.Duration
 	// BanHold is the hold after a 418 without a usable Retry-After. Default
-	// DefaultBanHold.
+	// 2 minutes, Binance's shortest IP ban.
 	BanHold time.Duration
 	// WindowGuard protects fixed-window limits (limiter.FixedWindow) against a
 	// request charged in one window reaching the server in the next: it is
@@ -125,7 +125,7 @@ type Stats struct {
 	// Errors counts the problems passed to Options.OnError.
 	Errors int64
 	// Unmatched counts requests no rule matched: sent unlimited, or refused
-	// with ErrUnmatched when the Transport is Strict.
+	// with ErrInvalid when the Transport is Strict.
 	Unmatched int64
 }
 
@@ -148,16 +148,32 @@ type Transport struct {
 
 var _ http.RoundTripper = (*Transport)(nil)
 
-// NewTransport is NewTransportWithOptions with zero Options.
-func NewTransport(next http.RoundTripper, lim *limiter.Limiter, rules ...Rule) *Transport {
-	return NewTransportWithOptions(next, lim, Options{}, rules...)
+// NewTransport returns a Transport that sends through next
+// (http.DefaultTransport when nil) and charges requests to lim by rules, the
+// first match winning, with opts (the zero Options works). It fails with an
+// error wrapping ErrInvalid, naming every invalid rule, when lim is nil or a
+// rule (or opts.Default) cannot be used.
+func NewTransport(next http.RoundTripper, lim *limiter.Limiter, opts Options, rules ...Rule) (*Transport, error) {
+	if lim == nil {
+		return nil, fmt.Errorf("%w: nil limiter", ErrInvalid)
+	}
+	t := newTransport(next, lim, opts, rules...)
+	var errs []error
+	for _, r := range t.rules {
+		errs = append(errs, r.err)
+	}
+	if t.def != nil {
+		errs = append(errs, t.def.err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
-// NewTransportWithOptions returns a Transport that sends through next
-// (http.DefaultTransport when nil) and charges requests to lim by rules, the
-// first match winning. Invalid rules do not stop it: Err reports them, and
-// the requests they match fail with ErrInvalidRule without being sent.
-func NewTransportWithOptions(next http.RoundTripper, lim *limiter.Limiter, opts Options, rules ...Rule) *Transport {
+// newTransport is NewTransport without its checks: a rule that cannot be
+// used fails the requests it matches, unsent.
+func newTransport(next http.RoundTripper, lim *limiter.Limiter, opts Options, rules ...Rule) *Transport {
 	if next == nil {
 		next = http.DefaultTransport
 	}
@@ -165,16 +181,16 @@ func NewTransportWithOptions(next http.RoundTripper, lim *limiter.Limiter, opts 
 		opts.MaxHold = bound.Hold
 	}
 	if opts.FallbackHold <= 0 {
-		opts.FallbackHold = DefaultFallbackHold
+		opts.FallbackHold = defaultFallbackHold
 	}
 	if opts.BanHold <= 0 {
-		opts.BanHold = DefaultBanHold
+		opts.BanHold = defaultBanHold
 	}
 	if opts.RetryBackoff <= 0 {
-		opts.RetryBackoff = DefaultRetryBackoff
+		opts.RetryBackoff = defaultRetryBackoff
 	}
 	if opts.MaxRetryBackoff <= 0 {
-		opts.MaxRetryBackoff = DefaultMaxRetryBackoff
+		opts.MaxRetryBackoff = defaultMaxRetryBackoff
 	}
 	if opts.Idempotent == nil {
 		opts.Idempotent = replayable
@@ -195,18 +211,6 @@ func NewTransportWithOptions(next http.RoundTripper, lim *limiter.Limiter, opts 
 	}
 	t.tel.unmatched = newRuleTel("").requests[classUnmatched]
 	return t
-}
-
-// Err reports every invalid rule, joined; nil when all are valid.
-func (t *Transport) Err() error {
-	var errs []error
-	for _, r := range t.rules {
-		errs = append(errs, r.err)
-	}
-	if t.def != nil {
-		errs = append(errs, t.def.err)
-	}
-	return errors.Join(errs...)
 }
 
 // Stats returns the counts so far.
@@ -236,14 +240,13 @@ func (t *Transport) match(req *http.Request) *rule {
 // RoundTrip charges req to the quota of the first rule that matches it, waits
 // for its turn, sends it, and learns from the answer.
 //
-// It returns without sending, closing req's body, when the rule is invalid
-// (ErrInvalidRule), the cost cannot be computed or charged (the limiter's
-// ErrInvalid), the quota has no room in
+// It returns without sending, closing req's body, when the cost cannot be
+// computed or charged (the limiter's ErrInvalid), the quota has no room in
 // time or was found held at each of its turns (*LimitedError,
 // ErrRateLimited), req's context ends while it waits
 // (the context's error), Redis cannot be reached under a fail-closed
 // policy (limiter.ErrUnavailable), or, on a Strict Transport, no rule matches
-// it (ErrUnmatched).
+// it (ErrInvalid too).
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := t.match(req)
 	if r == nil {
@@ -255,7 +258,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if req.Body != nil {
 				_ = req.Body.Close()
 			}
-			return nil, fmt.Errorf("%w: %s %s%s", ErrUnmatched, method(req), req.URL.Host, req.URL.Path)
+			return nil, fmt.Errorf("%w: %s %s%s", errUnmatched, method(req), req.URL.Host, req.URL.Path)
 		}
 		return t.next.RoundTrip(t.strip(req))
 	}
@@ -405,7 +408,7 @@ func method(req *http.Request) string {
 	return req.Method
 }
 
-// readBody returns a copy of req's body, at most MaxBody+1 bytes (nil when
+// readBody returns a copy of req's body, at most maxBody+1 bytes (nil when
 // it has none), and the request to send: req itself when its body can be
 // read again (GetBody), else a copy of req whose body gives back what was
 // read, then the rest. A body read whole becomes rewindable (GetBody), so
@@ -420,15 +423,15 @@ func readBody(req *http.Request) (*http.Request, []byte, error) {
 			return req, nil, err
 		}
 		defer rc.Close()
-		b, err := io.ReadAll(io.LimitReader(rc, MaxBody+1))
+		b, err := io.ReadAll(io.LimitReader(rc, maxBody+1))
 		return req, b, err
 	}
-	b, err := io.ReadAll(io.LimitReader(req.Body, MaxBody+1))
+	b, err := io.ReadAll(io.LimitReader(req.Body, maxBody+1))
 	if err != nil {
 		return req, nil, err
 	}
 	out := req.Clone(req.Context())
-	if len(b) > MaxBody {
+	if len(b) > maxBody {
 		out.Body = readCloser{io.MultiReader(bytes.NewReader(b), req.Body), req.Body}
 		return out, b, nil
 	}

@@ -25,7 +25,7 @@ var weight1 = limiter.Cost{"weight": 1}
 func TestUnmatchedPassesThrough(t *testing.T) {
 	_, lim := miniLimiter(t)
 	srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
-	c := &http.Client{Transport: middleware.NewTransport(nil, lim, middleware.Rule{Hosts: []string{"api.binance.com"}, Quota: exQuota, Cost: weight1})}
+	c := &http.Client{Transport: newTransport(t, nil, lim, middleware.Options{}, middleware.Rule{Hosts: []string{"api.binance.com"}, Quota: exQuota, Cost: weight1})}
 	resp, err := c.Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +35,7 @@ func TestUnmatchedPassesThrough(t *testing.T) {
 		t.Fatalf("limiter asked %+v, server hits %d", s, srv.hits.Load())
 	}
 	// With a default rule, the same request is charged.
-	c.Transport = middleware.NewTransportWithOptions(nil, lim, middleware.Options{Default: &middleware.Rule{Quota: exQuota, Cost: weight1}},
+	c.Transport = newTransport(t, nil, lim, middleware.Options{Default: &middleware.Rule{Quota: exQuota, Cost: weight1}},
 		middleware.Rule{Hosts: []string{"api.binance.com"}, Quota: exQuota, Cost: weight1})
 	resp, err = c.Get(srv.URL)
 	if err != nil {
@@ -50,7 +50,7 @@ func TestUnmatchedPassesThrough(t *testing.T) {
 func TestFailFast(t *testing.T) {
 	_, lim := miniLimiter(t)
 	srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
-	c := &http.Client{Transport: middleware.NewTransportWithOptions(nil, lim, middleware.Options{FailFast: true},
+	c := &http.Client{Transport: newTransport(t, nil, lim, middleware.Options{FailFast: true},
 		middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 100}})}
 	resp, err := c.Get(srv.URL)
 	if err != nil {
@@ -78,7 +78,7 @@ func TestFailFast(t *testing.T) {
 func TestClientTimeout(t *testing.T) {
 	_, lim := miniLimiter(t)
 	srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
-	c := &http.Client{Timeout: 5 * time.Second, Transport: middleware.NewTransport(nil, lim, middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 60}})}
+	c := &http.Client{Timeout: 5 * time.Second, Transport: newTransport(t, nil, lim, middleware.Options{}, middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 60}})}
 	resp, err := c.Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +97,7 @@ func TestClientTimeout(t *testing.T) {
 func TestCancelledAndRedisDown(t *testing.T) {
 	m, lim := miniLimiter(t)
 	srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
-	c := &http.Client{Transport: middleware.NewTransport(nil, lim, middleware.Rule{Quota: exQuota, Cost: weight1})}
+	c := &http.Client{Transport: newTransport(t, nil, lim, middleware.Options{}, middleware.Rule{Quota: exQuota, Cost: weight1})}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
@@ -122,7 +122,7 @@ func TestNoResendOfNonIdempotent(t *testing.T) {
 		w.WriteHeader(http.StatusTooManyRequests)
 		_, _ = io.WriteString(w, "slow down")
 	})
-	c := &http.Client{Transport: middleware.NewTransportWithOptions(nil, lim, middleware.Options{MaxRetries: 3},
+	c := &http.Client{Transport: newTransport(t, nil, lim, middleware.Options{MaxRetries: 3},
 		middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"orders": 1}})}
 	resp, err := c.Post(srv.URL+"/api/v3/order", "text/plain", strings.NewReader("buy"))
 	if err != nil {
@@ -152,7 +152,7 @@ func TestRetryAfterHold(t *testing.T) {
 			_, _ = io.WriteString(w, "slow down")
 		}
 	})
-	tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{MaxRetries: 2, RetryBackoff: time.Millisecond},
+	tr := newTransport(t, nil, lim, middleware.Options{MaxRetries: 2, RetryBackoff: time.Millisecond},
 		middleware.Rule{Quota: exQuota, Cost: weight1})
 	resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
 	if err != nil {
@@ -213,7 +213,7 @@ func (rc *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 func TestRetryRewindsAndDiscards(t *testing.T) {
 	_, lim := miniLimiter(t)
 	rc := &recorder{statuses: []int{http.StatusServiceUnavailable, http.StatusOK}}
-	tr := middleware.NewTransportWithOptions(rc, lim, middleware.Options{MaxRetries: 1, RetryBackoff: time.Millisecond},
+	tr := newTransport(t, rc, lim, middleware.Options{MaxRetries: 1, RetryBackoff: time.Millisecond},
 		middleware.Rule{Quota: exQuota, Cost: weight1})
 	req, _ := http.NewRequest(http.MethodPost, "http://ex.test/api/v3/order", bytes.NewReader([]byte("order-1")))
 	req.Header.Set("Idempotency-Key", "k1")
@@ -247,7 +247,7 @@ func TestRedirectChargesEachHop(t *testing.T) {
 			http.Redirect(w, r, "/new", http.StatusFound)
 		}
 	})
-	c := &http.Client{Transport: middleware.NewTransport(nil, lim, middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 3}})}
+	c := &http.Client{Transport: newTransport(t, nil, lim, middleware.Options{}, middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 3}})}
 	resp, err := c.Get(srv.URL + "/old")
 	if err != nil {
 		t.Fatal(err)
@@ -268,8 +268,8 @@ func TestHTTP2(t *testing.T) {
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	defer srv.Close()
-	c := &http.Client{Transport: middleware.NewTransport(srv.Client().Transport, lim, middleware.Rule{Quota: exQuota, Cost: weight1,
-		Usage: []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{"1M": "weight"}}}})}
+	c := &http.Client{Transport: newTransport(t, srv.Client().Transport, lim, middleware.Options{}, middleware.Rule{Quota: exQuota, Cost: weight1,
+		Usage: []middleware.UsageParser{exchanges.BinanceUsage(map[string]string{"1M": "weight"}, nil)}})}
 	resp, err := c.Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -309,7 +309,7 @@ func TestNeverSentDuringHold(t *testing.T) {
 			heldAtServer.Add(1)
 		}
 	})
-	tr := middleware.NewTransport(nil, lim, middleware.Rule{Quota: exQuota, Cost: weight1})
+	tr := newTransport(t, nil, lim, middleware.Options{}, middleware.Rule{Quota: exQuota, Cost: weight1})
 
 	holds.Store(6)
 	if _, err := other.Hold(ctx, exQuota, 50*time.Millisecond, ""); err != nil { // the first turn is booked ahead
@@ -362,7 +362,7 @@ func TestRetryBackoffHonoursHold(t *testing.T) {
 	srv := newServer(t, func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable) // no Retry-After: no hold of its own
 	})
-	tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{MaxRetries: 1, RetryBackoff: 20 * time.Millisecond},
+	tr := newTransport(t, nil, lim, middleware.Options{MaxRetries: 1, RetryBackoff: 20 * time.Millisecond},
 		middleware.Rule{Quota: exQuota, Cost: weight1})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -386,7 +386,7 @@ func TestRetryNilBody(t *testing.T) {
 		sent.Add(1)
 		return &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{"Retry-After": {"0"}}}, nil
 	})
-	tr := middleware.NewTransportWithOptions(next, lim, middleware.Options{MaxRetries: 1, RetryBackoff: time.Millisecond},
+	tr := newTransport(t, next, lim, middleware.Options{MaxRetries: 1, RetryBackoff: time.Millisecond},
 		middleware.Rule{Quota: exQuota, Cost: weight1})
 	req, _ := http.NewRequest(http.MethodGet, "http://example.invalid/", nil)
 	resp, err := tr.RoundTrip(req)
@@ -416,7 +416,7 @@ func TestWindowGuardRedisClock(t *testing.T) {
 			minute := time.Date(2025, 1, 15, 12, 1, 0, 0, time.UTC)
 			lim, freeze := runningMini(t, minute.Add(-100*time.Millisecond))
 			srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
-			tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{WindowGuard: 250 * time.Millisecond, FailFast: failFast},
+			tr := newTransport(t, nil, lim, middleware.Options{WindowGuard: 250 * time.Millisecond, FailFast: failFast},
 				middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 10}})
 			resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
 			if failFast {
@@ -460,8 +460,8 @@ func TestSyncRedisWindow(t *testing.T) {
 				w.Header().Set("Date", minute.Format(http.TimeFormat))
 				w.Header().Set("X-MBX-USED-WEIGHT-1M", "50")
 			})
-			tr := middleware.NewTransport(nil, lim, middleware.Rule{Quota: exQuota, Cost: weight1,
-				Usage: []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{"1m": "weight"}}}})
+			tr := newTransport(t, nil, lim, middleware.Options{}, middleware.Rule{Quota: exQuota, Cost: weight1,
+				Usage: []middleware.UsageParser{exchanges.BinanceUsage(map[string]string{"1m": "weight"}, nil)}})
 			resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
 			if err != nil {
 				t.Fatal(err)

@@ -3,8 +3,10 @@ package middleware
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/redquota/redquota/limiter"
@@ -62,15 +64,21 @@ func (a *Answer) limit(name string) (limiter.Limit, bool) {
 }
 
 // UsageParser learns from an answer what the server has counted and what it
-// asks us to hold. A parser returns what it could read together with an error
-// wrapping ErrBadHeader for what it could not; the Transport uses the former
-// and reports the latter to Options.OnError.
-type UsageParser interface {
-	ParseUsage(a *Answer) ([]Usage, error)
+// asks us to hold: IETFUsage, XRateLimit, the exchanges' parsers, or your
+// own, UsageParser{Parse: f}.
+type UsageParser struct {
+	// Parse returns what it could read of a, together with an error wrapping
+	// ErrBadHeader for what it could not; the Transport uses the former and
+	// reports the latter to Options.OnError. A parser without Parse makes its
+	// rule invalid.
+	Parse func(a *Answer) ([]Usage, error)
+	// limits are the limits of the rule's quota the parser names, checked
+	// when the Transport is built (a rule with Charges is not checked).
+	limits []string
 }
 
-func knownLimits(q limiter.Quota, m map[string]string) error {
-	for _, name := range m {
+func knownLimits(q limiter.Quota, names []string) error {
+	for _, name := range names {
 		if _, ok := findLimit(q, name); !ok {
 			return fmt.Errorf("%w: %q is not a limit of quota %q", limiter.ErrInvalid, name, q.Name)
 		}
@@ -78,7 +86,7 @@ func knownLimits(q limiter.Quota, m map[string]string) error {
 	return nil
 }
 
-// IETFUsage reads the RateLimit and RateLimit-Policy fields of
+// IETFUsage returns the parser of the RateLimit and RateLimit-Policy fields of
 // draft-ietf-httpapi-ratelimit-headers (Structured Field Lists), e.g.
 //
 //	RateLimit-Policy: "default";q=100;w=60
@@ -89,17 +97,22 @@ func knownLimits(q limiter.Quota, m map[string]string) error {
 // limit's maximum (Burst, or Rate). When r is 0 and t is positive, the quota is held for t
 // seconds. A field that is not a valid Structured Field List is ignored as a
 // whole (as RFC 9651 requires) and reported; so is a member without a valid
-// non-negative integer r or q. Policies not mapped are ignored.
-type IETFUsage struct {
-	// Policies maps a policy name (the member's String or Token) to the name
-	// of a limit of the rule's quota.
-	Policies map[string]string
+// non-negative integer r or q. policies maps a policy name (the member's
+// String or Token) to the name of a limit of the rule's quota; policies not
+// mapped are ignored.
+func IETFUsage(policies map[string]string) UsageParser {
+	u := ietfUsage{Policies: maps.Clone(policies)}
+	p := UsageParser{Parse: u.parse}
+	for _, l := range u.Policies {
+		p.limits = append(p.limits, l)
+	}
+	slices.Sort(p.limits) // the first unknown one named is then always the same
+	return p
 }
 
-func (u IETFUsage) validate(q limiter.Quota) error { return knownLimits(q, u.Policies) }
+type ietfUsage struct{ Policies map[string]string }
 
-// ParseUsage implements UsageParser.
-func (u IETFUsage) ParseUsage(a *Answer) ([]Usage, error) {
+func (u ietfUsage) parse(a *Answer) ([]Usage, error) {
 	h := a.Header
 	lines := h.Values("RateLimit")
 	if len(lines) == 0 {
@@ -171,8 +184,8 @@ func nonNegInt(it sfItem, key string) (int64, bool) {
 	return n, ok && n >= 0
 }
 
-// XRateLimit reads the de facto X-RateLimit-Remaining, X-RateLimit-Limit and
-// X-RateLimit-Reset headers into one limit of the rule's quota. The server has
+// XRateLimit returns the parser of the de facto X-RateLimit-Remaining, X-RateLimit-Limit and
+// X-RateLimit-Reset headers into limit, a limit of the rule's quota. The server has
 // used Limit − Remaining units, Limit being X-RateLimit-Limit or, without it,
 // the limit's maximum (Burst, or Rate). When Remaining is 0, the quota is held until
 // X-RateLimit-Reset: a number of seconds, or a Unix time in seconds when it is
@@ -181,20 +194,16 @@ func nonNegInt(it sfItem, key string) (int64, bool) {
 // A value that is not a non-negative decimal integer is ignored and reported;
 // a valid value too large for an int is taken as the largest int (a huge
 // Remaining therefore means nothing is used).
-type XRateLimit struct {
-	// Limit names the limit of the rule's quota the headers describe.
-	Limit string
+func XRateLimit(limit string) UsageParser {
+	return UsageParser{Parse: xRateLimit{Limit: limit}.parse, limits: []string{limit}}
 }
 
-func (x XRateLimit) validate(q limiter.Quota) error {
-	return knownLimits(q, map[string]string{"": x.Limit})
-}
+type xRateLimit struct{ Limit string }
 
 // unixThreshold is the X-RateLimit-Reset value from which it is read as a Unix time.
 const unixThreshold = 1_000_000_000
 
-// ParseUsage implements UsageParser.
-func (x XRateLimit) ParseUsage(a *Answer) ([]Usage, error) {
+func (x xRateLimit) parse(a *Answer) ([]Usage, error) {
 	h := a.Header
 	rv := h.Get("X-RateLimit-Remaining")
 	if rv == "" {

@@ -1,9 +1,3 @@
-// Package telemetry holds redquota's OpenTelemetry plumbing: the providers each
-// package takes through its Options, and a helper that instruments a go-redis
-// client with redisotel so that redis command spans nest under redquota's own.
-//
-// With nothing configured, the global providers are used; when those are not
-// set either, every span and metric is a no-op (see BENCHMARKS.md for its cost).
 package telemetry
 
 import (
@@ -34,24 +28,6 @@ type Providers struct {
 	// recording parent, as redquota's own spans do, so untraced decisions
 	// cost no trace volume.
 	UnparentedClientSpans bool
-}
-
-// Tracer returns the redquota tracer of p's tracer provider.
-func (p Providers) Tracer() trace.Tracer {
-	tp := p.TracerProvider
-	if tp == nil {
-		tp = otel.GetTracerProvider()
-	}
-	return tp.Tracer(ScopeName)
-}
-
-// Meter returns the redquota meter of p's meter provider.
-func (p Providers) Meter() metric.Meter {
-	mp := p.MeterProvider
-	if mp == nil {
-		mp = otel.GetMeterProvider()
-	}
-	return mp.Meter(ScopeName)
 }
 
 // InstrumentClient adds redisotel tracing and metrics to a go-redis client

@@ -1,35 +1,3 @@
-// Package wsguard keeps a fleet's WebSocket connections inside an exchange's
-// limits, with the limits kept in Redis by package limiter, whatever the
-// WebSocket library: it sees a connection only through Socket (package
-// wsguard/wscoder adapts github.com/coder/websocket).
-//
-// A Guard charges, in every process that shares the limiter's Redis:
-//
-//   - each connection attempt to Options.Connect, fleet-wide (Binance: 300
-//     connections per 5 minutes per IP, and 2 weight for a WebSocket API
-//     connection). Dial and Redial book the attempt's turn and sleep until it
-//     with limiter.Reservation.Wait, which books again past any hold placed
-//     meanwhile: no attempt is made during a hold. Redial waits a random
-//     jitter first, so a fleet whose connections all dropped does not
-//     reconnect in one instant, and the quota bounds the storm.
-//   - each message sent (Conn.Send, Conn.Subscribe) to a local limiter of its
-//     connection (golang.org/x/time/rate: a connection lives in one process)
-//     and, for a request Options.Charges prices (a WebSocket API request),
-//     to the same quotas REST requests are charged to, through the same
-//     limiter.Quota values: one state in Redis for both channels.
-//
-// The exchange's refusals (an error frame with retryAfter, a close code) are
-// read by Options.Refusals from every message and close Conn.Read sees, and
-// become holds (limiter.Limiter.Hold) on the quota they name, in every
-// process; a handshake answered 429 or 418 (a DialFunc's HandshakeError)
-// holds Options.Connect's quotas for its Retry-After. The guard computes no
-// window and no hold of its own: the limiter decides when an attempt or a
-// message may go, on Redis's clock.
-//
-// Subscribe checks a connection's stream count against Options.MaxStreams
-// (Binance: 1024 streams per connection) before anything is sent.
-// Package exchanges builds Options for Binance (BinanceWebSocket), Bybit
-// (BybitWebSocket) and OKX (OKXWebSocket).
 package wsguard
 
 import (
@@ -60,9 +28,6 @@ type Socket interface {
 	Close(code int, reason string) error
 }
 
-// DialFunc opens a connection: one attempt, which the guard has charged.
-type DialFunc func(ctx context.Context) (Socket, error)
-
 // CloseError is the close frame that ended a connection, as a Socket's Read
 // reports it (errors.As).
 type CloseError struct {
@@ -80,7 +45,7 @@ func (e *CloseError) Error() string {
 
 // HandshakeError is a connection attempt the server answered with an HTTP
 // status instead of switching protocols (a 429 for too many connection
-// attempts), as a DialFunc reports it (errors.As; wscoder.Dial does).
+// attempts), as a dial function reports it (errors.As; wscoder.Dial does).
 type HandshakeError struct {
 	// StatusCode is the answer's HTTP status.
 	StatusCode int
@@ -126,22 +91,21 @@ type Refusal struct {
 	Hold time.Duration
 }
 
-// Errors callers can branch on with errors.Is.
-var (
-	// ErrTooManyStreams: a Subscribe that would take the connection past
-	// Options.MaxStreams. Nothing was sent.
-	ErrTooManyStreams = errors.New("wsguard: too many streams on one connection")
-	// ErrInvalidOptions: options the guard cannot use (a negative figure, a
-	// quota the limiter refuses).
-	ErrInvalidOptions = errors.New("wsguard: invalid options")
-)
+// ErrInvalid is wrapped by every error of bad input, whose message says
+// which: options the guard cannot use (a negative figure, a quota the
+// limiter refuses), or a Subscribe that would take the connection past
+// Options.MaxStreams (nothing was sent).
+var ErrInvalid = errors.New("wsguard: invalid")
+
+// errTooManyStreams is ErrInvalid for a Subscribe past Options.MaxStreams.
+var errTooManyStreams = fmt.Errorf("%w: too many streams on one connection", ErrInvalid)
 
 // Defaults of Options.
 const (
-	// DefaultJitter bounds the random wait before a Redial's first attempt.
-	DefaultJitter = time.Second
-	// DefaultFallbackHold is the hold of a Refusal without Hold.
-	DefaultFallbackHold = time.Second
+	// defaultJitter bounds the random wait before a Redial's first attempt.
+	defaultJitter = time.Second
+	// defaultFallbackHold is the hold of a Refusal without Hold.
+	defaultFallbackHold = time.Second
 	// maxPending bounds the requests a connection remembers for refusals
 	// naming them.
 	maxPending = 4096
@@ -174,10 +138,9 @@ type Options struct {
 	Refusals func(Signal) []Refusal
 	// Jitter bounds the random wait before each attempt of Redial: the first
 	// waits up to Jitter, each failed one doubles the bound, up to 32×Jitter.
-	// Default DefaultJitter; negative for none.
+	// Default 1 s; negative for none.
 	Jitter time.Duration
-	// FallbackHold is the hold of a Refusal without Hold. Default
-	// DefaultFallbackHold.
+	// FallbackHold is the hold of a Refusal without Hold. Default 1 s.
 	FallbackHold time.Duration
 	// MaxHold caps every hold, so that an absurd retryAfter cannot stop the
 	// fleet for long. Default and upper bound a week (the longest hold limiter.Hold accepts).
@@ -199,32 +162,32 @@ type Guard struct {
 }
 
 // New returns a Guard charging lim. Options that cannot be used are an error
-// wrapping ErrInvalidOptions.
+// wrapping ErrInvalid.
 func New(lim *limiter.Limiter, opts Options) (*Guard, error) {
 	if lim == nil {
-		return nil, fmt.Errorf("%w: nil limiter", ErrInvalidOptions)
+		return nil, fmt.Errorf("%w: nil limiter", ErrInvalid)
 	}
 	if opts.Name == "" {
 		opts.Name = "wsguard"
 	}
 	if opts.MessageRate < 0 || opts.MessageBurst < 0 || opts.MaxStreams < 0 || opts.FallbackHold < 0 || opts.MaxHold < 0 {
-		return nil, fmt.Errorf("%w: negative figure", ErrInvalidOptions)
+		return nil, fmt.Errorf("%w: negative figure", ErrInvalid)
 	}
 	if opts.MessageBurst == 0 {
 		opts.MessageBurst = 1
 	}
 	if opts.Jitter == 0 {
-		opts.Jitter = DefaultJitter
+		opts.Jitter = defaultJitter
 	}
 	if opts.FallbackHold == 0 {
-		opts.FallbackHold = DefaultFallbackHold
+		opts.FallbackHold = defaultFallbackHold
 	}
 	if opts.MaxHold == 0 || opts.MaxHold > bound.Hold {
 		opts.MaxHold = bound.Hold
 	}
 	for _, c := range opts.Connect {
 		if err := c.Quota.Validate(); err != nil {
-			return nil, fmt.Errorf("%w: connect quota: %w", ErrInvalidOptions, err)
+			return nil, fmt.Errorf("%w: connect quota: %w", ErrInvalid, err)
 		}
 	}
 	return &Guard{lim: lim, opts: opts, tel: newGuardTel(opts.Telemetry, opts.Name)}, nil
@@ -234,7 +197,7 @@ func New(lim *limiter.Limiter, opts Options) (*Guard, error) {
 // called by several goroutines; Read by one at a time.
 type Conn struct {
 	g    *Guard
-	dial DialFunc
+	dial func(context.Context) (Socket, error)
 	msgs *rate.Limiter // nil: no local limit
 
 	mu      sync.Mutex
@@ -249,7 +212,7 @@ type Conn struct {
 // dial. The attempt stays charged when dial fails: exchanges count attempts.
 // It returns without dialling when ctx ends first or the turn would come after
 // ctx's deadline (an error wrapping limiter.ErrWouldExceedDeadline).
-func (g *Guard) Dial(ctx context.Context, dial DialFunc) (*Conn, error) {
+func (g *Guard) Dial(ctx context.Context, dial func(context.Context) (Socket, error)) (*Conn, error) {
 	c := &Conn{g: g, dial: dial, pending: map[string][]limiter.Charge{}}
 	if g.opts.MessageRate > 0 {
 		c.msgs = rate.NewLimiter(g.opts.MessageRate, g.opts.MessageBurst)
@@ -295,7 +258,7 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 
 // attempt makes one charged connection attempt; dialed reports that the
 // turn came and dial was called.
-func (g *Guard) attempt(ctx context.Context, dial DialFunc) (_ Socket, dialed bool, _ error) {
+func (g *Guard) attempt(ctx context.Context, dial func(context.Context) (Socket, error)) (_ Socket, dialed bool, _ error) {
 	ctx, end := g.tel.start(ctx, spanDial)
 	start := time.Now()
 	err := g.acquire(ctx, g.opts.Connect)
@@ -449,17 +412,27 @@ func (c *Conn) remember(id string, cs []limiter.Charge) {
 
 // Subscribe sends msg (a subscribe request; nil sends nothing, for streams
 // named in the connection's URL) and counts n more streams on the
-// connection. It fails with ErrTooManyStreams, sending nothing, when the
-// connection would hold more than Options.MaxStreams.
+// connection. It fails with an error wrapping ErrInvalid, sending nothing,
+// when the connection would hold more than Options.MaxStreams. A negative n
+// unsubscribes: msg (an unsubscribe request) is sent first, then the
+// connection counts -n fewer streams, never below 0.
 func (c *Conn) Subscribe(ctx context.Context, msg []byte, n int) error {
 	if n < 0 {
-		return fmt.Errorf("%w: negative stream count", ErrInvalidOptions)
+		if msg != nil {
+			if err := c.Send(ctx, msg); err != nil {
+				return err
+			}
+		}
+		c.mu.Lock()
+		c.streams = max(c.streams+n, 0)
+		c.mu.Unlock()
+		return nil
 	}
 	c.mu.Lock()
 	if max := c.g.opts.MaxStreams; max > 0 && c.streams+n > max {
 		have := c.streams
 		c.mu.Unlock()
-		return fmt.Errorf("%w: %d + %d > %d", ErrTooManyStreams, have, n, max)
+		return fmt.Errorf("%w: %d + %d > %d", errTooManyStreams, have, n, max)
 	}
 	c.streams += n // claimed now, so that concurrent Subscribes cannot pass the cap together
 	c.mu.Unlock()
@@ -473,26 +446,6 @@ func (c *Conn) Subscribe(ctx context.Context, msg []byte, n int) error {
 		return err
 	}
 	return nil
-}
-
-// Unsubscribe sends msg (nil sends nothing) and counts n fewer streams.
-func (c *Conn) Unsubscribe(ctx context.Context, msg []byte, n int) error {
-	if msg != nil {
-		if err := c.Send(ctx, msg); err != nil {
-			return err
-		}
-	}
-	c.mu.Lock()
-	c.streams = max(c.streams-n, 0)
-	c.mu.Unlock()
-	return nil
-}
-
-// Streams returns how many streams the connection counts.
-func (c *Conn) Streams() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.streams
 }
 
 // Read returns the next message received. Before returning it, and before

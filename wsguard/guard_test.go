@@ -25,7 +25,7 @@ func newMiniGuard(t *testing.T, opts wsguard.Options) (*wsguard.Guard, *limiter.
 	return g, lim
 }
 
-func dialer(s *fakeSocket) wsguard.DialFunc {
+func dialer(s *fakeSocket) func(context.Context) (wsguard.Socket, error) {
 	return func(context.Context) (wsguard.Socket, error) { return s, nil }
 }
 
@@ -43,8 +43,8 @@ func TestSubscribeStreamCap(t *testing.T) {
 	if err := c.Subscribe(ctx, nil, 1000); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Subscribe(ctx, []byte(`{"method":"SUBSCRIBE"}`), 25); !errors.Is(err, wsguard.ErrTooManyStreams) {
-		t.Fatalf("1025th stream: %v, want ErrTooManyStreams", err)
+	if err := c.Subscribe(ctx, []byte(`{"method":"SUBSCRIBE"}`), 25); !errors.Is(err, wsguard.ErrInvalid) {
+		t.Fatalf("1025th stream: %v, want ErrInvalid (too many streams)", err)
 	}
 	if out, _ := s.written(); len(out) != 0 {
 		t.Fatalf("a refused subscribe sent %d messages", len(out))
@@ -52,11 +52,11 @@ func TestSubscribeStreamCap(t *testing.T) {
 	if err := c.Subscribe(ctx, []byte(`{"method":"SUBSCRIBE"}`), 24); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Unsubscribe(ctx, []byte(`{"method":"UNSUBSCRIBE"}`), 4); err != nil {
+	if err := c.Subscribe(ctx, []byte(`{"method":"UNSUBSCRIBE"}`), -4); err != nil {
 		t.Fatal(err)
 	}
-	if out, _ := s.written(); len(out) != 2 || c.Streams() != 1020 {
-		t.Fatalf("sent %d, streams %d; want 2 and 1020", len(out), c.Streams())
+	if out, _ := s.written(); len(out) != 2 || wsguard.Streams(c) != 1020 {
+		t.Fatalf("sent %d, streams %d; want 2 and 1020", len(out), wsguard.Streams(c))
 	}
 }
 
@@ -241,8 +241,8 @@ func TestRedialChargesEachAttempt(t *testing.T) {
 	if err := c.Redial(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if dials != 4 || c.Streams() != 0 {
-		t.Fatalf("%d dials, %d streams; want 4 (one Dial, two failures, one success) and 0", dials, c.Streams())
+	if dials != 4 || wsguard.Streams(c) != 0 {
+		t.Fatalf("%d dials, %d streams; want 4 (one Dial, two failures, one success) and 0", dials, wsguard.Streams(c))
 	}
 	res, err := lim.Allow(ctx, limiter.Charge{Quota: conn, Cost: limiter.Cost{"c": 1}})
 	if err != nil {

@@ -62,8 +62,8 @@ type guardTel struct {
 }
 
 func newGuardTel(p telemetry.Providers, name string) *guardTel {
-	m := p.Meter()
-	t := &guardTel{tracer: p.Tracer(), name: name}
+	m := otelx.Meter(p)
+	t := &guardTel{tracer: otelx.Tracer(p), name: name}
 	t.ops = otelx.Counter(m, metricOps, "{operation}",
 		"WebSocket connection attempts and messages sent through a guard, by result")
 	t.wait = otelx.Histogram(m, metricWait, "s",
@@ -137,5 +137,5 @@ var errorClasses = []otelx.Class{
 	otelx.Canceled,
 	otelx.Deadline,
 	{Err: limiter.ErrUnavailable, Name: "limiter_unavailable"},
-	{Err: ErrTooManyStreams, Name: "too_many_streams"},
+	{Err: errTooManyStreams, Name: "too_many_streams"},
 }

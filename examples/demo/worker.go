@@ -75,8 +75,9 @@ func newWorker(id int, env *exampleenv.Env, prefix string, ex *fakeexchange.Exch
 	}
 	lim := limiter.New(w.limRDB, limiter.Options{Prefix: prefix, Telemetry: p})
 	q := binanceQuota(ex)
-	usage := []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{ex.Interval(): "weight"}}}
-	w.tr = middleware.NewTransportWithOptions(&http.Transport{MaxIdleConnsPerHost: 16}, lim,
+	usage := []middleware.UsageParser{exchanges.BinanceUsage(map[string]string{ex.Interval(): "weight"}, nil)}
+	var err error
+	w.tr, err = middleware.NewTransport(&http.Transport{MaxIdleConnsPerHost: 16}, lim,
 		middleware.Options{
 			// A request granted in a window's last 100 ms may reach the exchange in
 			// the next window: charge it there instead.
@@ -98,6 +99,11 @@ func newWorker(id int, env *exampleenv.Env, prefix string, ex *fakeexchange.Exch
 			Cost: limiter.Cost{"weight": fakeexchange.TickerWeight}},
 		middleware.Rule{PathPrefix: "/api/", Quota: q, Usage: usage, Cost: limiter.Cost{"weight": 1}},
 	)
+	if err != nil {
+		_ = w.limRDB.Close()
+		_ = w.cacheRDB.Close()
+		return nil, err
+	}
 	w.http = &http.Client{Transport: w.tr}
 	mo := marketTTLs
 	mo.Telemetry = p

@@ -72,8 +72,8 @@ func newClient(env *exampleenv.Env, prefix string, ex *fakeexchange.Exchange, p 
 		{Name: "weight", Limit: limiter.Limit{Rate: ex.Limit(), Period: ex.Window(), Algorithm: limiter.FixedWindow}},
 	}}
 	// Learn the exchange's own count from X-MBX-USED-WEIGHT-1S.
-	usage := []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{ex.Interval(): "weight"}}}
-	tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{WindowGuard: 100 * time.Millisecond, Telemetry: p},
+	usage := []middleware.UsageParser{exchanges.BinanceUsage(map[string]string{ex.Interval(): "weight"}, nil)}
+	tr, err := middleware.NewTransport(nil, lim, middleware.Options{WindowGuard: 100 * time.Millisecond, Telemetry: p},
 		middleware.Rule{Method: http.MethodGet, PathPrefix: "/api/v3/ticker/24hr", Quota: weight, Usage: usage,
 			Cost: limiter.Cost{"weight": fakeexchange.TickerWeight}},
 		middleware.Rule{Method: http.MethodGet, PathPrefix: "/api/v3/depth", Quota: weight, Usage: usage,
@@ -86,6 +86,10 @@ func newClient(env *exampleenv.Env, prefix string, ex *fakeexchange.Exchange, p 
 			}},
 		middleware.Rule{PathPrefix: "/api/", Quota: weight, Usage: usage, Cost: limiter.Cost{"weight": 1}},
 	)
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
 	return &client{base: ex.URL(), http: &http.Client{Transport: tr, Timeout: 10 * time.Second}, tr: tr, rdb: rdb}, nil
 }
 

@@ -95,12 +95,12 @@ func TestScrape(t *testing.T) {
 			return limiter.Quota{Name: name, Limits: []limiter.NamedLimit{{Name: "weight",
 				Limit: limiter.Limit{Rate: 1200, Period: time.Minute, Burst: 1200, Algorithm: limiter.FixedWindow}}}}
 		}
-		usage := []middleware.UsageParser{exchanges.BinanceUsage{Weight: map[string]string{"1m": "weight"}}}
-		tr := middleware.NewTransportWithOptions(nil, lim, middleware.Options{FailFast: true, Telemetry: providers},
+		usage := []middleware.UsageParser{exchanges.BinanceUsage(map[string]string{"1m": "weight"}, nil)}
+		tr, err := middleware.NewTransport(nil, lim, middleware.Options{FailFast: true, Telemetry: providers},
 			middleware.Rule{PathPrefix: "/spot/", Quota: weight("spot"), Cost: limiter.Cost{"weight": 1}, Usage: usage},
 			middleware.Rule{PathPrefix: "/ban/", Quota: weight("ban"), Cost: limiter.Cost{"weight": 1}},
 		)
-		require.NoError(t, tr.Err())
+		require.NoError(t, err)
 		client := &http.Client{Transport: tr}
 		for _, c := range []struct {
 			path   string
@@ -120,8 +120,8 @@ func TestScrape(t *testing.T) {
 
 		// Server side: a Handler allowing one client 1 request a minute, asked twice.
 		api := limiter.Quota{Name: "api", Limits: []limiter.NamedLimit{{Name: "rps", Limit: limiter.PerMinute(1)}}}
-		hnd := middleware.HandlerWithOptions(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), lim,
-			func(*http.Request) (string, error) { return "client", nil }, api, middleware.Options{Telemetry: providers})
+		hnd := middleware.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), lim,
+			func(*http.Request) (string, error) { return "client", nil }, api, providers)
 		for _, code := range []int{200, 429} {
 			rec := httptest.NewRecorder()
 			hnd.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))

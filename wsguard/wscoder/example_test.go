@@ -63,11 +63,12 @@ func Example() {
 		panic(err)
 	}
 	answer, _ := c.Read(ctx)
-	fmt.Println(string(answer), "streams:", c.Streams())
+	fmt.Println(string(answer))
 
+	// 1 + 1024 streams would pass MaxStreams: refused, nothing sent.
 	err = c.Subscribe(ctx, []byte(`{"method":"SUBSCRIBE","params":[...],"id":2}`), 1024)
-	fmt.Println(errors.Is(err, wsguard.ErrTooManyStreams))
+	fmt.Println(errors.Is(err, wsguard.ErrInvalid))
 	// Output:
-	// {"result":null,"id":1} streams: 1
+	// {"result":null,"id":1}
 	// true
 }

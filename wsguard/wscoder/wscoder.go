@@ -13,12 +13,12 @@ import (
 	"github.com/redquota/redquota/wsguard"
 )
 
-// Dial returns a wsguard.DialFunc that opens url with opts (nil for the
+// Dial returns a dial function for wsguard.Guard.Dial that opens url with opts (nil for the
 // defaults), for wsguard.Guard.Dial. A handshake the server answers with an
 // HTTP status other than 101 fails with an error wrapping a
 // *wsguard.HandshakeError, which the guard learns from (a 429 holds the
 // connection quota).
-func Dial(url string, opts *websocket.DialOptions) wsguard.DialFunc {
+func Dial(url string, opts *websocket.DialOptions) func(context.Context) (wsguard.Socket, error) {
 	return func(ctx context.Context) (wsguard.Socket, error) {
 		c, resp, err := websocket.Dial(ctx, url, opts)
 		if err != nil {
