@@ -27,8 +27,8 @@ if t - now > maxWait then return quota_denied(Q, now, t, by) end
 local out = {1, t - now, 0, t, 0}
 quota_charge(Q, t, t, now, maxWait > 0, out)
 local windowed = false
-for i, lim in ipairs(Q.limits) do
-  if lim.algo >= 3 then
+for i = 1, Q.n do
+  if Q.limits[i].algo >= 3 then
     windowed = true
     out[6 + 8 * (i - 1) + 1] = 0 -- reset: the caller's
   end

@@ -15,7 +15,8 @@
 
 -- quota_left adds each limit's remaining and reset at now, charging nothing.
 local function quota_left(Q, now, out)
-  for _, lim in ipairs(Q.limits) do
+  for i = 1, Q.n do
+    local lim = Q.limits[i]
     local s, p, m, rem, reset = lim.state, lim.period, lim.max, lim.max, 0
     if lim.algo == 1 then
       rem, reset = gcra_left(s.tat, now, m, lim.interval)
@@ -42,7 +43,8 @@ end
 -- from t to leaseEnd) and adds its values; booking says whether to add the
 -- booking's (else they are 0).
 local function quota_charge(Q, t, leaseEnd, now, booking, out)
-  for _, lim in ipairs(Q.limits) do
+  for i = 1, Q.n do
+    local lim = Q.limits[i]
     local s, p, m, c = lim.state, lim.period, lim.max, lim.cost
     local at = #out
     local rem, reset, id, mark
@@ -85,7 +87,8 @@ end
 -- cannot hold a charge in the future without breaking first come first served.
 local function quota_lease_end(Q, t, lease)
   local ends = t + lease
-  for _, lim in ipairs(Q.limits) do
+  for i = 1, Q.n do
+    local lim = Q.limits[i]
     if lim.algo == 2 then
       ends = t
     elseif lim.algo ~= 1 then

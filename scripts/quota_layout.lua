@@ -27,9 +27,11 @@ local function quota_layout()
   local hs, listed = string.match(ARGV[2] or '', '^(%d+)(.*)$')
   local h = tonumber(hs)
   local outside, listedCount = {}, 0
-  for i in string.gmatch(listed or '', '%d+') do
-    listedCount = listedCount + 1
-    outside[tonumber(i)] = listedCount
+  if listed and listed ~= '' then
+    for i in string.gmatch(listed, '%d+') do
+      listedCount = listedCount + 1
+      outside[tonumber(i)] = listedCount
+    end
   end
   local n = #KEYS - 1 - (h or 0) - listedCount
   if not h or h < 1 or n < 0 or #ARGV < 3 + 6 * n then
@@ -82,7 +84,8 @@ end
 local function quota_read(Q, now)
   local names, at = {KEYS[1]}, {}
   for j = 1, Q.h do names[#names + 1] = Q.holdKeys[j] end
-  for i, lim in ipairs(Q.limits) do
+  for i = 1, Q.n do
+    local lim = Q.limits[i]
     if lim.algo ~= 2 then
       names[#names + 1] = lim.key
       at[i] = #names
@@ -99,7 +102,8 @@ local function quota_read(Q, now)
     local v = tonumber(values[1 + j] or '0') or 0
     if v > S.hold then S.hold, S.holdOf = v, j end
   end
-  for i, lim in ipairs(Q.limits) do
+  for i = 1, Q.n do
+    local lim = Q.limits[i]
     if lim.algo == 1 then
       local tat, floor = gcra_read(values[at[i]])
       if not tat then return nil, 'limit ' .. i .. ': unreadable state' end

@@ -41,8 +41,7 @@ end
 -- (nil: s's); it returns the new stamp.
 local function window_write(k, L, P, pp, c, s, ends, now, floor)
   local stamp, kept = next_stamp(s.stamp, s.floor, now)
-  local v = digits(L) .. ' ' .. digits(P) .. ' ' .. digits(pp) .. ' ' .. digits(c)
-  v = v .. ' ' .. digits(stamp) .. ' ' .. digits(floor or kept)
+  local v = string.format('%d %d %d %d %d %d', L, P, pp, c, stamp, floor or kept)
   if ends then redis.call('SET', k, v, 'PX', ttl_ms(ends, now)) else redis.call('SET', k, v, 'KEEPTTL') end
   return stamp
 end
