@@ -24,7 +24,7 @@ if S.replay then return S.replay end
 
 local t, by = quota_time(Q, S, now)
 if t - now > maxWait then return quota_denied(Q, now, t, by) end
-local out = {1, t - now, 0, t, 0}
+local out = quota_reply(Q, 1, t - now, 0, t, 0)
 quota_charge(Q, t, t, now, maxWait > 0, out)
 local windowed = false
 for i = 1, Q.n do

@@ -23,7 +23,7 @@ if S.replay then return S.replay end
 local t, by = quota_time(Q, S, now)
 if t > now then return quota_denied(Q, now, t, by) end
 local ends = quota_lease_end(Q, t, lease)
-local out = {1, 0, 0, 0, ends - t}
+local out = quota_reply(Q, 1, 0, 0, 0, ends - t)
 quota_charge(Q, t, ends, now, false, out)
 quota_remember(Q, out)
 return out

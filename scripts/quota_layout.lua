@@ -42,15 +42,19 @@ local function quota_layout()
   for j = 1, h do Q.holdKeys[j] = KEYS[1 + j] end
   for i = 1, n do
     local a = 4 + 6 * (i - 1)
+    -- The algorithm by string comparison (interned: no number parsing), and
+    -- only the arguments it reads: the interval is GCRA's, the guard a fixed
+    -- window's (each tonumber is a strtod).
+    local name = ARGV[a]
+    local algo = name == '1' and 1 or name == '2' and 2 or name == '3' and 3 or name == '4' and 4 or nil
     -- Every field in the constructor: a Lua table grown field by field rehashes.
-    local lim = {key = KEYS[1 + h + i], algo = tonumber(ARGV[a]), period = tonumber(ARGV[a + 1]),
-      max = tonumber(ARGV[a + 2]), interval = tonumber(ARGV[a + 3]), cost = tonumber(ARGV[a + 4]),
-      guard = tonumber(ARGV[a + 5]), outsideKey = false, outsideAt = false, outside = false, state = false}
-    if not (lim.algo and lim.cost and lim.max and lim.period and lim.interval and lim.guard) or lim.algo < 1 or lim.algo > 4
+    local lim = {key = KEYS[1 + h + i], algo = algo, period = tonumber(ARGV[a + 1]), max = tonumber(ARGV[a + 2]),
+      interval = algo == 1 and tonumber(ARGV[a + 3]) or 1, cost = tonumber(ARGV[a + 4]),
+      guard = algo == 4 and tonumber(ARGV[a + 5]) or 0, outsideKey = false, outsideAt = false, outside = false, state = false}
+    if not (algo and lim.cost and lim.max and lim.period and lim.interval and lim.guard)
       or lim.cost < 1 or lim.cost > lim.max or lim.period < 1 or lim.interval < 1 or lim.guard < 0 or lim.guard >= lim.period then
       return nil, 'limit ' .. i .. ': algorithm, cost, max, period, interval or guard out of range'
     end
-    if lim.algo ~= 4 then lim.guard = 0 end
     Q.limits[i] = lim
   end
   for i, j in pairs(outside) do

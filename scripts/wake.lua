@@ -38,9 +38,7 @@ for _, lim in ipairs(Q.limits) do
   if lim.algo == 4 and now + lim.guard >= (math.floor(booked / lim.period) + 1) * lim.period then late = true end
 end
 if not late then
-  local out = {2, math.max(booked - now, 0), 0, booked, 0}
-  for _ = 1, 8 * Q.n do out[#out + 1] = 0 end
-  return out
+  return quota_reply(Q, 2, math.max(booked - now, 0), 0, booked, 0)
 end
 
 for i, lim in ipairs(Q.limits) do
@@ -52,7 +50,7 @@ end
 local S, err = quota_read(Q, now)
 if not S then return redis.error_reply('ERR wake.lua: ' .. err) end
 local t, by = quota_time(Q, S, now)
-local out = {1, t - now, 0, t, 0}
+local out = quota_reply(Q, 1, t - now, 0, t, 0)
 if t - now > maxWait then
   out = quota_denied(Q, now, t, by)
 else
