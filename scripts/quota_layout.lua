@@ -59,7 +59,7 @@ local function quota_layout()
   end
   for i, j in pairs(outside) do
     if i < 1 or i > n or Q.limits[i].algo ~= 4 then return nil, 'limit ' .. i .. ' has no fixed window to keep headroom in' end
-    Q.limits[i].outsideKey = KEYS[1 + h + n + j]
+    Q.limits[i].outsideKey, Q.limits[i].outsideAt = KEYS[1 + h + n + j], 1 + h + n + j
   end
   return Q
 end
@@ -86,40 +86,31 @@ end
 -- its quota's index, and each limit's state in Q.limits[i].state (gcra_read's
 -- tat and floor as a table; window_read's; log_read's); or nil and why.
 local function quota_read(Q, now)
-  local names, at = {KEYS[1]}, {}
-  for j = 1, Q.h do names[#names + 1] = Q.holdKeys[j] end
-  for i = 1, Q.n do
-    local lim = Q.limits[i]
-    if lim.algo ~= 2 then
-      names[#names + 1] = lim.key
-      at[i] = #names
-    end
-    if lim.outsideKey then
-      names[#names + 1] = lim.outsideKey
-      lim.outsideAt = #names
-    end
-  end
-  local values = redis.call('MGET', unpack(names))
+  -- Every key from the token on (the token only with dedupe on), in KEYS'
+  -- order, so no list of names is built: a sliding log's key, a sorted set,
+  -- reads as nil. KEYS[k]'s value is values[k - skip].
+  local skip = Q.dedupe and 0 or 1
+  local values = redis.call('MGET', unpack(KEYS, 1 + skip))
   if Q.dedupe and values[1] then return {replay = quota_replay(values[1])} end
   local S = {hold = 0, holdOf = 0}
   for j = 1, Q.h do
-    local v = tonumber(values[1 + j] or '0') or 0
+    local v = tonumber(values[1 + j - skip] or '0') or 0
     if v > S.hold then S.hold, S.holdOf = v, j end
   end
   for i = 1, Q.n do
     local lim = Q.limits[i]
     if lim.algo == 1 then
-      local tat, floor = gcra_read(values[at[i]])
+      local tat, floor = gcra_read(values[1 + Q.h + i - skip])
       if not tat then return nil, 'limit ' .. i .. ': unreadable state' end
       lim.state = {tat = tat, floor = floor}
     elseif lim.algo == 2 then
       redis.call('ZREMRANGEBYSCORE', lim.key, 0, digits(now - lim.period))
       lim.state = log_read(lim.key, now - lim.period)
     else
-      lim.state = window_read(values[at[i]], lim.period)
+      lim.state = window_read(values[1 + Q.h + i - skip], lim.period)
       if not lim.state then return nil, 'limit ' .. i .. ': unreadable state' end
     end
-    if lim.outsideAt then lim.outside = values[lim.outsideAt] end
+    if lim.outsideAt then lim.outside = values[lim.outsideAt - skip] end
   end
   return S
 end
