@@ -16,7 +16,8 @@
 -- time 0 when max wait is 0, else the µs time the units are charged at (on a
 -- denial, the earliest time they could be); reset the µs until the limit is
 -- full again; id, mark and prior tat a booking's (max wait > 0; else 0).
-local m, e, c, maxWait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local m, e, c = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local maxWait = ARGV[4] == '0' and 0 or tonumber(ARGV[4]) -- an Allow's '0' without a strtod
 if not maxWait or maxWait < 0 then return redis.error_reply('ERR allow.lua: ARGV[4] must be a number ≥ 0') end
 local values = redis.call('MGET', KEYS[1], KEYS[2])
 local now = now_us()
