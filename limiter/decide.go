@@ -466,7 +466,7 @@ func parsePlain(v []any, maxWaitUS int64, r *reply) error {
 	}
 	if r.granted && r.waitUS > maxWaitUS {
 		*r = reply{}
-		return fmt.Errorf("%w: allow.lua granted with a wait of %d µs", ErrBadReply, v[1])
+		return fmt.Errorf("%w: allow.lua granted with a wait of %d µs, beyond the max wait of %d µs", ErrBadReply, v[1], maxWaitUS)
 	}
 	return nil
 }
