@@ -313,7 +313,7 @@ func (l *Limiter) run(ctx context.Context, p *plan, maxWaitUS int64, r *reply) e
 	}
 	switch {
 	case l.plain(p, maxWaitUS):
-		return l.runPlain(ctx, p, e, r)
+		return l.runPlain(ctx, p, maxWaitUS, e, r)
 	case p.reps > 1:
 		if err := l.sendBatch(ctx, p, e); err != nil {
 			return err
@@ -438,34 +438,35 @@ var boxedSHA = func() map[*redis.Script]any {
 func shaOf(s *redis.Script) any { return boxedSHA[s] }
 
 // plain reports whether p can go to allow.lua: one GCRA limit under one
-// hold, granted now or not at all, on a client that needs no retry dedupe.
+// hold, granted now or booked up to maxWaitUS ahead, on a client that needs
+// no retry dedupe.
 // allow.lua decides it as decide.lua would, with fewer keys, arguments and
 // reply values.
 func (l *Limiter) plain(p *plan, maxWaitUS int64) bool {
 	return !l.decideDedupe && p.n == 1 && p.nq == 1 && p.nOutside == 0 && p.limits[0].Algorithm == GCRA &&
-		maxWaitUS == 0 && p.leaseUS == 0 && p.notBefore == 0 && p.reps <= 1 && p.wake == nil
+		p.leaseUS == 0 && p.notBefore == 0 && p.reps <= 1 && p.wake == nil
 }
 
 // runPlain decides p with allow.lua.
-func (l *Limiter) runPlain(ctx context.Context, p *plan, e *evalCall, r *reply) error {
+func (l *Limiter) runPlain(ctx context.Context, p *plan, maxWaitUS int64, e *evalCall, r *reply) error {
 	a := argsFor(p.limits[0], 0)
-	cmd := append(e.cmd[:0], "evalsha", shaOf(script.Allow), 2, p.holds[0].boxed, p.keys[0].boxed, a[2], a[3], p.costs[0])
+	cmd := append(e.cmd[:0], "evalsha", shaOf(script.Allow), 2, p.holds[0].boxed, p.keys[0].boxed, a[2], a[3], p.costs[0], maxWaitUS)
 	v, err := l.send(ctx, e, script.Allow, cmd)
 	if err != nil {
 		return err
 	}
-	return parsePlain(v, r)
+	return parsePlain(v, maxWaitUS, r)
 }
 
 // parsePlain reads allow.lua's reply into r: parseReply's layout, with no
-// wait on a grant (allow.lua grants only now).
-func parsePlain(v []any, r *reply) error {
+// wait on a grant when maxWaitUS is 0 (a grant now) and none beyond it.
+func parsePlain(v []any, maxWaitUS int64, r *reply) error {
 	if err := parseReply(v, 1, 1, 1, r); err != nil {
 		return fmt.Errorf("allow.lua: %w", err)
 	}
-	if r.granted && r.waitUS != 0 {
+	if r.granted && r.waitUS > maxWaitUS {
 		*r = reply{}
-		return fmt.Errorf("%w: allow.lua granted with a wait of %d µs", ErrBadReply, v[1])
+		return fmt.Errorf("%w: allow.lua granted with a wait of %d µs, beyond the max wait of %d µs", ErrBadReply, v[1], maxWaitUS)
 	}
 	return nil
 }

@@ -503,7 +503,7 @@ func TestPlainAllowMatchesQuota(t *testing.T) {
 		{1, 150 * time.Millisecond, 0}, {1, 0, 0}, {1, time.Second, 0}, {1, 0, 300 * time.Millisecond},
 		{1, 200 * time.Millisecond, 0}, {1, 100 * time.Millisecond, 0}, {3, 0, 0}, {1, 2 * time.Second, 0},
 	}
-	var granted, denied, held int
+	var granted, booked, denied, held int
 	for i, s := range steps {
 		now = now.Add(s.advance)
 		m.SetTime(now)
@@ -513,29 +513,36 @@ func TestPlainAllowMatchesQuota(t *testing.T) {
 				require.NoError(t, err)
 			}
 		}
-		var got [2]reply
-		for j, l := range []*Limiter{plain, general} {
-			p := new(plan)
-			require.NoError(t, l.single(p, "k", limit, s.n))
-			require.NoError(t, l.run(ctx, p, 0, &got[j]), "step %d", i)
-		}
-		// A denial's grant time (when it would fit) is decide.lua's alone: no
-		// single-limit GCRA result reads it, so allow.lua does not send it.
-		if !got[1].granted {
-			require.Greater(t, got[1].grantUS, int64(0))
-			got[1].grantUS = 0
-		}
-		require.Equal(t, got[1], got[0], "step %d: allow.lua (first) and decide.lua differ", i)
-		switch {
-		case got[0].granted:
-			granted++
-		case got[0].by == -1:
-			held++
-		default:
-			denied++
+		// Each step decides now (Allow), then books up to 250 ms ahead (Reserve, Wait).
+		for _, maxWaitUS := range []int64{0, 250_000} {
+			var got [2]reply
+			for j, l := range []*Limiter{plain, general} {
+				p := new(plan)
+				require.NoError(t, l.single(p, "k", limit, s.n))
+				require.NoError(t, l.run(ctx, p, maxWaitUS, &got[j]), "step %d", i)
+			}
+			// A denial's grant time (when it would fit) is decide.lua's alone
+			// when nothing could be booked: no single-limit GCRA Allow reads it,
+			// so allow.lua does not send it.
+			if !got[1].granted && maxWaitUS == 0 {
+				require.Greater(t, got[1].grantUS, int64(0))
+				got[1].grantUS = 0
+			}
+			require.Equal(t, got[1], got[0], "step %d, max wait %d µs: allow.lua (first) and decide.lua differ", i, maxWaitUS)
+			switch {
+			case got[0].granted && got[0].waitUS > 0:
+				booked++
+				require.NotZero(t, got[0].per[0].booking[0], "step %d: a booking has an id", i)
+			case got[0].granted:
+				granted++
+			case got[0].by == -1:
+				held++
+			default:
+				denied++
+			}
 		}
 	}
-	require.True(t, granted > 0 && denied > 0 && held > 0, "granted %d, denied %d, held %d: every branch", granted, denied, held)
+	require.True(t, granted > 0 && booked > 0 && denied > 0 && held > 0, "granted %d, booked %d, denied %d, held %d: every branch", granted, booked, denied, held)
 }
 
 // allow.lua's reply is checked: a malformed one is ErrBadReply, never a
@@ -556,10 +563,16 @@ func TestParsePlainChecksReply(t *testing.T) {
 		z(int64(0), int64(5), int64(-1), int64(0), int64(0), int64(-3), int64(5)),
 	} {
 		var r reply
-		require.ErrorIs(t, parsePlain(v, &r), ErrBadReply, "%v", v)
+		require.ErrorIs(t, parsePlain(v, 0, &r), ErrBadReply, "%v", v)
 		require.False(t, r.granted)
 	}
 	var r reply
-	require.NoError(t, parsePlain(z(int64(0), int64(5), int64(-1), int64(0), int64(0), int64(3), int64(9)), &r))
+	require.NoError(t, parsePlain(z(int64(0), int64(5), int64(-1), int64(0), int64(0), int64(3), int64(9)), 0, &r))
 	require.Equal(t, reply{waitUS: 5, by: -1, per: [maxQuotaLimits]perLimit{{rem: 3, resetUS: 9}}}, r)
+	// A booking (max wait > 0) may wait up to the max wait, not beyond it.
+	booking := z(int64(1), int64(7), int64(0), int64(1007), int64(0), int64(3), int64(5))
+	require.NoError(t, parsePlain(booking, 7, &r))
+	require.Equal(t, reply{granted: true, waitUS: 7, grantUS: 1007, per: [maxQuotaLimits]perLimit{{rem: 3, resetUS: 5}}}, r)
+	require.ErrorIs(t, parsePlain(booking, 6, &r), ErrBadReply)
+	require.False(t, r.granted)
 }

@@ -95,7 +95,8 @@ func (h *shaHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 }
 
 // The single-key decision, Allow(ctx, Key(k, l).Take(1)), is one call of
-// allow.lua, the short script (as is any decision of one GCRA limit now);
+// allow.lua, the short script (as is any decision of one GCRA limit, now or
+// booked ahead, on a client that needs no retry dedupe);
 // a window limit's is one call of decide.lua.
 func TestKeyDecisionIsOneAllowScript(t *testing.T) {
 	_, c := redistest.NewMini(t)

@@ -22,7 +22,7 @@ func TestAllowScript(t *testing.T) {
 		const m, e = 3, 100_000 // 3 units, one per 100 ms
 		call := func(c int) []int64 {
 			t.Helper()
-			v, err := script.Allow.Run(ctx, b.Client, keys, m, e, c).Int64Slice()
+			v, err := script.Allow.Run(ctx, b.Client, keys, m, e, c, 0).Int64Slice()
 			require.NoError(t, err)
 			require.Len(t, v, 13) // decide.lua's layout for one limit
 			require.Equal(t, []int64{0, 0}, v[3:5], "grant time and lease: none")
@@ -58,5 +58,32 @@ func TestAllowScript(t *testing.T) {
 		r = call(1)
 		require.Equal(t, int64(-1), r[0])
 		require.Greater(t, r[1], int64(time.Hour/time.Microsecond))
+
+		// With a max wait, a used-up limit books its next unit: the grant
+		// time is the wait ahead of Redis's clock, the booking id and mark are
+		// the tat written (one interval after the grant time, the state's new
+		// value), the prior value the tat before.
+		require.NoError(t, b.Client.Del(ctx, hold).Err())
+		before, err := b.Client.Get(ctx, state).Int64()
+		require.NoError(t, err)
+		v, err := script.Allow.Run(ctx, b.Client, keys, m, e, 1, int64(time.Second/time.Microsecond)).Int64Slice()
+		require.NoError(t, err)
+		require.Len(t, v, 13)
+		require.Equal(t, []int64{1, 0, 0}, []int64{v[0], v[2], v[4]}, "granted, by nothing, no lease")
+		require.Greater(t, v[1], int64(0), "a booking waits")
+		require.Equal(t, before-m*e+e, v[3], "grant time: when the unit fits under the tat before")
+		require.Equal(t, []int64{before + e, before + e, before, 0, 0, 0}, v[7:], "id, mark, prior tat")
+		after, err := b.Client.Get(ctx, state).Int64()
+		require.NoError(t, err)
+		require.Equal(t, before+e, after)
+		// Beyond the max wait: denied, with the time it would fit and nothing written.
+		v, err = script.Allow.Run(ctx, b.Client, keys, m, e, 1, 1).Int64Slice()
+		require.NoError(t, err)
+		require.Equal(t, []int64{0, 1}, []int64{v[0], v[2]})
+		require.Equal(t, after-m*e+e, v[3])
+		require.Equal(t, make([]int64, 6), v[7:])
+		still, err := b.Client.Get(ctx, state).Int64()
+		require.NoError(t, err)
+		require.Equal(t, after, still)
 	})
 }

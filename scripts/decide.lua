@@ -18,17 +18,17 @@
 -- the grant's window (a period later for the counter) less now = t - wait,
 -- which the caller computes. Small integers decode without allocating.
 
-local Q, maxWait, now, S = quota_start(0)
+local Q, maxWait, now = quota_start(0)
 if not Q then return redis.error_reply('ERR decide.lua: ' .. maxWait) end
-if S.replay then return S.replay end
+if Q.replay then return Q.replay end
 
-local t, by = quota_time(Q, S, now)
+local t, by = quota_time(Q, now)
 if t - now > maxWait then return quota_denied(Q, now, t, by) end
-local out = {1, t - now, 0, t, 0}
+local out = quota_reply(Q, 1, t - now, 0, t, 0)
 quota_charge(Q, t, t, now, maxWait > 0, out)
 local windowed = false
-for i, lim in ipairs(Q.limits) do
-  if lim.algo >= 3 then
+for i = 1, Q.n do
+  if Q.limits[i].algo >= 3 then
     windowed = true
     out[6 + 8 * (i - 1) + 1] = 0 -- reset: the caller's
   end

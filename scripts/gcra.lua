@@ -37,7 +37,6 @@ end
 
 -- gcra_write stores tat (> now) and floor under key k until tat is past.
 local function gcra_write(k, tat, floor, now)
-  local v = digits(tat)
-  if floor > 0 then v = v .. ' ' .. digits(floor) end
+  local v = floor > 0 and string.format('%d %d', tat, floor) or digits(tat)
   redis.call('SET', k, v, 'PX', ttl_ms(tat, now))
 end

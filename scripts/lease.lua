@@ -16,14 +16,14 @@
 -- Reply: decide.lua's layout with max wait 0; a grant's grant time is 0 (it
 -- is now) and its lease µs the lease's length E - now; no booking values.
 
-local Q, lease, now, S = quota_start(1)
+local Q, lease, now = quota_start(1)
 if not Q then return redis.error_reply('ERR lease.lua: ' .. lease) end
-if S.replay then return S.replay end
+if Q.replay then return Q.replay end
 
-local t, by = quota_time(Q, S, now)
+local t, by = quota_time(Q, now)
 if t > now then return quota_denied(Q, now, t, by) end
 local ends = quota_lease_end(Q, t, lease)
-local out = {1, 0, 0, 0, ends - t}
+local out = quota_reply(Q, 1, 0, 0, 0, ends - t)
 quota_charge(Q, t, ends, now, false, out)
 quota_remember(Q, out)
 return out

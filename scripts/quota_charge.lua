@@ -1,8 +1,8 @@
 -- quota_charge.lua: prelude (not a script) of decide.lua, lease.lua and
--- wake.lua: the per-limit part of their reply, for a denial (quota_left) or
+-- wake.lua: the per-limit part of their reply, for a denial (quota_denied) or
 -- a grant (quota_charge), after quota_time.lua.
 --
--- Each limit adds eight values to the reply: remaining, reset µs (until the
+-- Each limit has eight values in the reply: remaining, reset µs (until the
 -- limit is full again), booking id, mark, and four prior-state values. The
 -- last six are those of a booking (a granted reservation), which cancel.lua
 -- and wake.lua give back (giveback.lua); 0 otherwise:
@@ -13,49 +13,51 @@
 --   prior       the state before the booking: GCRA tat, 0, 0, 0; window L, P,
 --               pp, c, or -1, 0, 0, 0 when there was none; sliding log 0s
 
--- quota_left adds each limit's remaining and reset at now, charging nothing.
-local function quota_left(Q, now, out)
-  for _, lim in ipairs(Q.limits) do
+-- quota_reply is a reply of Q's layout: the header, then eight 0s per limit
+-- for quota_denied or quota_charge to fill. Its size is set once: a Lua table
+-- grown value by value rehashes at 8, 16, 32 values.
+local function quota_reply(Q, status, wait, by, t, lease)
+  return {status, wait, by, t, lease, string.byte(string.rep('\0', 8 * Q.n), 1, -1)}
+end
+
+-- quota_denied is the reply of a denial (the grant time t would be too late):
+-- each limit's remaining and reset at now, charging nothing.
+local function quota_denied(Q, now, t, by)
+  local out = quota_reply(Q, 0, t - now, by, t, 0)
+  for i = 1, Q.n do
+    local lim = Q.limits[i]
     local s, p, m, rem, reset = lim.state, lim.period, lim.max, lim.max, 0
     if lim.algo == 1 then
-      rem, reset = gcra_left(s.tat, now, m, lim.interval)
+      rem, reset = gcra_left(s, now, m, lim.interval)
     elseif lim.algo == 2 then
       rem = m - s.sum
       if s.sum > 0 then reset = s.last + p - now end
     else
       rem, reset = window_left(s, p, lim.algo, m, now)
     end
-    local at = #out
+    local at = 5 + 8 * (i - 1)
     out[at + 1], out[at + 2] = math.max(rem, 0), reset
-    for j = 3, 8 do out[at + j] = 0 end
   end
-end
-
--- quota_denied is the reply of a denial: the grant time t would be too late.
-local function quota_denied(Q, now, t, by)
-  local out = {0, t - now, by, t, 0}
-  quota_left(Q, now, out)
   return out
 end
 
 -- quota_charge charges every limit its cost at grant time t (a lease's units
--- from t to leaseEnd) and adds its values; booking says whether to add the
--- booking's (else they are 0).
+-- from t to leaseEnd) and fills in its values in out (quota_reply's); booking
+-- says whether to fill in the booking's (else they stay 0).
 local function quota_charge(Q, t, leaseEnd, now, booking, out)
-  for _, lim in ipairs(Q.limits) do
+  for i = 1, Q.n do
+    local lim = Q.limits[i]
     local s, p, m, c = lim.state, lim.period, lim.max, lim.cost
-    local at = #out
     local rem, reset, id, mark
+    local p1, p2, p3, p4 = 0, 0, 0, 0
     if lim.algo == 1 then
-      local tat = gcra_charge(s.tat, leaseEnd, lim.interval, c)
-      gcra_write(lim.key, tat, s.floor, now)
+      local tat = gcra_charge(s, leaseEnd, lim.interval, c)
+      gcra_write(lim.key, tat, lim.floor, now)
       rem, reset = gcra_left(tat, now, m, lim.interval)
-      id, mark = tat, tat
-      out[at + 5], out[at + 6], out[at + 7], out[at + 8] = s.tat, 0, 0, 0
+      id, mark, p1 = tat, tat, s
     elseif lim.algo == 2 then
       mark = log_add(lim.key, s, t, c, p, now)
       rem, reset, id = m - (s.sum + c), mark + p - now, 0
-      out[at + 5], out[at + 6], out[at + 7], out[at + 8] = 0, 0, 0, 0
     else
       local w = math.floor(t / p)
       local before, count = 0, 0
@@ -71,11 +73,12 @@ local function quota_charge(Q, t, leaseEnd, now, booking, out)
         if lim.algo == 3 then rem = math.floor(m - before * (1 - (now - w * p) / p) - count) end
       end
       reset, mark = ends - now, count
-      out[at + 5], out[at + 6], out[at + 7], out[at + 8] = s.L, s.P, s.pp, s.c
+      p1, p2, p3, p4 = s.L, s.P, s.pp, s.c
     end
-    out[at + 1], out[at + 2], out[at + 3], out[at + 4] = math.max(rem, 0), reset, id, mark
-    if not booking then
-      for j = 3, 8 do out[at + j] = 0 end
+    local at = 5 + 8 * (i - 1)
+    out[at + 1], out[at + 2] = math.max(rem, 0), reset
+    if booking then
+      out[at + 3], out[at + 4], out[at + 5], out[at + 6], out[at + 7], out[at + 8] = id, mark, p1, p2, p3, p4
     end
   end
 end
@@ -85,7 +88,8 @@ end
 -- cannot hold a charge in the future without breaking first come first served.
 local function quota_lease_end(Q, t, lease)
   local ends = t + lease
-  for _, lim in ipairs(Q.limits) do
+  for i = 1, Q.n do
+    local lim = Q.limits[i]
     if lim.algo == 2 then
       ends = t
     elseif lim.algo ~= 1 then

@@ -26,34 +26,42 @@
 local function quota_layout()
   local hs, listed = string.match(ARGV[2] or '', '^(%d+)(.*)$')
   local h = tonumber(hs)
-  local outside, listedCount = {}, 0
-  for i in string.gmatch(listed or '', '%d+') do
-    listedCount = listedCount + 1
-    outside[tonumber(i)] = listedCount
+  local outside, listedCount = nil, 0
+  if listed and listed ~= '' then
+    outside = {}
+    for i in string.gmatch(listed, '%d+') do
+      listedCount = listedCount + 1
+      outside[tonumber(i)] = listedCount
+    end
   end
   local n = #KEYS - 1 - (h or 0) - listedCount
   if not h or h < 1 or n < 0 or #ARGV < 3 + 6 * n then
     return nil, #KEYS .. ' keys and ' .. #ARGV .. ' arguments do not match'
   end
-  local Q = {h = h, n = n, tail = 4 + 6 * n, limits = {}, holdKeys = {}, tokenTTL = ARGV[1],
-    dedupe = ARGV[1] ~= '0' and n > 0, notBefore = tonumber(ARGV[3]) or 0}
-  for j = 1, h do Q.holdKeys[j] = KEYS[1 + j] end
+  local Q = {h = h, n = n, tail = 4 + 6 * n, limits = {}, tokenTTL = ARGV[1], dedupe = ARGV[1] ~= '0' and n > 0,
+    notBefore = tonumber(ARGV[3]) or 0, replay = false, hold = 0, holdOf = 0}
   for i = 1, n do
     local a = 4 + 6 * (i - 1)
+    -- The algorithm by string comparison (interned: no number parsing), and
+    -- only the arguments it reads: the interval is GCRA's, the guard a fixed
+    -- window's (each tonumber is a strtod).
+    local name = ARGV[a]
+    local algo = name == '1' and 1 or name == '2' and 2 or name == '3' and 3 or name == '4' and 4 or nil
     -- Every field in the constructor: a Lua table grown field by field rehashes.
-    local lim = {key = KEYS[1 + h + i], algo = tonumber(ARGV[a]), period = tonumber(ARGV[a + 1]),
-      max = tonumber(ARGV[a + 2]), interval = tonumber(ARGV[a + 3]), cost = tonumber(ARGV[a + 4]),
-      guard = tonumber(ARGV[a + 5]), outsideKey = false, outsideAt = false, outside = false, state = false}
-    if not (lim.algo and lim.cost and lim.max and lim.period and lim.interval and lim.guard) or lim.algo < 1 or lim.algo > 4
+    local lim = {key = KEYS[1 + h + i], algo = algo, period = tonumber(ARGV[a + 1]), max = tonumber(ARGV[a + 2]),
+      interval = algo == 1 and tonumber(ARGV[a + 3]) or 1, cost = tonumber(ARGV[a + 4]),
+      guard = algo == 4 and tonumber(ARGV[a + 5]) or 0, outsideKey = false, outsideAt = false, outside = false, state = false, floor = 0}
+    if not (algo and lim.cost and lim.max and lim.period and lim.interval and lim.guard)
       or lim.cost < 1 or lim.cost > lim.max or lim.period < 1 or lim.interval < 1 or lim.guard < 0 or lim.guard >= lim.period then
       return nil, 'limit ' .. i .. ': algorithm, cost, max, period, interval or guard out of range'
     end
-    if lim.algo ~= 4 then lim.guard = 0 end
     Q.limits[i] = lim
   end
-  for i, j in pairs(outside) do
-    if i < 1 or i > n or Q.limits[i].algo ~= 4 then return nil, 'limit ' .. i .. ' has no fixed window to keep headroom in' end
-    Q.limits[i].outsideKey = KEYS[1 + h + n + j]
+  if outside then
+    for i, j in pairs(outside) do
+      if i < 1 or i > n or Q.limits[i].algo ~= 4 then return nil, 'limit ' .. i .. ' has no fixed window to keep headroom in' end
+      Q.limits[i].outsideKey, Q.limits[i].outsideAt = KEYS[1 + h + n + j], 1 + h + n + j
+    end
   end
   return Q
 end
@@ -75,57 +83,52 @@ local function quota_replay(v)
 end
 
 -- quota_read reads, with one MGET, the token, the holds, every string state
--- and outside record, then the sliding logs (trimmed to their period). It
--- returns the remembered reply of a retried call; or the latest hold's end,
--- its quota's index, and each limit's state in Q.limits[i].state (gcra_read's
--- tat and floor as a table; window_read's; log_read's); or nil and why.
+-- and outside record, then the sliding logs (trimmed to their period), into
+-- Q: the remembered reply of a retried call (Q.replay); or the latest hold's
+-- end and its quota's index (Q.hold, Q.holdOf) and each limit's state in
+-- Q.limits[i].state (gcra_read's tat, with its floor in .floor;
+-- window_read's; log_read's). It returns true, or nil and why.
 local function quota_read(Q, now)
-  local names, at = {KEYS[1]}, {}
-  for j = 1, Q.h do names[#names + 1] = Q.holdKeys[j] end
-  for i, lim in ipairs(Q.limits) do
-    if lim.algo ~= 2 then
-      names[#names + 1] = lim.key
-      at[i] = #names
-    end
-    if lim.outsideKey then
-      names[#names + 1] = lim.outsideKey
-      lim.outsideAt = #names
-    end
+  -- Every key from the token on (the token only with dedupe on), in KEYS'
+  -- order, so no list of names is built: a sliding log's key, a sorted set,
+  -- reads as nil. KEYS[k]'s value is values[k - skip].
+  local skip = Q.dedupe and 0 or 1
+  local values = redis.call('MGET', unpack(KEYS, 1 + skip))
+  if Q.dedupe and values[1] then
+    Q.replay = quota_replay(values[1])
+    return true
   end
-  local values = redis.call('MGET', unpack(names))
-  if Q.dedupe and values[1] then return {replay = quota_replay(values[1])} end
-  local S = {hold = 0, holdOf = 0}
   for j = 1, Q.h do
-    local v = tonumber(values[1 + j] or '0') or 0
-    if v > S.hold then S.hold, S.holdOf = v, j end
+    local v = tonumber(values[1 + j - skip] or '0') or 0
+    if v > Q.hold then Q.hold, Q.holdOf = v, j end
   end
-  for i, lim in ipairs(Q.limits) do
+  for i = 1, Q.n do
+    local lim = Q.limits[i]
     if lim.algo == 1 then
-      local tat, floor = gcra_read(values[at[i]])
-      if not tat then return nil, 'limit ' .. i .. ': unreadable state' end
-      lim.state = {tat = tat, floor = floor}
+      lim.state, lim.floor = gcra_read(values[1 + Q.h + i - skip])
+      if not lim.state then return nil, 'limit ' .. i .. ': unreadable state' end
     elseif lim.algo == 2 then
       redis.call('ZREMRANGEBYSCORE', lim.key, 0, digits(now - lim.period))
       lim.state = log_read(lim.key, now - lim.period)
     else
-      lim.state = window_read(values[at[i]], lim.period)
+      lim.state = window_read(values[1 + Q.h + i - skip], lim.period)
       if not lim.state then return nil, 'limit ' .. i .. ': unreadable state' end
     end
-    if lim.outsideAt then lim.outside = values[lim.outsideAt] end
+    if lim.outsideAt then lim.outside = values[lim.outsideAt - skip] end
   end
-  return S
+  return true
 end
 
 -- quota_start reads the layout, the script's own argument ARGV[4+6n] (a
 -- number ≥ least), Redis's clock and every state (quota_read). It returns Q,
--- the argument, now and S; or nil and why.
+-- the argument and now; or nil and why.
 local function quota_start(least)
   local Q, why = quota_layout()
   if not Q then return nil, why end
   local arg = tonumber(ARGV[Q.tail])
   if not arg or arg < least then return nil, 'ARGV[' .. Q.tail .. '] must be a number ≥ ' .. least end
   local now = now_us()
-  local S, err = quota_read(Q, now)
-  if not S then return nil, err end
-  return Q, arg, now, S
+  local ok, err = quota_read(Q, now)
+  if not ok then return nil, err end
+  return Q, arg, now
 end

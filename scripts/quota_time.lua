@@ -50,16 +50,17 @@ local function earliest_window(lim, from)
   return x
 end
 
--- quota_time returns the grant time of Q (read by quota_read into S) at now,
+-- quota_time returns the grant time of Q (read by quota_read) at now,
 -- and what it waits for: 0 nothing, -j quota j's hold, i limit i.
-local function quota_time(Q, S, now)
+local function quota_time(Q, now)
   local t, by = math.max(now, Q.notBefore), 0
-  if S.hold > t then t, by = S.hold, -S.holdOf end
+  if Q.hold > t then t, by = Q.hold, -Q.holdOf end
   local from = t
-  for i, lim in ipairs(Q.limits) do
+  for i = 1, Q.n do
+    local lim = Q.limits[i]
     local e
     if lim.algo == 1 then
-      e = gcra_fits(lim.state.tat, lim.max, lim.interval, lim.cost)
+      e = gcra_fits(lim.state, lim.max, lim.interval, lim.cost)
     elseif lim.algo == 2 then
       e = earliest_log(lim)
     else
@@ -74,7 +75,8 @@ local function quota_time(Q, S, now)
   -- passes: a move to one window's start may land in another period's guard.
   for _ = 1, 2 * Q.n do
     local moved = false
-    for i, lim in ipairs(Q.limits) do
+    for i = 1, Q.n do
+      local lim = Q.limits[i]
       if lim.guard > 0 then
         local ends = (math.floor(t / lim.period) + 1) * lim.period
         if t >= ends - lim.guard then t, by, moved = ends, i, true end

@@ -21,12 +21,5 @@ local function now_us()
   return tonumber(tm[1]) * 1000000 + tonumber(tm[2])
 end
 
--- next_stamp returns the stamp and floor of a write at now after a state
--- stamped stamp with floor (stamp nil: a new state).
-local function next_stamp(stamp, floor, now)
-  if not stamp then return now, now - 1 end
-  return math.max(stamp + 1, now), floor
-end
-
 -- ttl_ms is the PX of a key that must live until µs time ends (≥ 1 ms).
 local function ttl_ms(ends, now) return digits(math.max(math.ceil((ends - now) / 1000), 1)) end

@@ -30,17 +30,15 @@ end
 local now = now_us()
 
 local late = Q.notBefore > booked
-for _, key in ipairs(Q.holdKeys) do
-  local ends = tonumber(redis.call('GET', key) or '0') or 0
+for j = 1, Q.h do
+  local ends = tonumber(redis.call('GET', KEYS[1 + j]) or '0') or 0
   if ends > booked and ends > now then late = true end
 end
 for _, lim in ipairs(Q.limits) do
   if lim.algo == 4 and now + lim.guard >= (math.floor(booked / lim.period) + 1) * lim.period then late = true end
 end
 if not late then
-  local out = {2, math.max(booked - now, 0), 0, booked, 0}
-  for _ = 1, 8 * Q.n do out[#out + 1] = 0 end
-  return out
+  return quota_reply(Q, 2, math.max(booked - now, 0), 0, booked, 0)
 end
 
 for i, lim in ipairs(Q.limits) do
@@ -49,10 +47,10 @@ for i, lim in ipairs(Q.limits) do
   giveback(lim.key, lim.algo, lim.period, lim.interval, lim.cost, booked, v, now)
 end
 
-local S, err = quota_read(Q, now)
-if not S then return redis.error_reply('ERR wake.lua: ' .. err) end
-local t, by = quota_time(Q, S, now)
-local out = {1, t - now, 0, t, 0}
+local ok, err = quota_read(Q, now)
+if not ok then return redis.error_reply('ERR wake.lua: ' .. err) end
+local t, by = quota_time(Q, now)
+local out = quota_reply(Q, 1, t - now, 0, t, 0)
 if t - now > maxWait then
   out = quota_denied(Q, now, t, by)
 else

@@ -7,6 +7,13 @@
 -- written under, pp and c the units of L's P-window before and of that
 -- window, stamp and floor as state.lua says.
 
+-- next_stamp returns the stamp and floor of a write at now after a state
+-- stamped stamp with floor (stamp nil: a new state).
+local function next_stamp(stamp, floor, now)
+  if not stamp then return now, now - 1 end
+  return math.max(stamp + 1, now), floor
+end
+
 -- window_read reads a state v (nil: none) on the grid of period p into a
 -- table: L, P, pp, c, stamp, floor as stored, then w = floor(L / p) and prev,
 -- cur: the units the state counts in p's windows w-1 and w; nil if v is
@@ -41,8 +48,7 @@ end
 -- (nil: s's); it returns the new stamp.
 local function window_write(k, L, P, pp, c, s, ends, now, floor)
   local stamp, kept = next_stamp(s.stamp, s.floor, now)
-  local v = digits(L) .. ' ' .. digits(P) .. ' ' .. digits(pp) .. ' ' .. digits(c)
-  v = v .. ' ' .. digits(stamp) .. ' ' .. digits(floor or kept)
+  local v = string.format('%d %d %d %d %d %d', L, P, pp, c, stamp, floor or kept)
   if ends then redis.call('SET', k, v, 'PX', ttl_ms(ends, now)) else redis.call('SET', k, v, 'KEEPTTL') end
   return stamp
 end

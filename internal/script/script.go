@@ -62,7 +62,8 @@ var (
 	// decided anew. See wake.lua.
 	Wake = mustScript("wake.lua", append(append([]string{}, quotaAll...), "giveback.lua")...)
 	// Allow is Decide's decision of one GCRA limit under one hold, now or
-	// not at all, in its shortest form (no retry dedupe). See allow.lua.
+	// booked up to a max wait ahead, in its shortest form (no retry dedupe).
+	// See allow.lua.
 	Allow = mustScript("allow.lua", "state.lua", "gcra.lua")
 	// Batch is R coalesced Allow decisions of one GCRA limit. See batch.lua.
 	Batch = mustScript("batch.lua", "state.lua", "gcra.lua")
