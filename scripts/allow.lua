@@ -23,7 +23,7 @@ local maxWait = ARGV[4] == '0' and 0 or tonumber(ARGV[4]) -- an Allow's '0' with
 if not maxWait or maxWait < 0 then return redis.error_reply('ERR allow.lua: ARGV[4] must be a number ≥ 0') end
 local values = redis.call('MGET', KEYS[1], KEYS[2])
 local now = now_us()
-local hold = tonumber(values[1] or '0') or 0
+local hold = values[1] and tonumber(values[1]) or 0 -- no hold: no strtod
 local tat, floor = gcra_read(values[2])
 if not tat then return redis.error_reply('ERR allow.lua: unreadable state') end
 local t, by = now, 0
