@@ -222,8 +222,14 @@ type perLimit struct {
 // bookingLen is how many values a reply carries per limit for its booking.
 const bookingLen = 6
 
-// perLimitLen is how many values a reply carries per limit.
-const perLimitLen = 2 + bookingLen
+// shortLimitLen is how many values a reply carries per limit when it leaves
+// out the booking values (a decision that books nothing may): remaining and
+// reset.
+const shortLimitLen = 2
+
+// perLimitLen is how many values a reply carries per limit with its booking
+// values.
+const perLimitLen = shortLimitLen + bookingLen
 
 // headerLen is how many values a reply carries before its limits'.
 const headerLen = 5
@@ -459,7 +465,9 @@ func (l *Limiter) runPlain(ctx context.Context, p *plan, maxWaitUS int64, e *eva
 }
 
 // parsePlain reads allow.lua's reply into r: parseReply's layout, with no
-// wait on a grant when maxWaitUS is 0 (a grant now) and none beyond it.
+// wait on a grant when maxWaitUS is 0 (a grant now) and none beyond it, and a
+// grant with maxWaitUS > 0 (a booking) in the long form, with its booking
+// values.
 func parsePlain(v []any, maxWaitUS int64, r *reply) error {
 	if err := parseReply(v, 1, 1, 1, r); err != nil {
 		return fmt.Errorf("allow.lua: %w", err)
@@ -468,17 +476,29 @@ func parsePlain(v []any, maxWaitUS int64, r *reply) error {
 		*r = reply{}
 		return fmt.Errorf("%w: allow.lua granted with a wait of %d µs, beyond the max wait of %d µs", ErrBadReply, v[1], maxWaitUS)
 	}
+	if r.granted && maxWaitUS > 0 && len(v) != headerLen+perLimitLen {
+		*r = reply{}
+		return fmt.Errorf("%w: allow.lua booked without its booking values", ErrBadReply)
+	}
 	return nil
 }
 
 // parseReply reads a decision script's reply for n limits of nq quotas into
 // r: the one layout of decide.lua, lease.lua, wake.lua, allow.lua and
 // batch.lua ({status, wait µs, denied by, grant time µs, lease µs, then
-// perLimitLen values per limit}). status is at most maxStatus (2, a standing
-// wake-up; batch.lua's count of grants); it is kept in r as granted (≥ 1)
-// and standing (2 when maxStatus is 2). A denial (status 0) has a wait.
+// perLimitLen values per limit: remaining, reset µs, bookingLen booking
+// values}). A reply that books nothing may leave out every limit's booking
+// values (all 0), sending shortLimitLen values per limit: so a reply has
+// headerLen+perLimitLen·n or headerLen+shortLimitLen·n values. status is at
+// most maxStatus (2, a standing wake-up; batch.lua's count of grants); it is
+// kept in r as granted (≥ 1) and standing (2 when maxStatus is 2). A denial
+// (status 0) has a wait.
 func parseReply(v []any, n, nq int, maxStatus int64, r *reply) error {
-	if n < 0 || n > maxReplyLimits || len(v) != headerLen+perLimitLen*n {
+	stride := perLimitLen
+	if n > 0 && len(v) == headerLen+shortLimitLen*n {
+		stride = shortLimitLen
+	}
+	if n < 0 || n > maxReplyLimits || len(v) != headerLen+stride*n {
 		return fmt.Errorf("%w: %d values for %d limits", ErrBadReply, len(v), n)
 	}
 	var x [headerLen + perLimitLen*maxReplyLimits]int64
@@ -494,13 +514,15 @@ func parseReply(v []any, n, nq int, maxStatus int64, r *reply) error {
 	}
 	*r = reply{granted: x[0] >= 1, standing: maxStatus == 2 && x[0] == 2, waitUS: x[1], by: x[2], grantUS: x[3], leaseUS: x[4]}
 	for i := range n {
-		b := x[headerLen+perLimitLen*i:]
+		b := x[headerLen+stride*i:]
 		if b[0] < 0 || b[1] < 0 {
 			*r = reply{}
 			return fmt.Errorf("%w: limit %d remaining %d reset %d", ErrBadReply, i+1, b[0], b[1])
 		}
 		r.per[i].rem, r.per[i].resetUS = b[0], b[1]
-		copy(r.per[i].booking[:], b[2:perLimitLen])
+		if stride == perLimitLen {
+			copy(r.per[i].booking[:], b[shortLimitLen:perLimitLen])
+		}
 	}
 	return nil
 }

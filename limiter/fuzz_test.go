@@ -58,6 +58,12 @@ func FuzzParseReply(f *testing.F) {
 	f.Add(1, uint8(0), 0, int64(3), int64(0), int64(0), int64(0), int64(5), int64(9))  // status 3
 	f.Add(1, uint8(0), 0, int64(0), int64(0), int64(1), int64(0), int64(5), int64(9))  // denied, no wait
 	f.Add(1, uint8(0), 0, int64(1), int64(0), int64(0), int64(0), int64(-5), int64(9)) // negative remaining
+	f.Add(1, uint8(5), 0, int64(1), int64(0), int64(0), int64(0), int64(5), int64(9))  // short: a grant, no booking values
+	f.Add(3, uint8(5), 0, int64(0), int64(7), int64(2), int64(9), int64(0), int64(3))  // short: a denial by limit 2
+	f.Add(2, uint8(6), 0, int64(1), int64(0), int64(0), int64(0), int64(5), int64(9))  // short, a value short
+	f.Add(1, uint8(7), 6, int64(1), int64(0), int64(0), int64(0), int64(5), int64(9))  // short, a string
+	f.Add(2, uint8(9), 0, int64(1), int64(0), int64(0), int64(0), int64(5), int64(9))  // short, a value long
+	f.Add(1, uint8(5), 0, int64(1), int64(0), int64(0), int64(0), int64(-5), int64(9)) // short, negative remaining
 	f.Fuzz(func(t *testing.T, limits int, corrupt uint8, at int, a, b, c, d, e, g int64) {
 		if limits < 0 || limits > 4 {
 			return
@@ -79,7 +85,11 @@ func FuzzParseReply(f *testing.F) {
 			for i := range v {
 				x[i] = v[i].(int64) // accepted: every value an integer
 			}
-			if len(v) != headerLen+perLimitLen*n || x[0] < 0 || x[0] > 2 || x[1] < 0 || x[2] < -1 || x[2] > int64(n) || x[4] < 0 {
+			stride := perLimitLen // the long form, or the short one without booking values
+			if n > 0 && len(v) == headerLen+shortLimitLen*n {
+				stride = shortLimitLen
+			}
+			if len(v) != headerLen+stride*n || x[0] < 0 || x[0] > 2 || x[1] < 0 || x[2] < -1 || x[2] > int64(n) || x[4] < 0 {
 				t.Fatalf("accepted %v for %d limits", x, n)
 			}
 			if r.granted != (x[0] >= 1) || r.standing != (x[0] == 2) || r.waitUS != x[1] || r.by != x[2] || r.grantUS != x[3] || r.leaseUS != x[4] {
@@ -89,8 +99,12 @@ func FuzzParseReply(f *testing.F) {
 				t.Fatalf("%v: a denial without a wait accepted", x)
 			}
 			for i := range n {
-				pl, b := r.per[i], x[headerLen+perLimitLen*i:]
-				if pl.rem != b[0] || pl.resetUS != b[1] || pl.rem < 0 || pl.resetUS < 0 || pl.booking != [bookingLen]int64(b[2:perLimitLen]) {
+				pl, b := r.per[i], x[headerLen+stride*i:]
+				var booking [bookingLen]int64 // 0s in the short form
+				if stride == perLimitLen {
+					booking = [bookingLen]int64(b[shortLimitLen:perLimitLen])
+				}
+				if pl.rem != b[0] || pl.resetUS != b[1] || pl.rem < 0 || pl.resetUS < 0 || pl.booking != booking {
 					t.Fatalf("%v: limit %d read as %+v", x, i+1, pl)
 				}
 			}
@@ -146,11 +160,16 @@ func FuzzParseBatch(f *testing.F) {
 }
 
 // fuzzReply is a reply in the scripts' layout for n limits (headerLen +
-// perLimitLen·n values) cycling through vals, then, by corrupt % 5, left
-// whole (0), a value short (1), a value long (4), or with the value at index
-// at a string (2) or nil (3).
+// perLimitLen·n values, or, when corrupt / 5 is odd, the short form without
+// booking values: headerLen + shortLimitLen·n) cycling through vals, then, by
+// corrupt % 5, left whole (0), a value short (1), a value long (4), or with
+// the value at index at a string (2) or nil (3).
 func fuzzReply(n int, corrupt uint8, at int, vals ...int64) []any {
-	v := make([]any, headerLen+perLimitLen*n)
+	per := perLimitLen
+	if corrupt/5%2 == 1 {
+		per = shortLimitLen
+	}
+	v := make([]any, headerLen+per*n)
 	for i := range v {
 		v[i] = vals[i%len(vals)]
 	}

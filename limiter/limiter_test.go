@@ -575,4 +575,16 @@ func TestParsePlainChecksReply(t *testing.T) {
 	require.Equal(t, reply{granted: true, waitUS: 7, grantUS: 1007, per: [maxQuotaLimits]perLimit{{rem: 3, resetUS: 5}}}, r)
 	require.ErrorIs(t, parsePlain(booking, 6, &r), ErrBadReply)
 	require.False(t, r.granted)
+	// The short form (no booking values) of a grant now and of a denial is
+	// read with its booking values 0; a booking must send them.
+	short := []any{int64(1), int64(0), int64(0), int64(0), int64(0), int64(3), int64(5)}
+	require.NoError(t, parsePlain(short, 0, &r))
+	require.Equal(t, reply{granted: true, per: [maxQuotaLimits]perLimit{{rem: 3, resetUS: 5}}}, r)
+	require.NoError(t, parsePlain([]any{int64(0), int64(5), int64(1), int64(9), int64(0), int64(0), int64(5)}, 7, &r))
+	require.Equal(t, reply{waitUS: 5, by: 1, grantUS: 9, per: [maxQuotaLimits]perLimit{{resetUS: 5}}}, r)
+	require.ErrorIs(t, parsePlain(booking[:7], 7, &r), ErrBadReply, "a booking without its booking values")
+	require.False(t, r.granted)
+	for _, v := range [][]any{short[:6], append(short[:7:7], int64(0)), booking[:12]} {
+		require.ErrorIs(t, parsePlain(v, 0, &r), ErrBadReply, "%d values", len(v))
+	}
 }

@@ -216,11 +216,11 @@ func TestSlowServerDeadlineAndRetries(t *testing.T) {
 			t.Fatal(err)
 		}
 		// A decision's reply for one limit is an array of 13 integers
-		// (decide.lua's layout: the wrapped client's call, with its token,
-		// and allow.lua's alike).
+		// (decide.lua's layout: the wrapped client's call, with its token),
+		// or of 7 when it books nothing (allow.lua's grant now: the short form).
 		var dropped atomic.Int64
 		proxy.SetDropReplies(func(b []byte) bool {
-			if bytes.HasPrefix(b, []byte("*13\r\n")) {
+			if bytes.HasPrefix(b, []byte("*13\r\n")) || bytes.HasPrefix(b, []byte("*7\r\n")) {
 				dropped.Add(1)
 				return true
 			}

@@ -10,9 +10,9 @@
 -- ARGV[2]  max units m, ARGV[3] emission interval e µs, ARGV[4] cost c,
 -- ARGV[5]  R, the number of decisions (≥ 2)
 --
--- Reply: decide.lua's layout for two limits: {g, wait µs, denied by, 0, 0,
--- then remaining and reset of the first granted decision and six 0s, then
--- remaining and reset after the g grants and six 0s}. wait and denied by
+-- Reply: decide.lua's layout for two limits, short (nothing is booked: no
+-- booking values): {g, wait µs, denied by, 0, 0, then remaining and reset of
+-- the first granted decision, then remaining and reset after the g grants}. wait and denied by
 -- (-1 the hold, 1 the limit) are those of the decisions after the g-th.
 -- Decision i ≤ g has c·(i-1) fewer remaining and c·e·(i-1) µs more reset
 -- than the first.
@@ -43,8 +43,8 @@ local fits = gcra_fits(last, m, e, c)
 if fits > t then t, by = fits, 1 end
 local after = math.max(last - now, 0)
 local out = {granted, t - now, by, 0, 0,
-  math.max(math.floor((m * e - (base + c * e - now)) / e), 0), base + c * e - now, 0, 0, 0, 0, 0, 0,
-  math.max(math.floor((m * e - after) / e), 0), after, 0, 0, 0, 0, 0, 0}
+  math.max(math.floor((m * e - (base + c * e - now)) / e), 0), base + c * e - now,
+  math.max(math.floor((m * e - after) / e), 0), after}
 if dedupe then
   local enc = {}
   for i = 1, #out do enc[i] = digits(out[i]) end

@@ -31,12 +31,15 @@ end
 -- gcra_left returns the units left under tat at now, and the µs until the
 -- limit is full again.
 local function gcra_left(tat, now, m, e)
-  local ahead = math.max(tat - now, 0)
-  return math.max(math.floor((m * e - ahead) / e), 0), ahead
+  local ahead = tat - now
+  if ahead < 0 then ahead = 0 end
+  local rem = math.floor((m * e - ahead) / e)
+  if rem < 0 then rem = 0 end
+  return rem, ahead
 end
 
 -- gcra_write stores tat (> now) and floor under key k until tat is past.
 local function gcra_write(k, tat, floor, now)
-  local v = floor > 0 and string.format('%d %d', tat, floor) or digits(tat)
+  local v = floor > 0 and string.format('%d %d', tat, floor) or string.format('%d', tat)
   redis.call('SET', k, v, 'PX', ttl_ms(tat, now))
 end

@@ -14,7 +14,8 @@
 -- decision's, at now.
 --
 -- Reply: decide.lua's layout with max wait 0; a grant's grant time is 0 (it
--- is now) and its lease µs the lease's length E - now; no booking values.
+-- is now) and its lease µs the lease's length E - now; the short form (no
+-- booking values).
 
 local Q, lease, now = quota_start(1)
 if not Q then return redis.error_reply('ERR lease.lua: ' .. lease) end

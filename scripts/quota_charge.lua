@@ -5,7 +5,8 @@
 -- Each limit has eight values in the reply: remaining, reset µs (until the
 -- limit is full again), booking id, mark, and four prior-state values. The
 -- last six are those of a booking (a granted reservation), which cancel.lua
--- and wake.lua give back (giveback.lua); 0 otherwise:
+-- and wake.lua give back (giveback.lua); 0 otherwise, and a reply that books
+-- nothing leaves them out (the short form: two values per limit):
 --   booking id  window: the stamp the booking wrote on the limit's state
 --               (state.lua); GCRA: the tat it wrote (gcra.lua); sliding log: 0
 --   mark        GCRA: the tat written; sliding log: the entry's score; window:
@@ -14,14 +15,15 @@
 --               pp, c, or -1, 0, 0, 0 when there was none; sliding log 0s
 
 -- quota_reply is a reply of Q's layout: the header, then eight 0s per limit
--- for quota_denied or quota_charge to fill. Its size is set once: a Lua table
--- grown value by value rehashes at 8, 16, 32 values.
-local function quota_reply(Q, status, wait, by, t, lease)
-  return {status, wait, by, t, lease, string.byte(string.rep('\0', 8 * Q.n), 1, -1)}
+-- (booking) or two (the short form) for quota_denied or quota_charge to fill.
+-- Its size is set once: a Lua table grown value by value rehashes at 8, 16,
+-- 32 values.
+local function quota_reply(Q, status, wait, by, t, lease, booking)
+  return {status, wait, by, t, lease, string.byte(string.rep('\0', (booking and 8 or 2) * Q.n), 1, -1)}
 end
 
 -- quota_denied is the reply of a denial (the grant time t would be too late):
--- each limit's remaining and reset at now, charging nothing.
+-- each limit's remaining and reset at now, charging nothing (short form).
 local function quota_denied(Q, now, t, by)
   local out = quota_reply(Q, 0, t - now, by, t, 0)
   for i = 1, Q.n do
@@ -35,15 +37,16 @@ local function quota_denied(Q, now, t, by)
     else
       rem, reset = window_left(s, p, lim.algo, m, now)
     end
-    local at = 5 + 8 * (i - 1)
+    local at = 5 + 2 * (i - 1)
     out[at + 1], out[at + 2] = math.max(rem, 0), reset
   end
   return out
 end
 
 -- quota_charge charges every limit its cost at grant time t (a lease's units
--- from t to leaseEnd) and fills in its values in out (quota_reply's); booking
--- says whether to fill in the booking's (else they stay 0).
+-- from t to leaseEnd) and fills in its values in out (quota_reply's, built
+-- with the same booking); booking says whether to fill in the booking's (else
+-- out is the short form, without them).
 local function quota_charge(Q, t, leaseEnd, now, booking, out)
   for i = 1, Q.n do
     local lim = Q.limits[i]
@@ -75,7 +78,7 @@ local function quota_charge(Q, t, leaseEnd, now, booking, out)
       reset, mark = ends - now, count
       p1, p2, p3, p4 = s.L, s.P, s.pp, s.c
     end
-    local at = 5 + 8 * (i - 1)
+    local at = 5 + (booking and 8 or 2) * (i - 1)
     out[at + 1], out[at + 2] = math.max(rem, 0), reset
     if booking then
       out[at + 3], out[at + 4], out[at + 5], out[at + 6], out[at + 7], out[at + 8] = id, mark, p1, p2, p3, p4

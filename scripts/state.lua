@@ -22,4 +22,8 @@ local function now_us()
 end
 
 -- ttl_ms is the PX of a key that must live until µs time ends (≥ 1 ms).
-local function ttl_ms(ends, now) return digits(math.max(math.ceil((ends - now) / 1000), 1)) end
+local function ttl_ms(ends, now)
+  local ms = math.ceil((ends - now) / 1000)
+  if ms < 1 then ms = 1 end
+  return string.format('%d', ms)
+end

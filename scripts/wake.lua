@@ -11,8 +11,8 @@
 -- now is over, whether or not its key has expired), t is before not-before,
 -- or now is within the guard of (or past) the end of t's window for a fixed
 -- window limit (its units would be counted in the next window). Standing, the
--- reply is {2, max(t - now, 0), 0, t, 0, then 8 zeros per limit} and nothing
--- is written. Otherwise every limit's booking is given back (giveback.lua)
+-- reply is {2, max(t - now, 0), 0, t, 0, then 2 zeros per limit} (decide.lua's
+-- short form) and nothing is written. Otherwise every limit's booking is given back (giveback.lua)
 -- and the call decides anew, as decide.lua (after the hold, outside the
 -- guard), with decide.lua's reply; a refusal is remembered under the token
 -- too, so that a retried call does not give the booking back again.
@@ -50,10 +50,11 @@ end
 local ok, err = quota_read(Q, now)
 if not ok then return redis.error_reply('ERR wake.lua: ' .. err) end
 local t, by = quota_time(Q, now)
-local out = quota_reply(Q, 1, t - now, 0, t, 0)
+local out
 if t - now > maxWait then
   out = quota_denied(Q, now, t, by)
 else
+  out = quota_reply(Q, 1, t - now, 0, t, 0, true)
   quota_charge(Q, t, t, now, true, out)
 end
 quota_remember(Q, out)
