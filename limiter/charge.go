@@ -177,23 +177,28 @@ func (l *Limiter) plans(p *plan, charges []Charge) ([]*plan, error) {
 			return nil, err
 		}
 		head := l.keyFor(keyID{group: c.Quota.Group, quota: c.Quota.Name, key: c.Quota.key, keyed: c.Quota.keyed, kind: holdEntry}).head
+		if ps == nil && (p.nq == 0 || p.head() == head) {
+			if err := l.addQuota(p, c); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if ps == nil {
+			// A copy, not p: p stays the caller's (on its stack, for the
+			// one-slot case that is every plain call).
+			first := new(plan)
+			*first = *p
+			ps = []*plan{first}
+		}
 		var into *plan
-		switch {
-		case ps == nil && (p.nq == 0 || p.head() == head):
-			into = p
-		default:
-			if ps == nil {
-				ps = []*plan{p}
+		for _, q := range ps {
+			if q.head() == head {
+				into = q
 			}
-			for _, q := range ps {
-				if q.head() == head {
-					into = q
-				}
-			}
-			if into == nil {
-				into = new(plan)
-				ps = append(ps, into)
-			}
+		}
+		if into == nil {
+			into = new(plan)
+			ps = append(ps, into)
 		}
 		if err := l.addQuota(into, c); err != nil {
 			return nil, err
@@ -204,11 +209,11 @@ func (l *Limiter) plans(p *plan, charges []Charge) ([]*plan, error) {
 	for _, c := range charges {
 		limited = limited || len(c.Quota.limits()) > 0
 	}
-	charged = p.n
+	if ps == nil {
+		charged = p.n
+	}
 	for _, q := range ps {
-		if q != p {
-			charged += q.n
-		}
+		charged += q.n
 	}
 	if charged == 0 && limited {
 		return nil, fmt.Errorf("%w: the charges take nothing", errInvalidCost)
