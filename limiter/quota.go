@@ -3,6 +3,8 @@ package limiter
 import (
 	"fmt"
 	"time"
+
+	"github.com/redquota/redquota/internal/keys"
 )
 
 // Quota is a named set of limits checked and charged together, all or nothing,
@@ -166,8 +168,8 @@ func (q Quota) Validate() error {
 	}
 	for i, nl := range ls {
 		if nl.Name != "" || len(ls) > 1 {
-			if err := checkPart(fmt.Sprintf("quota %q limit %d name", q.Name, i), nl.Name); err != nil {
-				return err
+			if keys.Check(nl.Name) != nil { // the message is formatted only for a bad name
+				return checkPart(fmt.Sprintf("quota %q limit %d name", q.Name, i), nl.Name)
 			}
 		}
 		for _, other := range ls[:i] {
