@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/internal/holdtest"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
 )
@@ -325,7 +326,7 @@ func TestBybitAnswers(t *testing.T) {
 		t.Errorf("a request was sent during the ban")
 	}
 	mu.Unlock()
-	held, err := holdLeft(ctx, fleet[3].lim, "bybit", "")
+	held, err := holdtest.Left(ctx, fleet[3].lim, "bybit", "")
 	if err != nil || held < 99*time.Minute { // 10 min × 10
 		t.Errorf("IP hold %s (%v), want ≈ 100 min (10 minutes, scaled by 10)", held, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/internal/holdtest"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
 )
@@ -354,7 +355,7 @@ func TestKrakenErrorBodyHolds(t *testing.T) {
 	if string(b) != answer {
 		t.Errorf("body %q: the caller must still read the answer", b)
 	}
-	if d, err := holdLeft(context.Background(), lim, p.Quotas[0].Name, ""); err != nil || d < 6*time.Second || d > 7*time.Second {
+	if d, err := holdtest.Left(context.Background(), lim, p.Quotas[0].Name, ""); err != nil || d < 6*time.Second || d > 7*time.Second {
 		t.Errorf("held %s, %v; want 7s", d, err)
 	}
 	// An order refused for the pair's counter holds that pair's quota only.
@@ -364,10 +365,10 @@ func TestKrakenErrorBodyHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if d, _ := holdLeft(context.Background(), lim, p.Quotas[1].Name, "XBTUSD"); d < 6*time.Second {
+	if d, _ := holdtest.Left(context.Background(), lim, p.Quotas[1].Name, "XBTUSD"); d < 6*time.Second {
 		t.Errorf("pair hold %s, want 7s", d)
 	}
-	if d, _ := holdLeft(context.Background(), lim, p.Quotas[1].Name, "ETHUSD"); d != 0 {
+	if d, _ := holdtest.Left(context.Background(), lim, p.Quotas[1].Name, "ETHUSD"); d != 0 {
 		t.Errorf("another pair held %s", d)
 	}
 }
@@ -418,7 +419,7 @@ func TestKrakenWatchEdges(t *testing.T) {
 		return err
 	}
 	held := func(q limiter.Quota, key string) time.Duration {
-		d, err := holdLeft(context.Background(), lim, q.Name, key)
+		d, err := holdtest.Left(context.Background(), lim, q.Name, key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -674,7 +675,7 @@ func TestKrakenPublicTooManyRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if d, err := holdLeft(context.Background(), lim, "kraken-public", ""); err != nil || d < 6*time.Second || d > 7*time.Second {
+	if d, err := holdtest.Left(context.Background(), lim, "kraken-public", ""); err != nil || d < 6*time.Second || d > 7*time.Second {
 		t.Errorf("public calls held %s, %v; want 7s", d, err)
 	}
 	// Another process's public call waits the hold out: with a deadline
@@ -695,7 +696,7 @@ func TestKrakenPublicTooManyRequests(t *testing.T) {
 	if n := hits.Load(); n != 1 {
 		t.Fatalf("%d calls reached Kraken, want 1", n)
 	}
-	if d, _ := holdLeft(context.Background(), lim, p.Quotas[0].Name, ""); d != 0 {
+	if d, _ := holdtest.Left(context.Background(), lim, p.Quotas[0].Name, ""); d != 0 {
 		t.Errorf("the call counter is held %s: private calls must go on", d)
 	}
 }
@@ -809,21 +810,6 @@ func TestKrakenCancelByAge(t *testing.T) {
 			}
 		})
 	}
-}
-
-// holdLeft is how long the hold on the instance key ("" for none) of quota
-// name lasts, as Inspect reads it; 0 when there is none.
-func holdLeft(ctx context.Context, lim *limiter.Limiter, name, key string) (time.Duration, error) {
-	sts, err := lim.Inspect(ctx, name)
-	if err != nil {
-		return 0, err
-	}
-	for _, st := range sts {
-		if st.Key == key {
-			return st.Hold, nil
-		}
-	}
-	return 0, nil
 }
 
 // testFind returns the limit of q named name.

@@ -154,21 +154,6 @@ func charges(q limiter.Quota, cost func(*http.Request) (limiter.Cost, error)) fu
 	}
 }
 
-// holdLeft is how long the hold on the instance key ("" for none) of quota
-// name lasts, as Inspect reads it; 0 when there is none.
-func holdLeft(ctx context.Context, lim *limiter.Limiter, name, key string) (time.Duration, error) {
-	sts, err := lim.Inspect(ctx, name)
-	if err != nil {
-		return 0, err
-	}
-	for _, st := range sts {
-		if st.Key == key {
-			return st.Hold, nil
-		}
-	}
-	return 0, nil
-}
-
 // newTransport is middleware.NewTransport, failing the test on an error.
 func newTransport(t testing.TB, next http.RoundTripper, lim *limiter.Limiter, opts middleware.Options, rules ...middleware.Rule) *middleware.Transport {
 	t.Helper()

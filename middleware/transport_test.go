@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/internal/holdtest"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
@@ -305,7 +306,7 @@ func TestNeverSentDuringHold(t *testing.T) {
 	lim := limiter.New(c, limiter.Options{Prefix: prefix})
 	var heldAtServer atomic.Int64
 	srv := newServer(t, func(http.ResponseWriter, *http.Request) {
-		if h, err := holdLeft(ctx, other, exQuota.Name, ""); err != nil || h > 0 {
+		if h, err := holdtest.Left(ctx, other, exQuota.Name, ""); err != nil || h > 0 {
 			heldAtServer.Add(1)
 		}
 	})

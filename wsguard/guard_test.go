@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redquota/redquota/internal/holdtest"
 	"github.com/redquota/redquota/internal/oteltest"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
@@ -131,7 +132,7 @@ func TestRefusalHoldsTheChargedInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	held := func(q limiter.Quota, key string) bool {
-		d, err := holdLeft(ctx, lim, q.Name, key)
+		d, err := holdtest.Left(ctx, lim, q.Name, key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -251,19 +252,4 @@ func TestRedialChargesEachAttempt(t *testing.T) {
 	if res.Remaining != 10-5 {
 		t.Fatalf("remaining %d after 4 attempts and this call, want 5", res.Remaining)
 	}
-}
-
-// holdLeft is how long the hold on the instance key ("" for none) of quota
-// name lasts, as Inspect reads it; 0 when there is none.
-func holdLeft(ctx context.Context, lim *limiter.Limiter, name, key string) (time.Duration, error) {
-	sts, err := lim.Inspect(ctx, name)
-	if err != nil {
-		return 0, err
-	}
-	for _, st := range sts {
-		if st.Key == key {
-			return st.Hold, nil
-		}
-	}
-	return 0, nil
 }

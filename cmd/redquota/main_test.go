@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/redquota/redquota/internal/holdtest"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
 )
@@ -360,7 +361,7 @@ func TestHoldReleaseReset(t *testing.T) {
 	out, errOut, code = cmd(t, env, "", "hold", "pair", "5m", "--key", "XBT/USD", "--yes")
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "pair[XBT/USD] held for 5m00s: set with redquota by bob@ops1")
-	held, err := holdLeft(ctx, lim, "pair", "XBT/USD")
+	held, err := holdtest.Left(ctx, lim, "pair", "XBT/USD")
 	require.NoError(t, err)
 	require.Positive(t, held)
 	out, errOut, code = cmd(t, env, "", "reset", "pair", "--key", "XBT/USD", "--yes")
@@ -429,19 +430,4 @@ func TestTLSAndACLUser(t *testing.T) {
 	_, errOut, code = cmd(t, env[:1], "", "status")
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "certificate")
-}
-
-// holdLeft is how long the hold on the instance key ("" for none) of quota
-// name lasts, as Inspect reads it; 0 when there is none.
-func holdLeft(ctx context.Context, lim *limiter.Limiter, name, key string) (time.Duration, error) {
-	sts, err := lim.Inspect(ctx, name)
-	if err != nil {
-		return 0, err
-	}
-	for _, st := range sts {
-		if st.Key == key {
-			return st.Hold, nil
-		}
-	}
-	return 0, nil
 }

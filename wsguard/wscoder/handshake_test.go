@@ -13,6 +13,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/redquota/redquota/internal/holdtest"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/wsguard"
 	"github.com/redquota/redquota/wsguard/wscoder"
@@ -60,7 +61,7 @@ func TestHandshake429HoldsConnect(t *testing.T) {
 	if len(*seen) != 1 || (*seen)[0] != http.StatusTooManyRequests {
 		t.Errorf("Refusals saw handshakes %v, want [429]", *seen)
 	}
-	held, err := holdLeft(context.Background(), lim, conn.Name, "")
+	held, err := holdtest.Left(context.Background(), lim, conn.Name, "")
 	if err != nil || held < 29*time.Second || held > 30*time.Second {
 		t.Errorf("connection quota held %s (%v), want the Retry-After's 30 s", held, err)
 	}
@@ -73,19 +74,4 @@ func TestHandshake429HoldsConnect(t *testing.T) {
 	if n := hits.Load(); n != 1 {
 		t.Errorf("the server saw %d handshakes, want 1 (none during the hold)", n)
 	}
-}
-
-// holdLeft is how long the hold on the instance key ("" for none) of quota
-// name lasts, as Inspect reads it; 0 when there is none.
-func holdLeft(ctx context.Context, lim *limiter.Limiter, name, key string) (time.Duration, error) {
-	sts, err := lim.Inspect(ctx, name)
-	if err != nil {
-		return 0, err
-	}
-	for _, st := range sts {
-		if st.Key == key {
-			return st.Hold, nil
-		}
-	}
-	return 0, nil
 }
