@@ -6,6 +6,10 @@
 //
 //	cd bench && go run ./cmd/cgq -n 1000        # needs valgrind
 //
+// The "before" column (953e914): in a worktree of that commit, copy main.go
+// here and ops_953e914.go.txt as ops.go (its API) into bench/cmd/cgq, then
+// run the same command.
+//
 // Per op: CONFIG RESETSTAT, callgrind dump, n decisions, dump; instructions
 // (less the idle server's over the same time) ÷ eval+evalsha calls.
 package main
