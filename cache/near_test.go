@@ -469,7 +469,12 @@ func TestNearInvalidationBeforeInstall(t *testing.T) {
 		seen := watchInvalidations(e.c)
 		o := other(t, b)
 		k := e.key(e.c, "k")
+		n0 := seen.count(k)
 		require.NoError(t, o.Set(ctx, "k", "v1", time.Minute))
+		// Tracking is BCAST: v1's write is reported too, asynchronously.
+		// Wait for that report, so that the wait below is for v2's (it
+		// once returned at v1's late report, before v2's was handled).
+		seen.wait(t, k, n0)
 		n := seen.count(k)
 
 		replied, release := make(chan struct{}), make(chan struct{})
