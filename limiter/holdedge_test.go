@@ -149,6 +149,17 @@ func TestWaitAcrossGroups(t *testing.T) {
 		const period = 300 * time.Millisecond
 		qa := Quota{Name: "a", Group: "ga", Limits: []NamedLimit{{"l", PerSecond(1000)}}}
 		qb := Quota{Name: "b", Group: "gb", Limits: []NamedLimit{{"w", Limit{Rate: 1, Period: period, Burst: 1, Algorithm: FixedWindow}}}}
+		// Start early in one of qb's windows (Redis's clock): the Allow
+		// below fills it and the Reserve must meet it full, so both must
+		// fall in it; near its end the Reserve once landed in the next,
+		// empty window and booked at once.
+		now, err := b.Client.Time(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left := period - time.Duration(now.UnixMicro()%period.Microseconds())*time.Microsecond; left < 200*time.Millisecond {
+			time.Sleep(left + time.Millisecond)
+		}
 		if _, err := lim.Allow(ctx, Charge{Quota: qb, Cost: Cost{"w": 1}}); err != nil { // qb's window is full
 			t.Fatal(err)
 		}
@@ -160,7 +171,7 @@ func TestWaitAcrossGroups(t *testing.T) {
 		if T.UnixMicro()%period.Microseconds() != 0 || len(r.parts) != 2 || !r.parts[0].at().Equal(r.parts[1].at()) {
 			t.Fatalf("booked at %v and %v, want both at qb's next window start", r.parts[0].at(), r.parts[1].at())
 		}
-		now, err := b.Client.Time(ctx).Result()
+		now, err = b.Client.Time(ctx).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
