@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"strconv"
 	"sync"
 	"sync/atomic"
 )
@@ -12,7 +13,7 @@ const argCacheMax = 1 << 12
 
 // argCache holds each Limit's script arguments (with a guard), boxed once.
 var (
-	argCache sync.Map // argID → *[5]any
+	argCache sync.Map // argID → *[6]any
 	argCount atomic.Int64
 )
 
@@ -22,16 +23,17 @@ type argID struct {
 }
 
 // argsFor returns l's algorithm, period, max units, interval and guard (µs, 0
-// unless l is a FixedWindow limit), as decide.lua takes them.
-func argsFor(l Limit, guardUS int64) *[5]any {
+// unless l is a FixedWindow limit), as decide.lua takes them, and a GCRA's
+// state PX for allow.lua's Allow (spanPX).
+func argsFor(l Limit, guardUS int64) *[6]any {
 	if l.Algorithm != FixedWindow {
 		guardUS = 0
 	}
 	id := argID{l, guardUS}
 	if v, ok := argCache.Load(id); ok {
-		return v.(*[5]any)
+		return v.(*[6]any)
 	}
-	a := &[5]any{l.Algorithm.script(), l.periodUS(), l.most(), l.intervalUS(), guardUS}
+	a := &[6]any{l.Algorithm.script(), l.periodUS(), l.most(), l.intervalUS(), guardUS, spanPX(l, 0)}
 	if argCount.Add(1) > argCacheMax {
 		argCache.Clear()
 		argCount.Store(1)
@@ -40,5 +42,16 @@ func argsFor(l Limit, guardUS int64) *[5]any {
 	if loaded {
 		argCount.Add(-1)
 	}
-	return v.(*[5]any)
+	return v.(*[6]any)
+}
+
+// spanPX is the PX (ms, as a string) allow.lua gives a GCRA state: a grant
+// leaves its tat at most the limit's span (most · interval) plus the max
+// wait ahead of now.
+func spanPX(l Limit, maxWaitUS int64) string {
+	if l.Algorithm != GCRA {
+		return ""
+	}
+	us := int64(l.most())*l.intervalUS() + maxWaitUS
+	return strconv.FormatInt(max((us+999)/1000, 1), 10)
 }

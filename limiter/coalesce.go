@@ -183,14 +183,14 @@ func (l *Limiter) runBatch(p *plan, batch []*coalesceWaiter) {
 
 // parseBatch reads batch.lua's reply into out, one reply per decision (see
 // the script's header): parseReply's layout, with two limit parts.
-func parseBatch(v []any, p *plan, out []reply) error {
+func parseBatch(v any, p *plan, out []reply) error {
 	var x reply
 	if err := parseReply(v, 2, 1, int64(len(out)), &x); err != nil {
 		return fmt.Errorf("batch.lua: %w", err)
 	}
 	g := 0
 	if x.granted {
-		g = int(v[0].(int64)) // parseReply checked it
+		g = int(v.([]any)[0].(int64)) // parseReply checked it
 	}
 	if x.by > 1 || g < len(out) && (x.by == 0 || x.waitUS == 0) {
 		// One limit; the decisions after the g-th are refused, by the hold or it.

@@ -406,8 +406,8 @@ func (l *Limiter) sendBatch(ctx context.Context, p *plan, e *evalCall) error {
 
 // send runs cmd, a call of script s built in e's buffer, bounded as Options
 // say, and returns its reply; e goes back for reuse.
-func (l *Limiter) send(ctx context.Context, e *evalCall, s *redis.Script, cmd []any) ([]any, error) {
-	e.c, e.s, e.cmd = l.decider, s, cmd
+func (l *Limiter) send(ctx context.Context, e *evalCall, s *redis.Script, cmd []any) (any, error) {
+	e.c, e.s, e.cmd, e.f = l.decider, s, cmd, l.functions
 	if l.ack != nil {
 		// Options.ReplicaAck (replicaack.go): its own pipeline, e not used.
 		v, err := l.acked(ctx, s, cmd)
@@ -426,7 +426,7 @@ func (l *Limiter) send(ctx context.Context, e *evalCall, s *redis.Script, cmd []
 	}
 	v := e.v
 	clear(e.cmd)
-	e.c, e.s, e.v = nil, nil, nil
+	e.c, e.s, e.v, e.f = nil, nil, nil, nil
 	evalCalls.Put(e)
 	return v, nil
 }
@@ -455,28 +455,54 @@ func (l *Limiter) plain(p *plan, maxWaitUS int64) bool {
 
 // runPlain decides p with allow.lua.
 func (l *Limiter) runPlain(ctx context.Context, p *plan, maxWaitUS int64, e *evalCall, r *reply) error {
-	a := argsFor(p.limits[0], 0)
-	cmd := append(e.cmd[:0], "evalsha", shaOf(script.Allow), 2, p.holds[0].boxed, p.keys[0].boxed, a[2], a[3], p.costs[0], maxWaitUS)
+	lim := p.limits[0]
+	a := argsFor(lim, 0)
+	cmd := append(e.cmd[:0], "evalsha", shaOf(script.Allow), 2, p.holds[0].boxed, p.keys[0].boxed, a[2], a[3], p.costs[0])
+	if maxWaitUS > 0 {
+		cmd = append(cmd, spanPX(lim, maxWaitUS), maxWaitUS)
+	} else {
+		cmd = append(cmd, a[5])
+	}
 	v, err := l.send(ctx, e, script.Allow, cmd)
 	if err != nil {
 		return err
 	}
-	return parsePlain(v, maxWaitUS, r)
+	return parsePlain(v, maxWaitUS, int64(lim.most()), lim.intervalUS(), int64(p.costs[0]), r)
 }
 
-// parsePlain reads allow.lua's reply into r: parseReply's layout, with no
-// wait on a grant when maxWaitUS is 0 (a grant now) and none beyond it, and a
-// grant with maxWaitUS > 0 (a booking) in the long form, with its booking
-// values.
-func parsePlain(v []any, maxWaitUS int64, r *reply) error {
+// parsePlain reads allow.lua's reply to a call of cost c on a GCRA limit of
+// m units, one every e µs, into r. An Allow's grant or denial by the limit
+// is one integer, the state's tat less Redis's time (see the script): the
+// units left and the reset follow from it as gcra.lua's gcra_left finds them.
+// Any other reply is parseReply's layout, with no wait on a grant when
+// maxWaitUS is 0 (a grant now) and none beyond it, and a grant with maxWaitUS
+// > 0 (a booking) in the long form, with its booking values.
+func parsePlain(v any, maxWaitUS, m, e, c int64, r *reply) error {
+	if x, ok := v.(int64); ok {
+		span := m * e
+		var ahead int64
+		switch {
+		case maxWaitUS != 0 || x > span:
+			return fmt.Errorf("%w: allow.lua answered %d to a call with a max wait of %d µs on a span of %d µs", ErrBadReply, x, maxWaitUS, span)
+		case x >= 0:
+			*r = reply{granted: true}
+			ahead = x
+		default:
+			*r = reply{waitUS: -x, by: 1}
+			ahead = -x + span - c*e
+		}
+		r.per[0].rem, r.per[0].resetUS = max(span-ahead, 0)/e, ahead
+		return nil
+	}
 	if err := parseReply(v, 1, 1, 1, r); err != nil {
 		return fmt.Errorf("allow.lua: %w", err)
 	}
 	if r.granted && r.waitUS > maxWaitUS {
+		w := r.waitUS
 		*r = reply{}
-		return fmt.Errorf("%w: allow.lua granted with a wait of %d µs, beyond the max wait of %d µs", ErrBadReply, v[1], maxWaitUS)
+		return fmt.Errorf("%w: allow.lua granted with a wait of %d µs, beyond the max wait of %d µs", ErrBadReply, w, maxWaitUS)
 	}
-	if r.granted && maxWaitUS > 0 && len(v) != headerLen+perLimitLen {
+	if r.granted && maxWaitUS > 0 && len(v.([]any)) != headerLen+perLimitLen {
 		*r = reply{}
 		return fmt.Errorf("%w: allow.lua booked without its booking values", ErrBadReply)
 	}
@@ -493,7 +519,11 @@ func parsePlain(v []any, maxWaitUS int64, r *reply) error {
 // most maxStatus (2, a standing wake-up; batch.lua's count of grants); it is
 // kept in r as granted (≥ 1) and standing (2 when maxStatus is 2). A denial
 // (status 0) has a wait.
-func parseReply(v []any, n, nq int, maxStatus int64, r *reply) error {
+func parseReply(raw any, n, nq int, maxStatus int64, r *reply) error {
+	v, ok := raw.([]any)
+	if !ok {
+		return fmt.Errorf("%w: %T, not a list", ErrBadReply, raw)
+	}
 	stride := perLimitLen
 	if n > 0 && len(v) == headerLen+shortLimitLen*n {
 		stride = shortLimitLen
@@ -623,7 +653,8 @@ type evalCall struct {
 	c   Client
 	s   *redis.Script
 	cmd []any
-	v   []any                       // the reply, read only when fn returned nil
+	f   *reach.Functions
+	v   any                         // the reply, read only when fn returned nil
 	fn  func(context.Context) error // call, bound once
 }
 
@@ -635,6 +666,6 @@ var evalCalls = sync.Pool{New: func() any {
 
 func (e *evalCall) call(ctx context.Context) error {
 	var err error
-	e.v, err = reach.Eval(ctx, e.c, script.Source(e.s), e.cmd)
+	e.v, err = reach.Eval(ctx, e.c, e.f, script.Function(e.s), script.Source(e.s), e.cmd)
 	return err
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redquota/redquota/internal/reach"
+	"github.com/redquota/redquota/internal/script"
 	"github.com/redquota/redquota/telemetry"
 )
 
@@ -122,14 +123,17 @@ type Options struct {
 // MaxRetries: -1 is recommended too: a dead Redis is then found at the first
 // failed attempt. (Decisions are never sent twice whatever MaxRetries is.)
 type Limiter struct {
-	client   Client
-	decider  Client // where decisions go: the client
-	opts     Options
-	dedupe   bool
-	timeout  time.Duration
-	tokenPfx string
-	tokenSeq atomic.Uint64
-	dedupeMS any // token TTL in ms as a string ("0": dedupe off), boxed once
+	client  Client
+	decider Client // where decisions go: the client
+	// functions: decisions go as FCALL of the scripts' function library
+	// where the server has Redis functions (reach.Functions).
+	functions *reach.Functions
+	opts      Options
+	dedupe    bool
+	timeout   time.Duration
+	tokenPfx  string
+	tokenSeq  atomic.Uint64
+	dedupeMS  any // token TTL in ms as a string ("0": dedupe off), boxed once
 	// decideDedupe: decisions (decide.lua) carry a dedupe token. Off on a
 	// go-redis client, which sends them at most once (reach.Eval).
 	decideDedupe bool
@@ -174,7 +178,7 @@ func New(client Client, opts Options) *Limiter {
 	if opts.DedupeWindow == 0 {
 		opts.DedupeWindow = 10 * time.Second
 	}
-	l := &Limiter{client: client, decider: client, opts: opts}
+	l := &Limiter{client: client, decider: client, opts: opts, functions: reach.NewFunctions(script.Library())}
 	if opts.Coalesce {
 		l.coalesce = &coalescer{groups: map[coalesceKey]*coalesceGroup{}}
 	}

@@ -563,28 +563,40 @@ func TestParsePlainChecksReply(t *testing.T) {
 		z(int64(0), int64(5), int64(-1), int64(0), int64(0), int64(-3), int64(5)),
 	} {
 		var r reply
-		require.ErrorIs(t, parsePlain(v, 0, &r), ErrBadReply, "%v", v)
+		require.ErrorIs(t, parsePlain(v, 0, 10, 100, 1, &r), ErrBadReply, "%v", v)
 		require.False(t, r.granted)
 	}
 	var r reply
-	require.NoError(t, parsePlain(z(int64(0), int64(5), int64(-1), int64(0), int64(0), int64(3), int64(9)), 0, &r))
+	require.NoError(t, parsePlain(z(int64(0), int64(5), int64(-1), int64(0), int64(0), int64(3), int64(9)), 0, 10, 100, 1, &r))
 	require.Equal(t, reply{waitUS: 5, by: -1, per: [maxQuotaLimits]perLimit{{rem: 3, resetUS: 9}}}, r)
 	// A booking (max wait > 0) may wait up to the max wait, not beyond it.
 	booking := z(int64(1), int64(7), int64(0), int64(1007), int64(0), int64(3), int64(5))
-	require.NoError(t, parsePlain(booking, 7, &r))
+	require.NoError(t, parsePlain(booking, 7, 10, 100, 1, &r))
 	require.Equal(t, reply{granted: true, waitUS: 7, grantUS: 1007, per: [maxQuotaLimits]perLimit{{rem: 3, resetUS: 5}}}, r)
-	require.ErrorIs(t, parsePlain(booking, 6, &r), ErrBadReply)
+	require.ErrorIs(t, parsePlain(booking, 6, 10, 100, 1, &r), ErrBadReply)
 	require.False(t, r.granted)
 	// The short form (no booking values) of a grant now and of a denial is
 	// read with its booking values 0; a booking must send them.
 	short := []any{int64(1), int64(0), int64(0), int64(0), int64(0), int64(3), int64(5)}
-	require.NoError(t, parsePlain(short, 0, &r))
+	require.NoError(t, parsePlain(short, 0, 10, 100, 1, &r))
 	require.Equal(t, reply{granted: true, per: [maxQuotaLimits]perLimit{{rem: 3, resetUS: 5}}}, r)
-	require.NoError(t, parsePlain([]any{int64(0), int64(5), int64(1), int64(9), int64(0), int64(0), int64(5)}, 7, &r))
+	require.NoError(t, parsePlain([]any{int64(0), int64(5), int64(1), int64(9), int64(0), int64(0), int64(5)}, 7, 10, 100, 1, &r))
 	require.Equal(t, reply{waitUS: 5, by: 1, grantUS: 9, per: [maxQuotaLimits]perLimit{{resetUS: 5}}}, r)
-	require.ErrorIs(t, parsePlain(booking[:7], 7, &r), ErrBadReply, "a booking without its booking values")
+	require.ErrorIs(t, parsePlain(booking[:7], 7, 10, 100, 1, &r), ErrBadReply, "a booking without its booking values")
 	require.False(t, r.granted)
 	for _, v := range [][]any{short[:6], append(short[:7:7], int64(0)), booking[:12]} {
-		require.ErrorIs(t, parsePlain(v, 0, &r), ErrBadReply, "%d values", len(v))
+		require.ErrorIs(t, parsePlain(v, 0, 10, 100, 1, &r), ErrBadReply, "%d values", len(v))
+	}
+	// An Allow's grant or denial by the limit (m 10, e 100 µs, c 1): one
+	// integer, tat less now; remaining and reset follow as gcra_left finds
+	// them.
+	require.NoError(t, parsePlain(int64(300), 0, 10, 100, 1, &r))
+	require.Equal(t, reply{granted: true, per: [maxQuotaLimits]perLimit{{rem: 7, resetUS: 300}}}, r)
+	require.NoError(t, parsePlain(int64(-50), 0, 10, 100, 1, &r))
+	require.Equal(t, reply{waitUS: 50, by: 1, per: [maxQuotaLimits]perLimit{{rem: 0, resetUS: 950}}}, r)
+	require.NoError(t, parsePlain(int64(-50), 0, 10, 100, 3, &r))
+	require.Equal(t, reply{waitUS: 50, by: 1, per: [maxQuotaLimits]perLimit{{rem: 2, resetUS: 750}}}, r)
+	for _, c := range []struct{ v, maxWait int64 }{{1001, 0}, {5, 7}, {-5, 7}} {
+		require.ErrorIs(t, parsePlain(c.v, c.maxWait, 10, 100, 1, &r), ErrBadReply, "%d, max wait %d", c.v, c.maxWait)
 	}
 }

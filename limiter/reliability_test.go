@@ -116,10 +116,15 @@ func TestScriptFlushMidRun(t *testing.T) {
 					return
 				default:
 				}
+				// Scripts (EVALSHA) and the function library (FCALL) both.
+				flush := func(ctx context.Context, c *redis.Client) error {
+					_ = c.FunctionFlush(ctx).Err()
+					return c.ScriptFlush(ctx).Err()
+				}
 				if cc, ok := b.Client.(*redis.ClusterClient); ok {
-					_ = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return c.ScriptFlush(ctx).Err() })
+					_ = cc.ForEachMaster(ctx, flush)
 				} else {
-					_ = b.Client.ScriptFlush(ctx).Err()
+					_ = flush(ctx, b.Client.(*redis.Client))
 				}
 				flushes.Add(1)
 				time.Sleep(2 * time.Millisecond)
@@ -131,8 +136,14 @@ func TestScriptFlushMidRun(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				one := Charge{Quota: Quota{Name: "flush", Limits: []NamedLimit{{"a", PerSecond(1_000_000)}}}, Cost: Cost{"a": 1}}
+				two := Charge{Quota: Quota{Name: "flush2", Limits: []NamedLimit{{"a", PerSecond(1_000_000)}, {"b", Limit{Rate: 1_000_000, Period: time.Second, Algorithm: FixedWindow}}}}, Cost: Cost{"a": 1, "b": 1}}
 				for i := 0; i < 100; i++ {
-					if _, err := lim.Allow(ctx, Charge{Quota: Quota{Name: "flush", Limits: []NamedLimit{{"a", PerSecond(1_000_000)}}}, Cost: Cost{"a": 1}}); err != nil {
+					c := one // allow.lua
+					if i%2 == 1 {
+						c = two // decide.lua
+					}
+					if _, err := lim.Allow(ctx, c); err != nil {
 						errs.Add(1)
 						t.Log(err)
 					}
@@ -144,6 +155,7 @@ func TestScriptFlushMidRun(t *testing.T) {
 		if errs.Load() != 0 || flushes.Load() < 2 {
 			t.Fatalf("%d errors across %d flushes", errs.Load(), flushes.Load())
 		}
+		require.False(t, lim.functions.Off(), "a flushed library is loaded again, not given up")
 	})
 }
 
@@ -217,10 +229,11 @@ func TestSlowServerDeadlineAndRetries(t *testing.T) {
 		}
 		// A decision's reply for one limit is an array of 13 integers
 		// (decide.lua's layout: the wrapped client's call, with its token),
-		// or of 7 when it books nothing (allow.lua's grant now: the short form).
+		// or of 7 when it books nothing (its short form), or one integer
+		// (allow.lua's grant now).
 		var dropped atomic.Int64
 		proxy.SetDropReplies(func(b []byte) bool {
-			if bytes.HasPrefix(b, []byte("*13\r\n")) || bytes.HasPrefix(b, []byte("*7\r\n")) {
+			if bytes.HasPrefix(b, []byte("*13\r\n")) || bytes.HasPrefix(b, []byte("*7\r\n")) || bytes.HasPrefix(b, []byte(":")) {
 				dropped.Add(1)
 				return true
 			}

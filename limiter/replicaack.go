@@ -52,8 +52,8 @@ func ackNode(ctx context.Context, c Client, key string) (*redis.Client, error) {
 // decision (Timeout, plus the WAIT's own time). No replica acknowledging in
 // time is an error wrapping reach.ErrNotReplicated: the failure policy
 // answers, although the primary may have counted the units.
-func (l *Limiter) acked(ctx context.Context, s *redis.Script, cmd []any) ([]any, error) {
-	var v []any
+func (l *Limiter) acked(ctx context.Context, s *redis.Script, cmd []any) (any, error) {
+	var v any
 	// v is read only when err is nil: a call Call left behind writes it late.
 	err := l.path.DoWithin(ctx, l.ack.bound, func(ctx context.Context) error {
 		node, err := ackNode(ctx, l.client, cmd[3].(string))
@@ -74,7 +74,7 @@ func (l *Limiter) acked(ctx context.Context, s *redis.Script, cmd []any) ([]any,
 }
 
 // evalAcked sends cmd and WAIT 1 in one pipeline to node.
-func (l *Limiter) evalAcked(ctx context.Context, node *redis.Client, cmd []any) ([]any, error) {
+func (l *Limiter) evalAcked(ctx context.Context, node *redis.Client, cmd []any) (any, error) {
 	pipe := node.Pipeline()
 	// Sent at most once, as every decision (reach.Eval): a pipeline holding a
 	// NoRetry command is not resent.
@@ -82,7 +82,7 @@ func (l *Limiter) evalAcked(ctx context.Context, node *redis.Client, cmd []any) 
 	_ = pipe.Process(ctx, reach.SendOnce(ev))
 	wait := pipe.Do(ctx, "wait", 1, l.ack.ms)
 	_, _ = pipe.Exec(ctx) // each reply is checked below
-	v, err := ev.Slice()
+	v, err := ev.Result()
 	if err != nil {
 		return nil, err
 	}

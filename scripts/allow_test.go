@@ -13,52 +13,44 @@ import (
 
 // allow.lua called directly: a limit of 3 units, one every 100 ms, granted
 // while it fits, refused with the wait until it does, refused by a hold with
-// the hold's wait, and its state written with a TTL.
+// the hold's wait, and its state written with the TTL it is given.
 func TestAllowScript(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
 		hold, state := b.Prefix+":{a}:hold", b.Prefix+":{a}:gcra"
 		keys := []string{hold, state}
 		const m, e = 3, 100_000 // 3 units, one per 100 ms
-		call := func(c int) []int64 {
+		const px = "300"        // m·e, in ms
+		// An Allow granted or refused by the limit is answered with one
+		// integer: the tat less Redis's time after the call, ≥ 0 granted,
+		// < 0 refused (less the µs until the cost fits).
+		call := func(c int) int64 {
 			t.Helper()
-			v, err := script.Allow.Run(ctx, b.Client, keys, m, e, c, 0).Int64Slice()
+			v, err := script.Allow.Run(ctx, b.Client, keys, m, e, c, px).Int64()
 			require.NoError(t, err)
-			// decide.lua's layout for one limit, short: nothing is booked, so
-			// the six booking values are left out.
-			require.Len(t, v, 7)
-			require.Equal(t, []int64{0, 0}, v[3:5], "grant time and lease: none")
-			// As {granted (1), refused by the limit (0) or by the hold (-1),
-			// wait, remaining, reset}.
-			g := v[0]
-			if g == 0 && v[2] == -1 {
-				g = -1
-			} else if g == 0 {
-				require.Equal(t, int64(1), v[2], "denied by the limit")
-			}
-			return []int64{g, v[1], v[5], v[6]}
+			return v
 		}
 		if b.Mini != nil {
 			b.Mini.SetTime(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 		}
-		require.Equal(t, []int64{1, 0, 2, e}, call(1))
-		r := call(2) // Redis's clock moved on a little since the first (not miniredis's)
-		require.Equal(t, []int64{1, 0, 0}, r[:3])
-		require.True(t, r[3] > 2*e && r[3] <= 3*e, "reset %d", r[3])
-		r = call(1) // used up: the next unit fits in about 100 ms
-		require.Equal(t, int64(0), r[0])
-		require.Greater(t, r[1], int64(0))
-		require.LessOrEqual(t, r[1], int64(e))
-		require.Equal(t, int64(0), r[2])
+		require.Equal(t, int64(e), call(1), "an empty limit: the tat one interval ahead")
+		x := call(2) // Redis's clock moved on a little since the first (not miniredis's)
+		require.True(t, x > 2*e && x <= 3*e, "two more units: the tat about three intervals ahead, %d", x)
+		x = call(1) // used up: the next unit fits in about 100 ms
+		require.Less(t, x, int64(0))
+		require.GreaterOrEqual(t, x, int64(-e))
 		pttl, err := b.Client.PTTL(ctx, state).Result()
 		require.NoError(t, err)
 		require.True(t, pttl > 0 && pttl <= 300*time.Millisecond, "state PTTL %v", pttl)
 
 		// A hold ending well after the limit has room refuses with -1 and its wait.
+		// It is answered in decide.lua's layout, short (nothing is booked).
 		require.NoError(t, b.Client.Set(ctx, hold, "9999999999999999", time.Minute).Err())
-		r = call(1)
-		require.Equal(t, int64(-1), r[0])
-		require.Greater(t, r[1], int64(time.Hour/time.Microsecond))
+		v, err := script.Allow.Run(ctx, b.Client, keys, m, e, 1, px).Int64Slice()
+		require.NoError(t, err)
+		require.Len(t, v, 7)
+		require.Equal(t, []int64{0, -1, 0, 0}, []int64{v[0], v[2], v[3], v[4]}, "denied by the hold, no grant time, no lease")
+		require.Greater(t, v[1], int64(time.Hour/time.Microsecond))
 
 		// With a max wait, a used-up limit books its next unit: the grant
 		// time is the wait ahead of Redis's clock, the booking id and mark are
@@ -67,7 +59,7 @@ func TestAllowScript(t *testing.T) {
 		require.NoError(t, b.Client.Del(ctx, hold).Err())
 		before, err := b.Client.Get(ctx, state).Int64()
 		require.NoError(t, err)
-		v, err := script.Allow.Run(ctx, b.Client, keys, m, e, 1, int64(time.Second/time.Microsecond)).Int64Slice()
+		v, err = script.Allow.Run(ctx, b.Client, keys, m, e, 1, "1300", int64(time.Second/time.Microsecond)).Int64Slice()
 		require.NoError(t, err)
 		require.Len(t, v, 13)
 		require.Equal(t, []int64{1, 0, 0}, []int64{v[0], v[2], v[4]}, "granted, by nothing, no lease")
@@ -78,7 +70,7 @@ func TestAllowScript(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, before+e, after)
 		// Beyond the max wait: denied, with the time it would fit and nothing written.
-		v, err = script.Allow.Run(ctx, b.Client, keys, m, e, 1, 1).Int64Slice()
+		v, err = script.Allow.Run(ctx, b.Client, keys, m, e, 1, "301", 1).Int64Slice()
 		require.NoError(t, err)
 		require.Equal(t, []int64{0, 1}, []int64{v[0], v[2]})
 		require.Equal(t, after-m*e+e, v[3])

@@ -38,8 +38,9 @@ local function gcra_left(tat, now, m, e)
   return rem, ahead
 end
 
--- gcra_write stores tat (> now) and floor under key k until tat is past.
-local function gcra_write(k, tat, floor, now)
+-- gcra_write stores tat (> now) and floor under key k until tat is past, or
+-- for px ms when given (a string, at least ttl_ms(tat, now): allow.lua's).
+local function gcra_write(k, tat, floor, now, px)
   local v = floor > 0 and string.format('%d %d', tat, floor) or string.format('%d', tat)
-  redis.call('SET', k, v, 'PX', ttl_ms(tat, now))
+  redis.call('SET', k, v, 'PX', px or ttl_ms(tat, now))
 end

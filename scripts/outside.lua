@@ -42,7 +42,7 @@ local function outside_read(v)
   if not v then return nil end
   local ow, R, seen, raised, quiet, B, refused = string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
   if not ow then return nil end
-  return tonumber(ow), tonumber(R), tonumber(seen), tonumber(raised), tonumber(quiet), tonumber(B), tonumber(refused)
+  return ow + 0, R + 0, seen + 0, raised + 0, quiet + 0, B + 0, refused + 0 -- digits: + 0 is tonumber, cheaper
 end
 
 -- outside_reserve is the reserve a record v keeps free in window w: in ow,

@@ -39,18 +39,20 @@ local function quota_layout()
     return nil, #KEYS .. ' keys and ' .. #ARGV .. ' arguments do not match'
   end
   local Q = {h = h, n = n, tail = 4 + 6 * n, limits = {}, tokenTTL = ARGV[1], dedupe = ARGV[1] ~= '0' and n > 0,
-    notBefore = tonumber(ARGV[3]) or 0, replay = false, hold = 0, holdOf = 0}
+    notBefore = ARGV[3] + 0, replay = false, hold = 0, holdOf = 0}
   for i = 1, n do
     local a = 4 + 6 * (i - 1)
     -- The algorithm by string comparison (interned: no number parsing), and
     -- only the arguments it reads: the interval is GCRA's, the guard a fixed
-    -- window's (each tonumber is a strtod).
+    -- window's (each number is a strtod). "+ 0" converts as tonumber does,
+    -- for fewer instructions, and fails the call (before any write) on a
+    -- non-number.
     local name = ARGV[a]
     local algo = name == '1' and 1 or name == '2' and 2 or name == '3' and 3 or name == '4' and 4 or nil
     -- Every field in the constructor: a Lua table grown field by field rehashes.
-    local lim = {key = KEYS[1 + h + i], algo = algo, period = tonumber(ARGV[a + 1]), max = tonumber(ARGV[a + 2]),
-      interval = algo == 1 and tonumber(ARGV[a + 3]) or 1, cost = tonumber(ARGV[a + 4]),
-      guard = algo == 4 and tonumber(ARGV[a + 5]) or 0, outsideKey = false, outsideAt = false, outside = false, state = false, floor = 0}
+    local lim = {key = KEYS[1 + h + i], algo = algo, period = ARGV[a + 1] + 0, max = ARGV[a + 2] + 0,
+      interval = algo == 1 and ARGV[a + 3] + 0 or 1, cost = ARGV[a + 4] + 0,
+      guard = algo == 4 and ARGV[a + 5] + 0 or 0, outsideKey = false, outsideAt = false, outside = false, state = false, floor = 0}
     if not (algo and lim.cost and lim.max and lim.period and lim.interval and lim.guard)
       or lim.cost < 1 or lim.cost > lim.max or lim.period < 1 or lim.interval < 1 or lim.guard < 0 or lim.guard >= lim.period then
       return nil, 'limit ' .. i .. ': algorithm, cost, max, period, interval or guard out of range'

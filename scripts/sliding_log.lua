@@ -7,7 +7,7 @@
 local function log_entry(member)
   local total, weight = string.match(member, '^(%d+):(%d+)$')
   if not total then error('unreadable sliding log entry ' .. member) end
-  return tonumber(total), tonumber(weight)
+  return total + 0, weight + 0 -- digits: + 0 is tonumber, cheaper
 end
 
 -- log_read reads the entries of log k scored after µs time from: sum (their
@@ -19,7 +19,7 @@ local function log_read(k, from)
   if not first[1] then return s end
   local latest = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')
   local total, weight = log_entry(first[1])
-  s.base, s.total, s.last = total - weight, log_entry(latest[1]), tonumber(latest[2])
+  s.base, s.total, s.last = total - weight, log_entry(latest[1]), latest[2] + 0
   s.sum = s.total - s.base
   return s
 end

@@ -18,7 +18,7 @@ local function digits(x) return string.format('%d', x) end
 -- now_us is Redis's clock, µs.
 local function now_us()
   local tm = redis.call('TIME')
-  return tonumber(tm[1]) * 1000000 + tonumber(tm[2])
+  return tm[1] * 1000000 + tm[2] -- strings coerced: cheaper than tonumber
 end
 
 -- ttl_ms is the PX of a key that must live until µs time ends (≥ 1 ms).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -47,8 +48,18 @@ func SendOnce(cmd *redis.Cmd) redis.Cmder { return onceCmd{cmd} }
 // restart), sends it again as EVAL with src, the script's source. The keys
 // and arguments can be boxed once and reused. On a go-redis client (Once)
 // the call is sent at most once (onceCmd); other clients may retry it.
-func Eval(ctx context.Context, c redis.Scripter, src string, cmd []any) ([]any, error) {
+//
+// With f and fn (the script's function in f's library) it first sends the
+// call as FCALL fn on a go-redis client, loading the library where Redis
+// answers that it has no such function (see Functions). cmd's first two
+// values may be changed.
+func Eval(ctx context.Context, c redis.Scripter, f *Functions, fn, src string, cmd []any) (any, error) {
 	if p, ok := c.(processor); ok {
+		if f != nil && fn != "" && !f.off.Load() {
+			if v, err, done := f.call(ctx, c, p, fn, cmd); done {
+				return v, err
+			}
+		}
 		v, err := evalOnce(ctx, p, cmd)
 		if NoScript(err) {
 			cmd[0], cmd[1] = "eval", src
@@ -63,24 +74,120 @@ func Eval(ctx context.Context, c redis.Scripter, src string, cmd []any) ([]any, 
 			keys[i] = cmd[3+i].(string)
 		}
 		args := cmd[3+len(keys):]
-		v, err := c.EvalSha(ctx, cmd[1].(string), keys, args...).Slice()
+		v, err := c.EvalSha(ctx, cmd[1].(string), keys, args...).Result()
 		if NoScript(err) {
-			v, err = c.Eval(ctx, src, keys, args...).Slice()
+			v, err = c.Eval(ctx, src, keys, args...).Result()
 		}
 		return v, err
 	}
-	v, err := d.Do(ctx, cmd...).Slice()
+	v, err := d.Do(ctx, cmd...).Result()
 	if NoScript(err) {
 		cmd[0], cmd[1] = "eval", src
-		v, err = d.Do(ctx, cmd...).Slice()
+		v, err = d.Do(ctx, cmd...).Result()
 	}
 	return v, err
 }
 
-func evalOnce(ctx context.Context, p processor, cmd []any) ([]any, error) {
+// Functions is one library of Redis functions (FUNCTION LOAD, FCALL: Redis
+// ≥ 7.0) as Eval uses it on one client: each call goes as FCALL; where Redis
+// answers that the function does not exist (a node that never loaded it, or
+// after FUNCTION FLUSH), the library is loaded on the node that answered and
+// the call sent again. Once a server does not know FCALL (Redis < 7.0,
+// miniredis), refuses the library, or the client's nodes cannot be reached
+// one by one (not a Client, ClusterClient or Ring), every call goes as
+// EVALSHA from then on. None of these answers ran the call, so none is sent
+// twice.
+type Functions struct {
+	lib string
+	off atomic.Bool
+}
+
+// NewFunctions returns the use of the library whose source is lib.
+func NewFunctions(lib string) *Functions { return &Functions{lib: lib} }
+
+// call sends cmd as FCALL fn; done is false when it must go as EVALSHA,
+// with cmd as it came.
+func (f *Functions) call(ctx context.Context, c any, p processor, fn string, cmd []any) (v any, err error, done bool) {
+	sha := cmd[1]
+	cmd[0], cmd[1] = "fcall", fn
+	defer func() {
+		if !done {
+			cmd[0], cmd[1] = "evalsha", sha
+		}
+	}()
+	v, err = evalOnce(ctx, p, cmd)
+	switch {
+	case err == nil || !noFunction(err) && !unknownCommand(err):
+		return v, err, true
+	case unknownCommand(err):
+		f.off.Store(true)
+		return nil, nil, false
+	}
+	key, _ := cmd[3].(string)
+	if cmd[2] == 0 || key == "" {
+		return nil, nil, false
+	}
+	if lerr := f.load(ctx, c, key); lerr != nil {
+		if ctx.Err() == nil && !errors.Is(lerr, errNoNode) {
+			f.off.Store(true) // refused (ACL, read-only, an old server): EVALSHA
+		}
+		return nil, nil, false
+	}
+	v, err = evalOnce(ctx, p, cmd)
+	if noFunction(err) {
+		return nil, nil, false // loaded, and gone again: EVALSHA this time
+	}
+	return v, err, true
+}
+
+// errNoNode: the node that holds key could not be found now.
+var errNoNode = errors.New("reach: no node for the key")
+
+// load loads the library on the node that holds key.
+func (f *Functions) load(ctx context.Context, c any, key string) error {
+	switch c := c.(type) {
+	case *redis.Client:
+		return loadOn(ctx, c, f.lib)
+	case *redis.ClusterClient:
+		node, err := c.MasterForKey(ctx, key)
+		if err != nil {
+			return errNoNode
+		}
+		return loadOn(ctx, node, f.lib)
+	case *redis.Ring:
+		return c.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error {
+			return loadOn(ctx, node, f.lib)
+		})
+	}
+	return errors.New("reach: no way to reach each node of this client")
+}
+
+// loadOn loads lib on node; a library of that name already there (another
+// process loaded it first) is the same library.
+func loadOn(ctx context.Context, node *redis.Client, lib string) error {
+	err := node.FunctionLoad(ctx, lib).Err()
+	if err != nil && strings.Contains(err.Error(), "already exists") {
+		return nil
+	}
+	return err
+}
+
+// noFunction reports whether err is Redis's answer to an FCALL of a function
+// it does not hold.
+func noFunction(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "Function not found")
+}
+
+// unknownCommand reports whether err is a server's answer to a command it
+// does not know (FCALL before Redis 7.0, or on miniredis).
+func unknownCommand(err error) bool {
+	return err != nil && strings.Contains(strings.ToLower(err.Error()), "unknown command")
+}
+
+func evalOnce(ctx context.Context, p processor, cmd []any) (any, error) {
 	c := redis.NewCmd(ctx, cmd...)
 	_ = p.Process(ctx, onceCmd{c})
-	return c.Slice()
+	return c.Result()
 }
 
 // Run runs the script s (whose source is src) on c with keys and args:
@@ -100,3 +207,6 @@ func Run(ctx context.Context, c redis.Scripter, s *redis.Script, src string, key
 func NoScript(err error) bool {
 	return err != nil && (errors.Is(err, redis.ErrNoScript) || strings.HasPrefix(err.Error(), "NOSCRIPT"))
 }
+
+// Off reports whether calls go as EVALSHA for good (see Functions).
+func (f *Functions) Off() bool { return f.off.Load() }

@@ -11,8 +11,6 @@ import (
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/redquota/redquota/scripts"
 )
 
 // registry holds every script by file name, and sources each script's Lua;
@@ -20,6 +18,7 @@ import (
 var (
 	registry = map[string]*redis.Script{}
 	sources  = map[*redis.Script]string{}
+	preludes = map[*redis.Script][]string{} // each script's, for library_test.go
 )
 
 // Source returns the Lua source of a script, for callers that send EVAL
@@ -30,18 +29,15 @@ func Source(s *redis.Script) string { return sources[s] }
 // preludes (Lua functions several scripts share, which Redis cannot import)
 // and then the script, and registers it for All and Load. Each package file
 // declares the handles of its own scripts.
-func mustScript(name string, preludes ...string) *redis.Script {
+func mustScript(name string, with ...string) *redis.Script {
 	var src []byte
-	for _, f := range append(preludes, name) {
-		b, err := scripts.FS.ReadFile(f)
-		if err != nil {
-			panic("script: missing embedded " + f) // a build defect, not user input
-		}
-		src = append(src, b...)
+	for _, f := range append(with, name) {
+		src = append(src, mustRead(f)...)
 	}
 	s := redis.NewScript(string(src))
 	registry[name] = s
 	sources[s] = string(src)
+	preludes[s] = with
 	return s
 }
 

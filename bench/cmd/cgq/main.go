@@ -11,7 +11,7 @@
 // run the same command.
 //
 // Per op: CONFIG RESETSTAT, callgrind dump, n decisions, dump; instructions
-// (less the idle server's over the same time) ÷ eval+evalsha calls.
+// (less the idle server's over the same time) ÷ eval+evalsha+fcall calls.
 package main
 
 import (
@@ -60,7 +60,7 @@ func calls(c *redis.Client) float64 {
 	info := c.Info(context.Background(), "commandstats").Val()
 	var n float64
 	for _, line := range strings.Split(info, "\n") {
-		for _, cmd := range []string{"cmdstat_eval:", "cmdstat_evalsha:"} {
+		for _, cmd := range []string{"cmdstat_eval:", "cmdstat_evalsha:", "cmdstat_fcall:"} {
 			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), cmd); ok {
 				for _, f := range strings.Split(rest, ",") {
 					k, v, _ := strings.Cut(f, "=")
