@@ -13,7 +13,7 @@ const argCacheMax = 1 << 12
 
 // argCache holds each Limit's script arguments (with a guard), boxed once.
 var (
-	argCache sync.Map // argID → *[6]any
+	argCache sync.Map // argID → *[7]any
 	argCount atomic.Int64
 )
 
@@ -24,16 +24,17 @@ type argID struct {
 
 // argsFor returns l's algorithm, period, max units, interval and guard (µs, 0
 // unless l is a FixedWindow limit), as decide.lua takes them, and a GCRA's
-// state PX for allow.lua's Allow (spanPX).
-func argsFor(l Limit, guardUS int64) *[6]any {
+// span (max units · interval, µs) and state PX for allow.lua's Allow
+// (spanPX).
+func argsFor(l Limit, guardUS int64) *[7]any {
 	if l.Algorithm != FixedWindow {
 		guardUS = 0
 	}
 	id := argID{l, guardUS}
 	if v, ok := argCache.Load(id); ok {
-		return v.(*[6]any)
+		return v.(*[7]any)
 	}
-	a := &[6]any{l.Algorithm.script(), l.periodUS(), l.most(), l.intervalUS(), guardUS, spanPX(l, 0)}
+	a := &[7]any{l.Algorithm.script(), l.periodUS(), l.most(), l.intervalUS(), guardUS, int64(l.most()) * l.intervalUS(), spanPX(l, 0)}
 	if argCount.Add(1) > argCacheMax {
 		argCache.Clear()
 		argCount.Store(1)
@@ -42,7 +43,7 @@ func argsFor(l Limit, guardUS int64) *[6]any {
 	if loaded {
 		argCount.Add(-1)
 	}
-	return v.(*[6]any)
+	return v.(*[7]any)
 }
 
 // spanPX is the PX (ms, as a string) allow.lua gives a GCRA state: a grant

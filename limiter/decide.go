@@ -457,55 +457,61 @@ func (l *Limiter) plain(p *plan, maxWaitUS int64) bool {
 func (l *Limiter) runPlain(ctx context.Context, p *plan, maxWaitUS int64, e *evalCall, r *reply) error {
 	lim := p.limits[0]
 	a := argsFor(lim, 0)
-	cmd := append(e.cmd[:0], "evalsha", shaOf(script.Allow), 2, p.holds[0].boxed, p.keys[0].boxed, a[2], a[3], p.costs[0])
+	c, interval := int64(p.costs[0]), lim.intervalUS()
+	// inc, c·e: e, boxed once, for a cost of 1 (the common call); boxing
+	// another allocates.
+	inc := a[3]
+	if c != 1 {
+		inc = c * interval
+	}
+	cmd := append(e.cmd[:0], "evalsha", shaOf(script.Allow), 2, p.holds[0].boxed, p.keys[0].boxed, a[5], inc)
 	if maxWaitUS > 0 {
 		cmd = append(cmd, spanPX(lim, maxWaitUS), maxWaitUS)
 	} else {
-		cmd = append(cmd, a[5])
+		cmd = append(cmd, a[6])
 	}
 	v, err := l.send(ctx, e, script.Allow, cmd)
 	if err != nil {
 		return err
 	}
-	return parsePlain(v, maxWaitUS, int64(lim.most()), lim.intervalUS(), int64(p.costs[0]), r)
+	return parsePlain(v, maxWaitUS, int64(lim.most())*interval, interval, c*interval, r)
 }
 
-// parsePlain reads allow.lua's reply to a call of cost c on a GCRA limit of
-// m units, one every e µs, into r. An Allow's grant or denial by the limit
-// is one integer, the state's tat less Redis's time (see the script): the
-// units left and the reset follow from it as gcra.lua's gcra_left finds them.
-// Any other reply is parseReply's layout, with no wait on a grant when
-// maxWaitUS is 0 (a grant now) and none beyond it, and a grant with maxWaitUS
-// > 0 (a booking) in the long form, with its booking values.
-func parsePlain(v any, maxWaitUS, m, e, c int64, r *reply) error {
+// parsePlain reads allow.lua's reply to a call charging inc µs (cost c: c·e)
+// to a GCRA limit of span µs (m units, one every e µs) into r. An Allow's
+// grant or denial by the limit is one integer, the state's tat less Redis's
+// time (see the script); every other reply is parseReply's layout, with no
+// wait on a grant when maxWaitUS is 0 (a grant now) and none beyond it, and a
+// grant with maxWaitUS > 0 (a booking) in the long form, with its booking
+// values. Either way the script sends the reset (tat less now) and leaves the
+// units left to this side, which finds them as gcra.lua's gcra_left does.
+func parsePlain(v any, maxWaitUS, span, e, inc int64, r *reply) error {
 	if x, ok := v.(int64); ok {
-		span := m * e
-		var ahead int64
 		switch {
 		case maxWaitUS != 0 || x > span:
 			return fmt.Errorf("%w: allow.lua answered %d to a call with a max wait of %d µs on a span of %d µs", ErrBadReply, x, maxWaitUS, span)
 		case x >= 0:
 			*r = reply{granted: true}
-			ahead = x
+			r.per[0].resetUS = x
 		default:
 			*r = reply{waitUS: -x, by: 1}
-			ahead = -x + span - c*e
+			r.per[0].resetUS = -x + span - inc
 		}
-		r.per[0].rem, r.per[0].resetUS = max(span-ahead, 0)/e, ahead
-		return nil
+	} else {
+		if err := parseReply(v, 1, 1, 1, r); err != nil {
+			return fmt.Errorf("allow.lua: %w", err)
+		}
+		if r.granted && r.waitUS > maxWaitUS {
+			w := r.waitUS
+			*r = reply{}
+			return fmt.Errorf("%w: allow.lua granted with a wait of %d µs, beyond the max wait of %d µs", ErrBadReply, w, maxWaitUS)
+		}
+		if r.granted && maxWaitUS > 0 && len(v.([]any)) != headerLen+perLimitLen {
+			*r = reply{}
+			return fmt.Errorf("%w: allow.lua booked without its booking values", ErrBadReply)
+		}
 	}
-	if err := parseReply(v, 1, 1, 1, r); err != nil {
-		return fmt.Errorf("allow.lua: %w", err)
-	}
-	if r.granted && r.waitUS > maxWaitUS {
-		w := r.waitUS
-		*r = reply{}
-		return fmt.Errorf("%w: allow.lua granted with a wait of %d µs, beyond the max wait of %d µs", ErrBadReply, w, maxWaitUS)
-	}
-	if r.granted && maxWaitUS > 0 && len(v.([]any)) != headerLen+perLimitLen {
-		*r = reply{}
-		return fmt.Errorf("%w: allow.lua booked without its booking values", ErrBadReply)
-	}
+	r.per[0].rem = max(span-r.per[0].resetUS, 0) / e
 	return nil
 }
 

@@ -548,55 +548,56 @@ func TestPlainAllowMatchesQuota(t *testing.T) {
 // allow.lua's reply is checked: a malformed one is ErrBadReply, never a
 // grant.
 func TestParsePlainChecksReply(t *testing.T) {
+	// A limit of 10 units, one every 100 µs (span 1000 µs), cost 1 (inc 100).
+	const span, e, inc = 1000, 100, 100
 	z := func(head ...any) []any {
 		return append(head, int64(0), int64(0), int64(0), int64(0), int64(0), int64(0))
 	}
 	for _, v := range [][]any{
 		nil,
 		{int64(1), int64(0), int64(3)},
-		append(z(int64(1), int64(0), int64(0), int64(0), int64(0), int64(3), int64(5)), int64(0)), // one value too many
-		z(int64(1), int64(0), int64(0), int64(0), int64(0), "3", int64(5)),
-		z(int64(2), int64(0), int64(0), int64(0), int64(0), int64(3), int64(5)),  // standing: not allow.lua's
-		z(int64(1), int64(7), int64(0), int64(0), int64(0), int64(3), int64(5)),  // granted with a wait
-		z(int64(0), int64(0), int64(1), int64(0), int64(0), int64(3), int64(5)),  // denied without one
-		z(int64(0), int64(5), int64(-2), int64(0), int64(0), int64(3), int64(5)), // a second quota's hold
-		z(int64(0), int64(5), int64(-1), int64(0), int64(0), int64(-3), int64(5)),
+		append(z(int64(1), int64(0), int64(0), int64(0), int64(0), int64(0), int64(500)), int64(0)), // one value too many
+		z(int64(1), int64(0), int64(0), int64(0), int64(0), "3", int64(500)),
+		z(int64(2), int64(0), int64(0), int64(0), int64(0), int64(0), int64(500)),  // standing: not allow.lua's
+		z(int64(1), int64(7), int64(0), int64(0), int64(0), int64(0), int64(500)),  // granted with a wait
+		z(int64(0), int64(0), int64(1), int64(0), int64(0), int64(0), int64(500)),  // denied without one
+		z(int64(0), int64(5), int64(-2), int64(0), int64(0), int64(0), int64(500)), // a second quota's hold
+		z(int64(0), int64(5), int64(-1), int64(0), int64(0), int64(0), int64(-3)),
 	} {
 		var r reply
-		require.ErrorIs(t, parsePlain(v, 0, 10, 100, 1, &r), ErrBadReply, "%v", v)
+		require.ErrorIs(t, parsePlain(v, 0, span, e, inc, &r), ErrBadReply, "%v", v)
 		require.False(t, r.granted)
 	}
+	// Remaining follows from reset (the tat less now) as gcra_left finds it:
+	// 1000 µs less 930 leave 70 µs, no whole unit; less 500, 5.
 	var r reply
-	require.NoError(t, parsePlain(z(int64(0), int64(5), int64(-1), int64(0), int64(0), int64(3), int64(9)), 0, 10, 100, 1, &r))
-	require.Equal(t, reply{waitUS: 5, by: -1, per: [maxQuotaLimits]perLimit{{rem: 3, resetUS: 9}}}, r)
+	require.NoError(t, parsePlain(z(int64(0), int64(5), int64(-1), int64(0), int64(0), int64(0), int64(930)), 0, span, e, inc, &r))
+	require.Equal(t, reply{waitUS: 5, by: -1, per: [maxQuotaLimits]perLimit{{rem: 0, resetUS: 930}}}, r)
 	// A booking (max wait > 0) may wait up to the max wait, not beyond it.
-	booking := z(int64(1), int64(7), int64(0), int64(1007), int64(0), int64(3), int64(5))
-	require.NoError(t, parsePlain(booking, 7, 10, 100, 1, &r))
-	require.Equal(t, reply{granted: true, waitUS: 7, grantUS: 1007, per: [maxQuotaLimits]perLimit{{rem: 3, resetUS: 5}}}, r)
-	require.ErrorIs(t, parsePlain(booking, 6, 10, 100, 1, &r), ErrBadReply)
+	booking := z(int64(1), int64(7), int64(0), int64(1007), int64(0), int64(0), int64(500))
+	require.NoError(t, parsePlain(booking, 7, span, e, inc, &r))
+	require.Equal(t, reply{granted: true, waitUS: 7, grantUS: 1007, per: [maxQuotaLimits]perLimit{{rem: 5, resetUS: 500}}}, r)
+	require.ErrorIs(t, parsePlain(booking, 6, span, e, inc, &r), ErrBadReply)
 	require.False(t, r.granted)
-	// The short form (no booking values) of a grant now and of a denial is
-	// read with its booking values 0; a booking must send them.
-	short := []any{int64(1), int64(0), int64(0), int64(0), int64(0), int64(3), int64(5)}
-	require.NoError(t, parsePlain(short, 0, 10, 100, 1, &r))
-	require.Equal(t, reply{granted: true, per: [maxQuotaLimits]perLimit{{rem: 3, resetUS: 5}}}, r)
-	require.NoError(t, parsePlain([]any{int64(0), int64(5), int64(1), int64(9), int64(0), int64(0), int64(5)}, 7, 10, 100, 1, &r))
-	require.Equal(t, reply{waitUS: 5, by: 1, grantUS: 9, per: [maxQuotaLimits]perLimit{{resetUS: 5}}}, r)
-	require.ErrorIs(t, parsePlain(booking[:7], 7, 10, 100, 1, &r), ErrBadReply, "a booking without its booking values")
+	// The short form (no booking values) of a denial is read with its
+	// booking values 0; a booking must send them.
+	require.NoError(t, parsePlain([]any{int64(0), int64(5), int64(1), int64(9), int64(0), int64(0), int64(905)}, 7, span, e, inc, &r))
+	require.Equal(t, reply{waitUS: 5, by: 1, grantUS: 9, per: [maxQuotaLimits]perLimit{{rem: 0, resetUS: 905}}}, r)
+	require.ErrorIs(t, parsePlain(booking[:7], 7, span, e, inc, &r), ErrBadReply, "a booking without its booking values")
 	require.False(t, r.granted)
-	for _, v := range [][]any{short[:6], append(short[:7:7], int64(0)), booking[:12]} {
-		require.ErrorIs(t, parsePlain(v, 0, 10, 100, 1, &r), ErrBadReply, "%d values", len(v))
+	for _, v := range [][]any{booking[:6], append(booking[:7:7], int64(0)), booking[:12]} {
+		require.ErrorIs(t, parsePlain(v, 0, span, e, inc, &r), ErrBadReply, "%d values", len(v))
 	}
-	// An Allow's grant or denial by the limit (m 10, e 100 µs, c 1): one
-	// integer, tat less now; remaining and reset follow as gcra_left finds
-	// them.
-	require.NoError(t, parsePlain(int64(300), 0, 10, 100, 1, &r))
+	// An Allow's grant or denial by the limit: one integer, tat less now.
+	require.NoError(t, parsePlain(int64(300), 0, span, e, inc, &r))
 	require.Equal(t, reply{granted: true, per: [maxQuotaLimits]perLimit{{rem: 7, resetUS: 300}}}, r)
-	require.NoError(t, parsePlain(int64(-50), 0, 10, 100, 1, &r))
+	// Denied, 50 µs until one unit fits: the tat is 50 + 1000 - 100 ahead.
+	require.NoError(t, parsePlain(int64(-50), 0, span, e, inc, &r))
 	require.Equal(t, reply{waitUS: 50, by: 1, per: [maxQuotaLimits]perLimit{{rem: 0, resetUS: 950}}}, r)
-	require.NoError(t, parsePlain(int64(-50), 0, 10, 100, 3, &r))
+	// Cost 3: 50 µs until three fit, the tat 750 ahead, two left.
+	require.NoError(t, parsePlain(int64(-50), 0, span, e, 3*e, &r))
 	require.Equal(t, reply{waitUS: 50, by: 1, per: [maxQuotaLimits]perLimit{{rem: 2, resetUS: 750}}}, r)
 	for _, c := range []struct{ v, maxWait int64 }{{1001, 0}, {5, 7}, {-5, 7}} {
-		require.ErrorIs(t, parsePlain(c.v, c.maxWait, 10, 100, 1, &r), ErrBadReply, "%d, max wait %d", c.v, c.maxWait)
+		require.ErrorIs(t, parsePlain(c.v, c.maxWait, span, e, inc, &r), ErrBadReply, "%d, max wait %d", c.v, c.maxWait)
 	}
 }

@@ -20,13 +20,13 @@ func TestAllowScript(t *testing.T) {
 		hold, state := b.Prefix+":{a}:hold", b.Prefix+":{a}:gcra"
 		keys := []string{hold, state}
 		const m, e = 3, 100_000 // 3 units, one per 100 ms
-		const px = "300"        // m·e, in ms
+		const span, px = m * e, "300" // m·e µs, and in ms
 		// An Allow granted or refused by the limit is answered with one
 		// integer: the tat less Redis's time after the call, ≥ 0 granted,
 		// < 0 refused (less the µs until the cost fits).
 		call := func(c int) int64 {
 			t.Helper()
-			v, err := script.Allow.Run(ctx, b.Client, keys, m, e, c, px).Int64()
+			v, err := script.Allow.Run(ctx, b.Client, keys, span, c*e, px).Int64()
 			require.NoError(t, err)
 			return v
 		}
@@ -46,7 +46,7 @@ func TestAllowScript(t *testing.T) {
 		// A hold ending well after the limit has room refuses with -1 and its wait.
 		// It is answered in decide.lua's layout, short (nothing is booked).
 		require.NoError(t, b.Client.Set(ctx, hold, "9999999999999999", time.Minute).Err())
-		v, err := script.Allow.Run(ctx, b.Client, keys, m, e, 1, px).Int64Slice()
+		v, err := script.Allow.Run(ctx, b.Client, keys, span, e, px).Int64Slice()
 		require.NoError(t, err)
 		require.Len(t, v, 7)
 		require.Equal(t, []int64{0, -1, 0, 0}, []int64{v[0], v[2], v[3], v[4]}, "denied by the hold, no grant time, no lease")
@@ -59,22 +59,26 @@ func TestAllowScript(t *testing.T) {
 		require.NoError(t, b.Client.Del(ctx, hold).Err())
 		before, err := b.Client.Get(ctx, state).Int64()
 		require.NoError(t, err)
-		v, err = script.Allow.Run(ctx, b.Client, keys, m, e, 1, "1300", int64(time.Second/time.Microsecond)).Int64Slice()
+		v, err = script.Allow.Run(ctx, b.Client, keys, span, e, "1300", int64(time.Second/time.Microsecond)).Int64Slice()
 		require.NoError(t, err)
 		require.Len(t, v, 13)
 		require.Equal(t, []int64{1, 0, 0}, []int64{v[0], v[2], v[4]}, "granted, by nothing, no lease")
 		require.Greater(t, v[1], int64(0), "a booking waits")
 		require.Equal(t, before-m*e+e, v[3], "grant time: when the unit fits under the tat before")
 		require.Equal(t, []int64{before + e, before + e, before, 0, 0, 0}, v[7:], "id, mark, prior tat")
+		now := v[3] - v[1] // Redis's time of the call: the grant time less the wait
+		require.Equal(t, []int64{0, before + e - now}, v[5:7], "remaining left to the caller; reset the tat written less now")
 		after, err := b.Client.Get(ctx, state).Int64()
 		require.NoError(t, err)
 		require.Equal(t, before+e, after)
 		// Beyond the max wait: denied, with the time it would fit and nothing written.
-		v, err = script.Allow.Run(ctx, b.Client, keys, m, e, 1, "301", 1).Int64Slice()
+		v, err = script.Allow.Run(ctx, b.Client, keys, span, e, "301", 1).Int64Slice()
 		require.NoError(t, err)
 		require.Equal(t, []int64{0, 1}, []int64{v[0], v[2]})
 		require.Equal(t, after-m*e+e, v[3])
 		require.Len(t, v, 7, "a denial books nothing: short")
+		now = v[3] - v[1]
+		require.Equal(t, []int64{0, after - now}, v[5:7], "remaining left to the caller; reset the tat less now")
 		still, err := b.Client.Get(ctx, state).Int64()
 		require.NoError(t, err)
 		require.Equal(t, after, still)

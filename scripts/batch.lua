@@ -39,7 +39,7 @@ if granted > 0 then
 end
 local t, by = now, 0
 if hold > t then t, by = hold, -1 end
-local fits = gcra_fits(last, m, e, c)
+local fits = gcra_fits(last, m * e, c * e)
 if fits > t then t, by = fits, 1 end
 local after = math.max(last - now, 0)
 local out = {granted, t - now, by, 0, 0,

@@ -10,30 +10,35 @@
 -- v is unreadable.
 local function gcra_read(v)
   if not v then return 0, 0 end
-  local tat = tonumber(v)
-  if tat then return tat, 0 end
-  local floor
-  tat, floor = string.match(v, '^(%d+) (%d+)$')
+  -- A tat alone is digits (16 of them, µs, until the year 2286): + 0 reads it
+  -- as tonumber would, for fewer instructions, and fails the call (before
+  -- any write) on anything else that short; "tat floor" is twice as long.
+  if #v < 20 then return v + 0, 0 end
+  local tat, floor = string.match(v, '^(%d+) (%d+)$')
   if not tat then return nil end
-  return tonumber(tat), tonumber(floor)
+  return tat + 0, floor + 0
 end
 
--- gcra_fits returns the earliest time (µs) at which cost c fits under tat.
-local function gcra_fits(tat, m, e, c) return tat + c * e - m * e end
+-- The GCRA's numbers, all µs: span m·e (the time m units take to come
+-- back), inc c·e (what cost c adds to tat).
 
--- gcra_charge returns the tat after c units charged at time t (a lease
--- charges them from its end).
-local function gcra_charge(tat, t, e, c)
+-- gcra_fits returns the earliest time (µs) at which cost c (inc) fits under
+-- tat, for a limit of span.
+local function gcra_fits(tat, span, inc) return tat + inc - span end
+
+-- gcra_charge returns the tat after cost c (inc) charged at time t (a lease
+-- charges it from its end).
+local function gcra_charge(tat, t, inc)
   if tat < t then tat = t end
-  return tat + c * e
+  return tat + inc
 end
 
--- gcra_left returns the units left under tat at now, and the µs until the
--- limit is full again.
-local function gcra_left(tat, now, m, e)
+-- gcra_left returns the units left under tat at now (one every e µs, a
+-- limit of span), and the µs until the limit is full again.
+local function gcra_left(tat, now, span, e)
   local ahead = tat - now
   if ahead < 0 then ahead = 0 end
-  local rem = math.floor((m * e - ahead) / e)
+  local rem = math.floor((span - ahead) / e)
   if rem < 0 then rem = 0 end
   return rem, ahead
 end

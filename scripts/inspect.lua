@@ -31,7 +31,7 @@ for i = 1, #KEYS - 2 do
   if algo == 1 then
     local tat = gcra_read(redis.call('GET', k))
     if not tat then return redis.error_reply('ERR inspect.lua: limit ' .. i .. ': unreadable state') end
-    rem, reset = gcra_left(tat, now, m, e)
+    rem, reset = gcra_left(tat, now, m * e, e)
   elseif algo == 2 then
     local s = log_read(k, now - p)
     if s.sum > 0 then rem, reset = m - s.sum, s.last + p - now end

@@ -30,7 +30,7 @@ local function quota_denied(Q, now, t, by)
     local lim = Q.limits[i]
     local s, p, m, rem, reset = lim.state, lim.period, lim.max, lim.max, 0
     if lim.algo == 1 then
-      rem, reset = gcra_left(s, now, m, lim.interval)
+      rem, reset = gcra_left(s, now, m * lim.interval, lim.interval)
     elseif lim.algo == 2 then
       rem = m - s.sum
       if s.sum > 0 then reset = s.last + p - now end
@@ -54,9 +54,9 @@ local function quota_charge(Q, t, leaseEnd, now, booking, out)
     local rem, reset, id, mark
     local p1, p2, p3, p4 = 0, 0, 0, 0
     if lim.algo == 1 then
-      local tat = gcra_charge(s, leaseEnd, lim.interval, c)
+      local tat = gcra_charge(s, leaseEnd, c * lim.interval)
       gcra_write(lim.key, tat, lim.floor, now)
-      rem, reset = gcra_left(tat, now, m, lim.interval)
+      rem, reset = gcra_left(tat, now, m * lim.interval, lim.interval)
       id, mark, p1 = tat, tat, s
     elseif lim.algo == 2 then
       mark = log_add(lim.key, s, t, c, p, now)

@@ -60,7 +60,7 @@ local function quota_time(Q, now)
     local lim = Q.limits[i]
     local e
     if lim.algo == 1 then
-      e = gcra_fits(lim.state, lim.max, lim.interval, lim.cost)
+      e = gcra_fits(lim.state, lim.max * lim.interval, lim.cost * lim.interval)
     elseif lim.algo == 2 then
       e = earliest_log(lim)
     else
