@@ -19,7 +19,7 @@ func TestAllowScript(t *testing.T) {
 		ctx := context.Background()
 		hold, state := b.Prefix+":{a}:hold", b.Prefix+":{a}:gcra"
 		keys := []string{hold, state}
-		const m, e = 3, 100_000 // 3 units, one per 100 ms
+		const m, e = 3, 100_000       // 3 units, one per 100 ms
 		const span, px = m * e, "300" // m·e µs, and in ms
 		// An Allow granted or refused by the limit is answered with one
 		// integer: the tat less Redis's time after the call, ≥ 0 granted,
