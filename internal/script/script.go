@@ -9,6 +9,7 @@ package script
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -85,8 +86,9 @@ type masterIterator interface {
 	ForEachMaster(ctx context.Context, fn func(ctx context.Context, client *redis.Client) error) error
 }
 
-// Load preloads every script, on every master when client is a cluster client,
-// so that the first EVALSHA of each finds it. It is optional for Run, which
+// Load preloads every script and the function library (library.go), on every
+// master when client is a cluster client, so that the first EVALSHA or FCALL
+// of each finds it. It is optional for Run, which
 // falls back to EVAL, and needed before scripts are sent in a pipeline.
 func Load(ctx context.Context, client redis.Scripter) error {
 	if mi, ok := client.(masterIterator); ok {
@@ -101,6 +103,16 @@ func load(ctx context.Context, c redis.Scripter) error {
 	for name, s := range All() {
 		if err := s.Load(ctx, c).Err(); err != nil {
 			return fmt.Errorf("script: load %s: %w", name, err)
+		}
+	}
+	// And the function library, where the server has functions (Redis ≥
+	// 7.0); a server without them is sent EVALSHA.
+	if fl, ok := c.(interface {
+		FunctionLoad(ctx context.Context, code string) *redis.StringCmd
+	}); ok {
+		err := fl.FunctionLoad(ctx, library).Err()
+		if err != nil && !strings.Contains(err.Error(), "already exists") && !strings.Contains(strings.ToLower(err.Error()), "unknown command") {
+			return fmt.Errorf("script: load the function library: %w", err)
 		}
 	}
 	return nil
