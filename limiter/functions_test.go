@@ -76,3 +76,39 @@ func masters(b redistest.Backend) int {
 	}
 	return 1
 }
+
+// An ACL that allows EVALSHA but not FCALL, or FCALL but not FUNCTION LOAD:
+// decisions go as EVALSHA, each decided once, and the limiter stops trying
+// functions.
+func TestFunctionLibraryRefused(t *testing.T) {
+	srv := redistest.Private(t)
+	ctx := context.Background()
+	admin := redis.NewClient(redistest.ClientOptions(srv.Addr()))
+	defer admin.Close()
+	for _, c := range []struct{ user, rules string }{
+		{"nofcall", "-fcall -function"},
+		{"noload", "-function"},
+	} {
+		t.Run(c.user, func(t *testing.T) {
+			args := []any{"acl", "setuser", c.user, "on", ">pw", "~*", "&*", "+@all"}
+			for _, r := range strings.Fields(c.rules) {
+				args = append(args, r)
+			}
+			require.NoError(t, admin.Do(ctx, args...).Err())
+			o := redistest.ClientOptions(srv.Addr())
+			o.Username, o.Password = c.user, "pw"
+			client := redis.NewClient(o)
+			defer client.Close()
+			lim := New(client, Options{Prefix: "acl-" + c.user})
+			for i := range 3 {
+				r, err := lim.Allow(ctx, Key("k", PerMinute(10)).Take(1))
+				require.NoError(t, err)
+				require.Equal(t, 9-i, r.Remaining, "charged once per decision")
+			}
+			require.True(t, lim.functions.Off())
+			libs, err := admin.FunctionList(ctx, redis.FunctionListQuery{}).Result()
+			require.NoError(t, err)
+			require.Empty(t, libs, "nothing loaded")
+		})
+	}
+}

@@ -117,9 +117,9 @@ func (f *Functions) call(ctx context.Context, c any, p processor, fn string, cmd
 	}()
 	v, err = evalOnce(ctx, p, cmd)
 	switch {
-	case err == nil || !noFunction(err) && !unknownCommand(err):
+	case err == nil || !noFunction(err) && !fcallRefused(err):
 		return v, err, true
-	case unknownCommand(err):
+	case fcallRefused(err):
 		f.off.Store(true)
 		return nil, nil, false
 	}
@@ -128,8 +128,12 @@ func (f *Functions) call(ctx context.Context, c any, p processor, fn string, cmd
 		return nil, nil, false
 	}
 	if lerr := f.load(ctx, c, key); lerr != nil {
-		if ctx.Err() == nil && !errors.Is(lerr, errNoNode) {
-			f.off.Store(true) // refused (ACL, read-only, an old server): EVALSHA
+		var rerr redis.Error
+		if errors.As(lerr, &rerr) || errors.Is(lerr, errNoLoader) {
+			// Redis said no (an ACL without FUNCTION, a read-only node, an
+			// old server), or it cannot be asked: EVALSHA from now on. A
+			// lost connection or a deadline only sends this call as EVALSHA.
+			f.off.Store(true)
 		}
 		return nil, nil, false
 	}
@@ -159,8 +163,11 @@ func (f *Functions) load(ctx context.Context, c any, key string) error {
 			return loadOn(ctx, node, f.lib)
 		})
 	}
-	return errors.New("reach: no way to reach each node of this client")
+	return errNoLoader
 }
+
+// errNoLoader: the client is not one whose nodes load can reach.
+var errNoLoader = errors.New("reach: no way to reach each node of this client")
 
 // loadOn loads lib on node; a library of that name already there (another
 // process loaded it first) is the same library.
@@ -178,10 +185,17 @@ func noFunction(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "Function not found")
 }
 
-// unknownCommand reports whether err is a server's answer to a command it
-// does not know (FCALL before Redis 7.0, or on miniredis).
-func unknownCommand(err error) bool {
-	return err != nil && strings.Contains(strings.ToLower(err.Error()), "unknown command")
+// fcallRefused reports whether err is a server's refusal of FCALL itself: a
+// command it does not know (before Redis 7.0, miniredis, a proxy) or one the
+// user may not run (an ACL that allows EVALSHA but not FCALL). Neither ran
+// the call.
+func fcallRefused(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(strings.ToLower(msg), "unknown command") ||
+		strings.HasPrefix(msg, "NOPERM") && strings.Contains(msg, "'fcall'")
 }
 
 func evalOnce(ctx context.Context, p processor, cmd []any) (any, error) {
