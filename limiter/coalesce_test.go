@@ -163,7 +163,7 @@ type countEval struct{ n *atomic.Int64 }
 func (countEval) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h countEval) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if name := cmd.Name(); name == "evalsha" || name == "eval" {
+		if name := cmd.Name(); name == "evalsha" || name == "eval" || name == "fcall" {
 			h.n.Add(1)
 		}
 		return next(ctx, cmd)
@@ -234,7 +234,7 @@ type panicOnce struct{ done atomic.Bool }
 func (*panicOnce) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *panicOnce) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if cmd.Name() == "evalsha" && h.done.CompareAndSwap(false, true) {
+		if name := cmd.Name(); (name == "evalsha" || name == "fcall") && h.done.CompareAndSwap(false, true) {
 			panic("hook panic")
 		}
 		return next(ctx, cmd)

@@ -542,7 +542,7 @@ func (afterScript) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (f afterScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		if name := cmd.Name(); name == "evalsha" || name == "eval" {
+		if name := cmd.Name(); name == "evalsha" || name == "eval" || name == "fcall" {
 			f()
 		}
 		return err

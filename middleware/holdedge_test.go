@@ -41,7 +41,7 @@ func TestHoldEdgeNeverEarly(t *testing.T) {
 		var holdKey atomic.Value
 		var capture atomic.Bool
 		b.Client.AddHook(cmdHook{cmd: func(cmd redis.Cmder) {
-			if a := cmd.Args(); capture.Load() && len(a) > 3 && (cmd.Name() == "evalsha" || cmd.Name() == "eval") {
+			if a := cmd.Args(); capture.Load() && len(a) > 3 && (cmd.Name() == "evalsha" || cmd.Name() == "eval" || cmd.Name() == "fcall") {
 				holdKey.Store(fmt.Sprint(a[3]))
 			}
 		}})
@@ -56,7 +56,7 @@ func TestHoldEdgeNeverEarly(t *testing.T) {
 		booked := make(chan struct{}, 1)
 		loadScripts(t, c)
 		c.AddHook(cmdHook{after: func(name string) {
-			if name == "evalsha" || name == "eval" {
+			if name == "evalsha" || name == "eval" || name == "fcall" {
 				select {
 				case booked <- struct{}{}:
 				default:

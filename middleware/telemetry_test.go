@@ -217,8 +217,8 @@ func TestTelemetryTransport(t *testing.T) {
 		for _, r := range reserve {
 			if r.Parent().SpanID() == id {
 				under++
-				if cmds := childrenOf(spans, r.SpanContext().SpanID()); len(cmds) != 1 || cmds[0] != "evalsha" {
-					t.Fatalf("limiter span of request %d has command spans %v, want [evalsha]", i, cmds)
+				if cmds := childrenOf(spans, r.SpanContext().SpanID()); len(cmds) != 1 || cmds[0] != "fcall" {
+					t.Fatalf("limiter span of request %d has command spans %v, want [fcall]", i, cmds)
 				}
 			}
 		}
@@ -378,8 +378,8 @@ func TestTelemetryHandler(t *testing.T) {
 		if s.Parent().SpanID() != parent.SpanContext().SpanID() {
 			t.Fatalf("Handler span %d is not a child of the server's span", i)
 		}
-		if cmds := childrenOf(spans, s.SpanContext().SpanID()); len(cmds) != 1 || cmds[0] != "evalsha" {
-			t.Fatalf("Handler span %d has children %v, want [evalsha]", i, cmds)
+		if cmds := childrenOf(spans, s.SpanContext().SpanID()); len(cmds) != 1 || cmds[0] != "fcall" {
+			t.Fatalf("Handler span %d has children %v, want [fcall]", i, cmds)
 		}
 		a := attrsOf(s.Attributes())
 		if a["redquota.quota"].AsString() != "api" {

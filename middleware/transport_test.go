@@ -297,7 +297,7 @@ func TestNeverSentDuringHold(t *testing.T) {
 	var calls, holds atomic.Int64 // script calls made; holds still to place
 	loadScripts(t, c)
 	c.AddHook(cmdHook{before: func(name string) {
-		if (name == "evalsha" || name == "eval") && calls.Add(1) > 1 && holds.Add(-1) >= 0 { // not before the booking
+		if (name == "evalsha" || name == "eval" || name == "fcall") && calls.Add(1) > 1 && holds.Add(-1) >= 0 { // not before the booking
 			if _, err := other.Hold(ctx, exQuota, 50*time.Millisecond, ""); err != nil {
 				t.Error(err)
 			}
@@ -353,7 +353,7 @@ func TestRetryBackoffHonoursHold(t *testing.T) {
 	var evals atomic.Int64
 	loadScripts(t, c)
 	c.AddHook(cmdHook{after: func(name string) {
-		if (name == "evalsha" || name == "eval") && evals.Add(1) == 1 { // the first attempt's booking
+		if (name == "evalsha" || name == "eval" || name == "fcall") && evals.Add(1) == 1 { // the first attempt's booking
 			if _, err := other.Hold(context.Background(), exQuota, 30*time.Second, ""); err != nil {
 				t.Error(err)
 			}
