@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -57,17 +58,26 @@ func TestFunctionLibrary(t *testing.T) {
 	})
 }
 
-// each runs fn on every master of b (one for the single server).
+// each runs fn on every master of b (one for the single server), one at a
+// time.
 func each(t *testing.T, b redistest.Backend, fn func(c *redis.Client)) {
 	t.Helper()
-	if cc, ok := b.Client.(*redis.ClusterClient); ok {
-		require.NoError(t, cc.ForEachMaster(context.Background(), func(_ context.Context, c *redis.Client) error {
-			fn(c)
-			return nil
-		}))
+	cc, ok := b.Client.(*redis.ClusterClient)
+	if !ok {
+		fn(b.Client.(*redis.Client))
 		return
 	}
-	fn(b.Client.(*redis.Client))
+	var mu sync.Mutex
+	var nodes []*redis.Client
+	require.NoError(t, cc.ForEachMaster(context.Background(), func(_ context.Context, c *redis.Client) error {
+		mu.Lock()
+		defer mu.Unlock()
+		nodes = append(nodes, c)
+		return nil
+	}))
+	for _, c := range nodes {
+		fn(c)
+	}
 }
 
 func masters(b redistest.Backend) int {
