@@ -38,8 +38,8 @@ func awayFromDayEnd(t *testing.T, b redistest.Backend) {
 //     acked before C was booked, so the count goes to 1 exactly. 9 fit.
 //
 // A limit without Lowers, synced the same way, keeps every unit; a Limiter.Sync
-// (no booking to tie the count to) never lowers; a repeated sync of C changes
-// nothing. Each fails when its rule breaks: without the "acked before" test
+// (no booking to tie the count to) never lowers, nor does a cancelled
+// reservation's; a repeated sync of C changes nothing. Each fails when its rule breaks: without the "acked before" test
 // step 2 lowers to 0, without the pending term step 1 lowers to 0.
 func TestLowersRule(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
@@ -98,8 +98,16 @@ func TestLowersRule(t *testing.T) {
 		require.True(t, sync(rd, "orders", 7))
 		require.Equal(t, 7, count("orders"))
 
-		// 3 more fit, then none.
-		res, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"orders": 3}})
+		// A cancelled reservation's count only raises (its units may have
+		// been given back: taken for counted ones, they would lower ours twice).
+		re := book()
+		_, err = re.Cancel(ctx)
+		require.NoError(t, err)
+		require.False(t, sync(re, "orders", 0))
+		require.Equal(t, 8, count("orders"), "a cancelled reservation does not lower")
+
+		// 2 more fit, then none.
+		res, err := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"orders": 2}})
 		require.NoError(t, err)
 		require.True(t, res.Allowed)
 		res, err = lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"orders": 1}})

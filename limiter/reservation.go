@@ -118,6 +118,15 @@ func (r *Reservation) Cancel(ctx context.Context) (int, error) {
 	return r.giveBack(ctx, false)
 }
 
+// wasCancelled reports whether Cancel was called: a booking it may have
+// given back must not be taken for one the server counted (its count would
+// lower ours by its units once more), so Sync then only raises.
+func (r *Reservation) wasCancelled() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cancelled
+}
+
 // giveBack cancels every booking of r; force gives back even bookings that
 // have come due (their units were not used).
 func (r *Reservation) giveBack(ctx context.Context, force bool) (int, error) {
@@ -206,7 +215,7 @@ func (r *Reservation) Sync(ctx context.Context, quota, limit string, used int) (
 			if !b.rep.granted || b.rep.degraded || b.rep.grantUS == 0 {
 				return false, nil
 			}
-			if id := b.rep.per[i].booking[0]; p.limits[i].Lowers && id > 0 {
+			if id := b.rep.per[i].booking[0]; p.limits[i].Lowers && id > 0 && !r.wasCancelled() {
 				return r.lim.syncLower(ctx, p.keys[i].key, p.limits[i], used, b.rep.grantUS, id, p.costs[i])
 			}
 			if used == 0 {
