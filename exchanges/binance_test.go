@@ -710,8 +710,9 @@ func TestBinanceDefaults(t *testing.T) {
 		want := map[string]limiter.Limit{
 			"weight-1m":  {Rate: 6000, Period: tc.unit, Algorithm: limiter.FixedWindow},
 			"raw-5m":     {Rate: 300000, Period: 5 * tc.unit, Algorithm: limiter.FixedWindow},
-			"orders-10s": {Rate: 100, Period: tc.unit / 6, Algorithm: limiter.FixedWindow},
-			"orders-1d":  {Rate: 200000, Period: 1440 * tc.unit, Algorithm: limiter.FixedWindow},
+			// Unfilled orders: the count goes down when orders fill.
+			"orders-10s": {Rate: 100, Period: tc.unit / 6, Algorithm: limiter.FixedWindow, Lowers: true},
+			"orders-1d":  {Rate: 200000, Period: 1440 * tc.unit, Algorithm: limiter.FixedWindow, Lowers: true},
 		}
 		if ip.Name != "binance" || len(ip.Limits) != 2 || acct.Name != "binance-orders" || len(acct.Limits) != 2 {
 			t.Fatalf("quotas %+v", p.Quotas)
@@ -722,7 +723,7 @@ func TestBinanceDefaults(t *testing.T) {
 				q = acct
 			}
 			got, ok := testFind(q, name)
-			if !ok || got != w && !(tc.scale != 0 && got.Rate == w.Rate && (got.Period-w.Period).Abs() <= time.Microsecond) {
+			if !ok || got != w && !(tc.scale != 0 && got.Rate == w.Rate && got.Lowers == w.Lowers && (got.Period-w.Period).Abs() <= time.Microsecond) {
 				t.Errorf("scale %v: %s = %+v, want %+v", tc.scale, name, got, w)
 			}
 		}

@@ -19,23 +19,34 @@
 -- made after it a larger one (state.lua), so "acked before b was booked" is
 -- a < b.
 --
+-- The count goes down to X + pending when that is lower; otherwise it only
+-- rises, to X, as sync.lua's (X + pending may count twice a booking X
+-- counts already: acked after R was booked, yet taken before R; raised to
+-- it, a fleet whose orders do not fill would be throttled below the limit).
+--
 -- Why the count written, X + pending, cannot let the server's count overshoot:
--- the server answered R after taking it, so X counts every request it took
--- before (less fills). A booking acked before R was booked had its answer
+-- the count in R's answer counts R and every request the server took before
+-- it (less fills). A booking acked before R was booked had its answer
 -- back before R was sent: the server took it before R, and X counts it. Every
 -- other booking of window w, R excepted (booked before R and not acked by
 -- then, or booked after R, acked or not), may reach the server after R: all
 -- of them are in pending = booked - K(b) - c, where booked = count - adj is
--- the units w's bookings hold (net of give-backs) and K(b) the acked units
+-- the units w's bookings hold (net of give-backs; units another script
+-- added, sync.lua's, count as booked: more kept) and K(b) the acked units
 -- before b (the newest ack before b in the record; 0 when the record no
 -- longer goes back that far, which only keeps more). Grants made after this
 -- call are charged to the count as ever. So the count stays at or above
 -- what the server will count, less what others (outside the fleet) spend
 -- after R: as with a count that only rises. A booking whose answer never
 -- comes (lost, not synced) stays in pending until w ends.
--- Nothing changes when t's window is not now's (as sync.lua), when the state
--- has moved to a later window or another period, or when the state and the
--- record disagree (booked below K(b) + c: a Reset or a lost state).
+-- The write raises the state's floor to its own stamp, as sync.lua's, also
+-- when the count stays while the state holds charges still to come: no
+-- booking before it is given back (giveback.lua). It assumes R reached the
+-- server in t's window (Quota.Guard, as every fixed window here).
+-- Nothing changes when t's window is not now's (as sync.lua), or when the
+-- state has moved to a later window or another period. When the state and
+-- the record disagree (booked below K(b) + c: a Reset or a lost state), the
+-- count only rises, to X, as sync.lua's.
 --
 -- Reply: 1 raised, 2 lowered, 0 unchanged (R acked, if it was not yet).
 
@@ -72,16 +83,19 @@ end
 
 local count = s.cur
 local pending = count - adj - Kb - c
-local target = used
-if pending >= 0 then target = used + pending end
-target = math.min(target, m)
-local reply = 0
-if target > count then reply = 1 elseif target < count and pending >= 0 then reply = 2 end
+local target, reply = count, 0
+if pending >= 0 and used + pending < count then
+  target, reply = used + pending, 2
+elseif math.min(used, m) > count then
+  target, reply = math.min(used, m), 1
+end
 local ackStamp = s.stamp
-if reply ~= 0 then
+if reply ~= 0 or s.L > now then
+  -- The floor rises to this write, as sync.lua's (also when the count stays,
+  -- while the state holds charges still to come): no booking before it is
+  -- given back, so no give-back takes the count below what it rests on.
   local stamp = next_stamp(s.stamp, s.floor, now)
-  -- The floor rises to this write, as sync.lua's: no booking before it is
-  -- given back (a give-back after a lowering could take units pending kept).
+  if reply == 0 then target = count end
   window_write(k, s.L, p, s.pp, target, s, nil, now, stamp)
   adj, ackStamp = adj + target - count, stamp
 end
