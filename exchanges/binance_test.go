@@ -708,8 +708,8 @@ func TestBinanceDefaults(t *testing.T) {
 		}
 		ip, acct := p.Quotas[0], p.Quotas[1]
 		want := map[string]limiter.Limit{
-			"weight-1m":  {Rate: 6000, Period: tc.unit, Algorithm: limiter.FixedWindow},
-			"raw-5m":     {Rate: 300000, Period: 5 * tc.unit, Algorithm: limiter.FixedWindow},
+			"weight-1m": {Rate: 6000, Period: tc.unit, Algorithm: limiter.FixedWindow},
+			"raw-5m":    {Rate: 300000, Period: 5 * tc.unit, Algorithm: limiter.FixedWindow},
 			// Unfilled orders: the count goes down when orders fill.
 			"orders-10s": {Rate: 100, Period: tc.unit / 6, Algorithm: limiter.FixedWindow, Lowers: true},
 			"orders-1d":  {Rate: 200000, Period: 1440 * tc.unit, Algorithm: limiter.FixedWindow, Lowers: true},
