@@ -171,6 +171,10 @@ type BinanceOptions struct {
 	// Weights know. The X-MBX-USED-WEIGHT headers correct an underestimate after
 	// the fact. Default 1.
 	UnknownWeight int
+	// raiseOnly keeps the ORDERS counts from going down when the headers
+	// say orders filled (tests compare with it; set by export_test.go's
+	// RaiseOnly). Default false.
+	raiseOnly bool
 	// timeScale multiplies every period (and the ban hold): 1.0/60 turns
 	// Binance's minute into a second, for tests against a simulator (set by
 	// export_test.go's Scaled). Default 1.
@@ -472,6 +476,13 @@ func (p *binanceParams) load() {
 // Orders and cancellations weigh 0 when they succeed (see binanceWeights): a
 // failed one, which Binance charges its documented weight, is counted when
 // the next answer's X-MBX-USED-WEIGHT header is synced.
+//
+// Binance lowers an account's unfilled order count when its orders fill
+// (see spot's comment), so the ORDERS limits are limiter.Limit.Lowers: the
+// X-MBX-ORDER-COUNT header of an order's answer may lower the account's
+// count to Binance's, plus every other order of the fleet that may still
+// reach Binance after that one (booked before its answer came back, or
+// after it); a trader whose orders fill keeps placing orders.
 func Binance(opts BinanceOptions) (Preset, error) {
 	if err := opts.loadExchangeInfo(); err != nil {
 		return Preset{}, err
@@ -550,10 +561,21 @@ type binanceVenue struct {
 	prefix  string
 	weights map[string]func(queryer) int
 	orders  map[string]int
+	// fills: the ORDERS counts go down when orders fill (limiter.Limit.Lowers).
+	fills bool
 }
 
-// spot is Binance spot's REST API.
-var spot = binanceVenue{prefix: "/api/", weights: binanceWeights, orders: binanceOrders}
+// spot is Binance spot's REST API. Its ORDERS limits count unfilled orders:
+// "When an order is filled for the first time (partially or fully), your
+// unfilled order count is decremented by one order for all intervals of the
+// ORDERS rate limit" (more for a maker's first fill), never below 0, and a
+// fill lowers the current interval's count whenever the order was placed
+// (faqs/order_count_decrement.md of github.com/binance/binance-spot-api-docs,
+// in force since 2023-10 (commit ff3390f of 2023-10-03), last changed
+// 2024-08-26 (3c7f298), reformatted 2026-05-28 (1d8439f); checked
+// 2026-12-06). Each accepted order's answer carries the counts
+// (X-MBX-ORDER-COUNT-<interval>, rest-api.md "Unfilled Order Count").
+var spot = binanceVenue{prefix: "/api/", weights: binanceWeights, orders: binanceOrders, fills: true}
 
 // binanceRule is the rule of opts.Hosts on venue v, charging opts.Quota
 // (applied to opts.IP) and opts.OrderQuota, and the quotas it charges: the
@@ -579,6 +601,7 @@ func binanceRule(opts BinanceOptions, v binanceVenue) (middleware.Rule, []limite
 			ip.Limits = append(ip.Limits, nl)
 			raw = append(raw, nl.Name)
 		case binanceTypeOrders:
+			nl.Limit.Lowers = v.fills && !opts.raiseOnly
 			acct.Limits = append(acct.Limits, nl)
 			orders = append(orders, nl.Name)
 			orderLimits = append(orderLimits, rl)

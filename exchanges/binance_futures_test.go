@@ -79,6 +79,9 @@ func TestBinanceFuturesDefaults(t *testing.T) {
 	if w.Rate != 2400 || w.Period != time.Minute || o1.Rate != 1200 || o10.Rate != 300 || o10.Period != 10*time.Second {
 		t.Errorf("limits: weight %v, orders %v and %v", w, o1, o10)
 	}
+	if o1.Lowers || o10.Lowers {
+		t.Error("futures orders lower with fills: only spot's unfilled order count is documented to")
+	}
 	for _, u := range []string{
 		"GET /fapi/v1/depth?symbol=BTCUSDT&limit=5", "GET /fapi/v1/depth?symbol=BTCUSDT&limit=50",
 		"GET /fapi/v1/depth?symbol=BTCUSDT&limit=100", "GET /fapi/v1/depth?symbol=BTCUSDT",

@@ -48,6 +48,39 @@ type binanceSim struct {
 	denied   []string               // why each 429 was answered
 	accounts map[string][]simWindow // each account's ORDERS windows
 	srv      *httptest.Server
+	// fill, when set, says whether the seq-th accepted order of an account
+	// (from 0) fills, and how long after it is placed: its first fill lowers
+	// the account's unfilled order count by one in every ORDERS window,
+	// never below 0 (faqs/order_count_decrement.md). Nil: no order fills.
+	fill   func(seq int) (after time.Duration, ok bool)
+	placed map[string]int // accepted orders per account
+	fills  []simFill      // fills still to come, in no order
+}
+
+// simFill is an order's first fill, due at a time, lowering its account's
+// unfilled order count.
+type simFill struct {
+	due     time.Time
+	account string
+}
+
+// applyFills lowers the count of each fill due by now. s.mu is held.
+func (s *binanceSim) applyFills(now time.Time) {
+	kept := s.fills[:0]
+	for _, f := range s.fills {
+		if f.due.After(now) {
+			kept = append(kept, f)
+			continue
+		}
+		for i := range s.accounts[f.account] {
+			l := &s.accounts[f.account][i]
+			if win := now.UnixMicro() / l.period; win != l.win {
+				l.win, l.used = win, 0
+			}
+			l.used = max(l.used-1, 0)
+		}
+	}
+	s.fills = kept
 }
 
 // simIP is what the simulator counts per IP: its weight and raw request
@@ -245,6 +278,7 @@ func (s *binanceSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			cost[l.name] = orders
 		}
 	}
+	s.applyFills(now)
 	h := w.Header()
 	status := http.StatusOK
 	retryAt := func(t time.Time) {
@@ -277,6 +311,16 @@ func (s *binanceSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if status == http.StatusOK {
 			for _, l := range limits {
 				l.used += cost[l.name]
+			}
+			if orders > 0 && s.fill != nil {
+				if s.placed == nil {
+					s.placed = map[string]int{}
+				}
+				if after, ok := s.fill(s.placed[account]); ok {
+					s.fills = append(s.fills, simFill{due: now.Add(after), account: account})
+				}
+				s.placed[account]++
+				s.applyFills(now) // a fill at once shows in this answer's count
 			}
 		}
 	}
@@ -664,10 +708,11 @@ func TestBinanceDefaults(t *testing.T) {
 		}
 		ip, acct := p.Quotas[0], p.Quotas[1]
 		want := map[string]limiter.Limit{
-			"weight-1m":  {Rate: 6000, Period: tc.unit, Algorithm: limiter.FixedWindow},
-			"raw-5m":     {Rate: 300000, Period: 5 * tc.unit, Algorithm: limiter.FixedWindow},
-			"orders-10s": {Rate: 100, Period: tc.unit / 6, Algorithm: limiter.FixedWindow},
-			"orders-1d":  {Rate: 200000, Period: 1440 * tc.unit, Algorithm: limiter.FixedWindow},
+			"weight-1m": {Rate: 6000, Period: tc.unit, Algorithm: limiter.FixedWindow},
+			"raw-5m":    {Rate: 300000, Period: 5 * tc.unit, Algorithm: limiter.FixedWindow},
+			// Unfilled orders: the count goes down when orders fill.
+			"orders-10s": {Rate: 100, Period: tc.unit / 6, Algorithm: limiter.FixedWindow, Lowers: true},
+			"orders-1d":  {Rate: 200000, Period: 1440 * tc.unit, Algorithm: limiter.FixedWindow, Lowers: true},
 		}
 		if ip.Name != "binance" || len(ip.Limits) != 2 || acct.Name != "binance-orders" || len(acct.Limits) != 2 {
 			t.Fatalf("quotas %+v", p.Quotas)
@@ -678,7 +723,7 @@ func TestBinanceDefaults(t *testing.T) {
 				q = acct
 			}
 			got, ok := testFind(q, name)
-			if !ok || got != w && !(tc.scale != 0 && got.Rate == w.Rate && (got.Period-w.Period).Abs() <= time.Microsecond) {
+			if !ok || got != w && !(tc.scale != 0 && got.Rate == w.Rate && got.Lowers == w.Lowers && (got.Period-w.Period).Abs() <= time.Microsecond) {
 				t.Errorf("scale %v: %s = %+v, want %+v", tc.scale, name, got, w)
 			}
 		}

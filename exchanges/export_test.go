@@ -79,3 +79,9 @@ func RateLimitName(r BinanceRateLimit) string { return r.name() }
 
 // RateLimitHeader is r's interval as the usage headers spell it, e.g. "1m".
 func RateLimitHeader(r BinanceRateLimit) string { return r.header() }
+
+// RaiseOnly returns opts whose ORDERS counts only rise (no limiter.Limit.Lowers).
+func RaiseOnly(opts BinanceOptions) BinanceOptions {
+	opts.raiseOnly = true
+	return opts
+}

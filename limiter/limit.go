@@ -72,6 +72,16 @@ type Limit struct {
 	Period    time.Duration
 	Burst     int
 	Algorithm Algorithm
+	// Lowers says the server's count of this limit goes down by itself
+	// (Binance's unfilled order count falls when orders fill), so a count the
+	// server reports in its answer to a request may lower ours as well as
+	// raise it, when synced through the request's reservation
+	// (Reservation.Sync): to the server's count plus the units of every
+	// other booking of the window that may still reach the server after that
+	// request, never below. A booking whose answer is never synced stays
+	// counted until its window ends. FixedWindow limits only, in a quota
+	// without Headroom. Default false: synced counts only raise ours.
+	Lowers bool
 }
 
 // PerSecond is n events per second with a burst of n (GCRA).
@@ -133,6 +143,8 @@ func (l Limit) validate() error {
 		return fmt.Errorf("%w: burst %d above %d", errInvalidLimit, l.Burst, maxRate)
 	case l.Algorithm > FixedWindow:
 		return fmt.Errorf("%w: unknown algorithm %d", errInvalidLimit, l.Algorithm)
+	case l.Lowers && l.Algorithm != FixedWindow:
+		return fmt.Errorf("%w: Lowers needs a fixed window, not %s", errInvalidLimit, l.Algorithm)
 	case l.Algorithm == GCRA && l.Period.Microseconds() < int64(l.Rate):
 		return fmt.Errorf("%w: gcra resolution is 1µs: at most one event per µs, got %d per %s", errInvalidLimit, l.Rate, l.Period)
 	case l.Algorithm == GCRA && int64(l.most())*l.intervalUS() > maxPeriod.Microseconds():

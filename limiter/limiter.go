@@ -286,6 +286,9 @@ func (l *Limiter) Reset(ctx context.Context, q Quota) error {
 	ks = append(ks, l.holdKey(q))
 	for _, nl := range q.Limits {
 		ks = append(ks, l.stateKeyOf(q, nl.Name, nl.Limit.Algorithm))
+		if nl.Limit.Lowers {
+			ks = append(ks, acksKey(ks[len(ks)-1]))
+		}
 		if q.headroomOf(nl.Limit) > 0 {
 			ks = append(ks, l.outsideKeyOf(q, nl.Name))
 		}

@@ -180,6 +180,9 @@ func (q Quota) Validate() error {
 		if err := nl.Limit.validate(); err != nil {
 			return fmt.Errorf("quota %q limit %q: %w", q.Name, nl.Name, err)
 		}
+		if nl.Limit.Lowers && q.Headroom > 0 {
+			return fmt.Errorf("%w: quota %q keeps headroom: its limit %q cannot lower (Lowers)", errInvalidLimit, q.Name, nl.Name)
+		}
 		if nl.Limit.Algorithm == FixedWindow && q.Guard >= nl.Limit.Period {
 			return fmt.Errorf("%w: quota %q guard %s is not shorter than limit %q's period %s", errInvalidDuration, q.Name, q.Guard, nl.Name, nl.Limit.Period)
 		}

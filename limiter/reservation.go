@@ -118,6 +118,15 @@ func (r *Reservation) Cancel(ctx context.Context) (int, error) {
 	return r.giveBack(ctx, false)
 }
 
+// wasCancelled reports whether Cancel was called: a booking it may have
+// given back must not be taken for one the server counted (its count would
+// lower ours by its units once more), so Sync then only raises.
+func (r *Reservation) wasCancelled() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cancelled
+}
+
 // giveBack cancels every booking of r; force gives back even bookings that
 // have come due (their units were not used).
 func (r *Reservation) giveBack(ctx context.Context, force bool) (int, error) {
@@ -183,7 +192,10 @@ func (r *Reservation) cancelOne(ctx context.Context, force bool) (int, error) {
 // while that charge still counts on Redis's clock: for FixedWindow and
 // SlidingWindowCounter limits while Redis's current window is the one the
 // reservation was charged in, for GCRA and SlidingWindow within Period of the
-// charge. It never lowers the count, and reports whether it raised it. With
+// charge. It never lowers the count (but see Limit.Lowers: such a limit's
+// count may go down, to used plus the units of the window's other bookings
+// that may still reach the server, and used 0 is a count), and reports
+// whether it raised it. With
 // several quotas charging limits of one name, it is the first one's, in
 // charge order within a Group (and, across groups, groups by key order),
 // unless quota names the quota whose limit it is ("" for any; a Key's
@@ -200,7 +212,13 @@ func (r *Reservation) Sync(ctx context.Context, quota, limit string, used int) (
 			if p.names[i] != limit || (quota != "" && p.qname(int(p.of[i])) != quota) {
 				continue
 			}
-			if used == 0 || !b.rep.granted || b.rep.degraded || b.rep.grantUS == 0 {
+			if !b.rep.granted || b.rep.degraded || b.rep.grantUS == 0 {
+				return false, nil
+			}
+			if id := b.rep.per[i].booking[0]; p.limits[i].Lowers && id > 0 && !r.wasCancelled() {
+				return r.lim.syncLower(ctx, p.keys[i].key, p.limits[i], used, b.rep.grantUS, id, p.costs[i])
+			}
+			if used == 0 {
 				return false, nil
 			}
 			var outside string

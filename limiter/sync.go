@@ -61,6 +61,26 @@ func (l *Limiter) refused(ctx context.Context, key string, lim Limit, cost int, 
 	return err
 }
 
+// acksKey is the answer record (sync_lower.lua) of the fixed-window limit
+// whose state key is key: in the state's slot.
+func acksKey(key string) string { return key + ":acks" }
+
+// syncLower runs sync_lower.lua on key, the state of lim (which Lowers): the
+// server counted used units in its answer to the request booked at atUS
+// with booking id id and cost units. It reports whether the count was raised.
+func (l *Limiter) syncLower(ctx context.Context, key string, lim Limit, used int, atUS, id int64, cost int) (bool, error) {
+	used = min(used, lim.most())
+	v, err := l.scriptInt(ctx, "sync", script.SyncLower, []string{key, acksKey(key)},
+		lim.periodUS(), lim.most(), used, atUS, id, cost)
+	if err != nil {
+		return false, err
+	}
+	if v < 0 || v > 2 {
+		return false, fmt.Errorf("%w: sync_lower.lua replied %d", ErrBadReply, v)
+	}
+	return v == 1, nil
+}
+
 // runSync runs sync.lua and checks its reply.
 func (l *Limiter) runSync(ctx context.Context, ks []string, args []any) (bool, error) {
 	v, err := l.scriptInt(ctx, "sync", script.Sync, ks, args...)

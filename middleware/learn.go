@@ -13,7 +13,8 @@ import (
 // learn updates the limiter from a, the answer to a request charged a.Charges
 // by r (nil when it was taken with FailFast): the rule's usage parsers'
 // counts raise ours to the server's (r.Sync: only while the window the
-// request was charged in is current, on Redis's clock), and a 429, 418 or 503
+// request was charged in is current, on Redis's clock; a limit that Lowers
+// may go down), and a 429, 418 or 503
 // with Retry-After (or a usage saying nothing is left) holds quotas in every
 // process. ctx is the request's context (with the RoundTrip span, if any); tr
 // collects what was learnt, for the span.
@@ -47,8 +48,8 @@ func (t *Transport) learn(ctx context.Context, rl *rule, a *Answer, r *limiter.R
 			for _, i := range targets {
 				holds[i] = max(holds[i], u.Hold)
 			}
-			if u.Used > 0 && u.Limit != "" {
-				t.sync(ctx, rl, req, r, a.Charges[targets[0]].Quota, u, tr)
+			if q := a.Charges[targets[0]].Quota; u.Limit != "" && (u.Used > 0 || zeroCount(q, u)) {
+				t.sync(ctx, rl, req, r, q, u, tr)
 			}
 		}
 	}
@@ -113,6 +114,14 @@ func (t *Transport) sync(ctx context.Context, rl *rule, req *http.Request, r *li
 	default:
 		t.countSync(ctx, rl, syncUnchanged)
 	}
+}
+
+// zeroCount reports whether u, with Used 0, is a count of 0 to sync: for a
+// limit of q whose count goes down (limiter.Limit.Lowers), when u holds
+// nothing and is no refusal. Elsewhere 0 says nothing: a count only raises.
+func zeroCount(q limiter.Quota, u Usage) bool {
+	l, ok := findLimit(q, u.Limit)
+	return ok && l.Lowers && u.Hold == 0 && !u.Refused
 }
 
 // chargesOf returns the indexes of the charges u is about: those of the

@@ -110,3 +110,25 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// A usage of 0 is a count to sync only for a limit that Lowers, and only
+// when it neither holds nor refuses (a hold-only usage says nothing of the
+// count: synced as 0 it would lower the count).
+func TestZeroCount(t *testing.T) {
+	lowers := limiter.Limit{Rate: 10, Period: time.Second, Algorithm: limiter.FixedWindow, Lowers: true}
+	q := limiter.Quota{Name: "q", Limits: []limiter.NamedLimit{{Name: "o", Limit: lowers}, {Name: "w", Limit: limiter.PerSecond(10)}}}
+	for _, tc := range []struct {
+		u    Usage
+		want bool
+	}{
+		{Usage{Limit: "o"}, true},
+		{Usage{Limit: "o", Hold: time.Second}, false},
+		{Usage{Limit: "o", Refused: true}, false},
+		{Usage{Limit: "w"}, false},
+		{Usage{Limit: "x"}, false},
+	} {
+		if got := zeroCount(q, tc.u); got != tc.want {
+			t.Errorf("%+v: %v, want %v", tc.u, got, tc.want)
+		}
+	}
+}

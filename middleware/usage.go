@@ -26,7 +26,10 @@ type Usage struct {
 	// When it is more than our count, the Transport raises ours to it (never
 	// lowering it; above the limit it is taken as the limit), in the window
 	// the request was charged in only: the limiter decides, on Redis's clock,
-	// and a count arriving after that window ended changes nothing.
+	// and a count arriving after that window ended changes nothing. A limit
+	// whose count goes down (limiter.Limit.Lowers) may be lowered too, not
+	// below what may still reach the server (see there); for such a limit
+	// a Used of 0, without Hold or Refused, is a count of 0.
 	Used int
 	// Hold, when positive, says the server has no units left for this long:
 	// the Transport holds the quota for it, capped by Options.MaxHold.

@@ -70,6 +70,10 @@ var (
 	Hold = mustScript("hold.lua")
 	// Sync raises a limit's count to the count a server reports. See sync.lua.
 	Sync = mustScript("sync.lua", append(append([]string{}, stamped...), "outside.lua")...)
+	// SyncLower raises or lowers a fixed-window count that the server
+	// lowers by itself (limiter.Limit.Lowers) to the count in its answer to
+	// a booked request. See sync_lower.lua.
+	SyncLower = mustScript("sync_lower.lua", stamped...)
 )
 
 // All returns every script, by file name.
