@@ -34,7 +34,7 @@ func argsFor(l Limit, guardUS int64) *[7]any {
 	if v, ok := argCache.Load(id); ok {
 		return v.(*[7]any)
 	}
-	a := &[7]any{l.Algorithm.script(), l.periodUS(), l.most(), l.intervalUS(), guardUS, int64(l.most()) * l.intervalUS(), spanPX(l, 0)}
+	a := &[7]any{l.Algorithm.script(), l.periodUS(), l.most(), l.intervalUS(), guardUS, int64(l.most()) * l.intervalUS(), spanPX(l)}
 	if argCount.Add(1) > argCacheMax {
 		argCache.Clear()
 		argCount.Store(1)
@@ -46,13 +46,13 @@ func argsFor(l Limit, guardUS int64) *[7]any {
 	return v.(*[7]any)
 }
 
-// spanPX is the PX (ms, as a string) allow.lua gives a GCRA state: a grant
-// leaves its tat at most the limit's span (most · interval) plus the max
-// wait ahead of now.
-func spanPX(l Limit, maxWaitUS int64) string {
+// spanPX is the PX (ms, as a string) allow.lua gives a GCRA state an Allow
+// grants on: the grant leaves its tat at most the limit's span (most ·
+// interval) ahead of now.
+func spanPX(l Limit) string {
 	if l.Algorithm != GCRA {
 		return ""
 	}
-	us := int64(l.most())*l.intervalUS() + maxWaitUS
+	us := int64(l.most()) * l.intervalUS()
 	return strconv.FormatInt(max((us+999)/1000, 1), 10)
 }

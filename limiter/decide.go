@@ -443,6 +443,21 @@ var boxedSHA = func() map[*redis.Script]any {
 // shaOf is s's SHA1, boxed.
 func shaOf(s *redis.Script) any { return boxedSHA[s] }
 
+// boxedFunc holds the name of each script's function in the library
+// (script.Function), boxed once; scripts not in it have none.
+var boxedFunc = func() map[*redis.Script]any {
+	m := map[*redis.Script]any{}
+	for _, s := range script.All() {
+		if name := script.Function(s); name != "" {
+			m[s] = name
+		}
+	}
+	return m
+}()
+
+// funcOf is the name of s's function in the library, boxed; nil if none.
+func funcOf(s *redis.Script) any { return boxedFunc[s] }
+
 // plain reports whether p can go to allow.lua: one GCRA limit under one
 // hold, granted now or booked up to maxWaitUS ahead, on a client that needs
 // no retry dedupe.
@@ -464,11 +479,9 @@ func (l *Limiter) runPlain(ctx context.Context, p *plan, maxWaitUS int64, e *eva
 	if c != 1 {
 		inc = c * interval
 	}
-	cmd := append(e.cmd[:0], "evalsha", shaOf(script.Allow), 2, p.holds[0].boxed, p.keys[0].boxed, a[5], inc)
+	cmd := append(e.cmd[:0], "evalsha", shaOf(script.Allow), 2, p.holds[0].boxed, p.keys[0].boxed, a[5], inc, a[6])
 	if maxWaitUS > 0 {
-		cmd = append(cmd, spanPX(lim, maxWaitUS), maxWaitUS)
-	} else {
-		cmd = append(cmd, a[6])
+		cmd = append(cmd, maxWaitUS)
 	}
 	v, err := l.send(ctx, e, script.Allow, cmd)
 	if err != nil {
@@ -672,6 +685,6 @@ var evalCalls = sync.Pool{New: func() any {
 
 func (e *evalCall) call(ctx context.Context) error {
 	var err error
-	e.v, err = reach.Eval(ctx, e.c, e.f, script.Function(e.s), script.Source(e.s), e.cmd)
+	e.v, err = reach.Eval(ctx, e.c, e.f, funcOf(e.s), script.Source(e.s), e.cmd)
 	return err
 }

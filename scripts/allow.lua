@@ -8,8 +8,9 @@
 -- KEYS[1]  hold key: µs time (Redis's clock) before which nothing is granted
 -- KEYS[2]  state key: the GCRA's state (gcra.lua)
 -- ARGV[1]  span m·e µs (m units, one every e µs), ARGV[2] inc c·e µs (cost c)
--- ARGV[3]  the state's PX, ms: at least the span plus the max wait, the most a
---          grant can put the tat ahead of now
+-- ARGV[3]  the state's PX on an Allow's grant, ms: at least the span, the most
+--          such a grant can put the tat ahead of now (a booking's tat may be
+--          further: its PX is computed)
 -- ARGV[4]  max wait µs (Reserve, Wait): books up to that far ahead; absent
 --          (Allow): grants only now
 --
@@ -45,6 +46,6 @@ if t - now > maxWait then
 end
 local prior = tat
 tat = gcra_charge(tat, t, inc)
-gcra_write(KEYS[2], tat, floor, now, ARGV[3])
+gcra_write(KEYS[2], tat, floor, now, not ARGV[4] and ARGV[3] or nil)
 if not ARGV[4] then return tat - now end
 return {1, t - now, 0, t, 0, 0, tat - now, tat, tat, prior, 0, 0, 0}

@@ -59,7 +59,7 @@ func TestAllowScript(t *testing.T) {
 		require.NoError(t, b.Client.Del(ctx, hold).Err())
 		before, err := b.Client.Get(ctx, state).Int64()
 		require.NoError(t, err)
-		v, err = script.Allow.Run(ctx, b.Client, keys, span, e, "1300", int64(time.Second/time.Microsecond)).Int64Slice()
+		v, err = script.Allow.Run(ctx, b.Client, keys, span, e, px, int64(time.Second/time.Microsecond)).Int64Slice()
 		require.NoError(t, err)
 		require.Len(t, v, 13)
 		require.Equal(t, []int64{1, 0, 0}, []int64{v[0], v[2], v[4]}, "granted, by nothing, no lease")
@@ -71,8 +71,13 @@ func TestAllowScript(t *testing.T) {
 		after, err := b.Client.Get(ctx, state).Int64()
 		require.NoError(t, err)
 		require.Equal(t, before+e, after)
+		// A booking's tat may lie beyond the span: its TTL is its own, not
+		// the Allow's PX, and lasts until the tat is past.
+		pttl, err = b.Client.PTTL(ctx, state).Result()
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, pttl.Microseconds(), after-now-2000, "state PTTL %v, tat %d µs ahead", pttl, after-now)
 		// Beyond the max wait: denied, with the time it would fit and nothing written.
-		v, err = script.Allow.Run(ctx, b.Client, keys, span, e, "301", 1).Int64Slice()
+		v, err = script.Allow.Run(ctx, b.Client, keys, span, e, px, 1).Int64Slice()
 		require.NoError(t, err)
 		require.Equal(t, []int64{0, 1}, []int64{v[0], v[2]})
 		require.Equal(t, after-m*e+e, v[3])

@@ -49,13 +49,14 @@ func SendOnce(cmd *redis.Cmd) redis.Cmder { return onceCmd{cmd} }
 // and arguments can be boxed once and reused. On a go-redis client (Once)
 // the call is sent at most once (onceCmd); other clients may retry it.
 //
-// With f and fn (the script's function in f's library) it first sends the
-// call as FCALL fn on a go-redis client, loading the library where Redis
+// With f and fn (the name of the script's function in f's library, a string
+// boxed once, so a call allocates none) it first sends the call as FCALL fn
+// on a go-redis client, loading the library where Redis
 // answers that it has no such function (see Functions). cmd's first two
 // values may be changed.
-func Eval(ctx context.Context, c redis.Scripter, f *Functions, fn, src string, cmd []any) (any, error) {
+func Eval(ctx context.Context, c redis.Scripter, f *Functions, fn any, src string, cmd []any) (any, error) {
 	if p, ok := c.(processor); ok {
-		if f != nil && fn != "" && !f.off.Load() {
+		if f != nil && fn != nil && !f.off.Load() {
 			if v, err, done := f.call(ctx, c, p, fn, cmd); done {
 				return v, err
 			}
@@ -107,41 +108,32 @@ func NewFunctions(lib string) *Functions { return &Functions{lib: lib} }
 
 // call sends cmd as FCALL fn; done is false when it must go as EVALSHA,
 // with cmd as it came.
-func (f *Functions) call(ctx context.Context, c any, p processor, fn string, cmd []any) (v any, err error, done bool) {
+func (f *Functions) call(ctx context.Context, c any, p processor, fn any, cmd []any) (v any, err error, done bool) {
 	sha := cmd[1]
 	cmd[0], cmd[1] = "fcall", fn
-	defer func() {
-		if !done {
-			cmd[0], cmd[1] = "evalsha", sha
-		}
-	}()
-	v, err = evalOnce(ctx, p, cmd)
-	switch {
-	case err == nil || !noFunction(err) && !fcallRefused(err):
+	if v, err = evalOnce(ctx, p, cmd); err == nil || !noFunction(err) && !fcallRefused(err) {
 		return v, err, true
-	case fcallRefused(err):
+	}
+	if fcallRefused(err) {
 		f.off.Store(true)
-		return nil, nil, false
-	}
-	key, _ := cmd[3].(string)
-	if cmd[2] == 0 || key == "" {
-		return nil, nil, false
-	}
-	if lerr := f.load(ctx, c, key); lerr != nil {
+	} else if key, _ := cmd[3].(string); cmd[2] != 0 && key != "" {
+		lerr := f.load(ctx, c, key)
 		var rerr redis.Error
-		if errors.As(lerr, &rerr) || errors.Is(lerr, errNoLoader) {
+		switch {
+		case lerr == nil:
+			if v, err = evalOnce(ctx, p, cmd); !noFunction(err) {
+				return v, err, true
+			}
+			// Loaded, and gone again (a FUNCTION FLUSH): EVALSHA this time.
+		case errors.As(lerr, &rerr) || errors.Is(lerr, errNoLoader):
 			// Redis said no (an ACL without FUNCTION, a read-only node, an
 			// old server), or it cannot be asked: EVALSHA from now on. A
 			// lost connection or a deadline only sends this call as EVALSHA.
 			f.off.Store(true)
 		}
-		return nil, nil, false
 	}
-	v, err = evalOnce(ctx, p, cmd)
-	if noFunction(err) {
-		return nil, nil, false // loaded, and gone again: EVALSHA this time
-	}
-	return v, err, true
+	cmd[0], cmd[1] = "evalsha", sha
+	return nil, nil, false
 }
 
 // errNoNode: the node that holds key could not be found now.
