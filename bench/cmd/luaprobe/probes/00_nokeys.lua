@@ -1,0 +1,2 @@
+-- keys: ; args:
+return 1

@@ -1,0 +1,2 @@
+-- keys: {p}a {p}b ; args:
+return 1
