@@ -19,9 +19,6 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -47,15 +44,6 @@ var cost3 = limiter.Cost{"weight": 5, "orders": 1, "daily": 1}
 var gcra = limiter.PerSecond(1_000_000)
 var fw = limiter.Limit{Rate: 1_000_000_000, Period: time.Second, Algorithm: limiter.FixedWindow}
 
-func field(s, k string) string {
-	for _, line := range strings.Split(s, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), k+":"); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
-
 func calls(c *redis.Client) float64 {
 	info := c.Info(context.Background(), "commandstats").Val()
 	var n float64
@@ -79,35 +67,20 @@ func main() {
 	n := flag.Int("n", 500, "decisions per op")
 	only := flag.String("only", "", "ops whose name contains this")
 	flag.Parse()
-	dir, _ := os.MkdirTemp("", "cgq-")
-	if os.Getenv("CGQ_KEEP") == "" {
-		defer os.RemoveAll(dir)
-	} else {
-		fmt.Println("dumps in", dir)
-	}
-	base := filepath.Join(dir, "cg.out")
-	srv, err := bench.StartServerUnder("valgrind", "--tool=callgrind", "--callgrind-out-file="+base)
+	cg, err := bench.StartCallgrind()
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer srv.Close()
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1})
+	defer cg.Close()
+	c := redis.NewClient(&redis.Options{Addr: cg.Addr(), MaxRetries: -1})
 	probeClient = c
 	lim := limiter.New(c, limiter.Options{Prefix: "cg", Timeout: time.Minute})
 	ctx := context.Background()
-	pid := c.Info(ctx, "server").Val()
-	pid = field(pid, "process_id")
-	dumps := 0
 	dump := func() float64 {
-		dumps++
-		if b, err := exec.Command("callgrind_control", "-d", pid).CombinedOutput(); err != nil {
-			log.Fatalf("callgrind_control: %v %s", err, b)
-		}
-		b, err := os.ReadFile(fmt.Sprintf("%s.%d", base, dumps))
+		x, err := cg.Dump()
 		if err != nil {
 			log.Fatal(err)
 		}
-		x, _ := strconv.ParseFloat(field(string(b), "summary"), 64)
 		return x
 	}
 	all := ops(lim)
@@ -119,10 +92,10 @@ func main() {
 			log.Fatalf("%s: %v", o.name, err)
 		}
 	}
-	dump()
-	t0 := time.Now()
-	time.Sleep(2 * time.Second)
-	idle := dump() / time.Since(t0).Seconds()
+	idle, err := cg.IdleRate(2 * time.Second)
+	if err != nil {
+		log.Fatal(err)
+	}
 	for _, o := range all {
 		if !strings.Contains(o.name, *only) {
 			continue

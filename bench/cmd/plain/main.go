@@ -34,7 +34,6 @@ import (
 	"log"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -347,48 +346,14 @@ func ratio(a, b []float64) string {
 // ---- callgrind
 
 func callgrind() (string, error) {
-	if _, err := exec.LookPath("callgrind_control"); err != nil {
-		return "", errors.New("valgrind not found (apt-get install -y valgrind)")
-	}
-	dir, err := os.MkdirTemp("", "redquota-plain-cg-")
+	cg, err := bench.StartCallgrind() // hz 1, no dynamic-hz: the idle work it subtracts is small
 	if err != nil {
 		return "", err
 	}
-	defer os.RemoveAll(dir)
-	base := filepath.Join(dir, "cg.out")
-	srv, err := bench.StartServerUnder("valgrind", "--tool=callgrind", "--callgrind-out-file="+base)
-	if err != nil {
-		return "", fmt.Errorf("redis-server under callgrind: %w", err)
-	}
-	defer srv.Close()
-	ccs := cases(srv.Addr())
+	defer cg.Close()
+	ccs := cases(cg.Addr())
 	ctx := context.Background()
-	// The server's own periodic work (serverCron, hz times a second) is what
-	// the idle rate subtracts; at the default hz 10 (and more as clients
-	// connect: dynamic-hz) its variance was ±2k instructions per decision.
-	// One cron a second makes it small.
-	for _, kv := range [][2]string{{"dynamic-hz", "no"}, {"hz", "1"}} {
-		if err := ccs[0].c.ConfigSet(ctx, kv[0], kv[1]).Err(); err != nil {
-			return "", err
-		}
-	}
-	info, err := ccs[0].c.Info(ctx, "server").Result()
-	if err != nil {
-		return "", err
-	}
-	pid := field(info, "process_id")
-	dumps := 0
-	dump := func() (float64, error) {
-		dumps++
-		if b, err := exec.Command("callgrind_control", "-d", pid).CombinedOutput(); err != nil {
-			return 0, fmt.Errorf("callgrind_control: %v: %s", err, b)
-		}
-		b, err := os.ReadFile(fmt.Sprintf("%s.%d", base, dumps))
-		if err != nil {
-			return 0, err
-		}
-		return strconv.ParseFloat(field(string(b), "summary"), 64)
-	}
+	dump := cg.Dump
 	// Every contender once (its script loaded, its client's connections
 	// open), then the idle server's instructions per second (serverCron,
 	// the event loop, the clients' cron) with those connections open.
@@ -501,14 +466,6 @@ func callgrind() (string, error) {
 }
 
 // field returns the value of "name:" in a line-oriented text.
-func field(text, name string) string {
-	for _, line := range strings.Split(text, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
 
 func loadavg() string {
 	b, err := os.ReadFile("/proc/loadavg")
