@@ -122,7 +122,7 @@ func (b *krakenBook) ParseUsage(a *middleware.Answer) ([]middleware.Usage, error
 	}
 	ep := strings.TrimPrefix(a.Request.URL.Path, "/0/private/")
 	switch ep {
-	case "AddOrder", "EditOrder", "AmendOrder", "CancelOrder":
+	case "AddOrder", "EditOrder", "AmendOrder", "CancelOrder", "AddOrderBatch", "CancelOrderBatch":
 	default:
 		return nil, nil
 	}
@@ -170,6 +170,29 @@ func (b *krakenBook) ParseUsage(a *middleware.Answer) ([]middleware.Usage, error
 		}
 	case "CancelOrder":
 		b.forget(requestTxid(a.Request))
+	case "AddOrderBatch":
+		var r struct {
+			Orders []struct {
+				Txid string `json:"txid"`
+			} `json:"orders"`
+		}
+		_ = json.Unmarshal(v.Result, &r)
+		for _, o := range r.Orders {
+			if o.Txid != "" {
+				b.record(o.Txid)
+			}
+		}
+	case "CancelOrderBatch":
+		var req struct {
+			Orders []json.RawMessage `json:"orders"`
+		}
+		_ = json.Unmarshal(requestBody(a.Request), &req)
+		for _, o := range req.Orders {
+			var txid string
+			if json.Unmarshal(o, &txid) == nil {
+				b.forget(txid)
+			}
+		}
 	}
 	return nil, nil
 }
@@ -177,19 +200,24 @@ func (b *krakenBook) ParseUsage(a *middleware.Answer) ([]middleware.Usage, error
 // requestTxid reads the txid of a sent request from its body, which the
 // Transport made rewindable when it read it for Charges.
 func requestTxid(r *http.Request) string {
+	return bodyTxid(r.Header.Get("Content-Type"), requestBody(r))
+}
+
+// requestBody reads a sent request's body (nil if it cannot).
+func requestBody(r *http.Request) []byte {
 	if r.GetBody == nil {
-		return ""
+		return nil
 	}
 	rc, err := r.GetBody()
 	if err != nil {
-		return ""
+		return nil
 	}
 	defer rc.Close()
 	body, err := io.ReadAll(io.LimitReader(rc, maxBody))
 	if err != nil {
-		return ""
+		return nil
 	}
-	return bodyTxid(r.Header.Get("Content-Type"), body)
+	return body
 }
 
 // bodyTxid reads "txid" from a form or JSON body.

@@ -91,3 +91,35 @@ func TestKrakenBook(t *testing.T) {
 	}
 	assert.LessOrEqual(t, len(b.order), 2*krakenBookMax+1, "placed and cancelled all day, the book stays bounded")
 }
+
+// A batch is charged what its orders would cost one by one, as of their ages
+// when this preset saw them placed (by AddOrderBatch too), at most the
+// counter's maximum; a body it cannot read, the maximum.
+func TestKrakenBatchCost(t *testing.T) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	b := newKrakenBook()
+	b.now = func() time.Time { return now }
+	opts := KrakenOptions{CancelCost: 8}
+	placed := krakenAnswer(t, "AddOrderBatch", "", `{"error":[],"result":{"orders":[{"txid":"A"},{"txid":"B"}]}}`)
+	_, err := b.ParseUsage(placed)
+	require.NoError(t, err)
+	now = now.Add(20 * time.Second) // A and B rest 20 s: a cancel adds 4 each
+	add := `{"pair":"XBTUSD","orders":[{"ordertype":"limit"},{"ordertype":"limit"},{"ordertype":"limit"}]}`
+	assert.Equal(t, 3, krakenBatchCost("AddOrderBatch", "application/json", []byte(add), b, opts, 60), "+1 an order")
+	cancel := `{"orders":["A","B",1234,"UNKNOWN"],"cl_ord_ids":["c-1"]}`
+	assert.Equal(t, 4+4+8+8+8, krakenBatchCost("CancelOrderBatch", "application/json", []byte(cancel), b, opts, 60),
+		"by age where known, else the most")
+	assert.Equal(t, 20, krakenBatchCost("CancelOrderBatch", "application/json", []byte(cancel), b, opts, 20), "at most the counter's maximum")
+	assert.Equal(t, 60, krakenBatchCost("AddOrderBatch", "application/x-www-form-urlencoded", []byte("orders=1"), b, opts, 60), "unreadable: the maximum")
+	assert.Equal(t, 60, krakenBatchCost("CancelOrderBatch", "application/json", []byte(`{}`), b, opts, 60), "no orders: the maximum")
+	// A cancelled batch's orders are forgotten.
+	r, err := http.NewRequest(http.MethodPost, "https://api.kraken.com/0/private/CancelOrderBatch", strings.NewReader(`{"orders":["A"]}`))
+	require.NoError(t, err)
+	r.Header.Set("Content-Type", "application/json")
+	_, err = b.ParseUsage(&middleware.Answer{Request: r, StatusCode: 200, Body: []byte(`{"error":[],"result":{"count":1}}`)})
+	require.NoError(t, err)
+	_, ok := b.age("A")
+	assert.False(t, ok, "A cancelled")
+	_, ok = b.age("B")
+	assert.True(t, ok, "B still rests")
+}

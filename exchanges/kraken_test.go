@@ -497,9 +497,9 @@ func TestKrakenTiers(t *testing.T) {
 	}
 }
 
-// Trading calls Kraken does not charge (AddOrderBatch) are not sent during the
-// pair's hold either: with a deadline the hold outlasts, they fail, typed, as
-// AddOrder does. And the pair header never reaches Kraken, public calls
+// A batch call (AddOrderBatch, whose form body it cannot count, charged the
+// counter's maximum) is not sent during the pair's hold either: with a
+// deadline the hold outlasts, it fails, typed, as AddOrder does. And the pair header never reaches Kraken, public calls
 // included.
 func TestKrakenFreeCallsHonourHold(t *testing.T) {
 	_, rdb := newMiniLimiterClient(t)
