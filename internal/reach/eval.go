@@ -118,22 +118,38 @@ func (f *Functions) call(ctx context.Context, c any, p processor, fn any, cmd []
 		f.off.Store(true)
 	} else if key, _ := cmd[3].(string); cmd[2] != 0 && key != "" {
 		lerr := f.load(ctx, c, key)
-		var rerr redis.Error
 		switch {
 		case lerr == nil:
 			if v, err = evalOnce(ctx, p, cmd); !noFunction(err) {
 				return v, err, true
 			}
 			// Loaded, and gone again (a FUNCTION FLUSH): EVALSHA this time.
-		case errors.As(lerr, &rerr) || errors.Is(lerr, errNoLoader):
-			// Redis said no (an ACL without FUNCTION, a read-only node, an
-			// old server), or it cannot be asked: EVALSHA from now on. A
-			// lost connection or a deadline only sends this call as EVALSHA.
+		case loadRefused(lerr):
+			// Redis said no (an ACL without FUNCTION, a library it cannot
+			// load), or it cannot be asked: EVALSHA from now on. A lost
+			// connection, a deadline or a passing state (LOADING, READONLY
+			// after a failover, OOM…) only sends this call as EVALSHA.
 			f.off.Store(true)
 		}
 	}
 	cmd[0], cmd[1] = "evalsha", sha
 	return nil, nil, false
+}
+
+// loadRefused reports whether a FUNCTION LOAD's error is for good: the
+// server's "ERR …" or "NOPERM …" answer, or a client load cannot reach node
+// by node; not a connection's error nor a passing server state (LOADING,
+// READONLY, MASTERDOWN, TRYAGAIN, CLUSTERDOWN, BUSY, OOM).
+func loadRefused(err error) bool {
+	var rerr redis.Error
+	if errors.Is(err, errNoLoader) {
+		return true
+	}
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	msg := rerr.Error()
+	return strings.HasPrefix(msg, "ERR") || strings.HasPrefix(msg, "NOPERM")
 }
 
 // errNoNode: the node that holds key could not be found now.

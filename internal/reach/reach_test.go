@@ -124,3 +124,22 @@ func TestCallEndsOnRefusedDialAndTimeout(t *testing.T) {
 		}
 	}
 }
+
+// A FUNCTION LOAD refused for good (ERR, NOPERM, no way to reach nodes)
+// turns functions off; a connection's error or a passing server state does
+// not.
+func TestLoadRefused(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{redis.ErrClosed, false},
+		{context.DeadlineExceeded, false},
+		{errNoNode, false},
+		{errNoLoader, true},
+	} {
+		if got := loadRefused(c.err); got != c.want {
+			t.Errorf("%v: %v, want %v", c.err, got, c.want)
+		}
+	}
+}
