@@ -252,6 +252,12 @@ func krakenPost(ctx context.Context, p *proc, base, endpoint string, form url.Va
 	if pair != "" {
 		req.Header.Set(exchanges.KrakenPairHeader, pair)
 	}
+	return krakenSend(p, req, endpoint)
+}
+
+// krakenSend sends req as p and reads Kraken's answer: an error when its
+// "error" list is not empty.
+func krakenSend(p *proc, req *http.Request, endpoint string) (map[string]any, error) {
 	_, b, err := p.do(req)
 	if err != nil {
 		return nil, err
@@ -279,18 +285,7 @@ func krakenPostJSON(ctx context.Context, p *proc, base, endpoint string, body ma
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("API-Key", "key-1")
-	_, out, err := p.do(req)
-	if err != nil {
-		return nil, err
-	}
-	var v map[string]any
-	if err := json.Unmarshal(out, &v); err != nil {
-		return nil, fmt.Errorf("%s: %w: %s", endpoint, err, out)
-	}
-	if e, _ := v["error"].([]any); len(e) > 0 {
-		return v, fmt.Errorf("%s: %v", endpoint, e)
-	}
-	return v, nil
+	return krakenSend(p, req, endpoint)
 }
 
 // Eight processes share one Kraken Pro API key for four seconds, time scaled
