@@ -102,6 +102,17 @@ var krakenPenalties = map[string][7]float64{
 	"CancelOrder": {0, 8, 6, 5, 4, 2, 1},
 }
 
+// tradeAdd adds cost to pair's trading counter at now, unless that would
+// take it above its maximum (s.mu held).
+func (s *krakenSim) tradeAdd(pair string, now time.Time, cost float64) bool {
+	c := s.trading[pair]
+	if c == nil {
+		c = &counter{max: s.tradeMax, decay: s.tradeDecay}
+		s.trading[pair] = c
+	}
+	return c.add(now, cost)
+}
+
 // penalty is what ep adds for an order of age (scaled).
 func (s *krakenSim) penalty(ep string, age time.Duration) float64 {
 	a := time.Duration(float64(age) / s.scale)
@@ -137,12 +148,7 @@ func (s *krakenSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			pair, cost = o.pair, s.penalty(ep, now.Sub(o.placed))
 		}
-		c := s.trading[pair]
-		if c == nil {
-			c = &counter{max: s.tradeMax, decay: s.tradeDecay}
-			s.trading[pair] = c
-		}
-		if !c.add(now, cost) {
+		if !s.tradeAdd(pair, now, cost) {
 			reply["error"], hit.status = []string{"EOrder:Rate limit exceeded"}, http.StatusTooManyRequests
 			break
 		}
@@ -188,12 +194,7 @@ func (s *krakenSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		}
-		c := s.trading[pair]
-		if c == nil {
-			c = &counter{max: s.tradeMax, decay: s.tradeDecay}
-			s.trading[pair] = c
-		}
-		if !c.add(now, cost) {
+		if !s.tradeAdd(pair, now, cost) {
 			reply["error"], hit.status = []string{"EOrder:Rate limit exceeded"}, http.StatusTooManyRequests
 			break
 		}

@@ -35,7 +35,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/redquota/redquota/bench"
 )
@@ -71,7 +70,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	pid = field(pid, "process_id")
+	pid = bench.Field(pid, "process_id")
 
 	single, err := bench.Single(env)
 	if err != nil {
@@ -117,7 +116,7 @@ func main() {
 			if err != nil {
 				log.Fatal(err)
 			}
-			total, err := strconv.ParseFloat(field(string(b), "summary"), 64)
+			total, err := strconv.ParseFloat(bench.Field(string(b), "summary"), 64)
 			if err != nil {
 				log.Fatalf("%s: no summary in the dump", c.Name)
 			}
@@ -132,14 +131,4 @@ func main() {
 			log.Fatal(err)
 		}
 	}
-}
-
-// field returns the value of "name:" or "name: " in a line-oriented text.
-func field(text, name string) string {
-	for _, line := range strings.Split(text, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
 }

@@ -365,18 +365,9 @@ func callgrind() (string, error) {
 		}
 	}
 	var idleRate float64
-	measureIdle := func() error {
-		if _, err := dump(); err != nil {
-			return err
-		}
-		t0 := time.Now()
-		time.Sleep(2 * time.Second)
-		idle, err := dump()
-		if err != nil {
-			return err
-		}
-		idleRate = idle / time.Since(t0).Seconds()
-		return nil
+	measureIdle := func() (err error) {
+		idleRate, err = cg.IdleRate(2 * time.Second)
+		return err
 	}
 	var idleRates []float64
 
