@@ -101,9 +101,15 @@ func (l *Limiter) single(p *plan, key string, limit Limit, n int) error {
 	if err := checkCost(limit, n); err != nil {
 		return err
 	}
-	p.holds[0], p.nq = l.keyFor(keyID{quota: key, kind: holdEntry}), 1
-	p.n, p.limits[0], p.costs[0], p.keys[0] = 1, limit, n, l.keyFor(keyID{quota: key, algo: limit.Algorithm})
-	p.regs[0] = l.regFor(p.holds[0], Quota{Name: key}, limit)
+	st := l.keyFor(keyID{quota: key, algo: limit.Algorithm})
+	refs := st.single.Load()
+	if refs == nil {
+		h := l.keyFor(keyID{quota: key, kind: holdEntry})
+		refs = &singleRefs{hold: h, reg: l.regFor(h, Quota{Name: key}, limit)}
+		st.single.Store(refs)
+	}
+	p.holds[0], p.nq, p.regs[0] = refs.hold, 1, refs.reg
+	p.n, p.limits[0], p.costs[0], p.keys[0] = 1, limit, n, st
 	return nil
 }
 
@@ -419,6 +425,10 @@ func (l *Limiter) send(ctx context.Context, e *evalCall, s *redis.Script, cmd []
 		evalCalls.Put(e)
 		return v, nil
 	}
+	if l.auto != nil {
+		e.via = l.auto.enter()
+		defer l.auto.leave()
+	}
 	if err := l.path.Do(ctx, e.fn); err != nil {
 		// e is not reused, nor its reply read: a call its bound ended may
 		// still be running (reach.Watch.Call leaves it to finish alone).
@@ -426,7 +436,7 @@ func (l *Limiter) send(ctx context.Context, e *evalCall, s *redis.Script, cmd []
 	}
 	v := e.v
 	clear(e.cmd)
-	e.c, e.s, e.v, e.f = nil, nil, nil, nil
+	e.c, e.s, e.v, e.f, e.via = nil, nil, nil, nil, nil
 	evalCalls.Put(e)
 	return v, nil
 }
@@ -673,6 +683,7 @@ type evalCall struct {
 	s   *redis.Script
 	cmd []any
 	f   *reach.Functions
+	via reach.Processor             // sends the call instead of c (autopipe.go); nil: c
 	v   any                         // the reply, read only when fn returned nil
 	fn  func(context.Context) error // call, bound once
 }
@@ -685,6 +696,6 @@ var evalCalls = sync.Pool{New: func() any {
 
 func (e *evalCall) call(ctx context.Context) error {
 	var err error
-	e.v, err = reach.Eval(ctx, e.c, e.f, funcOf(e.s), script.Source(e.s), e.cmd)
+	e.v, err = reach.Eval(ctx, e.c, e.via, e.f, funcOf(e.s), script.Source(e.s), e.cmd)
 	return err
 }

@@ -144,6 +144,7 @@ type Limiter struct {
 	local    sync.Map // state key → *rate.Limiter
 	keys     keyCache
 	coalesce *coalescer    // nil unless Options.Coalesce
+	auto     *autoPipe     // concurrent decisions' shared round trips; nil without (autopipe.go)
 	restart  *restartGuard // nil unless Options.RestartSpent > 0
 	ack      *ackState     // nil unless Options.ReplicaAck > 0
 	tel      instruments
@@ -204,6 +205,9 @@ func New(client Client, opts Options) *Limiter {
 		Trip: breakerTrip,
 	})
 	l.ack = newAck(opts, l.timeout)
+	if l.ack == nil {
+		l.auto = newAutoPipe(client)
+	}
 	l.dedupeMS = "0"
 	if l.dedupe {
 		l.dedupeMS = strconv.FormatInt(max(opts.DedupeWindow.Milliseconds(), 1), 10)

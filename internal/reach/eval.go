@@ -14,17 +14,17 @@ type doer interface {
 	Do(ctx context.Context, args ...any) *redis.Cmd
 }
 
-// processor is a go-redis client's Process. Every go-redis client (Client,
+// Processor is a go-redis client's Process. Every go-redis client (Client,
 // ClusterClient, Ring, AutoPipeliner) has it, and since go-redis 9.23 each
 // honours a command's NoRetry.
-type processor interface {
+type Processor interface {
 	Process(ctx context.Context, cmd redis.Cmder) error
 }
 
 // Once reports whether Eval sends its calls on c at most once (c is a
 // go-redis client, which honours a command's NoRetry).
 func Once(c any) bool {
-	_, ok := c.(processor)
+	_, ok := c.(Processor)
 	return ok
 }
 
@@ -54,8 +54,15 @@ func SendOnce(cmd *redis.Cmd) redis.Cmder { return onceCmd{cmd} }
 // on a go-redis client, loading the library where Redis
 // answers that it has no such function (see Functions). cmd's first two
 // values may be changed.
-func Eval(ctx context.Context, c redis.Scripter, f *Functions, fn any, src string, cmd []any) (any, error) {
-	if p, ok := c.(processor); ok {
+//
+// via, when not nil, sends the calls instead of c (c's autopipeliner, say);
+// c still loads the library.
+func Eval(ctx context.Context, c redis.Scripter, via Processor, f *Functions, fn any, src string, cmd []any) (any, error) {
+	p, ok := via, via != nil
+	if !ok {
+		p, ok = c.(Processor)
+	}
+	if ok {
 		if f != nil && fn != nil && !f.off.Load() {
 			if v, err, done := f.call(ctx, c, p, fn, cmd); done {
 				return v, err
@@ -108,7 +115,7 @@ func NewFunctions(lib string) *Functions { return &Functions{lib: lib} }
 
 // call sends cmd as FCALL fn; done is false when it must go as EVALSHA,
 // with cmd as it came.
-func (f *Functions) call(ctx context.Context, c any, p processor, fn any, cmd []any) (v any, err error, done bool) {
+func (f *Functions) call(ctx context.Context, c any, p Processor, fn any, cmd []any) (v any, err error, done bool) {
 	sha := cmd[1]
 	cmd[0], cmd[1] = "fcall", fn
 	if v, err = evalOnce(ctx, p, cmd); err == nil || !noFunction(err) && !fcallRefused(err) {
@@ -206,7 +213,7 @@ func fcallRefused(err error) bool {
 		strings.HasPrefix(msg, "NOPERM") && strings.Contains(msg, "'fcall'")
 }
 
-func evalOnce(ctx context.Context, p processor, cmd []any) (any, error) {
+func evalOnce(ctx context.Context, p Processor, cmd []any) (any, error) {
 	c := redis.NewCmd(ctx, cmd...)
 	_ = p.Process(ctx, onceCmd{c})
 	return c.Result()

@@ -1,0 +1,246 @@
+package limiter
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/redquota/redquota/internal/redistest"
+	"github.com/redquota/redquota/internal/script"
+)
+
+// gate is a go-redis hook that holds every decision sent on its own
+// connection until open is closed, and counts the decisions sent each way:
+// alone, or through the autopipeliner (in a pipeline, or as its batch of one,
+// which it sends with a context of its own: not the caller's, which carries
+// the gate's marker).
+type gate struct {
+	open          chan struct{}
+	once          sync.Once
+	direct, piped atomic.Int64
+	seen          sync.Map // each decision's command, counted once (a cluster's batch meets the hook at each level)
+	keys          sync.Map // the first key of each piped decision
+}
+
+func newGate(t *testing.T) *gate {
+	g := &gate{open: make(chan struct{})}
+	t.Cleanup(g.release) // never leave a caller held when a check fails
+	return g
+}
+
+func (g *gate) release() { g.once.Do(func() { close(g.open) }) }
+
+// reset forgets the decisions counted so far.
+func (g *gate) reset() {
+	g.direct.Store(0)
+	g.piped.Store(0)
+	g.seen.Clear()
+	g.keys.Clear()
+}
+
+func decisionCmd(c redis.Cmder) bool {
+	switch c.Name() {
+	case "fcall", "evalsha", "eval":
+		return true
+	}
+	return false
+}
+
+func (g *gate) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (g *gate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		_, dup := g.seen.LoadOrStore(cmd, true)
+		switch {
+		case !decisionCmd(cmd) || dup:
+		case ctx.Value(gateKey{}) == nil:
+			g.pipe(cmd)
+		default:
+			g.direct.Add(1)
+			<-g.open
+		}
+		return next(ctx, cmd)
+	}
+}
+func (g *gate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if _, dup := g.seen.LoadOrStore(c, true); decisionCmd(c) && !dup {
+				g.pipe(c)
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func (g *gate) pipe(c redis.Cmder) {
+	g.piped.Add(1)
+	g.keys.Store(fmt.Sprint(c.Args()[3]), true)
+}
+
+// gateKey marks a caller's context: a decision sent with it went alone.
+type gateKey struct{}
+
+func gated() context.Context { return context.WithValue(context.Background(), gateKey{}, true) }
+
+// waitHeld waits until the decisions held alone and those done make n.
+func (g *gate) waitHeld(t *testing.T, done *atomic.Int64, n int64) {
+	t.Helper()
+	require.Eventually(t, func() bool { return g.direct.Load()+done.Load() >= n },
+		10*time.Second, time.Millisecond, "decisions: %d held alone, %d done, want %d", g.direct.Load(), done.Load(), n)
+}
+
+// Concurrent decisions share round trips through the client's autopipeliner
+// once apDirect of them are in flight on their own connections, and each is
+// decided as it would be alone; a sequential caller never goes through it.
+func TestAutoPipeShares(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := gated()
+		g := newGate(t)
+		b.Client.AddHook(g)
+		lim := New(b.Client, Options{Prefix: b.Prefix})
+		// The scripts' library loaded on every node (miniredis has none: its
+		// first FCALL is refused, then EVALSHA), so each decision is one
+		// command.
+		_ = script.Load(ctx, b.Client)
+		g.release()
+		_, err := lim.Allow(ctx, Key("warm", PerMinute(3)).Take(1))
+		require.NoError(t, err)
+		g.open, g.once = make(chan struct{}), sync.Once{}
+		g.reset()
+		// 16 decisions on 4 keys of 3 per minute: 3 granted per key whichever
+		// way each goes. The first apDirect go alone and are held by the
+		// gate, so every later one finds them in flight.
+		const n, keys = 16, 4
+		var granted, done atomic.Int64
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer done.Add(1)
+				r, err := lim.Allow(ctx, Key(fmt.Sprintf("k%d", i%keys), PerMinute(3)).Take(1))
+				if err != nil {
+					errs <- err
+					return
+				}
+				if r.Allowed {
+					granted.Add(1)
+				}
+			}()
+		}
+		g.waitHeld(t, &done, n)
+		g.release()
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+		require.EqualValues(t, apDirect, g.direct.Load(), "decisions sent alone")
+		require.EqualValues(t, n-apDirect, g.piped.Load(), "decisions sent through the autopipeliner")
+		require.EqualValues(t, 3*keys, granted.Load(), "3 granted per key, whichever way each went")
+		for i := range keys {
+			r, err := lim.Allow(ctx, Key(fmt.Sprintf("k%d", i), PerMinute(3)).Take(1))
+			require.NoError(t, err)
+			require.False(t, r.Allowed, "key %d: every unit was charged", i)
+		}
+
+		// One caller at a time: always alone.
+		piped := g.piped.Load()
+		for i := range 20 {
+			_, err := lim.Allow(ctx, Key(fmt.Sprintf("s%d", i), PerMinute(3)).Take(1))
+			require.NoError(t, err)
+		}
+		require.Equal(t, piped, g.piped.Load(), "a sequential caller's decisions went through the autopipeliner")
+	})
+}
+
+// A batch whose replies are lost (Redis ran it, the connection dropped) is
+// not sent again, even by a client that retries: each decision in it is
+// charged at most once, as a decision sent alone is
+// (TestSlowServerDeadlineAndRetries).
+func TestAutoPipeNeverResends(t *testing.T) {
+	srv := redistest.Private(t)
+	ctx := gated()
+	c := srv.Client()
+	defer c.Close()
+	proxy := redistest.NewFaultProxy(t, srv.Addr())
+	o := redistest.ClientOptions(proxy.Addr())
+	o.MaxRetries, o.MinRetryBackoff, o.MaxRetryBackoff = 2, time.Millisecond, time.Millisecond
+	rc := redis.NewClient(o)
+	defer rc.Close()
+	g := newGate(t)
+	rc.AddHook(g)
+	lim := New(rc, Options{Prefix: "piperetry", Timeout: -1, Failure: FailOpen})
+	// Load the library and warm the pool through the proxy before the fault.
+	require.NoError(t, script.Load(ctx, c))
+	g.release()
+	_, err := lim.Allow(ctx, Key("warm", PerMinute(30)).Take(1))
+	require.NoError(t, err)
+	require.EqualValues(t, 1, g.direct.Load())
+	g.open, g.once = make(chan struct{}), sync.Once{}
+	g.reset()
+	// Every decision's reply (one integer: allow.lua's grant) is dropped and
+	// its connection cut.
+	var dropped atomic.Int64
+	proxy.SetDropReplies(func(b []byte) bool {
+		if bytes.HasPrefix(b, []byte(":")) {
+			dropped.Add(1)
+			return true
+		}
+		return false
+	})
+	const n = 12
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer done.Add(1)
+			_, _ = lim.Allow(ctx, Key(fmt.Sprintf("k%d", i), PerMinute(30)).Take(3))
+		}()
+	}
+	// The first apDirect are held alone; the others go through the
+	// autopipeliner, whose first batch fails (and with it, three failures
+	// in a row, the breaker opens: the rest answer under FailOpen unsent).
+	g.waitHeld(t, &done, n)
+	require.Positive(t, g.piped.Load(), "no decision went through the autopipeliner")
+	g.release()
+	wg.Wait()
+	proxy.SetDropReplies(nil)
+	time.Sleep(20 * time.Millisecond) // the last call has run before its reply was dropped
+	require.Positive(t, dropped.Load())
+	check := New(c, Options{Prefix: "piperetry"})
+	var charged int
+	for i := range n {
+		key := fmt.Sprintf("k%d", i)
+		r, err := check.Allow(ctx, Key(key, PerMinute(30)).Take(1))
+		require.NoError(t, err)
+		got := 30 - 1 - r.Remaining
+		require.Contains(t, []int{0, 3}, got, "%s: charged %d units by one Take(3) (piped: %v)", key, got, pipedKey(g, key))
+		charged += got
+	}
+	// The piped decisions were written before their replies were dropped:
+	// Redis ran them.
+	require.Positive(t, charged)
+}
+
+func pipedKey(g *gate, key string) bool {
+	found := false
+	g.keys.Range(func(k, _ any) bool {
+		if strings.Contains(k.(string), "{"+key+"}") {
+			found = true
+		}
+		return !found
+	})
+	return found
+}
