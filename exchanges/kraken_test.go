@@ -55,6 +55,7 @@ func (c *counter) add(now time.Time, n float64) bool {
 //     (https://docs.kraken.com/exchange/guides/rest/ratelimits, checked
 //     2026-12-06: "All other API calls increase this counter by 1 (except
 //     AddOrder, CancelOrder ...)");
+//
 //   - a trading counter per pair, max 180, decaying 3.75/s: +1 per AddOrder,
 //     and per CancelOrder a penalty by the order's age: +8 under 5 s, +6 under
 //     10 s, +5 under 15 s, +4 under 45 s, +2 under 90 s, +1 under 300 s
@@ -97,10 +98,10 @@ type krakenSim struct {
 	public  map[string]*counter
 	// publicPeak is the highest each public bucket's counter reached.
 	publicPeak map[string]float64
-	orders  map[string]order
-	seq     int
-	hits    []simHit
-	srv     *httptest.Server
+	orders     map[string]order
+	seq        int
+	hits       []simHit
+	srv        *httptest.Server
 }
 
 type order struct {
