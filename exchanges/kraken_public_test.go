@@ -77,11 +77,13 @@ func warmKraken(t *testing.T, fleet []*proc, url string, n int) {
 // and OHLC: 8 senders a pair), each bucket 1 per second. Every bucket is
 // asked for far more than it allows. No call may be answered
 // EGeneral:Too many requests, and each bucket must carry at least 90% of
-// what the simulator allows it over the run: its maximum plus a call an
-// interval from the first call it counted to the last before the end.
-// That bound leaves a bucket about one call of the 20 the run allows: the
-// preset grants at most one a period, so it loses no more than the first
-// grant's wait and what lands after the end.
+// what the simulator allows it over the run: its maximum (1.5) plus the
+// intervals from the first call it counted to the last before the end,
+// rounded down, 20 calls in a run of 5 s. The bound leaves a bucket 2 calls: the
+// preset grants one an interval, so it loses only what a late call or the
+// run's end takes; 20 of 20 were seen. The counters' peaks are logged: how
+// much closer than 250 ms two calls arrived (up to 1.06, 15 ms, was seen,
+// of the 0.5 slack the simulator allows: see krakenSim.publicMax).
 //
 // The control, the same fleet with clients that have no preset, each
 // sender making 3 calls at once: the simulator answers EGeneral (so this
@@ -97,39 +99,35 @@ func TestKrakenPublicFleet(t *testing.T) {
 	drive(t, fleet, 8, stop, krakenPublicPoll(sim.srv.URL))
 
 	hits := sim.log()
-	defer func() {
-		require.Zero(t, countStatus(hits, http.StatusTooManyRequests), "EGeneral:Too many requests answers through the preset")
-	}()
-	start := hits[0].at
+	refused := 0
 	for _, h := range hits {
 		if h.status == http.StatusTooManyRequests {
-			t.Logf("refused: %s at %s", h.account, h.at.Sub(start))
+			refused++
+			t.Logf("refused: %s at %s", h.account, h.at.Sub(hits[0].at))
 		}
 	}
 	interval := time.Duration(float64(time.Second) * scale)
 	for _, bucket := range []string{"public", "public-XBTUSD", "public-ETHUSD"} {
 		var first, last time.Time
-		used, minGap := 0, time.Hour
+		used := 0
 		for _, h := range hits {
 			if h.cost[bucket] == 0 || h.at.After(stop) {
 				continue
 			}
 			if first.IsZero() {
 				first = h.at
-			} else {
-				minGap = min(minGap, h.at.Sub(last))
 			}
 			last, used = h.at, used+1
 		}
-		t.Logf("%s: shortest gap %s", bucket, minGap)
 		allowed := math.Floor(sim.publicMax + float64(last.Sub(first))/float64(interval))
 		sim.mu.Lock()
 		peak := sim.publicPeak[bucket]
 		sim.mu.Unlock()
-		t.Logf("Kraken %s: %d calls of %.0f allowed over %s (%.1f%%), counter peak %.2f of %.1f, 0 refused",
+		t.Logf("Kraken %s: %d calls of %.0f allowed over %s (%.1f%%), counter peak %.2f of %.1f",
 			bucket, used, allowed, last.Sub(first).Round(time.Millisecond), 100*float64(used)/allowed, peak, sim.publicMax)
-		assert.GreaterOrEqual(t, float64(used), 0.9*allowed, "%s: used %d of %.1f allowed", bucket, used, allowed)
+		assert.GreaterOrEqual(t, float64(used), 0.9*allowed, "%s: used %d of %.0f allowed", bucket, used, allowed)
 	}
+	require.Zero(t, refused, "EGeneral:Too many requests answers through the preset")
 
 	t.Run("control without the preset", func(t *testing.T) {
 		ctl := newKrakenSim(t, scale)
