@@ -208,9 +208,9 @@ type KrakenOptions struct {
 // https://support.kraken.com/articles/206548367-what-are-the-api-rate-limits-,
 // checked 2026-12-06); the preset reads it from every call's answer, before
 // the caller does, and holds the quota the call was charged to (the pair's
-// for a trading call, the public bucket it was charged to for a public
-// call), in every process,
-// for LimitedHold (or until the time given), at most Middleware.MaxHold.
+// for a trading call, its bucket for a public call: the IP's, or the pair's
+// for Trades and OHLC), in every process, for LimitedHold (or until the
+// time given), at most Middleware.MaxHold.
 func Kraken(opts KrakenOptions) (Preset, error) {
 	if err := checkScale(opts.timeScale); err != nil {
 		return Preset{}, err
