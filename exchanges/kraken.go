@@ -60,6 +60,22 @@ var krakenTrade = map[string]bool{
 	"AddOrderBatch": true, "CancelOrderBatch": true,
 }
 
+// defaultKrakenPublic is KrakenOptions.Public's default: "Calling the
+// public endpoints at a frequency of 1 per second (or less) would remain
+// within the rate limits" (https://support.kraken.com/articles/206548367-what-are-the-api-rate-limits-,
+// checked 2026-12-06; Kraken publishes no other figure for them, and
+// https://docs.kraken.com/exchange/guides/rest/ratelimits covers private
+// calls only). A burst of 1: Kraken gives none.
+var defaultKrakenPublic = limiter.Limit{Rate: 1, Period: time.Second, Burst: 1}
+
+// krakenPerPair are the public endpoints Kraken counts per IP and pair, each
+// pair apart from the IP's other public calls: "rate limited by IP address
+// and currency pair for calls to Trades and OHLC, and by IP address only for
+// calls to all other public endpoints" (the support article above, checked
+// 2026-12-06). Whether Trades and OHLC of one pair share a count is not
+// said: the preset counts them together, which cannot overrun either.
+var krakenPerPair = map[string]bool{"Trades": true, "OHLC": true}
+
 // krakenAmendCost is the most an AmendOrder adds to the trading counter
 // (see defaultKrakenEditCost).
 const krakenAmendCost = 4
@@ -99,18 +115,28 @@ type KrakenOptions struct {
 	Tier string
 	// Quota names the call counter's quota (one per API key, as Kraken
 	// counts); the trading counter is the quota <Quota>-trade applied to each
-	// pair (one per account and pair). Default "kraken".
+	// pair (one per account and pair); public calls are counted in
+	// <Quota>-public and <Quota>-public-pair, per IP (see Public). Default
+	// "kraken".
 	Quota string
-	// Hosts are the hosts whose /0/private/ requests are charged. Public
-	// endpoints (/0/public/) are charged nothing: Kraken publishes no exact
-	// figure for them ("a frequency of 1 per second (or less) would remain
-	// within the rate limits"); an EGeneral:Too many requests answer holds
-	// them all, in every process, for LimitedHold. Default api.kraken.com.
+	// Hosts are the hosts whose /0/private/ and /0/public/ requests are
+	// charged. Default api.kraken.com.
 	Hosts []string
 	// Counter and Trading override the tier's call counter and per-pair
 	// trading counter; zero values keep the
 	// tier's.
 	Counter, Trading limiter.Limit
+	// Public is the limit of each bucket public calls are counted in: the
+	// IP's (every public endpoint but Trades and OHLC: the quota
+	// <Quota>-public) and each pair's (Trades and OHLC: the quota
+	// <Quota>-public-pair applied to the pair), its burst less BurstReserve
+	// (never below 1). Default (zero value): 1 per second, burst 1, the
+	// frequency Kraken says stays within its limits (see
+	// defaultKrakenPublic). A negative Rate turns these limits off:
+	// public calls are then charged nothing and only wait out the holds
+	// that EGeneral:Too many requests answers set (LimitedHold), in the same
+	// buckets.
+	Public limiter.Limit
 	// BurstReserve is how many units of each counter's maximum the limiter
 	// keeps back, as CoinbaseOptions.BurstReserve; it also covers Kraken
 	// decaying its counter in steps ("every couple of seconds") rather than
@@ -157,8 +183,20 @@ type KrakenOptions struct {
 //     an error wrapping ErrInvalid, unsent. A trading call that costs nothing (a
 //     cancel of an order older than 300 s) still waits out its pair's hold.
 //
-// Public calls are charged nothing but wait out the hold of the quota
-// Quota+"-public" (one per IP: use one Quota per IP).
+// Public calls (/0/public/) are counted as Kraken counts them, per IP
+// (sources in defaultKrakenPublic's and krakenPerPair's comments), each
+// bucket limited to Public (1 per second, burst 1):
+//
+//   - Trades and OHLC in their pair's bucket only (the quota
+//     Quota+"-public-pair" applied to the pair). The pair comes from the
+//     query string ("?pair=XBTUSD") or a POST's form or JSON body; a call
+//     without one is charged to the pair "unknown", one whose pair is not a
+//     plausible name fails with an error wrapping ErrInvalid, unsent;
+//   - every other public call in the IP's bucket (the quota
+//     Quota+"-public").
+//
+// One Quota name is one IP's buckets: give each IP of a fleet its own. The
+// quotas are Preset.Quotas[2] and [3], unless Public turns them off.
 //
 // Kraken reports a limit reached in the answer's body, with HTTP 200
 // (EAPI:Rate limit exceeded, EOrder:Rate limit exceeded, EService:Throttled:
@@ -170,8 +208,9 @@ type KrakenOptions struct {
 // https://support.kraken.com/articles/206548367-what-are-the-api-rate-limits-,
 // checked 2026-12-06); the preset reads it from every call's answer, before
 // the caller does, and holds the quota the call was charged to (the pair's
-// for a trading call, the public hold for a public call), in every process,
-// for LimitedHold (or until the time given), at most Middleware.MaxHold.
+// for a trading call, its bucket for a public call: the IP's, or the pair's
+// for Trades and OHLC), in every process, for LimitedHold (or until the
+// time given), at most Middleware.MaxHold.
 func Kraken(opts KrakenOptions) (Preset, error) {
 	if err := checkScale(opts.timeScale); err != nil {
 		return Preset{}, err
@@ -226,8 +265,23 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 	// A trading call free of charge waits out its pair's hold all the same:
 	// it charges the trading template's hold alone.
 	holdOnly := limiter.Quota{Name: trade.Name}
-	// Public calls: no figure to charge, a hold to wait out.
+	// Public calls: the IP's bucket, and each pair's for Trades and OHLC;
+	// hold-only when Public turns them off.
 	public := limiter.Quota{Name: opts.Quota + "-public"}
+	publicPair := limiter.Quota{Name: opts.Quota + "-public-pair"}
+	var publicCost limiter.Cost // nil: hold-only
+	if opts.Public.Rate >= 0 {
+		pub := defaultKrakenPublic
+		if opts.Public != (limiter.Limit{}) {
+			pub = opts.Public
+		}
+		pub.Period = scale(pub.Period, opts.timeScale)
+		limits := []limiter.NamedLimit{{Name: "calls", Limit: reserve(pub, opts.BurstReserve)}}
+		public.Limits, publicPair.Limits, publicCost = limits, limits, limiter.Cost{"calls": 1}
+		if err := public.Validate(); err != nil {
+			return Preset{}, fmt.Errorf("%w: public: %w", ErrInvalid, err)
+		}
+	}
 	book := newKrakenBook()
 	tradeMost := most(trade.Limits[0].Limit)
 	tradeCost := func(endpoint string, r *http.Request, body []byte) int {
@@ -260,18 +314,9 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 		Match:      func(r *http.Request) bool { return krakenTrade[strings.TrimPrefix(r.URL.Path, "/0/private/")] },
 		Quota:      trade,
 		Charges: func(r *http.Request, body []byte) ([]limiter.Charge, error) {
-			pair := r.Header.Get(KrakenPairHeader)
-			if pair == "" && body != nil {
-				if len(body) > maxBody {
-					return nil, fmt.Errorf("%w: request body above %d bytes", errInvalidPair, maxBody)
-				}
-				pair = bodyPair(r.Header.Get("Content-Type"), body)
-			}
-			if pair == "" {
-				pair = "unknown"
-			}
-			if !krakenPairName.MatchString(pair) {
-				return nil, fmt.Errorf("%w: %q", errInvalidPair, truncate(pair, 40))
+			pair, err := requestPair(r.Header.Get(KrakenPairHeader), r, body)
+			if err != nil {
+				return nil, err
 			}
 			if c := tradeCost(strings.TrimPrefix(r.URL.Path, "/0/private/"), r, body); c > 0 {
 				return []limiter.Charge{{Quota: trade.For(pair), Cost: limiter.Cost{"orders": c}}}, nil
@@ -296,18 +341,50 @@ func Kraken(opts KrakenOptions) (Preset, error) {
 		Hosts:      opts.Hosts,
 		PathPrefix: "/0/public/",
 		Quota:      public,
-		Charges: func(*http.Request, []byte) ([]limiter.Charge, error) {
-			return []limiter.Charge{{Quota: public}}, nil
+		Charges: func(r *http.Request, body []byte) ([]limiter.Charge, error) {
+			if !krakenPerPair[strings.TrimPrefix(r.URL.Path, "/0/public/")] {
+				return []limiter.Charge{{Quota: public, Cost: publicCost}}, nil
+			}
+			q, _ := url.ParseQuery(r.URL.RawQuery)
+			pair, err := requestPair(q.Get("pair"), r, body)
+			if err != nil {
+				return nil, err
+			}
+			return []limiter.Charge{{Quota: publicPair.For(pair), Cost: publicCost}}, nil
 		},
 		Usage:    []middleware.UsageParser{{Parse: watch.ParseUsage}},
 		PeekBody: maxKrakenPeek,
 	}}
-	return Preset{Exchange: "kraken", Quotas: []limiter.Quota{calls, trade}, Rules: rules, Options: mo}, nil
+	quotas := []limiter.Quota{calls, trade}
+	if public.Limits != nil {
+		quotas = append(quotas, public, publicPair)
+	}
+	return Preset{Exchange: "kraken", Quotas: quotas, Rules: rules, Options: mo}, nil
 }
 
 // maxKrakenPeek is how much of an answer's body the preset reads for its
 // errors: Kraken puts "error" first, and a rate-limit answer is short.
 const maxKrakenPeek = 4 << 10
+
+// requestPair is the pair a request is charged to: named, else its body's
+// "pair", else "unknown"; an error wrapping ErrInvalid when that is not a
+// plausible pair name or the body was cut (len(body) > maxBody).
+func requestPair(named string, r *http.Request, body []byte) (string, error) {
+	pair := named
+	if pair == "" && body != nil {
+		if len(body) > maxBody {
+			return "", fmt.Errorf("%w: request body above %d bytes", errInvalidPair, maxBody)
+		}
+		pair = bodyPair(r.Header.Get("Content-Type"), body)
+	}
+	if pair == "" {
+		pair = "unknown"
+	}
+	if !krakenPairName.MatchString(pair) {
+		return "", fmt.Errorf("%w: %q", errInvalidPair, truncate(pair, 40))
+	}
+	return pair, nil
+}
 
 // bodyPair reads "pair" from a form or JSON body.
 func bodyPair(contentType string, b []byte) string {
@@ -326,9 +403,9 @@ func bodyPair(contentType string, b []byte) string {
 // some with a slash ("XBT/USD") or a dot ("ETH2.S").
 var krakenPairName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9./_-]{0,31}$`)
 
-// errInvalidPair is ErrInvalid for a Kraken trading request whose pair (from
-// its body or KrakenPairHeader) is not a plausible pair name. The request is
-// not sent.
+// errInvalidPair is ErrInvalid for a Kraken trading, Trades or OHLC request
+// whose pair (from its body, its query string or KrakenPairHeader) is not a
+// plausible pair name. The request is not sent.
 var errInvalidPair = fmt.Errorf("%w: kraken: pair", ErrInvalid)
 
 func truncate(s string, n int) string {

@@ -92,7 +92,8 @@ func reserve(l limiter.Limit, n int) limiter.Limit {
 // ErrInvalid is wrapped by every error of bad input, whose message says
 // which: an option out of range (an invalid overriding limit, a tier the
 // preset does not know, unusable Binance rate limits or exchangeInfo), or a
-// Kraken trading request whose pair is not a plausible name (not sent).
+// Kraken trading, Trades or OHLC request whose pair is not a plausible name
+// (not sent).
 var ErrInvalid = errors.New("exchanges: invalid")
 
 // findLimit returns the limit of q named name.
