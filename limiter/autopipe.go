@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 
@@ -11,7 +12,7 @@ import (
 
 // Concurrent decisions share round trips: while a decision's call is in
 // flight, the next ones go through the client's own autopipeliner (go-redis's
-// AutoPipeline), which writes the calls that arrive together as one pipeline
+// AsyncAutoPipeline), which writes the calls that arrive together as one pipeline
 // and reads their replies in one go. Each decision is still its own script
 // call, atomic in Redis, with its own reply, in one round trip; what the
 // decisions share is the write, the read and the system calls around them,
@@ -37,7 +38,19 @@ type autoPipe struct {
 // autoPipeliner is a go-redis client with an autopipeliner:
 // *redis.Client, *redis.ClusterClient and *redis.Ring.
 type autoPipeliner interface {
-	AutoPipeline() (*redis.AutoPipeliner, error)
+	AsyncAutoPipeline() (*redis.AutoPipeliner, error)
+}
+
+// apSend sends a call through the autopipeliner's deferred face and waits
+// for it under the call's context: a caller whose deadline ends, or whose
+// call's bound (Options.Timeout) does, stops waiting at once, as a call sent
+// alone would, and the call finishes alone (its reply is not read, as a
+// detached call's is not: reach.Watch.Call). The blocking face would wait for
+// the batch whatever the context.
+type apSend struct{ p *redis.AutoPipeliner }
+
+func (s apSend) Process(ctx context.Context, cmd redis.Cmder) error {
+	return s.p.Submit(ctx, cmd).WaitContext(ctx)
 }
 
 // newAutoPipe returns the sharing of c's round trips, or nil when c has no
@@ -65,26 +78,26 @@ func (a *autoPipe) enter() reach.Processor {
 		return nil
 	}
 	if p := a.p.Load(); p != nil {
-		return p
+		return apSend{p}
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if p := a.p.Load(); p != nil {
-		return p
+		return apSend{p}
 	}
 	if a.off.Load() {
 		return nil
 	}
-	// The client's one autopipeliner (go-redis caches it and closes it with
-	// the client), with the client's AutoPipelineOptions or go-redis's
-	// defaults for this blocking use.
-	p, err := a.c.AutoPipeline()
+	// The client's one deferred autopipeliner (go-redis caches it and
+	// closes it with the client), with the client's AutoPipelineOptions or
+	// go-redis's defaults.
+	p, err := a.c.AsyncAutoPipeline()
 	if err != nil {
 		a.off.Store(true)
 		return nil
 	}
 	a.p.Store(p)
-	return p
+	return apSend{p}
 }
 
 func (a *autoPipe) leave() { a.inflight.Add(-1) }

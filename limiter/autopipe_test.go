@@ -244,3 +244,65 @@ func pipedKey(g *gate, key string) bool {
 	})
 	return found
 }
+
+// A caller sharing a round trip keeps its own deadline: when Redis is slow,
+// it returns at its deadline, not when the batch it went out in comes back.
+func TestAutoPipeDeadline(t *testing.T) {
+	srv := redistest.Private(t)
+	c := srv.Client()
+	defer c.Close()
+	sleeper := srv.Client()
+	defer sleeper.Close()
+	g := newGate(t)
+	c.AddHook(g)
+	lim := New(c, Options{Prefix: "pipedl"})
+	ctx := gated()
+	require.NoError(t, script.Load(ctx, c))
+	g.release()
+	_, err := lim.Allow(ctx, Key("warm", PerMinute(30)).Take(1))
+	require.NoError(t, err)
+	g.open, g.once = make(chan struct{}), sync.Once{}
+	g.reset()
+
+	// apDirect callers held alone, so that the next ones share.
+	var held sync.WaitGroup
+	for i := range apDirect {
+		held.Add(1)
+		go func() {
+			defer held.Done()
+			_, _ = lim.Allow(ctx, Key(fmt.Sprintf("h%d", i), PerMinute(30)).Take(1))
+		}()
+	}
+	require.Eventually(t, func() bool { return g.direct.Load() == apDirect }, 10*time.Second, time.Millisecond)
+	slept := make(chan struct{})
+	go func() { _ = sleeper.Do(context.Background(), "DEBUG", "SLEEP", "1").Err(); close(slept) }()
+	time.Sleep(50 * time.Millisecond) // let DEBUG SLEEP reach the server first
+
+	const n = 8
+	var wg sync.WaitGroup
+	took := make([]time.Duration, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			_, errs[i] = lim.Allow(dctx, Key(fmt.Sprintf("k%d", i), PerMinute(30)).Take(1))
+			took[i] = time.Since(start)
+		}()
+	}
+	wg.Wait()
+	// None went alone (some are still queued behind the slow batch).
+	require.EqualValues(t, apDirect, g.direct.Load(), "decisions sent alone")
+	for i := range n {
+		require.ErrorIs(t, errs[i], context.DeadlineExceeded, "caller %d", i)
+		// 100 ms deadline; 400 ms of slack for a loaded machine, still well
+		// short of the 1 s the batch waits on Redis.
+		require.Less(t, took[i], 500*time.Millisecond, "caller %d returned after its batch, not at its deadline", i)
+	}
+	<-slept
+	g.release()
+	held.Wait()
+}

@@ -215,7 +215,11 @@ func fcallRefused(err error) bool {
 
 func evalOnce(ctx context.Context, p Processor, cmd []any) (any, error) {
 	c := redis.NewCmd(ctx, cmd...)
-	_ = p.Process(ctx, onceCmd{c})
+	if err := p.Process(ctx, onceCmd{c}); err != nil {
+		// Not c.Result(): a Processor that stopped waiting (its context
+		// ended) may still be filling c in.
+		return nil, err
+	}
 	return c.Result()
 }
 
