@@ -38,8 +38,21 @@ func newGate(t *testing.T) *gate {
 
 func (g *gate) release() { g.once.Do(func() { close(g.open) }) }
 
-// reset forgets the decisions counted so far.
-func (g *gate) reset() {
+// warm makes one decision through the open gate (the scripts' library
+// loaded on every node by load, or found missing and the calls sent as
+// EVALSHA from then on, as on miniredis), so that each decision after it is
+// one command; then it closes the gate again and forgets what it counted.
+func (g *gate) warm(t *testing.T, lim *Limiter, load redis.UniversalClient) {
+	t.Helper()
+	ctx := gated()
+	_ = script.Load(ctx, load)
+	g.release()
+	_, err := lim.Allow(ctx, Key("warm", PerMinute(30)).Take(1))
+	require.NoError(t, err)
+	// Alone: one command, or two on miniredis (its FCALL refused, then EVALSHA).
+	require.Positive(t, g.direct.Load(), "the warm-up decision went alone")
+	require.Zero(t, g.piped.Load(), "the warm-up decision went alone")
+	g.open, g.once = make(chan struct{}), sync.Once{}
 	g.direct.Store(0)
 	g.piped.Store(0)
 	g.seen.Clear()
@@ -106,15 +119,7 @@ func TestAutoPipeShares(t *testing.T) {
 		g := newGate(t)
 		b.Client.AddHook(g)
 		lim := New(b.Client, Options{Prefix: b.Prefix})
-		// The scripts' library loaded on every node (miniredis has none: its
-		// first FCALL is refused, then EVALSHA), so each decision is one
-		// command.
-		_ = script.Load(ctx, b.Client)
-		g.release()
-		_, err := lim.Allow(ctx, Key("warm", PerMinute(3)).Take(1))
-		require.NoError(t, err)
-		g.open, g.once = make(chan struct{}), sync.Once{}
-		g.reset()
+		g.warm(t, lim, b.Client)
 		// 16 decisions on 4 keys of 3 per minute: 3 granted per key whichever
 		// way each goes. The first apDirect go alone and are held by the
 		// gate, so every later one finds them in flight.
@@ -181,13 +186,7 @@ func TestAutoPipeNeverResends(t *testing.T) {
 	rc.AddHook(g)
 	lim := New(rc, Options{Prefix: "piperetry", Timeout: -1, Failure: FailOpen})
 	// Load the library and warm the pool through the proxy before the fault.
-	require.NoError(t, script.Load(ctx, c))
-	g.release()
-	_, err := lim.Allow(ctx, Key("warm", PerMinute(30)).Take(1))
-	require.NoError(t, err)
-	require.EqualValues(t, 1, g.direct.Load())
-	g.open, g.once = make(chan struct{}), sync.Once{}
-	g.reset()
+	g.warm(t, lim, c)
 	// Every decision's reply (one integer: allow.lua's grant) is dropped and
 	// its connection cut.
 	var dropped atomic.Int64
@@ -257,12 +256,7 @@ func TestAutoPipeDeadline(t *testing.T) {
 	c.AddHook(g)
 	lim := New(c, Options{Prefix: "pipedl"})
 	ctx := gated()
-	require.NoError(t, script.Load(ctx, c))
-	g.release()
-	_, err := lim.Allow(ctx, Key("warm", PerMinute(30)).Take(1))
-	require.NoError(t, err)
-	g.open, g.once = make(chan struct{}), sync.Once{}
-	g.reset()
+	g.warm(t, lim, c)
 
 	// apDirect callers held alone, so that the next ones share.
 	var held sync.WaitGroup
