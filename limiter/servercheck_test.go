@@ -45,6 +45,30 @@ func TestCheckServer(t *testing.T) {
 		require.Contains(t, acl.Detail, "user app cannot write (SET) on rq:*")
 		require.Equal(t, "ACL SETUSER app ~rq:* +@read +@write +@scripting +scan +info +time", acl.Advice)
 	})
+	t.Run("functions refused", func(t *testing.T) {
+		srv := redistest.Private(t)
+		admin := srv.Client()
+		defer admin.Close()
+		for _, tc := range []struct{ user, deny, want string }{
+			{"nofcall", "-fcall", "user nofcall may not call functions (FCALL)"},
+			{"noload", "-function|load", "user noload may not load functions (FUNCTION LOAD)"},
+		} {
+			require.NoError(t, admin.Do(ctx, "acl", "setuser", tc.user, "on", ">pw", "~rq:*", "+@all", tc.deny).Err())
+			o := redistest.ClientOptions(srv.Addr())
+			o.Username, o.Password = tc.user, "pw"
+			c := redis.NewClient(o)
+			cs, err := CheckServer(ctx, c, "rq")
+			c.Close()
+			require.NoError(t, err)
+			acl := cs[len(cs)-1]
+			require.Equal(t, "warn", acl.Level, acl.Detail)
+			require.Contains(t, acl.Detail, tc.want)
+			require.Equal(t, "ACL SETUSER "+tc.user+" +fcall +function|load", acl.Advice)
+		}
+		libs, err := admin.FunctionList(ctx, redis.FunctionListQuery{}).Result()
+		require.NoError(t, err)
+		require.Empty(t, libs, "the probe loaded a library")
+	})
 	t.Run("cluster", func(t *testing.T) {
 		c := redistest.NewClusterClient(t)
 		cs, err := CheckServer(ctx, c, "rq")
