@@ -118,9 +118,10 @@ func TestAutoPipeShares(t *testing.T) {
 		ctx := gated()
 		g := newGate(t)
 		b.Client.AddHook(g)
-		lim := New(b.Client, Options{Prefix: b.Prefix})
+		// No Timeout: the gate holds the calls sent alone for as long as it takes.
+		lim := New(b.Client, Options{Prefix: b.Prefix, Timeout: -1})
 		g.warm(t, lim, b.Client)
-		// 16 decisions on 4 keys of 3 per minute: 3 granted per key whichever
+		// 16 decisions on 4 keys of 3 per hour: 3 granted per key whichever
 		// way each goes. The first apDirect go alone and are held by the
 		// gate, so every later one finds them in flight.
 		const n, keys = 16, 4
@@ -132,7 +133,7 @@ func TestAutoPipeShares(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				defer done.Add(1)
-				r, err := lim.Allow(ctx, Key(fmt.Sprintf("k%d", i%keys), PerMinute(3)).Take(1))
+				r, err := lim.Allow(ctx, Key(fmt.Sprintf("k%d", i%keys), PerHour(3)).Take(1))
 				if err != nil {
 					errs <- err
 					return
@@ -153,7 +154,7 @@ func TestAutoPipeShares(t *testing.T) {
 		require.EqualValues(t, n-apDirect, g.piped.Load(), "decisions sent through the autopipeliner")
 		require.EqualValues(t, 3*keys, granted.Load(), "3 granted per key, whichever way each went")
 		for i := range keys {
-			r, err := lim.Allow(ctx, Key(fmt.Sprintf("k%d", i), PerMinute(3)).Take(1))
+			r, err := lim.Allow(ctx, Key(fmt.Sprintf("k%d", i), PerHour(3)).Take(1))
 			require.NoError(t, err)
 			require.False(t, r.Allowed, "key %d: every unit was charged", i)
 		}
@@ -161,7 +162,7 @@ func TestAutoPipeShares(t *testing.T) {
 		// One caller at a time: always alone.
 		piped := g.piped.Load()
 		for i := range 20 {
-			_, err := lim.Allow(ctx, Key(fmt.Sprintf("s%d", i), PerMinute(3)).Take(1))
+			_, err := lim.Allow(ctx, Key(fmt.Sprintf("s%d", i), PerHour(3)).Take(1))
 			require.NoError(t, err)
 		}
 		require.Equal(t, piped, g.piped.Load(), "a sequential caller's decisions went through the autopipeliner")
@@ -205,12 +206,12 @@ func TestAutoPipeNeverResends(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer done.Add(1)
-			_, _ = lim.Allow(ctx, Key(fmt.Sprintf("k%d", i), PerMinute(30)).Take(3))
+			_, _ = lim.Allow(ctx, Key(fmt.Sprintf("k%d", i), PerHour(30)).Take(3))
 		}()
 	}
 	// The first apDirect are held alone; the others go through the
-	// autopipeliner, whose first batch fails (and with it, three failures
-	// in a row, the breaker opens: the rest answer under FailOpen unsent).
+	// autopipeliner, whose batches fail (Redis ran them, their replies are
+	// lost): they answer under FailOpen.
 	g.waitHeld(t, &done, n)
 	require.Positive(t, g.piped.Load(), "no decision went through the autopipeliner")
 	g.release()
@@ -222,7 +223,7 @@ func TestAutoPipeNeverResends(t *testing.T) {
 	var charged int
 	for i := range n {
 		key := fmt.Sprintf("k%d", i)
-		r, err := check.Allow(ctx, Key(key, PerMinute(30)).Take(1))
+		r, err := check.Allow(ctx, Key(key, PerHour(30)).Take(1))
 		require.NoError(t, err)
 		got := 30 - 1 - r.Remaining
 		require.Contains(t, []int{0, 3}, got, "%s: charged %d units by one Take(3) (piped: %v)", key, got, pipedKey(g, key))
@@ -248,15 +249,16 @@ func pipedKey(g *gate, key string) bool {
 // it returns at its deadline, not when the batch it went out in comes back.
 func TestAutoPipeDeadline(t *testing.T) {
 	srv := redistest.Private(t)
-	c := srv.Client()
+	admin := srv.Client()
+	defer admin.Close()
+	proxy := redistest.NewFaultProxy(t, srv.Addr())
+	c := redis.NewClient(redistest.ClientOptions(proxy.Addr())) // ContextTimeoutEnabled
 	defer c.Close()
-	sleeper := srv.Client()
-	defer sleeper.Close()
 	g := newGate(t)
 	c.AddHook(g)
 	lim := New(c, Options{Prefix: "pipedl"})
 	ctx := gated()
-	g.warm(t, lim, c)
+	g.warm(t, lim, admin)
 
 	// apDirect callers held alone, so that the next ones share.
 	var held sync.WaitGroup
@@ -268,9 +270,7 @@ func TestAutoPipeDeadline(t *testing.T) {
 		}()
 	}
 	require.Eventually(t, func() bool { return g.direct.Load() == apDirect }, 10*time.Second, time.Millisecond)
-	slept := make(chan struct{})
-	go func() { _ = sleeper.Do(context.Background(), "DEBUG", "SLEEP", "1").Err(); close(slept) }()
-	time.Sleep(50 * time.Millisecond) // let DEBUG SLEEP reach the server first
+	proxy.SetDelay(time.Second) // every reply from now on
 
 	const n = 8
 	var wg sync.WaitGroup
@@ -296,7 +296,99 @@ func TestAutoPipeDeadline(t *testing.T) {
 		// short of the 1 s the batch waits on Redis.
 		require.Less(t, took[i], 500*time.Millisecond, "caller %d returned after its batch, not at its deadline", i)
 	}
-	<-slept
 	g.release()
 	held.Wait()
+}
+
+// On go-redis's default client (no ContextTimeoutEnabled, retries: the
+// limiter's default Timeout bounds the waits for a connection, not a read), a
+// shared call waits for its reply as a call sent alone does: a Redis slower
+// than Timeout but within the client's ReadTimeout still decides every call,
+// none answers under the failure policy, and the breaker stays closed.
+func TestAutoPipeWaitsLikeAlone(t *testing.T) {
+	srv := redistest.Private(t)
+	admin := srv.Client()
+	defer admin.Close()
+	proxy := redistest.NewFaultProxy(t, srv.Addr())
+	c := redis.NewClient(&redis.Options{Addr: proxy.Addr()}) // go-redis's defaults
+	defer c.Close()
+	g := newGate(t)
+	c.AddHook(g)
+	lim := New(c, Options{Prefix: "pipewait", Failure: FailOpen})
+	g.warm(t, lim, admin)
+	g.release()
+	proxy.SetDelay(600 * time.Millisecond) // above the 250 ms Timeout, below the 3 s ReadTimeout
+	ctx := gated()
+	const n = 32
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	granted := make([]bool, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := lim.Allow(ctx, Key(fmt.Sprintf("k%d", i), PerHour(30)).Take(1))
+			errs[i], granted[i] = err, r.Allowed
+		}()
+	}
+	wg.Wait()
+	proxy.SetDelay(0)
+	require.Positive(t, g.piped.Load(), "no decision went through the autopipeliner")
+	for i := range n {
+		require.NoError(t, errs[i], "caller %d", i)
+		require.True(t, granted[i], "caller %d", i)
+	}
+	st := lim.Stats()
+	require.Zero(t, st.Unavailable, "decisions answered by the failure policy")
+	require.EqualValues(t, n+1, st.Allowed, "the warm-up and the n")
+	check := New(admin, Options{Prefix: "pipewait"})
+	for i := range n {
+		r, err := check.Allow(context.Background(), Key(fmt.Sprintf("k%d", i), PerHour(30)).Take(1))
+		require.NoError(t, err)
+		require.Equal(t, 28, r.Remaining, "k%d: charged once by the shared call (one unit back every 2 minutes)", i)
+	}
+}
+
+// The autopipeliner is the client's: when something else closes it, the next
+// shared calls go through a new one, and none fails for it.
+func TestAutoPipeClosedUnderneath(t *testing.T) {
+	srv := redistest.Private(t)
+	c := srv.Client()
+	defer c.Close()
+	g := newGate(t)
+	c.AddHook(g)
+	lim := New(c, Options{Prefix: "pipeclosed", Timeout: -1})
+	g.warm(t, lim, c)
+	ctx := gated()
+	round := func(r int) {
+		t.Helper()
+		var wg sync.WaitGroup
+		var done atomic.Int64
+		errs := make([]error, 12)
+		for i := range 12 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer done.Add(1)
+				_, errs[i] = lim.Allow(ctx, Key(fmt.Sprintf("r%dk%d", r, i), PerHour(3)).Take(1))
+			}()
+		}
+		g.waitHeld(t, &done, 12)
+		g.release()
+		wg.Wait()
+		for i, err := range errs {
+			require.NoError(t, err, "round %d caller %d", r, i)
+		}
+		g.open, g.once = make(chan struct{}), sync.Once{}
+	}
+	round(0)
+	piped := g.piped.Load()
+	require.Positive(t, piped)
+	p, err := c.AsyncAutoPipeline()
+	require.NoError(t, err)
+	require.NoError(t, p.Close())
+	g.direct.Store(0)
+	round(1)
+	require.Greater(t, g.piped.Load(), piped, "no call shared after the autopipeliner was closed")
+	require.Zero(t, lim.Stats().Unavailable)
 }

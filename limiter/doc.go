@@ -46,8 +46,8 @@
 // one script call. Without either, concurrent decisions on a go-redis client
 // share round trips: once four of a Limiter's calls are in flight, the next
 // go through the client's autopipeliner (go-redis's AsyncAutoPipeline), each
-// still its own script call and reply, sent at most once, waited for under
-// its caller's context. For operators, Inspect reads every quota's state and
+// still its own script call and reply, sent at most once, waited for as
+// go-redis waits for a reply. For operators, Inspect reads every quota's state and
 // holds, and CheckServer reports Redis settings that can make a limit
 // overshoot.
 package limiter

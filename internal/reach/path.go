@@ -104,6 +104,8 @@ func (p *Path) do(ctx context.Context, timeout time.Duration, fn func(context.Co
 		// contend on nothing but the connection pool.
 		err := p.call(ctx, timeout, fn)
 		switch {
+		case err != nil && Unreachable(ctx, err) && isShared(err):
+			p.keep(err)
 		case err != nil && Unreachable(ctx, err):
 			p.keep(err)
 			p.failing.Store(true)
@@ -124,6 +126,9 @@ func (p *Path) do(ctx context.Context, timeout time.Duration, fn func(context.Co
 	}
 	err := p.call(ctx, timeout, fn)
 	switch {
+	case err != nil && Unreachable(ctx, err) && isShared(err):
+		p.keep(err)
+		done(errExcluded)
 	case err != nil && Unreachable(ctx, err):
 		p.keep(err)
 		done(err)
@@ -146,6 +151,22 @@ func (p *Path) call(ctx context.Context, timeout time.Duration, fn func(context.
 }
 
 func (p *Path) keep(err error) { p.last.Store(&err) }
+
+// Shared marks err as the failure of a call that shared its round trip with
+// others (an autopipelined batch): its caller answers under the failure
+// policy as for any failure, but the breaker does not count it, since a
+// broken connection fails a whole batch at once and says no more about Redis
+// than one failed call. The calls sent alone keep the count.
+func Shared(err error) error { return sharedErr{err} }
+
+type sharedErr struct{ error }
+
+func (e sharedErr) Unwrap() error { return e.error }
+
+func isShared(err error) bool {
+	var s sharedErr
+	return errors.As(err, &s)
+}
 
 // openErr is the error of a call the open breaker kept from Redis.
 func (p *Path) openErr() error {

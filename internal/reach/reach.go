@@ -96,6 +96,7 @@ func Down(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
 		errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) ||
+		errors.Is(err, redis.ErrAutoPipelineTimeout) ||
 		errors.Is(err, ErrNotReplicated) || errors.Is(err, ErrOpen) {
 		return true
 	}
