@@ -392,3 +392,56 @@ func TestAutoPipeClosedUnderneath(t *testing.T) {
 	require.Greater(t, g.piped.Load(), piped, "no call shared after the autopipeliner was closed")
 	require.Zero(t, lim.Stats().Unavailable)
 }
+
+// A shared Reserve whose caller cancels (no deadline) while Redis is slow
+// still gets its reservation, as one sent alone does (go-redis reads on
+// through a cancel): the units Redis booked can be given back, not lost.
+func TestAutoPipeCancelKeepsBooking(t *testing.T) {
+	srv := redistest.Private(t)
+	admin := srv.Client()
+	defer admin.Close()
+	proxy := redistest.NewFaultProxy(t, srv.Addr())
+	c := redis.NewClient(redistest.ClientOptions(proxy.Addr())) // ContextTimeoutEnabled
+	defer c.Close()
+	g := newGate(t)
+	c.AddHook(g)
+	lim := New(c, Options{Prefix: "pipecancel", Timeout: -1})
+	g.warm(t, lim, admin)
+	ctx := gated()
+	full := Key("full", PerMinute(3)) // one unit back every 20 s
+	g.release()
+	for range 3 {
+		r, err := lim.Allow(ctx, full.Take(1))
+		require.NoError(t, err)
+		require.True(t, r.Allowed)
+	}
+	g.open, g.once = make(chan struct{}), sync.Once{}
+	g.direct.Store(0)
+
+	var held sync.WaitGroup // apDirect calls alone, so that the Reserve shares
+	for i := range apDirect {
+		held.Add(1)
+		go func() {
+			defer held.Done()
+			_, _ = lim.Allow(ctx, Key(fmt.Sprintf("h%d", i), PerHour(30)).Take(1))
+		}()
+	}
+	require.Eventually(t, func() bool { return g.direct.Load() == apDirect }, 10*time.Second, time.Millisecond)
+	proxy.SetDelay(300 * time.Millisecond)
+	cctx, cancel := context.WithCancel(ctx)
+	time.AfterFunc(50*time.Millisecond, cancel)
+	r, err := lim.Reserve(cctx, full.Take(1))
+	require.Equal(t, apDirect, int(g.direct.Load()), "the Reserve did not share: it went alone")
+	require.NoError(t, err, "the reservation Redis booked was lost to its caller")
+	require.Greater(t, r.Delay(), 10*time.Second, "booked at the next unit, about 20 s out")
+	proxy.SetDelay(0)
+	g.release()
+	held.Wait()
+	n, err := r.Cancel(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "units given back")
+	// Given back: the next booking is again one unit out, not two.
+	r2, err := lim.Reserve(context.Background(), full.Take(1))
+	require.NoError(t, err)
+	require.Less(t, r2.Delay(), 30*time.Second, "a unit stayed booked")
+}
