@@ -110,6 +110,33 @@ func (g *gate) waitHeld(t *testing.T, done *atomic.Int64, n int64) {
 		10*time.Second, time.Millisecond, "decisions: %d held alone, %d done, want %d", g.direct.Load(), done.Load(), n)
 }
 
+// proxied is a limiter whose client reaches a private redis-server through a
+// fault proxy and a gate, warmed up; admin reaches the server directly.
+type proxied struct {
+	lim   *Limiter
+	g     *gate
+	proxy *redistest.FaultProxy
+	admin *redis.Client
+}
+
+// newProxied builds it with client options o (their Addr is set to the
+// proxy's) and limiter options opts.
+func newProxied(t *testing.T, o *redis.Options, opts Options) proxied {
+	t.Helper()
+	srv := redistest.Private(t)
+	admin := srv.Client()
+	t.Cleanup(func() { _ = admin.Close() })
+	proxy := redistest.NewFaultProxy(t, srv.Addr())
+	o.Addr = proxy.Addr()
+	c := redis.NewClient(o)
+	t.Cleanup(func() { _ = c.Close() })
+	g := newGate(t) // released before the client closes
+	c.AddHook(g)
+	lim := New(c, opts)
+	g.warm(t, lim, admin)
+	return proxied{lim, g, proxy, admin}
+}
+
 // Concurrent decisions share round trips through the client's autopipeliner
 // once apDirect of them are in flight on their own connections, and each is
 // decided as it would be alone; a sequential caller never goes through it.
@@ -174,20 +201,12 @@ func TestAutoPipeShares(t *testing.T) {
 // charged at most once, as a decision sent alone is
 // (TestSlowServerDeadlineAndRetries).
 func TestAutoPipeNeverResends(t *testing.T) {
-	srv := redistest.Private(t)
 	ctx := gated()
-	c := srv.Client()
-	defer c.Close()
-	proxy := redistest.NewFaultProxy(t, srv.Addr())
-	o := redistest.ClientOptions(proxy.Addr())
+	o := redistest.ClientOptions("")
 	o.MaxRetries, o.MinRetryBackoff, o.MaxRetryBackoff = 2, time.Millisecond, time.Millisecond
-	rc := redis.NewClient(o)
-	defer rc.Close()
-	g := newGate(t)
-	rc.AddHook(g)
-	lim := New(rc, Options{Prefix: "piperetry", Timeout: -1, Failure: FailOpen})
-	// Load the library and warm the pool through the proxy before the fault.
-	g.warm(t, lim, c)
+	// Warmed (the library loaded, the pool dialled) through the proxy before the fault.
+	px := newProxied(t, o, Options{Prefix: "piperetry", Timeout: -1, Failure: FailOpen})
+	lim, g, proxy, c := px.lim, px.g, px.proxy, px.admin
 	// Every decision's reply (one integer: allow.lua's grant) is dropped and
 	// its connection cut.
 	var dropped atomic.Int64
@@ -248,17 +267,9 @@ func pipedKey(g *gate, key string) bool {
 // A caller sharing a round trip keeps its own deadline: when Redis is slow,
 // it returns at its deadline, not when the batch it went out in comes back.
 func TestAutoPipeDeadline(t *testing.T) {
-	srv := redistest.Private(t)
-	admin := srv.Client()
-	defer admin.Close()
-	proxy := redistest.NewFaultProxy(t, srv.Addr())
-	c := redis.NewClient(redistest.ClientOptions(proxy.Addr())) // ContextTimeoutEnabled
-	defer c.Close()
-	g := newGate(t)
-	c.AddHook(g)
-	lim := New(c, Options{Prefix: "pipedl"})
+	px := newProxied(t, redistest.ClientOptions(""), Options{Prefix: "pipedl"}) // ContextTimeoutEnabled
+	lim, g, proxy := px.lim, px.g, px.proxy
 	ctx := gated()
-	g.warm(t, lim, admin)
 
 	// apDirect callers held alone, so that the next ones share.
 	var held sync.WaitGroup
@@ -306,16 +317,8 @@ func TestAutoPipeDeadline(t *testing.T) {
 // than Timeout but within the client's ReadTimeout still decides every call,
 // none answers under the failure policy, and the breaker stays closed.
 func TestAutoPipeWaitsLikeAlone(t *testing.T) {
-	srv := redistest.Private(t)
-	admin := srv.Client()
-	defer admin.Close()
-	proxy := redistest.NewFaultProxy(t, srv.Addr())
-	c := redis.NewClient(&redis.Options{Addr: proxy.Addr()}) // go-redis's defaults
-	defer c.Close()
-	g := newGate(t)
-	c.AddHook(g)
-	lim := New(c, Options{Prefix: "pipewait", Failure: FailOpen})
-	g.warm(t, lim, admin)
+	px := newProxied(t, &redis.Options{}, Options{Prefix: "pipewait", Failure: FailOpen}) // go-redis's defaults
+	lim, g, proxy, admin := px.lim, px.g, px.proxy, px.admin
 	g.release()
 	proxy.SetDelay(600 * time.Millisecond) // above the 250 ms Timeout, below the 3 s ReadTimeout
 	ctx := gated()
@@ -397,16 +400,8 @@ func TestAutoPipeClosedUnderneath(t *testing.T) {
 // still gets its reservation, as one sent alone does (go-redis reads on
 // through a cancel): the units Redis booked can be given back, not lost.
 func TestAutoPipeCancelKeepsBooking(t *testing.T) {
-	srv := redistest.Private(t)
-	admin := srv.Client()
-	defer admin.Close()
-	proxy := redistest.NewFaultProxy(t, srv.Addr())
-	c := redis.NewClient(redistest.ClientOptions(proxy.Addr())) // ContextTimeoutEnabled
-	defer c.Close()
-	g := newGate(t)
-	c.AddHook(g)
-	lim := New(c, Options{Prefix: "pipecancel", Timeout: -1})
-	g.warm(t, lim, admin)
+	px := newProxied(t, redistest.ClientOptions(""), Options{Prefix: "pipecancel", Timeout: -1}) // ContextTimeoutEnabled
+	lim, g, proxy := px.lim, px.g, px.proxy
 	ctx := gated()
 	full := Key("full", PerMinute(3)) // one unit back every 20 s
 	g.release()
