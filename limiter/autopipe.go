@@ -47,8 +47,8 @@ type autoPipe struct {
 	alone     reach.Processor // the client itself
 	deadlines bool            // the client honours context deadlines while it reads
 	inflight  atomic.Int32
-	p         atomic.Pointer[redis.AutoPipeliner]
-	off       atomic.Bool // the client has none, or is closed: one by one from now on
+	cur       atomic.Pointer[apSend] // the autopipeliner in use, boxed once
+	off       atomic.Bool            // the client has none, or is closed: one by one from now on
 	mu        sync.Mutex
 }
 
@@ -79,9 +79,10 @@ func newAutoPipe(c Client) *autoPipe {
 // apDirect is how many decisions go out on their own connections before the
 // next ones share the autopipeliner's round trips: below about four callers at
 // once, a batch holds one to three calls and its hand-off costs the client
-// more than the shared write saves (measured on 10 000 keys: from 4
-// goroutines, 0.77x redis_rate's throughput when every call after the first
-// shared, about 1x with 4 alone; from 32 goroutines, 1.5-2x either way).
+// more than the shared write saves. From 4 goroutines (cd bench && go run
+// ./cmd/plain -goroutines 4 -passes 5, 2026-12-07), redis_rate's throughput
+// times 0.87-1.05 with 4 alone, 0.74-0.97 with apDirect 1 (every call after
+// the first shared); from 32 goroutines 1.5-2x (BENCHMARKS.md).
 const apDirect = 4
 
 // enter counts a decision's call in flight and returns how to send it: nil
@@ -91,13 +92,13 @@ func (a *autoPipe) enter() reach.Processor {
 	if a.inflight.Add(1) <= apDirect || a.off.Load() {
 		return nil
 	}
-	if p := a.p.Load(); p != nil && !p.IsClosed() {
-		return apSend{a, p}
+	if s := a.cur.Load(); s != nil && !s.p.IsClosed() {
+		return s
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if p := a.p.Load(); p != nil && !p.IsClosed() {
-		return apSend{a, p}
+	if s := a.cur.Load(); s != nil && !s.p.IsClosed() {
+		return s
 	}
 	// The client's deferred autopipeliner (go-redis caches it and closes it
 	// with the client; if someone closed it, the client makes a new one),
@@ -107,8 +108,9 @@ func (a *autoPipe) enter() reach.Processor {
 		a.off.Store(true)
 		return nil
 	}
-	a.p.Store(p)
-	return apSend{a, p}
+	sp := &apSend{a, p}
+	a.cur.Store(sp)
+	return sp
 }
 
 func (a *autoPipe) leave() { a.inflight.Add(-1) }
@@ -119,7 +121,7 @@ type apSend struct {
 	p *redis.AutoPipeliner
 }
 
-func (s apSend) Process(ctx context.Context, cmd redis.Cmder) error {
+func (s *apSend) Process(ctx context.Context, cmd redis.Cmder) error {
 	err := s.wait(ctx, s.p.Submit(ctx, cmd))
 	if errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrAutoPipelineQueueFull) {
 		// Refused unsent: alone, as a fresh command (cmd holds the refusal).
@@ -140,7 +142,7 @@ func (s apSend) Process(ctx context.Context, cmd redis.Cmder) error {
 }
 
 // wait waits for f as go-redis waits for a reply (see autoPipe).
-func (s apSend) wait(ctx context.Context, f redis.AutoFuture) error {
+func (s *apSend) wait(ctx context.Context, f redis.AutoFuture) error {
 	dl, ok := ctx.Deadline()
 	if !s.a.deadlines || !ok {
 		return f.Wait()

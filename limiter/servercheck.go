@@ -284,25 +284,28 @@ func checkACL(ctx context.Context, n checkConn, prefix string) ServerCheck {
 	}
 	for _, s := range steps {
 		if err := n.Do(ctx, s.args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
-			user, uerr := n.Do(ctx, "acl", "whoami").Text()
-			if uerr != nil {
-				user = "<user>"
-			}
+			user := whoami(ctx, n)
 			return ServerCheck{Name: "acl", Level: levelFail,
 				Detail: fmt.Sprintf("user %s cannot %s on %s:*: %v", user, s.what, prefix, err),
 				Advice: fmt.Sprintf("ACL SETUSER %s ~%s:* +@read +@write +@scripting +scan +info +time", user, prefix)}
 		}
 	}
 	if what := functionsRefused(ctx, n); what != "" {
-		user, uerr := n.Do(ctx, "acl", "whoami").Text()
-		if uerr != nil {
-			user = "<user>"
-		}
+		user := whoami(ctx, n)
 		return ServerCheck{Name: "acl", Level: levelWarn,
 			Detail: fmt.Sprintf("may read, write, script and SCAN %s:*, but user %s may not %s: decisions go as EVALSHA, about 10%% more of Redis's time than FCALL of the scripts' function library", prefix, user, what),
 			Advice: fmt.Sprintf("ACL SETUSER %s +fcall +function|load", user)}
 	}
 	return ServerCheck{Name: "acl", Level: levelPass, Detail: "may read, write, script and SCAN " + prefix + ":*"}
+}
+
+// whoami is the connection's ACL user, or "<user>" when it cannot be read.
+func whoami(ctx context.Context, n checkConn) string {
+	user, err := n.Do(ctx, "acl", "whoami").Text()
+	if err != nil {
+		return "<user>"
+	}
+	return user
 }
 
 // functionsRefused names what an ACL keeps from the limiter's function

@@ -104,10 +104,11 @@ func (p *Path) do(ctx context.Context, timeout time.Duration, fn func(context.Co
 		// contend on nothing but the connection pool.
 		err := p.call(ctx, timeout, fn)
 		switch {
-		case err != nil && Unreachable(ctx, err) && isShared(err):
-			p.keep(err)
 		case err != nil && Unreachable(ctx, err):
 			p.keep(err)
+			if isShared(err) {
+				break
+			}
 			p.failing.Store(true)
 			if done, berr := p.breaker.Allow(); berr == nil {
 				done(err)
@@ -126,12 +127,13 @@ func (p *Path) do(ctx context.Context, timeout time.Duration, fn func(context.Co
 	}
 	err := p.call(ctx, timeout, fn)
 	switch {
-	case err != nil && Unreachable(ctx, err) && isShared(err):
-		p.keep(err)
-		done(errExcluded)
 	case err != nil && Unreachable(ctx, err):
 		p.keep(err)
-		done(err)
+		if isShared(err) {
+			done(errExcluded)
+		} else {
+			done(err)
+		}
 	case err != nil && CallerDone(ctx) != nil:
 		done(errExcluded)
 	default:

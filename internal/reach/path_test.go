@@ -28,6 +28,16 @@ func TestPathBreaker(t *testing.T) {
 	if p.State() != Closed {
 		t.Fatalf("state %d after errors that say nothing of Redis", p.State())
 	}
+	// Shared calls' failures (a batch that failed whole) are Redis down to
+	// their callers, and not counted.
+	for range 5 {
+		if err := p.Do(ctx, fail(Shared(io.EOF))); !errors.Is(err, io.EOF) || !Down(err) {
+			t.Fatalf("shared: %v (Down %v)", err, Down(err))
+		}
+	}
+	if p.State() != Closed {
+		t.Fatalf("state %d after 5 shared failures", p.State())
+	}
 	for range 3 {
 		if err := p.Do(ctx, fail(io.EOF)); !errors.Is(err, io.EOF) {
 			t.Fatalf("Do: %v", err)
