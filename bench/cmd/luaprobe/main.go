@@ -68,6 +68,9 @@ func main() {
 		if err != nil && err != redis.Nil {
 			log.Fatalf("%s: %v", f, err)
 		}
+		if s, ok := r.(string); ok {
+			r = fmt.Sprintf("%q", s) // a packed reply is binary
+		}
 		fmt.Printf("%-28s reply %v\n", p.name, r)
 		ps = append(ps, p)
 	}
