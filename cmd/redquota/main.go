@@ -4,7 +4,7 @@
 // library's own, so every process sees them at once.
 //
 //	redquota status [--json] [QUOTA…]    every quota in use, fullest first
-//	redquota watch [QUOTA…]              the same, live, refreshed every second
+//	redquota watch [--interval 1s] [--count N] [QUOTA…]   the same, live
 //	redquota hold QUOTA DURATION [--reason TEXT] [--key K]
 //	redquota release QUOTA [--key K]
 //	redquota reset QUOTA [--key K]
@@ -53,12 +53,21 @@ const (
 )
 
 func main() {
+	// go-redis logs each failed dial on its own ("pool.go:770: … failed to
+	// dial"), before the command's own one-line error says the same.
+	redis.SetLogger(quiet{})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	code := run(ctx, os.Args[1:], env{lookup: os.LookupEnv, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, tty: isTerminal(os.Stdout)})
 	stop()
 	os.Exit(code)
 }
+
+// quiet is a go-redis logger that drops what go-redis logs: the command
+// reports every failure itself.
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
 
 // env is what a run reads and writes, so tests can run it in process.
 type env struct {
@@ -73,6 +82,7 @@ const usage = `usage: redquota [--prefix P] COMMAND [flags] [args]
 commands:
   status [--json] [QUOTA...]             every quota in use, fullest first
   watch [--interval 1s] [QUOTA...]       the same, live, with a bar per limit (Ctrl-C quits)
+        (watch: --count N stops after N refreshes)
   hold QUOTA DURATION [--reason TEXT]    stop every grant of QUOTA for DURATION (e.g. 5m)
   release QUOTA                          end the hold on QUOTA now
   reset QUOTA                            forget QUOTA's counts and hold
@@ -132,6 +142,10 @@ func run(ctx context.Context, args []string, e env) int {
 		fmt.Fprint(e.stderr, usage)
 		return exitUsage
 	}
+	if pos[0] == "help" {
+		fmt.Fprint(e.stdout, usage)
+		return exitOK
+	}
 	cmd, rest := pos[0], pos[1:]
 	want := map[string][2]int{ // command → min, max arguments (-1: any)
 		"status": {0, -1}, "watch": {0, -1}, "check": {0, 0},
@@ -172,6 +186,9 @@ func run(ctx context.Context, args []string, e env) int {
 	cancel()
 	if err != nil {
 		fmt.Fprintf(e.stderr, "redquota: cannot reach Redis (%s): %v\n", cfg, err)
+		if !configured(e.lookup) {
+			fmt.Fprintln(e.stderr, "redquota: REDIS_URL is not set, so this was the default localhost:6379: set REDIS_URL=redis://[user:password@]host:port[/db] (or REDIS_HOST and REDIS_PORT)")
+		}
 		return exitUsage
 	}
 	lim := limiter.New(client, limiter.Options{Prefix: o.prefix})
@@ -190,6 +207,16 @@ func run(ctx context.Context, args []string, e env) int {
 	default:
 		return a.reset(ctx, rest[0])
 	}
+}
+
+// configured reports whether any variable says where Redis is.
+func configured(lookup func(string) (string, bool)) bool {
+	for _, k := range []string{"REDIS_URL", "REDIS_HOST", "REDIS_PORT"} {
+		if v, ok := lookup(k); ok && v != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // app is one run's connection and options.

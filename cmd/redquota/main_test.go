@@ -346,6 +346,7 @@ func TestHoldReleaseReset(t *testing.T) {
 	out, errOut, code := cmd(t, env, "y\n", "hold", "binance", "10m", "--reason", "deploy")
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "binance held for 10m: deploy (bob@ops1)")
+	require.NotContains(t, errOut, "no process has decided", "binance is in use: no warning")
 	r, err = lim.Allow(ctx, limiter.Charge{Quota: binance, Cost: limiter.Cost{"weight": 1}})
 	require.NoError(t, err)
 	require.Equal(t, limiter.HoldName, r.DeniedBy, "a process sees the hold")
@@ -356,6 +357,17 @@ func TestHoldReleaseReset(t *testing.T) {
 	r, err = lim.Allow(ctx, limiter.Charge{Quota: binance, Cost: limiter.Cost{"weight": 1}})
 	require.NoError(t, err)
 	require.True(t, r.Allowed, "a process sees the release")
+
+	// A name no process uses (a typo) is held, as asked, but the operator is
+	// told before the question; a template held without --key is told which
+	// keys its processes use.
+	out, errOut, code = cmd(t, env, "", "hold", "binanse", "1m", "--yes")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "binanse held for 1m")
+	require.Equal(t, "redquota hold: no process has decided on binanse under prefix \"rq\" lately (check the name, --key and --prefix)\n", errOut)
+	_, errOut, code = cmd(t, env, "n\n", "hold", "pair", "1m")
+	require.Equal(t, 1, code, "declined")
+	require.Contains(t, errOut, "no process has decided on pair under prefix \"rq\" lately; its instances in use are --key XBT/USD")
 
 	// An instance of a template: --key.
 	out, errOut, code = cmd(t, env, "", "hold", "pair", "5m", "--key", "XBT/USD", "--yes")
@@ -387,6 +399,36 @@ func TestHoldReleaseReset(t *testing.T) {
 	require.Contains(t, errOut, `no definition of "nowhere"`)
 }
 
+// help prints the usage on stdout and exits 0, as -h does.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}} {
+		out, errOut, code := cmd(t, nil, "", args...)
+		require.Equal(t, 0, code, "%v: %s", args, errOut)
+		require.Contains(t, out+errOut, "usage: redquota", args)
+		require.Contains(t, out+errOut, "--count N", args)
+	}
+}
+
+// With no variable naming a Redis, a connection error says that the
+// default was used and what to set.
+func TestConfigured(t *testing.T) {
+	env := func(kv ...string) func(string) (string, bool) {
+		return func(k string) (string, bool) {
+			for i := 0; i+1 < len(kv); i += 2 {
+				if kv[i] == k {
+					return kv[i+1], true
+				}
+			}
+			return "", false
+		}
+	}
+	require.False(t, configured(env()))
+	require.False(t, configured(env("REDIS_URL", "", "REDIS_DB", "3")))
+	require.True(t, configured(env("REDIS_URL", "redis://x:1")))
+	require.True(t, configured(env("REDIS_HOST", "x")))
+	require.True(t, configured(env("REDIS_PORT", "7000")))
+}
+
 // Usage and connection errors exit 2 and say what is wrong.
 func TestUsageAndConnectionErrors(t *testing.T) {
 	for _, tc := range []struct {
@@ -405,6 +447,9 @@ func TestUsageAndConnectionErrors(t *testing.T) {
 		_, errOut, code := cmd(t, tc.env, "", tc.args...)
 		require.Equal(t, 2, code, "%v %v", tc.env, tc.args)
 		require.Contains(t, errOut, tc.want)
+		// The command's own message only: no go-redis log lines
+		// ("redis: … pool.go:770: … failed to dial") before it.
+		require.NotContains(t, errOut, "pool.go", "%v %v", tc.env, tc.args)
 	}
 }
 
