@@ -302,6 +302,44 @@ func TestWatchInterrupt(t *testing.T) {
 	require.NoError(t, c.Wait())
 }
 
+// A Redis that goes away under watch is shown as unreachable, and watched
+// again: the view comes back when Redis does, and Ctrl-C still exits 0. (It
+// used to exit 2 at the first failed refresh.)
+func TestWatchOutlivesRedis(t *testing.T) {
+	srv := redistest.Private(t)
+	c := exec.Command(binary, "watch", "--interval", "100ms")
+	c.Env = []string{"REDIS_URL=redis://" + srv.Addr()}
+	out := &lockedBuffer{}
+	c.Stdout, c.Stderr = out, out
+	require.NoError(t, c.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- c.Wait() }()
+	// Bounded waits: each state shows within 10 s (a refresh is 100 ms,
+	// a dial to a dead port fails at once).
+	waitFor := func(from int, text string) int {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			if i := strings.Index(out.String()[from:], text); i >= 0 {
+				return from + i + len(text)
+			}
+			select {
+			case err := <-exited:
+				t.Fatalf("watch exited (%v) before showing %q: %q", err, text, out.String())
+			default:
+			}
+			require.False(t, time.Now().After(deadline), "no %q: %q", text, out.String())
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	at := waitFor(0, "no quotas yet")
+	srv.Stop()
+	at = waitFor(at, "Redis unreachable, trying again every 100ms")
+	require.NoError(t, srv.Start())
+	waitFor(at, "no quotas yet")
+	require.NoError(t, c.Process.Signal(syscall.SIGINT))
+	require.NoError(t, <-exited)
+}
+
 // lockedBuffer is a bytes.Buffer safe to read while a process writes it.
 type lockedBuffer struct {
 	mu sync.Mutex
