@@ -17,8 +17,8 @@
 // $REDQUOTA_PREFIX, else "rq") is the limiter's Options.Prefix.
 //
 // hold, release and reset ask for confirmation unless --yes is given.
-// Exit codes: 0 ok; 1 a check failed or the operator declined; 2 a usage
-// error or Redis could not be reached.
+// Exit codes: 0 ok; 1 a check failed, the operator declined, or reset found
+// no such quota; 2 a usage error or Redis could not be reached.
 //
 // Install with go install github.com/redquota/redquota/cmd/redquota@latest.
 //
@@ -48,7 +48,7 @@ import (
 // Exit codes.
 const (
 	exitOK     = 0
-	exitFailed = 1 // a check failed, or the operator declined
+	exitFailed = 1 // a check failed, the operator declined, or reset found no such quota
 	exitUsage  = 2 // a usage error, or Redis could not be reached
 )
 
@@ -93,7 +93,8 @@ Redis is configured like the library: REDIS_URL (several URLs or REDIS_CLUSTER=1
 for a cluster, rediss:// for TLS, user:password@ for ACL users), or REDIS_HOST,
 REDIS_PORT, REDIS_PASSWORD, REDIS_DB. --prefix defaults to $REDQUOTA_PREFIX, else "rq".
 hold, release and reset ask for confirmation unless --yes.
-Exit codes: 0 ok, 1 a check failed or declined, 2 usage or connection error.
+Exit codes: 0 ok, 1 a check failed, declined or no such quota to reset,
+2 usage or connection error.
 `
 
 // opts are the flags every command accepts.
