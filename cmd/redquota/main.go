@@ -161,6 +161,9 @@ func run(ctx context.Context, args []string, e env) int {
 		fmt.Fprintf(e.stderr, "redquota %s: wrong number of arguments\n\n%s", cmd, usage)
 		return exitUsage
 	}
+	if o.prefix == "" {
+		o.prefix = "rq" // as limiter.Options does: say so in what is printed
+	}
 	if o.interval <= 0 || o.count < 0 {
 		fmt.Fprintln(e.stderr, "redquota: --interval must be > 0 and --count ≥ 0")
 		return exitUsage
