@@ -43,7 +43,9 @@ type Rule struct {
 	// Charges is set. Its Name labels the rule's telemetry.
 	Quota limiter.Quota
 	// Cost is what one request takes from each limit of Quota; limits it does
-	// not name (or names with 0) are neither checked nor charged.
+	// not name (or names with 0) are neither checked nor charged. A rule needs
+	// Cost or Charges: unlike a limiter.Charge, a nil Cost does not mean 1 of
+	// every limit, and NewTransport refuses the rule ("no Cost and no Charges").
 	Cost limiter.Cost
 	// Charges, when set, says what a request costs instead of Quota and Cost:
 	// one or more quotas (templates applied to a key with Quota.For: an
