@@ -214,6 +214,15 @@ func splitHost(h string) (name, port string, err error) {
 	bad := func(why string) (string, string, error) {
 		return "", "", fmt.Errorf("host %q: %s", h, why)
 	}
+	if i := strings.Index(h, "://"); i >= 0 {
+		// The likeliest mistake, which the checks below would report as a
+		// bad port or host name.
+		host := h[i+3:]
+		if j := strings.IndexAny(host, "/?#"); j >= 0 {
+			host = host[:j]
+		}
+		return bad("a URL, not a host or host:port: write " + strconv.Quote(host))
+	}
 	switch {
 	case strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]"):
 		name = h[1 : len(h)-1]
