@@ -188,6 +188,11 @@ func run(ctx context.Context, args []string, e env) int {
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	err = client.Ping(pctx).Err()
 	cancel()
+	if err != nil && refusedCredentials(err) {
+		fmt.Fprintf(e.stderr, "redquota: Redis (%s) refused the credentials: %v\n", cfg, err)
+		fmt.Fprintln(e.stderr, "redquota: check the user and password of REDIS_URL (redis://user:password@host:port), or REDIS_PASSWORD")
+		return exitUsage
+	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "redquota: cannot reach Redis (%s): %v\n", cfg, err)
 		if !configured(e.lookup) {
@@ -234,7 +239,21 @@ type app struct {
 // fail reports err and returns exitUsage: Redis failed under the command.
 func (a *app) fail(cmd string, err error) int {
 	fmt.Fprintf(a.stderr, "redquota %s: %v\n", cmd, err)
+	if errors.Is(err, limiter.ErrAuth) {
+		fmt.Fprintln(a.stderr, "redquota: 'redquota check' names the ACL rights the user lacks, and the ACL SETUSER that grants them")
+	}
 	return exitUsage
+}
+
+// refusedCredentials reports whether Redis answered a PING by refusing the
+// client's password or user: Redis was reached.
+func refusedCredentials(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	msg := re.Error()
+	return strings.HasPrefix(msg, "WRONGPASS") || strings.HasPrefix(msg, "NOAUTH")
 }
 
 // confirm asks question unless --yes, and reports whether to go on.

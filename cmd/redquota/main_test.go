@@ -261,6 +261,19 @@ func TestCheckFailsForRestrictedUser(t *testing.T) {
 	out, errOut, code := cmd(t, []string{"REDIS_URL=redis://app:pw@" + srv.Addr()}, "", "check", "--json")
 	require.Equal(t, 1, code, errOut)
 	golden(t, "check-acl.json", regexp.MustCompile(`Redis \d+\.\d+\.\d+`).ReplaceAllString(out, "Redis X.Y.Z"))
+
+	// A wrong password is refused credentials, not an unreachable Redis.
+	_, errOut, code = cmd(t, []string{"REDIS_URL=redis://app:wrong@" + srv.Addr()}, "", "status")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "refused the credentials: WRONGPASS")
+	require.NotContains(t, errOut, "cannot reach Redis")
+	// A right the command needs and the user lacks (SCAN) says the
+	// credentials were accepted, and where to look.
+	require.NoError(t, admin.Do(context.Background(), "acl", "setuser", "noscan", "on", ">pw", "~rq:*", "+@all", "-scan").Err())
+	_, errOut, code = cmd(t, []string{"REDIS_URL=redis://noscan:pw@" + srv.Addr()}, "", "status")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "the credentials were accepted: the ACL user lacks a permission): NOPERM")
+	require.Contains(t, errOut, "'redquota check' names the ACL rights the user lacks")
 }
 
 // watch for two refreshes: two frames, each with every quota, a bar per
