@@ -75,6 +75,9 @@ func Start(ctx context.Context) (*Env, error) {
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
+		if m := err.Error(); strings.HasPrefix(m, "WRONGPASS") || strings.HasPrefix(m, "NOAUTH") {
+			return nil, fmt.Errorf("exampleenv: Redis (%s) refused the credentials: check the user and password in %s: %w", e, URLEnv, err)
+		}
 		return nil, fmt.Errorf("exampleenv: %s is set but Redis (%s) does not answer: %w", URLEnv, e, err)
 	}
 	return e, nil
