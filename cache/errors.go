@@ -23,7 +23,8 @@ var (
 	// own error.
 	ErrCodec = errors.New("codec failed")
 	// ErrAuth is returned, wrapping Redis's reply, when Redis refuses the
-	// client's credentials (WRONGPASS, NOAUTH, a missing password).
+	// client's credentials (WRONGPASS, NOAUTH, a missing password) or its ACL
+	// user's permissions (NOPERM).
 	ErrAuth = reach.ErrAuth
 	// ErrCircuitOpen is returned, at once and without a Redis call, while the
 	// circuit breaker is open after repeated Redis failures. The error also

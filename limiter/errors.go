@@ -38,7 +38,8 @@ var (
 	// ErrNilClient: every call of a Limiter New was given a nil client.
 	ErrNilClient = reach.ErrNilClient
 	// ErrAuth: Redis refused the client's credentials (WRONGPASS, NOAUTH, a
-	// missing password). A configuration error: returned whatever the
+	// missing password) or its ACL user's permissions (NOPERM: the message
+	// then says the credentials were accepted). A configuration error: returned whatever the
 	// failure policy, never answered as if Redis were down.
 	ErrAuth = reach.ErrAuth
 	// ErrLeaserClosed: a decision asked of a Leaser after Close.

@@ -30,7 +30,8 @@ type Options struct {
 	// Failure is the policy when Redis cannot be reached. Default FailClosed.
 	Failure FailurePolicy
 	// LocalShare is the share of each limit the FailLocal fallback allows in this
-	// process, e.g. 1/number of processes. Default 0.1.
+	// process, e.g. 1/number of processes. Default 0.1, which a value outside
+	// (0, 1] also takes.
 	LocalShare float64
 	// Timeout bounds each decision's call to Redis, so that a dead or stuck
 	// Redis is detected within it rather than after go-redis's retries (about
@@ -76,7 +77,7 @@ type Options struct {
 	// (Sync: never lowered), so that the limits resume at the remaining share
 	// instead of empty while the exchange still counts what was spent before,
 	// and the decisions made since the restart are made again on that state
-	// (a Wait's wake-up is not). 1 treats each such limit as spent for its
+	// (a Wait's wake-up is not). 1 (or more) treats each such limit as spent for its
 	// period. It costs the decision that finds a new connection a round trip
 	// (INFO), and one Sync per limit on a restart. Limits whose usage an
 	// exchange reports in headers (middleware syncs them) need it less.

@@ -93,9 +93,27 @@ func CheckServer(ctx context.Context, c Client, prefix string) ([]ServerCheck, e
 	if len(nodes) == 0 {
 		return nil, fmt.Errorf("limiter: no master to check")
 	}
-	if err := nodes[0].Do(ctx, "ping").Err(); err != nil {
-		return nil, fmt.Errorf("limiter: PING: %w", err)
+	// A master that does not answer is the finding of the "cluster" check,
+	// and the other checks run on the masters that do: they would otherwise
+	// each report "could not check" with advice about rights.
+	total := len(nodes)
+	var down []string
+	var downErr error
+	up, upAddrs := nodes[:0:0], addrs[:0:0]
+	for i, n := range nodes {
+		if err := n.Do(ctx, "ping").Err(); err != nil {
+			down = append(down, addrs[i])
+			if downErr == nil {
+				downErr = err
+			}
+			continue
+		}
+		up, upAddrs = append(up, n), append(upAddrs, addrs[i])
 	}
+	if len(up) == 0 {
+		return nil, fmt.Errorf("limiter: PING: %w", downErr)
+	}
+	nodes, addrs = up, upAddrs
 	type checkFn func(ctx context.Context, n checkConn) ServerCheck
 	checks := []checkFn{
 		checkVersion,
@@ -118,9 +136,15 @@ func CheckServer(ctx context.Context, c Client, prefix string) ([]ServerCheck, e
 		}
 		got := rs[worst]
 		switch {
+		case len(down) > 0 && got.Name == "cluster":
+			got = ServerCheck{Name: "cluster", Level: levelFail,
+				Detail: fmt.Sprintf("%d of %d masters do not answer (%s): %v", len(down), total, strings.Join(down, ", "), downErr),
+				Advice: "decisions on their slots fail under the failure policy until they, or replicas promoted in their place, answer: check CLUSTER NODES"}
+		case len(down) > 0 && same:
+			got.Detail += fmt.Sprintf(" (all %d masters that answer)", len(nodes))
 		case len(nodes) > 1 && same:
 			got.Detail += fmt.Sprintf(" (all %d masters)", len(nodes))
-		case len(nodes) > 1:
+		case len(nodes) > 1 || len(down) > 0:
 			got.Detail = addrs[worst] + ": " + got.Detail
 		}
 		out = append(out, got)

@@ -88,3 +88,47 @@ func TestCheckServer(t *testing.T) {
 		require.Equal(t, "fail", levels(cs)["cluster"])
 	})
 }
+
+// A cluster master that does not answer is the "cluster" check's failure,
+// naming it, and the other checks run on the masters that answer. It used to
+// be an error ("limiter: PING: … refused") when the dead master sorted first,
+// and otherwise a "could not check" warning per check, with advice about
+// INFO and CONFIG GET rights.
+func TestCheckServerMasterDown(t *testing.T) {
+	redistest.Shared(t) // skips, or fails under REDQUOTA_REQUIRE_REDIS, without redis-server
+	ctx := context.Background()
+	nodes, err := redistest.StartCluster(3)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			n.Close()
+		}
+	})
+	c := redis.NewClusterClient(redistest.ClusterOptions(nodes))
+	defer c.Close()
+	cs, err := CheckServer(ctx, c, "rq")
+	require.NoError(t, err)
+	require.Equal(t, "pass", levels(cs)["cluster"])
+	// The master whose address sorts first (CheckServer PINGed it alone),
+	// then another.
+	first := 0
+	for i, n := range nodes {
+		if n.Addr() < nodes[first].Addr() {
+			first = i
+		}
+	}
+	for _, dead := range []int{first, (first + 1) % len(nodes)} {
+		nodes[dead].Stop()
+		cs, err = CheckServer(ctx, c, "rq")
+		require.NoError(t, err, "master %d down", dead)
+		for _, ch := range cs {
+			require.NotContains(t, ch.Detail, "could not check", "%+v", ch)
+			if ch.Name == "cluster" {
+				require.Equal(t, "fail", ch.Level)
+				require.Contains(t, ch.Detail, "1 of 3 masters do not answer ("+nodes[dead].Addr()+")")
+			}
+		}
+		require.Contains(t, levels(cs), "cluster")
+		require.NoError(t, nodes[dead].Start())
+	}
+}

@@ -227,6 +227,9 @@ func fetchThrough[T data](ctx context.Context, m *Market, k kind, owner, symbol 
 	if err != nil {
 		return zero, err
 	}
+	if fetch == nil {
+		return zero, fmt.Errorf("market: nil fetch function: %w", ErrInvalid)
+	}
 	tag, index := exchangeTag, exchangesIndex
 	if k == kindSignal {
 		tag, index = strategyTag, strategiesIndex

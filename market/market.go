@@ -93,6 +93,8 @@ type Market struct {
 	nviews atomic.Int64
 
 	tel instruments
+
+	err error // set by New when c is nil: every call returns it
 }
 
 // maxViews bounds the group views a Market keeps; past it they are made per call.
@@ -102,6 +104,7 @@ const maxViews = 4096
 // cache apply; its group, if it has one, is not used: each exchange and
 // strategy is a group). With a near cache (cache.Options.NearMaxBytes), reads
 // of market data are answered in process until Redis reports them changed.
+// A nil c makes every call fail with an error wrapping ErrInvalid.
 func New(c *cache.Cache, o Options) *Market {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -114,13 +117,21 @@ func New(c *cache.Cache, o Options) *Market {
 	def(&o.SignalTTL, defaultSignalTTL)
 	def(&o.APICallsWindow, defaultAPICallsWindow)
 	def(&o.RegistryTTL, defaultRegistryTTL)
-	m := &Market{c: c, reg: c.Group(registryGroup), o: o, seen: map[string]time.Time{}, now: time.Now}
+	m := &Market{c: c, o: o, seen: map[string]time.Time{}, now: time.Now}
+	if c == nil {
+		m.err = fmt.Errorf("market: nil cache (market.New needs a *cache.Cache from cache.New): %w", ErrInvalid)
+	} else {
+		m.reg = c.Group(registryGroup)
+	}
 	m.initTelemetry(o.Telemetry)
 	return m
 }
 
 // group returns the cache group of an exchange or strategy.
 func (m *Market) group(name, what string) (*cache.Cache, error) {
+	if m.err != nil {
+		return nil, m.err
+	}
 	if name == "" {
 		return nil, fmt.Errorf("market: %s: %w: empty name", what, ErrInvalid)
 	}
@@ -145,6 +156,9 @@ func checkSymbol(symbol string) error {
 // (strategiesIndex) for at least ttl, at most once a minute per process and
 // name.
 func (m *Market) register(ctx context.Context, index, name string, ttl time.Duration) error {
+	if m.err != nil {
+		return m.err
+	}
 	memo := index + "\x00" + name
 	now := m.now()
 	m.mu.Lock()
@@ -167,6 +181,9 @@ func (m *Market) register(ctx context.Context, index, name string, ttl time.Dura
 // known returns the exchanges (exchangesIndex) or strategies
 // (strategiesIndex) the market has written to within RegistryTTL.
 func (m *Market) known(ctx context.Context, index string) ([]string, error) {
+	if m.err != nil {
+		return nil, m.err
+	}
 	return cacheops.Recall(ctx, m.reg, index)
 }
 

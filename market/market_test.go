@@ -485,6 +485,11 @@ func TestBadInput(t *testing.T) {
 		{"unknown interval get", market.ErrInvalid, func() error { _, _, err := market.Get[[]market.Candle](ctx, m, "binance", "BTC", "2m"); return err }},
 		{"bad confidence", market.ErrInvalid, func() error { return m.SetSignal(ctx, "momentum", "BTC", badSig, 0) }},
 		{"long symbol", cache.ErrInvalid, func() error { return m.SetTicker(ctx, "binance", strings.Repeat("X", 600), btc) }},
+		// A nil fetch function used to panic inside the load, raised again in the caller.
+		{"nil fetch", market.ErrInvalid, func() error {
+			_, err := market.OrFetch[market.Ticker](ctx, m, "binance", "BTC", nil)
+			return err
+		}},
 	}
 	for _, tc := range cases {
 		if err := tc.call(); !errors.Is(err, tc.err) {
@@ -493,6 +498,24 @@ func TestBadInput(t *testing.T) {
 	}
 	if n, _ := client.DBSize(ctx).Result(); n != 0 {
 		t.Fatalf("bad input wrote %d keys", n)
+	}
+	// A Market on a nil cache (a forgotten cache.New) used to panic with a
+	// nil pointer dereference; each call is now ErrInvalid.
+	nilM := market.New(nil, market.Options{})
+	for name, call := range map[string]func() error{
+		"SetTicker": func() error { return nilM.SetTicker(ctx, "binance", "BTC", btc) },
+		"GetTicker": func() error { _, _, err := nilM.GetTicker(ctx, "binance", "BTC"); return err },
+		"OrFetch": func() error {
+			_, err := market.OrFetch(ctx, nilM, "binance", "BTC", func(context.Context) (market.Ticker, error) { return btc, nil })
+			return err
+		},
+		"InvalidateSymbol":  func() error { _, err := nilM.InvalidateSymbol(ctx, "BTC"); return err },
+		"InvalidateSignals": func() error { _, err := nilM.InvalidateSignals(ctx); return err },
+		"APICalls":          func() error { _, err := nilM.APICalls(ctx, "binance", "/x", 0); return err },
+	} {
+		if err := call(); !errors.Is(err, market.ErrInvalid) || !strings.Contains(err.Error(), "nil cache") {
+			t.Errorf("nil cache, %s: %v, want ErrInvalid naming the nil cache", name, err)
+		}
 	}
 	// A crossed book is accepted, as documented.
 	if err := market.Set(ctx, m, "binance", "BTC", crossed); err != nil {

@@ -35,10 +35,19 @@ import (
 // bound.KeyLen is replaced by its SHA-256, an empty one answers 500. The
 // key never reaches telemetry. When Redis cannot be reached and the
 // limiter fails closed, the answer is 503 with Retry-After: 1. An invalid
-// quota answers every request 500.
+// quota, or a nil next, lim or keyFunc, answers every request 500.
 func Handler(next http.Handler, lim *limiter.Limiter, keyFunc func(*http.Request) (string, error), quota limiter.Quota, tel telemetry.Providers) http.Handler {
 	h := &handler{next: next, lim: lim, key: keyFunc, quota: quota, cost: limiter.Cost{}, tel: newHandlerTel(tel, quota.Name)}
-	h.err = quota.Validate()
+	switch {
+	case next == nil:
+		h.err = fmt.Errorf("%w: Handler: nil next handler", ErrInvalid)
+	case lim == nil:
+		h.err = fmt.Errorf("%w: Handler: nil limiter", ErrInvalid)
+	case keyFunc == nil:
+		h.err = fmt.Errorf("%w: Handler: nil keyFunc", ErrInvalid)
+	default:
+		h.err = quota.Validate()
+	}
 	var pol []string
 	for _, nl := range quota.Limits {
 		h.cost[nl.Name] = 1

@@ -121,3 +121,29 @@ func TestHandlerKeyError(t *testing.T) {
 		t.Fatalf("%d", rec.Code)
 	}
 }
+
+// A Handler built with a nil next, limiter or keyFunc answers 500, as one
+// with an invalid quota does, and serves nothing: each used to panic in
+// ServeHTTP (a nil function or pointer called).
+func TestHandlerNilArguments(t *testing.T) {
+	_, lim := miniLimiter(t)
+	key := func(*http.Request) (string, error) { return "me", nil }
+	for name, h := range map[string]http.Handler{
+		"nil next":    middleware.Handler(nil, lim, key, exQuota, telemetry.Providers{}),
+		"nil limiter": middleware.Handler(http.NotFoundHandler(), nil, key, exQuota, telemetry.Providers{}),
+		"nil keyFunc": middleware.Handler(http.NotFoundHandler(), lim, nil, exQuota, telemetry.Providers{}),
+	} {
+		rec := httptest.NewRecorder()
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Errorf("%s: panic %v", name, p)
+				}
+			}()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+		}()
+		if rec.Code != http.StatusInternalServerError {
+			t.Errorf("%s: answered %d, want 500", name, rec.Code)
+		}
+	}
+}

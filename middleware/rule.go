@@ -43,7 +43,9 @@ type Rule struct {
 	// Charges is set. Its Name labels the rule's telemetry.
 	Quota limiter.Quota
 	// Cost is what one request takes from each limit of Quota; limits it does
-	// not name (or names with 0) are neither checked nor charged.
+	// not name (or names with 0) are neither checked nor charged. A rule needs
+	// Cost or Charges: unlike a limiter.Charge, a nil Cost does not mean 1 of
+	// every limit, and NewTransport refuses the rule ("no Cost and no Charges").
 	Cost limiter.Cost
 	// Charges, when set, says what a request costs instead of Quota and Cost:
 	// one or more quotas (templates applied to a key with Quota.For: an
@@ -211,6 +213,15 @@ func (r *rule) matchesHost(u *url.URL) bool {
 func splitHost(h string) (name, port string, err error) {
 	bad := func(why string) (string, string, error) {
 		return "", "", fmt.Errorf("host %q: %s", h, why)
+	}
+	if i := strings.Index(h, "://"); i >= 0 {
+		// The likeliest mistake, which the checks below would report as a
+		// bad port or host name.
+		host := h[i+3:]
+		if j := strings.IndexAny(host, "/?#"); j >= 0 {
+			host = host[:j]
+		}
+		return bad("a URL, not a host or host:port: write " + strconv.Quote(host))
 	}
 	switch {
 	case strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]"):

@@ -3,6 +3,7 @@ package middleware
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,6 +48,22 @@ func TestRuleMatches(t *testing.T) {
 		req.Method = tc.method
 		if got := compile(tc.rule, "r", 0).matches(req); got != tc.want {
 			t.Errorf("%+v on %s %s: %v", tc.rule, tc.method, tc.url, got)
+		}
+	}
+}
+
+// A URL given as a host says so, and what to write instead (it used to be
+// reported as "port is not 1-65535").
+func TestRuleHostIsURL(t *testing.T) {
+	q := limiter.Quota{Name: "q", Limits: []limiter.NamedLimit{{Name: "w", Limit: limiter.PerSecond(10)}}}
+	for h, want := range map[string]string{
+		"https://api.binance.com":              `host "https://api.binance.com": a URL, not a host or host:port: write "api.binance.com"`,
+		"http://127.0.0.1:8080/":               `host "http://127.0.0.1:8080/": a URL, not a host or host:port: write "127.0.0.1:8080"`,
+		"wss://stream.binance.com:9443/ws?x=1": `host "wss://stream.binance.com:9443/ws?x=1": a URL, not a host or host:port: write "stream.binance.com:9443"`,
+	} {
+		r := compile(Rule{Hosts: []string{h}, Quota: q, Cost: limiter.Cost{"w": 1}}, "r", 0)
+		if !errors.Is(r.err, ErrInvalid) || !strings.Contains(r.err.Error(), want) {
+			t.Errorf("Host %q: err %v, want it to contain %s", h, r.err, want)
 		}
 	}
 }

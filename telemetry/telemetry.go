@@ -39,7 +39,11 @@ type Providers struct {
 // MAINT_NOTIFICATIONS) is not traced: go-redis sends it on every dial and
 // ignores the errors of servers older than the commands (Redis 7.0 refuses
 // CLIENT MAINT_NOTIFICATIONS), which would otherwise be error spans.
+// A nil client is an error.
 func InstrumentClient(rdb redis.UniversalClient, p Providers) error {
+	if isNil(rdb) {
+		return errors.New("telemetry: InstrumentClient: nil Redis client")
+	}
 	tp := p.TracerProvider
 	if tp == nil {
 		tp = otel.GetTracerProvider()
@@ -112,4 +116,20 @@ func (t parentOnlyTracer) Start(ctx context.Context, name string, opts ...trace.
 		return ctx, noop.Span{}
 	}
 	return t.t.Start(ctx, name, opts...)
+}
+
+// isNil reports whether rdb is nil, or a nil pointer of a go-redis client
+// type (which redisotel would dereference).
+func isNil(rdb redis.UniversalClient) bool {
+	switch c := rdb.(type) {
+	case nil:
+		return true
+	case *redis.Client:
+		return c == nil
+	case *redis.ClusterClient:
+		return c == nil
+	case *redis.Ring:
+		return c == nil
+	}
+	return false
 }

@@ -59,3 +59,14 @@ func TestInstrumentClientSpans(t *testing.T) {
 		}
 	}
 }
+
+// A nil client, untyped or a nil pointer of each go-redis client type, is an
+// error naming it; a nil *redis.Client used to panic inside redisotel.
+func TestInstrumentClientNil(t *testing.T) {
+	for _, c := range []redis.UniversalClient{nil, (*redis.Client)(nil), (*redis.ClusterClient)(nil), (*redis.Ring)(nil)} {
+		require.NotPanics(t, func() {
+			err := telemetry.InstrumentClient(c, telemetry.Providers{})
+			require.ErrorContains(t, err, "nil Redis client", "%T", c)
+		}, "%T", c)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"strings"
 	"time"
 
 	"github.com/redquota/redquota/limiter"
@@ -13,11 +14,12 @@ import (
 // instance finds the quota instance an operator names: name, and the key
 // of --key for an instance of a template. Its group comes from the
 // definitions the processes registered. found is false when Redis holds
-// nothing of it.
-func (a *app) instance(ctx context.Context, name string) (st limiter.QuotaState, found bool, err error) {
+// nothing of it; others are then the keys of the quota's instances Redis
+// does hold (its processes use it as a template, with other keys).
+func (a *app) instance(ctx context.Context, name string) (st limiter.QuotaState, found bool, others []string, err error) {
 	states, err := a.lim.Inspect(ctx, name)
 	if err != nil {
-		return st, false, err
+		return st, false, nil, err
 	}
 	q := limiter.Quota{Name: name}
 	for _, s := range states {
@@ -25,24 +27,43 @@ func (a *app) instance(ctx context.Context, name string) (st limiter.QuotaState,
 			continue
 		}
 		if s.Key == a.o.key {
-			return s, true, nil
+			return s, true, nil, nil
 		}
 		q.Group = s.Quota.Group
+		others = append(others, s.Key)
 	}
 	if a.o.key != "" {
 		q = q.For(a.o.key)
 	}
-	return limiter.QuotaState{Quota: q, Key: a.o.key}, false, nil
+	return limiter.QuotaState{Quota: q, Key: a.o.key}, false, others, nil
+}
+
+// unknown tells the operator, after lead, that no process uses the instance
+// a command names, and which instances of that name they do use.
+func (a *app) unknown(lead string, others []string) {
+	fmt.Fprint(a.stderr, lead)
+	if len(others) > 0 {
+		if len(others) > 5 {
+			others = append(others[:5:5], "…")
+		}
+		fmt.Fprintf(a.stderr, "; its instances in use are --key %s", strings.Join(others, ", "))
+	}
+	fmt.Fprintln(a.stderr, " (check the name, --key and --prefix)")
 }
 
 // hold stops every grant of the named instance for d, with the reason and
 // who set it.
 func (a *app) hold(ctx context.Context, name string, d time.Duration) int {
-	st, _, err := a.instance(ctx, name)
+	st, found, others, err := a.instance(ctx, name)
 	if err != nil {
 		return a.fail("hold", err)
 	}
 	name = display(st)
+	if !found {
+		// Holding a quota before any process uses it is allowed; a typo is
+		// likelier, so say so before asking.
+		a.unknown(fmt.Sprintf("redquota hold: no process has decided on %s under prefix %q lately", name, a.o.prefix), others)
+	}
 	if !a.confirm(fmt.Sprintf("Hold %s for %s? Every process stops taking units from it until then.", name, d)) {
 		return exitFailed
 	}
@@ -62,7 +83,7 @@ func (a *app) hold(ctx context.Context, name string, d time.Duration) int {
 
 // release ends the hold on the named instance.
 func (a *app) release(ctx context.Context, name string) int {
-	st, _, err := a.instance(ctx, name)
+	st, _, _, err := a.instance(ctx, name)
 	if err != nil {
 		return a.fail("release", err)
 	}
@@ -86,14 +107,14 @@ func (a *app) release(ctx context.Context, name string) int {
 // Reset (of the quota, or of a single key), using the definition its processes
 // registered.
 func (a *app) reset(ctx context.Context, name string) int {
-	st, _, err := a.instance(ctx, name)
+	st, _, others, err := a.instance(ctx, name)
 	if err != nil {
 		return a.fail("reset", err)
 	}
 	q := st.Quota
 	name = display(st)
 	if len(q.Limits) == 0 {
-		fmt.Fprintf(a.stderr, "redquota reset: no definition of %q under prefix %q: no process has decided on it lately (check the name, --key and --prefix)\n", name, a.o.prefix)
+		a.unknown(fmt.Sprintf("redquota reset: no definition of %q under prefix %q: no process has decided on it lately", name, a.o.prefix), others)
 		return exitFailed
 	}
 	if !a.confirm(fmt.Sprintf("Reset %s? Its counts and hold are forgotten: processes may take a full limit again at once.", name)) {

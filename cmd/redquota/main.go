@@ -4,7 +4,7 @@
 // library's own, so every process sees them at once.
 //
 //	redquota status [--json] [QUOTA…]    every quota in use, fullest first
-//	redquota watch [QUOTA…]              the same, live, refreshed every second
+//	redquota watch [--interval 1s] [--count N] [QUOTA…]   the same, live
 //	redquota hold QUOTA DURATION [--reason TEXT] [--key K]
 //	redquota release QUOTA [--key K]
 //	redquota reset QUOTA [--key K]
@@ -17,8 +17,8 @@
 // $REDQUOTA_PREFIX, else "rq") is the limiter's Options.Prefix.
 //
 // hold, release and reset ask for confirmation unless --yes is given.
-// Exit codes: 0 ok; 1 a check failed or the operator declined; 2 a usage
-// error or Redis could not be reached.
+// Exit codes: 0 ok; 1 a check failed, the operator declined, or reset found
+// no such quota; 2 a usage error or Redis could not be reached.
 //
 // Install with go install github.com/redquota/redquota/cmd/redquota@latest.
 //
@@ -48,17 +48,26 @@ import (
 // Exit codes.
 const (
 	exitOK     = 0
-	exitFailed = 1 // a check failed, or the operator declined
+	exitFailed = 1 // a check failed, the operator declined, or reset found no such quota
 	exitUsage  = 2 // a usage error, or Redis could not be reached
 )
 
 func main() {
+	// go-redis logs each failed dial on its own ("pool.go:770: … failed to
+	// dial"), before the command's own one-line error says the same.
+	redis.SetLogger(quiet{})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	code := run(ctx, os.Args[1:], env{lookup: os.LookupEnv, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, tty: isTerminal(os.Stdout)})
 	stop()
 	os.Exit(code)
 }
+
+// quiet is a go-redis logger that drops what go-redis logs: the command
+// reports every failure itself.
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
 
 // env is what a run reads and writes, so tests can run it in process.
 type env struct {
@@ -73,6 +82,7 @@ const usage = `usage: redquota [--prefix P] COMMAND [flags] [args]
 commands:
   status [--json] [QUOTA...]             every quota in use, fullest first
   watch [--interval 1s] [QUOTA...]       the same, live, with a bar per limit (Ctrl-C quits)
+        (watch: --count N stops after N refreshes)
   hold QUOTA DURATION [--reason TEXT]    stop every grant of QUOTA for DURATION (e.g. 5m)
   release QUOTA                          end the hold on QUOTA now
   reset QUOTA                            forget QUOTA's counts and hold
@@ -83,7 +93,8 @@ Redis is configured like the library: REDIS_URL (several URLs or REDIS_CLUSTER=1
 for a cluster, rediss:// for TLS, user:password@ for ACL users), or REDIS_HOST,
 REDIS_PORT, REDIS_PASSWORD, REDIS_DB. --prefix defaults to $REDQUOTA_PREFIX, else "rq".
 hold, release and reset ask for confirmation unless --yes.
-Exit codes: 0 ok, 1 a check failed or declined, 2 usage or connection error.
+Exit codes: 0 ok, 1 a check failed, declined or no such quota to reset,
+2 usage or connection error.
 `
 
 // opts are the flags every command accepts.
@@ -132,6 +143,10 @@ func run(ctx context.Context, args []string, e env) int {
 		fmt.Fprint(e.stderr, usage)
 		return exitUsage
 	}
+	if pos[0] == "help" {
+		fmt.Fprint(e.stdout, usage)
+		return exitOK
+	}
 	cmd, rest := pos[0], pos[1:]
 	want := map[string][2]int{ // command → min, max arguments (-1: any)
 		"status": {0, -1}, "watch": {0, -1}, "check": {0, 0},
@@ -145,6 +160,9 @@ func run(ctx context.Context, args []string, e env) int {
 	if len(rest) < n[0] || n[1] >= 0 && len(rest) > n[1] {
 		fmt.Fprintf(e.stderr, "redquota %s: wrong number of arguments\n\n%s", cmd, usage)
 		return exitUsage
+	}
+	if o.prefix == "" {
+		o.prefix = "rq" // as limiter.Options does: say so in what is printed
 	}
 	if o.interval <= 0 || o.count < 0 {
 		fmt.Fprintln(e.stderr, "redquota: --interval must be > 0 and --count ≥ 0")
@@ -170,8 +188,16 @@ func run(ctx context.Context, args []string, e env) int {
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	err = client.Ping(pctx).Err()
 	cancel()
+	if err != nil && refusedCredentials(err) {
+		fmt.Fprintf(e.stderr, "redquota: Redis (%s) refused the credentials: %v\n", cfg, err)
+		fmt.Fprintln(e.stderr, "redquota: check the user and password of REDIS_URL (redis://user:password@host:port), or REDIS_PASSWORD")
+		return exitUsage
+	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "redquota: cannot reach Redis (%s): %v\n", cfg, err)
+		if !configured(e.lookup) {
+			fmt.Fprintln(e.stderr, "redquota: REDIS_URL is not set, so this was the default localhost:6379: set REDIS_URL=redis://[user:password@]host:port[/db] (or REDIS_HOST and REDIS_PORT)")
+		}
 		return exitUsage
 	}
 	lim := limiter.New(client, limiter.Options{Prefix: o.prefix})
@@ -192,6 +218,16 @@ func run(ctx context.Context, args []string, e env) int {
 	}
 }
 
+// configured reports whether any variable says where Redis is.
+func configured(lookup func(string) (string, bool)) bool {
+	for _, k := range []string{"REDIS_URL", "REDIS_HOST", "REDIS_PORT"} {
+		if v, ok := lookup(k); ok && v != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // app is one run's connection and options.
 type app struct {
 	env
@@ -203,7 +239,21 @@ type app struct {
 // fail reports err and returns exitUsage: Redis failed under the command.
 func (a *app) fail(cmd string, err error) int {
 	fmt.Fprintf(a.stderr, "redquota %s: %v\n", cmd, err)
+	if errors.Is(err, limiter.ErrAuth) {
+		fmt.Fprintln(a.stderr, "redquota: 'redquota check' names the ACL rights the user lacks, and the ACL SETUSER that grants them")
+	}
 	return exitUsage
+}
+
+// refusedCredentials reports whether Redis answered a PING by refusing the
+// client's password or user: Redis was reached.
+func refusedCredentials(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	msg := re.Error()
+	return strings.HasPrefix(msg, "WRONGPASS") || strings.HasPrefix(msg, "NOAUTH")
 }
 
 // confirm asks question unless --yes, and reports whether to go on.

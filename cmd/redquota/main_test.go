@@ -261,6 +261,19 @@ func TestCheckFailsForRestrictedUser(t *testing.T) {
 	out, errOut, code := cmd(t, []string{"REDIS_URL=redis://app:pw@" + srv.Addr()}, "", "check", "--json")
 	require.Equal(t, 1, code, errOut)
 	golden(t, "check-acl.json", regexp.MustCompile(`Redis \d+\.\d+\.\d+`).ReplaceAllString(out, "Redis X.Y.Z"))
+
+	// A wrong password is refused credentials, not an unreachable Redis.
+	_, errOut, code = cmd(t, []string{"REDIS_URL=redis://app:wrong@" + srv.Addr()}, "", "status")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "refused the credentials: WRONGPASS")
+	require.NotContains(t, errOut, "cannot reach Redis")
+	// A right the command needs and the user lacks (SCAN) says the
+	// credentials were accepted, and where to look.
+	require.NoError(t, admin.Do(context.Background(), "acl", "setuser", "noscan", "on", ">pw", "~rq:*", "+@all", "-scan").Err())
+	_, errOut, code = cmd(t, []string{"REDIS_URL=redis://noscan:pw@" + srv.Addr()}, "", "status")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "the credentials were accepted: the ACL user lacks a permission): NOPERM")
+	require.Contains(t, errOut, "'redquota check' names the ACL rights the user lacks")
 }
 
 // watch for two refreshes: two frames, each with every quota, a bar per
@@ -300,6 +313,44 @@ func TestWatchInterrupt(t *testing.T) {
 	}
 	require.NoError(t, c.Process.Signal(syscall.SIGINT))
 	require.NoError(t, c.Wait())
+}
+
+// A Redis that goes away under watch is shown as unreachable, and watched
+// again: the view comes back when Redis does, and Ctrl-C still exits 0. (It
+// used to exit 2 at the first failed refresh.)
+func TestWatchOutlivesRedis(t *testing.T) {
+	srv := redistest.Private(t)
+	c := exec.Command(binary, "watch", "--interval", "100ms")
+	c.Env = []string{"REDIS_URL=redis://" + srv.Addr()}
+	out := &lockedBuffer{}
+	c.Stdout, c.Stderr = out, out
+	require.NoError(t, c.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- c.Wait() }()
+	// Bounded waits: each state shows within 10 s (a refresh is 100 ms,
+	// a dial to a dead port fails at once).
+	waitFor := func(from int, text string) int {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			if i := strings.Index(out.String()[from:], text); i >= 0 {
+				return from + i + len(text)
+			}
+			select {
+			case err := <-exited:
+				t.Fatalf("watch exited (%v) before showing %q: %q", err, text, out.String())
+			default:
+			}
+			require.False(t, time.Now().After(deadline), "no %q: %q", text, out.String())
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	at := waitFor(0, "no quotas yet")
+	srv.Stop()
+	at = waitFor(at, "Redis unreachable, trying again every 100ms")
+	require.NoError(t, srv.Start())
+	waitFor(at, "no quotas yet")
+	require.NoError(t, c.Process.Signal(syscall.SIGINT))
+	require.NoError(t, <-exited)
 }
 
 // lockedBuffer is a bytes.Buffer safe to read while a process writes it.
@@ -346,6 +397,7 @@ func TestHoldReleaseReset(t *testing.T) {
 	out, errOut, code := cmd(t, env, "y\n", "hold", "binance", "10m", "--reason", "deploy")
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "binance held for 10m: deploy (bob@ops1)")
+	require.NotContains(t, errOut, "no process has decided", "binance is in use: no warning")
 	r, err = lim.Allow(ctx, limiter.Charge{Quota: binance, Cost: limiter.Cost{"weight": 1}})
 	require.NoError(t, err)
 	require.Equal(t, limiter.HoldName, r.DeniedBy, "a process sees the hold")
@@ -356,6 +408,17 @@ func TestHoldReleaseReset(t *testing.T) {
 	r, err = lim.Allow(ctx, limiter.Charge{Quota: binance, Cost: limiter.Cost{"weight": 1}})
 	require.NoError(t, err)
 	require.True(t, r.Allowed, "a process sees the release")
+
+	// A name no process uses (a typo) is held, as asked, but the operator is
+	// told before the question; a template held without --key is told which
+	// keys its processes use.
+	out, errOut, code = cmd(t, env, "", "hold", "binanse", "1m", "--yes")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "binanse held for 1m")
+	require.Equal(t, "redquota hold: no process has decided on binanse under prefix \"rq\" lately (check the name, --key and --prefix)\n", errOut)
+	_, errOut, code = cmd(t, env, "n\n", "hold", "pair", "1m")
+	require.Equal(t, 1, code, "declined")
+	require.Contains(t, errOut, "no process has decided on pair under prefix \"rq\" lately; its instances in use are --key XBT/USD")
 
 	// An instance of a template: --key.
 	out, errOut, code = cmd(t, env, "", "hold", "pair", "5m", "--key", "XBT/USD", "--yes")
@@ -387,6 +450,36 @@ func TestHoldReleaseReset(t *testing.T) {
 	require.Contains(t, errOut, `no definition of "nowhere"`)
 }
 
+// help prints the usage on stdout and exits 0, as -h does.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}} {
+		out, errOut, code := cmd(t, nil, "", args...)
+		require.Equal(t, 0, code, "%v: %s", args, errOut)
+		require.Contains(t, out+errOut, "usage: redquota", args)
+		require.Contains(t, out+errOut, "--count N", args)
+	}
+}
+
+// With no variable naming a Redis, a connection error says that the
+// default was used and what to set.
+func TestConfigured(t *testing.T) {
+	env := func(kv ...string) func(string) (string, bool) {
+		return func(k string) (string, bool) {
+			for i := 0; i+1 < len(kv); i += 2 {
+				if kv[i] == k {
+					return kv[i+1], true
+				}
+			}
+			return "", false
+		}
+	}
+	require.False(t, configured(env()))
+	require.False(t, configured(env("REDIS_URL", "", "REDIS_DB", "3")))
+	require.True(t, configured(env("REDIS_URL", "redis://x:1")))
+	require.True(t, configured(env("REDIS_HOST", "x")))
+	require.True(t, configured(env("REDIS_PORT", "7000")))
+}
+
 // Usage and connection errors exit 2 and say what is wrong.
 func TestUsageAndConnectionErrors(t *testing.T) {
 	for _, tc := range []struct {
@@ -405,6 +498,9 @@ func TestUsageAndConnectionErrors(t *testing.T) {
 		_, errOut, code := cmd(t, tc.env, "", tc.args...)
 		require.Equal(t, 2, code, "%v %v", tc.env, tc.args)
 		require.Contains(t, errOut, tc.want)
+		// The command's own message only: no go-redis log lines
+		// ("redis: … pool.go:770: … failed to dial") before it.
+		require.NotContains(t, errOut, "pool.go", "%v %v", tc.env, tc.args)
 	}
 }
 

@@ -18,16 +18,19 @@ const (
 
 // watch shows the quotas every interval until Ctrl-C (or --count frames).
 // On a terminal each frame replaces the last and holds are in reverse video;
-// otherwise frames follow one another, a blank line apart.
+// otherwise frames follow one another, a blank line apart. A Redis that
+// stops answering after the first frame is shown as such, and watched again
+// at every refresh: an operator watching a fleet through a Redis restart or
+// failover keeps the view.
 func (a *app) watch(ctx context.Context, names []string) int {
 	tick := time.NewTicker(a.o.interval)
 	defer tick.Stop()
 	for frame := 1; ; frame++ {
 		vs, err := a.views(ctx, names)
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
+		if err != nil && ctx.Err() != nil {
+			break
+		}
+		if err != nil && frame == 1 {
 			return a.fail("watch", err)
 		}
 		var b strings.Builder
@@ -36,9 +39,18 @@ func (a *app) watch(ctx context.Context, names []string) int {
 		} else if frame > 1 {
 			b.WriteString("\n")
 		}
-		a.frame(&b, vs)
+		if err != nil {
+			fmt.Fprintf(&b, "redquota watch  prefix %s  %s UTC (local)  every %s, Ctrl-C to quit\n\n",
+				a.o.prefix, time.Now().UTC().Format("15:04:05"), a.o.interval)
+			fmt.Fprintf(&b, "Redis unreachable, trying again every %s: %v\n", a.o.interval, err)
+		} else {
+			a.frame(&b, vs)
+		}
 		_, _ = io.WriteString(a.stdout, b.String())
 		if a.o.count > 0 && frame >= a.o.count {
+			if err != nil {
+				return exitUsage
+			}
 			return exitOK
 		}
 		select {

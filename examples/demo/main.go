@@ -42,6 +42,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return // -h: flag has printed the usage
+		}
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -148,8 +151,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		results = append(results, r)
 	}
 	fmt.Fprintln(stdout)
-	printTable(stdout, ex, results)
+	printTable(stdout, ex, results, env.Embedded())
+	if err := verdict(results); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
 
+// verdict is the demo's exit status: an error when the exchange ever answered
+// 429 or 418, or when a phase answered no request at all (Redis went away:
+// under the limiter's default FailClosed every request then fails).
+func verdict(results []phaseResult) error {
 	var bad []string
 	for _, r := range results {
 		if n := r.exchange.TooManyRequests + r.exchange.Banned; n > 0 {
@@ -159,7 +171,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(bad) > 0 {
 		return fmt.Errorf("the exchange's limit was overshot (%s)", strings.Join(bad, "; "))
 	}
-	return ctx.Err()
+	for _, r := range results {
+		if r.requests == 0 && r.errs > 0 {
+			return fmt.Errorf("phase %q answered no request: %d errors, the first: %v", r.name, r.errs, r.firstErr)
+		}
+	}
+	return nil
 }
 
 // phaseMode is where a phase's requests are answered from.
@@ -284,7 +301,8 @@ loop:
 }
 
 // printTable writes the closing table: one column per phase.
-func printTable(w io.Writer, ex *fakeexchange.Exchange, rs []phaseResult) {
+// embedded says the Redis is the embedded miniredis (no CLIENT TRACKING).
+func printTable(w io.Writer, ex *fakeexchange.Exchange, rs []phaseResult, embedded bool) {
 	row := func(label string, cell func(r phaseResult) string) {
 		fmt.Fprintf(w, "  %-30s", label)
 		for _, r := range rs {
@@ -335,8 +353,12 @@ func printTable(w io.Writer, ex *fakeexchange.Exchange, rs []phaseResult) {
 	row("errors", func(r phaseResult) string { return fmt.Sprint(r.errs) })
 	fmt.Fprintln(w)
 	for _, r := range rs {
-		if r.near && !r.nearLive {
+		switch {
+		case !r.near || r.nearLive:
+		case embedded:
 			fmt.Fprintf(w, "*: the near cache was off (no CLIENT TRACKING on this Redis: miniredis has none); set REDIS_URL to a real Redis 6+ to see it\n")
+		default:
+			fmt.Fprintf(w, "*: the near cache was off: it needs a CLIENT TRACKING connection to every master (Redis 6+, reachable, HELLO 3 allowed)\n")
 		}
 	}
 	for _, r := range rs {
@@ -345,6 +367,9 @@ func printTable(w io.Writer, ex *fakeexchange.Exchange, rs []phaseResult) {
 		}
 	}
 	last := rs[len(rs)-1]
+	if last.requests == 0 {
+		return
+	}
 	allowed := ex.Limit() * windows(last, ex)
 	fmt.Fprintf(w, "Without the cache, the %d requests of the %q phase would have cost %d weight,\n", last.requests, last.name, last.weight)
 	fmt.Fprintf(w, "%.1f times the %d the exchange allows in %d windows: the limiter would have made them wait.\n",

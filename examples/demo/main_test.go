@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redquota/redquota/examples/internal/exampletest"
+	"github.com/redquota/redquota/examples/internal/fakeexchange"
 	"github.com/redquota/redquota/internal/redistest"
 )
 
@@ -99,4 +102,45 @@ func TestDemoMetrics(t *testing.T) {
 	exampletest.Scrape(t, run, []string{"-duration", "3s", "-workers", "2"},
 		"redquota_middleware_requests_total{", "redquota_cache_requests_total{", "redquota_limiter_decisions_total{",
 		"db_client_connections_use_time_seconds_bucket{")
+}
+
+// Redis gone in the middle of a run against a real Redis (REDIS_URL): the
+// cached phases answer nothing, every request an error. The demo used to
+// exit 0, blame the embedded miniredis for the near cache being off, and
+// close on "the 0 requests … would have cost 0 weight, 0.0 times …".
+func TestDemoRedisGone(t *testing.T) {
+	ex := fakeexchange.New(fakeexchange.Options{Limit: 240, Window: time.Second})
+	defer ex.Close()
+	start := time.Now().Truncate(time.Second)
+	boom := errors.New("limiter: redis unavailable (fail closed)")
+	rs := []phaseResult{
+		{name: "no cache", start: start, elapsed: time.Second, requests: 80, weight: 240},
+		{name: "market cache", start: start, elapsed: time.Second, errs: 700, firstErr: boom},
+		{name: "+ near cache", start: start, elapsed: time.Second, errs: 700, firstErr: boom, near: true},
+	}
+	var out strings.Builder
+	printTable(&out, ex, rs, false)
+	if strings.Contains(out.String(), "miniredis") {
+		t.Errorf("on a real Redis the footnote blames miniredis:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "*: the near cache was off: it needs a CLIENT TRACKING connection") {
+		t.Errorf("no footnote for the near cache being off:\n%s", out.String())
+	}
+	if strings.Contains(out.String(), "Without the cache") {
+		t.Errorf("a closing line about 0 requests:\n%s", out.String())
+	}
+	err := verdict(rs)
+	if err == nil || !strings.Contains(err.Error(), `phase "market cache" answered no request: 700 errors`) {
+		t.Errorf("verdict = %v, want the failed phase", err)
+	}
+	out.Reset()
+	printTable(&out, ex, rs, true)
+	if !strings.Contains(out.String(), "miniredis has none") {
+		t.Errorf("on the embedded miniredis the footnote says why:\n%s", out.String())
+	}
+	// A phase with requests answered (and a few errors) is no failure.
+	rs[1].requests, rs[2].requests = 500, 500
+	if err := verdict(rs); err != nil {
+		t.Errorf("verdict = %v for phases that answered", err)
+	}
 }

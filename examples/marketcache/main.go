@@ -32,6 +32,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return // -h: flag has printed the usage
+		}
 		fmt.Fprintln(os.Stderr, "marketcache:", err)
 		os.Exit(1)
 	}

@@ -39,6 +39,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return // -h: flag has printed the usage
+		}
 		fmt.Fprintln(os.Stderr, "wsguard:", err)
 		os.Exit(1)
 	}
@@ -113,11 +116,15 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *procs < 1 || *conns < 1 {
+		return errors.New("need -processes ≥ 1 and -conns ≥ 1")
+	}
 	env, err := exampleenv.Start(ctx)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
+	fmt.Fprintln(stdout, "redis:", env)
 	ex := &exchange{attempts: map[int64]int{}, accepted: make(chan struct{}, 2**procs**conns)}
 	ex.srv = httptest.NewServer(ex)
 	defer ex.srv.Close()

@@ -35,3 +35,21 @@ func TestWSGuard(t *testing.T) {
 		}
 	})
 }
+
+// Flags that leave nothing to guard are refused with the rule, before any
+// Redis is used: -processes -1 used to panic (makechan: size out of range)
+// and 0 to report "0 connections open" as a success.
+func TestBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"-processes", "-1"}, {"-processes", "0"}, {"-conns", "0"}, {"-conns", "-3"},
+	} {
+		var out strings.Builder
+		err := run(t.Context(), args, &out)
+		if err == nil || !strings.Contains(err.Error(), "need -processes ≥ 1 and -conns ≥ 1") {
+			t.Errorf("%v: err = %v, want the flags' rule", args, err)
+		}
+		if out.Len() != 0 {
+			t.Errorf("%v: printed %q before refusing", args, out.String())
+		}
+	}
+}

@@ -31,8 +31,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// ErrAuth marks a Redis that refused this client's credentials: a wrong or
-// missing password or ACL user. It is a configuration error, not an outage.
+// ErrAuth marks a Redis that refused this client's credentials (a wrong or
+// missing password or ACL user) or its ACL user's permissions (NOPERM). It is
+// a configuration error, not an outage.
 var ErrAuth = errors.New("redis authentication failed")
 
 // authPrefixes start the replies of a Redis that refused a client's
@@ -55,6 +56,11 @@ func Auth(err error) error {
 		if strings.HasPrefix(msg, p) {
 			if strings.HasPrefix(msg, "ERR Protocol error: unauthenticated") || strings.HasPrefix(msg, "NOAUTH") {
 				return fmt.Errorf("%w (no password was sent): %w", ErrAuth, err)
+			}
+			if strings.HasPrefix(msg, "NOPERM") {
+				// The credentials were accepted: "authentication failed"
+				// alone sends the operator to the wrong setting.
+				return fmt.Errorf("%w (the credentials were accepted: the ACL user lacks a permission): %w", ErrAuth, err)
 			}
 			return fmt.Errorf("%w: %w", ErrAuth, err)
 		}

@@ -47,6 +47,7 @@ func TestDownAndAuth(t *testing.T) {
 		{redisErr("ERR Protocol error: unauthenticated multibulk length"), false, true},
 		{context.Canceled, false, false},
 		{errors.New("something else"), false, false},
+		{redisErr("NOPERM this user has no permissions to run the 'scan' command"), false, true},
 	} {
 		require.Equal(t, tc.down, Down(tc.err), "Down(%v)", tc.err)
 		aerr := Auth(tc.err)
@@ -142,4 +143,14 @@ func TestLoadRefused(t *testing.T) {
 			t.Errorf("%v: %v, want %v", c.err, got, c.want)
 		}
 	}
+}
+
+// A NOPERM is not a refused password: its message says the credentials were
+// accepted, so the operator looks at the ACL user's rights, not the password.
+func TestAuthNoPermSaysSo(t *testing.T) {
+	err := Auth(redisErr("NOPERM this user has no permissions to run the 'scan' command"))
+	require.ErrorIs(t, err, ErrAuth)
+	require.EqualError(t, err, "redis authentication failed (the credentials were accepted: the ACL user lacks a permission): NOPERM this user has no permissions to run the 'scan' command")
+	err = Auth(redisErr("WRONGPASS invalid username-password pair or user is disabled."))
+	require.NotContains(t, err.Error(), "accepted")
 }

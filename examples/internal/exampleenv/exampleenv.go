@@ -42,6 +42,10 @@ type Env struct {
 // the configuration with config.FromEnv and checks that Redis answers a PING
 // within ctx's deadline, or 3 s.
 func Start(ctx context.Context) (*Env, error) {
+	// go-redis logs every failed dial on its own ("pool.go:770: … failed to
+	// dial"): hundreds of lines when Redis goes away under the demo, before
+	// the examples' own report of the errors (a count, and the first).
+	redis.SetLogger(quiet{})
 	if os.Getenv(URLEnv) == "" {
 		m := miniredis.NewMiniRedis()
 		if err := m.Start(); err != nil {
@@ -71,10 +75,18 @@ func Start(ctx context.Context) (*Env, error) {
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
+		if m := err.Error(); strings.HasPrefix(m, "WRONGPASS") || strings.HasPrefix(m, "NOAUTH") {
+			return nil, fmt.Errorf("exampleenv: Redis (%s) refused the credentials: check the user and password in %s: %w", e, URLEnv, err)
+		}
 		return nil, fmt.Errorf("exampleenv: %s is set but Redis (%s) does not answer: %w", URLEnv, e, err)
 	}
 	return e, nil
 }
+
+// quiet is a go-redis logger that drops what go-redis logs.
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
 
 // Embedded reports whether the Redis is the embedded miniredis.
 func (e *Env) Embedded() bool { return e.mini != nil }
