@@ -101,7 +101,7 @@ func (l *Limiter) single(p *plan, key string, limit Limit, n int) error {
 	if err := checkCost(limit, n); err != nil {
 		return err
 	}
-	st := l.keyFor(keyID{quota: key, algo: limit.Algorithm})
+	st := l.singleFor(key, limit.Algorithm) // a known algorithm: validate checked
 	refs := st.single.Load()
 	if refs == nil {
 		h := l.keyFor(keyID{quota: key, kind: holdEntry})

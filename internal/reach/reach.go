@@ -369,7 +369,7 @@ const (
 // under (a slot is a context.Context) and the timer of its timeout.
 type slot struct {
 	w      *Watch
-	timer  *time.Timer // fires expire; stopped between calls
+	timer  *time.Timer // fires expire; left armed between calls (see armed)
 	result chan error  // a detached call's error
 	fn     func(context.Context) error
 	state  atomic.Int32
@@ -387,6 +387,13 @@ type slot struct {
 	done  chan struct{}
 	err   error
 	cause error
+
+	// armed is when the timer fires, zero once expire has run (guarded by
+	// mu). A call leaves the timer armed: the next call, whose deadline is
+	// later, keeps it, and expire, finding the deadline not reached, arms it
+	// again for what is left. Calls a timeout apart or closer then touch the
+	// timer once per timeout instead of twice per call.
+	armed time.Time
 }
 
 func (w *Watch) get() *slot {
@@ -414,7 +421,6 @@ func (w *Watch) get() *slot {
 // find them as they were (reused, a nil Err after a closed Done panics in
 // package context).
 func (w *Watch) put(s *slot) {
-	s.timer.Stop()
 	s.mu.Lock()
 	s.busy = false
 	ended := s.err != nil
@@ -423,19 +429,17 @@ func (w *Watch) put(s *slot) {
 		s.parent = nil
 	}
 	s.mu.Unlock()
-	if ended {
-		w.mu.Lock()
-		delete(w.all, s)
-		w.mu.Unlock()
-		return
+	if !ended {
+		select {
+		case w.free <- s:
+			return
+		default:
+		}
 	}
-	select {
-	case w.free <- s:
-	default:
-		w.mu.Lock()
-		delete(w.all, s)
-		w.mu.Unlock()
-	}
+	s.timer.Stop()
+	w.mu.Lock()
+	delete(w.all, s)
+	w.mu.Unlock()
 }
 
 // start readies s for a call under parent bounded by timeout, and returns
@@ -453,7 +457,10 @@ func (s *slot) start(parent context.Context, timeout time.Duration) (uint64, <-c
 	s.timed, s.timeout = false, timeout
 	if timeout > 0 && (!s.hasDL || time.Until(s.deadline) > timeout) {
 		s.deadline, s.hasDL, s.timed = time.Now().Add(timeout), true, true
-		s.timer.Reset(timeout)
+		if s.armed.IsZero() || s.armed.After(s.deadline) {
+			s.timer.Reset(timeout)
+			s.armed = s.deadline
+		}
 	}
 	return s.use, s.done
 }
@@ -468,12 +475,19 @@ func (s *slot) run() {
 	s.w.put(s) // its caller has gone
 }
 
-// expire ends the current call on its timeout. A timer stopped too late for
-// an earlier call of the slot finds the deadline of this one still ahead.
+// expire ends the current call on its timeout. A timer armed for an
+// earlier call of the slot (see armed) finds the deadline of this one still
+// ahead, and arms itself again for it; an idle slot's is left to rest.
 func (s *slot) expire() {
 	s.mu.Lock()
-	if s.busy && s.timed && !time.Now().Before(s.deadline) {
-		s.cancelLocked(context.DeadlineExceeded, &timeoutError{s.timeout})
+	s.armed = time.Time{}
+	if s.busy && s.timed {
+		if left := time.Until(s.deadline); left > 0 {
+			s.timer.Reset(left)
+			s.armed = s.deadline
+		} else {
+			s.cancelLocked(context.DeadlineExceeded, &timeoutError{s.timeout})
+		}
 	}
 	s.mu.Unlock()
 }

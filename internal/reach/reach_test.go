@@ -126,6 +126,40 @@ func TestCallEndsOnRefusedDialAndTimeout(t *testing.T) {
 	}
 }
 
+// A slot's timer is left armed after a call (slot.armed): the next call on
+// the slot is still bounded by its own timeout, whether that ends after the
+// armed time (the timer fires early and arms itself again) or before it (the
+// call arms it sooner).
+func TestLeftTimerBoundsTheNextCall(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer c.Close()
+	w := For(c)
+	wait := func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Second):
+			return errors.New("not ended by its timeout")
+		}
+	}
+	quick := func(context.Context) error { return nil }
+	for name, call := range map[string]func(context.Context, time.Duration, func(context.Context) error) error{
+		"Call": w.Call, "CallInline": w.CallInline,
+	} {
+		for _, c := range []struct{ first, next time.Duration }{
+			{30 * time.Millisecond, 150 * time.Millisecond}, // the timer fires before the next deadline
+			{time.Minute, 20 * time.Millisecond},            // the next deadline is before the timer
+		} {
+			require.NoError(t, call(context.Background(), c.first, quick))
+			start := time.Now()
+			err := call(context.Background(), c.next, wait)
+			require.ErrorContains(t, err, fmt.Sprintf("no reply within %v", c.next), "%s %v then %v", name, c.first, c.next)
+			// Never before its own deadline: expire ends a call only once it has passed.
+			require.GreaterOrEqual(t, time.Since(start), c.next, "%s %v then %v", name, c.first, c.next)
+		}
+	}
+}
+
 // A FUNCTION LOAD refused for good (ERR, NOPERM, no way to reach nodes)
 // turns functions off; a connection's error or a passing server state does
 // not.
