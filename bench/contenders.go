@@ -49,7 +49,8 @@ type Contender struct {
 type Env struct {
 	// Client never retries (MaxRetries -1): redquota then skips its dedupe write.
 	Client *redis.Client
-	// Retrying retries (MaxRetries 2): redquota then writes a dedupe token per decision.
+	// Retrying retries (MaxRetries 2): redquota's decisions still go out once
+	// (go-redis never resends them), with no dedupe token.
 	Retrying *redis.Client
 }
 
@@ -74,8 +75,9 @@ func prefix(lib string) string {
 var trivial = redis.NewScript("return 1")
 
 // scripted are the commands of a contender that calls one script per call
-// (go-redis Script.Run sends EVALSHA, then EVAL if the script is not loaded).
-var scripted = []string{"evalsha", "eval"}
+// (go-redis Script.Run sends EVALSHA, then EVAL if the script is not loaded;
+// redquota's limiter sends FCALL of its function library on Redis ≥ 7).
+var scripted = []string{"fcall", "evalsha", "eval"}
 
 // throttled's go-redis store reads with a pipeline of TIME and GET, then
 // writes with SETNX + EXPIRE (a new key) or an EVAL of a compare-and-swap

@@ -226,11 +226,11 @@ func writeContenders(w *bytes.Buffer) {
 | lib | what one decision is |
 |---|---|
 | ping, get, evalsha | the floors: a go-redis PING, a GET of an existing key, an EVALSHA of ` + "`return 1`" + ` |
-| redquota | ` + "`Limiter.Allow`" + ` (GCRA, 10⁶/s, burst 10⁶) with a client built with ` + "`MaxRetries: -1`" + `: one EVALSHA, no dedupe key |
-| redquota-dedupe | the same with a client that retries (` + "`MaxRetries: 2`" + `): the script also writes a dedupe token so a retried call is not charged twice |
-| redquota-coalesce | ` + "`Limiter.Allow`" + ` with ` + "`Options.Coalesce`" + `: concurrent identical decisions go out as one EVALSHA deciding all of them in order (cmds/op below 1) |
-| redquota-leased | ` + "`Leaser.Allow`" + ` on a fixed window of 10⁹/s (local decisions outrun 10⁶/s, and a used-up limit answers denials, which fail the benchmark): units leased from Redis in one EVALSHA and spent in-process; cmds/op is script calls per decision |
-| BenchmarkCeiling | not a contender: one goroutine pipelining 1, 16 or 256 EVALSHAs of allow.lua (the call ` + "`Allow`" + ` sends) or PINGs, to show what one Redis can run when client and network costs are gone |
+| redquota | ` + "`Limiter.Allow`" + ` (GCRA, 10⁶/s, burst 10⁶) with a client built with ` + "`MaxRetries: -1`" + `: one FCALL of its function library (allow.lua), no dedupe key |
+| redquota-dedupe | the same with a client that retries (` + "`MaxRetries: 2`" + `): the limiter sends its decisions as commands go-redis never resends, so no call is charged twice and no dedupe token is written (the row's name is from when one was) |
+| redquota-coalesce | ` + "`Limiter.Allow`" + ` with ` + "`Options.Coalesce`" + `: concurrent identical decisions go out as one script call deciding all of them in order (cmds/op below 1) |
+| redquota-leased | ` + "`Leaser.Allow`" + ` on a fixed window of 10⁹/s (local decisions outrun 10⁶/s, and a used-up limit answers denials, which fail the benchmark): units leased from Redis in one script call and spent in-process; cmds/op is script calls per decision |
+| BenchmarkCeiling | not a contender: one goroutine pipelining 1, 16 or 256 EVALSHAs of allow.lua (the script ` + "`Allow`" + ` runs) or PINGs, to show what one Redis can run when client and network costs are gone |
 | redis_rate | github.com/go-redis/redis_rate/v10 ` + "`Allow`" + ` (GCRA): one EVALSHA |
 | ulule | github.com/ulule/limiter/v3 ` + "`Get`" + ` with its go-redis v9 store (fixed window): one EVALSHA of INCRBY + PTTL |
 | throttled | github.com/throttled/throttled/v2 GCRA with its go-redis v9 store (` + "`store/goredisstore.v9`" + `): a pipeline of TIME + GET, then an EVAL of a compare-and-swap script (SETNX + EXPIRE for a new key), retried up to 10 times when another caller won the race |
@@ -370,7 +370,7 @@ func writeServerProf(w *bytes.Buffer, c config) {
 		}
 		where := ""
 		switch {
-		case r.TopLevel && (r.Command == "evalsha" || r.Command == "eval"):
+		case r.TopLevel && (r.Command == "fcall" || r.Command == "evalsha" || r.Command == "eval"):
 			script[k] += r.Usec
 		case !r.TopLevel:
 			inner[k] += r.Usec
