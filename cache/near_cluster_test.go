@@ -19,16 +19,7 @@ import (
 // that must not disturb the shared one, and returns its nodes and a client.
 func privateCluster(t *testing.T) ([]*redistest.Server, *redis.ClusterClient) {
 	t.Helper()
-	if !redistest.Available() {
-		redistest.Shared(t) // skips, or fails when Redis is required
-	}
-	nodes, err := redistest.StartCluster(3)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		for _, n := range nodes {
-			n.Close()
-		}
-	})
+	nodes := redistest.PrivateCluster(t)
 	c := redis.NewClusterClient(redistest.ClusterOptions(nodes))
 	t.Cleanup(func() { _ = c.Close() })
 	return nodes, c

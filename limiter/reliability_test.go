@@ -326,18 +326,7 @@ func TestServerKilledNoLeaks(t *testing.T) {
 
 // A cluster master restarted: calls on its slots fail per policy, then recover.
 func TestClusterMasterRestart(t *testing.T) {
-	if !redistest.Available() && !redistest.Required() {
-		t.Skip("redis-server not installed (Debian package redis-server)")
-	}
-	nodes, err := redistest.StartCluster(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		for _, n := range nodes {
-			n.Close()
-		}
-	}()
+	nodes := redistest.PrivateCluster(t)
 	o := redistest.ClusterOptions(nodes)
 	o.MaxRetries = -1
 	c := redis.NewClusterClient(o)

@@ -95,15 +95,8 @@ func TestCheckServer(t *testing.T) {
 // and otherwise a "could not check" warning per check, with advice about
 // INFO and CONFIG GET rights.
 func TestCheckServerMasterDown(t *testing.T) {
-	redistest.Shared(t) // skips, or fails under REDQUOTA_REQUIRE_REDIS, without redis-server
 	ctx := context.Background()
-	nodes, err := redistest.StartCluster(3)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		for _, n := range nodes {
-			n.Close()
-		}
-	})
+	nodes := redistest.PrivateCluster(t)
 	c := redis.NewClusterClient(redistest.ClusterOptions(nodes))
 	defer c.Close()
 	cs, err := CheckServer(ctx, c, "rq")

@@ -184,6 +184,24 @@ func Private(tb testing.TB, args ...string) *Server {
 	return s
 }
 
+// PrivateCluster starts a three-master cluster of the test's own, stopped when
+// it ends: for a test that stops or restarts nodes, which the shared cluster
+// must not see.
+func PrivateCluster(tb testing.TB) []*Server {
+	tb.Helper()
+	need(tb)
+	nodes, err := StartCluster(3)
+	if err != nil {
+		tb.Fatalf("redistest: start cluster: %v", err)
+	}
+	tb.Cleanup(func() {
+		for _, n := range nodes {
+			n.Close()
+		}
+	})
+	return nodes
+}
+
 // NewReal returns a client of the shared real redis-server.
 func NewReal(tb testing.TB) *redis.Client {
 	tb.Helper()
