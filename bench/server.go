@@ -60,6 +60,7 @@ func (s *Server) start(port int, wrapper []string) error {
 		"--loglevel", "warning",
 	)
 	s.cmd = exec.Command(argv[0], argv[1:]...)
+	s.cmd.SysProcAttr = procAttr()
 	if err := s.cmd.Start(); err != nil {
 		return err
 	}

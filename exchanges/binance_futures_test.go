@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/internal/bestof"
 	"github.com/redquota/redquota/limiter"
 )
 
@@ -138,67 +139,69 @@ func TestBinanceFuturesFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim := newBinanceSim(t, probe, rls)
-	sim.cost = simFuturesCost
-	u, _ := url.Parse(sim.srv.URL)
-	p, err := exchanges.BinanceFutures(exchanges.Scaled(exchanges.BinanceOptions{Hosts: []string{u.Host}, RateLimits: rls}, scale))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fleet := newFleet(t, p)
-	warm(t, fleet, p, sim.srv.URL+"/warm", 6) // not under /fapi/: not charged
-	paths := []struct{ method, path string }{
-		{"GET", "/fapi/v1/depth?symbol=BTCUSDT&limit=1000"},
-		{"GET", "/fapi/v1/depth?symbol=ETHUSDT&limit=1000"},
-		{"GET", "/fapi/v1/depth?symbol=BTCUSDT"},
-		{"GET", "/fapi/v1/klines?symbol=BTCUSDT&interval=1m&limit=1500"},
-		{"GET", "/fapi/v1/klines?symbol=BTCUSDT&interval=1m"},
-		{"POST", "/fapi/v1/order?symbol=BTCUSDT&side=BUY&type=LIMIT"},
-		{"DELETE", "/fapi/v1/order?symbol=BTCUSDT&orderId=1"},
-	}
-	const period = 3 * time.Second
-	start := startAfterBoundary(period)
-	stop := start.Add(4*period + 200*time.Millisecond)
-	windowOf := func(at time.Time) int64 { return at.UnixNano() / int64(period) }
-	drive(t, fleet, 6, stop, func(ctx context.Context, pr *proc, g int) error {
-		rng := rand.New(rand.NewPCG(uint64(pr.id), uint64(g)))
-		pe := paths[rng.IntN(len(paths))]
-		req, err := http.NewRequestWithContext(ctx, pe.method, sim.srv.URL+pe.path, nil)
+	bestof.Run(t, func(t *testing.T, use *bestof.Usage) {
+		sim := newBinanceSim(t, probe, rls)
+		sim.cost = simFuturesCost
+		u, _ := url.Parse(sim.srv.URL)
+		p, err := exchanges.BinanceFutures(exchanges.Scaled(exchanges.BinanceOptions{Hosts: []string{u.Host}, RateLimits: rls}, scale))
 		if err != nil {
+			t.Fatal(err)
+		}
+		fleet := newFleet(t, p)
+		warm(t, fleet, p, sim.srv.URL+"/warm", 6) // not under /fapi/: not charged
+		paths := []struct{ method, path string }{
+			{"GET", "/fapi/v1/depth?symbol=BTCUSDT&limit=1000"},
+			{"GET", "/fapi/v1/depth?symbol=ETHUSDT&limit=1000"},
+			{"GET", "/fapi/v1/depth?symbol=BTCUSDT"},
+			{"GET", "/fapi/v1/klines?symbol=BTCUSDT&interval=1m&limit=1500"},
+			{"GET", "/fapi/v1/klines?symbol=BTCUSDT&interval=1m"},
+			{"POST", "/fapi/v1/order?symbol=BTCUSDT&side=BUY&type=LIMIT"},
+			{"DELETE", "/fapi/v1/order?symbol=BTCUSDT&orderId=1"},
+		}
+		const period = 3 * time.Second
+		start := startAfterBoundary(period)
+		stop := start.Add(4*period + 200*time.Millisecond)
+		windowOf := func(at time.Time) int64 { return at.UnixNano() / int64(period) }
+		drive(t, fleet, 6, stop, func(ctx context.Context, pr *proc, g int) error {
+			rng := rand.New(rand.NewPCG(uint64(pr.id), uint64(g)))
+			pe := paths[rng.IntN(len(paths))]
+			req, err := http.NewRequestWithContext(ctx, pe.method, sim.srv.URL+pe.path, nil)
+			if err != nil {
+				return err
+			}
+			req.Header.Set("X-MBX-APIKEY", "acct")
+			_, _, err = pr.do(req)
 			return err
-		}
-		req.Header.Set("X-MBX-APIKEY", "acct")
-		_, _, err = pr.do(req)
-		return err
-	})
+		})
 
-	hits := sim.log()
-	if n, m := countStatus(hits, http.StatusTooManyRequests), countStatus(hits, http.StatusTeapot); n+m > 0 {
-		sim.mu.Lock()
-		t.Logf("denied: %v", sim.denied)
-		sim.mu.Unlock()
-		t.Fatalf("simulator answered %d 429s and %d 418s", n, m)
-	}
-	first, last := windowOf(start)+1, windowOf(stop)-1
-	weight := map[int64]int{}
-	orders := 0
-	for _, h := range hits {
-		if w := windowOf(h.at); h.status == http.StatusOK && w >= first && w <= last {
-			weight[w] += h.cost["weight-1m"]
-			orders += h.cost["orders-1m"]
+		hits := sim.log()
+		if n, m := countStatus(hits, http.StatusTooManyRequests), countStatus(hits, http.StatusTeapot); n+m > 0 {
+			sim.mu.Lock()
+			t.Logf("denied: %v", sim.denied)
+			sim.mu.Unlock()
+			t.Fatalf("simulator answered %d 429s and %d 418s", n, m)
 		}
-	}
-	total := 0
-	for w := first; w <= last; w++ {
-		t.Logf("window %d: weight %d of 2400", w, weight[w])
-		total += weight[w]
-	}
-	share := float64(total) / float64(int(last-first+1)*2400)
-	t.Logf("Binance futures: %d requests, 0 429s, weight used %.1f%% over %d windows, %d orders", len(hits), 100*share, last-first+1, orders)
-	if share < 0.95 {
-		t.Errorf("used %.1f%% of the allowed weight, want ≥ 95%%", 100*share)
-	}
-	if orders == 0 {
-		t.Error("no order was placed: the workload did not exercise the ORDERS limits")
-	}
+		first, last := windowOf(start)+1, windowOf(stop)-1
+		weight := map[int64]int{}
+		orders := 0
+		for _, h := range hits {
+			if w := windowOf(h.at); h.status == http.StatusOK && w >= first && w <= last {
+				weight[w] += h.cost["weight-1m"]
+				orders += h.cost["orders-1m"]
+			}
+		}
+		total := 0
+		for w := first; w <= last; w++ {
+			t.Logf("window %d: weight %d of 2400", w, weight[w])
+			total += weight[w]
+		}
+		share := float64(total) / float64(int(last-first+1)*2400)
+		t.Logf("Binance futures: %d requests, 0 429s, weight used %.1f%% over %d windows, %d orders", len(hits), 100*share, last-first+1, orders)
+		if share < 0.95 {
+			use.Errorf("used %.1f%% of the allowed weight, want ≥ 95%%", 100*share)
+		}
+		if orders == 0 {
+			t.Error("no order was placed: the workload did not exercise the ORDERS limits")
+		}
+	})
 }

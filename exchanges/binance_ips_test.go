@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/internal/bestof"
 	"github.com/redquota/redquota/internal/bound"
 	"github.com/redquota/redquota/limiter"
 )
@@ -52,98 +53,100 @@ func TestBinanceIPsAndAccounts(t *testing.T) {
 		return p
 	}
 	ip1, ip2 := preset("ip-1"), preset("ip-2")
-	sim := newBinanceSim(t, ip1, rls)
-	urls := map[string]string{"ip-1": sim.srv.URL, "ip-2": sim.listen(t)}
-	type seat struct{ ip, account string }
-	seats := []seat{
-		{"ip-1", "acct-a"}, {"ip-1", "acct-b"}, {"ip-1", "acct-c"},
-		{"ip-1", "acct-a"}, {"ip-1", "acct-b"}, {"ip-1", "acct-c"},
-		{"ip-2", "acct-a"}, {"ip-2", "acct-a"},
-	}
-	fleet := newFleetOf(t, ip1, ip1, ip1, ip1, ip1, ip1, ip2, ip2)
-	paths := []struct{ method, path string }{
-		{"POST", "/api/v3/order?symbol=BTCUSDT&side=BUY&type=LIMIT"},
-		{"POST", "/api/v3/order?symbol=ETHUSDT&side=SELL&type=LIMIT"},
-		{"GET", "/api/v3/depth?symbol=BTCUSDT&limit=100"},
-		{"GET", "/api/v3/depth?symbol=BTCUSDT&limit=500"},
-		{"GET", "/api/v3/klines?symbol=BTCUSDT&interval=1m"},
-	}
-	start := startAfterBoundary(time.Second)
-	stop := start.Add(3200 * time.Millisecond)
-	drive(t, fleet, 4, stop, func(ctx context.Context, pr *proc, g int) error {
-		rng := rand.New(rand.NewPCG(uint64(pr.id), uint64(g)))
-		pe := paths[rng.IntN(len(paths))]
-		st := seats[pr.id]
-		req, err := http.NewRequestWithContext(ctx, pe.method, urls[st.ip]+pe.path, nil)
-		if err != nil {
+	bestof.Run(t, func(t *testing.T, use *bestof.Usage) {
+		sim := newBinanceSim(t, ip1, rls)
+		urls := map[string]string{"ip-1": sim.srv.URL, "ip-2": sim.listen(t)}
+		type seat struct{ ip, account string }
+		seats := []seat{
+			{"ip-1", "acct-a"}, {"ip-1", "acct-b"}, {"ip-1", "acct-c"},
+			{"ip-1", "acct-a"}, {"ip-1", "acct-b"}, {"ip-1", "acct-c"},
+			{"ip-2", "acct-a"}, {"ip-2", "acct-a"},
+		}
+		fleet := newFleetOf(t, ip1, ip1, ip1, ip1, ip1, ip1, ip2, ip2)
+		paths := []struct{ method, path string }{
+			{"POST", "/api/v3/order?symbol=BTCUSDT&side=BUY&type=LIMIT"},
+			{"POST", "/api/v3/order?symbol=ETHUSDT&side=SELL&type=LIMIT"},
+			{"GET", "/api/v3/depth?symbol=BTCUSDT&limit=100"},
+			{"GET", "/api/v3/depth?symbol=BTCUSDT&limit=500"},
+			{"GET", "/api/v3/klines?symbol=BTCUSDT&interval=1m"},
+		}
+		start := startAfterBoundary(time.Second)
+		stop := start.Add(3200 * time.Millisecond)
+		drive(t, fleet, 4, stop, func(ctx context.Context, pr *proc, g int) error {
+			rng := rand.New(rand.NewPCG(uint64(pr.id), uint64(g)))
+			pe := paths[rng.IntN(len(paths))]
+			st := seats[pr.id]
+			req, err := http.NewRequestWithContext(ctx, pe.method, urls[st.ip]+pe.path, nil)
+			if err != nil {
+				return err
+			}
+			req.Header.Set("X-MBX-APIKEY", st.account)
+			_, _, err = pr.do(req)
 			return err
-		}
-		req.Header.Set("X-MBX-APIKEY", st.account)
-		_, _, err = pr.do(req)
-		return err
-	})
+		})
 
-	hits := sim.log()
-	if n, m := countStatus(hits, http.StatusTooManyRequests), countStatus(hits, http.StatusTeapot); n+m > 0 {
-		sim.mu.Lock()
-		t.Logf("denied: %v", sim.denied)
-		sim.mu.Unlock()
-		t.Fatalf("simulator answered %d 429s and %d 418s", n, m)
-	}
-	host := map[string]string{}
-	for ip, u := range urls {
-		host[strings.TrimPrefix(u, "http://")] = ip
-	}
-	first, last := start.Unix()+1, stop.Unix()-1
-	type tally struct {
-		weight map[string]int // by IP
-		orders map[string]int // by IP and account: "ip-1 acct-a"
-	}
-	win := map[int64]*tally{}
-	for _, h := range hits {
-		w := h.at.Unix()
-		if h.status != http.StatusOK || w < first || w > last {
-			continue
+		hits := sim.log()
+		if n, m := countStatus(hits, http.StatusTooManyRequests), countStatus(hits, http.StatusTeapot); n+m > 0 {
+			sim.mu.Lock()
+			t.Logf("denied: %v", sim.denied)
+			sim.mu.Unlock()
+			t.Fatalf("simulator answered %d 429s and %d 418s", n, m)
 		}
-		if win[w] == nil {
-			win[w] = &tally{weight: map[string]int{}, orders: map[string]int{}}
+		host := map[string]string{}
+		for ip, u := range urls {
+			host[strings.TrimPrefix(u, "http://")] = ip
 		}
-		win[w].weight[host[h.ip]] += h.cost["weight-1m"]
-		if n := h.cost["orders-1m"]; n > 0 {
-			win[w].orders[host[h.ip]+" "+h.account] += n
+		first, last := start.Unix()+1, stop.Unix()-1
+		type tally struct {
+			weight map[string]int // by IP
+			orders map[string]int // by IP and account: "ip-1 acct-a"
 		}
-	}
-	var aMax, ip1OrdersMax, ip1WeightMax, bothWeightMax int
-	aFrom := map[string]bool{}
-	for w := first; w <= last; w++ {
-		x := win[w]
-		if x == nil {
-			t.Errorf("window %d: nothing answered", w)
-			continue
+		win := map[int64]*tally{}
+		for _, h := range hits {
+			w := h.at.Unix()
+			if h.status != http.StatusOK || w < first || w > last {
+				continue
+			}
+			if win[w] == nil {
+				win[w] = &tally{weight: map[string]int{}, orders: map[string]int{}}
+			}
+			win[w].weight[host[h.ip]] += h.cost["weight-1m"]
+			if n := h.cost["orders-1m"]; n > 0 {
+				win[w].orders[host[h.ip]+" "+h.account] += n
+			}
 		}
-		a1, a2 := x.orders["ip-1 acct-a"], x.orders["ip-2 acct-a"]
-		b, c := x.orders["ip-1 acct-b"], x.orders["ip-1 acct-c"]
-		t.Logf("window %d: weight ip-1 %d, ip-2 %d of 1200 each; orders A %d (ip-1) + %d (ip-2), B %d, C %d of %d each",
-			w, x.weight["ip-1"], x.weight["ip-2"], a1, a2, b, c, orderLimit)
-		aFrom["ip-1"] = aFrom["ip-1"] || a1 > 0
-		aFrom["ip-2"] = aFrom["ip-2"] || a2 > 0
-		aMax = max(aMax, a1+a2)
-		ip1OrdersMax = max(ip1OrdersMax, a1+b+c)
-		ip1WeightMax = max(ip1WeightMax, x.weight["ip-1"])
-		bothWeightMax = max(bothWeightMax, x.weight["ip-1"]+x.weight["ip-2"])
-	}
-	if !aFrom["ip-1"] || !aFrom["ip-2"] {
-		t.Errorf("account A placed orders from %v: want both IPs", aFrom)
-	}
-	if aMax < orderLimit {
-		t.Errorf("account A's busiest window: %d orders of %d: the workload did not press on its shared count", aMax, orderLimit)
-	}
-	if ip1OrdersMax <= orderLimit {
-		t.Errorf("IP 1's busiest window: %d orders, want more than one account's limit %d", ip1OrdersMax, orderLimit)
-	}
-	if ip1WeightMax < 1000 || bothWeightMax <= 1200 {
-		t.Errorf("busiest windows: IP 1 weight %d (want ≥ 1000), both IPs %d (want > 1200, one IP's limit)", ip1WeightMax, bothWeightMax)
-	}
+		var aMax, ip1OrdersMax, ip1WeightMax, bothWeightMax int
+		aFrom := map[string]bool{}
+		for w := first; w <= last; w++ {
+			x := win[w]
+			if x == nil {
+				use.Errorf("window %d: nothing answered", w)
+				continue
+			}
+			a1, a2 := x.orders["ip-1 acct-a"], x.orders["ip-2 acct-a"]
+			b, c := x.orders["ip-1 acct-b"], x.orders["ip-1 acct-c"]
+			t.Logf("window %d: weight ip-1 %d, ip-2 %d of 1200 each; orders A %d (ip-1) + %d (ip-2), B %d, C %d of %d each",
+				w, x.weight["ip-1"], x.weight["ip-2"], a1, a2, b, c, orderLimit)
+			aFrom["ip-1"] = aFrom["ip-1"] || a1 > 0
+			aFrom["ip-2"] = aFrom["ip-2"] || a2 > 0
+			aMax = max(aMax, a1+a2)
+			ip1OrdersMax = max(ip1OrdersMax, a1+b+c)
+			ip1WeightMax = max(ip1WeightMax, x.weight["ip-1"])
+			bothWeightMax = max(bothWeightMax, x.weight["ip-1"]+x.weight["ip-2"])
+		}
+		if !aFrom["ip-1"] || !aFrom["ip-2"] {
+			use.Errorf("account A placed orders from %v: want both IPs", aFrom)
+		}
+		if aMax < orderLimit {
+			use.Errorf("account A's busiest window: %d orders of %d: the workload did not press on its shared count", aMax, orderLimit)
+		}
+		if ip1OrdersMax <= orderLimit {
+			use.Errorf("IP 1's busiest window: %d orders, want more than one account's limit %d", ip1OrdersMax, orderLimit)
+		}
+		if ip1WeightMax < 1000 || bothWeightMax <= 1200 {
+			use.Errorf("busiest windows: IP 1 weight %d (want ≥ 1000), both IPs %d (want > 1200, one IP's limit)", ip1WeightMax, bothWeightMax)
+		}
+	})
 }
 
 // The IP option names the IP's instance of the quota; the accounts' quota is

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/internal/bestof"
 	"github.com/redquota/redquota/middleware"
 )
 
@@ -56,109 +57,111 @@ func TestBinanceOutsideClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim := newBinanceSim(t, p, rls)
-	// Window 0 may draw 429s: nothing is learned yet, and while 64 requests
-	// are on their way the headers cannot tell the outsider's units from the
-	// fleet's own in flight (the server has not counted those yet), so the
-	// fleet can grant past what the outsider left. Requests already on their
-	// way then land inside the 429's backoff: the simulator's three such
-	// violations would earn a 2-minute ban, and windows 1-10 would measure
-	// the ban instead of the reserve. The simulator bans no one here; any
-	// 429 from window 1 on fails the test all the same.
-	sim.banAfter = 1 << 30
-	fleet := newFleetOf(t, p, p, p, p)
-	warm(t, fleet, p, sim.srv.URL+"/warm", 16) // not under /api/: not charged
-	const windows = 10
-	const period = 2 * time.Second
-	start := startAfterBoundary(period).Truncate(period) // window 0's start
-	stop := start.Add((windows + 1) * period)
-	windowOf := func(at time.Time) int64 { return int64(at.Sub(start) / period) }
+	bestof.Run(t, func(t *testing.T, use *bestof.Usage) {
+		sim := newBinanceSim(t, p, rls)
+		// Window 0 may draw 429s: nothing is learned yet, and while 64 requests
+		// are on their way the headers cannot tell the outsider's units from the
+		// fleet's own in flight (the server has not counted those yet), so the
+		// fleet can grant past what the outsider left. Requests already on their
+		// way then land inside the 429's backoff: the simulator's three such
+		// violations would earn a 2-minute ban, and windows 1-10 would measure
+		// the ban instead of the reserve. The simulator bans no one here; any
+		// 429 from window 1 on fails the test all the same.
+		sim.banAfter = 1 << 30
+		fleet := newFleetOf(t, p, p, p, p)
+		warm(t, fleet, p, sim.srv.URL+"/warm", 16) // not under /api/: not charged
+		const windows = 10
+		const period = 2 * time.Second
+		start := startAfterBoundary(period).Truncate(period) // window 0's start
+		stop := start.Add((windows + 1) * period)
+		windowOf := func(at time.Time) int64 { return int64(at.Sub(start) / period) }
 
-	// The outsider: a plain client, 5 × 80 weight at each window's start.
-	outsider := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
-	var owg sync.WaitGroup
-	owg.Go(func() {
-		for w := range windows + 1 {
-			time.Sleep(time.Until(start.Add(time.Duration(w)*period + 2*time.Millisecond)))
-			var wg sync.WaitGroup
-			for range 5 {
-				wg.Go(func() {
-					resp, err := outsider.Get(sim.srv.URL + "/api/v3/ticker/24hr")
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					resp.Body.Close()
-				})
+		// The outsider: a plain client, 5 × 80 weight at each window's start.
+		outsider := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+		var owg sync.WaitGroup
+		owg.Go(func() {
+			for w := range windows + 1 {
+				time.Sleep(time.Until(start.Add(time.Duration(w)*period + 2*time.Millisecond)))
+				var wg sync.WaitGroup
+				for range 5 {
+					wg.Go(func() {
+						resp, err := outsider.Get(sim.srv.URL + "/api/v3/ticker/24hr")
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						resp.Body.Close()
+					})
+				}
+				wg.Wait()
 			}
-			wg.Wait()
-		}
-	})
+		})
 
-	paths := []string{
-		"/api/v3/ticker/price?symbol=BTCUSDT",
-		"/api/v3/klines?symbol=BTCUSDT&interval=1m",
-		"/api/v3/depth?symbol=BTCUSDT&limit=500",
-		"/api/v3/depth?symbol=BTCUSDT&limit=100",
-	}
-	time.Sleep(time.Until(start.Add(period / 3)))
-	drive(t, fleet, 16, stop, func(ctx context.Context, pr *proc, g int) error {
-		rng := rand.New(rand.NewPCG(uint64(pr.id), uint64(g)))
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, sim.srv.URL+paths[rng.IntN(len(paths))], nil)
-		if err != nil {
+		paths := []string{
+			"/api/v3/ticker/price?symbol=BTCUSDT",
+			"/api/v3/klines?symbol=BTCUSDT&interval=1m",
+			"/api/v3/depth?symbol=BTCUSDT&limit=500",
+			"/api/v3/depth?symbol=BTCUSDT&limit=100",
+		}
+		time.Sleep(time.Until(start.Add(period / 3)))
+		drive(t, fleet, 16, stop, func(ctx context.Context, pr *proc, g int) error {
+			rng := rand.New(rand.NewPCG(uint64(pr.id), uint64(g)))
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, sim.srv.URL+paths[rng.IntN(len(paths))], nil)
+			if err != nil {
+				return err
+			}
+			_, _, err = pr.do(req)
 			return err
-		}
-		_, _, err = pr.do(req)
-		return err
-	})
-	owg.Wait()
+		})
+		owg.Wait()
 
-	hits := sim.log()
-	const first = 1
-	type tally struct{ fleet, outside, refused int }
-	win := map[int64]*tally{}
-	banned := 0
-	for _, h := range hits {
-		w := windowOf(h.at)
-		if h.at.Before(start) {
-			continue // warming up
+		hits := sim.log()
+		const first = 1
+		type tally struct{ fleet, outside, refused int }
+		win := map[int64]*tally{}
+		banned := 0
+		for _, h := range hits {
+			w := windowOf(h.at)
+			if h.at.Before(start) {
+				continue // warming up
+			}
+			if win[w] == nil {
+				win[w] = &tally{}
+			}
+			x := win[w]
+			switch {
+			case h.status == http.StatusTeapot:
+				banned++
+			case h.status != http.StatusOK:
+				x.refused++
+			case h.cost["weight-1m"] == 80:
+				x.outside += 80
+			default:
+				x.fleet += h.cost["weight-1m"]
+			}
 		}
-		if win[w] == nil {
-			win[w] = &tally{}
+		accepted, refused := 0, 0
+		for w := int64(0); w < first+windows; w++ {
+			x := win[w]
+			if x == nil {
+				x = &tally{}
+			}
+			t.Logf("window %d: fleet %d + outsider %d = %d of 1200, %d refused", w, x.fleet, x.outside, x.fleet+x.outside, x.refused)
+			if w >= first {
+				accepted += x.fleet + x.outside
+				refused += x.refused
+			}
 		}
-		x := win[w]
-		switch {
-		case h.status == http.StatusTeapot:
-			banned++
-		case h.status != http.StatusOK:
-			x.refused++
-		case h.cost["weight-1m"] == 80:
-			x.outside += 80
-		default:
-			x.fleet += h.cost["weight-1m"]
+		share := float64(accepted) / float64(windows*1200)
+		t.Logf("windows 1-%d: %d 429s, %d 418s, %.1f%% of the weight accepted", windows, refused, banned, 100*share)
+		if refused+banned > 0 {
+			sim.mu.Lock()
+			t.Logf("denied: %v", sim.denied)
+			sim.mu.Unlock()
+			t.Errorf("after the first window the simulator answered %d 429s (and %d 418s in all), want 0", refused, banned)
 		}
-	}
-	accepted, refused := 0, 0
-	for w := int64(0); w < first+windows; w++ {
-		x := win[w]
-		if x == nil {
-			x = &tally{}
+		if share < 0.70 {
+			use.Errorf("%.1f%% of the allowed weight accepted over %d windows, want ≥ 70%%", 100*share, windows)
 		}
-		t.Logf("window %d: fleet %d + outsider %d = %d of 1200, %d refused", w, x.fleet, x.outside, x.fleet+x.outside, x.refused)
-		if w >= first {
-			accepted += x.fleet + x.outside
-			refused += x.refused
-		}
-	}
-	share := float64(accepted) / float64(windows*1200)
-	t.Logf("windows 1-%d: %d 429s, %d 418s, %.1f%% of the weight accepted", windows, refused, banned, 100*share)
-	if refused+banned > 0 {
-		sim.mu.Lock()
-		t.Logf("denied: %v", sim.denied)
-		sim.mu.Unlock()
-		t.Errorf("after the first window the simulator answered %d 429s (and %d 418s in all), want 0", refused, banned)
-	}
-	if share < 0.70 {
-		t.Errorf("%.1f%% of the allowed weight accepted over %d windows, want ≥ 70%%", 100*share, windows)
-	}
+	})
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/internal/bestof"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
@@ -414,72 +415,74 @@ func TestBinanceFleet(t *testing.T) {
 	if p.Options.WindowGuard != exchanges.DefaultBinanceWindowGuard {
 		t.Fatalf("window guard %s", p.Options.WindowGuard)
 	}
-	sim := newBinanceSim(t, p, rls)
-	fleet := newFleet(t, p)
-	paths := []struct{ method, path string }{
-		{"GET", "/api/v3/ping"},
-		{"GET", "/api/v3/ticker/price?symbol=BTCUSDT"},
-		{"GET", "/api/v3/klines?symbol=BTCUSDT&interval=1m"},
-		{"GET", "/api/v3/depth?symbol=BTCUSDT&limit=100"},
-		{"GET", "/api/v3/depth?symbol=BTCUSDT&limit=500"},
-		{"GET", "/api/v3/account"},
-		{"POST", "/api/v3/order?symbol=BTCUSDT&side=BUY&type=LIMIT"},
-		{"DELETE", "/api/v3/order?symbol=BTCUSDT&orderId=1"},
-		// Figures checked 2026-12-06, charged by the simulator from its own
-		// table (simDocumented).
-		{"GET", "/api/v3/myTrades?symbol=BTCUSDT&orderId=1"},
-		{"GET", "/api/v3/myTrades?symbol=BTCUSDT"},
-		{"GET", "/api/v3/openOrderList"},
-		{"GET", "/api/v3/orderList?orderListId=1"},
-		{"GET", "/api/v3/historicalBlockTrades?symbol=BTCUSDT&fromId=1"},
-		{"GET", "/api/v3/executionRules?symbol=BTCUSDT"},
-		{"PUT", "/api/v3/order/amend/keepPriority?symbol=BTCUSDT&orderId=1"},
-		{"POST", "/api/v3/orderList/opoco?symbol=BTCUSDT"},
-	}
-	start := startAfterBoundary(time.Second)
-	stop := start.Add(4200 * time.Millisecond)
-	drive(t, fleet, 6, stop, func(ctx context.Context, pr *proc, g int) error {
-		rng := rand.New(rand.NewPCG(uint64(pr.id), uint64(g)))
-		pe := paths[rng.IntN(len(paths))]
-		req, err := http.NewRequestWithContext(ctx, pe.method, sim.srv.URL+pe.path, nil)
-		if err != nil {
+	bestof.Run(t, func(t *testing.T, use *bestof.Usage) {
+		sim := newBinanceSim(t, p, rls)
+		fleet := newFleet(t, p)
+		paths := []struct{ method, path string }{
+			{"GET", "/api/v3/ping"},
+			{"GET", "/api/v3/ticker/price?symbol=BTCUSDT"},
+			{"GET", "/api/v3/klines?symbol=BTCUSDT&interval=1m"},
+			{"GET", "/api/v3/depth?symbol=BTCUSDT&limit=100"},
+			{"GET", "/api/v3/depth?symbol=BTCUSDT&limit=500"},
+			{"GET", "/api/v3/account"},
+			{"POST", "/api/v3/order?symbol=BTCUSDT&side=BUY&type=LIMIT"},
+			{"DELETE", "/api/v3/order?symbol=BTCUSDT&orderId=1"},
+			// Figures checked 2026-12-06, charged by the simulator from its own
+			// table (simDocumented).
+			{"GET", "/api/v3/myTrades?symbol=BTCUSDT&orderId=1"},
+			{"GET", "/api/v3/myTrades?symbol=BTCUSDT"},
+			{"GET", "/api/v3/openOrderList"},
+			{"GET", "/api/v3/orderList?orderListId=1"},
+			{"GET", "/api/v3/historicalBlockTrades?symbol=BTCUSDT&fromId=1"},
+			{"GET", "/api/v3/executionRules?symbol=BTCUSDT"},
+			{"PUT", "/api/v3/order/amend/keepPriority?symbol=BTCUSDT&orderId=1"},
+			{"POST", "/api/v3/orderList/opoco?symbol=BTCUSDT"},
+		}
+		start := startAfterBoundary(time.Second)
+		stop := start.Add(4200 * time.Millisecond)
+		drive(t, fleet, 6, stop, func(ctx context.Context, pr *proc, g int) error {
+			rng := rand.New(rand.NewPCG(uint64(pr.id), uint64(g)))
+			pe := paths[rng.IntN(len(paths))]
+			req, err := http.NewRequestWithContext(ctx, pe.method, sim.srv.URL+pe.path, nil)
+			if err != nil {
+				return err
+			}
+			req.Header.Set("X-MBX-APIKEY", "acct")
+			_, _, err = pr.do(req)
 			return err
-		}
-		req.Header.Set("X-MBX-APIKEY", "acct")
-		_, _, err = pr.do(req)
-		return err
-	})
+		})
 
-	hits := sim.log()
-	if n, m := countStatus(hits, http.StatusTooManyRequests), countStatus(hits, http.StatusTeapot); n+m > 0 {
-		sim.mu.Lock()
-		t.Logf("denied: %v", sim.denied)
-		sim.mu.Unlock()
-		t.Fatalf("simulator answered %d 429s and %d 418s", n, m)
-	}
-	// Whole windows inside the run; the first and last are partial.
-	first, last := start.Unix()+1, stop.Unix()-1
-	weight := map[int64]int{}
-	orders := 0
-	for _, h := range hits {
-		if w := h.at.Unix(); h.status == http.StatusOK && w >= first && w <= last {
-			weight[w] += h.cost["weight-1m"]
-			orders += h.cost["orders-1m"]
+		hits := sim.log()
+		if n, m := countStatus(hits, http.StatusTooManyRequests), countStatus(hits, http.StatusTeapot); n+m > 0 {
+			sim.mu.Lock()
+			t.Logf("denied: %v", sim.denied)
+			sim.mu.Unlock()
+			t.Fatalf("simulator answered %d 429s and %d 418s", n, m)
 		}
-	}
-	total := 0
-	for w := first; w <= last; w++ {
-		t.Logf("window %d: weight %d of 1200", w, weight[w])
-		total += weight[w]
-	}
-	share := float64(total) / float64(int(last-first+1)*1200)
-	t.Logf("Binance: %d requests, 0 429s, weight used %.1f%% over %d windows, %d orders", len(hits), 100*share, last-first+1, orders)
-	if share < 0.95 {
-		t.Errorf("used %.1f%% of the allowed weight, want ≥ 95%%", 100*share)
-	}
-	if orders == 0 {
-		t.Error("no order was placed: the workload did not exercise the ORDERS limits")
-	}
+		// Whole windows inside the run; the first and last are partial.
+		first, last := start.Unix()+1, stop.Unix()-1
+		weight := map[int64]int{}
+		orders := 0
+		for _, h := range hits {
+			if w := h.at.Unix(); h.status == http.StatusOK && w >= first && w <= last {
+				weight[w] += h.cost["weight-1m"]
+				orders += h.cost["orders-1m"]
+			}
+		}
+		total := 0
+		for w := first; w <= last; w++ {
+			t.Logf("window %d: weight %d of 1200", w, weight[w])
+			total += weight[w]
+		}
+		share := float64(total) / float64(int(last-first+1)*1200)
+		t.Logf("Binance: %d requests, 0 429s, weight used %.1f%% over %d windows, %d orders", len(hits), 100*share, last-first+1, orders)
+		if share < 0.95 {
+			use.Errorf("used %.1f%% of the allowed weight, want ≥ 95%%", 100*share)
+		}
+		if orders == 0 {
+			t.Error("no order was placed: the workload did not exercise the ORDERS limits")
+		}
+	})
 }
 
 // The preset's costs: weight by endpoint and parameters (the order book's by
@@ -1005,52 +1008,54 @@ func TestBinanceOrdersWeighNothing(t *testing.T) {
 		{RateLimitType: exchanges.BinanceOrders, Interval: "MINUTE", IntervalNum: 1, Limit: 100},
 	}
 	probe, _ := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{RateLimits: rls}, 1.0/60))
-	sim := newBinanceSim(t, probe, rls)
-	u, _ := url.Parse(sim.srv.URL)
-	p, err := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{Hosts: []string{u.Host}, RateLimits: rls}, 1.0/60))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fleet := newFleet(t, p)
-	paths := []struct{ method, path string }{
-		{"POST", "/api/v3/order?symbol=BTCUSDT&side=BUY&type=LIMIT"},
-		{"POST", "/api/v3/orderList/opo?symbol=BTCUSDT"},
-		{"POST", "/api/v3/orderList/opoco?symbol=BTCUSDT"},
-		{"DELETE", "/api/v3/order?symbol=BTCUSDT&orderId=1"},
-	}
-	start := startAfterBoundary(time.Second)
-	stop := start.Add(3200 * time.Millisecond)
-	drive(t, fleet, 4, stop, func(ctx context.Context, pr *proc, g int) error {
-		rng := rand.New(rand.NewPCG(uint64(pr.id), uint64(g)))
-		pe := paths[rng.IntN(len(paths))]
-		req, err := http.NewRequestWithContext(ctx, pe.method, sim.srv.URL+pe.path, nil)
+	bestof.Run(t, func(t *testing.T, use *bestof.Usage) {
+		sim := newBinanceSim(t, probe, rls)
+		u, _ := url.Parse(sim.srv.URL)
+		p, err := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{Hosts: []string{u.Host}, RateLimits: rls}, 1.0/60))
 		if err != nil {
+			t.Fatal(err)
+		}
+		fleet := newFleet(t, p)
+		paths := []struct{ method, path string }{
+			{"POST", "/api/v3/order?symbol=BTCUSDT&side=BUY&type=LIMIT"},
+			{"POST", "/api/v3/orderList/opo?symbol=BTCUSDT"},
+			{"POST", "/api/v3/orderList/opoco?symbol=BTCUSDT"},
+			{"DELETE", "/api/v3/order?symbol=BTCUSDT&orderId=1"},
+		}
+		start := startAfterBoundary(time.Second)
+		stop := start.Add(3200 * time.Millisecond)
+		drive(t, fleet, 4, stop, func(ctx context.Context, pr *proc, g int) error {
+			rng := rand.New(rand.NewPCG(uint64(pr.id), uint64(g)))
+			pe := paths[rng.IntN(len(paths))]
+			req, err := http.NewRequestWithContext(ctx, pe.method, sim.srv.URL+pe.path, nil)
+			if err != nil {
+				return err
+			}
+			req.Header.Set("X-MBX-APIKEY", "acct")
+			_, _, err = pr.do(req)
 			return err
+		})
+		hits := sim.log()
+		if n, m := countStatus(hits, http.StatusTooManyRequests), countStatus(hits, http.StatusTeapot); n+m > 0 {
+			sim.mu.Lock()
+			t.Logf("denied: %v", sim.denied)
+			sim.mu.Unlock()
+			t.Fatalf("simulator answered %d 429s and %d 418s", n, m)
 		}
-		req.Header.Set("X-MBX-APIKEY", "acct")
-		_, _, err = pr.do(req)
-		return err
+		first, last := start.Unix()+1, stop.Unix()-1
+		orders := map[int64]int{}
+		for _, h := range hits {
+			if w := h.at.Unix(); h.status == http.StatusOK && w >= first && w <= last {
+				orders[w] += h.cost["orders-1m"]
+			}
+		}
+		for w := first; w <= last; w++ {
+			t.Logf("window %d: %d orders of 100", w, orders[w])
+			if orders[w] < 90 {
+				use.Errorf("window %d: %d orders, want ≥ 90 of 100 (weight 10 a window must not limit orders)", w, orders[w])
+			}
+		}
 	})
-	hits := sim.log()
-	if n, m := countStatus(hits, http.StatusTooManyRequests), countStatus(hits, http.StatusTeapot); n+m > 0 {
-		sim.mu.Lock()
-		t.Logf("denied: %v", sim.denied)
-		sim.mu.Unlock()
-		t.Fatalf("simulator answered %d 429s and %d 418s", n, m)
-	}
-	first, last := start.Unix()+1, stop.Unix()-1
-	orders := map[int64]int{}
-	for _, h := range hits {
-		if w := h.at.Unix(); h.status == http.StatusOK && w >= first && w <= last {
-			orders[w] += h.cost["orders-1m"]
-		}
-	}
-	for w := first; w <= last; w++ {
-		t.Logf("window %d: %d orders of 100", w, orders[w])
-		if orders[w] < 90 {
-			t.Errorf("window %d: %d orders, want ≥ 90 of 100 (weight 10 a window must not limit orders)", w, orders[w])
-		}
-	}
 }
 
 // A -1015 refusal carries Retry-After since 2025-12-17 (rest-api.md,

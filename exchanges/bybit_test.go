@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/internal/bestof"
 	"github.com/redquota/redquota/internal/holdtest"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
@@ -166,32 +167,34 @@ func bybitOrder(ctx context.Context, base, uid, category string) (*http.Request,
 // endpoints) queue behind it (see Bybit's doc comment).
 func TestBybitFleetUID(t *testing.T) {
 	const scale = 20
-	sim := newBybitSim(t, scale)
-	p, err := exchanges.Bybit(exchanges.Scaled(exchanges.BybitOptions{Hosts: []string{"127.0.0.1"}, Guard: 500 * time.Millisecond}, scale))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fleet := newFleet(t, p)
-	warm(t, fleet, p, sim.srv.URL+"/warm", 3)
-	stop := time.Now().Add(22 * time.Second)
-	drive(t, fleet, 3, stop, func(ctx context.Context, pr *proc, g int) error {
-		req, err := bybitOrder(ctx, sim.srv.URL, "uid-a", "linear")
+	bestof.Run(t, func(t *testing.T, use *bestof.Usage) {
+		sim := newBybitSim(t, scale)
+		p, err := exchanges.Bybit(exchanges.Scaled(exchanges.BybitOptions{Hosts: []string{"127.0.0.1"}, Guard: 500 * time.Millisecond}, scale))
 		if err != nil {
-			return err
+			t.Fatal(err)
 		}
-		_, _, err = pr.do(req)
-		return err
-	})
-	hits := sim.log()
-	if n := refusals(hits); n != 0 {
-		for _, h := range hits {
-			if h.refused {
-				t.Logf("refused at %s: %s", h.at.Format("15:04:05.000"), h.key)
+		fleet := newFleet(t, p)
+		warm(t, fleet, p, sim.srv.URL+"/warm", 3)
+		stop := time.Now().Add(22 * time.Second)
+		drive(t, fleet, 3, stop, func(ctx context.Context, pr *proc, g int) error {
+			req, err := bybitOrder(ctx, sim.srv.URL, "uid-a", "linear")
+			if err != nil {
+				return err
 			}
+			_, _, err = pr.do(req)
+			return err
+		})
+		hits := sim.log()
+		if n := refusals(hits); n != 0 {
+			for _, h := range hits {
+				if h.refused {
+					t.Logf("refused at %s: %s", h.at.Format("15:04:05.000"), h.key)
+				}
+			}
+			t.Fatalf("simulator refused %d requests", n)
 		}
-		t.Fatalf("simulator refused %d requests", n)
-	}
-	assertUsed(t, hits, "uid-a POST /v5/order/create linear", 10, scale*time.Second, 0.95)
+		assertUsed(use, hits, "uid-a POST /v5/order/create linear", 10, scale*time.Second, 0.95)
+	})
 }
 
 // Eight processes read market data (the IP's limit only) for 22 seconds (two
@@ -204,34 +207,36 @@ func TestBybitFleetUID(t *testing.T) {
 // 60 requests stay under 5% of a window.
 func TestBybitFleetIP(t *testing.T) {
 	const scale = 4
-	sim := newBybitSim(t, scale)
-	sim.ip.n = 60
-	p, err := exchanges.Bybit(exchanges.Scaled(exchanges.BybitOptions{Hosts: []string{"127.0.0.1"}, Guard: 500 * time.Millisecond,
-		IP: limiter.Limit{Rate: 60, Period: 5 * time.Second}}, scale))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fleet := newFleet(t, p)
-	warm(t, fleet, p, sim.srv.URL+"/warm", 6)
-	stop := time.Now().Add(22 * time.Second)
-	drive(t, fleet, 6, stop, func(ctx context.Context, pr *proc, g int) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, sim.srv.URL+"/v5/market/tickers?category=linear&symbol=BTCUSDT", nil)
+	bestof.Run(t, func(t *testing.T, use *bestof.Usage) {
+		sim := newBybitSim(t, scale)
+		sim.ip.n = 60
+		p, err := exchanges.Bybit(exchanges.Scaled(exchanges.BybitOptions{Hosts: []string{"127.0.0.1"}, Guard: 500 * time.Millisecond,
+			IP: limiter.Limit{Rate: 60, Period: 5 * time.Second}}, scale))
 		if err != nil {
-			return err
+			t.Fatal(err)
 		}
-		_, _, err = pr.do(req)
-		return err
-	})
-	hits := sim.log()
-	if n := refusals(hits); n != 0 {
-		for _, h := range hits {
-			if h.refused {
-				t.Logf("refused at %s", h.at.Format("15:04:05.000"))
+		fleet := newFleet(t, p)
+		warm(t, fleet, p, sim.srv.URL+"/warm", 6)
+		stop := time.Now().Add(22 * time.Second)
+		drive(t, fleet, 6, stop, func(ctx context.Context, pr *proc, g int) error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, sim.srv.URL+"/v5/market/tickers?category=linear&symbol=BTCUSDT", nil)
+			if err != nil {
+				return err
 			}
+			_, _, err = pr.do(req)
+			return err
+		})
+		hits := sim.log()
+		if n := refusals(hits); n != 0 {
+			for _, h := range hits {
+				if h.refused {
+					t.Logf("refused at %s", h.at.Format("15:04:05.000"))
+				}
+			}
+			t.Fatalf("simulator refused %d requests (403)", n)
 		}
-		t.Fatalf("simulator refused %d requests (403)", n)
-	}
-	assertUsed(t, hits, "ip", 60, scale*5*time.Second, 0.95)
+		assertUsed(use, hits, "ip", 60, scale*5*time.Second, 0.95)
+	})
 }
 
 // A 10006 answer fills the UID's endpoint window in every process, and the

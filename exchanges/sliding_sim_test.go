@@ -61,7 +61,7 @@ func refusals(hits []windowHit) int {
 // assertUsed checks that the window key served at least share of what a
 // sliding window of n per period can serve between its first and last
 // request, n × (1 + span/period): the first window's n, then n per period.
-func assertUsed(t *testing.T, hits []windowHit, key string, n int, period time.Duration, share float64) {
+func assertUsed(t reporter, hits []windowHit, key string, n int, period time.Duration, share float64) {
 	t.Helper()
 	var at []time.Time
 	served := 0
@@ -102,4 +102,12 @@ func TestSlidingLog(t *testing.T) {
 			t.Errorf("step %d at %s: ok %v left %d, want %v %d", i, c.at, ok, left, c.ok, c.left)
 		}
 	}
+}
+
+// reporter is what a usage check reports through: a *testing.T, or a
+// *bestof.Usage.
+type reporter interface {
+	Helper()
+	Logf(format string, args ...any)
+	Errorf(format string, args ...any)
 }

@@ -123,6 +123,29 @@ func TestNewNilClient(t *testing.T) {
 	}
 }
 
+// A Failure that is none of the three policies is a configuration error:
+// every call returns ErrInvalid, Redis up or down, and nothing is written.
+// (Before, it failed closed silently: FailurePolicy(99) read as FailClosed.)
+func TestNewUnknownFailurePolicy(t *testing.T) {
+	ctx := context.Background()
+	mr, c := redistest.NewMini(t)
+	lim := New(c, Options{Failure: 99})
+	_, err := lim.Allow(ctx, Key("k", PerSecond(1)).Take(1))
+	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorContains(t, err, "policy(99)")
+	require.False(t, errors.Is(err, ErrUnavailable))
+	_, err = lim.Reserve(ctx, Key("k", PerSecond(1)).Take(1))
+	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorIs(t, lim.Wait(ctx, Key("k", PerSecond(1)).Take(1)), ErrInvalid)
+	_, err = lim.Hold(ctx, Quota{Name: "q", Limits: []NamedLimit{{"a", PerSecond(1)}}}, time.Second, "")
+	require.ErrorIs(t, err, ErrInvalid)
+	require.Empty(t, mr.Keys())
+	for _, p := range []FailurePolicy{FailClosed, FailOpen, FailLocal} {
+		_, err := New(c, Options{Failure: p}).Allow(ctx, Key("k", PerSecond(1)).Take(1))
+		require.NoError(t, err, "%v", p)
+	}
+}
+
 // A wrong or missing password is an authentication error, named as such,
 // returned whatever the failure policy (a configuration error is not an
 // outage to ride out), and no internal script name reaches the message.

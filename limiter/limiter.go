@@ -28,6 +28,8 @@ type Options struct {
 	// Prefix starts every key. Default "rq".
 	Prefix string
 	// Failure is the policy when Redis cannot be reached. Default FailClosed.
+	// A value that is none of the three policies makes every call of the
+	// Limiter return an error wrapping ErrInvalid.
 	Failure FailurePolicy
 	// LocalShare is the share of each limit the FailLocal fallback allows in this
 	// process, e.g. 1/number of processes. Default 0.1, which a value outside
@@ -158,6 +160,8 @@ type Limiter struct {
 // A nil client (or a nil *redis.Client, ...) gives a Limiter whose every call
 // returns an error wrapping ErrNilClient, whatever the failure policy: a
 // configuration error, reported rather than a panic at the first call.
+// Likewise a Failure that is not one of the three policies gives a Limiter
+// whose every call returns an error wrapping ErrInvalid.
 //
 // On a *redis.Client, *redis.ClusterClient or *redis.Ring, New installs (once
 // per client) a go-redis dial hook that only observes: when a dial fails,
@@ -166,7 +170,9 @@ type Limiter struct {
 // 100 ms apart by default). The cache shares the same hook.
 func New(client Client, opts Options) *Limiter {
 	if reach.IsNil(client) {
-		client = nilClient{}
+		client = failClient{ErrNilClient}
+	} else if err := badOptions(opts); err != nil {
+		client = failClient{err}
 	}
 	if opts.Prefix == "" {
 		opts.Prefix = "rq"

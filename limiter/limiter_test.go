@@ -286,14 +286,16 @@ func TestWaitDeadline(t *testing.T) {
 		if err := lim.Wait(context.Background(), Key("dl", limit).Take(1)); err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		start := time.Now()
 		err := lim.Wait(ctx, Key("dl", limit).Take(1))
 		if !errors.Is(err, ErrWouldExceedDeadline) {
 			t.Fatalf("got %v", err)
 		}
-		if time.Since(start) > 150*time.Millisecond { // returns at once, not at the deadline
+		// Returns at once, not at the deadline: a second of slack for one
+		// call on a loaded machine, a second short of the deadline.
+		if time.Since(start) > time.Second {
 			t.Fatalf("Wait slept %v before failing", time.Since(start))
 		}
 		// Nothing was charged: the next turn is still one minute after the first, not two.

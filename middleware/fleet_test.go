@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redquota/redquota/internal/bestof"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/middleware"
 )
@@ -43,93 +44,95 @@ import (
 // applied to the new window; see UsageParser).
 func TestFleetStaysUnderLimit(t *testing.T) {
 	const limit = 1200
-	ex := newExchange(t, time.Second, limit)
-	q := weightQuota(limit)
-	prefix := redistest.NewPrefix(t)
-	opts := middleware.Options{WindowGuard: 250 * time.Millisecond}
-	procs := []*proc{
-		newProc(t, "A", prefix, ex, q, opts, true),
-		newProc(t, "B", prefix, ex, q, opts, true),
-	}
-	paths := []string{"/api/v3/ping", "/api/v3/ticker/price", "/api/v3/depth?limit=100",
-		"/api/v3/depth?limit=500", "/api/v3/depth?limit=1000"}
-
-	// Start just after a window boundary. The first requests open their Redis
-	// and HTTP connections, which under -race can take over 100 ms: more than a
-	// guard sized for a warm connection, so a cold start near a window's end
-	// could land in the next window (see Options.WindowGuard). From the second
-	// window on, connections are warm.
-	now := time.Now()
-	time.Sleep(now.Truncate(time.Second).Add(time.Second + 5*time.Millisecond).Sub(now))
-	start := time.Now()
-	// At least two whole windows between start and stop.
-	stop := start.Add(3200 * time.Millisecond)
-	ctx, cancel := context.WithDeadline(context.Background(), stop)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for _, p := range procs {
-		for g := range 32 {
-			wg.Go(func() {
-				rng := rand.New(rand.NewPCG(uint64(g), uint64(len(p.name))))
-				for ctx.Err() == nil {
-					_, err := p.get(ctx, ex.URL()+paths[rng.IntN(len(paths))])
-					if err != nil {
-						if !expectedStop(err) {
-							errs <- err
-						}
-						return // no turn before the stop: this sender is done
-					}
-				}
-			})
+	bestof.Run(t, func(t *testing.T, use *bestof.Usage) {
+		ex := newExchange(t, time.Second, limit)
+		q := weightQuota(limit)
+		prefix := redistest.NewPrefix(t)
+		opts := middleware.Options{WindowGuard: 250 * time.Millisecond}
+		procs := []*proc{
+			newProc(t, "A", prefix, ex, q, opts, true),
+			newProc(t, "B", prefix, ex, q, opts, true),
 		}
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Errorf("unexpected error: %v", err)
-	}
+		paths := []string{"/api/v3/ping", "/api/v3/ticker/price", "/api/v3/depth?limit=100",
+			"/api/v3/depth?limit=500", "/api/v3/depth?limit=1000"}
 
-	hits := ex.log()
-	if n, m := count(hits, http.StatusTooManyRequests), count(hits, http.StatusTeapot); n+m > 0 {
-		for _, h := range hits {
-			if h.status != http.StatusOK {
-				t.Logf("%s: %d at %v into window %d (start %v)", h.proc, h.status,
-					h.at.Sub(time.Unix(h.window, 0)), h.window, start.Sub(time.Unix(start.Unix(), 0)))
-				break
+		// Start just after a window boundary. The first requests open their Redis
+		// and HTTP connections, which under -race can take over 100 ms: more than a
+		// guard sized for a warm connection, so a cold start near a window's end
+		// could land in the next window (see Options.WindowGuard). From the second
+		// window on, connections are warm.
+		now := time.Now()
+		time.Sleep(now.Truncate(time.Second).Add(time.Second + 5*time.Millisecond).Sub(now))
+		start := time.Now()
+		// At least two whole windows between start and stop.
+		stop := start.Add(3200 * time.Millisecond)
+		ctx, cancel := context.WithDeadline(context.Background(), stop)
+		defer cancel()
+		var wg sync.WaitGroup
+		errs := make(chan error, 64)
+		for _, p := range procs {
+			for g := range 32 {
+				wg.Go(func() {
+					rng := rand.New(rand.NewPCG(uint64(g), uint64(len(p.name))))
+					for ctx.Err() == nil {
+						_, err := p.get(ctx, ex.URL()+paths[rng.IntN(len(paths))])
+						if err != nil {
+							if !expectedStop(err) {
+								errs <- err
+							}
+							return // no turn before the stop: this sender is done
+						}
+					}
+				})
 			}
 		}
-		t.Fatalf("exchange answered %d 429s and %d 418s; stats A %+v B %+v", n, m, procs[0].tr.Stats(), procs[1].tr.Stats())
-	}
-	// Windows wholly inside the run: the first and last are partial.
-	first, last := start.Unix()+1, stop.Unix()-1
-	used := map[int64]int{}
-	byProc := map[string]int{}
-	for _, h := range hits {
-		if h.status == http.StatusOK && h.window >= first && h.window <= last {
-			used[h.window] += h.weight
-			byProc[h.proc] += h.weight
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("unexpected error: %v", err)
 		}
-	}
-	total := 0
-	for w := first; w <= last; w++ {
-		t.Logf("window %d: weight %d of %d", w, used[w], limit)
-		if used[w] > limit {
-			t.Errorf("window %d: exchange counted %d > %d", w, used[w], limit)
+
+		hits := ex.log()
+		if n, m := count(hits, http.StatusTooManyRequests), count(hits, http.StatusTeapot); n+m > 0 {
+			for _, h := range hits {
+				if h.status != http.StatusOK {
+					t.Logf("%s: %d at %v into window %d (start %v)", h.proc, h.status,
+						h.at.Sub(time.Unix(h.window, 0)), h.window, start.Sub(time.Unix(start.Unix(), 0)))
+					break
+				}
+			}
+			t.Fatalf("exchange answered %d 429s and %d 418s; stats A %+v B %+v", n, m, procs[0].tr.Stats(), procs[1].tr.Stats())
 		}
-		total += used[w]
-	}
-	share := float64(total) / float64(int(last-first+1)*limit)
-	t.Logf("used %.1f%% of the allowed weight over %d windows; by process %v; stats A %+v B %+v",
-		100*share, last-first+1, byProc, procs[0].tr.Stats(), procs[1].tr.Stats())
-	if share < 0.9 {
-		t.Errorf("used %.1f%% of the allowed weight, want ≥ 90%%", 100*share)
-	}
-	for _, p := range procs {
-		if byProc[p.name] == 0 {
-			t.Errorf("process %s sent nothing", p.name)
+		// Windows wholly inside the run: the first and last are partial.
+		first, last := start.Unix()+1, stop.Unix()-1
+		used := map[int64]int{}
+		byProc := map[string]int{}
+		for _, h := range hits {
+			if h.status == http.StatusOK && h.window >= first && h.window <= last {
+				used[h.window] += h.weight
+				byProc[h.proc] += h.weight
+			}
 		}
-	}
+		total := 0
+		for w := first; w <= last; w++ {
+			t.Logf("window %d: weight %d of %d", w, used[w], limit)
+			if used[w] > limit {
+				t.Errorf("window %d: exchange counted %d > %d", w, used[w], limit)
+			}
+			total += used[w]
+		}
+		share := float64(total) / float64(int(last-first+1)*limit)
+		t.Logf("used %.1f%% of the allowed weight over %d windows; by process %v; stats A %+v B %+v",
+			100*share, last-first+1, byProc, procs[0].tr.Stats(), procs[1].tr.Stats())
+		if share < 0.9 {
+			use.Errorf("used %.1f%% of the allowed weight, want ≥ 90%%", 100*share)
+		}
+		for _, p := range procs {
+			if byProc[p.name] == 0 {
+				use.Errorf("process %s sent nothing", p.name)
+			}
+		}
+	})
 }
 
 // A 429 with Retry-After: 2, answered to one request of one process, stops

@@ -45,7 +45,9 @@ func TestHoldEdgeNeverEarly(t *testing.T) {
 				holdKey.Store(fmt.Sprint(a[3]))
 			}
 		}})
-		other := limiter.New(b.Client, limiter.Options{Prefix: b.Prefix})
+		// Timeout: on a loaded machine a call may take longer than the
+		// default 250 ms (a run here failed so); this test is about holds.
+		other := limiter.New(b.Client, limiter.Options{Prefix: b.Prefix, Timeout: 10 * time.Second})
 
 		// The Transport's own client, whose script calls tell when the
 		// request is booked.
@@ -63,7 +65,7 @@ func TestHoldEdgeNeverEarly(t *testing.T) {
 				}
 			}
 		}})
-		lim := limiter.New(c, limiter.Options{Prefix: b.Prefix})
+		lim := limiter.New(c, limiter.Options{Prefix: b.Prefix, Timeout: 10 * time.Second})
 		var early, tight atomic.Int64 // arrivals before the hold's end; while its key lived (≤ 1 ms after)
 		srv := newServer(t, func(_ http.ResponseWriter, r *http.Request) {
 			arrived, err := b.Client.Time(ctx).Result()
