@@ -32,14 +32,20 @@ func TestWaitGivesBackOnFailedWake(t *testing.T) {
 	if err := rc.Ping(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	lim := New(rc, Options{Prefix: "wk", Timeout: 200 * time.Millisecond})
+	// Timeout: long enough for a loaded machine's calls (200 ms, as before,
+	// once failed the Reserve); the failed wake-up ends at once, with its
+	// connection, not at it.
+	lim := New(rc, Options{Prefix: "wk", Timeout: 5 * time.Second})
 	limit := Every(1, 200*time.Millisecond)
 	if r, err := lim.Allow(ctx, Key("k", limit).Take(1)); err != nil || !r.Allowed {
 		t.Fatalf("Allow: %+v %v", r, err)
 	}
 	rv, err := lim.Reserve(ctx, Key("k", limit).Take(1))
+	if err != nil {
+		t.Fatal(err)
+	}
 	turn := tenPast.Add(200 * time.Millisecond)
-	if err != nil || !rv.OK() || !rv.at().Equal(turn) {
+	if !rv.OK() || !rv.at().Equal(turn) {
 		t.Fatalf("Reserve: %v at %v, want a booking at %v", err, rv.at(), turn)
 	}
 	// From now on the proxy drops the wake-up's reply (an array whose first
@@ -59,8 +65,11 @@ func TestWaitGivesBackOnFailedWake(t *testing.T) {
 	if n, err := rv.Cancel(ctx); n != 0 || err != nil {
 		t.Fatalf("Cancel after the failed Wait gave back %d (%v): Wait should have", n, err)
 	}
-	next, err := New(c, Options{Prefix: "wk"}).Reserve(ctx, Key("k", limit).Take(1))
-	if err != nil || !next.OK() || !next.at().Equal(turn) {
+	next, err := New(c, Options{Prefix: "wk", Timeout: 5 * time.Second}).Reserve(ctx, Key("k", limit).Take(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !next.OK() || !next.at().Equal(turn) {
 		t.Fatalf("next Reserve at %v (%v), want %v: the unsent unit was not given back", next.at(), err, turn)
 	}
 }
