@@ -96,6 +96,19 @@ var binanceHosts = []string{
 // (stream.testnet.binance.vision) are not HTTP requests a Transport sees.
 var binanceTestnetHosts = []string{"testnet.binance.vision", "api1.testnet.binance.vision"}
 
+// binanceDemoHosts are Demo Mode's REST hosts, which a preset with the
+// default BinanceOptions.Hosts charges to quotas of their own, as the test
+// network's: demo-mode/general-info.md of binance-spot-api-docs at a5e0bc3
+// (Demo Mode since CHANGELOG.md 2026-01-29; checked 2026-12-07): REST API
+// "https://demo-api.binance.com/api" for api.binance.com and its clusters,
+// and "IP Limits, Unfilled Order Count, Exchange Filters are exactly the
+// same as the live exchange", so the same RateLimits. That Demo Mode counts
+// apart from the live exchange is this preset's reading: it is another
+// exchange (its own balances, prices and order books, same page), and the
+// page says nothing of shared counts. Its WebSocket API
+// (demo-ws-api.binance.com) is not an HTTP request a Transport sees.
+var binanceDemoHosts = []string{"demo-api.binance.com"}
+
 // BinanceOptions configure a Binance spot preset. The zero value gives
 // Binance's documented limits; each field documents its default.
 type BinanceOptions struct {
@@ -143,7 +156,8 @@ type BinanceOptions struct {
 	// the spot test network's (testnet.binance.vision,
 	// api1.testnet.binance.vision) charged to quotas of their own, named
 	// Quota and OrderQuota with "-testnet" appended (the test network counts
-	// apart).
+	// apart), and Demo Mode's (demo-api.binance.com) likewise, with "-demo"
+	// appended.
 	Hosts []string
 	// RateLimits are the limits, in exchangeInfo's terms. Default Binance
 	// spot's documented ones: REQUEST_WEIGHT 6000 per minute, RAW_REQUESTS
@@ -496,7 +510,7 @@ func Binance(opts BinanceOptions) (Preset, error) {
 	if opts.OrderQuota == "" {
 		opts.OrderQuota = defaultBinanceOrderQuota
 	}
-	testnet := len(opts.Hosts) == 0 // the default hosts: production and test network
+	testnet := len(opts.Hosts) == 0 // the default hosts: production, test network and Demo Mode
 	if testnet {
 		opts.Hosts = binanceHosts
 	}
@@ -519,7 +533,7 @@ func Binance(opts BinanceOptions) (Preset, error) {
 }
 
 // binancePreset is the preset of opts (whose defaults are set) on venue v,
-// with the spot test network's rule too when testnet.
+// with the spot test network's and Demo Mode's rules too when testnet.
 func binancePreset(exchange string, opts BinanceOptions, v binanceVenue, testnet bool) (Preset, error) {
 	if err := validateBinanceRateLimits(opts.RateLimits); err != nil {
 		return Preset{}, err
@@ -530,13 +544,18 @@ func binancePreset(exchange string, opts BinanceOptions, v binanceVenue, testnet
 	}
 	rules := []middleware.Rule{rule}
 	if testnet {
-		t := opts
-		t.Quota, t.OrderQuota, t.Hosts = opts.Quota+"-testnet", opts.OrderQuota+"-testnet", binanceTestnetHosts
-		tr, tq, err := binanceRule(t, v)
-		if err != nil {
-			return Preset{}, err
+		for _, apart := range []struct {
+			suffix string
+			hosts  []string
+		}{{"-testnet", binanceTestnetHosts}, {"-demo", binanceDemoHosts}} {
+			t := opts
+			t.Quota, t.OrderQuota, t.Hosts = opts.Quota+apart.suffix, opts.OrderQuota+apart.suffix, apart.hosts
+			tr, tq, err := binanceRule(t, v)
+			if err != nil {
+				return Preset{}, err
+			}
+			rules, quotas = append(rules, tr), append(quotas, tq...)
 		}
-		rules, quotas = append(rules, tr), append(quotas, tq...)
 	}
 	mo := opts.Middleware
 	if mo.WindowGuard == 0 {
