@@ -154,7 +154,9 @@ var binanceWSOnly = map[string]int{
 // (api) and WebSocket Streams (streams), charged to the same quotas as the
 // REST preset Binance(opts) builds: a WebSocket API request is charged its
 // REST endpoint's weight to the IP's quota (opts.Quota) and its orders to
-// its account's (opts.OrderQuota applied to the request's params.apiKey), so
+// its account's (opts.OrderQuota applied to the request's params.apiKey); a
+// method without a REST twin (session.logon, the User Data Stream
+// subscriptions) its documented weight, an unknown one opts.UnknownWeight; so
 // REST and WebSocket share one count of each in Redis. Build both from the
 // same opts.
 //
