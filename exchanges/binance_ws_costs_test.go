@@ -1,14 +1,24 @@
 package exchanges_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/redquota/redquota/exchanges"
+	"github.com/redquota/redquota/limiter"
+	"github.com/redquota/redquota/middleware"
+	"github.com/redquota/redquota/wsguard"
+	"github.com/redquota/redquota/wsguard/wscoder"
 )
 
 // binanceWSDocumented is what Binance's WebSocket API charges per method,
@@ -137,4 +147,93 @@ func TestBinanceWebSocketDocumentedCosts(t *testing.T) {
 		}
 		assert.Equal(t, d.orders, orders, "orders of %s", msg)
 	}
+}
+
+// Eight processes, two WebSocket API connections each, send methods the
+// preset did not price before 2026-12-07 (order.amend.keepPriority 4,
+// myFilters 40, session.status 2, blockTrades.historical 25) as fast as they
+// are let, against the simulator, which charges them their documented weight
+// (binanceWSSimCost) in the IP's weight window (600 a window of 3 s: a
+// minute scaled by 1/20). It must refuse none, and every whole window must
+// be used to at least 75% (the heaviest request is 40 of 600: a busy fleet
+// leaves at most 39 unused). With every method charged 1, as before, the
+// fleet sent ~600 requests a window and the simulator refused most.
+//
+// The window guard is a second, as in TestBinanceWebSocketAndRESTShareOrders
+// (a grant late in its window seen reaching the simulator in the next one on
+// the loaded two-core machine).
+func TestBinanceWebSocketWeightsFleet(t *testing.T) {
+	const weightLimit = 600
+	rls := []exchanges.BinanceRateLimit{
+		{RateLimitType: exchanges.BinanceRequestWeight, Interval: "MINUTE", IntervalNum: 1, Limit: weightLimit},
+		{RateLimitType: exchanges.BinanceRawRequests, Interval: "MINUTE", IntervalNum: 5, Limit: 61000},
+		{RateLimitType: exchanges.BinanceOrders, Interval: "MINUTE", IntervalNum: 1, Limit: 100},
+	}
+	const window = 3 * time.Second
+	probe, _ := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{RateLimits: rls}, 1.0/20))
+	rest := newBinanceSim(t, probe, rls)
+	u, _ := url.Parse(rest.srv.URL)
+	opts := exchanges.Scaled(exchanges.BinanceOptions{Hosts: []string{u.Host}, RateLimits: rls,
+		Middleware: middleware.Options{WindowGuard: time.Second}}, 1.0/20)
+	p, err := exchanges.Binance(opts)
+	require.NoError(t, err)
+	apiOpts, _, err := exchanges.BinanceWebSocket(opts)
+	require.NoError(t, err)
+	ws := newBinanceWSSim(t, rest, 5*time.Second)
+	wsURL := "ws" + strings.TrimPrefix(ws.srv.URL, "http") + "/ws-api/v3"
+	fleet := newFleet(t, p)
+	const senders = 2
+	conns := make([][]*wsguard.Conn, len(fleet))
+	for i, pr := range fleet {
+		g, err := wsguard.New(pr.lim, apiOpts)
+		require.NoError(t, err)
+		for range senders {
+			c, err := g.Dial(context.Background(), wscoder.Dial(wsURL, nil))
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = c.Close(1000, "") })
+			conns[i] = append(conns[i], c)
+		}
+	}
+	methods := []string{"order.amend.keepPriority", "myFilters", "session.status", "blockTrades.historical"}
+	var seq atomic.Int64
+	start := startAfterBoundary(window)
+	stop := start.Add(3*window + 200*time.Millisecond)
+	drive(t, fleet, senders, stop, func(ctx context.Context, pr *proc, g int) error {
+		n := seq.Add(1)
+		msg := fmt.Sprintf(`{"id":"w%d","method":%q,"params":{"symbol":"BTCUSDT","apiKey":"acct-a"}}`, n, methods[n%int64(len(methods))])
+		if err := conns[pr.id][g].Send(ctx, []byte(msg)); err != nil {
+			if errors.Is(err, limiter.ErrWouldExceedDeadline) {
+				return context.DeadlineExceeded // the run ends before its turn
+			}
+			return err
+		}
+		answer, err := conns[pr.id][g].Read(ctx)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(answer), `"status":200`) {
+			return fmt.Errorf("websocket answer %s", answer)
+		}
+		return nil
+	})
+
+	hits := rest.log()
+	if n := countStatus(hits, http.StatusTooManyRequests) + countStatus(hits, http.StatusTeapot); n > 0 || ws.refused.Load() > 0 {
+		rest.mu.Lock()
+		t.Logf("denied: %v", rest.denied)
+		rest.mu.Unlock()
+		t.Fatalf("simulator refused %d requests (%d on the WebSocket API)", n, ws.refused.Load())
+	}
+	first, last := start.UnixNano()/int64(window)+1, stop.UnixNano()/int64(window)-1
+	used := map[int64]int{}
+	for _, h := range hits {
+		if w := h.at.UnixNano() / int64(window); h.status == http.StatusOK && w >= first && w <= last {
+			used[w] += h.cost["weight-1m"]
+		}
+	}
+	for w := first; w <= last; w++ {
+		t.Logf("window %d: %d of %d weight", w, used[w], weightLimit)
+		assert.GreaterOrEqual(t, used[w], weightLimit*3/4, "window %d", w)
+	}
+	t.Logf("%d WebSocket answers, 0 refusals", ws.answered.Load())
 }
