@@ -156,8 +156,9 @@ func TestBinanceWebSocketDocumentedCosts(t *testing.T) {
 // (binanceWSSimCost) in the IP's weight window (600 a window of 3 s: a
 // minute scaled by 1/20). It must refuse none, and every whole window must
 // be used to at least 75% (the heaviest request is 40 of 600: a busy fleet
-// leaves at most 39 unused). With every method charged 1, as before, the
-// fleet sent ~600 requests a window and the simulator refused most.
+// leaves at most 39 unused). With the method table of before 2026-12-07
+// (these four charged 1 each) it failed: the simulator refused 16 requests,
+// every sender's first 429 (a sender stops at its first refusal).
 //
 // The window guard is a second, as in TestBinanceWebSocketAndRESTShareOrders
 // (a grant late in its window seen reaching the simulator in the next one on
