@@ -72,7 +72,7 @@ func binanceSAPIRule(opts BinanceOptions) (middleware.Rule, []limiter.Quota) {
 		PathPrefix: "/sapi/",
 		Quota:      ipQ,
 		Charges:    charges,
-		Usage:      []middleware.UsageParser{{Parse: sapiUsage{}.ParseUsage}},
+		Usage:      []middleware.UsageParser{{Parse: sapiUsage{}.ParseUsage}, binanceWAF(ipQ.Name, opts.timeScale)},
 	}
 	return rule, []limiter.Quota{ipQ, uidQ}
 }

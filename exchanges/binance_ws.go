@@ -170,7 +170,9 @@ var binanceWSOnly = map[string]int{
 // holds the quota that refused it (the account's for code -1015, else the
 // IP's) until its retryAfter; a 418 holds the IP's quota and the connection
 // quota until the ban ends; a close with code 1008 holds the connection
-// quota. Holds last at most opts.Middleware.MaxHold; the fallback is
+// quota; a 403 (the Web Application Firewall's IP ban) holds the IP's quota
+// for its retryAfter, else 5 minutes (see binanceWAFHold). Holds last at
+// most opts.Middleware.MaxHold; the fallback is
 // opts.Middleware.FallbackHold (default one second).
 //
 // A request without params.apiKey (a session logged on with session.logon)
@@ -273,7 +275,7 @@ func BinanceWebSocket(opts BinanceOptions) (api, streams wsguard.Options, err er
 				}
 				return nil
 			}
-			return binanceWSRefusal(s.Message, ip.Name, acct.Name, apiConn.Name)
+			return binanceWSRefusal(s.Message, ip.Name, acct.Name, apiConn.Name, scale(binanceWAFHold, opts.timeScale))
 		},
 		FallbackHold: fallback,
 		MaxHold:      opts.Middleware.MaxHold,
@@ -301,8 +303,10 @@ func BinanceWebSocket(opts BinanceOptions) (api, streams wsguard.Options, err er
 	return api, streams, nil
 }
 
-// binanceWSRefusal reads a WebSocket API answer with status 429 or 418.
-func binanceWSRefusal(msg []byte, ip, acct, conn string) []wsguard.Refusal {
+// binanceWSRefusal reads a WebSocket API answer with status 429, 418 or 403
+// (blocked by the Web Application Firewall: held waf without retryAfter, see
+// binanceWAFHold).
+func binanceWSRefusal(msg []byte, ip, acct, conn string, waf time.Duration) []wsguard.Refusal {
 	if !bytes.Contains(msg, []byte(`"status"`)) {
 		return nil // a stream event or user data event
 	}
@@ -317,7 +321,7 @@ func binanceWSRefusal(msg []byte, ip, acct, conn string) []wsguard.Refusal {
 			} `json:"data"`
 		} `json:"error"`
 	}
-	if json.Unmarshal(msg, &a) != nil || a.Status != http.StatusTooManyRequests && a.Status != http.StatusTeapot {
+	if json.Unmarshal(msg, &a) != nil || a.Status != http.StatusTooManyRequests && a.Status != http.StatusTeapot && a.Status != http.StatusForbidden {
 		return nil
 	}
 	id := string(bytes.Trim(a.ID, `"`))
@@ -332,6 +336,11 @@ func binanceWSRefusal(msg []byte, ip, acct, conn string) []wsguard.Refusal {
 		hold = max(hold, time.Millisecond)
 	}
 	switch {
+	case a.Status == http.StatusForbidden:
+		if hold == 0 {
+			hold = waf
+		}
+		return []wsguard.Refusal{{Quota: ip, ID: id, Hold: hold}}
 	case a.Status == http.StatusTeapot:
 		return []wsguard.Refusal{{Quota: ip, ID: id, Hold: hold}, {Quota: conn, Hold: hold}}
 	case a.Error.Code == -1015 && acct != "":
