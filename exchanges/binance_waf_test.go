@@ -101,3 +101,21 @@ func TestBinanceWebSocketWAF403(t *testing.T) {
 	require.Len(t, rf, 1)
 	assert.Equal(t, wsguard.Refusal{Quota: "binance", ID: "w2", Hold: time.Minute}, rf[0])
 }
+
+// A handshake answered 403 (the firewall's ban of the IP) holds what the next
+// attempt would charge: the IP's quota for the WebSocket API, the stream
+// connection quota for streams, for Retry-After or 5 minutes.
+func TestBinanceWebSocketHandshake403(t *testing.T) {
+	api, streams, err := exchanges.BinanceWebSocket(exchanges.BinanceOptions{})
+	require.NoError(t, err)
+	ban := &wsguard.HandshakeError{StatusCode: http.StatusForbidden, Header: http.Header{}}
+	assert.Equal(t, []wsguard.Refusal{{Quota: "binance", Hold: 5 * time.Minute}}, api.Refusals(wsguard.Signal{Handshake: ban}))
+	assert.Equal(t, []wsguard.Refusal{{Quota: "binance-stream-connections", Hold: 5 * time.Minute}}, streams.Refusals(wsguard.Signal{Handshake: ban}))
+	ban.Header.Set("Retry-After", "30")
+	assert.Equal(t, []wsguard.Refusal{{Quota: "binance", Hold: 30 * time.Second}}, api.Refusals(wsguard.Signal{Handshake: ban}))
+	// 429 and 418 are the guard's own handling; other statuses hold nothing.
+	for _, code := range []int{http.StatusTooManyRequests, http.StatusTeapot, http.StatusBadGateway} {
+		assert.Empty(t, api.Refusals(wsguard.Signal{Handshake: &wsguard.HandshakeError{StatusCode: code}}), "status %d", code)
+		assert.Empty(t, streams.Refusals(wsguard.Signal{Handshake: &wsguard.HandshakeError{StatusCode: code}}), "status %d", code)
+	}
+}

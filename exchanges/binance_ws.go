@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -171,7 +172,9 @@ var binanceWSOnly = map[string]int{
 // IP's) until its retryAfter; a 418 holds the IP's quota and the connection
 // quota until the ban ends; a close with code 1008 holds the connection
 // quota; a 403 (the Web Application Firewall's IP ban) holds the IP's quota
-// for its retryAfter, else 5 minutes (see binanceWAFHold). Holds last at
+// for its retryAfter, else 5 minutes (see binanceWAFHold), and a handshake
+// answered 403 the IP's quota (WebSocket API) or the stream connection
+// quota for its Retry-After, else 5 minutes. Holds last at
 // most opts.Middleware.MaxHold; the fallback is
 // opts.Middleware.FallbackHold (default one second).
 //
@@ -229,6 +232,19 @@ func BinanceWebSocket(opts BinanceOptions) (api, streams wsguard.Options, err er
 		fallback = scale(time.Second, opts.timeScale)
 	}
 	apiConn, streamConn := connQuota("-ws-connections"), connQuota("-stream-connections")
+	// A handshake answered 403 is the firewall's ban of the IP (see
+	// binanceWAFHold): quota is held for its Retry-After, else 5 minutes.
+	waf := scale(binanceWAFHold, opts.timeScale)
+	wafHandshake := func(h *wsguard.HandshakeError, quota string) []wsguard.Refusal {
+		if h.StatusCode != http.StatusForbidden {
+			return nil
+		}
+		hold := waf
+		if n, err := strconv.Atoi(strings.TrimSpace(h.Header.Get("Retry-After"))); err == nil && n > 0 {
+			hold = time.Duration(n) * time.Second
+		}
+		return []wsguard.Refusal{{Quota: quota, Hold: hold}}
+	}
 	unknown := max(opts.UnknownWeight, 1)
 	api = wsguard.Options{
 		Name: ip.Name + "-ws-api",
@@ -275,7 +291,10 @@ func BinanceWebSocket(opts BinanceOptions) (api, streams wsguard.Options, err er
 				}
 				return nil
 			}
-			return binanceWSRefusal(s.Message, ip.Name, acct.Name, apiConn.Name, scale(binanceWAFHold, opts.timeScale))
+			if s.Handshake != nil {
+				return wafHandshake(s.Handshake, ip.Name) // Connect charges the IP's weight
+			}
+			return binanceWSRefusal(s.Message, ip.Name, acct.Name, apiConn.Name, waf)
 		},
 		FallbackHold: fallback,
 		MaxHold:      opts.Middleware.MaxHold,
@@ -293,6 +312,9 @@ func BinanceWebSocket(opts BinanceOptions) (api, streams wsguard.Options, err er
 		Refusals: func(s wsguard.Signal) []wsguard.Refusal {
 			if s.Close != nil && s.Close.Code == closePolicyViolation {
 				return []wsguard.Refusal{{Quota: streamConn.Name}}
+			}
+			if s.Handshake != nil {
+				return wafHandshake(s.Handshake, streamConn.Name)
 			}
 			return nil
 		},
