@@ -75,9 +75,8 @@ const (
 // order.amend.keepPriority 4 (2025-04-25; still 4 when it succeeds,
 // 2026-04-02), orderList.place.opo 2 orders and .opoco 3 (2025-12-02),
 // orderList.cancel 0 when it succeeds (2026-03-27), myFilters 40
-// (2025-09-29), myTrades 5 with orderId (2025-04-07), and the queries of
-// order lists, prevented matches, allocations, commission rates and
-// amendments. The deprecated OCO, orderList.place, says "Unfilled Order
+// (2025-09-29), and the queries of order lists, prevented matches,
+// allocations, commission rates and amendments. The deprecated OCO, orderList.place, says "Unfilled Order
 // Count: 1" on web-socket-api.md while its REST twin POST /api/v3/order/oco
 // says 2 on rest-api.md: an OCO places two orders, so it is charged 2 (the
 // larger; never under Binance's count).
