@@ -73,6 +73,20 @@ const (
 	// scale in duration for repeat offenders, from 2 minutes to 3 days":
 	// https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits).
 	defaultBinanceBanHold = 2 * time.Minute
+	// binanceWAFHold is how long an HTTP 403 without Retry-After holds the
+	// IP's quota. rest-api.md (binance-spot-api-docs, changed 2025-12-09 in
+	// 63ee25b; web-socket-api.md "Status codes" likewise): "HTTP 403 return
+	// code is used when a WAF (Web Application Firewall) rule has been
+	// violated. This can indicate a rate limit violation or a security
+	// block", pointing to Binance's FAQ
+	// https://www.binance.com/en/support/faq/detail/360004492232 (last
+	// updated 2024-11-15, read 2026-12-07): "if you receive an HTTP 403
+	// error, you have broken a rule. Most likely, it will be a result of
+	// excessive requests within a duration of 5 minutes", "Web Application
+	// Firewall limitations will only be applied by IP. Usually, a WAF ban
+	// will have a duration of 5 minutes", "You must wait until the ban is
+	// over". Requests sent during it only prolong it.
+	binanceWAFHold = 5 * time.Minute
 )
 
 // binanceHosts are the spot REST hosts a Binance preset matches:
@@ -95,6 +109,19 @@ var binanceHosts = []string{
 // WebSocket API (ws-api.testnet.binance.vision) and streams
 // (stream.testnet.binance.vision) are not HTTP requests a Transport sees.
 var binanceTestnetHosts = []string{"testnet.binance.vision", "api1.testnet.binance.vision"}
+
+// binanceDemoHosts are Demo Mode's REST hosts, which a preset with the
+// default BinanceOptions.Hosts charges to quotas of their own, as the test
+// network's: demo-mode/general-info.md of binance-spot-api-docs at a5e0bc3
+// (Demo Mode since CHANGELOG.md 2026-01-29; checked 2026-12-07): REST API
+// "https://demo-api.binance.com/api" for api.binance.com and its clusters,
+// and "IP Limits, Unfilled Order Count, Exchange Filters are exactly the
+// same as the live exchange", so the same RateLimits. That Demo Mode counts
+// apart from the live exchange is this preset's reading: it is another
+// exchange (its own balances, prices and order books, same page), and the
+// page says nothing of shared counts. Its WebSocket API
+// (demo-ws-api.binance.com) is not an HTTP request a Transport sees.
+var binanceDemoHosts = []string{"demo-api.binance.com"}
 
 // BinanceOptions configure a Binance spot preset. The zero value gives
 // Binance's documented limits; each field documents its default.
@@ -143,7 +170,8 @@ type BinanceOptions struct {
 	// the spot test network's (testnet.binance.vision,
 	// api1.testnet.binance.vision) charged to quotas of their own, named
 	// Quota and OrderQuota with "-testnet" appended (the test network counts
-	// apart).
+	// apart), and Demo Mode's (demo-api.binance.com) likewise, with "-demo"
+	// appended.
 	Hosts []string
 	// RateLimits are the limits, in exchangeInfo's terms. Default Binance
 	// spot's documented ones: REQUEST_WEIGHT 6000 per minute, RAW_REQUESTS
@@ -459,7 +487,8 @@ func (p *binanceParams) load() {
 // to the clock, guarded by Middleware.WindowGuard. The X-MBX-USED-WEIGHT-*
 // and X-MBX-ORDER-COUNT-* headers are synced into the quota that counts them,
 // and 429/418 with Retry-After hold the IP's quota (the middleware's
-// handling).
+// handling); a 403, the Web Application Firewall's ban of the IP, holds the
+// IP's quota for its Retry-After, else 5 minutes (see binanceWAFHold).
 //
 // An order rejected for an ORDERS limit is answered 429 with error code
 // -1015, "Too many new orders; current limit is 100 orders per 10 SECOND."
@@ -496,7 +525,7 @@ func Binance(opts BinanceOptions) (Preset, error) {
 	if opts.OrderQuota == "" {
 		opts.OrderQuota = defaultBinanceOrderQuota
 	}
-	testnet := len(opts.Hosts) == 0 // the default hosts: production and test network
+	testnet := len(opts.Hosts) == 0 // the default hosts: production, test network and Demo Mode
 	if testnet {
 		opts.Hosts = binanceHosts
 	}
@@ -519,7 +548,7 @@ func Binance(opts BinanceOptions) (Preset, error) {
 }
 
 // binancePreset is the preset of opts (whose defaults are set) on venue v,
-// with the spot test network's rule too when testnet.
+// with the spot test network's and Demo Mode's rules too when testnet.
 func binancePreset(exchange string, opts BinanceOptions, v binanceVenue, testnet bool) (Preset, error) {
 	if err := validateBinanceRateLimits(opts.RateLimits); err != nil {
 		return Preset{}, err
@@ -530,13 +559,18 @@ func binancePreset(exchange string, opts BinanceOptions, v binanceVenue, testnet
 	}
 	rules := []middleware.Rule{rule}
 	if testnet {
-		t := opts
-		t.Quota, t.OrderQuota, t.Hosts = opts.Quota+"-testnet", opts.OrderQuota+"-testnet", binanceTestnetHosts
-		tr, tq, err := binanceRule(t, v)
-		if err != nil {
-			return Preset{}, err
+		for _, apart := range []struct {
+			suffix string
+			hosts  []string
+		}{{"-testnet", binanceTestnetHosts}, {"-demo", binanceDemoHosts}} {
+			t := opts
+			t.Quota, t.OrderQuota, t.Hosts = opts.Quota+apart.suffix, opts.OrderQuota+apart.suffix, apart.hosts
+			tr, tq, err := binanceRule(t, v)
+			if err != nil {
+				return Preset{}, err
+			}
+			rules, quotas = append(rules, tr), append(quotas, tq...)
 		}
-		rules, quotas = append(rules, tr), append(quotas, tq...)
 	}
 	mo := opts.Middleware
 	if mo.WindowGuard == 0 {
@@ -677,7 +711,7 @@ func binanceRule(opts BinanceOptions, v binanceVenue) (middleware.Rule, []limite
 		}
 		return append(cs, limiter.Charge{Quota: acct.For(id), Cost: oc}), nil
 	}
-	parsers := []middleware.UsageParser{{Parse: usage.ParseUsage}}
+	parsers := []middleware.UsageParser{{Parse: usage.ParseUsage}, binanceWAF(ip.Name, opts.timeScale)}
 	if len(orderLimits) > 0 {
 		parsers = append(parsers, middleware.UsageParser{Parse: binanceRefusal{quota: acct.Name, orders: orderLimits}.ParseUsage})
 	}
@@ -690,6 +724,23 @@ func binanceRule(opts BinanceOptions, v binanceVenue) (middleware.Rule, []limite
 		PeekBody:   maxErrorBody,
 	}
 	return rule, quotas, nil
+}
+
+// binanceWAF is the parser of Binance's HTTP 403, a ban of the IP by its
+// Web Application Firewall: it holds the IP's quota, named quota, for the
+// answer's Retry-After (seconds) when it has one, else binanceWAFHold
+// (scaled), whatever the body (see binanceWAFHold).
+func binanceWAF(quota string, timeScale float64) middleware.UsageParser {
+	return middleware.UsageParser{Parse: func(a *middleware.Answer) ([]middleware.Usage, error) {
+		if a.StatusCode != http.StatusForbidden {
+			return nil, nil
+		}
+		hold := scale(binanceWAFHold, timeScale)
+		if n, err := strconv.Atoi(strings.TrimSpace(a.Header.Get("Retry-After"))); err == nil && n > 0 {
+			hold = time.Duration(n) * time.Second
+		}
+		return []middleware.Usage{{Quota: quota, Hold: hold}}, nil
+	}}
 }
 
 // maxErrorBody is the most of an answer's body read for its error code.

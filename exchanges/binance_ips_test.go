@@ -167,9 +167,10 @@ func TestBinanceIPOption(t *testing.T) {
 	}
 }
 
-// With the default hosts, the spot test network's REST hosts are charged
-// too, to quotas of their own: a request to testnet.binance.vision spends
-// the test network's weight, not the production IP's.
+// With the default hosts, the spot test network's and Demo Mode's REST hosts
+// are charged too, to quotas of their own: a request to
+// testnet.binance.vision or demo-api.binance.com spends that environment's
+// weight, not the production IP's.
 func TestBinanceTestnetDefault(t *testing.T) {
 	_, rdb := newMiniLimiterClient(t)
 	lim := limiter.New(rdb, limiter.Options{})
@@ -188,6 +189,9 @@ func TestBinanceTestnetDefault(t *testing.T) {
 		"https://testnet.binance.vision/api/v3/depth?symbol=BTCUSDT&limit=5000",      // 250
 		"https://api1.testnet.binance.vision/api/v3/depth?symbol=BTCUSDT&limit=5000", // 250
 		"https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000",             // 50
+		// Demo Mode (demo-mode/general-info.md, since 2026-01-29): its own
+		// quotas, the live exchange's limits.
+		"https://demo-api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=500", // 25
 	} {
 		resp, err := c.Get(u)
 		if err != nil {
@@ -195,12 +199,12 @@ func TestBinanceTestnetDefault(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
-	if s := tr.Stats(); s.Sent != 3 || s.Unmatched != 0 {
+	if s := tr.Stats(); s.Sent != 4 || s.Unmatched != 0 {
 		t.Fatalf("%+v: want every request charged", s)
 	}
 	// What is left of each quota's weight: a denied call charges nothing,
 	// the last call of each takes exactly what is left.
-	left := map[string]int{"binance": 6000 - 50, "binance-testnet": 6000 - 500}
+	left := map[string]int{"binance": 6000 - 50, "binance-testnet": 6000 - 500, "binance-demo": 6000 - 25}
 	for _, q := range p.Quotas {
 		n, ok := left[q.Name]
 		if !ok {

@@ -16,7 +16,16 @@ import (
 // with IP limits contain the header X-SAPI-USED-IP-WEIGHT-1M … with UID
 // limits … X-SAPI-USED-UID-WEIGHT-1M" (Binance's developer forum, "Request
 // limit on the API endpoints", https://dev.binance.vision/t/request-limit-on-the-api-endpoints/9275,
-// read 2026-12-06). Which of the two an endpoint is measured by, and its
+// read 2026-12-06). Binance's own documentation says the same (checked
+// 2026-12-07): on /sapi/ "Each endpoint is marked as IP- or UID-limited,
+// with its own weight", "Each IP-limited endpoint has an independent 12,000
+// per minute; each UID-limited endpoint an independent 180,000 per minute",
+// header X-SAPI-USED-IP-WEIGHT-1M or X-SAPI-USED-UID-WEIGHT-1M, and over a
+// limit "always 429 — the 418 IP-ban escalation does not apply"
+// (https://developers.binance.com/zh-CN/docs/products/caas/basics/4.rate-limits,
+// English text, the table "/api/* and /sapi/* differ"). No page found lists
+// which endpoints are IP- and which UID-limited: which of the two an
+// endpoint is measured by, and its
 // weight, are stated per endpoint in Binance's documentation; this preset has
 // no table of them, so it charges every /sapi/ request to both: the IP's
 // window of that endpoint and the account's window of that endpoint (an
@@ -63,7 +72,7 @@ func binanceSAPIRule(opts BinanceOptions) (middleware.Rule, []limiter.Quota) {
 		PathPrefix: "/sapi/",
 		Quota:      ipQ,
 		Charges:    charges,
-		Usage:      []middleware.UsageParser{{Parse: sapiUsage{}.ParseUsage}},
+		Usage:      []middleware.UsageParser{{Parse: sapiUsage{}.ParseUsage}, binanceWAF(ipQ.Name, opts.timeScale)},
 	}
 	return rule, []limiter.Quota{ipQ, uidQ}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -64,45 +65,98 @@ const (
 // mirrors, whose weight and order count it has (web-socket-api.md, each
 // method's "Weight" and "Unfilled Order Count"; CHANGELOG.md 2022-12-15:
 // "WebSocket API and REST API are functionally equivalent").
+//
+// Checked method by method against web-socket-api.md of binance-spot-api-docs
+// at a5e0bc3 (2026-07-21) on 2026-12-07: the methods from
+// "executionRules" down were missing, so they were charged UnknownWeight and
+// no order. Each is there with its REST twin's weight and orders:
+// executionRules, referencePrice, referencePrice.calculation (CHANGELOG.md,
+// 2026-03-09), blockTrades.historical 25 (2026-05-06),
+// order.amend.keepPriority 4 (2025-04-25; still 4 when it succeeds,
+// 2026-04-02), orderList.place.opo 2 orders and .opoco 3 (2025-12-02),
+// orderList.cancel 0 when it succeeds (2026-03-27), myFilters 40
+// (2025-09-29), and the queries of order lists, prevented matches,
+// allocations, commission rates and amendments. The deprecated OCO, orderList.place, says "Unfilled Order
+// Count: 1" on web-socket-api.md while its REST twin POST /api/v3/order/oco
+// says 2 on rest-api.md: an OCO places two orders, so it is charged 2 (the
+// larger; never under Binance's count).
 var binanceWSMethods = map[string]string{
-	"ping":                      "GET /api/v3/ping",
-	"time":                      "GET /api/v3/time",
-	"exchangeInfo":              "GET /api/v3/exchangeInfo",
-	"depth":                     "GET /api/v3/depth",
-	"trades.recent":             "GET /api/v3/trades",
-	"trades.historical":         "GET /api/v3/historicalTrades",
-	"trades.aggregate":          "GET /api/v3/aggTrades",
-	"klines":                    "GET /api/v3/klines",
-	"uiKlines":                  "GET /api/v3/uiKlines",
-	"avgPrice":                  "GET /api/v3/avgPrice",
-	"ticker.24hr":               "GET /api/v3/ticker/24hr",
-	"ticker.tradingDay":         "GET /api/v3/ticker/tradingDay",
-	"ticker":                    "GET /api/v3/ticker",
-	"ticker.price":              "GET /api/v3/ticker/price",
-	"ticker.book":               "GET /api/v3/ticker/bookTicker",
-	"order.place":               "POST /api/v3/order",
-	"order.test":                "POST /api/v3/order/test",
-	"order.status":              "GET /api/v3/order",
-	"order.cancel":              "DELETE /api/v3/order",
-	"order.cancelReplace":       "POST /api/v3/order/cancelReplace",
-	"openOrders.status":         "GET /api/v3/openOrders",
-	"openOrders.cancelAll":      "DELETE /api/v3/openOrders",
-	"orderList.place.oco":       "POST /api/v3/orderList/oco",
-	"orderList.place.oto":       "POST /api/v3/orderList/oto",
-	"orderList.place.otoco":     "POST /api/v3/orderList/otoco",
-	"sor.order.place":           "POST /api/v3/sor/order",
-	"sor.order.test":            "POST /api/v3/sor/order/test",
-	"allOrders":                 "GET /api/v3/allOrders",
-	"account.status":            "GET /api/v3/account",
-	"myTrades":                  "GET /api/v3/myTrades",
-	"account.rateLimits.orders": "GET /api/v3/rateLimit/order",
+	"ping":                       "GET /api/v3/ping",
+	"time":                       "GET /api/v3/time",
+	"exchangeInfo":               "GET /api/v3/exchangeInfo",
+	"depth":                      "GET /api/v3/depth",
+	"trades.recent":              "GET /api/v3/trades",
+	"trades.historical":          "GET /api/v3/historicalTrades",
+	"trades.aggregate":           "GET /api/v3/aggTrades",
+	"klines":                     "GET /api/v3/klines",
+	"uiKlines":                   "GET /api/v3/uiKlines",
+	"avgPrice":                   "GET /api/v3/avgPrice",
+	"ticker.24hr":                "GET /api/v3/ticker/24hr",
+	"ticker.tradingDay":          "GET /api/v3/ticker/tradingDay",
+	"ticker":                     "GET /api/v3/ticker",
+	"ticker.price":               "GET /api/v3/ticker/price",
+	"ticker.book":                "GET /api/v3/ticker/bookTicker",
+	"order.place":                "POST /api/v3/order",
+	"order.test":                 "POST /api/v3/order/test",
+	"order.status":               "GET /api/v3/order",
+	"order.cancel":               "DELETE /api/v3/order",
+	"order.cancelReplace":        "POST /api/v3/order/cancelReplace",
+	"openOrders.status":          "GET /api/v3/openOrders",
+	"openOrders.cancelAll":       "DELETE /api/v3/openOrders",
+	"orderList.place.oco":        "POST /api/v3/orderList/oco",
+	"orderList.place.oto":        "POST /api/v3/orderList/oto",
+	"orderList.place.otoco":      "POST /api/v3/orderList/otoco",
+	"sor.order.place":            "POST /api/v3/sor/order",
+	"sor.order.test":             "POST /api/v3/sor/order/test",
+	"allOrders":                  "GET /api/v3/allOrders",
+	"account.status":             "GET /api/v3/account",
+	"myTrades":                   "GET /api/v3/myTrades",
+	"account.rateLimits.orders":  "GET /api/v3/rateLimit/order",
+	"executionRules":             "GET /api/v3/executionRules",
+	"referencePrice":             "GET /api/v3/referencePrice",
+	"referencePrice.calculation": "GET /api/v3/referencePrice/calculation",
+	"blockTrades.historical":     "GET /api/v3/historicalBlockTrades",
+	"order.amend.keepPriority":   "PUT /api/v3/order/amend/keepPriority",
+	"orderList.place":            "POST /api/v3/order/oco",
+	"orderList.place.opo":        "POST /api/v3/orderList/opo",
+	"orderList.place.opoco":      "POST /api/v3/orderList/opoco",
+	"orderList.cancel":           "DELETE /api/v3/orderList",
+	"orderList.status":           "GET /api/v3/orderList",
+	"openOrderLists.status":      "GET /api/v3/openOrderList",
+	"allOrderLists":              "GET /api/v3/allOrderList",
+	"myPreventedMatches":         "GET /api/v3/myPreventedMatches",
+	"myAllocations":              "GET /api/v3/myAllocations",
+	"account.commission":         "GET /api/v3/account/commission",
+	"order.amendments":           "GET /api/v3/order/amendments",
+	"myFilters":                  "GET /api/v3/myFilters",
+}
+
+// binanceWSOnly are the WebSocket API methods without a REST twin, and their
+// weight: session.logon, session.status and session.logout 2 each
+// ("Session Authentication" requests), and the User Data Stream
+// subscriptions, userDataStream.subscribe, .subscribe.signature,
+// .unsubscribe and session.subscriptions, 2 each (web-socket-api.md at
+// a5e0bc3, each method's "Weight"; the last three since CHANGELOG.md
+// 2025-08-12). userDataStream.start, .ping and .stop are gone since
+// 2026-02-20 (CHANGELOG.md, 2026-01-21): UnknownWeight, like any method not
+// listed. Checked 2026-12-07.
+var binanceWSOnly = map[string]int{
+	"session.logon":                      2,
+	"session.status":                     2,
+	"session.logout":                     2,
+	"userDataStream.subscribe":           2,
+	"userDataStream.subscribe.signature": 2,
+	"userDataStream.unsubscribe":         2,
+	"session.subscriptions":              2,
 }
 
 // BinanceWebSocket returns guard options for Binance spot's WebSocket API
 // (api) and WebSocket Streams (streams), charged to the same quotas as the
 // REST preset Binance(opts) builds: a WebSocket API request is charged its
 // REST endpoint's weight to the IP's quota (opts.Quota) and its orders to
-// its account's (opts.OrderQuota applied to the request's params.apiKey), so
+// its account's (opts.OrderQuota applied to the request's params.apiKey); a
+// method without a REST twin (session.logon, the User Data Stream
+// subscriptions) its documented weight, an unknown one opts.UnknownWeight; so
 // REST and WebSocket share one count of each in Redis. Build both from the
 // same opts.
 //
@@ -116,7 +170,11 @@ var binanceWSMethods = map[string]string{
 // holds the quota that refused it (the account's for code -1015, else the
 // IP's) until its retryAfter; a 418 holds the IP's quota and the connection
 // quota until the ban ends; a close with code 1008 holds the connection
-// quota. Holds last at most opts.Middleware.MaxHold; the fallback is
+// quota; a 403 (the Web Application Firewall's IP ban) holds the IP's quota
+// for its retryAfter, else 5 minutes (see binanceWAFHold), and a handshake
+// answered 403 the IP's quota (WebSocket API) or the stream connection
+// quota for its Retry-After, else 5 minutes. Holds last at
+// most opts.Middleware.MaxHold; the fallback is
 // opts.Middleware.FallbackHold (default one second).
 //
 // A request without params.apiKey (a session logged on with session.logon)
@@ -173,6 +231,19 @@ func BinanceWebSocket(opts BinanceOptions) (api, streams wsguard.Options, err er
 		fallback = scale(time.Second, opts.timeScale)
 	}
 	apiConn, streamConn := connQuota("-ws-connections"), connQuota("-stream-connections")
+	// A handshake answered 403 is the firewall's ban of the IP (see
+	// binanceWAFHold): quota is held for its Retry-After, else 5 minutes.
+	waf := scale(binanceWAFHold, opts.timeScale)
+	wafHandshake := func(h *wsguard.HandshakeError, quota string) []wsguard.Refusal {
+		if h.StatusCode != http.StatusForbidden {
+			return nil
+		}
+		hold := waf
+		if n, err := strconv.Atoi(strings.TrimSpace(h.Header.Get("Retry-After"))); err == nil && n > 0 {
+			hold = time.Duration(n) * time.Second
+		}
+		return []wsguard.Refusal{{Quota: quota, Hold: hold}}
+	}
 	unknown := max(opts.UnknownWeight, 1)
 	api = wsguard.Options{
 		Name: ip.Name + "-ws-api",
@@ -190,11 +261,14 @@ func BinanceWebSocket(opts BinanceOptions) (api, streams wsguard.Options, err er
 				return "", nil, fmt.Errorf("exchanges: binance websocket request: %w", err)
 			}
 			ps := wsParams(req.Params)
-			key := binanceWSMethods[strings.TrimPrefix(req.Method, "v3/")]
+			method := strings.TrimPrefix(req.Method, "v3/")
+			key := binanceWSMethods[method]
 			w, ok := opts.Weights[key]
 			if !ok {
 				if f, found := binanceWeights[key]; found {
 					w = f(ps)
+				} else if ws, found := binanceWSOnly[method]; found {
+					w = ws
 				} else {
 					w = unknown
 				}
@@ -216,7 +290,10 @@ func BinanceWebSocket(opts BinanceOptions) (api, streams wsguard.Options, err er
 				}
 				return nil
 			}
-			return binanceWSRefusal(s.Message, ip.Name, acct.Name, apiConn.Name)
+			if s.Handshake != nil {
+				return wafHandshake(s.Handshake, ip.Name) // Connect charges the IP's weight
+			}
+			return binanceWSRefusal(s.Message, ip.Name, acct.Name, apiConn.Name, waf)
 		},
 		FallbackHold: fallback,
 		MaxHold:      opts.Middleware.MaxHold,
@@ -235,6 +312,9 @@ func BinanceWebSocket(opts BinanceOptions) (api, streams wsguard.Options, err er
 			if s.Close != nil && s.Close.Code == closePolicyViolation {
 				return []wsguard.Refusal{{Quota: streamConn.Name}}
 			}
+			if s.Handshake != nil {
+				return wafHandshake(s.Handshake, streamConn.Name)
+			}
 			return nil
 		},
 		FallbackHold: fallback,
@@ -244,8 +324,10 @@ func BinanceWebSocket(opts BinanceOptions) (api, streams wsguard.Options, err er
 	return api, streams, nil
 }
 
-// binanceWSRefusal reads a WebSocket API answer with status 429 or 418.
-func binanceWSRefusal(msg []byte, ip, acct, conn string) []wsguard.Refusal {
+// binanceWSRefusal reads a WebSocket API answer with status 429, 418 or 403
+// (blocked by the Web Application Firewall: held waf without retryAfter, see
+// binanceWAFHold).
+func binanceWSRefusal(msg []byte, ip, acct, conn string, waf time.Duration) []wsguard.Refusal {
 	if !bytes.Contains(msg, []byte(`"status"`)) {
 		return nil // a stream event or user data event
 	}
@@ -260,7 +342,7 @@ func binanceWSRefusal(msg []byte, ip, acct, conn string) []wsguard.Refusal {
 			} `json:"data"`
 		} `json:"error"`
 	}
-	if json.Unmarshal(msg, &a) != nil || a.Status != http.StatusTooManyRequests && a.Status != http.StatusTeapot {
+	if json.Unmarshal(msg, &a) != nil || a.Status != http.StatusTooManyRequests && a.Status != http.StatusTeapot && a.Status != http.StatusForbidden {
 		return nil
 	}
 	id := string(bytes.Trim(a.ID, `"`))
@@ -275,6 +357,11 @@ func binanceWSRefusal(msg []byte, ip, acct, conn string) []wsguard.Refusal {
 		hold = max(hold, time.Millisecond)
 	}
 	switch {
+	case a.Status == http.StatusForbidden:
+		if hold == 0 {
+			hold = waf
+		}
+		return []wsguard.Refusal{{Quota: ip, ID: id, Hold: hold}}
 	case a.Status == http.StatusTeapot:
 		return []wsguard.Refusal{{Quota: ip, ID: id, Hold: hold}, {Quota: conn, Hold: hold}}
 	case a.Error.Code == -1015 && acct != "":

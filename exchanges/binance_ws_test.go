@@ -83,13 +83,10 @@ func (s *binanceWSSim) serve(w http.ResponseWriter, r *http.Request) {
 		if json.Unmarshal(msg, &req) != nil {
 			return
 		}
-		// Weights and order counts of the methods used, from web-socket-api.md:
-		// order.place weight 1, 1 order; depth by limit as REST's order book.
-		weight, orders := 1, 0
-		switch req.Method {
-		case "order.place":
-			orders = 1
-		case "depth":
+		// Weights and order counts of the methods used: the simulator's own
+		// table (binanceWSSimCost); depth by limit as REST's order book.
+		weight, orders := binanceWSSimCost(req.Method)
+		if req.Method == "depth" {
 			weight, _ = exchanges.BinanceWeight("GET", "/api/v3/depth", url.Values{"limit": {fmt.Sprint(req.Params.Limit)}})
 		}
 		s.rest.mu.Lock()
@@ -114,6 +111,28 @@ func (s *binanceWSSim) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// binanceWSSimCost is the weight and orders the simulator charges a
+// WebSocket API method whose cost does not depend on its parameters, written
+// from web-socket-api.md of binance-spot-api-docs at a5e0bc3 (each method's
+// "Weight" and "Unfilled Order Count"), with order.place's weight 0 when it
+// succeeds (CHANGELOG.md, entry of 2026-03-27), read 2026-12-07. A method not
+// listed weighs 1.
+func binanceWSSimCost(method string) (weight, orders int) {
+	switch method {
+	case "order.place":
+		return 0, 1
+	case "session.status", "session.logon", "session.logout", "userDataStream.subscribe":
+		return 2, 0
+	case "order.amend.keepPriority", "order.amendments", "orderList.status":
+		return 4, 0
+	case "blockTrades.historical", "trades.recent", "trades.historical":
+		return 25, 0
+	case "myFilters", "account.rateLimits.orders":
+		return 40, 0
+	}
+	return 1, 0
 }
 
 // chargeLocked counts a WebSocket API request (or a connection: weight 2) in

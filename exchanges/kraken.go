@@ -489,6 +489,16 @@ func krakenErrors(body []byte) []string {
 // 2026-04-20): the orders' own costs are an upper bound. A body this cannot
 // read (not JSON, no orders) is charged the maximum. Batches hold 2 to 15
 // orders to add and up to 50 to cancel (Kraken's API reference).
+//
+// Rechecked 2026-12-07: Kraken's own page is still cut at "Batch Add | +("
+// in every copy the search stores hold (docs.kraken.com/exchange/guides/general/ratelimits
+// and its .md twin, docs.kraken.com/api/docs/guides/spot-ratelimits). Two
+// third-party transcriptions of that page in public repositories give the
+// rows whole: "Batch Add | +(n/2)" (one adds "rounded up") and "Batch
+// Cancel" +(8×n) … +(1×n) by resting time, n the orders of the batch. The
+// cancel charge above is that (each order's age cost); the add charge, n,
+// is twice n/2 and stays, an upper bound, until Kraken's own text can be
+// read: a figure lowered on a transcription could overrun the counter.
 func krakenBatchCost(endpoint, contentType string, body []byte, book *krakenBook, opts KrakenOptions, most int) int {
 	var v struct {
 		Orders   []json.RawMessage `json:"orders"`
