@@ -366,6 +366,12 @@ func (c *Conn) send(ctx context.Context, msg []byte) error {
 	if c.msgs != nil {
 		if err := c.msgs.Wait(ctx); err != nil {
 			c.g.tel.count(ctx, opSend, resultNotSent)
+			if ctx.Err() == nil {
+				// rate's Wait fails on one message (≤ the burst) only when
+				// ctx ends or its turn would pass ctx's deadline, which its
+				// error does not say in a way errors.Is can see.
+				return fmt.Errorf("wsguard: message limit: %w: %w", limiter.ErrWouldExceedDeadline, err)
+			}
 			return fmt.Errorf("wsguard: %w", err)
 		}
 	}
