@@ -149,7 +149,8 @@ type Options struct {
 	// TELEMETRY_NAMES.md). Default: the global providers.
 	Telemetry telemetry.Providers
 	// OnError, when set, receives the problems that fail no call: a hold
-	// Redis refused, a signal naming a quota the connection was not charged.
+	// Redis refused, a signal naming a quota the connection was not charged
+	// or a request it has no charges of.
 	OnError func(error)
 }
 
@@ -474,15 +475,25 @@ func (c *Conn) Read(ctx context.Context) ([]byte, error) {
 	return msg, nil
 }
 
-// learn places the holds sig calls for.
+// learn places the holds sig calls for, then forgets the requests they
+// named (answered): only then, so that several refusals of one signal may
+// name the same request.
 func (c *Conn) learn(ctx context.Context, sig Signal) {
 	f := c.g.opts.Refusals
 	if f == nil {
 		return
 	}
-	for _, rf := range f(sig) {
+	rfs := f(sig)
+	for _, rf := range rfs {
 		c.hold(ctx, rf)
 	}
+	c.mu.Lock()
+	for _, rf := range rfs {
+		if rf.ID != "" {
+			delete(c.pending, rf.ID)
+		}
+	}
+	c.mu.Unlock()
 }
 
 // hold places rf's hold on each quota it names.
@@ -497,8 +508,11 @@ func (c *Conn) hold(ctx context.Context, rf Refusal) {
 	if rf.ID != "" {
 		c.mu.Lock()
 		cands = c.pending[rf.ID]
-		delete(c.pending, rf.ID)
 		c.mu.Unlock()
+		if len(cands) == 0 && rf.Quota == "" {
+			c.g.report(fmt.Errorf("wsguard: refusal names request %q, which this connection has no charges of (never priced, or forgotten): nothing held", rf.ID))
+			return
+		}
 	}
 	if rf.ID == "" || rf.Quota != "" {
 		cands = append(cands[:len(cands):len(cands)], o.Connect...)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redquota/redquota/internal/holdtest"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/wsguard"
 )
@@ -37,5 +38,76 @@ func TestSendLocalLimitPastDeadline(t *testing.T) {
 	}
 	if out, _ := s.written(); len(out) != 1 {
 		t.Fatalf("sent %d messages, want 1", len(out))
+	}
+}
+
+// Two refusals of one signal that name the same request (one per quota it
+// was charged: an exchange that refuses an order for its IP weight and its
+// account's order count at once) hold both quotas: the request's charges are
+// not forgotten after the first; a refusal naming a request the connection
+// has no charges for is reported, not dropped in silence.
+func TestRefusalsOfOneRequest(t *testing.T) {
+	ip := limiter.Quota{Name: "ip", Limits: []limiter.NamedLimit{{Name: "w", Limit: limiter.PerMinute(1000)}}}
+	acct := limiter.Quota{Name: "acct", Limits: []limiter.NamedLimit{{Name: "o", Limit: limiter.PerMinute(100)}}}
+	var errs []error
+	g, lim := newMiniGuard(t, wsguard.Options{
+		Charges: func(msg []byte) (string, []limiter.Charge, error) {
+			return string(msg), []limiter.Charge{
+				{Quota: ip, Cost: limiter.Cost{"w": 1}},
+				{Quota: acct.For("a1"), Cost: limiter.Cost{"o": 1}},
+			}, nil
+		},
+		Refusals: func(s wsguard.Signal) []wsguard.Refusal {
+			id := string(s.Message)
+			return []wsguard.Refusal{{Quota: "ip", ID: id, Hold: time.Hour}, {Quota: "acct", ID: id, Hold: time.Hour}}
+		},
+		OnError: func(err error) { errs = append(errs, err) },
+	})
+	s := newFakeSocket()
+	ctx := context.Background()
+	c, err := g.Dial(ctx, dialer(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Send(ctx, []byte("r1")); err != nil {
+		t.Fatal(err)
+	}
+	s.in <- []byte("r1")
+	if _, err := c.Read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	held := func(q limiter.Quota, key string) bool {
+		d, err := holdtest.Left(ctx, lim, q.Name, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d > 0
+	}
+	if !held(ip, "") || !held(acct, "a1") || len(errs) != 0 {
+		t.Fatalf("held: ip %v, acct a1 %v (errors %v); want both, no error", held(ip, ""), held(acct, "a1"), errs)
+	}
+}
+
+// A refusal that names only a request the connection has no charges for
+// (never priced, or forgotten) holds nothing it could name, and says so
+// through OnError instead of dropping the exchange's refusal in silence.
+func TestRefusalOfUnknownRequestReported(t *testing.T) {
+	var errs []error
+	g, _ := newMiniGuard(t, wsguard.Options{
+		Refusals: func(s wsguard.Signal) []wsguard.Refusal { return []wsguard.Refusal{{ID: "gone"}} },
+		OnError:  func(err error) { errs = append(errs, err) },
+	})
+	s := newFakeSocket()
+	ctx := context.Background()
+	c, err := g.Dial(ctx, dialer(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.in <- []byte("{}")
+	if _, err := c.Read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(errs) != 1 {
+		t.Fatalf("OnError got %v, want one error for the unknown request", errs)
 	}
 }
