@@ -67,8 +67,8 @@ type Signal struct {
 	Close *CloseError
 	// Handshake is a connection attempt the server refused; nil otherwise.
 	// Whatever Refusals says of it, a 429 or 418 answer holds
-	// Options.Connect's quotas for its Retry-After (in seconds or an HTTP
-	// date), or FallbackHold without one.
+	// Options.Connect's quotas for its Retry-After (in seconds, or an HTTP
+	// date measured from the answer's Date), or FallbackHold without one.
 	Handshake *HandshakeError
 }
 
@@ -242,7 +242,9 @@ func (c *Conn) refusedHandshake(ctx context.Context, err error) {
 }
 
 // retryAfter reads h's Retry-After, delay-seconds or an HTTP date; 0 when
-// it has none or it cannot be read.
+// it has none or it cannot be read. A date is measured from h's Date, the
+// server's clock, when that is a valid HTTP date (as package middleware
+// does: the server's clock and ours need not agree), else from now.
 func retryAfter(h http.Header, now time.Time) time.Duration {
 	v := strings.TrimSpace(h.Get("Retry-After"))
 	if v == "" {
@@ -252,6 +254,9 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 		return time.Duration(n) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil {
+		if d, err := http.ParseTime(strings.TrimSpace(h.Get("Date"))); err == nil {
+			now = d
+		}
 		return max(t.Sub(now), 0)
 	}
 	return 0

@@ -3,6 +3,7 @@ package wsguard_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"testing"
 	"time"
 
@@ -109,5 +110,33 @@ func TestRefusalOfUnknownRequestReported(t *testing.T) {
 	}
 	if len(errs) != 1 {
 		t.Fatalf("OnError got %v, want one error for the unknown request", errs)
+	}
+}
+
+// A handshake refused 429 with Retry-After as an HTTP date is measured from
+// the answer's Date, the server's clock (as package middleware reads it),
+// not from this host's: a server whose clock is an hour behind ours still
+// holds the connection quota for the minute it asked. (The hold left is
+// checked within (30 s, 60 s]: only a 30 s stall of the test could fail it.)
+func TestHandshakeRetryAfterDateFromServerClock(t *testing.T) {
+	conn := limiter.Quota{Name: "conn", Limits: []limiter.NamedLimit{{Name: "c", Limit: limiter.PerMinute(100)}}}
+	g, lim := newMiniGuard(t, wsguard.Options{Connect: []limiter.Charge{{Quota: conn, Cost: limiter.Cost{"c": 1}}}})
+	server := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	h := http.Header{}
+	h.Set("Date", server.Format(http.TimeFormat))
+	h.Set("Retry-After", server.Add(time.Minute).Format(http.TimeFormat))
+	ctx := context.Background()
+	_, err := g.Dial(ctx, func(context.Context) (wsguard.Socket, error) {
+		return nil, &wsguard.HandshakeError{StatusCode: http.StatusTooManyRequests, Header: h}
+	})
+	if !errors.As(err, new(*wsguard.HandshakeError)) {
+		t.Fatalf("dial: %v, want the handshake error", err)
+	}
+	left, err := holdtest.Left(ctx, lim, "conn", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left <= 30*time.Second || left > time.Minute {
+		t.Fatalf("hold left %v, want the minute Retry-After asked for, from the server's Date", left)
 	}
 }
