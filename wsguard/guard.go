@@ -201,6 +201,10 @@ type Conn struct {
 	dial func(context.Context) (Socket, error)
 	msgs *rate.Limiter // nil: no local limit
 
+	// wmu makes the Sends of several goroutines write one at a time: a
+	// Socket has one writer at a time.
+	wmu sync.Mutex
+
 	mu      sync.Mutex
 	sock    Socket
 	streams int
@@ -398,7 +402,10 @@ func (c *Conn) send(ctx context.Context, msg []byte) error {
 	if id != "" && len(cs) > 0 {
 		c.remember(id, cs)
 	}
-	if err := sock.Write(ctx, msg); err != nil {
+	c.wmu.Lock()
+	err = sock.Write(ctx, msg)
+	c.wmu.Unlock()
+	if err != nil {
 		c.g.tel.count(ctx, opSend, resultError)
 		return fmt.Errorf("wsguard: write: %w", err)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,5 +140,63 @@ func TestHandshakeRetryAfterDateFromServerClock(t *testing.T) {
 	}
 	if left <= 30*time.Second || left > time.Minute {
 		t.Fatalf("hold left %v, want the minute Retry-After asked for, from the server's Date", left)
+	}
+}
+
+// writeWatch is a Socket whose Write records how many writes overlap: the
+// first Write blocks until released, and tells when it has begun.
+type writeWatch struct {
+	*fakeSocket
+	in, most atomic.Int32
+	began    chan struct{}
+	release  chan struct{}
+	first    sync.Once
+}
+
+func (s *writeWatch) Write(ctx context.Context, msg []byte) error {
+	n := s.in.Add(1)
+	defer s.in.Add(-1)
+	for {
+		m := s.most.Load()
+		if n <= m || s.most.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	s.first.Do(func() {
+		close(s.began)
+		<-s.release
+	})
+	return s.fakeSocket.Write(ctx, msg)
+}
+
+// Send may be called by several goroutines, but a Socket is written by one
+// writer at a time (its contract: gorilla/websocket, for one, panics on
+// concurrent writes): two concurrent Sends never overlap in Write. The first
+// Write is held until the second Send has reached Write (the bug) or 200 ms
+// have passed; a correct guard passes whatever the timing.
+func TestSendWritesOneAtATime(t *testing.T) {
+	g, _ := newMiniGuard(t, wsguard.Options{})
+	s := &writeWatch{fakeSocket: newFakeSocket(), began: make(chan struct{}), release: make(chan struct{})}
+	ctx := context.Background()
+	c, err := g.Dial(ctx, func(context.Context) (wsguard.Socket, error) { return s, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- c.Send(ctx, []byte("a")) }()
+	<-s.began
+	go func() { errs <- c.Send(ctx, []byte("b")) }()
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for s.most.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	close(s.release)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := s.most.Load(); m != 1 {
+		t.Fatalf("%d writes overlapped, want 1 at a time", m)
 	}
 }
