@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -501,8 +502,12 @@ func (c *Conn) learn(ctx context.Context, sig Signal) {
 	}
 	c.mu.Lock()
 	for _, rf := range rfs {
-		if rf.ID != "" {
+		if _, ok := c.pending[rf.ID]; ok && rf.ID != "" {
 			delete(c.pending, rf.ID)
+			// order keeps exactly pending's ids: left here, an id used again
+			// would be listed twice, and its older place, aging out, would
+			// forget the newer request.
+			c.order = slices.DeleteFunc(c.order, func(id string) bool { return id == rf.ID })
 		}
 	}
 	c.mu.Unlock()
