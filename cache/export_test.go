@@ -43,3 +43,6 @@ const (
 	DefaultBreakerFailures = defaultBreakerFailures
 	DefaultBatch           = defaultBatch
 )
+
+// GlobMatch is globMatch: DeletePattern's matcher of a Redis glob.
+func GlobMatch(pattern, s string) bool { return globMatch(pattern, s) }

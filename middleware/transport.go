@@ -482,9 +482,10 @@ func (eof) Read([]byte) (int, error) { return 0, io.EOF }
 
 // backoff is the jittered delay before retry attempt+1.
 func (t *Transport) backoff(attempt int) time.Duration {
-	d := t.opts.RetryBackoff << min(attempt, 30)
-	if d <= 0 || d > t.opts.MaxRetryBackoff {
-		d = t.opts.MaxRetryBackoff
+	d := t.opts.MaxRetryBackoff
+	// Doubled only while it stays under the cap: a shift past int64 wraps.
+	if attempt < 63 && t.opts.RetryBackoff <= d>>attempt {
+		d = t.opts.RetryBackoff << attempt
 	}
 	return d/2 + rand.N(d/2+1)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,8 +68,8 @@ type Signal struct {
 	Close *CloseError
 	// Handshake is a connection attempt the server refused; nil otherwise.
 	// Whatever Refusals says of it, a 429 or 418 answer holds
-	// Options.Connect's quotas for its Retry-After (in seconds or an HTTP
-	// date), or FallbackHold without one.
+	// Options.Connect's quotas for its Retry-After (in seconds, or an HTTP
+	// date measured from the answer's Date), or FallbackHold without one.
 	Handshake *HandshakeError
 }
 
@@ -149,7 +150,8 @@ type Options struct {
 	// TELEMETRY_NAMES.md). Default: the global providers.
 	Telemetry telemetry.Providers
 	// OnError, when set, receives the problems that fail no call: a hold
-	// Redis refused, a signal naming a quota the connection was not charged.
+	// Redis refused, a signal naming a quota the connection was not charged
+	// or a request it has no charges of.
 	OnError func(error)
 }
 
@@ -200,6 +202,10 @@ type Conn struct {
 	dial func(context.Context) (Socket, error)
 	msgs *rate.Limiter // nil: no local limit
 
+	// wmu makes the Sends of several goroutines write one at a time: a
+	// Socket has one writer at a time.
+	wmu sync.Mutex
+
 	mu      sync.Mutex
 	sock    Socket
 	streams int
@@ -241,7 +247,9 @@ func (c *Conn) refusedHandshake(ctx context.Context, err error) {
 }
 
 // retryAfter reads h's Retry-After, delay-seconds or an HTTP date; 0 when
-// it has none or it cannot be read.
+// it has none or it cannot be read. A date is measured from h's Date, the
+// server's clock, when that is a valid HTTP date (as package middleware
+// does: the server's clock and ours need not agree), else from now.
 func retryAfter(h http.Header, now time.Time) time.Duration {
 	v := strings.TrimSpace(h.Get("Retry-After"))
 	if v == "" {
@@ -251,6 +259,9 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 		return time.Duration(n) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil {
+		if d, err := http.ParseTime(strings.TrimSpace(h.Get("Date"))); err == nil {
+			now = d
+		}
 		return max(t.Sub(now), 0)
 	}
 	return 0
@@ -366,6 +377,12 @@ func (c *Conn) send(ctx context.Context, msg []byte) error {
 	if c.msgs != nil {
 		if err := c.msgs.Wait(ctx); err != nil {
 			c.g.tel.count(ctx, opSend, resultNotSent)
+			if ctx.Err() == nil {
+				// rate's Wait fails on one message (≤ the burst) only when
+				// ctx ends or its turn would pass ctx's deadline, which its
+				// error does not say in a way errors.Is can see.
+				return fmt.Errorf("wsguard: message limit: %w: %w", limiter.ErrWouldExceedDeadline, err)
+			}
 			return fmt.Errorf("wsguard: %w", err)
 		}
 	}
@@ -386,7 +403,10 @@ func (c *Conn) send(ctx context.Context, msg []byte) error {
 	if id != "" && len(cs) > 0 {
 		c.remember(id, cs)
 	}
-	if err := sock.Write(ctx, msg); err != nil {
+	c.wmu.Lock()
+	err = sock.Write(ctx, msg)
+	c.wmu.Unlock()
+	if err != nil {
 		c.g.tel.count(ctx, opSend, resultError)
 		return fmt.Errorf("wsguard: write: %w", err)
 	}
@@ -468,15 +488,29 @@ func (c *Conn) Read(ctx context.Context) ([]byte, error) {
 	return msg, nil
 }
 
-// learn places the holds sig calls for.
+// learn places the holds sig calls for, then forgets the requests they
+// named (answered): only then, so that several refusals of one signal may
+// name the same request.
 func (c *Conn) learn(ctx context.Context, sig Signal) {
 	f := c.g.opts.Refusals
 	if f == nil {
 		return
 	}
-	for _, rf := range f(sig) {
+	rfs := f(sig)
+	for _, rf := range rfs {
 		c.hold(ctx, rf)
 	}
+	c.mu.Lock()
+	for _, rf := range rfs {
+		if _, ok := c.pending[rf.ID]; ok && rf.ID != "" {
+			delete(c.pending, rf.ID)
+			// order keeps exactly pending's ids: left here, an id used again
+			// would be listed twice, and its older place, aging out, would
+			// forget the newer request.
+			c.order = slices.DeleteFunc(c.order, func(id string) bool { return id == rf.ID })
+		}
+	}
+	c.mu.Unlock()
 }
 
 // hold places rf's hold on each quota it names.
@@ -491,8 +525,11 @@ func (c *Conn) hold(ctx context.Context, rf Refusal) {
 	if rf.ID != "" {
 		c.mu.Lock()
 		cands = c.pending[rf.ID]
-		delete(c.pending, rf.ID)
 		c.mu.Unlock()
+		if len(cands) == 0 && rf.Quota == "" {
+			c.g.report(fmt.Errorf("wsguard: refusal names request %q, which this connection has no charges of (never priced, or forgotten): nothing held", rf.ID))
+			return
+		}
 	}
 	if rf.ID == "" || rf.Quota != "" {
 		cands = append(cands[:len(cands):len(cands)], o.Connect...)

@@ -1,0 +1,202 @@
+package wsguard_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redquota/redquota/internal/holdtest"
+	"github.com/redquota/redquota/limiter"
+	"github.com/redquota/redquota/wsguard"
+)
+
+// A Send whose turn under the connection's local message limit would come
+// after ctx's deadline fails, unsent, with an error wrapping
+// limiter.ErrWouldExceedDeadline, as Send documents (and as a turn the
+// fleet's quotas refuse does); ctx itself has not ended. One message per
+// 1000 s with a burst of 1: the second message's turn is ~1000 s away, far
+// past the 10 s deadline however slow the machine.
+func TestSendLocalLimitPastDeadline(t *testing.T) {
+	g, _ := newMiniGuard(t, wsguard.Options{MessageRate: 0.001})
+	s := newFakeSocket()
+	c, err := g.Dial(context.Background(), dialer(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Send(context.Background(), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = c.Send(ctx, []byte("{}"))
+	if !errors.Is(err, limiter.ErrWouldExceedDeadline) {
+		t.Fatalf("second Send: %v, want an error wrapping limiter.ErrWouldExceedDeadline", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("Send waited for the deadline: %v", ctx.Err())
+	}
+	if out, _ := s.written(); len(out) != 1 {
+		t.Fatalf("sent %d messages, want 1", len(out))
+	}
+}
+
+// Two refusals of one signal that name the same request (one per quota it
+// was charged: an exchange that refuses an order for its IP weight and its
+// account's order count at once) hold both quotas: the request's charges are
+// not forgotten after the first; a refusal naming a request the connection
+// has no charges for is reported, not dropped in silence.
+func TestRefusalsOfOneRequest(t *testing.T) {
+	ip := limiter.Quota{Name: "ip", Limits: []limiter.NamedLimit{{Name: "w", Limit: limiter.PerMinute(1000)}}}
+	acct := limiter.Quota{Name: "acct", Limits: []limiter.NamedLimit{{Name: "o", Limit: limiter.PerMinute(100)}}}
+	var errs []error
+	g, lim := newMiniGuard(t, wsguard.Options{
+		Charges: func(msg []byte) (string, []limiter.Charge, error) {
+			return string(msg), []limiter.Charge{
+				{Quota: ip, Cost: limiter.Cost{"w": 1}},
+				{Quota: acct.For("a1"), Cost: limiter.Cost{"o": 1}},
+			}, nil
+		},
+		Refusals: func(s wsguard.Signal) []wsguard.Refusal {
+			id := string(s.Message)
+			return []wsguard.Refusal{{Quota: "ip", ID: id, Hold: time.Hour}, {Quota: "acct", ID: id, Hold: time.Hour}}
+		},
+		OnError: func(err error) { errs = append(errs, err) },
+	})
+	s := newFakeSocket()
+	ctx := context.Background()
+	c, err := g.Dial(ctx, dialer(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Send(ctx, []byte("r1")); err != nil {
+		t.Fatal(err)
+	}
+	s.in <- []byte("r1")
+	if _, err := c.Read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	held := func(q limiter.Quota, key string) bool {
+		d, err := holdtest.Left(ctx, lim, q.Name, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d > 0
+	}
+	if !held(ip, "") || !held(acct, "a1") || len(errs) != 0 {
+		t.Fatalf("held: ip %v, acct a1 %v (errors %v); want both, no error", held(ip, ""), held(acct, "a1"), errs)
+	}
+}
+
+// A refusal that names only a request the connection has no charges for
+// (never priced, or forgotten) holds nothing it could name, and says so
+// through OnError instead of dropping the exchange's refusal in silence.
+func TestRefusalOfUnknownRequestReported(t *testing.T) {
+	var errs []error
+	g, _ := newMiniGuard(t, wsguard.Options{
+		Refusals: func(s wsguard.Signal) []wsguard.Refusal { return []wsguard.Refusal{{ID: "gone"}} },
+		OnError:  func(err error) { errs = append(errs, err) },
+	})
+	s := newFakeSocket()
+	ctx := context.Background()
+	c, err := g.Dial(ctx, dialer(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.in <- []byte("{}")
+	if _, err := c.Read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(errs) != 1 {
+		t.Fatalf("OnError got %v, want one error for the unknown request", errs)
+	}
+}
+
+// A handshake refused 429 with Retry-After as an HTTP date is measured from
+// the answer's Date, the server's clock (as package middleware reads it),
+// not from this host's: a server whose clock is an hour behind ours still
+// holds the connection quota for the minute it asked. (The hold left is
+// checked within (30 s, 60 s]: only a 30 s stall of the test could fail it.)
+func TestHandshakeRetryAfterDateFromServerClock(t *testing.T) {
+	conn := limiter.Quota{Name: "conn", Limits: []limiter.NamedLimit{{Name: "c", Limit: limiter.PerMinute(100)}}}
+	g, lim := newMiniGuard(t, wsguard.Options{Connect: []limiter.Charge{{Quota: conn, Cost: limiter.Cost{"c": 1}}}})
+	server := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	h := http.Header{}
+	h.Set("Date", server.Format(http.TimeFormat))
+	h.Set("Retry-After", server.Add(time.Minute).Format(http.TimeFormat))
+	ctx := context.Background()
+	_, err := g.Dial(ctx, func(context.Context) (wsguard.Socket, error) {
+		return nil, &wsguard.HandshakeError{StatusCode: http.StatusTooManyRequests, Header: h}
+	})
+	if !errors.As(err, new(*wsguard.HandshakeError)) {
+		t.Fatalf("dial: %v, want the handshake error", err)
+	}
+	left, err := holdtest.Left(ctx, lim, "conn", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left <= 30*time.Second || left > time.Minute {
+		t.Fatalf("hold left %v, want the minute Retry-After asked for, from the server's Date", left)
+	}
+}
+
+// writeWatch is a Socket whose Write records how many writes overlap: the
+// first Write blocks until released, and tells when it has begun.
+type writeWatch struct {
+	*fakeSocket
+	in, most atomic.Int32
+	began    chan struct{}
+	release  chan struct{}
+	first    sync.Once
+}
+
+func (s *writeWatch) Write(ctx context.Context, msg []byte) error {
+	n := s.in.Add(1)
+	defer s.in.Add(-1)
+	for {
+		m := s.most.Load()
+		if n <= m || s.most.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	s.first.Do(func() {
+		close(s.began)
+		<-s.release
+	})
+	return s.fakeSocket.Write(ctx, msg)
+}
+
+// Send may be called by several goroutines, but a Socket is written by one
+// writer at a time (its contract: gorilla/websocket, for one, panics on
+// concurrent writes): two concurrent Sends never overlap in Write. The first
+// Write is held until the second Send has reached Write (the bug) or 200 ms
+// have passed; a correct guard passes whatever the timing.
+func TestSendWritesOneAtATime(t *testing.T) {
+	g, _ := newMiniGuard(t, wsguard.Options{})
+	s := &writeWatch{fakeSocket: newFakeSocket(), began: make(chan struct{}), release: make(chan struct{})}
+	ctx := context.Background()
+	c, err := g.Dial(ctx, func(context.Context) (wsguard.Socket, error) { return s, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- c.Send(ctx, []byte("a")) }()
+	<-s.began
+	go func() { errs <- c.Send(ctx, []byte("b")) }()
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for s.most.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	close(s.release)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := s.most.Load(); m != 1 {
+		t.Fatalf("%d writes overlapped, want 1 at a time", m)
+	}
+}
