@@ -62,6 +62,7 @@ func ExampleLimiter_Wait() {
 }
 
 // A quota charges several limits together, all or nothing, in one round trip.
+// The figures are an example's; package exchanges holds each exchange's own.
 func ExampleLimiter_Allow_quota() {
 	mr := miniredis.NewMiniRedis()
 	_ = mr.Start()
@@ -71,13 +72,13 @@ func ExampleLimiter_Allow_quota() {
 	ctx := context.Background()
 
 	lim := limiter.New(client, limiter.Options{})
-	binance := limiter.Quota{Name: "binance", Limits: []limiter.NamedLimit{
+	exchange := limiter.Quota{Name: "exchange", Limits: []limiter.NamedLimit{
 		{Name: "weight", Limit: limiter.Limit{Rate: 1200, Period: time.Minute, Algorithm: limiter.FixedWindow}},
 		{Name: "orders", Limit: limiter.Limit{Rate: 10, Period: 10 * time.Second, Algorithm: limiter.SlidingWindow}},
 	}}
-	r, _ := lim.Allow(ctx, limiter.Charge{Quota: binance, Cost: limiter.Cost{"weight": 1, "orders": 1}}) // place an order
+	r, _ := lim.Allow(ctx, limiter.Charge{Quota: exchange, Cost: limiter.Cost{"weight": 1, "orders": 1}}) // place an order
 	fmt.Println(r.Allowed, r.Limits[0].Remaining, r.Limits[1].Remaining)
-	r, _ = lim.Allow(ctx, limiter.Charge{Quota: binance, Cost: limiter.Cost{"weight": 1200}}) // more than is left this minute
+	r, _ = lim.Allow(ctx, limiter.Charge{Quota: exchange, Cost: limiter.Cost{"weight": 1200}}) // more than is left this minute
 	fmt.Println(r.Allowed, r.DeniedBy)
 	// Output:
 	// true 1199 9
