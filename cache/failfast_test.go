@@ -73,16 +73,31 @@ func TestFailFastSilent(t *testing.T) {
 	require.Less(t, el, time.Second)
 	el0 := el
 
-	// GetOrLoad: a Get, the load's own check and a Set, each bounded: about
-	// 3 × 50 ms. Without the bound each would wait out go-redis's 3 s read
-	// (and its retries), so 3 s still tells the two apart with room for a
-	// starved machine.
+	// GetOrLoad: its Get waits out the bound once; the load then skips its
+	// own lookup and the write, which would each wait for the silent Redis
+	// again (the call cost 3 × Timeout before: a market ticker read stalled
+	// 3 s with the default Timeout). Counted, not timed: each Redis call that
+	// timed out is one error.
+	errsBefore := errorCount(t, c)
 	start = time.Now()
 	v, err = cache.GetOrLoad(ctx, c, "k", time.Minute, func(context.Context) (int, error) { return 7, nil })
 	el = time.Since(start)
 	require.Equal(t, 7, v, "%v", err)
+	require.Equal(t, int64(1), errorCount(t, c)-errsBefore, "GetOrLoad waited on Redis more than once")
+	// Without the bound each call would wait out go-redis's 3 s read (and
+	// its retries), so 3 s still tells the two apart on a starved machine.
 	require.Less(t, el, 3*time.Second)
 	t.Logf("Get answered after %v, GetOrLoad after %v (Timeout %v)", el0, el, timeout)
+}
+
+// errorCount is c's count of failed Redis calls; Stats' own INFO, which the
+// silent Redis would not answer, is not sent (a cancelled context).
+func errorCount(t *testing.T, c *cache.Cache) int64 {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	st, _ := c.Stats(ctx)
+	return st.Errors
 }
 
 // New with a nil client gives a Cache whose every call returns ErrNilClient.

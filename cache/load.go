@@ -16,8 +16,10 @@ import (
 // again.
 //
 // Redis never fails the load path: a read error counts as a miss and an error,
-// and load is called; a write error after a successful load is counted, not
-// returned. An error from load is returned and nothing is stored. A loaded value
+// and load is called, its value returned without the second lookup or the
+// write (Redis has just failed: a Redis that never answers costs the call one
+// Options.Timeout, not three); a write error after a successful load is
+// counted, not returned. An error from load is returned and nothing is stored. A loaded value
 // the codec cannot encode, or larger than MaxValueSize, is returned together
 // with the error.
 //
@@ -83,10 +85,15 @@ func loadValue[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 		return zero, err // a caller that has given up starts no load
 	}
 	var v T
-	if found, _ := c.core.get(ctx, key, k, &v, true); found {
+	found, gerr := c.core.get(ctx, key, k, &v, true)
+	if found {
 		st.hit = true
 		return v, nil
 	}
+	// The read failed (Redis down or silent, the breaker open, not a value
+	// the codec cannot decode): the load's own lookup and its write would
+	// each wait for Redis again, so the load skips both.
+	down := gerr != nil && !errors.Is(gerr, ErrCodec)
 	f := c.core.join(k, ctx)
 	defer c.core.leave(k, f)
 	var loaded bool // written by this caller's flight, if it runs; read after its result
@@ -98,8 +105,10 @@ func loadValue[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 		}()
 		lctx := f.ctx
 		var v T
-		if found, _ := c.core.get(lctx, key, k, &v, false); found {
-			return v, nil
+		if !down {
+			if found, _ := c.core.get(lctx, key, k, &v, false); found {
+				return v, nil
+			}
 		}
 		c.core.loads.Add(1)
 		loaded = true
@@ -110,7 +119,7 @@ func loadValue[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 			return nil, err
 		}
 		data, err := c.core.encode(key, v)
-		if err != nil {
+		if err != nil || down {
 			return v, err
 		}
 		// A write error is counted by do; the loaded value stands.

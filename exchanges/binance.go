@@ -177,7 +177,10 @@ type BinanceOptions struct {
 	// spot's documented ones: REQUEST_WEIGHT 6000 per minute, RAW_REQUESTS
 	// 300000 per 5 minutes, ORDERS 100 per 10 seconds and 200000 per day
 	// (sources in defaultBinanceRateLimits' comment); BinanceFromExchangeInfo
-	// reads the exchange's own.
+	// reads the exchange's own. Set, they replace the defaults whole: a type
+	// left out is not counted (RateLimits with REQUEST_WEIGHT alone leaves
+	// RAW_REQUESTS and ORDERS unlimited, and Preset.Quotas without the
+	// accounts' quota).
 	RateLimits []BinanceRateLimit
 	// ExchangeInfo, when set, is a GET /api/v3/exchangeInfo document (GET
 	// /fapi/v1/exchangeInfo for BinanceFutures) whose rateLimits replace

@@ -15,9 +15,11 @@ import (
 // Preset is an exchange's rate limits ready for package middleware: the quotas
 // its requests are charged to, the rules that say what each request costs,
 // and the Transport options that suit the exchange. Build one with Binance,
-// Coinbase or Kraken; it is a value and safe to share.
+// BinanceFromExchangeInfo, BinanceFutures, Coinbase, Kraken, Bybit or OKX;
+// it is a value and safe to share.
 type Preset struct {
-	// Exchange names the exchange: "binance", "coinbase" or "kraken".
+	// Exchange names the exchange: "binance", "binance-futures", "coinbase",
+	// "kraken", "bybit" or "okx".
 	Exchange string
 	// Quotas are the quotas the rules charge, for inspection (Limiter.Allow,
 	// Reset). Some are templates applied to a key per request (Binance's

@@ -2,8 +2,12 @@ package limiter
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/redquota/redquota/internal/redistest"
 )
@@ -73,4 +77,66 @@ func TestCancelRestoresGCRAInQuota(t *testing.T) {
 	if r, _ := lim.Allow(ctx, Charge{Quota: q, Cost: Cost{"b": 1}}); r.Allowed {
 		t.Fatalf("Cancel gave b back more than it took: %+v", r)
 	}
+}
+
+// A reservation Cancel gave back cannot be waited for: Wait returns
+// ErrInvalid at once. Before, it slept until the booking's time and returned
+// nil, telling the caller its units were taken while nothing was charged: the
+// next Allow found them free. A Cancel while Wait sleeps ends the Wait the
+// same way. A booking that had come due when cancelled stays charged, and its
+// Wait succeeds. (The check is the Reservation's, whatever the algorithm:
+// GCRA's one unit an hour books each next unit an hour ahead, where a
+// clock-aligned window's next booking may be seconds away.)
+func TestWaitAfterCancel(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		lim := newLim(b, Options{})
+		for _, a := range []Algorithm{GCRA} {
+			q := Quota{Name: "wac-" + a.String(), Limits: []NamedLimit{{"a", Limit{Rate: 1, Period: time.Hour, Burst: 1, Algorithm: a}}}}
+			due, err := lim.Reserve(ctx, q.Take(1))
+			require.NoError(t, err)
+			require.Zero(t, due.Delay())
+			later, err := lim.Reserve(ctx, q.Take(1))
+			require.NoError(t, err)
+			require.Greater(t, later.Delay(), time.Minute, a)
+			n, err := later.Cancel(ctx)
+			require.NoError(t, err)
+			require.Equal(t, 1, n, a)
+			// A deadline so that a Wait that would sleep fails instead of hanging.
+			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			require.ErrorIs(t, later.Wait(dctx), ErrInvalid, "%v: Wait after Cancel", a)
+			cancel()
+
+			n, err = due.Cancel(ctx)
+			require.NoError(t, err)
+			require.Zero(t, n, "%v: a booking due at once is not given back", a)
+			require.NoError(t, due.Wait(ctx), "%v: its units stay charged", a)
+			res, err := lim.Allow(ctx, q.Take(1))
+			require.NoError(t, err)
+			require.False(t, res.Allowed, "%v: the due booking still holds the only unit", a)
+
+			// Cancel from another goroutine while Wait sleeps.
+			sleeping, err := lim.Reserve(ctx, q.Take(1))
+			require.NoError(t, err)
+			require.Greater(t, sleeping.Delay(), time.Minute, a)
+			var wg sync.WaitGroup
+			var werr error
+			wg.Add(1)
+			// No deadline (Wait would refuse an hour's sleep at once), but
+			// cancelled after 10 s so that a Wait the Cancel does not end
+			// fails instead of hanging.
+			wctx, stop := context.WithCancel(ctx)
+			defer stop()
+			defer time.AfterFunc(10*time.Second, stop).Stop()
+			go func() { defer wg.Done(); werr = sleeping.Wait(wctx) }()
+			// Wait has an hour to sleep: it ends only through the Cancel. The
+			// pause lets it reach its sleep first (either order must end so).
+			time.Sleep(20 * time.Millisecond)
+			n, err = sleeping.Cancel(ctx)
+			require.NoError(t, err)
+			require.Equal(t, 1, n, a)
+			wg.Wait()
+			require.True(t, errors.Is(werr, ErrInvalid), "%v: Wait during a Cancel: %v", a, werr)
+		}
+	})
 }

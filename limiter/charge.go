@@ -34,6 +34,9 @@ import (
 // lim.Allow(ctx, limiter.Key(key, limit).Take(n)) takes n units of limit
 // under key (Charge{Quota: Key(key, limit)}: one unit). That single-key
 // decision is one short script call.
+//
+// A ctx already cancelled or past its deadline takes nothing: its error is
+// returned, and nothing is sent to Redis.
 func (l *Limiter) Allow(ctx context.Context, charges ...Charge) (Result, error) {
 	if len(charges) == 1 && charges[0].plain() {
 		return l.allowKey(ctx, charges[0])
@@ -42,6 +45,9 @@ func (l *Limiter) Allow(ctx context.Context, charges ...Charge) (Result, error) 
 	ps, err := l.plans(&p, charges)
 	if err != nil {
 		return Result{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Result{}, err // the caller has gone: charge nothing
 	}
 	if ps == nil {
 		return l.allowPlan(ctx, &p)
@@ -62,6 +68,9 @@ func (l *Limiter) allowKey(ctx context.Context, c Charge) (Result, error) {
 	limit, _ := c.Quota.keyLimit()
 	if err := l.single(&p, c.Quota.Name, limit, c.each()); err != nil {
 		return Result{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Result{}, err // the caller has gone: charge nothing
 	}
 	ctx, span := l.start(ctx, spanAllow, kindSingle, &p)
 	var r reply
@@ -99,7 +108,9 @@ func (l *Limiter) allowPlan(ctx context.Context, p *plan) (Result, error) {
 // When the charges would fit only after ctx's deadline, nothing is charged
 // and the error wraps ErrWouldExceedDeadline; the reservation returned with
 // it is not OK and tells, through Delay and Result, when they would have
-// fitted.
+// fitted. On any other error the reservation is nil. A ctx already cancelled
+// or past its deadline books nothing: its error is returned, and nothing is
+// sent to Redis.
 func (l *Limiter) Reserve(ctx context.Context, charges ...Charge) (*Reservation, error) {
 	p := new(plan)
 	if len(charges) == 1 && charges[0].plain() {
@@ -108,11 +119,17 @@ func (l *Limiter) Reserve(ctx context.Context, charges ...Charge) (*Reservation,
 		if err := l.single(p, c.Quota.Name, limit, c.each()); err != nil {
 			return nil, err
 		}
+		if err := ctx.Err(); err != nil {
+			return nil, err // the caller has gone: book nothing
+		}
 		return l.reserveSpan(ctx, p)
 	}
 	ps, err := l.plans(p, charges)
 	if err != nil {
 		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // the caller has gone: book nothing
 	}
 	if ps == nil {
 		return l.reserveSpan(ctx, p)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/internal/script"
 )
@@ -293,4 +295,54 @@ func TestAllowAllAcrossNodeClocks(t *testing.T) {
 			t.Fatalf("call %d: %+v %v", i, r, err)
 		}
 	}
+}
+
+// A caller whose context is already done (a request its client gave up on)
+// gets ctx's error from Allow and Reserve and is charged nothing, as from
+// Wait: before, Allow and Reserve of a cancelled context were sent and
+// charged (go-redis only looks at a context's deadline), so the units went
+// to a caller that would never use them.
+func TestDoneContextChargesNothing(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		bg := context.Background()
+		lim := newLim(b, Options{})
+		key := Key("k", PerMinute(2))
+		q := Quota{Name: "q", Limits: []NamedLimit{{"a", PerMinute(2)}, {"b", Limit{Rate: 2, Period: time.Minute, Algorithm: FixedWindow}}}}
+		other := Quota{Name: "other", Group: "g2", Limits: []NamedLimit{{"a", PerMinute(2)}}}
+		// A warm connection: a dial would see the cancelled context.
+		_, err := lim.Allow(bg, Key("warm", PerMinute(2)).Take(1))
+		require.NoError(t, err)
+		cancelled, cancel := context.WithCancel(bg)
+		cancel()
+		expired, cancel2 := context.WithDeadline(bg, time.Now().Add(-time.Second))
+		defer cancel2()
+		calls := map[string][]Charge{
+			"key":    {key.Take(1)},
+			"quota":  {q.Take(1)},
+			"groups": {q.Take(1), other.Take(1)},
+		}
+		for _, done := range []context.Context{cancelled, expired} {
+			for name, cs := range calls {
+				_, err := lim.Allow(done, cs...)
+				require.ErrorIs(t, err, done.Err(), "Allow %s", name)
+				r, err := lim.Reserve(done, cs...)
+				require.ErrorIs(t, err, done.Err(), "Reserve %s", name)
+				require.Nil(t, r, "Reserve %s", name)
+			}
+		}
+		require.Equal(t, int64(1), lim.Stats().Allowed, "nothing was decided but the warm-up")
+		// Every limit is still full: two units of each fit now.
+		for name, cs := range calls {
+			if name == "groups" {
+				continue // q is charged by "quota" below
+			}
+			res, err := lim.Allow(bg, cs...)
+			require.NoError(t, err)
+			require.True(t, res.Allowed, name)
+			require.Equal(t, 1, res.Remaining, "%s: the done calls took nothing", name)
+		}
+		res, err := lim.Allow(bg, other.Take(1))
+		require.NoError(t, err)
+		require.Equal(t, 1, res.Remaining, "other: the done calls took nothing")
+	})
 }

@@ -18,7 +18,8 @@ var (
 	// ever allow at once, an empty key or name, one longer than 512 bytes, a
 	// quota with no limits where limits are needed or more than 16 of them, a
 	// duplicate or unknown limit name, a hold of ≤ 0 or more than a week where
-	// a positive one is needed, a Leaser over a SlidingWindow limit (the exact
+	// a positive one is needed, a Wait of a reservation Cancel gave back,
+	// a Leaser over a SlidingWindow limit (the exact
 	// sliding log cannot count units spent after they were charged without
 	// overshooting).
 	ErrInvalid = errors.New("limiter: invalid input")

@@ -118,7 +118,8 @@ type Options struct {
 }
 
 // Limiter makes decisions against limits kept in Redis. It is safe for
-// concurrent use; create one per client and share it.
+// concurrent use; create one per client with New and share it (the zero
+// Limiter is not usable: unlike x/time/rate's, it has no Redis to ask).
 //
 // Build its client with ContextTimeoutEnabled: true (config.FromEnv does):
 // without it go-redis ignores context deadlines while it reads a reply, so a

@@ -28,6 +28,8 @@ type Reservation struct {
 
 	mu        sync.Mutex
 	cancelled bool
+	gaveBack  bool          // Cancel (or a failed Wait) gave the booking back before its time
+	given     chan struct{} // closed when gaveBack is set: ends a Wait's sleep
 }
 
 // each returns the reservation's bookings.
@@ -106,7 +108,9 @@ func (r *Reservation) Result() Result {
 // A limit whose count Sync raised while the booking was pending gives
 // nothing back (the server's count may rest on it). A reservation decided
 // without Redis gives its local units back and reports 0. Cancel is safe to
-// call more than once; only the first call acts.
+// call more than once; only the first call acts. A reservation Cancel gave
+// back before its time can no longer be waited for: its Wait returns an error
+// wrapping ErrInvalid.
 func (r *Reservation) Cancel(ctx context.Context) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -114,8 +118,37 @@ func (r *Reservation) Cancel(ctx context.Context) (int, error) {
 		r.cancelled = true
 		return 0, nil
 	}
-	r.cancelled = true
+	r.markGivenBack()
 	return r.giveBack(ctx, false)
+}
+
+// markGivenBack records, under r.mu, that the booking is given back, and
+// wakes a Wait sleeping on it.
+func (r *Reservation) markGivenBack() {
+	r.cancelled, r.gaveBack = true, true
+	if r.given != nil {
+		close(r.given)
+	}
+}
+
+// givenBack reports whether the booking was given back before its time.
+func (r *Reservation) givenBack() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gaveBack
+}
+
+// givenCh is closed once the booking is given back.
+func (r *Reservation) givenCh() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.given == nil {
+		r.given = make(chan struct{})
+		if r.gaveBack {
+			close(r.given)
+		}
+	}
+	return r.given
 }
 
 // wasCancelled reports whether Cancel was called: a booking it may have

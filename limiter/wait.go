@@ -58,10 +58,15 @@ func (l *Limiter) wait(ctx context.Context, p *plan) (err error) {
 // If booking again would pass ctx's deadline, the booking is given back and
 // the error wraps ErrWouldExceedDeadline; if ctx is cancelled while it
 // sleeps, the booking is given back and ctx's error returned. Wait on a
-// reservation that is not OK returns an error wrapping ErrWouldExceedDeadline.
+// reservation that is not OK returns an error wrapping ErrWouldExceedDeadline;
+// on one given back (Cancel before its time, or a Wait that failed), an error
+// wrapping ErrInvalid at once: its units are no longer charged.
 func (r *Reservation) Wait(ctx context.Context) error {
 	if !r.OK() {
 		return fmt.Errorf("%w: would wait %s", ErrWouldExceedDeadline, us(r.rep.waitUS))
+	}
+	if r.givenBack() {
+		return errGivenBack
 	}
 	for range maxWakes {
 		if d := r.Delay(); d > 0 {
@@ -84,11 +89,20 @@ func (r *Reservation) Wait(ctx context.Context) error {
 		if err := r.sleep(ctx, r.Delay()-lead); err != nil {
 			return err
 		}
+		if r.givenBack() {
+			return errGivenBack // a Cancel while it slept
+		}
 		if !r.pending() && !r.tooLate(time.Now()) {
 			// Due when it was made (even if a late reply brought it back
 			// after the deadline), or confirmed by a wake-up: take it once
 			// its time has come, as x/time/rate's WaitN takes a zero delay.
-			return r.sleep(ctx, r.Delay())
+			if err := r.sleep(ctx, r.Delay()); err != nil {
+				return err
+			}
+			if r.givenBack() {
+				return errGivenBack
+			}
+			return nil
 		}
 		if _, err := r.wake(ctx); err != nil {
 			if !errors.Is(err, ErrWouldExceedDeadline) {
@@ -103,6 +117,9 @@ func (r *Reservation) Wait(ctx context.Context) error {
 	r.cancelDetached(ctx)
 	return fmt.Errorf("%w: booked again %d times", ErrWouldExceedDeadline, maxWakes)
 }
+
+// errGivenBack is the error of a Wait of a reservation given back.
+var errGivenBack = fmt.Errorf("%w: Wait of a reservation that was given back (Cancel)", ErrInvalid)
 
 // maxLead bounds how early a wake-up is sent, and so how far ahead of its
 // booking a wake-up may find it standing and let Wait sleep the rest without
@@ -130,6 +147,8 @@ func (r *Reservation) sleep(ctx context.Context, d time.Duration) error {
 	select {
 	case <-t.C:
 		return nil
+	case <-r.givenCh():
+		return nil // Cancel gave it back: Wait says so
 	case <-ctx.Done():
 		r.cancelDetached(ctx)
 		return ctx.Err()
@@ -182,7 +201,7 @@ func (r *Reservation) abandon(ctx context.Context) {
 	if r.cancelled {
 		return
 	}
-	r.cancelled = true
+	r.markGivenBack()
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
 	defer cancel()
 	_, _ = r.giveBack(cctx, true)

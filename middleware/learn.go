@@ -76,19 +76,30 @@ func (t *Transport) learn(ctx context.Context, rl *rule, a *Answer, r *limiter.R
 			holds[i] = max(holds[i], h)
 		}
 	}
+	reason := holdReason(a)
 	for i, hold := range holds {
 		if hold <= 0 {
 			continue
 		}
 		hold = min(hold, t.opts.MaxHold)
 		q := a.Charges[i].Quota
-		if _, err := t.lim.Hold(ctx, q, hold, ""); err != nil {
+		if _, err := t.lim.Hold(ctx, q, hold, reason); err != nil {
 			t.report(req, fmt.Errorf("middleware: hold quota %q for %s: %w", q.Name, hold, err))
 			continue
 		}
 		t.stats.holds.Add(1)
 		tr.hold = max(tr.hold, hold)
 	}
+}
+
+// holdReason is what a hold a records for operators (Inspect, redquota
+// status): the answer's status and host, never its path or headers.
+func holdReason(a *Answer) string {
+	host := a.Request.URL.Host
+	if limitedIndex(a.StatusCode) >= 0 {
+		return fmt.Sprintf("%d from %s", a.StatusCode, host)
+	}
+	return fmt.Sprintf("%d from %s: limit reached", a.StatusCode, host)
 }
 
 // sync raises u's limit (of quota q) to u.Used through r, the reservation

@@ -475,3 +475,37 @@ func TestSyncRedisWindow(t *testing.T) {
 		})
 	}
 }
+
+// A hold the Transport places records its cause, for the operator who finds
+// the fleet held at 3 a.m. (Inspect, redquota status): the status and the
+// host that answered it. It recorded nothing before ("reason: none
+// recorded").
+func TestHoldRecordsItsCause(t *testing.T) {
+	ctx := context.Background()
+	lim := limiter.New(redistest.NewReal(t), limiter.Options{Prefix: redistest.NewPrefix(t)})
+	status := http.StatusTooManyRequests
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "60")
+		w.WriteHeader(status)
+	})
+	tr := newTransport(t, nil, lim, middleware.Options{}, middleware.Rule{Quota: exQuota, Cost: weight1})
+	host := strings.TrimPrefix(srv.URL, "http://")
+	for _, s := range []int{http.StatusTooManyRequests, http.StatusTeapot} {
+		status = s
+		if s == http.StatusTeapot {
+			_, _ = lim.Hold(ctx, exQuota, 0, "") // release: a hold only grows
+		}
+		resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		st, err := lim.Inspect(ctx, exQuota.Name)
+		if err != nil || len(st) != 1 {
+			t.Fatalf("Inspect: %+v %v", st, err)
+		}
+		if want := fmt.Sprintf("%d from %s", s, host); st[0].Hold <= 0 || st[0].HoldReason != want {
+			t.Fatalf("after a %d: hold %v reason %q, want %q", s, st[0].Hold, st[0].HoldReason, want)
+		}
+	}
+}

@@ -242,7 +242,7 @@ func (c *Conn) refusedHandshake(ctx context.Context, err error) {
 	}
 	c.learn(ctx, Signal{Handshake: he})
 	if he.StatusCode == http.StatusTooManyRequests || he.StatusCode == http.StatusTeapot {
-		c.hold(ctx, Refusal{Hold: retryAfter(he.Header, time.Now())})
+		c.hold(ctx, Refusal{Hold: retryAfter(he.Header, time.Now())}, c.g.holdReason(Signal{Handshake: he}))
 	}
 }
 
@@ -498,7 +498,7 @@ func (c *Conn) learn(ctx context.Context, sig Signal) {
 	}
 	rfs := f(sig)
 	for _, rf := range rfs {
-		c.hold(ctx, rf)
+		c.hold(ctx, rf, c.g.holdReason(sig))
 	}
 	c.mu.Lock()
 	for _, rf := range rfs {
@@ -513,8 +513,21 @@ func (c *Conn) learn(ctx context.Context, sig Signal) {
 	c.mu.Unlock()
 }
 
-// hold places rf's hold on each quota it names.
-func (c *Conn) hold(ctx context.Context, rf Refusal) {
+// holdReason is what a hold sig calls for records for operators (Inspect,
+// redquota status): the guard's name and the signal's kind, never a
+// message's text.
+func (g *Guard) holdReason(sig Signal) string {
+	switch {
+	case sig.Handshake != nil:
+		return fmt.Sprintf("%s: handshake answered %d", g.opts.Name, sig.Handshake.StatusCode)
+	case sig.Close != nil:
+		return fmt.Sprintf("%s: closed with %d", g.opts.Name, sig.Close.Code)
+	}
+	return g.opts.Name + ": refusal message"
+}
+
+// hold places rf's hold on each quota it names, with reason.
+func (c *Conn) hold(ctx context.Context, rf Refusal, reason string) {
 	o := c.g.opts
 	d := rf.Hold
 	if d <= 0 {
@@ -549,7 +562,7 @@ func (c *Conn) hold(ctx context.Context, rf Refusal) {
 		} else {
 			held[id] = true
 		}
-		if _, err := c.g.lim.Hold(hctx, ch.Quota, d, ""); err != nil {
+		if _, err := c.g.lim.Hold(hctx, ch.Quota, d, reason); err != nil {
 			c.g.report(fmt.Errorf("wsguard: hold %s: %w", ch.Quota.Name, err))
 			continue
 		}

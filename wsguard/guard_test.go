@@ -144,12 +144,33 @@ func TestRefusalHoldsTheChargedInstance(t *testing.T) {
 	if len(errs) != 1 {
 		t.Fatalf("OnError got %v, want one error for the unknown quota", errs)
 	}
+	// Each hold records its cause for operators (Inspect, redquota status):
+	// the guard and the signal's kind, never the message's text.
+	reason := func(q limiter.Quota, key string) string {
+		st, err := lim.Inspect(ctx, q.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range st {
+			if s.Key == key {
+				return s.HoldReason
+			}
+		}
+		t.Fatalf("no state of %s[%s]: %+v", q.Name, key, st)
+		return ""
+	}
+	if r := reason(acct, "k1"); r != "wsguard: refusal message" {
+		t.Fatalf("hold of acct[k1]: reason %q", r)
+	}
 	s.closed <- &wsguard.CloseError{Code: 1008}
 	if _, err := c.Read(ctx); !errors.As(err, new(*wsguard.CloseError)) {
 		t.Fatalf("read %v, want the close", err)
 	}
 	if !held(conn, "") {
 		t.Fatal("the close did not hold the connection quota")
+	}
+	if r := reason(conn, ""); r != "wsguard: closed with 1008" {
+		t.Fatalf("hold of conn: reason %q", r)
 	}
 	dialled := false
 	dctx, cancel := context.WithTimeout(ctx, time.Second)
