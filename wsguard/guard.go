@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -350,7 +351,7 @@ func (c *Conn) socket() (Socket, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.sock == nil {
-		return nil, errors.New("wsguard: connection not open")
+		return nil, fmt.Errorf("wsguard: connection not open: %w", net.ErrClosed)
 	}
 	return c.sock, nil
 }
@@ -566,7 +567,8 @@ func (g *Guard) report(err error) {
 	}
 }
 
-// Close closes the connection with code and reason.
+// Close closes the connection with code and reason. Send, Subscribe and
+// Read on a closed connection return an error wrapping net.ErrClosed.
 func (c *Conn) Close(code int, reason string) error {
 	c.mu.Lock()
 	sock := c.sock

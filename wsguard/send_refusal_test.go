@@ -3,6 +3,7 @@ package wsguard_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,33 @@ func TestSendLocalLimitPastDeadline(t *testing.T) {
 	}
 	if out, _ := s.written(); len(out) != 1 {
 		t.Fatalf("sent %d messages, want 1", len(out))
+	}
+}
+
+// A closed connection says so with net.ErrClosed, which callers can test
+// for, on Send, Subscribe and Read alike; nothing more is written.
+func TestClosedConnErrors(t *testing.T) {
+	g, _ := newMiniGuard(t, wsguard.Options{})
+	s := newFakeSocket()
+	c, err := g.Dial(context.Background(), dialer(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(1000, ""); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := c.Send(ctx, []byte("{}")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Send after Close: %v, want net.ErrClosed", err)
+	}
+	if err := c.Subscribe(ctx, []byte("{}"), 1); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Subscribe after Close: %v, want net.ErrClosed", err)
+	}
+	if _, err := c.Read(ctx); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Read after Close: %v, want net.ErrClosed", err)
+	}
+	if out, _ := s.written(); len(out) != 0 {
+		t.Fatalf("wrote %d messages after Close", len(out))
 	}
 }
 
