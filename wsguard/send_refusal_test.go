@@ -228,3 +228,76 @@ func TestSendWritesOneAtATime(t *testing.T) {
 		t.Fatalf("%d writes overlapped, want 1 at a time", m)
 	}
 }
+
+// countingSocket is a fakeSocket that counts how many of its kind are open.
+type countingSocket struct {
+	*fakeSocket
+	open *atomic.Int64
+	shut atomic.Bool
+}
+
+func (s *countingSocket) Close(int, string) error {
+	if s.shut.CompareAndSwap(false, true) {
+		s.open.Add(-1)
+	}
+	return nil
+}
+
+// Of Redials run at once, one connection stays open: each closes the one it
+// dialled if another got there first. A Close that comes while Redial dials
+// is final: the socket dialled then is closed, Redial says net.ErrClosed, and
+// so does every later Redial, which dials nothing.
+func TestRedialConcurrentAndClose(t *testing.T) {
+	g, _ := newMiniGuard(t, wsguard.Options{Jitter: -1})
+	var open, dials atomic.Int64
+	var gate chan struct{} // when set, a dial waits for it
+	var entered chan struct{}
+	dial := func(context.Context) (wsguard.Socket, error) {
+		dials.Add(1)
+		if gate != nil {
+			entered <- struct{}{}
+			<-gate
+		}
+		open.Add(1)
+		return &countingSocket{fakeSocket: newFakeSocket(), open: &open}, nil
+	}
+	ctx := context.Background()
+	c, err := g.Dial(ctx, dial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if err := c.Redial(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := open.Load(); n != 1 {
+		t.Fatalf("%d sockets open after 4 concurrent Redials, want 1", n)
+	}
+
+	gate, entered = make(chan struct{}), make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() { done <- c.Redial(ctx) }()
+	<-entered
+	if err := c.Close(1000, ""); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	if err := <-done; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Redial across Close: %v, want net.ErrClosed", err)
+	}
+	if n := open.Load(); n != 0 {
+		t.Fatalf("%d sockets open after Close, want 0", n)
+	}
+	before := dials.Load()
+	if err := c.Redial(ctx); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Redial after Close: %v, want net.ErrClosed", err)
+	}
+	if dials.Load() != before {
+		t.Fatal("Redial after Close dialled")
+	}
+}
