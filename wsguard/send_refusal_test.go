@@ -252,8 +252,18 @@ func TestRedialConcurrentAndClose(t *testing.T) {
 	var open, dials atomic.Int64
 	var gate chan struct{} // when set, a dial waits for it
 	var entered chan struct{}
+	// The four Redials' dials wait for each other, so that all four are
+	// under way at once.
+	var together chan struct{}
+	var arrived atomic.Int64
 	dial := func(context.Context) (wsguard.Socket, error) {
 		dials.Add(1)
+		if together != nil {
+			if arrived.Add(1) == 4 {
+				close(together)
+			}
+			<-together
+		}
 		if gate != nil {
 			entered <- struct{}{}
 			<-gate
@@ -266,6 +276,7 @@ func TestRedialConcurrentAndClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	together = make(chan struct{})
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
@@ -275,6 +286,7 @@ func TestRedialConcurrentAndClose(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	together = nil
 	if n := open.Load(); n != 1 {
 		t.Fatalf("%d sockets open after 4 concurrent Redials, want 1", n)
 	}
