@@ -155,6 +155,14 @@ func TestGuard(t *testing.T) {
 	if _, err := lim.Allow(ctx, Charge{Quota: Quota{Name: "bad", Guard: time.Minute, Limits: q.Limits}, Cost: Cost{"weight": 1}}); !errors.Is(err, errInvalidDuration) {
 		t.Fatalf("a guard as long as the window: %v", err)
 	}
+	// The script compares in whole µs: a guard short of a period by less
+	// than one is as long as it there (before, a Redis error), and refused
+	// here, before Redis.
+	odd := []NamedLimit{{"weight", Limit{Rate: 100, Period: time.Minute + 500*time.Nanosecond, Burst: 100, Algorithm: FixedWindow}}}
+	short := Quota{Name: "bad", Guard: time.Minute + 100*time.Nanosecond, Limits: odd}
+	if _, err := lim.Allow(ctx, Charge{Quota: short, Cost: Cost{"weight": 1}}); !errors.Is(err, ErrInvalid) || !errors.Is(err, errInvalidDuration) {
+		t.Fatalf("a guard within a µs of the window: %v", err)
+	}
 }
 
 // Reservation.Sync applies a server's count only while Redis's clock is in

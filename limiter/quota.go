@@ -183,7 +183,8 @@ func (q Quota) Validate() error {
 		if nl.Limit.Lowers && q.Headroom > 0 {
 			return fmt.Errorf("%w: quota %q keeps headroom: its limit %q cannot lower (Lowers)", errInvalidLimit, q.Name, nl.Name)
 		}
-		if nl.Limit.Algorithm == FixedWindow && q.Guard >= nl.Limit.Period {
+		// In µs too, as the script compares them.
+		if nl.Limit.Algorithm == FixedWindow && (q.Guard >= nl.Limit.Period || q.Guard.Microseconds() >= nl.Limit.periodUS()) {
 			return fmt.Errorf("%w: quota %q guard %s is not shorter than limit %q's period %s", errInvalidDuration, q.Name, q.Guard, nl.Name, nl.Limit.Period)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -208,6 +209,7 @@ type Conn struct {
 
 	mu      sync.Mutex
 	sock    Socket
+	closed  bool // by Close: final, a Redial under way or later opens nothing
 	streams int
 	pending map[string][]limiter.Charge // id → charges of the latest requests sent
 	order   []string                    // pending's ids, oldest first
@@ -310,9 +312,15 @@ func (g *Guard) acquire(ctx context.Context, cs []limiter.Charge) error {
 // same dial function, until an attempt succeeds or ctx ends: each attempt
 // waits a random jitter (see Options.Jitter), then is charged and waits its
 // turn as Dial's. The new connection has no streams and no pending requests:
-// subscribe again.
+// subscribe again. Of concurrent Redials, one connection stays open; after
+// Close (even one that comes while Redial dials) Redial leaves nothing open
+// and returns an error wrapping net.ErrClosed.
 func (c *Conn) Redial(ctx context.Context) error {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return errClosed
+	}
 	old := c.sock
 	c.sock, c.streams = nil, 0
 	clear(c.pending)
@@ -334,8 +342,18 @@ func (c *Conn) Redial(ctx context.Context) error {
 		sock, dialed, err := c.g.attempt(ctx, c.dial)
 		if err == nil {
 			c.mu.Lock()
-			c.sock = sock
+			closed, open := c.closed, c.sock != nil
+			if !closed && !open {
+				c.sock = sock
+			}
 			c.mu.Unlock()
+			switch {
+			case closed:
+				_ = sock.Close(1000, "closed")
+				return errClosed
+			case open: // a concurrent Redial opened one first
+				_ = sock.Close(1000, "redial")
+			}
 			return nil
 		}
 		c.refusedHandshake(ctx, err)
@@ -350,10 +368,13 @@ func (c *Conn) socket() (Socket, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.sock == nil {
-		return nil, errors.New("wsguard: connection not open")
+		return nil, errClosed
 	}
 	return c.sock, nil
 }
+
+// errClosed is the error of a call on a connection that is not open.
+var errClosed = fmt.Errorf("wsguard: connection not open: %w", net.ErrClosed)
 
 // Send sends msg once the connection's local limit lets it and, when
 // Options.Charges prices it, once its charges are taken (at their turn,
@@ -579,11 +600,13 @@ func (g *Guard) report(err error) {
 	}
 }
 
-// Close closes the connection with code and reason.
+// Close closes the connection with code and reason, for good. Send,
+// Subscribe, Read and Redial on a closed connection return an error wrapping
+// net.ErrClosed.
 func (c *Conn) Close(code int, reason string) error {
 	c.mu.Lock()
 	sock := c.sock
-	c.sock = nil
+	c.sock, c.closed = nil, true
 	c.mu.Unlock()
 	if sock == nil {
 		return nil

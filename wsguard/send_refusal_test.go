@@ -3,6 +3,7 @@ package wsguard_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,33 @@ func TestSendLocalLimitPastDeadline(t *testing.T) {
 	}
 	if out, _ := s.written(); len(out) != 1 {
 		t.Fatalf("sent %d messages, want 1", len(out))
+	}
+}
+
+// A closed connection says so with net.ErrClosed, which callers can test
+// for, on Send, Subscribe and Read alike; nothing more is written.
+func TestClosedConnErrors(t *testing.T) {
+	g, _ := newMiniGuard(t, wsguard.Options{})
+	s := newFakeSocket()
+	c, err := g.Dial(context.Background(), dialer(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(1000, ""); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := c.Send(ctx, []byte("{}")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Send after Close: %v, want net.ErrClosed", err)
+	}
+	if err := c.Subscribe(ctx, []byte("{}"), 1); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Subscribe after Close: %v, want net.ErrClosed", err)
+	}
+	if _, err := c.Read(ctx); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Read after Close: %v, want net.ErrClosed", err)
+	}
+	if out, _ := s.written(); len(out) != 0 {
+		t.Fatalf("wrote %d messages after Close", len(out))
 	}
 }
 
@@ -198,5 +226,90 @@ func TestSendWritesOneAtATime(t *testing.T) {
 	}
 	if m := s.most.Load(); m != 1 {
 		t.Fatalf("%d writes overlapped, want 1 at a time", m)
+	}
+}
+
+// countingSocket is a fakeSocket that counts how many of its kind are open.
+type countingSocket struct {
+	*fakeSocket
+	open *atomic.Int64
+	shut atomic.Bool
+}
+
+func (s *countingSocket) Close(int, string) error {
+	if s.shut.CompareAndSwap(false, true) {
+		s.open.Add(-1)
+	}
+	return nil
+}
+
+// Of Redials run at once, one connection stays open: each closes the one it
+// dialled if another got there first. A Close that comes while Redial dials
+// is final: the socket dialled then is closed, Redial says net.ErrClosed, and
+// so does every later Redial, which dials nothing.
+func TestRedialConcurrentAndClose(t *testing.T) {
+	g, _ := newMiniGuard(t, wsguard.Options{Jitter: -1})
+	var open, dials atomic.Int64
+	var gate chan struct{} // when set, a dial waits for it
+	var entered chan struct{}
+	// The four Redials' dials wait for each other, so that all four are
+	// under way at once.
+	var together chan struct{}
+	var arrived atomic.Int64
+	dial := func(context.Context) (wsguard.Socket, error) {
+		dials.Add(1)
+		if together != nil {
+			if arrived.Add(1) == 4 {
+				close(together)
+			}
+			<-together
+		}
+		if gate != nil {
+			entered <- struct{}{}
+			<-gate
+		}
+		open.Add(1)
+		return &countingSocket{fakeSocket: newFakeSocket(), open: &open}, nil
+	}
+	ctx := context.Background()
+	c, err := g.Dial(ctx, dial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	together = make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if err := c.Redial(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	together = nil
+	if n := open.Load(); n != 1 {
+		t.Fatalf("%d sockets open after 4 concurrent Redials, want 1", n)
+	}
+
+	gate, entered = make(chan struct{}), make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() { done <- c.Redial(ctx) }()
+	<-entered
+	if err := c.Close(1000, ""); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	if err := <-done; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Redial across Close: %v, want net.ErrClosed", err)
+	}
+	if n := open.Load(); n != 0 {
+		t.Fatalf("%d sockets open after Close, want 0", n)
+	}
+	before := dials.Load()
+	if err := c.Redial(ctx); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Redial after Close: %v, want net.ErrClosed", err)
+	}
+	if dials.Load() != before {
+		t.Fatal("Redial after Close dialled")
 	}
 }
