@@ -31,15 +31,34 @@ func (l *Limiter) Hold(ctx context.Context, q Quota, d time.Duration, reason str
 	if err := q.validateID(); err != nil {
 		return 0, err
 	}
+	hold := l.holdKey(q)
 	if d <= 0 {
-		hold := l.holdKey(q)
+		l.restart.holds.forget(hold)
 		return 0, l.del(ctx, "release", hold, holdReasonKey(hold))
 	}
 	if d > maxHold {
 		return 0, fmt.Errorf("%w: hold of %s must be ≤ %s", errInvalidDuration, d, maxHold)
 	}
+	if len(reason) > maxHoldReason {
+		reason = reason[:maxHoldReason]
+	}
+	if !l.restart.on() {
+		// The run_id the hold is placed under, read before it: a restart
+		// after the read is then found (restart.go).
+		l.watchRunID(ctx)
+	}
+	left, err := l.placeHold(ctx, hold, d, reason)
+	if left > 0 {
+		l.restart.holds.keep(hold, left, reason)
+	}
+	return left, err
+}
+
+// placeHold holds hold key for d, with reason unless it is "", and returns
+// how long the hold now lasts.
+func (l *Limiter) placeHold(ctx context.Context, hold string, d time.Duration, reason string) (time.Duration, error) {
 	dus := max(d.Microseconds(), 1)
-	v, err := l.scriptInt(ctx, "hold", script.Hold, []string{l.holdKey(q)}, dus)
+	v, err := l.scriptInt(ctx, "hold", script.Hold, []string{hold}, dus)
 	if err != nil {
 		return 0, err
 	}
@@ -47,15 +66,12 @@ func (l *Limiter) Hold(ctx context.Context, q Quota, d time.Duration, reason str
 	if reason == "" {
 		return left, nil
 	}
-	if len(reason) > maxHoldReason {
-		reason = reason[:maxHoldReason]
-	}
 	dc, ok := l.client.(doer)
 	if !ok {
 		return left, nil
 	}
 	err = l.call(ctx, "hold reason", func(ctx context.Context) error {
-		return dc.Do(ctx, "set", holdReasonKey(l.holdKey(q)), reason, "px", max(left.Milliseconds(), 1)).Err()
+		return dc.Do(ctx, "set", holdReasonKey(hold), reason, "px", max(left.Milliseconds(), 1)).Err()
 	})
 	if err != nil {
 		return left, err

@@ -148,7 +148,7 @@ type Limiter struct {
 	keys     keyCache
 	coalesce *coalescer    // nil unless Options.Coalesce
 	auto     *autoPipe     // concurrent decisions' shared round trips; nil without (autopipe.go)
-	restart  *restartGuard // nil unless Options.RestartSpent > 0
+	restart  *restartGuard // Options.RestartSpent, kept holds (restart.go)
 	ack      *ackState     // nil unless Options.ReplicaAck > 0
 	tel      instruments
 	stats    counters
@@ -190,9 +190,7 @@ func New(client Client, opts Options) *Limiter {
 	if opts.Coalesce {
 		l.coalesce = &coalescer{groups: map[coalesceKey]*coalesceGroup{}}
 	}
-	if opts.RestartSpent > 0 {
-		l.restart = &restartGuard{share: min(opts.RestartSpent, 1)}
-	}
+	l.restart = &restartGuard{share: min(max(opts.RestartSpent, 0), 1)}
 	retries := mayRetry(client)
 	l.dedupe = opts.DedupeWindow > 0 && retries
 	// inline: the default timeout bounds the waits for a connection but not
@@ -286,6 +284,7 @@ func (l *Limiter) Reset(ctx context.Context, q Quota) error {
 			return err
 		}
 		ks = append(ks, l.holdKey(q))
+		l.restart.holds.forget(ks[0])
 		for a := GCRA; a <= FixedWindow; a++ {
 			ks = append(ks, l.stateKeyOf(q, "", a))
 		}
@@ -295,6 +294,7 @@ func (l *Limiter) Reset(ctx context.Context, q Quota) error {
 		return err
 	}
 	ks = append(ks, l.holdKey(q))
+	l.restart.holds.forget(ks[0])
 	for _, nl := range q.Limits {
 		ks = append(ks, l.stateKeyOf(q, nl.Name, nl.Limit.Algorithm))
 		if nl.Limit.Lowers {
@@ -313,8 +313,5 @@ func (l *Limiter) del(ctx context.Context, op string, keys ...string) error {
 }
 
 func (l *Limiter) restarts() int64 {
-	if l.restart == nil {
-		return 0
-	}
 	return l.restart.restarts.Load()
 }
