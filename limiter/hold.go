@@ -27,6 +27,19 @@ import (
 //
 // q needs no limits: Quota{Name: key} (or Key(key, limit)) holds a single
 // key's limits.
+//
+// A hold outlives Redis losing its state (a restart without persistence, a
+// failover to a replica the hold's write had not reached): the Limiter
+// remembers the holds in force it placed, and those it was denied by, with
+// their ends on its own clock (up to 10 000; released or reset ones are
+// forgotten). While one is in force its decisions compare Redis's run_id
+// after its client makes new connections, as with Options.RestartSpent
+// (which it does not need), and when it changed, place each hold again for
+// what it has left, with its reason, before they answer (made again after
+// it). A process that neither placed nor met a hold cannot restore it: it
+// resumes when one that did decides. Without a hold in force decisions pay
+// nothing for this; the first hold placed then reads the run_id first (one
+// more round trip), as does the first decision a hold denies.
 func (l *Limiter) Hold(ctx context.Context, q Quota, d time.Duration, reason string) (time.Duration, error) {
 	if err := q.validateID(); err != nil {
 		return 0, err

@@ -83,7 +83,10 @@ type Options struct {
 	// period. It costs the decision that finds a new connection a round trip
 	// (INFO), and one Sync per limit on a restart. Limits whose usage an
 	// exchange reports in headers (middleware syncs them) need it less.
-	// Default 0: off, limits restart empty.
+	// Default 0: off, limits restart empty. Holds do not need it: the holds
+	// in force a Limiter placed or was denied by are placed again on any
+	// restart it finds (see Hold), with the same check, which then runs only
+	// while such a hold is in force.
 	RestartSpent float64
 	// ReplicaAck, when above 0, bounds what a failover can lose: each
 	// decision's script goes out in one pipeline with WAIT 1 <ReplicaAck> (one
@@ -95,7 +98,7 @@ type Options struct {
 	// it again. With several replicas Sentinel promotes the one with the
 	// largest replication offset it can reach (replica-priority aside), which
 	// holds every acknowledged write. Holds, syncs and cancels are not waited
-	// for. Without a reachable replica every decision fails: with one
+	// for (a hold the failover lost is placed again: see Hold). Without a reachable replica every decision fails: with one
 	// replica, from a failover until the old primary is back as a replica
 	// (17 s in RELIABILITY.md); run two to keep deciding. Applies to
 	// *redis.Client (NewFailoverClient's too), *redis.ClusterClient and
@@ -254,7 +257,8 @@ type Stats struct {
 	// Unavailable counts decisions for which Redis could not be reached.
 	Unavailable int64
 	// Restarts counts the times Redis was found to have lost its state
-	// (Options.RestartSpent on).
+	// (checked with Options.RestartSpent, or while a hold is in force: see
+	// Hold).
 	Restarts int64
 }
 
