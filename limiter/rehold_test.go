@@ -3,6 +3,8 @@ package limiter
 import (
 	"context"
 	"fmt"
+	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -191,4 +193,54 @@ func TestHoldSurvivesClusterMasterRestart(t *testing.T) {
 	require.NoError(t, victim.Start())
 	requireHeld(t, settle(t, a, q), q, placed)
 	requireHeld(t, settle(t, b, q), q, placed)
+}
+
+// infoCount counts the INFO commands a client sends, and its dials.
+type infoCount struct{ info, dials atomic.Int64 }
+
+func (h *infoCount) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		h.dials.Add(1)
+		return next(ctx, network, addr)
+	}
+}
+
+func (h *infoCount) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "info" {
+			h.info.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (*infoCount) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A server that refuses the run_id read (miniredis has no INFO server) is
+// asked when a hold comes into force and after the client dials a new
+// connection, never at every decision the hold denies: the check costs
+// decisions no round trip there either.
+func TestKeptHoldNoRunIDNotPerDecision(t *testing.T) {
+	_, c := redistest.NewMini(t)
+	var h infoCount
+	c.AddHook(&h)
+	lim := New(c, Options{Timeout: -1})
+	ctx := context.Background()
+	q := Quota{Name: "exchange", Limits: []NamedLimit{{"weight", PerMinute(6000)}}}
+	_, err := lim.Hold(ctx, q, holdFor, "")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, h.info.Load(), "the run_id read before the hold")
+	const decisions = 50
+	for range decisions {
+		r, err := lim.Allow(ctx, q.Take(1))
+		require.NoError(t, err)
+		require.Equal(t, HoldName, r.DeniedBy)
+	}
+	// One read when the hold came into force, then at most one per
+	// connection dialed (the first of them by that read itself).
+	t.Logf("%d decisions: %d dials, %d INFO", decisions, h.dials.Load(), h.info.Load())
+	require.LessOrEqual(t, h.info.Load(), 1+h.dials.Load())
+	require.Less(t, h.dials.Load(), int64(decisions/2), "a dial per decision: the bound above says nothing")
 }

@@ -2,6 +2,8 @@ package limiter
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -83,14 +85,19 @@ func (l *Limiter) watchRunID(ctx context.Context) {
 }
 
 // checkNow runs checkRestart, holding checkMu, and records the dial count d
-// it read before as checked when it succeeded.
+// it read before as checked when it succeeded, or when the server refused
+// the run_id read itself (miniredis has no INFO server): asking again at
+// every decision would not change its answer.
 func (l *Limiter) checkNow(ctx context.Context, d uint64) {
 	cctx, cancel := context.WithTimeout(ctx, max(l.timeout, restartCheckTimeout))
-	if l.checkRestart(cctx) == nil {
+	if err := l.checkRestart(cctx); err == nil || errors.Is(err, errNoRunID) {
 		l.restart.checked.Store(d)
 	}
 	cancel()
 }
+
+// errNoRunID: the server answered the run_id read with an error.
+var errNoRunID = errors.New("limiter: no run_id")
 
 // restartCheckTimeout bounds a run_id check and its resync when the limiter
 // has no Timeout of its own.
@@ -103,6 +110,10 @@ const restartCheckTimeout = 2 * time.Second
 func (l *Limiter) checkRestart(ctx context.Context) error {
 	g := l.restart
 	id, err := runID(ctx, l.client)
+	var re redis.Error
+	if errors.As(err, &re) {
+		return fmt.Errorf("%w: %w", errNoRunID, err)
+	}
 	if err != nil {
 		return err
 	}
