@@ -56,9 +56,9 @@ func (l *Limiter) Hold(ctx context.Context, q Quota, d time.Duration, reason str
 		reason = reason[:maxHoldReason]
 	}
 	if !l.restart.on() {
-		// The run_id the hold is placed under, read before it: a restart
-		// after the read is then found (restart.go).
-		l.watchRunID(ctx)
+		if err := l.watchBeforeHold(ctx); err != nil {
+			return 0, err
+		}
 	}
 	left, err := l.placeHold(ctx, hold, d, reason)
 	if left > 0 {

@@ -75,13 +75,49 @@ func (l *Limiter) afterDecision(ctx context.Context, p *plan, gen int64) bool {
 	return g.restarts.Load() != gen
 }
 
-// watchRunID checks the run_id at once (a hold comes into force while
-// decisions did not watch it): it is what a later check compares with.
+// watchRunID checks the run_id at once (a decision found a hold in force
+// while decisions did not watch for a restart): it is what a later check
+// compares with.
 func (l *Limiter) watchRunID(ctx context.Context) {
 	g := l.restart
 	g.checkMu.Lock()
 	l.checkNow(ctx, l.path.Watch().Dials())
 	g.checkMu.Unlock()
+}
+
+// watchBeforeHold is watchRunID before Hold places a hold while decisions
+// do not watch: it reads the run_id the hold will be placed under, so that a
+// restart after the read is found. The read goes through the path, as Hold's
+// own call does: an unreachable Redis (or the breaker open) fails it, and
+// Hold with it, within Options.Timeout. A server that refuses the read
+// (miniredis) leaves Hold to go on unwatched.
+func (l *Limiter) watchBeforeHold(ctx context.Context) error {
+	g := l.restart
+	g.checkMu.Lock()
+	defer g.checkMu.Unlock()
+	d := l.path.Watch().Dials()
+	var id string
+	// id is read only when err is nil: a call the bound left behind may
+	// write it late.
+	err := l.call(ctx, "hold", func(ctx context.Context) error {
+		var err error
+		id, err = runID(ctx, l.client)
+		return err
+	})
+	var re redis.Error
+	if errors.As(err, &re) {
+		g.checked.Store(d)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, max(l.timeout, restartCheckTimeout))
+	defer cancel()
+	if l.resync(cctx, id) == nil {
+		g.checked.Store(d)
+	}
+	return nil
 }
 
 // checkNow runs checkRestart, holding checkMu, and records the dial count d
@@ -103,12 +139,9 @@ var errNoRunID = errors.New("limiter: no run_id")
 // has no Timeout of its own.
 const restartCheckTimeout = 2 * time.Second
 
-// checkRestart compares Redis's run_id with the one seen before and, when it
-// changed, places the kept holds again for what they have left, then charges
-// every limit seen RestartSpent of its maximum. When that fails, the next
-// check does it again.
+// checkRestart compares Redis's run_id with the one seen before, and
+// resyncs when it changed.
 func (l *Limiter) checkRestart(ctx context.Context) error {
-	g := l.restart
 	id, err := runID(ctx, l.client)
 	var re redis.Error
 	if errors.As(err, &re) {
@@ -117,6 +150,15 @@ func (l *Limiter) checkRestart(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	return l.resync(ctx, id)
+}
+
+// resync records id as Redis's run_id and, when it is not the one seen
+// before, places the kept holds again for what they have left, then charges
+// every limit seen RestartSpent of its maximum. When that fails, the next
+// check does it again.
+func (l *Limiter) resync(ctx context.Context, id string) error {
+	g := l.restart
 	g.mu.Lock()
 	prev, owed := g.runID, g.owed
 	g.runID = id
