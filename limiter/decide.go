@@ -251,8 +251,11 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 	// connection from the decision (registry.go).
 	defer l.register(p)
 	var err error
-	var gen int64 // restarts seen before the call (Options.RestartSpent)
-	if l.restart != nil {
+	// watch: the call checks for a restart (restart.go); gen is the restarts
+	// seen before it.
+	var gen int64
+	watch := l.restart.on()
+	if watch {
 		gen = l.restart.restarts.Load()
 	}
 	// The call goes through the path (send): its breaker, bound and
@@ -270,12 +273,15 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 		}
 		return err
 	}
-	if l.restart != nil && l.afterDecision(ctx, p, gen) && p.wake == nil {
+	if watch && l.afterDecision(ctx, p, gen) && p.wake == nil {
 		return l.decide(ctx, p, maxWaitUS, r) // made on a restarted Redis's empty state: again, charged
 	}
 	if p.wake != nil {
 		// A wake-up: its booking was counted when it was made.
 		return nil
+	}
+	if !r.granted && r.by < 0 {
+		l.sawHold(ctx, p, r, watch) // kept, to be placed again (rehold.go)
 	}
 	l.observe(p, r) // telemetry: limits' usage, hold left
 	if p.reps > 1 {

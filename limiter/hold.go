@@ -27,19 +27,51 @@ import (
 //
 // q needs no limits: Quota{Name: key} (or Key(key, limit)) holds a single
 // key's limits.
+//
+// A hold outlives Redis losing its state (a restart without persistence, a
+// failover to a replica the hold's write had not reached): the Limiter
+// remembers the holds in force it placed, and those it was denied by, with
+// their ends on its own clock (up to 10 000; released or reset ones are
+// forgotten). While one is in force its decisions compare Redis's run_id
+// after its client makes new connections, as with Options.RestartSpent
+// (which it does not need), and when it changed, place each hold again for
+// what it has left, with its reason, before they answer (made again after
+// it). A process that neither placed nor met a hold cannot restore it: it
+// resumes when one that did decides. Without a hold in force decisions pay
+// nothing for this; the first hold placed then reads the run_id first (one
+// more round trip), as does the first decision a hold denies.
 func (l *Limiter) Hold(ctx context.Context, q Quota, d time.Duration, reason string) (time.Duration, error) {
 	if err := q.validateID(); err != nil {
 		return 0, err
 	}
+	hold := l.holdKey(q)
 	if d <= 0 {
-		hold := l.holdKey(q)
+		l.restart.holds.forget(hold)
 		return 0, l.del(ctx, "release", hold, holdReasonKey(hold))
 	}
 	if d > maxHold {
 		return 0, fmt.Errorf("%w: hold of %s must be ≤ %s", errInvalidDuration, d, maxHold)
 	}
+	if len(reason) > maxHoldReason {
+		reason = reason[:maxHoldReason]
+	}
+	if !l.restart.on() {
+		if err := l.watchBeforeHold(ctx); err != nil {
+			return 0, err
+		}
+	}
+	left, err := l.placeHold(ctx, hold, d, reason)
+	if left > 0 {
+		l.restart.holds.keep(hold, left, reason)
+	}
+	return left, err
+}
+
+// placeHold holds hold key for d, with reason unless it is "", and returns
+// how long the hold now lasts.
+func (l *Limiter) placeHold(ctx context.Context, hold string, d time.Duration, reason string) (time.Duration, error) {
 	dus := max(d.Microseconds(), 1)
-	v, err := l.scriptInt(ctx, "hold", script.Hold, []string{l.holdKey(q)}, dus)
+	v, err := l.scriptInt(ctx, "hold", script.Hold, []string{hold}, dus)
 	if err != nil {
 		return 0, err
 	}
@@ -47,15 +79,12 @@ func (l *Limiter) Hold(ctx context.Context, q Quota, d time.Duration, reason str
 	if reason == "" {
 		return left, nil
 	}
-	if len(reason) > maxHoldReason {
-		reason = reason[:maxHoldReason]
-	}
 	dc, ok := l.client.(doer)
 	if !ok {
 		return left, nil
 	}
 	err = l.call(ctx, "hold reason", func(ctx context.Context) error {
-		return dc.Do(ctx, "set", holdReasonKey(l.holdKey(q)), reason, "px", max(left.Milliseconds(), 1)).Err()
+		return dc.Do(ctx, "set", holdReasonKey(hold), reason, "px", max(left.Milliseconds(), 1)).Err()
 	})
 	if err != nil {
 		return left, err

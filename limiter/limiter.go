@@ -83,7 +83,10 @@ type Options struct {
 	// period. It costs the decision that finds a new connection a round trip
 	// (INFO), and one Sync per limit on a restart. Limits whose usage an
 	// exchange reports in headers (middleware syncs them) need it less.
-	// Default 0: off, limits restart empty.
+	// Default 0: off, limits restart empty. Holds do not need it: the holds
+	// in force a Limiter placed or was denied by are placed again on any
+	// restart it finds (see Hold), with the same check, which then runs only
+	// while such a hold is in force.
 	RestartSpent float64
 	// ReplicaAck, when above 0, bounds what a failover can lose: each
 	// decision's script goes out in one pipeline with WAIT 1 <ReplicaAck> (one
@@ -95,7 +98,7 @@ type Options struct {
 	// it again. With several replicas Sentinel promotes the one with the
 	// largest replication offset it can reach (replica-priority aside), which
 	// holds every acknowledged write. Holds, syncs and cancels are not waited
-	// for. Without a reachable replica every decision fails: with one
+	// for (a hold the failover lost is placed again: see Hold). Without a reachable replica every decision fails: with one
 	// replica, from a failover until the old primary is back as a replica
 	// (17 s in RELIABILITY.md); run two to keep deciding. Applies to
 	// *redis.Client (NewFailoverClient's too), *redis.ClusterClient and
@@ -149,7 +152,7 @@ type Limiter struct {
 	keys     keyCache
 	coalesce *coalescer    // nil unless Options.Coalesce
 	auto     *autoPipe     // concurrent decisions' shared round trips; nil without (autopipe.go)
-	restart  *restartGuard // nil unless Options.RestartSpent > 0
+	restart  *restartGuard // Options.RestartSpent, kept holds (restart.go)
 	ack      *ackState     // nil unless Options.ReplicaAck > 0
 	tel      instruments
 	stats    counters
@@ -191,9 +194,7 @@ func New(client Client, opts Options) *Limiter {
 	if opts.Coalesce {
 		l.coalesce = &coalescer{groups: map[coalesceKey]*coalesceGroup{}}
 	}
-	if opts.RestartSpent > 0 {
-		l.restart = &restartGuard{share: min(opts.RestartSpent, 1)}
-	}
+	l.restart = &restartGuard{share: min(max(opts.RestartSpent, 0), 1)}
 	retries := mayRetry(client)
 	l.dedupe = opts.DedupeWindow > 0 && retries
 	// inline: the default timeout bounds the waits for a connection but not
@@ -257,7 +258,8 @@ type Stats struct {
 	// Unavailable counts decisions for which Redis could not be reached.
 	Unavailable int64
 	// Restarts counts the times Redis was found to have lost its state
-	// (Options.RestartSpent on).
+	// (checked with Options.RestartSpent, or while a hold is in force: see
+	// Hold).
 	Restarts int64
 }
 
@@ -287,6 +289,7 @@ func (l *Limiter) Reset(ctx context.Context, q Quota) error {
 			return err
 		}
 		ks = append(ks, l.holdKey(q))
+		l.restart.holds.forget(ks[0])
 		for a := GCRA; a <= FixedWindow; a++ {
 			ks = append(ks, l.stateKeyOf(q, "", a))
 		}
@@ -296,6 +299,7 @@ func (l *Limiter) Reset(ctx context.Context, q Quota) error {
 		return err
 	}
 	ks = append(ks, l.holdKey(q))
+	l.restart.holds.forget(ks[0])
 	for _, nl := range q.Limits {
 		ks = append(ks, l.stateKeyOf(q, nl.Name, nl.Limit.Algorithm))
 		if nl.Limit.Lowers {
@@ -314,8 +318,5 @@ func (l *Limiter) del(ctx context.Context, op string, keys ...string) error {
 }
 
 func (l *Limiter) restarts() int64 {
-	if l.restart == nil {
-		return 0
-	}
 	return l.restart.restarts.Load()
 }

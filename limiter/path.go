@@ -21,7 +21,7 @@ import (
 // failure policy; any other call returns an error wrapping ErrUnavailable.
 // Two calls stay off the path, each best effort with a timeout of its own:
 // the registry's background write of a definition (registry.go) and the
-// run_id check of RestartSpent (restart.go), whose failures say nothing a
+// run_id check of RestartSpent and kept holds (restart.go), whose failures say nothing a
 // decision's own call does not.
 
 // doer is the Do method of a go-redis client.

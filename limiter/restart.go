@@ -2,6 +2,8 @@ package limiter
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -16,20 +18,32 @@ import (
 const maxRestartLimits = 10000
 
 // restartGuard finds that Redis lost its state, by its run_id changing, and
-// then charges each limit this process has used as Options.RestartSpent says.
+// then places again the holds in force this process knows of and charges
+// each limit it has used as Options.RestartSpent says. Decisions watch for it
+// with RestartSpent, or while a kept hold is in force (on).
 type restartGuard struct {
 	share    float64
 	checked  atomic.Uint64 // the watch's dial count last checked
 	checkMu  sync.Mutex    // one check at a time
 	mu       sync.Mutex
 	runID    string
+	owed     bool     // the last restart's resync failed: the next check does it again
 	seen     sync.Map // state key → Limit
 	n        atomic.Int64
 	restarts atomic.Int64
+	holds    keptHolds
 }
+
+// on reports whether decisions check for a restart: with RestartSpent, or
+// while a hold this Limiter placed or was denied by is in force. Otherwise
+// it costs a decision one atomic load.
+func (g *restartGuard) on() bool { return g.share > 0 || g.holds.inForce() }
 
 // note remembers the limits of a decision Redis answered.
 func (g *restartGuard) note(p *plan) {
+	if g.share == 0 {
+		return
+	}
 	for i := range p.n {
 		k := p.keys[i].key
 		if _, ok := g.seen.Load(k); ok || g.n.Load() >= maxRestartLimits {
@@ -44,47 +58,119 @@ func (g *restartGuard) note(p *plan) {
 // afterDecision runs once a decision succeeded; gen is the restart count
 // read before it started. When the client has made connections since the
 // last check, it asks Redis its run_id first (one caller at a time: the
-// others wait for its answer) and, if it changed, charges the limits seen so
-// far. It reports whether a restart was found since the decision started:
-// the decision may then have been made on the empty state, and is made again.
+// others wait for its answer) and, if it changed, places the kept holds
+// again and charges the limits seen so far. It reports whether a restart was
+// found since the decision started: the decision may then have been made on
+// the empty state, and is made again.
 func (l *Limiter) afterDecision(ctx context.Context, p *plan, gen int64) bool {
 	g := l.restart
 	g.note(p)
 	if d := l.path.Watch().Dials(); d > g.checked.Load() {
 		g.checkMu.Lock()
 		if d > g.checked.Load() {
-			cctx, cancel := context.WithTimeout(ctx, max(l.timeout, restartCheckTimeout))
-			if l.checkRestart(cctx) == nil {
-				g.checked.Store(d)
-			}
-			cancel()
+			l.checkNow(ctx, d)
 		}
 		g.checkMu.Unlock()
 	}
 	return g.restarts.Load() != gen
 }
 
+// watchRunID checks the run_id at once (a decision found a hold in force
+// while decisions did not watch for a restart): it is what a later check
+// compares with.
+func (l *Limiter) watchRunID(ctx context.Context) {
+	g := l.restart
+	g.checkMu.Lock()
+	l.checkNow(ctx, l.path.Watch().Dials())
+	g.checkMu.Unlock()
+}
+
+// watchBeforeHold is watchRunID before Hold places a hold while decisions
+// do not watch: it reads the run_id the hold will be placed under, so that a
+// restart after the read is found. The read goes through the path, as Hold's
+// own call does: an unreachable Redis (or the breaker open) fails it, and
+// Hold with it, within Options.Timeout. A server that refuses the read
+// (miniredis) leaves Hold to go on unwatched.
+func (l *Limiter) watchBeforeHold(ctx context.Context) error {
+	g := l.restart
+	g.checkMu.Lock()
+	defer g.checkMu.Unlock()
+	d := l.path.Watch().Dials()
+	var id string
+	// id is read only when err is nil: a call the bound left behind may
+	// write it late.
+	err := l.call(ctx, "hold", func(ctx context.Context) error {
+		var err error
+		id, err = runID(ctx, l.client)
+		return err
+	})
+	var re redis.Error
+	if errors.As(err, &re) {
+		g.checked.Store(d)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, max(l.timeout, restartCheckTimeout))
+	defer cancel()
+	if l.resync(cctx, id) == nil {
+		g.checked.Store(d)
+	}
+	return nil
+}
+
+// checkNow runs checkRestart, holding checkMu, and records the dial count d
+// it read before as checked when it succeeded, or when the server refused
+// the run_id read itself (miniredis has no INFO server): asking again at
+// every decision would not change its answer.
+func (l *Limiter) checkNow(ctx context.Context, d uint64) {
+	cctx, cancel := context.WithTimeout(ctx, max(l.timeout, restartCheckTimeout))
+	if err := l.checkRestart(cctx); err == nil || errors.Is(err, errNoRunID) {
+		l.restart.checked.Store(d)
+	}
+	cancel()
+}
+
+// errNoRunID: the server answered the run_id read with an error.
+var errNoRunID = errors.New("limiter: no run_id")
+
 // restartCheckTimeout bounds a run_id check and its resync when the limiter
 // has no Timeout of its own.
 const restartCheckTimeout = 2 * time.Second
 
-// checkRestart compares Redis's run_id with the one seen before and, when it
-// changed, charges every limit seen RestartSpent of its maximum.
+// checkRestart compares Redis's run_id with the one seen before, and
+// resyncs when it changed.
 func (l *Limiter) checkRestart(ctx context.Context) error {
-	g := l.restart
 	id, err := runID(ctx, l.client)
+	var re redis.Error
+	if errors.As(err, &re) {
+		return fmt.Errorf("%w: %w", errNoRunID, err)
+	}
 	if err != nil {
 		return err
 	}
+	return l.resync(ctx, id)
+}
+
+// resync records id as Redis's run_id and, when it is not the one seen
+// before, places the kept holds again for what they have left, then charges
+// every limit seen RestartSpent of its maximum. When that fails, the next
+// check does it again.
+func (l *Limiter) resync(ctx context.Context, id string) error {
+	g := l.restart
 	g.mu.Lock()
-	prev := g.runID
+	prev, owed := g.runID, g.owed
 	g.runID = id
 	g.mu.Unlock()
-	if prev == "" || prev == id {
+	if prev == "" || (prev == id && !owed) {
 		return nil
 	}
-	g.restarts.Add(1)
-	var firstErr error
+	if prev != id {
+		g.restarts.Add(1)
+	}
+	// Holds first: a 418's ban ignored is the costliest thing lost.
+	firstErr := l.placeAgain(ctx)
 	g.seen.Range(func(k, v any) bool {
 		lim := v.(Limit)
 		used := max(int(float64(lim.most())*g.share+0.5), 1)
@@ -95,6 +181,12 @@ func (l *Limiter) checkRestart(ctx context.Context) error {
 		}
 		return ctx.Err() == nil
 	})
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	g.mu.Lock()
+	g.owed = firstErr != nil
+	g.mu.Unlock()
 	return firstErr
 }
 

@@ -23,7 +23,7 @@ const (
 	defaultFallbackHold = time.Second
 	// defaultBanHold is how long a 418 without a usable Retry-After holds its
 	// quota: Binance's shortest IP ban.
-	defaultBanHold = 2 * time.Minute
+	defaultBanHold = bound.BanHold
 	// defaultRetryBackoff is the first retry's backoff; it doubles with each retry.
 	defaultRetryBackoff = 100 * time.Millisecond
 	// defaultMaxRetryBackoff bounds the backoff between retries.

@@ -70,7 +70,10 @@ type Signal struct {
 	// Handshake is a connection attempt the server refused; nil otherwise.
 	// Whatever Refusals says of it, a 429 or 418 answer holds
 	// Options.Connect's quotas for its Retry-After (in seconds, or an HTTP
-	// date measured from the answer's Date), or FallbackHold without one.
+	// date measured from the answer's Date); without one (missing, unreadable
+	// or 0), a 429 for FallbackHold and a 418, an IP ban, for 2 minutes
+	// (Binance's shortest ban, as package middleware's BanHold; MaxHold caps
+	// it).
 	Handshake *HandshakeError
 }
 
@@ -142,7 +145,9 @@ type Options struct {
 	// waits up to Jitter, each failed one doubles the bound, up to 32×Jitter.
 	// Default 1 s; negative for none.
 	Jitter time.Duration
-	// FallbackHold is the hold of a Refusal without Hold. Default 1 s.
+	// FallbackHold is the hold of a Refusal without Hold, and of a handshake
+	// refused 429 without Retry-After (a 418's is 2 minutes: see
+	// Signal.Handshake). Default 1 s.
 	FallbackHold time.Duration
 	// MaxHold caps every hold, so that an absurd retryAfter cannot stop the
 	// fleet for long. Default and upper bound a week (the longest hold limiter.Hold accepts).
@@ -236,15 +241,24 @@ func (g *Guard) Dial(ctx context.Context, dial func(context.Context) (Socket, er
 
 // refusedHandshake learns from err, a failed attempt's, when the server
 // refused the handshake: Options.Refusals' holds and, for a 429 or 418,
-// Options.Connect's for the answer's Retry-After (FallbackHold without one).
+// Options.Connect's for the answer's Retry-After (without one, FallbackHold
+// for a 429, bound.BanHold for a 418).
 func (c *Conn) refusedHandshake(ctx context.Context, err error) {
 	var he *HandshakeError
 	if !errors.As(err, &he) {
 		return
 	}
 	c.learn(ctx, Signal{Handshake: he})
-	if he.StatusCode == http.StatusTooManyRequests || he.StatusCode == http.StatusTeapot {
-		c.hold(ctx, Refusal{Hold: retryAfter(he.Header, time.Now())}, c.g.holdReason(Signal{Handshake: he}))
+	reason := c.g.holdReason(Signal{Handshake: he})
+	switch he.StatusCode {
+	case http.StatusTooManyRequests:
+		c.hold(ctx, Refusal{Hold: retryAfter(he.Header, time.Now())}, reason)
+	case http.StatusTeapot:
+		d := retryAfter(he.Header, time.Now())
+		if d <= 0 {
+			d = bound.BanHold
+		}
+		c.hold(ctx, Refusal{Hold: d}, reason)
 	}
 }
 

@@ -313,3 +313,38 @@ func TestRedialConcurrentAndClose(t *testing.T) {
 		t.Fatal("Redial after Close dialled")
 	}
 }
+
+// A handshake refused 418 (an IP ban: Binance's last from 2 minutes to 3
+// days) without Retry-After holds the connection quota for 2 minutes, as
+// package middleware's BanHold does, not for FallbackHold (1 s), which would
+// let the fleet dial the banned IP again at once; a 429 without one still
+// holds FallbackHold. (The hold left is checked within (1 min, 2 min]: only a
+// minute's stall of the test could fail it; FallbackHold is 1 s.)
+func TestHandshakeBanWithoutRetryAfter(t *testing.T) {
+	for _, tc := range []struct {
+		status   int
+		min, max time.Duration
+	}{
+		{http.StatusTeapot, time.Minute, 2 * time.Minute},
+		{http.StatusTooManyRequests, 0, time.Second},
+	} {
+		t.Run(http.StatusText(tc.status), func(t *testing.T) {
+			conn := limiter.Quota{Name: "conn", Limits: []limiter.NamedLimit{{Name: "c", Limit: limiter.PerMinute(100)}}}
+			g, lim := newMiniGuard(t, wsguard.Options{Connect: []limiter.Charge{{Quota: conn, Cost: limiter.Cost{"c": 1}}}})
+			ctx := context.Background()
+			_, err := g.Dial(ctx, func(context.Context) (wsguard.Socket, error) {
+				return nil, &wsguard.HandshakeError{StatusCode: tc.status, Header: http.Header{}}
+			})
+			if !errors.As(err, new(*wsguard.HandshakeError)) {
+				t.Fatalf("dial: %v, want the handshake error", err)
+			}
+			left, err := holdtest.Left(ctx, lim, "conn", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if left <= tc.min || left > tc.max {
+				t.Fatalf("%d without Retry-After: hold left %v, want within (%v, %v]", tc.status, left, tc.min, tc.max)
+			}
+		})
+	}
+}

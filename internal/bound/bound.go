@@ -18,6 +18,9 @@ const (
 	// Hold is the longest hold Limiter.Hold accepts: a week, longer than any
 	// exchange ban.
 	Hold = 7 * 24 * time.Hour
+	// BanHold is the hold a 418 (an IP ban) without a usable Retry-After
+	// calls for, in middleware and wsguard alike: Binance's shortest IP ban.
+	BanHold = 2 * time.Minute
 	// KeyLen is the longest key, quota name or limit name, in bytes.
 	KeyLen = keys.MaxPartLen
 	// QuotaLimits is the most limits a Quota may have, and the most one call

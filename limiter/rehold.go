@@ -1,0 +1,155 @@
+package limiter
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// maxKeptHolds bounds how many holds a Limiter remembers to place again after
+// Redis loses its state; beyond it the holds ending soonest are forgotten.
+const maxKeptHolds = 10000
+
+// keptHolds are the holds in force that this Limiter placed (Hold) or was
+// denied by, each with its end on the local (monotonic) clock, so that a
+// Redis that lost its state (restart.go) gets them again. The zero value is
+// empty.
+type keptHolds struct {
+	base time.Time // the origin of the ends; set with the first hold
+	// last is the latest end, as time since base, of the holds kept; 0 when
+	// none is (or all have ended): decisions read it alone.
+	last atomic.Int64
+	mu   sync.Mutex
+	m    map[string]keptHold // hold key → its end and reason
+}
+
+type keptHold struct {
+	end    time.Duration // since base
+	reason string        // "" when none is known
+}
+
+// inForce reports whether a kept hold may not have ended yet. Without one
+// it is a single atomic load.
+func (k *keptHolds) inForce() bool {
+	last := k.last.Load()
+	if last == 0 {
+		return false
+	}
+	if time.Duration(last) > time.Since(k.base) {
+		return true
+	}
+	k.last.CompareAndSwap(last, 0)
+	return false
+}
+
+// keep remembers that hold key holds until left from now (a longer end kept
+// already stands), with reason unless it is "". It reports whether no hold
+// was in force before it.
+func (k *keptHolds) keep(key string, left time.Duration, reason string) (first bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m == nil {
+		k.m, k.base = map[string]keptHold{}, time.Now()
+	}
+	now := time.Since(k.base)
+	first = time.Duration(k.last.Load()) <= now
+	end := now + left
+	h, ok := k.m[key]
+	if ok && h.end >= end && (reason == "" || reason == h.reason) {
+		return first
+	}
+	if !ok && len(k.m) >= maxKeptHolds && !k.makeRoom(now, end) {
+		return first
+	}
+	h.end = max(h.end, end)
+	if reason != "" {
+		h.reason = reason
+	}
+	k.m[key] = h
+	if int64(h.end) > k.last.Load() {
+		k.last.Store(int64(h.end))
+	}
+	return first
+}
+
+// makeRoom drops the holds that have ended, or else the one ending soonest
+// if it ends before end. It reports whether there is room for one more.
+func (k *keptHolds) makeRoom(now, end time.Duration) bool {
+	soonest, at := "", end
+	for key, h := range k.m {
+		if h.end <= now {
+			delete(k.m, key)
+		} else if h.end < at {
+			soonest, at = key, h.end
+		}
+	}
+	if len(k.m) < maxKeptHolds {
+		return true
+	}
+	if soonest == "" {
+		return false
+	}
+	delete(k.m, soonest)
+	return true
+}
+
+// forget drops hold key: it was released, or its quota reset.
+func (k *keptHolds) forget(key string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, ok := k.m[key]; !ok {
+		return
+	}
+	delete(k.m, key)
+	var last time.Duration
+	for _, h := range k.m {
+		last = max(last, h.end)
+	}
+	k.last.Store(int64(last))
+}
+
+// left returns the holds still in force, with how long each has left, and
+// drops those that have ended.
+func (k *keptHolds) left() map[string]keptHold {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := time.Since(k.base)
+	out := make(map[string]keptHold, len(k.m))
+	for key, h := range k.m {
+		if h.end <= now {
+			delete(k.m, key)
+			continue
+		}
+		out[key] = keptHold{end: h.end - now, reason: h.reason}
+	}
+	return out
+}
+
+// placeAgain places every kept hold again for what it has left (restart.go:
+// Redis lost them), with its reason, and returns the first error.
+func (l *Limiter) placeAgain(ctx context.Context) error {
+	var firstErr error
+	for key, h := range l.restart.holds.left() {
+		if _, err := l.placeHold(ctx, key, h.end, h.reason); err != nil && firstErr == nil {
+			firstErr = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return firstErr
+}
+
+// sawHold remembers the hold that denied decision p (reply r), to place it
+// again if Redis loses it, and starts watching for that when no hold was in
+// force (watch: whether decisions were watching already).
+func (l *Limiter) sawHold(ctx context.Context, p *plan, r *reply, watch bool) {
+	j := int(-r.by) - 1
+	if j < 0 || j >= p.nq || r.waitUS <= 0 {
+		return
+	}
+	if l.restart.holds.keep(p.holds[j].key, us(r.waitUS), "") && !watch {
+		l.watchRunID(ctx)
+	}
+}
