@@ -56,7 +56,7 @@ type checkConn interface {
 // every redquota key has a TTL, and a limiter key that vanishes forgets what
 // was already granted; under noeviction writes fail when memory is full and
 // the failure policy decides instead); persistence (a restart without it
-// forgets every count and hold); the cluster's state; and whether the
+// forgets every count, and the holds no process remembers); the cluster's state; and whether the
 // client's user may read, write, script and SCAN keys under prefix ("" is
 // the default "rq"; a probe key under prefix, with a 10 s TTL, is written
 // and deleted), and call and load Redis functions (without them decisions
@@ -261,7 +261,7 @@ func checkPersistence(ctx context.Context, n checkConn) ServerCheck {
 			Detail: "RDB snapshots only (save " + s + "): a restart forgets what was granted since the last snapshot", Advice: advice}
 	}
 	return ServerCheck{Name: "persistence", Level: levelWarn,
-		Detail: "none: a restart forgets every count and hold, so every limit starts full again", Advice: advice}
+		Detail: "none: a restart forgets every count, so every limit starts full again, and every hold no process remembers", Advice: advice}
 }
 
 func checkCluster(ctx context.Context, n checkConn, clusterClient bool) ServerCheck {
