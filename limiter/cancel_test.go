@@ -140,3 +140,25 @@ func TestWaitAfterCancel(t *testing.T) {
 		}
 	})
 }
+
+// A failed Reserve returns a nil reservation whose methods are safe, as its
+// doc says: a deferred Cancel after a failed Reserve needs no nil check, and
+// Wait says why it cannot wait instead of panicking.
+func TestNilReservation(t *testing.T) {
+	_, c := redistest.NewMini(t)
+	lim := New(c, Options{Prefix: "nil"})
+	ctx := context.Background()
+	r, err := lim.Reserve(ctx, Key("k", Limit{Rate: 0, Period: time.Second}).Take(1)) // invalid: no reservation
+	require.ErrorIs(t, err, ErrInvalid)
+	require.Nil(t, r)
+	require.False(t, r.OK())
+	require.Zero(t, r.Delay())
+	require.Equal(t, Result{}, r.Result())
+	n, err := r.Cancel(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	require.ErrorIs(t, r.Wait(ctx), ErrInvalid)
+	_, err = r.Sync(ctx, "", "", 1)
+	require.ErrorIs(t, err, ErrInvalid)
+	require.NoError(t, r.Refused(ctx))
+}

@@ -108,7 +108,9 @@ func (l *Limiter) allowPlan(ctx context.Context, p *plan) (Result, error) {
 // When the charges would fit only after ctx's deadline, nothing is charged
 // and the error wraps ErrWouldExceedDeadline; the reservation returned with
 // it is not OK and tells, through Delay and Result, when they would have
-// fitted. On any other error the reservation is nil. A ctx already cancelled
+// fitted. On any other error the reservation is nil, and its methods are
+// safe to call: OK is false, Cancel gives back nothing (so a deferred Cancel
+// needs no check), Wait and Sync return an error wrapping ErrInvalid. A ctx already cancelled
 // or past its deadline books nothing: its error is returned, and nothing is
 // sent to Redis.
 func (l *Limiter) Reserve(ctx context.Context, charges ...Charge) (*Reservation, error) {

@@ -43,6 +43,9 @@ func (r *Reservation) each() []*Reservation {
 // OK reports whether the units were booked. A reservation that is not OK
 // would have had to wait past the context's deadline; nothing was charged.
 func (r *Reservation) OK() bool {
+	if r == nil {
+		return false
+	}
 	for _, b := range r.each() {
 		if !b.rep.granted {
 			return false
@@ -53,7 +56,12 @@ func (r *Reservation) OK() bool {
 
 // Delay is how long to wait, from now, before acting on the reservation. When
 // OK is false it is how long until the units would have fitted.
-func (r *Reservation) Delay() time.Duration { return r.delayFrom(time.Now()) }
+func (r *Reservation) Delay() time.Duration {
+	if r == nil {
+		return 0
+	}
+	return r.delayFrom(time.Now())
+}
 
 // delayFrom is Delay measured from t.
 func (r *Reservation) delayFrom(t time.Time) time.Duration {
@@ -85,6 +93,9 @@ func (r *Reservation) at() time.Time {
 // limit's WindowEnd is the end of the window its units count in.
 func (r *Reservation) Result() Result {
 	q := Result{}
+	if r == nil {
+		return q
+	}
 	for _, b := range r.each() {
 		b.rep.addTo(&q, b.plan)
 	}
@@ -112,6 +123,9 @@ func (r *Reservation) Result() Result {
 // back before its time can no longer be waited for: its Wait returns an error
 // wrapping ErrInvalid.
 func (r *Reservation) Cancel(ctx context.Context) (int, error) {
+	if r == nil {
+		return 0, nil
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cancelled || !r.OK() || !time.Now().Before(r.act) {
@@ -236,6 +250,9 @@ func (r *Reservation) cancelOne(ctx context.Context, force bool) (int, error) {
 // used above the limit is taken as the limit. A reservation decided without
 // Redis syncs nothing.
 func (r *Reservation) Sync(ctx context.Context, quota, limit string, used int) (bool, error) {
+	if r == nil {
+		return false, errNilReservation
+	}
 	if used < 0 {
 		return false, fmt.Errorf("%w: used %d must be ≥ 0", errInvalidCost, used)
 	}
@@ -272,6 +289,9 @@ func (r *Reservation) Sync(ctx context.Context, quota, limit string, used int) (
 // headroom too small, which draws more refusals. It changes no count, and
 // calls Redis only for such limits, while the charge's window lasts.
 func (r *Reservation) Refused(ctx context.Context) error {
+	if r == nil {
+		return nil
+	}
 	for _, b := range r.each() {
 		p := b.plan
 		if p.nOutside == 0 || !b.rep.granted || b.rep.degraded || b.rep.grantUS == 0 {
@@ -366,3 +386,7 @@ func newReservation(l *Limiter, p *plan, rep *reply, act time.Time) *Reservation
 	r.one[0] = r
 	return r
 }
+
+// errNilReservation is the error of Wait and Sync on the nil reservation a
+// failed Reserve returns.
+var errNilReservation = fmt.Errorf("%w: no reservation (Reserve failed)", ErrInvalid)

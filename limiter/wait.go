@@ -62,6 +62,9 @@ func (l *Limiter) wait(ctx context.Context, p *plan) (err error) {
 // on one given back (Cancel before its time, or a Wait that failed), an error
 // wrapping ErrInvalid at once: its units are no longer charged.
 func (r *Reservation) Wait(ctx context.Context) error {
+	if r == nil {
+		return errNilReservation
+	}
 	if !r.OK() {
 		return fmt.Errorf("%w: would wait %s", ErrWouldExceedDeadline, us(r.rep.waitUS))
 	}
