@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"bytes"
 	"context"
 	"runtime"
 	"strconv"
@@ -21,41 +22,59 @@ import (
 //   - keys=10000-due: 10 000 keys seen before, each due for its rewrite once
 //     per pass over them (the registry's clock moves an interval per pass):
 //     a service deciding on 10 000 keys, one rewrite per key per interval;
-//   - keys=10000-warm: the same keys, never due: the decision alone.
+//   - keys=10000-warm: the same keys, never due: the decision alone;
+//   - parallel: the two above from 32 goroutines (RunParallel, parallelism
+//     16 on GOMAXPROCS 2), as a service deciding for many callers at once.
 //
 // ns/op, allocs/op and cpu-ns/op (this process's user+sys CPU per Allow,
 // getrusage, GC included) count the writes in full: the run waits for the
 // registry's goroutines to end before it stops. defs/op is the definitions the
-// client sent per Allow: 1 when every due definition was written.
+// client sent per Allow: 1 when every due definition was written (a little
+// under 1 from several goroutines: a key decided at the end of a pass after
+// a goroutine of the next pass moved the clock is written at the next
+// pass's time, so is not due again in it).
 func BenchmarkFirstSeen(b *testing.B) {
 	c := benchClient(b, -1)
 	defs := &defCount{}
 	c.AddHook(defs)
 	ctx := context.Background()
 	base := time.Now()
-	now := base
-	registryNow = func() time.Time { return now }
+	var now atomic.Int64 // the registry's clock
+	now.Store(base.UnixNano())
+	registryNow = func() time.Time { return time.Unix(0, now.Load()) }
 	b.Cleanup(func() { registryNow = time.Now })
 	limit := PerSecond(1_000_000)
 	const nKeys = 10_000
-	run := func(b *testing.B, lim *Limiter, key func(i int) string) {
+	run := func(b *testing.B, lim *Limiter, parallel bool, key func(i int) string) {
 		// The registry's writes of the set-up are done (they end within
 		// 100 ms: a 10 ms linger, a round trip).
 		time.Sleep(100 * time.Millisecond)
 		defs.n.Store(0)
 		runtime.GC()
-		g0 := runtime.NumGoroutine()
 		b.ReportAllocs()
 		b.ResetTimer()
 		cpu0 := benchCPU()
-		for i := range b.N {
-			if _, err := lim.Allow(ctx, Key(key(i), limit).Take(1)); err != nil {
-				b.Fatal(err)
+		if parallel {
+			var next atomic.Int64
+			b.SetParallelism(16)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := lim.Allow(ctx, Key(key(int(next.Add(1)-1)), limit).Take(1)); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		} else {
+			for i := range b.N {
+				if _, err := lim.Allow(ctx, Key(key(i), limit).Take(1)); err != nil {
+					b.Fatal(err)
+				}
 			}
 		}
 		// The writes sent in the background are part of the cost.
-		for deadline := time.Now().Add(10 * time.Second); runtime.NumGoroutine() > g0 && time.Now().Before(deadline); {
-			time.Sleep(50 * time.Microsecond)
+		for deadline := time.Now().Add(10 * time.Second); registryGoroutines() > 0 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
 		}
 		b.StopTimer()
 		b.ReportMetric(float64(benchCPU()-cpu0)/float64(b.N), "cpu-ns/op")
@@ -68,7 +87,7 @@ func BenchmarkFirstSeen(b *testing.B) {
 		if _, err := lim.Allow(ctx, Key("warm", limit).Take(1)); err != nil { // loads the script
 			b.Fatal(err)
 		}
-		run(b, lim, func(i int) string { return "n" + strconv.Itoa(i) })
+		run(b, lim, false, func(i int) string { return "n" + strconv.Itoa(i) })
 	})
 	lim := New(c, Options{Prefix: "fsk-" + strconv.Itoa(int(base.UnixNano()%1e6))})
 	keys := make([]string, nKeys)
@@ -78,24 +97,60 @@ func BenchmarkFirstSeen(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	b.Run("keys=10000-due", func(b *testing.B) {
-		run(b, lim, func(i int) string {
-			if i%nKeys == 0 {
-				now = now.Add(registryEvery) // every key due again in this pass
+	var start int64
+	due := func(i int) string {
+		// The clock at pass i/nKeys: every key due again in the pass (from
+		// several goroutines, a key of the next pass may move it first).
+		for want := start + int64(i/nKeys+1)*int64(registryEvery); ; {
+			if t := now.Load(); t >= want || now.CompareAndSwap(t, want) {
+				break
 			}
-			return keys[i%nKeys]
-		})
-	})
-	b.Run("keys=10000-warm", func(b *testing.B) {
+		}
+		return keys[i%nKeys]
+	}
+	warm := func(b *testing.B) {
 		// Due when the run starts: an interval from the last pass.
-		now = now.Add(registryEvery)
+		now.Add(int64(registryEvery))
 		for _, k := range keys {
 			if _, err := lim.Allow(ctx, Key(k, limit).Take(1)); err != nil {
 				b.Fatal(err)
 			}
 		}
-		run(b, lim, func(i int) string { return keys[i%nKeys] })
-	})
+	}
+	for _, parallel := range []bool{false, true} {
+		name := ""
+		if parallel {
+			name = "/parallel"
+		}
+		b.Run("keys=10000-due"+name, func(b *testing.B) {
+			start = now.Load()
+			run(b, lim, parallel, due)
+		})
+		b.Run("keys=10000-warm"+name, func(b *testing.B) {
+			warm(b)
+			run(b, lim, parallel, func(i int) string { return keys[i%nKeys] })
+		})
+	}
+}
+
+// registryGoroutines counts the goroutines writing definitions: the
+// registry's writer, or (before it) the goroutine each write had.
+func registryGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			var count int
+			for _, g := range bytes.Split(buf[:n], []byte("\n\n")) {
+				if bytes.Contains(g, []byte("limiter.(*Limiter).writeDefinitions")) ||
+					bytes.Contains(g, []byte("limiter.(*Limiter).register.func")) {
+					count++
+				}
+			}
+			return count
+		}
+		buf = make([]byte, 2*len(buf))
+	}
 }
 
 // benchCPU is this process's user+sys CPU time so far, in ns.

@@ -1,10 +1,8 @@
 package limiter
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -83,18 +81,6 @@ func (g *defGate) written() ([]int, int) {
 	return append([]int(nil), g.sizes...), len(g.keys)
 }
 
-// writers counts the registry writer goroutines running in this process.
-func writers() int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			return bytes.Count(buf[:n], []byte("limiter.(*Limiter).writeDefinitions"))
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-}
-
 // waitWriterEnds waits until lim's writer has ended and no writer goroutine
 // is left. Bounded: 5 s (it ends one registryLinger after its last batch).
 func waitWriterEnds(t *testing.T, lim *Limiter) {
@@ -103,12 +89,12 @@ func waitWriterEnds(t *testing.T, lim *Limiter) {
 		lim.reg.mu.Lock()
 		writing, queued := lim.reg.writing, len(lim.reg.queue)
 		lim.reg.mu.Unlock()
-		if !writing && writers() == 0 {
+		if !writing && registryGoroutines() == 0 {
 			require.Zero(t, queued)
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("registry writer still running (writing %v, %d goroutines, %d queued)", writing, writers(), queued)
+			t.Fatalf("registry writer still running (writing %v, %d goroutines, %d queued)", writing, registryGoroutines(), queued)
 		}
 		time.Sleep(time.Millisecond)
 	}
