@@ -223,7 +223,9 @@ func (l *Limiter) writeDefinitions() {
 		r.mu.Unlock()
 		for rest := batch; len(rest) > 0; {
 			n := min(len(rest), registryBatch)
-			l.sendDefinitions(rest[:n])
+			if !l.sendDefinitions(rest[:n]) {
+				break // Redis did not answer in time: the rest waits for its next interval too
+			}
 			rest = rest[n:]
 		}
 		clear(batch) // the entries may leave the registry's memory
@@ -231,8 +233,9 @@ func (l *Limiter) writeDefinitions() {
 }
 
 // sendDefinitions writes es in one pipeline (or one by one on a client
-// with Do only), bounded by registryTimeout.
-func (l *Limiter) sendDefinitions(es []*regEntry) {
+// with Do only), bounded by registryTimeout. It reports whether Redis
+// answered within it.
+func (l *Limiter) sendDefinitions(es []*regEntry) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
 	defer cancel()
 	switch c := l.client.(type) {
@@ -245,10 +248,11 @@ func (l *Limiter) sendDefinitions(es []*regEntry) {
 	case doer:
 		for _, e := range es {
 			if c.Do(ctx, e.args...).Err() != nil && ctx.Err() != nil {
-				return
+				break
 			}
 		}
 	}
+	return ctx.Err() == nil
 }
 
 func limitDef(name string, l Limit) defLimit {

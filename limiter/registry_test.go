@@ -25,6 +25,10 @@ type defGate struct {
 	mu        sync.Mutex
 	sizes     []int
 	keys      map[string]bool
+	// stallAt, when above 0, is the pipeline of definitions (counted from
+	// 1) the hook holds until its context ends: a Redis too slow for
+	// registryTimeout.
+	stallAt int
 }
 
 func newDefGate() *defGate {
@@ -71,6 +75,13 @@ func (g *defGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		g.wait(cmds)
 		g.record(cmds)
+		g.mu.Lock()
+		stall := g.stallAt > 0 && isDef(cmds[0]) && len(g.sizes) == g.stallAt
+		g.mu.Unlock()
+		if stall {
+			<-ctx.Done()
+			return ctx.Err()
+		}
 		return next(ctx, cmds)
 	}
 }
@@ -215,6 +226,34 @@ func TestRegistryQueueBound(t *testing.T) {
 	}
 	waitWriterEnds(t, lim)
 	require.Equal(t, 21, written())
+}
+
+// A pipeline Redis does not answer within registryTimeout: the writer drops
+// the rest of what it took (written at their next interval) instead of
+// waiting registryTimeout again for each pipeline of it.
+func TestRegistryGivesUpOnASlowRedis(t *testing.T) {
+	m, c := redistest.NewMini(t)
+	ctx := context.Background()
+	g := newDefGate()
+	g.stallAt = 2
+	c.AddHook(g)
+	lim := New(c, Options{Prefix: "slow"})
+	limit := PerSecond(10)
+	_, err := lim.Allow(ctx, Key("k0", limit).Take(1))
+	require.NoError(t, err)
+	<-g.hit
+	const n = 600
+	for i := 1; i <= n; i++ {
+		_, err := lim.Allow(ctx, Key("k"+strconv.Itoa(i), limit).Take(1))
+		require.NoError(t, err)
+	}
+	close(g.open)
+	waitWriterEnds(t, lim) // one registryTimeout (2 s) for the stalled pipeline
+	sizes, _ := g.written()
+	require.Equal(t, []int{1, registryBatch}, sizes, "the pipeline after the stalled one is not sent")
+	require.True(t, m.Exists(defKey(lim.holdKey(Quota{Name: "k0"}))))
+	require.False(t, m.Exists(defKey(lim.holdKey(Quota{Name: "k1"}))), "stalled: not written")
+	require.False(t, m.Exists(defKey(lim.holdKey(Quota{Name: "k" + strconv.Itoa(n)}))), "dropped")
 }
 
 // A client with Do but no Pipeline (a wrapper) still gets its definitions
