@@ -26,6 +26,8 @@ import (
 //   - parallel: the two above from 32 goroutines (RunParallel, parallelism
 //     16 on GOMAXPROCS 2), as a service deciding for many callers at once.
 //
+// Each run has a client and a Limiter of its own.
+//
 // ns/op, allocs/op and cpu-ns/op (this process's user+sys CPU per Allow,
 // getrusage, GC included) count the writes in full: the run waits for the
 // registry's goroutines to end before it stops. defs/op is the definitions the
@@ -34,9 +36,6 @@ import (
 // a goroutine of the next pass moved the clock is written at the next
 // pass's time, so is not due again in it).
 func BenchmarkFirstSeen(b *testing.B) {
-	c := benchClient(b, -1)
-	defs := &defCount{}
-	c.AddHook(defs)
 	ctx := context.Background()
 	base := time.Now()
 	var now atomic.Int64 // the registry's clock
@@ -45,13 +44,33 @@ func BenchmarkFirstSeen(b *testing.B) {
 	b.Cleanup(func() { registryNow = time.Now })
 	limit := PerSecond(1_000_000)
 	const nKeys = 10_000
-	run := func(b *testing.B, lim *Limiter, parallel bool, key func(i int) string) {
+	keys := make([]string, nKeys)
+	for i := range keys {
+		keys[i] = "k" + strconv.Itoa(i)
+	}
+	seq := 0
+	// fresh is a client and a Limiter of their own for one run, so that no
+	// run inherits another's pool or autopipeliner; seen: the 10 000 keys
+	// decided on (their definitions written) before it.
+	fresh := func(b *testing.B, seen bool) (*Limiter, *redis.Client, *defCount) {
+		c := benchClient(b, -1)
+		defs := &defCount{}
+		c.AddHook(defs)
+		seq++
+		lim := New(c, Options{Prefix: "fs" + strconv.Itoa(seq) + "-" + strconv.Itoa(int(base.UnixNano()%1e6))})
+		if _, err := lim.Allow(ctx, Key("warm", limit).Take(1)); err != nil { // loads the script
+			b.Fatal(err)
+		}
+		for _, k := range keys[:nKeys*btoi(seen)] {
+			if _, err := lim.Allow(ctx, Key(k, limit).Take(1)); err != nil {
+				b.Fatal(err)
+			}
+		}
 		// The registry's writes of the set-up are done (they end within
 		// 100 ms: a 10 ms linger, a round trip).
 		time.Sleep(100 * time.Millisecond)
-		// Every variant starts with the client's pool full, whatever the one
-		// before left (each write of the old registry took a connection of
-		// its own, and the pool kept them).
+		// The pool full, whatever the set-up left (each write of the old
+		// registry took a connection of its own, and the pool kept them).
 		conns := make([]*redis.Conn, c.Options().PoolSize)
 		for i := range conns {
 			conns[i] = c.Conn()
@@ -62,6 +81,9 @@ func BenchmarkFirstSeen(b *testing.B) {
 		for _, cn := range conns {
 			_ = cn.Close()
 		}
+		return lim, c, defs
+	}
+	run := func(b *testing.B, lim *Limiter, defs *defCount, parallel bool, key func(i int) string) {
 		defs.n.Store(0)
 		runtime.GC()
 		b.ReportAllocs()
@@ -93,57 +115,42 @@ func BenchmarkFirstSeen(b *testing.B) {
 		b.ReportMetric(float64(benchCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 		b.ReportMetric(float64(defs.n.Load())/float64(b.N), "defs/op")
 	}
-	seq := 0
 	b.Run("keys=new", func(b *testing.B) {
-		seq++
-		lim := New(c, Options{Prefix: "fs" + strconv.Itoa(seq) + "-" + strconv.Itoa(int(base.UnixNano()%1e6))})
-		if _, err := lim.Allow(ctx, Key("warm", limit).Take(1)); err != nil { // loads the script
-			b.Fatal(err)
-		}
-		run(b, lim, false, func(i int) string { return "n" + strconv.Itoa(i) })
+		lim, _, defs := fresh(b, false)
+		run(b, lim, defs, false, func(i int) string { return "n" + strconv.Itoa(i) })
 	})
-	lim := New(c, Options{Prefix: "fsk-" + strconv.Itoa(int(base.UnixNano()%1e6))})
-	keys := make([]string, nKeys)
-	for i := range keys {
-		keys[i] = "k" + strconv.Itoa(i)
-		if _, err := lim.Allow(ctx, Key(keys[i], limit).Take(1)); err != nil {
-			b.Fatal(err)
-		}
-	}
-	var start int64
-	due := func(i int) string {
-		// The clock at pass i/nKeys: every key due again in the pass (from
-		// several goroutines, a key of the next pass may move it first).
-		for want := start + int64(i/nKeys+1)*int64(registryEvery); ; {
-			if t := now.Load(); t >= want || now.CompareAndSwap(t, want) {
-				break
-			}
-		}
-		return keys[i%nKeys]
-	}
-	warm := func(b *testing.B) {
-		// Due when the run starts: an interval from the last pass.
-		now.Add(int64(registryEvery))
-		for _, k := range keys {
-			if _, err := lim.Allow(ctx, Key(k, limit).Take(1)); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
 	for _, parallel := range []bool{false, true} {
 		name := ""
 		if parallel {
 			name = "/parallel"
 		}
 		b.Run("keys=10000-due"+name, func(b *testing.B) {
-			start = now.Load()
-			run(b, lim, parallel, due)
+			lim, _, defs := fresh(b, true)
+			start := now.Load()
+			run(b, lim, defs, parallel, func(i int) string {
+				// The clock at pass i/nKeys: every key due again in the pass
+				// (from several goroutines, a key of the next pass may move
+				// it first).
+				for want := start + int64(i/nKeys+1)*int64(registryEvery); ; {
+					if t := now.Load(); t >= want || now.CompareAndSwap(t, want) {
+						break
+					}
+				}
+				return keys[i%nKeys]
+			})
 		})
 		b.Run("keys=10000-warm"+name, func(b *testing.B) {
-			warm(b)
-			run(b, lim, parallel, func(i int) string { return keys[i%nKeys] })
+			lim, _, defs := fresh(b, true)
+			run(b, lim, defs, parallel, func(i int) string { return keys[i%nKeys] })
 		})
 	}
+}
+
+func btoi(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 // registryGoroutines counts the goroutines writing definitions: the
