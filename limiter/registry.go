@@ -185,6 +185,8 @@ type pipeliner interface {
 // next interval.
 func (l *Limiter) enqueue(e *regEntry) {
 	switch l.client.(type) {
+	case failClient:
+		return // every command fails
 	case pipeliner, doer:
 	default:
 		return // not a go-redis client: no registry

@@ -22,6 +22,7 @@ type defGate struct {
 	roundTrips
 	hit, open chan struct{}
 	once      sync.Once
+	opened    sync.Once
 	mu        sync.Mutex
 	sizes     []int
 	keys      map[string]bool
@@ -31,9 +32,15 @@ type defGate struct {
 	stallAt int
 }
 
-func newDefGate() *defGate {
-	return &defGate{hit: make(chan struct{}), open: make(chan struct{}), keys: map[string]bool{}}
+// newDefGate returns a closed gate's hook; release opens it (at the test's
+// end at the latest, so that a failed test leaves no writer held).
+func newDefGate(t *testing.T) *defGate {
+	g := &defGate{hit: make(chan struct{}), open: make(chan struct{}), keys: map[string]bool{}}
+	t.Cleanup(g.release)
+	return g
 }
+
+func (g *defGate) release() { g.opened.Do(func() { close(g.open) }) }
 
 func (g *defGate) record(cmds []redis.Cmder) {
 	var n int
@@ -50,21 +57,34 @@ func (g *defGate) record(cmds []redis.Cmder) {
 	}
 }
 
-func (g *defGate) wait(cmds []redis.Cmder) {
+// wait holds the first definitions until open is closed. The hold stands
+// for a writer held up (by the test), not for a slow Redis: it does not
+// count against the pipeline's registryTimeout, which a loaded machine
+// could pass while the test makes its decisions (the write then fails,
+// as it should after a real wait that long).
+func (g *defGate) wait(ctx context.Context, cmds []redis.Cmder) context.Context {
 	for _, c := range cmds {
 		if isDef(c) {
-			g.once.Do(func() { close(g.hit) })
-			<-g.open
-			return
+			held := false
+			g.once.Do(func() {
+				close(g.hit)
+				<-g.open
+				held = true
+			})
+			if held {
+				return context.WithoutCancel(ctx)
+			}
+			return ctx
 		}
 	}
+	return ctx
 }
 
 func (g *defGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	next = g.roundTrips.ProcessHook(next)
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		cmds := []redis.Cmder{cmd}
-		g.wait(cmds)
+		ctx = g.wait(ctx, cmds)
 		g.record(cmds)
 		return next(ctx, cmd)
 	}
@@ -73,7 +93,7 @@ func (g *defGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (g *defGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	next = g.roundTrips.ProcessPipelineHook(next)
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		g.wait(cmds)
+		ctx = g.wait(ctx, cmds)
 		g.record(cmds)
 		g.mu.Lock()
 		stall := g.stallAt > 0 && isDef(cmds[0]) && len(g.sizes) == g.stallAt
@@ -120,9 +140,11 @@ func waitWriterEnds(t *testing.T, lim *Limiter) {
 func TestRegistryBatchesOffTheDecisionPath(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		g := newDefGate()
+		g := newDefGate(t)
 		b.Client.AddHook(g)
-		lim := newLim(b, Options{})
+		// No Timeout: a loaded machine (-race) can stretch a decision past
+		// the default 250 ms, which is not what this test is about.
+		lim := newLim(b, Options{Timeout: -1})
 		limit := PerMinute(10)
 		first := Key("first", limit)
 		_, err := lim.Allow(ctx, first.Take(1))
@@ -149,7 +171,7 @@ func TestRegistryBatchesOffTheDecisionPath(t *testing.T) {
 		lim.reg.mu.Lock()
 		require.Len(t, lim.reg.queue, n, "queued while the writer is stuck")
 		lim.reg.mu.Unlock()
-		close(g.open)
+		g.release()
 
 		waitWriterEnds(t, lim)
 		sizes, keys := g.written()
@@ -186,9 +208,9 @@ func TestRegistryQueueBound(t *testing.T) {
 	now.Store(base.UnixNano())
 	registryNow = func() time.Time { return time.Unix(0, now.Load()) }
 	t.Cleanup(func() { registryNow = time.Now })
-	g := newDefGate()
+	g := newDefGate(t)
 	c.AddHook(g)
-	lim := New(c, Options{Prefix: "qb"})
+	lim := New(c, Options{Prefix: "qb", Timeout: -1})
 	lim.reg.queueMax = 8
 	limit := PerSecond(10)
 	_, err := lim.Allow(ctx, Key("k0", limit).Take(1))
@@ -198,7 +220,7 @@ func TestRegistryQueueBound(t *testing.T) {
 		_, err := lim.Allow(ctx, Key("k"+strconv.Itoa(i), limit).Take(1))
 		require.NoError(t, err)
 	}
-	close(g.open)
+	g.release()
 	waitWriterEnds(t, lim)
 	written := func() (n int) {
 		for i := 0; i <= 20; i++ {
@@ -234,10 +256,10 @@ func TestRegistryQueueBound(t *testing.T) {
 func TestRegistryGivesUpOnASlowRedis(t *testing.T) {
 	m, c := redistest.NewMini(t)
 	ctx := context.Background()
-	g := newDefGate()
+	g := newDefGate(t)
 	g.stallAt = 2
 	c.AddHook(g)
-	lim := New(c, Options{Prefix: "slow"})
+	lim := New(c, Options{Prefix: "slow", Timeout: -1})
 	limit := PerSecond(10)
 	_, err := lim.Allow(ctx, Key("k0", limit).Take(1))
 	require.NoError(t, err)
@@ -247,7 +269,7 @@ func TestRegistryGivesUpOnASlowRedis(t *testing.T) {
 		_, err := lim.Allow(ctx, Key("k"+strconv.Itoa(i), limit).Take(1))
 		require.NoError(t, err)
 	}
-	close(g.open)
+	g.release()
 	waitWriterEnds(t, lim) // one registryTimeout (2 s) for the stalled pipeline
 	sizes, _ := g.written()
 	require.Equal(t, []int{1, registryBatch}, sizes, "the pipeline after the stalled one is not sent")
@@ -263,7 +285,7 @@ func TestRegistryWithoutPipeline(t *testing.T) {
 	ctx := context.Background()
 	_, pipelines := any(doOnly{}).(pipeliner)
 	require.False(t, pipelines)
-	lim := New(doOnly{c}, Options{Prefix: "do"})
+	lim := New(doOnly{c}, Options{Prefix: "do", Timeout: -1})
 	for i := range 3 {
 		_, err := lim.Allow(ctx, Key("d"+strconv.Itoa(i), PerSecond(10)).Take(1))
 		require.NoError(t, err)
