@@ -247,8 +247,8 @@ const noDeadline = int64(1) << 50
 // decide runs decide.lua for p, reserving up to maxWaitUS ahead (0 = now only).
 // When Redis cannot be reached it answers under the failure policy.
 func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply) error {
-	// After the call: the definition's write must not take the pool's warm
-	// connection from the decision (registry.go).
+	// After the call: a due definition is only queued for the registry's
+	// writer (registry.go), and not before the decision's round trip.
 	defer l.register(p)
 	var err error
 	// watch: the call checks for a restart (restart.go); gen is the restarts

@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // The registry: what a quota is (its limits' rates, periods and algorithms)
@@ -22,22 +25,46 @@ import (
 //     write 0.9 to 1 interval after the last, at random, so instances first
 //     seen together do not write together), never per decision: a decision
 //     only reads an atomic due time;
-//   - off the decision path: the write is sent from its own goroutine once
-//     the decision's call is done (so it never takes the pool's warm
-//     connection from the decision), and a decision still makes exactly one
-//     round trip;
+//   - off the decision path: a decision that finds a definition due only
+//     queues it (a short lock and an append, after its own call is done); one
+//     writer goroutine per Limiter sends what is queued as pipelines of SETs
+//     (one round trip for up to registryBatch definitions; a ClusterClient's
+//     pipeline goes to each definition's node, each SET one key, so one
+//     slot). A decision still makes exactly one round trip, and never waits
+//     for the writer: when registryQueueMax definitions are already waiting,
+//     the next due one is dropped and written at its next interval;
+//   - the writer starts with the first due definition, waits registryLinger
+//     so that definitions falling due together share a pipeline, and ends
+//     once a wait brings nothing more: an idle Limiter runs no goroutine, so
+//     it needs no Close;
 //   - with a TTL that outlives every state key of the quota (twice its longest
 //     period, plus registryEvery), so an idle quota is still described while
 //     its state can exist, and nothing stays once it cannot.
 //
 // Two processes with different definitions under one name overwrite each
-// other; the latest write within an interval wins.
+// other; the latest write within an interval wins. A lost write (Redis
+// unreachable, a full queue) only delays what status shows until the next
+// interval.
 
 // registryEvery is how often a process rewrites a quota's definition.
 const registryEvery = time.Minute
 
-// registryTimeout bounds one definition write.
+// registryTimeout bounds one pipeline of definition writes.
 const registryTimeout = 2 * time.Second
+
+// registryLinger is how long the writer waits before taking what is queued:
+// keys first seen in a burst (a process starting, new users) go out in a few
+// pipelines instead of a round trip each. Definitions are for operators; a
+// few milliseconds late is nothing to them.
+const registryLinger = 10 * time.Millisecond
+
+// registryBatch is the most definitions one pipeline carries (each SET is
+// about 200 bytes).
+const registryBatch = 512
+
+// registryQueueMax bounds the definitions waiting for the writer (a slow or
+// unreachable Redis): past it a due definition is dropped, not waited for.
+const registryQueueMax = 4096
 
 // registryMax bounds the quota instances a process remembers, as the key
 // cache is bounded; past it the memory starts over (and writes again).
@@ -49,14 +76,18 @@ var registryNow = time.Now
 type registry struct {
 	m sync.Map // *keyEntry (the instance's hold key) → *regEntry
 	n atomic.Int64
+
+	mu      sync.Mutex
+	queue   []*regEntry // due definitions for the writer, at most queueMax
+	writing bool        // the writer goroutine runs
+	// queueMax is registryQueueMax (tests lower it).
+	queueMax int
 }
 
 // regEntry is one quota instance's definition, ready to write.
 type regEntry struct {
-	key   string // <hold key without ":hold">:def
-	val   []byte
-	ttlMS string
-	due   atomic.Int64 // unix ns of the next write
+	args []any        // SET <hold key without ":hold">:def <definition> PX <ttl ms>
+	due  atomic.Int64 // unix ns of the next write
 }
 
 // defKey is the definition key of the quota instance whose hold key is hold.
@@ -108,8 +139,8 @@ func (l *Limiter) regFor(hold *keyEntry, q Quota, single Limit) *regEntry {
 		longest = max(longest, dl.PeriodUS)
 	}
 	val, _ := json.Marshal(def) // strings and integers: cannot fail
-	e := &regEntry{key: defKey(hold.key), val: val,
-		ttlMS: strconv.FormatInt((2*longest)/1000+registryEvery.Milliseconds(), 10)}
+	e := &regEntry{args: []any{"set", defKey(hold.key), val, "px",
+		strconv.FormatInt((2*longest)/1000+registryEvery.Milliseconds(), 10)}}
 	if v, loaded := l.reg.m.LoadOrStore(hold, e); loaded {
 		return v.(*regEntry)
 	}
@@ -121,9 +152,9 @@ func (l *Limiter) regFor(hold *keyEntry, q Quota, single Limit) *regEntry {
 	return e
 }
 
-// register writes the definitions of p's quotas that this process has not
-// written within registryEvery, each from its own goroutine: the decision
-// itself is not delayed and makes no other round trip.
+// register queues for the writer the definitions of p's quotas that this
+// process has not written within registryEvery: the decision itself is not
+// delayed and makes no other round trip.
 func (l *Limiter) register(p *plan) {
 	var now int64
 	for _, e := range p.regs[:p.nq] {
@@ -140,18 +171,90 @@ func (l *Limiter) register(p *plan) {
 		if now < d || !e.due.CompareAndSwap(d, now+int64(registryEvery)-rand.Int64N(int64(registryEvery/10))) {
 			continue
 		}
-		dc, ok := l.client.(doer)
-		if !ok {
-			return // a client without Do (not a go-redis client): no registry
-		}
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
-			defer cancel()
-			// Best effort: a lost write only delays what status shows until
-			// the next interval.
-			_ = dc.Do(ctx, "set", e.key, e.val, "px", e.ttlMS).Err()
-		}()
+		l.enqueue(e)
 	}
+}
+
+// pipeliner is the Pipeline method of a go-redis client.
+type pipeliner interface {
+	Pipeline() redis.Pipeliner
+}
+
+// enqueue queues e for the writer, starting it when it is not running. A
+// full queue drops e: its due time has moved on, so it is written at its
+// next interval.
+func (l *Limiter) enqueue(e *regEntry) {
+	switch l.client.(type) {
+	case failClient:
+		return // every command fails
+	case pipeliner, doer:
+	default:
+		return // not a go-redis client: no registry
+	}
+	r := &l.reg
+	r.mu.Lock()
+	if len(r.queue) >= cmp.Or(r.queueMax, registryQueueMax) {
+		r.mu.Unlock()
+		return
+	}
+	r.queue = append(r.queue, e)
+	start := !r.writing
+	r.writing = true
+	r.mu.Unlock()
+	if start {
+		go l.writeDefinitions()
+	}
+}
+
+// writeDefinitions is the writer: after each registryLinger it sends what
+// the decisions queued meanwhile, and it ends after one that queued nothing.
+// Best effort: a failed pipeline is not retried (its definitions are written
+// at their next interval).
+func (l *Limiter) writeDefinitions() {
+	r := &l.reg
+	var batch []*regEntry // the queue's previous array, reused
+	for {
+		time.Sleep(registryLinger)
+		r.mu.Lock()
+		batch, r.queue = r.queue, batch[:0]
+		if len(batch) == 0 {
+			r.writing = false
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Unlock()
+		for rest := batch; len(rest) > 0; {
+			n := min(len(rest), registryBatch)
+			if !l.sendDefinitions(rest[:n]) {
+				break // Redis did not answer in time: the rest waits for its next interval too
+			}
+			rest = rest[n:]
+		}
+		clear(batch) // the entries may leave the registry's memory
+	}
+}
+
+// sendDefinitions writes es in one pipeline (or one by one on a client
+// with Do only), bounded by registryTimeout. It reports whether Redis
+// answered within it.
+func (l *Limiter) sendDefinitions(es []*regEntry) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
+	defer cancel()
+	switch c := l.client.(type) {
+	case pipeliner:
+		pipe := c.Pipeline()
+		for _, e := range es {
+			_ = pipe.Do(ctx, e.args...)
+		}
+		_, _ = pipe.Exec(ctx)
+	case doer:
+		for _, e := range es {
+			if c.Do(ctx, e.args...).Err() != nil && ctx.Err() != nil {
+				break
+			}
+		}
+	}
+	return ctx.Err() == nil
 }
 
 func limitDef(name string, l Limit) defLimit {
