@@ -215,7 +215,10 @@ func globClass(p string, c byte) (int, bool) {
 // sensitive), as Redis's stringmatchlen decides: '*' any run of bytes, '?'
 // one byte, a class one byte of it (globClass), '\' the byte after it. A
 // failed match backtracks only its latest '*', which is exact for such a
-// glob and never takes exponential time.
+// glob and never takes exponential time. One difference: a range compares
+// bytes as unsigned, where Redis built for x86 compares them as signed
+// chars, so a range that spans 0x7f and 0x80 ("[a-\xff]") matches bytes
+// ≥ 0x80 here and not there; for ASCII patterns and keys they agree.
 func globMatch(pattern, s string) bool {
 	pi, si := 0, 0
 	starP, starS := -1, 0

@@ -255,8 +255,14 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 	// seen before it.
 	var gen int64
 	watch := l.restart.on()
+	// sent: when the call went, on the kept holds' clock, while one is in
+	// force (0 otherwise: then nothing is read).
+	var sent time.Duration
 	if watch {
 		gen = l.restart.restarts.Load()
+		if l.restart.holds.inForce() {
+			sent = l.restart.holds.since()
+		}
 	}
 	// The call goes through the path (send): its breaker, bound and
 	// classifier. With the breaker open (Redis was just found down) it
@@ -282,6 +288,8 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 	}
 	if !r.granted && r.by < 0 {
 		l.sawHold(ctx, p, r, watch) // kept, to be placed again (rehold.go)
+	} else if sent > 0 {
+		l.sawNoHold(p, r, sent) // a kept hold found released
 	}
 	l.observe(p, r) // telemetry: limits' usage, hold left
 	if p.reps > 1 {

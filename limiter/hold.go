@@ -31,8 +31,9 @@ import (
 // A hold outlives Redis losing its state (a restart without persistence, a
 // failover to a replica the hold's write had not reached): the Limiter
 // remembers the holds in force it placed, and those it was denied by, with
-// their ends on its own clock (up to 10 000; released or reset ones are
-// forgotten). While one is in force its decisions compare Redis's run_id
+// their ends on its own clock (up to 10 000). It forgets one released or
+// reset through it, and one a decision of its own, granted at once, finds
+// gone (released by another process, e.g. redquota release). While one is in force its decisions compare Redis's run_id
 // after its client makes new connections, as with Options.RestartSpent
 // (which it does not need), and when it changed, place each hold again for
 // what it has left, with its reason, before they answer (made again after

@@ -26,6 +26,7 @@ type keptHolds struct {
 
 type keptHold struct {
 	end    time.Duration // since base
+	at     time.Duration // since base: when it was last kept (its hold was in Redis by then)
 	reason string        // "" when none is known
 }
 
@@ -62,7 +63,7 @@ func (k *keptHolds) keep(key string, left time.Duration, reason string) (first b
 	if !ok && len(k.m) >= maxKeptHolds && !k.makeRoom(now, end) {
 		return first
 	}
-	h.end = max(h.end, end)
+	h.end, h.at = max(h.end, end), now
 	if reason != "" {
 		h.reason = reason
 	}
@@ -102,11 +103,47 @@ func (k *keptHolds) forget(key string) {
 		return
 	}
 	delete(k.m, key)
+	k.updateLast()
+}
+
+// updateLast sets last to the latest end kept, under mu.
+func (k *keptHolds) updateLast() {
 	var last time.Duration
 	for _, h := range k.m {
 		last = max(last, h.end)
 	}
 	k.last.Store(int64(last))
+}
+
+// since is the time since base, the clock of a decision's sending (see
+// forgetGone); 0 before any hold was kept.
+func (k *keptHolds) since() time.Duration {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m == nil {
+		return 0
+	}
+	return time.Since(k.base)
+}
+
+// forgetGone drops the kept holds of p's quotas that were kept before sent:
+// a decision sent at sent (since base) was granted at once, so Redis ran it
+// after those holds were placed and found none of them in force. Another
+// process released them (redquota release), or they ended early; placed
+// again after a restart they would stop the fleet for nothing.
+func (k *keptHolds) forgetGone(p *plan, sent time.Duration) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	gone := false
+	for _, e := range p.holds[:p.nq] {
+		if h, ok := k.m[e.key]; ok && h.at < sent {
+			delete(k.m, e.key)
+			gone = true
+		}
+	}
+	if gone {
+		k.updateLast()
+	}
 }
 
 // left returns the holds still in force, with how long each has left, and
@@ -151,5 +188,21 @@ func (l *Limiter) sawHold(ctx context.Context, p *plan, r *reply, watch bool) {
 	}
 	if l.restart.holds.keep(p.holds[j].key, us(r.waitUS), "") && !watch {
 		l.watchRunID(ctx)
+	}
+}
+
+// sawNoHold forgets the kept holds a decision found gone (keptHolds.forgetGone):
+// granted at once, made on the state every restart check has vouched for
+// (not owed a resync, where a lost hold still waits to be placed again).
+func (l *Limiter) sawNoHold(p *plan, r *reply, sent time.Duration) {
+	g := l.restart
+	if !r.granted || r.degraded || r.waitUS > 0 || sent == 0 {
+		return
+	}
+	g.mu.Lock()
+	owed := g.owed
+	g.mu.Unlock()
+	if !owed {
+		g.holds.forgetGone(p, sent)
 	}
 }

@@ -244,3 +244,31 @@ func TestKeptHoldNoRunIDNotPerDecision(t *testing.T) {
 	require.LessOrEqual(t, h.info.Load(), 1+h.dials.Load())
 	require.Less(t, h.dials.Load(), int64(decisions/2), "a dial per decision: the bound above says nothing")
 }
+
+// A hold another process released (redquota release) is not placed again
+// after a restart by the Limiter that placed it: its first decision granted
+// at once after the release shows the hold gone, and it forgets it. Without
+// that, the restart brought back a hold nobody wanted for what it had left.
+func TestHoldReleasedElsewhereNotPlacedAgain(t *testing.T) {
+	q := Quota{Name: "exchange", Limits: []NamedLimit{{"weight", PerMinute(6000)}}}
+	srv := redistest.Private(t)
+	fleet := func() *Limiter {
+		c := srv.Client()
+		t.Cleanup(func() { _ = c.Close() })
+		return New(c, Options{Timeout: 5 * time.Second})
+	}
+	a, operator := fleet(), fleet()
+	ctx := context.Background()
+	require.True(t, settle(t, a, q).Allowed)
+	_, err := a.Hold(ctx, q, holdFor, "418 from the exchange")
+	require.NoError(t, err)
+	_, err = operator.Hold(ctx, q, 0, "") // released by another process
+	require.NoError(t, err)
+	require.True(t, settle(t, a, q).Allowed, "granted once the hold is released")
+	require.False(t, a.restart.holds.inForce(), "a still keeps the released hold")
+
+	srv.Stop()
+	require.NoError(t, srv.Start())
+	require.True(t, settle(t, a, q).Allowed, "the released hold placed again after the restart")
+	require.True(t, settle(t, fleet(), q).Allowed)
+}

@@ -353,6 +353,12 @@ func (c *Conn) Redial(ctx context.Context) error {
 				bound *= 2
 			}
 		}
+		c.mu.Lock()
+		closed := c.closed
+		c.mu.Unlock()
+		if closed { // Close came while this Redial waited: attempt no more
+			return errClosed
+		}
 		sock, dialed, err := c.g.attempt(ctx, c.dial)
 		if err == nil {
 			c.mu.Lock()
@@ -382,13 +388,20 @@ func (c *Conn) socket() (Socket, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.sock == nil {
-		return nil, errClosed
+		if c.closed {
+			return nil, errClosed
+		}
+		return nil, errRedialing
 	}
 	return c.sock, nil
 }
 
-// errClosed is the error of a call on a connection that is not open.
-var errClosed = fmt.Errorf("wsguard: connection not open: %w", net.ErrClosed)
+// errClosed is the error of a call on a connection Close closed.
+var errClosed = fmt.Errorf("wsguard: connection closed: %w", net.ErrClosed)
+
+// errRedialing is the error of a call on a connection Redial is opening
+// again: not net.ErrClosed, which says it is gone for good.
+var errRedialing = errors.New("wsguard: connection not open: redialing")
 
 // Send sends msg once the connection's local limit lets it and, when
 // Options.Charges prices it, once its charges are taken (at their turn,

@@ -348,3 +348,50 @@ func TestHandshakeBanWithoutRetryAfter(t *testing.T) {
 		})
 	}
 }
+
+// A Redial whose dials keep failing stops at Close (before, it went on
+// dialling, charged, until its ctx ended), and says net.ErrClosed. While it
+// redials, a Send fails with an error that is not net.ErrClosed: the
+// connection is coming back, not gone.
+func TestRedialStopsAtClose(t *testing.T) {
+	g, _ := newMiniGuard(t, wsguard.Options{Jitter: time.Millisecond})
+	var dials atomic.Int64
+	failing := atomic.Bool{}
+	dial := func(context.Context) (wsguard.Socket, error) {
+		dials.Add(1)
+		if failing.Load() {
+			return nil, errors.New("refused")
+		}
+		return newFakeSocket(), nil
+	}
+	ctx := context.Background()
+	c, err := g.Dial(ctx, dial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failing.Store(true)
+	done := make(chan error, 1)
+	go func() { done <- c.Redial(ctx) }()
+	for dials.Load() < 4 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := c.Send(ctx, []byte("{}")); err == nil || errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Send while redialing: %v, want an error that is not net.ErrClosed", err)
+	}
+	if err := c.Close(1000, ""); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Redial after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second): // its jitter is at most 32 ms
+		t.Fatal("Redial went on after Close")
+	}
+	n := dials.Load()
+	time.Sleep(100 * time.Millisecond)
+	if dials.Load() != n {
+		t.Fatal("dialled after Redial returned")
+	}
+}
