@@ -120,6 +120,8 @@ func TestNewNilClient(t *testing.T) {
 		_, err = lim.Hold(ctx, Quota{Name: "q", Limits: []NamedLimit{{"a", PerSecond(1)}}}, time.Second, "")
 		require.ErrorIs(t, err, ErrNilClient)
 		require.False(t, errors.Is(err, ErrUnavailable))
+		_, err = lim.Inspect(ctx, "q")
+		require.ErrorIs(t, err, ErrNilClient)
 	}
 }
 
@@ -138,6 +140,8 @@ func TestNewUnknownFailurePolicy(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalid)
 	require.ErrorIs(t, lim.Wait(ctx, Key("k", PerSecond(1)).Take(1)), ErrInvalid)
 	_, err = lim.Hold(ctx, Quota{Name: "q", Limits: []NamedLimit{{"a", PerSecond(1)}}}, time.Second, "")
+	require.ErrorIs(t, err, ErrInvalid)
+	_, err = lim.Inspect(ctx, "q")
 	require.ErrorIs(t, err, ErrInvalid)
 	require.Empty(t, mr.Keys())
 	for _, p := range []FailurePolicy{FailClosed, FailOpen, FailLocal} {

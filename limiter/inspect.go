@@ -74,6 +74,9 @@ var errNotInspectable = errors.New("limiter: client cannot GET or SCAN, cannot i
 // appears once a process has decided on it, and stays described while its
 // state can exist.
 func (l *Limiter) Inspect(ctx context.Context, names ...string) ([]QuotaState, error) {
+	if fc, ok := l.client.(failClient); ok {
+		return nil, fc.err // a nil client, or options New refused
+	}
 	ic, ok := l.client.(inspectClient)
 	if !ok {
 		return nil, errNotInspectable

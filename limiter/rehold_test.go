@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/redquota/redquota/internal/redistest"
@@ -271,4 +273,32 @@ func TestHoldReleasedElsewhereNotPlacedAgain(t *testing.T) {
 	require.NoError(t, srv.Start())
 	require.True(t, settle(t, a, q).Allowed, "the released hold placed again after the restart")
 	require.True(t, settle(t, fleet(), q).Allowed)
+}
+
+// A burst of Holds before any hold is in force (a 429 reaching many
+// requests at once) reads Redis's run_id once, not once per Hold in turn:
+// on a warm pool no connection is dialed between them, so after the first
+// read there is nothing new to ask. (Before, 64 such Holds sent 21 INFO, one
+// after another, each Hold waiting for those ahead of it.)
+func TestHoldBurstReadsRunIDOnce(t *testing.T) {
+	srv := redistest.Shared(t)
+	o := redistest.ClientOptions(srv.Addr())
+	o.PoolSize, o.MinIdleConns = 64, 64
+	c := redis.NewClient(o)
+	t.Cleanup(func() { _ = c.Close() })
+	warmPool(t, c, 64)
+	var h infoCount
+	c.AddHook(&h)
+	lim := New(c, Options{Prefix: redistest.NewPrefix(t), Timeout: 5 * time.Second})
+	q := Quota{Name: "exchange", Limits: []NamedLimit{{"weight", PerMinute(6000)}}}
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Go(func() {
+			_, err := lim.Hold(context.Background(), q, holdFor, "429")
+			assert.NoError(t, err)
+		})
+	}
+	wg.Wait()
+	t.Logf("64 Holds: %d dials, %d INFO", h.dials.Load(), h.info.Load())
+	require.LessOrEqual(t, h.info.Load(), 1+h.dials.Load())
 }

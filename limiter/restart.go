@@ -96,6 +96,15 @@ func (l *Limiter) watchBeforeHold(ctx context.Context) error {
 	g.checkMu.Lock()
 	defer g.checkMu.Unlock()
 	d := l.path.Watch().Dials()
+	g.mu.Lock()
+	known := g.runID != ""
+	g.mu.Unlock()
+	if known && d <= g.checked.Load() {
+		// A Hold just before this one read it, and the client has made no
+		// connection since: of a burst of Holds (a 429 reaching many
+		// requests at once) only the first asks.
+		return nil
+	}
 	var id string
 	// id is read only when err is nil: a call the bound left behind may
 	// write it late.

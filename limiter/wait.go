@@ -121,8 +121,10 @@ func (r *Reservation) Wait(ctx context.Context) error {
 	return fmt.Errorf("%w: booked again %d times", ErrWouldExceedDeadline, maxWakes)
 }
 
-// errGivenBack is the error of a Wait of a reservation given back.
-var errGivenBack = fmt.Errorf("%w: Wait of a reservation that was given back (Cancel)", ErrInvalid)
+// errGivenBack is the error of a Wait of a reservation Cancel was called on
+// before its time (whether or not Redis took the units back: a Cancel that
+// failed leaves them charged, and Wait still cannot take them).
+var errGivenBack = fmt.Errorf("%w: Wait of a reservation Cancel was called on", ErrInvalid)
 
 // maxLead bounds how early a wake-up is sent, and so how far ahead of its
 // booking a wake-up may find it standing and let Wait sleep the rest without

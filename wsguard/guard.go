@@ -23,7 +23,10 @@ import (
 // Socket is what the guard needs of a WebSocket connection, whatever the
 // library. Read returns the next message's payload; when the peer closed the
 // connection with a close frame its error wraps a *CloseError. Write sends
-// one message. A Socket is used by one reader and one writer at a time.
+// one message. A Socket is used by one reader and one writer at a time, and
+// Close may come while either is under way (Close writes a close frame, as
+// gorilla/websocket's WriteControl and coder/websocket's Close may
+// concurrently with a write): an adapter must allow that.
 type Socket interface {
 	Read(ctx context.Context) ([]byte, error)
 	Write(ctx context.Context, msg []byte) error
