@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redquota/redquota/internal/holdtest"
 	"github.com/redquota/redquota/internal/oteltest"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
@@ -131,13 +130,7 @@ func TestRefusalHoldsTheChargedInstance(t *testing.T) {
 	if _, err := c.Read(ctx); err != nil {
 		t.Fatal(err)
 	}
-	held := func(q limiter.Quota, key string) bool {
-		d, err := holdtest.Left(ctx, lim, q.Name, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d > 0
-	}
+	held := func(q limiter.Quota, key string) bool { return isHeld(t, lim, q, key) }
 	if !held(acct, "k1") || held(acct, "k2") || held(ip, "") || held(conn, "") {
 		t.Fatalf("held: k1 %v, k2 %v, ip %v, conn %v; want only k1", held(acct, "k1"), held(acct, "k2"), held(ip, ""), held(conn, ""))
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/redquota/redquota/internal/holdtest"
 	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/wsguard"
@@ -83,4 +84,14 @@ func (s *fakeSocket) written() ([][]byte, []time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([][]byte(nil), s.out...), append([]time.Time(nil), s.sent...)
+}
+
+// isHeld reports whether q's instance for key ("" for none) is held now.
+func isHeld(t *testing.T, lim *limiter.Limiter, q limiter.Quota, key string) bool {
+	t.Helper()
+	d, err := holdtest.Left(context.Background(), lim, q.Name, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d > 0
 }

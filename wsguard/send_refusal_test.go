@@ -107,13 +107,7 @@ func TestRefusalsOfOneRequest(t *testing.T) {
 	if _, err := c.Read(ctx); err != nil {
 		t.Fatal(err)
 	}
-	held := func(q limiter.Quota, key string) bool {
-		d, err := holdtest.Left(ctx, lim, q.Name, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d > 0
-	}
+	held := func(q limiter.Quota, key string) bool { return isHeld(t, lim, q, key) }
 	if !held(ip, "") || !held(acct, "a1") || len(errs) != 0 {
 		t.Fatalf("held: ip %v, acct a1 %v (errors %v); want both, no error", held(ip, ""), held(acct, "a1"), errs)
 	}
