@@ -116,11 +116,11 @@ func (k *keptHolds) updateLast() {
 }
 
 // since is the time since base, the clock of a decision's sending (see
-// forgetGone); 0 before any hold was kept.
+// forgetGone); 0 before any hold was kept. It takes no lock (it runs on every
+// decision while a hold is in force): base is written once, before the first
+// store to last, so a nonzero last orders its read, as in inForce.
 func (k *keptHolds) since() time.Duration {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.m == nil {
+	if k.last.Load() == 0 {
 		return 0
 	}
 	return time.Since(k.base)
