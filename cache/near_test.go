@@ -809,6 +809,11 @@ func TestNearTelemetry(t *testing.T) {
 	require.NoError(t, e.c.Set(ctx, "k", "v", time.Minute))
 	warmNear(t, e.c, e.c, "k", "v")
 	require.NoError(t, e.c.Delete(ctx, "k"))
+	// The invalidation arrives on the tracking connection after Delete
+	// returns: wait for it, then read the stats and the counters while
+	// nothing else is in flight.
+	require.Eventually(t, func() bool { return nearStats(t, e.c).NearInvalidations > 0 },
+		10*time.Second, time.Millisecond, "the delete's invalidation never arrived")
 	s := nearStats(t, e.c)
 	ev := h.Sums(t, "redquota.cache.near.events", "redquota.event")
 	require.Equal(t, s.NearHits, ev["hit"])
