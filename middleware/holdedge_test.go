@@ -24,7 +24,7 @@ import (
 // (the hold key's value, µs on Redis's clock: Held's PTTL is whole ms): an
 // arrival before the end proves a send before it. 200 tries, each with a key
 // of its own; a try whose hold could not be placed before T (a loaded
-// machine) does not count, and at least 190 must count.
+// machine) does not count, and at least half must count.
 func TestHoldEdgeNeverEarly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("200 windows of 50 ms per backend")
@@ -66,13 +66,17 @@ func TestHoldEdgeNeverEarly(t *testing.T) {
 			}
 		}})
 		lim := limiter.New(c, limiter.Options{Prefix: b.Prefix, Timeout: 10 * time.Second})
-		var early, tight atomic.Int64 // arrivals before the hold's end; while its key lived (≤ 1 ms after)
+		// What the server saw of the current try: when its request arrived
+		// and the end of the hold then in Redis (0: none). Read by the loop
+		// only after the try's request has returned.
+		var arrivedUS, endUS atomic.Int64
 		srv := newServer(t, func(_ http.ResponseWriter, r *http.Request) {
 			arrived, err := b.Client.Time(ctx).Result()
 			if err != nil {
 				t.Error(err)
 				return
 			}
+			arrivedUS.Store(arrived.UnixMicro())
 			key, _ := holdKey.Load().(string)
 			if key == "" {
 				return // no hold yet
@@ -82,13 +86,7 @@ func TestHoldEdgeNeverEarly(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			if end > 0 {
-				tight.Add(1)
-			}
-			if arrived.UnixMicro() < end {
-				early.Add(1)
-				t.Errorf("a request arrived %s before the hold's end", time.UnixMicro(end).Sub(arrived))
-			}
+			endUS.Store(end)
 		})
 		tr := newTransport(t, nil, lim, middleware.Options{}, middleware.Rule{
 			Charges: func(r *http.Request, _ []byte) ([]limiter.Charge, error) {
@@ -103,10 +101,12 @@ func TestHoldEdgeNeverEarly(t *testing.T) {
 			}
 			return tm
 		}
-		counted := 0
+		counted, early, tight := 0, 0, 0 // tries with the hold placed before T; arrivals inside it; while its key lived (≤ 1 ms after its end)
 		for i := range tries {
 			q := tmpl.For(strconv.Itoa(i))
 			holdKey.Store("")
+			arrivedUS.Store(0)
+			endUS.Store(0)
 			// Start just after a window starts, so that T is a period away.
 			now := redisNow()
 			time.Sleep(now.Truncate(period).Add(period + time.Millisecond).Sub(now))
@@ -141,15 +141,30 @@ func TestHoldEdgeNeverEarly(t *testing.T) {
 			if err := <-done; err != nil {
 				t.Fatalf("try %d: %v", i, err)
 			}
-			if placedBeforeT {
-				counted++
+			// Only a hold in place before T binds the request, which may not
+			// be sent before T: one that a slow call placed later (its length
+			// counts from when it lands) may begin after the request was sent
+			// and still be in Redis when the server looks.
+			if !placedBeforeT {
+				continue
+			}
+			counted++
+			if end := endUS.Load(); end > 0 {
+				tight++
+				if arrived := arrivedUS.Load(); arrived < end {
+					early++
+					t.Errorf("try %d: the request arrived %s before the hold's end", i, time.Duration(end-arrived)*time.Microsecond)
+				}
 			}
 		}
-		t.Logf("%s: %d tries, %d with the hold placed before T; %d requests arrived before the hold's end, %d within its key's last millisecond", b.Kind, tries, counted, early.Load(), tight.Load())
-		if early.Load() != 0 {
-			t.Errorf("%d requests reached the server during a hold", early.Load())
+		t.Logf("%s: %d tries, %d with the hold placed before T; %d requests arrived before the hold's end, %d within its key's last millisecond", b.Kind, tries, counted, early, tight)
+		if early != 0 {
+			t.Errorf("%d requests reached the server during a hold", early)
 		}
-		if counted < tries-10 {
+		// Most tries place the hold before T (190+ on an idle machine); a
+		// machine loaded enough (load average 20+ on 2 cores, 145 seen) makes
+		// the call late for some. Half still exercises the edge a hundred times.
+		if counted < tries/2 {
 			t.Errorf("only %d of %d tries placed the hold before T", counted, tries)
 		}
 		if srv.hits.Load() != tries {

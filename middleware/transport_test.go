@@ -408,21 +408,23 @@ type rtFunc func(*http.Request) (*http.Response, error)
 func (f rtFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // The window guard is the limiter's, on Redis's clock, whatever the local one
-// says: Redis is 100 ms before a minute's end, so a request under a 250 ms
+// says: Redis is a second before a minute's end, so a request under a 2 s
 // guard is booked at the next minute's start and charged there (waiting for
-// it), or, with FailFast, refused with the wait until then.
+// it), or, with FailFast, refused with the wait until then. (Redis's clock
+// runs from the test's start: a second leaves a loaded machine time to get to
+// the decision before the minute ends; 100 ms once did not.)
 func TestWindowGuardRedisClock(t *testing.T) {
 	for _, failFast := range []bool{false, true} {
 		t.Run(fmt.Sprintf("FailFast=%v", failFast), func(t *testing.T) {
 			minute := time.Date(2025, 1, 15, 12, 1, 0, 0, time.UTC)
-			lim, freeze := runningMini(t, minute.Add(-100*time.Millisecond))
+			lim, freeze := runningMini(t, minute.Add(-time.Second))
 			srv := newServer(t, func(http.ResponseWriter, *http.Request) {})
-			tr := newTransport(t, nil, lim, middleware.Options{WindowGuard: 250 * time.Millisecond, FailFast: failFast},
+			tr := newTransport(t, nil, lim, middleware.Options{WindowGuard: 2 * time.Second, FailFast: failFast},
 				middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 10}})
 			resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
 			if failFast {
 				var le *middleware.LimitedError
-				if !errors.As(err, &le) || le.RetryAfter <= 0 || le.RetryAfter > 100*time.Millisecond || srv.hits.Load() != 0 {
+				if !errors.As(err, &le) || le.RetryAfter <= 0 || le.RetryAfter > time.Second || srv.hits.Load() != 0 {
 					t.Fatalf("FailFast within the guard: %v, %d sent", err, srv.hits.Load())
 				}
 				return

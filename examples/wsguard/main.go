@@ -119,6 +119,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if *procs < 1 || *conns < 1 {
 		return errors.New("need -processes ≥ 1 and -conns ≥ 1")
 	}
+	// Cancelled on return: a run that ends early ends its connections too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	env, err := exampleenv.Start(ctx)
 	if err != nil {
 		return err
@@ -183,7 +186,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 						break
 					}
 				}
-				<-dropped
+				select {
+				case <-dropped:
+				case <-ctx.Done():
+					return
+				}
 				if err := c.Redial(ctx); err != nil {
 					errs <- fmt.Errorf("process %d: %w", p, err)
 					return
@@ -194,10 +201,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	opened.Wait()
 	// The client's Dial returns before the exchange has registered the
-	// connection: wait for all of them, so that drop closes every one.
+	// connection: wait for all of them, so that drop closes every one. A
+	// connection that failed is never accepted: its error ends the wait.
 	for range *procs * *conns {
 		select {
 		case <-ex.accepted:
+		case err := <-errs:
+			return err
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -53,9 +53,13 @@ func Start(ctx context.Context) (*Env, error) {
 		}
 		m.ClockTTL(true)
 		url := "redis://" + m.Addr()
+		// The client's own settings still count; where Redis is does not.
 		cfg, err := config.Parse(func(k string) (string, bool) {
-			if k == URLEnv {
+			switch k {
+			case URLEnv:
 				return url, true
+			case "REDIS_SOCKET_TIMEOUT", "REDIS_MAX_CONNECTIONS":
+				return os.LookupEnv(k)
 			}
 			return "", false
 		})
