@@ -81,8 +81,11 @@ func TestReplicaAckNoReplicaIsUnavailable(t *testing.T) {
 	pc := primary.Client()
 	defer pc.Close()
 	prefix := redistest.NewPrefix(t)
-	closed := New(pc, Options{Prefix: prefix, ReplicaAck: 50 * time.Millisecond})
-	open := New(pc, Options{Prefix: prefix, ReplicaAck: 50 * time.Millisecond, Failure: FailOpen})
+	// Timeout: the default 250 ms (300 with the ack) was once passed on a
+	// loaded machine, which answered "no reply" instead of the missing ack
+	// this test is about.
+	closed := New(pc, Options{Prefix: prefix, ReplicaAck: 50 * time.Millisecond, Timeout: 5 * time.Second})
+	open := New(pc, Options{Prefix: prefix, ReplicaAck: 50 * time.Millisecond, Failure: FailOpen, Timeout: 5 * time.Second})
 	limit := PerMinute(1000)
 	// With the replica up, a grant is acknowledged: asked with a bound far
 	// above a loaded machine's replication delay (50 ms was missed once in
