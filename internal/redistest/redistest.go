@@ -126,7 +126,13 @@ func NewPrefix(tb testing.TB) string {
 func NewMini(tb testing.TB) (*miniredis.Miniredis, *redis.Client) {
 	tb.Helper()
 	m := miniredis.RunT(tb)
-	c := redis.NewClient(ClientOptions(m.Addr()))
+	// miniredis runs in the test's process: on a loaded machine under -race
+	// one of its script calls has taken past 2 s (a 1000-key batch; a
+	// decision at load average 18). A stopped miniredis still fails a call
+	// at once (connection refused or reset); nothing here waits on a hung one.
+	o := ClientOptions(m.Addr())
+	o.ReadTimeout, o.WriteTimeout = 10*time.Second, 10*time.Second
+	c := redis.NewClient(o)
 	c.AddHook(SlotCheck{})
 	tb.Cleanup(func() { _ = c.Close() })
 	return m, c
