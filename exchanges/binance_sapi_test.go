@@ -91,8 +91,8 @@ func (s *sapiSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // per window: no 429, and each fills its busiest window (≥ 90 %: one request
 // is 5 % of a window, and the guard keeps the last part of each free), while
 // both together use far more than one window's 12 000, which one shared
-// quota would not allow. An endpoint the preset has no weight for is charged
-// 1 and corrected by the header.
+// quota would not allow. Both are IP-limited: Weights' heavier figures are
+// charged to the IP's window of each.
 func TestBinanceSAPI(t *testing.T) {
 	const wallet, dividend = "GET /sapi/v1/capital/config/getall", "GET /sapi/v1/asset/assetDividend"
 	// Heavier than documented (both are Weight(IP): 10), through Weights.
