@@ -603,6 +603,10 @@ type binanceVenue struct {
 	prefix  string
 	weights map[string]func(queryer) int
 	orders  map[string]int
+	// ordersSecond, where an endpoint has an entry, is its count on the
+	// ORDERS limits of an interval of seconds, in place of orders' (futures'
+	// batch orders: 5 on the 10-second limit, 1 on the minute's).
+	ordersSecond map[string]int
 	// fills: the ORDERS counts go down when orders fill (limiter.Limit.Lowers).
 	fills bool
 }
@@ -631,6 +635,7 @@ func binanceRule(opts BinanceOptions, v binanceVenue) (middleware.Rule, []limite
 	usage := binanceUsage{Weight: map[string]string{}, Orders: map[string]string{}}
 	var weight, raw, orders []string
 	var orderLimits []BinanceRateLimit
+	var perSecond []bool // orders[i] is a limit of an interval of seconds
 	for _, rl := range opts.RateLimits {
 		p := scale(rl.period(), opts.timeScale)
 		nl := limiter.NamedLimit{Name: rl.name(), Limit: limiter.Limit{Rate: rl.Limit, Period: p, Algorithm: limiter.FixedWindow}}
@@ -646,6 +651,7 @@ func binanceRule(opts BinanceOptions, v binanceVenue) (middleware.Rule, []limite
 			nl.Limit.Lowers = v.fills && !opts.raiseOnly
 			acct.Limits = append(acct.Limits, nl)
 			orders = append(orders, nl.Name)
+			perSecond = append(perSecond, rl.Interval == "SECOND")
 			orderLimits = append(orderLimits, rl)
 			usage.Orders[rl.header()] = nl.Name
 		}
@@ -714,8 +720,11 @@ func binanceRule(opts BinanceOptions, v binanceVenue) (middleware.Rule, []limite
 			return cs, nil
 		}
 		oc := limiter.Cost{}
-		for _, n := range orders {
+		for i, n := range orders {
 			oc[n] = k
+			if ks, ok := v.ordersSecond[key]; ok && perSecond[i] {
+				oc[n] = ks
+			}
 		}
 		return append(cs, limiter.Charge{Quota: acct.For(id), Cost: oc}), nil
 	}
