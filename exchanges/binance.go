@@ -194,12 +194,14 @@ type BinanceOptions struct {
 	ExchangeInfo []byte
 	// Weights set or override endpoint weights, keyed "METHOD /path", e.g.
 	// "GET /api/v3/klines". They replace the built-in table's entry, including
-	// a weight that depends on parameters (the order book's). Default: the
+	// a weight that depends on parameters (the order book's); a /sapi/
+	// endpoint's in the window(s) it is documented to count against. Default: the
 	// built-in table of the documented weights (binanceWeights' comment gives
 	// the sources).
 	Weights map[string]int
-	// UnknownWeight is the weight of an /api/ endpoint neither the table nor
-	// Weights know. The X-MBX-USED-WEIGHT headers correct an underestimate after
+	// UnknownWeight is the weight of an /api/ or /sapi/ endpoint neither the
+	// tables nor Weights know (an unknown /sapi/ endpoint is charged it in
+	// both its IP's and its account's window). The X-MBX-USED-WEIGHT headers correct an underestimate after
 	// the fact. Default 1.
 	UnknownWeight int
 	// raiseOnly keeps the ORDERS counts from going down when the headers
@@ -475,10 +477,13 @@ func (p *binanceParams) load() {
 
 // Binance returns the preset for Binance spot's REST API (/api/ on
 // opts.Hosts; and /sapi/, where Binance counts each endpoint apart, 12 000
-// weight a minute per IP and 180 000 per account, each request charged to
-// both, opts.Weights' weight or UnknownWeight, in the quotas
-// opts.Quota+"-sapi" and opts.Quota+"-sapi-uid", corrected by the
-// X-SAPI-USED-*-WEIGHT-1M headers), with Binance's two scopes of limits: REQUEST_WEIGHT and
+// weight a minute per IP or 180 000 per account as the endpoint is
+// documented "Weight(IP)" or "Weight(UID)", each request charged its
+// documented weight in that window only (an endpoint the preset does not
+// know: in both, opts.Weights' weight or UnknownWeight), in the quotas
+// opts.Quota+"-sapi" and opts.Quota+"-sapi-uid" (and "-sapi-uid-1s" for
+// the one endpoint counted by the second), corrected by the
+// X-SAPI-USED-*-WEIGHT-* headers; see binance_sapi.go), with Binance's two scopes of limits: REQUEST_WEIGHT and
 // RAW_REQUESTS count per IP (the quota opts.Quota, applied to opts.IP),
 // ORDERS count per account (the quota opts.OrderQuota, applied to each
 // request's API key). Each request is charged, in one decision, its weight
@@ -598,6 +603,10 @@ type binanceVenue struct {
 	prefix  string
 	weights map[string]func(queryer) int
 	orders  map[string]int
+	// ordersSecond, where an endpoint has an entry, is its count on the
+	// ORDERS limits of an interval of seconds, in place of orders' (futures'
+	// batch orders: 5 on the 10-second limit, 1 on the minute's).
+	ordersSecond map[string]int
 	// fills: the ORDERS counts go down when orders fill (limiter.Limit.Lowers).
 	fills bool
 }
@@ -626,6 +635,7 @@ func binanceRule(opts BinanceOptions, v binanceVenue) (middleware.Rule, []limite
 	usage := binanceUsage{Weight: map[string]string{}, Orders: map[string]string{}}
 	var weight, raw, orders []string
 	var orderLimits []BinanceRateLimit
+	var perSecond []bool // orders[i] is a limit of an interval of seconds
 	for _, rl := range opts.RateLimits {
 		p := scale(rl.period(), opts.timeScale)
 		nl := limiter.NamedLimit{Name: rl.name(), Limit: limiter.Limit{Rate: rl.Limit, Period: p, Algorithm: limiter.FixedWindow}}
@@ -641,6 +651,7 @@ func binanceRule(opts BinanceOptions, v binanceVenue) (middleware.Rule, []limite
 			nl.Limit.Lowers = v.fills && !opts.raiseOnly
 			acct.Limits = append(acct.Limits, nl)
 			orders = append(orders, nl.Name)
+			perSecond = append(perSecond, rl.Interval == "SECOND")
 			orderLimits = append(orderLimits, rl)
 			usage.Orders[rl.header()] = nl.Name
 		}
@@ -709,8 +720,11 @@ func binanceRule(opts BinanceOptions, v binanceVenue) (middleware.Rule, []limite
 			return cs, nil
 		}
 		oc := limiter.Cost{}
-		for _, n := range orders {
+		for i, n := range orders {
 			oc[n] = k
+			if ks, ok := v.ordersSecond[key]; ok && perSecond[i] {
+				oc[n] = ks
+			}
 		}
 		return append(cs, limiter.Charge{Quota: acct.For(id), Cost: oc}), nil
 	}

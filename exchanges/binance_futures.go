@@ -24,7 +24,7 @@ var binanceFuturesRateLimits = []BinanceRateLimit{
 }
 
 // futures is Binance USD-M futures' REST API.
-var futures = binanceVenue{prefix: "/fapi/", weights: binanceFuturesWeights, orders: binanceFuturesOrders}
+var futures = binanceVenue{prefix: "/fapi/", weights: binanceFuturesWeights, orders: binanceFuturesOrders, ordersSecond: binanceFuturesOrdersSecond}
 
 // binanceFuturesWeights are fapi's weights per endpoint (pages under
 // developers.binance.com/docs/derivatives/usds-margined-futures/, checked
@@ -61,11 +61,42 @@ var binanceFuturesWeights = map[string]func(q queryer) int{
 	"POST /fapi/v1/order": fixed(0),
 	// trade/rest-api/Cancel-Order: 1.
 	"DELETE /fapi/v1/order": fixed(1),
+	// Added 2026-12-07 from the "Weight:" of each endpoint's doc comment in
+	// Binance's connector github.com/binance/binance-connector-js at
+	// a9de9a9 (2026-07-24; file
+	// clients/derivatives-trading-usds-futures/src/rest-api/modules/trade-api.ts,
+	// last changed 2026-07-22), which carries the endpoint pages' text.
+	// Before, they were charged UnknownWeight and no order. Modify Order and
+	// New Algo Order: "1 on 10s order rate limit(X-MBX-ORDER-COUNT-10S); 1 on
+	// 1min order rate limit(X-MBX-ORDER-COUNT-1M); 0 on IP rate limit".
+	"PUT /fapi/v1/order":      fixed(0),
+	"POST /fapi/v1/algoOrder": fixed(0),
+	// Place and Modify Multiple Orders: "5 on 10s order rate
+	// limit(X-MBX-ORDER-COUNT-10S); 1 on 1min order rate
+	// limit(X-MBX-ORDER-COUNT-1M); 5 on IP rate limit(x-mbx-used-weight-1m)".
+	"POST /fapi/v1/batchOrders": fixed(5),
+	"PUT /fapi/v1/batchOrders":  fixed(5),
+	// Cancel Multiple Orders, Cancel All Open Orders, Cancel Algo Order:
+	// "Weight(IP): 1"; Auto-Cancel All Open Orders (countdownCancelAll): 10.
+	"DELETE /fapi/v1/batchOrders":      fixed(1),
+	"DELETE /fapi/v1/allOpenOrders":    fixed(1),
+	"DELETE /fapi/v1/algoOrder":        fixed(1),
+	"POST /fapi/v1/countdownCancelAll": fixed(10),
 }
 
-// binanceFuturesOrders are the orders an fapi endpoint places (New Order:
-// one on each ORDERS limit).
-var binanceFuturesOrders = map[string]int{"POST /fapi/v1/order": 1}
+// binanceFuturesOrders are the orders an fapi endpoint counts on each
+// ORDERS limit (sources above): New Order, Modify Order, New Algo Order
+// and the batch endpoints one; binanceFuturesOrdersSecond the batches' 5 on
+// the 10-second limit. Binance documents no decrement of the futures order
+// counts when orders fill or are cancelled (unlike spot's unfilled order
+// count): they only rise.
+var (
+	binanceFuturesOrders = map[string]int{
+		"POST /fapi/v1/order": 1, "PUT /fapi/v1/order": 1, "POST /fapi/v1/algoOrder": 1,
+		"POST /fapi/v1/batchOrders": 1, "PUT /fapi/v1/batchOrders": 1,
+	}
+	binanceFuturesOrdersSecond = map[string]int{"POST /fapi/v1/batchOrders": 5, "PUT /fapi/v1/batchOrders": 5}
+)
 
 // futuresKlinesWeight is a kline request's weight by its limit (default 500).
 func futuresKlinesWeight(q queryer) int {

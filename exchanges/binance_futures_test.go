@@ -59,8 +59,29 @@ func simFuturesCost(r *http.Request) (weight, failed, orders int) {
 		return 0, 0, 1
 	case "DELETE /fapi/v1/order": // 1
 		return 1, 0, 0
+	// Figures of binance-connector-js a9de9a9 (2026-07-24),
+	// clients/derivatives-trading-usds-futures/src/rest-api/modules/trade-api.ts
+	// (the endpoint pages' "Weight:"), read 2026-12-07.
+	case "PUT /fapi/v1/order", "POST /fapi/v1/algoOrder": // 1 on 10s and 1min order limits, 0 on IP
+		return 0, 0, 1
+	case "POST /fapi/v1/batchOrders", "PUT /fapi/v1/batchOrders": // 5 on 10s (simFuturesOrders10s), 1 on 1min, 5 on IP
+		return 5, 0, 1
+	case "POST /fapi/v1/countdownCancelAll": // Weight(IP): 10
+		return 10, 0, 0
 	}
 	return 1, 0, 0
+}
+
+// simFuturesOrders10s is what a request counts on the 10-second ORDERS
+// limit where it differs from the minute's: the batch endpoints' "5 on 10s
+// order rate limit(X-MBX-ORDER-COUNT-10S); 1 on 1min order rate limit"
+// (same source as simFuturesCost).
+func simFuturesOrders10s(r *http.Request, orders int) int {
+	switch r.Method + " " + r.URL.Path {
+	case "POST /fapi/v1/batchOrders", "PUT /fapi/v1/batchOrders":
+		return 5
+	}
+	return orders
 }
 
 // The preset's futures figures: 2400 weight a minute per IP, 1200 orders a
@@ -92,6 +113,10 @@ func TestBinanceFuturesDefaults(t *testing.T) {
 		"GET /fapi/v1/klines?symbol=BTCUSDT&interval=1m&limit=1500",
 		"GET /fapi/v2/ticker/price?symbol=BTCUSDT", "GET /fapi/v2/ticker/price",
 		"POST /fapi/v1/order?symbol=BTCUSDT&side=BUY&type=LIMIT", "DELETE /fapi/v1/order?symbol=BTCUSDT&orderId=1",
+		"PUT /fapi/v1/order?symbol=BTCUSDT&orderId=1", "POST /fapi/v1/algoOrder?symbol=BTCUSDT&algoType=CONDITIONAL",
+		"POST /fapi/v1/batchOrders", "PUT /fapi/v1/batchOrders", "DELETE /fapi/v1/batchOrders?symbol=BTCUSDT",
+		"DELETE /fapi/v1/allOpenOrders?symbol=BTCUSDT", "DELETE /fapi/v1/algoOrder?algoId=1",
+		"POST /fapi/v1/countdownCancelAll?symbol=BTCUSDT&countdownTime=1000",
 	} {
 		method, rest, _ := strings.Cut(u, " ")
 		req, _ := http.NewRequest(method, "https://fapi.binance.com"+rest, nil)
@@ -106,8 +131,8 @@ func TestBinanceFuturesDefaults(t *testing.T) {
 		if len(cs) > 1 {
 			gotOrders = cs[1].Cost
 		}
-		if got != weight || gotOrders["orders-1m"] != orders || gotOrders["orders-10s"] != orders {
-			t.Errorf("%s: charged weight %d, orders %v; Binance charges weight %d, orders %d", u, got, gotOrders, weight, orders)
+		if o10 := simFuturesOrders10s(req, orders); got != weight || gotOrders["orders-1m"] != orders || gotOrders["orders-10s"] != o10 {
+			t.Errorf("%s: charged weight %d, orders %v; Binance charges weight %d, orders %d a minute and %d a 10 s", u, got, gotOrders, weight, orders, o10)
 		}
 	}
 }

@@ -16,22 +16,38 @@ import (
 	"github.com/redquota/redquota/middleware"
 )
 
-// sapiSim counts /sapi/ weight as Binance's developer forum describes it
-// (see exchanges/binance_sapi.go): each endpoint its own window of 12 000
-// per minute per IP (here one IP, the time scaled), answering the count in
-// X-SAPI-USED-IP-WEIGHT-1M and 429 over it.
-type sapiSim struct {
-	period  time.Duration
-	weights map[string]int
-
-	mu   sync.Mutex
-	used map[string]map[int64]int // endpoint → window → weight
-	n429 int
-	srv  *httptest.Server
+// sapiDoc is how Binance documents a /sapi/ endpoint's weight: the limit
+// it counts against ("IP", "UID", or "UID-1S" for the one endpoint counted
+// in a window of a second) and its weight.
+type sapiDoc struct {
+	scope  string
+	weight int
 }
 
-func newSAPISim(t *testing.T, period time.Duration, weights map[string]int) *sapiSim {
-	s := &sapiSim{period: period, weights: weights, used: map[string]map[int64]int{}}
+// sapiSim counts /sapi/ weight as Binance documents it (developer forum
+// "Request limit on the API endpoints" and developers.binance.com
+// …/caas/basics/4.rate-limits, see exchanges/binance_sapi.go): each
+// endpoint is measured in IP or UID limit, "Each endpoint with IP limits has
+// an independent weight of 12,000 per minute limit", "Each endpoint with UID
+// limits has an independent weight of 180,000 per minute limit", answered in
+// X-SAPI-USED-IP-WEIGHT-1M or X-SAPI-USED-UID-WEIGHT-1M; Withdraw History
+// counts 180 000 a second per account, answered in
+// X-SAPI-USED-UID-WEIGHT-1S (binance-api-swagger spot_api.yaml, 64b327c).
+// Over a limit: 429 (never 418 on /sapi/). All callers are one IP; the
+// account is the X-MBX-APIKEY header. The minute is period.
+type sapiSim struct {
+	period time.Duration
+	docs   map[string]sapiDoc
+
+	mu      sync.Mutex
+	used    map[string]map[int64]int // IP endpoint or "account endpoint" → window → weight
+	n429    int
+	refused []string // each 429: its counter's key and how far into its window
+	srv     *httptest.Server
+}
+
+func newSAPISim(t *testing.T, period time.Duration, docs map[string]sapiDoc) *sapiSim {
+	s := &sapiSim{period: period, docs: docs, used: map[string]map[int64]int{}}
 	s.srv = httptest.NewServer(s)
 	t.Cleanup(s.srv.Close)
 	return s
@@ -41,20 +57,33 @@ func (s *sapiSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ep := r.Method + " " + r.URL.Path
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	win := time.Now().UnixNano() / int64(s.period)
-	m := s.used[ep]
+	d, ok := s.docs[ep]
+	if !ok {
+		http.Error(w, "unknown endpoint "+ep, http.StatusNotFound)
+		return
+	}
+	key, header, limit, period := ep, "X-SAPI-USED-IP-WEIGHT-1M", 12_000, s.period
+	switch d.scope {
+	case "UID":
+		key, header, limit = r.Header.Get("X-MBX-APIKEY")+" "+ep, "X-SAPI-USED-UID-WEIGHT-1M", 180_000
+	case "UID-1S":
+		key, header, limit, period = r.Header.Get("X-MBX-APIKEY")+" "+ep, "X-SAPI-USED-UID-WEIGHT-1S", 180_000, s.period/60
+	}
+	win := time.Now().UnixNano() / int64(period)
+	m := s.used[key]
 	if m == nil {
 		m = map[int64]int{}
-		s.used[ep] = m
+		s.used[key] = m
 	}
-	if m[win]+s.weights[ep] > 12_000 {
+	if m[win]+d.weight > limit {
 		s.n429++
+		s.refused = append(s.refused, fmt.Sprintf("%s at +%s", key, time.Duration(time.Now().UnixNano()%int64(period))))
 		w.Header().Set("Retry-After", "1")
 		w.WriteHeader(http.StatusTooManyRequests)
 		return
 	}
-	m[win] += s.weights[ep]
-	w.Header().Set("X-SAPI-USED-IP-WEIGHT-1M", fmt.Sprint(m[win]))
+	m[win] += d.weight
+	w.Header().Set(header, fmt.Sprint(m[win]))
 }
 
 // Two /sapi/ endpoints, each pressed by 4 processes × 2 senders for three
@@ -62,14 +91,15 @@ func (s *sapiSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // per window: no 429, and each fills its busiest window (≥ 90 %: one request
 // is 5 % of a window, and the guard keeps the last part of each free), while
 // both together use far more than one window's 12 000, which one shared
-// quota would not allow. An endpoint the preset has no weight for is charged
-// 1 and corrected by the header.
+// quota would not allow. Both are IP-limited: Weights' heavier figures are
+// charged to the IP's window of each.
 func TestBinanceSAPI(t *testing.T) {
 	const wallet, dividend = "GET /sapi/v1/capital/config/getall", "GET /sapi/v1/asset/assetDividend"
+	// Heavier than documented (both are Weight(IP): 10), through Weights.
 	weights := map[string]int{wallet: 600, dividend: 400}
 	p, err := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{Hosts: []string{"127.0.0.1"}, Weights: weights}, 1.0/60))
 	require.NoError(t, err)
-	sim := newSAPISim(t, time.Second, weights)
+	sim := newSAPISim(t, time.Second, map[string]sapiDoc{wallet: {"IP", 600}, dividend: {"IP", 400}})
 	fleet := newFleetOf(t, p, p, p, p)
 
 	now := time.Now()
@@ -106,12 +136,12 @@ func TestBinanceSAPI(t *testing.T) {
 	assert.Greater(t, both, 12_000, "the two endpoints must not share one window")
 }
 
-// An endpoint without a known weight is charged UnknownWeight (1); the
-// answer's X-SAPI-USED-IP-WEIGHT-1M raises the endpoint's count to what
+// An endpoint charged less than Binance counted (Weight(IP): 1, the
+// simulator counting 12 000) is corrected by the header: the answer's X-SAPI-USED-IP-WEIGHT-1M raises the endpoint's count to what
 // Binance counted, so the next request waits for the next window.
 func TestBinanceSAPIHeaderSync(t *testing.T) {
 	const ep = "GET /sapi/v1/account/status"
-	sim := newSAPISim(t, time.Second, map[string]int{ep: 12_000})
+	sim := newSAPISim(t, time.Second, map[string]sapiDoc{ep: {"IP", 12_000}})
 	p, err := exchanges.Binance(exchanges.Scaled(exchanges.BinanceOptions{Hosts: []string{"127.0.0.1"},
 		Middleware: middleware.Options{FailFast: true}}, 1.0/60))
 	require.NoError(t, err)

@@ -53,8 +53,8 @@ var krakenTwo = map[string]bool{"Ledgers": true, "QueryLedgers": true, "TradesHi
 // Specific Limits", checked 2026-12-06), so CancelAll and
 // CancelAllOrdersAfter are not here: they add 1 to the call counter like any
 // other private call. EditOrder, AmendOrder and the batch endpoints stay here
-// (the page names none of them); the batch endpoints are charged what their
-// orders would cost one by one (krakenBatchCost).
+// (the page names none of them); the batch endpoints are charged as
+// krakenBatchCost says.
 var krakenTrade = map[string]bool{
 	"AddOrder": true, "CancelOrder": true, "EditOrder": true, "AmendOrder": true,
 	"AddOrderBatch": true, "CancelOrderBatch": true,
@@ -174,9 +174,9 @@ type KrakenOptions struct {
 //   - the trading counter, per pair (the quota Quota+"-trade" applied to the
 //     pair with limiter.Quota.For): +1 for AddOrder, and for CancelOrder,
 //     EditOrder and AmendOrder what Kraken adds by the order's age when this
-//     preset saw it placed, else CancelCost or EditCost; AddOrderBatch and
-//     CancelOrderBatch what their orders would cost one by one, at most the
-//     counter's maximum (krakenBatchCost). The pair comes from the
+//     preset saw it placed, else CancelCost or EditCost; AddOrderBatch half
+//     its orders, rounded up, and CancelOrderBatch what its orders would
+//     cost one by one, at most the counter's maximum (krakenBatchCost). The pair comes from the
 //     request's form or JSON body ("pair") or KrakenPairHeader (which is
 //     never sent to Kraken). A request whose pair is unknown is charged to
 //     the pair "unknown"; one whose pair is not a plausible name fails with
@@ -477,28 +477,25 @@ func krakenErrors(body []byte) []string {
 }
 
 // krakenBatchCost is what a batch call is charged on its pair's trading
-// counter: what its orders would cost one by one (+1 for each order added;
-// for each order cancelled its age's cost when this preset saw it placed,
-// else cancelCost), at most the counter's maximum most. Kraken's table of
-// what a batch adds ("Spot Trading Limits",
-// https://docs.kraken.com/exchange/guides/general/ratelimits) has rows for
-// Batch Add and Batch Cancel whose figures no copy available here holds
-// (every stored copy is cut at "Batch Add | +("; checked 2026-12-06), and
-// Kraken says "Batch orders cost less per-order on both Spot and Futures"
-// (github.com/krakenfx/kraken-cli, skills/kraken-rate-limits/SKILL.md,
-// 2026-04-20): the orders' own costs are an upper bound. A body this cannot
+// counter, at most the counter's maximum most: AddOrderBatch n/2 for n
+// orders, rounded up; CancelOrderBatch, for each order cancelled, its age's
+// cost when this preset saw it placed, else cancelCost. A body this cannot
 // read (not JSON, no orders) is charged the maximum. Batches hold 2 to 15
 // orders to add and up to 50 to cancel (Kraken's API reference).
 //
-// Rechecked 2026-12-07: Kraken's own page is still cut at "Batch Add | +("
-// in every copy the search stores hold (docs.kraken.com/exchange/guides/general/ratelimits
-// and its .md twin, docs.kraken.com/api/docs/guides/spot-ratelimits). Two
-// third-party transcriptions of that page in public repositories give the
-// rows whole: "Batch Add | +(n/2)" (one adds "rounded up") and "Batch
-// Cancel" +(8×n) … +(1×n) by resting time, n the orders of the batch. The
-// cancel charge above is that (each order's age cost); the add charge, n,
-// is twice n/2 and stays, an upper bound, until Kraken's own text can be
-// read: a figure lowered on a transcription could overrun the counter.
+// Sources (read 2026-12-07). Kraken's table of what a batch adds ("Spot
+// Trading Limits", https://docs.kraken.com/exchange/guides/general/ratelimits
+// and docs.kraken.com/api/docs/guides/spot-ratelimits) is cut at
+// "Batch Add | +(" in every copy the stores hold. Kraken's own SDK,
+// github.com/krakenfx/kraken-api-sdk at 0f71397 (v0.1.0, 2026-08-14),
+// rust/src/api/trade/executors.rs, charges a batch add "n/2 on the trading
+// counter" (cost = orders / 2, REST and WebSocket alike), and two
+// third-party transcriptions of Kraken's page read "Batch Add | +(n/2)"
+// (one: "rounded up") and "Batch Cancel" +(8×n) … +(1×n) by resting time.
+// The add charge is n/2 rounded up (the counter here counts whole units; up
+// never charges less than Kraken); before 2026-12-07 it was n. The cancel
+// charge is the transcription's (each order's own age cost), which Kraken's
+// SDK does not contradict (it cancels a batch as single CancelOrder calls).
 func krakenBatchCost(endpoint, contentType string, body []byte, book *krakenBook, opts KrakenOptions, most int) int {
 	var v struct {
 		Orders   []json.RawMessage `json:"orders"`
@@ -509,7 +506,7 @@ func krakenBatchCost(endpoint, contentType string, body []byte, book *krakenBook
 	}
 	cost := 0
 	if endpoint == "AddOrderBatch" {
-		cost = len(v.Orders)
+		cost = (len(v.Orders) + 1) / 2
 	} else {
 		for _, o := range v.Orders {
 			var txid string

@@ -92,9 +92,10 @@ func TestKrakenBook(t *testing.T) {
 	assert.LessOrEqual(t, len(b.order), 2*krakenBookMax+1, "placed and cancelled all day, the book stays bounded")
 }
 
-// A batch is charged what its orders would cost one by one, as of their ages
-// when this preset saw them placed (by AddOrderBatch too), at most the
-// counter's maximum; a body it cannot read, the maximum.
+// A batch add is charged half its orders, rounded up; a batch cancel what
+// its orders would cost one by one, as of their ages when this preset saw
+// them placed (by AddOrderBatch too); both at most the counter's maximum; a
+// body it cannot read, the maximum.
 func TestKrakenBatchCost(t *testing.T) {
 	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	b := newKrakenBook()
@@ -105,7 +106,9 @@ func TestKrakenBatchCost(t *testing.T) {
 	require.NoError(t, err)
 	now = now.Add(20 * time.Second) // A and B rest 20 s: a cancel adds 4 each
 	add := `{"pair":"XBTUSD","orders":[{"ordertype":"limit"},{"ordertype":"limit"},{"ordertype":"limit"}]}`
-	assert.Equal(t, 3, krakenBatchCost("AddOrderBatch", "application/json", []byte(add), b, opts, 60), "+1 an order")
+	assert.Equal(t, 2, krakenBatchCost("AddOrderBatch", "application/json", []byte(add), b, opts, 60), "3 orders: +1.5, rounded up")
+	add2 := `{"pair":"XBTUSD","orders":[{"ordertype":"limit"},{"ordertype":"limit"}]}`
+	assert.Equal(t, 1, krakenBatchCost("AddOrderBatch", "application/json", []byte(add2), b, opts, 60), "2 orders: +1")
 	cancel := `{"orders":["A","B",1234,"UNKNOWN"],"cl_ord_ids":["c-1"]}`
 	assert.Equal(t, 4+4+8+8+8, krakenBatchCost("CancelOrderBatch", "application/json", []byte(cancel), b, opts, 60),
 		"by age where known, else the most")

@@ -223,11 +223,11 @@ func (s *krakenSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			delete(s.orders, form.Get("txid"))
 		}
 	case ep == "AddOrderBatch" || ep == "CancelOrderBatch":
-		// Kraken's figures for batches are not in any copy of its table
-		// available here (exchanges' krakenBatchCost): this simulator charges
-		// each order of a batch as a single AddOrder or CancelOrder of its age,
-		// the bound the preset charges, to check it keeps under that bound
-		// with ages it learnt from batch answers.
+		// A batch add is n/2 for n orders (Kraken's SDK krakenfx/kraken-api-sdk
+		// 0f71397, rust/src/api/trade/executors.rs: "Batch add costs n/2 on
+		// the trading counter"; transcriptions of Kraken's "Spot Trading
+		// Limits": "Batch Add | +(n/2)"), unrounded; a batch cancel each
+		// order's cancel by its age ("Batch Cancel | +(8×n) … +(1×n)").
 		var b struct {
 			Pair   string            `json:"pair"`
 			Orders []json.RawMessage `json:"orders"`
@@ -235,7 +235,7 @@ func (s *krakenSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = json.Unmarshal(body, &b)
 		pair, cost, ids := b.Pair, 0.0, []string{}
 		if ep == "AddOrderBatch" {
-			cost = float64(len(b.Orders))
+			cost = float64(len(b.Orders)) / 2
 		} else {
 			for _, o := range b.Orders {
 				var id string
@@ -907,12 +907,13 @@ func testFind(q limiter.Quota, name string) (limiter.Limit, bool) {
 	return limiter.Limit{}, false
 }
 
-// Batches through the preset against a simulator that charges each order of
-// a batch as a single call of its age (the bound the preset assumes, Kraken's
-// batch figures being unknown here): 5 orders placed in one AddOrderBatch
-// (+5), rested 1.2 s (24 s at scale 1/20: +4 each to cancel), cancelled in
-// one CancelOrderBatch (+20, ages learnt from the batch's answer), then
-// single orders fit until the counter of 30 is full: 5 of them, none refused.
+// Batches through the preset against a simulator that charges a batch add
+// n/2 and a batch cancel each order's cancel by its age (see krakenSim): 5
+// orders placed in one AddOrderBatch (Kraken +2.5, charged 3), rested 1.2 s
+// (24 s at scale 1/20: +4 each to cancel), cancelled in one CancelOrderBatch
+// (+20, ages learnt from the batch's answer), then single orders fit until
+// the counter of 30 is full: 7 of them (5 when a batch add was charged an
+// order each, before 2026-12-07), none refused.
 func TestKrakenBatchByAge(t *testing.T) {
 	p, err := exchanges.Kraken(exchanges.Scaled(exchanges.KrakenOptions{
 		Tier: exchanges.KrakenPro, Hosts: []string{"127.0.0.1"}, BurstReserve: -1,
@@ -947,6 +948,68 @@ func TestKrakenBatchByAge(t *testing.T) {
 		}
 		require.NoError(t, err)
 	}
-	require.Equal(t, 5, n, "orders after the batches: 30 - 5 - 20")
+	require.Equal(t, 7, n, "orders after the batches: 30 - 3 - 20")
 	require.Zero(t, countStatus(sim.log(), http.StatusTooManyRequests), "refused by the simulator")
+}
+
+// Eight processes × 2 senders place batches of 14 orders on one pair for
+// three seconds, time scaled by 1/10 (Pro's trading counter: 180, decaying
+// 37.5 a second), against the simulator charging a batch add n/2, 7 (see
+// krakenSim). The preset charges each batch 7 too: no batch may be refused,
+// and the batches must take at least 90 % of what the counter allows over
+// the run (its maximum plus its decay from the first to the last batch it
+// counted; the units held back, 3 as in TestKrakenFleet, and up to 6 units
+// of room too small for a batch are structural). Charged an order each (14),
+// as before 2026-12-07, the batches took about half.
+func TestKrakenBatchAddFleet(t *testing.T) {
+	const scale = 1.0 / 10
+	p, err := exchanges.Kraken(exchanges.Scaled(exchanges.KrakenOptions{
+		Tier: exchanges.KrakenPro, Hosts: []string{"127.0.0.1"},
+		Trading: limiter.Limit{Rate: 375, Period: 100 * time.Second, Burst: 178},
+	}, scale))
+	require.NoError(t, err)
+	orders := make([]map[string]any, 14)
+	for i := range orders {
+		orders[i] = map[string]any{"ordertype": "limit", "type": "buy", "volume": "1", "price": "1"}
+	}
+	bestof.Run(t, func(t *testing.T, use *bestof.Usage) {
+		sim := newKrakenSim(t, scale)
+		fleet := newFleet(t, p)
+		var warm sync.WaitGroup
+		for _, pr := range fleet {
+			for range 2 {
+				warm.Go(func() {
+					req, _ := http.NewRequest(http.MethodGet, sim.srv.URL+"/warm", nil)
+					if _, _, err := pr.do(req); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+		}
+		warm.Wait()
+		stop := time.Now().Add(3 * time.Second)
+		drive(t, fleet, 2, stop, func(ctx context.Context, pr *proc, g int) error {
+			_, err := krakenPostJSON(ctx, pr, sim.srv.URL, "AddOrderBatch", map[string]any{"pair": "XBTUSD", "orders": orders})
+			return err
+		})
+		hits := sim.log()
+		require.Zero(t, countStatus(hits, http.StatusTooManyRequests), "batches refused by the simulator")
+		var first, last time.Time
+		counted := 0
+		for _, h := range hits {
+			if h.cost["trade-XBTUSD"] == 0 || h.at.After(stop) {
+				continue
+			}
+			if first.IsZero() {
+				first = h.at
+			}
+			last, counted = h.at, counted+h.cost["trade-XBTUSD"]
+		}
+		allowed := 180 + math.Floor(last.Sub(first).Seconds()*3.75/scale)
+		use.Logf("Kraken XBTUSD trading counter: batches counted %d units of %.0f allowed over %s (%.1f%%), 0 refused",
+			counted, allowed, last.Sub(first).Round(time.Millisecond), 100*float64(counted)/allowed)
+		if float64(counted) < 0.9*allowed {
+			use.Errorf("batches took %.1f%% of the counter, want ≥ 90%%", 100*float64(counted)/allowed)
+		}
+	})
 }
