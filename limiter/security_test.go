@@ -16,7 +16,9 @@ import (
 
 func clientFromEnv(t *testing.T, env map[string]string) (*Limiter, func(), error) {
 	t.Helper()
-	return clientFromEnvOpts(t, env, Options{Prefix: "rq"})
+	// Timeout: a TLS handshake and AUTH under -race on a loaded machine once
+	// took past the default 250 ms; these tests are about TLS and ACLs.
+	return clientFromEnvOpts(t, env, Options{Prefix: "rq", Timeout: 10 * time.Second})
 }
 
 func clientFromEnvOpts(t *testing.T, env map[string]string, o Options) (*Limiter, func(), error) {
@@ -67,7 +69,7 @@ func TestTLSAndACL(t *testing.T) {
 	})
 	rdb := c.NewClient()
 	defer rdb.Close()
-	_, err = New(rdb, Options{Prefix: "other"}).Allow(ctx, Key("user:1", PerSecond(2)).Take(1))
+	_, err = New(rdb, Options{Prefix: "other", Timeout: 10 * time.Second}).Allow(ctx, Key("user:1", PerSecond(2)).Take(1))
 	if err == nil || !strings.Contains(err.Error(), "NOPERM") {
 		t.Fatalf("keys outside ~rq:* allowed: %v", err)
 	}

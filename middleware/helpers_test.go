@@ -32,6 +32,11 @@ func miniLimiter(t *testing.T) (*miniredis.Miniredis, *limiter.Limiter) {
 	return m, limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t), Timeout: -1})
 }
 
+// testTimeout is the limiters' Timeout in tests about holds, retries and
+// clocks: under -race on a loaded machine a decision has taken past the
+// default 250 ms and failed closed.
+const testTimeout = 10 * time.Second
+
 // exQuota: 100 weight a minute in clock-aligned windows, 10 orders a minute (GCRA).
 var exQuota = limiter.Quota{Name: "ex", Limits: []limiter.NamedLimit{
 	{Name: "weight", Limit: limiter.Limit{Rate: 100, Period: time.Minute, Burst: 100, Algorithm: limiter.FixedWindow}},
@@ -140,7 +145,9 @@ func runningMini(t *testing.T, start time.Time) (lim *limiter.Limiter, freeze fu
 			m.SetTime(start.Add(time.Since(began)))
 		}
 	}})
-	return limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t)}), func(at time.Time) {
+	// Timeout: a decision under -race on a loaded machine once took past the
+	// default 250 ms (fail closed); these tests are about Redis's clock.
+	return limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t), Timeout: 10 * time.Second}), func(at time.Time) {
 		frozen.Store(true)
 		m.SetTime(at)
 	}

@@ -140,7 +140,7 @@ func TestNoResendOfNonIdempotent(t *testing.T) {
 // the hold (on real Redis, whose clock runs), and the caller gets the answer
 // to the retry.
 func TestRetryAfterHold(t *testing.T) {
-	lim := limiter.New(redistest.NewReal(t), limiter.Options{Prefix: redistest.NewPrefix(t)})
+	lim := limiter.New(redistest.NewReal(t), limiter.Options{Prefix: redistest.NewPrefix(t), Timeout: testTimeout})
 	var mu sync.Mutex
 	var at []time.Time
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
@@ -292,7 +292,7 @@ func TestHTTP2(t *testing.T) {
 func TestNeverSentDuringHold(t *testing.T) {
 	c := redistest.NewReal(t)
 	prefix := redistest.NewPrefix(t)
-	other := limiter.New(redistest.NewReal(t), limiter.Options{Prefix: prefix})
+	other := limiter.New(redistest.NewReal(t), limiter.Options{Prefix: prefix, Timeout: testTimeout})
 	ctx := context.Background()
 	var calls, holds atomic.Int64 // script calls made; holds still to place
 	loadScripts(t, c)
@@ -303,7 +303,7 @@ func TestNeverSentDuringHold(t *testing.T) {
 			}
 		}
 	}})
-	lim := limiter.New(c, limiter.Options{Prefix: prefix})
+	lim := limiter.New(c, limiter.Options{Prefix: prefix, Timeout: testTimeout})
 	var heldAtServer atomic.Int64
 	srv := newServer(t, func(http.ResponseWriter, *http.Request) {
 		if h, err := holdtest.Left(ctx, other, exQuota.Name, ""); err != nil || h > 0 {
@@ -349,7 +349,7 @@ func TestNeverSentDuringHold(t *testing.T) {
 func TestRetryBackoffHonoursHold(t *testing.T) {
 	c := redistest.NewReal(t)
 	prefix := redistest.NewPrefix(t)
-	other := limiter.New(redistest.NewReal(t), limiter.Options{Prefix: prefix})
+	other := limiter.New(redistest.NewReal(t), limiter.Options{Prefix: prefix, Timeout: testTimeout})
 	var evals atomic.Int64
 	loadScripts(t, c)
 	c.AddHook(cmdHook{after: func(name string) {
@@ -359,7 +359,7 @@ func TestRetryBackoffHonoursHold(t *testing.T) {
 			}
 		}
 	}})
-	lim := limiter.New(c, limiter.Options{Prefix: prefix})
+	lim := limiter.New(c, limiter.Options{Prefix: prefix, Timeout: testTimeout})
 	srv := newServer(t, func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable) // no Retry-After: no hold of its own
 	})
@@ -484,7 +484,7 @@ func TestSyncRedisWindow(t *testing.T) {
 // recorded").
 func TestHoldRecordsItsCause(t *testing.T) {
 	ctx := context.Background()
-	lim := limiter.New(redistest.NewReal(t), limiter.Options{Prefix: redistest.NewPrefix(t)})
+	lim := limiter.New(redistest.NewReal(t), limiter.Options{Prefix: redistest.NewPrefix(t), Timeout: testTimeout})
 	status := http.StatusTooManyRequests
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "60")
