@@ -27,6 +27,12 @@ func init() {
 	cacheops.Recall = func(ctx context.Context, c any, index string) ([]string, error) {
 		return c.(*Cache).recallSpan(ctx, index)
 	}
+	cacheops.Dials = func(c any) uint64 {
+		if p := c.(*Cache).core.path; p != nil {
+			return p.Watch().Dials()
+		}
+		return 0
+	}
 	cacheops.Class = errorClass
 }
 

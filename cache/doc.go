@@ -67,6 +67,13 @@
 // With Options.NearMaxBytes set, a Cache keeps the values it reads in process
 // and answers repeated reads without Redis (Get, GetMany, GetOrLoad; a hit
 // into a *string allocates nothing), until Redis reports that they changed.
+// Redis sends that report before it answers the write, but each process reads
+// it on its own: a read just after another process's write returned (even
+// after this process saw that write's effect in Redis) can still get the old
+// value until the report is read: about a network round trip, longer when
+// the process is short of CPU (on a loaded 2-core machine, reads one or two
+// writes behind, 5 to 10 ms apart, were seen). Where a read must see every write that
+// finished before it, read with a Cache without a near cache.
 //
 // Invalidation uses Redis's client-side caching: one connection per Redis
 // node (every master of a cluster, followed through failovers and slot moves)

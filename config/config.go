@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -79,7 +80,10 @@ func bad(variable, why string) error {
 // map in tests). REDIS_URL, when set, wins over REDIS_HOST (default
 // localhost), REDIS_PORT (default 6379, also a URL's when it has none),
 // REDIS_PASSWORD and REDIS_DB; REDIS_MAX_CONNECTIONS, REDIS_SOCKET_TIMEOUT and
-// REDIS_CLUSTER apply to both.
+// REDIS_CLUSTER apply to both. REDIS_URL is redis://[user:pass@]host:port[/db],
+// rediss://… or unix:///path[?db=N], several separated by commas for a
+// cluster; any other URL parameter (go-redis's pool_size, dial_timeout…)
+// is ErrInvalid, not ignored.
 func Parse(lookup func(string) (string, bool)) (Config, error) {
 	c := Config{
 		Network:       "tcp",
@@ -169,6 +173,13 @@ func (c *Config) parseURLs(s string) error {
 			// url.Parse's error quotes the whole input, password included: do not wrap it.
 			return bad("REDIS_URL", "is not a valid URL")
 		}
+		read := ""
+		if u.Scheme == "unix" {
+			read = "db"
+		}
+		if err := unread(u.Query(), read); err != nil {
+			return err
+		}
 		switch u.Scheme {
 		case "redis", "rediss":
 			if u.Host == "" {
@@ -225,6 +236,24 @@ func (c *Config) parseURLs(s string) error {
 		c.Cluster = true
 	}
 	return nil
+}
+
+// unread returns an error naming the parameters of q other than read: the
+// pool size, timeouts and database have variables or a path of
+// their own, and a parameter ignored would leave the client built otherwise
+// than its URL says. Only names are quoted: values may be secrets.
+func unread(q url.Values, read string) error {
+	var names []string
+	for k := range q {
+		if k != read {
+			names = append(names, k)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	slices.Sort(names)
+	return bad("REDIS_URL", fmt.Sprintf("has parameters config does not read (%s): the database goes in the path (/0; a unix socket's in ?db=), the pool size in REDIS_MAX_CONNECTIONS, timeouts in REDIS_SOCKET_TIMEOUT", strings.Join(names, ", ")))
 }
 
 // NewClient returns a *redis.Client, or a *redis.ClusterClient when the

@@ -112,3 +112,25 @@ func TestParseErrorsNeverEchoPassword(t *testing.T) {
 		}
 	}
 }
+
+// REDIS_URL parameters config does not read are refused, naming them, not
+// ignored: redis://h:6379?pool_size=100 (go-redis's ParseURL reads it)
+// would otherwise run with the default pool, and redis://h:6379?db=2 on
+// database 0. A unix socket's db parameter is read.
+func TestParseRefusesUnreadParameters(t *testing.T) {
+	for _, c := range []struct{ url, want string }{
+		{"redis://h:6379?pool_size=100", "(pool_size)"},
+		{"redis://h:6379/0?db=2&dial_timeout=3s", "(db, dial_timeout)"},
+		{"rediss://h:6379,rediss://g:6379?protocol=3", "(protocol)"},
+		{"unix:///tmp/r.sock?db=1&password=x", "(password)"},
+	} {
+		_, err := Parse(env(map[string]string{"REDIS_URL": c.url}))
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want ErrInvalid naming %s", c.url, err, c.want)
+		}
+	}
+	cfg, err := Parse(env(map[string]string{"REDIS_URL": "unix:///tmp/r.sock?db=3"}))
+	if err != nil || cfg.DB != 3 {
+		t.Fatalf("unix db parameter: %+v %v", cfg, err)
+	}
+}

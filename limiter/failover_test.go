@@ -85,6 +85,13 @@ func failover(t *testing.T, ack time.Duration) int {
 			}
 		}()
 	}
+	// A failed require below ends the test: the deciders stop with it, or
+	// they would go on deciding into the tests after it (and race with those
+	// that move registryNow).
+	defer func() {
+		stop.Store(true)
+		wg.Wait()
+	}()
 	time.Sleep(500 * time.Millisecond)
 	parted := time.Now()
 	st.Link.Close() // the partition: the replica hears nothing more

@@ -69,10 +69,11 @@ var errNotInspectable = errors.New("limiter: client cannot GET or SCAN, cannot i
 // none. Each instance is read in one script call that writes nothing, on
 // Redis's clock. They come sorted by name, then key.
 //
-// Definitions are written by the limiters that decide (at most once a minute
-// per quota instance and process, off the decision path), so an instance
-// appears once a process has decided on it, and stays described while its
-// state can exist.
+// Definitions are written by the limiters that decide (about once a minute
+// per quota instance and process, and again at its first decision after the
+// client reconnects, a second after the last write at the soonest, so soon
+// after Redis restarts or fails over without them; off the decision path), so an instance appears once a process has decided on
+// it, and stays described while its state can exist.
 func (l *Limiter) Inspect(ctx context.Context, names ...string) ([]QuotaState, error) {
 	if fc, ok := l.client.(failClient); ok {
 		return nil, fc.err // a nil client, or options New refused

@@ -282,6 +282,10 @@ func (l *Limiter) Stats() Stats {
 // Reset deletes the state of every limit of quota instance q, and its hold.
 // For a single key (a Key quota, or a quota with no limits) it deletes the
 // key's state under every algorithm, whatever limit it was used with.
+// Turns already booked (waiting Waits and Reservations) still go, and what
+// was granted stays counted by the server the limit stands for: a Reset
+// while processes are sending lets them send up to a full limit more in that
+// window than the server allows.
 func (l *Limiter) Reset(ctx context.Context, q Quota) error {
 	var ks []string
 	if _, single := q.keyLimit(); single || len(q.Limits) == 0 {

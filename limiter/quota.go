@@ -42,6 +42,13 @@ type Quota struct {
 	// that a request charged to one window is not counted in the next.
 	// It must be shorter than every FixedWindow limit's Period; other
 	// algorithms ignore it. Default 0.
+	//
+	// A sliding window is exact on Redis's clock at the grant, not at the
+	// server: grants made Period apart arrive less than Period apart when the
+	// earlier one took longer to get there, and the server's window then
+	// counts Rate+1. Against a server that counts a sliding window, give the
+	// limit a Period longer by that delay (the Bybit and OKX presets' Guard
+	// options do).
 	Guard time.Duration
 	// Headroom is the most of each FixedWindow limit's Rate, as a share (at
 	// most 0.9: the fleet keeps at least a tenth of each window), kept free for units the server counts that no

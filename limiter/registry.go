@@ -44,10 +44,19 @@ import (
 // Two processes with different definitions under one name overwrite each
 // other; the latest write within an interval wins. A lost write (Redis
 // unreachable, a full queue) only delays what status shows until the next
-// interval.
+// interval, or until the client has dialed a connection since (Redis back, or
+// restarted or failed over without its data): the next decision on the
+// instance then writes it again, registryRedialAge after its last write at
+// the soonest.
 
 // registryEvery is how often a process rewrites a quota's definition.
 const registryEvery = time.Minute
+
+// registryRedialAge is how old a definition's last write must be for a
+// connection the client dialed since to write it again before registryEvery:
+// a restart or failover is found at once, while the dials of a pool growing
+// under load write each definition at most once more.
+const registryRedialAge = time.Second
 
 // registryTimeout bounds one pipeline of definition writes.
 const registryTimeout = 2 * time.Second
@@ -86,8 +95,10 @@ type registry struct {
 
 // regEntry is one quota instance's definition, ready to write.
 type regEntry struct {
-	args []any        // SET <hold key without ":hold">:def <definition> PX <ttl ms>
-	due  atomic.Int64 // unix ns of the next write
+	args    []any         // SET <hold key without ":hold">:def <definition> PX <ttl ms>
+	due     atomic.Int64  // unix ns of the next write
+	dials   atomic.Uint64 // the client's dial count when last queued (reach.Watch.Dials)
+	written atomic.Int64  // unix ns of the last time it was queued
 }
 
 // defKey is the definition key of the quota instance whose hold key is hold.
@@ -157,20 +168,29 @@ func (l *Limiter) regFor(hold *keyEntry, q Quota, single Limit) *regEntry {
 // delayed and makes no other round trip.
 func (l *Limiter) register(p *plan) {
 	var now int64
+	var dials uint64
 	for _, e := range p.regs[:p.nq] {
 		if e == nil {
 			continue
 		}
 		if now == 0 {
 			now = registryNow().UnixNano()
+			dials = l.path.Watch().Dials()
 		}
 		d := e.due.Load()
+		// Sooner than due when the client has dialed since the last write,
+		// at least registryRedialAge after it: Redis may have restarted or
+		// failed over without the definition (a pool that grows dials too:
+		// the age keeps its dials to one more write).
+		redialed := e.dials.Load() != dials && now-e.written.Load() >= int64(registryRedialAge)
 		// The next write in 0.9 to 1 interval: quota instances first seen
 		// together (a process starting, a burst of new keys) do not all
 		// write again in the same moment every interval.
-		if now < d || !e.due.CompareAndSwap(d, now+int64(registryEvery)-rand.Int64N(int64(registryEvery/10))) {
+		if now < d && !redialed || !e.due.CompareAndSwap(d, now+int64(registryEvery)-rand.Int64N(int64(registryEvery/10))) {
 			continue
 		}
+		e.dials.Store(dials)
+		e.written.Store(now)
 		l.enqueue(e)
 	}
 }

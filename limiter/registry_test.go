@@ -319,3 +319,53 @@ func (d doOnly) ScriptLoad(ctx context.Context, s string) *redis.StringCmd {
 }
 func (d doOnly) Del(ctx context.Context, k ...string) *redis.IntCmd { return d.c.Del(ctx, k...) }
 func (d doOnly) Do(ctx context.Context, a ...any) *redis.Cmd        { return d.c.Do(ctx, a...) }
+
+// A Redis restarted without its data (no persistence, a failover) loses
+// every definition: the next decision after the client reconnects writes its
+// quota's definition again, so that an operator's status shows the fleet at
+// once, not up to registryEvery later.
+func TestRegistryRewrittenAfterRestart(t *testing.T) {
+	srv := redistest.Private(t)
+	client := srv.Client()
+	defer client.Close()
+	ctx := context.Background()
+	lim := New(client, Options{})
+	q := Quota{Name: "weight", Limits: []NamedLimit{{Name: "w", Limit: PerMinute(100)}}}
+	described := func() bool {
+		states, err := lim.Inspect(ctx)
+		return err == nil && len(states) == 1 && len(states[0].Limits) == 1 && states[0].Quota.Name == "weight"
+	}
+	// waitDescribed waits for the writer, which sends a definition about
+	// registryLinger (10 ms) after the decision that queued it; 3 s is that
+	// on a loaded machine, far below registryEvery.
+	waitDescribed := func(when string) {
+		t.Helper()
+		for deadline := time.Now().Add(3 * time.Second); !described(); {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: quota not described (Inspect finds no definition)", when)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	_, err := lim.Allow(ctx, Charge{Quota: q})
+	require.NoError(t, err)
+	waitDescribed("before the restart")
+
+	srv.Stop()
+	require.NoError(t, srv.Start())
+	require.False(t, described(), "the restarted Redis still has the definition")
+	// A restart takes longer than registryRedialAge; this one need not.
+	// (Waited, not shifted with registryNow: a global other tests' leftover
+	// goroutines may read.)
+	time.Sleep(registryRedialAge)
+	// The first decision may meet a connection that died with the old
+	// process (fail closed); decide until one is answered.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if _, err = lim.Allow(ctx, Charge{Quota: q}); err == nil {
+			break
+		}
+		require.False(t, time.Now().After(deadline), "no decision answered after the restart: %v", err)
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitDescribed("after the restart")
+}

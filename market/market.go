@@ -38,8 +38,11 @@ type Options struct {
 	// CandlesTTL, when set, is how long candles of every interval are kept.
 	// By default a candle series lives until its interval's next boundary, so
 	// at most as long as its interval, the seed's TTL (1m candles 60 s, 5m
-	// candles 5 min), and never past the close of the candle that was open
-	// when it was fetched.
+	// candles 5 min). The boundary is the one after the call, on this
+	// process's clock: OrFetch takes it before it calls fetch (the series
+	// then outlives the boundary by about as long as the fetch took); Set takes
+	// it when called, so a series fetched before a boundary and Set after it
+	// is kept through the whole next interval with its last candle closed.
 	CandlesTTL time.Duration
 	// SignalTTL is how long a signal is kept when SetSignal is given no TTL
 	// of its own. Default 30 s: signals are recomputed frequently.
@@ -73,7 +76,9 @@ const (
 )
 
 // refreshEvery bounds how long a process trusts its memory that a name is in
-// the registry before it writes it again (a Redis restart loses the registry).
+// the registry before it writes it again. A Redis restart or failover loses
+// the registry; the client dials then, and a registration made before that
+// dial is written again at the next write (registered.dials).
 const refreshEvery = time.Minute
 
 // Market is a typed market-data cache.
@@ -83,8 +88,8 @@ type Market struct {
 	o   Options // defaults filled in
 
 	mu   sync.Mutex
-	seen map[string]time.Time // "<index>\x00<name>" → last registration
-	now  func() time.Time     // time.Now but in tests: candle boundaries, registrations
+	seen map[string]registered // "<index>\x00<name>" → last registration
+	now  func() time.Time      // time.Now but in tests: candle boundaries, registrations
 
 	// views holds the cache group of each exchange and strategy read or
 	// written, up to maxViews of them, so that a read through a near cache
@@ -117,7 +122,7 @@ func New(c *cache.Cache, o Options) *Market {
 	def(&o.SignalTTL, defaultSignalTTL)
 	def(&o.APICallsWindow, defaultAPICallsWindow)
 	def(&o.RegistryTTL, defaultRegistryTTL)
-	m := &Market{c: c, o: o, seen: map[string]time.Time{}, now: time.Now}
+	m := &Market{c: c, o: o, seen: map[string]registered{}, now: time.Now}
 	if c == nil {
 		m.err = fmt.Errorf("market: nil cache (market.New needs a *cache.Cache from cache.New): %w", ErrInvalid)
 	} else {
@@ -161,21 +166,30 @@ func (m *Market) register(ctx context.Context, index, name string, ttl time.Dura
 	}
 	memo := index + "\x00" + name
 	now := m.now()
+	dials := cacheops.Dials(m.reg)
 	m.mu.Lock()
 	last, ok := m.seen[memo]
 	m.mu.Unlock()
-	// The registration at last lasts until last + RegistryTTL at least: skip
-	// only while that covers this write's lifetime too.
-	if ok && now.Sub(last) < refreshEvery && now.Sub(last)+ttl <= m.o.RegistryTTL {
+	// The registration at last lasts until last.at + RegistryTTL at least:
+	// skip only while that covers this write's lifetime too, and while the
+	// client has dialed no connection since (no restart can have lost it).
+	if ok && last.dials == dials && now.Sub(last.at) < refreshEvery && now.Sub(last.at)+ttl <= m.o.RegistryTTL {
 		return nil
 	}
 	if err := cacheops.Remember(ctx, m.reg, index, max(ttl, m.o.RegistryTTL), name); err != nil {
 		return err
 	}
 	m.mu.Lock()
-	m.seen[memo] = now
+	m.seen[memo] = registered{at: now, dials: dials}
 	m.mu.Unlock()
 	return nil
+}
+
+// registered is a registration this process wrote: when, and how many
+// connections its client had dialed before it (cacheops.Dials).
+type registered struct {
+	at    time.Time
+	dials uint64
 }
 
 // known returns the exchanges (exchangesIndex) or strategies
@@ -278,7 +292,12 @@ func (m *Market) InvalidateExchange(ctx context.Context, exchange string) (int, 
 // InvalidateSymbol deletes the cached ticker, order book, trades and candles
 // (of every interval) of symbol on every exchange the market knows (every
 // exchange written to within Options.RegistryTTL), one UNLINK per exchange,
-// and returns how many exchanges it visited.
+// and returns how many exchanges it visited. The exchanges are known from an
+// index in Redis that each process writes again at its first write after its
+// client reconnects (so after a restart or a failover) and at least once a
+// minute: an index lost otherwise (FLUSHDB, eviction under allkeys-lru) hides
+// an exchange for up to that minute, until a process writing to it registers
+// it again. InvalidateExchange, which names the exchange, needs no index.
 func (m *Market) InvalidateSymbol(ctx context.Context, symbol string) (int, error) {
 	ctx, span := m.start(ctx, mopInvalidate, kindSymbol, "", "")
 	n, err := m.invalidateSymbol(ctx, symbol)

@@ -609,3 +609,41 @@ func TestRegistryCoversData(t *testing.T) {
 		t.Fatal("refused signal was written")
 	}
 }
+
+// A Redis restarted without persistence loses the registry with the data; a
+// value written after the restart must still be found by InvalidateSymbol and
+// InvalidateSignals, not a minute later when the registration is refreshed.
+func TestRegistryOutlivesRestart(t *testing.T) {
+	srv := redistest.Private(t)
+	client := srv.Client()
+	defer client.Close()
+	ctx := context.Background()
+	m := market.New(cache.New(client, cache.Options{}), market.Options{})
+	must(t, m.SetTicker(ctx, "binance", "BTC-USDT", btc))
+	must(t, m.SetSignal(ctx, "momentum", "BTC", signal, 0))
+
+	srv.Stop()
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The first call after the restart may meet a connection that died
+	// with the old process; the write is retried until Redis takes it.
+	deadline := time.Now().Add(5 * time.Second)
+	for m.SetTicker(ctx, "binance", "BTC-USDT", btc) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no write accepted after the restart")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	must(t, m.SetSignal(ctx, "momentum", "BTC", signal, 0))
+
+	if n, err := m.InvalidateSymbol(ctx, "BTC-USDT"); err != nil || n != 1 {
+		t.Fatalf("InvalidateSymbol after a restart: visited %d exchanges (%v), want binance's", n, err)
+	}
+	if _, found, err := m.GetTicker(ctx, "binance", "BTC-USDT"); err != nil || found {
+		t.Fatalf("ticker after InvalidateSymbol: found %v (%v)", found, err)
+	}
+	if n, err := m.InvalidateSignals(ctx); err != nil || n != 1 {
+		t.Fatalf("InvalidateSignals after a restart: deleted %d (%v), want momentum's signal", n, err)
+	}
+}

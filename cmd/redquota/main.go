@@ -193,6 +193,11 @@ func run(ctx context.Context, args []string, e env) int {
 		fmt.Fprintln(e.stderr, "redquota: check the user and password of REDIS_URL (redis://user:password@host:port), or REDIS_PASSWORD")
 		return exitUsage
 	}
+	if err != nil && refusedDatabase(err) {
+		fmt.Fprintf(e.stderr, "redquota: Redis (%s) refused database %d: %v\n", cfg, cfg.DB, err)
+		fmt.Fprintln(e.stderr, "redquota: the database number (REDIS_URL's /N, or REDIS_DB) must be below the server's databases setting (16 by default)")
+		return exitUsage
+	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "redquota: cannot reach Redis (%s): %v\n", cfg, err)
 		if !configured(e.lookup) {
@@ -254,6 +259,13 @@ func refusedCredentials(err error) bool {
 	}
 	msg := re.Error()
 	return strings.HasPrefix(msg, "WRONGPASS") || strings.HasPrefix(msg, "NOAUTH")
+}
+
+// refusedDatabase reports whether err is Redis refusing the SELECT of a
+// database it does not have: Redis answered, so it is not unreachable.
+func refusedDatabase(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.Contains(re.Error(), "DB index is out of range")
 }
 
 // confirm asks question unless --yes, and reports whether to go on.

@@ -527,3 +527,19 @@ func TestTLSAndACLUser(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "certificate")
 }
+
+// A database past the server's "databases" is a Redis that answered, not
+// one that cannot be reached: the message says which setting to fix.
+func TestDatabaseOutOfRange(t *testing.T) {
+	srv := redistest.Shared(t)
+	for _, env := range [][]string{
+		{"REDIS_URL=redis://" + srv.Addr() + "/99"},
+		{"REDIS_HOST=127.0.0.1", fmt.Sprintf("REDIS_PORT=%d", srv.Port()), "REDIS_DB=99"},
+	} {
+		_, errOut, code := cmd(t, env, "", "status")
+		require.Equal(t, 2, code, errOut)
+		require.NotContains(t, errOut, "cannot reach Redis", env)
+		require.Contains(t, errOut, "refused database 99: ERR DB index is out of range", env)
+		require.Contains(t, errOut, "databases setting", env)
+	}
+}

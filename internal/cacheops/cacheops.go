@@ -32,6 +32,11 @@ var (
 	// Recall returns the names the index of c still remembers, oldest time
 	// first.
 	Recall func(ctx context.Context, c any, index string) ([]string, error)
+	// Dials returns how many connections the client of c has dialed (0 when
+	// its client is not one of go-redis's). Redis restarting, or failing
+	// over, always makes the client dial: a count that moved since a write
+	// says the write may be gone.
+	Dials func(c any) uint64
 	// Class describes an error a cache call returned for a span's
 	// error.type, from the fixed list of TELEMETRY_NAMES.md ("redis" when it
 	// is none of the others).

@@ -32,6 +32,7 @@ import (
 	"github.com/redquota/redquota/middleware"
 	"github.com/redquota/redquota/telemetry"
 	"github.com/redquota/redquota/telemetry/prom"
+	"github.com/redquota/redquota/wsguard"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }
@@ -152,13 +153,40 @@ func TestScrape(t *testing.T) {
 			require.NoError(t, err)
 		}
 
+		// A near cache, used for nothing: its gauges and counter are served
+		// from the start (0 or 1 each; miniredis has no tracking).
+		nc := cache.New(rdb, cache.Options{Prefix: b.Prefix, Telemetry: providers, NearMaxBytes: 1 << 20})
+		defer nc.Close()
+
+		// WebSocket guard: one dial charged to a connection quota, one message
+		// sent, and a message read that the exchange's refusal turns into a
+		// hold on that quota.
+		wsConn := limiter.Quota{Name: "wsconn", Limits: []limiter.NamedLimit{{Name: "attempts", Limit: limiter.PerMinute(10)}}}
+		g, err := wsguard.New(lim, wsguard.Options{
+			Connect:   []limiter.Charge{{Quota: wsConn, Cost: limiter.Cost{"attempts": 1}}},
+			Telemetry: providers,
+			Refusals: func(s wsguard.Signal) []wsguard.Refusal {
+				if string(s.Message) == "slow down" {
+					return []wsguard.Refusal{{Hold: time.Minute}}
+				}
+				return nil
+			},
+		})
+		require.NoError(t, err)
+		conn, err := g.Dial(ctx, func(context.Context) (wsguard.Socket, error) { return &saying{msg: "slow down"}, nil })
+		require.NoError(t, err)
+		require.NoError(t, conn.Send(ctx, []byte("hello")))
+		_, err = conn.Read(ctx)
+		require.NoError(t, err)
+		require.NoError(t, conn.Close(1000, ""))
+
 		body, samples := scrape(t, srv.URL)
 		// The Transport's and the Handler's decisions are quota decisions too
 		// (spot: 2 allowed, 1 denied by the 429's hold; ban: 1 allowed; api: 1
-		// allowed, 1 denied), and the market runs on
+		// allowed, 1 denied), as is the guard's dial (1 allowed), and the market runs on
 		// the cache (its two OrFetch calls are GetOrLoad calls, one loading).
 		want := []series{
-			{"redquota_limiter_decisions_total", map[string]string{"redquota_kind": "quota", "redquota_result": "allowed"}, 2 + 3 + 1},
+			{"redquota_limiter_decisions_total", map[string]string{"redquota_kind": "quota", "redquota_result": "allowed"}, 2 + 3 + 1 + 1},
 			{"redquota_limiter_decisions_total", map[string]string{"redquota_kind": "quota", "redquota_result": "denied"}, 1 + 1 + 1},
 			{"redquota_limiter_decisions_total", map[string]string{"redquota_kind": "single", "redquota_result": "allowed"}, 2},
 			{"redquota_limiter_wait_seconds_count", map[string]string{"redquota_kind": "single"}, 1},
@@ -190,6 +218,14 @@ func TestScrape(t *testing.T) {
 			{"redquota_market_requests_total", map[string]string{"redquota_market_kind": "ticker", "redquota_op": "get_or_fetch", "redquota_result": "fetched"}, 1},
 			{"redquota_market_requests_total", map[string]string{"redquota_market_kind": "ticker", "redquota_op": "get_or_fetch", "redquota_result": "hit"}, 1},
 			{"redquota_market_api_calls_total", map[string]string{"redquota_market_exchange": "binance"}, 2},
+
+			{"redquota_cache_near_events_total", map[string]string{"redquota_event": "hit"}, 0},
+			{"redquota_cache_near_bytes", nil, 0},
+
+			{"redquota_wsguard_operations_total", map[string]string{"redquota_guard": "wsguard", "redquota_op": "dial", "redquota_result": "ok"}, 1},
+			{"redquota_wsguard_operations_total", map[string]string{"redquota_guard": "wsguard", "redquota_op": "send", "redquota_result": "ok"}, 1},
+			{"redquota_wsguard_wait_seconds_count", map[string]string{"redquota_guard": "wsguard", "redquota_op": "dial"}, 1},
+			{"redquota_wsguard_holds_total", map[string]string{"redquota_guard": "wsguard", "redquota_quota": "wsconn"}, 1},
 		}
 		for _, s := range want {
 			got, ok := find(t, samples, s)
@@ -222,11 +258,24 @@ func TestScrape(t *testing.T) {
 			labels: map[string]string{"status": "ok", "type": "command", "le": "+Inf"}})
 		require.Equal(t, n, inf)
 
-		// Every name TELEMETRY_NAMES.md gives in its Prometheus table is served.
+		// Every name TELEMETRY_NAMES.md gives in its Prometheus table is
+		// served, and every name served is in it (a histogram by its _bucket).
 		served := names(samples)
-		for _, name := range documentedNames(t) {
+		documented := documentedNames(t)
+		for _, name := range documented {
 			if !slices.Contains(served, name) {
 				t.Errorf("TELEMETRY_NAMES.md documents %s; the scrape has no such series", name)
+			}
+		}
+		for _, name := range served {
+			base := name
+			for _, suffix := range []string{"_sum", "_count"} {
+				if b, ok := strings.CutSuffix(name, suffix); ok && slices.Contains(served, b+"_bucket") {
+					base = b + "_bucket"
+				}
+			}
+			if !slices.Contains(documented, base) {
+				t.Errorf("the scrape has %s; TELEMETRY_NAMES.md's Prometheus table does not list it", name)
 			}
 		}
 		promtoolCheck(t, body)
@@ -460,3 +509,23 @@ func TestMillisecondsServedAsSeconds(t *testing.T) {
 		require.NotContains(t, string(smp.Metric[model.MetricNameLabel]), "milliseconds")
 	}
 }
+
+// saying is a wsguard.Socket whose peer says msg once and then waits for
+// the connection to close.
+type saying struct {
+	msg  string
+	said bool
+}
+
+func (s *saying) Read(ctx context.Context) ([]byte, error) {
+	if !s.said {
+		s.said = true
+		return []byte(s.msg), nil
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (s *saying) Write(context.Context, []byte) error { return nil }
+
+func (s *saying) Close(int, string) error { return nil }
