@@ -251,15 +251,15 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 	// writer (registry.go), and not before the decision's round trip.
 	defer l.register(p)
 	var err error
-	// watch: the call checks for a restart (restart.go); gen is the restarts
-	// seen before it.
+	// watch: the call checks for a restart (restart.go); gen is the resyncs
+	// done before it.
 	var gen int64
 	watch := l.restart.on()
 	// sent: when the call went, on the kept holds' clock, while one is in
 	// force (0 otherwise: then nothing is read).
 	var sent time.Duration
 	if watch {
-		gen = l.restart.restarts.Load()
+		gen = l.restart.resynced.Load()
 		if l.restart.holds.inForce() {
 			sent = l.restart.holds.since()
 		}

@@ -31,6 +31,11 @@ type restartGuard struct {
 	seen     sync.Map // state key → Limit
 	n        atomic.Int64
 	restarts atomic.Int64
+	// resynced counts the resyncs done (after a restart, or an owed one that
+	// succeeded), each counted once its holds and syncs are back in Redis: a
+	// decision that read a smaller count may have been answered by the state
+	// without them, and is made again.
+	resynced atomic.Int64
 	holds    keptHolds
 }
 
@@ -55,13 +60,13 @@ func (g *restartGuard) note(p *plan) {
 	}
 }
 
-// afterDecision runs once a decision succeeded; gen is the restart count
+// afterDecision runs once a decision succeeded; gen is the resync count
 // read before it started. When the client has made connections since the
 // last check, it asks Redis its run_id first (one caller at a time: the
 // others wait for its answer) and, if it changed, places the kept holds
-// again and charges the limits seen so far. It reports whether a restart was
-// found since the decision started: the decision may then have been made on
-// the empty state, and is made again.
+// again and charges the limits seen so far. It reports whether a resync
+// ended since the decision started: the decision may then have been made on
+// the empty state, before the holds were back, and is made again.
 func (l *Limiter) afterDecision(ctx context.Context, p *plan, gen int64) bool {
 	g := l.restart
 	g.note(p)
@@ -72,7 +77,7 @@ func (l *Limiter) afterDecision(ctx context.Context, p *plan, gen int64) bool {
 		}
 		g.checkMu.Unlock()
 	}
-	return g.restarts.Load() != gen
+	return g.resynced.Load() != gen
 }
 
 // watchRunID checks the run_id at once (a decision found a hold in force
@@ -196,6 +201,13 @@ func (l *Limiter) resync(ctx context.Context, id string) error {
 	g.mu.Lock()
 	g.owed = firstErr != nil
 	g.mu.Unlock()
+	// Counted once done, not when the restart is found: a decision that
+	// started while the holds were being placed again read the count before
+	// and is made again. Not for an owed resync that failed again: its
+	// decision, made again, would fail it again, and so on without end.
+	if prev != id || firstErr == nil {
+		g.resynced.Add(1)
+	}
 	return firstErr
 }
 

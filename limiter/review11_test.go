@@ -1,0 +1,130 @@
+package limiter
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/redquota/redquota/internal/redistest"
+)
+
+// holdGate holds back the hold script calls on one hold key while armed
+// (entered is closed at the first), and counts the decisions that key's
+// quota was answered (decided).
+type holdGate struct {
+	key     string
+	armed   atomic.Bool
+	entered chan struct{}
+	open    chan struct{}
+	decided atomic.Int64
+	once    atomic.Bool
+}
+
+func newHoldGate(key string) *holdGate {
+	return &holdGate{key: key, entered: make(chan struct{}), open: make(chan struct{})}
+}
+
+// isHoldCall: hold.lua's call (one key, the hold key, and its duration).
+func (g *holdGate) isHoldCall(a []any) bool {
+	return len(a) == 5 && fmt.Sprint(a[2]) == "1" && fmt.Sprint(a[3]) == g.key
+}
+
+// isDecision: a script call with the hold key among more keys.
+func (g *holdGate) isDecision(a []any) bool {
+	if len(a) <= 5 {
+		return false
+	}
+	for _, x := range a[3:6] {
+		if fmt.Sprint(x) == g.key {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *holdGate) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (g *holdGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if g.armed.Load() && g.isHoldCall(cmd.Args()) {
+			if g.once.CompareAndSwap(false, true) {
+				close(g.entered)
+			}
+			<-g.open
+		}
+		err := next(ctx, cmd)
+		if err == nil && g.isDecision(cmd.Args()) {
+			g.decided.Add(1)
+		}
+		return err
+	}
+}
+func (g *holdGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, c := range cmds {
+			if c.Err() == nil && g.isDecision(c.Args()) {
+				g.decided.Add(1)
+			}
+		}
+		return err
+	}
+}
+
+// A decision that starts while another places the kept holds again after a
+// restart (the resync, restart.go) must not be granted inside a hold that
+// is not back in Redis yet. The resync counted the restart before placing
+// the holds, so a decision that read the count in between, was answered by
+// the empty Redis and found the check done when it got the lock was neither
+// made again nor denied: granted inside the 418's ban.
+func TestDecisionDuringResyncMadeAgain(t *testing.T) {
+	q := Quota{Name: "exchange", Limits: []NamedLimit{{"weight", PerMinute(6000)}}}
+	srv := redistest.Private(t)
+	c := srv.Client()
+	t.Cleanup(func() { _ = c.Close() })
+	lim := New(c, Options{Timeout: 5 * time.Second})
+	g := newHoldGate(lim.holdKey(q))
+	c.AddHook(g)
+	ctx := context.Background()
+	require.True(t, settle(t, lim, q).Allowed)
+	placed := time.Now()
+	_, err := lim.Hold(ctx, q, holdFor, "418")
+	require.NoError(t, err)
+
+	srv.Stop()
+	require.NoError(t, srv.Start())
+	g.armed.Store(true)
+	first := make(chan Result, 1)
+	go func() { first <- settle(t, lim, q) }()
+	select {
+	case <-g.entered: // the resync is placing the hold again
+	case <-time.After(20 * time.Second):
+		close(g.open)
+		t.Fatal("the kept hold was not placed again")
+	}
+	before := g.decided.Load()
+	second := make(chan Result, 1)
+	go func() {
+		r, err := lim.Allow(ctx, q.Take(1))
+		if err != nil {
+			t.Error(err)
+		}
+		second <- r
+	}()
+	// Let the second decision be answered by Redis (without the hold) before
+	// the hold is back.
+	for deadline := time.Now().Add(10 * time.Second); g.decided.Load() == before; {
+		if time.Now().After(deadline) {
+			close(g.open)
+			t.Fatal("the second decision was not answered")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(g.open)
+	requireHeld(t, <-first, q, placed)
+	requireHeld(t, <-second, q, placed)
+}
