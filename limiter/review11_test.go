@@ -128,3 +128,41 @@ func TestDecisionDuringResyncMadeAgain(t *testing.T) {
 	requireHeld(t, <-first, q, placed)
 	requireHeld(t, <-second, q, placed)
 }
+
+// A Wait booked before a hold this Limiter keeps, whose wake-up is the
+// first call after Redis lost its state, must not take its turn inside the
+// hold. The wake-up found the restart and placed the hold again, but its own
+// answer came from the empty Redis (no hold: the booking stands), and a
+// wake-up was never made again: Wait returned and the request went out
+// inside the 418's ban.
+func TestWakeAfterRestartSeesKeptHold(t *testing.T) {
+	q := Key("exchange", Every(1, 3*time.Second))
+	srv := redistest.Private(t)
+	c := srv.Client()
+	t.Cleanup(func() { _ = c.Close() })
+	lim := New(c, Options{Timeout: 5 * time.Second})
+	ctx := context.Background()
+	require.True(t, settle(t, lim, q).Allowed)
+	r, err := lim.Reserve(ctx, q.Take(1))
+	require.NoError(t, err)
+	require.True(t, r.OK())
+	require.Greater(t, r.Delay(), time.Second, "booked ahead")
+	_, err = lim.Hold(ctx, q, holdFor, "429")
+	require.NoError(t, err)
+
+	srv.Stop()
+	require.NoError(t, srv.Start())
+	// The client's pool holds dead connections: replace them without a
+	// decision, so that the wake-up is the first call the limiter makes.
+	for deadline := time.Now().Add(10 * time.Second); c.Ping(ctx).Err() != nil; {
+		require.True(t, time.Now().Before(deadline), "no answer from the restarted server")
+		time.Sleep(10 * time.Millisecond)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	// The hold ends about 30 s after it was placed, past the deadline: Wait
+	// cannot take its turn.
+	err = r.Wait(wctx)
+	require.ErrorIs(t, err, ErrWouldExceedDeadline, "Wait took its turn inside the hold")
+	require.EqualValues(t, 1, lim.Stats().Restarts)
+}
