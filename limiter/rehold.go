@@ -192,11 +192,14 @@ func (l *Limiter) sawHold(ctx context.Context, p *plan, r *reply, watch bool) {
 }
 
 // sawNoHold forgets the kept holds a decision found gone (keptHolds.forgetGone):
-// granted at once, made on the state every restart check has vouched for
-// (not owed a resync, where a lost hold still waits to be placed again).
+// granted at once, made on the state every restart check has vouched for:
+// no connection dialed since the last check that succeeded (one that could
+// not read the run_id may have been answered by a Redis that lost the
+// holds), and not owed a resync (a lost hold still waits to be placed
+// again).
 func (l *Limiter) sawNoHold(p *plan, r *reply, sent time.Duration) {
 	g := l.restart
-	if !r.granted || r.degraded || r.waitUS > 0 || sent == 0 {
+	if !r.granted || r.degraded || r.waitUS > 0 || sent == 0 || l.path.Watch().Dials() > g.checked.Load() {
 		return
 	}
 	g.mu.Lock()

@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -165,4 +166,58 @@ func TestWakeAfterRestartSeesKeptHold(t *testing.T) {
 	err = r.Wait(wctx)
 	require.ErrorIs(t, err, ErrWouldExceedDeadline, "Wait took its turn inside the hold")
 	require.EqualValues(t, 1, lim.Stats().Restarts)
+}
+
+// failInfo fails the INFO commands of a client while armed, as a lost
+// connection would (not a server's refusal).
+type failInfo struct{ armed atomic.Bool }
+
+var errInfoLost = errors.New("test: INFO lost")
+
+func (h *failInfo) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *failInfo) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.armed.Load() && cmd.Name() == "info" {
+			cmd.SetErr(errInfoLost)
+			return errInfoLost
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *failInfo) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A decision granted at once while the restart check could not read the
+// run_id (a master of a cluster unreachable during a failover, a timeout)
+// does not show that a kept hold was released: it may come from a Redis
+// that lost it. It used to forget the hold then, so when the check next
+// succeeded and found the restart there was nothing to place again, and
+// the ban was lost for good.
+func TestKeptHoldNotForgottenOnUncheckedGrant(t *testing.T) {
+	q := Quota{Name: "exchange", Limits: []NamedLimit{{"weight", PerMinute(6000)}}}
+	srv := redistest.Private(t)
+	c := srv.Client()
+	t.Cleanup(func() { _ = c.Close() })
+	var h failInfo
+	c.AddHook(&h)
+	lim := New(c, Options{Timeout: 5 * time.Second})
+	ctx := context.Background()
+	require.True(t, settle(t, lim, q).Allowed)
+	placed := time.Now()
+	_, err := lim.Hold(ctx, q, holdFor, "418")
+	require.NoError(t, err)
+
+	srv.Stop()
+	require.NoError(t, srv.Start())
+	h.armed.Store(true)
+	// Redis has no hold and the check cannot tell: granted.
+	require.True(t, settle(t, lim, q).Allowed)
+	h.armed.Store(false)
+	requireHeld(t, settle(t, lim, q), q, placed)
+	require.EqualValues(t, 1, lim.Stats().Restarts)
+	oc := srv.Client()
+	t.Cleanup(func() { _ = oc.Close() })
+	other := New(oc, Options{Timeout: 5 * time.Second})
+	requireHeld(t, settle(t, other, q), q, placed)
 }
