@@ -181,7 +181,7 @@ func New(client Client, opts Options) *Limiter {
 	if opts.Prefix == "" {
 		opts.Prefix = "rq"
 	}
-	if opts.LocalShare <= 0 || opts.LocalShare > 1 {
+	if !(opts.LocalShare > 0 && opts.LocalShare <= 1) { // NaN too
 		opts.LocalShare = 0.1
 	}
 	if opts.CoolDown <= 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -220,4 +221,24 @@ func TestKeptHoldNotForgottenOnUncheckedGrant(t *testing.T) {
 	t.Cleanup(func() { _ = oc.Close() })
 	other := New(oc, Options{Timeout: 5 * time.Second})
 	requireHeld(t, settle(t, other, q), q, placed)
+}
+
+// A LocalShare that is NaN (0/0: a share computed from a process count of
+// 0) is outside (0, 1] and takes the default 0.1, as documented. It was
+// kept: x/time/rate's limiter of NaN per second never refuses, so FailLocal
+// granted every decision while Redis was down.
+func TestFailLocalNaNShare(t *testing.T) {
+	lim := deadLimiter(t, math.NaN())
+	ctx := context.Background()
+	limit := Every(100, time.Hour) // the default share: burst 10, one more every 6 min
+	granted := 0
+	for range 50 {
+		r, err := lim.Allow(ctx, Key("k", limit).Take(1))
+		require.NoError(t, err)
+		require.True(t, r.Degraded)
+		if r.Allowed {
+			granted++
+		}
+	}
+	require.Equal(t, 10, granted, "the default share's burst")
 }
