@@ -121,10 +121,16 @@ func (r *Reservation) Result() Result {
 // without Redis gives its local units back and reports 0. Cancel is safe to
 // call more than once; only the first call acts. A reservation Cancel gave
 // back before its time can no longer be waited for: its Wait returns an error
-// wrapping ErrInvalid.
+// wrapping ErrInvalid. A ctx already done (the usual reason to cancel) does
+// not stop it: it gives back on a context of its own, bounded by a second.
 func (r *Reservation) Cancel(ctx context.Context) (int, error) {
 	if r == nil {
 		return 0, nil
+	}
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
+		defer cancel()
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

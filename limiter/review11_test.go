@@ -242,3 +242,44 @@ func TestFailLocalNaNShare(t *testing.T) {
 	}
 	require.Equal(t, 10, granted, "the default share's burst")
 }
+
+// A context already done sends nothing, whatever the call: Sync, Reset and
+// a release changed Redis for a caller that had gone whenever the client had
+// a connection at hand (go-redis reads only a context's deadline), and
+// failed when it had to dial. Cancel is the exception: a done context is
+// the usual reason to cancel, so it gives back all the same.
+func TestDoneContextWritesNothing(t *testing.T) {
+	mr, c := redistest.NewMini(t)
+	lim := New(c, Options{Timeout: -1})
+	ctx := context.Background()
+	q := Quota{Name: "q", Limits: []NamedLimit{{"a", PerMinute(10)}}}
+	r, err := lim.Allow(ctx, q.Take(1))
+	require.NoError(t, err)
+	require.Equal(t, 9, r.Remaining)
+	_, err = lim.Hold(ctx, q, time.Minute, "")
+	require.NoError(t, err)
+	before := mr.Dump()
+
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = lim.Sync(done, q, "a", 10)
+	require.ErrorIs(t, err, context.Canceled)
+	require.ErrorIs(t, lim.Reset(done, q), context.Canceled)
+	_, err = lim.Hold(done, q, 0, "")
+	require.ErrorIs(t, err, context.Canceled)
+	_, err = lim.Hold(done, q, 2*time.Minute, "")
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, before, mr.Dump(), "a done context changed Redis")
+
+	_, err = lim.Hold(ctx, q, 0, "")
+	require.NoError(t, err)
+	rv, err := lim.Reserve(ctx, q.Take(9))
+	require.NoError(t, err)
+	require.True(t, rv.OK())
+	rv2, err := lim.Reserve(ctx, q.Take(1))
+	require.NoError(t, err)
+	require.Positive(t, rv2.Delay())
+	n, err := rv2.Cancel(done)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "Cancel with a done context gives back")
+}
