@@ -283,3 +283,20 @@ func TestDoneContextWritesNothing(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, n, "Cancel with a done context gives back")
 }
+
+// A zero Reservation (not made by Reserve) behaves as the nil one: every
+// method answered a nil pointer dereference.
+func TestZeroReservation(t *testing.T) {
+	ctx := context.Background()
+	var r Reservation
+	require.False(t, r.OK())
+	require.Zero(t, r.Result().Limits)
+	_ = r.Delay()
+	n, err := r.Cancel(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	require.ErrorIs(t, r.Wait(ctx), ErrInvalid)
+	_, err = r.Sync(ctx, "", "", 1)
+	require.ErrorIs(t, err, ErrInvalid)
+	require.NoError(t, r.Refused(ctx))
+}
