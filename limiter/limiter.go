@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -148,7 +147,7 @@ type Limiter struct {
 	// path is every call's way to Redis (path.go): the breaker, the bound
 	// (timeout, a refused dial), the down classifier.
 	path     *reach.Path
-	local    sync.Map // state key → *rate.Limiter
+	local    localLimiters // FailLocal's in-process limiters (policy.go)
 	keys     keyCache
 	coalesce *coalescer    // nil unless Options.Coalesce
 	auto     *autoPipe     // concurrent decisions' shared round trips; nil without (autopipe.go)

@@ -300,3 +300,49 @@ func TestZeroReservation(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalid)
 	require.NoError(t, r.Refused(ctx))
 }
+
+// FailLocal's in-process limiters are bounded: one was kept for every state
+// key ever decided locally, so per-user keys through a long outage grew the
+// process without bound. Past the bound those full again (which hold
+// nothing a new one would not) are dropped; past twice the bound, all.
+func TestFailLocalLimitersBounded(t *testing.T) {
+	lim := deadLimiter(t, 0.1)
+	lim.local.max = 100
+	ctx := context.Background()
+	limit := PerSecond(1000) // the local share: 100 a second, burst 100: full again 10 ms after one
+	count := func() int {
+		n := 0
+		lim.local.m.Range(func(any, any) bool { n++; return true })
+		return n
+	}
+	decide := func(from, to int) {
+		for i := from; i < to; i++ {
+			r, err := lim.Allow(ctx, Key(fmt.Sprint("k", i), limit).Take(1))
+			require.NoError(t, err)
+			require.True(t, r.Allowed && r.Degraded)
+			require.LessOrEqual(t, count(), 200, "more local limiters than twice the bound")
+		}
+	}
+	// A key in use: its local share (100 an hour, burst 100) refills one
+	// unit every 36 s, so it is not full again during the test.
+	hot := Key("hot", Every(1000, time.Hour))
+	spend := func(n int) {
+		for range n {
+			r, err := lim.Allow(ctx, hot.Take(1))
+			require.NoError(t, err)
+			require.True(t, r.Allowed)
+		}
+	}
+	decide(0, 99)
+	spend(50)
+	require.Equal(t, 100, count())
+	// Full again after 10 ms: waiting longer only makes them fuller.
+	time.Sleep(50 * time.Millisecond)
+	decide(99, 100) // the 101st: a sweep
+	require.Equal(t, 2, count(), "the full ones dropped, the one in use and the new one kept")
+	spend(50)
+	r, err := lim.Allow(ctx, hot.Take(1))
+	require.NoError(t, err)
+	require.False(t, r.Allowed, "the hot key's local burst forgotten by a sweep")
+	decide(100, 1000) // each used once, most not full again when swept: bounded all the same
+}
