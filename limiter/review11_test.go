@@ -346,3 +346,23 @@ func TestFailLocalLimitersBounded(t *testing.T) {
 	require.False(t, r.Allowed, "the hot key's local burst forgotten by a sweep")
 	decide(100, 1000) // each used once, most not full again when swept: bounded all the same
 }
+
+// A Leaser's Allow with a context already done takes nothing, as Allow's:
+// it went on to its lease call (counted in Stats.Calls), and only whether
+// go-redis looked at the context decided whether a lease was charged to a
+// caller that had gone.
+func TestLeaserDoneContextChargesNothing(t *testing.T) {
+	mr, c := redistest.NewMini(t)
+	lim := New(c, Options{Timeout: -1})
+	ls, err := lim.NewLeaser(Key("k", PerSecond(1000)).Take(1), LeaseOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ls.Close() })
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	// The client has a connection at hand, as a running process does.
+	require.NoError(t, c.Ping(context.Background()).Err())
+	_, err = ls.Allow(done, 1)
+	require.ErrorIs(t, err, context.Canceled)
+	require.Empty(t, mr.Keys(), "a done context charged")
+	require.Zero(t, ls.Stats().Calls)
+}
