@@ -2,9 +2,14 @@ package limiter
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redquota/redquota/internal/script"
 )
 
 // maxKeptHolds bounds how many holds a Limiter remembers to place again after
@@ -163,19 +168,75 @@ func (k *keptHolds) left() map[string]keptHold {
 	return out
 }
 
+// placeAgainBatch is the most kept holds placed again in one pipeline.
+const placeAgainBatch = 256
+
 // placeAgain places every kept hold again for what it has left (restart.go:
-// Redis lost them), with its reason, and returns the first error.
+// Redis lost them), with its reason, and returns the first error. It runs
+// while decisions wait for the restart check, so on a go-redis client the
+// holds go out in pipelines of placeAgainBatch (a ClusterClient's pipeline
+// sends each to its key's node), not a round trip each.
 func (l *Limiter) placeAgain(ctx context.Context) error {
-	var firstErr error
-	for key, h := range l.restart.holds.left() {
-		if _, err := l.placeHold(ctx, key, h.end, h.reason); err != nil && firstErr == nil {
-			firstErr = err
+	left := l.restart.holds.left()
+	pl, ok := l.client.(pipeliner)
+	if !ok {
+		var firstErr error
+		for key, h := range left {
+			if _, err := l.placeHold(ctx, key, h.end, h.reason); err != nil && firstErr == nil {
+				firstErr = err
+			}
+			if ctx.Err() != nil {
+				break
+			}
 		}
-		if ctx.Err() != nil {
-			break
+		return firstErr
+	}
+	batch := make([]string, 0, min(len(left), placeAgainBatch))
+	for key := range left {
+		batch = append(batch, key)
+		if len(batch) == placeAgainBatch {
+			if err := l.placeHolds(ctx, pl, batch, left); err != nil {
+				return err
+			}
+			batch = batch[:0]
 		}
 	}
-	return firstErr
+	if len(batch) == 0 {
+		return nil
+	}
+	return l.placeHolds(ctx, pl, batch, left)
+}
+
+// placeHolds places the kept holds keys (of left) in one pipeline: hold.lua
+// sent as EVAL (Redis lost its script cache with its state), and each
+// reason, and checks every reply.
+func (l *Limiter) placeHolds(ctx context.Context, pl pipeliner, keys []string, left map[string]keptHold) error {
+	return l.call(ctx, "hold", func(ctx context.Context) error {
+		pipe := pl.Pipeline()
+		holds := make([]*redis.Cmd, len(keys))
+		for i, key := range keys {
+			h := left[key]
+			holds[i] = pipe.Eval(ctx, script.Source(script.Hold), []string{key}, max(h.end.Microseconds(), 1))
+			if h.reason != "" {
+				pipe.Set(ctx, holdReasonKey(key), h.reason, max(h.end.Truncate(time.Millisecond), time.Millisecond))
+			}
+		}
+		cmds, err := pipe.Exec(ctx)
+		if err != nil {
+			for _, c := range cmds {
+				if c.Err() != nil {
+					return c.Err()
+				}
+			}
+			return err
+		}
+		for _, c := range holds {
+			if v, err := c.Int64(); err != nil || v <= 0 {
+				return fmt.Errorf("%w: hold.lua replied %v (%v)", ErrBadReply, c.Val(), err)
+			}
+		}
+		return nil
+	})
 }
 
 // sawHold remembers the hold that denied decision p (reply r), to place it

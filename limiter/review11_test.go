@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -67,6 +69,12 @@ func (g *holdGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 func (g *holdGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if g.armed.Load() && slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return g.isHoldCall(c.Args()) }) {
+			if g.once.CompareAndSwap(false, true) {
+				close(g.entered)
+			}
+			<-g.open
+		}
 		err := next(ctx, cmds)
 		for _, c := range cmds {
 			if c.Err() == nil && g.isDecision(c.Args()) {
@@ -365,4 +373,78 @@ func TestLeaserDoneContextChargesNothing(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 	require.Empty(t, mr.Keys(), "a done context charged")
 	require.Zero(t, ls.Stats().Calls)
+}
+
+// holdCalls counts hold.lua's calls (one key, the duration) a client sends
+// on their own, and the pipelines that carry any.
+type holdCalls struct{ alone, pipes, inPipes atomic.Int64 }
+
+func isHoldScript(a []any) bool {
+	if len(a) != 5 || fmt.Sprint(a[2]) != "1" {
+		return false
+	}
+	name := fmt.Sprint(a[0])
+	return (name == "evalsha" || name == "eval") && strings.HasSuffix(fmt.Sprint(a[3]), ":hold")
+}
+
+func (h *holdCalls) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *holdCalls) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isHoldScript(cmd.Args()) {
+			h.alone.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *holdCalls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		n := int64(0)
+		for _, c := range cmds {
+			if isHoldScript(c.Args()) {
+				n++
+			}
+		}
+		if n > 0 {
+			h.pipes.Add(1)
+			h.inPipes.Add(n)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// Many kept holds (per-account holds: a hold on each of 2 000 instances)
+// are placed again after a restart in a few pipelined round trips, not one
+// round trip each while every watched decision of the process waits for
+// the check's lock: at 2 000 round trips the resync took seconds, and past
+// its 2 s bound it was never done at all (owed, and started over from
+// scratch at the next decision).
+func TestManyKeptHoldsPlacedAgainPipelined(t *testing.T) {
+	q := Quota{Name: "account", Limits: []NamedLimit{{"orders", PerMinute(6000)}}}
+	const holds = 2000
+	srv := redistest.Private(t)
+	c := srv.Client()
+	t.Cleanup(func() { _ = c.Close() })
+	lim := New(c, Options{Timeout: 5 * time.Second})
+	ctx := context.Background()
+	require.True(t, settle(t, lim, q.For("0")).Allowed)
+	placed := time.Now()
+	for i := range holds {
+		_, err := lim.Hold(ctx, q.For(fmt.Sprint(i)), holdFor, "418")
+		require.NoError(t, err)
+	}
+	var h holdCalls
+	c.AddHook(&h)
+
+	srv.Stop()
+	require.NoError(t, srv.Start())
+	requireHeld(t, settle(t, lim, q.For("7")), q, placed)
+	t.Logf("placed again: %d alone, %d in %d pipelines", h.alone.Load(), h.inPipes.Load(), h.pipes.Load())
+	require.LessOrEqual(t, h.alone.Load()+h.pipes.Load(), int64(20), "a round trip per hold")
+	check := srv.Client()
+	t.Cleanup(func() { _ = check.Close() })
+	for i := range holds {
+		in := lim.holdKey(q.For(fmt.Sprint(i)))
+		require.Positive(t, check.PTTL(ctx, in).Val(), "hold %d not placed again", i)
+		require.Equal(t, "418", check.Get(ctx, holdReasonKey(in)).Val())
+	}
 }
