@@ -44,6 +44,17 @@ type restartGuard struct {
 // it costs a decision one atomic load.
 func (g *restartGuard) on() bool { return g.share > 0 || g.holds.inForce() }
 
+// known reports whether a run_id was read (or found unreadable: a server
+// without INFO), for a later check to compare with.
+func (g *restartGuard) known() bool {
+	if g.checked.Load() > 0 {
+		return true
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.runID != ""
+}
+
 // note remembers the limits of a decision Redis answered.
 func (g *restartGuard) note(p *plan) {
 	if g.share == 0 {

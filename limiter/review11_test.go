@@ -448,3 +448,22 @@ func TestManyKeptHoldsPlacedAgainPipelined(t *testing.T) {
 		require.Equal(t, "418", check.Get(ctx, holdReasonKey(in)).Val())
 	}
 }
+
+// With RestartSpent a Limiter watches for restarts from its first decision,
+// so Hold did not read the run_id first; a hold placed before the first
+// decision then had no run_id to compare with, and a restart before that
+// decision lost it: the decision took the new run_id as the first one seen.
+func TestHoldBeforeFirstDecisionWithRestartSpent(t *testing.T) {
+	q := Quota{Name: "exchange", Limits: []NamedLimit{{"weight", PerMinute(6000)}}}
+	srv := redistest.Private(t)
+	c := srv.Client()
+	t.Cleanup(func() { _ = c.Close() })
+	lim := New(c, Options{Timeout: 5 * time.Second, RestartSpent: 0.5})
+	placed := time.Now()
+	_, err := lim.Hold(context.Background(), q, holdFor, "418")
+	require.NoError(t, err)
+
+	srv.Stop()
+	require.NoError(t, srv.Start())
+	requireHeld(t, settle(t, lim, q), q, placed)
+}
