@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/redquota/redquota/internal/script"
 )
 
 // maxRestartLimits bounds how many limits a Limiter remembers for
@@ -196,16 +198,9 @@ func (l *Limiter) resync(ctx context.Context, id string) error {
 	}
 	// Holds first: a 418's ban ignored is the costliest thing lost.
 	firstErr := l.placeAgain(ctx)
-	g.seen.Range(func(k, v any) bool {
-		lim := v.(Limit)
-		used := max(int(float64(lim.most())*g.share+0.5), 1)
-		used = min(used, lim.most())
-		_, err := l.sync(ctx, k.(string), lim, used, 0, "", 0)
-		if err != nil && firstErr == nil {
-			firstErr = err
-		}
-		return ctx.Err() == nil
-	})
+	if err := l.chargeSeen(ctx); err != nil && firstErr == nil {
+		firstErr = err
+	}
 	if firstErr == nil {
 		firstErr = ctx.Err()
 	}
@@ -220,6 +215,69 @@ func (l *Limiter) resync(ctx context.Context, id string) error {
 		g.resynced.Add(1)
 	}
 	return firstErr
+}
+
+// chargeSeen charges every limit seen RestartSpent of its maximum (sync.lua:
+// raised, never lowered), and returns the first error. It runs while
+// decisions wait for the restart check, so on a go-redis client the syncs go
+// out in pipelines of placeAgainBatch, not a round trip each.
+func (l *Limiter) chargeSeen(ctx context.Context) error {
+	g := l.restart
+	type seenLimit struct {
+		key string
+		lim Limit
+	}
+	var all []seenLimit
+	g.seen.Range(func(k, v any) bool {
+		all = append(all, seenLimit{k.(string), v.(Limit)})
+		return true
+	})
+	used := func(lim Limit) int {
+		return min(max(int(float64(lim.most())*g.share+0.5), 1), lim.most())
+	}
+	pl, ok := l.client.(pipeliner)
+	if !ok {
+		var firstErr error
+		for _, s := range all {
+			if _, err := l.sync(ctx, s.key, s.lim, used(s.lim), 0, "", 0); err != nil && firstErr == nil {
+				firstErr = err
+			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		return firstErr
+	}
+	for len(all) > 0 {
+		batch := all[:min(len(all), placeAgainBatch)]
+		all = all[len(batch):]
+		err := l.call(ctx, "sync", func(ctx context.Context) error {
+			pipe := pl.Pipeline()
+			syncs := make([]*redis.Cmd, len(batch))
+			for i, s := range batch {
+				syncs[i] = pipe.Eval(ctx, script.Source(script.Sync), []string{s.key},
+					s.lim.Algorithm.script(), s.lim.periodUS(), s.lim.most(), s.lim.intervalUS(), used(s.lim))
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				for _, c := range syncs {
+					if c.Err() != nil {
+						return c.Err()
+					}
+				}
+				return err
+			}
+			for _, c := range syncs {
+				if v, err := c.Int64(); err != nil || v < 0 || v > 1 {
+					return fmt.Errorf("%w: sync.lua replied %v (%v)", ErrBadReply, c.Val(), err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // runID returns the run_id of the Redis client reaches; for a cluster or a

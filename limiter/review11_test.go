@@ -467,3 +467,72 @@ func TestHoldBeforeFirstDecisionWithRestartSpent(t *testing.T) {
 	require.NoError(t, srv.Start())
 	requireHeld(t, settle(t, lim, q), q, placed)
 }
+
+// syncCalls counts sync.lua's calls (one key, five arguments) a client
+// sends on their own, and the pipelines that carry any.
+type syncCalls struct{ alone, pipes, inPipes atomic.Int64 }
+
+func isSyncScript(a []any) bool {
+	if len(a) != 9 || fmt.Sprint(a[2]) != "1" {
+		return false
+	}
+	name := fmt.Sprint(a[0])
+	return name == "evalsha" || name == "eval"
+}
+
+func (h *syncCalls) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *syncCalls) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isSyncScript(cmd.Args()) {
+			h.alone.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *syncCalls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		n := int64(0)
+		for _, c := range cmds {
+			if isSyncScript(c.Args()) {
+				n++
+			}
+		}
+		if n > 0 {
+			h.pipes.Add(1)
+			h.inPipes.Add(n)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// RestartSpent's charges after a restart go out in a few pipelines too, not
+// a round trip per limit seen (up to 10 000) while every decision of the
+// process waits for the check.
+func TestRestartSpentChargesPipelined(t *testing.T) {
+	const keys = 1000
+	srv := redistest.Private(t)
+	c := srv.Client()
+	t.Cleanup(func() { _ = c.Close() })
+	lim := New(c, Options{Timeout: 5 * time.Second, RestartSpent: 0.5})
+	ctx := context.Background()
+	limit := PerHour(100)
+	for i := range keys {
+		r, err := lim.Allow(ctx, Key(fmt.Sprint(i), limit).Take(1))
+		require.NoError(t, err)
+		require.True(t, r.Allowed)
+	}
+	var h syncCalls
+	c.AddHook(&h)
+
+	srv.Stop()
+	require.NoError(t, srv.Start())
+	require.True(t, settle(t, lim, Key("other", limit)).Allowed)
+	require.EqualValues(t, 1, lim.Stats().Restarts)
+	t.Logf("charged again: %d alone, %d in %d pipelines", h.alone.Load(), h.inPipes.Load(), h.pipes.Load())
+	require.LessOrEqual(t, h.alone.Load()+h.pipes.Load(), int64(10), "a round trip per limit")
+	for i := range keys {
+		r, err := lim.Allow(ctx, Key(fmt.Sprint(i), limit).Take(1))
+		require.NoError(t, err)
+		require.Equal(t, 49, r.Remaining, "key %d: not charged half its limit after the restart", i)
+	}
+}
