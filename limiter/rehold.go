@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/redquota/redquota/internal/reach"
 	"github.com/redquota/redquota/internal/script"
 )
 
@@ -168,14 +169,14 @@ func (k *keptHolds) left() map[string]keptHold {
 	return out
 }
 
-// placeAgainBatch is the most kept holds placed again in one pipeline.
+// placeAgainBatch is the most script calls of a resync (kept holds placed
+// again, RestartSpent's charges) one pipeline carries.
 const placeAgainBatch = 256
 
 // placeAgain places every kept hold again for what it has left (restart.go:
 // Redis lost them), with its reason, and returns the first error. It runs
 // while decisions wait for the restart check, so on a go-redis client the
-// holds go out in pipelines of placeAgainBatch (a ClusterClient's pipeline
-// sends each to its key's node), not a round trip each.
+// holds go out in pipelines (evalPipelined), not a round trip each.
 func (l *Limiter) placeAgain(ctx context.Context) error {
 	left := l.restart.holds.left()
 	pl, ok := l.client.(pipeliner)
@@ -191,52 +192,88 @@ func (l *Limiter) placeAgain(ctx context.Context) error {
 		}
 		return firstErr
 	}
-	batch := make([]string, 0, min(len(left), placeAgainBatch))
+	keys := make([]string, 0, len(left))
 	for key := range left {
-		batch = append(batch, key)
-		if len(batch) == placeAgainBatch {
-			if err := l.placeHolds(ctx, pl, batch, left); err != nil {
-				return err
+		keys = append(keys, key)
+	}
+	return l.evalPipelined(ctx, "hold", pl, script.Hold, len(keys),
+		func(i int) ([]string, []any) {
+			return []string{keys[i]}, []any{max(left[keys[i]].end.Microseconds(), 1)}
+		},
+		func(pipe redis.Pipeliner, i int) redis.Cmder {
+			h := left[keys[i]]
+			if h.reason == "" {
+				return nil
 			}
-			batch = batch[:0]
-		}
-	}
-	if len(batch) == 0 {
-		return nil
-	}
-	return l.placeHolds(ctx, pl, batch, left)
+			return pipe.Set(ctx, holdReasonKey(keys[i]), h.reason, max(h.end.Truncate(time.Millisecond), time.Millisecond))
+		},
+		func(v int64) bool { return v > 0 }) // hold.lua: µs the hold lasts
 }
 
-// placeHolds places the kept holds keys (of left) in one pipeline: hold.lua
-// sent as EVAL (Redis lost its script cache with its state), and each
-// reason, and checks every reply.
-func (l *Limiter) placeHolds(ctx context.Context, pl pipeliner, keys []string, left map[string]keptHold) error {
-	return l.call(ctx, "hold", func(ctx context.Context) error {
-		pipe := pl.Pipeline()
-		holds := make([]*redis.Cmd, len(keys))
-		for i, key := range keys {
-			h := left[key]
-			holds[i] = pipe.Eval(ctx, script.Source(script.Hold), []string{key}, max(h.end.Microseconds(), 1))
-			if h.reason != "" {
-				pipe.Set(ctx, holdReasonKey(key), h.reason, max(h.end.Truncate(time.Millisecond), time.Millisecond))
-			}
-		}
-		cmds, err := pipe.Exec(ctx)
-		if err != nil {
-			for _, c := range cmds {
-				if c.Err() != nil {
-					return c.Err()
+// evalPipelined runs script s n times (call gives the keys and arguments
+// of the i-th) in pipelines of placeAgainBatch, each reply checked by valid,
+// with the commands extra queues beside each call (nil: none). s is loaded
+// first (on every master of a cluster) and sent as EVALSHA; calls a node
+// answers NOSCRIPT (one the load did not reach) go again as EVAL. Each
+// pipeline goes through the path, bounded as any call.
+func (l *Limiter) evalPipelined(ctx context.Context, op string, pl pipeliner, s *redis.Script, n int,
+	call func(i int) ([]string, []any), extra func(pipe redis.Pipeliner, i int) redis.Cmder, valid func(int64) bool) error {
+	if n == 0 {
+		return nil
+	}
+	if err := l.call(ctx, op, func(ctx context.Context) error { return s.Load(ctx, l.client).Err() }); err != nil {
+		return err
+	}
+	for from := 0; from < n; from += placeAgainBatch {
+		to := min(n, from+placeAgainBatch)
+		err := l.call(ctx, op, func(ctx context.Context) error {
+			evals := make([]*redis.Cmd, to-from)
+			var extras []redis.Cmder
+			pipe := pl.Pipeline()
+			for i := range evals {
+				keys, args := call(from + i)
+				evals[i] = pipe.EvalSha(ctx, s.Hash(), keys, args...)
+				if extra != nil {
+					if c := extra(pipe, from+i); c != nil {
+						extras = append(extras, c)
+					}
 				}
 			}
+			_, _ = pipe.Exec(ctx) // each reply is checked below
+			var again redis.Pipeliner
+			for i, c := range evals {
+				if reach.NoScript(c.Err()) {
+					if again == nil {
+						again = pl.Pipeline()
+					}
+					keys, args := call(from + i)
+					evals[i] = again.Eval(ctx, script.Source(s), keys, args...)
+				}
+			}
+			if again != nil {
+				_, _ = again.Exec(ctx)
+			}
+			for _, c := range evals {
+				v, err := c.Int64()
+				if err != nil {
+					return err
+				}
+				if !valid(v) {
+					return fmt.Errorf("%w: %s replied %d", ErrBadReply, op, v)
+				}
+			}
+			for _, c := range extras {
+				if err := c.Err(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
 			return err
 		}
-		for _, c := range holds {
-			if v, err := c.Int64(); err != nil || v <= 0 {
-				return fmt.Errorf("%w: hold.lua replied %v (%v)", ErrBadReply, c.Val(), err)
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // sawHold remembers the hold that denied decision p (reply r), to place it

@@ -248,36 +248,13 @@ func (l *Limiter) chargeSeen(ctx context.Context) error {
 		}
 		return firstErr
 	}
-	for len(all) > 0 {
-		batch := all[:min(len(all), placeAgainBatch)]
-		all = all[len(batch):]
-		err := l.call(ctx, "sync", func(ctx context.Context) error {
-			pipe := pl.Pipeline()
-			syncs := make([]*redis.Cmd, len(batch))
-			for i, s := range batch {
-				syncs[i] = pipe.Eval(ctx, script.Source(script.Sync), []string{s.key},
-					s.lim.Algorithm.script(), s.lim.periodUS(), s.lim.most(), s.lim.intervalUS(), used(s.lim))
-			}
-			if _, err := pipe.Exec(ctx); err != nil {
-				for _, c := range syncs {
-					if c.Err() != nil {
-						return c.Err()
-					}
-				}
-				return err
-			}
-			for _, c := range syncs {
-				if v, err := c.Int64(); err != nil || v < 0 || v > 1 {
-					return fmt.Errorf("%w: sync.lua replied %v (%v)", ErrBadReply, c.Val(), err)
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return l.evalPipelined(ctx, "sync", pl, script.Sync, len(all),
+		func(i int) ([]string, []any) {
+			lim := all[i].lim
+			return []string{all[i].key}, []any{lim.Algorithm.script(), lim.periodUS(), lim.most(), lim.intervalUS(), used(lim)}
+		},
+		nil,
+		func(v int64) bool { return v == 0 || v == 1 }) // sync.lua: raised or not
 }
 
 // runID returns the run_id of the Redis client reaches; for a cluster or a

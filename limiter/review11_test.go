@@ -505,10 +505,34 @@ func (h *syncCalls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 	}
 }
 
+// loseLoads answers SCRIPT LOAD without sending it, as a node the load did
+// not reach would leave the script uncached.
+type loseLoads struct{}
+
+func (loseLoads) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (loseLoads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if a := cmd.Args(); cmd.Name() == "script" && len(a) > 1 && strings.EqualFold(fmt.Sprint(a[1]), "load") {
+			return nil
+		}
+		return next(ctx, cmd)
+	}
+}
+func (loseLoads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
 // RestartSpent's charges after a restart go out in a few pipelines too, not
 // a round trip per limit seen (up to 10 000) while every decision of the
-// process waits for the check.
+// process waits for the check. A call a node answers NOSCRIPT (the load
+// did not reach it) goes again as EVAL.
 func TestRestartSpentChargesPipelined(t *testing.T) {
+	for _, lost := range []bool{false, true} {
+		t.Run(fmt.Sprint("load lost ", lost), func(t *testing.T) { restartSpentPipelined(t, lost) })
+	}
+}
+
+func restartSpentPipelined(t *testing.T, loadLost bool) {
 	const keys = 1000
 	srv := redistest.Private(t)
 	c := srv.Client()
@@ -523,6 +547,9 @@ func TestRestartSpentChargesPipelined(t *testing.T) {
 	}
 	var h syncCalls
 	c.AddHook(&h)
+	if loadLost {
+		c.AddHook(loseLoads{})
+	}
 
 	srv.Stop()
 	require.NoError(t, srv.Start())
