@@ -78,9 +78,10 @@ type Options struct {
 	// (Sync: never lowered), so that the limits resume at the remaining share
 	// instead of empty while the exchange still counts what was spent before,
 	// and the decisions made since the restart are made again on that state
-	// (a Wait's wake-up is not). 1 (or more) treats each such limit as spent for its
-	// period. It costs the decision that finds a new connection a round trip
-	// (INFO), and one Sync per limit on a restart. Limits whose usage an
+	// (a Wait's wake-up too, when it found its booking standing). 1 (or more)
+	// treats each such limit as spent for its period. It costs the decision
+	// that finds a new connection a round trip (INFO), and on a restart the
+	// Syncs of the limits, in pipelines of 256. Limits whose usage an
 	// exchange reports in headers (middleware syncs them) need it less.
 	// Default 0: off, limits restart empty. Holds do not need it: the holds
 	// in force a Limiter placed or was denied by are placed again on any
