@@ -153,7 +153,8 @@ func (ll *localLimiters) sweepIfDue() {
 
 // sweep drops the local limiters that are full again, or all of them when
 // that leaves more than twice the bound. The next sweep waits for a quarter
-// of the bound more: a sweep's cost is spread over that many new keys.
+// of the bound more (a sweep's cost is spread over that many new keys), at
+// most until twice the bound.
 func (ll *localLimiters) sweep() {
 	ll.rw.Lock()
 	defer ll.rw.Unlock()
@@ -161,7 +162,7 @@ func (ll *localLimiters) sweep() {
 	if ll.n.Load() <= cmp.Or(ll.next.Load(), bound) {
 		return // swept meanwhile
 	}
-	defer func() { ll.next.Store(max(bound, ll.n.Load()+bound/4)) }()
+	defer func() { ll.next.Store(min(max(bound, ll.n.Load()+bound/4), 2*bound)) }()
 	now := time.Now()
 	ll.m.Range(func(k, v any) bool {
 		rl := v.(*rate.Limiter)
