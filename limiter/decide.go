@@ -251,15 +251,15 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 	// writer (registry.go), and not before the decision's round trip.
 	defer l.register(p)
 	var err error
-	// watch: the call checks for a restart (restart.go); gen is the restarts
-	// seen before it.
+	// watch: the call checks for a restart (restart.go); gen is the resyncs
+	// done before it.
 	var gen int64
 	watch := l.restart.on()
 	// sent: when the call went, on the kept holds' clock, while one is in
 	// force (0 otherwise: then nothing is read).
 	var sent time.Duration
 	if watch {
-		gen = l.restart.restarts.Load()
+		gen = l.restart.resynced.Load()
 		if l.restart.holds.inForce() {
 			sent = l.restart.holds.since()
 		}
@@ -279,8 +279,12 @@ func (l *Limiter) decide(ctx context.Context, p *plan, maxWaitUS int64, r *reply
 		}
 		return err
 	}
-	if watch && l.afterDecision(ctx, p, gen) && p.wake == nil {
-		return l.decide(ctx, p, maxWaitUS, r) // made on a restarted Redis's empty state: again, charged
+	if watch && l.afterDecision(ctx, p, gen) && (p.wake == nil || r.standing) {
+		// Made on a restarted Redis's empty state: again, charged. A wake-up
+		// that found its booking standing wrote nothing, and may have stood
+		// only because the holds were not back yet: it is made again too.
+		// (One that booked anew wakes again at its new turn.)
+		return l.decide(ctx, p, maxWaitUS, r)
 	}
 	if p.wake != nil {
 		// A wake-up: its booking was counted when it was made.

@@ -56,7 +56,10 @@ func (l *Limiter) Hold(ctx context.Context, q Quota, d time.Duration, reason str
 	if len(reason) > maxHoldReason {
 		reason = reason[:maxHoldReason]
 	}
-	if !l.restart.on() {
+	if !l.restart.on() || !l.restart.known() {
+		// Not watching yet (or, with RestartSpent, before the first
+		// decision read the run_id): read it, so that a restart after the
+		// hold is found.
 		if err := l.watchBeforeHold(ctx); err != nil {
 			return 0, err
 		}

@@ -193,7 +193,9 @@ func (ls *Leaser) init(opts LeaseOptions) error {
 
 // Allow reports whether n units may be spent now, and spends them if so. It
 // answers from a lease when it can (no round trip); otherwise it waits for the
-// lease call in flight, takes a lease itself, or decides in Redis directly.
+// lease call in flight, takes a lease itself, or decides in Redis directly. A
+// ctx already cancelled or past its deadline takes nothing: its error is
+// returned.
 func (ls *Leaser) Allow(ctx context.Context, n int) (bool, error) {
 	if n <= 0 {
 		return false, fmt.Errorf("%w: n = %d must be > 0", errInvalidCost, n)
@@ -203,6 +205,9 @@ func (ls *Leaser) Allow(ctx context.Context, n int) (bool, error) {
 	}
 	if ls.closed.Load() {
 		return false, ErrLeaserClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err // the caller has gone: take nothing, as Limiter.Allow
 	}
 	if n > ls.cap {
 		return ls.direct(ctx, n)

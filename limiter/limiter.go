@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -79,9 +78,10 @@ type Options struct {
 	// (Sync: never lowered), so that the limits resume at the remaining share
 	// instead of empty while the exchange still counts what was spent before,
 	// and the decisions made since the restart are made again on that state
-	// (a Wait's wake-up is not). 1 (or more) treats each such limit as spent for its
-	// period. It costs the decision that finds a new connection a round trip
-	// (INFO), and one Sync per limit on a restart. Limits whose usage an
+	// (a Wait's wake-up too, when it found its booking standing). 1 (or more)
+	// treats each such limit as spent for its period. It costs the decision
+	// that finds a new connection a round trip (INFO), and on a restart the
+	// Syncs of the limits, in pipelines of 256. Limits whose usage an
 	// exchange reports in headers (middleware syncs them) need it less.
 	// Default 0: off, limits restart empty. Holds do not need it: the holds
 	// in force a Limiter placed or was denied by are placed again on any
@@ -148,7 +148,7 @@ type Limiter struct {
 	// path is every call's way to Redis (path.go): the breaker, the bound
 	// (timeout, a refused dial), the down classifier.
 	path     *reach.Path
-	local    sync.Map // state key → *rate.Limiter
+	local    localLimiters // FailLocal's in-process limiters (policy.go)
 	keys     keyCache
 	coalesce *coalescer    // nil unless Options.Coalesce
 	auto     *autoPipe     // concurrent decisions' shared round trips; nil without (autopipe.go)
@@ -181,7 +181,7 @@ func New(client Client, opts Options) *Limiter {
 	if opts.Prefix == "" {
 		opts.Prefix = "rq"
 	}
-	if opts.LocalShare <= 0 || opts.LocalShare > 1 {
+	if !(opts.LocalShare > 0 && opts.LocalShare <= 1) { // NaN too
 		opts.LocalShare = 0.1
 	}
 	if opts.CoolDown <= 0 {

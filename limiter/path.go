@@ -31,8 +31,14 @@ type doer interface {
 
 // call makes one call to Redis other than a decision through the limiter's
 // path. An error that found Redis down, or the breaker open, wraps
-// ErrUnavailable; one after the caller's context ended wraps its error.
+// ErrUnavailable; one after the caller's context ended wraps its error. A
+// context already done sends nothing: go-redis reads only a context's
+// deadline, so a cancelled one went out (a Sync, Reset or release made for a
+// caller that had gone) or not (when it had to dial first), by chance.
 func (l *Limiter) call(ctx context.Context, op string, fn func(context.Context) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("limiter: %s: %w", op, err)
+	}
 	err := l.path.Do(ctx, fn)
 	if err == nil {
 		return nil

@@ -1,8 +1,11 @@
 package limiter
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -73,6 +76,11 @@ func (l *Limiter) fallback(p *plan, maxWaitUS int64, cause error, r *reply) erro
 // (and ErrUnavailable), not a denial with a wait that would never end.
 // A granted decision keeps its local reservations, for Reservation.Cancel.
 func (l *Limiter) localDecide(p *plan, maxWaitUS int64, cause error, r *reply) error {
+	// A sweep (localLimiters) waits for the decisions under way: none of
+	// them charges a limiter that is dropped meanwhile.
+	l.local.rw.RLock()
+	defer l.local.sweepIfDue()
+	defer l.local.rw.RUnlock()
 	var lls [maxQuotaLimits]*rate.Limiter
 	for i, lim := range p.limits[:p.n] {
 		lls[i] = l.localFor(p.keys[i].key, lim)
@@ -105,14 +113,67 @@ func (l *Limiter) localDecide(p *plan, maxWaitUS int64, cause error, r *reply) e
 	return nil
 }
 
+// localLimiters are FailLocal's in-process limiters, one per state key,
+// bounded: past max entries (keyCacheMax, unless tests lower it) those that
+// are full again are dropped, which loses nothing (a new one starts full),
+// and past twice max all are (a process deciding more distinct keys locally
+// than that gives each its local share again, rather than growing without
+// bound through an outage).
+type localLimiters struct {
+	m    sync.Map // state key → *rate.Limiter
+	n    atomic.Int64
+	next atomic.Int64 // the count past which the next sweep runs; 0: the bound
+	max  int64
+	rw   sync.RWMutex // decisions read-lock it, a sweep write-locks it
+}
+
 // localFor returns the in-process limiter standing in for the limit at key.
+// The caller holds l.local.rw's read lock.
 func (l *Limiter) localFor(key string, lim Limit) *rate.Limiter {
-	if v, ok := l.local.Load(key); ok {
+	ll := &l.local
+	if v, ok := ll.m.Load(key); ok {
 		return v.(*rate.Limiter)
 	}
 	share := l.opts.LocalShare
 	every := rate.Limit(float64(lim.Rate) * share / lim.Period.Seconds())
 	burst := max(int(float64(lim.most())*share), 1)
-	v, _ := l.local.LoadOrStore(key, rate.NewLimiter(every, burst))
+	v, loaded := ll.m.LoadOrStore(key, rate.NewLimiter(every, burst))
+	if !loaded {
+		ll.n.Add(1)
+	}
 	return v.(*rate.Limiter)
+}
+
+// sweepIfDue sweeps when the count passed the next sweep's (not holding rw).
+func (ll *localLimiters) sweepIfDue() {
+	if ll.n.Load() > cmp.Or(ll.next.Load(), ll.max, keyCacheMax) {
+		ll.sweep()
+	}
+}
+
+// sweep drops the local limiters that are full again, or all of them when
+// that leaves more than twice the bound. The next sweep waits for a quarter
+// of the bound more (a sweep's cost is spread over that many new keys), at
+// most until twice the bound.
+func (ll *localLimiters) sweep() {
+	ll.rw.Lock()
+	defer ll.rw.Unlock()
+	bound := cmp.Or(ll.max, keyCacheMax)
+	if ll.n.Load() <= cmp.Or(ll.next.Load(), bound) {
+		return // swept meanwhile
+	}
+	defer func() { ll.next.Store(min(max(bound, ll.n.Load()+bound/4), 2*bound)) }()
+	now := time.Now()
+	ll.m.Range(func(k, v any) bool {
+		rl := v.(*rate.Limiter)
+		if rl.TokensAt(now) >= float64(rl.Burst()) {
+			ll.m.Delete(k)
+			ll.n.Add(-1)
+		}
+		return true
+	})
+	if ll.n.Load() > 2*bound {
+		ll.m.Clear()
+		ll.n.Store(0)
+	}
 }

@@ -2,9 +2,15 @@ package limiter
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redquota/redquota/internal/reach"
+	"github.com/redquota/redquota/internal/script"
 )
 
 // maxKeptHolds bounds how many holds a Limiter remembers to place again after
@@ -163,19 +169,111 @@ func (k *keptHolds) left() map[string]keptHold {
 	return out
 }
 
+// placeAgainBatch is the most script calls of a resync (kept holds placed
+// again, RestartSpent's charges) one pipeline carries.
+const placeAgainBatch = 256
+
 // placeAgain places every kept hold again for what it has left (restart.go:
-// Redis lost them), with its reason, and returns the first error.
+// Redis lost them), with its reason, and returns the first error. It runs
+// while decisions wait for the restart check, so on a go-redis client the
+// holds go out in pipelines (evalPipelined), not a round trip each.
 func (l *Limiter) placeAgain(ctx context.Context) error {
-	var firstErr error
-	for key, h := range l.restart.holds.left() {
-		if _, err := l.placeHold(ctx, key, h.end, h.reason); err != nil && firstErr == nil {
-			firstErr = err
+	left := l.restart.holds.left()
+	pl, ok := l.client.(pipeliner)
+	if !ok {
+		var firstErr error
+		for key, h := range left {
+			if _, err := l.placeHold(ctx, key, h.end, h.reason); err != nil && firstErr == nil {
+				firstErr = err
+			}
+			if ctx.Err() != nil {
+				break
+			}
 		}
-		if ctx.Err() != nil {
-			break
+		return firstErr
+	}
+	keys := make([]string, 0, len(left))
+	for key := range left {
+		keys = append(keys, key)
+	}
+	return l.evalPipelined(ctx, "hold", pl, script.Hold, len(keys),
+		func(i int) ([]string, []any) {
+			return []string{keys[i]}, []any{max(left[keys[i]].end.Microseconds(), 1)}
+		},
+		func(pipe redis.Pipeliner, i int) redis.Cmder {
+			h := left[keys[i]]
+			if h.reason == "" {
+				return nil
+			}
+			return pipe.Set(ctx, holdReasonKey(keys[i]), h.reason, max(h.end.Truncate(time.Millisecond), time.Millisecond))
+		},
+		func(v int64) bool { return v > 0 }) // hold.lua: µs the hold lasts
+}
+
+// evalPipelined runs script s n times (call gives the keys and arguments
+// of the i-th) in pipelines of placeAgainBatch, each reply checked by valid,
+// with the commands extra queues beside each call (nil: none). s is loaded
+// first (on every master of a cluster) and sent as EVALSHA; calls a node
+// answers NOSCRIPT (one the load did not reach) go again as EVAL. Each
+// pipeline goes through the path, bounded as any call.
+func (l *Limiter) evalPipelined(ctx context.Context, op string, pl pipeliner, s *redis.Script, n int,
+	call func(i int) ([]string, []any), extra func(pipe redis.Pipeliner, i int) redis.Cmder, valid func(int64) bool) error {
+	if n == 0 {
+		return nil
+	}
+	if err := l.call(ctx, op, func(ctx context.Context) error { return s.Load(ctx, l.client).Err() }); err != nil {
+		return err
+	}
+	for from := 0; from < n; from += placeAgainBatch {
+		to := min(n, from+placeAgainBatch)
+		err := l.call(ctx, op, func(ctx context.Context) error {
+			evals := make([]*redis.Cmd, to-from)
+			var extras []redis.Cmder
+			pipe := pl.Pipeline()
+			for i := range evals {
+				keys, args := call(from + i)
+				evals[i] = pipe.EvalSha(ctx, s.Hash(), keys, args...)
+				if extra != nil {
+					if c := extra(pipe, from+i); c != nil {
+						extras = append(extras, c)
+					}
+				}
+			}
+			_, _ = pipe.Exec(ctx) // each reply is checked below
+			var again redis.Pipeliner
+			for i, c := range evals {
+				if reach.NoScript(c.Err()) {
+					if again == nil {
+						again = pl.Pipeline()
+					}
+					keys, args := call(from + i)
+					evals[i] = again.Eval(ctx, script.Source(s), keys, args...)
+				}
+			}
+			if again != nil {
+				_, _ = again.Exec(ctx)
+			}
+			for _, c := range evals {
+				v, err := c.Int64()
+				if err != nil {
+					return err
+				}
+				if !valid(v) {
+					return fmt.Errorf("%w: %s replied %d", ErrBadReply, op, v)
+				}
+			}
+			for _, c := range extras {
+				if err := c.Err(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 	}
-	return firstErr
+	return nil
 }
 
 // sawHold remembers the hold that denied decision p (reply r), to place it
@@ -192,11 +290,14 @@ func (l *Limiter) sawHold(ctx context.Context, p *plan, r *reply, watch bool) {
 }
 
 // sawNoHold forgets the kept holds a decision found gone (keptHolds.forgetGone):
-// granted at once, made on the state every restart check has vouched for
-// (not owed a resync, where a lost hold still waits to be placed again).
+// granted at once, made on the state every restart check has vouched for:
+// no connection dialed since the last check that succeeded (one that could
+// not read the run_id may have been answered by a Redis that lost the
+// holds), and not owed a resync (a lost hold still waits to be placed
+// again).
 func (l *Limiter) sawNoHold(p *plan, r *reply, sent time.Duration) {
 	g := l.restart
-	if !r.granted || r.degraded || r.waitUS > 0 || sent == 0 {
+	if !r.granted || r.degraded || r.waitUS > 0 || sent == 0 || l.path.Watch().Dials() > g.checked.Load() {
 		return
 	}
 	g.mu.Lock()

@@ -14,7 +14,8 @@ import (
 // Cancel gives them back.
 //
 // A reservation across several groups (Reserve with quotas of different
-// Groups) is one booking per group, all at one time.
+// Groups) is one booking per group, all at one time. The zero Reservation
+// behaves as the nil one a failed Reserve returns: no booking.
 type Reservation struct {
 	lim  *Limiter
 	plan *plan
@@ -32,6 +33,11 @@ type Reservation struct {
 	given     chan struct{} // closed when gaveBack is set: ends a Wait's sleep
 }
 
+// none reports whether r is no booking: the nil reservation a failed Reserve
+// returns, or a zero Reservation (not made by Reserve), which every method
+// treats as the nil one.
+func (r *Reservation) none() bool { return r == nil || r.rep == nil }
+
 // each returns the reservation's bookings.
 func (r *Reservation) each() []*Reservation {
 	if r.parts != nil {
@@ -43,7 +49,7 @@ func (r *Reservation) each() []*Reservation {
 // OK reports whether the units were booked. A reservation that is not OK
 // would have had to wait past the context's deadline; nothing was charged.
 func (r *Reservation) OK() bool {
-	if r == nil {
+	if r.none() {
 		return false
 	}
 	for _, b := range r.each() {
@@ -57,7 +63,7 @@ func (r *Reservation) OK() bool {
 // Delay is how long to wait, from now, before acting on the reservation. When
 // OK is false it is how long until the units would have fitted.
 func (r *Reservation) Delay() time.Duration {
-	if r == nil {
+	if r.none() {
 		return 0
 	}
 	return r.delayFrom(time.Now())
@@ -93,7 +99,7 @@ func (r *Reservation) at() time.Time {
 // limit's WindowEnd is the end of the window its units count in.
 func (r *Reservation) Result() Result {
 	q := Result{}
-	if r == nil {
+	if r.none() {
 		return q
 	}
 	for _, b := range r.each() {
@@ -121,10 +127,16 @@ func (r *Reservation) Result() Result {
 // without Redis gives its local units back and reports 0. Cancel is safe to
 // call more than once; only the first call acts. A reservation Cancel gave
 // back before its time can no longer be waited for: its Wait returns an error
-// wrapping ErrInvalid.
+// wrapping ErrInvalid. A ctx already done (the usual reason to cancel) does
+// not stop it: it gives back on a context of its own, bounded by a second.
 func (r *Reservation) Cancel(ctx context.Context) (int, error) {
-	if r == nil {
+	if r.none() {
 		return 0, nil
+	}
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
+		defer cancel()
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -250,7 +262,7 @@ func (r *Reservation) cancelOne(ctx context.Context, force bool) (int, error) {
 // used above the limit is taken as the limit. A reservation decided without
 // Redis syncs nothing.
 func (r *Reservation) Sync(ctx context.Context, quota, limit string, used int) (bool, error) {
-	if r == nil {
+	if r.none() {
 		return false, errNilReservation
 	}
 	if used < 0 {
@@ -289,7 +301,7 @@ func (r *Reservation) Sync(ctx context.Context, quota, limit string, used int) (
 // headroom too small, which draws more refusals. It changes no count, and
 // calls Redis only for such limits, while the charge's window lasts.
 func (r *Reservation) Refused(ctx context.Context) error {
-	if r == nil {
+	if r.none() {
 		return nil
 	}
 	for _, b := range r.each() {
@@ -388,5 +400,5 @@ func newReservation(l *Limiter, p *plan, rep *reply, act time.Time) *Reservation
 }
 
 // errNilReservation is the error of Wait and Sync on the nil reservation a
-// failed Reserve returns.
+// failed Reserve returns (or a zero Reservation).
 var errNilReservation = fmt.Errorf("%w: no reservation (Reserve failed)", ErrInvalid)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/redquota/redquota/internal/script"
 )
 
 // maxRestartLimits bounds how many limits a Limiter remembers for
@@ -31,6 +33,11 @@ type restartGuard struct {
 	seen     sync.Map // state key → Limit
 	n        atomic.Int64
 	restarts atomic.Int64
+	// resynced counts the resyncs done (after a restart, or an owed one that
+	// succeeded), each counted once its holds and syncs are back in Redis: a
+	// decision that read a smaller count may have been answered by the state
+	// without them, and is made again.
+	resynced atomic.Int64
 	holds    keptHolds
 }
 
@@ -38,6 +45,17 @@ type restartGuard struct {
 // while a hold this Limiter placed or was denied by is in force. Otherwise
 // it costs a decision one atomic load.
 func (g *restartGuard) on() bool { return g.share > 0 || g.holds.inForce() }
+
+// known reports whether a run_id was read (or found unreadable: a server
+// without INFO), for a later check to compare with.
+func (g *restartGuard) known() bool {
+	if g.checked.Load() > 0 {
+		return true
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.runID != ""
+}
 
 // note remembers the limits of a decision Redis answered.
 func (g *restartGuard) note(p *plan) {
@@ -55,13 +73,13 @@ func (g *restartGuard) note(p *plan) {
 	}
 }
 
-// afterDecision runs once a decision succeeded; gen is the restart count
+// afterDecision runs once a decision succeeded; gen is the resync count
 // read before it started. When the client has made connections since the
 // last check, it asks Redis its run_id first (one caller at a time: the
 // others wait for its answer) and, if it changed, places the kept holds
-// again and charges the limits seen so far. It reports whether a restart was
-// found since the decision started: the decision may then have been made on
-// the empty state, and is made again.
+// again and charges the limits seen so far. It reports whether a resync
+// ended since the decision started: the decision may then have been made on
+// the empty state, before the holds were back, and is made again.
 func (l *Limiter) afterDecision(ctx context.Context, p *plan, gen int64) bool {
 	g := l.restart
 	g.note(p)
@@ -72,7 +90,7 @@ func (l *Limiter) afterDecision(ctx context.Context, p *plan, gen int64) bool {
 		}
 		g.checkMu.Unlock()
 	}
-	return g.restarts.Load() != gen
+	return g.resynced.Load() != gen
 }
 
 // watchRunID checks the run_id at once (a decision found a hold in force
@@ -180,23 +198,63 @@ func (l *Limiter) resync(ctx context.Context, id string) error {
 	}
 	// Holds first: a 418's ban ignored is the costliest thing lost.
 	firstErr := l.placeAgain(ctx)
-	g.seen.Range(func(k, v any) bool {
-		lim := v.(Limit)
-		used := max(int(float64(lim.most())*g.share+0.5), 1)
-		used = min(used, lim.most())
-		_, err := l.sync(ctx, k.(string), lim, used, 0, "", 0)
-		if err != nil && firstErr == nil {
-			firstErr = err
-		}
-		return ctx.Err() == nil
-	})
+	if err := l.chargeSeen(ctx); err != nil && firstErr == nil {
+		firstErr = err
+	}
 	if firstErr == nil {
 		firstErr = ctx.Err()
 	}
 	g.mu.Lock()
 	g.owed = firstErr != nil
 	g.mu.Unlock()
+	// Counted once done, not when the restart is found: a decision that
+	// started while the holds were being placed again read the count before
+	// and is made again. Not for an owed resync that failed again: its
+	// decision, made again, would fail it again, and so on without end.
+	if prev != id || firstErr == nil {
+		g.resynced.Add(1)
+	}
 	return firstErr
+}
+
+// chargeSeen charges every limit seen RestartSpent of its maximum (sync.lua:
+// raised, never lowered), and returns the first error. It runs while
+// decisions wait for the restart check, so on a go-redis client the syncs go
+// out in pipelines of placeAgainBatch, not a round trip each.
+func (l *Limiter) chargeSeen(ctx context.Context) error {
+	g := l.restart
+	type seenLimit struct {
+		key string
+		lim Limit
+	}
+	var all []seenLimit
+	g.seen.Range(func(k, v any) bool {
+		all = append(all, seenLimit{k.(string), v.(Limit)})
+		return true
+	})
+	used := func(lim Limit) int {
+		return min(max(int(float64(lim.most())*g.share+0.5), 1), lim.most())
+	}
+	pl, ok := l.client.(pipeliner)
+	if !ok {
+		var firstErr error
+		for _, s := range all {
+			if _, err := l.sync(ctx, s.key, s.lim, used(s.lim), 0, "", 0); err != nil && firstErr == nil {
+				firstErr = err
+			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		return firstErr
+	}
+	return l.evalPipelined(ctx, "sync", pl, script.Sync, len(all),
+		func(i int) ([]string, []any) {
+			lim := all[i].lim
+			return []string{all[i].key}, []any{lim.Algorithm.script(), lim.periodUS(), lim.most(), lim.intervalUS(), used(lim)}
+		},
+		nil,
+		func(v int64) bool { return v == 0 || v == 1 }) // sync.lua: raised or not
 }
 
 // runID returns the run_id of the Redis client reaches; for a cluster or a

@@ -62,7 +62,7 @@ func (l *Limiter) wait(ctx context.Context, p *plan) (err error) {
 // on one given back (Cancel before its time, or a Wait that failed), an error
 // wrapping ErrInvalid at once: its units are no longer charged.
 func (r *Reservation) Wait(ctx context.Context) error {
-	if r == nil {
+	if r.none() {
 		return errNilReservation
 	}
 	if !r.OK() {
