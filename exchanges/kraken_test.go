@@ -706,38 +706,44 @@ func TestKrakenFiftyPairsOneTransport(t *testing.T) {
 	if err != nil || tr == nil {
 		t.Fatalf("Transport: %v", err)
 	}
-	sim := newKrakenSim(t, 1)
-	sim.tradeMax, sim.tradeDecay = 8, 5
-	fleet := newFleet(t, p)
-	stop := time.Now().Add(1500 * time.Millisecond)
-	var next atomic.Int64
-	drive(t, fleet, 4, stop, func(ctx context.Context, pr *proc, g int) error {
-		pair := fmt.Sprintf("PAIR%02d", next.Add(1)%pairs)
-		_, err := krakenPost(ctx, pr, sim.srv.URL, "AddOrder", url.Values{"pair": {pair}, "type": {"buy"}, "ordertype": {"limit"}}, "")
-		return err
-	})
-	hits := sim.log()
-	if n := countStatus(hits, http.StatusTooManyRequests); n > 0 {
-		t.Fatalf("simulator refused %d orders for rate limits", n)
-	}
-	per := map[string]int{}
-	total := 0
-	for _, h := range hits {
-		for k, c := range h.cost {
-			if strings.HasPrefix(k, "trade-") {
-				per[k] += c
-				total += c
+	// Best of three: a loaded machine only lowers how many orders the
+	// senders place (a run at load 20 placed none: every sender's first
+	// order was still on its way at the 1.5 s stop), never raises it; a
+	// refusal still fails the first run.
+	bestof.Run(t, func(t *testing.T, use *bestof.Usage) {
+		sim := newKrakenSim(t, 1)
+		sim.tradeMax, sim.tradeDecay = 8, 5
+		fleet := newFleet(t, p)
+		stop := time.Now().Add(1500 * time.Millisecond)
+		var next atomic.Int64
+		drive(t, fleet, 4, stop, func(ctx context.Context, pr *proc, g int) error {
+			pair := fmt.Sprintf("PAIR%02d", next.Add(1)%pairs)
+			_, err := krakenPost(ctx, pr, sim.srv.URL, "AddOrder", url.Values{"pair": {pair}, "type": {"buy"}, "ordertype": {"limit"}}, "")
+			return err
+		})
+		hits := sim.log()
+		if n := countStatus(hits, http.StatusTooManyRequests); n > 0 {
+			t.Fatalf("simulator refused %d orders for rate limits", n)
+		}
+		per := map[string]int{}
+		total := 0
+		for _, h := range hits {
+			for k, c := range h.cost {
+				if strings.HasPrefix(k, "trade-") {
+					per[k] += c
+					total += c
+				}
 			}
 		}
-	}
-	oneCounter := 6 + 5*1.5 // what a single counter allows over the run
-	t.Logf("Kraken: %d orders on %d pairs through one Transport per process, 0 refused; one counter allows %.1f over the run", total, len(per), oneCounter)
-	if len(per) != pairs {
-		t.Errorf("%d pairs traded, want %d", len(per), pairs)
-	}
-	if float64(total) < 10*oneCounter {
-		t.Errorf("%d orders in all: the pairs are not counted apart", total)
-	}
+		oneCounter := 6 + 5*1.5 // what a single counter allows over the run
+		use.Logf("Kraken: %d orders on %d pairs through one Transport per process, 0 refused; one counter allows %.1f over the run", total, len(per), oneCounter)
+		if len(per) != pairs {
+			use.Errorf("%d pairs traded, want %d", len(per), pairs)
+		}
+		if float64(total) < 10*oneCounter {
+			use.Errorf("%d orders in all: the pairs are not counted apart", total)
+		}
+	})
 }
 
 // CancelAll and CancelAllOrdersAfter add 1 to the call counter (Kraken
