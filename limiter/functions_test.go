@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -21,7 +22,10 @@ import (
 func TestFunctionLibrary(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		lim := New(b.Client, Options{Prefix: b.Prefix})
+		// Timeout: a decision that loads the library (FUNCTION LOAD of
+		// every script, after a FUNCTION FLUSH too) can outlast the default
+		// 250 ms under load; this test is about loading, not timeouts.
+		lim := New(b.Client, Options{Prefix: b.Prefix, Timeout: 10 * time.Second})
 		lib := strings.TrimPrefix(strings.SplitN(script.Library(), "\n", 2)[0], "#!lua name=")
 		// Keys in many slots: on the cluster, every master gets some.
 		decide := func(round int) {
@@ -109,7 +113,11 @@ func TestFunctionLibraryRefused(t *testing.T) {
 			o.Username, o.Password = c.user, "pw"
 			client := redis.NewClient(o)
 			defer client.Close()
-			lim := New(client, Options{Prefix: "acl-" + c.user})
+			// Timeout: the first decision dials with AUTH, is refused
+			// FCALL or FUNCTION LOAD and goes on as EVALSHA, NOSCRIPT and
+			// EVAL, which under load took longer than the default 250 ms
+			// (a run failed so); this test is about the fallback.
+			lim := New(client, Options{Prefix: "acl-" + c.user, Timeout: 10 * time.Second})
 			for i := range 3 {
 				r, err := lim.Allow(ctx, Key("k", PerMinute(10)).Take(1))
 				require.NoError(t, err)

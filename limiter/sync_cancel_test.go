@@ -53,7 +53,7 @@ func TestSyncThenCancel(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m, c := redistest.NewMini(t)
 			m.SetTime(tc.at)
-			lim := New(c, Options{Prefix: redistest.NewPrefix(t)})
+			lim := New(c, Options{Prefix: redistest.NewPrefix(t), Timeout: 10 * time.Second}) // about sync, not timeouts
 			ctx := context.Background()
 			q := Quota{Name: "q", Limits: tc.limits}
 			if r, err := lim.Allow(ctx, Charge{Quota: q, Cost: tc.first}); err != nil || !r.Allowed {
@@ -92,7 +92,9 @@ func TestSyncThenCancel(t *testing.T) {
 func TestSyncCoveredKeepsCapacity(t *testing.T) {
 	m, c := redistest.NewMini(t)
 	m.SetTime(time.Date(2024, 3, 1, 10, 10, 0, 0, time.UTC))
-	lim := New(c, Options{Prefix: redistest.NewPrefix(t)})
+	// Timeout: under load a Sync outlasted the default 250 ms ("limiter: sync:
+	// … no reply within 250ms", once); this test is about sync's arithmetic.
+	lim := New(c, Options{Prefix: redistest.NewPrefix(t), Timeout: 10 * time.Second})
 	ctx := context.Background()
 	q := Quota{Name: "q", Limits: []NamedLimit{{"a", Every(2, time.Second)}}}
 	tat := func() string {

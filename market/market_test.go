@@ -425,9 +425,10 @@ func TestFetchThrough(t *testing.T) {
 		if fetches.Load() != 1 || bad.Load() != 0 {
 			t.Fatalf("%d fetches (want 1), %d bad results", fetches.Load(), bad.Load())
 		}
+		// fetch runs in singleflight's goroutine: it must not call t.Fatal,
+		// whose Goexit there would leave this caller waiting for ever.
 		if _, err := market.OrFetch(ctx, e.m, "binance", "BTC-USDT", func(context.Context) (market.Ticker, error) {
-			t.Fatal("fetch on a hit")
-			return market.Ticker{}, nil
+			return market.Ticker{}, errors.New("fetch on a hit")
 		}); err != nil {
 			t.Fatal(err)
 		}
