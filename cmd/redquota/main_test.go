@@ -70,7 +70,9 @@ func fleet(t *testing.T, c redis.UniversalClient, prefix string) {
 	if left := time.Until(time.Now().Truncate(time.Hour).Add(time.Hour)); left < 30*time.Second {
 		time.Sleep(left + time.Second)
 	}
-	lim := limiter.New(c, limiter.Options{Prefix: prefix})
+	// A 5 s Timeout: the default 250 ms was seen passed on the cluster at
+	// load 17 (-race), and this sets the stage, it tests no timeout.
+	lim := limiter.New(c, limiter.Options{Prefix: prefix, Timeout: 5 * time.Second})
 	must := func(r limiter.Result, err error) {
 		t.Helper()
 		require.NoError(t, err)
@@ -250,7 +252,7 @@ func TestStatusFreeInBookedWindows(t *testing.T) {
 	if left := time.Until(time.Now().Truncate(time.Hour).Add(time.Hour)); left < 30*time.Second {
 		time.Sleep(left + time.Second)
 	}
-	lim := limiter.New(c, limiter.Options{Prefix: "rq"})
+	lim := limiter.New(c, limiter.Options{Prefix: "rq", Timeout: 5 * time.Second})
 	hourly := limiter.Limit{Rate: 10, Period: time.Hour, Burst: 10, Algorithm: limiter.FixedWindow}
 	full := limiter.Quota{Name: "full", Limits: []limiter.NamedLimit{{Name: "w", Limit: hourly}}}
 	part := limiter.Quota{Name: "part", Limits: []limiter.NamedLimit{{Name: "w", Limit: hourly}}}
