@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"runtime/debug"
 	"time"
+
+	"github.com/redquota/redquota/internal/cacheops"
 )
 
 // GetOrLoad returns the value of key, decoded as T; on a miss it calls load,
@@ -121,6 +123,13 @@ func loadValue[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 		data, err := c.core.encode(key, v)
 		if err != nil || down {
 			return v, err
+		}
+		ttl, exp := ttl, exp
+		if f := cacheops.TTL(lctx); f != nil { // the TTL from now, the load done
+			if ttl = f(); ttl < time.Millisecond {
+				return v, nil
+			}
+			exp = ttl
 		}
 		// A write error is counted by do; the loaded value stands.
 		if len(tags) > 0 || c.head != "" {

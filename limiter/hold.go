@@ -36,8 +36,8 @@ import (
 // gone (released by another process, e.g. redquota release). While one is in force its decisions compare Redis's run_id
 // after its client makes new connections, as with Options.RestartSpent
 // (which it does not need), and when it changed, place each hold again for
-// what it has left, with its reason, before they answer (made again after
-// it). A process that neither placed nor met a hold cannot restore it: it
+// what it has left, with its reason (a Limiter denied by a hold reads it in
+// the background), before they answer (made again after it). A process that neither placed nor met a hold cannot restore it: it
 // resumes when one that did decides. Without a hold in force decisions pay
 // nothing for this; the first hold placed then reads the run_id first (one
 // more round trip), as does the first decision a hold denies.

@@ -28,7 +28,10 @@ type QuotaState struct {
 	Key string
 	// Limits are the quota's limits as a decision made now would see them, in
 	// Quota.Limits order: Remaining units (before any hold), ResetAfter until
-	// back to full, and Allowed when one unit would fit now, hold aside.
+	// back to full, Allowed when one unit would fit now, and RetryAfter until
+	// one unit would be granted (0 when one fits now), after the units booked
+	// ahead (a full fixed window whose next window is booked full too frees
+	// one a window later), holds and Quota.Guard aside.
 	Limits []LimitResult
 	// Hold is how long the hold on the quota still lasts; 0 when none is in force.
 	Hold time.Duration
@@ -281,7 +284,7 @@ func (l *Limiter) inspectHold(ctx context.Context, ic inspectClient, hold string
 		return st, fmt.Errorf("%w: inspect.lua replied %T, not an array", ErrBadReply, reply)
 	}
 	n := len(st.Quota.Limits)
-	if len(v) != 3+2*n {
+	if len(v) != 3+3*n {
 		return st, fmt.Errorf("%w: inspect.lua returned %d values for %d limits", ErrBadReply, len(v), n)
 	}
 	ints := make([]int64, len(v))
@@ -304,9 +307,9 @@ func (l *Limiter) inspectHold(ctx context.Context, ic inspectClient, hold string
 		st.Hold, st.HoldReason = us(ints[1]-ints[0]), why
 	}
 	for i, nl := range st.Quota.Limits {
-		rem := min(ints[3+2*i], int64(nl.Limit.most()))
+		rem := min(ints[3+3*i], int64(nl.Limit.most()))
 		st.Limits = append(st.Limits, LimitResult{Name: nl.Name, Quota: st.Quota.Name, Limit: nl.Limit,
-			Allowed: rem >= 1, Remaining: int(rem), ResetAfter: us(ints[4+2*i])})
+			Allowed: rem >= 1, Remaining: int(rem), ResetAfter: us(ints[4+3*i]), RetryAfter: us(ints[5+3*i])})
 	}
 	return st, nil
 }

@@ -28,12 +28,18 @@ type keptHolds struct {
 	last atomic.Int64
 	mu   sync.Mutex
 	m    map[string]keptHold // hold key → its end and reason
+	// unasked counts, roughly, the holds kept without a reason that
+	// askReasons has not asked for: decisions read it alone.
+	unasked atomic.Int64
 }
 
 type keptHold struct {
 	end    time.Duration // since base
 	at     time.Duration // since base: when it was last kept (its hold was in Redis by then)
 	reason string        // "" when none is known
+	// asked: its reason was asked of Redis (a hold kept without one, seen
+	// denying a decision: askReasons).
+	asked bool
 }
 
 // inForce reports whether a kept hold may not have ended yet. Without one
@@ -72,6 +78,8 @@ func (k *keptHolds) keep(key string, left time.Duration, reason string) (first b
 	h.end, h.at = max(h.end, end), now
 	if reason != "" {
 		h.reason = reason
+	} else if !ok {
+		k.unasked.Add(1)
 	}
 	k.m[key] = h
 	if int64(h.end) > k.last.Load() {
@@ -276,6 +284,83 @@ func (l *Limiter) evalPipelined(ctx context.Context, op string, pl pipeliner, s 
 	return nil
 }
 
+// toAsk returns up to n kept holds in force without a reason, not asked
+// for one yet, and marks them asked.
+func (k *keptHolds) toAsk(n int) []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := time.Since(k.base)
+	var out []string
+	for key, h := range k.m {
+		if len(out) == n {
+			break
+		}
+		if h.reason == "" && !h.asked && h.end > now {
+			h.asked = true
+			k.m[key] = h
+			out = append(out, key)
+		}
+	}
+	if len(out) < n {
+		k.unasked.Store(0) // none left: the holds counted ended, or came with a reason
+	}
+	return out
+}
+
+// setReason records reason for hold key when it is kept without one.
+func (k *keptHolds) setReason(key, reason string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if h, ok := k.m[key]; ok && h.reason == "" {
+		h.reason = reason
+		k.m[key] = h
+	}
+}
+
+// askReasons reads, off the decision path, the reasons of the kept holds
+// that have none (those that denied a decision of this Limiter), in
+// pipelines of placeAgainBatch GETs, each bounded by registryTimeout, so that a
+// hold this Limiter places again after a restart keeps the reason its setter
+// gave. One runs at a time (restartGuard.asking); it ends when none is left
+// to ask. A reason Redis does not answer stays unknown.
+func (l *Limiter) askReasons() {
+	g := l.restart
+	for {
+		keys := g.holds.toAsk(placeAgainBatch)
+		if len(keys) == 0 {
+			g.asking.Store(false)
+			// A hold kept after the last look, whose sawHold saw this one
+			// running, is asked for by another round.
+			if g.holds.unasked.Load() == 0 || !g.asking.CompareAndSwap(false, true) {
+				return
+			}
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
+		cmds := make([]*redis.StringCmd, len(keys))
+		switch c := l.client.(type) {
+		case pipeliner:
+			pipe := c.Pipeline()
+			for i, k := range keys {
+				cmds[i] = pipe.Get(ctx, holdReasonKey(k))
+			}
+			_, _ = pipe.Exec(ctx)
+		case interface {
+			Get(ctx context.Context, key string) *redis.StringCmd
+		}:
+			for i, k := range keys {
+				cmds[i] = c.Get(ctx, holdReasonKey(k))
+			}
+		}
+		cancel()
+		for i, c := range cmds {
+			if c != nil && c.Err() == nil && c.Val() != "" {
+				g.holds.setReason(keys[i], c.Val())
+			}
+		}
+	}
+}
+
 // sawHold remembers the hold that denied decision p (reply r), to place it
 // again if Redis loses it, and starts watching for that when no hold was in
 // force (watch: whether decisions were watching already).
@@ -286,6 +371,9 @@ func (l *Limiter) sawHold(ctx context.Context, p *plan, r *reply, watch bool) {
 	}
 	if l.restart.holds.keep(p.holds[j].key, us(r.waitUS), "") && !watch {
 		l.watchRunID(ctx)
+	}
+	if l.restart.holds.unasked.Load() > 0 && l.restart.asking.CompareAndSwap(false, true) {
+		go l.askReasons()
 	}
 }
 

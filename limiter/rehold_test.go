@@ -79,6 +79,10 @@ func TestHoldSurvivesRestart(t *testing.T) {
 			require.Equal(t, holdFor, left)
 			if who == "denied" {
 				requireHeld(t, settle(t, b, q), q, placed)
+				// b asks the hold's reason, off its decision's path.
+				require.Eventually(t, func() bool {
+					return b.restart.holds.left()[a.holdKey(q)].reason != ""
+				}, 5*time.Second, time.Millisecond, "b never learnt the hold's reason")
 			}
 
 			srv.Stop()
@@ -95,12 +99,12 @@ func TestHoldSurvivesRestart(t *testing.T) {
 			// b (or c) is denied by the hold it did not place, with what it
 			// has left.
 			requireHeld(t, settle(t, after, q), q, placed)
-			if who == "placer" {
-				in, err := after.Inspect(ctx, q.Name)
-				require.NoError(t, err)
-				require.Len(t, in, 1)
-				require.Equal(t, "418 from the exchange", in[0].HoldReason, "the reason placed again with the hold")
-			}
+			// Placed again by the Limiter that placed it or by one it denied,
+			// the hold has its reason (before, b placed it with none).
+			in, err := after.Inspect(ctx, q.Name)
+			require.NoError(t, err)
+			require.Len(t, in, 1)
+			require.Equal(t, "418 from the exchange", in[0].HoldReason, "the reason placed again with the hold")
 		})
 	}
 }

@@ -39,6 +39,8 @@ type restartGuard struct {
 	// without them, and is made again.
 	resynced atomic.Int64
 	holds    keptHolds
+	// asking: askReasons runs.
+	asking atomic.Bool
 }
 
 // on reports whether decisions check for a restart: with RestartSpent, or

@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/redquota/redquota/cache"
+	"github.com/redquota/redquota/internal/cacheops"
 )
 
 // data are the kinds of market data Get, Set and OrFetch take, each cached
@@ -38,6 +39,9 @@ type place struct {
 	g   *cache.Cache
 	key string
 	ttl time.Duration
+	// end, when not zero, is when the data stops being current (a candle's
+	// close): ttl is the time until it, read when the place was found.
+	end time.Time
 }
 
 // placeOf checks a call's names and returns where data of kind k of owner and
@@ -58,24 +62,24 @@ func (m *Market) placeOf(k kind, owner, symbol string, interval []Interval) (pla
 		if len(interval) != 1 {
 			return place{}, fmt.Errorf("market: candles need one interval, got %d: %w", len(interval), ErrInvalid)
 		}
-		ttl, err := m.candleTTL(interval[0])
+		ttl, end, err := m.candleTTL(interval[0])
 		if err != nil {
 			return place{}, err
 		}
-		return place{g, candleKey(symbol, interval[0]), ttl}, nil
+		return place{g, candleKey(symbol, interval[0]), ttl, end}, nil
 	}
 	if len(interval) != 0 {
 		return place{}, fmt.Errorf("market: an interval is for candles, not a %s: %w", kindNames[k], ErrInvalid)
 	}
 	switch k {
 	case kindTicker:
-		return place{g, "ticker:" + symbol, m.o.TickerTTL}, nil
+		return place{g: g, key: "ticker:" + symbol, ttl: m.o.TickerTTL}, nil
 	case kindOrderBook:
-		return place{g, "book:" + symbol, m.o.OrderBookTTL}, nil
+		return place{g: g, key: "book:" + symbol, ttl: m.o.OrderBookTTL}, nil
 	case kindTrades:
-		return place{g, "trades:" + symbol, m.o.TradesTTL}, nil
+		return place{g: g, key: "trades:" + symbol, ttl: m.o.TradesTTL}, nil
 	}
-	return place{g, "signal:" + symbol, m.o.SignalTTL}, nil
+	return place{g: g, key: "signal:" + symbol, ttl: m.o.SignalTTL}, nil
 }
 
 // validate checks a value about to be cached.
@@ -189,7 +193,10 @@ func (m *Market) write(ctx context.Context, k kind, owner string, p place, items
 // @cache_market_data. A hit returns the cached value and makes no call; a
 // miss calls fetch once, however many callers of this process miss together
 // (cache.GetOrLoad's singleflight), caches the result with its kind's TTL
-// and returns it. A fetch error is returned and nothing is cached. A Redis
+// and returns it. Candles' TTL (without Options.CandlesTTL) is taken when the
+// result is stored: it lives until the close of the candle that was open when
+// the fetch began, and is not cached when that candle closed during the
+// fetch. A fetch error is returned and nothing is cached. A Redis
 // error never fails it: fetch is called instead. The fetched value is not
 // checked; it is what the exchange returned.
 //
@@ -233,6 +240,11 @@ func fetchThrough[T data](ctx context.Context, m *Market, k kind, owner, symbol 
 	tag, index := exchangeTag, exchangesIndex
 	if k == kindSignal {
 		tag, index = strategyTag, strategiesIndex
+	}
+	if !p.end.IsZero() {
+		// The fetch takes time: the value is stored until p.end, however long
+		// it took, and not at all when the candle closed meanwhile.
+		ctx = cacheops.WithTTL(ctx, func() time.Duration { return p.end.Sub(m.now()) })
 	}
 	return cache.GetOrLoad(ctx, p.g, p.key, p.ttl, func(ctx context.Context) (T, error) {
 		fetched.Store(true)

@@ -202,18 +202,19 @@ func (m *Market) known(ctx context.Context, index string) ([]string, error) {
 }
 
 // candleTTL returns the TTL of candles of interval: Options.CandlesTTL when
-// set, else until the interval's next boundary, so that a series never
-// outlives the candle that was open when it was fetched.
-func (m *Market) candleTTL(interval Interval) (time.Duration, error) {
+// set, else until the interval's next boundary, end, so that a series never
+// outlives the candle that was open when it was fetched (end is zero with
+// CandlesTTL).
+func (m *Market) candleTTL(interval Interval) (ttl time.Duration, end time.Time, err error) {
 	now := m.now()
 	next, err := interval.next(now)
 	if err != nil {
-		return 0, err
+		return 0, time.Time{}, err
 	}
 	if m.o.CandlesTTL > 0 {
-		return m.o.CandlesTTL, nil
+		return m.o.CandlesTTL, time.Time{}, nil
 	}
-	return max(next.Sub(now), time.Millisecond), nil
+	return max(next.Sub(now), time.Millisecond), next, nil
 }
 
 func candleKey(symbol string, interval Interval) string {

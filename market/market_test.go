@@ -581,6 +581,55 @@ func TestCandleBoundaries(t *testing.T) {
 	})
 }
 
+// OrFetch stores candles until the close of the candle that was open when
+// the fetch began, measured when the value is stored: a fetch that takes
+// 60 ms of the last 100 ms leaves a TTL of 40 ms (before, 100 ms: the TTL was
+// taken before the fetch, so the value outlived its candle by the fetch's
+// time), and one that ends after the close stores nothing (before, it stored
+// the closed candle for another 100 ms). miniredis with an injected clock:
+// the TTLs are exact.
+func TestOrFetchCandleTTLAfterFetch(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fetch time.Duration // how long the fetch takes
+		opts  market.Options
+		ttl   time.Duration // 0: nothing stored
+	}{
+		{name: "ends before the close", fetch: 60 * time.Millisecond, ttl: 40 * time.Millisecond},
+		{name: "ends after the close", fetch: 150 * time.Millisecond},
+		{name: "ends at the close", fetch: 100 * time.Millisecond},
+		{name: "fixed CandlesTTL", fetch: 150 * time.Millisecond, opts: market.Options{CandlesTTL: 5 * time.Second}, ttl: 5 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mr, client := redistest.NewMini(t)
+			b := redistest.Backend{Kind: redistest.Mini, Client: client, Mini: mr, Prefix: redistest.NewPrefix(t)}
+			ctx := context.Background()
+			e := newEnv(t, b, tc.opts)
+			e.advance(59*time.Second + 900*time.Millisecond) // 100 ms before 12:01
+			fetches := 0
+			fetch := func(context.Context) ([]market.Candle, error) {
+				fetches++
+				e.advance(tc.fetch)
+				return candles, nil
+			}
+			v, err := market.OrFetch(ctx, e.m, "binance", "BTC-USDT", fetch, "1m")
+			if err != nil || len(v) != 1 || fetches != 1 {
+				t.Fatalf("OrFetch: %v %v after %d fetches", v, err, fetches)
+			}
+			k := b.Prefix + ":v:{binance}:candles%3ABTC-USDT%3A1m"
+			if tc.ttl == 0 {
+				if mr.Exists(k) {
+					t.Fatalf("a candle closed during its fetch was stored for %v", mr.TTL(k))
+				}
+				return
+			}
+			if got := e.pttl(k); got != tc.ttl {
+				t.Fatalf("PTTL %v, want %v", got, tc.ttl)
+			}
+		})
+	}
+}
+
 // An exchange written to stays known for InvalidateSymbol as long as its data
 // lives, even when RegistryTTL is shorter than the once-a-minute refresh; a
 // signal that would never expire is refused.

@@ -3,6 +3,7 @@ package middleware_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/redquota/redquota/exchanges"
 	"github.com/redquota/redquota/internal/bound"
+	"github.com/redquota/redquota/internal/holdtest"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/middleware"
 )
@@ -57,7 +59,8 @@ func TestStatusHolds(t *testing.T) {
 		badReported bool
 	}{
 		{name: "429 seconds", status: 429, retryAfter: "2", hold: 2 * time.Second},
-		{name: "429 zero", status: 429, retryAfter: "0"},
+		{name: "429 zero: under a second, still a refusal", status: 429, retryAfter: "0", hold: time.Second},
+		{name: "429 zero, fallback option", status: 429, retryAfter: "0", opts: middleware.Options{FallbackHold: 5 * time.Second}, hold: 5 * time.Second},
 		{name: "429 missing", status: 429, hold: time.Second},
 		{name: "429 missing, fallback option", status: 429, opts: middleware.Options{FallbackHold: 5 * time.Second}, hold: 5 * time.Second},
 		{name: "429 negative", status: 429, retryAfter: "-5", hold: time.Second, badReported: true},
@@ -66,49 +69,71 @@ func TestStatusHolds(t *testing.T) {
 		{name: "429 huge, capped at bound.Hold", status: 429, retryAfter: "99999999999999999999999", hold: bound.Hold},
 		{name: "429 huge, capped by option", status: 429, retryAfter: "99999", opts: middleware.Options{MaxHold: 10 * time.Minute}, hold: 10 * time.Minute},
 		{name: "429 date from Date", status: 429, retryAfter: t0.Add(90 * time.Second).Format(http.TimeFormat), date: date, hold: 90 * time.Second},
-		{name: "429 date past", status: 429, retryAfter: t0.Add(-time.Minute).Format(http.TimeFormat), date: date},
+		{name: "429 date past", status: 429, retryAfter: t0.Add(-time.Minute).Format(http.TimeFormat), date: date, hold: time.Second},
 		{name: "418 missing", status: 418, hold: 2 * time.Minute},
 		{name: "418 garbage", status: 418, retryAfter: "a while", hold: 2 * time.Minute, badReported: true},
 		{name: "418 seconds", status: 418, retryAfter: "600", hold: 10 * time.Minute},
+		{name: "418 zero: the ban ends within the second", status: 418, retryAfter: "0", hold: time.Second},
 		{name: "503 missing", status: 503},
 		{name: "503 seconds", status: 503, retryAfter: "3", hold: 3 * time.Second},
+		{name: "503 zero: now", status: 503, retryAfter: "0"},
 		{name: "503 garbage", status: 503, retryAfter: "x", hold: time.Second, badReported: true},
 		{name: "200 ignores Retry-After", status: 200, retryAfter: "5"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, lim := miniLimiter(t)
-			srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
-				if tc.retryAfter != "" {
-					w.Header().Set("Retry-After", tc.retryAfter)
-				}
-				if tc.date != "" {
-					w.Header()["Date"] = []string{tc.date}
-				}
-				w.WriteHeader(tc.status)
-			})
-			var log errorLog
-			tc.opts.OnError = log.add
-			c := &http.Client{Transport: newTransport(t, nil, lim, tc.opts,
-				middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1}})}
-			resp, err := c.Get(srv.URL)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != tc.status {
-				t.Fatalf("status %d", resp.StatusCode)
-			}
-			res := weightLeft(t, lim)
-			switch {
-			case tc.hold == 0 && !res.Allowed:
-				t.Fatalf("held: %+v", res)
-			case tc.hold > 0 && (res.Allowed || res.DeniedBy != limiter.HoldName || res.RetryAfter != tc.hold):
-				t.Fatalf("want a hold of %s, got allowed=%v by %q retry after %s", tc.hold, res.Allowed, res.DeniedBy, res.RetryAfter)
-			}
-			if got := log.bad() > 0; got != tc.badReported {
-				t.Fatalf("ErrBadHeader reported: %v, want %v (%v)", got, tc.badReported, log.errs)
-			}
+			statusHold(t, tc.status, tc.retryAfter, tc.date, tc.opts, tc.hold, tc.badReported)
 		})
+	}
+}
+
+// The Transport holds a 429 or 418 as wsguard holds a refused handshake
+// (its TestHandshakeHoldsAsMiddleware runs the same table): one rule,
+// bound.RefusalHold.
+func TestRefusalsHoldAsWsguard(t *testing.T) {
+	for _, rf := range holdtest.Refusals() {
+		t.Run(fmt.Sprintf("%d %q", rf.Status, rf.RetryAfter), func(t *testing.T) {
+			statusHold(t, rf.Status, rf.RetryAfter, rf.Date, middleware.Options{}, rf.Hold, rf.Unreadable)
+		})
+	}
+}
+
+// statusHold checks that an answer with status, Retry-After retryAfter and
+// Date date (each when not "") holds the request's quota for hold exactly
+// (0: not at all), on miniredis's frozen clock, and that a malformed header
+// was reported exactly when badReported.
+func statusHold(t *testing.T, status int, retryAfter, date string, opts middleware.Options, hold time.Duration, badReported bool) {
+	t.Helper()
+	_, lim := miniLimiter(t)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if retryAfter != "" {
+			w.Header().Set("Retry-After", retryAfter)
+		}
+		if date != "" {
+			w.Header()["Date"] = []string{date}
+		}
+		w.WriteHeader(status)
+	})
+	var log errorLog
+	opts.OnError = log.add
+	c := &http.Client{Transport: newTransport(t, nil, lim, opts,
+		middleware.Rule{Quota: exQuota, Cost: limiter.Cost{"weight": 1}})}
+	resp, err := c.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != status {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	res := weightLeft(t, lim)
+	switch {
+	case hold == 0 && !res.Allowed:
+		t.Fatalf("held: %+v", res)
+	case hold > 0 && (res.Allowed || res.DeniedBy != limiter.HoldName || res.RetryAfter != hold):
+		t.Fatalf("want a hold of %s, got allowed=%v by %q retry after %s", hold, res.Allowed, res.DeniedBy, res.RetryAfter)
+	}
+	if got := log.bad() > 0; got != badReported {
+		t.Fatalf("ErrBadHeader reported: %v, want %v (%v)", got, badReported, log.errs)
 	}
 }
 
@@ -261,40 +286,5 @@ func TestChargesErrors(t *testing.T) {
 				t.Fatal("something was charged")
 			}
 		})
-	}
-}
-
-func TestParseRetryAfter(t *testing.T) {
-	date := t0.Format(http.TimeFormat)
-	for _, tc := range []struct {
-		v, date string
-		want    time.Duration
-		bad     bool
-	}{
-		{v: "120", want: 2 * time.Minute},
-		{v: " 7 ", want: 7 * time.Second},
-		{v: "0", want: 0},
-		{v: "99999999999999999999", want: time.Duration(1<<63 - 1)},
-		{v: t0.Add(time.Hour).Format(http.TimeFormat), date: date, want: time.Hour},
-		{v: t0.Add(time.Hour).Format(time.RFC850), date: date, want: time.Hour},
-		{v: t0.Add(-time.Hour).Format(http.TimeFormat), date: date, want: 0},
-		{v: t0.Add(30 * time.Second).Format(http.TimeFormat), date: "garbage", want: 30 * time.Second}, // a bad Date: measured from now
-		{v: "-1", bad: true},
-		{v: "+5", bad: true},
-		{v: "1.5", bad: true},
-		{v: "", bad: true},
-		{v: "Tomorrow", bad: true},
-		{v: strings.Repeat("9", 10) + "x", bad: true},
-	} {
-		got, err := middleware.ParseRetryAfter(tc.v, tc.date, t0)
-		if tc.bad {
-			if !errors.Is(err, middleware.ErrBadHeader) {
-				t.Errorf("%q: %v, %v; want ErrBadHeader", tc.v, got, err)
-			}
-			continue
-		}
-		if err != nil || got != tc.want {
-			t.Errorf("%q (Date %q) = %v, %v; want %v", tc.v, tc.date, got, err, tc.want)
-		}
 	}
 }

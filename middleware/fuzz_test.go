@@ -9,20 +9,6 @@ import (
 	"github.com/redquota/redquota/limiter"
 )
 
-// Retry-After parsing never panics and never yields a negative wait.
-func FuzzParseRetryAfter(f *testing.F) {
-	for _, s := range []string{"2", "-1", "0", "1.5", "99999999999999999999", "Wed, 21 Oct 2015 07:28:00 GMT", "", " 7 ", "NaN", "1e9"} {
-		f.Add(s, "Wed, 21 Oct 2015 07:27:00 GMT")
-	}
-	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
-	f.Fuzz(func(t *testing.T, value, date string) {
-		d, err := parseRetryAfter(value, date, now)
-		if err == nil && d < 0 {
-			t.Fatalf("parseRetryAfter(%q, %q) = %v", value, date, d)
-		}
-	})
-}
-
 // Usage headers: garbage is reported as ErrBadHeader, never a panic, and no
 // parsed count is negative or names a limit the quota does not have.
 func FuzzUsageHeaders(f *testing.F) {

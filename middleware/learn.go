@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
+	"github.com/redquota/redquota/internal/bound"
 	"github.com/redquota/redquota/limiter"
 )
 
@@ -155,35 +155,15 @@ func chargesOf(cs []limiter.Charge, u Usage) []int {
 	return out
 }
 
-// statusHold is how long resp's status and Retry-After say to hold:
-//
-//	429: Retry-After, or FallbackHold when it is missing or malformed
-//	418: Retry-After, or BanHold when it is missing or malformed
-//	503: Retry-After, FallbackHold when malformed, nothing when missing
-//
-// Retry-After: 0 (or a date already past) holds nothing.
+// statusHold is how long resp's status and Retry-After say to hold, by the
+// rule package wsguard follows too (bound.RefusalHold): a 429 or 418 holds
+// Retry-After, or FallbackHold when it is 0, and FallbackHold (429) or
+// BanHold (418) when it is missing or malformed; a 503 holds Retry-After,
+// FallbackHold when it is malformed, nothing when it is missing or 0.
 func (t *Transport) statusHold(req *http.Request, resp *Answer) time.Duration {
-	var fallback time.Duration
-	switch resp.StatusCode {
-	case http.StatusTooManyRequests:
-		fallback = t.opts.FallbackHold
-	case http.StatusTeapot:
-		fallback = t.opts.BanHold
-	case http.StatusServiceUnavailable:
-	default:
-		return 0
-	}
-	v := resp.Header.Get("Retry-After")
-	if strings.TrimSpace(v) == "" {
-		return fallback
-	}
-	d, err := parseRetryAfter(v, resp.Header.Get("Date"), time.Now())
+	d, err := bound.RefusalHold(resp.StatusCode, resp.Header.Get("Retry-After"), resp.Header.Get("Date"), time.Now(), t.opts.FallbackHold, t.opts.BanHold)
 	if err != nil {
-		t.report(req, fmt.Errorf("middleware: %d answer: %w", resp.StatusCode, err))
-		if resp.StatusCode == http.StatusServiceUnavailable {
-			return t.opts.FallbackHold
-		}
-		return fallback
+		t.report(req, fmt.Errorf("middleware: %d answer: %w: %v", resp.StatusCode, ErrBadHeader, err))
 	}
 	return d
 }

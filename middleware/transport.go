@@ -78,11 +78,14 @@ type Options struct {
 	// and upper bound a week (the longest hold limiter.Hold accepts).
 	MaxHold time.Duration
 	// FallbackHold is the hold after a 429 without a usable Retry-After
-	// (missing, malformed or negative), or a 503 with a malformed one.
-	// Default 1 s. A 503 without Retry-After holds nothing.
+	// (missing, malformed or negative), a 429 or 418 with Retry-After 0 (or a
+	// date past: the header counts whole seconds, so 0 says under one, and a
+	// refusal says to back off), or a 503 with a malformed one. Default 1 s. A
+	// 503 with Retry-After missing or 0 holds nothing. Package wsguard holds
+	// a refused handshake by the same rule.
 	FallbackHold time.Duration
-	// BanHold is the hold after a 418 without a usable Retry-After. Default
-	// 2 minutes, Binance's shortest IP ban.
+	// BanHold is the hold after a 418 without a usable Retry-After (missing
+	// or malformed). Default 2 minutes, Binance's shortest IP ban.
 	BanHold time.Duration
 	// WindowGuard protects fixed-window limits (limiter.FixedWindow) against a
 	// request charged in one window reaching the server in the next: it is

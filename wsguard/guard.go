@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -72,11 +70,12 @@ type Signal struct {
 	Close *CloseError
 	// Handshake is a connection attempt the server refused; nil otherwise.
 	// Whatever Refusals says of it, a 429 or 418 answer holds
-	// Options.Connect's quotas for its Retry-After (in seconds, or an HTTP
-	// date measured from the answer's Date); without one (missing, unreadable
-	// or 0), a 429 for FallbackHold and a 418, an IP ban, for 2 minutes
-	// (Binance's shortest ban, as package middleware's BanHold; MaxHold caps
-	// it).
+	// Options.Connect's quotas as package middleware's Transport holds after
+	// such an answer: for its Retry-After (in seconds, or an HTTP date
+	// measured from the answer's Date); for FallbackHold when that is 0 (the
+	// header counts whole seconds: 0 says under one, and a refusal says to
+	// back off); without a readable one, a 429 for FallbackHold and a 418, an
+	// IP ban, for 2 minutes (Binance's shortest ban). MaxHold caps it.
 	Handshake *HandshakeError
 }
 
@@ -149,8 +148,8 @@ type Options struct {
 	// Default 1 s; negative for none.
 	Jitter time.Duration
 	// FallbackHold is the hold of a Refusal without Hold, and of a handshake
-	// refused 429 without Retry-After (a 418's is 2 minutes: see
-	// Signal.Handshake). Default 1 s.
+	// refused 429 without a readable Retry-After or 418 with Retry-After 0
+	// (see Signal.Handshake). Default 1 s.
 	FallbackHold time.Duration
 	// MaxHold caps every hold, so that an absurd retryAfter cannot stop the
 	// fleet for long. Default and upper bound a week (the longest hold limiter.Hold accepts).
@@ -244,46 +243,19 @@ func (g *Guard) Dial(ctx context.Context, dial func(context.Context) (Socket, er
 
 // refusedHandshake learns from err, a failed attempt's, when the server
 // refused the handshake: Options.Refusals' holds and, for a 429 or 418,
-// Options.Connect's for the answer's Retry-After (without one, FallbackHold
-// for a 429, bound.BanHold for a 418).
+// Options.Connect's for as long as package middleware holds after such an
+// answer (bound.RefusalHold, with FallbackHold and bound.BanHold).
 func (c *Conn) refusedHandshake(ctx context.Context, err error) {
 	var he *HandshakeError
 	if !errors.As(err, &he) {
 		return
 	}
 	c.learn(ctx, Signal{Handshake: he})
-	reason := c.g.holdReason(Signal{Handshake: he})
-	switch he.StatusCode {
-	case http.StatusTooManyRequests:
-		c.hold(ctx, Refusal{Hold: retryAfter(he.Header, time.Now())}, reason)
-	case http.StatusTeapot:
-		d := retryAfter(he.Header, time.Now())
-		if d <= 0 {
-			d = bound.BanHold
-		}
-		c.hold(ctx, Refusal{Hold: d}, reason)
+	if he.StatusCode != http.StatusTooManyRequests && he.StatusCode != http.StatusTeapot {
+		return
 	}
-}
-
-// retryAfter reads h's Retry-After, delay-seconds or an HTTP date; 0 when
-// it has none or it cannot be read. A date is measured from h's Date, the
-// server's clock, when that is a valid HTTP date (as package middleware
-// does: the server's clock and ours need not agree), else from now.
-func retryAfter(h http.Header, now time.Time) time.Duration {
-	v := strings.TrimSpace(h.Get("Retry-After"))
-	if v == "" {
-		return 0
-	}
-	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
-		return time.Duration(n) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d, err := http.ParseTime(strings.TrimSpace(h.Get("Date"))); err == nil {
-			now = d
-		}
-		return max(t.Sub(now), 0)
-	}
-	return 0
+	d, _ := bound.RefusalHold(he.StatusCode, he.Header.Get("Retry-After"), he.Header.Get("Date"), time.Now(), c.g.opts.FallbackHold, bound.BanHold)
+	c.hold(ctx, Refusal{Hold: d}, c.g.holdReason(Signal{Handshake: he}))
 }
 
 // attempt makes one charged connection attempt; dialed reports that the

@@ -3,6 +3,7 @@ package wsguard_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redquota/redquota/internal/holdtest"
+	"github.com/redquota/redquota/internal/redistest"
 	"github.com/redquota/redquota/limiter"
 	"github.com/redquota/redquota/wsguard"
 )
@@ -338,6 +340,46 @@ func TestHandshakeBanWithoutRetryAfter(t *testing.T) {
 			}
 			if left <= tc.min || left > tc.max {
 				t.Fatalf("%d without Retry-After: hold left %v, want within (%v, %v]", tc.status, left, tc.min, tc.max)
+			}
+		})
+	}
+}
+
+// A refused handshake holds Options.Connect's quotas as middleware's
+// Transport holds a 429 or 418 (its TestRefusalsHoldAsWsguard runs the same
+// table): one rule, bound.RefusalHold. Before, a 418 with Retry-After 0 held
+// 2 minutes here and nothing there. Exact, on miniredis's frozen clock.
+func TestHandshakeHoldsAsMiddleware(t *testing.T) {
+	for _, rf := range holdtest.Refusals() {
+		t.Run(fmt.Sprintf("%d %q", rf.Status, rf.RetryAfter), func(t *testing.T) {
+			m, rdb := redistest.NewMini(t)
+			m.SetTime(time.Date(2025, 1, 15, 12, 0, 30, 0, time.UTC))
+			lim := limiter.New(rdb, limiter.Options{Timeout: -1})
+			conn := limiter.Quota{Name: "conn", Limits: []limiter.NamedLimit{{Name: "c", Limit: limiter.PerMinute(100)}}}
+			g, err := wsguard.New(lim, wsguard.Options{Connect: []limiter.Charge{{Quota: conn, Cost: limiter.Cost{"c": 1}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := http.Header{}
+			if rf.RetryAfter != "" {
+				h.Set("Retry-After", rf.RetryAfter)
+			}
+			if rf.Date != "" {
+				h.Set("Date", rf.Date)
+			}
+			ctx := context.Background()
+			_, err = g.Dial(ctx, func(context.Context) (wsguard.Socket, error) {
+				return nil, &wsguard.HandshakeError{StatusCode: rf.Status, Header: h}
+			})
+			if !errors.As(err, new(*wsguard.HandshakeError)) {
+				t.Fatalf("dial: %v, want the handshake error", err)
+			}
+			left, err := holdtest.Left(ctx, lim, "conn", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if left != rf.Hold {
+				t.Fatalf("%d with Retry-After %q: hold left %v, want %v", rf.Status, rf.RetryAfter, left, rf.Hold)
 			}
 		})
 	}

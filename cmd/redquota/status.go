@@ -21,7 +21,8 @@ type row struct {
 	quota, limit string
 	lim          limiter.Limit
 	used, max    int
-	reset        time.Duration
+	free         time.Duration // until one unit is granted: 0 now
+	reset        time.Duration // until back to full
 	hold         time.Duration // > 0 on a hold row
 	reason       string
 }
@@ -68,7 +69,7 @@ func (a *app) views(ctx context.Context, names []string) ([]view, error) {
 		for _, lr := range st.Limits {
 			m := bound.Most(lr.Limit.Rate, lr.Limit.Burst, lr.Limit.Algorithm == limiter.GCRA)
 			limits = append(limits, row{quota: name, limit: lr.Name, lim: lr.Limit,
-				used: m - lr.Remaining, max: m, reset: lr.ResetAfter})
+				used: m - lr.Remaining, max: m, free: lr.RetryAfter, reset: lr.ResetAfter})
 		}
 		sort.SliceStable(limits, func(i, j int) bool { return limits[i].use() > limits[j].use() })
 		v.rows = append(v.rows, limits...)
@@ -97,20 +98,23 @@ func (a *app) status(ctx context.Context, names []string) int {
 // printTable writes the status table.
 func printTable(w io.Writer, vs []view) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	// RESETS IN is last and not tab-terminated, so its width (which moves
-	// with the clock for aligned windows) never shifts another column.
-	fmt.Fprintln(tw, "QUOTA\tLIMIT\tALGORITHM\tRATE\tUSED\tUSE\tRESETS IN")
+	// FREE IN is when one more unit is granted (after the units booked
+	// ahead: past the window's end when the next window is booked full too),
+	// ALL FREE IN when the limit is back to full. ALL FREE IN is last and not
+	// tab-terminated, so its width (which moves with the clock for aligned
+	// windows) never shifts another column.
+	fmt.Fprintln(tw, "QUOTA\tLIMIT\tALGORITHM\tRATE\tUSED\tUSE\tFREE IN\tALL FREE IN")
 	for _, v := range vs {
 		if len(v.rows) == 0 {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t- (nothing in Redis)\n", display(v.state))
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t- (nothing in Redis)\n", display(v.state))
 		}
 		for _, r := range v.rows {
 			if r.hold > 0 {
-				fmt.Fprintf(tw, "%s\tHOLD\t-\t-\t-\t-\t%s  %s\n", r.quota, dur(r.hold), holdNote(r.reason))
+				fmt.Fprintf(tw, "%s\tHOLD\t-\t-\t-\t-\t%s\t%s  %s\n", r.quota, dur(r.hold), dur(r.hold), holdNote(r.reason))
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", r.quota, limitName(r.limit), r.lim.Algorithm,
-				rate(r.lim), r.used, r.max, pct(r.use()), dur(r.reset))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", r.quota, limitName(r.limit), r.lim.Algorithm,
+				rate(r.lim), r.used, r.max, pct(r.use()), freeIn(r.free), dur(r.reset))
 		}
 	}
 	_ = tw.Flush()
@@ -137,6 +141,14 @@ func limitName(n string) string {
 		return "-" // a single key's limit
 	}
 	return n
+}
+
+// freeIn shows when one more unit is granted: "now", or the time left.
+func freeIn(d time.Duration) string {
+	if d <= 0 {
+		return "now"
+	}
+	return dur(d)
 }
 
 func pct(u float64) string { return strconv.Itoa(int(math.Floor(u*100))) + "%" }
@@ -209,6 +221,7 @@ type jsonLimit struct {
 	Max       int    `json:"max"`
 	Used      int    `json:"used"`
 	Remaining int    `json:"remaining"`
+	FreeMS    int64  `json:"free_ms"` // until one more unit is granted (0: now)
 	ResetMS   int64  `json:"reset_ms"`
 }
 
@@ -225,7 +238,7 @@ func (a *app) printJSON(vs []view) int {
 			}
 			q.Limits = append(q.Limits, jsonLimit{Name: r.limit, Algorithm: r.lim.Algorithm.String(), Rate: r.lim.Rate,
 				PeriodMS: r.lim.Period.Milliseconds(), Burst: r.lim.Burst, Max: r.max, Used: r.used,
-				Remaining: r.max - r.used, ResetMS: r.reset.Milliseconds()})
+				Remaining: r.max - r.used, FreeMS: r.free.Milliseconds(), ResetMS: r.reset.Milliseconds()})
 		}
 		out.Quotas = append(out.Quotas, q)
 	}

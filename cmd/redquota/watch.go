@@ -85,7 +85,7 @@ func (a *app) frame(w io.Writer, vs []view) {
 				continue
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d %s\t%s %s\t\n", r.quota, limitName(r.limit), bar(r.use(), 30),
-				r.used, r.max, pct(r.use()), r.lim.Algorithm, "resets in "+dur(r.reset))
+				r.used, r.max, pct(r.use()), r.lim.Algorithm, freeNote(r))
 		}
 	}
 	_ = tw.Flush()
@@ -101,3 +101,15 @@ func (a *app) frame(w io.Writer, vs []view) {
 
 // heldMark starts the hold cell of a watch line.
 const heldMark = "!! held for "
+
+// freeNote says when a limit frees its next unit, and when all of them.
+func freeNote(r row) string {
+	s := "free now"
+	if r.free > 0 {
+		s = "free in " + dur(r.free)
+	}
+	if r.reset > 0 {
+		s += ", all in " + dur(r.reset)
+	}
+	return s
+}

@@ -42,3 +42,22 @@ var (
 	// is none of the others).
 	Class func(err error) string
 )
+
+// ttlKey is the context key of WithTTL's function.
+type ttlKey struct{}
+
+// WithTTL returns ctx carrying ttl, which cache.GetOrLoad, given ctx, calls
+// once its load has returned a value, for the TTL it stores that value with
+// in place of its ttl argument (which it still checks first): a value whose
+// life ends at a fixed instant (a candle's close) then ends there however
+// long the load took. A ttl of less than 1 ms stores nothing (the value is
+// still returned): its time is over.
+func WithTTL(ctx context.Context, ttl func() time.Duration) context.Context {
+	return context.WithValue(ctx, ttlKey{}, ttl)
+}
+
+// TTL returns the function WithTTL put in ctx, nil when there is none.
+func TTL(ctx context.Context) func() time.Duration {
+	f, _ := ctx.Value(ttlKey{}).(func() time.Duration)
+	return f
+}

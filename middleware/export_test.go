@@ -1,4 +1,0 @@
-package middleware
-
-// ParseRetryAfter is parseRetryAfter, for the external tests.
-var ParseRetryAfter = parseRetryAfter
