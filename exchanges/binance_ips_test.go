@@ -173,7 +173,7 @@ func TestBinanceIPOption(t *testing.T) {
 // weight, not the production IP's.
 func TestBinanceTestnetDefault(t *testing.T) {
 	_, rdb := newMiniLimiterClient(t)
-	lim := limiter.New(rdb, limiter.Options{})
+	lim := limiter.New(rdb, limiter.Options{Timeout: testTimeout})
 	p, err := exchanges.Binance(exchanges.BinanceOptions{})
 	if err != nil {
 		t.Fatal(err)

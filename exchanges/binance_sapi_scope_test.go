@@ -225,7 +225,7 @@ func TestBinanceSAPIAccountsBehindOneIP(t *testing.T) {
 func TestBinanceSAPIWithdrawHistoryPerSecond(t *testing.T) {
 	m, rdb := redistest.NewMini(t)
 	m.SetTime(time.Date(2026, 5, 15, 12, 0, 30, 0, time.UTC))
-	lim := limiter.New(rdb, limiter.Options{Prefix: redistest.NewPrefix(t)})
+	lim := limiter.New(rdb, limiter.Options{Prefix: redistest.NewPrefix(t), Timeout: testTimeout})
 	p, err := exchanges.Binance(exchanges.BinanceOptions{Middleware: middleware.Options{FailFast: true}})
 	require.NoError(t, err)
 	status := http.StatusOK

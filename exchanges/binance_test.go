@@ -634,7 +634,7 @@ func TestBinanceOrderLimit429(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m, c := redistest.NewMini(t)
 			m.SetTime(start)
-			lim := limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t)})
+			lim := limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t), Timeout: testTimeout})
 			p, err := exchanges.Binance(exchanges.BinanceOptions{})
 			if err != nil {
 				t.Fatal(err)
@@ -927,7 +927,7 @@ func TestBinanceTwoAccountsOneIP(t *testing.T) {
 // host fails the Transport instead of being ignored.
 func TestBinanceHosts(t *testing.T) {
 	_, rdb := newMiniLimiterClient(t)
-	lim := limiter.New(rdb, limiter.Options{})
+	lim := limiter.New(rdb, limiter.Options{Timeout: testTimeout})
 	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer srv.Close()
 	u, _ := url.Parse(srv.URL)
@@ -1065,7 +1065,7 @@ func TestBinanceOrderLimitRetryAfter(t *testing.T) {
 	m, c := redistest.NewMini(t)
 	start := time.Date(2026, 5, 15, 12, 0, 30, 0, time.UTC)
 	m.SetTime(start)
-	lim := limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t)})
+	lim := limiter.New(c, limiter.Options{Prefix: redistest.NewPrefix(t), Timeout: testTimeout})
 	p, err := exchanges.Binance(exchanges.BinanceOptions{})
 	if err != nil {
 		t.Fatal(err)

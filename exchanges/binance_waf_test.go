@@ -39,7 +39,7 @@ func TestBinanceWAF403(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			m, rdb := redistest.NewMini(t)
 			m.SetTime(time.Date(2026, 5, 15, 12, 0, 30, 0, time.UTC))
-			lim := limiter.New(rdb, limiter.Options{Prefix: redistest.NewPrefix(t)})
+			lim := limiter.New(rdb, limiter.Options{Prefix: redistest.NewPrefix(t), Timeout: testTimeout})
 			p, err := exchanges.Binance(exchanges.BinanceOptions{})
 			require.NoError(t, err)
 			tr, err := p.Transport(lim, rtFunc(func(r *http.Request) (*http.Response, error) {

@@ -29,6 +29,11 @@ type proc struct {
 	client *http.Client
 }
 
+// testTimeout is the Timeout of the limiters tests build for one preset
+// behaviour (costs, holds, headers): under -race on a loaded machine a
+// decision has taken past the default 250 ms and failed closed.
+const testTimeout = 10 * time.Second
+
 // newFleet makes fleetSize processes on the package's shared real Redis, each
 // with its own go-redis client, Limiter and http.Client from preset, sharing
 // one key prefix (the fleet's state).

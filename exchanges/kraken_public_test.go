@@ -200,7 +200,7 @@ func TestKrakenPublicBuckets(t *testing.T) {
 			} else {
 				assert.Len(t, p.Quotas, 2, "Public off: no public quota to inspect")
 			}
-			c, err := p.Client(limiter.New(rdb, limiter.Options{}), nil)
+			c, err := p.Client(limiter.New(rdb, limiter.Options{Timeout: testTimeout}), nil)
 			require.NoError(t, err)
 			// burst sends up to 10 calls made by req(i) and returns how many
 			// went out before the preset refused one.
@@ -268,7 +268,7 @@ func TestKrakenPublicBadPair(t *testing.T) {
 	defer srv.Close()
 	p, err := exchanges.Kraken(exchanges.KrakenOptions{Hosts: []string{"127.0.0.1"}})
 	require.NoError(t, err)
-	c, err := p.Client(limiter.New(rdb, limiter.Options{}), nil)
+	c, err := p.Client(limiter.New(rdb, limiter.Options{Timeout: testTimeout}), nil)
 	require.NoError(t, err)
 	for _, tc := range []struct{ method, path, body string }{
 		{http.MethodGet, "/0/public/Trades?pair=" + url.QueryEscape("XBT USD"), ""},
@@ -304,7 +304,7 @@ func TestKrakenPublicTooManyRequests(t *testing.T) {
 	for _, off := range []bool{false, true} {
 		t.Run(fmt.Sprintf("public limits off=%v", off), func(t *testing.T) {
 			_, rdb := newMiniLimiterClient(t)
-			lim := limiter.New(rdb, limiter.Options{})
+			lim := limiter.New(rdb, limiter.Options{Timeout: testTimeout})
 			var mu sync.Mutex
 			answer := `{"error":["EGeneral:Too many requests"]}`
 			hits := 0
@@ -323,7 +323,7 @@ func TestKrakenPublicTooManyRequests(t *testing.T) {
 			require.NoError(t, err)
 			c, err := p.Client(lim, nil)
 			require.NoError(t, err)
-			other, err := p.Client(limiter.New(rdb, limiter.Options{}), nil)
+			other, err := p.Client(limiter.New(rdb, limiter.Options{Timeout: testTimeout}), nil)
 			require.NoError(t, err)
 			// get sends path through client with a 1 s deadline; the error.
 			get := func(client *http.Client, path string) error {

@@ -466,7 +466,7 @@ func TestKrakenFleet(t *testing.T) {
 // until the time it gives.
 func TestKrakenErrorBodyHolds(t *testing.T) {
 	_, rdb := newMiniLimiterClient(t)
-	lim := limiter.New(rdb, limiter.Options{})
+	lim := limiter.New(rdb, limiter.Options{Timeout: testTimeout})
 	answer := `{"error":["EAPI:Rate limit exceeded"]}`
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, answer) }))
 	defer srv.Close()
@@ -513,7 +513,7 @@ func TestKrakenWatchEdges(t *testing.T) {
 	m, rdb := newMiniLimiterClient(t)
 	now := time.Date(2025, 1, 15, 12, 0, 30, 0, time.UTC)
 	m.SetTime(now)
-	lim := limiter.New(rdb, limiter.Options{})
+	lim := limiter.New(rdb, limiter.Options{Timeout: testTimeout})
 	var mu sync.Mutex
 	var answer string
 	var leaked []string
@@ -635,7 +635,7 @@ func TestKrakenTiers(t *testing.T) {
 // included.
 func TestKrakenFreeCallsHonourHold(t *testing.T) {
 	_, rdb := newMiniLimiterClient(t)
-	lim := limiter.New(rdb, limiter.Options{})
+	lim := limiter.New(rdb, limiter.Options{Timeout: testTimeout})
 	var hits atomic.Int64
 	var hdr atomic.Value
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -705,7 +705,7 @@ func TestKrakenFiftyPairsOneTransport(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, rdb := newMiniLimiterClient(t)
-	tr, err := p.Transport(limiter.New(rdb, limiter.Options{}), nil)
+	tr, err := p.Transport(limiter.New(rdb, limiter.Options{Timeout: testTimeout}), nil)
 	if err != nil || tr == nil {
 		t.Fatalf("Transport: %v", err)
 	}
