@@ -339,14 +339,18 @@ func TestWaitFairAndAtRate(t *testing.T) {
 	}
 	sort.Slice(recs, func(i, j int) bool { return recs[i].done.Before(recs[j].done) })
 	// The achieved rate is the slope of a least-squares fit of grant index
-	// against completion time: unlike (n-1)/span it is not thrown off by one
-	// late wake-up at either end on a loaded machine.
+	// against completion time, over the middle 80% of the grants: unlike
+	// (n-1)/span it is not thrown off by one late wake-up at either end on
+	// a loaded machine, and a stall in the first or last tenth, whose
+	// wake-ups come bunched after it, leaves it alone (one gave 106.6/s
+	// over all grants at load 9 to 14).
+	mid := recs[len(recs)/10 : len(recs)-len(recs)/10]
 	var sx, sy, sxx, sxy float64
-	for i, r := range recs {
-		x, y := r.done.Sub(recs[0].done).Seconds(), float64(i)
+	for i, r := range mid {
+		x, y := r.done.Sub(mid[0].done).Seconds(), float64(i)
 		sx, sy, sxx, sxy = sx+x, sy+y, sxx+x*x, sxy+x*y
 	}
-	n := float64(len(recs))
+	n := float64(len(mid))
 	got := (n*sxy - sx*sy) / (n*sxx - sx*sx)
 	// ±5%: the slope is of wake-ups, not of grants (those are exact, on
 	// Redis's clock: the window tests count them); wake-ups bunched after a
