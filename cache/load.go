@@ -106,6 +106,9 @@ func loadValue[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 			}
 		}()
 		lctx := f.ctx
+		// The TTL the caller's context carries is this value's only: the
+		// load runs without it, so a GetOrLoad inside it keeps its own TTL.
+		ttlOf := cacheops.TTL(lctx)
 		var v T
 		if !down {
 			if found, _ := c.core.get(lctx, key, k, &v, false); found {
@@ -115,7 +118,7 @@ func loadValue[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 		c.core.loads.Add(1)
 		loaded = true
 		began := time.Now()
-		v, err = load(lctx)
+		v, err = load(cacheops.WithTTL(lctx, nil))
 		c.core.recordLoad(lctx, time.Since(began), err)
 		if err != nil {
 			return nil, err
@@ -125,8 +128,8 @@ func loadValue[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 			return v, err
 		}
 		ttl, exp := ttl, exp
-		if f := cacheops.TTL(lctx); f != nil { // the TTL from now, the load done
-			if ttl = f(); ttl < time.Millisecond {
+		if ttlOf != nil { // the TTL from now, the load done
+			if ttl = ttlOf(); ttl < time.Millisecond {
 				return v, nil
 			}
 			exp = ttl

@@ -74,7 +74,7 @@ var errNotInspectable = errors.New("limiter: client cannot GET or SCAN, cannot i
 //
 // Definitions are written by the limiters that decide (about once a minute
 // per quota instance and process, and again at its first decision after the
-// client reconnects, a second after the last write at the soonest, so soon
+// client reconnects, 5 s after the last write at the soonest, so soon
 // after Redis restarts or fails over without them; off the decision path), so an instance appears once a process has decided on
 // it, and stays described while its state can exist.
 func (l *Limiter) Inspect(ctx context.Context, names ...string) ([]QuotaState, error) {

@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -222,15 +223,23 @@ func (l *Limiter) placeAgain(ctx context.Context) error {
 // of the i-th) in pipelines of placeAgainBatch, each reply checked by valid,
 // with the commands extra queues beside each call (nil: none). s is loaded
 // first (on every master of a cluster) and sent as EVALSHA; calls a node
-// answers NOSCRIPT (one the load did not reach) go again as EVAL. Each
+// answers NOSCRIPT (one the load did not reach) go again as EVAL, and every
+// call goes as EVAL when the server refused the load. Each
 // pipeline goes through the path, bounded as any call.
 func (l *Limiter) evalPipelined(ctx context.Context, op string, pl pipeliner, s *redis.Script, n int,
 	call func(i int) ([]string, []any), extra func(pipe redis.Pipeliner, i int) redis.Cmder, valid func(int64) bool) error {
 	if n == 0 {
 		return nil
 	}
+	// A server that refuses the load (an ACL without SCRIPT LOAD, as
+	// decisions allow: they fall back to EVAL) gets every call as EVAL.
+	loaded := true
 	if err := l.call(ctx, op, func(ctx context.Context) error { return s.Load(ctx, l.client).Err() }); err != nil {
-		return err
+		var re redis.Error
+		if !errors.As(err, &re) {
+			return err
+		}
+		loaded = false
 	}
 	for from := 0; from < n; from += placeAgainBatch {
 		to := min(n, from+placeAgainBatch)
@@ -240,7 +249,11 @@ func (l *Limiter) evalPipelined(ctx context.Context, op string, pl pipeliner, s 
 			pipe := pl.Pipeline()
 			for i := range evals {
 				keys, args := call(from + i)
-				evals[i] = pipe.EvalSha(ctx, s.Hash(), keys, args...)
+				if loaded {
+					evals[i] = pipe.EvalSha(ctx, s.Hash(), keys, args...)
+				} else {
+					evals[i] = pipe.Eval(ctx, script.Source(s), keys, args...)
+				}
 				if extra != nil {
 					if c := extra(pipe, from+i); c != nil {
 						extras = append(extras, c)

@@ -563,3 +563,40 @@ func restartSpentPipelined(t *testing.T, loadLost bool) {
 		require.Equal(t, 49, r.Remaining, "key %d: not charged half its limit after the restart", i)
 	}
 }
+
+// An ACL that refuses SCRIPT LOAD (decisions go on as EVAL) still gets its
+// kept holds placed again after a restart: the pipelined re-placement gave
+// up on the refused load, so no hold came back and a 418's ban was ignored
+// (review-s11).
+func TestKeptHoldsPlacedAgainWithoutScriptLoad(t *testing.T) {
+	q := Quota{Name: "account", Limits: []NamedLimit{{"orders", PerMinute(6000)}}}
+	srv := redistest.Private(t)
+	admin := srv.Client()
+	t.Cleanup(func() { _ = admin.Close() })
+	ctx := context.Background()
+	const pw = "n0-script-load"
+	user := func() {
+		t.Helper()
+		require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", "app", "on", ">"+pw, "~*", "+@all", "-script|load").Err())
+	}
+	user()
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "app", Password: pw})
+	t.Cleanup(func() { _ = c.Close() })
+	require.Error(t, c.ScriptLoad(ctx, "return 1").Err(), "the ACL must refuse SCRIPT LOAD")
+	lim := New(c, Options{Timeout: 5 * time.Second})
+	require.True(t, settle(t, lim, q.For("0")).Allowed)
+	placed := time.Now()
+	for i := range 3 {
+		_, err := lim.Hold(ctx, q.For(fmt.Sprint(i)), holdFor, "418")
+		require.NoError(t, err)
+	}
+
+	srv.Stop()
+	require.NoError(t, srv.Start())
+	user() // a restart without an ACL file forgets the user
+	requireHeld(t, settle(t, lim, q.For("1")), q, placed)
+	for i := range 3 {
+		in := lim.holdKey(q.For(fmt.Sprint(i)))
+		require.Positive(t, admin.PTTL(ctx, in).Val(), "hold %d not placed again", i)
+	}
+}

@@ -39,9 +39,9 @@ type Options struct {
 	// By default a candle series lives until its interval's next boundary, so
 	// at most as long as its interval, the seed's TTL (1m candles 60 s, 5m
 	// candles 5 min). The boundary is the one after the call, on this
-	// process's clock: OrFetch takes it before it calls fetch (the series
-	// then outlives the boundary by about as long as the fetch took); Set takes
-	// it when called, so a series fetched before a boundary and Set after it
+	// process's clock: OrFetch takes it before it calls fetch and measures
+	// the TTL to it when it stores the series (one whose candle closed during
+	// the fetch is returned, not stored); Set takes it when called, so a series fetched before a boundary and Set after it
 	// is kept through the whole next interval with its last candle closed.
 	CandlesTTL time.Duration
 	// SignalTTL is how long a signal is kept when SetSignal is given no TTL

@@ -630,6 +630,29 @@ func TestOrFetchCandleTTLAfterFetch(t *testing.T) {
 	}
 }
 
+// A fetch of candles that itself fetches through the cache (a ticker here)
+// stores what it fetched with that value's own TTL: the candle's close
+// travelled on the context into the nested load, and a 2 s ticker fetched
+// inside a 1h candles fetch was kept until the hour (review-s11: a 5 s value
+// kept 15 h 48 m inside a 1d fetch).
+func TestOrFetchCandleTTLStaysWithCandles(t *testing.T) {
+	mr, client := redistest.NewMini(t)
+	b := redistest.Backend{Kind: redistest.Mini, Client: client, Mini: mr, Prefix: redistest.NewPrefix(t)}
+	ctx := context.Background()
+	e := newEnv(t, b, market.Options{})
+	_, err := market.OrFetch(ctx, e.m, "binance", "BTC-USDT", func(ctx context.Context) ([]market.Candle, error) {
+		_, err := market.OrFetch(ctx, e.m, "binance", "BTC-USDT", func(context.Context) (market.Ticker, error) { return btc, nil })
+		return candles, err
+	}, "1h")
+	must(t, err)
+	if got := e.pttl(b.Prefix + ":v:{binance}:ticker%3ABTC-USDT"); got != 2*time.Second {
+		t.Fatalf("ticker fetched inside a candles fetch: PTTL %v, want its own 2s", got)
+	}
+	if got := e.pttl(b.Prefix + ":v:{binance}:candles%3ABTC-USDT%3A1h"); got <= 2*time.Second {
+		t.Fatalf("candles PTTL %v, want until the hour", got)
+	}
+}
+
 // An exchange written to stays known for InvalidateSymbol as long as its data
 // lives, even when RegistryTTL is shorter than the once-a-minute refresh; a
 // signal that would never expire is refused.

@@ -51,7 +51,8 @@ type ttlKey struct{}
 // in place of its ttl argument (which it still checks first): a value whose
 // life ends at a fixed instant (a candle's close) then ends there however
 // long the load took. A ttl of less than 1 ms stores nothing (the value is
-// still returned): its time is over.
+// still returned): its time is over. GetOrLoad hands its load a context
+// without it (WithTTL(ctx, nil)): a load made inside that load keeps its own.
 func WithTTL(ctx context.Context, ttl func() time.Duration) context.Context {
 	return context.WithValue(ctx, ttlKey{}, ttl)
 }
