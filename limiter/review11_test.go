@@ -375,32 +375,27 @@ func TestLeaserDoneContextChargesNothing(t *testing.T) {
 	require.Zero(t, ls.Stats().Calls)
 }
 
-// holdCalls counts hold.lua's calls (one key, the duration) a client sends
-// on their own, and the pipelines that carry any.
-type holdCalls struct{ alone, pipes, inPipes atomic.Int64 }
-
-func isHoldScript(a []any) bool {
-	if len(a) != 5 || fmt.Sprint(a[2]) != "1" {
-		return false
-	}
-	name := fmt.Sprint(a[0])
-	return (name == "evalsha" || name == "eval") && strings.HasSuffix(fmt.Sprint(a[3]), ":hold")
+// scriptCalls counts the script calls match picks that a client sends on
+// their own, and the pipelines that carry any.
+type scriptCalls struct {
+	match                 func(args []any) bool
+	alone, pipes, inPipes atomic.Int64
 }
 
-func (h *holdCalls) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *holdCalls) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+func (h *scriptCalls) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *scriptCalls) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if isHoldScript(cmd.Args()) {
+		if h.match(cmd.Args()) {
 			h.alone.Add(1)
 		}
 		return next(ctx, cmd)
 	}
 }
-func (h *holdCalls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (h *scriptCalls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		n := int64(0)
 		for _, c := range cmds {
-			if isHoldScript(c.Args()) {
+			if h.match(c.Args()) {
 				n++
 			}
 		}
@@ -410,6 +405,15 @@ func (h *holdCalls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 		}
 		return next(ctx, cmds)
 	}
+}
+
+// isHoldScript picks hold.lua's calls: one key, the duration.
+func isHoldScript(a []any) bool {
+	if len(a) != 5 || fmt.Sprint(a[2]) != "1" {
+		return false
+	}
+	name := fmt.Sprint(a[0])
+	return (name == "evalsha" || name == "eval") && strings.HasSuffix(fmt.Sprint(a[3]), ":hold")
 }
 
 // Many kept holds (per-account holds: a hold on each of 2 000 instances)
@@ -432,8 +436,8 @@ func TestManyKeptHoldsPlacedAgainPipelined(t *testing.T) {
 		_, err := lim.Hold(ctx, q.For(fmt.Sprint(i)), holdFor, "418")
 		require.NoError(t, err)
 	}
-	var h holdCalls
-	c.AddHook(&h)
+	h := &scriptCalls{match: isHoldScript}
+	c.AddHook(h)
 
 	srv.Stop()
 	require.NoError(t, srv.Start())
@@ -468,41 +472,13 @@ func TestHoldBeforeFirstDecisionWithRestartSpent(t *testing.T) {
 	requireHeld(t, settle(t, lim, q), q, placed)
 }
 
-// syncCalls counts sync.lua's calls (one key, five arguments) a client
-// sends on their own, and the pipelines that carry any.
-type syncCalls struct{ alone, pipes, inPipes atomic.Int64 }
-
+// isSyncScript picks sync.lua's calls: one key, five arguments.
 func isSyncScript(a []any) bool {
 	if len(a) != 9 || fmt.Sprint(a[2]) != "1" {
 		return false
 	}
 	name := fmt.Sprint(a[0])
 	return name == "evalsha" || name == "eval"
-}
-
-func (h *syncCalls) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *syncCalls) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if isSyncScript(cmd.Args()) {
-			h.alone.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-func (h *syncCalls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		n := int64(0)
-		for _, c := range cmds {
-			if isSyncScript(c.Args()) {
-				n++
-			}
-		}
-		if n > 0 {
-			h.pipes.Add(1)
-			h.inPipes.Add(n)
-		}
-		return next(ctx, cmds)
-	}
 }
 
 // loseLoads answers SCRIPT LOAD without sending it, as a node the load did
@@ -545,8 +521,8 @@ func restartSpentPipelined(t *testing.T, loadLost bool) {
 		require.NoError(t, err)
 		require.True(t, r.Allowed)
 	}
-	var h syncCalls
-	c.AddHook(&h)
+	h := &scriptCalls{match: isSyncScript}
+	c.AddHook(h)
 	if loadLost {
 		c.AddHook(loseLoads{})
 	}
