@@ -385,20 +385,7 @@ func TestKrakenFleet(t *testing.T) {
 	bestof.Run(t, func(t *testing.T, use *bestof.Usage) {
 		sim := newKrakenSim(t, scale)
 		fleet := newFleet(t, p)
-		// Warm the connections, as many per process as it has senders, at once
-		// (on a path no rule charges and the simulator does not count).
-		var warm sync.WaitGroup
-		for _, pr := range fleet {
-			for range 4 {
-				warm.Go(func() {
-					req, _ := http.NewRequest(http.MethodGet, sim.srv.URL+"/warm", nil)
-					if _, _, err := pr.do(req); err != nil {
-						t.Error(err)
-					}
-				})
-			}
-		}
-		warm.Wait()
+		warm(t, fleet, p, sim.srv.URL+"/warm", 4) // as many per process as it has senders
 		stop := time.Now().Add(4 * time.Second)
 		calls := []string{"Balance", "OpenOrders", "Ledgers", "TradesHistory"}
 		drive(t, fleet, 4, stop, func(ctx context.Context, pr *proc, g int) error {
@@ -990,18 +977,7 @@ func TestKrakenBatchAddFleet(t *testing.T) {
 	bestof.Run(t, func(t *testing.T, use *bestof.Usage) {
 		sim := newKrakenSim(t, scale)
 		fleet := newFleet(t, p)
-		var warm sync.WaitGroup
-		for _, pr := range fleet {
-			for range 2 {
-				warm.Go(func() {
-					req, _ := http.NewRequest(http.MethodGet, sim.srv.URL+"/warm", nil)
-					if _, _, err := pr.do(req); err != nil {
-						t.Error(err)
-					}
-				})
-			}
-		}
-		warm.Wait()
+		warm(t, fleet, p, sim.srv.URL+"/warm", 2) // as many per process as it has senders
 		stop := time.Now().Add(3 * time.Second)
 		drive(t, fleet, 2, stop, func(ctx context.Context, pr *proc, g int) error {
 			_, err := krakenPostJSON(ctx, pr, sim.srv.URL, "AddOrderBatch", map[string]any{"pair": "XBTUSD", "orders": orders})
