@@ -118,7 +118,11 @@ func loadValue[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 		c.core.loads.Add(1)
 		loaded = true
 		began := time.Now()
-		v, err = load(cacheops.WithTTL(lctx, nil))
+		loadCtx := lctx
+		if ttlOf != nil {
+			loadCtx = cacheops.WithTTL(lctx, nil)
+		}
+		v, err = load(loadCtx)
 		c.core.recordLoad(lctx, time.Since(began), err)
 		if err != nil {
 			return nil, err
